@@ -1,0 +1,13 @@
+"""ComfyUI entry point of the video-unlearning pack.
+
+Nodes are registered only when ComfyUI (`comfy`) is importable, so that `core/` and its tests
+work without a host. Importing this module does no heavy work: no model is loaded, no folder
+is scanned, no CUDA device is probed.
+"""
+
+import importlib.util
+
+WEB_DIRECTORY = "./web"
+
+if importlib.util.find_spec("comfy") is not None:
+    from .nodes import comfy_entrypoint  # noqa: F401  (ComfyUI looks this name up)
