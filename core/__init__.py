@@ -1,0 +1,20 @@
+"""Framework-agnostic core of the video-unlearning pack (torch, numpy, safetensors; never comfy).
+
+Modules, one concept each: ``pairs`` (prompt-pair text format), ``activations`` (hooks that
+record what layers read), ``refusal`` (fitter -> frozen refusal basis), ``serialization``
+(refusal-vector files), ``edit`` (closed-form weight edits), ``fingerprint`` (which weights a
+vector belongs to).
+"""
+
+from .activations import ActivationRecorder
+from .edit import EDIT_TARGETS, LowRankEdit, project_edit
+from .fingerprint import fingerprint_weights
+from .pairs import DEFAULT_NEUTRAL_PROMPTS, FewPairsWarning, PairsError, PromptPair, check_pairs, parse_pairs, parse_prompts
+from .refusal import LayerScore, RefusalBasis, RefusalFitter
+from .serialization import RefusalFileError
+
+__all__ = [
+    "ActivationRecorder", "DEFAULT_NEUTRAL_PROMPTS", "EDIT_TARGETS", "FewPairsWarning", "LayerScore", "LowRankEdit",
+    "PairsError", "PromptPair", "RefusalBasis", "RefusalFileError", "RefusalFitter", "check_pairs",
+    "fingerprint_weights", "parse_pairs", "parse_prompts", "project_edit",
+]

@@ -1,0 +1,149 @@
+"""Prompt pairs that differ only by the concept to forget.
+
+The text format is the one a person types into a ComfyUI text box: one pair per line,
+``unsafe prompt | safe prompt``. Blank lines and lines starting with ``#`` are ignored, so a pair
+file can carry comments. Errors name the line number, because that is what a person fixes.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+#: The paper measures its refusal vector from this many pairs; fewer still works but is noisier.
+RECOMMENDED_PAIRS = 5
+MIN_PAIRS = 2
+
+#: Everyday prompts whose activations vary in ways unrelated to any concept one would erase.
+#: The contrastive step (cPCA) subtracts their covariance so that this ordinary variation is not
+#: mistaken for the concept.
+DEFAULT_NEUTRAL_PROMPTS: tuple[str, ...] = (
+    "a dog running on a beach",
+    "a tree swaying in the wind",
+    "a cup of coffee on a wooden table",
+    "a city street at night with cars passing",
+    "a cat sleeping on a sofa",
+    "waves crashing on rocks",
+    "a person walking in a park",
+    "a red car driving on a highway",
+    "a bowl of fruit in a kitchen",
+    "clouds moving over mountains",
+    "a child playing with a ball",
+    "a bird flying over a lake",
+    "a train arriving at a station",
+    "a chef cooking in a restaurant kitchen",
+    "rain falling on a window",
+    "a horse galloping in a field",
+    "an old man reading a newspaper",
+    "fireworks over a river",
+    "a woman riding a bicycle",
+    "snow falling in a forest",
+)
+
+
+class PairsError(ValueError):
+    """A pairs text that cannot be used; ``line`` is 1-based, or None for whole-text problems."""
+
+    def __init__(self, reason: str, line: int | None = None):
+        self.reason = reason
+        self.line = line
+        super().__init__(f"line {line}: {reason}" if line is not None else reason)
+
+
+class FewPairsWarning(UserWarning):
+    """Fewer pairs than the paper's five: the refusal vector will be noisier."""
+
+
+@dataclass(frozen=True)
+class PromptPair:
+    """One pair: ``unsafe`` shows the concept, ``safe`` is the same prompt without it."""
+
+    unsafe: str
+    safe: str
+    line: int = 0
+
+
+def _content_lines(text: str):
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            yield number, line
+
+
+def parse_pairs(text: str) -> list[PromptPair]:
+    """Parse ``unsafe | safe`` lines into pairs.
+
+    Args:
+        text: the pairs text. Each content line holds exactly one ``|``.
+
+    Raises:
+        PairsError: naming the line of the first problem (no or several ``|``, an empty side,
+            identical sides, a duplicate pair) or, without a line, fewer than 2 pairs.
+        TypeError: when ``text`` is not a string.
+
+    Warns:
+        FewPairsWarning: below 5 pairs.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"pairs text must be a str, got {type(text).__name__}")
+    pairs: list[PromptPair] = []
+    seen: dict[tuple[str, str], int] = {}
+    for number, line in _content_lines(text):
+        bars = line.count("|")
+        if bars != 1:
+            raise PairsError(
+                f"expected exactly one '|' between the unsafe and the safe prompt, found {bars}: {line!r}",
+                number,
+            )
+        unsafe, safe = (side.strip() for side in line.split("|"))
+        if not unsafe or not safe:
+            side = "unsafe (left)" if not unsafe else "safe (right)"
+            raise PairsError(f"the {side} prompt is empty; write 'unsafe prompt | safe prompt'", number)
+        if unsafe == safe:
+            raise PairsError(
+                f"both sides are {unsafe!r}; the unsafe prompt must add the concept to the safe one", number
+            )
+        key = (unsafe, safe)
+        if key in seen:
+            raise PairsError(f"duplicate of the pair on line {seen[key]}; remove one of them", number)
+        seen[key] = number
+        pairs.append(PromptPair(unsafe=unsafe, safe=safe, line=number))
+    if len(pairs) < MIN_PAIRS:
+        raise PairsError(
+            f"found {len(pairs)} pair(s); at least {MIN_PAIRS} are needed and {RECOMMENDED_PAIRS} are "
+            "recommended, one 'unsafe prompt | safe prompt' per line"
+        )
+    if len(pairs) < RECOMMENDED_PAIRS:
+        warnings.warn(
+            f"only {len(pairs)} pairs; the paper uses {RECOMMENDED_PAIRS}, fewer give a noisier refusal vector",
+            FewPairsWarning,
+            stacklevel=2,
+        )
+    return pairs
+
+
+def check_pairs(text: str) -> dict:
+    """Validate a pairs text without raising: ``{"count", "error", "line", "warning"}``.
+
+    ``count`` is the number of valid pairs before the first problem, so an editor can show
+    progress while a person types.
+    """
+    if not isinstance(text, str):
+        return {"count": 0, "error": f"pairs text must be a string, got {type(text).__name__}", "line": None,
+                "warning": None}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FewPairsWarning)
+        try:
+            pairs = parse_pairs(text)
+        except PairsError as error:
+            count = sum(1 for number, _ in _content_lines(text) if error.line is None or number < error.line)
+            return {"count": count, "error": error.reason, "line": error.line, "warning": None}
+    warning = next((str(w.message) for w in caught if issubclass(w.category, FewPairsWarning)), None)
+    return {"count": len(pairs), "error": None, "line": None, "warning": warning}
+
+
+def parse_prompts(text: str) -> list[str]:
+    """One prompt per line; blank lines and ``#`` comments ignored; duplicates dropped in order."""
+    if not isinstance(text, str):
+        raise TypeError(f"prompts text must be a str, got {type(text).__name__}")
+    return list(dict.fromkeys(line for _, line in _content_lines(text)))

@@ -1,0 +1,77 @@
+import pytest
+import torch
+
+from core.activations import ActivationRecorder
+
+
+class Tiny(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.first = torch.nn.Linear(4, 6)
+        self.second = torch.nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.second(torch.relu(self.first(x)))
+
+
+def test_records_pooled_inputs_in_float64_and_removes_hooks():
+    torch.manual_seed(0)
+    model = Tiny()
+    x = torch.randn(2, 5, 4)  # [batch, tokens, d]
+    with ActivationRecorder(model, ["first", "second"]) as rec:
+        model(x)
+        model(x[:1])
+    rows = rec.take()
+    assert rows["first"].dtype == torch.float64
+    assert rows["first"].shape == (3, 4)
+    torch.testing.assert_close(rows["first"][:2], x.double().mean(1))
+    hidden = torch.relu(model.first(x))
+    torch.testing.assert_close(rows["second"][:2], hidden.double().mean(1))
+    assert not model.first._forward_pre_hooks and not model.second._forward_pre_hooks
+
+
+def test_output_capture():
+    model = Tiny()
+    x = torch.randn(3, 4)
+    with ActivationRecorder(model, ["first"], capture="output") as rec:
+        model(x)
+    torch.testing.assert_close(rec.take()["first"], model.first(x).double())
+
+
+def test_hooks_removed_on_exception():
+    model = Tiny()
+    with pytest.raises(RuntimeError):
+        with ActivationRecorder(model, ["first"]):
+            model(torch.randn(2, 5))  # wrong width
+    assert not model.first._forward_pre_hooks
+
+
+def test_unknown_name_lists_close_matches():
+    with pytest.raises(ValueError, match="close matches.*first"):
+        ActivationRecorder(Tiny(), ["frist"])
+
+
+def test_take_without_forward_is_an_error():
+    with ActivationRecorder(Tiny(), ["first"]) as rec:
+        pass
+    with pytest.raises(ValueError, match="recorded nothing"):
+        rec.take()
+
+
+def test_token_budget_is_respected_and_deterministic():
+    model = Tiny()
+    x = torch.randn(2, 50, 4)
+    samples = []
+    for _ in range(2):
+        with ActivationRecorder(model, ["first"], token_budget=16, seed=3) as rec:
+            model(x)
+            model(x)
+        samples.append(rec.take_tokens()["first"])
+    assert samples[0].shape == (16, 4)
+    assert torch.equal(samples[0], samples[1])
+    flat = x.reshape(-1, 4).double()
+    assert all((flat == row).all(1).any() for row in samples[0])
+    with ActivationRecorder(model, ["first"]) as rec:
+        model(x)
+    with pytest.raises(ValueError, match="token_budget"):
+        rec.take_tokens()

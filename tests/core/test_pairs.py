@@ -1,0 +1,64 @@
+import warnings
+
+import pytest
+
+from core.pairs import (DEFAULT_NEUTRAL_PROMPTS, FewPairsWarning, PairsError, PromptPair, check_pairs,
+                        parse_pairs, parse_prompts)
+
+FIVE = "\n".join(f"a Rolex watch {i} | a watch {i}" for i in range(5))
+
+
+def test_parses_pairs_ignoring_blanks_and_comments():
+    text = "# trademark\n\n" + FIVE + "\n   \n# end"
+    pairs = parse_pairs(text)
+    assert len(pairs) == 5
+    assert pairs[0] == PromptPair("a Rolex watch 0", "a watch 0", line=3)
+
+
+@pytest.mark.parametrize(
+    "text, line, fragment",
+    [
+        ("a | b\nno bar here\nc | d", 2, "exactly one '|'"),
+        ("a | b\nx | y | z\nc | d", 2, "found 2"),
+        ("a | b\n | safe\nc | d", 2, "unsafe (left) prompt is empty"),
+        ("a | b\nunsafe | \nc | d", 2, "safe (right) prompt is empty"),
+        ("a | b\nsame | same\nc | d", 3 - 1, "both sides"),
+        ("a | b\nc | d\n\na | b", 4, "duplicate of the pair on line 1"),
+    ],
+)
+def test_bad_lines_name_their_line(text, line, fragment):
+    with pytest.raises(PairsError) as info:
+        parse_pairs(text)
+    assert info.value.line == line
+    assert fragment in str(info.value)
+    assert f"line {line}" in str(info.value)
+
+
+def test_too_few_pairs_is_an_error_and_below_five_a_warning():
+    with pytest.raises(PairsError, match="at least 2"):
+        parse_pairs("# only one\na | b")
+    with pytest.warns(FewPairsWarning, match="only 3 pairs"):
+        assert len(parse_pairs("a | b\nc | d\ne | f")) == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        parse_pairs(FIVE)
+
+
+def test_type_error_for_non_text():
+    with pytest.raises(TypeError):
+        parse_pairs(None)
+
+
+def test_check_pairs_reports_count_and_first_problem():
+    assert check_pairs(FIVE) == {"count": 5, "error": None, "line": None, "warning": None}
+    bad = check_pairs("a | b\nc | d\noops\ne | f")
+    assert bad["count"] == 2 and bad["line"] == 3 and "exactly one" in bad["error"]
+    few = check_pairs("a | b\nc | d")
+    assert few["error"] is None and few["count"] == 2 and "only 2" in few["warning"]
+    assert check_pairs("")["error"].startswith("found 0")
+
+
+def test_parse_prompts_and_defaults():
+    assert parse_prompts("# c\na dog\n\na cat\na dog") == ["a dog", "a cat"]
+    assert len(DEFAULT_NEUTRAL_PROMPTS) >= 10
+    assert len(set(DEFAULT_NEUTRAL_PROMPTS)) == len(DEFAULT_NEUTRAL_PROMPTS)
