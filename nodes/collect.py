@@ -1,0 +1,127 @@
+"""Collect Activations: run the model on both sides of every pair and record what the edited layers read.
+
+The forward goes through ComfyUI's own sampling stack (``CFGGuider`` with cfg 1 and a one-off
+sampler function), so model loading and offloading (``load_models_gpu``, lowvram), the model's
+``model_sampling`` (shift, noise scaling), conditioning processing and model wrappers all behave as
+in a normal generation. The sampler function evaluates the model once per requested sigma on a
+latent noised with the same noise for both sides of the pair; unsafe and safe prompts are stacked
+as one batch of two, so each forward measures one pair.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+import comfy.model_management
+import comfy.sample
+import comfy.samplers
+import comfy.utils
+
+from ..core.activations import ActivationRecorder
+from ..core.fingerprint import fingerprint_weights
+from ..core.refusal import RefusalFitter
+from .adapters import adapter_for
+from .conditioning import stack_conditionings
+from .payloads import CollectedActivations, EncodedPairs
+
+logger = logging.getLogger(__name__)
+
+
+def parse_timesteps(spec: str) -> int | list[float]:
+    """``"4"`` -> 4 sigmas spread over the model's schedule; ``"0.1, 0.5"`` -> sampling-progress fractions."""
+    text = str(spec).strip()
+    if not text:
+        raise ValueError("timesteps is empty: write a count such as 4, or progress fractions such as 0.1, 0.5, 0.9")
+    if "," not in text and "." not in text:
+        try:
+            count = int(text)
+        except ValueError:
+            raise ValueError(f"timesteps {text!r} is neither a count nor a list of fractions") from None
+        if not 1 <= count <= 100:
+            raise ValueError(f"timesteps count must be between 1 and 100, got {count}")
+        return count
+    try:
+        fractions = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"timesteps {text!r}: each entry must be a number between 0 and 1") from None
+    bad = [f for f in fractions if not 0.0 <= f < 1.0]
+    if bad or not fractions:
+        raise ValueError(f"timesteps fractions must be in [0, 1) (0 = pure noise), got {bad or text!r}")
+    return fractions
+
+
+def sigmas_for(model, spec: int | list[float]) -> list[float]:
+    """Sigmas of the model's own schedule (with its shift) at which activations are recorded."""
+    sampling = model.get_model_object("model_sampling")
+    if isinstance(spec, int):
+        return [float(s) for s in comfy.samplers.calculate_sigmas(sampling, "simple", spec)[:-1]]
+    return [float(sampling.percent_to_sigma(fraction)) for fraction in spec]
+
+
+def empty_latent(model, width: int, height: int, length: int) -> torch.Tensor:
+    """An all-zero video latent ``[1, c, frames, h, w]`` in the model's latent format (as EmptyHunyuanLatentVideo)."""
+    channels = model.get_model_object("latent_format").latent_channels
+    spatial = 16 if channels == 48 else 8  # Wan 2.2 5B's VAE compresses 16x; the others 8x
+    return torch.zeros([1, channels, ((length - 1) // 4) + 1, height // spatial, width // spatial])
+
+
+def collect_activations(model, encoded: EncodedPairs, latent: torch.Tensor, timesteps: str, seed: int,
+                        layer_names: list[str]) -> CollectedActivations:
+    """Record the inputs of ``layer_names`` for every pair (and neutral prompt) at the requested sigmas."""
+    adapter = adapter_for(model)
+    diffusion = model.model.diffusion_model
+    latent = comfy.sample.fix_empty_latent_channels(model, latent[:1])
+    sigmas = sigmas_for(model, parse_timesteps(timesteps))
+    if adapter.is_timestep_independent(layer_names) and len(sigmas) > 1:
+        logger.info("the selected layers read only the text: measuring at one timestep instead of %d", len(sigmas))
+        sigmas = sigmas[:1]
+    batches = [(encoded.unsafe[i], encoded.safe[i]) for i in range(len(encoded.pairs))]
+    neutral = list(encoded.neutral)
+    neutral_batches = [tuple(neutral[i:i + 2]) for i in range(0, len(neutral), 2)]
+    progress = comfy.utils.ProgressBar((len(batches) + len(neutral_batches)) * len(sigmas))
+
+    fitter = RefusalFitter()
+    with ActivationRecorder(diffusion, layer_names) as recorder:  # hooks removed on any exit
+        for index, (unsafe, safe) in enumerate(batches):
+            rows = _forward(model, [unsafe, safe], latent, sigmas, seed + index, recorder, progress)
+            for name, values in rows.items():  # [sigmas * 2, d]: unsafe, safe per sigma
+                fitter.update(name, values[0::2], values[1::2])
+        for index, batch in enumerate(neutral_batches):
+            rows = _forward(model, list(batch), latent, sigmas, seed + len(batches) + index, recorder, progress)
+            for name, values in rows.items():
+                fitter.update_neutral(name, values)
+
+    weights = {name: diffusion.get_submodule(name).weight for name in layer_names}
+    return CollectedActivations(
+        fitter=fitter, layers=tuple(layer_names), family=adapter.family, fingerprint=fingerprint_weights(weights),
+        concept=encoded.concept, pairs=encoded.pairs, sigmas=tuple(sigmas),
+    )
+
+
+def _forward(model, conditionings, latent, sigmas, seed, recorder, progress) -> dict[str, torch.Tensor]:
+    """One model evaluation per sigma on a batch of ``len(conditionings)`` prompts sharing one noise."""
+    batch = len(conditionings)
+    positive = stack_conditionings(conditionings)
+    latent_batch = latent.repeat(batch, *([1] * (latent.ndim - 1)))
+    noise = comfy.sample.prepare_noise(latent, seed).repeat(batch, *([1] * (latent.ndim - 1)))
+
+    def evaluate_at_sigmas(model_k, x, _sigmas, extra_args=None, callback=None, disable=None):
+        sampling = model_k.inner_model.inner_model.model_sampling
+        for sigma in sigmas:
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            s = torch.full((batch,), sigma, device=x.device, dtype=x.dtype)
+            noised = sampling.noise_scaling(s[0], model_k.noise.to(x.device), model_k.latent_image.to(x.device))
+            model_k(noised, s, **(extra_args or {}))
+            progress.update(1)
+        return x
+
+    guider = comfy.samplers.CFGGuider(model)
+    guider.set_conds(positive, positive)
+    guider.set_cfg(1.0)  # the negative is never evaluated at cfg 1
+    sampler = comfy.samplers.KSAMPLER(evaluate_at_sigmas)
+    sigma_tensor = torch.tensor(list(sigmas) + [0.0])
+    guider.sample(noise, latent_batch, sampler, sigma_tensor, disable_pbar=True, seed=seed)
+    rows = recorder.take()  # [len(sigmas) * batch, d] in call order
+    return rows

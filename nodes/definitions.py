@@ -1,0 +1,259 @@
+"""The pack's ComfyUI nodes (V3 API): thin adapters over ``core/`` and the modules beside this one."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+
+import folder_paths
+import torch
+from comfy_api.latest import io, ui
+
+from ..core.pairs import DEFAULT_NEUTRAL_PROMPTS, FewPairsWarning, PairsError, parse_pairs, parse_prompts
+from ..core.refusal import METHODS, RefusalBasis
+from ..core.edit import EDIT_TARGETS
+from . import storage
+from .adapters import GROUP_CHOICES, adapter_for, resolve_group
+from .collect import collect_activations, empty_latent, parse_timesteps
+from .patching import ALL_IN_VECTOR, apply_unlearning, lora_state_dict
+from .payloads import ACTIVATIONS_TYPE, PAIRS_TYPE, REFUSAL_VECTOR_TYPE, CollectedActivations, EncodedPairs
+from .plot import score_chart
+
+Pairs = io.Custom(PAIRS_TYPE)
+Activations = io.Custom(ACTIVATIONS_TYPE)
+RefusalVector = io.Custom(REFUSAL_VECTOR_TYPE)
+CATEGORY = "unlearning"
+EXAMPLE_PAIRS = "\n".join([
+    "# one pair per line: prompt WITH the concept | the same prompt WITHOUT it",
+    "a Rolex watch on a wooden table | a watch on a wooden table",
+    "a close-up of a Rolex on a wrist | a close-up of a watch on a wrist",
+    "a gold Rolex in a shop window | a gold watch in a shop window",
+    "a man checking his Rolex at the airport | a man checking his watch at the airport",
+    "a Rolex lying on the sand at the beach | a watch lying on the sand at the beach",
+])
+
+
+def _block_inputs():
+    return [
+        io.Int.Input("block_start", default=0, min=0, max=200, tooltip="First transformer block to use (0 = first)."),
+        io.Int.Input("block_end", default=-1, min=-1, max=200, tooltip="Last transformer block to use, inclusive; -1 = the last block."),
+    ]
+
+
+def _encode(clip, text: str):
+    return clip.encode_from_tokens_scheduled(clip.tokenize(text))
+
+
+def _with_vision(conditioning, clip_vision_output):
+    if clip_vision_output is None:
+        return conditioning
+    return [[c[0], {**c[1], "clip_vision_output": clip_vision_output}] for c in conditioning]
+
+
+class PairEncoder(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VideoUnlearnPairEncoder", display_name="Pair Encoder (Unlearning)", category=CATEGORY,
+            description="Encodes prompt pairs that differ only by the concept to forget, plus neutral prompts.",
+            inputs=[
+                io.Clip.Input("clip", tooltip="The text encoder of the video model (for Wan: umt5_xxl)."),
+                io.String.Input("pairs", multiline=True, default=EXAMPLE_PAIRS,
+                                tooltip="One pair per line: 'prompt with the concept | same prompt without it'. "
+                                        "At least 2, 5 or more recommended; lines starting with # are comments."),
+                io.String.Input("neutral_prompts", multiline=True, default="\n".join(DEFAULT_NEUTRAL_PROMPTS),
+                                tooltip="Everyday prompts, one per line. Their variation is subtracted (contrastive PCA) "
+                                        "so ordinary differences are not mistaken for the concept."),
+                io.String.Input("concept", default="", tooltip="A label for the concept (e.g. 'Rolex'), stored with the vector and shown on Apply Unlearning."),
+                io.ClipVisionOutput.Input("unsafe_clip_vision_output", optional=True,
+                                          tooltip="Image-to-video models: CLIP vision output of a start image showing the concept."),
+                io.ClipVisionOutput.Input("safe_clip_vision_output", optional=True,
+                                          tooltip="Image-to-video models: CLIP vision output of the matching start image without the concept."),
+            ],
+            outputs=[Pairs.Output(display_name="pairs")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, pairs, **kwargs):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FewPairsWarning)
+                parse_pairs(pairs)
+        except PairsError as error:
+            return f"Pair Encoder: {error}"
+        return True
+
+    @classmethod
+    def execute(cls, clip, pairs, neutral_prompts, concept, unsafe_clip_vision_output=None,
+                safe_clip_vision_output=None):
+        parsed = tuple(parse_pairs(pairs))
+        neutral = tuple(parse_prompts(neutral_prompts))
+        encoded = EncodedPairs(
+            pairs=parsed, concept=concept.strip(),
+            unsafe=tuple(_with_vision(_encode(clip, p.unsafe), unsafe_clip_vision_output) for p in parsed),
+            safe=tuple(_with_vision(_encode(clip, p.safe), safe_clip_vision_output) for p in parsed),
+            neutral_prompts=neutral, neutral=tuple(_encode(clip, prompt) for prompt in neutral),
+        )
+        return io.NodeOutput(encoded)
+
+
+class CollectActivations(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VideoUnlearnCollectActivations", display_name="Collect Activations (Unlearning)", category=CATEGORY,
+            description="Runs the model on both sides of every pair (same noise) and records what the editable layers read.",
+            inputs=[
+                io.Model.Input("model", tooltip="The video model to unlearn from (Wan, HunyuanVideo, LTX-Video, Mochi, Cosmos)."),
+                Pairs.Input("pairs", tooltip="Encoded pairs from Pair Encoder."),
+                io.Int.Input("width", default=832, min=16, max=4096, step=16, tooltip="Width of the latent used for measuring; ignored when a latent is connected."),
+                io.Int.Input("height", default=480, min=16, max=4096, step=16, tooltip="Height of the latent used for measuring; ignored when a latent is connected."),
+                io.Int.Input("length", default=1, min=1, max=1024, step=4, tooltip="Frames of the measuring latent; 1 is enough for text-side layers."),
+                io.String.Input("timesteps", default="4", tooltip="A count (spread over the model's schedule, with its shift) or progress fractions like '0.1, 0.5, 0.9' (0 = pure noise). Text-side layers need only one."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=False, tooltip="Seed of the noise; both sides of a pair share it."),
+                io.Combo.Input("layers", options=list(GROUP_CHOICES), default="default", tooltip="Which linear layers to measure; 'default' = the family's recommended group (Wan: text-side cross_attn.k+v)."),
+                *_block_inputs(),
+                io.Latent.Input("latent", optional=True, tooltip="Optional latent to measure on instead of an empty one of width x height x length."),
+            ],
+            outputs=[Activations.Output(display_name="activations")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, timesteps, **kwargs):
+        try:
+            parse_timesteps(timesteps)
+        except ValueError as error:
+            return f"Collect Activations: {error}"
+        return True
+
+    @classmethod
+    def execute(cls, model, pairs, width, height, length, timesteps, seed, layers, block_start, block_end, latent=None):
+        adapter = adapter_for(model)
+        names = adapter.layer_names(model.model.diffusion_model, resolve_group(adapter, layers), block_start, block_end)
+        samples = latent["samples"] if latent is not None else empty_latent(model, width, height, length)
+        return io.NodeOutput(collect_activations(model, pairs, samples, timesteps, seed, names))
+
+
+class RefusalVectorNode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VideoUnlearnRefusalVector", display_name="Low-Rank Refusal Vector", category=CATEGORY,
+            description="Isolates the concept per layer: mean pair difference restricted to a contrastive low-rank subspace.",
+            inputs=[
+                Activations.Input("activations", tooltip="From Collect Activations."),
+                io.Combo.Input("method", options=list(METHODS), default="cpca", tooltip="cpca: contrastive low-rank subspace (the paper's method); mean: the raw mean difference."),
+                io.Int.Input("rank", default=4, min=1, max=256, tooltip="Size k of the contrastive subspace (capped by the number of samples)."),
+                io.Float.Input("alpha", default=1.0, min=0.0, max=100.0, step=0.05, tooltip="Weight of the neutral prompts' covariance; 0 = plain PCA of the pair differences."),
+            ],
+            outputs=[RefusalVector.Output(display_name="refusal_vector"), io.Image.Output(display_name="scores")],
+        )
+
+    @classmethod
+    def execute(cls, activations: CollectedActivations, method, rank, alpha):
+        basis = activations.fitter.fit(rank=rank, alpha=alpha, method=method, concept=activations.concept,
+                                       pairs=activations.pairs, model_family=activations.family,
+                                       model_fingerprint=activations.fingerprint)
+        chart = score_chart(basis)
+        return io.NodeOutput(basis, chart, ui=ui.PreviewImage(chart, cls=cls))
+
+
+class ApplyUnlearning(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VideoUnlearnApply", display_name="Apply Unlearning", category=CATEGORY,
+            description="Folds the refusal vector into the weights as a patch on a copy of the model (the original is untouched).",
+            inputs=[
+                io.Model.Input("model", tooltip="The model to edit (the same family and size the vector was measured on)."),
+                RefusalVector.Input("refusal_vector", tooltip="From Low-Rank Refusal Vector or Load Refusal Vector."),
+                io.Float.Input("strength", default=1.0, min=0.0, max=4.0, step=0.05, tooltip="1 removes the concept direction fully, 0 changes nothing; negative values are not allowed (they would amplify it)."),
+                io.Boolean.Input("enabled", default=True, tooltip="Off returns the model unchanged, to compare in one workflow."),
+                io.Combo.Input("layers", options=[ALL_IN_VECTOR, *GROUP_CHOICES], default=ALL_IN_VECTOR, tooltip="Which of the vector's layers to edit."),
+                *_block_inputs(),
+                io.Combo.Input("target", options=list(EDIT_TARGETS), default="safe_mean", tooltip="safe_mean: move the removed component to the safe prompts' mean (keeps activations typical); zero: project it out."),
+            ],
+            outputs=[io.Model.Output()],
+        )
+
+    @classmethod
+    def execute(cls, model, refusal_vector: RefusalBasis, strength, enabled, layers, block_start, block_end, target):
+        patched, edited = apply_unlearning(model, refusal_vector, strength=strength, enabled=enabled, group=layers,
+                                           block_start=block_start, block_end=block_end, target=target)
+        badge = {"enabled": bool(enabled), "strength": float(strength), "concept": refusal_vector.concept,
+                 "layers": len(edited)}
+        return io.NodeOutput(patched, ui={"video_unlearning": [badge]})
+
+
+class SaveRefusalVector(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VideoUnlearnSaveRefusalVector", display_name="Save Refusal Vector", category=CATEGORY,
+            is_output_node=True,
+            inputs=[
+                RefusalVector.Input("refusal_vector", tooltip="The vector to save (safetensors with its pairs and provenance)."),
+                io.String.Input("filename_prefix", default="refusal_vector", tooltip="File name prefix inside models/refusal_vectors; '/' makes subfolders."),
+            ],
+            outputs=[],
+        )
+
+    @classmethod
+    def execute(cls, refusal_vector: RefusalBasis, filename_prefix):
+        storage.register_folder()
+        path = storage.new_file_path(folder_paths.get_folder_paths(storage.FOLDER)[0], filename_prefix)
+        refusal_vector.save(path)
+        return io.NodeOutput(ui={"text": [os.path.basename(path)]})
+
+
+class LoadRefusalVector(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VideoUnlearnLoadRefusalVector", display_name="Load Refusal Vector", category=CATEGORY,
+            inputs=[io.Combo.Input("name", options=storage.list_vectors(), tooltip="A refusal vector in models/refusal_vectors.")],
+            outputs=[RefusalVector.Output(display_name="refusal_vector")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, name):
+        if name not in storage.list_vectors():
+            return f"Load Refusal Vector: {name!r} is not in models/refusal_vectors; save one first or refresh the list"
+        return True
+
+    @classmethod
+    def execute(cls, name):
+        return io.NodeOutput(RefusalBasis.load(storage.vector_path(name)))
+
+
+class ExportLoRA(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VideoUnlearnExportLoRA", display_name="Export Unlearning as LoRA", category=CATEGORY,
+            is_output_node=True,
+            description="Writes the edit as a standard LoRA file (models/loras) that LoraLoaderModelOnly applies with the same effect.",
+            inputs=[
+                io.Model.Input("model", tooltip="The model the LoRA is for (the edit depends on its weights)."),
+                RefusalVector.Input("refusal_vector", tooltip="The vector to export."),
+                io.Float.Input("strength", default=1.0, min=0.0, max=4.0, step=0.05, tooltip="Baked into the LoRA; load it at strength 1.0 for the same effect as Apply Unlearning."),
+                io.Combo.Input("target", options=list(EDIT_TARGETS), default="safe_mean", tooltip="As in Apply Unlearning."),
+                io.String.Input("filename_prefix", default="unlearning/lora", tooltip="File name prefix inside models/loras."),
+            ],
+            outputs=[],
+        )
+
+    @classmethod
+    def execute(cls, model, refusal_vector: RefusalBasis, strength, target, filename_prefix):
+        from safetensors.torch import save_file
+
+        tensors = lora_state_dict(model, refusal_vector, strength=strength, target=target)
+        path = storage.new_file_path(folder_paths.get_folder_paths("loras")[0], filename_prefix)
+        meta = {"video_unlearning_concept": refusal_vector.concept, "video_unlearning_strength": str(strength),
+                "video_unlearning_layers": json.dumps(sorted({k.rsplit(".", 2)[0] for k in tensors}))}
+        save_file({k: v.to(torch.float32) for k, v in tensors.items()}, path, metadata=meta)
+        return io.NodeOutput(ui={"text": [os.path.basename(path)]})
+
+
+NODES = [PairEncoder, CollectActivations, RefusalVectorNode, ApplyUnlearning, SaveRefusalVector, LoadRefusalVector, ExportLoRA]

@@ -1,0 +1,52 @@
+"""The ``refusal_vectors`` model folder: registration, listing and safe file names."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import folder_paths
+
+FOLDER = "refusal_vectors"
+EXTENSIONS = {".safetensors"}
+
+
+def register_folder() -> None:
+    """Register ``models/refusal_vectors`` (extra_model_paths.yaml may add more) once."""
+    if FOLDER not in folder_paths.folder_names_and_paths:
+        os.makedirs(os.path.join(folder_paths.models_dir, FOLDER), exist_ok=True)
+        folder_paths.folder_names_and_paths[FOLDER] = ([os.path.join(folder_paths.models_dir, FOLDER)], EXTENSIONS)
+
+
+def list_vectors() -> list[str]:
+    register_folder()
+    return folder_paths.get_filename_list(FOLDER)
+
+
+def vector_path(name: str) -> str:
+    """Full path of a listed vector; names that are not in the folder's list are refused."""
+    register_folder()
+    if name not in folder_paths.get_filename_list(FOLDER):
+        raise ValueError(f"refusal vector {name!r} is not in the {FOLDER} folder; pick one from the list "
+                         "(save one with Save Refusal Vector, or copy a .safetensors file there)")
+    return folder_paths.get_full_path_or_raise(FOLDER, name)
+
+
+_SAFE_PREFIX = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_\- ]*(/[A-Za-z0-9_\-][A-Za-z0-9_\- ]*)*$")
+
+
+def new_file_path(folder: str, prefix: str) -> str:
+    """A fresh ``<folder>/<prefix>_00001.safetensors``; the prefix cannot leave the folder."""
+    if not _SAFE_PREFIX.match(prefix or "") or ".." in prefix:
+        raise ValueError(f"filename prefix {prefix!r} may use letters, digits, spaces, '-', '_' and '/' "
+                         "for subfolders, and cannot leave the folder")
+    root = os.path.realpath(folder)
+    directory = os.path.realpath(os.path.join(root, os.path.dirname(prefix)))
+    if os.path.commonpath([root, directory]) != root:
+        raise ValueError(f"filename prefix {prefix!r} leaves the folder {root}")
+    os.makedirs(directory, exist_ok=True)
+    stem = os.path.basename(prefix)
+    counter = 1
+    while os.path.exists(os.path.join(directory, f"{stem}_{counter:05d}.safetensors")):
+        counter += 1
+    return os.path.join(directory, f"{stem}_{counter:05d}.safetensors")

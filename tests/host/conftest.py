@@ -1,0 +1,83 @@
+"""Host-test setup: a real ComfyUI on sys.path (CPU), the pack imported as ComfyUI imports it, tiny models."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from comfy_host import REPO_ROOT, find_comfyui  # noqa: E402
+
+PACK_MODULE = "comfyui_video_unlearning"
+COMFYUI = find_comfyui()
+
+
+def pytest_collection_modifyitems(config, items):
+    if COMFYUI is None:
+        marker = pytest.mark.skip(reason="HOST TESTS SKIPPED: no ComfyUI found at $COMFYUI_PATH, ../.. or ~/ComfyUI")
+        for item in items:
+            if "tests/host" in str(item.fspath).replace("\\", "/"):
+                item.add_marker(marker)
+
+
+def pytest_report_header(config):
+    if COMFYUI is None:
+        return "HOST TESTS SKIPPED: no ComfyUI found at $COMFYUI_PATH, ../.. or ~/ComfyUI"
+    return f"ComfyUI host: {COMFYUI}"
+
+
+def _prepare_host():
+    if str(COMFYUI) not in sys.path:
+        sys.path.insert(0, str(COMFYUI))
+    from comfy.cli_args import args
+
+    args.cpu = True  # before comfy.model_management is imported: never probe CUDA in tests
+
+
+@pytest.fixture(scope="session")
+def host():
+    """The ComfyUI path, with comfy importable on the CPU."""
+    if COMFYUI is None:
+        pytest.skip("HOST TESTS SKIPPED: no ComfyUI found")
+    _prepare_host()
+    return COMFYUI
+
+
+@pytest.fixture(scope="session")
+def pack(host):
+    """The pack imported under a fixed package name, as ComfyUI imports a custom-node folder."""
+    if PACK_MODULE in sys.modules:
+        return sys.modules[PACK_MODULE]
+    spec = importlib.util.spec_from_file_location(PACK_MODULE, REPO_ROOT / "__init__.py",
+                                                  submodule_search_locations=[str(REPO_ROOT)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACK_MODULE] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import tiny_models
+
+    return tiny_models
+
+
+@pytest.fixture(scope="session")
+def wan(host, tiny):
+    import torch
+
+    with torch.inference_mode():
+        return tiny.load_tiny_wan()
+
+
+@pytest.fixture(scope="session")
+def clip(host, tiny):
+    import torch
+
+    with torch.inference_mode():
+        return tiny.tiny_wan_clip()
