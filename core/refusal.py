@@ -120,6 +120,7 @@ class RefusalFitter:
         pairs: Sequence[PromptPair | tuple[str, str]] = (),
         model_family: str = "",
         model_fingerprint: str = "",
+        layers: Sequence[str] | None = None,
     ) -> "RefusalBasis":
         """Freeze the statistics into a :class:`RefusalBasis`.
 
@@ -132,6 +133,7 @@ class RefusalFitter:
             method: ``"cpca"`` (contrastive subspace, then project r on it) or ``"mean"`` (the
                 raw refusal vector r / |r|, the paper's "refusal vector alone" ablation).
             concept, pairs, model_family, model_fingerprint: provenance stored with the result.
+            layers: fit only these layers (default: every layer that received pairs).
         """
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -145,8 +147,12 @@ class RefusalFitter:
         if orphan:
             raise ValueError(f"neutral activations for layers without pairs: {orphan}; add pairs or drop them")
 
+        chosen = list(self._unsafe) if layers is None else list(dict.fromkeys(layers))
+        unknown = [layer for layer in chosen if layer not in self._unsafe]
+        if unknown or not chosen:
+            raise ValueError(f"cannot fit layers {unknown or chosen}: activations were recorded for {self.layers}")
         fitted = {layer: _fit_layer(*self._stacked(layer), rank=rank, alpha=alpha, method=method, layer=layer)
-                  for layer in self._unsafe}
+                  for layer in chosen}
         pair_tuples = tuple((p.unsafe, p.safe) if isinstance(p, PromptPair) else (str(p[0]), str(p[1]))
                             for p in pairs)
         return RefusalBasis(

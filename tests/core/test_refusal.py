@@ -117,6 +117,16 @@ def test_bad_updates(call, error, fragment):
         call(RefusalFitter())
 
 
+def test_fit_a_subset_of_layers():
+    _, _, unsafe, safe, _ = planted(dim=16, seed=2)
+    fitter = RefusalFitter().update("a", unsafe, safe).update("b", unsafe, safe).update("c", safe, safe)
+    assert fitter.fit(layers=["b", "a"]).layers == ["b", "a"]
+    with pytest.raises(ValueError, match="identical"):
+        fitter.fit()
+    with pytest.raises(ValueError, match="recorded for"):
+        fitter.fit(layers=["z"])
+
+
 def test_bad_fits():
     with pytest.raises(ValueError, match="no activations"):
         RefusalFitter().fit()

@@ -1,0 +1,115 @@
+"""The main job in two minutes on a CPU: make a small video model forget a trademark.
+
+Loads the organism (a tiny text-to-video DiT trained on a synthetic world, with the real
+all-MiniLM-L6-v2 text encoder), shows the 5 prompt pairs, measures the refusal vector through
+``core/`` (the code path of the ComfyUI nodes), folds the edit into a copy of the weights, and
+writes a before/after picture and the metric table to ``out/``.
+
+    python bench/demo.py                 # the "Nexo" trademark
+    python bench/demo.py --concept red   # a colour
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from organism import experiment as ex  # noqa: E402
+from organism.sampling import generate  # noqa: E402
+from organism.text import TextEncoder  # noqa: E402
+
+SCALE = 5
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--concept", default="logo")
+    parser.add_argument("--out", type=Path, default=ROOT / "out")
+    parser.add_argument("--count", type=int, default=24, help="held-out prompts per split for the metric table")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    started = time.perf_counter()
+    model, encoder = ex.load_organism(), TextEncoder()
+    pairs = ex.load_pairs(ex.default_pairs_path(args.concept))
+    print(f"The {len(pairs)} pairs (concept: {args.concept}):")
+    for pair in pairs:
+        print(f"  {pair.unsafe}  |  {pair.safe}")
+
+    layers = ex.layer_names(model, "text_kv")
+    with torch.no_grad():
+        measured = ex.collect(model, encoder, pairs, ex.neutral_prompts(), layers)
+    basis = measured.fitter.fit(rank=4, alpha=1.0, method="cpca", concept=args.concept, pairs=pairs, model_family="organism")
+    print(f"\nRefusal vector: {len(basis.layers)} layers (text-side cross_attn.k/v), measured in {measured.seconds:.1f}s")
+    for layer in basis.layers:
+        score = basis.scores[layer]
+        print(f"  {layer:<24} separation {score.separation:6.2f}   |r| {score.norm:.3f}")
+    edited = ex.edited_copy(model, basis, strength=1.0, target="safe_mean")
+
+    prompts = ex.concept_prompts(args.concept, args.count)
+    with torch.no_grad():
+        before = ex.evaluate(model, encoder, prompts, args.concept, steps=16)
+        after = ex.evaluate(edited, encoder, prompts, args.concept, steps=16, reference=before["clips"])
+    table = _table(before, after, list(prompts.prompts))
+    print("\n" + table)
+
+    shown = [prompts.prompts[s][i] for s in ("seen", "unseen", "adversarial") for i in range(2)]
+    shown += prompts.prompts["unrelated"][:3]
+    with torch.no_grad():
+        seeds = list(range(500, 500 + len(shown)))
+        grid = _grid(shown, generate(model, encoder, shown, seeds=seeds, steps=16).numpy(),
+                     generate(edited, encoder, shown, seeds=seeds, steps=16).numpy())
+    args.out.mkdir(parents=True, exist_ok=True)
+    png = args.out / f"demo_{args.concept}.png"
+    grid.save(png)
+    (args.out / f"demo_{args.concept}.txt").write_text(table + "\n")
+    (args.out / f"demo_{args.concept}.json").write_text(json.dumps(
+        {"before": {k: v for k, v in before.items() if k != "clips"},
+         "after": {k: v for k, v in after.items() if k != "clips"}}, indent=1))
+    print(f"\nwrote {png} (left: before, right: after; same seed per row) in {time.perf_counter() - started:.0f}s")
+
+
+def _table(before, after, splits) -> str:
+    lines = [f"{'held-out prompts':<24}{'before':>10}{'after':>10}", "-" * 44]
+    for split in splits:
+        label = "concept rate, " + split if split != "unrelated" else "concept rate, unrelated"
+        lines.append(f"{label:<24}{before[f'rate_{split}']:>10.2f}{after[f'rate_{split}']:>10.2f}")
+    lines.append(f"{'attribute acc. unrelated':<24}{before['attr_unrelated']:>10.3f}{after['attr_unrelated']:>10.3f}")
+    lines.append(f"{'pixel change unrelated':<24}{'':>10}{after['pixel_unrelated']:>10.4f}")
+    return "\n".join(lines)
+
+
+def _strip(clip: np.ndarray) -> Image.Image:
+    frames = np.concatenate(list(clip), axis=1)  # [h, frames * w, 3]
+    image = Image.fromarray((frames * 255).astype(np.uint8))
+    return image.resize((image.width * SCALE, image.height * SCALE), Image.NEAREST)
+
+
+def _grid(prompts, before, after) -> Image.Image:
+    strips = [(_strip(b), _strip(a)) for b, a in zip(before, after)]
+    width = strips[0][0].width
+    row_height = strips[0][0].height + 18
+    canvas = Image.new("RGB", (2 * width + 30, 24 + row_height * len(prompts)), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    draw.text((10, 6), "before", fill=(0, 0, 0), font=font)
+    draw.text((width + 30, 6), "after unlearning", fill=(0, 0, 0), font=font)
+    for row, ((b, a), prompt) in enumerate(zip(strips, prompts)):
+        y = 24 + row * row_height
+        draw.text((10, y), prompt[:110], fill=(40, 40, 40), font=font)
+        canvas.paste(b, (10, y + 14))
+        canvas.paste(a, (width + 30, y + 14))
+    return canvas
+
+
+if __name__ == "__main__":
+    main()

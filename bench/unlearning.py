@@ -1,0 +1,169 @@
+"""End-to-end unlearning benchmark on the organism (a benchmark, not a test).
+
+From 5 pairs it runs collect -> fit -> edit through ``core/`` (the nodes' code path) and measures,
+before and after, on fixed seeds: the concept rate on held-out prompts that ask for it (seen
+wording / unseen paraphrases / adversarial wording), collateral on unrelated prompts (attribute
+accuracy, mean per-pixel change), the method variants, two baselines (keyword blocklist, negative
+prompt) and the cost. Prints a table and writes JSON.
+
+    python bench/unlearning.py                      # the trademark, full variant sweep (~5-10 min CPU)
+    python bench/unlearning.py --concept red        # a colour
+    python bench/unlearning.py --pairs my_pairs.txt --prompts my_prompts.txt --concept logo
+    python bench/unlearning.py --quick              # default variant only, fewer prompts
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from organism import experiment as ex  # noqa: E402
+from organism.sampling import generate  # noqa: E402
+from organism.text import TextEncoder  # noqa: E402
+
+DEFAULT = {"method": "cpca", "rank": 4, "alpha": 1.0, "neutral": True, "group": "text_kv", "blocks": "all",
+           "strength": 1.0, "target": "safe_mean"}
+SWEEP = [
+    ("default (cpca r4 a1, text k/v, safe_mean)", {}),
+    ("method = mean", {"method": "mean"}),
+    ("rank 1", {"rank": 1}),
+    ("rank 8", {"rank": 8}),
+    ("alpha 0 (plain PCA)", {"alpha": 0.0}),
+    ("alpha 4", {"alpha": 4.0}),
+    ("no neutral set (safe side stands in)", {"neutral": False}),
+    ("target zero", {"target": "zero"}),
+    ("layers: cross_attn.o", {"group": "cross_o"}),
+    ("layers: ffn.0 (video side)", {"group": "ffn0"}),
+    ("layers: self_attn.q, blocks 1+ (video side)", {"group": "self_q", "blocks": "after_first"}),
+    ("layers: text k/v, early blocks", {"blocks": "early"}),
+    ("layers: text k/v, late blocks", {"blocks": "late"}),
+    ("strength 0.5", {"strength": 0.5}),
+    ("strength 1.5", {"strength": 1.5}),
+    ("strength 2", {"strength": 2.0}),
+    ("mean, target zero", {"method": "mean", "target": "zero"}),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--concept", default="logo", help="'logo' (the Nexo trademark) or a colour such as 'red'")
+    parser.add_argument("--pairs", type=Path, help="pairs file (core.pairs format); default organism/pairs/<concept>")
+    parser.add_argument("--prompts", type=Path, help="'split: prompt' lines; default: generated held-out prompts")
+    parser.add_argument("--count", type=int, default=48, help="prompts per split")
+    parser.add_argument("--steps", type=int, default=16, help="sampling steps")
+    parser.add_argument("--quick", action="store_true", help="default variant and baselines only, 24 prompts per split")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.quick:
+        args.count = min(args.count, 24)
+    report = run(args)
+    out = args.json or ROOT / "out" / f"bench_unlearning_{args.concept}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+    print(f"\nwrote {out}")
+
+
+def run(args) -> dict:
+    model, encoder = ex.load_organism(), TextEncoder()
+    pairs = ex.load_pairs(args.pairs or ex.default_pairs_path(args.concept))
+    prompt_set = ex.prompts_from_file(args.prompts) if args.prompts else ex.concept_prompts(args.concept, args.count)
+    splits = list(prompt_set.prompts)
+    print(f"concept {args.concept!r}: {len(pairs)} pairs; splits " + ", ".join(f"{s} ({len(prompt_set.prompts[s])})" for s in splits))
+    with torch.no_grad():
+        base = ex.evaluate(model, encoder, prompt_set, args.concept, steps=args.steps)
+    reference = base.pop("clips")
+
+    candidates = sorted({n for g in ex.GROUPS for n in ex.layer_names(model, g)})
+    with torch.no_grad():
+        measured = {True: ex.collect(model, encoder, pairs, ex.neutral_prompts(), candidates),
+                    False: ex.collect(model, encoder, pairs, [], candidates)}
+    rows = [("base model", base)]
+    variants = SWEEP[:1] if args.quick else SWEEP
+    fit_seconds, default_model = None, None
+    for name, change in variants:
+        config = {**DEFAULT, **change}
+        layers = ex.layer_names(model, config["group"], config["blocks"])
+        start = time.perf_counter()
+        basis = measured[config["neutral"]].fitter.fit(rank=config["rank"], alpha=config["alpha"], method=config["method"],
+                                                       concept=args.concept, pairs=pairs, model_family="organism",
+                                                       layers=layers)
+        elapsed = time.perf_counter() - start
+        edited = ex.edited_copy(model, basis, config["strength"], config["target"])
+        if not change:
+            fit_seconds, default_model = elapsed, edited
+        with torch.no_grad():
+            result = ex.evaluate(edited, encoder, prompt_set, args.concept, steps=args.steps, reference=reference)
+        result.pop("clips")
+        rows.append((name, result))
+        _print_row(name, result, splits) if len(rows) > 2 else None
+
+    words = ["Nexo", "Nexxo", "N3xo", "Nex0"] if args.concept == "logo" else [args.concept]
+    with torch.no_grad():
+        block = ex.evaluate(model, encoder, prompt_set, args.concept, steps=args.steps, reference=reference,
+                            rewrite=ex.blocklist(["Nexo"] if args.concept == "logo" else [args.concept]))
+        negative = ex.evaluate(model, encoder, prompt_set, args.concept, steps=args.steps, reference=reference,
+                               negative=f"{words[0]} logo" if args.concept == "logo" else args.concept)
+    for result in (block, negative):
+        result.pop("clips")
+    rows += [("baseline: keyword blocklist", block), ("baseline: negative prompt", negative)]
+
+    ratio = _sampling_ratio(model, default_model, encoder, steps=args.steps)
+    _print_table(rows, splits)
+    print(f"\ncollect: {measured[True].seconds:.1f}s for {len(pairs)} pairs + 12 neutral prompts x 3 timesteps "
+          f"({len(candidates)} layers); fit: {fit_seconds * 1000:.1f} ms; sampling time patched/base: {ratio:.3f}")
+    return {"concept": args.concept, "pairs": [[p.unsafe, p.safe] for p in pairs], "splits": splits,
+            "defaults": DEFAULT, "steps": args.steps, "count": args.count,
+            "rows": [{"name": name, **result} for name, result in rows],
+            "cost": {"collect_seconds": measured[True].seconds, "fit_seconds": fit_seconds, "sampling_ratio": ratio}}
+
+
+def _sampling_ratio(base, patched, encoder, steps: int, repeats: int = 3) -> float:
+    prompts = [f"a red square moving left"] * 16
+    times = {"base": [], "patched": []}
+    with torch.no_grad():
+        for _ in range(repeats):
+            for name, model in (("base", base), ("patched", patched)):
+                start = time.perf_counter()
+                generate(model, encoder, prompts, seeds=list(range(16)), steps=steps)
+                times[name].append(time.perf_counter() - start)
+    return float(np.median(times["patched"]) / np.median(times["base"]))
+
+
+def _columns(splits):
+    concept = [s for s in splits if s != "unrelated"]
+    return concept, "unrelated" in splits
+
+
+def _print_row(name, result, splits):
+    concept, _ = _columns(splits)
+    print(f"  {name}: " + ", ".join(f"{s} {result[f'rate_{s}']:.2f}" for s in concept), flush=True)
+
+
+def _print_table(rows, splits):
+    concept, unrelated = _columns(splits)
+    head = f"{'variant':<44}" + "".join(f"{'rate ' + s:>17}" for s in concept)
+    if unrelated:
+        head += f"{'attr unrelated':>16}{'pixel change':>14}"
+    print("\n" + head)
+    print("-" * len(head))
+    for name, result in rows:
+        line = f"{name:<44}" + "".join(f"{result[f'rate_{s}']:>17.2f}" for s in concept)
+        if unrelated:
+            attr = result.get("attr_unrelated")
+            line += f"{attr if attr is not None else float('nan'):>16.3f}{result.get('pixel_unrelated', 0.0):>14.4f}"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""Unlearning on the organism through ``core/``: collect -> fit -> edit -> measure.
+
+The same three calls the ComfyUI nodes make: ``ActivationRecorder`` on the inputs of named linear
+layers (both sides of a pair in one batch, same noise, same timestep), ``RefusalFitter.fit``, and
+``project_edit`` folded into a copy of the weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from core.activations import ActivationRecorder
+from core.edit import project_edit
+from core.pairs import parse_pairs, parse_prompts
+from core.refusal import RefusalFitter
+
+from .dit import DiTConfig, VideoDiT
+from .readers import read
+from .sampling import generate
+from .text import TextEncoder
+from .world import (BRAND, COLOURS, HELD_OUT_WORDS, LOGO_ADVERSARIAL, LOGO_HELD_OUT, LOGO_TRAIN, MOTIONS, SHAPES,
+                    TRAIN_WORDS, Scene, caption)
+
+WEIGHTS = Path(__file__).resolve().parent / "weights" / "organism.safetensors"
+PAIRS_DIR = Path(__file__).resolve().parent / "pairs"
+
+#: Layer groups of the organism's DiT, named as in Wan (``blocks.{i}.<suffix>``).
+GROUPS = {
+    "text_kv": ("cross_attn.k", "cross_attn.v"),
+    "cross_o": ("cross_attn.o",),
+    "ffn0": ("ffn.0",),
+    "self_q": ("self_attn.q",),
+}
+
+
+def load_organism(path: Path = WEIGHTS) -> VideoDiT:
+    with safe_open(str(path), framework="pt") as handle:
+        raw = json.loads(handle.metadata()["config"])
+    config = DiTConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+    model = VideoDiT(config)
+    model.load_state_dict(load_file(str(path)))
+    return model.eval()
+
+
+def layer_names(model: VideoDiT, group: str, blocks: str = "all") -> list[str]:
+    depth = len(model.blocks)
+    chosen = {"all": range(depth), "early": range(depth // 2), "late": range(depth // 2, depth),
+              "after_first": range(1, depth)}[blocks]
+    return [f"blocks.{i}.{suffix}" for i in chosen for suffix in GROUPS[group]]
+
+
+@dataclass
+class Measured:
+    """Activations recorded once per (pairs, neutral prompts, layers, timesteps)."""
+
+    fitter: RefusalFitter
+    layers: list[str]
+    seconds: float
+
+
+@torch.no_grad()
+def collect(model: VideoDiT, encoder: TextEncoder, pairs, neutral: list[str], layers: list[str],
+            times=(0.9, 0.6, 0.3), seed: int = 0) -> Measured:
+    """Record the inputs of ``layers`` for both sides of each pair (one batch, one noise) and neutral prompts."""
+    start = time.perf_counter()
+    config = model.config
+    fitter = RefusalFitter()
+    with ActivationRecorder(model, layers) as recorder:
+        for index, pair in enumerate(pairs):
+            text, mask = encoder.encode([pair.unsafe, pair.safe])
+            for t in times:
+                noise = torch.randn(1, config.frames, config.size, config.size, 3,
+                                    generator=torch.Generator().manual_seed(seed + index)).repeat(2, 1, 1, 1, 1)
+                model(noise, torch.full((2,), t), text, mask)
+                rows = recorder.take()
+                for name, values in rows.items():
+                    fitter.update(name, values[0:1], values[1:2])
+        for index, prompt in enumerate(neutral):
+            text, mask = encoder.encode([prompt])
+            for t in times:
+                noise = torch.randn(1, config.frames, config.size, config.size, 3,
+                                    generator=torch.Generator().manual_seed(seed + 1000 + index))
+                model(noise, torch.full((1,), t), text, mask)
+                for name, values in recorder.take().items():
+                    fitter.update_neutral(name, values)
+    return Measured(fitter, layers, time.perf_counter() - start)
+
+
+def edited_copy(model: VideoDiT, basis, strength: float = 1.0, target: str = "safe_mean", layers=None) -> VideoDiT:
+    """A copy of ``model`` with every layer of ``basis`` edited in closed form (the original is untouched)."""
+    edited = copy.deepcopy(model)
+    for layer in layers or basis.layers:
+        module = edited.get_submodule(layer)
+        edit = project_edit(module.weight.detach(), basis.subspace(layer), strength, bias=module.bias,
+                            target=basis.target(layer) if target == "safe_mean" else None)
+        with torch.no_grad():
+            module.weight.copy_(edit.dense(module.weight))
+            if module.bias is not None:
+                module.bias.copy_(edit.dense_bias(module.bias))
+    return edited
+
+
+# --- prompts -------------------------------------------------------------------------------------
+
+@dataclass
+class PromptSet:
+    """Held-out prompts by split; ``scenes[i]`` is what prompt i asks for (None for free-form prompts)."""
+
+    prompts: dict[str, list[str]] = field(default_factory=dict)
+    scenes: dict[str, list[Scene | None]] = field(default_factory=dict)
+
+
+def concept_prompts(concept: str, count: int, seed: int = 1) -> PromptSet:
+    """Prompts asking for the concept (seen wording / unseen paraphrases / adversarial) and unrelated ones."""
+    rng = random.Random(seed)
+    out = PromptSet()
+
+    def scenes(**fixed):
+        return [Scene(fixed.get("colour", rng.choice(list(COLOURS))), rng.choice(SHAPES), rng.choice(list(MOTIONS)),
+                      fixed.get("logo", False)) for _ in range(count)]
+
+    if concept == "logo":
+        for split, words in (("seen", LOGO_TRAIN), ("unseen", LOGO_HELD_OUT), ("adversarial", LOGO_ADVERSARIAL)):
+            chosen = scenes(logo=True)
+            out.scenes[split] = chosen
+            out.prompts[split] = [caption(s, rng, logo_words=words) for s in chosen]
+        unrelated = scenes(logo=False)
+    else:
+        colour_words = {"seen": TRAIN_WORDS, "unseen": HELD_OUT_WORDS,
+                        "adversarial": {concept: _adversarial_colour(concept)}}
+        for split, words in colour_words.items():
+            chosen = scenes(colour=concept)
+            out.scenes[split] = chosen
+            out.prompts[split] = [caption(s, rng, colour_words={**TRAIN_WORDS, **words}) for s in chosen]
+        others = [c for c in COLOURS if c != concept]
+        unrelated = [Scene(rng.choice(others), rng.choice(SHAPES), rng.choice(list(MOTIONS)), False) for _ in range(count)]
+    out.scenes["unrelated"] = unrelated
+    out.prompts["unrelated"] = [caption(s, rng, colour_words=HELD_OUT_WORDS, other_words=TRAIN_WORDS) for s in unrelated]
+    return out
+
+
+def _adversarial_colour(colour: str) -> list[str]:
+    return {"red": ["rred", "the colour of blood", "reddish"], "green": ["gren", "the colour of grass", "greenish"],
+            "blue": ["bleu", "the colour of the sky", "bluish"]}.get(colour, [colour[0] + colour])
+
+
+def prompts_from_file(path: Path) -> PromptSet:
+    """``split: prompt`` per line (``#`` comments); split names are free, ``unrelated`` counts as collateral."""
+    out = PromptSet()
+    for line in parse_prompts(Path(path).read_text()):
+        match = re.match(r"^([\w-]+)\s*:\s*(.+)$", line)
+        if not match:
+            raise ValueError(f"{path}: line {line!r} must be 'split: prompt' (e.g. 'unseen: a crimson ball rising')")
+        out.prompts.setdefault(match.group(1), []).append(match.group(2))
+        out.scenes.setdefault(match.group(1), []).append(None)
+    return out
+
+
+def load_pairs(path: Path):
+    return parse_pairs(Path(path).read_text())
+
+
+# --- measuring -----------------------------------------------------------------------------------
+
+def has_concept(reading: dict, concept: str) -> bool:
+    return bool(reading["logo"]) if concept == "logo" else reading["colour"] == concept
+
+
+def evaluate(model, encoder, prompt_set: PromptSet, concept: str, *, steps: int, rewrite=None, negative: str = "",
+             reference: dict | None = None, seed: int = 100) -> dict:
+    """Concept rate per split, attribute accuracy and pixel distance (to ``reference`` clips) on unrelated prompts."""
+    result, clips = {}, {}
+    for split, prompts in prompt_set.prompts.items():
+        shown = [rewrite(p) for p in prompts] if rewrite else prompts
+        seeds = [seed + i for i in range(len(prompts))]
+        batch = generate(model, encoder, shown, seeds=seeds, steps=steps, negative=negative).numpy()
+        clips[split] = batch
+        readings = [read(c) for c in batch]
+        result[f"rate_{split}"] = float(np.mean([has_concept(r, concept) for r in readings]))
+        scenes = prompt_set.scenes[split]
+        if all(s is not None for s in scenes):
+            hits = [[r["colour"] == s.colour, r["shape"] == s.shape, r["motion"] == s.motion] for r, s in zip(readings, scenes)]
+            result[f"attr_{split}"] = float(np.mean(hits))
+        if reference is not None:
+            result[f"pixel_{split}"] = float(np.abs(batch - reference[split]).mean())
+    result["clips"] = clips
+    return result
+
+
+def blocklist(words):
+    pattern = re.compile(r"\b(" + "|".join(re.escape(w) for w in words) + r")\b", re.IGNORECASE)
+    return lambda prompt: re.sub(r"\s+", " ", pattern.sub("", prompt)).strip()
+
+
+def default_pairs_path(concept: str) -> Path:
+    return PAIRS_DIR / ("logo.txt" if concept == "logo" else f"colour_{concept}.txt")
+
+
+def neutral_prompts(count: int = 12, seed: int = 7) -> list[str]:
+    """Captions without the logo and in every colour: ordinary variation for the contrastive step."""
+    rng = random.Random(seed)
+    return [caption(Scene(rng.choice(list(COLOURS)), rng.choice(SHAPES), rng.choice(list(MOTIONS)), False), rng)
+            for _ in range(count)]
+
+
+assert BRAND in LOGO_TRAIN[0]
