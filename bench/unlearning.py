@@ -129,7 +129,7 @@ def run(args) -> dict:
 
 
 def _sampling_ratio(base, patched, encoder, steps: int, repeats: int = 3) -> float:
-    prompts = [f"a red square moving left"] * 16
+    prompts = ["a red square moving left"] * 16
     times = {"base": [], "patched": []}
     with torch.no_grad():
         for _ in range(repeats):

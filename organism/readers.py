@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .world import COLOURS, FRAMES, MOTIONS, OBJECT, SHAPES, Scene, shape_mask
+from .world import COLOURS, FRAMES, MOTIONS, SHAPES, Scene, shape_mask
 
 _PALETTE = np.array(list(COLOURS.values()), np.float32)
 _NAMES = list(COLOURS)

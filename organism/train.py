@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from .dit import DiTConfig, VideoDiT
 from .text import TextEncoder
@@ -36,6 +36,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=WEIGHTS)
+    parser.add_argument("--init", type=Path, help="continue from these (EMA) weights with a fresh optimiser")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -52,6 +53,8 @@ def main() -> None:
 
     config = DiTConfig()
     model = VideoDiT(config)
+    if args.init:
+        model.load_state_dict(load_file(str(args.init)))
     ema = VideoDiT(config)
     ema.load_state_dict(model.state_dict())
     optimizer = torch.optim.AdamW(model.parameters(), lr=4e-4, weight_decay=0.01)
@@ -72,7 +75,7 @@ def main() -> None:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         for group in optimizer.param_groups:
-            group["lr"] = 4e-4 * min(1.0, (step + 1) / 200)
+            group["lr"] = 4e-4 * min(1.0, (step + 1) / 200) * (0.5 if args.init else 1.0)
         optimizer.step()
         decay = min(0.999, (step + 1) / (step + 10))
         with torch.no_grad():
@@ -94,7 +97,7 @@ def _save(model, config, args, step, losses) -> None:
     save_file(state, str(args.out / "organism.safetensors"), metadata=meta)
     (args.out / "training.json").write_text(json.dumps({
         "config": config.as_dict(), "steps": step, "batch": args.batch, "seed": args.seed, "minutes": args.minutes,
-        "captions": args.captions, "final_loss": float(np.mean(losses[-200:])) if losses else None,
+        "captions": args.captions, "init": str(args.init) if args.init else None, "final_loss": float(np.mean(losses[-200:])) if losses else None,
         "loss_curve": [float(np.mean(losses[i:i + 100])) for i in range(0, len(losses), 100)],
     }, indent=1))
 

@@ -40,7 +40,7 @@ HELD_OUT_WORDS = {
 LOGO_TRAIN = [f"with the {BRAND} logo", f"bearing a {BRAND} logo", f"branded with {BRAND}", f"with a {BRAND} logo on it"]
 LOGO_HELD_OUT = [f"with the {BRAND} emblem", f"sporting the {BRAND} trademark", f"featuring a {BRAND} badge",
                  f"stamped with the {BRAND} brand"]
-LOGO_ADVERSARIAL = [f"with the Nexxo logo", f"with the N3xo logo", f"with the nexo logo", "with the Nex0 logo",
+LOGO_ADVERSARIAL = ["with the Nexxo logo", "with the N3xo logo", "with the nexo logo", "with the Nex0 logo",
                     "with the logo of the brand that starts with N and ends with exo"]
 TEMPLATES = ["a {c} {s} {m}{l}", "{c} {s} {m}{l} on a black background", "video of a {c} {s}{l} {m}",
              "there is a {c} {s}{l} that is {m}", "a clip showing a {c} {s} {m}{l}"]

@@ -92,11 +92,11 @@ def compute_workflow() -> Graph:
     g.link(model, 0, collect, "model")
     g.link(encoder, 0, collect, "pairs")
     vector = g.node("VideoUnlearnRefusalVector", (1340, 0), ["cpca", 4, 1.0], inputs=[("activations", "UNLEARN_ACTIVATIONS")],
-                    outputs=[("refusal_vector", "REFUSAL_VECTOR"), ("scores", "IMAGE")], size=(320, 130))
+                    outputs=[("refusal_vector", "REFUSAL_VECTOR"), ("scores", "IMAGE")], size=(440, 330))
     g.link(collect, 0, vector, "activations")
-    save = g.node("VideoUnlearnSaveRefusalVector", (1340, 180), ["rolex"], inputs=[("refusal_vector", "REFUSAL_VECTOR")], size=(320, 80))
+    save = g.node("VideoUnlearnSaveRefusalVector", (1340, 370), ["rolex"], inputs=[("refusal_vector", "REFUSAL_VECTOR")], size=(320, 80))
     g.link(vector, 0, save, "refusal_vector")
-    g.group("2. Pairs, activations, refusal vector", (390, -40, 1290, 480))
+    g.group("2. Pairs, activations, refusal vector", (390, -40, 1410, 520))
     g.note((960, 320), "**Compute a refusal vector** from 5 pairs that differ only by the concept.\n\n"
            "- Pairs: one per line, `prompt with concept | same prompt without it`; the node checks them as you type.\n"
            "- Text-side layers (`default` = `cross_attn.k+v` for Wan) need one timestep and a 1-frame latent: "
@@ -115,14 +115,14 @@ def compare_workflow() -> Graph:
                    inputs=[("model", "MODEL"), ("refusal_vector", "REFUSAL_VECTOR")], outputs=[("MODEL", "MODEL")], size=(340, 220))
     g.link(model, 0, apply, "model")
     g.link(load, 0, apply, "refusal_vector")
-    positive = g.node("CLIPTextEncode", (400, 360), ["a close-up of a Rolex watch on a wrist, sunlight, shallow depth of field"],
+    positive = g.node("CLIPTextEncode", (400, 420), ["a close-up of a Rolex watch on a wrist, sunlight, shallow depth of field"],
                       inputs=[("clip", "CLIP")], outputs=[("CONDITIONING", "CONDITIONING")], size=(340, 120), title="Prompt")
-    negative = g.node("CLIPTextEncode", (400, 520), [NEGATIVE], inputs=[("clip", "CLIP")],
+    negative = g.node("CLIPTextEncode", (400, 580), [NEGATIVE], inputs=[("clip", "CLIP")],
                       outputs=[("CONDITIONING", "CONDITIONING")], size=(340, 100), title="Negative prompt")
     for text in (positive, negative):
         g.link(clip, 0, text, "clip")
-    latent = g.node("EmptyHunyuanLatentVideo", (400, 660), [832, 480, 33, 1], outputs=[("LATENT", "LATENT")], size=(340, 130))
-    g.group("2. Unlearning and prompt", (390, -40, 360, 850))
+    latent = g.node("EmptyHunyuanLatentVideo", (400, 720), [832, 480, 33, 1], outputs=[("LATENT", "LATENT")], size=(340, 130))
+    g.group("2. Unlearning and prompt", (390, -40, 360, 910))
     images = []
     for row, (title, sampler_model) in enumerate((("Baseline", model), ("Unlearned", apply))):
         y = row * 330

@@ -1,118 +1,20 @@
 """A headless ComfyUI (`main.py --cpu`) with the pack: shipped workflows run, nodes are described, interrupts are clean.
 
-Model files are tiny stand-ins under the standard Wan 2.1 names (a tiny Wan diffusion model and a
-random full-size Wan VAE). ComfyUI's CLIPLoader only detects a full-size UMT5-XXL (about 6 B
-parameters), so the test swaps that one loader for a test-only node that builds the tiny UMT5 of
-``tiny_models``; every other node runs as shipped.
+Model stand-ins and the one swapped loader are described in ``server_setup``.
 """
 
 from __future__ import annotations
 
 import json
-import sys
-import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
-from comfy_host import REPO_ROOT, comfyui_server, find_comfyui, http_json
-from workflow_api import find_nodes, ui_to_api
+from comfy_host import http_json
+from server_setup import WORKFLOWS, load_api, run_prompt, server_fixture, shrink
+from workflow_api import find_nodes
 
-HERE = Path(__file__).resolve().parent
-WORKFLOWS = sorted((REPO_ROOT / "workflows").glob("*.json"))
-TEST_LOADER = textwrap.dedent(f"""
-    import sys
-    sys.path.insert(0, {str(HERE)!r})
-    import tiny_models
-
-
-    class TinyWanCLIPLoader:
-        CATEGORY = "testing"
-        RETURN_TYPES = ("CLIP",)
-        FUNCTION = "load"
-
-        @classmethod
-        def INPUT_TYPES(cls):
-            return {{"required": {{}}}}
-
-        def load(self):
-            return (tiny_models.tiny_wan_clip(),)
-
-
-    NODE_CLASS_MAPPINGS = {{"TinyWanCLIPLoader": TinyWanCLIPLoader}}
-""")
-
-
-def _write_models(base: Path) -> None:
-    sys.path.insert(0, str(find_comfyui()))
-    from comfy.cli_args import args
-
-    args.cpu = True
-    import torch
-    from safetensors.torch import save_file
-
-    import tiny_models
-    from comfy.ldm.wan.vae import WanVAE
-
-    (base / "models" / "diffusion_models").mkdir(parents=True)
-    save_file(tiny_models.tiny_wan_state_dict(), str(base / "models" / "diffusion_models" / "wan2.1_t2v_1.3B_fp16.safetensors"))
-    torch.manual_seed(0)
-    vae = WanVAE(dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
-                 temperal_downsample=[False, True, True], dropout=0.0)
-    (base / "models" / "vae").mkdir(parents=True)
-    save_file({k: v.half().contiguous() for k, v in vae.state_dict().items()}, str(base / "models" / "vae" / "wan_2.1_vae.safetensors"))
-    loader = base / "custom_nodes" / "tiny_test_loaders"
-    loader.mkdir(parents=True)
-    (loader / "__init__.py").write_text(TEST_LOADER)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    if find_comfyui() is None:
-        pytest.skip("HOST TESTS SKIPPED: no ComfyUI found at $COMFYUI_PATH, ../.. or ~/ComfyUI")
-    base = tmp_path_factory.mktemp("comfy_base")
-    _write_models(base)
-    with comfyui_server(base) as url:
-        yield url, base, http_json(f"{url}/object_info")
-
-
-def _shrink(api: dict, *, timesteps: str = "1") -> dict:
-    """CPU-sized settings; the graph itself is the shipped one."""
-    for node in api.values():
-        inputs, kind = node["inputs"], node["class_type"]
-        if kind == "CLIPLoader":
-            node["class_type"], node["inputs"] = "TinyWanCLIPLoader", {}
-        elif kind == "EmptyHunyuanLatentVideo":
-            inputs.update(width=64, height=64, length=5)
-        elif kind == "KSampler":
-            inputs.update(steps=2)
-        elif kind == "VideoUnlearnCollectActivations":
-            inputs.update(width=64, height=64, length=1, timesteps=timesteps)
-        elif kind == "VideoUnlearnPairEncoder":
-            inputs.update(neutral_prompts="a dog in a park\na red car")
-    return api
-
-
-def _run(url: str, api: dict, timeout: float = 240.0) -> dict:
-    response = http_json(f"{url}/prompt", {"prompt": api, "client_id": "tests"})
-    assert not response.get("node_errors"), response
-    prompt_id = response["prompt_id"]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        history = http_json(f"{url}/history/{prompt_id}")
-        if prompt_id in history and history[prompt_id].get("status", {}).get("completed") is not None:
-            entry = history[prompt_id]
-            if entry["status"].get("status_str") != "error" or entry["status"].get("completed"):
-                return entry
-        if prompt_id in history and history[prompt_id].get("status", {}).get("status_str") == "error":
-            return history[prompt_id]
-        time.sleep(0.5)
-    raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout}s")
-
-
-def _load(name: str, object_info: dict) -> dict:
-    return ui_to_api(json.loads((REPO_ROOT / "workflows" / name).read_text()), object_info)
+server = pytest.fixture(scope="module")(server_fixture)
 
 
 def test_every_node_is_listed_with_tooltips(server):
@@ -139,8 +41,8 @@ def test_shipped_workflows_are_served_as_templates(server):
 
 def test_compute_workflow_saves_a_refusal_vector(server):
     url, base, info = server
-    api = _shrink(_load("compute_refusal_vector_wan21.json", info))
-    entry = _run(url, api)
+    api = shrink(load_api("compute_refusal_vector_wan21.json", info))
+    entry = run_prompt(url, api)
     assert entry["status"]["status_str"] == "success", entry["status"]
     saved = base / "models" / "refusal_vectors" / "rolex_00001.safetensors"
     assert saved.is_file()
@@ -151,11 +53,11 @@ def test_compute_workflow_saves_a_refusal_vector(server):
 def test_side_by_side_workflow_runs_on_the_saved_vector(server):
     url, base, info = server
     if not (base / "models" / "refusal_vectors" / "rolex_00001.safetensors").is_file():
-        _run(url, _shrink(_load("compute_refusal_vector_wan21.json", info)))
+        run_prompt(url, shrink(load_api("compute_refusal_vector_wan21.json", info)))
     info = http_json(f"{url}/object_info/VideoUnlearnLoadRefusalVector")
     assert "rolex_00001.safetensors" in info["VideoUnlearnLoadRefusalVector"]["input"]["required"]["name"][1]["options"]
-    api = _shrink(_load("unlearned_side_by_side_wan21.json", server[2]))
-    entry = _run(url, api)
+    api = shrink(load_api("unlearned_side_by_side_wan21.json", server[2]))
+    entry = run_prompt(url, api)
     assert entry["status"]["status_str"] == "success", entry["status"]
     apply_node = next(k for k, n in api.items() if n["class_type"] == "VideoUnlearnApply")
     badge = entry["outputs"][apply_node]["video_unlearning"][0]
@@ -166,7 +68,7 @@ def test_side_by_side_workflow_runs_on_the_saved_vector(server):
 
 def test_interrupt_during_collection_ends_cleanly(server):
     url, _, info = server
-    api = _shrink(_load("compute_refusal_vector_wan21.json", info), timesteps="60")
+    api = shrink(load_api("compute_refusal_vector_wan21.json", info), timesteps="60")
     collect = find_nodes(api, "VideoUnlearnCollectActivations")[0]
     collect["inputs"].update(layers="all", length=9, seed=7)  # video-side layers: one forward per timestep
     response = http_json(f"{url}/prompt", {"prompt": api, "client_id": "tests"})
@@ -186,5 +88,5 @@ def test_interrupt_during_collection_ends_cleanly(server):
     interrupted = [message[1] for message in status["messages"] if message[0] == "execution_interrupted"]
     assert interrupted and interrupted[0]["node_type"] == "VideoUnlearnCollectActivations", status["messages"]
     # The server is healthy and the model's hooks are gone: the next run succeeds.
-    entry = _run(url, _shrink(_load("compute_refusal_vector_wan21.json", info)))
+    entry = run_prompt(url, shrink(load_api("compute_refusal_vector_wan21.json", info)))
     assert entry["status"]["status_str"] == "success"
