@@ -51,11 +51,23 @@ class Adapter:
             raise ValueError(f"layer group {group!r} does not exist for {self.family}; choose one of "
                              f"{list(self.groups) + ['all']}")
         first, last = block_range(self.block_count(diffusion_model), block_start, block_end)
-        return [f"{self.blocks}.{i}.{suffix}" for i in range(first, last + 1) for suffix in suffixes]
+        names = [f"{self.blocks}.{i}.{suffix}" for i in range(first, last + 1) for suffix in suffixes]
+        # Some blocks lack a layer (Mochi's last block has no text-stream FFN): keep those that exist.
+        present = [name for name in names if _has_linear(diffusion_model, name)]
+        if not present:
+            raise ValueError(f"the {self.family} model has no {group!r} layers in blocks {first}..{last}")
+        return present
 
     def is_timestep_independent(self, names) -> bool:
         independent = {s for g in self.groups.values() if g.timestep_independent for s in g.suffixes}
         return all(name.split(".", 2)[-1] in independent for name in names)
+
+
+def _has_linear(module, name: str) -> bool:
+    try:
+        return getattr(module.get_submodule(name), "weight", None) is not None
+    except AttributeError:
+        return False
 
 
 def block_range(count: int, block_start: int, block_end: int) -> tuple[int, int]:
