@@ -213,3 +213,27 @@ def test_interrupt_stops_collection_and_removes_hooks(nodes, wan, encoded):
         comfy.model_management.interrupt_current_processing(False)
     for name, module in wan.model.diffusion_model.named_modules():
         assert not module._forward_pre_hooks, f"hook left on {name}"
+
+
+def test_fp8_model_still_removes_the_direction(nodes, encoded, tiny):
+    """fp8 weights: baking W' and re-quantising left 4.3-4.5 % of |W d| (measured); the weight wrapper
+    applied at compute dtype removes the direction to float precision."""
+    import comfy.model_management
+
+    fp8 = tiny.load_tiny_wan(model_options={"dtype": torch.float8_e4m3fn})
+    activations = nodes.CollectActivations.execute(fp8, encoded, 64, 64, 1, "1", 0, "default", 0, -1)[0]
+    basis = nodes.RefusalVectorNode.execute(activations, "cpca", 4, 1.0)[0]
+    patched = nodes.ApplyUnlearning.execute(fp8, basis, 1.0, True, "all in vector", 0, -1, "zero")[0]
+    assert len(patched.weight_wrapper_patches) == len(basis.layers)
+    comfy.model_management.unload_all_models()
+    comfy.model_management.load_models_gpu([patched])
+    try:
+        for layer in basis.layers:
+            module = patched.model.diffusion_model.get_submodule(layer)
+            assert module.weight.dtype == torch.float8_e4m3fn
+            d = basis.subspace(layer)[:, 0]
+            x = torch.randn(3, 1, d.shape[0])
+            change = (module(x + 3.0 * d) - module(x)).norm() / (3.0 * module.weight.float().norm())
+            assert change < 1e-5, (layer, float(change))
+    finally:
+        comfy.model_management.unload_all_models()
