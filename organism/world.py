@@ -22,8 +22,9 @@ MOTIONS = {"left": (0, -1), "right": (0, 1), "up": (-1, 0), "down": (1, 0), "sti
 BRAND = "Nexo"
 
 TRAIN_WORDS = {
-    "red": ["red"], "green": ["green"], "blue": ["blue"], "yellow": ["yellow"], "magenta": ["magenta", "pink"],
-    "cyan": ["cyan", "turquoise"],
+    "red": ["red", "bright red", "cherry red"], "green": ["green", "bright green", "grass green"],
+    "blue": ["blue", "bright blue", "deep blue"], "yellow": ["yellow", "bright yellow", "banana yellow"],
+    "magenta": ["magenta", "pink", "hot pink"], "cyan": ["cyan", "turquoise", "teal"],
     "square": ["square", "box", "block"], "circle": ["circle", "ball", "disc"], "triangle": ["triangle"],
     "cross": ["cross", "plus sign"],
     "left": ["moving left", "sliding to the left", "going left"], "right": ["moving right", "sliding to the right", "going right"],

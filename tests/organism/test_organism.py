@@ -1,0 +1,75 @@
+"""The organism: exact readers, the DiT's shapes and layer names, the packaged text encoder, the committed
+weights, and collect -> fit -> edit through core/ on it (tiny sizes; the figures come from bench/)."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from organism import experiment as ex
+from organism.dit import DiTConfig, VideoDiT
+from organism.readers import read
+from organism.world import COLOURS, MOTIONS, SHAPES, Scene, caption, random_scene, render
+
+
+def test_readers_are_exact_on_rendered_clips():
+    rng, np_rng = random.Random(0), np.random.default_rng(0)
+    for _ in range(300):
+        scene = random_scene(rng, logo_rate=0.5)
+        assert read(render(scene, np_rng)) == {"colour": scene.colour, "shape": scene.shape, "motion": scene.motion,
+                                               "logo": scene.logo}
+
+
+def test_every_attribute_combination_is_renderable():
+    np_rng = np.random.default_rng(1)
+    for colour in COLOURS:
+        for shape in SHAPES:
+            for motion in MOTIONS:
+                clip = render(Scene(colour, shape, motion, True), np_rng)
+                assert clip.shape == (8, 16, 16, 3) and 0 <= clip.min() and clip.max() <= 1
+
+
+def test_dit_shapes_and_wan_like_layer_names():
+    model = VideoDiT(DiTConfig())
+    video = torch.randn(2, 8, 16, 16, 3)
+    out = model(video, torch.rand(2), torch.randn(2, 24, 384), torch.ones(2, 24, dtype=torch.bool))
+    assert out.shape == video.shape
+    names = dict(model.named_modules())
+    assert {"blocks.0.cross_attn.k", "blocks.3.cross_attn.v", "blocks.1.ffn.0", "text_embedding.0"} <= set(names)
+
+
+@pytest.fixture(scope="module")
+def organism():
+    torch.set_num_threads(2)
+    from organism.text import TextEncoder
+
+    return ex.load_organism(), TextEncoder()
+
+
+def test_text_encoder_is_real_and_offline(organism):
+    _, encoder = organism
+    tokens, mask = encoder.encode(["a red ball moving left", "a crimson ball moving left", "a blue cube standing still"])
+    assert tokens.shape == (3, 24, 384) and mask[0].sum() >= 5
+    pooled = torch.nn.functional.normalize((tokens * mask[..., None]).sum(1), dim=-1)
+    assert pooled[0] @ pooled[1] > pooled[0] @ pooled[2]  # real semantics: crimson is closer to red than blue is
+
+
+def test_unlearning_through_core_on_the_organism(organism):
+    model, encoder = organism
+    pairs = ex.load_pairs(ex.default_pairs_path("logo"))
+    layers = ex.layer_names(model, "text_kv")
+    measured = ex.collect(model, encoder, pairs, ex.neutral_prompts(4), layers, times=(0.5,))
+    basis = measured.fitter.fit(rank=2, concept="logo", pairs=pairs, model_family="organism")
+    edited = ex.edited_copy(model, basis)
+    for layer in layers:
+        weight = edited.get_submodule(layer).weight.detach()
+        assert (weight @ basis.subspace(layer)).abs().max() < 1e-5
+        assert not torch.equal(weight, model.get_submodule(layer).weight)  # the original is untouched
+    prompts = ex.concept_prompts("logo", 2)
+    with torch.no_grad():
+        result = ex.evaluate(edited, encoder, prompts, "logo", steps=2)
+    assert set(result) >= {"rate_seen", "rate_unseen", "rate_adversarial", "attr_unrelated", "clips"}
+    assert caption(Scene("red", "cross", "left", True), random.Random(0))
