@@ -27,6 +27,8 @@ from .conditioning import stack_conditionings
 from .payloads import CollectedActivations, EncodedPairs
 
 logger = logging.getLogger(__name__)
+#: Most prompts measured in one forward when the layers read only the text (1-frame latents by default).
+MAX_BATCH = 32
 
 
 def parse_timesteps(spec: str) -> int | list[float]:
@@ -74,24 +76,32 @@ def collect_activations(model, encoded: EncodedPairs, latent: torch.Tensor, time
     diffusion = model.model.diffusion_model
     latent = comfy.sample.fix_empty_latent_channels(model, latent[:1])
     sigmas = sigmas_for(model, parse_timesteps(timesteps))
-    if adapter.is_timestep_independent(layer_names) and len(sigmas) > 1:
+    independent = adapter.is_timestep_independent(layer_names)
+    if independent and len(sigmas) > 1:
         logger.info("the selected layers read only the text: measuring at one timestep instead of %d", len(sigmas))
         sigmas = sigmas[:1]
-    batches = [(encoded.unsafe[i], encoded.safe[i]) for i in range(len(encoded.pairs))]
-    neutral = list(encoded.neutral)
-    neutral_batches = [tuple(neutral[i:i + 2]) for i in range(0, len(neutral), 2)]
-    progress = comfy.utils.ProgressBar((len(batches) + len(neutral_batches)) * len(sigmas))
+    # Rows of one forward: (role, index). Both sides of a pair always share a forward and a noise. Layers that
+    # read only the text need no per-pair forward: all pairs and neutral prompts go in one batch (of at most
+    # MAX_BATCH rows); the others run one pair (or two neutral prompts) per forward to bound memory.
+    pair_rows = [[("unsafe", i), ("safe", i)] for i in range(len(encoded.pairs))]
+    neutral_rows = [[("neutral", i)] for i in range(len(encoded.neutral))]
+    batches = _pack(pair_rows + neutral_rows, MAX_BATCH if independent else 2)
+    progress = comfy.utils.ProgressBar(len(batches) * len(sigmas))
 
     fitter = RefusalFitter()
     with ActivationRecorder(diffusion, layer_names) as recorder:  # hooks removed on any exit
-        for index, (unsafe, safe) in enumerate(batches):
-            rows = _forward(model, [unsafe, safe], latent, sigmas, seed + index, recorder, progress)
-            for name, values in rows.items():  # [sigmas * 2, d]: unsafe, safe per sigma
-                fitter.update(name, values[0::2], values[1::2])
-        for index, batch in enumerate(neutral_batches):
-            rows = _forward(model, list(batch), latent, sigmas, seed + len(batches) + index, recorder, progress)
-            for name, values in rows.items():
-                fitter.update_neutral(name, values)
+        for batch in batches:
+            conditionings = [getattr(encoded, role)[i] for role, i in batch]
+            seeds = [seed + (i if role != "neutral" else len(encoded.pairs) + i) for role, i in batch]
+            rows = _forward(model, conditionings, latent, sigmas, seeds, recorder, progress)
+            unsafe, safe, neutral = ([k for k, (r, _) in enumerate(batch) if r == role] for role in ("unsafe", "safe", "neutral"))
+            for name, values in rows.items():  # [sigmas * rows, d], one block of rows per sigma
+                per_sigma = values.reshape(len(sigmas), len(batch), -1)
+                if unsafe:
+                    fitter.update(name, per_sigma[:, unsafe].reshape(-1, values.shape[1]),
+                                  per_sigma[:, safe].reshape(-1, values.shape[1]))
+                if neutral:
+                    fitter.update_neutral(name, per_sigma[:, neutral].reshape(-1, values.shape[1]))
 
     weights = {name: diffusion.get_submodule(name).weight for name in layer_names}
     return CollectedActivations(
@@ -100,12 +110,23 @@ def collect_activations(model, encoded: EncodedPairs, latent: torch.Tensor, time
     )
 
 
-def _forward(model, conditionings, latent, sigmas, seed, recorder, progress) -> dict[str, torch.Tensor]:
-    """One model evaluation per sigma on a batch of ``len(conditionings)`` prompts sharing one noise."""
+def _pack(groups: list[list], limit: int) -> list[list]:
+    """Concatenate row groups into batches of at most ``limit`` rows without splitting a group."""
+    batches, current = [], []
+    for group in groups:
+        if current and len(current) + len(group) > limit:
+            batches.append(current)
+            current = []
+        current = current + group
+    return batches + ([current] if current else [])
+
+
+def _forward(model, conditionings, latent, sigmas, seeds, recorder, progress) -> dict[str, torch.Tensor]:
+    """One model evaluation per sigma on a batch of prompts; row i is noised with ``seeds[i]``."""
     batch = len(conditionings)
     positive = stack_conditionings(conditionings)
     latent_batch = latent.repeat(batch, *([1] * (latent.ndim - 1)))
-    noise = comfy.sample.prepare_noise(latent, seed).repeat(batch, *([1] * (latent.ndim - 1)))
+    noise = torch.cat([comfy.sample.prepare_noise(latent, s) for s in seeds])
 
     def evaluate_at_sigmas(model_k, x, _sigmas, extra_args=None, callback=None, disable=None):
         sampling = model_k.inner_model.inner_model.model_sampling
@@ -122,6 +143,6 @@ def _forward(model, conditionings, latent, sigmas, seed, recorder, progress) -> 
     guider.set_cfg(1.0)  # the negative is never evaluated at cfg 1
     sampler = comfy.samplers.KSAMPLER(evaluate_at_sigmas)
     sigma_tensor = torch.tensor(list(sigmas) + [0.0])
-    guider.sample(noise, latent_batch, sampler, sigma_tensor, disable_pbar=True, seed=seed)
+    guider.sample(noise, latent_batch, sampler, sigma_tensor, disable_pbar=True, seed=seeds[0])
     rows = recorder.take()  # [len(sigmas) * batch, d] in call order
     return rows

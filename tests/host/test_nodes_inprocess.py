@@ -72,7 +72,7 @@ def test_pair_encoder_validation_names_the_line(nodes):
     assert "timesteps" in nodes.CollectActivations.validate_inputs(timesteps="1.5, x")
 
 
-def test_collected_activations_match_what_core_predicts(wan, encoded, activations):
+def test_collected_activations_match_what_core_predicts(nodes, wan, encoded, activations):
     diffusion = wan.model.diffusion_model
     assert activations.family == "wan" and len(activations.sigmas) == 2
     assert {"blocks.0.cross_attn.k", "blocks.1.ffn.0"} <= set(activations.layers)
@@ -82,6 +82,11 @@ def test_collected_activations_match_what_core_predicts(wan, encoded, activation
     fitted = activations.fitter.fit(method="mean")
     expected = (unsafe - safe).mean(0)
     torch.testing.assert_close(fitted.vectors["blocks.1.cross_attn.k"].double(), expected, rtol=1e-4, atol=1e-5)
+    # The text-side default group runs every prompt in one batched forward: the same rows, one timestep.
+    batched = nodes.CollectActivations.execute(wan, encoded, 64, 64, 1, "2", 0, "default", 0, -1)[0]
+    assert len(batched.sigmas) == 1
+    torch.testing.assert_close(batched.fitter.fit(method="mean").vectors["blocks.1.cross_attn.k"].double(), expected,
+                               rtol=1e-4, atol=1e-5)
 
 
 def test_edited_layers_ignore_the_direction_and_the_base_model_is_untouched(nodes, wan, clip, basis):
