@@ -1,0 +1,139 @@
+// The pack's face in ComfyUI's editor: live pair checking on Pair Encoder and an unlearning badge on
+// Apply Unlearning. One module, two extensions (ComfyUI imports every .js file under web/ as an extension).
+import { app } from "../../scripts/app.js";
+import { api } from "../../scripts/api.js";
+
+// New behaviour runs after whatever the node or another extension already installed.
+function chain(object, method, extra) {
+  const original = object[method];
+  object[method] = function (...args) {
+    const result = original?.apply(this, args);
+    extra.apply(this, args);
+    return result;
+  };
+}
+
+// --- Pair Encoder: pair count and first problem, checked by the pack's Python parser (core.pairs) so that
+// editor and backend never disagree.
+const PAIR_NODE = "VideoUnlearnPairEncoder";
+const DEBOUNCE_MS = 300;
+
+async function checkPairs(text) {
+  const response = await api.fetchApi("/video_unlearning/check_pairs", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ text }),
+  });
+  if (!response.ok) throw new Error(`check_pairs answered ${response.status}`);
+  return response.json();
+}
+
+function render(status, result) {
+  // User text reaches the page only through textContent: never parsed as HTML.
+  if (result.error) {
+    status.textContent = result.line ? `Line ${result.line}: ${result.error}` : result.error;
+    status.dataset.state = "error";
+  } else {
+    status.textContent = `${result.count} valid pairs` + (result.warning ? ` (${result.warning})` : "");
+    status.dataset.state = result.warning ? "warning" : "ok";
+  }
+  const colors = { ok: "#4caf50", warning: "#e0a030", error: "#e05050" };
+  status.style.color = colors[status.dataset.state];
+}
+
+app.registerExtension({
+  name: "videoUnlearning.pairCheck",
+  nodeCreated(node) {
+    if (node.comfyClass !== PAIR_NODE) return;
+    const pairs = node.widgets?.find((w) => w.name === "pairs");
+    if (!pairs) return;
+    const status = document.createElement("div");
+    status.className = "video-unlearning-pair-status";
+    status.style.cssText = "font: 12px sans-serif; padding: 2px 6px; white-space: normal; overflow: hidden;";
+    status.textContent = "checking pairs...";
+    node.addDOMWidget("pair_status", "video_unlearning_status", status, { serialize: false, hideOnZoom: false });
+
+    let timer = null;
+    let latest = 0;
+    const schedule = () => {
+      clearTimeout(timer);
+      timer = setTimeout(async () => {
+        const ticket = ++latest;
+        try {
+          const result = await checkPairs(String(pairs.value ?? ""));
+          if (ticket === latest) render(status, result);
+        } catch (error) {
+          status.textContent = `pair check unavailable: ${error.message}`;
+          status.dataset.state = "error";
+        }
+      }, DEBOUNCE_MS);
+    };
+    chain(pairs, "callback", schedule);
+    pairs.inputEl?.addEventListener("input", schedule);
+    chain(node, "onConfigure", schedule); // a loaded workflow fills the widget after creation
+    schedule();
+  },
+});
+
+// --- Apply Unlearning: a badge that says at a glance whether a workflow unlearns, how strongly, and what.
+const APPLY_NODE = "VideoUnlearnApply";
+
+function widget(node, name) {
+  return node?.widgets?.find((w) => w.name === name);
+}
+
+// Follow the refusal_vector input upstream to a Pair Encoder's concept label or a loaded file name.
+function upstreamConcept(node, depth = 0) {
+  if (!node || depth > 8) return "";
+  if (node.comfyClass === "VideoUnlearnPairEncoder") return String(widget(node, "concept")?.value ?? "");
+  if (node.comfyClass === "VideoUnlearnLoadRefusalVector") return String(widget(node, "name")?.value ?? "").replace(/\.safetensors$/, "");
+  for (const input of node.inputs ?? []) {
+    if (input.link == null) continue;
+    const link = node.graph?.links?.[input.link] ?? app.graph.links?.[input.link];
+    const source = link && node.graph?.getNodeById(link.origin_id);
+    const found = upstreamConcept(source, depth + 1);
+    if (found) return found;
+  }
+  return "";
+}
+
+function refresh(node) {
+  const badge = node.__videoUnlearningBadge;
+  if (!badge) return;
+  const ran = node.__videoUnlearningRun;
+  const enabled = ran ? ran.enabled : Boolean(widget(node, "enabled")?.value ?? true);
+  const strength = ran ? ran.strength : Number(widget(node, "strength")?.value ?? 1);
+  const concept = (ran?.concept || upstreamConcept(node) || "unnamed concept").trim();
+  const active = enabled && strength > 0;
+  badge.textContent = active
+    ? `UNLEARNING ON · strength ${strength.toFixed(2)} · ${concept}` + (ran ? ` · ${ran.layers} layers` : "")
+    : `UNLEARNING OFF · ${concept}`;
+  badge.dataset.state = active ? "on" : "off";
+  badge.style.background = active ? "#7a2e2e" : "#3a3a3a";
+}
+
+app.registerExtension({
+  name: "videoUnlearning.badge",
+  nodeCreated(node) {
+    if (node.comfyClass !== APPLY_NODE) return;
+    const badge = document.createElement("div");
+    badge.className = "video-unlearning-badge";
+    badge.style.cssText = "font: bold 12px sans-serif; color: #fff; padding: 3px 8px; border-radius: 8px; text-align: center;";
+    node.__videoUnlearningBadge = badge;
+    node.addDOMWidget("unlearning_badge", "video_unlearning_badge", badge, { serialize: false, hideOnZoom: false });
+    for (const name of ["enabled", "strength"]) {
+      const w = widget(node, name);
+      if (w) chain(w, "callback", () => { node.__videoUnlearningRun = null; refresh(node); });
+    }
+    chain(node, "onConnectionsChange", () => refresh(node));
+    chain(node, "onConfigure", () => setTimeout(() => refresh(node), 0));
+    chain(node, "onExecuted", (output) => {
+      const info = output?.video_unlearning?.[0];
+      if (info) {
+        node.__videoUnlearningRun = info;
+        refresh(node);
+      }
+    });
+    setTimeout(() => refresh(node), 0);
+  },
+});
