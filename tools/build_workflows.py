@@ -24,6 +24,8 @@ MODEL_URLS = {
     TEXT_ENCODER: ("text_encoders", "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors"),
     VAE: ("vae", "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/vae/wan_2.1_vae.safetensors"),
 }
+#: Group bounding boxes start this far above their first row of nodes: the group title, then the node title bar.
+HEADER = 75
 NEGATIVE = "blurry, low quality, static, distorted, watermark, text, jpeg artifacts"
 
 
@@ -75,7 +77,7 @@ def loaders(g: Graph, x: int, y: int, vae: bool):
     shift = g.node("ModelSamplingSD3", (x, y + 260), [8.0], inputs=[("model", "MODEL")], outputs=[("MODEL", "MODEL")], size=(330, 58))
     g.link(unet, 0, shift, "model")
     decoder = g.node("VAELoader", (x, y + 350), [VAE], outputs=[("VAE", "VAE")], size=(330, 58)) if vae else None
-    g.group("1. Load Wan 2.1 T2V 1.3B", (x - 10, y - 40, 350, 470 if vae else 380))
+    g.group("1. Load Wan 2.1 T2V 1.3B", (x - 10, y - HEADER, 350, HEADER + (430 if vae else 340)))
     return shift, clip, decoder
 
 
@@ -96,11 +98,11 @@ def compute_workflow() -> Graph:
     g.link(collect, 0, vector, "activations")
     save = g.node("VideoUnlearnSaveRefusalVector", (1340, 370), ["rolex"], inputs=[("refusal_vector", "REFUSAL_VECTOR")], size=(320, 80))
     g.link(vector, 0, save, "refusal_vector")
-    g.group("2. Pairs, activations, refusal vector", (390, -40, 1410, 520))
-    g.note((960, 320), "**Compute a refusal vector** from 5 pairs that differ only by the concept.\n\n"
+    g.group("2. Pairs, activations, refusal vector", (390, -HEADER, 1410, HEADER + 560))
+    g.note((960, 320), "**Compute a refusal vector** from 5 or more pairs that differ only by the concept (6 Rolex pairs are filled in).\n\n"
            "- Pairs: one per line, `prompt with concept | same prompt without it`; the node checks them as you type.\n"
-           "- Text-side layers (`default` = `cross_attn.k+v` for Wan) need one timestep and a 1-frame latent: "
-           "about 2 minutes on a 12 GB GPU for the 1.3B model.\n"
+           "- `layers = default` (`cross_attn.k+v` for Wan) reads only the text: the node then measures one timestep, "
+           "all prompts in one batch. Video-side layers (`ffn.0`, `cross_attn.o`) use every timestep.\n"
            "- The bar chart shows how strongly each layer separates the pairs.\n"
            "- The vector is saved to `models/refusal_vectors/rolex_00001.safetensors`; open the side-by-side workflow next.",
            size=(340, 220))
@@ -122,7 +124,7 @@ def compare_workflow() -> Graph:
     for text in (positive, negative):
         g.link(clip, 0, text, "clip")
     latent = g.node("EmptyHunyuanLatentVideo", (400, 720), [832, 480, 33, 1], outputs=[("LATENT", "LATENT")], size=(340, 130))
-    g.group("2. Unlearning and prompt", (390, -40, 360, 910))
+    g.group("2. Unlearning and prompt", (390, -HEADER, 360, HEADER + 870))
     images = []
     for row, (title, sampler_model) in enumerate((("Baseline", model), ("Unlearned", apply))):
         y = row * 330
@@ -137,7 +139,7 @@ def compare_workflow() -> Graph:
         g.link(sampler, 0, decode, "samples")
         g.link(vae, 0, decode, "vae")
         images.append(decode)
-    g.group("3. Same seed, base vs. unlearned", (780, -40, 580, 660))
+    g.group("3. Same seed, base vs. unlearned", (780, -HEADER, 580, HEADER + 620))
     stitch = g.node("ImageStitch", (1390, 0), ["right", True, 8, "white"],
                     inputs=[("image1", "IMAGE"), ("image2", "IMAGE")], outputs=[("IMAGE", "IMAGE")], size=(300, 150))
     g.link(images[0], 0, stitch, "image1")
@@ -145,7 +147,8 @@ def compare_workflow() -> Graph:
     save = g.node("SaveAnimatedWEBP", (1390, 190), ["unlearning/side_by_side", 16.0, False, 90, "default"],
                   inputs=[("images", "IMAGE")], size=(420, 420))
     g.link(stitch, 0, save, "images")
-    g.note((790, 640), "**Baseline vs. unlearned from one seed.** Left: the original model; right: the same model with the "
+    g.group("4. Side by side", (1380, -HEADER, 440, HEADER + 630))
+    g.note((790, 680), "**Baseline vs. unlearned from one seed.** Left: the original model; right: the same model with the "
            "refusal vector applied (a patch on a copy: your model file is never changed).\n\n"
            "- `strength` 1 removes the concept direction; try 0.5-1.5. `enabled` off gives the baseline back.\n"
            "- Load the vector saved by *compute_refusal_vector_wan21*; the badge on Apply Unlearning shows what is unlearned.",
