@@ -57,14 +57,33 @@ def write_models(base: Path) -> None:
 
     (base / "models" / "diffusion_models").mkdir(parents=True)
     save_file(tiny_models.tiny_wan_state_dict(), str(base / "models" / "diffusion_models" / "wan2.1_t2v_1.3B_fp16.safetensors"))
-    torch.manual_seed(0)
     vae = WanVAE(dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
                  temperal_downsample=[False, True, True], dropout=0.0)
     (base / "models" / "vae").mkdir(parents=True)
-    save_file({k: v.half().contiguous() for k, v in vae.state_dict().items()}, str(base / "models" / "vae" / "wan_2.1_vae.safetensors"))
+    save_file(_random_vae_weights(vae.state_dict()), str(base / "models" / "vae" / "wan_2.1_vae.safetensors"))
     loader = base / "custom_nodes" / "tiny_test_loaders"
     loader.mkdir(parents=True)
     (loader / "__init__.py").write_text(TEST_LOADER)
+
+
+def _random_vae_weights(shapes: dict) -> dict:
+    """Seeded weights for the full-size Wan VAE. ComfyUI's ops skip weight init, so the module's own tensors are
+    uninitialised memory (they decode to NaN); fan-in scaled normals decode latents to varied, finite frames."""
+    import math
+
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    weights = {}
+    for name, tensor in shapes.items():
+        if name.endswith("gamma"):
+            value = torch.ones(tensor.shape)
+        elif name.endswith("bias") or tensor.ndim < 2:
+            value = torch.zeros(tensor.shape)
+        else:
+            value = torch.randn(tensor.shape, generator=generator) / math.sqrt(tensor[0].numel())
+        weights[name] = value.half().contiguous()
+    return weights
 
 
 def server_fixture(tmp_path_factory):
@@ -88,6 +107,8 @@ def shrink(api: dict, *, timesteps: str = "1") -> dict:
             inputs.update(steps=2)
         elif kind == "VideoUnlearnCollectActivations":
             inputs.update(width=64, height=64, length=1, timesteps=timesteps)
+        elif kind == "SaveAnimatedWEBP":
+            inputs.update(lossless=True)  # exact pixels, so the test can compare the two halves
         elif kind == "VideoUnlearnPairEncoder":
             inputs.update(neutral_prompts="a dog in a park\na red car")
     return api
@@ -114,3 +135,56 @@ def load_api(name: str, object_info: dict) -> dict:
     return ui_to_api(json.loads((REPO_ROOT / "workflows" / name).read_text()), object_info)
 
 
+
+
+def interrupt_after_progress(url: str, api: dict, node_id: str, *, steps: int = 1, timeout: float = 180.0) -> dict:
+    """Queue ``api``, send ``POST /interrupt`` once ``node_id`` reported ``steps`` progress steps, and time the stop.
+
+    Watches the server's websocket like the editor does, so the interrupt lands inside the node's loop
+    whatever the machine's speed. Returns ``{"prompt_id", "progress": (value, max), "stop_seconds"}``,
+    where ``stop_seconds`` runs from the interrupt request to the server's ``execution_interrupted``.
+    """
+    import asyncio
+
+    import aiohttp  # a ComfyUI requirement
+
+    async def run() -> dict:
+        client_id = f"tests-{time.monotonic_ns()}"
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"{url}/ws?clientId={client_id}") as ws:
+                async with session.post(f"{url}/prompt", json={"prompt": api, "client_id": client_id}) as response:
+                    queued = await response.json()
+                assert not queued.get("node_errors"), queued
+                prompt_id, progress, interrupted_at = queued["prompt_id"], None, None
+                async with asyncio.timeout(timeout):
+                    async for message in ws:
+                        if message.type != aiohttp.WSMsgType.TEXT:
+                            continue
+                        event = json.loads(message.data)
+                        data = event.get("data", {})
+                        if data.get("prompt_id") not in (None, prompt_id):
+                            continue
+                        if (event["type"] == "progress" and data.get("node") == node_id and interrupted_at is None
+                                and data["value"] >= steps):
+                            progress = (data["value"], data["max"])
+                            interrupted_at = time.monotonic()
+                            async with session.post(f"{url}/interrupt", json={}) as response:
+                                response.raise_for_status()
+                        elif event["type"] in ("execution_interrupted", "execution_error", "execution_success"):
+                            if interrupted_at is None:
+                                raise AssertionError(f"prompt ended ({event['type']}) before {node_id} reported progress: {data}")
+                            return {"prompt_id": prompt_id, "progress": progress, "event": event["type"],
+                                    "stop_seconds": time.monotonic() - interrupted_at}
+        raise AssertionError("the websocket closed before the prompt ended")
+
+    return asyncio.run(run())
+
+
+def wait_for_history(url: str, prompt_id: str, timeout: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        history = http_json(f"{url}/history/{prompt_id}")
+        if prompt_id in history and history[prompt_id].get("status", {}).get("completed") is not None:
+            return history[prompt_id]
+        time.sleep(0.3)
+    raise TimeoutError(f"prompt {prompt_id} has no history after {timeout}s")

@@ -6,15 +6,16 @@ Model stand-ins and the one swapped loader are described in ``server_setup``.
 from __future__ import annotations
 
 import json
-import time
 
+import numpy as np
 import pytest
+from PIL import Image, ImageSequence
 
 from comfy_host import http_json
-from server_setup import WORKFLOWS, load_api, run_prompt, server_fixture, shrink
-from workflow_api import find_nodes
+from server_setup import WORKFLOWS, interrupt_after_progress, load_api, run_prompt, server_fixture, shrink, wait_for_history
 
 server = pytest.fixture(scope="module")(server_fixture)
+STITCH_SPACING = 8  # ImageStitch's spacing in the side-by-side workflow
 
 
 def test_every_node_is_listed_with_tooltips(server):
@@ -62,31 +63,46 @@ def test_side_by_side_workflow_runs_on_the_saved_vector(server):
     apply_node = next(k for k, n in api.items() if n["class_type"] == "VideoUnlearnApply")
     badge = entry["outputs"][apply_node]["video_unlearning"][0]
     assert badge["enabled"] is True and badge["concept"] == "Rolex" and badge["layers"] > 0
-    outputs = list((base / "output" / "unlearning").glob("side_by_side_*.webp"))
+    outputs = sorted((base / "output" / "unlearning").glob("side_by_side_*.webp"))
     assert outputs, "no side-by-side video was written"
+    base_half, unlearned_half = _halves(outputs[-1])
+    assert base_half.shape[0] == 5 and not np.array_equal(base_half, unlearned_half), "the unlearned half equals the baseline"
+
+    api[apply_node]["inputs"]["enabled"] = False
+    entry = run_prompt(url, api)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    assert entry["outputs"][apply_node]["video_unlearning"][0]["enabled"] is False
+    base_half, unlearned_half = _halves(sorted((base / "output" / "unlearning").glob("side_by_side_*.webp"))[-1])
+    assert np.array_equal(base_half, unlearned_half), "disabled unlearning changed the video (or the seeds differ)"
+
+
+def _halves(path):
+    """Frames of the stitched video as ``[frames, h, w, 3]`` arrays: left (baseline) and right (unlearned)."""
+    with Image.open(path) as video:
+        frames = np.stack([np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(video)])
+    width = (frames.shape[2] - STITCH_SPACING) // 2
+    return frames[:, :, :width], frames[:, :, width + STITCH_SPACING:]
 
 
 def test_interrupt_during_collection_ends_cleanly(server):
     url, _, info = server
     api = shrink(load_api("compute_refusal_vector_wan21.json", info), timesteps="60")
-    collect = find_nodes(api, "VideoUnlearnCollectActivations")[0]
-    collect["inputs"].update(layers="all", length=9, seed=7)  # video-side layers: one forward per timestep
-    response = http_json(f"{url}/prompt", {"prompt": api, "client_id": "tests"})
-    prompt_id = response["prompt_id"]
-    deadline = time.monotonic() + 120
-    while http_json(f"{url}/queue")["queue_running"] == [] and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(12.0)  # past the text encoder, well inside the collection loop (360 forwards)
-    http_json(f"{url}/interrupt", {})
-    while time.monotonic() < deadline:
-        history = http_json(f"{url}/history/{prompt_id}")
-        if prompt_id in history and history[prompt_id]["status"].get("completed") is not None:
-            break
-        time.sleep(0.3)
-    status = history[prompt_id]["status"]
+    collect_id, collect = next((k, n) for k, n in api.items() if n["class_type"] == "VideoUnlearnCollectActivations")
+    collect["inputs"].update(layers="all", length=9, seed=7)  # video-side layers: one forward per pair and timestep
+    stopped = interrupt_after_progress(url, api, collect_id, steps=2)
+    value, total = stopped["progress"]
+    assert stopped["event"] == "execution_interrupted" and value < total
+    # Cancel stops the loop within one forward: on these tiny models a forward takes well under a second.
+    assert stopped["stop_seconds"] < 10.0, stopped
+    status = wait_for_history(url, stopped["prompt_id"])["status"]
     assert status["status_str"] == "error" and not status["completed"]
     interrupted = [message[1] for message in status["messages"] if message[0] == "execution_interrupted"]
     assert interrupted and interrupted[0]["node_type"] == "VideoUnlearnCollectActivations", status["messages"]
-    # The server is healthy and the model's hooks are gone: the next run succeeds.
-    entry = run_prompt(url, shrink(load_api("compute_refusal_vector_wan21.json", info)))
-    assert entry["status"]["status_str"] == "success"
+    # The server is healthy and the model's hooks are gone: a following collection (new seed, so nothing is
+    # served from ComfyUI's cache) runs to the end.
+    api = shrink(load_api("compute_refusal_vector_wan21.json", info))
+    api[collect_id]["inputs"]["seed"] = 11
+    entry = run_prompt(url, api)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    executed = [m[1] for m in entry["status"]["messages"] if m[0] == "execution_cached"]
+    assert collect_id not in (executed[0]["nodes"] if executed else []), "the collection was served from the cache"
