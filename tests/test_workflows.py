@@ -130,3 +130,37 @@ def test_pair_set_parses(path):
     for pair in pairs:
         assert pair.unsafe != pair.safe
     assert len({pair.unsafe for pair in pairs}) == len(pairs), "duplicate pair"
+
+
+def test_ui_to_api_follows_reroutes_bypasses_and_primitives():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tests" / "host"))
+    from workflow_api import ui_to_api
+
+    info = {
+        "Source": {"input": {"required": {}}},
+        "Filter": {"input": {"required": {"image": ["IMAGE"], "amount": ["FLOAT", {}]}}},
+        "Sink": {"input": {"required": {"image": ["IMAGE"], "seed": ["INT", {"control_after_generate": True}],
+                                        "mode": [["a", "b"], {}]}, "optional": {"label": ["STRING", {}]}}},
+    }
+
+    def node(id_, type_, widgets=(), inputs=(), outputs=(), mode=0):
+        return {"id": id_, "type": type_, "mode": mode, "widgets_values": list(widgets),
+                "inputs": [{"name": n, "type": t, "link": link} for n, t, link in inputs],
+                "outputs": [{"name": n, "type": t, "links": []} for n, t in outputs]}
+
+    workflow = {
+        "nodes": [
+            node(1, "Source", outputs=[("IMAGE", "IMAGE")]),
+            node(2, "Reroute", inputs=[("", "*", 1)], outputs=[("", "IMAGE")]),
+            node(3, "Filter", [0.5], inputs=[("image", "IMAGE", 2)], outputs=[("IMAGE", "IMAGE")], mode=4),
+            node(4, "PrimitiveNode", [7, "fixed"], outputs=[("INT", "INT")]),
+            node(5, "Sink", [123, "randomize", "b", "hello"], inputs=[("image", "IMAGE", 3), ("seed", "INT", 4)]),
+            node(6, "MarkdownNote", ["notes are not executed"]),
+        ],
+        "links": [[1, 1, 0, 2, 0, "IMAGE"], [2, 2, 0, 3, 0, "IMAGE"], [3, 3, 0, 5, 0, "IMAGE"], [4, 4, 0, 5, 1, "INT"]],
+    }
+    api = ui_to_api(workflow, info)
+    assert api == {"1": {"class_type": "Source", "inputs": {}},
+                   "5": {"class_type": "Sink", "inputs": {"image": ["1", 0], "seed": 7, "mode": "b", "label": "hello"}}}
