@@ -1,0 +1,81 @@
+"""The pack's HTTP route in process: ``POST /video_unlearning/check_pairs`` answers exactly ``core.pairs.check_pairs``.
+
+The route is registered on a stand-in ``server.PromptServer.instance`` (an aiohttp route table, which is all
+the route uses), served by aiohttp's test server; the browser test reaches the same route on a real server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import sys
+import types
+
+import pytest
+
+from core.pairs import check_pairs
+
+SIX = "\n".join(f"a Rolex watch, shot {i} | a watch, shot {i}" for i in range(6))
+
+
+@pytest.fixture
+def routes_module(pack, monkeypatch):
+    from aiohttp import web
+
+    module = importlib.import_module(f"{pack.__name__}.nodes.routes")
+    fake_server = types.ModuleType("server")
+    fake_server.PromptServer = type("PromptServer", (), {"instance": types.SimpleNamespace(routes=web.RouteTableDef())})
+    monkeypatch.setitem(sys.modules, "server", fake_server)
+    monkeypatch.setattr(module, "_registered", False)
+    return module, fake_server.PromptServer.instance.routes
+
+
+def _post_all(table, bodies: list) -> list[tuple[int, object]]:
+    """POST each body (a str is sent raw, anything else as JSON) to the route; returns (status, JSON)."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    async def run():
+        application = web.Application()
+        application.add_routes(table)
+        async with TestClient(TestServer(application)) as client:
+            answers = []
+            for body in bodies:
+                kwargs = {"data": body} if isinstance(body, str) else {"json": body}
+                response = await client.post("/video_unlearning/check_pairs", **kwargs)
+                answers.append((response.status, await response.json()))
+            return answers
+
+    return asyncio.run(run())
+
+
+def test_route_answers_the_python_check(routes_module):
+    module, table = routes_module
+    module.register_routes()
+    texts = [SIX, "a | b\nc | d\nno bar here\ne | f", "a | b\nc | d", "", '<img src=x onerror="alert(1)"> no bar\n']
+    answers = _post_all(table, [{"text": text} for text in texts])
+    assert answers == [(200, check_pairs(text)) for text in texts]
+    assert answers[0][1] == {"count": 6, "error": None, "line": None, "warning": None}
+    assert answers[1][1]["line"] == 3 and "'|'" in answers[1][1]["error"]
+    assert answers[2][1]["warning"] and answers[2][1]["count"] == 2
+    assert answers[4][1]["line"] == 1 and '<img src=x onerror="alert(1)">' in answers[4][1]["error"]  # verbatim: the page escapes
+
+
+def test_route_rejects_bodies_without_text(routes_module):
+    module, table = routes_module
+    module.register_routes()
+    answers = _post_all(table, ["not json", {"text": 5}, ["a | b"], {"pairs": "a | b"}])
+    for status, body in answers:
+        assert status == 400
+        assert body == {"error": 'body must be JSON: {"text": "..."}'}
+
+
+def test_route_registers_once_and_waits_for_a_server(routes_module, monkeypatch):
+    module, table = routes_module
+    monkeypatch.setattr(sys.modules["server"].PromptServer, "instance", None)
+    module.register_routes()  # no server yet (e.g. the pack imported by a script): nothing registered, no error
+    assert not module._registered
+    monkeypatch.setattr(sys.modules["server"].PromptServer, "instance", types.SimpleNamespace(routes=table))
+    module.register_routes()
+    module.register_routes()
+    assert [route.path for route in table] == ["/video_unlearning/check_pairs"]
