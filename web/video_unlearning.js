@@ -63,8 +63,10 @@ app.registerExtension({
           const result = await checkPairs(String(pairs.value ?? ""));
           if (ticket === latest) render(status, result);
         } catch (error) {
+          if (ticket !== latest) return;
           status.textContent = `pair check unavailable: ${error.message}`;
           status.dataset.state = "error";
+          status.style.color = "#e05050";
         }
       }, DEBOUNCE_MS);
     };
@@ -72,6 +74,9 @@ app.registerExtension({
     pairs.inputEl?.addEventListener("input", schedule);
     chain(node, "onConfigure", schedule); // a loaded workflow fills the widget after creation
     schedule();
+    // Apply Unlearning badges downstream name this node's concept label.
+    const concept = node.widgets?.find((w) => w.name === "concept");
+    if (concept) chain(concept, "callback", refreshAllBadges);
   },
 });
 
@@ -112,12 +117,22 @@ function refresh(node) {
   badge.style.background = active ? "#7a2e2e" : "#3a3a3a";
 }
 
+function refreshAllBadges() {
+  for (const node of app.graph?._nodes ?? []) if (node.comfyClass === APPLY_NODE) refresh(node);
+}
+
 app.registerExtension({
   name: "videoUnlearning.badge",
   nodeCreated(node) {
+    if (node.comfyClass === "VideoUnlearnLoadRefusalVector") {
+      const name = widget(node, "name");
+      if (name) chain(name, "callback", refreshAllBadges);
+      chain(node, "onConnectionsChange", refreshAllBadges);
+    }
     if (node.comfyClass !== APPLY_NODE) return;
     const badge = document.createElement("div");
     badge.className = "video-unlearning-badge";
+    badge.title = "Apply Unlearning: whether this workflow removes a concept, how strongly, and which one";
     badge.style.cssText = "font: bold 12px sans-serif; color: #fff; padding: 3px 8px; border-radius: 8px; text-align: center;";
     node.__videoUnlearningBadge = badge;
     node.addDOMWidget("unlearning_badge", "video_unlearning_badge", badge, { serialize: false, hideOnZoom: false });

@@ -53,6 +53,24 @@ async () => {
   await window.app.queuePrompt(0);
 }
 """
+ADD_APPLY = """
+() => {
+  const g = window.app.graph;
+  const source = g._nodes.find((n) => n.comfyClass === "VideoUnlearnRefusalVector");
+  const apply = window.LiteGraph.createNode("VideoUnlearnApply");
+  apply.pos = [source.pos[0], source.pos[1] + 480];
+  g.add(apply);
+  source.connect(0, apply, apply.findInputSlot("refusal_vector"));
+}
+"""
+SET_WIDGET = """
+([cls, name, value]) => {
+  const node = window.app.graph._nodes.find((n) => n.comfyClass === cls);
+  const w = node.widgets.find((x) => x.name === name);
+  w.value = value;
+  w.callback?.(value);
+}
+"""
 
 
 QUIET_SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Workflow.ShowMissingModelsWarning": False,
@@ -99,9 +117,22 @@ def test_editor_shows_pair_check_chart_and_badge(server):
             textarea.fill((REPO_ROOT / "workflows" / "pairs" / "trademark_rolex.txt").read_text())
             sync_api.expect(_status(page)).to_have_text("6 valid pairs", timeout=10_000)
 
+            # Before any run, a new Apply Unlearning badge names the upstream Pair Encoder's concept and follows it.
+            page.evaluate(ADD_APPLY)
+            badge = page.locator(".video-unlearning-badge").first
+            sync_api.expect(badge).to_have_text("UNLEARNING ON · strength 1.00 · Rolex", timeout=10_000)
+            page.evaluate(SET_WIDGET, ["VideoUnlearnPairEncoder", "concept", "<b>Omega</b>"])
+            sync_api.expect(badge).to_have_text("UNLEARNING ON · strength 1.00 · <b>Omega</b>", timeout=5_000)
+            assert page.evaluate("() => document.querySelector('.video-unlearning-badge b')") is None
+            page.evaluate(SET_WIDGET, ["VideoUnlearnApply", "strength", 0.5])
+            sync_api.expect(badge).to_have_text("UNLEARNING ON · strength 0.50 · <b>Omega</b>", timeout=5_000)
+            page.screenshot(path=str(SHOTS / "3_badge_upstream_concept.png"))
+            page.evaluate(f"() => window.app.graph.remove(({FIND})('VideoUnlearnApply'))")
+            page.evaluate(SET_WIDGET, ["VideoUnlearnPairEncoder", "concept", "Rolex"])
+
             page.evaluate(SWAP_AND_SHRINK)
             page.wait_for_function(f"() => (({FIND})('VideoUnlearnRefusalVector').imgs ?? []).length > 0", timeout=180_000)
-            page.screenshot(path=str(SHOTS / "3_score_chart.png"))
+            page.screenshot(path=str(SHOTS / "4_score_chart.png"))
 
             _open(page, url, "unlearned_side_by_side_wan21.json")
             badge = page.locator(".video-unlearning-badge").first
@@ -109,13 +140,13 @@ def test_editor_shows_pair_check_chart_and_badge(server):
             page.evaluate(f"""() => {{ const w = ({FIND})('VideoUnlearnApply').widgets.find((x) => x.name === 'enabled');
                                       w.value = false; w.callback?.(false); }}""")
             sync_api.expect(badge).to_have_text("UNLEARNING OFF · rolex_00001", timeout=5_000)
-            page.screenshot(path=str(SHOTS / "4_badge_off.png"))
+            page.screenshot(path=str(SHOTS / "5_badge_off.png"))
             page.evaluate(f"""() => {{ const w = ({FIND})('VideoUnlearnApply').widgets.find((x) => x.name === 'enabled');
                                       w.value = true; w.callback?.(true); }}""")
             page.evaluate(SWAP_AND_SHRINK)
             sync_api.expect(badge).to_contain_text("UNLEARNING ON · strength 1.00 · Rolex · ", timeout=240_000)
             sync_api.expect(badge).to_contain_text("layers")
-            page.screenshot(path=str(SHOTS / "5_badge_after_run.png"))
+            page.screenshot(path=str(SHOTS / "6_badge_after_run.png"))
         finally:
             browser.close()
     assert not [e for e in errors if "videoUnlearning" in e or "video_unlearning" in e], errors
