@@ -94,6 +94,8 @@ def _status(page):
 def test_editor_shows_pair_check_chart_and_badge(server):
     url, _, _ = server
     SHOTS.mkdir(parents=True, exist_ok=True)
+    for stale in SHOTS.glob("*.png"):  # the artefacts always come from one run
+        stale.unlink()
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1700, "height": 1000})
@@ -131,7 +133,12 @@ def test_editor_shows_pair_check_chart_and_badge(server):
             page.evaluate(SET_WIDGET, ["VideoUnlearnPairEncoder", "concept", "Rolex"])
 
             page.evaluate(SWAP_AND_SHRINK)
-            page.wait_for_function(f"() => (({FIND})('VideoUnlearnRefusalVector').imgs ?? []).length > 0", timeout=180_000)
+            # The chart arrives as the node's UI preview image; it must have decoded, not just been referenced.
+            page.wait_for_function(f"""() => {{ const imgs = ({FIND})('VideoUnlearnRefusalVector').imgs ?? [];
+                                               return imgs.length > 0 && imgs[0].complete && imgs[0].naturalWidth > 0; }}""",
+                                   timeout=180_000)
+            size = page.evaluate(f"() => {{ const i = ({FIND})('VideoUnlearnRefusalVector').imgs[0]; return [i.naturalWidth, i.naturalHeight]; }}")
+            assert min(size) >= 100, size
             page.screenshot(path=str(SHOTS / "4_score_chart.png"))
 
             _open(page, url, "unlearned_side_by_side_wan21.json")
