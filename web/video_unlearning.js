@@ -28,13 +28,18 @@ async function checkPairs(text) {
   return response.json();
 }
 
+const validPairs = (count) => `${count} valid pair${count === 1 ? "" : "s"}`;
+
 function render(status, result) {
   // User text reaches the page only through textContent: never parsed as HTML.
   if (result.error) {
-    status.textContent = result.line ? `Line ${result.line}: ${result.error}` : result.error;
+    // count is the number of valid pairs before the first problem (core.pairs.check_pairs).
+    status.textContent = result.line
+      ? `Line ${result.line}: ${result.error} (${validPairs(result.count)} above it)`
+      : result.error;
     status.dataset.state = "error";
   } else {
-    status.textContent = `${result.count} valid pairs` + (result.warning ? ` (${result.warning})` : "");
+    status.textContent = validPairs(result.count) + (result.warning ? ` (${result.warning})` : "");
     status.dataset.state = result.warning ? "warning" : "ok";
   }
   const colors = { ok: "#4caf50", warning: "#e0a030", error: "#e05050" };

@@ -110,6 +110,7 @@ def test_editor_shows_pair_check_chart_and_badge(server):
                 f"() => ({FIND})('VideoUnlearnPairEncoder').widgets.find((w) => w.name === 'pairs').inputEl").as_element()
             textarea.fill("a Rolex watch | a watch\nno separator on this line\na Rolex clock | a clock")
             sync_api.expect(_status(page)).to_contain_text("Line 2: expected exactly one '|'", timeout=10_000)
+            sync_api.expect(_status(page)).to_contain_text("(1 valid pair above it)")
             page.screenshot(path=str(SHOTS / "2_pairs_invalid.png"))
 
             textarea.fill('<img src=x onerror="window.__xss = 1"> no bar\n')
