@@ -5,7 +5,8 @@ sampler function), so model loading and offloading (``load_models_gpu``, lowvram
 ``model_sampling`` (shift, noise scaling), conditioning processing and model wrappers all behave as
 in a normal generation. The sampler function evaluates the model once per requested sigma on a
 latent noised with the same noise for both sides of the pair; unsafe and safe prompts are stacked
-as one batch of two, so each forward measures one pair.
+in one batch, so each forward measures one pair. When every recorded layer reads only the text
+(Wan's cross_attn.k/v), one forward at one sigma measures all pairs and neutral prompts together.
 """
 
 from __future__ import annotations
