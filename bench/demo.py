@@ -45,11 +45,12 @@ def main() -> None:
     for pair in pairs:
         print(f"  {pair.unsafe}  |  {pair.safe}")
 
-    layers = ex.layer_names(model, "text_kv")
+    # Early blocks' text-side k/v measured best on the organism (bench/unlearning.py variant table).
+    layers = ex.layer_names(model, "text_kv", "early")
     with torch.no_grad():
         measured = ex.collect(model, encoder, pairs, ex.neutral_prompts(), layers)
     basis = measured.fitter.fit(rank=4, alpha=1.0, method="cpca", concept=args.concept, pairs=pairs, model_family="organism")
-    print(f"\nRefusal vector: {len(basis.layers)} layers (text-side cross_attn.k/v), measured in {measured.seconds:.1f}s")
+    print(f"\nRefusal vector: {len(basis.layers)} layers (text-side cross_attn.k/v, early blocks), measured in {measured.seconds:.1f}s")
     for layer in basis.layers:
         score = basis.scores[layer]
         print(f"  {layer:<24} separation {score.separation:6.2f}   |r| {score.norm:.3f}")

@@ -73,3 +73,11 @@ def test_unlearning_through_core_on_the_organism(organism):
         result = ex.evaluate(edited, encoder, prompts, "logo", steps=2)
     assert set(result) >= {"rate_seen", "rate_unseen", "rate_adversarial", "attr_unrelated", "clips"}
     assert caption(Scene("red", "cross", "left", True), random.Random(0))
+
+
+def test_accuracy_report_reads_every_attribute(organism):
+    from organism.accuracy import ATTRIBUTES, accuracy
+
+    model, encoder = organism
+    result = accuracy(model, encoder, 2, held_out=True, steps=1)
+    assert set(result) == set(ATTRIBUTES) and all(0.0 <= v <= 1.0 for v in result.values())
