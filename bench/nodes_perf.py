@@ -77,6 +77,7 @@ def timed(fn, repeats, cpu_times=None):
 def sampling_and_collection(repeats: int) -> dict:
     import torch
 
+    import comfy.model_management
     import nodes as comfy_nodes
     import tiny_models
     from comfyui_video_unlearning.nodes import definitions as d
@@ -100,9 +101,13 @@ def sampling_and_collection(repeats: int) -> dict:
         basis = collect_and_fit("all", "4")
         patched = d.ApplyUnlearning.execute(model, basis, 1.0, True, "all in vector", 0, -1, "safe_mean")[0]
         generate(model), generate(patched)  # warm up both (loading, patching)
-        base_times, patched_times, base_cpu, patched_cpu = [], [], [], []
+        base_times, patched_times, base_cpu, patched_cpu, switch_to_patched = [], [], [], [], []
         for _ in range(repeats):  # interleaved, so drifting machine load hits both alike
+            # Switching models re-bakes (or restores) the patched weights once per switch, not per step:
+            # timed apart, so the ratio is the sampling itself.
+            comfy.model_management.load_models_gpu([model])
             base_times += timed(lambda: generate(model), 1, base_cpu)
+            switch_to_patched += timed(lambda: comfy.model_management.load_models_gpu([patched]), 1)
             patched_times += timed(lambda: generate(patched), 1, patched_cpu)
         text_side = timed(lambda: collect_and_fit("default", "4"), repeats)
         video_side = timed(lambda: collect_and_fit("all", "4"), repeats)
@@ -112,6 +117,7 @@ def sampling_and_collection(repeats: int) -> dict:
         "generation_seconds": one_generation,
         "sampling_ratio_patched_over_base": statistics.median(patched_times) / one_generation,
         "sampling_cpu_time_ratio_patched_over_base": statistics.median(patched_cpu) / statistics.median(base_cpu),
+        "switch_base_to_patched_seconds": statistics.median(switch_to_patched),
         "collect_fit_text_side_seconds": statistics.median(text_side),
         "collect_fit_text_side_over_generation": statistics.median(text_side) / one_generation,
         "collect_fit_all_layers_4_timesteps_seconds": statistics.median(video_side),
@@ -181,6 +187,7 @@ def main() -> None:
     print(f"generation ({sampling['size']}): {sampling['generation_seconds']:.2f}s")
     print(f"sampling time patched / base (wall clock):             {sampling['sampling_ratio_patched_over_base']:.3f}")
     print(f"sampling time patched / base (process CPU time):       {sampling['sampling_cpu_time_ratio_patched_over_base']:.3f}")
+    print(f"switching base -> patched (re-bakes the edited layers): {sampling['switch_base_to_patched_seconds']:.3f}s once")
     print(f"collect + fit, 5 pairs, text-side layers / generation:  {sampling['collect_fit_text_side_over_generation']:.3f}")
     print(f"collect + fit, 5 pairs, all layers x 4 steps / gen.:    {sampling['collect_fit_all_layers_4_timesteps_over_generation']:.3f}")
     print(f"Apply Unlearning, 40 blocks x 5120 (k+v, {apply['layers_edited']} layers): {apply['apply_seconds']:.1f}s, "
