@@ -28,8 +28,10 @@ from .conditioning import stack_conditionings
 from .payloads import CollectedActivations, EncodedPairs
 
 logger = logging.getLogger(__name__)
-#: Most prompts measured in one forward when the layers read only the text (1-frame latents by default).
+#: Most prompts measured in one forward when the layers read only the text.
 MAX_BATCH = 32
+#: Latent side used for text-only layers (a multiple of every supported family's spatial patch size).
+MIN_LATENT_SIDE = 4
 
 
 def parse_timesteps(spec: str) -> int | list[float]:
@@ -78,9 +80,14 @@ def collect_activations(model, encoded: EncodedPairs, latent: torch.Tensor, time
     latent = comfy.sample.fix_empty_latent_channels(model, latent[:1])
     sigmas = sigmas_for(model, parse_timesteps(timesteps))
     independent = adapter.is_timestep_independent(layer_names)
-    if independent and len(sigmas) > 1:
-        logger.info("the selected layers read only the text: measuring at one timestep instead of %d", len(sigmas))
+    if independent:
+        # These layers read the projected text context only: their input is the same for any timestep and any
+        # latent, so one timestep on the smallest latent the patch embedding accepts measures it exactly.
+        if len(sigmas) > 1:
+            logger.info("the selected layers read only the text: measuring at one timestep instead of %d", len(sigmas))
         sigmas = sigmas[:1]
+        if not _has_concat_conditioning(encoded):
+            latent = latent[:, :, :1, :MIN_LATENT_SIDE, :MIN_LATENT_SIDE] if latent.ndim == 5 else latent
     # Rows of one forward: (role, index). Both sides of a pair always share a forward and a noise. Layers that
     # read only the text need no per-pair forward: all pairs and neutral prompts go in one batch (of at most
     # MAX_BATCH rows); the others run one pair (or two neutral prompts) per forward to bound memory.
@@ -109,6 +116,12 @@ def collect_activations(model, encoded: EncodedPairs, latent: torch.Tensor, time
         fitter=fitter, layers=tuple(layer_names), family=adapter.family, fingerprint=fingerprint_weights(weights),
         concept=encoded.concept, pairs=encoded.pairs, sigmas=tuple(sigmas),
     )
+
+
+def _has_concat_conditioning(encoded: EncodedPairs) -> bool:
+    """True when a prompt carries an image latent that must match the noise latent's shape (I2V start frames)."""
+    conditionings = list(encoded.unsafe) + list(encoded.safe) + list(encoded.neutral)
+    return any("concat_latent_image" in entry[1] for cond in conditionings for entry in cond)
 
 
 def _pack(groups: list[list], limit: int) -> list[list]:
