@@ -88,7 +88,8 @@ def sampling_and_collection(repeats: int) -> dict:
         negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
         latent = {"samples": torch.zeros(1, 16, 3, 16, 16)}  # 9 frames of 128 x 128
         steps = 8
-        pairs = (ROOT / "workflows" / "pairs" / "trademark_rolex.txt").read_text()
+        lines = (ROOT / "workflows" / "pairs" / "trademark_rolex.txt").read_text().splitlines()
+        pairs = "\n".join([line for line in lines if "|" in line and not line.startswith("#")][:5])  # the paper's 5
         encoded = d.PairEncoder.execute(clip, pairs, "a dog in a park\na red car\na tree\na bowl of soup", "Rolex")[0]
 
         def generate(m):
