@@ -81,3 +81,23 @@ def clip(host, tiny):
 
     with torch.inference_mode():
         return tiny.tiny_wan_clip()
+
+
+@pytest.fixture(scope="session")
+def effective_weights(host):
+    """``effective_weights(patcher, keys) -> {key: weight}``: the weights as ComfyUI computes them for ``patcher``,
+    its patch list applied by ``comfy.lora.calculate_weight`` (what ModelPatcher runs when it loads a model) to the
+    unpatched weights."""
+    import comfy.lora
+    import comfy.model_management
+
+    def compute(patcher, keys):
+        comfy.model_management.unload_all_models()  # restores every backed-up weight
+        state = patcher.model.state_dict()
+        out = {}
+        for key in keys:
+            weight = state[key].detach().clone().float()
+            out[key] = comfy.lora.calculate_weight(patcher.patches[key], weight, key) if key in patcher.patches else weight
+        return out
+
+    return compute

@@ -49,7 +49,6 @@ def write_models(base: Path) -> None:
     from comfy.cli_args import args
 
     args.cpu = True
-    import torch
     from safetensors.torch import save_file
 
     import tiny_models

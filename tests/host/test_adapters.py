@@ -45,11 +45,10 @@ def tiny_model(family, wan):
 
 
 @pytest.mark.parametrize("family", list(TINY))
-def test_adapter_layers_exist_and_an_edit_removes_the_direction(family, pack, wan):
+def test_adapter_layers_exist_and_an_edit_removes_the_direction(family, pack, wan, effective_weights):
     from comfyui_video_unlearning.core.refusal import RefusalFitter
     from comfyui_video_unlearning.nodes.adapters import adapter_for
     from comfyui_video_unlearning.nodes.patching import apply_unlearning
-    import comfy.lora
 
     patcher = tiny_model(family, wan)
     adapter = adapter_for(patcher)
@@ -68,9 +67,9 @@ def test_adapter_layers_exist_and_an_edit_removes_the_direction(family, pack, wa
     basis = fitter.fit(rank=2, model_family=family)
     patched, edited = apply_unlearning(patcher, basis, strength=1.0, target="zero")
     assert edited == layers
-    state = patcher.model.state_dict()
-    for name in layers:
-        key = f"diffusion_model.{name}.weight"
-        weight = comfy.lora.calculate_weight(patched.patches[key], state[key].clone().float(), key)
+    keys = [f"diffusion_model.{name}.weight" for name in layers]
+    weights = effective_weights(patched, keys)
+    for name, key in zip(layers, keys):
+        weight = weights[key]
         direction = basis.subspace(name)[:, 0]
         assert (weight @ direction).abs().max() < 1e-4, (family, name)

@@ -40,21 +40,6 @@ def basis(nodes, activations):
         return nodes.RefusalVectorNode.execute(activations, "cpca", 4, 1.0)[0]
 
 
-def effective_weights(patcher, keys):
-    """Weights as ComfyUI computes them for ``patcher``: its patch list applied by ``comfy.lora.calculate_weight``
-    to the unpatched weights (the function ModelPatcher uses when it loads a model)."""
-    import comfy.lora
-    import comfy.model_management
-
-    comfy.model_management.unload_all_models()  # restores every backed-up weight
-    state = patcher.model.state_dict()
-    out = {}
-    for key in keys:
-        weight = state[key].detach().clone().float()
-        out[key] = comfy.lora.calculate_weight(patcher.patches[key], weight, key) if key in patcher.patches else weight
-    return out
-
-
 def generate(wan_patcher, clip, seed=3):
     """A short real sampling run through the stock KSampler path."""
     import nodes as comfy_nodes
@@ -89,7 +74,7 @@ def test_collected_activations_match_what_core_predicts(nodes, wan, encoded, act
                                rtol=1e-4, atol=1e-5)
 
 
-def test_edited_layers_ignore_the_direction_and_the_base_model_is_untouched(nodes, wan, clip, basis):
+def test_edited_layers_ignore_the_direction_and_the_base_model_is_untouched(nodes, wan, clip, basis, effective_weights):
     before = generate(wan, clip)
     patched = nodes.ApplyUnlearning.execute(wan, basis, 1.0, True, "all in vector", 0, -1, "zero")
     model = patched[0]
@@ -108,7 +93,7 @@ def test_edited_layers_ignore_the_direction_and_the_base_model_is_untouched(node
     assert all(not w.requires_grad for w in edited.values())
 
 
-def test_disabled_is_identity_and_strength_scales(nodes, wan, basis):
+def test_disabled_is_identity_and_strength_scales(nodes, wan, basis, effective_weights):
     disabled = nodes.ApplyUnlearning.execute(wan, basis, 1.0, False, "all in vector", 0, -1, "zero")
     assert disabled[0].patches == {} and disabled.ui["video_unlearning"][0]["layers"] == 0
     key = f"diffusion_model.{basis.layers[0]}.weight"
@@ -126,7 +111,7 @@ def test_affine_target_patches_bias_and_layer_groups_narrow(nodes, wan, basis):
     assert patched_keys == {f"diffusion_model.blocks.1.cross_attn.{p}.{w}" for p in "kv" for w in ("weight", "bias")}
 
 
-def test_lora_export_through_stock_loader_matches_apply(nodes, wan, basis, tmp_path):
+def test_lora_export_through_stock_loader_matches_apply(nodes, wan, basis, tmp_path, effective_weights):
     import folder_paths
     import nodes as comfy_nodes
 
@@ -143,7 +128,7 @@ def test_lora_export_through_stock_loader_matches_apply(nodes, wan, basis, tmp_p
         assert (via_lora[key] - via_apply[key]).abs().max() <= 1e-5, key
 
 
-def test_stacks_with_a_lora_in_either_order(nodes, wan, basis, tmp_path):
+def test_stacks_with_a_lora_in_either_order(nodes, wan, basis, tmp_path, effective_weights):
     import folder_paths
     import nodes as comfy_nodes
     from safetensors.torch import save_file
