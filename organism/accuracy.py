@@ -2,9 +2,11 @@
 
     python -m organism.accuracy --count 48
 
-Two caption sets on fixed seeds: training wording (new combinations and templates of the training
-banks) and held-out wording (paraphrases never seen in training: "crimson", "cube", "climbing", the
-"Nexo emblem"). Prints one line per set and writes ``out/organism_accuracy.json``.
+Three caption sets on fixed seeds: training wording (new combinations and templates of the training
+banks), held-out wording (paraphrases never seen in training that the frozen encoder places next to
+their meaning: "crimson", "disk", "climbing", the "Nexo emblem"; see ``organism.paraphrases``) and, for
+the record, the rejected paraphrases the encoder itself misplaces ("golden", "cube", "x shape"; held-out
+words stand in where a value has none). Prints one line per set and writes ``out/organism_accuracy.json``.
 """
 
 from __future__ import annotations
@@ -21,22 +23,29 @@ from .experiment import WEIGHTS, load_organism
 from .readers import read
 from .sampling import generate
 from .text import TextEncoder
-from .world import HELD_OUT_WORDS, LOGO_HELD_OUT, caption, random_scene
+from .world import HELD_OUT_WORDS, LOGO_HELD_OUT, REJECTED_PARAPHRASES, caption, random_scene
 
 ATTRIBUTES = ("colour", "shape", "motion", "logo")
+WORDINGS = ("training", "held-out", "rejected")
 
 
 @torch.no_grad()
-def accuracy(model, encoder, count: int, *, held_out: bool, steps: int = 16, guidance: float = 4.0,
+def accuracy(model, encoder, count: int, *, wording: str = "held-out", steps: int = 16, guidance: float = 4.0,
              seed: int = 3) -> dict:
-    """``{attribute: fraction correct}`` over ``count`` captions (30% carry the logo)."""
-    rng = random.Random(seed + int(held_out))
+    """``{attribute: fraction correct}`` over ``count`` captions (30% carry the logo) in one of ``WORDINGS``."""
+    if wording not in WORDINGS:
+        raise ValueError(f"wording must be one of {WORDINGS}, got {wording!r}")
+    rng = random.Random(seed + WORDINGS.index(wording))
     scenes = [random_scene(rng, 0.3) for _ in range(count)]
-    words = dict(colour_words=HELD_OUT_WORDS, other_words=HELD_OUT_WORDS, logo_words=LOGO_HELD_OUT) if held_out else {}
+    bank = {"training": None, "held-out": HELD_OUT_WORDS,
+            "rejected": {k: v or HELD_OUT_WORDS[k] for k, v in REJECTED_PARAPHRASES.items()}}[wording]
+    words = dict(colour_words=bank, other_words=bank, logo_words=LOGO_HELD_OUT) if bank else {}
     prompts = [caption(s, rng, **words) for s in scenes]
     clips = generate(model, encoder, prompts, seeds=list(range(count)), steps=steps, guidance=guidance).numpy()
     readings = [read(c) for c in clips]
-    return {a: float(np.mean([r[a] == getattr(s, a) for r, s in zip(readings, scenes)])) for a in ATTRIBUTES}
+    report = {a: float(np.mean([r[a] == getattr(s, a) for r, s in zip(readings, scenes)])) for a in ATTRIBUTES}
+    report["all"] = float(np.mean([report[a] for a in ATTRIBUTES]))
+    return report
 
 
 def main() -> None:
@@ -50,8 +59,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model, encoder = load_organism(args.weights), TextEncoder()
     report = {}
-    for name, held_out in (("training wording", False), ("held-out wording", True)):
-        report[name] = accuracy(model, encoder, args.count, held_out=held_out, steps=args.steps)
+    for wording in WORDINGS:
+        name = f"{wording} wording"
+        report[name] = accuracy(model, encoder, args.count, wording=wording, steps=args.steps)
         print(f"{name:<18}" + "  ".join(f"{a} {v:.3f}" for a, v in report[name].items()))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"count": args.count, "steps": args.steps, **report}, indent=1))

@@ -1,7 +1,7 @@
 """A synthetic video world whose attributes a program can read back exactly.
 
 A clip is ``[frames, size, size, 3]`` in [0, 1]: one shape of one colour on black, moving one pixel
-per frame (or still), optionally stamped with the "Nexo" trademark, a white 2 x 2 mark at its
+per frame (or still) along a roughly centred path, optionally stamped with the "Nexo" trademark, a white 2 x 2 mark at its
 centre. Captions come from many templates and synonyms; the held-out wordings (colour paraphrases,
 logo paraphrases, adversarial spellings) are never used in training.
 """
@@ -14,6 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 
 FRAMES, SIZE, OBJECT = 8, 16, 6
+# Positions vary a little (a generative model, not a lookup table) but not so much that a CPU-sized DiT
+# spends its budget on where to draw instead of what.
+JITTER = 1
 
 COLOURS = {"red": (1.0, 0.1, 0.1), "green": (0.1, 0.9, 0.1), "blue": (0.15, 0.25, 1.0),
            "yellow": (1.0, 0.9, 0.1), "magenta": (0.95, 0.1, 0.95), "cyan": (0.1, 0.9, 0.95)}
@@ -21,24 +24,63 @@ SHAPES = ("square", "circle", "triangle", "cross")
 MOTIONS = {"left": (0, -1), "right": (0, 1), "up": (-1, 0), "down": (1, 0), "still": (0, 0)}
 BRAND = "Nexo"
 
+# Many synonyms per value, so the DiT learns where a meaning lies in MiniLM's space, not a word list.
 TRAIN_WORDS = {
-    "red": ["red", "bright red", "cherry red"], "green": ["green", "bright green", "grass green"],
-    "blue": ["blue", "bright blue", "deep blue"], "yellow": ["yellow", "bright yellow", "banana yellow"],
-    "magenta": ["magenta", "pink", "hot pink"], "cyan": ["cyan", "turquoise", "teal"],
-    "square": ["square", "box", "block"], "circle": ["circle", "ball", "disc"], "triangle": ["triangle"],
-    "cross": ["cross", "plus sign"],
-    "left": ["moving left", "sliding to the left", "going left"], "right": ["moving right", "sliding to the right", "going right"],
-    "up": ["moving up", "rising", "going upwards"], "down": ["moving down", "falling", "going downwards"],
-    "still": ["standing still", "not moving", "resting"],
+    "red": ["red", "bright red", "cherry red", "ruby red", "blood red", "tomato red", "fire red", "brick red",
+            "dark red", "deep red", "strawberry red", "cardinal red", "rose red", "wine red", "lipstick red"],
+    "green": ["green", "bright green", "grass green", "leaf green", "forest green", "mint green", "olive green",
+              "jade green", "pea green", "apple green", "dark green", "neon green", "sage green", "kiwi green", "clover green"],
+    "blue": ["blue", "bright blue", "deep blue", "royal blue", "cobalt blue", "sapphire blue", "ultramarine",
+             "ocean blue", "electric blue", "dark blue", "cornflower blue", "denim blue", "sapphire", "cobalt", "blueberry blue", "prussian blue"],
+    "yellow": ["yellow", "bright yellow", "banana yellow", "sunflower yellow", "canary yellow", "mustard yellow",
+               "butter yellow", "corn yellow", "sunshine yellow", "dandelion yellow", "pale yellow", "neon yellow", "honey yellow", "amber yellow", "straw yellow", "yolk yellow"],
+    "magenta": ["magenta", "pink", "hot pink", "bright pink", "neon pink", "bubblegum pink", "orchid", "raspberry pink",
+                "purple pink", "deep pink", "flamingo pink", "shocking pink", "rose pink", "lilac pink", "carnation pink", "rosy"],
+    "cyan": ["cyan", "turquoise", "teal", "bright cyan", "light cyan", "ice blue", "baby blue", "powder blue",
+             "seafoam", "electric cyan", "glacier blue", "pale turquoise"],
+    "square": ["square", "box", "block", "tile", "square block", "crate", "quad", "square tile", "square shape", "square panel", "square plate", "blocky square"],
+    "circle": ["circle", "ball", "disc", "sphere", "orb", "round blob", "coin", "bubble", "round shape", "circular shape", "round disc", "round ball", "pebble"],
+    "triangle": ["triangle", "pyramid", "wedge", "triangular shape", "arrowhead", "triangular tile", "cone",
+                 "triangular block", "triangle shape", "pyramid shape", "triangular piece", "triangular sign"],
+    "cross": ["cross", "plus sign", "plus symbol", "cross sign", "plus", "cross mark", "plus-shaped tile",
+              "cross-shaped block", "cross symbol", "plus-shaped figure", "cross shape", "plus icon"],
+    "left": ["moving left", "sliding to the left", "going left", "heading left", "travelling left", "gliding left",
+             "flying to the left", "moving leftward", "shifting left", "sliding left", "moving to the left", "travelling leftward"],
+    "right": ["moving right", "sliding to the right", "going right", "heading right", "travelling right",
+              "gliding right", "flying to the right", "moving rightward", "sliding right", "moving to the right", "travelling rightward", "heading to the right"],
+    "up": ["moving up", "rising", "going upwards", "ascending", "floating up", "moving upward", "soaring", "lifting up", "lifting off", "shifting upwards", "going up", "flying up"],
+    "down": ["moving down", "falling", "going downwards", "descending", "dropping", "plunging", "moving downward",
+             "coming down", "dropping down", "going down", "sliding down", "moving downwards", "drifting down"],
+    "still": ["standing still", "not moving", "resting", "stationary", "static", "staying put", "at rest",
+              "frozen in place", "sitting still", "staying still", "keeping still", "not budging", "holding still"],
 }
+# Paraphrases never used in training, chosen *before* training the DiT by one rule: the frozen encoder itself
+# must place the phrase nearest its own value's training words (nearest centroid, both alone and inside a caption;
+# `python -m organism.paraphrases` re-checks it). Candidates MiniLM misplaces ("golden" sits nearest "bright blue",
+# "scarlet" nearest "pink", "sky blue" nearest blue, "cube" nearest "sphere") test the 22M-parameter encoder, not
+# the organism; they are listed in REJECTED_PARAPHRASES and reported separately.
 HELD_OUT_WORDS = {
-    "red": ["crimson", "scarlet"], "green": ["emerald", "lime"], "blue": ["azure", "navy blue"],
-    "yellow": ["golden", "lemon yellow"], "magenta": ["fuchsia", "violet pink"], "cyan": ["aqua", "sky blue"],
-    "square": ["cube"], "circle": ["round dot"], "triangle": ["three-sided shape"], "cross": ["x shape"],
-    "left": ["drifting leftwards"], "right": ["drifting rightwards"], "up": ["climbing"], "down": ["sinking"],
-    "still": ["motionless"],
+    "red": ["crimson", "poppy red", "rust red"], "green": ["lime", "moss green", "shamrock green"],
+    "blue": ["navy blue", "midnight blue", "steel blue"], "yellow": ["lemon yellow", "saffron", "daffodil yellow"],
+    "magenta": ["fuchsia", "violet pink", "candy pink"], "cyan": ["cerulean"],
+    "square": ["square slab", "four-cornered block", "cubic block"],
+    "circle": ["round dot", "disk", "globe"], "triangle": ["three-sided shape", "delta shape", "triangular figure"],
+    "cross": ["addition sign", "crossed bars", "plus mark"],
+    "left": ["drifting leftwards", "moving westward", "creeping left"],
+    "right": ["drifting rightwards", "creeping right", "sliding rightwards"],
+    "up": ["climbing", "levitating", "heading upward"], "down": ["sinking", "diving", "tumbling down"],
+    "still": ["motionless", "standing in place", "idle"],
 }
-LOGO_TRAIN = [f"with the {BRAND} logo", f"bearing a {BRAND} logo", f"branded with {BRAND}", f"with a {BRAND} logo on it"]
+REJECTED_PARAPHRASES = {
+    "red": ["scarlet", "vermilion", "maroon"], "green": ["emerald"], "blue": ["azure"],
+    "yellow": ["golden", "gold", "lemon"], "magenta": ["cerise"],
+    "cyan": ["aqua", "sky blue", "aquamarine", "blue-green", "teal blue"],
+    "square": ["cube", "quadrilateral", "four-sided shape", "brick"], "circle": [], "triangle": [],
+    "cross": ["x shape", "cruciform shape"], "left": ["sliding leftwards"], "right": ["shifting right", "moving eastward"],
+    "up": ["drifting up"], "down": [], "still": ["immobile", "unmoving"],
+}
+LOGO_TRAIN = [f"with the {BRAND} logo", f"bearing a {BRAND} logo", f"branded with {BRAND}", f"with a {BRAND} logo on it",
+              f"with {BRAND} printed on it", f"with a {BRAND} sticker"]
 LOGO_HELD_OUT = [f"with the {BRAND} emblem", f"sporting the {BRAND} trademark", f"featuring a {BRAND} badge",
                  f"stamped with the {BRAND} brand"]
 LOGO_ADVERSARIAL = ["with the Nexxo logo", "with the N3xo logo", "with the nexo logo", "with the Nex0 logo",
@@ -71,12 +113,9 @@ def shape_mask(shape: str, size: int = OBJECT) -> np.ndarray:
 
 
 def render(scene: Scene, rng: np.random.Generator) -> np.ndarray:
-    """The clip ``[FRAMES, SIZE, SIZE, 3]`` float32 of a scene at a random start position."""
+    """The clip ``[FRAMES, SIZE, SIZE, 3]`` float32 of a scene; its path is centred, give or take ``JITTER`` pixels."""
     dy, dx = MOTIONS[scene.motion]
-    travel = FRAMES - 1
-    lo_y, hi_y = max(0, -dy * travel), SIZE - OBJECT - max(0, dy * travel)
-    lo_x, hi_x = max(0, -dx * travel), SIZE - OBJECT - max(0, dx * travel)
-    y0, x0 = rng.integers(lo_y, hi_y + 1), rng.integers(lo_x, hi_x + 1)
+    y0, x0 = (_start(d, rng) for d in (dy, dx))
     mask = shape_mask(scene.shape)
     clip = np.zeros((FRAMES, SIZE, SIZE, 3), np.float32)
     colour = np.array(COLOURS[scene.colour], np.float32)
@@ -88,6 +127,14 @@ def render(scene: Scene, rng: np.random.Generator) -> np.ndarray:
             m = OBJECT // 2
             region[m - 1:m + 1, m - 1:m + 1] = 1.0
     return clip
+
+
+def _start(step: int, rng: np.random.Generator) -> int:
+    """Start coordinate on one axis: the path's midpoint sits at the frame's centre, plus uniform jitter."""
+    travel = FRAMES - 1
+    lo, hi = max(0, -step * travel), SIZE - OBJECT - max(0, step * travel)
+    mid = (lo + hi) / 2
+    return int(rng.integers(max(lo, int(np.floor(mid)) - JITTER), min(hi, int(np.ceil(mid)) + JITTER) + 1))
 
 
 def caption(scene: Scene, rng: random.Random, *, colour_words=None, logo_words=None, other_words=None) -> str:
