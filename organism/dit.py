@@ -1,6 +1,9 @@
 """A tiny video diffusion transformer (flow matching) whose layer names mirror Wan's.
 
-Video ``[b, frames, h, w, 3]`` -> patches ``(2, 4, 4)`` -> tokens ``[b, n, dim]``. Each block: adaLN-
+Video ``[b, frames, h, w, 3]`` -> tubelet patches ``(8, 4, 4)`` (every frame of a 4 x 4 window in one token,
+as ViViT's tubelets: the frames of a token cannot disagree) -> tokens ``[b, n, dim]``. The network predicts
+the clean clip; a patch (384 values) is wider than a token, so predicting the noise-laden velocity directly
+would squeeze the noise through the token width. Sampling turns the prediction into a velocity. Each block: adaLN-
 modulated self-attention (``self_attn.q/k/v/o``), cross-attention to the projected text
 (``cross_attn.q/k/v/o``; ``k`` and ``v`` read the text, as in Wan), and an adaLN-modulated FFN
 (``ffn.0``, ``ffn.2``). ``text_embedding`` projects the 384-d MiniLM tokens to ``dim``.
@@ -21,8 +24,8 @@ from torch import nn
 class DiTConfig:
     frames: int = 8
     size: int = 16
-    patch: tuple = (2, 4, 4)
-    dim: int = 128
+    patch: tuple = (8, 4, 4)
+    dim: int = 192
     depth: int = 4
     heads: int = 4
     text_dim: int = 384
@@ -77,12 +80,14 @@ class VideoDiT(nn.Module):
         self.time_embedding = nn.Sequential(nn.Linear(256, config.dim), nn.SiLU(), nn.Linear(config.dim, config.dim))
         self.blocks = nn.ModuleList(Block(config.dim, config.heads) for _ in range(config.depth))
         self.head_norm = nn.LayerNorm(config.dim, elementwise_affine=False)
-        self.head = nn.Linear(config.dim, patch_dim)
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        # A tubelet holds more values than a token has dimensions: an MLP head, not a linear map, draws it.
+        self.head = nn.Sequential(nn.Linear(config.dim, 4 * config.dim), nn.GELU(approximate="tanh"),
+                                  nn.Linear(4 * config.dim, patch_dim))
+        nn.init.zeros_(self.head[2].weight)
+        nn.init.zeros_(self.head[2].bias)
 
     def forward(self, video, t, text, mask):
-        """Velocity for ``video [b, f, h, w, 3]`` at flow time ``t [b]`` given text tokens ``[b, l, 384]``."""
+        """Predicted clean clip for ``video [b, f, h, w, 3]`` at flow time ``t [b]`` given text tokens ``[b, l, 384]``."""
         pt, ph, pw = self.config.patch
         x = rearrange(video, "b (f pt) (h ph) (w pw) c -> b (f h w) (pt ph pw c)", pt=pt, ph=ph, pw=pw)
         x = self.patch_embedding(x) + self.position

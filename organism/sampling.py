@@ -1,6 +1,6 @@
 """Flow-matching sampling for the organism: Euler steps from noise (t = 1) to data (t = 0) with CFG.
 
-Convention: ``x_t = (1 - t) x0 + t noise``, the model predicts ``v = noise - x0``. Clips live in
+Convention: ``x_t = (1 - t) x0 + t noise``; the model predicts ``x0``, so the velocity is ``(x_t - x0) / t``. Clips live in
 [-1, 1] inside the model and [0, 1] outside.
 """
 
@@ -26,8 +26,8 @@ def generate(model: VideoDiT, encoder: TextEncoder, prompts: list[str], *, seeds
     for i in range(steps):
         t, t_next = times[i], times[i + 1]
         both = torch.cat([x, x])
-        v = model(both, torch.full((both.shape[0],), float(t)), text, mask)
-        v_cond, v_uncond = v.chunk(2)
-        velocity = v_uncond + guidance * (v_cond - v_uncond)
-        x = x + (t_next - t) * velocity
+        clean = model(both, torch.full((both.shape[0],), float(t)), text, mask)
+        cond, uncond = clean.chunk(2)
+        guided = uncond + guidance * (cond - uncond)  # CFG on x0 == CFG on the velocity at fixed (x, t)
+        x = x + (t_next - t) * (x - guided) / t
     return ((x.clamp(-1, 1) + 1) / 2)
