@@ -36,6 +36,9 @@ def main() -> None:
     parser.add_argument("--concept", default="logo")
     parser.add_argument("--out", type=Path, default=ROOT / "out")
     parser.add_argument("--count", type=int, default=24, help="held-out prompts per split for the metric table")
+    parser.add_argument("--strength", type=float, default=1.0,
+                        help="edit strength (the nodes' default, 1.0); bench/unlearning.py's sweep shows what more removes "
+                             "and what it costs the concept prompts' other attributes")
     args = parser.parse_args()
     torch.set_num_threads(2)
     started = time.perf_counter()
@@ -45,16 +48,17 @@ def main() -> None:
     for pair in pairs:
         print(f"  {pair.unsafe}  |  {pair.safe}")
 
-    # Early blocks' text-side k/v measured best on the organism (bench/unlearning.py variant table).
-    layers = ex.layer_names(model, "text_kv", "early")
+    # Text-side k/v of every block: the nodes' Wan default, and the best layers in bench/unlearning.py's table.
+    layers = ex.layer_names(model, "text_kv", "all")
     with torch.no_grad():
         measured = ex.collect(model, encoder, pairs, ex.neutral_prompts(), layers)
     basis = measured.fitter.fit(rank=4, alpha=1.0, method="cpca", concept=args.concept, pairs=pairs, model_family="organism")
-    print(f"\nRefusal vector: {len(basis.layers)} layers (text-side cross_attn.k/v, early blocks), measured in {measured.seconds:.1f}s")
+    print(f"\nRefusal vector: {len(basis.layers)} layers (text-side cross_attn.k/v), measured in {measured.seconds:.1f}s")
     for layer in basis.layers:
         score = basis.scores[layer]
         print(f"  {layer:<24} separation {score.separation:6.2f}   |r| {score.norm:.3f}")
-    edited = ex.edited_copy(model, basis, strength=1.0, target="safe_mean")
+    edited = ex.edited_copy(model, basis, strength=args.strength, target="safe_mean")
+    print(f"Edit: strength {args.strength}, removed component moved to the safe prompts' mean")
 
     prompts = ex.concept_prompts(args.concept, args.count)
     with torch.no_grad():

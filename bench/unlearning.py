@@ -4,7 +4,8 @@ From 5 pairs it runs collect -> fit -> edit through ``core/`` (the nodes' code p
 before and after, on fixed seeds: the concept rate on held-out prompts that ask for it (seen
 wording / unseen paraphrases / adversarial wording), collateral on unrelated prompts (attribute
 accuracy, mean per-pixel change), the method variants, two baselines (keyword blocklist, negative
-prompt) and the cost. Prints a table and writes JSON.
+prompt) and the cost. Prints a table and writes JSON. "attr concept" is the other attributes (colour,
+shape, motion) of the clips whose prompts ask for the concept: what the edit should keep there too.
 
     python bench/unlearning.py                      # the trademark, full variant sweep (~5-10 min CPU)
     python bench/unlearning.py --concept red        # a colour
@@ -41,12 +42,14 @@ SWEEP = [
     ("alpha 4", {"alpha": 4.0}),
     ("no neutral set (safe side stands in)", {"neutral": False}),
     ("target zero", {"target": "zero"}),
+    ("layers: text_embedding.0 (encoder tokens)", {"group": "text_in"}),
     ("layers: cross_attn.o", {"group": "cross_o"}),
     ("layers: ffn.0 (video side)", {"group": "ffn0"}),
     ("layers: self_attn.q, blocks 1+ (video side)", {"group": "self_q", "blocks": "after_first"}),
     ("layers: text k/v, early blocks", {"blocks": "early"}),
     ("layers: text k/v, late blocks", {"blocks": "late"}),
     ("strength 0.5", {"strength": 0.5}),
+    ("strength 1.25", {"strength": 1.25}),
     ("strength 1.5", {"strength": 1.5}),
     ("strength 2", {"strength": 2.0}),
     ("mean, target zero", {"method": "mean", "target": "zero"}),
@@ -58,6 +61,7 @@ def main() -> None:
     parser.add_argument("--concept", default="logo", help="'logo' (the Nexo trademark) or a colour such as 'red'")
     parser.add_argument("--pairs", type=Path, help="pairs file (core.pairs format); default organism/pairs/<concept>")
     parser.add_argument("--prompts", type=Path, help="'split: prompt' lines; default: generated held-out prompts")
+    parser.add_argument("--weights", type=Path, default=ex.WEIGHTS, help="organism weights (safetensors)")
     parser.add_argument("--count", type=int, default=48, help="prompts per split")
     parser.add_argument("--steps", type=int, default=16, help="sampling steps")
     parser.add_argument("--quick", action="store_true", help="default variant and baselines only, 24 prompts per split")
@@ -75,7 +79,7 @@ def main() -> None:
 
 
 def run(args) -> dict:
-    model, encoder = ex.load_organism(), TextEncoder()
+    model, encoder = ex.load_organism(args.weights), TextEncoder()
     pairs = ex.load_pairs(args.pairs or ex.default_pairs_path(args.concept))
     prompt_set = ex.prompts_from_file(args.prompts) if args.prompts else ex.concept_prompts(args.concept, args.count)
     splits = list(prompt_set.prompts)
@@ -124,11 +128,12 @@ def run(args) -> dict:
           f"({len(candidates)} layers); fit: {fit_seconds * 1000:.1f} ms; sampling time patched/base: {ratio:.3f}")
     return {"concept": args.concept, "pairs": [[p.unsafe, p.safe] for p in pairs], "splits": splits,
             "defaults": DEFAULT, "steps": args.steps, "count": args.count,
-            "rows": [{"name": name, **result} for name, result in rows],
+            "rows": [{"name": name, **result, **({"unseen_drop": relative_drop(base["rate_unseen"], result["rate_unseen"])}
+                                                 if base.get("rate_unseen") else {})} for name, result in rows],
             "cost": {"collect_seconds": measured[True].seconds, "fit_seconds": fit_seconds, "sampling_ratio": ratio}}
 
 
-def _sampling_ratio(base, patched, encoder, steps: int, repeats: int = 3) -> float:
+def _sampling_ratio(base, patched, encoder, steps: int, repeats: int = 7) -> float:
     prompts = ["a red square moving left"] * 16
     times = {"base": [], "patched": []}
     with torch.no_grad():
@@ -138,6 +143,11 @@ def _sampling_ratio(base, patched, encoder, steps: int, repeats: int = 3) -> flo
                 generate(model, encoder, prompts, seeds=list(range(16)), steps=steps)
                 times[name].append(time.perf_counter() - start)
     return float(np.median(times["patched"]) / np.median(times["base"]))
+
+
+def relative_drop(before: float, after: float) -> float:
+    """How much of the concept rate an edit removed, relative to the base model's (the paper's 74 % / 85 %)."""
+    return 1.0 - after / before if before else float("nan")
 
 
 def _columns(splits):
@@ -153,12 +163,20 @@ def _print_row(name, result, splits):
 def _print_table(rows, splits):
     concept, unrelated = _columns(splits)
     head = f"{'variant':<44}" + "".join(f"{'rate ' + s:>17}" for s in concept)
+    base_unseen = rows[0][1].get("rate_unseen") if rows else None
+    if base_unseen:
+        head += f"{'unseen drop':>13}"
+    head += f"{'attr concept':>14}"
     if unrelated:
         head += f"{'attr unrelated':>16}{'pixel change':>14}"
     print("\n" + head)
     print("-" * len(head))
     for name, result in rows:
         line = f"{name:<44}" + "".join(f"{result[f'rate_{s}']:>17.2f}" for s in concept)
+        if base_unseen:
+            line += f"{relative_drop(base_unseen, result['rate_unseen']):>12.0%} "
+        kept = [result[f"attr_{s}"] for s in concept if f"attr_{s}" in result]
+        line += f"{np.mean(kept) if kept else float('nan'):>14.3f}"
         if unrelated:
             attr = result.get("attr_unrelated")
             line += f"{attr if attr is not None else float('nan'):>16.3f}{result.get('pixel_unrelated', 0.0):>14.4f}"

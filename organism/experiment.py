@@ -35,8 +35,10 @@ from .world import (BRAND, COLOURS, HELD_OUT_WORDS, LOGO_ADVERSARIAL, LOGO_HELD_
 WEIGHTS = Path(__file__).resolve().parent / "weights" / "organism.safetensors"
 PAIRS_DIR = Path(__file__).resolve().parent / "pairs"
 
-#: Layer groups of the organism's DiT, named as in Wan (``blocks.{i}.<suffix>``).
+#: Layer groups of the organism's DiT, named as in Wan (``blocks.{i}.<suffix>``); ``text_embedding.*`` layers
+#: sit before the blocks (their input is the encoder's tokens), so block ranges do not apply to them.
 GROUPS = {
+    "text_in": ("text_embedding.0",),
     "text_kv": ("cross_attn.k", "cross_attn.v"),
     "cross_o": ("cross_attn.o",),
     "ffn0": ("ffn.0",),
@@ -57,6 +59,8 @@ def layer_names(model: VideoDiT, group: str, blocks: str = "all") -> list[str]:
     depth = len(model.blocks)
     chosen = {"all": range(depth), "early": range(depth // 2), "late": range(depth // 2, depth),
               "after_first": range(1, depth)}[blocks]
+    if all(suffix.startswith("text_embedding.") for suffix in GROUPS[group]):
+        return list(GROUPS[group])
     return [f"blocks.{i}.{suffix}" for i in chosen for suffix in GROUPS[group]]
 
 
@@ -179,7 +183,8 @@ def has_concept(reading: dict, concept: str) -> bool:
 
 def evaluate(model, encoder, prompt_set: PromptSet, concept: str, *, steps: int, rewrite=None, negative: str = "",
              reference: dict | None = None, seed: int = 100) -> dict:
-    """Concept rate per split, attribute accuracy and pixel distance (to ``reference`` clips) on unrelated prompts."""
+    """Concept rate per split; per split, accuracy of the attributes the edit should keep (all but a colour
+    concept's colour); pixel distance to ``reference`` clips of the same seeds."""
     result, clips = {}, {}
     for split, prompts in prompt_set.prompts.items():
         shown = [rewrite(p) for p in prompts] if rewrite else prompts
@@ -190,7 +195,9 @@ def evaluate(model, encoder, prompt_set: PromptSet, concept: str, *, steps: int,
         result[f"rate_{split}"] = float(np.mean([has_concept(r, concept) for r in readings]))
         scenes = prompt_set.scenes[split]
         if all(s is not None for s in scenes):
-            hits = [[r["colour"] == s.colour, r["shape"] == s.shape, r["motion"] == s.motion] for r, s in zip(readings, scenes)]
+            # On prompts that ask for a colour concept, the colour is what the edit should change: not counted.
+            kept = [a for a in ("colour", "shape", "motion") if split == "unrelated" or a != "colour" or concept == "logo"]
+            hits = [[r[a] == getattr(s, a) for a in kept] for r, s in zip(readings, scenes)]
             result[f"attr_{split}"] = float(np.mean(hits))
         if reference is not None:
             result[f"pixel_{split}"] = float(np.abs(batch - reference[split]).mean())

@@ -79,5 +79,48 @@ def test_accuracy_report_reads_every_attribute(organism):
     from organism.accuracy import ATTRIBUTES, accuracy
 
     model, encoder = organism
-    result = accuracy(model, encoder, 2, held_out=True, steps=1)
-    assert set(result) == set(ATTRIBUTES) and all(0.0 <= v <= 1.0 for v in result.values())
+    result = accuracy(model, encoder, 2, wording="held-out", steps=1)
+    assert set(result) == {*ATTRIBUTES, "all"} and all(0.0 <= v <= 1.0 for v in result.values())
+
+
+def test_held_out_paraphrases_are_unseen_and_understood_by_the_encoder(organism):
+    from organism.paraphrases import check
+    from organism.world import HELD_OUT_WORDS, LOGO_HELD_OUT, LOGO_TRAIN, TRAIN_WORDS
+
+    trained = {phrase for phrases in TRAIN_WORDS.values() for phrase in phrases}
+    for value, phrases in HELD_OUT_WORDS.items():
+        assert phrases and not set(phrases) & trained, value
+    assert not set(LOGO_HELD_OUT) & set(LOGO_TRAIN)
+    report = check(organism[1])
+    misplaced = {p: v for p, v in report["held_out"].items() if len(set(v)) != 1}
+    assert not misplaced  # the rule the held-out list was chosen by still holds
+    assert any(len(set(v)) != 1 for v in report["rejected"].values())
+
+
+def test_paths_are_centred_with_a_little_jitter():
+    from organism.world import JITTER, OBJECT, SIZE
+
+    np_rng = np.random.default_rng(2)
+    starts = {tuple(np.argwhere(render(Scene("red", "square", "still", False), np_rng)[0].max(-1) > 0).min(0))
+              for _ in range(200)}
+    centre = (SIZE - OBJECT) // 2
+    assert {s for pair in starts for s in pair} == set(range(centre - JITTER, centre + JITTER + 1))
+
+
+def test_committed_organism_follows_prompts_and_forgets_the_trademark(organism):
+    """A regression guard on the committed weights (fixed seeds, so deterministic); figures come from bench/."""
+    from organism.accuracy import accuracy
+
+    model, encoder = organism
+    with torch.no_grad():
+        followed = accuracy(model, encoder, 16, wording="training", steps=12)
+    assert followed["all"] >= 0.85, followed
+    pairs = ex.load_pairs(ex.default_pairs_path("logo"))
+    layers = ex.layer_names(model, "text_kv")
+    with torch.no_grad():
+        basis = ex.collect(model, encoder, pairs, ex.neutral_prompts(), layers).fitter.fit(rank=4, layers=layers)
+        prompts = ex.concept_prompts("logo", 12)
+        prompts.prompts = {"seen": prompts.prompts["seen"]}
+        before = ex.evaluate(model, encoder, prompts, "logo", steps=12)["rate_seen"]
+        after = ex.evaluate(ex.edited_copy(model, basis), encoder, prompts, "logo", steps=12)["rate_seen"]
+    assert before >= 0.5 and after <= before / 3, (before, after)
