@@ -23,7 +23,8 @@ from .experiment import WEIGHTS, load_organism
 from .readers import read
 from .sampling import generate
 from .text import TextEncoder
-from .world import HELD_OUT_WORDS, LOGO_HELD_OUT, REJECTED_PARAPHRASES, caption, random_scene
+from .world import (COLOURS, HELD_OUT_WORDS, LOGO_HELD_OUT, MOTIONS, REJECTED_PARAPHRASES, SHAPES, TRAIN_WORDS, Scene,
+                    caption, random_scene)
 
 ATTRIBUTES = ("colour", "shape", "motion", "logo")
 WORDINGS = ("training", "held-out", "rejected")
@@ -48,12 +49,33 @@ def accuracy(model, encoder, count: int, *, wording: str = "held-out", steps: in
     return report
 
 
+@torch.no_grad()
+def per_phrase(model, encoder, count: int = 8, *, steps: int = 16, seed: int = 5) -> list[dict]:
+    """Accuracy of each held-out colour/shape/motion phrase alone: ``count`` captions "a {colour} {shape} {motion}"
+    in which only that phrase is held out (the rest uses each value's first training word)."""
+    rng, rows = random.Random(seed), []
+    for attribute, values in (("colour", tuple(COLOURS)), ("shape", SHAPES), ("motion", tuple(MOTIONS))):
+        for value in values:
+            for phrase in HELD_OUT_WORDS[value]:
+                scenes = [Scene(rng.choice(list(COLOURS)), rng.choice(SHAPES), rng.choice(list(MOTIONS)), False)
+                          for _ in range(count)]
+                scenes = [Scene(**{**s.__dict__, attribute: value}) for s in scenes]
+                words = lambda s, a: phrase if a == attribute else TRAIN_WORDS[getattr(s, a)][0]  # noqa: E731
+                prompts = [f"a {words(s, 'colour')} {words(s, 'shape')} {words(s, 'motion')}" for s in scenes]
+                clips = generate(model, encoder, prompts, seeds=list(range(count)), steps=steps).numpy()
+                seen = [read(c)[attribute] for c in clips]
+                rows.append({"attribute": attribute, "value": value, "phrase": phrase,
+                             "accuracy": float(np.mean([v == value for v in seen])), "mostly": max(set(seen), key=seen.count)})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", type=Path, default=WEIGHTS)
     parser.add_argument("--count", type=int, default=48)
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--per-phrase", action="store_true", help="also each held-out phrase on its own (8 captions each)")
     parser.add_argument("--json", type=Path, default=Path(__file__).resolve().parents[1] / "out" / "organism_accuracy.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -63,6 +85,10 @@ def main() -> None:
         name = f"{wording} wording"
         report[name] = accuracy(model, encoder, args.count, wording=wording, steps=args.steps)
         print(f"{name:<18}" + "  ".join(f"{a} {v:.3f}" for a, v in report[name].items()))
+    if args.per_phrase:
+        report["per phrase"] = per_phrase(model, encoder, steps=args.steps)
+        for row in report["per phrase"]:
+            print(f"  {row['attribute']:<7}{row['value']:<9}{row['phrase']:<22}{row['accuracy']:.2f}  (mostly {row['mostly']})")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"count": args.count, "steps": args.steps, **report}, indent=1))
 

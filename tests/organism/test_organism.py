@@ -124,3 +124,12 @@ def test_committed_organism_follows_prompts_and_forgets_the_trademark(organism):
         before = ex.evaluate(model, encoder, prompts, "logo", steps=12)["rate_seen"]
         after = ex.evaluate(ex.edited_copy(model, basis), encoder, prompts, "logo", steps=12)["rate_seen"]
     assert before >= 0.5 and after <= before / 3, (before, after)
+
+
+def test_per_phrase_report_covers_every_held_out_phrase(organism):
+    from organism.accuracy import per_phrase
+    from organism.world import COLOURS, HELD_OUT_WORDS, MOTIONS, SHAPES
+
+    rows = per_phrase(*organism, count=1, steps=1)
+    expected = [p for v in (*COLOURS, *SHAPES, *MOTIONS) for p in HELD_OUT_WORDS[v]]
+    assert [r["phrase"] for r in rows] == expected and all(0.0 <= r["accuracy"] <= 1.0 for r in rows)
