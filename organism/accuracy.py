@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -57,9 +58,8 @@ def per_phrase(model, encoder, count: int = 8, *, steps: int = 16, seed: int = 5
     for attribute, values in (("colour", tuple(COLOURS)), ("shape", SHAPES), ("motion", tuple(MOTIONS))):
         for value in values:
             for phrase in HELD_OUT_WORDS[value]:
-                scenes = [Scene(rng.choice(list(COLOURS)), rng.choice(SHAPES), rng.choice(list(MOTIONS)), False)
-                          for _ in range(count)]
-                scenes = [Scene(**{**s.__dict__, attribute: value}) for s in scenes]
+                scenes = [replace(Scene(rng.choice(list(COLOURS)), rng.choice(SHAPES), rng.choice(list(MOTIONS)), False),
+                                  **{attribute: value}) for _ in range(count)]
                 words = lambda s, a: phrase if a == attribute else TRAIN_WORDS[getattr(s, a)][0]  # noqa: E731
                 prompts = [f"a {words(s, 'colour')} {words(s, 'shape')} {words(s, 'motion')}" for s in scenes]
                 clips = generate(model, encoder, prompts, seeds=list(range(count)), steps=steps).numpy()

@@ -196,7 +196,7 @@ def evaluate(model, encoder, prompt_set: PromptSet, concept: str, *, steps: int,
         scenes = prompt_set.scenes[split]
         if all(s is not None for s in scenes):
             # On prompts that ask for a colour concept, the colour is what the edit should change: not counted.
-            kept = [a for a in ("colour", "shape", "motion") if split == "unrelated" or a != "colour" or concept == "logo"]
+            kept = ("colour", "shape", "motion") if concept == "logo" or split == "unrelated" else ("shape", "motion")
             hits = [[r[a] == getattr(s, a) for a in kept] for r, s in zip(readings, scenes)]
             result[f"attr_{split}"] = float(np.mean(hits))
         if reference is not None:

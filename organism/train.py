@@ -66,7 +66,7 @@ def main() -> None:
         model.load_state_dict(load_file(str(args.init)))
     ema = VideoDiT(config)
     ema.load_state_dict(model.state_dict())
-    optimizer = torch.optim.AdamW(model.parameters(), lr=4e-4, weight_decay=0.01)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     began = time.time()
     deadline = began + args.minutes * 60
     step, losses = 0, []
