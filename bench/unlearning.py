@@ -121,6 +121,9 @@ def run(args) -> dict:
     for result in (block, negative):
         result.pop("clips")
     rows += [("baseline: keyword blocklist", block), ("baseline: negative prompt", negative)]
+    if base.get("rate_unseen"):
+        for _, result in rows:
+            result["unseen_drop"] = relative_drop(base["rate_unseen"], result["rate_unseen"])
 
     ratio = _sampling_ratio(model, default_model, encoder, steps=args.steps)
     _print_table(rows, splits)
@@ -128,8 +131,7 @@ def run(args) -> dict:
           f"({len(candidates)} layers); fit: {fit_seconds * 1000:.1f} ms; sampling time patched/base: {ratio:.3f}")
     return {"concept": args.concept, "pairs": [[p.unsafe, p.safe] for p in pairs], "splits": splits,
             "defaults": DEFAULT, "steps": args.steps, "count": args.count,
-            "rows": [{"name": name, **result, **({"unseen_drop": relative_drop(base["rate_unseen"], result["rate_unseen"])}
-                                                 if base.get("rate_unseen") else {})} for name, result in rows],
+            "rows": [{"name": name, **result} for name, result in rows],
             "cost": {"collect_seconds": measured[True].seconds, "fit_seconds": fit_seconds, "sampling_ratio": ratio}}
 
 
@@ -163,8 +165,8 @@ def _print_row(name, result, splits):
 def _print_table(rows, splits):
     concept, unrelated = _columns(splits)
     head = f"{'variant':<44}" + "".join(f"{'rate ' + s:>17}" for s in concept)
-    base_unseen = rows[0][1].get("rate_unseen") if rows else None
-    if base_unseen:
+    drops = all("unseen_drop" in result for _, result in rows)
+    if drops:
         head += f"{'unseen drop':>13}"
     head += f"{'attr concept':>14}"
     if unrelated:
@@ -173,8 +175,8 @@ def _print_table(rows, splits):
     print("-" * len(head))
     for name, result in rows:
         line = f"{name:<44}" + "".join(f"{result[f'rate_{s}']:>17.2f}" for s in concept)
-        if base_unseen:
-            line += f"{relative_drop(base_unseen, result['rate_unseen']):>12.0%} "
+        if drops:
+            line += f"{result['unseen_drop']:>12.0%} "
         kept = [result[f"attr_{s}"] for s in concept if f"attr_{s}" in result]
         line += f"{np.mean(kept) if kept else float('nan'):>14.3f}"
         if unrelated:
