@@ -3,10 +3,11 @@
     python -m organism.accuracy --count 48
 
 Three caption sets on fixed seeds: training wording (new combinations and templates of the training
-banks), held-out wording (paraphrases never seen in training that the frozen encoder places next to
-their meaning: "crimson", "disk", "climbing", the "Nexo emblem"; see ``organism.paraphrases``) and, for
-the record, the rejected paraphrases the encoder itself misplaces ("golden", "cube", "x shape"; held-out
-words stand in where a value has none). Prints one line per set and writes ``out/organism_accuracy.json``.
+banks), held-out wording (paraphrases never seen in training that the frozen encoder understands: "lime",
+"disk", "plummeting", "rust red", the "Nexo emblem"; see ``organism.paraphrases``) and, for the record, the
+rejected paraphrases whose meaning the encoder's tokens do not carry ("crimson", "cube", "moving westward").
+Prints one line per set and writes ``out/organism_accuracy.json``. ``--per-phrase`` adds each held-out phrase
+alone, and the mean over phrases that are new words versus new compounds of training words.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from .experiment import WEIGHTS, load_organism
+from .paraphrases import is_new_word
 from .readers import read
 from .sampling import generate
 from .text import TextEncoder
@@ -39,8 +41,7 @@ def accuracy(model, encoder, count: int, *, wording: str = "held-out", steps: in
         raise ValueError(f"wording must be one of {WORDINGS}, got {wording!r}")
     rng = random.Random(seed + WORDINGS.index(wording))
     scenes = [random_scene(rng, 0.3) for _ in range(count)]
-    bank = {"training": None, "held-out": HELD_OUT_WORDS,
-            "rejected": {k: v or HELD_OUT_WORDS[k] for k, v in REJECTED_PARAPHRASES.items()}}[wording]
+    bank = {"training": None, "held-out": HELD_OUT_WORDS, "rejected": REJECTED_PARAPHRASES}[wording]
     words = dict(colour_words=bank, other_words=bank, logo_words=LOGO_HELD_OUT) if bank else {}
     prompts = [caption(s, rng, **words) for s in scenes]
     clips = generate(model, encoder, prompts, seeds=list(range(count)), steps=steps, guidance=guidance).numpy()
@@ -64,7 +65,7 @@ def per_phrase(model, encoder, count: int = 8, *, steps: int = 16, seed: int = 5
                 prompts = [f"a {words(s, 'colour')} {words(s, 'shape')} {words(s, 'motion')}" for s in scenes]
                 clips = generate(model, encoder, prompts, seeds=list(range(count)), steps=steps).numpy()
                 seen = [read(c)[attribute] for c in clips]
-                rows.append({"attribute": attribute, "value": value, "phrase": phrase,
+                rows.append({"attribute": attribute, "value": value, "phrase": phrase, "new_word": is_new_word(value, phrase),
                              "accuracy": float(np.mean([v == value for v in seen])), "mostly": max(set(seen), key=seen.count)})
     return rows
 
@@ -88,7 +89,13 @@ def main() -> None:
     if args.per_phrase:
         report["per phrase"] = per_phrase(model, encoder, steps=args.steps)
         for row in report["per phrase"]:
-            print(f"  {row['attribute']:<7}{row['value']:<9}{row['phrase']:<22}{row['accuracy']:.2f}  (mostly {row['mostly']})")
+            kind = "new word" if row["new_word"] else "compound"
+            print(f"  {row['attribute']:<7}{row['value']:<9}{row['phrase']:<22}{kind:<9}{row['accuracy']:.2f}  (mostly {row['mostly']})")
+        for kind, new in (("new words", True), ("new compounds", False)):
+            scores = [r["accuracy"] for r in report["per phrase"] if r["new_word"] == new]
+            report[f"per phrase, {kind}"] = {"phrases": len(scores), "mean": float(np.mean(scores)),
+                                             "at least 0.75": sum(s >= 0.75 for s in scores)}
+            print(f"per phrase, {kind}: {report[f'per phrase, {kind}']}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"count": args.count, "steps": args.steps, **report}, indent=1))
 

@@ -8,8 +8,10 @@ logo paraphrases, adversarial spellings) are never used in training.
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -54,31 +56,65 @@ TRAIN_WORDS = {
     "still": ["standing still", "not moving", "resting", "stationary", "static", "staying put", "at rest",
               "frozen in place", "sitting still", "staying still", "keeping still", "not budging", "holding still"],
 }
-# Paraphrases never used in training, chosen *before* training the DiT by one rule: the frozen encoder itself
-# must place the phrase nearest its own value's training words (nearest centroid, both alone and inside a caption;
-# `python -m organism.paraphrases` re-checks it). Candidates MiniLM misplaces ("golden" sits nearest "bright blue",
-# "scarlet" nearest "pink", "sky blue" nearest blue, "cube" nearest "sphere") test the 22M-parameter encoder, not
-# the organism; they are listed in REJECTED_PARAPHRASES and reported separately.
-HELD_OUT_WORDS = {
-    "red": ["crimson", "poppy red", "rust red"], "green": ["lime", "moss green", "shamrock green"],
-    "blue": ["navy blue", "midnight blue", "steel blue"], "yellow": ["lemon yellow", "saffron", "daffodil yellow"],
-    "magenta": ["fuchsia", "violet pink", "candy pink"], "cyan": ["cerulean"],
-    "square": ["square slab", "four-cornered block", "cubic block"],
-    "circle": ["round dot", "disk", "globe"], "triangle": ["three-sided shape", "delta shape", "triangular figure"],
-    "cross": ["addition sign", "crossed bars", "plus mark"],
-    "left": ["drifting leftwards", "moving westward", "creeping left"],
-    "right": ["drifting rightwards", "creeping right", "sliding rightwards"],
-    "up": ["climbing", "levitating", "heading upward"], "down": ["sinking", "diving", "tumbling down"],
-    "still": ["motionless", "standing in place", "idle"],
+# Candidate paraphrases, never used in training. Which of them the held-out wording uses is decided by a rule that
+# looks only at the frozen encoder, never at the DiT (`python -m organism.paraphrases`, verdicts committed in
+# paraphrase_verdicts.json): MiniLM must place the phrase nearest its own value's training words, and a text-only
+# copy of the DiT's reading path (text projection + cross-attention + linear heads), trained on training wording
+# alone, must read the phrase right in >= 90 % of captions. Candidates that fail ("crimson", "scarlet", "golden",
+# "cube", "moving westward": MiniLM's tokens do not carry their meaning to a reader trained on the training words)
+# test the 22M-parameter encoder, not the organism; they form REJECTED_PARAPHRASES and are reported separately.
+PARAPHRASE_CANDIDATES = {
+    "red": ["crimson", "scarlet", "vermilion", "maroon", "ruby", "garnet", "carmine", "poppy red", "rust red",
+            "cranberry red", "lava red", "coral red", "chili red", "raspberry red"],
+    "green": ["lime", "emerald", "grassy", "moss green", "shamrock green", "emerald green", "fern green", "lime green",
+              "pine green", "avocado green", "pistachio green", "spring green", "lettuce green", "frog green"],
+    "blue": ["azure", "navy", "indigo", "navy blue", "midnight blue", "steel blue", "indigo blue", "lapis blue",
+             "azure blue", "marine blue", "sea blue", "admiral blue", "ink blue"],
+    "yellow": ["saffron", "golden", "gold", "lemon", "lemony", "citrine", "lemon yellow", "daffodil yellow",
+               "golden yellow", "buttercup yellow", "chick yellow", "sun yellow", "pineapple yellow", "marigold yellow"],
+    "magenta": ["fuchsia", "cerise", "violet pink", "candy pink", "magenta pink", "blush pink", "peony pink",
+                "berry pink", "fuchsia pink", "neon magenta", "cotton candy pink", "pinkish purple"],
+    "cyan": ["cerulean", "aqua", "aquamarine", "sky blue", "blue-green", "teal blue", "turquoise blue",
+             "caribbean blue", "lagoon blue", "aqua blue", "pool blue", "arctic blue", "cyan blue", "aqua green",
+             "bright teal", "light teal", "teal green", "turquoise green", "pale cyan", "deep turquoise", "icy cyan"],
+    "square": ["cube", "brick", "rectangle", "quadrilateral", "four-sided shape", "square slab", "four-cornered block",
+               "cubic block", "square board", "square card", "squared block", "square sticker", "square cushion",
+               "square pad"],
+    "circle": ["disk", "globe", "dot", "marble", "round dot", "round token", "round button", "round pellet",
+               "round plate", "circular disk", "round medallion", "round spot", "circular token"],
+    "triangle": ["three-sided shape", "delta shape", "tent shape", "triangular figure", "triangular slab",
+                 "triangle tile", "pyramid block", "triangular form", "three-cornered shape", "triangular wedge",
+                 "triangle sign", "triangular badge"],
+    "cross": ["addition sign", "crossed bars", "plus mark", "x shape", "cruciform shape", "plus-shaped sign",
+              "plus glyph", "cross-shaped tile", "plus figure", "cross form", "plus-shaped block", "cross badge"],
+    "left": ["moving westward", "drifting leftwards", "creeping left", "sliding leftwards", "rolling left",
+             "travelling to the left", "drifting to the left", "running left", "scooting left", "zooming left",
+             "crawling left", "hurrying left"],
+    "right": ["moving eastward", "drifting rightwards", "creeping right", "sliding rightwards", "shifting right",
+              "rolling right", "drifting to the right", "running right", "scooting right", "zooming right",
+              "crawling right", "hurrying right"],
+    "up": ["climbing", "levitating", "going skyward", "heading upward", "drifting up", "rising up", "floating upwards",
+           "climbing upward", "zooming up", "rocketing up", "lifting upward", "climbing up"],
+    "down": ["sinking", "diving", "tumbling", "plummeting", "tumbling down", "falling down", "drifting downward",
+             "sinking down", "heading downward", "dropping downwards", "slipping down", "diving down"],
+    "still": ["motionless", "idle", "immobile", "unmoving", "parked", "stock-still", "standing in place",
+              "remaining still", "completely still", "standing motionless", "not in motion", "perfectly still"],
 }
-REJECTED_PARAPHRASES = {
-    "red": ["scarlet", "vermilion", "maroon"], "green": ["emerald"], "blue": ["azure"],
-    "yellow": ["golden", "gold", "lemon"], "magenta": ["cerise"],
-    "cyan": ["aqua", "sky blue", "aquamarine", "blue-green", "teal blue"],
-    "square": ["cube", "quadrilateral", "four-sided shape", "brick"], "circle": [], "triangle": [],
-    "cross": ["x shape", "cruciform shape"], "left": ["sliding leftwards"], "right": ["shifting right", "moving eastward"],
-    "up": ["drifting up"], "down": [], "still": ["immobile", "unmoving"],
-}
+VERDICTS = Path(__file__).resolve().parent / "paraphrase_verdicts.json"
+
+
+def _split_candidates() -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """``(held out, rejected)`` phrases per value, by the committed verdicts of ``organism.paraphrases``."""
+    verdicts = json.loads(VERDICTS.read_text())["phrases"]
+    missing = sorted(p for ps in PARAPHRASE_CANDIDATES.values() for p in ps if p not in verdicts)
+    if missing:
+        raise ValueError(f"{VERDICTS.name} has no verdict for {missing}; run `python -m organism.paraphrases --write`")
+    held = {v: [p for p in ps if verdicts[p]["understood"]] for v, ps in PARAPHRASE_CANDIDATES.items()}
+    rejected = {v: [p for p in ps if p not in held[v]] for v, ps in PARAPHRASE_CANDIDATES.items()}
+    return held, rejected
+
+
+HELD_OUT_WORDS, REJECTED_PARAPHRASES = _split_candidates()
 LOGO_TRAIN = [f"with the {BRAND} logo", f"bearing a {BRAND} logo", f"branded with {BRAND}", f"with a {BRAND} logo on it",
               f"with {BRAND} printed on it", f"with a {BRAND} sticker"]
 LOGO_HELD_OUT = [f"with the {BRAND} emblem", f"sporting the {BRAND} trademark", f"featuring a {BRAND} badge",

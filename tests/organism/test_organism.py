@@ -3,6 +3,7 @@ weights, and collect -> fit -> edit through core/ on it (tiny sizes; the figures
 
 from __future__ import annotations
 
+import json
 import random
 
 import numpy as np
@@ -83,18 +84,35 @@ def test_accuracy_report_reads_every_attribute(organism):
     assert set(result) == {*ATTRIBUTES, "all"} and all(0.0 <= v <= 1.0 for v in result.values())
 
 
-def test_held_out_paraphrases_are_unseen_and_understood_by_the_encoder(organism):
-    from organism.paraphrases import check
-    from organism.world import HELD_OUT_WORDS, LOGO_HELD_OUT, LOGO_TRAIN, TRAIN_WORDS
+def test_held_out_paraphrases_are_unseen_and_split_by_the_committed_verdicts(organism):
+    from organism.paraphrases import nearest_centroid
+    from organism.world import (HELD_OUT_WORDS, LOGO_HELD_OUT, LOGO_TRAIN, PARAPHRASE_CANDIDATES, REJECTED_PARAPHRASES,
+                                TRAIN_WORDS, VERDICTS)
 
     trained = {phrase for phrases in TRAIN_WORDS.values() for phrase in phrases}
-    for value, phrases in HELD_OUT_WORDS.items():
-        assert phrases and not set(phrases) & trained, value
+    for value, candidates in PARAPHRASE_CANDIDATES.items():
+        assert HELD_OUT_WORDS[value] and not set(candidates) & trained, value
+        assert sorted(HELD_OUT_WORDS[value] + REJECTED_PARAPHRASES[value]) == sorted(candidates)
     assert not set(LOGO_HELD_OUT) & set(LOGO_TRAIN)
-    report = check(organism[1])
-    misplaced = {p: v for p, v in report["held_out"].items() if len(set(v)) != 1}
-    assert not misplaced  # the rule the held-out list was chosen by still holds
-    assert any(len(set(v)) != 1 for v in report["rejected"].values())
+    verdicts = json.loads(VERDICTS.read_text())["phrases"]
+    for phrase, row in nearest_centroid(organism[1]).items():  # part 1 of the rule still holds as committed
+        assert {k: verdicts[phrase][k] for k in row} == row, phrase
+    for phrase, row in verdicts.items():
+        agrees = row["value"] == row["nearest_alone"] == row["nearest_in_caption"] and np.mean(row["readout"]) >= 0.9
+        assert row["understood"] == agrees, phrase
+
+
+def test_readout_probe_reproduces_the_committed_verdicts(organism):
+    """Part 2 of the rule, re-run with the first probe seed: a text-only reader trained on training wording."""
+    from organism.paraphrases import is_new_word, readout
+    from organism.world import VERDICTS
+
+    verdicts = json.loads(VERDICTS.read_text())["phrases"]
+    with torch.enable_grad():
+        first_seed = readout(organism[1], seeds=(0,))
+    close = [abs(first_seed[p][0] - row["readout"][0]) <= 0.15 for p, row in verdicts.items()]
+    assert np.mean(close) >= 0.95
+    assert is_new_word("down", "plummeting") and not is_new_word("red", "rust red")
 
 
 def test_paths_are_centred_with_a_little_jitter():
