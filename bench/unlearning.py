@@ -62,15 +62,14 @@ def main() -> None:
     parser.add_argument("--pairs", type=Path, help="pairs file (core.pairs format); default organism/pairs/<concept>")
     parser.add_argument("--prompts", type=Path, help="'split: prompt' lines; default: generated held-out prompts")
     parser.add_argument("--weights", type=Path, default=ex.WEIGHTS, help="organism weights (safetensors)")
-    parser.add_argument("--count", type=int, default=48, help="prompts per split")
+    parser.add_argument("--count", type=int, help="prompts per split (default 48, 24 with --quick)")
     parser.add_argument("--steps", type=int, default=16, help="sampling steps")
-    parser.add_argument("--quick", action="store_true", help="default variant and baselines only, 24 prompts per split")
+    parser.add_argument("--quick", action="store_true", help="default variant and baselines only")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if args.quick:
-        args.count = min(args.count, 24)
+    args.count = args.count or (24 if args.quick else 48)
     report = run(args)
     out = args.json or ROOT / "out" / f"bench_unlearning_{args.concept}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -127,6 +126,10 @@ def run(args) -> dict:
 
     ratio = _sampling_ratio(model, default_model, encoder, steps=args.steps)
     _print_table(rows, splits)
+    if "attr_unrelated_each" in base:
+        print("\nunrelated prompts, per attribute: " + "; ".join(
+            f"{name} " + " ".join(f"{a} {v:.3f}" for a, v in result["attr_unrelated_each"].items())
+            for name, result in rows[:2]))
     print(f"\ncollect: {measured[True].seconds:.1f}s for {len(pairs)} pairs + 12 neutral prompts x 3 timesteps "
           f"({len(candidates)} layers); fit: {fit_seconds * 1000:.1f} ms; sampling time patched/base: {ratio:.3f}")
     return {"concept": args.concept, "pairs": [[p.unsafe, p.safe] for p in pairs], "splits": splits,

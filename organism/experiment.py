@@ -197,8 +197,9 @@ def evaluate(model, encoder, prompt_set: PromptSet, concept: str, *, steps: int,
         if all(s is not None for s in scenes):
             # On prompts that ask for a colour concept, the colour is what the edit should change: not counted.
             kept = ("colour", "shape", "motion") if concept == "logo" or split == "unrelated" else ("shape", "motion")
-            hits = [[r[a] == getattr(s, a) for a in kept] for r, s in zip(readings, scenes)]
-            result[f"attr_{split}"] = float(np.mean(hits))
+            hits = np.array([[r[a] == getattr(s, a) for a in kept] for r, s in zip(readings, scenes)])
+            result[f"attr_{split}"] = float(hits.mean())
+            result[f"attr_{split}_each"] = {a: float(h) for a, h in zip(kept, hits.mean(0))}
         if reference is not None:
             result[f"pixel_{split}"] = float(np.abs(batch - reference[split]).mean())
     result["clips"] = clips

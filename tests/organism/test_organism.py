@@ -72,7 +72,8 @@ def test_unlearning_through_core_on_the_organism(organism):
     prompts = ex.concept_prompts("logo", 2)
     with torch.no_grad():
         result = ex.evaluate(edited, encoder, prompts, "logo", steps=2)
-    assert set(result) >= {"rate_seen", "rate_unseen", "rate_adversarial", "attr_unrelated", "clips"}
+    assert set(result) >= {"rate_seen", "rate_unseen", "rate_adversarial", "attr_unrelated", "attr_unrelated_each", "clips"}
+    assert set(result["attr_unrelated_each"]) == {"colour", "shape", "motion"}
     assert caption(Scene("red", "cross", "left", True), random.Random(0))
 
 
