@@ -63,6 +63,7 @@ class ActivationRecorder:
         self._rows: dict[str, list[torch.Tensor]] = {name: [] for name in names}
         self._tokens: dict[str, torch.Tensor] = {}
         self._tokens_seen: dict[str, int] = {name: 0 for name in names}
+        self._token_masks: dict[str, torch.Tensor] = {}
 
     def __enter__(self) -> "ActivationRecorder":
         try:
@@ -89,6 +90,25 @@ class ActivationRecorder:
     def active(self) -> bool:
         return bool(self._handles)
 
+    def set_token_mask(self, mask: torch.Tensor | None, layers: Sequence[str]) -> None:
+        """Pool only the tokens where ``mask`` ``[batch, tokens]`` is True, on ``layers`` (until changed).
+
+        For layers that read a padded text context: a mean over every row lets the padding rows dilute a
+        prompt pair's difference and add a "content minus padding" direction, which is not the concept.
+        ``None`` pools every token again. A masked layer's input must have ``[batch, tokens, d]`` matching the mask.
+        """
+        unknown = [name for name in layers if name not in self._modules]
+        if unknown:
+            raise ValueError(f"set_token_mask: {unknown} are not recorded by this recorder (recorded: {self.names})")
+        for name in layers:
+            if mask is None:
+                self._token_masks.pop(name, None)
+            else:
+                if mask.ndim != 2 or not mask.any(-1).all():
+                    raise ValueError(f"token mask must be [batch, tokens] with at least one True per row, got "
+                                     f"{tuple(mask.shape)}")
+                self._token_masks[name] = mask.detach().bool().cpu()
+
     def _make_pre_hook(self, name: str):
         def hook(_module, args):
             if not args or not isinstance(args[0], torch.Tensor):
@@ -112,7 +132,15 @@ class ActivationRecorder:
             x = x[None]
         features = x.shape[-1]
         tokens = x.reshape(x.shape[0], -1, features)  # [batch, tokens, d]
-        self._rows[name].append(tokens.to(torch.float64).mean(dim=1).cpu())
+        mask = self._token_masks.get(name)
+        if mask is None:
+            self._rows[name].append(tokens.to(torch.float64).mean(dim=1).cpu())
+        else:
+            if mask.shape != tokens.shape[:2]:
+                raise ValueError(f"{name}: token mask {tuple(mask.shape)} does not match the input's [batch, tokens] "
+                                 f"{tuple(tokens.shape[:2])}; set the mask of this forward's prompts")
+            weight = mask.to(torch.float64)[..., None]
+            self._rows[name].append((tokens.to(torch.float64).cpu() * weight).sum(1) / weight.sum(1))
         if self.token_budget:
             self._sample_tokens(name, tokens.reshape(-1, features))
 

@@ -59,8 +59,12 @@ class Adapter:
         return present
 
     def is_timestep_independent(self, names) -> bool:
+        return all(name in self.text_token_layers(names) for name in names)
+
+    def text_token_layers(self, names) -> list[str]:
+        """The layers among ``names`` whose input is the projected text context, one row per prompt token."""
         independent = {s for g in self.groups.values() if g.timestep_independent for s in g.suffixes}
-        return all(name.split(".", 2)[-1] in independent for name in names)
+        return [name for name in names if name.split(".", 2)[-1] in independent]
 
 
 def _has_linear(module, name: str) -> bool:

@@ -7,6 +7,10 @@ in a normal generation. The sampler function evaluates the model once per reques
 latent noised with the same noise for both sides of the pair; unsafe and safe prompts are stacked
 in one batch, so each forward measures one pair. When every recorded layer reads only the text
 (Wan's cross_attn.k/v), one forward at one sigma measures all pairs and neutral prompts together.
+
+Layers that read the text context are pooled over the prompt's own tokens only: Wan pads its T5 context
+to 512 rows of zeros, and a mean over every row lets the padding dilute a pair's difference and add a
+"words minus padding" direction that is not the concept (README's organism benchmark measures both).
 """
 
 from __future__ import annotations
@@ -97,11 +101,14 @@ def collect_activations(model, encoded: EncodedPairs, latent: torch.Tensor, time
     progress = comfy.utils.ProgressBar(len(batches) * len(sigmas))
 
     fitter = RefusalFitter()
+    text_layers = adapter.text_token_layers(layer_names)
     with ActivationRecorder(diffusion, layer_names) as recorder:  # hooks removed on any exit
         for batch in batches:
             conditionings = [getattr(encoded, role)[i] for role, i in batch]
             seeds = [seed + (i if role != "neutral" else len(encoded.pairs) + i) for role, i in batch]
-            rows = _forward(model, conditionings, latent, sigmas, seeds, recorder, progress)
+            positive = stack_conditionings(conditionings)
+            recorder.set_token_mask(prompt_token_mask(positive[0][0]), text_layers)
+            rows = _forward(model, positive, latent, sigmas, seeds, recorder, progress)
             unsafe, safe, neutral = ([k for k, (r, _) in enumerate(batch) if r == role] for role in ("unsafe", "safe", "neutral"))
             for name, values in rows.items():  # [sigmas * rows, d], one block of rows per sigma
                 per_sigma = values.reshape(len(sigmas), len(batch), -1)
@@ -135,10 +142,17 @@ def _pack(groups: list[list], limit: int) -> list[list]:
     return batches + ([current] if current else [])
 
 
-def _forward(model, conditionings, latent, sigmas, seeds, recorder, progress) -> dict[str, torch.Tensor]:
-    """One model evaluation per sigma on a batch of prompts; row i is noised with ``seeds[i]``."""
-    batch = len(conditionings)
-    positive = stack_conditionings(conditionings)
+def prompt_token_mask(context: torch.Tensor) -> torch.Tensor:
+    """``[batch, tokens]``: True on the rows of a text context ``[batch, tokens, d]`` that hold a prompt token
+    (ComfyUI zeroes the padding rows of Wan's T5 context). A context with no nonzero row keeps every row."""
+    mask = context.detach().abs().amax(dim=-1) > 0
+    return mask | ~mask.any(dim=-1, keepdim=True)
+
+
+def _forward(model, positive, latent, sigmas, seeds, recorder, progress) -> dict[str, torch.Tensor]:
+    """One model evaluation per sigma on a batch of prompts (one stacked CONDITIONING); row i is noised with
+    ``seeds[i]``."""
+    batch = len(seeds)
     latent_batch = latent.repeat(batch, *([1] * (latent.ndim - 1)))
     noise = torch.cat([comfy.sample.prepare_noise(latent, s) for s in seeds])
 

@@ -75,3 +75,26 @@ def test_token_budget_is_respected_and_deterministic():
         model(x)
     with pytest.raises(ValueError, match="token_budget"):
         rec.take_tokens()
+
+
+def test_token_mask_pools_only_real_tokens_and_names_mismatches():
+    torch.manual_seed(0)
+    model = Tiny()
+    x = torch.randn(2, 5, 4)
+    x[0, 3:] = 0.0  # padding rows of a shorter prompt
+    mask = torch.tensor([[True, True, True, False, False], [True] * 5])
+    with ActivationRecorder(model, ["first", "second"]) as rec:
+        rec.set_token_mask(mask, ["first"])
+        model(x)
+        rec.set_token_mask(None, ["first"])
+        model(x)
+        with pytest.raises(ValueError, match="does not match"):
+            rec.set_token_mask(mask[:, :4], ["first"])
+            model(x)
+        with pytest.raises(ValueError, match="not recorded"):
+            rec.set_token_mask(mask, ["third"])
+    rows = rec.take()
+    torch.testing.assert_close(rows["first"][0], x[0, :3].double().mean(0))  # padding left out
+    torch.testing.assert_close(rows["first"][1], x[1].double().mean(0))
+    torch.testing.assert_close(rows["first"][2:4], x.double().mean(1))  # None pools every token again
+    torch.testing.assert_close(rows["second"][:2], torch.relu(model.first(x)).double().mean(1))  # unmasked layer

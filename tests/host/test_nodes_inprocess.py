@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -61,7 +63,8 @@ def test_collected_activations_match_what_core_predicts(nodes, wan, encoded, act
     diffusion = wan.model.diffusion_model
     assert activations.family == "wan" and len(activations.sigmas) == 2
     assert {"blocks.0.cross_attn.k", "blocks.1.ffn.0"} <= set(activations.layers)
-    # The text-side k/v input is the projected T5 context: predictable without running the blocks.
+    # The text-side k/v input is the projected T5 context: predictable without running the blocks. (The tiny
+    # test tokenizer's end token is not UMT5's, so ComfyUI zeroes no padding here: every row is pooled.)
     unsafe = torch.stack([diffusion.text_embedding(c[0][0]).double().mean(1)[0] for c in encoded.unsafe])
     safe = torch.stack([diffusion.text_embedding(c[0][0]).double().mean(1)[0] for c in encoded.safe])
     fitted = activations.fitter.fit(method="mean")
@@ -72,6 +75,28 @@ def test_collected_activations_match_what_core_predicts(nodes, wan, encoded, act
     assert len(batched.sigmas) == 1
     torch.testing.assert_close(batched.fitter.fit(method="mean").vectors["blocks.1.cross_attn.k"].double(), expected,
                                rtol=1e-4, atol=1e-5)
+
+
+def test_text_side_layers_pool_the_prompt_tokens_not_the_zero_padding(nodes, wan, encoded):
+    """With UMT5's own tokenizer ComfyUI zeroes the context after the end token (up to 512 rows); emulate that."""
+    diffusion = wan.model.diffusion_model
+
+    def padded(conditionings, length):
+        out = []
+        for cond in conditionings:
+            context = cond[0][0].clone()
+            context[:, length:] = 0
+            out.append([[context, cond[0][1]]])
+        return tuple(out)
+
+    zeroed = dataclasses.replace(encoded, unsafe=padded(encoded.unsafe, 9), safe=padded(encoded.safe, 7),
+                                 neutral=padded(encoded.neutral, 8))
+    with torch.inference_mode():
+        collected = nodes.CollectActivations.execute(wan, zeroed, 64, 64, 1, "2", 0, "default", 0, -1)[0]
+        unsafe = torch.stack([diffusion.text_embedding(c[0][0][:, :9]).double().mean(1)[0] for c in zeroed.unsafe])
+        safe = torch.stack([diffusion.text_embedding(c[0][0][:, :7]).double().mean(1)[0] for c in zeroed.safe])
+    fitted = collected.fitter.fit(method="mean").vectors["blocks.0.cross_attn.v"].double()
+    torch.testing.assert_close(fitted, (unsafe - safe).mean(0), rtol=1e-4, atol=1e-5)
 
 
 def test_edited_layers_ignore_the_direction_and_the_base_model_is_untouched(nodes, wan, clip, basis, effective_weights):
