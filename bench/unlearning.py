@@ -32,7 +32,7 @@ from organism.sampling import generate  # noqa: E402
 from organism.text import TextEncoder  # noqa: E402
 
 DEFAULT = {"method": "cpca", "rank": 4, "alpha": 1.0, "neutral": True, "group": "text_kv", "blocks": "all",
-           "strength": 1.0, "target": "safe_mean"}
+           "strength": 1.0, "target": "safe_mean", "pool": "real text tokens"}
 SWEEP = [
     ("default (cpca r4 a1, text k/v, safe_mean)", {}),
     ("method = mean", {"method": "mean"}),
@@ -53,6 +53,9 @@ SWEEP = [
     ("strength 1.5", {"strength": 1.5}),
     ("strength 2", {"strength": 2.0}),
     ("mean, target zero", {"method": "mean", "target": "zero"}),
+    ("strength 0.75", {"strength": 0.75}),
+    ("pool every text row, padding too", {"pool": "all tokens"}),
+    ("pool every text row, strength 1.25", {"pool": "all tokens", "strength": 1.25}),
 ]
 
 
@@ -89,8 +92,9 @@ def run(args) -> dict:
 
     candidates = sorted({n for g in ex.GROUPS for n in ex.layer_names(model, g)})
     with torch.no_grad():
-        measured = {True: ex.collect(model, encoder, pairs, ex.neutral_prompts(), candidates),
-                    False: ex.collect(model, encoder, pairs, [], candidates)}
+        measured = {(neutral, pool): ex.collect(model, encoder, pairs, ex.neutral_prompts() if neutral else [], candidates,
+                                                pool=pool)
+                    for neutral, pool in ((True, "real text tokens"), (False, "real text tokens"), (True, "all tokens"))}
     rows = [("base model", base)]
     variants = SWEEP[:1] if args.quick else SWEEP
     fit_seconds, default_model = None, None
@@ -98,7 +102,7 @@ def run(args) -> dict:
         config = {**DEFAULT, **change}
         layers = ex.layer_names(model, config["group"], config["blocks"])
         start = time.perf_counter()
-        basis = measured[config["neutral"]].fitter.fit(rank=config["rank"], alpha=config["alpha"], method=config["method"],
+        basis = measured[config["neutral"], config["pool"]].fitter.fit(rank=config["rank"], alpha=config["alpha"], method=config["method"],
                                                        concept=args.concept, pairs=pairs, model_family="organism",
                                                        layers=layers)
         elapsed = time.perf_counter() - start
@@ -130,12 +134,12 @@ def run(args) -> dict:
         print("\nunrelated prompts, per attribute: " + "; ".join(
             f"{name} " + " ".join(f"{a} {v:.3f}" for a, v in result["attr_unrelated_each"].items())
             for name, result in rows[:2]))
-    print(f"\ncollect: {measured[True].seconds:.1f}s for {len(pairs)} pairs + 12 neutral prompts x 3 timesteps "
+    print(f"\ncollect: {measured[True, 'real text tokens'].seconds:.1f}s for {len(pairs)} pairs + 12 neutral prompts x 3 timesteps "
           f"({len(candidates)} layers); fit: {fit_seconds * 1000:.1f} ms; sampling time patched/base: {ratio:.3f}")
     return {"concept": args.concept, "pairs": [[p.unsafe, p.safe] for p in pairs], "splits": splits,
             "defaults": DEFAULT, "steps": args.steps, "count": args.count,
             "rows": [{"name": name, **result} for name, result in rows],
-            "cost": {"collect_seconds": measured[True].seconds, "fit_seconds": fit_seconds, "sampling_ratio": ratio}}
+            "cost": {"collect_seconds": measured[True, "real text tokens"].seconds, "fit_seconds": fit_seconds, "sampling_ratio": ratio}}
 
 
 def _sampling_ratio(base, patched, encoder, steps: int, repeats: int = 7) -> float:

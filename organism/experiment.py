@@ -73,16 +73,31 @@ class Measured:
     seconds: float
 
 
+POOLS = ("all tokens", "real text tokens")
+
+
+def reads_text(layer: str) -> bool:
+    """Whether ``layer``'s input is the (projected) text context, one row per text token."""
+    return layer.startswith("text_embedding.") or layer.endswith(("cross_attn.k", "cross_attn.v"))
+
+
 @torch.no_grad()
 def collect(model: VideoDiT, encoder: TextEncoder, pairs, neutral: list[str], layers: list[str],
-            times=(0.9, 0.6, 0.3), seed: int = 0) -> Measured:
-    """Record the inputs of ``layers`` for both sides of each pair (one batch, one noise) and neutral prompts."""
+            times=(0.9, 0.6, 0.3), seed: int = 0, pool: str = "real text tokens") -> Measured:
+    """Record the inputs of ``layers`` for both sides of each pair (one batch, one noise) and neutral prompts.
+
+    Text-side layers are pooled over the prompt's own tokens (as the nodes do); ``pool="all tokens"`` also
+    averages the padding rows of the text context in, which dilutes a pair's difference."""
+    if pool not in POOLS:
+        raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
     start = time.perf_counter()
     config = model.config
     fitter = RefusalFitter()
+    text_layers = [name for name in layers if reads_text(name)] if pool == "real text tokens" else []
     with ActivationRecorder(model, layers) as recorder:
         for index, pair in enumerate(pairs):
             text, mask = encoder.encode([pair.unsafe, pair.safe])
+            recorder.set_token_mask(mask, text_layers)
             for t in times:
                 noise = torch.randn(1, config.frames, config.size, config.size, 3,
                                     generator=torch.Generator().manual_seed(seed + index)).repeat(2, 1, 1, 1, 1)
@@ -92,6 +107,7 @@ def collect(model: VideoDiT, encoder: TextEncoder, pairs, neutral: list[str], la
                     fitter.update(name, values[0:1], values[1:2])
         for index, prompt in enumerate(neutral):
             text, mask = encoder.encode([prompt])
+            recorder.set_token_mask(mask, text_layers)
             for t in times:
                 noise = torch.randn(1, config.frames, config.size, config.size, 3,
                                     generator=torch.Generator().manual_seed(seed + 1000 + index))
