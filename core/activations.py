@@ -138,7 +138,8 @@ class ActivationRecorder:
         else:
             if mask.shape != tokens.shape[:2]:
                 raise ValueError(f"{name}: token mask {tuple(mask.shape)} does not match the input's [batch, tokens] "
-                                 f"{tuple(tokens.shape[:2])}; set the mask of this forward's prompts")
+                                 f"{tuple(tokens.shape[:2])}: set the mask of this forward's prompts, or, if this layer's "
+                                 f"input rows are not the prompt's tokens, give it none (set_token_mask(None, [{name!r}]))")
             weight = mask.to(torch.float64)[..., None]
             self._rows[name].append((tokens.to(torch.float64).cpu() * weight).sum(1) / weight.sum(1))
         if self.token_budget:
