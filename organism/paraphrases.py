@@ -108,13 +108,14 @@ def train_probe(tokens: torch.Tensor, mask: torch.Tensor, labels: dict[str, torc
     probe = ReadoutProbe()
     optimizer = torch.optim.AdamW(probe.parameters(), lr=1e-3, weight_decay=0.01)
     generator = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        index = torch.randint(0, len(tokens), (64,), generator=generator)
-        logits = probe(tokens[index], mask[index])
-        loss = sum(F.cross_entropy(logits[name], labels[name][index]) for name in VALUES)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    with torch.enable_grad():  # callers may hold no_grad (the benchmarks and tests do)
+        for _ in range(steps):
+            index = torch.randint(0, len(tokens), (64,), generator=generator)
+            logits = probe(tokens[index], mask[index])
+            loss = sum(F.cross_entropy(logits[name], labels[name][index]) for name in VALUES)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
     return probe.eval()
 
 
