@@ -59,7 +59,8 @@ class Adapter:
         return present
 
     def is_timestep_independent(self, names) -> bool:
-        return all(name in self.text_token_layers(names) for name in names)
+        names = list(names)
+        return len(self.text_token_layers(names)) == len(names)
 
     def text_token_layers(self, names) -> list[str]:
         """The layers among ``names`` whose input is the projected text context, one row per prompt token."""

@@ -78,7 +78,7 @@ POOLS = ("all tokens", "real text tokens")
 
 def reads_text(layer: str) -> bool:
     """Whether ``layer``'s input is the (projected) text context, one row per text token."""
-    return layer.startswith("text_embedding.") or layer.endswith(("cross_attn.k", "cross_attn.v"))
+    return layer in GROUPS["text_in"] or layer.endswith(GROUPS["text_kv"])
 
 
 @torch.no_grad()
