@@ -15,7 +15,7 @@ encoder, not the organism. The rule looks only at the encoder, never at the DiT,
 
 Part 1 alone let through "crimson", "saffron", "delta shape", "moving westward": phrases MiniLM places right on
 average but whose tokens a reader trained on the training words does not decode (the readout reads them right in
-17-49 % of captions).
+10-58 % of captions).
 """
 
 from __future__ import annotations
