@@ -75,6 +75,7 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, default=WEIGHTS)
     parser.add_argument("--count", type=int, default=48)
     parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--per-phrase", action="store_true", help="also each held-out phrase on its own (8 captions each)")
     parser.add_argument("--json", type=Path, default=Path(__file__).resolve().parents[1] / "out" / "organism_accuracy.json")
@@ -84,7 +85,7 @@ def main() -> None:
     report = {}
     for wording in WORDINGS:
         name = f"{wording} wording"
-        report[name] = accuracy(model, encoder, args.count, wording=wording, steps=args.steps)
+        report[name] = accuracy(model, encoder, args.count, wording=wording, steps=args.steps, guidance=args.guidance)
         print(f"{name:<18}" + "  ".join(f"{a} {v:.3f}" for a, v in report[name].items()))
     if args.per_phrase:
         report["per phrase"] = per_phrase(model, encoder, steps=args.steps)
@@ -97,7 +98,8 @@ def main() -> None:
                                              "at least 0.75": sum(s >= 0.75 for s in scores)}
             print(f"per phrase, {kind}: {report[f'per phrase, {kind}']}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"count": args.count, "steps": args.steps, **report}, indent=1))
+    args.json.write_text(json.dumps({"count": args.count, "steps": args.steps, "guidance": args.guidance, **report},
+                                   indent=1))
 
 
 if __name__ == "__main__":
