@@ -154,14 +154,19 @@ def readout(encoder: TextEncoder, seeds=SEEDS, captions: int = 6000) -> dict[str
             for value, phrases in PARAPHRASE_CANDIDATES.items() for phrase in phrases}
 
 
+def passes_rule(row: dict) -> bool:
+    """The rule on one verdict row: nearest its own value both ways, and read right in >= ``THRESHOLD`` of captions."""
+    return bool(row["value"] == row["nearest_alone"] == row["nearest_in_caption"]
+                and np.mean(row["readout"]) >= THRESHOLD)
+
+
 def check(encoder: TextEncoder | None = None) -> dict[str, dict]:
     """``{phrase: {value, nearest_alone, nearest_in_caption, readout: [per seed], understood}}`` for every candidate."""
     encoder = encoder or TextEncoder()
     report, read_right = nearest_centroid(encoder), readout(encoder)
     for phrase, row in report.items():
         row["readout"] = read_right[phrase]
-        row["understood"] = bool(row["value"] == row["nearest_alone"] == row["nearest_in_caption"]
-                                 and np.mean(row["readout"]) >= THRESHOLD)
+        row["understood"] = passes_rule(row)
     return report
 
 

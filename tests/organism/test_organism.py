@@ -86,7 +86,7 @@ def test_accuracy_report_reads_every_attribute(organism):
 
 
 def test_held_out_paraphrases_are_unseen_and_split_by_the_committed_verdicts(organism):
-    from organism.paraphrases import nearest_centroid
+    from organism.paraphrases import THRESHOLD, nearest_centroid, passes_rule
     from organism.world import (HELD_OUT_WORDS, LOGO_HELD_OUT, LOGO_TRAIN, PARAPHRASE_CANDIDATES, REJECTED_PARAPHRASES,
                                 TRAIN_WORDS, VERDICTS)
 
@@ -95,12 +95,13 @@ def test_held_out_paraphrases_are_unseen_and_split_by_the_committed_verdicts(org
         assert HELD_OUT_WORDS[value] and not set(candidates) & trained, value
         assert sorted(HELD_OUT_WORDS[value] + REJECTED_PARAPHRASES[value]) == sorted(candidates)
     assert not set(LOGO_HELD_OUT) & set(LOGO_TRAIN)
-    verdicts = json.loads(VERDICTS.read_text())["phrases"]
+    verdicts = json.loads(VERDICTS.read_text())
+    assert verdicts["rule"]["threshold"] == THRESHOLD == 0.9
+    verdicts = verdicts["phrases"]
     for phrase, row in nearest_centroid(organism[1]).items():  # part 1 of the rule still holds as committed
         assert {k: verdicts[phrase][k] for k in row} == row, phrase
     for phrase, row in verdicts.items():
-        agrees = row["value"] == row["nearest_alone"] == row["nearest_in_caption"] and np.mean(row["readout"]) >= 0.9
-        assert row["understood"] == agrees, phrase
+        assert row["understood"] == passes_rule(row), phrase
 
 
 def test_readout_probe_reproduces_the_committed_verdicts(organism):
