@@ -1,6 +1,17 @@
-"""The per-layer score chart shown by the Low-Rank Refusal Vector node (PIL only, no plotting library)."""
+"""The per-layer score chart shown by the Low-Rank Refusal Vector node (PIL only, no plotting library).
+
+One bar per distinct *input*: layers that read the same input (Wan's text-side ``cross_attn.k``/``.v`` of every
+block read the one projected text context) get one bar that says so, because their fits are identical and forty
+equal bars say nothing. Layers with their own input (``ffn.0``, ``cross_attn.o``) get one bar each, grouped by
+block, one colour per layer kind (the legend says which). The chart's labels also travel as data next to the image
+(``chart_data``), so the editor can show and check them as text.
+"""
 
 from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -8,37 +19,251 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ..core.refusal import RefusalBasis
 
-_BAR = (70, 130, 220)
+#: Key of the chart's data in the node's UI output (read by ``web/video_unlearning.js``).
+UI_KEY = "video_unlearning_chart"
+WIDTH, HEIGHT = 640, 400
+_SERIES = ((70, 130, 220), (40, 160, 140), (150, 100, 200), (120, 150, 60), (200, 90, 140), (90, 110, 130))
+_SHARED = (95, 110, 135)
 _BEST = (230, 120, 40)
+_INK, _SOFT, _GRID, _PAPER = (25, 25, 25), (85, 85, 85), (225, 225, 225), (252, 252, 252)
+_LAYER = re.compile(r"^(?P<prefix>[A-Za-z_][\w.]*?)\.(?P<block>\d+)\.(?P<sub>.+)$")
 
 
-def score_chart(basis: RefusalBasis, width: int = 768, height: int = 320) -> torch.Tensor:
-    """A bar chart of each layer's separation (Cohen's d of unsafe vs. safe along its direction).
+@dataclass(frozen=True)
+class Bar:
+    """One bar: one input, read by one layer or shared by several.
 
-    Returns an IMAGE tensor ``[1, height, width, 3]`` in [0, 1]. The best layer is highlighted.
+    Attributes:
+        label: the text that identifies the bar (``block 12 · ffn.0`` or
+            ``text context: blocks 0-29 cross_attn.k+v share this input``).
+        layers: the layers whose input this is.
+        value: |separation| (Cohen's d of the pairs along the edit direction).
+        series: the layer kind (``ffn.0``), or the shared input's name.
+        block: block index for a single layer, ``None`` for a shared input.
     """
-    values = [abs(basis.scores[layer].separation) for layer in basis.layers]
-    top = max(values) or 1.0
-    image = Image.new("RGB", (width, height), (250, 250, 250))
+
+    label: str
+    layers: tuple[str, ...]
+    value: float
+    series: str
+    block: int | None
+
+
+def _split(layer: str):
+    match = _LAYER.match(layer)
+    return (match["prefix"], int(match["block"]), match["sub"]) if match else (None, None, layer)
+
+
+def _blocks_text(blocks: list[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``blocks 0-2, 5``."""
+    runs, blocks = [], sorted(set(blocks))
+    for block in blocks:
+        if runs and block == runs[-1][1] + 1:
+            runs[-1][1] = block
+        else:
+            runs.append([block, block])
+    text = ", ".join(f"{a}-{b}" if b > a else f"{a}" for a, b in runs)
+    return f"block {text}" if len(blocks) == 1 else f"blocks {text}"
+
+
+def _kinds_text(subs: list[str]) -> str:
+    """``["cross_attn.k", "cross_attn.v"]`` -> ``cross_attn.k+v``."""
+    subs = list(dict.fromkeys(subs))
+    parents = {s.rsplit(".", 1)[0] for s in subs if "." in s}
+    if len(parents) == 1 and all("." in s for s in subs) and len(subs) > 1:
+        return f"{parents.pop()}." + "+".join(s.rsplit(".", 1)[1] for s in subs)
+    return "+".join(subs)
+
+
+def shared_inputs(basis: RefusalBasis) -> list[tuple[str, tuple[str, ...]]]:
+    """Groups of layers that read one input, as ``(input name, layers)``; every layer is in exactly one group.
+
+    The basis says which layers share an input when it knows (``basis.shared_inputs``); otherwise layers whose
+    refusal vectors are exactly equal are taken to share one (equal inputs give bit-identical fits).
+    """
+    declared = getattr(basis, "shared_inputs", None)
+    groups: list[tuple[str, tuple[str, ...]]] = []
+    if declared:
+        items = declared.items() if hasattr(declared, "items") else enumerate(declared)
+        for name, layers in items:
+            layers = tuple(layer for layer in layers if layer in basis.layers)
+            if layers:
+                groups.append((str(name) if not isinstance(name, int) else "", layers))
+    else:
+        by_vector: dict[bytes, list[str]] = {}
+        for layer in basis.layers:
+            key = basis.vectors[layer].contiguous().numpy().tobytes()
+            by_vector.setdefault(key, []).append(layer)
+        groups = [("", tuple(layers)) for layers in by_vector.values()]
+    covered = {layer for _, layers in groups for layer in layers}
+    groups += [("", (layer,)) for layer in basis.layers if layer not in covered]
+    return [(name or (_input_name(basis, layers) if len(layers) > 1 else ""), layers) for name, layers in groups]
+
+
+def _input_name(basis: RefusalBasis, layers) -> str:
+    """``text context`` when the family's adapter says the layers read the projected text."""
+    from .adapters import ADAPTERS
+
+    for adapter in ADAPTERS:
+        if adapter.family == basis.model_family and len(adapter.text_token_layers(layers)) == len(layers):
+            return "text context"
+    return "one input"
+
+
+def chart_bars(basis: RefusalBasis) -> list[Bar]:
+    """The chart's bars: shared inputs first (in layer order), then single layers by block and kind."""
+    shared, single = [], []
+    for name, layers in shared_inputs(basis):
+        value = abs(basis.scores[layers[0]].separation)
+        parts = [_split(layer) for layer in layers]
+        if len(layers) > 1:
+            blocks = [block for _, block, _ in parts if block is not None]
+            where = f"{_blocks_text(blocks)} {_kinds_text([sub for _, _, sub in parts])}" if len(blocks) == len(parts) \
+                else ", ".join(layers)
+            shared.append(Bar(f"{name}: {where} share this input", layers, value, name, None))
+        else:
+            _, block, sub = parts[0]
+            label = f"block {block} · {sub}" if block is not None else layers[0]
+            single.append(Bar(label, layers, value, sub, block))
+    single.sort(key=lambda bar: (bar.block if bar.block is not None else -1, basis.layers.index(bar.layers[0])))
+    return shared + single
+
+
+def _best(bars: list[Bar]) -> int:
+    return max(range(len(bars)), key=lambda i: bars[i].value) if bars else -1
+
+
+def chart_data(basis: RefusalBasis) -> dict:
+    """The chart as JSON-ready data: what the editor shows and tests read next to the image."""
+    bars = chart_bars(basis)
+    best = _best(bars)
+    return {
+        "title": _title(basis),
+        "metric": "separation (Cohen's d of the pairs along the edit direction)",
+        "bars": [{"label": bar.label, "value": round(bar.value, 4), "layers": list(bar.layers), "series": bar.series,
+                  "block": bar.block, "shared": bar.block is None and len(bar.layers) > 1} for bar in bars],
+        "best": bars[best].label if bars else "",
+        "layers": len(basis.layers),
+    }
+
+
+def _title(basis: RefusalBasis) -> str:
+    return f"{basis.concept or 'concept'}: separation per input ({basis.method}, rank {basis.rank})"
+
+
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)  # Pillow's bundled scalable font (needs FreeType)
+    except (TypeError, OSError, ImportError):
+        return ImageFont.load_default()
+
+
+def _wrap(draw, text: str, font, width: float) -> list[str]:
+    lines, line = [], ""
+    for word in text.split(" "):
+        candidate = f"{line} {word}".strip()
+        if line and draw.textlength(candidate, font=font) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = candidate
+    return lines + [line] if line else lines
+
+
+def _nice_step(top: float) -> float:
+    raw = top / 4
+    magnitude = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1.0
+    return next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+
+
+def score_chart(basis: RefusalBasis, width: int = WIDTH, height: int = HEIGHT) -> torch.Tensor:
+    """A bar chart of each input's separation (Cohen's d of unsafe vs. safe along the edit direction).
+
+    Drawn at the size the node shows it at 100 % zoom (text 14-16 px). Returns an IMAGE tensor
+    ``[1, height, width, 3]`` in [0, 1]. The best bar is orange and named in the second line.
+    """
+    bars = chart_bars(basis)
+    best = _best(bars)
+    image = Image.new("RGB", (width, height), _PAPER)
     draw = ImageDraw.Draw(image)
-    font = ImageFont.load_default()
-    left, right, upper, lower = 40, width - 10, 28, height - 40
-    draw.text((left, 6), f"separation per layer: {basis.concept or 'concept'} ({basis.method}, rank {basis.rank})",
-              fill=(20, 20, 20), font=font)
+    title, text, small = _font(16), _font(14), _font(13)
+    draw.text((10, 8), _title(basis), fill=_INK, font=title)
+    if best >= 0:
+        draw.text((10, 30), f"best: {bars[best].label}  (separation {bars[best].value:.2f})", fill=_BEST, font=text)
+
+    kinds = list(dict.fromkeys(bar.series for bar in bars if bar.block is not None))
+    colours = {kind: _SERIES[i % len(_SERIES)] for i, kind in enumerate(kinds)}
+    legend_y, x = 52, 10.0
+    for kind in kinds if len(kinds) > 1 else []:
+        draw.rectangle([x, legend_y + 3, x + 12, legend_y + 15], fill=colours[kind])
+        draw.text((x + 17, legend_y), kind, fill=_SOFT, font=text)
+        x += 17 + draw.textlength(kind, font=text) + 18
+    count = f"{len(basis.layers)} layer{'s' if len(basis.layers) != 1 else ''} · {len(bars)} distinct input{'s' if len(bars) != 1 else ''}"
+    draw.text((width - 10 - draw.textlength(count, font=text), legend_y), count, fill=_SOFT, font=text)
+    shared = [bar for bar in bars if bar.block is None]
+    single = [bar for bar in bars if bar.block is not None]
+
+    left, right = 46, width - 12
+    upper = 80
+    label_lines = min(4, max([len(_wrap(draw, bar.label, small, 150)) for bar in shared] or [0]))
+    lower = height - max(40, 10 + 16 * label_lines + (20 if single else 0))
+    top = max([bar.value for bar in bars] or [1.0]) or 1.0
+    step = _nice_step(top * 1.05)
+    top = step * math.ceil(top * 1.05 / step)
+    y_of = lambda v: lower - (lower - upper) * v / top  # noqa: E731
+    tick = 0.0
+    while tick <= top + 1e-9:
+        y = y_of(tick)
+        draw.line([(left, y), (right, y)], fill=_GRID)
+        label = f"{tick:g}"
+        draw.text((left - 6 - draw.textlength(label, font=small), y - 8), label, fill=_SOFT, font=small)
+        tick += step
     draw.line([(left, lower), (right, lower)], fill=(120, 120, 120))
-    slot = (right - left) / max(len(values), 1)
-    best = int(np.argmax(values)) if values else -1
-    for index, value in enumerate(values):
-        x0 = left + index * slot + slot * 0.15
-        x1 = left + (index + 1) * slot - slot * 0.15
-        y0 = lower - (lower - upper) * value / top
-        draw.rectangle([x0, y0, max(x1, x0 + 1), lower], fill=_BEST if index == best else _BAR)
-    step = max(1, len(values) // 12)
-    for index in range(0, len(values), step):
-        label = basis.layers[index].split(".")
-        text = ".".join(label[1:3]) if len(label) > 2 else basis.layers[index]
-        draw.text((left + index * slot, lower + 6 + 12 * ((index // step) % 2)), text[:14], fill=(60, 60, 60), font=font)
-    draw.text((4, upper), f"{top:.1f}", fill=(60, 60, 60), font=font)
-    draw.text((4, lower - 10), "0", fill=(60, 60, 60), font=font)
+
+    # Horizontal layout: each shared input gets a wide slot of its own; blocks share the rest, one cluster each.
+    # Shared inputs are few (one per family's text context, one more per combined concept): up to 45 % of the width.
+    slot = (right - left) / max(len(shared), 1) if not single else min(170.0, (right - left) * 0.45 / max(len(shared), 1))
+    x = float(left)
+    for bar in shared:
+        half = min(slot * 0.3, 60.0)
+        x0, x1 = x + slot / 2 - half, x + slot / 2 + half
+        _bar(draw, bar, x0, x1, y_of, lower, _BEST if bars.index(bar) == best else _SHARED, text)
+        for row, line in enumerate(_wrap(draw, bar.label, small, slot - 8)):
+            draw.text((x + (slot - draw.textlength(line, font=small)) / 2, lower + 5 + 16 * row), line, fill=_INK, font=small)
+        x += slot
+    if single:
+        blocks = list(dict.fromkeys(bar.block for bar in single))
+        cluster = (right - x) / len(blocks)
+        every = max(1, math.ceil(26 / cluster))  # block numbers at least 26 px apart
+        every = next(n for n in (1, 2, 5, 10, 20, 50, 100) if n >= every)
+        for i, block in enumerate(blocks):
+            members = [bar for bar in single if bar.block == block]
+            width_each = cluster * 0.8 / len(members)
+            for j, bar in enumerate(members):
+                x0 = x + i * cluster + cluster * 0.1 + j * width_each
+                _bar(draw, bar, x0, x0 + max(width_each - (1 if width_each > 3 else 0), 1), y_of, lower,
+                     _BEST if bars.index(bar) == best else colours[bar.series], text)
+            centre = x + (i + 0.5) * cluster
+            if block % every == 0 or len(blocks) <= 12:
+                draw.line([(centre, lower), (centre, lower + 4)], fill=(120, 120, 120))
+                draw.text((centre - draw.textlength(str(block), font=small) / 2, lower + 5), str(block), fill=_INK, font=small)
+        caption = "block" + ("" if len(kinds) > 1 else f" ({kinds[0]})")
+        draw.text((x + (right - x - draw.textlength(caption, font=small)) / 2, lower + 22), caption, fill=_SOFT, font=small)
     array = np.asarray(image, dtype=np.float32) / 255.0
     return torch.from_numpy(array)[None]
+
+
+def _bar(draw, bar: Bar, x0: float, x1: float, y_of, lower: float, colour, font) -> None:
+    y0 = y_of(bar.value)
+    draw.rectangle([x0, min(y0, lower - 1), x1, lower], fill=colour)
+    if colour == _BEST:  # a marker above the best bar, visible even when bars are one pixel wide
+        middle = (x0 + x1) / 2
+        draw.polygon([(middle - 6, y0 - 12), (middle + 6, y0 - 12), (middle, y0 - 3)], fill=_BEST)
+
+
+def chart_output(basis: RefusalBasis, cls=None) -> tuple[torch.Tensor, dict]:
+    """The chart image and the node's UI output: the preview image plus the chart's data under ``UI_KEY``."""
+    from comfy_api.latest import ui
+
+    chart = score_chart(basis)
+    return chart, {**ui.PreviewImage(chart, cls=cls).as_dict(), UI_KEY: [chart_data(basis)]}
