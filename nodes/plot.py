@@ -78,17 +78,16 @@ def _kinds_text(subs: list[str]) -> str:
 def shared_inputs(basis: RefusalBasis) -> list[tuple[str, tuple[str, ...]]]:
     """Groups of layers that read one input, as ``(input name, layers)``; every layer is in exactly one group.
 
-    The basis says which layers share an input when it knows (``basis.shared_inputs``); otherwise layers whose
-    refusal vectors are exactly equal are taken to share one (equal inputs give bit-identical fits).
+    The basis says which layers share an input (``basis.shared_inputs()``: input name -> layers); a basis without
+    that method counts layers whose refusal vectors are bit-identical as sharing one (equal inputs, equal fits).
     """
     declared = getattr(basis, "shared_inputs", None)
     groups: list[tuple[str, tuple[str, ...]]] = []
-    if declared:
-        items = declared.items() if hasattr(declared, "items") else enumerate(declared)
-        for name, layers in items:
+    if callable(declared):
+        for name, layers in declared().items():
             layers = tuple(layer for layer in layers if layer in basis.layers)
             if layers:
-                groups.append((str(name) if not isinstance(name, int) else "", layers))
+                groups.append((str(name), layers))
     else:
         by_vector: dict[bytes, list[str]] = {}
         for layer in basis.layers:
@@ -97,24 +96,31 @@ def shared_inputs(basis: RefusalBasis) -> list[tuple[str, tuple[str, ...]]]:
         groups = [("", tuple(layers)) for layers in by_vector.values()]
     covered = {layer for _, layers in groups for layer in layers}
     groups += [("", (layer,)) for layer in basis.layers if layer not in covered]
-    return [(name or (_input_name(basis, layers) if len(layers) > 1 else ""), layers) for name, layers in groups]
+    groups.sort(key=lambda group: basis.layers.index(group[1][0]))
+    return [(_input_name(basis, name, layers) if len(layers) > 1 else name, layers) for name, layers in groups]
 
 
-def _input_name(basis: RefusalBasis, layers) -> str:
-    """``text context`` when the family's adapter says the layers read the projected text."""
+def _score(basis: RefusalBasis, layer: str):
+    """The layer's LayerScore (``basis[layer].score``; ``basis.scores[layer]`` on the older basis)."""
+    scores = getattr(basis, "scores", None)
+    return scores[layer] if scores is not None else basis[layer].score
+
+
+def _input_name(basis: RefusalBasis, name: str, layers) -> str:
+    """``text context`` when the family's adapter says the layers read the projected text, else the basis's name."""
     from .adapters import ADAPTERS
 
     for adapter in ADAPTERS:
         if adapter.family == basis.model_family and len(adapter.text_token_layers(layers)) == len(layers):
             return "text context"
-    return "one input"
+    return name or "one input"
 
 
 def chart_bars(basis: RefusalBasis) -> list[Bar]:
     """The chart's bars: shared inputs first (in layer order), then single layers by block and kind."""
     shared, single = [], []
     for name, layers in shared_inputs(basis):
-        value = abs(basis.scores[layers[0]].separation)
+        value = abs(_score(basis, layers[0]).separation)
         parts = [_split(layer) for layer in layers]
         if len(layers) > 1:
             blocks = [block for _, block, _ in parts if block is not None]
