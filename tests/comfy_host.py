@@ -1,7 +1,8 @@
 """Finds a real ComfyUI for the host tests and starts a headless server with this pack.
 
 Search order: $COMFYUI_PATH, the ComfyUI this pack is installed in (`../..` when the pack sits in
-`custom_nodes/`), then `~/ComfyUI`. When none is found the host tests skip with one loud line.
+`custom_nodes/`), `~/ComfyUI`, then the pinned tarball in ../shared/host, extracted outside the repository
+(`tools/comfyui_host.py`). When none is found the host tests skip with one loud line.
 """
 
 from __future__ import annotations
@@ -19,25 +20,16 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+from tools import comfyui_host  # noqa: E402
+
 PACK_NAME = "comfyui-video-unlearning"
 
 
-def _is_comfyui(path: Path) -> bool:
-    return (path / "comfy").is_dir() and (path / "main.py").is_file() and (path / "nodes.py").is_file()
-
-
 def find_comfyui() -> Path | None:
-    """The ComfyUI checkout to test against, or None."""
-    candidates = []
-    if os.environ.get("COMFYUI_PATH"):
-        candidates.append(Path(os.environ["COMFYUI_PATH"]).expanduser())
-    if REPO_ROOT.parent.name == "custom_nodes":
-        candidates.append(REPO_ROOT.parents[1])
-    candidates.append(Path.home() / "ComfyUI")
-    for path in candidates:
-        if _is_comfyui(path):
-            return path.resolve()
-    return None
+    """The ComfyUI checkout to test against (tools/comfyui_host.py: installed, else the pinned tarball), or None."""
+    return comfyui_host.find_comfyui()
 
 
 def require_comfyui() -> Path:
@@ -45,7 +37,7 @@ def require_comfyui() -> Path:
     path = find_comfyui()
     if path is None:
         pytest.skip(
-            "HOST TESTS SKIPPED: no ComfyUI found at $COMFYUI_PATH, ../.. or ~/ComfyUI "
+            "HOST TESTS SKIPPED: no ComfyUI found at $COMFYUI_PATH, ../.., ~/ComfyUI or ../shared/host "
             "(see README: 'Testing against ComfyUI')",
             allow_module_level=True,
         )

