@@ -18,14 +18,38 @@ PAIRS_DIR = OUT / "pairs"
 UNET = "wan2.1_t2v_1.3B_fp16.safetensors"
 TEXT_ENCODER = "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
 VAE = "wan_2.1_vae.safetensors"
+UNET_5B = "wan2.2_ti2v_5B_fp16.safetensors"
+VAE_22 = "wan2.2_vae.safetensors"
+UNET_HIGH = "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors"
+UNET_LOW = "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors"
 VECTOR_NAME = "rolex_00001.safetensors"
+_WAN21 = "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files"
+_WAN22 = "https://huggingface.co/Comfy-Org/Wan_2.2_ComfyUI_Repackaged/resolve/main/split_files"
 MODEL_URLS = {
-    UNET: ("diffusion_models", "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/diffusion_models/wan2.1_t2v_1.3B_fp16.safetensors"),
-    TEXT_ENCODER: ("text_encoders", "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors"),
-    VAE: ("vae", "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/vae/wan_2.1_vae.safetensors"),
+    UNET: ("diffusion_models", f"{_WAN21}/diffusion_models/{UNET}"),
+    TEXT_ENCODER: ("text_encoders", f"{_WAN21}/text_encoders/{TEXT_ENCODER}"),
+    VAE: ("vae", f"{_WAN21}/vae/{VAE}"),
+    UNET_5B: ("diffusion_models", f"{_WAN22}/diffusion_models/{UNET_5B}"),
+    VAE_22: ("vae", f"{_WAN22}/vae/{VAE_22}"),
+    UNET_HIGH: ("diffusion_models", f"{_WAN22}/diffusion_models/{UNET_HIGH}"),
+    UNET_LOW: ("diffusion_models", f"{_WAN22}/diffusion_models/{UNET_LOW}"),
+}
+#: The model files each workflow loads (tests/test_workflows.py checks them; README lists them).
+MODEL_FILES = {
+    "compute_refusal_vector_wan21.json": (UNET, TEXT_ENCODER),
+    "unlearned_side_by_side_wan21.json": (UNET, TEXT_ENCODER, VAE),
+    "unlearn_wan22_ti2v_5B.json": (UNET_5B, TEXT_ENCODER, VAE_22),
+    "unlearn_wan22_t2v_14B.json": (UNET_HIGH, UNET_LOW, TEXT_ENCODER, VAE),
 }
 #: Group bounding boxes start this far above their first row of nodes: the group title, then the node title bar.
 HEADER = 75
+#: The view a workflow opens with: its zoom, and the screen margin (px) left of and above the top-left group. The
+#: editor's menu bar and workflow tabs cover the canvas's top 80 px or so (frontend 1.27; `tests/browser` measures
+#: it); group titles must start below them, and clear of the left side bar.
+VIEW_SCALE = 0.8
+VIEW_MARGIN = (24, 110)
+#: The score chart (nodes/plot.py, 640 x 400) is shown at 1:1 at 100 % zoom in a node this size.
+VECTOR_NODE_SIZE = (660, 600)
 NEGATIVE = "blurry, low quality, static, distorted, watermark, text, jpeg artifacts"
 
 
@@ -64,9 +88,15 @@ class Graph:
         self.groups.append({"id": len(self.groups) + 1, "title": title, "bounding": list(bounding), "color": color,
                             "font_size": 22, "flags": {}})
 
+    def view(self) -> dict:
+        """The opening view: group titles below the editor's top bar, the first group at the left margin."""
+        left = min(g["bounding"][0] for g in self.groups)
+        top = min(g["bounding"][1] for g in self.groups)
+        return {"scale": VIEW_SCALE, "offset": [VIEW_MARGIN[0] / VIEW_SCALE - left, VIEW_MARGIN[1] / VIEW_SCALE - top]}
+
     def dump(self, path: Path):
         data = {"last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": self.nodes,
-                "links": self.links, "groups": self.groups, "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [60, 60]}},
+                "links": self.links, "groups": self.groups, "config": {}, "extra": {"ds": self.view()},
                 "version": 0.4}
         path.write_text(json.dumps(data, indent=1) + "\n")
 
@@ -81,29 +111,79 @@ def loaders(g: Graph, x: int, y: int, vae: bool):
     return shift, clip, decoder
 
 
+def refusal_vector(g: Graph, pos, collect, title=None):
+    """Low-Rank Refusal Vector, sized so that its score chart shows at 1:1 at 100 % zoom."""
+    vector = g.node("VideoUnlearnRefusalVector", pos, ["cpca", 4, 1.0], inputs=[("activations", "UNLEARN_ACTIVATIONS")],
+                    outputs=[("refusal_vector", "REFUSAL_VECTOR"), ("scores", "IMAGE")], size=VECTOR_NODE_SIZE, title=title)
+    g.link(collect, 0, vector, "activations")
+    return vector
+
+
+def pair_encoder(g: Graph, pos, clip, size=(520, 420)):
+    pairs = (PAIRS_DIR / "trademark_rolex.txt").read_text()
+    encoder = g.node("VideoUnlearnPairEncoder", pos, [pairs, "\n".join(_neutral()), "Rolex"],
+                     inputs=[("clip", "CLIP")], outputs=[("pairs", "UNLEARN_PAIRS")], size=size)
+    g.link(clip, 0, encoder, "clip")
+    return encoder
+
+
+def collect_activations(g: Graph, pos, model, encoder, width=832, height=480, title=None):
+    collect = g.node("VideoUnlearnCollectActivations", pos, [width, height, 1, "4", 0, "default", 0, -1],
+                     inputs=[("model", "MODEL"), ("pairs", "UNLEARN_PAIRS"), ("latent", "LATENT")],
+                     outputs=[("activations", "UNLEARN_ACTIVATIONS")], size=(340, 270), title=title)
+    g.link(model, 0, collect, "model")
+    g.link(encoder, 0, collect, "pairs")
+    return collect
+
+
+def apply_unlearning(g: Graph, pos, model, vector, title=None):
+    apply = g.node("VideoUnlearnApply", pos, [1.0, True, "all in vector", 0, -1, "safe_mean"],
+                   inputs=[("model", "MODEL"), ("refusal_vector", "REFUSAL_VECTOR")], outputs=[("MODEL", "MODEL")],
+                   size=(340, 220), title=title)
+    g.link(model, 0, apply, "model")
+    g.link(vector, 0, apply, "refusal_vector")
+    return apply
+
+
+def prompts(g: Graph, x: int, y: int, clip):
+    positive = g.node("CLIPTextEncode", (x, y), ["a close-up of a Rolex watch on a wrist, sunlight, shallow depth of field"],
+                      inputs=[("clip", "CLIP")], outputs=[("CONDITIONING", "CONDITIONING")], size=(340, 120), title="Prompt")
+    negative = g.node("CLIPTextEncode", (x, y + 160), [NEGATIVE], inputs=[("clip", "CLIP")],
+                      outputs=[("CONDITIONING", "CONDITIONING")], size=(340, 100), title="Negative prompt")
+    for text in (positive, negative):
+        g.link(clip, 0, text, "clip")
+    return positive, negative
+
+
+def side_by_side(g: Graph, x: int, images, fps: float, title: str = "4. Side by side", y: int = 0):
+    """Baseline left, unlearned right, one animated WebP (lossless off; the tests switch it on to compare pixels)."""
+    stitch = g.node("ImageStitch", (x, y), ["right", True, 8, "white"],
+                    inputs=[("image1", "IMAGE"), ("image2", "IMAGE")], outputs=[("IMAGE", "IMAGE")], size=(300, 150))
+    g.link(images[0], 0, stitch, "image1")
+    g.link(images[1], 0, stitch, "image2")
+    save = g.node("SaveAnimatedWEBP", (x, y + 190), ["unlearning/side_by_side", fps, False, 90, "default"],
+                  inputs=[("images", "IMAGE")], size=(420, 420))
+    g.link(stitch, 0, save, "images")
+    g.group(title, (x - 10, y - HEADER, 440, HEADER + 630))
+    return save
+
+
 def compute_workflow() -> Graph:
     g = Graph()
     model, clip, _ = loaders(g, 0, 0, vae=False)
-    pairs = (PAIRS_DIR / "trademark_rolex.txt").read_text()
-    encoder = g.node("VideoUnlearnPairEncoder", (400, 0), [pairs, "\n".join(_neutral()), "Rolex"],
-                     inputs=[("clip", "CLIP")], outputs=[("pairs", "UNLEARN_PAIRS")], size=(520, 420))
-    g.link(clip, 0, encoder, "clip")
-    collect = g.node("VideoUnlearnCollectActivations", (960, 0), [832, 480, 1, "4", 0, "default", 0, -1],
-                     inputs=[("model", "MODEL"), ("pairs", "UNLEARN_PAIRS"), ("latent", "LATENT")],
-                     outputs=[("activations", "UNLEARN_ACTIVATIONS")], size=(340, 270))
-    g.link(model, 0, collect, "model")
-    g.link(encoder, 0, collect, "pairs")
-    vector = g.node("VideoUnlearnRefusalVector", (1340, 0), ["cpca", 4, 1.0], inputs=[("activations", "UNLEARN_ACTIVATIONS")],
-                    outputs=[("refusal_vector", "REFUSAL_VECTOR"), ("scores", "IMAGE")], size=(440, 330))
-    g.link(collect, 0, vector, "activations")
-    save = g.node("VideoUnlearnSaveRefusalVector", (1340, 370), ["rolex"], inputs=[("refusal_vector", "REFUSAL_VECTOR")], size=(320, 80))
+    encoder = pair_encoder(g, (400, 0), clip)
+    collect = collect_activations(g, (960, 0), model, encoder)
+    vector = refusal_vector(g, (1340, 0), collect)
+    save = g.node("VideoUnlearnSaveRefusalVector", (1340, VECTOR_NODE_SIZE[1] + 40), ["rolex"],
+                  inputs=[("refusal_vector", "REFUSAL_VECTOR")], size=(320, 80))
     g.link(vector, 0, save, "refusal_vector")
-    g.group("2. Pairs, activations, refusal vector", (390, -HEADER, 1410, HEADER + 560))
+    g.group("2. Pairs, activations, refusal vector", (390, -HEADER, 960 + VECTOR_NODE_SIZE[0] + 30, HEADER + VECTOR_NODE_SIZE[1] + 130))
     g.note((960, 320), "**Compute a refusal vector** from 5 or more pairs that differ only by the concept (6 Rolex pairs are filled in).\n\n"
            "- Pairs: one per line, `prompt with concept | same prompt without it`; the node checks them as you type.\n"
            "- `layers = default` (`cross_attn.k+v` for Wan) reads only the text: the node then measures one timestep, "
            "all prompts in one batch. Video-side layers (`ffn.0`, `cross_attn.o`) use every timestep.\n"
-           "- The bar chart shows how strongly each layer separates the pairs.\n"
+           "- The chart: how strongly each input separates the pairs, the best one in orange. Wan's default k+v layers all "
+           "read one input (the text context), so it shows one bar that says so; `ffn.0` or `cross_attn.o` compare blocks.\n"
            "- The vector is saved to `models/refusal_vectors/rolex_00001.safetensors`; open the side-by-side workflow next.",
            size=(340, 220))
     return g
@@ -113,16 +193,8 @@ def compare_workflow() -> Graph:
     g = Graph()
     model, clip, vae = loaders(g, 0, 0, vae=True)
     load = g.node("VideoUnlearnLoadRefusalVector", (400, 0), [VECTOR_NAME], outputs=[("refusal_vector", "REFUSAL_VECTOR")], size=(340, 60))
-    apply = g.node("VideoUnlearnApply", (400, 100), [1.0, True, "all in vector", 0, -1, "safe_mean"],
-                   inputs=[("model", "MODEL"), ("refusal_vector", "REFUSAL_VECTOR")], outputs=[("MODEL", "MODEL")], size=(340, 220))
-    g.link(model, 0, apply, "model")
-    g.link(load, 0, apply, "refusal_vector")
-    positive = g.node("CLIPTextEncode", (400, 420), ["a close-up of a Rolex watch on a wrist, sunlight, shallow depth of field"],
-                      inputs=[("clip", "CLIP")], outputs=[("CONDITIONING", "CONDITIONING")], size=(340, 120), title="Prompt")
-    negative = g.node("CLIPTextEncode", (400, 580), [NEGATIVE], inputs=[("clip", "CLIP")],
-                      outputs=[("CONDITIONING", "CONDITIONING")], size=(340, 100), title="Negative prompt")
-    for text in (positive, negative):
-        g.link(clip, 0, text, "clip")
+    apply = apply_unlearning(g, (400, 100), model, load)
+    positive, negative = prompts(g, 400, 420, clip)
     latent = g.node("EmptyHunyuanLatentVideo", (400, 720), [832, 480, 33, 1], outputs=[("LATENT", "LATENT")], size=(340, 130))
     g.group("2. Unlearning and prompt", (390, -HEADER, 360, HEADER + 870))
     images = []
@@ -140,19 +212,133 @@ def compare_workflow() -> Graph:
         g.link(vae, 0, decode, "vae")
         images.append(decode)
     g.group("3. Same seed, base vs. unlearned", (780, -HEADER, 580, HEADER + 620))
-    stitch = g.node("ImageStitch", (1390, 0), ["right", True, 8, "white"],
-                    inputs=[("image1", "IMAGE"), ("image2", "IMAGE")], outputs=[("IMAGE", "IMAGE")], size=(300, 150))
-    g.link(images[0], 0, stitch, "image1")
-    g.link(images[1], 0, stitch, "image2")
-    save = g.node("SaveAnimatedWEBP", (1390, 190), ["unlearning/side_by_side", 16.0, False, 90, "default"],
-                  inputs=[("images", "IMAGE")], size=(420, 420))
-    g.link(stitch, 0, save, "images")
-    g.group("4. Side by side", (1380, -HEADER, 440, HEADER + 630))
+    side_by_side(g, 1390, images, 16.0)
     g.note((790, 680), "**Baseline vs. unlearned from one seed.** Left: the original model; right: the same model with the "
            "refusal vector applied (a patch on a copy: your model file is never changed).\n\n"
            "- `strength` 1 removes the concept direction; try 0.5-1.5. `enabled` off gives the baseline back.\n"
            "- Load the vector saved by *compute_refusal_vector_wan21*; the badge on Apply Unlearning shows what is unlearned.",
            size=(560, 170))
+    return g
+
+
+def sampler(g: Graph, pos, model, positive, negative, latent, title, advanced=None):
+    """KSampler (Wan 2.1/2.2 5B settings) or, with ``advanced = (add_noise, start, end, leftover)``, a
+    KSamplerAdvanced stage of the 14B pair as in ComfyUI's Wan 2.2 template (20 steps, cfg 3.5, euler)."""
+    if advanced is None:
+        kind, widgets, size = "KSampler", [42, "fixed", 20, 5.0, "uni_pc", "simple", 1.0], (320, 262)
+    else:
+        add_noise, start, end, leftover = advanced
+        kind, widgets, size = ("KSamplerAdvanced", [add_noise, 42, "fixed", 20, 3.5, "euler", "simple", start, end, leftover],
+                               (320, 334))
+    node = g.node(kind, pos, widgets, inputs=[("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
+                                              ("latent_image", "LATENT")], outputs=[("LATENT", "LATENT")], size=size, title=title)
+    g.link(model, 0, node, "model")
+    g.link(positive, 0, node, "positive")
+    g.link(negative, 0, node, "negative")
+    g.link(latent, 0, node, "latent_image")
+    return node
+
+
+def decode(g: Graph, pos, samples, vae):
+    node = g.node("VAEDecode", pos, [], inputs=[("samples", "LATENT"), ("vae", "VAE")], outputs=[("IMAGE", "IMAGE")], size=(210, 46))
+    g.link(samples, 0, node, "samples")
+    g.link(vae, 0, node, "vae")
+    return node
+
+
+def shifted(g: Graph, pos, unet):
+    shift = g.node("ModelSamplingSD3", pos, [8.0], inputs=[("model", "MODEL")], outputs=[("MODEL", "MODEL")], size=(330, 58))
+    g.link(unet, 0, shift, "model")
+    return shift
+
+
+#: The second row of the Wan 2.2 workflows (unlearning, sampling) starts here, below the first row's groups.
+ROW2 = 840
+
+
+def ti2v_5b_workflow() -> Graph:
+    """Wan 2.2 TI2V 5B: compute the vector, apply it, base vs. unlearned from one seed, in one workflow."""
+    g = Graph()
+    unet = g.node("UNETLoader", (0, 0), [UNET_5B, "default"], outputs=[("MODEL", "MODEL")], size=(330, 82))
+    clip = g.node("CLIPLoader", (0, 120), [TEXT_ENCODER, "wan", "default"], outputs=[("CLIP", "CLIP")], size=(330, 106))
+    model = shifted(g, (0, 260), unet)
+    vae = g.node("VAELoader", (0, 350), [VAE_22], outputs=[("VAE", "VAE")], size=(330, 58))
+    g.group("1. Load Wan 2.2 TI2V 5B", (-10, -HEADER, 350, HEADER + 430))
+    encoder = pair_encoder(g, (400, 0), clip)
+    collect = collect_activations(g, (960, 0), model, encoder, width=1280, height=704)
+    vector = refusal_vector(g, (1340, 0), collect)
+    save = g.node("VideoUnlearnSaveRefusalVector", (1340, VECTOR_NODE_SIZE[1] + 40), ["rolex_5b"],
+                  inputs=[("refusal_vector", "REFUSAL_VECTOR")], size=(320, 80))
+    g.link(vector, 0, save, "refusal_vector")
+    g.group("2. Pairs, activations, refusal vector", (390, -HEADER, 960 + VECTOR_NODE_SIZE[0] + 30, HEADER + VECTOR_NODE_SIZE[1] + 130))
+    g.note((960, 320), "**Wan 2.2 TI2V 5B: unlearn, then compare.** Row 1 computes the refusal vector from the pairs "
+           "(6 Rolex pairs are filled in); row 2 samples the same seed with the base model and with the vector applied.\n\n"
+           "- Settings of ComfyUI's Wan 2.2 5B template: shift 8, 1280x704, 121 frames, 20 steps, cfg 5, `uni_pc`, 24 fps.\n"
+           "- Text to video as shipped; connect a *Load Image* to `start_image` of *Wan22ImageToVideoLatent* for image to video.\n"
+           "- The vector is also saved (`rolex_5b_00001`) to reuse with *Load Refusal Vector*.", size=(340, 240))
+    apply = apply_unlearning(g, (400, ROW2), model, vector)
+    positive, negative = prompts(g, 400, ROW2 + 320, clip)
+    latent = g.node("Wan22ImageToVideoLatent", (400, ROW2 + 620), [1280, 704, 121, 1],
+                    inputs=[("vae", "VAE"), ("start_image", "IMAGE")], outputs=[("LATENT", "LATENT")], size=(340, 170))
+    g.link(vae, 0, latent, "vae")
+    g.group("3. Unlearning and prompt", (390, ROW2 - HEADER, 360, HEADER + 800))
+    images = []
+    for row, (title, sampler_model) in enumerate((("Baseline", model), ("Unlearned", apply))):
+        y = ROW2 + row * 330
+        stage = sampler(g, (790, y), sampler_model, positive, negative, latent, f"{title} sampler")
+        images.append(decode(g, (1140, y), stage, vae))
+    g.group("4. Same seed, base vs. unlearned", (780, ROW2 - HEADER, 580, HEADER + 620))
+    side_by_side(g, 1390, images, 24.0, "5. Side by side", y=ROW2)
+    return g
+
+
+def t2v_14b_workflow() -> Graph:
+    """Wan 2.2 T2V A14B: two experts (high noise, then low noise), each with its own refusal vector.
+
+    The experts share no weights (each has its own ``text_embedding``), so each gets its own vector from the
+    same pairs; Apply Unlearning checks that a vector belongs to the model it patches.
+    """
+    g = Graph()
+    high = shifted(g, (0, 120), g.node("UNETLoader", (0, 0), [UNET_HIGH, "default"], outputs=[("MODEL", "MODEL")], size=(330, 82)))
+    low = shifted(g, (0, 340), g.node("UNETLoader", (0, 220), [UNET_LOW, "default"], outputs=[("MODEL", "MODEL")], size=(330, 82)))
+    clip = g.node("CLIPLoader", (0, 440), [TEXT_ENCODER, "wan", "default"], outputs=[("CLIP", "CLIP")], size=(330, 106))
+    vae = g.node("VAELoader", (0, 590), [VAE], outputs=[("VAE", "VAE")], size=(330, 58))
+    g.group("1. Load Wan 2.2 T2V 14B: both experts", (-10, -HEADER, 350, HEADER + 660))
+    encoder = pair_encoder(g, (400, 0), clip)
+    g.group("2. Pairs (both experts)", (390, -HEADER, 540, HEADER + 430))
+    vectors = {}
+    for row, (name, model) in enumerate((("high", high), ("low", low))):
+        y = row * ROW2
+        collect = collect_activations(g, (960, y), model, encoder, width=640, height=640, title=f"Collect Activations ({name} noise)")
+        vectors[name] = refusal_vector(g, (1340, y), collect, title=f"Refusal Vector ({name}-noise expert)")
+        save = g.node("VideoUnlearnSaveRefusalVector", (960, y + 320), [f"rolex_{name}"],
+                      inputs=[("refusal_vector", "REFUSAL_VECTOR")], size=(340, 80))
+        g.link(vectors[name], 0, save, "refusal_vector")
+        g.group(f"{3 + row}. Refusal vector of the {name}-noise expert", (950, y - HEADER, 390 + VECTOR_NODE_SIZE[0] + 20,
+                                                                            HEADER + VECTOR_NODE_SIZE[1] + 10))
+    g.note((400, 480), "**Wan 2.2 T2V 14B: unlearning on both experts.** The high-noise expert draws the layout, the "
+           "low-noise expert the detail; a concept can come from either, so both are patched. The experts share no weights, "
+           "so each gets its own refusal vector from the same pairs (Apply Unlearning refuses a vector measured on the "
+           "other expert).\n\n"
+           "- Sampling as in ComfyUI's Wan 2.2 14B template: shift 8, 640x640, 81 frames, 20 steps (high noise 0-10, "
+           "low noise 10-20), cfg 3.5, `euler`, 16 fps.\n"
+           "- Top: base model; bottom: unlearned. Both vectors are saved (`rolex_high_00001`, `rolex_low_00001`).",
+           size=(520, 300))
+    apply = {name: apply_unlearning(g, (2090, 260 * row), model, vectors[name], title=f"Apply Unlearning ({name} noise)")
+             for row, (name, model) in enumerate((("high", high), ("low", low)))}
+    positive, negative = prompts(g, 2090, 540, clip)
+    latent = g.node("EmptyHunyuanLatentVideo", (2090, 840), [640, 640, 81, 1], outputs=[("LATENT", "LATENT")], size=(340, 130))
+    g.group("5. Unlearning and prompt", (2080, -HEADER, 360, HEADER + 980))
+    images = []
+    for row, (title, models) in enumerate((("Base", (high, low)), ("Unlearned", (apply["high"], apply["low"])))):
+        y = row * ROW2
+        first = sampler(g, (2480, y), models[0], positive, negative, latent, f"{title} · high noise (steps 0-10)",
+                        advanced=("enable", 0, 10, "enable"))
+        second = sampler(g, (2480, y + 380), models[1], positive, negative, first, f"{title} · low noise (steps 10-20)",
+                         advanced=("disable", 10, 10000, "disable"))
+        images.append(decode(g, (2830, y), second, vae))
+        g.group(f"{6 + row}. {title}: high-noise then low-noise expert", (2470, y - HEADER, 580, HEADER + 724))
+    side_by_side(g, 3080, images, 16.0, "8. Side by side")
     return g
 
 
@@ -165,7 +351,8 @@ def _neutral():
     return DEFAULT_NEUTRAL_PROMPTS
 
 
-WORKFLOWS = {"compute_refusal_vector_wan21.json": compute_workflow, "unlearned_side_by_side_wan21.json": compare_workflow}
+WORKFLOWS = {"compute_refusal_vector_wan21.json": compute_workflow, "unlearned_side_by_side_wan21.json": compare_workflow,
+             "unlearn_wan22_ti2v_5B.json": ti2v_5b_workflow, "unlearn_wan22_t2v_14B.json": t2v_14b_workflow}
 
 
 def main():

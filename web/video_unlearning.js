@@ -1,5 +1,6 @@
-// The pack's face in ComfyUI's editor: live pair checking on Pair Encoder and an unlearning badge on
-// Apply Unlearning. One module, two extensions (ComfyUI imports every .js file under web/ as an extension).
+// The pack's face in ComfyUI's editor: live pair checking on Pair Encoder, the score chart's labels as text on
+// Low-Rank Refusal Vector, and an unlearning badge on Apply Unlearning. One module, three extensions (ComfyUI
+// imports every .js file under web/ as an extension).
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
@@ -155,5 +156,40 @@ app.registerExtension({
       }
     });
     setTimeout(() => refresh(node), 0);
+  },
+});
+
+// --- Low-Rank Refusal Vector: the chart's labels as text next to its image. The node's run sends the chart's data
+// (nodes/plot.py chart_data) beside the preview image; the best input is named in a line under the widgets and every
+// bar's label and value sit in its tooltip, so they can be read, copied and searched.
+const VECTOR_NODE = "VideoUnlearnRefusalVector";
+const CHART_KEY = "video_unlearning_chart";
+
+function renderChart(caption, chart) {
+  const best = chart.bars.find((bar) => bar.label === chart.best);
+  caption.textContent = best
+    ? `best: ${best.label} (separation ${best.value.toFixed(2)}) · ${chart.layers} layers, ${chart.bars.length} distinct input${chart.bars.length === 1 ? "" : "s"}`
+    : "no layers";
+  caption.title = chart.bars.map((bar) => `${bar.label}: ${bar.value.toFixed(3)}`).join("\n");
+  caption.dataset.labels = JSON.stringify(chart.bars.map((bar) => bar.label));
+  caption.dataset.state = "ran";
+}
+
+app.registerExtension({
+  name: "videoUnlearning.scoreChart",
+  nodeCreated(node) {
+    if (node.comfyClass !== VECTOR_NODE) return;
+    const caption = document.createElement("div");
+    caption.className = "video-unlearning-chart-caption";
+    caption.style.cssText = "font: 13px sans-serif; color: #e8a060; padding: 2px 6px; white-space: normal; overflow: hidden;";
+    caption.textContent = "run to see which layers carry the concept";
+    caption.dataset.state = "idle";
+    node.addDOMWidget("chart_caption", "video_unlearning_chart_caption", caption, { serialize: false, hideOnZoom: false });
+    chain(node, "onExecuted", (output) => {
+      const chart = output?.[CHART_KEY]?.[0];
+      if (!chart) return;
+      node.__videoUnlearningChart = chart;
+      renderChart(caption, chart);
+    });
   },
 });
