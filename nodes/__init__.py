@@ -8,13 +8,14 @@ from comfy_api.latest import ComfyExtension, io
 class VideoUnlearningExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         # ComfyUI 0.3.64 never calls ComfyExtension.on_load, so one-time setup happens here.
+        from .check import NODES as CHECK_NODES
         from .definitions import NODES
         from .routes import register_routes
         from .storage import register_folder
 
         register_folder()
         register_routes()
-        return NODES
+        return [*NODES, *CHECK_NODES]
 
 
 async def comfy_entrypoint() -> VideoUnlearningExtension:

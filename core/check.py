@@ -1,0 +1,429 @@
+"""Unlearning check: how much of a concept an edit removes and how much else it moves, per strength.
+
+Given a model (any ``torch.nn.Module``), a forward callable that runs it on prompt rows, a refusal basis,
+*held-out* validation pairs and benign prompts, the check measures for a grid of strengths lambda:
+
+- **efficacy** (what is left of the concept): the validation pairs' unsafe-minus-safe difference, after the
+  edit, projected on the same difference before it ("survival", signed: 1 = untouched, 0 = gone, < 0 = pushed
+  past the safe side). Measured in two places:
+
+  - at the edited layers' outputs, in closed form from one recording of their inputs at strength 0. For the
+    input-side edit ``W' = W - lambda (W U) U^T`` (bias moved to the target mu), a pair's output difference is
+    ``W dx - lambda (W U)(U^T dx)``, so survival is ``1 - lambda a`` with ``a = sum <(W U)(U^T dx), W dx> /
+    sum |W dx|^2`` over pairs and layers (pooled over tokens, which a linear layer commutes with). Exact for
+    layers whose input the edit does not change (text-side k/v); first order for edited layers downstream of
+    other edited layers.
+  - in the denoiser's prediction, with one forward per strength on a small latent (nonlinear, so it shows
+    saturation and what the model does downstream of the layers): ``survival = sum_i <D_i(lambda), D_i(0)> /
+    sum_i |D_i(0)|^2`` with ``D_i = pred(unsafe_i) - pred(safe_i)``, all rows on the same noise.
+
+  ``efficacy = 1 - survival``.
+- **collateral**: how far the benign prompts move, relative to how much they differ from one another (their
+  natural variation), at the layers ``lambda |(W U)(U^T (x_b - mu))| / |W (x_b - mean x)|`` (root mean square
+  over prompts and layers) and in the prediction ``|pred_b(lambda) - pred_b(0)| / |pred_b(0) - mean_b
+  pred_b(0)|``. 0 = unchanged, 1 = as large a change as switching to another benign prompt.
+
+The recommendation (:func:`recommend`) is documented there. Nothing here imports comfy: the caller's
+``forward(rows, recorder)`` runs its model (ComfyUI's sampling stack in ``nodes/check.py``, the organism in
+``bench/check_validation.py``); edits are applied by output hooks (:class:`EditHooks`) that add the low-rank
+change, the same maths as the weight patch Apply Unlearning folds in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from .activations import ActivationRecorder
+from .edit import EDIT_TARGETS
+from .refusal import RefusalBasis
+
+#: The strengths checked when none are given: 0 to 2 in steps of 0.25 (nine strengths).
+DEFAULT_STRENGTHS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
+#: :func:`recommend`: a strength "removes the concept" when its efficacy reaches this share of the grid's best.
+PLATEAU = 0.9
+#: :func:`recommend`: largest prediction collateral accepted, in units of the benign prompts' natural variation.
+COLLATERAL_BUDGET = 0.5
+
+Forward = Callable[[Sequence, "ActivationRecorder | None"], torch.Tensor]
+
+
+def parse_strengths(spec: str | Sequence[float]) -> tuple[float, ...]:
+    """``"0, 0.5, 1"`` (or a sequence of numbers) -> sorted unique strengths, 0 added when missing.
+
+    Errors name the bad entry: an empty grid, a negative strength (it would amplify the concept) and a
+    non-number are refused.
+    """
+    if isinstance(spec, str):
+        parts = [part.strip() for part in spec.replace(";", ",").split(",") if part.strip()]
+        values = []
+        for part in parts:
+            try:
+                values.append(float(part))
+            except ValueError:
+                raise ValueError(f"strength {part!r} is not a number: write the grid as numbers separated by commas, "
+                                 "e.g. 0, 0.5, 1, 1.5, 2") from None
+    else:
+        values = [float(v) for v in spec]
+    if not values:
+        raise ValueError("the strength grid is empty: write strengths separated by commas, e.g. 0, 0.5, 1, 1.5, 2")
+    bad = [v for v in values if not math.isfinite(v) or v < 0]
+    if bad:
+        raise ValueError(f"strengths must be finite numbers >= 0, got {bad}; a negative strength would amplify the "
+                         "concept instead of removing it")
+    grid = sorted(set(values) | {0.0})
+    if len(grid) < 2:
+        raise ValueError("the strength grid holds only 0: add at least one strength above 0, e.g. 0, 0.5, 1")
+    return tuple(grid)
+
+
+def _normalise(text: str) -> str:
+    return " ".join(str(text).lower().split())
+
+
+def overlapping_pairs(estimation: Sequence, validation: Sequence) -> list[tuple[str, str]]:
+    """Validation pairs whose prompt showing the concept is also one of the estimation pairs' (the refusal
+    vector's), compared case- and whitespace-insensitively. A check on the pairs the vector was fitted on
+    measures how well it fits them, not whether it removes the concept from other wording."""
+    seen = {_normalise(_pair(pair)[0]) for pair in estimation}
+    return [_pair(pair) for pair in validation if _normalise(_pair(pair)[0]) in seen]
+
+
+def _pair(pair) -> tuple[str, str]:
+    return (pair.unsafe, pair.safe) if hasattr(pair, "unsafe") else (str(pair[0]), str(pair[1]))
+
+
+class EditHooks:
+    """Context manager: the input-side edit of ``basis`` on ``layers`` of ``module`` as forward hooks.
+
+    Each hooked layer's output becomes ``y - strength (W U)(U^T (x - mu))``, which is exactly what the weight
+    edit ``W' = W - strength (W U) U^T``, ``b' = b + strength (W U) U^T mu`` gives (``core.edit.project_edit``)
+    without touching the weights. ``strength`` can be changed between forwards; at 0 the hooks return early.
+
+    Args:
+        module: the model; ``layers`` are looked up with ``get_submodule``.
+        basis: the refusal basis (its :meth:`RefusalBasis.subspace` and :meth:`RefusalBasis.target`).
+        layers: the layers to edit (default: all of the basis's).
+        weights: ``{layer: W [out, in]}`` to use instead of the modules' own ``weight`` (e.g. dequantised).
+        target: ``"safe_mean"`` (mu = the safe prompts' mean) or ``"zero"`` (mu = 0), as in Apply Unlearning.
+    """
+
+    def __init__(self, module: torch.nn.Module, basis: RefusalBasis, layers: Sequence[str] | None = None, *,
+                 weights: Mapping[str, torch.Tensor] | None = None, target: str = "safe_mean"):
+        if target not in EDIT_TARGETS:
+            raise ValueError(f"target must be one of {EDIT_TARGETS}, got {target!r}")
+        self.layers = list(layers or basis.layers)
+        self.strength = 0.0
+        self._module = module
+        self._handles: list = []
+        self._parts: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
+        for layer in self.layers:
+            weight = _weight(module, layer, weights)
+            u = basis.subspace(layer).to(torch.float64)  # [in, c]
+            if weight.shape[1] != u.shape[0]:
+                raise ValueError(f"layer {layer!r} reads {weight.shape[1]} features but the refusal vector has "
+                                 f"{u.shape[0]}: it was measured on a different model")
+            mu = basis.target(layer).to(torch.float64) if target == "safe_mean" else None
+            self._parts[layer] = (u, weight @ u, None if mu is None else u.T @ mu)  # U, W U [out, c], U^T mu [c]
+        self._cast: dict = {}
+
+    def __enter__(self) -> "EditHooks":
+        try:
+            for layer in self.layers:
+                self._handles.append(self._module.get_submodule(layer).register_forward_hook(self._hook(layer)))
+        except BaseException:
+            self.remove()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+    def remove(self) -> None:
+        while self._handles:
+            self._handles.pop().remove()
+
+    def _hook(self, layer: str):
+        def hook(_module, args, output):
+            if self.strength == 0.0:
+                return None
+            x = args[0]
+            key = (layer, x.device, x.dtype)
+            if key not in self._cast:
+                u, wu, shift = self._parts[layer]
+                self._cast[key] = (u.to(x.device, x.dtype), wu.T.to(x.device, x.dtype),
+                                   None if shift is None else shift.to(x.device, x.dtype))
+            u, wu_t, shift = self._cast[key]
+            coords = x @ u  # [..., c]
+            if shift is not None:
+                coords = coords - shift
+            return output - self.strength * (coords @ wu_t)
+
+        return hook
+
+
+def _weight(module, layer: str, weights) -> torch.Tensor:
+    if weights is not None and layer in weights:
+        weight = weights[layer]
+    else:
+        weight = module.get_submodule(layer).weight
+    return weight.detach().to("cpu", torch.float64)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """What the unedited model does on the check's rows: predictions and the edited layers' pooled inputs.
+
+    Rows are ``pairs`` unsafe prompts, then their safe counterparts, then ``benign`` prompts.
+    ``predictions`` ``[rows, ...]`` float64; ``inputs[layer]`` ``[rows, d]`` float64 (mean over timesteps).
+    """
+
+    pairs: int
+    benign: int
+    predictions: torch.Tensor
+    inputs: Mapping[str, torch.Tensor]
+    forwards: int
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The check's measurements per strength and its recommendation (see the module docstring)."""
+
+    strengths: tuple[float, ...]
+    survival_layers: tuple[float, ...]
+    survival_prediction: tuple[float, ...]
+    collateral_layers: tuple[float, ...]
+    collateral_prediction: tuple[float, ...]
+    recommended: float
+    reason: str
+    layers: tuple[str, ...]
+    label: str = ""
+    forwards: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def efficacy(self) -> tuple[float, ...]:
+        """1 - survival in the denoiser's prediction: the share of the validation pairs' difference removed."""
+        return tuple(1.0 - s for s in self.survival_prediction)
+
+    @property
+    def efficacy_layers(self) -> tuple[float, ...]:
+        return tuple(1.0 - s for s in self.survival_layers)
+
+    def at(self, strength: float) -> dict:
+        """The row of ``strength`` (which must be on the grid)."""
+        index = min(range(len(self.strengths)), key=lambda i: abs(self.strengths[i] - strength))
+        if abs(self.strengths[index] - strength) > 1e-9:
+            raise ValueError(f"strength {strength} is not on the checked grid {list(self.strengths)}")
+        return {"strength": self.strengths[index], "efficacy": self.efficacy[index],
+                "efficacy_layers": self.efficacy_layers[index], "collateral": self.collateral_prediction[index],
+                "collateral_layers": self.collateral_layers[index]}
+
+    def table(self) -> str:
+        """A short fixed-width table, the recommended row marked with ``*``."""
+        head = f"{'strength':>8} {'removed':>8} {'removed@layers':>14} {'collateral':>10} {'collat@layers':>13}"
+        lines = [f"{self.label}" if self.label else "", head]
+        for i, s in enumerate(self.strengths):
+            mark = "*" if abs(s - self.recommended) < 1e-9 else " "
+            lines.append(f"{s:>7.2f}{mark} {self.efficacy[i]:>8.0%} {self.efficacy_layers[i]:>14.0%} "
+                         f"{self.collateral_prediction[i]:>10.3f} {self.collateral_layers[i]:>13.3f}")
+        lines.append(f"recommended strength {self.recommended:g}: {self.reason}")
+        return "\n".join(line for line in lines if line)
+
+    def as_dict(self) -> dict:
+        return {"label": self.label, "layers": list(self.layers), "strengths": list(self.strengths),
+                "efficacy": list(self.efficacy), "efficacy_layers": list(self.efficacy_layers),
+                "collateral": list(self.collateral_prediction), "collateral_layers": list(self.collateral_layers),
+                "recommended": self.recommended, "reason": self.reason, "forwards": self.forwards}
+
+
+def _rows(validation: Sequence, benign: Sequence) -> tuple[list, int, int]:
+    pairs = [tuple(p) if not hasattr(p, "unsafe") else (p.unsafe, p.safe) for p in validation]
+    if not pairs:
+        raise ValueError("no validation pairs: give held-out pairs (not the ones the refusal vector was fitted on), "
+                         "e.g. 5 'unsafe | safe' lines in other wording")
+    benign = list(benign)
+    if len(benign) < 2:
+        raise ValueError(f"need at least 2 benign prompts to measure their natural variation, got {len(benign)}; "
+                         "12 everyday prompts without the concept are a good start")
+    return [p[0] for p in pairs] + [p[1] for p in pairs] + benign, len(pairs), len(benign)
+
+
+def _chunks(rows: list, size: int) -> list[list]:
+    size = max(1, int(size))
+    return [rows[i:i + size] for i in range(0, len(rows), size)]
+
+
+def measure_baseline(module: torch.nn.Module, forward: Forward, validation: Sequence, benign: Sequence,
+                     layers: Sequence[str], *, batch_size: int = 64,
+                     on_forward: Callable[[], None] | None = None) -> Baseline:
+    """Run the unedited model once on every row, recording the inputs of ``layers``.
+
+    Args:
+        module: the model whose sub-modules ``layers`` are recorded.
+        forward: ``forward(rows, recorder) -> predictions [len(rows), ...]``. It must evaluate all ``rows`` in
+            one model call per timestep (so each recorded layer sees ``len(rows)`` rows per timestep), use the
+            same noise and timesteps on every call, and, given a recorder, set its token mask for layers that
+            read a padded text context (``ActivationRecorder.set_token_mask``).
+        validation: held-out ``(unsafe, safe)`` pairs (or ``PromptPair``), in whatever form ``forward`` reads.
+        benign: prompts without the concept (at least 2).
+        batch_size: most rows per forward.
+        on_forward: called after every forward (progress; it may raise to cancel).
+    """
+    rows, n_pairs, n_benign = _rows(validation, benign)
+    predictions, inputs, forwards = [], {name: [] for name in layers}, 0
+    with ActivationRecorder(module, list(layers)) as recorder:
+        for chunk in _chunks(rows, batch_size):
+            predictions.append(_prediction(forward(chunk, recorder), len(chunk)))
+            for name, values in recorder.take().items():
+                if values.shape[0] % len(chunk):
+                    raise ValueError(f"layer {name!r} recorded {values.shape[0]} rows for a forward of {len(chunk)} "
+                                     "rows: the forward must run all rows in one model call per timestep")
+                inputs[name].append(values.reshape(-1, len(chunk), values.shape[1]).mean(0))
+            forwards += 1
+            if on_forward is not None:
+                on_forward()
+    return Baseline(pairs=n_pairs, benign=n_benign, predictions=torch.cat(predictions),
+                    inputs={name: torch.cat(v) for name, v in inputs.items()}, forwards=forwards)
+
+
+def _prediction(output, rows: int) -> torch.Tensor:
+    if not isinstance(output, torch.Tensor) or output.shape[0] != rows:
+        raise ValueError(f"forward must return a tensor with one row per prompt ({rows}), got "
+                         f"{getattr(output, 'shape', type(output).__name__)}")
+    return output.detach().to("cpu", torch.float64).reshape(rows, -1)
+
+
+def layer_proxies(baseline: Baseline, module: torch.nn.Module, basis: RefusalBasis, layers: Sequence[str],
+                  strengths: Sequence[float], *, weights: Mapping[str, torch.Tensor] | None = None,
+                  target: str = "safe_mean") -> tuple[list[float], list[float]]:
+    """Survival and collateral at the edited layers' outputs for every strength, in closed form (no forward).
+
+    Returns ``(survival [strengths], collateral [strengths])``; both are affine in the strength.
+    """
+    n, m = baseline.pairs, baseline.benign
+    removed = kept = moved = spread = 0.0
+    for layer in layers:
+        w = _weight(module, layer, weights)  # [out, in]
+        u = basis.subspace(layer).to(torch.float64)  # [in, c]
+        wu = w @ u  # [out, c]
+        x = baseline.inputs[layer]
+        dx = x[:n] - x[n:2 * n]  # [n, in]
+        dy = dx @ w.T  # [n, out]
+        kept += float((dy * dy).sum())
+        removed += float(((dx @ u) @ wu.T * dy).sum())
+        benign = x[2 * n:]
+        mu = basis.target(layer).to(torch.float64) if target == "safe_mean" else torch.zeros(u.shape[0], dtype=torch.float64)
+        moved += float((((benign - mu) @ u) @ wu.T).pow(2).sum())
+        spread += float(((benign - benign.mean(0)) @ w.T).pow(2).sum())
+    a = removed / kept if kept > 0 else 0.0
+    c = math.sqrt(moved / spread) if spread > 0 else 0.0
+    return [1.0 - s * a for s in strengths], [s * c for s in strengths]
+
+
+def prediction_proxies(baseline: Baseline, predictions: torch.Tensor) -> tuple[float, float]:
+    """``(survival, collateral)`` in the denoiser's prediction for one strength's predictions ``[rows, ...]``."""
+    n = baseline.pairs
+    p0, p = baseline.predictions, predictions.reshape(baseline.predictions.shape)
+    d0 = p0[:n] - p0[n:2 * n]
+    d = p[:n] - p[n:2 * n]
+    energy = float((d0 * d0).sum())
+    survival = float((d * d0).sum()) / energy if energy > 0 else 1.0
+    b0, b = p0[2 * n:], p[2 * n:]
+    spread = float((b0 - b0.mean(0)).pow(2).sum())
+    moved = float((b - b0).pow(2).sum())
+    return survival, (math.sqrt(moved / spread) if spread > 0 else 0.0)
+
+
+def recommend(strengths: Sequence[float], efficacy: Sequence[float], collateral: Sequence[float], *,
+              plateau: float = PLATEAU, budget: float = COLLATERAL_BUDGET) -> tuple[float, str]:
+    """The strength with the best trade-off, and why.
+
+    Rule: among strengths whose collateral is within ``budget`` (benign predictions move by at most that share
+    of their natural variation), take the smallest one whose efficacy reaches ``plateau`` x the best efficacy
+    of the grid (capped at 1): past that point more strength buys little removal but keeps adding collateral.
+    If no strength within the budget reaches the plateau, take the one that removes most within the budget;
+    if no strength above 0 is within the budget, recommend 0 and say so.
+    """
+    strengths, efficacy, collateral = list(strengths), list(efficacy), list(collateral)
+    best = min(1.0, max(efficacy))
+    if best <= 0:
+        return 0.0, "no strength removes any of the validation pairs' difference (check the vector and the pairs)"
+    allowed = [i for i, s in enumerate(strengths) if s > 0 and collateral[i] <= budget]
+    if not allowed:
+        return 0.0, (f"every strength above 0 moves benign prompts by more than {budget:g} of their natural "
+                     "variation; try another layer group or a vector from more pairs")
+    reaching = [i for i in allowed if efficacy[i] >= plateau * best]
+    if reaching:
+        i = min(reaching, key=lambda k: strengths[k])
+        return strengths[i], (f"smallest strength removing >= {plateau:.0%} of the most removed "
+                              f"({efficacy[i]:.0%} of {best:.0%}), collateral {collateral[i]:.2f} <= {budget:g}")
+    i = max(allowed, key=lambda k: (efficacy[k], -strengths[k]))
+    return strengths[i], (f"most removed ({efficacy[i]:.0%}) within the collateral budget {budget:g}; stronger "
+                          "strengths remove more but move benign prompts further")
+
+
+def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBasis, baseline: Baseline,
+                    strengths: Sequence[float], *, layers: Sequence[str] | None = None,
+                    weights: Mapping[str, torch.Tensor] | None = None, target: str = "safe_mean",
+                    rows: tuple[Sequence, Sequence] | None = None, batch_size: int = 64, label: str = "",
+                    on_forward: Callable[[], None] | None = None, plateau: float = PLATEAU,
+                    budget: float = COLLATERAL_BUDGET) -> CheckResult:
+    """Efficacy and collateral of editing ``layers`` (default: all of ``basis``) at every strength.
+
+    Layer-level figures come from ``baseline``'s recorded inputs in closed form; the prediction needs one
+    forward of every row per strength above 0 (``len(rows) / batch_size`` forwards each), with the edit
+    applied by :class:`EditHooks`. ``rows`` are the ``(validation, benign)`` the baseline was measured on.
+    """
+    strengths = parse_strengths(strengths)
+    layers = list(layers or basis.layers)
+    missing = [layer for layer in layers if layer not in baseline.inputs]
+    if missing:
+        raise ValueError(f"the baseline recorded no inputs for {missing}: measure it with these layers")
+    if rows is None:
+        raise ValueError("check_strengths needs rows=(validation, benign), the rows the baseline was measured on")
+    all_rows, n_pairs, n_benign = _rows(*rows)
+    if (n_pairs, n_benign) != (baseline.pairs, baseline.benign):
+        raise ValueError(f"rows ({n_pairs} pairs, {n_benign} benign) are not the baseline's ({baseline.pairs}, "
+                         f"{baseline.benign})")
+    survival_l, collateral_l = layer_proxies(baseline, module, basis, layers, strengths, weights=weights, target=target)
+    survival_p, collateral_p, forwards = [], [], 0
+    with EditHooks(module, basis, layers, weights=weights, target=target) as hooks:
+        for strength in strengths:
+            if strength == 0.0:
+                survival_p.append(1.0)
+                collateral_p.append(0.0)
+                continue
+            hooks.strength = strength
+            outputs = []
+            for chunk in _chunks(all_rows, batch_size):
+                outputs.append(_prediction(forward(chunk, None), len(chunk)))
+                forwards += 1
+                if on_forward is not None:
+                    on_forward()
+            survival, collateral = prediction_proxies(baseline, torch.cat(outputs))
+            survival_p.append(survival)
+            collateral_p.append(collateral)
+    efficacy = [1.0 - s for s in survival_p]
+    recommended, reason = recommend(strengths, efficacy, collateral_p, plateau=plateau, budget=budget)
+    return CheckResult(strengths=strengths, survival_layers=tuple(survival_l), survival_prediction=tuple(survival_p),
+                       collateral_layers=tuple(collateral_l), collateral_prediction=tuple(collateral_p),
+                       recommended=recommended, reason=reason, layers=tuple(layers), label=label,
+                       forwards=forwards + baseline.forwards)
+
+
+def run_check(module: torch.nn.Module, forward: Forward, basis: RefusalBasis, validation: Sequence,
+              benign: Sequence, strengths: Sequence[float] | str = DEFAULT_STRENGTHS, *,
+              layers: Sequence[str] | None = None, weights: Mapping[str, torch.Tensor] | None = None,
+              target: str = "safe_mean", batch_size: int = 64, label: str = "",
+              on_forward: Callable[[], None] | None = None, **rule) -> CheckResult:
+    """:func:`measure_baseline` then :func:`check_strengths`, for one set of layers."""
+    strengths = parse_strengths(strengths)
+    layers = list(layers or basis.layers)
+    baseline = measure_baseline(module, forward, validation, benign, layers, batch_size=batch_size,
+                                on_forward=on_forward)
+    return check_strengths(module, forward, basis, baseline, strengths, layers=layers, weights=weights, target=target,
+                           rows=(validation, benign), batch_size=batch_size, label=label, on_forward=on_forward, **rule)

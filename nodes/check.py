@@ -1,0 +1,301 @@
+"""Unlearning Check: efficacy and collateral of an edit per strength, in the graph, and a recommended strength.
+
+A thin node over ``core.check``. The model runs through ComfyUI's own sampling stack, as in Collect Activations
+(``CFGGuider`` at cfg 1 with a one-off sampler function that evaluates the model at a few sigmas on a small latent,
+every prompt on the same noise), so model management, the model's shift and conditioning processing behave as in a
+generation. The edit is applied by forward hooks that add the same low-rank change Apply Unlearning patches in
+(``core.check.EditHooks``), so no strength re-patches or re-loads the model; hooks are removed on every exit.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+import comfy.model_management
+import comfy.sample
+import comfy.samplers
+import comfy.utils
+from comfy_api.latest import io, ui
+
+from ..core.check import (COLLATERAL_BUDGET, DEFAULT_STRENGTHS, CheckResult, check_strengths, measure_baseline,
+                          overlapping_pairs, parse_strengths)
+from ..core.edit import EDIT_TARGETS
+from ..core.refusal import RefusalBasis
+from .adapters import DIFFUSION_PREFIX, GROUP_CHOICES, adapter_for
+from .collect import empty_latent, parse_timesteps, prompt_token_mask, sigmas_for
+from .conditioning import stack_conditionings
+from .patching import ALL_IN_VECTOR, select_layers
+from .payloads import PAIRS_TYPE, REFUSAL_VECTOR_TYPE, EncodedPairs
+
+#: Most prompts in one forward.
+MAX_BATCH = 32
+SWEEPS = ("none", "layer groups", "block halves")
+DEFAULT_GRID = ", ".join(f"{s:g}" for s in DEFAULT_STRENGTHS)
+
+
+def check_inputs(basis: RefusalBasis, validation: EncodedPairs | None) -> list:
+    """The benign prompts' conditionings; raises the errors a person can fix (missing or overlapping pairs)."""
+    if validation is None or not validation.pairs:
+        raise ValueError("Unlearning Check: no validation pairs. Connect a second Pair Encoder with 5 or more held-out "
+                         "pairs (other wording than the pairs the refusal vector was computed from)")
+    overlap = overlapping_pairs(basis.pairs, validation.pairs)
+    if overlap:
+        shown = "; ".join(f"'{u} | {s}'" for u, s in overlap[:3])
+        raise ValueError(f"Unlearning Check: {len(overlap)} of the {len(validation.pairs)} validation pairs are among "
+                         f"the pairs the refusal vector was computed from ({shown}). Validation pairs must be held out: "
+                         "write new pairs in other wording in the validation Pair Encoder")
+    if len(validation.neutral) < 2:
+        raise ValueError(f"Unlearning Check: the validation Pair Encoder has {len(validation.neutral)} neutral prompts; "
+                         "they are the check's benign prompts and at least 2 are needed (12 recommended)")
+    return list(validation.neutral)
+
+
+def comfy_forward(model, latent: torch.Tensor, sigmas: list[float], seed: int, text_layers: list[str]):
+    """``forward(rows, recorder)`` for ``core.check``: the model's denoised prediction for every row (a
+    CONDITIONING) at ``sigmas``, all rows on one noise; text-side layers pooled over the prompt's tokens."""
+    noise_one = comfy.sample.prepare_noise(latent, seed)
+
+    def forward(rows, recorder):
+        batch = len(rows)
+        positive = stack_conditionings(rows)
+        if recorder is not None:
+            layers = [name for name in text_layers if name in recorder.names]
+            if layers:
+                recorder.set_token_mask(prompt_token_mask(positive[0][0]), layers)
+        predictions = []
+
+        def evaluate_at_sigmas(model_k, x, _sigmas, extra_args=None, callback=None, disable=None):
+            sampling = model_k.inner_model.inner_model.model_sampling
+            for sigma in sigmas:
+                comfy.model_management.throw_exception_if_processing_interrupted()
+                s = torch.full((batch,), sigma, device=x.device, dtype=x.dtype)
+                noised = sampling.noise_scaling(s[0], model_k.noise.to(x.device), model_k.latent_image.to(x.device))
+                predictions.append(model_k(noised, s, **(extra_args or {})).detach().float().cpu().reshape(batch, -1))
+            return x
+
+        guider = comfy.samplers.CFGGuider(model)
+        guider.set_conds(positive, positive)
+        guider.set_cfg(1.0)
+        latent_batch = latent.repeat(batch, *([1] * (latent.ndim - 1)))
+        noise = noise_one.repeat(batch, *([1] * (latent.ndim - 1)))
+        guider.sample(noise, latent_batch, comfy.samplers.KSAMPLER(evaluate_at_sigmas),
+                      torch.tensor(list(sigmas) + [0.0]), disable_pbar=True, seed=seed)
+        return torch.cat(predictions, dim=1)
+
+    return forward
+
+
+def block_index(layer: str) -> int:
+    """Block number in a layer name such as ``blocks.12.cross_attn.k``."""
+    match = re.search(r"\.(\d+)\.", f".{layer}")
+    if match is None:
+        raise ValueError(f"layer {layer!r} has no block index")
+    return int(match.group(1))
+
+
+def layer_weight(model, layer: str) -> torch.Tensor:
+    """The layer's weight as in the file, float32 on the CPU: the unpatched original when a patched clone of the
+    model is loaded (ComfyUI keeps it in the shared ``backup``), a scaled-fp8 checkpoint's scale applied."""
+    module = model.model.diffusion_model.get_submodule(layer)
+    backup = getattr(model, "backup", {}).get(f"{DIFFUSION_PREFIX}{layer}.weight")
+    weight = (backup.weight if backup is not None else module.weight).detach().to("cpu", torch.float32)
+    scale = getattr(module, "scale_weight", None)
+    if scale is not None:
+        scale = scale.detach().to("cpu", torch.float32)
+        weight = weight * (scale.reshape(-1, 1) if scale.numel() > 1 else scale)
+    return weight
+
+
+def sweep_options(model, basis: RefusalBasis, layers: list[str], sweep: str) -> list[tuple[str, list[str]]]:
+    """Extra layer subsets to compare: the adapter's groups present in ``layers``, or their first/second half of blocks."""
+    if sweep == "none":
+        return []
+    if sweep not in SWEEPS:
+        raise ValueError(f"sweep must be one of {SWEEPS}, got {sweep!r}")
+    if sweep == "layer groups":
+        adapter = adapter_for(model)
+        options = []
+        for name, group in adapter.groups.items():
+            chosen = [layer for layer in layers if layer.split(".", 2)[-1] in group.suffixes]
+            if chosen:
+                options.append((name, chosen))
+        return options if len(options) > 1 else []
+    blocks = sorted({block_index(layer) for layer in layers})
+    if len(blocks) < 2:
+        return []
+    half = blocks[len(blocks) // 2]
+    early = [layer for layer in layers if block_index(layer) < half]
+    late = [layer for layer in layers if block_index(layer) >= half]
+    return [(f"blocks {blocks[0]}-{half - 1}", early), (f"blocks {half}-{blocks[-1]}", late)]
+
+
+def run_unlearning_check(model, basis: RefusalBasis, validation: EncodedPairs | None, strengths: str, *,
+                         group: str, block_start: int, block_end: int, target: str, width: int, height: int,
+                         length: int, timesteps: str, seed: int, sweep: str = "none") -> tuple[CheckResult, list[CheckResult]]:
+    """The check of the chosen layers, and of each sweep option (same grid, same baseline forward)."""
+    benign = check_inputs(basis, validation)
+    grid = parse_strengths(strengths)
+    layers = select_layers(model, basis, group, block_start, block_end)
+    options = sweep_options(model, basis, layers, sweep)
+    adapter = adapter_for(model)
+    diffusion = model.model.diffusion_model
+    latent = comfy.sample.fix_empty_latent_channels(model, empty_latent(model, width, height, length))
+    sigmas = sigmas_for(model, parse_timesteps(timesteps))
+    forward = comfy_forward(model, latent, sigmas, seed, adapter.text_token_layers(layers))
+    pairs = [(u, s) for u, s in zip(validation.unsafe, validation.safe)]
+    rows = 2 * len(pairs) + len(benign)
+    chunks = -(-rows // MAX_BATCH)
+    nonzero = sum(1 for s in grid if s > 0)
+    progress = comfy.utils.ProgressBar(chunks * (1 + nonzero * (1 + len(options))))
+
+    def step():
+        progress.update(1)
+        comfy.model_management.throw_exception_if_processing_interrupted()
+
+    baseline = measure_baseline(diffusion, forward, pairs, benign, layers, batch_size=MAX_BATCH, on_forward=step)
+    weights = {layer: layer_weight(model, layer) for layer in layers}
+    common = dict(weights=weights, target=target, rows=(pairs, benign), batch_size=MAX_BATCH, on_forward=step)
+    main = check_strengths(diffusion, forward, basis, baseline, grid, layers=layers,
+                           label=f"{basis.concept or 'concept'}: {len(layers)} layers ({group})", **common)
+    swept = [check_strengths(diffusion, forward, basis, baseline, grid, layers=subset, label=name, **common)
+             for name, subset in options]
+    return main, swept
+
+
+def table_text(main: CheckResult, swept: list[CheckResult]) -> str:
+    lines = [main.table()]
+    if swept:
+        lines.append("sweep (recommended strength: removed, collateral):")
+        for result in swept:
+            row = result.at(result.recommended)
+            lines.append(f"  {result.label}: {result.recommended:g}: {row['efficacy']:.0%}, {row['collateral']:.3f}")
+    lines.append("removed = share of the validation pairs' difference gone from the prediction; collateral = benign "
+                 "prompts' change / their natural variation")
+    return "\n".join(lines)
+
+
+_COLOURS = [(70, 130, 220), (40, 160, 90), (200, 80, 160), (140, 110, 60), (90, 90, 90)]
+_CHOSEN = (230, 120, 40)
+
+
+def check_chart(main: CheckResult, swept: list[CheckResult] = (), width: int = 768, height: int = 360) -> torch.Tensor:
+    """Efficacy (share removed) against collateral, one point per strength, the recommended one ringed.
+
+    Returns an IMAGE tensor ``[1, height, width, 3]`` in [0, 1].
+    """
+    results = [main, *swept]
+    image = Image.new("RGB", (width, height), (250, 250, 250))
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default()
+    left, right, upper, lower = 56, width - 150, 30, height - 40
+    x_top = max([max(r.collateral_prediction) for r in results] + [COLLATERAL_BUDGET * 0.2, 1e-6]) * 1.1
+    effs = [e for r in results for e in r.efficacy]
+    y_low, y_top = min(0.0, min(effs)), max(1.0, max(effs))
+
+    def at(c, e):
+        return (left + (right - left) * c / x_top, lower - (lower - upper) * (e - y_low) / (y_top - y_low))
+
+    draw.text((left, 8), f"Unlearning check: {main.label}", fill=(20, 20, 20), font=font)
+    draw.line([(left, lower), (right, lower)], fill=(120, 120, 120))
+    draw.line([(left, upper), (left, lower)], fill=(120, 120, 120))
+    for frac in (0.0, 0.5, 1.0):
+        y = at(0, frac)[1]
+        draw.line([(left - 4, y), (left, y)], fill=(120, 120, 120))
+        draw.text((8, y - 6), f"{frac:.0%}", fill=(60, 60, 60), font=font)
+    draw.text((left, lower + 8), "0", fill=(60, 60, 60), font=font)
+    draw.text((right - 30, lower + 8), f"{x_top:.3g}", fill=(60, 60, 60), font=font)
+    draw.text((left + 60, lower + 22), "collateral (benign change / natural variation)", fill=(60, 60, 60), font=font)
+    draw.text((8, upper - 16), "removed", fill=(60, 60, 60), font=font)
+    if COLLATERAL_BUDGET < x_top:
+        x = at(COLLATERAL_BUDGET, 0)[0]
+        for y in range(int(upper), int(lower), 6):
+            draw.line([(x, y), (x, y + 3)], fill=(200, 60, 60))
+    for index, result in enumerate(results):
+        colour = _COLOURS[index % len(_COLOURS)]
+        points = [at(c, e) for c, e in zip(result.collateral_prediction, result.efficacy)]
+        draw.line(points, fill=colour, width=2 if index == 0 else 1)
+        for (x, y), s in zip(points, result.strengths):
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+            if index == 0:
+                draw.text((x + 4, y - 12), f"{s:g}", fill=(40, 40, 40), font=font)
+        chosen = result.strengths.index(result.recommended)
+        x, y = points[chosen]
+        draw.ellipse([x - 7, y - 7, x + 7, y + 7], outline=_CHOSEN, width=2)
+        draw.text((right + 10, upper + 14 * index), f"{result.label[:20]}: {result.recommended:g}", fill=colour, font=font)
+    array = np.asarray(image, dtype=np.float32) / 255.0
+    return torch.from_numpy(array)[None]
+
+
+class UnlearningCheck(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VideoUnlearnCheck", display_name="Unlearning Check", category="unlearning",
+            description="Measures, per strength, how much of the concept the edit removes on held-out pairs and how far it "
+                        "moves benign prompts, and recommends a strength for Apply Unlearning.",
+            inputs=[
+                io.Model.Input("model", tooltip="The model the refusal vector was computed on (unpatched)."),
+                io.Custom(REFUSAL_VECTOR_TYPE).Input("refusal_vector", tooltip="From Low-Rank Refusal Vector or Load Refusal Vector."),
+                io.Custom(PAIRS_TYPE).Input(
+                    "validation_pairs", optional=True,
+                    tooltip="Required: a second Pair Encoder with held-out pairs (5 or more, other wording than the pairs the "
+                            "vector was computed from; overlapping pairs are an error). Its neutral prompts are the benign "
+                            "prompts whose change is the collateral: use other everyday prompts than the vector's."),
+                io.String.Input("strengths", default=DEFAULT_GRID,
+                                tooltip="Strengths to check, separated by commas (>= 0; 0 is always added as the reference)."),
+                io.Combo.Input("layers", options=[ALL_IN_VECTOR, *GROUP_CHOICES], default=ALL_IN_VECTOR,
+                               tooltip="Which of the vector's layers to edit, as in Apply Unlearning (use the same setting there)."),
+                io.Int.Input("block_start", default=0, min=0, max=200, tooltip="First transformer block to edit, as in Apply Unlearning."),
+                io.Int.Input("block_end", default=-1, min=-1, max=200, tooltip="Last transformer block to edit, inclusive; -1 = the last block."),
+                io.Combo.Input("target", options=list(EDIT_TARGETS), default="safe_mean", tooltip="As in Apply Unlearning."),
+                io.Combo.Input("sweep", options=list(SWEEPS), default="none",
+                               tooltip="Also check each layer group of the selection, or its first and second half of blocks "
+                                       "(one more forward per strength each); shown in the chart and the table."),
+                io.Int.Input("width", default=256, min=16, max=4096, step=16, tooltip="Width of the small latent the check runs on (smaller is faster)."),
+                io.Int.Input("height", default=256, min=16, max=4096, step=16, tooltip="Height of the small latent the check runs on."),
+                io.Int.Input("length", default=1, min=1, max=1024, step=4, tooltip="Frames of the check's latent; 1 is enough for a proxy."),
+                io.String.Input("timesteps", default="0.1, 0.4",
+                                tooltip="Where the prediction is compared: progress fractions (0 = pure noise) or a count on the model's schedule."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=False,
+                             tooltip="Seed of the noise every prompt shares."),
+            ],
+            outputs=[
+                io.Float.Output(display_name="strength", tooltip="The recommended strength: connect it to Apply Unlearning's strength."),
+                io.Image.Output(display_name="chart"),
+                io.String.Output(display_name="table"),
+            ],
+        )
+
+    @classmethod
+    def validate_inputs(cls, strengths=None, timesteps=None, **kwargs):
+        if strengths is not None:
+            try:
+                parse_strengths(strengths)
+            except ValueError as error:
+                return f"Unlearning Check: strengths: {error}"
+        if timesteps is not None:
+            try:
+                parse_timesteps(timesteps)
+            except ValueError as error:
+                return f"Unlearning Check: {error}"
+        return True
+
+    @classmethod
+    def execute(cls, model, refusal_vector: RefusalBasis, strengths, layers, block_start, block_end, target, sweep,
+                width, height, length, timesteps, seed, validation_pairs=None):
+        try:
+            parse_strengths(strengths)
+        except ValueError as error:
+            raise ValueError(f"Unlearning Check: strengths: {error}") from None
+        main, swept = run_unlearning_check(model, refusal_vector, validation_pairs, strengths, group=layers,
+                                           block_start=block_start, block_end=block_end, target=target, width=width,
+                                           height=height, length=length, timesteps=timesteps, seed=seed, sweep=sweep)
+        chart = check_chart(main, swept)
+        return io.NodeOutput(float(main.recommended), chart, table_text(main, swept), ui=ui.PreviewImage(chart, cls=cls))
+
+
+NODES = [UnlearningCheck]

@@ -1,0 +1,194 @@
+"""Properties of the unlearning check (core.check) on a small model with a planted concept direction."""
+
+import pytest
+import torch
+
+from core.check import (EditHooks, overlapping_pairs, parse_strengths, recommend, run_check)
+from core.edit import project_edit
+from core.pairs import PromptPair
+from core.refusal import RefusalFitter
+
+DIM = 24
+
+
+class Toy(torch.nn.Module):
+    """``layer`` reads the prompt vector; a nonlinear head makes the 'denoiser prediction'."""
+
+    def __init__(self, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.layer = torch.nn.Linear(DIM, 16)
+        self.head = torch.nn.Linear(16, 8)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.layer(x)))
+
+
+def world(seed=0, pairs=6, benign=10, leak=0.0, concept_seed=0):
+    """A concept direction c (fixed by ``concept_seed``); prompts are random vectors (drawn with ``seed``) without
+    it, and the unsafe side of a pair adds c (plus ``leak`` x a nuisance direction)."""
+    c = torch.Generator().manual_seed(concept_seed)
+    concept = torch.randn(DIM, generator=c)
+    concept = concept / concept.norm()
+    nuisance = torch.randn(DIM, generator=c)
+    g = torch.Generator().manual_seed(1000 + seed)
+
+    def side(count):
+        base = torch.randn(count, DIM, generator=g)
+        base = base - (base @ concept)[:, None] * concept  # prompts carry no concept of their own
+        return base + 2.0 * concept + leak * nuisance, base
+
+    unsafe, safe = side(pairs)
+    prompts = torch.randn(benign, DIM, generator=g)
+    prompts = prompts - (prompts @ concept)[:, None] * concept
+    return concept, unsafe, safe, prompts
+
+
+def fitted(model, concept_seed=0):
+    concept, unsafe, safe, neutral = world(100, concept_seed=concept_seed)
+    fitter = RefusalFitter()
+    with torch.no_grad():
+        fitter.update("layer", unsafe.double(), safe.double())
+        fitter.update_neutral("layer", neutral.double())
+    pairs = [PromptPair(f"u{i}", f"s{i}") for i in range(len(unsafe))]
+    return concept, fitter.fit(rank=2, alpha=1.0, concept="planted", pairs=pairs)
+
+
+def forward_for(model):
+    def forward(rows, recorder):
+        return model(torch.stack(list(rows)))
+
+    return forward
+
+
+def check(model, basis, seed=1, strengths=(0, 0.25, 0.5, 0.75, 1, 1.5, 2), target="zero", leak=0.0):
+    _, unsafe, safe, benign = world(seed, leak=leak)
+    with torch.no_grad():
+        return run_check(model, forward_for(model), basis, list(zip(unsafe, safe)), list(benign), strengths,
+                         target=target)
+
+
+def test_strength_zero_leaves_everything():
+    model = Toy()
+    _, basis = fitted(model)
+    result = check(model, basis)
+    assert result.strengths[0] == 0.0
+    assert result.survival_prediction[0] == 1.0 and result.survival_layers[0] == 1.0
+    assert result.collateral_prediction[0] == 0.0 and result.collateral_layers[0] == 0.0
+    assert result.efficacy[0] == 0.0
+
+
+def test_planted_concept_survival_falls_with_strength():
+    model = Toy()
+    concept, basis = fitted(model)
+    assert abs(float(basis.subspace("layer")[:, 0].double() @ concept.double())) > 0.99  # the fit found it
+    result = check(model, basis)
+    layers = result.survival_layers
+    assert all(a > b for a, b in zip(layers[:5], layers[1:5]))
+    # The validation difference is the concept: at strength 1 nothing of it reaches the layer's output.
+    assert abs(result.at(1.0)["efficacy_layers"] - 1.0) < 0.02
+    pred = result.survival_prediction
+    assert all(a > b for a, b in zip(pred[:5], pred[1:5])) and pred[4] < 0.05
+    # Benign prompts carry no concept: projecting it out (target zero) barely moves them.
+    assert result.at(1.0)["collateral"] < 0.05 and result.at(1.0)["collateral_layers"] < 0.05
+
+
+def test_a_direction_unrelated_to_the_validation_difference_removes_nothing():
+    model = Toy()
+    _, basis = fitted(model)
+    other = fitted(model, concept_seed=7)[1]  # another random concept: nearly orthogonal to this one
+    result = check(model, other)
+    assert max(abs(e) for e in result.efficacy_layers) < 0.5 * max(check(model, basis).efficacy_layers)
+
+
+def test_layer_proxies_are_exact_for_a_layer_read_directly():
+    """Layer-level survival from the recording equals the edited layer's measured output difference."""
+    model = Toy()
+    _, basis = fitted(model)
+    _, unsafe, safe, _ = world(1, leak=0.7)
+    result = check(model, basis, leak=0.7, target="safe_mean")
+    edit = project_edit(model.layer.weight.detach(), basis.subspace("layer"), 0.75, target=basis.target("layer"))
+    weight = edit.dense(model.layer.weight.detach()).double()
+    d0 = (unsafe - safe).double() @ model.layer.weight.detach().double().T
+    d1 = (unsafe - safe).double() @ weight.T
+    expected = float((d1 * d0).sum() / (d0 * d0).sum())
+    assert abs(result.survival_layers[result.strengths.index(0.75)] - expected) < 1e-6
+
+
+@pytest.mark.parametrize("target", ["zero", "safe_mean"])
+def test_edit_hooks_equal_the_weight_edit(target):
+    model = Toy()
+    _, basis = fitted(model)
+    x = torch.randn(5, DIM)
+    edit = project_edit(model.layer.weight.detach(), basis.subspace("layer"), 1.3,
+                        target=basis.target("layer") if target == "safe_mean" else None)
+    edited = Toy()
+    with torch.no_grad():
+        edited.layer.weight.copy_(edit.dense(model.layer.weight))
+        edited.layer.bias.copy_(edit.dense_bias(model.layer.bias))
+    with torch.no_grad(), EditHooks(model, basis, target=target) as hooks:
+        hooks.strength = 1.3
+        hooked = model(x)
+        hooks.strength = 0.0
+        plain = model(x)
+    torch.testing.assert_close(hooked, edited(x).detach(), atol=1e-5, rtol=1e-5)
+    assert not model.layer._forward_hooks, "hooks removed on exit"
+    torch.testing.assert_close(plain, model(x).detach())
+
+
+def test_deterministic():
+    model = Toy()
+    _, basis = fitted(model)
+    assert check(model, basis, leak=0.5).as_dict() == check(model, basis, leak=0.5).as_dict()
+
+
+def test_recommend_rule():
+    grid = [0, 0.5, 1, 1.5, 2]
+    # Removal plateaus at 1: the smallest strength reaching 90 % of the best is chosen.
+    assert recommend(grid, [0, 0.5, 0.95, 1.0, 1.0], [0, 0.01, 0.02, 0.03, 0.04], budget=0.5)[0] == 1.0
+    # The collateral budget caps it.
+    assert recommend(grid, [0, 0.5, 0.95, 1.0, 1.0], [0, 0.01, 0.6, 0.7, 0.8], budget=0.5)[0] == 0.5
+    strength, reason = recommend(grid, [0, 0.5, 0.95, 1.0, 1.0], [0, 0.6, 0.7, 0.8, 0.9], budget=0.5)
+    assert strength == 0.0 and "natural variation" in reason
+    assert recommend(grid, [0, -0.1, -0.2, -0.1, 0], [0, 0.1, 0.1, 0.1, 0.1])[0] == 0.0
+
+
+def test_parse_strengths_and_its_errors():
+    assert parse_strengths("1, 0.5, 0.5") == (0.0, 0.5, 1.0)
+    assert parse_strengths([2, 0]) == (0.0, 2.0)
+    with pytest.raises(ValueError, match="empty"):
+        parse_strengths(" , ")
+    with pytest.raises(ValueError, match="negative strength"):
+        parse_strengths("0, -1")
+    with pytest.raises(ValueError, match="not a number"):
+        parse_strengths("0, x")
+    with pytest.raises(ValueError, match="only 0"):
+        parse_strengths("0")
+    with pytest.raises(ValueError, match=">= 0"):
+        parse_strengths("nan")
+
+
+def test_inputs_that_cannot_be_checked():
+    model = Toy()
+    _, basis = fitted(model)
+    _, unsafe, safe, benign = world(1)
+    forward = forward_for(model)
+    with pytest.raises(ValueError, match="no validation pairs"):
+        run_check(model, forward, basis, [], list(benign))
+    with pytest.raises(ValueError, match="at least 2 benign prompts"):
+        run_check(model, forward, basis, list(zip(unsafe, safe)), list(benign[:1]))
+    with pytest.raises(ValueError, match="one row per prompt"):
+        run_check(model, lambda rows, rec: model(torch.stack(list(rows)))[:1], basis, list(zip(unsafe, safe)),
+                  list(benign))
+
+
+def test_overlap_with_estimation_pairs():
+    estimation = [PromptPair("a Rolex on a table", "a watch on a table"), ("a Rolex at sea", "a watch at sea")]
+    validation = [("A  rolex on a TABLE", "a watch on a table"), ("a Rolex in a shop", "a watch in a shop"),
+                  PromptPair("a Rolex at sea", "a clock at sea")]
+    assert overlapping_pairs(estimation, validation) == [("A  rolex on a TABLE", "a watch on a table"),
+                                                         ("a Rolex at sea", "a clock at sea")]
+    assert overlapping_pairs(estimation, validation[1:2]) == []

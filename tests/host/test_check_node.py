@@ -1,0 +1,172 @@
+"""The Unlearning Check node on a real ComfyUI, in process, with the tiny Wan 2.1 of the host fixtures."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import torch
+
+PAIRS = "\n".join(f"a Rolex watch number {i} on a table | a watch number {i} on a table" for i in range(5))
+VALIDATION = "\n".join(f"a shiny Rolex timepiece in box {i} | a shiny timepiece in box {i}" for i in range(5))
+NEUTRAL = "a dog in a park\na red car\na tree in the wind\na bowl of soup"
+BENIGN = "a cat on a sofa\na boat on a lake\na bird in the sky\na train at a station\nsnow in a forest"
+GRID = "0, 0.5, 1, 2"
+
+
+@pytest.fixture(autouse=True)
+def _inference_mode():
+    with torch.inference_mode():
+        yield
+
+
+@pytest.fixture(scope="module")
+def defs(pack):
+    from comfyui_video_unlearning.nodes import check, definitions
+
+    return definitions, check
+
+
+@pytest.fixture(scope="module")
+def basis(defs, wan, clip):
+    definitions, _ = defs
+    with torch.inference_mode():
+        encoded = definitions.PairEncoder.execute(clip, PAIRS, NEUTRAL, "Rolex")[0]
+        acts = definitions.CollectActivations.execute(wan, encoded, 64, 64, 1, "2", 0, "all", 0, -1)[0]
+        return definitions.RefusalVectorNode.execute(acts, "cpca", 4, 1.0)[0]
+
+
+@pytest.fixture(scope="module")
+def validation(defs, clip):
+    definitions, _ = defs
+    with torch.inference_mode():
+        return definitions.PairEncoder.execute(clip, VALIDATION, BENIGN, "Rolex")[0]
+
+
+def run(check, wan, basis, validation, grid=GRID, layers="default", sweep="none", target="safe_mean"):
+    return check.UnlearningCheck.execute(wan, basis, grid, layers, 0, -1, target, sweep, 64, 64, 1, "0.1, 0.4", 0,
+                                         validation_pairs=validation)
+
+
+def test_registered_with_the_pack(pack, monkeypatch):
+    import sys
+    import types
+
+    # The routes need ComfyUI's running server (the headless-server tests cover them): stand in a no-op here.
+    routes = types.ModuleType("comfyui_video_unlearning.nodes.routes")
+    routes.register_routes = lambda: None
+    monkeypatch.setitem(sys.modules, "comfyui_video_unlearning.nodes.routes", routes)
+    monkeypatch.setattr(pack.nodes, "routes", routes, raising=False)
+    nodes = asyncio.run(asyncio.run(pack.comfy_entrypoint()).get_node_list())
+    ids = [node.define_schema().node_id for node in nodes]
+    assert "VideoUnlearnCheck" in ids and ids.count("VideoUnlearnCheck") == 1
+    schema = next(n for n in nodes if n.define_schema().node_id == "VideoUnlearnCheck").define_schema()
+    assert all(getattr(i, "tooltip", None) for i in schema.inputs), "every input has a tooltip"
+
+
+def test_check_outputs_strength_chart_and_table(defs, wan, basis, validation):
+    _, check = defs
+    out = run(check, wan, basis, validation)
+    strength, chart, table = out.args if hasattr(out, "args") else out
+    assert strength in (0.0, 0.5, 1.0, 2.0) and isinstance(strength, float)
+    assert chart.shape[0] == 1 and chart.shape[-1] == 3 and 0.0 <= float(chart.min()) <= float(chart.max()) <= 1.0
+    assert "recommended strength" in table and "removed" in table
+    assert out.ui is not None and out.ui.as_dict()["images"], "the chart is shown on the node"
+
+
+def test_strength_zero_is_the_reference_and_removal_grows(defs, wan, basis, validation):
+    _, check = defs
+    main, swept = check.run_unlearning_check(wan, basis, validation, GRID, group="default", block_start=0, block_end=-1,
+                                             target="safe_mean", width=64, height=64, length=1, timesteps="0.1, 0.4",
+                                             seed=0)
+    assert swept == []
+    assert main.strengths == (0.0, 0.5, 1.0, 2.0)
+    assert main.efficacy[0] == 0.0 and main.collateral_prediction[0] == 0.0
+    assert main.efficacy_layers[0] == 0.0 and main.collateral_layers[0] == 0.0
+    assert main.efficacy_layers[2] > main.efficacy_layers[1] > 0  # closed form: affine in the strength
+    assert main.collateral_prediction[3] > main.collateral_prediction[1] > 0
+    assert main.efficacy[2] > main.efficacy[1] > 0
+    # Deterministic: the same inputs give the same figures.
+    again, _ = check.run_unlearning_check(wan, basis, validation, GRID, group="default", block_start=0, block_end=-1,
+                                          target="safe_mean", width=64, height=64, length=1, timesteps="0.1, 0.4",
+                                          seed=0)
+    assert again.efficacy == main.efficacy and again.collateral_prediction == main.collateral_prediction
+
+
+def test_hooks_predict_what_apply_unlearning_patches_in(defs, wan, basis, validation):
+    """The check's edit (forward hooks) and Apply Unlearning's (LoRA + bias patches) give the same prediction."""
+    definitions, check = defs
+    from comfyui_video_unlearning.core.check import EditHooks
+    from comfyui_video_unlearning.nodes.collect import sigmas_for
+
+    layers = check.select_layers(wan, basis, "default", 0, -1)
+    latent = torch.zeros(1, 16, 1, 8, 8)
+    rows = [validation.unsafe[0], validation.safe[0], validation.neutral[0]]
+    patched = definitions.ApplyUnlearning.execute(wan, basis, 1.5, True, "default", 0, -1, "safe_mean")[0]
+    sigmas = sigmas_for(wan, [0.1])
+    expected = check.comfy_forward(patched, latent, sigmas, 0, [])(rows, None)
+    diffusion = wan.model.diffusion_model
+    forward = check.comfy_forward(wan, latent, sigmas, 0, [])
+    base = forward(rows, None)
+    with EditHooks(diffusion, basis, layers, target="safe_mean") as hooks:
+        hooks.strength = 1.5
+        hooked = forward(rows, None)
+    assert not torch.allclose(base, expected, atol=1e-4)
+    torch.testing.assert_close(hooked, expected, atol=2e-4, rtol=1e-3)
+    assert all(not module._forward_hooks for module in diffusion.modules()), "hooks are removed"
+
+
+def test_layer_group_sweep(defs, wan, basis, validation):
+    _, check = defs
+    main, swept = check.run_unlearning_check(wan, basis, validation, GRID, group="all in vector", block_start=0,
+                                             block_end=-1, target="zero", width=64, height=64, length=1,
+                                             timesteps="0.1, 0.4", seed=0, sweep="layer groups")
+    assert [r.label for r in swept] == ["cross_attn.k+v", "cross_attn.o", "ffn.0"]
+    assert sum(len(r.layers) for r in swept) == len(main.layers)
+    table = check.table_text(main, swept)
+    assert "cross_attn.o" in table and "ffn.0" in table
+    halves = check.sweep_options(wan, basis, list(main.layers), "block halves")
+    assert [name for name, _ in halves] == ["blocks 0-0", "blocks 1-1"]
+
+
+def test_bad_inputs_get_errors_that_name_the_fix(defs, wan, basis, validation, clip):
+    definitions, check = defs
+    node = check.UnlearningCheck
+    assert "empty" in node.validate_inputs(strengths=" , ")
+    assert "negative" in node.validate_inputs(strengths="0, -0.5, 1")
+    assert "not a number" in node.validate_inputs(strengths="0, one")
+    assert "only 0" in node.validate_inputs(strengths="0")
+    assert node.validate_inputs(strengths=GRID, timesteps="0.1, 0.4") is True
+    with pytest.raises(ValueError, match="no validation pairs.*second Pair Encoder"):
+        run(check, wan, basis, None)
+    overlapping = definitions.PairEncoder.execute(clip, PAIRS.splitlines()[0] + "\n" + VALIDATION, BENIGN, "Rolex")[0]
+    with pytest.raises(ValueError, match="1 of the 6 validation pairs are among the pairs the refusal vector"):
+        run(check, wan, basis, overlapping)
+    lonely = definitions.PairEncoder.execute(clip, VALIDATION, "a cat", "Rolex")[0]
+    with pytest.raises(ValueError, match="at least 2 are needed"):
+        run(check, wan, basis, lonely)
+    with pytest.raises(ValueError, match="negative strength"):
+        run(check, wan, basis, validation, grid="1, -1")
+
+
+def test_cancel_stops_the_check_and_removes_the_hooks(defs, wan, basis, validation, monkeypatch):
+    import comfy.model_management
+
+    _, check = defs
+    calls = {"n": 0}
+    original = comfy.model_management.throw_exception_if_processing_interrupted
+
+    def interrupt_on_third():
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise comfy.model_management.InterruptProcessingException()
+        return original()
+
+    monkeypatch.setattr(comfy.model_management, "throw_exception_if_processing_interrupted", interrupt_on_third)
+    with pytest.raises(comfy.model_management.InterruptProcessingException):
+        run(check, wan, basis, validation)
+    diffusion = wan.model.diffusion_model
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in diffusion.modules())
+    monkeypatch.undo()
+    strength = run(check, wan, basis, validation).args[0]  # the next run succeeds
+    assert isinstance(strength, float)
