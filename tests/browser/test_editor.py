@@ -1,9 +1,11 @@
 """The pack in ComfyUI's real editor (the comfyui-frontend-package ComfyUI serves), in headless Chromium.
 
-Checks: the Pair Encoder counts valid pairs and names the first bad line while one types (through
-the pack's Python route), user text is shown as text and never parsed as HTML; the Low-Rank
-Refusal Vector node shows its score chart after a run; Apply Unlearning carries an on/off,
-strength and concept badge before and after a run. Screenshots go to ``out/browser/``.
+Checks: every shipped workflow opens with its group titles visible (not under the editor's top bar); the Pair
+Encoder counts valid pairs and names the first bad line while one types (through the pack's Python route), user
+text is shown as text and never parsed as HTML; the Low-Rank Refusal Vector node shows its score chart after a
+run, with the chart's labels (sent next to the image) as text on the node, for a shared input and for per-block
+layers; Apply Unlearning carries an on/off, strength and concept badge before and after a run. Screenshots go to
+``out/browser/`` (the chart at 100 % zoom in ``4_score_chart_100pct.png`` and ``5_score_chart_blocks_100pct.png``).
 """
 
 from __future__ import annotations
@@ -73,6 +75,49 @@ SET_WIDGET = """
 """
 
 
+# For each group: is its title visible? The title strip's points in page coordinates (through the canvas's own
+# transform) must hit the canvas itself, not the menu bar, tabs or side bar drawn over it. Groups right of the
+# window are skipped (one pans to them).
+GROUP_TITLES_VISIBLE = """
+() => {
+  const canvas = window.app.canvas;
+  const rect = canvas.canvas.getBoundingClientRect();
+  const [ox, oy] = canvas.ds.offset, scale = canvas.ds.scale;
+  const page = (x, y) => [rect.left + (x + ox) * scale, rect.top + (y + oy) * scale];
+  return window.app.graph._groups.map((group) => {
+    const [gx, gy, gw] = group._bounding ?? group.bounding;
+    const points = [page(gx + 12, gy + 14), page(gx + Math.min(gw - 12, 220), gy + 14)];
+    const shown = points.filter(([x, y]) => x < window.innerWidth && y < window.innerHeight);
+    const covered = shown.map(([x, y]) => document.elementFromPoint(x, y))
+                         .filter((element) => element !== canvas.canvas)
+                         .map((element) => element ? `${element.tagName}.${element.className}` : "nothing");
+    return { title: group.title, top: points[0][1], onScreen: shown.length, covered };
+  });
+}
+"""
+# Show one node at 100 % zoom near the canvas's top-left corner (below the menu bar) and return its page rectangle.
+SHOW_AT_100 = """
+(cls) => {
+  const canvas = window.app.canvas;
+  const node = window.app.graph._nodes.find((n) => n.comfyClass === cls);
+  canvas.ds.scale = 1;
+  canvas.ds.offset[0] = 80 - node.pos[0];
+  canvas.ds.offset[1] = 140 - node.pos[1];
+  canvas.setDirty(true, true);
+  canvas.draw(true, true);
+  const rect = canvas.canvas.getBoundingClientRect();
+  return [rect.left + 80 - 10, rect.top + 140 - 40, node.size[0] + 20, node.size[1] + 50];
+}
+"""
+CHART = f"""() => {{ const node = ({FIND})('VideoUnlearnRefusalVector');
+                     const caption = document.querySelector('.video-unlearning-chart-caption');
+                     return {{ chart: node.__videoUnlearningChart ?? null, caption: caption?.textContent ?? null,
+                               tooltip: caption?.title ?? null }}; }}"""
+CHART_RAN = f"""(runs) => {{ const node = ({FIND})('VideoUnlearnRefusalVector');
+                     const imgs = node.imgs ?? [];
+                     return (node.__videoUnlearningCharts ?? 0) >= runs && imgs.length > 0 && imgs[0].complete
+                            && imgs[0].naturalWidth > 0; }}"""
+
 QUIET_SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Workflow.ShowMissingModelsWarning": False,
                   "Comfy.Validation.Workflows": False}
 
@@ -91,11 +136,41 @@ def _status(page):
     return page.locator(".video-unlearning-pair-status").first
 
 
+@pytest.fixture(scope="module", autouse=True)
+def fresh_screenshots():
+    """The screenshots in out/browser/ always come from one run."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    for stale in SHOTS.glob("*.png"):
+        stale.unlink()
+
+
+def test_workflows_open_with_group_titles_below_the_top_bar(server):
+    """Each shipped workflow's opening view shows its group titles on the canvas, clear of the editor's top bar."""
+    url, _, _ = server
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1700, "height": 1000})
+        try:
+            for index, path in enumerate(sorted((REPO_ROOT / "workflows").glob("*.json"))):
+                _open(page, url, path.name)
+                page.wait_for_timeout(500)  # one frame after the graph's view was restored
+                groups = page.evaluate(GROUP_TITLES_VISIBLE)
+                page.screenshot(path=str(SHOTS / f"0{index}_open_{path.stem}.png"))
+                assert groups and any(g["onScreen"] for g in groups), (path.name, groups)
+                for group in groups:
+                    assert not group["covered"], f"{path.name}: title of {group['title']!r} is under {group['covered']}"
+        finally:
+            browser.close()
+
+
+def _clip(page) -> dict:
+    x, y, width, height = page.evaluate(SHOW_AT_100, "VideoUnlearnRefusalVector")
+    page.wait_for_timeout(300)
+    return {"x": max(x, 0), "y": max(y, 0), "width": width, "height": height}
+
+
 def test_editor_shows_pair_check_chart_and_badge(server):
     url, _, _ = server
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    for stale in SHOTS.glob("*.png"):  # the artefacts always come from one run
-        stale.unlink()
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1700, "height": 1000})
@@ -133,14 +208,42 @@ def test_editor_shows_pair_check_chart_and_badge(server):
             page.evaluate(f"() => window.app.graph.remove(({FIND})('VideoUnlearnApply'))")
             page.evaluate(SET_WIDGET, ["VideoUnlearnPairEncoder", "concept", "Rolex"])
 
+            page.evaluate(f"""() => {{ const node = ({FIND})('VideoUnlearnRefusalVector');
+                                      const previous = node.onExecuted;
+                                      node.onExecuted = function (output) {{
+                                        const result = previous?.apply(this, arguments);
+                                        if (output?.video_unlearning_chart) node.__videoUnlearningCharts = (node.__videoUnlearningCharts ?? 0) + 1;
+                                        return result; }}; }}""")
+            caption = page.locator(".video-unlearning-chart-caption").first
+            sync_api.expect(caption).to_have_text("run to see which layers carry the concept")
             page.evaluate(SWAP_AND_SHRINK)
-            # The chart arrives as the node's UI preview image; it must have decoded, not just been referenced.
-            page.wait_for_function(f"""() => {{ const imgs = ({FIND})('VideoUnlearnRefusalVector').imgs ?? [];
-                                               return imgs.length > 0 && imgs[0].complete && imgs[0].naturalWidth > 0; }}""",
-                                   timeout=180_000)
+            # The chart arrives as the node's UI preview image (it must have decoded, not just been referenced) and
+            # its labels as data next to it. Wan's text-side k/v of both tiny blocks read one input: one bar says so.
+            page.wait_for_function(CHART_RAN, arg=1, timeout=180_000)
             size = page.evaluate(f"() => {{ const i = ({FIND})('VideoUnlearnRefusalVector').imgs[0]; return [i.naturalWidth, i.naturalHeight]; }}")
-            assert min(size) >= 100, size
+            assert size == [640, 400], size
+            shown = page.evaluate(CHART)
+            shared = "text context: blocks 0-1 cross_attn.k+v share this input"
+            assert [bar["label"] for bar in shown["chart"]["bars"]] == [shared], shown
+            assert shown["chart"]["best"] == shared and shown["chart"]["layers"] == 4
+            sync_api.expect(caption).to_contain_text(f"best: {shared} (separation ")
+            sync_api.expect(caption).to_contain_text("4 layers, 1 distinct input")
             page.screenshot(path=str(SHOTS / "4_score_chart.png"))
+            page.screenshot(path=str(SHOTS / "4_score_chart_100pct.png"), clip=_clip(page))
+
+            # Every layer kind: the shared text context, then one bar per block and kind, each named.
+            page.evaluate(SET_WIDGET, ["VideoUnlearnCollectActivations", "layers", "all"])
+            page.evaluate("async () => { await window.app.queuePrompt(0); }")
+            page.wait_for_function(CHART_RAN, arg=2, timeout=180_000)
+            shown = page.evaluate(CHART)
+            labels = [bar["label"] for bar in shown["chart"]["bars"]]
+            assert labels == [shared, "block 0 · cross_attn.o", "block 0 · ffn.0", "block 1 · cross_attn.o", "block 1 · ffn.0"], labels
+            best = max(shown["chart"]["bars"], key=lambda bar: bar["value"])
+            assert shown["chart"]["best"] == best["label"] and shown["chart"]["layers"] == 8
+            sync_api.expect(caption).to_contain_text(f"best: {best['label']} (separation {best['value']:.2f})")
+            assert all(f"{label}: " in shown["tooltip"] for label in labels), shown["tooltip"]
+            page.screenshot(path=str(SHOTS / "5_score_chart_blocks_100pct.png"), clip=_clip(page))
+            page.evaluate(SET_WIDGET, ["VideoUnlearnCollectActivations", "layers", "default"])
 
             _open(page, url, "unlearned_side_by_side_wan21.json")
             badge = page.locator(".video-unlearning-badge").first
@@ -148,13 +251,13 @@ def test_editor_shows_pair_check_chart_and_badge(server):
             page.evaluate(f"""() => {{ const w = ({FIND})('VideoUnlearnApply').widgets.find((x) => x.name === 'enabled');
                                       w.value = false; w.callback?.(false); }}""")
             sync_api.expect(badge).to_have_text("UNLEARNING OFF · rolex_00001", timeout=5_000)
-            page.screenshot(path=str(SHOTS / "5_badge_off.png"))
+            page.screenshot(path=str(SHOTS / "6_badge_off.png"))
             page.evaluate(f"""() => {{ const w = ({FIND})('VideoUnlearnApply').widgets.find((x) => x.name === 'enabled');
                                       w.value = true; w.callback?.(true); }}""")
             page.evaluate(SWAP_AND_SHRINK)
             sync_api.expect(badge).to_contain_text("UNLEARNING ON · strength 1.00 · Rolex · ", timeout=240_000)
             sync_api.expect(badge).to_contain_text("layers")
-            page.screenshot(path=str(SHOTS / "6_badge_after_run.png"))
+            page.screenshot(path=str(SHOTS / "7_badge_after_run.png"))
         finally:
             browser.close()
     assert not [e for e in errors if "videoUnlearning" in e or "video_unlearning" in e], errors

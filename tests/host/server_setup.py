@@ -1,9 +1,9 @@
 """Shared by the server and browser tests: a scratch ComfyUI base directory with tiny models, and prompt helpers.
 
-Model files are tiny stand-ins under the standard Wan 2.1 names (a tiny Wan diffusion model and a
-random full-size Wan VAE). ComfyUI's CLIPLoader only detects a full-size UMT5-XXL (about 6 B
-parameters), so the tests swap that one loader for a test-only node that builds the tiny UMT5 of
-``tiny_models``; every other node runs as shipped.
+Model files are tiny stand-ins under the official Wan file names: tiny Wan 2.1 / 2.2 diffusion models
+(``tiny_models``) and random full-size Wan VAEs (ComfyUI builds only the full-size ones). ComfyUI's
+CLIPLoader only detects a full-size UMT5-XXL (about 6 B parameters), so the tests swap that one loader
+for a test-only node that builds the tiny UMT5 of ``tiny_models``; every other node runs as shipped.
 """
 
 from __future__ import annotations
@@ -44,11 +44,13 @@ TEST_LOADER = textwrap.dedent(f"""
 """)
 
 
-def write_models(base: Path) -> None:
+def write_models(base: Path, *, wan22: bool = False) -> None:
+    """The Wan 2.1 files; with ``wan22`` also the Wan 2.2 5B, the two 14B experts and the 2.2 VAE (1.4 GB)."""
     sys.path.insert(0, str(find_comfyui()))
     from comfy.cli_args import args
 
     args.cpu = True
+    import torch
     from safetensors.torch import save_file
 
     import tiny_models
@@ -60,38 +62,58 @@ def write_models(base: Path) -> None:
                  temperal_downsample=[False, True, True], dropout=0.0)
     (base / "models" / "vae").mkdir(parents=True)
     save_file(_random_vae_weights(vae.state_dict()), str(base / "models" / "vae" / "wan_2.1_vae.safetensors"))
+    if wan22:
+        for name, build in tiny_models.WAN22_FILES.items():
+            save_file(build(), str(base / "models" / "diffusion_models" / name))
+        from comfy.ldm.wan.vae2_2 import WanVAE as Wan22VAE
+
+        with torch.device("meta"):  # 705 M parameters: shapes only, the weights come from _random_vae_weights
+            vae22 = Wan22VAE(dim=160, z_dim=48, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                             temperal_downsample=[False, True, True], dropout=0.0)
+        save_file(_random_vae_weights(vae22.state_dict(), tiled=True), str(base / "models" / "vae" / "wan2.2_vae.safetensors"))
     loader = base / "custom_nodes" / "tiny_test_loaders"
     loader.mkdir(parents=True)
     (loader / "__init__.py").write_text(TEST_LOADER)
 
 
-def _random_vae_weights(shapes: dict) -> dict:
-    """Seeded weights for the full-size Wan VAE. ComfyUI's ops skip weight init, so the module's own tensors are
-    uninitialised memory (they decode to NaN); fan-in scaled normals decode latents to varied, finite frames."""
+def _random_vae_weights(shapes: dict, *, tiled: bool = False) -> dict:
+    """Seeded weights for a full-size Wan VAE. ComfyUI's ops skip weight init, so the module's own tensors are
+    uninitialised memory (they decode to NaN); fan-in scaled normals decode latents to varied, finite frames.
+    ``tiled`` cycles one block of 2^20 normals (the 2.2 VAE's 705 M draws take most of a minute on a busy CPU)."""
     import math
 
     import torch
 
     generator = torch.Generator().manual_seed(0)
+    block = torch.randn(1 << 20, generator=generator) if tiled else None
     weights = {}
-    for name, tensor in shapes.items():
+    for index, (name, tensor) in enumerate(shapes.items()):
         if name.endswith("gamma"):
             value = torch.ones(tensor.shape)
         elif name.endswith("bias") or tensor.ndim < 2:
             value = torch.zeros(tensor.shape)
+        elif tiled:
+            count = tensor.numel()
+            values = block.roll(index * 7919).repeat(count // block.numel() + 1)[:count]
+            value = values.reshape(tensor.shape) / math.sqrt(tensor[0].numel())
         else:
             value = torch.randn(tensor.shape, generator=generator) / math.sqrt(tensor[0].numel())
         weights[name] = value.half().contiguous()
     return weights
 
 
-def server_fixture(tmp_path_factory):
+def server_fixture(tmp_path_factory, *, wan22: bool = False):
     if find_comfyui() is None:
         pytest.skip("HOST TESTS SKIPPED: no ComfyUI found at $COMFYUI_PATH, ../.. or ~/ComfyUI")
     base = tmp_path_factory.mktemp("comfy_base")
-    write_models(base)
+    write_models(base, wan22=wan22)
     with comfyui_server(base) as url:
         yield url, base, http_json(f"{url}/object_info")
+
+
+def wan22_server_fixture(tmp_path_factory):
+    """A server with the Wan 2.1 and the Wan 2.2 files (5B, both 14B experts, the 2.2 VAE)."""
+    yield from server_fixture(tmp_path_factory, wan22=True)
 
 
 def shrink(api: dict, *, timesteps: str = "1") -> dict:
@@ -104,6 +126,10 @@ def shrink(api: dict, *, timesteps: str = "1") -> dict:
             inputs.update(width=64, height=64, length=5)
         elif kind == "KSampler":
             inputs.update(steps=2)
+        elif kind == "KSamplerAdvanced":  # the 14B pair: high-noise expert step 0-1, low-noise expert step 1-2
+            inputs.update(steps=2, **({"end_at_step": 1} if inputs["add_noise"] == "enable" else {"start_at_step": 1}))
+        elif kind == "Wan22ImageToVideoLatent":
+            inputs.update(width=32, height=32, length=1)  # the full-size 2.2 VAE decodes this in a few seconds on a CPU
         elif kind == "VideoUnlearnCollectActivations":
             inputs.update(width=64, height=64, length=1, timesteps=timesteps)
         elif kind == "SaveAnimatedWEBP":

@@ -1,6 +1,8 @@
 """A headless ComfyUI (`main.py --cpu`) with the pack: shipped workflows run, nodes are described, interrupts are clean.
 
-Model stand-ins and the one swapped loader are described in ``server_setup``.
+Every shipped workflow runs as shipped (CPU-sized by ``shrink``): Wan 2.1 compute then side by side, Wan 2.2
+TI2V 5B, and Wan 2.2 T2V 14B with a refusal vector per expert. Model stand-ins and the one swapped loader are
+described in ``server_setup``.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ import pytest
 from PIL import Image, ImageSequence
 
 from comfy_host import http_json
-from server_setup import WORKFLOWS, interrupt_after_progress, load_api, run_prompt, server_fixture, shrink, wait_for_history
+from server_setup import WORKFLOWS, interrupt_after_progress, load_api, run_prompt, shrink, wait_for_history, wan22_server_fixture
 
-server = pytest.fixture(scope="module")(server_fixture)
+server = pytest.fixture(scope="module")(wan22_server_fixture)
 STITCH_SPACING = 8  # ImageStitch's spacing in the side-by-side workflow
 
 
@@ -23,7 +25,7 @@ def test_every_node_is_listed_with_tooltips(server):
     ours = {name: spec for name, spec in info.items() if name.startswith("VideoUnlearn")}
     assert set(ours) == {"VideoUnlearnPairEncoder", "VideoUnlearnCollectActivations", "VideoUnlearnRefusalVector",
                          "VideoUnlearnApply", "VideoUnlearnSaveRefusalVector", "VideoUnlearnLoadRefusalVector",
-                         "VideoUnlearnExportLoRA"}
+                         "VideoUnlearnExportLoRA", "VideoUnlearnCheck"}
     for name, spec in ours.items():
         assert spec["category"] == "unlearning"
         for section in ("required", "optional"):
@@ -49,6 +51,10 @@ def test_compute_workflow_saves_a_refusal_vector(server):
     assert saved.is_file()
     vector_node = next(k for k, n in api.items() if n["class_type"] == "VideoUnlearnRefusalVector")
     assert entry["outputs"][vector_node]["images"], "the score chart was not returned as a preview"
+    # The chart's labels travel next to the image: Wan's text-side k/v of both tiny blocks read one input.
+    chart = entry["outputs"][vector_node]["video_unlearning_chart"][0]
+    assert [bar["label"] for bar in chart["bars"]] == ["text context: blocks 0-1 cross_attn.k+v share this input"]
+    assert chart["best"] == chart["bars"][0]["label"] and chart["layers"] == 4
 
 
 def test_side_by_side_workflow_runs_on_the_saved_vector(server):
@@ -74,6 +80,52 @@ def test_side_by_side_workflow_runs_on_the_saved_vector(server):
     assert entry["outputs"][apply_node]["video_unlearning"][0]["enabled"] is False
     base_half, unlearned_half = _halves(sorted((base / "output" / "unlearning").glob("side_by_side_*.webp"))[-1])
     assert np.array_equal(base_half, unlearned_half), "disabled unlearning changed the video (or the seeds differ)"
+
+
+def _latest_halves(base):
+    return _halves(sorted((base / "output" / "unlearning").glob("side_by_side_*.webp"))[-1])
+
+
+def _badges(entry, api):
+    return [entry["outputs"][k]["video_unlearning"][0] for k, n in api.items() if n["class_type"] == "VideoUnlearnApply"]
+
+
+def _runs_and_unlearns(url, base, api, *, frames):
+    """Run ``api``: every Apply Unlearning reports its layers and the unlearned half differs; with every Apply
+    disabled the halves are pixel-identical (same seed, same noise)."""
+    entry = run_prompt(url, api)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    badges = _badges(entry, api)
+    assert badges and all(b["enabled"] is True and b["concept"] == "Rolex" and b["layers"] > 0 for b in badges), badges
+    base_half, unlearned_half = _latest_halves(base)
+    assert base_half.shape[0] == frames and not np.array_equal(base_half, unlearned_half), "the unlearned half equals the baseline"
+    for node in api.values():
+        if node["class_type"] == "VideoUnlearnApply":
+            node["inputs"]["enabled"] = False
+    entry = run_prompt(url, api)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    assert all(b["enabled"] is False for b in _badges(entry, api))
+    base_half, unlearned_half = _latest_halves(base)
+    assert np.array_equal(base_half, unlearned_half), "disabled unlearning changed the video (or the seeds differ)"
+
+
+def test_wan22_ti2v_5b_workflow_unlearns(server):
+    url, base, info = server
+    api = shrink(load_api("unlearn_wan22_ti2v_5B.json", info))
+    _runs_and_unlearns(url, base, api, frames=1)
+    assert (base / "models" / "refusal_vectors" / "rolex_5b_00001.safetensors").is_file()
+
+
+def test_wan22_t2v_14b_workflow_unlearns_both_experts(server):
+    url, base, info = server
+    api = shrink(load_api("unlearn_wan22_t2v_14B.json", info))
+    loaders = {n["inputs"]["unet_name"] for n in api.values() if n["class_type"] == "UNETLoader"}
+    assert loaders == {"wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors", "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors"}
+    _runs_and_unlearns(url, base, api, frames=5)
+    vectors = base / "models" / "refusal_vectors"
+    high, low = (vectors / f"rolex_{name}_00001.safetensors" for name in ("high", "low"))
+    assert high.is_file() and low.is_file()
+    assert high.read_bytes() != low.read_bytes(), "both experts got the same refusal vector"
 
 
 def _halves(path):
