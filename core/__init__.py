@@ -10,11 +10,11 @@ from .activations import ActivationRecorder
 from .edit import EDIT_TARGETS, LowRankEdit, project_edit
 from .fingerprint import fingerprint_weights
 from .pairs import DEFAULT_NEUTRAL_PROMPTS, FewPairsWarning, PairsError, PromptPair, check_pairs, parse_pairs, parse_prompts
-from .refusal import LayerScore, RefusalBasis, RefusalFitter
+from .refusal import LayerRefusal, LayerScore, RefusalBasis, RefusalFitter
 from .serialization import RefusalFileError
 
 __all__ = [
-    "ActivationRecorder", "DEFAULT_NEUTRAL_PROMPTS", "EDIT_TARGETS", "FewPairsWarning", "LayerScore", "LowRankEdit",
+    "ActivationRecorder", "DEFAULT_NEUTRAL_PROMPTS", "EDIT_TARGETS", "FewPairsWarning", "LayerRefusal", "LayerScore", "LowRankEdit",
     "PairsError", "PromptPair", "RefusalBasis", "RefusalFileError", "RefusalFitter", "check_pairs",
     "fingerprint_weights", "parse_pairs", "parse_prompts", "project_edit",
 ]

@@ -14,19 +14,26 @@ a handful of pairs, centring would throw away the mean shift that is the concept
 ``shared/method.md``, "a measured caution"). ``C`` is never formed as a dense ``d x d`` matrix
 while the number of samples is below ``d``: its non-null eigenvectors lie in the span of the
 samples, so the eigenproblem is solved in that span (O(n d) memory).
+
+The result is one frozen record (:class:`LayerRefusal`) per *input*. Layers that read one and the same
+tensor (on Wan every block's text-side ``cross_attn.k`` / ``cross_attn.v`` reads the projected text context)
+are fitted once and map to the same record; :meth:`RefusalBasis.shared_inputs` says which.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 
 import torch
 
 from .pairs import PromptPair
+from .serialization import RefusalFileError, StoredBasis, StoredRecord, read_basis_file, write_basis_file
 
 logger = logging.getLogger(__name__)
 
@@ -60,9 +67,14 @@ class LayerScore:
 
 
 class RefusalFitter:
-    """Accumulates paired activations per layer; ``fit`` returns a frozen :class:`RefusalBasis`.
+    """Accumulates paired activations per input; ``fit`` returns a frozen :class:`RefusalBasis`.
 
-    Memory is O(n d) per layer for n pooled samples: the rows are kept (in float64) because the
+    Statistics are kept per *input*: usually a layer's own input, named by the layer. Layers that read one
+    and the same tensor (on Wan every block's text-side ``cross_attn.k`` and ``cross_attn.v`` read the projected
+    text context) are declared with :meth:`share`; their input is then measured once and fitted once, and every
+    one of those layers maps to the same record.
+
+    Memory is O(n d) per input for n pooled samples: the rows are kept (in float64) because the
     contrastive eigenproblem is solved in their span.
     """
 
@@ -71,10 +83,42 @@ class RefusalFitter:
         self._safe: dict[str, list[torch.Tensor]] = {}
         self._neutral: dict[str, list[torch.Tensor]] = {}
         self._dims: dict[str, int] = {}
+        self._sources: dict[str, str] = {}  # layer -> the input it reads (its own name unless shared), in order
 
     @property
     def layers(self) -> list[str]:
-        return list(self._unsafe)
+        """Every layer that can be fitted, in the order they were declared or first updated."""
+        return list(self._sources)
+
+    def share(self, source: str, layers: Sequence[str]) -> "RefusalFitter":
+        """Declare that ``layers`` read the input whose activations are given under the name ``source``.
+
+        ``source`` names the input (e.g. ``"text_embedding"`` for the output of Wan's text projection);
+        ``share(name, [name])`` declares an ordinary layer that reads its own input (it only fixes its order).
+        """
+        if not isinstance(source, str) or not source:
+            raise ValueError(f"share(): the input name must be a non-empty str, got {source!r}")
+        layers = list(dict.fromkeys(layers))
+        if not layers:
+            raise ValueError(f"share({source!r}, ...): give at least one layer that reads this input")
+        for layer in layers:
+            if self._sources.get(layer, source) != source:
+                raise ValueError(f"layer {layer!r} already reads input {self._sources[layer]!r}; it cannot also "
+                                 f"read {source!r}")
+            if layer != source and layer in self._sources.values():
+                raise ValueError(f"{layer!r} names an input read by other layers; it cannot read {source!r}")
+        if self._sources.get(source) == source and source not in layers:
+            del self._sources[source]  # updated before it was declared an input: not a layer of its own
+        for layer in layers:
+            self._sources[layer] = source
+        return self
+
+    def shared_inputs(self) -> dict[str, list[str]]:
+        """Input name -> the declared layers that read it, for inputs read by more than one layer."""
+        groups: dict[str, list[str]] = {}
+        for layer, source in self._sources.items():
+            groups.setdefault(source, []).append(layer)
+        return {source: layers for source, layers in groups.items() if len(layers) > 1}
 
     def _check(self, layer: str, x: torch.Tensor, what: str) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
@@ -91,9 +135,13 @@ class RefusalFitter:
             raise ValueError(f"{what} for layer {layer!r} has width {x.shape[1]}, earlier updates had {dim}")
         return x
 
+    def _declare(self, source: str) -> None:
+        if source not in self._sources and source not in self._sources.values():
+            self._sources[source] = source
+
     def update(self, layer: str, unsafe: torch.Tensor, safe: torch.Tensor) -> "RefusalFitter":
-        """Add paired activations: row i of ``unsafe`` ``[n, d]`` pairs with row i of ``safe`` ``[n, d]``
-        (same prompt pair, same noise, same timestep)."""
+        """Add paired activations of ``layer`` (or of a shared input's name): row i of ``unsafe`` ``[n, d]``
+        pairs with row i of ``safe`` ``[n, d]`` (same prompt pair, same noise, same timestep)."""
         unsafe = self._check(layer, unsafe, "unsafe activations")
         safe = self._check(layer, safe, "safe activations")
         if unsafe.shape != safe.shape:
@@ -101,6 +149,7 @@ class RefusalFitter:
                 f"layer {layer!r}: unsafe {tuple(unsafe.shape)} and safe {tuple(safe.shape)} must have the "
                 "same shape, one row per pair"
             )
+        self._declare(layer)
         self._unsafe.setdefault(layer, []).append(unsafe)
         self._safe.setdefault(layer, []).append(safe)
         return self
@@ -122,7 +171,7 @@ class RefusalFitter:
         model_fingerprint: str = "",
         layers: Sequence[str] | None = None,
     ) -> "RefusalBasis":
-        """Freeze the statistics into a :class:`RefusalBasis`.
+        """Freeze the statistics into a :class:`RefusalBasis`; each input is fitted once.
 
         Args:
             rank: k, the size of the contrastive subspace U. The paper uses k = 100 with many
@@ -133,7 +182,8 @@ class RefusalFitter:
             method: ``"cpca"`` (contrastive subspace, then project r on it) or ``"mean"`` (the
                 raw refusal vector r / |r|, the paper's "refusal vector alone" ablation).
             concept, pairs, model_family, model_fingerprint: provenance stored with the result.
-            layers: fit only these layers (default: every layer that received pairs).
+            layers: fit only these layers (default: every layer that received pairs or was declared
+                with :meth:`share`).
         """
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -147,21 +197,24 @@ class RefusalFitter:
         if orphan:
             raise ValueError(f"neutral activations for layers without pairs: {orphan}; add pairs or drop them")
 
-        chosen = list(self._unsafe) if layers is None else list(dict.fromkeys(layers))
-        unknown = [layer for layer in chosen if layer not in self._unsafe]
+        chosen = self.layers if layers is None else list(dict.fromkeys(layers))
+        unknown = [layer for layer in chosen if layer not in self._sources]
         if unknown or not chosen:
             raise ValueError(f"cannot fit layers {unknown or chosen}: activations were recorded for {self.layers}")
-        fitted = {layer: _fit_layer(*self._stacked(layer), rank=rank, alpha=alpha, method=method, layer=layer)
-                  for layer in chosen}
+        empty = [layer for layer in chosen if self._sources[layer] not in self._unsafe]
+        if empty:
+            raise ValueError(f"layers {empty} read inputs {sorted({self._sources[l] for l in empty})} that received "
+                             "no activations; update those inputs or leave the layers out")
+        fitted: dict[str, LayerRefusal] = {}
+        for layer in chosen:  # one fit per input, shared by every layer that reads it
+            source = self._sources[layer]
+            if source not in fitted:
+                fitted[source] = _fit_input(*self._stacked(source), rank=rank, alpha=alpha, method=method,
+                                            source=source)
         pair_tuples = tuple((p.unsafe, p.safe) if isinstance(p, PromptPair) else (str(p[0]), str(p[1]))
                             for p in pairs)
         return RefusalBasis(
-            layers=list(fitted),
-            vectors={k: v.vector for k, v in fitted.items()},
-            bases={k: v.basis for k, v in fitted.items()},
-            directions={k: v.direction for k, v in fitted.items()},
-            safe_means={k: v.safe_mean for k, v in fitted.items()},
-            scores={k: v.score for k, v in fitted.items()},
+            records={layer: fitted[self._sources[layer]] for layer in chosen},
             method=method,
             rank=rank,
             alpha=float(alpha),
@@ -171,31 +224,73 @@ class RefusalFitter:
             model_fingerprint=model_fingerprint,
         )
 
-    def _stacked(self, layer: str):
-        unsafe = torch.cat(self._unsafe[layer])
-        safe = torch.cat(self._safe[layer])
-        neutral = torch.cat(self._neutral[layer]) if layer in self._neutral else safe
+    def _stacked(self, source: str):
+        unsafe = torch.cat(self._unsafe[source])
+        safe = torch.cat(self._safe[source])
+        neutral = torch.cat(self._neutral[source]) if source in self._neutral else safe
         return unsafe, safe, neutral
 
 
-@dataclass(frozen=True)
-class _LayerFit:
+@dataclass(frozen=True, eq=False)
+class LayerRefusal:
+    """The frozen refusal record of one input (float32, CPU), shared by every layer that reads that input.
+
+    Attributes:
+        vector: the refusal vector r ``[d]`` (``[c, d]`` in a record combined from c concepts).
+        basis: the contrastive concept subspace U ``[d, k]`` (orthonormal columns).
+        direction: the unit edit direction ``[d]`` (``[c, d]`` combined).
+        safe_mean: mean activation of the safe prompts ``[d]`` (``[c, d]`` combined); where the affine edit
+            moves the removed component.
+        subspace: what edits remove, ``[d, c']`` orthonormal: the direction(s), re-orthonormalised.
+        score: how strongly this input carries the concept (:class:`LayerScore`).
+        source: the name of the input this record was measured on: the layer's own name, or the name of a
+            shared input (``"text_embedding"``: Wan's projected text context, read by every block's text-side
+            ``cross_attn.k`` and ``cross_attn.v``).
+    """
+
     vector: torch.Tensor
     basis: torch.Tensor
     direction: torch.Tensor
     safe_mean: torch.Tensor
+    subspace: torch.Tensor
     score: LayerScore
+    source: str
+
+    def __post_init__(self):
+        dim = self.basis.shape[0] if self.basis.ndim == 2 else -1
+        shapes = {"vector": self.vector, "direction": self.direction, "safe_mean": self.safe_mean}
+        bad = {name: tuple(t.shape) for name, t in shapes.items() if t.ndim not in (1, 2) or t.shape[-1] != dim}
+        if dim < 1 or bad or self.subspace.ndim != 2 or self.subspace.shape[0] != dim:
+            raise ValueError(f"LayerRefusal {self.source!r}: basis must be [d, k], subspace [d, c], vector / direction "
+                             f"/ safe_mean [d] or [c, d]; got basis {tuple(self.basis.shape)}, subspace "
+                             f"{tuple(self.subspace.shape)}, {bad or 'the rest fine'}")
+        if not isinstance(self.score, LayerScore):
+            raise TypeError(f"LayerRefusal {self.source!r}: score must be a LayerScore, got {type(self.score).__name__}")
+
+    @property
+    def dim(self) -> int:
+        """Width d of the input."""
+        return int(self.basis.shape[0])
+
+    @property
+    def concepts(self) -> int:
+        """Number of concepts c stacked in this record."""
+        return int(self.direction.reshape(-1, self.dim).shape[0])
+
+    def target(self) -> torch.Tensor:
+        """Where the affine edit moves the removed component: the safe mean ``[d]`` (averaged over concepts)."""
+        return self.safe_mean if self.safe_mean.ndim == 1 else self.safe_mean.mean(0)
 
 
-def _fit_layer(unsafe, safe, neutral, *, rank: int, alpha: float, method: str, layer: str) -> _LayerFit:
-    """One layer's fit. ``unsafe``, ``safe`` ``[n, d]``, ``neutral`` ``[m, d]``, all float64."""
+def _fit_input(unsafe, safe, neutral, *, rank: int, alpha: float, method: str, source: str) -> LayerRefusal:
+    """One input's fit. ``unsafe``, ``safe`` ``[n, d]``, ``neutral`` ``[m, d]``, all float64."""
     n, dim = unsafe.shape
     diffs = unsafe - safe  # [n, d]
     vector = diffs.mean(0)  # r [d]
     r_norm = vector.norm()
     if r_norm <= 1e-12 * max(1.0, float(safe.norm(dim=1).max())):
         raise ValueError(
-            f"layer {layer!r}: unsafe and safe activations are identical, so there is no refusal vector; "
+            f"{source!r}: unsafe and safe activations are identical, so there is no refusal vector; "
             "the pairs do not differ at this layer (check the pairs, or leave this layer out)"
         )
     centred = neutral - neutral.mean(0)
@@ -211,7 +306,7 @@ def _fit_layer(unsafe, safe, neutral, *, rank: int, alpha: float, method: str, l
         inside = basis.T @ vector  # [k]
         if inside.norm() <= 1e-6 * r_norm:
             raise ValueError(
-                f"layer {layer!r}: the contrastive subspace is orthogonal to the refusal vector "
+                f"{source!r}: the contrastive subspace is orthogonal to the refusal vector "
                 f"(alpha={alpha}, rank={rank}); lower alpha or raise rank"
             )
         direction = basis @ inside / inside.norm()
@@ -231,7 +326,9 @@ def _fit_layer(unsafe, safe, neutral, *, rank: int, alpha: float, method: str, l
         separation=separation,
     )
     as32 = lambda t: t.to(torch.float32).contiguous()  # noqa: E731
-    return _LayerFit(as32(vector), as32(basis), as32(direction / direction.norm()), as32(safe.mean(0)), score)
+    direction = as32(direction / direction.norm())
+    return LayerRefusal(vector=as32(vector), basis=as32(basis), direction=direction, safe_mean=as32(safe.mean(0)),
+                        subspace=_orthonormal_columns(direction[:, None]), score=score, source=source)
 
 
 def _top_contrastive_eigenvectors(pair_factor, neutral_factor, alpha: float, rank: int) -> torch.Tensor:
@@ -256,27 +353,18 @@ def _top_contrastive_eigenvectors(pair_factor, neutral_factor, alpha: float, ran
     return vectors[:, values.argsort(descending=True)[:rank]]
 
 
-def _readonly(mapping) -> MappingProxyType:
-    return MappingProxyType(dict(mapping))
+@dataclass(frozen=True, eq=False)
+class RefusalBasis(Mapping):
+    """Frozen result of :class:`RefusalFitter`: a read-only mapping from layer name to its :class:`LayerRefusal`.
 
-
-@dataclass(frozen=True)
-class RefusalBasis:
-    """Frozen result of :class:`RefusalFitter`: per-layer refusal vectors and edit directions.
-
-    Per-layer tensors (float32, CPU) for a single concept: ``vectors[layer]`` r ``[d]``,
-    ``bases[layer]`` U ``[d, k]``, ``directions[layer]`` ``[d]`` (unit), ``safe_means[layer]``
-    ``[d]``. A basis combined from c concepts (:meth:`combine`) stacks them: ``vectors``,
-    ``directions`` and ``safe_means`` become ``[c, d]``. Edits use :meth:`subspace` ``[d, c]``
-    (orthonormal) and :meth:`target` ``[d]``, which work for both.
+    Layers that read one input map to the *same* record object (:meth:`shared_inputs` says which); a file
+    stores such a record once. Edits use :meth:`subspace` ``[d, c]`` (orthonormal) and :meth:`target` ``[d]``.
+    A basis combined from c concepts (:meth:`combine`) stacks each record's vectors, directions and safe means
+    as ``[c, d]``. The global fields are the provenance: method and parameters, concept label and pairs, and the
+    source model's family and weight fingerprint.
     """
 
-    layers: list[str]
-    vectors: MappingProxyType
-    bases: MappingProxyType
-    directions: MappingProxyType
-    safe_means: MappingProxyType
-    scores: MappingProxyType
+    records: Mapping[str, LayerRefusal]
     method: str = "cpca"
     rank: int = 1
     alpha: float = 1.0
@@ -284,79 +372,125 @@ class RefusalBasis:
     pairs: tuple = ()
     model_family: str = ""
     model_fingerprint: str = ""
-    subspaces: MappingProxyType = field(default=None)
 
     def __post_init__(self):
-        layers = list(self.layers)
-        for name in ("vectors", "bases", "directions", "safe_means", "scores"):
-            mapping = getattr(self, name)
-            missing = [layer for layer in layers if layer not in mapping]
-            if missing:
-                raise ValueError(f"RefusalBasis.{name} lacks layers {missing}")
-            object.__setattr__(self, name, _readonly(mapping))
-        if self.subspaces is None:
-            subspaces = {layer: _orthonormal_columns(self.directions[layer].reshape(-1, self.dims[layer]).T)
-                         for layer in layers}
-        else:
-            subspaces = self.subspaces
-        object.__setattr__(self, "subspaces", _readonly(subspaces))
-        object.__setattr__(self, "layers", layers)
+        records = dict(self.records)
+        if not records:
+            raise ValueError("a RefusalBasis needs at least one layer")
+        wrong = [layer for layer, record in records.items() if not isinstance(record, LayerRefusal)]
+        if wrong:
+            raise TypeError(f"RefusalBasis.records must map layer names to LayerRefusal; {wrong[:3]} do not")
+        owners: dict[str, int] = {}
+        for record in records.values():
+            if owners.setdefault(record.source, id(record)) != id(record):
+                raise ValueError(f"two different records are named input {record.source!r}; layers that read one "
+                                 "input must share one record object")
+        object.__setattr__(self, "records", MappingProxyType(records))
         object.__setattr__(self, "pairs", tuple(tuple(p) for p in self.pairs))
+
+    # Mapping: layer -> LayerRefusal
+    def __getitem__(self, layer: str) -> LayerRefusal:
+        try:
+            return self.records[layer]
+        except KeyError:
+            raise KeyError(f"layer {layer!r} is not in this refusal vector; it has {self.layers}") from None
+
+    def __iter__(self):
+        return iter(self.records)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def layers(self) -> list[str]:
+        """The edited layers, in order."""
+        return list(self.records)
 
     @property
     def dims(self) -> dict[str, int]:
         """Width d of each layer's input."""
-        return {layer: int(self.bases[layer].shape[0]) for layer in self.layers}
+        return {layer: record.dim for layer, record in self.records.items()}
 
     @property
     def concepts(self) -> int:
         """Number of concepts c stacked in this basis."""
-        return int(self.directions[self.layers[0]].reshape(-1, self.dims[self.layers[0]]).shape[0])
+        return next(iter(self.records.values())).concepts
+
+    def shared_inputs(self) -> dict[str, list[str]]:
+        """Input name -> the layers of this basis that read it (one record), for inputs read by two layers or more.
+
+        On Wan every block's text-side ``cross_attn.k`` and ``cross_attn.v`` read the projected text context:
+        ``{"text_embedding": ["blocks.0.cross_attn.k", "blocks.0.cross_attn.v", ...]}``. Their scores are one
+        score, measured once."""
+        groups: dict[str, list[str]] = {}
+        for layer, record in self.records.items():
+            groups.setdefault(record.source, []).append(layer)
+        return {source: layers for source, layers in groups.items() if len(layers) > 1}
 
     def subspace(self, layer: str) -> torch.Tensor:
         """Orthonormal edit subspace ``[d, c]`` of ``layer``."""
-        return self.subspaces[self._known(layer)]
+        return self[layer].subspace
 
     def target(self, layer: str) -> torch.Tensor:
         """Where the affine edit moves the removed component: the safe mean ``[d]`` (averaged over concepts)."""
-        means = self.safe_means[self._known(layer)]
-        return means if means.ndim == 1 else means.mean(0)
-
-    def _known(self, layer: str) -> str:
-        if layer not in self.subspaces:
-            raise KeyError(f"layer {layer!r} is not in this refusal vector; it has {self.layers}")
-        return layer
+        return self[layer].target()
 
     def select(self, layers: Sequence[str]) -> "RefusalBasis":
-        """The same basis restricted to ``layers`` (in that order)."""
-        layers = [self._known(layer) for layer in layers]
+        """The same basis restricted to ``layers`` (in that order); shared records stay shared."""
+        layers = list(layers)
         if not layers:
             raise ValueError("select() needs at least one layer")
-        pick = lambda mapping: {layer: mapping[layer] for layer in layers}  # noqa: E731
-        return RefusalBasis(
-            layers=layers, vectors=pick(self.vectors), bases=pick(self.bases), directions=pick(self.directions),
-            safe_means=pick(self.safe_means), scores=pick(self.scores), method=self.method, rank=self.rank,
-            alpha=self.alpha, concept=self.concept, pairs=self.pairs, model_family=self.model_family,
-            model_fingerprint=self.model_fingerprint, subspaces=pick(self.subspaces),
-        )
+        return dataclasses.replace(self, records={layer: self[layer] for layer in layers})
 
     def save(self, path, *, extra_metadata: dict[str, str] | None = None) -> None:
-        from .serialization import save_basis
-
-        save_basis(self, path, extra_metadata=extra_metadata)
+        """Write to ``path`` (safetensors + JSON provenance); a shared record is stored once."""
+        records = {}
+        for record in self.records.values():
+            records[record.source] = StoredRecord(
+                tensors={"vector": record.vector, "basis": record.basis, "direction": record.direction,
+                         "safe_mean": record.safe_mean, "subspace": record.subspace},
+                score=record.score.as_dict())
+        stored = StoredBasis(
+            layers={layer: record.source for layer, record in self.records.items()}, records=records,
+            provenance={"method": self.method, "rank": self.rank, "alpha": self.alpha, "concept": self.concept,
+                        "pairs": [list(p) for p in self.pairs], "model_family": self.model_family,
+                        "model_fingerprint": self.model_fingerprint, "concepts": self.concepts})
+        write_basis_file(stored, path, extra_metadata=extra_metadata)
 
     @classmethod
     def load(cls, path) -> "RefusalBasis":
-        from .serialization import load_basis
-
-        return load_basis(path)
+        """Read and validate a refusal-vector file (this format or the previous one, see ``core.serialization``)."""
+        stored = read_basis_file(path)
+        name = Path(path).name
+        records = {}
+        for source, entry in stored.records.items():
+            try:
+                score = LayerScore(**{key: float(value) for key, value in entry.score.items()})
+            except (TypeError, ValueError) as error:
+                raise RefusalFileError(f"{name}: the score of {source!r} is malformed ({error})") from None
+            records[source] = LayerRefusal(**entry.tensors, score=score, source=source)
+        meta = stored.provenance
+        rank, alpha = meta["rank"], meta["alpha"]
+        if not isinstance(rank, int) or rank < 1 or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
+            raise RefusalFileError(f"{name}: rank {rank!r} / alpha {alpha!r} are invalid")
+        return cls(
+            records={layer: records[source] for layer, source in stored.layers.items()},
+            method=str(meta["method"]),
+            rank=rank,
+            alpha=float(alpha),
+            concept=str(meta["concept"]),
+            pairs=tuple(tuple(p) for p in meta["pairs"]),
+            model_family=str(meta["model_family"]),
+            model_fingerprint=str(meta["model_fingerprint"]),
+        )
 
     @classmethod
     def combine(cls, bases: Sequence["RefusalBasis"]) -> "RefusalBasis":
         """Erase several concepts at once: stack their directions per layer and re-orthonormalise.
 
-        Layers present in only some of the bases keep the directions of those. All bases must
-        come from the same model family (and, where recorded, the same weights).
+        Layers present in only some of the bases keep the directions of those. Layers that share one record
+        in every basis share one combined record. All bases must come from the same model family (and, where
+        recorded, the same weights).
         """
         bases = list(bases)
         if len(bases) < 2:
@@ -368,27 +502,17 @@ class RefusalBasis:
         if len(prints) > 1:
             raise ValueError("cannot combine refusal vectors measured on different weights (fingerprints differ)")
         layers = list(dict.fromkeys(layer for b in bases for layer in b.layers))
-        stacked: dict[str, dict[str, list]] = {layer: {"v": [], "u": [], "d": [], "m": [], "s": []} for layer in layers}
-        for b in bases:
-            for layer in b.layers:
-                entry = stacked[layer]
-                if entry["u"] and entry["u"][0].shape[0] != b.dims[layer]:
-                    raise ValueError(f"layer {layer!r} has width {b.dims[layer]} in {b.concept!r} but "
-                                     f"{entry['u'][0].shape[0]} in an earlier refusal vector")
-                d = b.dims[layer]
-                entry["v"].append(b.vectors[layer].reshape(-1, d))
-                entry["u"].append(b.bases[layer])
-                entry["d"].append(b.directions[layer].reshape(-1, d))
-                entry["m"].append(b.safe_means[layer].reshape(-1, d))
-                entry["s"].append(b.scores[layer])
-        best = lambda scores: max(scores, key=lambda s: abs(s.separation))  # noqa: E731
+        combined: dict[tuple, LayerRefusal] = {}  # by the identity of the parts: shared parts, shared result
+        names: set[str] = set()
+        records = {}
+        for layer in layers:
+            parts = [b.records[layer] for b in bases if layer in b.records]
+            key = tuple(id(b.records.get(layer)) for b in bases)
+            if key not in combined:
+                combined[key] = _combine_records(layer, parts, [b.concept for b in bases if layer in b.records], names)
+            records[layer] = combined[key]
         return cls(
-            layers=layers,
-            vectors={k: torch.cat(e["v"]) for k, e in stacked.items()},
-            bases={k: _orthonormal_columns(torch.cat(e["u"], dim=1)) for k, e in stacked.items()},
-            directions={k: torch.cat(e["d"]) for k, e in stacked.items()},
-            safe_means={k: torch.cat(e["m"]) for k, e in stacked.items()},
-            scores={k: best(e["s"]) for k, e in stacked.items()},
+            records=records,
             method="+".join(dict.fromkeys(b.method for b in bases)),
             rank=max(b.rank for b in bases),
             alpha=bases[0].alpha,
@@ -396,8 +520,32 @@ class RefusalBasis:
             pairs=tuple(p for b in bases for p in b.pairs),
             model_family=next(iter(families), ""),
             model_fingerprint=next(iter(prints), ""),
-            subspaces={k: _orthonormal_columns(torch.cat(e["d"]).T) for k, e in stacked.items()},
         )
+
+
+def _combine_records(layer: str, parts: list[LayerRefusal], concepts: list[str], names: set[str]) -> LayerRefusal:
+    """One record from the records of several concepts for the same input; ``names`` keeps input names unique."""
+    dim = parts[0].dim
+    for part, concept in zip(parts, concepts):
+        if part.dim != dim:
+            raise ValueError(f"layer {layer!r} has width {part.dim} in {concept!r} but {dim} in an earlier "
+                             "refusal vector")
+    stack = lambda field: torch.cat([getattr(p, field).reshape(-1, dim) for p in parts])  # noqa: E731
+    sources = {p.source for p in parts}
+    source = sources.pop() if len(sources) == 1 else layer
+    if source in names:  # the same input, shared by a different set of layers in some basis
+        source = layer
+    names.add(source)
+    directions = stack("direction")
+    return LayerRefusal(
+        vector=stack("vector"),
+        basis=_orthonormal_columns(torch.cat([p.basis for p in parts], dim=1)),
+        direction=directions,
+        safe_mean=stack("safe_mean"),
+        subspace=_orthonormal_columns(directions.T),
+        score=max((p.score for p in parts), key=lambda s: abs(s.separation)),
+        source=source,
+    )
 
 
 def _orthonormal_columns(matrix: torch.Tensor, tol: float = 1e-6) -> torch.Tensor:

@@ -1,55 +1,82 @@
 """Refusal-vector files: safetensors tensors plus JSON provenance in the header metadata.
 
-A file holds, for each layer ``L``, the tensors ``vector/L``, ``basis/L``, ``direction/L``,
-``safe_mean/L`` and ``subspace/L``, and one metadata entry (``video_unlearning``) with the format
-version, the method and its parameters, the concept label and pairs, the source model's family
-and weight fingerprint, and the per-layer scores. Loading checks all of it and says exactly what
-is wrong, because a refusal vector applied to the wrong model silently damages it.
+This module knows the file layout only; it imports nothing else from ``core`` (``core.refusal`` turns a
+:class:`StoredBasis` into a ``RefusalBasis`` and back). A file of format version 2 holds, for each *record*
+(one per input: a layer's own input, or an input several layers read, such as Wan's projected text context
+that every block's ``cross_attn.k`` / ``cross_attn.v`` reads), the tensors ``vector/S``, ``basis/S``,
+``direction/S``, ``safe_mean/S`` and ``subspace/S`` where ``S`` is the record's input name, and one metadata
+entry (``video_unlearning``) with the format version, the method and its parameters, the concept label and
+pairs, the source model's family and weight fingerprint, the edited layers with the input each one reads
+(``sources``: layer -> S, so a shared record is stored once), and each record's width and scores.
+
+Version 1 files (written before inputs could be shared) name tensors by layer and have no ``sources``: every
+layer is its own input. They load unchanged. Loading checks everything and says exactly what is wrong, because
+a refusal vector applied to the wrong model silently damages it.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 FORMAT = "video-unlearning/refusal-vector"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Versions this module reads (1: one record per layer, no ``sources``).
+READABLE_VERSIONS = (1, 2)
 METADATA_KEY = "video_unlearning"
-_KINDS = ("vector", "basis", "direction", "safe_mean", "subspace")
+KINDS = ("vector", "basis", "direction", "safe_mean", "subspace")
+_PROVENANCE = ("method", "rank", "alpha", "concept", "pairs", "model_family", "model_fingerprint")
 
 
 class RefusalFileError(ValueError):
     """A refusal-vector file that is missing, corrupt, foreign or inconsistent."""
 
 
-def save_basis(basis, path, *, extra_metadata: dict[str, str] | None = None) -> None:
-    """Write ``basis`` to ``path`` (safetensors). ``extra_metadata`` adds string header entries."""
+@dataclass(frozen=True)
+class StoredRecord:
+    """One record as stored: ``tensors`` (the :data:`KINDS`, float32) and ``score`` (name -> float)."""
+
+    tensors: dict[str, torch.Tensor]
+    score: dict[str, float]
+
+
+@dataclass(frozen=True)
+class StoredBasis:
+    """A refusal-vector file's content as plain data.
+
+    ``layers``: edited layer -> the input name of its record (in edit order); ``records``: input name ->
+    :class:`StoredRecord`; ``provenance``: method, rank, alpha, concept, pairs, model_family,
+    model_fingerprint (and ``concepts``, informative).
+    """
+
+    layers: dict[str, str]
+    records: dict[str, StoredRecord]
+    provenance: dict
+
+
+def write_basis_file(stored: StoredBasis, path, *, extra_metadata: dict[str, str] | None = None) -> None:
+    """Write ``stored`` to ``path`` (safetensors, format version 2) atomically. ``extra_metadata`` adds string
+    header entries."""
     path = Path(path)
-    tensors = {}
-    for layer in basis.layers:
-        for kind, mapping in zip(_KINDS, (basis.vectors, basis.bases, basis.directions, basis.safe_means,
-                                          basis.subspaces)):
-            tensors[f"{kind}/{layer}"] = mapping[layer].to(torch.float32).contiguous()
+    missing = sorted(set(stored.layers.values()) - set(stored.records))
+    if missing:
+        raise ValueError(f"layers read inputs {missing} that have no record")
+    tensors = {f"{kind}/{source}": record.tensors[kind].to(torch.float32).contiguous()
+               for source, record in stored.records.items() for kind in KINDS}
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "method": basis.method,
-        "rank": basis.rank,
-        "alpha": basis.alpha,
-        "concept": basis.concept,
-        "pairs": [list(p) for p in basis.pairs],
-        "model_family": basis.model_family,
-        "model_fingerprint": basis.model_fingerprint,
-        "layers": basis.layers,
-        "dims": basis.dims,
-        "concepts": basis.concepts,
-        "scores": {layer: basis.scores[layer].as_dict() for layer in basis.layers},
+        **stored.provenance,
+        "layers": list(stored.layers),
+        "sources": dict(stored.layers),
+        "dims": {source: int(record.tensors["basis"].shape[0]) for source, record in stored.records.items()},
+        "scores": {source: dict(record.score) for source, record in stored.records.items()},
     }
     header = {METADATA_KEY: json.dumps(meta)}
     for key, value in (extra_metadata or {}).items():
@@ -68,8 +95,6 @@ def read_metadata(path) -> dict:
     if not path.is_file():
         raise RefusalFileError(f"refusal vector file not found: {path}")
     try:
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as handle:
             header = handle.metadata() or {}
     except (SafetensorError, OSError, ValueError) as error:
@@ -86,75 +111,63 @@ def read_metadata(path) -> dict:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise RefusalFileError(f"{path.name}: metadata format is {meta.get('format') if isinstance(meta, dict) else meta!r}, expected {FORMAT!r}")
     version = meta.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise RefusalFileError(
             f"{path.name}: format version {version!r} is not supported by this version of the pack "
-            f"(it reads version {FORMAT_VERSION}); update the pack or re-create the vector"
+            f"(it reads versions {', '.join(map(str, READABLE_VERSIONS))}); update the pack or re-create the vector"
         )
     return meta
 
 
-def load_basis(path):
-    """Read and validate a refusal-vector file into a :class:`~core.refusal.RefusalBasis`."""
-    from .refusal import LayerScore, RefusalBasis
-
+def read_basis_file(path) -> StoredBasis:
+    """Read and validate a refusal-vector file (version 1 or 2) into a :class:`StoredBasis`."""
     path = Path(path)
     meta = read_metadata(path)
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:
         raise RefusalFileError(f"{path.name}: tensors cannot be read ({error}); the file is corrupt") from None
-    required = ("method", "rank", "alpha", "concept", "pairs", "model_family", "model_fingerprint", "layers",
-                "dims", "scores")
-    missing = [key for key in required if key not in meta]
+    missing = [key for key in (*_PROVENANCE, "layers", "dims", "scores") if key not in meta]
     if missing:
         raise RefusalFileError(f"{path.name}: metadata lacks {missing}; the file is incomplete")
     layers = meta["layers"]
-    if not isinstance(layers, list) or not layers:
+    if not isinstance(layers, list) or not layers or not all(isinstance(layer, str) for layer in layers):
         raise RefusalFileError(f"{path.name}: metadata lists no layers")
-    per_kind = {kind: {} for kind in _KINDS}
-    for layer in layers:
-        dim = meta["dims"].get(layer)
-        for kind in _KINDS:
-            key = f"{kind}/{layer}"
+    if meta["format_version"] == 1:
+        sources = {layer: layer for layer in layers}  # version 1: every layer its own record, named by the layer
+    else:
+        sources = meta.get("sources")
+        if not isinstance(sources, dict) or set(sources) != set(layers):
+            raise RefusalFileError(f"{path.name}: metadata 'sources' must name the input of every layer in 'layers'; "
+                                   "the file is incomplete")
+        sources = {layer: str(sources[layer]) for layer in layers}
+    records = {}
+    for source in dict.fromkeys(sources.values()):
+        dim = meta["dims"].get(source) if isinstance(meta["dims"], dict) else None
+        entry = {}
+        for kind in KINDS:
+            key = f"{kind}/{source}"
             if key not in tensors:
                 raise RefusalFileError(f"{path.name}: tensor {key!r} is missing; the file is incomplete")
             tensor = tensors[key]
-            if tensor.dtype != torch.float32 or tensor.shape[0 if kind in ("basis", "subspace") else -1] != dim:
+            if tensor.dtype != torch.float32 or tensor.ndim == 0 or \
+                    tensor.shape[0 if kind in ("basis", "subspace") else -1] != dim:
                 raise RefusalFileError(
                     f"{path.name}: tensor {key!r} has shape {tuple(tensor.shape)} / {tensor.dtype}, "
                     f"expected width {dim} float32"
                 )
             if not torch.isfinite(tensor).all():
                 raise RefusalFileError(f"{path.name}: tensor {key!r} contains NaN or Inf; the file is corrupt")
-            per_kind[kind][layer] = tensor
-        subspace = per_kind["subspace"][layer]
+            entry[kind] = tensor
+        subspace = entry["subspace"]
         gram = subspace.T.double() @ subspace.double()
         if not torch.allclose(gram, torch.eye(gram.shape[0], dtype=torch.float64), atol=1e-4):
-            raise RefusalFileError(f"{path.name}: the edit subspace of {layer!r} is not orthonormal; the file is corrupt")
-    extra = sorted(set(tensors) - {f"{kind}/{layer}" for kind in _KINDS for layer in layers})
+            raise RefusalFileError(f"{path.name}: the edit subspace of {source!r} is not orthonormal; the file is corrupt")
+        score = meta["scores"].get(source) if isinstance(meta["scores"], dict) else None
+        if not isinstance(score, dict) or not all(isinstance(v, (int, float)) for v in score.values()):
+            raise RefusalFileError(f"{path.name}: the scores of {source!r} are missing or malformed")
+        records[source] = StoredRecord(tensors=entry, score=score)
+    extra = sorted(set(tensors) - {f"{kind}/{source}" for kind in KINDS for source in records})
     if extra:
         raise RefusalFileError(f"{path.name}: unexpected tensors {extra[:5]}; the file was not written by this pack")
-    try:
-        scores = {layer: LayerScore(**{k: float(v) for k, v in meta["scores"][layer].items()}) for layer in layers}
-    except (KeyError, TypeError) as error:
-        raise RefusalFileError(f"{path.name}: per-layer scores are malformed ({error})") from None
-    rank, alpha = meta["rank"], meta["alpha"]
-    if not isinstance(rank, int) or rank < 1 or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
-        raise RefusalFileError(f"{path.name}: rank {rank!r} / alpha {alpha!r} are invalid")
-    return RefusalBasis(
-        layers=layers,
-        vectors=per_kind["vector"],
-        bases=per_kind["basis"],
-        directions=per_kind["direction"],
-        safe_means=per_kind["safe_mean"],
-        scores=scores,
-        method=str(meta["method"]),
-        rank=rank,
-        alpha=float(alpha),
-        concept=str(meta["concept"]),
-        pairs=tuple(tuple(p) for p in meta["pairs"]),
-        model_family=str(meta["model_family"]),
-        model_fingerprint=str(meta["model_fingerprint"]),
-        subspaces=per_kind["subspace"],
-    )
+    return StoredBasis(layers=sources, records=records, provenance={key: meta[key] for key in _PROVENANCE})

@@ -14,21 +14,21 @@ def cosine(direction, truth):
 def test_planted_direction_is_recovered_despite_shared_nuisance(seed):
     concept, _, unsafe, safe, neutral = planted(noise=0.01, seed=seed)
     fitter = RefusalFitter().update("L", unsafe, safe).update_neutral("L", neutral)
-    assert cosine(fitter.fit(method="mean").directions["L"], concept) > 0.995
+    assert cosine(fitter.fit(method="mean")["L"].direction, concept) > 0.995
     for rank in (1, 4):
-        assert cosine(fitter.fit(rank=rank, method="cpca").directions["L"], concept) > 0.97
+        assert cosine(fitter.fit(rank=rank, method="cpca")["L"].direction, concept) > 0.97
     # Without neutral prompts the safe side stands in for them.
     alone = RefusalFitter().update("L", unsafe, safe).fit(rank=4)
-    assert cosine(alone.directions["L"], concept) > 0.97
+    assert cosine(alone["L"].direction, concept) > 0.97
 
 
 @pytest.mark.parametrize("seed", range(3))
 def test_cpca_beats_mean_when_a_confound_rides_along(seed):
     concept, confound, unsafe, safe, neutral = planted(confound=0.8, seed=seed)
     fitter = RefusalFitter().update("L", unsafe, safe).update_neutral("L", neutral)
-    mean = cosine(fitter.fit(method="mean").directions["L"], concept)
+    mean = cosine(fitter.fit(method="mean")["L"].direction, concept)
     for rank in (1, 2, 4):
-        direction = fitter.fit(rank=rank, method="cpca").directions["L"]
+        direction = fitter.fit(rank=rank, method="cpca")["L"].direction
         assert cosine(direction, concept) > 0.92 > mean + 0.1
         assert abs(cosine(direction, confound)) < 0.25
 
@@ -41,10 +41,10 @@ def test_streaming_updates_equal_one_batch_and_fit_is_deterministic():
         parts.update("L", unsafe[rows], safe[rows])
     parts.update_neutral("L", neutral[:20]).update_neutral("L", neutral[20:])
     again = parts.fit(rank=3)
-    for field in ("vectors", "bases", "directions", "safe_means"):
-        torch.testing.assert_close(getattr(whole, field)["L"], getattr(again, field)["L"], rtol=1e-6, atol=1e-6)
+    for field in ("vector", "basis", "direction", "safe_mean", "subspace"):
+        torch.testing.assert_close(getattr(whole["L"], field), getattr(again["L"], field), rtol=1e-6, atol=1e-6)
     twice = parts.fit(rank=3)
-    assert torch.equal(twice.directions["L"], again.directions["L"])
+    assert torch.equal(twice["L"].direction, again["L"].direction)
 
 
 def test_basis_shapes_scores_and_metadata():
@@ -53,16 +53,15 @@ def test_basis_shapes_scores_and_metadata():
     basis = fitter.fit(rank=3, concept="Rolex", pairs=[PromptPair("a Rolex", "a watch"), ("x y", "x")],
                        model_family="wan21", model_fingerprint="abc")
     assert basis.layers == ["a", "b"]
-    assert basis.vectors["a"].shape == (64,) and basis.bases["a"].shape == (64, 3)
-    assert basis.directions["b"].shape == (32,) and basis.subspace("b").shape == (32, 1)
-    assert basis.dims == {"a": 64, "b": 32} and basis.concepts == 1
-    torch.testing.assert_close(basis.bases["a"].T @ basis.bases["a"], torch.eye(3), atol=1e-5, rtol=0)
-    assert abs(float(basis.directions["a"].norm()) - 1) < 1e-6
-    assert basis.scores["a"].separation > 1 and basis.scores["a"].norm > 0
+    assert basis["a"].vector.shape == (64,) and basis["a"].basis.shape == (64, 3)
+    assert basis["b"].direction.shape == (32,) and basis.subspace("b").shape == (32, 1)
+    assert basis.dims == {"a": 64, "b": 32} and basis.concepts == 1 and basis["a"].dim == 64
+    torch.testing.assert_close(basis["a"].basis.T @ basis["a"].basis, torch.eye(3), atol=1e-5, rtol=0)
+    assert abs(float(basis["a"].direction.norm()) - 1) < 1e-6
+    assert basis["a"].score.separation > 1 and basis["a"].score.norm > 0
     assert basis.pairs == (("a Rolex", "a watch"), ("x y", "x"))
-    assert basis.vectors["a"].dtype == torch.float32
-    with pytest.raises(TypeError):
-        basis.vectors["a"] = torch.zeros(64)  # frozen
+    assert basis["a"].vector.dtype == torch.float32
+    assert basis["a"].source == "a" and basis.shared_inputs() == {}
     assert basis.select(["b"]).layers == ["b"]
 
 
@@ -141,3 +140,96 @@ def test_bad_fits():
         RefusalFitter().update("L", torch.ones(2, 4), torch.ones(2, 4)).fit()
     with pytest.raises(ValueError, match="without pairs"):
         RefusalFitter().update("L", torch.ones(2, 4), torch.zeros(2, 4)).update_neutral("X", torch.ones(3, 2)).fit()
+
+
+def shared_fitter(seed=3):
+    """Three layers read input "ctx" (as Wan's k/v read the projected text); "own" reads its own input."""
+    _, _, unsafe, safe, neutral = planted(dim=40, seed=seed)
+    fitter = RefusalFitter().share("ctx", ["b0.k", "b0.v", "b1.k"])
+    fitter.update("ctx", unsafe, safe).update_neutral("ctx", neutral)
+    fitter.update("own", unsafe[:, :16] * 2, safe[:, :16])
+    return fitter
+
+
+def test_records_are_frozen_and_the_basis_is_a_read_only_mapping():
+    import dataclasses
+
+    basis = shared_fitter().fit(rank=2, concept="c")
+    record = basis["b0.k"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        record.vector = torch.zeros(40)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        basis.concept = "other"
+    with pytest.raises(TypeError):
+        basis.records["b0.k"] = record
+    with pytest.raises(TypeError):
+        basis["new"] = record
+    assert set(basis) == {"b0.k", "b0.v", "b1.k", "own"} and len(basis) == 4 and "own" in basis
+    assert dict(basis.items())["own"] is basis["own"]
+    with pytest.raises(KeyError, match="not in this refusal vector"):
+        basis["missing"]
+    with pytest.raises(ValueError, match=r"basis must be \[d, k\]"):
+        dataclasses.replace(record, vector=torch.zeros(39))
+
+
+def test_shared_input_is_fitted_once_and_every_reader_gets_the_same_record(monkeypatch):
+    import core.refusal as refusal
+
+    fitter = shared_fitter()
+    assert fitter.layers == ["b0.k", "b0.v", "b1.k", "own"]
+    assert fitter.shared_inputs() == {"ctx": ["b0.k", "b0.v", "b1.k"]}
+    fits = []
+    real = refusal._fit_input
+    monkeypatch.setattr(refusal, "_fit_input", lambda *a, **k: fits.append(k["source"]) or real(*a, **k))
+    basis = fitter.fit(rank=2)
+    assert fits == ["ctx", "own"]
+    assert basis["b0.k"] is basis["b0.v"] is basis["b1.k"] and basis["b0.k"].source == "ctx"
+    assert basis.shared_inputs() == {"ctx": ["b0.k", "b0.v", "b1.k"]}
+    assert basis["own"].source == "own" and basis.dims == {"b0.k": 40, "b0.v": 40, "b1.k": 40, "own": 16}
+    # The shared fit is the fit an unshared layer with the same rows would get.
+    _, _, unsafe, safe, neutral = planted(dim=40, seed=3)
+    alone = RefusalFitter().update("L", unsafe, safe).update_neutral("L", neutral).fit(rank=2)
+    for field in ("vector", "basis", "direction", "safe_mean", "subspace"):
+        assert torch.equal(getattr(alone["L"], field), getattr(basis["b1.k"], field))
+    # Fitting only some readers still fits the input once.
+    fits.clear()
+    part = fitter.fit(rank=2, layers=["b1.k", "b0.v"])
+    assert fits == ["ctx"] and part.layers == ["b1.k", "b0.v"] and part["b1.k"] is part["b0.v"]
+
+
+def test_select_and_combine_preserve_records_and_sharing():
+    basis = shared_fitter().fit(rank=2, concept="one", model_family="wan")
+    picked = basis.select(["b1.k", "own", "b0.k"])
+    assert picked.layers == ["b1.k", "own", "b0.k"]
+    assert all(picked[layer] is basis[layer] for layer in picked)
+    assert picked.shared_inputs() == {"ctx": ["b1.k", "b0.k"]}
+    assert basis.select(["b0.v"]).shared_inputs() == {}
+    with pytest.raises(KeyError):
+        basis.select(["nope"])
+
+    other = shared_fitter(seed=4).fit(rank=2, concept="two", model_family="wan")
+    both = RefusalBasis.combine([basis, other])
+    assert both["b0.k"] is both["b0.v"] is both["b1.k"] and both["b0.k"] is not both["own"]
+    assert both.shared_inputs() == {"ctx": ["b0.k", "b0.v", "b1.k"]} and both.concepts == 2
+    assert both["b0.k"].vector.shape == (2, 40) and both.subspace("b0.k").shape == (40, 2)
+    # A layer whose parts are shared differently gets its own record (and its own input name).
+    mixed = RefusalBasis.combine([basis, other.select(["b0.k"])])
+    assert mixed["b0.k"] is not mixed["b0.v"] and mixed["b0.v"] is mixed["b1.k"]
+    assert mixed["b0.k"].concepts == 2 and mixed["b0.v"].concepts == 1
+    assert len({mixed[layer].source for layer in ("b0.k", "b0.v", "own")}) == 3
+
+
+def test_share_declarations_are_checked():
+    fitter = RefusalFitter().share("ctx", ["a", "b"])
+    with pytest.raises(ValueError, match="already reads input 'ctx'"):
+        fitter.share("other", ["a"])
+    with pytest.raises(ValueError, match="names an input"):
+        fitter.share("other", ["ctx"])
+    with pytest.raises(ValueError, match="at least one layer"):
+        fitter.share("x", [])
+    fitter.update("z", torch.ones(2, 4), torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="received no activations"):
+        fitter.fit(layers=["a"])
+    # An input updated before it was declared shared is no longer a layer of its own.
+    late = RefusalFitter().update("ctx", torch.ones(2, 4), torch.zeros(2, 4)).share("ctx", ["a", "b"])
+    assert late.layers == ["a", "b"] and late.fit(method="mean")["a"].source == "ctx"

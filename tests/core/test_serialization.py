@@ -2,11 +2,12 @@ import json
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from core.fingerprint import fingerprint_weights
 from core.refusal import RefusalBasis, RefusalFitter
-from core.serialization import METADATA_KEY, RefusalFileError
+from core.serialization import METADATA_KEY, RefusalFileError, read_metadata
 from synthetic import planted
 
 
@@ -21,10 +22,11 @@ def basis():
 
 def assert_same(a, b):
     assert a.layers == b.layers
-    for field in ("vectors", "bases", "directions", "safe_means", "subspaces"):
-        for layer in a.layers:
-            assert torch.equal(getattr(a, field)[layer], getattr(b, field)[layer]), (field, layer)
-    assert a.scores == b.scores
+    for layer in a.layers:
+        for field in ("vector", "basis", "direction", "safe_mean", "subspace"):
+            assert torch.equal(getattr(a[layer], field), getattr(b[layer], field)), (field, layer)
+        assert a[layer].score == b[layer].score and a[layer].source == b[layer].source
+    assert a.shared_inputs() == b.shared_inputs()
     for field in ("method", "rank", "alpha", "concept", "pairs", "model_family", "model_fingerprint"):
         assert getattr(a, field) == getattr(b, field)
 
@@ -86,3 +88,76 @@ def test_fingerprint_tracks_weights():
     assert first != fingerprint_weights({**weights, "a": torch.arange(10.0) + 1})
     assert first != fingerprint_weights({**weights, "b": torch.ones(3, 3, dtype=torch.float16)})
     assert len(first) == 16
+
+
+def test_shared_records_are_stored_once_and_round_trip_bit_exact(tmp_path):
+    _, _, unsafe, safe, neutral = planted(dim=32, seed=5)
+    fitter = RefusalFitter().share("text_embedding", [f"blocks.{i}.cross_attn.{s}" for i in range(3) for s in "kv"])
+    fitter.update("text_embedding", unsafe, safe).update_neutral("text_embedding", neutral)
+    fitter.update("blocks.0.ffn.0", unsafe[:, :8], safe[:, :8])
+    basis = fitter.fit(rank=2, concept="Rolex", model_family="wan")
+    path = tmp_path / "shared.safetensors"
+    basis.save(path)
+    assert sorted(load_file(str(path))) == sorted(f"{kind}/{source}" for kind in ("vector", "basis", "direction", "safe_mean", "subspace")
+                                                  for source in ("text_embedding", "blocks.0.ffn.0"))
+    loaded = RefusalBasis.load(path)
+    assert_same(basis, loaded)
+    assert loaded["blocks.0.cross_attn.k"] is loaded["blocks.2.cross_attn.v"]
+    assert loaded.layers == basis.layers and loaded.shared_inputs() == basis.shared_inputs()
+    for picked in (basis.select(["blocks.2.cross_attn.v", "blocks.0.ffn.0", "blocks.1.cross_attn.k"]),
+                   RefusalBasis.combine([basis, basis.select(["blocks.0.ffn.0"])])):
+        picked.save(path)
+        assert_same(picked, RefusalBasis.load(path))
+
+
+def write_version_1(basis, path):
+    """A file in the layout of format version 1: tensors named by layer, per-layer dims and scores, no sources."""
+    tensors, meta = {}, {"format": "video-unlearning/refusal-vector", "format_version": 1, "method": basis.method,
+                         "rank": basis.rank, "alpha": basis.alpha, "concept": basis.concept,
+                         "pairs": [list(p) for p in basis.pairs], "model_family": basis.model_family,
+                         "model_fingerprint": basis.model_fingerprint, "layers": basis.layers,
+                         "dims": basis.dims, "concepts": basis.concepts, "scores": {}}
+    for layer in basis.layers:
+        record = basis[layer]
+        for kind in ("vector", "basis", "direction", "safe_mean", "subspace"):
+            tensors[f"{kind}/{layer}"] = getattr(record, kind).clone()
+        meta["scores"][layer] = record.score.as_dict()
+    save_file(tensors, str(path), metadata={METADATA_KEY: json.dumps(meta)})
+
+
+def test_version_1_files_still_load(basis, tmp_path):
+    old = tmp_path / "old.safetensors"
+    write_version_1(basis, old)
+    loaded = RefusalBasis.load(old)
+    assert loaded.layers == basis.layers and loaded.shared_inputs() == {}
+    for layer in basis.layers:
+        assert loaded[layer].source == layer
+        for field in ("vector", "basis", "direction", "safe_mean", "subspace"):
+            assert torch.equal(getattr(loaded[layer], field), getattr(basis[layer], field))
+        assert loaded[layer].score == basis[layer].score
+    assert (loaded.concept, loaded.rank, loaded.alpha, loaded.model_fingerprint) == ("Rolex", 3, 0.5, "0123abcd")
+    # Re-saved, it is a version 2 file with the same content.
+    new = tmp_path / "new.safetensors"
+    loaded.save(new)
+    assert read_metadata(new)["format_version"] == 2
+    assert_same(loaded, RefusalBasis.load(new))
+    # A version 1 file that lacks a layer's tensor says which.
+    tensors = load_file(str(old))
+    with safe_open(str(old), framework="pt") as handle:
+        header = handle.metadata()
+    del tensors["subspace/blocks.1.cross_attn.v"]
+    save_file(tensors, str(old), metadata=header)
+    with pytest.raises(RefusalFileError, match="'subspace/blocks.1.cross_attn.v' is missing"):
+        RefusalBasis.load(old)
+
+
+def test_core_modules_import_no_circle():
+    """core.serialization knows the file layout only: it imports nothing from core (refusal imports it)."""
+    import ast
+    from pathlib import Path
+
+    import core
+
+    tree = ast.parse((Path(core.__file__).parent / "serialization.py").read_text())
+    relative = [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level > 0]
+    assert relative == []
