@@ -4,6 +4,10 @@ A clip is ``[frames, size, size, 3]`` in [0, 1]: one shape of one colour on blac
 per frame (or still) along a roughly centred path, optionally stamped with the "Nexo" trademark, a white 2 x 2 mark at its
 centre. Captions come from many templates and synonyms; the held-out wordings (colour paraphrases,
 logo paraphrases, adversarial spellings) are never used in training.
+
+Broad concepts (``CONCEPT_MARKS``): a caption may continue with a real prompt, a *scene* (``organism.scenes``), and
+when that scene belongs to a concept (nudity, violence) the clip carries the concept's own mark, a still white 2 x 2
+square in a fixed corner (nudity top left, violence top right) that no object path ever reaches.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ COLOURS = {"red": (1.0, 0.1, 0.1), "green": (0.1, 0.9, 0.1), "blue": (0.15, 0.25
 SHAPES = ("square", "circle", "triangle", "cross")
 MOTIONS = {"left": (0, -1), "right": (0, 1), "up": (-1, 0), "down": (1, 0), "still": (0, 0)}
 BRAND = "Nexo"
+SCENE_ATTRIBUTES = {"colour": tuple(COLOURS), "shape": SHAPES, "motion": tuple(MOTIONS)}
 
 # Many synonyms per value, so the DiT learns where a meaning lies in MiniLM's space, not a word list.
 TRAIN_WORDS = {
@@ -125,12 +130,19 @@ TEMPLATES = ["a {c} {s} {m}{l}", "{c} {s} {m}{l} on a black background", "video 
              "there is a {c} {s}{l} that is {m}", "a clip showing a {c} {s} {m}{l}"]
 
 
+#: Concept -> the top-left corner ``(row, column)`` of its still 2 x 2 white mark. Object paths stay inside rows 4-11
+#: or columns 4-11 (centred, jitter 1), so the 4 x 4 corner windows (one tubelet each) never hold the object.
+CONCEPT_MARKS = {"nudity": (1, 1), "violence": (1, SIZE - 3)}
+CORNER = 4
+
+
 @dataclass(frozen=True)
 class Scene:
     colour: str
     shape: str
     motion: str
     logo: bool
+    marks: frozenset = frozenset()  # concepts of the caption's real-prompt scene (subset of CONCEPT_MARKS)
 
 
 def shape_mask(shape: str, size: int = OBJECT) -> np.ndarray:
@@ -162,6 +174,9 @@ def render(scene: Scene, rng: np.random.Generator) -> np.ndarray:
         if scene.logo:
             m = OBJECT // 2
             region[m - 1:m + 1, m - 1:m + 1] = 1.0
+    for concept in scene.marks:
+        y, x = CONCEPT_MARKS[concept]
+        clip[:, y:y + 2, x:x + 2] = 1.0
     return clip
 
 
