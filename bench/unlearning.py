@@ -27,6 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from organism import cli  # noqa: E402
 from organism import experiment as ex  # noqa: E402
 from organism.sampling import generate  # noqa: E402
 from organism.text import TextEncoder  # noqa: E402
@@ -61,16 +62,21 @@ SWEEP = [
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--concept", default="logo", help="'logo' (the Nexo trademark) or a colour such as 'red'")
+    parser.add_argument("--concept", default="logo", type=cli.concept_name,
+                        help="'logo' (the Nexo trademark) or a colour such as 'red'")
     parser.add_argument("--pairs", type=Path, help="pairs file (core.pairs format); default organism/pairs/<concept>")
     parser.add_argument("--prompts", type=Path, help="'split: prompt' lines; default: generated held-out prompts")
     parser.add_argument("--weights", type=Path, default=ex.WEIGHTS, help="organism weights (safetensors)")
-    parser.add_argument("--count", type=int, help="prompts per split (default 48, 24 with --quick)")
-    parser.add_argument("--steps", type=int, default=16, help="sampling steps")
+    parser.add_argument("--count", type=cli.positive_int, help="prompts per split (default 48, 24 with --quick)")
+    parser.add_argument("--steps", type=cli.positive_int, default=16, help="sampling steps")
     parser.add_argument("--quick", action="store_true", help="default variant and baselines only")
-    parser.add_argument("--json", type=Path)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", type=Path, help="where to write the report (default out/bench_unlearning_<concept>.json)")
+    parser.add_argument("--threads", type=cli.positive_int, default=2, help="torch CPU threads")
     args = parser.parse_args()
+    args.pair_list = cli.read_pairs(args.pairs, args.concept)  # bad input fails here, in one line, before loading
+    args.prompt_lines = cli.read_prompt_lines(args.prompts) if args.prompts else None
+    if not args.weights.is_file():
+        cli.fail(f"weights file {args.weights} does not exist")
     torch.set_num_threads(args.threads)
     args.count = args.count or (24 if args.quick else 48)
     report = run(args)
@@ -82,8 +88,8 @@ def main() -> None:
 
 def run(args) -> dict:
     model, encoder = ex.load_organism(args.weights), TextEncoder()
-    pairs = ex.load_pairs(args.pairs or ex.default_pairs_path(args.concept))
-    prompt_set = ex.prompts_from_file(args.prompts) if args.prompts else ex.concept_prompts(args.concept, args.count)
+    pairs = args.pair_list
+    prompt_set = _file_prompts(args.prompt_lines) if args.prompt_lines else ex.concept_prompts(args.concept, args.count)
     splits = list(prompt_set.prompts)
     print(f"concept {args.concept!r}: {len(pairs)} pairs; splits " + ", ".join(f"{s} ({len(prompt_set.prompts[s])})" for s in splits))
     with torch.no_grad():
@@ -140,6 +146,16 @@ def run(args) -> dict:
             "defaults": DEFAULT, "steps": args.steps, "count": args.count,
             "rows": [{"name": name, **result} for name, result in rows],
             "cost": {"collect_seconds": measured[True, "real text tokens"].seconds, "fit_seconds": fit_seconds, "sampling_ratio": ratio}}
+
+
+def _file_prompts(lines) -> "ex.PromptSet":
+    out = ex.PromptSet()
+    for split, attributes, prompt in lines:
+        out.prompts.setdefault(split, []).append(prompt)
+        scene = None if attributes is None else ex.Scene(attributes["colour"], attributes["shape"], attributes["motion"],
+                                                          attributes["logo"])
+        out.scenes.setdefault(split, []).append(scene)
+    return out
 
 
 def _sampling_ratio(base, patched, encoder, steps: int, repeats: int = 7) -> float:

