@@ -19,9 +19,9 @@ WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
 PAIR_SETS = sorted((ROOT / "workflows" / "pairs").glob("*.txt"))
 NODE_TITLE_HEIGHT = 30  # LiteGraph draws a node's title bar above its `pos`
 GROUP_HEADER_HEIGHT = 34  # a group's title strip at font_size 22
-#: The editor's menu bar and workflow tabs cover the canvas's top (about 80 px in frontend 1.27, measured by
-#: tests/browser); a group title must open below them.
-TOP_BAR_HEIGHT = 90
+#: A group title opens at least this far (screen px) below the canvas's top edge, which in frontend 1.27 sits right
+#: under the menu bar and workflow tabs (tests/browser checks in Chromium that every title is visible).
+TITLE_MARGIN = 30
 SHIPPED = ["compute_refusal_vector_wan21.json", "unlearn_wan22_t2v_14B.json", "unlearn_wan22_ti2v_5B.json",
            "unlearned_side_by_side_wan21.json"]
 #: The official file names of ComfyUI's Wan 2.1 / 2.2 templates (Comfy-Org repackaged releases).
@@ -115,13 +115,13 @@ def test_layout_is_readable(path):
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_group_titles_open_below_the_top_bar(path):
-    """The opening view (extra.ds) puts every group's title below the editor's top bar and right of the side bar."""
+    """The opening view (extra.ds) puts every group's title inside the canvas, below the editor's top bar."""
     workflow = json.loads(path.read_text())
     view = workflow["extra"]["ds"]
     (ox, oy), scale = view["offset"], view["scale"]
     for group in workflow["groups"]:
         gx, gy, _, _ = group["bounding"]
-        assert (gy + oy) * scale >= TOP_BAR_HEIGHT, f"{group['title']!r} opens under the top bar"
+        assert (gy + oy) * scale >= TITLE_MARGIN, f"{group['title']!r} opens under the top bar"
         assert (gx + ox) * scale >= 0, f"{group['title']!r} opens left of the canvas"
 
 
@@ -131,7 +131,7 @@ def test_score_chart_fits_its_node_at_full_size(path):
     workflow = json.loads(path.read_text())
     for node in workflow["nodes"]:
         if node["type"] == "VideoUnlearnRefusalVector":
-            assert node["size"][0] >= 650 and node["size"][1] >= 560, node["size"]
+            assert node["size"][0] >= 650 and node["size"][1] >= 620, node["size"]
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)

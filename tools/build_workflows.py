@@ -43,13 +43,14 @@ MODEL_FILES = {
 }
 #: Group bounding boxes start this far above their first row of nodes: the group title, then the node title bar.
 HEADER = 75
-#: The view a workflow opens with: its zoom, and the screen margin (px) left of and above the top-left group. The
-#: editor's menu bar and workflow tabs cover the canvas's top 80 px or so (frontend 1.27; `tests/browser` measures
-#: it); group titles must start below them, and clear of the left side bar.
+#: The view a workflow opens with: its zoom, and the margin (screen px) between the canvas's top-left corner and the
+#: top-left group. The editor restores this view when it opens the workflow; with the old offset (60, 60) the group
+#: titles lay above the canvas's top edge, under the menu bar and workflow tabs (tests/browser checks that every
+#: title is visible).
 VIEW_SCALE = 0.8
-VIEW_MARGIN = (24, 110)
+VIEW_MARGIN = (24, 40)
 #: The score chart (nodes/plot.py, 640 x 400) is shown at 1:1 at 100 % zoom in a node this size.
-VECTOR_NODE_SIZE = (660, 600)
+VECTOR_NODE_SIZE = (660, 640)
 NEGATIVE = "blurry, low quality, static, distorted, watermark, text, jpeg artifacts"
 
 
@@ -253,7 +254,7 @@ def shifted(g: Graph, pos, unet):
 
 
 #: The second row of the Wan 2.2 workflows (unlearning, sampling) starts here, below the first row's groups.
-ROW2 = 840
+ROW2 = 880
 
 
 def ti2v_5b_workflow() -> Graph:
@@ -303,7 +304,7 @@ def t2v_14b_workflow() -> Graph:
     low = shifted(g, (0, 340), g.node("UNETLoader", (0, 220), [UNET_LOW, "default"], outputs=[("MODEL", "MODEL")], size=(330, 82)))
     clip = g.node("CLIPLoader", (0, 440), [TEXT_ENCODER, "wan", "default"], outputs=[("CLIP", "CLIP")], size=(330, 106))
     vae = g.node("VAELoader", (0, 590), [VAE], outputs=[("VAE", "VAE")], size=(330, 58))
-    g.group("1. Load Wan 2.2 T2V 14B: both experts", (-10, -HEADER, 350, HEADER + 660))
+    g.group("1. Load Wan 2.2 T2V 14B", (-10, -HEADER, 350, HEADER + 660))
     encoder = pair_encoder(g, (400, 0), clip)
     g.group("2. Pairs (both experts)", (390, -HEADER, 540, HEADER + 430))
     vectors = {}
@@ -323,7 +324,7 @@ def t2v_14b_workflow() -> Graph:
            "- Sampling as in ComfyUI's Wan 2.2 14B template: shift 8, 640x640, 81 frames, 20 steps (high noise 0-10, "
            "low noise 10-20), cfg 3.5, `euler`, 16 fps.\n"
            "- Top: base model; bottom: unlearned. Both vectors are saved (`rolex_high_00001`, `rolex_low_00001`).",
-           size=(520, 300))
+           size=(520, 230))
     apply = {name: apply_unlearning(g, (2090, 260 * row), model, vectors[name], title=f"Apply Unlearning ({name} noise)")
              for row, (name, model) in enumerate((("high", high), ("low", low)))}
     positive, negative = prompts(g, 2090, 540, clip)

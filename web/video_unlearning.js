@@ -184,7 +184,9 @@ app.registerExtension({
     caption.style.cssText = "font: 13px sans-serif; color: #e8a060; padding: 2px 6px; white-space: normal; overflow: hidden;";
     caption.textContent = "run to see which layers carry the concept";
     caption.dataset.state = "idle";
-    node.addDOMWidget("chart_caption", "video_unlearning_chart_caption", caption, { serialize: false, hideOnZoom: false });
+    // At most two lines: the rest of the node is the chart's, shown at 1:1 at 100 % zoom in the shipped workflows.
+    node.addDOMWidget("chart_caption", "video_unlearning_chart_caption", caption,
+                      { serialize: false, hideOnZoom: false, getMinHeight: () => 22, getMaxHeight: () => 40 });
     chain(node, "onExecuted", (output) => {
       const chart = output?.[CHART_KEY]?.[0];
       if (!chart) return;
