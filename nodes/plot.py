@@ -1,8 +1,8 @@
 """The per-layer score chart shown by the Low-Rank Refusal Vector node (PIL only, no plotting library).
 
 One bar per distinct *input*: layers that read the same input (Wan's text-side ``cross_attn.k``/``.v`` of every
-block read the one projected text context) get one bar that says so, because their fits are identical and forty
-equal bars say nothing. Layers with their own input (``ffn.0``, ``cross_attn.o``) get one bar each, grouped by
+block read the one projected text context; ``RefusalBasis.shared_inputs``) get one bar that says so, because they
+share one fit and forty equal bars say nothing. Layers with their own input (``ffn.0``, ``cross_attn.o``) get one bar each, grouped by
 block, one colour per layer kind (the legend says which). The chart's labels also travel as data next to the image
 (``chart_data``), so the editor can show and check them as text.
 """
@@ -76,34 +76,13 @@ def _kinds_text(subs: list[str]) -> str:
 
 
 def shared_inputs(basis: RefusalBasis) -> list[tuple[str, tuple[str, ...]]]:
-    """Groups of layers that read one input, as ``(input name, layers)``; every layer is in exactly one group.
-
-    The basis says which layers share an input (``basis.shared_inputs()``: input name -> layers); a basis without
-    that method counts layers whose refusal vectors are bit-identical as sharing one (equal inputs, equal fits).
-    """
-    declared = getattr(basis, "shared_inputs", None)
-    groups: list[tuple[str, tuple[str, ...]]] = []
-    if callable(declared):
-        for name, layers in declared().items():
-            layers = tuple(layer for layer in layers if layer in basis.layers)
-            if layers:
-                groups.append((str(name), layers))
-    else:
-        by_vector: dict[bytes, list[str]] = {}
-        for layer in basis.layers:
-            key = basis.vectors[layer].contiguous().numpy().tobytes()
-            by_vector.setdefault(key, []).append(layer)
-        groups = [("", tuple(layers)) for layers in by_vector.values()]
+    """Groups of layers that read one input, as ``(input name, layers)`` in layer order; every layer is in exactly
+    one group (a layer with its own input is a group of one, named ``""``)."""
+    groups = [(name, tuple(layers)) for name, layers in basis.shared_inputs().items()]
     covered = {layer for _, layers in groups for layer in layers}
     groups += [("", (layer,)) for layer in basis.layers if layer not in covered]
     groups.sort(key=lambda group: basis.layers.index(group[1][0]))
     return [(_input_name(basis, name, layers) if len(layers) > 1 else name, layers) for name, layers in groups]
-
-
-def _score(basis: RefusalBasis, layer: str):
-    """The layer's LayerScore (``basis[layer].score``; ``basis.scores[layer]`` on the older basis)."""
-    scores = getattr(basis, "scores", None)
-    return scores[layer] if scores is not None else basis[layer].score
 
 
 def _input_name(basis: RefusalBasis, name: str, layers) -> str:
@@ -120,7 +99,7 @@ def chart_bars(basis: RefusalBasis) -> list[Bar]:
     """The chart's bars: shared inputs first (in layer order), then single layers by block and kind."""
     shared, single = [], []
     for name, layers in shared_inputs(basis):
-        value = abs(_score(basis, layers[0]).separation)
+        value = abs(basis[layers[0]].score.separation)
         parts = [_split(layer) for layer in layers]
         if len(layers) > 1:
             blocks = [block for _, block, _ in parts if block is not None]
