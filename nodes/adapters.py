@@ -1,17 +1,17 @@
-"""Per-architecture tables: which linear layers of a video DiT the edit may target.
+"""Per-architecture tables: everything the pack knows about a model family, in one place.
 
 The method edits linear layers whose *input* carries the concept. In a cross-attention DiT (Wan,
 LTX-Video, Cosmos) the text reaches the video tokens only through the key/value projections of
 cross-attention, whose input is the (projected) text context; in an MMDiT (HunyuanVideo, Mochi)
 the text stream has its own attention and FFN, as in Open-Sora 2.0 where the paper edits the text
-FFN. Each adapter lists those layers as groups a person picks in the nodes. Adding a family is one
-entry in ``ADAPTERS``.
+FFN. Each adapter lists those layers as groups a person picks in the nodes, says which of them read
+only the text, and how the family's VAE compresses a video (for the measuring latent). Adding a
+family is one entry in ``ADAPTERS``; the nodes resolve layers through :func:`layers_for` only.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 #: Prefix of the diffusion model inside a ComfyUI ``BaseModel`` state dict.
 DIFFUSION_PREFIX = "diffusion_model."
@@ -22,34 +22,69 @@ class LayerGroup:
     """Linear layers (suffixes inside one block) edited together.
 
     ``timestep_independent`` is True when the layers' input depends only on the text (the
-    projected context), so one forward per prompt measures it exactly.
+    projected context), so one forward per prompt measures it exactly. ``shared_input`` names the
+    one tensor every layer of the group reads in every block (Wan's ``cross_attn.k`` / ``.v`` all read
+    the output of ``text_embedding``), so it is measured and fitted once; "" = each layer reads its own.
     """
 
     suffixes: tuple[str, ...]
     timestep_independent: bool
     description: str
+    shared_input: str = ""
+
+
+@dataclass(frozen=True)
+class LatentGeometry:
+    """How a family's VAE compresses a video: ``spatial`` pixels per latent pixel on each side, ``temporal``
+    frames per latent frame after the first (ComfyUI's Empty*LatentVideo nodes use the same factors)."""
+
+    spatial: int
+    temporal: int
+
+    def shape(self, channels: int, width: int, height: int, length: int) -> list[int]:
+        """``[1, channels, latent frames, latent height, latent width]`` of a ``width x height x length`` video."""
+        return [1, channels, (length - 1) // self.temporal + 1, height // self.spatial, width // self.spatial]
 
 
 @dataclass(frozen=True)
 class Adapter:
+    """One model family.
+
+    Attributes:
+        family: the name stored with a refusal vector; vectors apply only to models of the same family.
+        model_classes: class names in ``comfy.model_base``; a model matches through its class or a parent.
+        blocks: attribute path of the block list inside the diffusion model.
+        groups: the editable layer groups, by the name offered in the nodes.
+        default_group: the group "default" means.
+        latent: the VAE's compression; ``latent_by_class`` overrides it for a model class
+            (Wan 2.2 TI2V 5B, class ``WAN22``, has a 16x VAE where Wan 2.1 and the 2.2 A14B experts have 8x).
+    """
+
     family: str
-    model_classes: tuple[str, ...]  # class names in comfy.model_base, most specific first
-    blocks: str  # attribute path of the block list inside the diffusion model
+    model_classes: tuple[str, ...]
+    blocks: str
     groups: dict[str, LayerGroup]
     default_group: str
+    latent: LatentGeometry
+    latent_by_class: dict[str, LatentGeometry] = field(default_factory=dict)
 
     def block_count(self, diffusion_model) -> int:
         return len(diffusion_model.get_submodule(self.blocks))
 
+    def suffixes(self, group: str) -> tuple[str, ...]:
+        """Layer suffixes of ``group``: "default", one of :attr:`groups`, or "all" (every group)."""
+        if group == "default":
+            group = self.default_group
+        if group == "all":
+            return tuple(dict.fromkeys(s for g in self.groups.values() for s in g.suffixes))
+        if group not in self.groups:
+            raise ValueError(f"layer group {group!r} does not exist for {self.family}; choose one of "
+                             f"{['default', *self.groups, 'all']}")
+        return self.groups[group].suffixes
+
     def layer_names(self, diffusion_model, group: str, block_start: int = 0, block_end: int = -1) -> list[str]:
         """Dotted names (relative to the diffusion model) of the group's layers in the block range."""
-        if group == "all":
-            suffixes = tuple(dict.fromkeys(s for g in self.groups.values() for s in g.suffixes))
-        elif group in self.groups:
-            suffixes = self.groups[group].suffixes
-        else:
-            raise ValueError(f"layer group {group!r} does not exist for {self.family}; choose one of "
-                             f"{list(self.groups) + ['all']}")
+        suffixes = self.suffixes(group)
         first, last = block_range(self.block_count(diffusion_model), block_start, block_end)
         names = [f"{self.blocks}.{i}.{suffix}" for i in range(first, last + 1) for suffix in suffixes]
         # Some blocks lack a layer (Mochi's last block has no text-stream FFN): keep those that exist.
@@ -65,7 +100,29 @@ class Adapter:
     def text_token_layers(self, names) -> list[str]:
         """The layers among ``names`` whose input is the projected text context, one row per prompt token."""
         independent = {s for g in self.groups.values() if g.timestep_independent for s in g.suffixes}
-        return [name for name in names if name.split(".", 2)[-1] in independent]
+        return [name for name in names if _suffix(name) in independent]
+
+    def shared_inputs(self, names) -> dict[str, list[str]]:
+        """Input name -> the layers among ``names`` that read it, for the groups with a ``shared_input``."""
+        shared = {s: g.shared_input for g in self.groups.values() if g.shared_input for s in g.suffixes}
+        out: dict[str, list[str]] = {}
+        for name in names:
+            source = shared.get(_suffix(name))
+            if source:
+                out.setdefault(source, []).append(name)
+        return out
+
+    def latent_geometry(self, model_patcher) -> LatentGeometry:
+        """The VAE compression of this MODEL: the most specific override of its class, else the family's."""
+        for cls in type(model_patcher.model).__mro__:
+            if cls.__name__ in self.latent_by_class:
+                return self.latent_by_class[cls.__name__]
+        return self.latent
+
+
+def _suffix(name: str) -> str:
+    """``blocks.3.cross_attn.k`` -> ``cross_attn.k`` (the part after the block index)."""
+    return name.split(".", 2)[-1]
 
 
 def _has_linear(module, name: str) -> bool:
@@ -85,18 +142,22 @@ def block_range(count: int, block_start: int, block_end: int) -> tuple[int, int]
 
 
 _CROSS_KV = "text-side cross-attention key/value projections: their input is the projected text"
+_VAE_8X = LatentGeometry(spatial=8, temporal=4)
 
 ADAPTERS: tuple[Adapter, ...] = (
     Adapter(
         family="wan",
+        # The Wan 2.2 A14B experts are detected as WAN21 (the 2.1 architecture); the TI2V 5B as WAN22.
         model_classes=("WAN22", "WAN21", "WAN22_S2V", "WAN22_Animate", "WAN21_Vace", "WAN21_Camera", "WAN21_HuMo"),
         blocks="blocks",
         groups={
-            "cross_attn.k+v": LayerGroup(("cross_attn.k", "cross_attn.v"), True, _CROSS_KV),
+            "cross_attn.k+v": LayerGroup(("cross_attn.k", "cross_attn.v"), True, _CROSS_KV, "text_embedding"),
             "cross_attn.o": LayerGroup(("cross_attn.o",), False, "cross-attention output projection"),
             "ffn.0": LayerGroup(("ffn.0",), False, "first FFN linear of each block (video tokens)"),
         },
         default_group="cross_attn.k+v",
+        latent=_VAE_8X,
+        latent_by_class={"WAN22": LatentGeometry(spatial=16, temporal=4)},  # Wan 2.2 VAE (48 channels)
     ),
     Adapter(
         family="hunyuan_video",
@@ -107,16 +168,18 @@ ADAPTERS: tuple[Adapter, ...] = (
             "txt_attn.qkv": LayerGroup(("txt_attn.qkv",), False, "text-stream attention projections"),
         },
         default_group="txt_mlp.0",
+        latent=_VAE_8X,
     ),
     Adapter(
         family="ltxv",
         model_classes=("LTXV",),
         blocks="transformer_blocks",
         groups={
-            "attn2.to_k+to_v": LayerGroup(("attn2.to_k", "attn2.to_v"), True, _CROSS_KV),
+            "attn2.to_k+to_v": LayerGroup(("attn2.to_k", "attn2.to_v"), True, _CROSS_KV, "caption_projection"),
             "attn2.to_out": LayerGroup(("attn2.to_out.0",), False, "cross-attention output projection"),
         },
         default_group="attn2.to_k+to_v",
+        latent=LatentGeometry(spatial=32, temporal=8),
     ),
     Adapter(
         family="mochi",
@@ -127,16 +190,20 @@ ADAPTERS: tuple[Adapter, ...] = (
             "attn.qkv_y": LayerGroup(("attn.qkv_y",), False, "text-stream attention projections"),
         },
         default_group="attn.qkv_y",
+        latent=LatentGeometry(spatial=8, temporal=6),
     ),
     Adapter(
         family="cosmos_predict2",
         model_classes=("CosmosPredict2",),
         blocks="blocks",
         groups={
-            "cross_attn.k_proj+v_proj": LayerGroup(("cross_attn.k_proj", "cross_attn.v_proj"), True, _CROSS_KV),
+            # Every block's k/v reads the conditioning itself (crossattn_emb), no module in between.
+            "cross_attn.k_proj+v_proj": LayerGroup(("cross_attn.k_proj", "cross_attn.v_proj"), True, _CROSS_KV,
+                                                   "context"),
             "cross_attn.output_proj": LayerGroup(("cross_attn.output_proj",), False, "cross-attention output projection"),
         },
         default_group="cross_attn.k_proj+v_proj",
+        latent=_VAE_8X,
     ),
 )
 
@@ -144,32 +211,25 @@ ADAPTERS: tuple[Adapter, ...] = (
 GROUP_CHOICES: tuple[str, ...] = ("default",) + tuple(dict.fromkeys(g for a in ADAPTERS for g in a.groups)) + ("all",)
 
 
-def supported_families() -> list[str]:
-    return [adapter.family for adapter in ADAPTERS]
-
-
 def adapter_for(model_patcher) -> Adapter:
     """The adapter of a ComfyUI MODEL (a ModelPatcher), by the class of its ``BaseModel``."""
     base = getattr(model_patcher, "model", None)
-    names = [cls.__name__ for cls in type(base).__mro__]
-    for name in names:  # most specific class first, so WAN22 wins over its parent WAN21
+    for cls in type(base).__mro__:  # most specific class first, so WAN22 wins over its parent WAN21
         for adapter in ADAPTERS:
-            if name in adapter.model_classes:
+            if cls.__name__ in adapter.model_classes:
                 return adapter
     raise ValueError(f"unsupported model {type(base).__name__}: this pack supports the families "
-                     f"{supported_families()} (Wan 2.1/2.2, HunyuanVideo, LTX-Video, Mochi, Cosmos Predict2)")
+                     f"{[a.family for a in ADAPTERS]} (Wan 2.1/2.2, HunyuanVideo, LTX-Video, Mochi, Cosmos Predict2)")
 
 
-def resolve_group(adapter: Adapter, group: str) -> str:
-    return adapter.default_group if group == "default" else group
+def layers_for(model_patcher, group: str, block_start: int = 0, block_end: int = -1) -> list[str]:
+    """The layers of a MODEL that a node measures or edits: ``group`` ("default", a group name or "all") in the
+    block range. Collect Activations and Apply Unlearning both resolve layers here."""
+    adapter = adapter_for(model_patcher)
+    return adapter.layer_names(model_patcher.model.diffusion_model, group, block_start, block_end)
 
 
-_BLOCK = re.compile(r"\.(\d+)\.")
-
-
-def block_index(layer: str) -> int:
-    """Block number in a layer name such as ``blocks.12.cross_attn.k``."""
-    match = _BLOCK.search(f".{layer}")
-    if match is None:
-        raise ValueError(f"layer {layer!r} has no block index")
-    return int(match.group(1))
+def latent_shape(model_patcher, width: int, height: int, length: int) -> list[int]:
+    """Shape of an empty latent for a ``width x height x length`` video in this MODEL's latent format."""
+    channels = model_patcher.get_model_object("latent_format").latent_channels
+    return adapter_for(model_patcher).latent_geometry(model_patcher).shape(channels, width, height, length)

@@ -101,3 +101,21 @@ def effective_weights(host):
         return out
 
     return compute
+
+
+@pytest.fixture(scope="session")
+def wan22_5b(host, tiny):
+    """A tiny Wan 2.2 TI2V 5B (48-channel latent, class WAN22), loaded as UNETLoader loads a file."""
+    import torch
+
+    with torch.inference_mode():
+        return tiny.load_tiny_wan(state=tiny.tiny_wan22_5b_state_dict())
+
+
+@pytest.fixture(scope="session")
+def wan22_experts(host, tiny):
+    """The tiny Wan 2.2 A14B pair ``{"high": MODEL, "low": MODEL}``: scaled-fp8 files, each with its own weights."""
+    import torch
+
+    with torch.inference_mode():
+        return {expert: tiny.load_tiny_wan(state=tiny.tiny_wan22_expert_state_dict(expert)) for expert in ("high", "low")}

@@ -2,69 +2,99 @@
 
 - ``tiny_wan_state_dict``: a Wan 2.1 T2V state dict (dim 128, 2 blocks) that
   ``comfy.sd.load_diffusion_model_state_dict`` detects as Wan 2.1.
-- ``tiny_wan_clip``: a UMT5 text encoder built through ComfyUI's Wan CLIP classes with a tiny config
-  (d_model 4096 is kept because Wan's ``text_embedding`` reads 4096 features) and the T5 pile
-  SentencePiece model that ships with ComfyUI.
-Both are seeded, so every test run sees the same weights.
+- ``tiny_wan22_5b_state_dict``: a Wan 2.2 TI2V 5B stand-in (48-channel latent), detected as ``WAN22``.
+- ``tiny_wan22_expert_state_dict("high" | "low")``: a Wan 2.2 A14B expert stand-in. ComfyUI detects the real
+  experts as the Wan 2.1 architecture; each has its own weights (here: its own seed), stored as scaled fp8
+  like the official ``*_fp8_scaled`` files. ``WAN22_FILES`` maps the official file names to these builders.
+- ``tiny_wan_clip``: the tiny UMT5 text encoder of ``bench/host_models.py`` (benchmarks never import tests/;
+  tests import it from there).
+All are seeded, so every test run sees the same weights.
 """
 
 from __future__ import annotations
 
-import os
+import sys
+from pathlib import Path
 
 import torch
 
+_BENCH = str(Path(__file__).resolve().parents[2] / "bench")
+if _BENCH not in sys.path:  # also imported by the server tests' loader node, in ComfyUI's own process
+    sys.path.insert(0, _BENCH)
+from host_models import TINY_UMT5, tiny_wan_clip  # noqa: E402,F401  (re-exported for the tests)
+
 TINY_WAN = {"dim": 128, "ffn_dim": 256, "num_layers": 2, "num_heads": 1, "in_dim": 16, "out_dim": 16, "text_dim": 4096}
-TINY_UMT5 = {"d_ff": 32, "d_kv": 8, "d_model": 4096, "num_heads": 2, "num_layers": 1, "vocab_size": 32128,
-             "dense_act_fn": "gelu_pytorch_tanh", "is_gated_act": True, "layer_norm_epsilon": 1e-6,
-             "model_type": "umt5", "relative_attention_num_buckets": 32}
 
 
-def tiny_wan_state_dict(seed: int = 0, *, i2v: bool = False) -> dict[str, torch.Tensor]:
-    """Random weights of a tiny Wan 2.1 (T2V, or I2V with an image embedding)."""
+def tiny_wan_state_dict(seed: int = 0, *, i2v: bool = False, channels: int = 16) -> dict[str, torch.Tensor]:
+    """Random weights of a tiny Wan 2.1 (T2V, or I2V with an image embedding); ``channels`` = 48 makes the
+    latent width of Wan 2.2 TI2V 5B."""
+    return _random_state(_tiny_wan_module(seed, i2v=i2v, channels=channels))
+
+
+def _tiny_wan_module(seed: int, *, i2v: bool = False, channels: int = 16):
     import comfy.ops
     from comfy.ldm.wan.model import WanModel
 
     torch.manual_seed(seed)
-    model = WanModel(model_type="i2v" if i2v else "t2v", patch_size=(1, 2, 2), text_len=512, freq_dim=256,
-                     window_size=(-1, -1), qk_norm=True, cross_attn_norm=True, eps=1e-6,
-                     operations=comfy.ops.manual_cast, **TINY_WAN)
-    state = {}
-    for name, tensor in model.state_dict().items():
-        # Plain randn everywhere (ComfyUI's ops skip weight init); small scale keeps activations sane.
-        state[name] = torch.randn(tensor.shape) * (0.02 if tensor.ndim > 1 else 0.1)
+    config = {**TINY_WAN, "in_dim": channels, "out_dim": channels}
+    return WanModel(model_type="i2v" if i2v else "t2v", patch_size=(1, 2, 2), text_len=512, freq_dim=256,
+                    window_size=(-1, -1), qk_norm=True, cross_attn_norm=True, eps=1e-6,
+                    operations=comfy.ops.manual_cast, **config)
+
+
+def _random_state(module) -> dict[str, torch.Tensor]:
+    """Random weights for ``module``'s state dict, drawn from the seed its builder set."""
+    # Plain randn everywhere (ComfyUI's ops skip weight init); small scale keeps activations sane.
+    return {name: torch.randn(tensor.shape) * (0.02 if tensor.ndim > 1 else 0.1)
+            for name, tensor in module.state_dict().items()}
+
+
+def tiny_wan22_5b_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
+    """A tiny Wan 2.2 TI2V 5B: 48 latent channels in and out, which ComfyUI detects as ``WAN22`` (16x VAE)."""
+    return tiny_wan_state_dict(seed, channels=48)
+
+
+#: Seeds of the two A14B expert stand-ins: each expert has its own weights.
+WAN22_EXPERT_SEEDS = {"high": 22, "low": 23}
+
+
+def tiny_wan22_expert_state_dict(expert: str, *, scaled_fp8: bool = True) -> dict[str, torch.Tensor]:
+    """A tiny Wan 2.2 A14B expert ("high" or "low" noise). With ``scaled_fp8`` every linear weight is stored as
+    float8_e4m3fn with a per-tensor ``scale_weight`` and the ``scaled_fp8`` marker, as in the official
+    ``wan2.2_t2v_*_14B_fp8_scaled.safetensors`` files (ComfyUI then loads them with its scaled-fp8 ops)."""
+    if expert not in WAN22_EXPERT_SEEDS:
+        raise ValueError(f"expert must be one of {list(WAN22_EXPERT_SEEDS)}, got {expert!r}")
+    seed = WAN22_EXPERT_SEEDS[expert]
+    module = _tiny_wan_module(seed)
+    state = _random_state(module)
+    if not scaled_fp8:
+        return state
+    linear = {f"{name}.weight" for name, m in module.named_modules() if isinstance(m, torch.nn.Linear)}
+    for key in sorted(linear):
+        weight = state[key]
+        scale = weight.abs().max() / 448.0  # float8_e4m3fn's largest finite value
+        state[key] = (weight / scale).to(torch.float8_e4m3fn)
+        state[key[: -len("weight")] + "scale_weight"] = scale.reshape(()).to(torch.float32)
+    state["scaled_fp8"] = torch.empty(0, dtype=torch.float8_e4m3fn)
     return state
 
 
-def load_tiny_wan(seed: int = 0, model_options: dict | None = None):
-    """A ModelPatcher around a tiny Wan 2.1, loaded through ComfyUI's own detection."""
+#: Official Wan 2.2 diffusion-model file names -> builders of their tiny stand-ins (for the server tests).
+WAN22_FILES = {
+    "wan2.2_ti2v_5B_fp16.safetensors": tiny_wan22_5b_state_dict,
+    "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors": lambda: tiny_wan22_expert_state_dict("high"),
+    "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors": lambda: tiny_wan22_expert_state_dict("low"),
+}
+
+
+def load_tiny_wan(seed: int = 0, model_options: dict | None = None, state: dict | None = None):
+    """A ModelPatcher around a tiny Wan (2.1 unless ``state`` is another builder's), loaded through ComfyUI's own
+    detection, as UNETLoader loads a file."""
     import comfy.sd
 
-    patcher = comfy.sd.load_diffusion_model_state_dict(tiny_wan_state_dict(seed), model_options=model_options or {})
+    state = tiny_wan_state_dict(seed) if state is None else state
+    patcher = comfy.sd.load_diffusion_model_state_dict(state, model_options=model_options or {})
     if patcher is None:
         raise RuntimeError("ComfyUI did not detect the tiny Wan state dict")
     return patcher
-
-
-def tiny_wan_clip(seed: int = 0):
-    """A comfy.sd.CLIP with a tiny UMT5 (random weights) and the T5 pile tokenizer."""
-    import comfy.sd
-    import comfy.text_encoders.wan as wan
-
-    spiece = os.path.join(os.path.dirname(wan.__file__), "t5_pile_tokenizer", "tokenizer.model")
-
-    class Target:
-        params = {}
-        clip = wan.te()
-        tokenizer = wan.WanT5Tokenizer
-
-    clip = comfy.sd.CLIP(Target, tokenizer_data={"spiece_model": spiece},
-                         model_options={"umt5xxl_model_config": dict(TINY_UMT5), "dtype": torch.float32})
-    torch.manual_seed(seed)
-    random = {name: torch.randn(t.shape) * (1.0 if "shared" in name else 0.05)
-              for name, t in clip.cond_stage_model.state_dict().items()}
-    for name in random:
-        if "layer_norm" in name:
-            random[name] = torch.ones_like(random[name])
-    clip.cond_stage_model.load_state_dict(random, strict=True)
-    return clip
