@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 
 import folder_paths
-import torch
-from comfy_api.latest import io, ui
+from comfy_api.latest import io
 
 from ..core.pairs import DEFAULT_NEUTRAL_PROMPTS, FewPairsWarning, PairsError, parse_pairs, parse_prompts
 from ..core.refusal import METHODS, RefusalBasis
 from ..core.edit import EDIT_TARGETS
 from . import storage
-from .adapters import GROUP_CHOICES, adapter_for, resolve_group
+from .adapters import GROUP_CHOICES, layers_for
 from .collect import collect_activations, empty_latent, parse_timesteps
-from .patching import ALL_IN_VECTOR, apply_unlearning, lora_state_dict
+from .patching import ALL_IN_VECTOR, FP8_LORA_NOTE, apply_unlearning, export_lora
 from .payloads import ACTIVATIONS_TYPE, PAIRS_TYPE, REFUSAL_VECTOR_TYPE, CollectedActivations, EncodedPairs
-from .plot import score_chart
+from .plot import chart_output
 
 Pairs = io.Custom(PAIRS_TYPE)
 Activations = io.Custom(ACTIVATIONS_TYPE)
@@ -129,8 +127,7 @@ class CollectActivations(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, pairs, width, height, length, timesteps, seed, layers, block_start, block_end, latent=None):
-        adapter = adapter_for(model)
-        names = adapter.layer_names(model.model.diffusion_model, resolve_group(adapter, layers), block_start, block_end)
+        names = layers_for(model, layers, block_start, block_end)
         samples = latent["samples"] if latent is not None else empty_latent(model, width, height, length)
         return io.NodeOutput(collect_activations(model, pairs, samples, timesteps, seed, names))
 
@@ -155,8 +152,8 @@ class RefusalVectorNode(io.ComfyNode):
         basis = activations.fitter.fit(rank=rank, alpha=alpha, method=method, concept=activations.concept,
                                        pairs=activations.pairs, model_family=activations.family,
                                        model_fingerprint=activations.fingerprint)
-        chart = score_chart(basis)
-        return io.NodeOutput(basis, chart, ui=ui.PreviewImage(chart, cls=cls))
+        chart, chart_ui = chart_output(basis, cls)
+        return io.NodeOutput(basis, chart, ui=chart_ui)
 
 
 class ApplyUnlearning(io.ComfyNode):
@@ -233,7 +230,9 @@ class ExportLoRA(io.ComfyNode):
         return io.Schema(
             node_id="VideoUnlearnExportLoRA", display_name="Export Unlearning as LoRA", category=CATEGORY,
             is_output_node=True,
-            description="Writes the edit as a standard LoRA file (models/loras) that LoraLoaderModelOnly applies with the same effect.",
+            description="Writes the edit as a standard LoRA file (models/loras) that LoraLoaderModelOnly applies with the same "
+                        "effect on bf16/fp16/fp32 weights; the file's metadata names the model family, weight fingerprint, "
+                        f"concept and strength. {FP8_LORA_NOTE}",
             inputs=[
                 io.Model.Input("model", tooltip="The model the LoRA is for (the edit depends on its weights)."),
                 RefusalVector.Input("refusal_vector", tooltip="The vector to export."),
@@ -246,14 +245,10 @@ class ExportLoRA(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, refusal_vector: RefusalBasis, strength, target, filename_prefix):
-        from safetensors.torch import save_file
-
-        tensors = lora_state_dict(model, refusal_vector, strength=strength, target=target)
         path = storage.new_file_path(folder_paths.get_folder_paths("loras")[0], filename_prefix)
-        meta = {"video_unlearning_concept": refusal_vector.concept, "video_unlearning_strength": str(strength),
-                "video_unlearning_layers": json.dumps(sorted({k.rsplit(".", 2)[0] for k in tensors}))}
-        save_file({k: v.to(torch.float32) for k, v in tensors.items()}, path, metadata=meta)
-        return io.NodeOutput(ui={"text": [os.path.basename(path)]})
+        metadata = export_lora(model, refusal_vector, path, strength=strength, target=target)
+        notes = [FP8_LORA_NOTE] if metadata["video_unlearning_fp8_layers"] != "0" else []
+        return io.NodeOutput(ui={"text": [os.path.basename(path), *notes]})
 
 
 NODES = [PairEncoder, CollectActivations, RefusalVectorNode, ApplyUnlearning, SaveRefusalVector, LoadRefusalVector, ExportLoRA]

@@ -3,24 +3,36 @@
 Every edited linear layer gets a rank-c LoRA patch ``W' = W + up @ down`` (``comfy.weight_adapter``
 ``LoRAAdapter``) and, for the affine target, a ``("diff", ...)`` patch on its bias. The input MODEL is
 never modified: ComfyUI applies patches to a clone when it loads it, and the file on disk is never
-touched.
+touched. The only product of a weight the edit needs is ``W U`` ``[out, c]``: it is computed where the
+weight lives, a few rows at a time, so a 14B model's weights are never copied whole.
 """
 
 from __future__ import annotations
+
+import json
 
 import torch
 
 from comfy.weight_adapter import LoRAAdapter
 
 from ..core.edit import EDIT_TARGETS, LowRankEdit, project_edit
+from ..core.fingerprint import fingerprint_weights
 from ..core.refusal import RefusalBasis
-from .adapters import DIFFUSION_PREFIX, adapter_for, resolve_group
+from . import storage
+from .adapters import DIFFUSION_PREFIX, adapter_for, layers_for
 
 #: Apply Unlearning's layer choice that keeps every layer stored in the vector.
 ALL_IN_VECTOR = "all in vector"
 #: Weights ComfyUI re-quantises after baking a patch: re-quantising W' left 4.3-4.5 % of |W d| on a tiny fp8
 #: Wan (vs. 1e-7 in fp32), so these layers get a weight wrapper applied at compute dtype instead.
 QUANTISED_DTYPES = {torch.float8_e4m3fn, torch.float8_e5m2}
+#: What a stock LoRA loader does to the exported edit on fp8 weights (measured on a tiny fp8 Wan, see README).
+FP8_LORA_NOTE = ("On fp8 weights (fp8_e4m3fn, *_fp8_scaled files) a LoRA loader bakes the edit and re-quantises the "
+                 "weight to fp8, which leaves 3-5 % of the removed direction (|W' d| / |W d| = 0.031-0.046 measured "
+                 "through LoraLoaderModelOnly on a tiny fp8 Wan) where Apply Unlearning's weight wrapper leaves 2e-7: "
+                 "use Apply Unlearning for fp8 models.")
+#: Elements of a weight converted to float32 at a time for W U (4 MB; one buffer reused for every chunk).
+CHUNK_ELEMENTS = 1 << 20
 
 
 class RemoveSubspace:
@@ -39,39 +51,85 @@ class RemoveSubspace:
         return weight - self.strength * (weight @ u) @ u.T
 
 
-def dequantized_weight(module) -> torch.Tensor:
-    """The layer's weight in float32, with a scaled-fp8 checkpoint's ``scale_weight`` applied."""
-    weight = module.weight.detach().to("cpu", torch.float32)
-    scale = getattr(module, "scale_weight", None)
+def stored_weight(model, layer: str) -> torch.Tensor:
+    """The layer's weight as loaded from the file, whatever clone of the model is loaded now.
+
+    Clones share one module; loading a patched clone bakes its patches into that module's weight and keeps
+    the original in the clones' shared ``backup`` (as ``ModelPatcher.get_key_patches`` reads it).
+    """
+    backup = model.backup.get(f"{DIFFUSION_PREFIX}{layer}.weight")
+    return backup.weight if backup is not None else model.model.diffusion_model.get_submodule(layer).weight
+
+
+def weight_times_basis(weight: torch.Tensor, basis: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+    """``W U`` ``[out, c]`` in float32 on the CPU, for a weight ``[out, in]`` of any dtype and device.
+
+    Computed on the weight's device; a weight that is not float32 is converted a chunk of rows at a time into
+    one reused buffer (about 4 MB), never as a whole. A float32 result, not a bf16 matmul: on the CPU that
+    rounds W U to bf16 (2e-3 of |W U|), where chunked float32 keeps 1e-6 and costs no more. ``scale`` is a
+    scaled-fp8 checkpoint's ``scale_weight`` (a scalar or one per output row).
+    """
+    u = basis.detach().to(weight.device, torch.float32)  # [in, c]
+    weight = weight.detach()
+    if weight.dtype == torch.float32:
+        product = weight @ u
+    else:
+        rows, width = weight.shape
+        step = max(1, CHUNK_ELEMENTS // width)
+        product = torch.empty(rows, u.shape[1], device=weight.device)
+        buffer = torch.empty(min(step, rows), width, device=weight.device)
+        for start in range(0, rows, step):
+            chunk = buffer[: min(step, rows - start)]
+            chunk.copy_(weight[start:start + step])
+            torch.mm(chunk, u, out=product[start:start + step])
     if scale is not None:
-        weight = weight * scale.detach().to("cpu", torch.float32)
-    return weight
+        scale = scale.detach().to(product.device, torch.float32)
+        product = product * (scale.reshape(-1, 1) if scale.numel() > 1 else scale)
+    return product.cpu()
 
 
 def select_layers(model, basis: RefusalBasis, group: str, block_start: int, block_end: int) -> list[str]:
-    """Layers of ``basis`` to edit in ``model``; errors name both sides when nothing matches."""
+    """Layers of ``basis`` to edit in ``model``; errors name both sides when nothing matches or the vector
+    was measured on other weights."""
     adapter = adapter_for(model)
     if basis.model_family and basis.model_family != adapter.family:
         raise ValueError(f"this refusal vector was measured on a {basis.model_family!r} model "
                          f"({basis.concept or 'unnamed concept'}), but the MODEL is {adapter.family!r}; "
                          "compute a vector on this model")
-    diffusion = model.model.diffusion_model
-    if group == ALL_IN_VECTOR:
-        wanted = set(adapter.layer_names(diffusion, "all", block_start, block_end))
-    else:
-        wanted = set(adapter.layer_names(diffusion, resolve_group(adapter, group), block_start, block_end))
+    wanted = set(layers_for(model, "all" if group == ALL_IN_VECTOR else group, block_start, block_end))
     layers = [layer for layer in basis.layers if layer in wanted]
     if not layers:
         raise ValueError(f"no layer of the refusal vector ({basis.layers[:4]}{'...' if len(basis.layers) > 4 else ''}) "
                          f"is in the chosen layers of this {adapter.family} model (group {group!r}, blocks "
                          f"{block_start}..{block_end}); widen the block range or choose '{ALL_IN_VECTOR}'")
+    diffusion = model.model.diffusion_model
     for layer in layers:
         module = _module(diffusion, layer, adapter.family)
         width = module.weight.shape[1]
         if width != basis.dims[layer]:
             raise ValueError(f"layer {layer!r} reads {width} features in this model but the refusal vector was "
                              f"measured with {basis.dims[layer]}: it belongs to a different model size")
+    if basis.model_fingerprint and all(_has_module(diffusion, layer) for layer in basis.layers):
+        here = weights_fingerprint(model, basis.layers)
+        if here != basis.model_fingerprint:
+            raise ValueError(f"this refusal vector ({basis.concept or 'unnamed concept'}) was measured on other weights "
+                             f"(fingerprint {basis.model_fingerprint}, this MODEL's gives {here}): another checkpoint, "
+                             "another quantisation, or the other expert of a Wan 2.2 pair; compute a vector on this "
+                             "model (each Wan 2.2 expert needs its own)")
     return layers
+
+
+def weights_fingerprint(model, layers) -> str:
+    """The fingerprint Collect Activations stores with a vector, of ``layers``' weights as loaded from the file."""
+    return fingerprint_weights({layer: stored_weight(model, layer) for layer in layers})
+
+
+def _has_module(diffusion, layer: str) -> bool:
+    try:
+        diffusion.get_submodule(layer)
+    except AttributeError:
+        return False
+    return True
 
 
 def _module(diffusion, layer: str, family: str):
@@ -82,7 +140,12 @@ def _module(diffusion, layer: str, family: str):
 
 
 def layer_edits(model, basis: RefusalBasis, layers: list[str], strength: float, target: str) -> dict[str, LowRankEdit]:
-    """The closed-form edit of every layer, keyed by layer name."""
+    """The closed-form edit of every layer, keyed by layer name.
+
+    ``core.edit.project_edit`` is run on the small ``[out, c]`` matrix W U in the subspace's own coordinates
+    (basis = identity, target = U^T mu): its ``up = -strength W U`` and bias change are the layer's, and the
+    layer's ``down`` is U^T. So W itself is read once, by :func:`weight_times_basis`.
+    """
     if target not in EDIT_TARGETS:
         raise ValueError(f"target must be one of {EDIT_TARGETS}, got {target!r}")
     diffusion = model.model.diffusion_model
@@ -92,7 +155,13 @@ def layer_edits(model, basis: RefusalBasis, layers: list[str], strength: float, 
         mu = basis.target(layer) if target == "safe_mean" else None
         if mu is not None and getattr(module, "bias", None) is None:
             raise ValueError(f"layer {layer!r} has no bias, so target 'safe_mean' cannot be applied; use target 'zero'")
-        edits[layer] = project_edit(dequantized_weight(module), basis.subspace(layer), strength, target=mu)
+        u = basis.subspace(layer)  # [in, c]
+        wu = weight_times_basis(stored_weight(model, layer), u, getattr(module, "scale_weight", None))  # [out, c]
+        small = project_edit(wu, torch.eye(u.shape[1]), strength, target=None if mu is None else u.T @ mu)
+        # down is a copy: layers that read one input share one subspace tensor, and a patch (or a LoRA file,
+        # which safetensors refuses to write with shared memory) must not alias the basis.
+        edits[layer] = LowRankEdit(up=small.up, down=u.T.clone(memory_format=torch.contiguous_format),
+                                   bias_delta=small.bias_delta)
     return edits
 
 
@@ -137,3 +206,26 @@ def lora_state_dict(model, basis: RefusalBasis, *, strength: float = 1.0, group:
         if edit.bias_delta is not None:
             tensors[f"{key}.diff_b"] = edit.bias_delta.contiguous()
     return tensors
+
+
+def export_lora(model, basis: RefusalBasis, path: str, *, strength: float = 1.0, target: str = "safe_mean",
+                group: str = ALL_IN_VECTOR, block_start: int = 0, block_end: int = -1) -> dict[str, str]:
+    """Write the edit as a LoRA file at ``path`` (atomically: complete or absent) and return its metadata:
+    the model family, the fingerprint of the weights it was computed from, concept, strength, target, layers,
+    and how many edited layers hold fp8 weights (where a LoRA loader re-quantises the edit)."""
+    tensors = lora_state_dict(model, basis, strength=strength, group=group, block_start=block_start,
+                              block_end=block_end, target=target)
+    suffix = ".lora_up.weight"
+    layers = [key[len(DIFFUSION_PREFIX):-len(suffix)] for key in tensors if key.endswith(suffix)]
+    diffusion = model.model.diffusion_model
+    metadata = {
+        "video_unlearning_model_family": adapter_for(model).family,
+        "video_unlearning_model_fingerprint": weights_fingerprint(model, [l for l in basis.layers if _has_module(diffusion, l)]),
+        "video_unlearning_concept": basis.concept,
+        "video_unlearning_strength": repr(float(strength)),
+        "video_unlearning_target": target,
+        "video_unlearning_layers": json.dumps(layers),
+        "video_unlearning_fp8_layers": str(sum(diffusion.get_submodule(l).weight.dtype in QUANTISED_DTYPES for l in layers)),
+    }
+    storage.save_safetensors_atomic({k: v.to(torch.float32) for k, v in tensors.items()}, path, metadata)
+    return metadata

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 
 import folder_paths
 
@@ -50,3 +51,20 @@ def new_file_path(folder: str, prefix: str) -> str:
     while os.path.exists(os.path.join(directory, f"{stem}_{counter:05d}.safetensors")):
         counter += 1
     return os.path.join(directory, f"{stem}_{counter:05d}.safetensors")
+
+
+def save_safetensors_atomic(tensors: dict, path: str, metadata: dict[str, str]) -> None:
+    """Write a safetensors file so that ``path`` is either absent or complete: written to a temporary file
+    beside it, then renamed over it (``os.replace``); on any error the temporary file is removed."""
+    from safetensors.torch import save_file
+
+    directory, name = os.path.split(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    os.close(handle)
+    try:
+        save_file(tensors, temporary, metadata=metadata)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise

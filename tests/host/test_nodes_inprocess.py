@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -69,11 +70,11 @@ def test_collected_activations_match_what_core_predicts(nodes, wan, encoded, act
     safe = torch.stack([diffusion.text_embedding(c[0][0]).double().mean(1)[0] for c in encoded.safe])
     fitted = activations.fitter.fit(method="mean")
     expected = (unsafe - safe).mean(0)
-    torch.testing.assert_close(fitted.vectors["blocks.1.cross_attn.k"].double(), expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(fitted["blocks.1.cross_attn.k"].vector.double(), expected, rtol=1e-4, atol=1e-5)
     # The text-side default group runs every prompt in one batched forward: the same rows, one timestep.
     batched = nodes.CollectActivations.execute(wan, encoded, 64, 64, 1, "2", 0, "default", 0, -1)[0]
     assert len(batched.sigmas) == 1
-    torch.testing.assert_close(batched.fitter.fit(method="mean").vectors["blocks.1.cross_attn.k"].double(), expected,
+    torch.testing.assert_close(batched.fitter.fit(method="mean")["blocks.1.cross_attn.k"].vector.double(), expected,
                                rtol=1e-4, atol=1e-5)
 
 
@@ -95,7 +96,7 @@ def test_text_side_layers_pool_the_prompt_tokens_not_the_zero_padding(nodes, wan
         collected = nodes.CollectActivations.execute(wan, zeroed, 64, 64, 1, "2", 0, "default", 0, -1)[0]
         unsafe = torch.stack([diffusion.text_embedding(c[0][0][:, :9]).double().mean(1)[0] for c in zeroed.unsafe])
         safe = torch.stack([diffusion.text_embedding(c[0][0][:, :7]).double().mean(1)[0] for c in zeroed.safe])
-    fitted = collected.fitter.fit(method="mean").vectors["blocks.0.cross_attn.v"].double()
+    fitted = collected.fitter.fit(method="mean")["blocks.0.cross_attn.v"].vector.double()
     torch.testing.assert_close(fitted, (unsafe - safe).mean(0), rtol=1e-4, atol=1e-5)
 
 
@@ -185,7 +186,7 @@ def test_save_load_through_the_folder_and_names_cannot_escape(nodes, basis, tmp_
     name = "rolex/test_00001.safetensors"
     assert nodes.LoadRefusalVector.validate_inputs(name) is True
     loaded = nodes.LoadRefusalVector.execute(name)[0]
-    assert loaded.layers == basis.layers and torch.equal(loaded.directions[basis.layers[0]], basis.directions[basis.layers[0]])
+    assert loaded.layers == basis.layers and torch.equal(loaded[basis.layers[0]].direction, basis[basis.layers[0]].direction)
     for bad in ("../escape", "/etc/passwd", "a/../../b"):
         with pytest.raises(ValueError, match="prefix"):
             nodes.SaveRefusalVector.execute(basis, bad)
@@ -201,12 +202,7 @@ def test_wrong_architecture_and_width_fail_clearly(nodes, wan, basis, tiny):
     foreign = dataclasses.replace(basis, model_family="hunyuan_video")
     with pytest.raises(ValueError, match="measured on a 'hunyuan_video' model.*MODEL is 'wan'"):
         nodes.ApplyUnlearning.execute(wan, foreign, 1.0, True, "all in vector", 0, -1, "zero")
-    renamed = dataclasses.replace(basis, layers=["double_blocks.0.txt_mlp.0"],
-                                  vectors={"double_blocks.0.txt_mlp.0": basis.vectors[basis.layers[0]]},
-                                  bases={"double_blocks.0.txt_mlp.0": basis.bases[basis.layers[0]]},
-                                  directions={"double_blocks.0.txt_mlp.0": basis.directions[basis.layers[0]]},
-                                  safe_means={"double_blocks.0.txt_mlp.0": basis.safe_means[basis.layers[0]]},
-                                  scores={"double_blocks.0.txt_mlp.0": basis.scores[basis.layers[0]]}, subspaces=None)
+    renamed = dataclasses.replace(basis, records={"double_blocks.0.txt_mlp.0": basis[basis.layers[0]]})
     with pytest.raises(ValueError, match="no layer of the refusal vector"):
         nodes.ApplyUnlearning.execute(wan, renamed, 1.0, True, "all in vector", 0, -1, "zero")
     with pytest.raises(ValueError, match="unsupported model.*wan"):
@@ -252,3 +248,190 @@ def test_fp8_model_still_removes_the_direction(nodes, encoded, tiny):
             assert change < 1e-5, (layer, float(change))
     finally:
         comfy.model_management.unload_all_models()
+
+
+def _read_lora(path):
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return handle.metadata(), {key: handle.get_tensor(key) for key in handle.keys()}
+
+
+def test_lora_export_metadata_names_family_fingerprint_concept_and_strength(nodes, wan, basis, tmp_path):
+    import folder_paths
+
+    folder_paths.add_model_folder_path("loras", str(tmp_path), is_default=True)
+    nodes.ExportLoRA.execute(wan, basis, 0.8, "zero", "meta/test")
+    metadata, tensors = _read_lora(tmp_path / "meta" / "test_00001.safetensors")
+    assert metadata["video_unlearning_model_family"] == "wan"
+    assert metadata["video_unlearning_model_fingerprint"] == basis.model_fingerprint != ""
+    assert metadata["video_unlearning_concept"] == "Rolex"
+    assert float(metadata["video_unlearning_strength"]) == 0.8 and metadata["video_unlearning_target"] == "zero"
+    assert json.loads(metadata["video_unlearning_layers"]) == list(basis.layers)
+    assert metadata["video_unlearning_fp8_layers"] == "0"
+    assert {key for key in tensors if key.endswith(".lora_up.weight")} == \
+        {f"diffusion_model.{layer}.lora_up.weight" for layer in basis.layers}
+
+
+def test_lora_export_writes_whole_files_or_none(nodes, wan, basis, tmp_path, monkeypatch):
+    """The file appears complete (temp file + os.replace) or not at all: a failing write leaves nothing behind."""
+    import folder_paths
+    import safetensors.torch
+
+    folder_paths.add_model_folder_path("loras", str(tmp_path), is_default=True)
+    real_save = safetensors.torch.save_file
+
+    def fail_halfway(tensors, filename, metadata=None):
+        real_save(tensors, filename, metadata=metadata)
+        with open(filename, "r+b") as handle:  # a partial file, then the disk fills up
+            handle.truncate(100)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", fail_halfway)
+    with pytest.raises(OSError, match="No space left"):
+        nodes.ExportLoRA.execute(wan, basis, 1.0, "zero", "atomic/test")
+    assert list((tmp_path / "atomic").iterdir()) == []
+    monkeypatch.setattr(safetensors.torch, "save_file", real_save)
+    nodes.ExportLoRA.execute(wan, basis, 1.0, "zero", "atomic/test")
+    assert [p.name for p in (tmp_path / "atomic").iterdir()] == ["test_00001.safetensors"]
+    assert _read_lora(tmp_path / "atomic" / "test_00001.safetensors")[0]["video_unlearning_concept"] == "Rolex"
+
+
+def _residual_along_direction(patcher, basis, original):
+    """max over layers of |W' d| / |W d|, W' the weight the loaded patcher's forward uses (at compute dtype)."""
+    import comfy.model_management
+
+    comfy.model_management.unload_all_models()
+    comfy.model_management.load_models_gpu([patcher])
+    try:
+        worst = 0.0
+        for layer in basis.layers:
+            module = patcher.model.diffusion_model.get_submodule(layer)
+            d = basis.subspace(layer)[:, 0]
+            effective = (module(torch.eye(d.shape[0])[None])[0] - module.bias.float()).T  # W' [out, in]
+            worst = max(worst, float((effective @ d).norm() / (original[layer] @ d).norm()))
+        return worst
+    finally:
+        comfy.model_management.unload_all_models()
+
+
+@pytest.mark.parametrize("kind", ["fp8_e4m3fn", "scaled_fp8"])
+def test_lora_on_fp8_weights_leaves_a_few_percent_where_apply_removes_the_direction(nodes, encoded, tiny, tmp_path, kind):
+    """What the node's description says: a stock LoRA loader re-quantises the baked edit to fp8 (0.031-0.046 of
+    |W d| left, measured), Apply Unlearning's weight wrapper leaves ~2e-7."""
+    import folder_paths
+    import nodes as comfy_nodes
+
+    from comfyui_video_unlearning.nodes.patching import FP8_LORA_NOTE
+
+    model = (tiny.load_tiny_wan(model_options={"dtype": torch.float8_e4m3fn}) if kind == "fp8_e4m3fn"
+             else tiny.load_tiny_wan(state=tiny.tiny_wan22_expert_state_dict("high")))
+    basis = nodes.RefusalVectorNode.execute(
+        nodes.CollectActivations.execute(model, encoded, 64, 64, 1, "1", 0, "default", 0, -1)[0], "cpca", 4, 1.0)[0]
+    diffusion = model.model.diffusion_model
+    original = {layer: diffusion.get_submodule(layer).weight.float()
+                * getattr(diffusion.get_submodule(layer), "scale_weight", torch.tensor(1.0)).float() for layer in basis.layers}
+    folder_paths.add_model_folder_path("loras", str(tmp_path), is_default=True)
+    out = nodes.ExportLoRA.execute(model, basis, 1.0, "zero", f"fp8/{kind}")
+    assert out.ui["text"][1] == FP8_LORA_NOTE
+    via_lora = comfy_nodes.LoraLoaderModelOnly().load_lora_model_only(model, f"fp8/{kind}_00001.safetensors", 1.0)[0]
+    via_apply = nodes.ApplyUnlearning.execute(model, basis, 1.0, True, "all in vector", 0, -1, "zero")[0]
+    lora_residual = _residual_along_direction(via_lora, basis, original)
+    apply_residual = _residual_along_direction(via_apply, basis, original)
+    assert 0.01 < lora_residual < 0.06, lora_residual
+    assert apply_residual < 1e-5, apply_residual
+
+
+def test_a_vector_measured_on_other_weights_is_refused(nodes, basis, tiny):
+    other = tiny.load_tiny_wan(seed=1)  # same family and size, other weights
+    with pytest.raises(ValueError, match="measured on other weights.*compute a vector on this model"):
+        nodes.ApplyUnlearning.execute(other, basis, 1.0, True, "all in vector", 0, -1, "zero")
+    with pytest.raises(ValueError, match="measured on other weights"):
+        nodes.ExportLoRA.execute(other, basis, 1.0, "zero", "never_written")
+
+
+def test_apply_reads_the_file_weights_while_a_patched_clone_is_loaded(nodes, wan, basis):
+    """Clones share one module; a loaded patched clone bakes its edit into it. Apply must still edit W, not W'."""
+    import comfy.model_management
+
+    from comfyui_video_unlearning.nodes.patching import layer_edits
+
+    layers = list(basis.layers)
+    expected = layer_edits(wan, basis, layers, 1.0, "zero")
+    patched = nodes.ApplyUnlearning.execute(wan, basis, 1.0, True, "all in vector", 0, -1, "zero")[0]
+    comfy.model_management.unload_all_models()
+    comfy.model_management.load_models_gpu([patched])
+    try:
+        baked = wan.model.diffusion_model.get_submodule(layers[0]).weight
+        assert float((baked.float() @ basis.subspace(layers[0])).norm()) < 1e-4  # the shared module holds W' now
+        again = layer_edits(wan, basis, layers, 1.0, "zero")
+        for layer in layers:
+            torch.testing.assert_close(again[layer].up, expected[layer].up, rtol=0, atol=0)
+    finally:
+        comfy.model_management.unload_all_models()
+
+
+def test_wan22_ti2v_5b_collects_on_its_48_channel_16x_latent_and_unlearns(nodes, wan22_5b, encoded, clip):
+    import nodes as comfy_nodes
+
+    from comfyui_video_unlearning.nodes.adapters import adapter_for
+    from comfyui_video_unlearning.nodes.collect import empty_latent
+
+    assert type(wan22_5b.model).__name__ == "WAN22" and adapter_for(wan22_5b).family == "wan"
+    assert list(empty_latent(wan22_5b, 1280, 704, 121).shape) == [1, 48, 31, 44, 80]
+    activations = nodes.CollectActivations.execute(wan22_5b, encoded, 128, 128, 5, "2", 0, "all", 0, -1)[0]
+    basis = nodes.RefusalVectorNode.execute(activations, "cpca", 4, 1.0)[0]
+    patched = nodes.ApplyUnlearning.execute(wan22_5b, basis, 1.0, True, "all in vector", 0, -1, "safe_mean")[0]
+    positive = clip.encode_from_tokens_scheduled(clip.tokenize("a Rolex watch on a table"))
+    negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
+    latent = {"samples": torch.zeros(1, 48, 2, 8, 8)}
+
+    def generate(model):
+        return comfy_nodes.common_ksampler(model, 3, 2, 2.0, "euler", "simple", positive, negative, latent)[0]["samples"]
+
+    before, unlearned, after = generate(wan22_5b), generate(patched), generate(wan22_5b)
+    assert torch.equal(before, after) and not torch.equal(before, unlearned)
+
+
+def test_wan22_a14b_pair_one_vector_per_expert(nodes, wan22_experts, encoded, clip):
+    """The two experts share no weights: each gets its own activations and vector, each vector is refused on the
+    other expert, and the two-stage sampling (high noise, then low noise) changes only with both patched."""
+    import comfy.model_management
+    import nodes as comfy_nodes
+
+    vectors, patched = {}, {}
+    for expert, model in wan22_experts.items():
+        activations = nodes.CollectActivations.execute(model, encoded, 64, 64, 1, "1", 0, "default", 0, -1)[0]
+        vectors[expert] = nodes.RefusalVectorNode.execute(activations, "cpca", 4, 1.0)[0]
+        patched[expert] = nodes.ApplyUnlearning.execute(model, vectors[expert], 1.0, True, "all in vector", 0, -1,
+                                                        "zero")[0]
+        assert len(patched[expert].weight_wrapper_patches) == len(vectors[expert].layers)  # scaled fp8: wrapper route
+    layer = "blocks.0.cross_attn.k"
+    cosine = float(vectors["high"][layer].direction @ vectors["low"][layer].direction)
+    assert abs(cosine) < 0.9, cosine  # different weights, different directions
+    with pytest.raises(ValueError, match="other expert of a Wan 2.2 pair"):
+        nodes.ApplyUnlearning.execute(wan22_experts["low"], vectors["high"], 1.0, True, "all in vector", 0, -1, "zero")
+
+    positive = clip.encode_from_tokens_scheduled(clip.tokenize("a Rolex watch on a table"))
+    negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
+    latent = {"samples": torch.zeros(1, 16, 2, 8, 8)}
+    sampler = comfy_nodes.KSamplerAdvanced()
+
+    def two_stage(high, low):  # as ComfyUI's Wan 2.2 14B template: steps 0-2 on high noise, 2-4 on low noise
+        first = sampler.sample(high, "enable", 5, 4, 2.0, "euler", "simple", positive, negative, latent, 0, 2, "enable")[0]
+        return sampler.sample(low, "disable", 5, 4, 2.0, "euler", "simple", positive, negative, first, 2, 10000,
+                              "disable")[0]["samples"]
+
+    base = two_stage(wan22_experts["high"], wan22_experts["low"])
+    both = two_stage(patched["high"], patched["low"])
+    again = two_stage(wan22_experts["high"], wan22_experts["low"])
+    comfy.model_management.unload_all_models()
+    assert torch.equal(base, again) and not torch.equal(base, both)
+    for expert, model in patched.items():  # each expert's own direction is gone from its own layers
+        comfy.model_management.load_models_gpu([model])
+        module = model.model.diffusion_model.get_submodule(layer)
+        d = vectors[expert].subspace(layer)[:, 0]
+        x = torch.randn(3, 1, d.shape[0])
+        change = (module(x + 3.0 * d) - module(x)).norm() / (3.0 * module.weight.float().norm())
+        comfy.model_management.unload_all_models()
+        assert change < 1e-5, (expert, float(change))
