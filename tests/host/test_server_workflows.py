@@ -126,6 +126,16 @@ def test_wan22_t2v_14b_workflow_unlearns_both_experts(server):
     high, low = (vectors / f"rolex_{name}_00001.safetensors" for name in ("high", "low"))
     assert high.is_file() and low.is_file()
     assert high.read_bytes() != low.read_bytes(), "both experts got the same refusal vector"
+    # Wired crosswise (the high-noise vector on the low-noise expert), Apply Unlearning refuses and says why.
+    first, second = (k for k, n in api.items() if n["class_type"] == "VideoUnlearnApply")
+    api[first]["inputs"]["refusal_vector"], api[second]["inputs"]["refusal_vector"] = (
+        api[second]["inputs"]["refusal_vector"], api[first]["inputs"]["refusal_vector"])
+    for node in (first, second):
+        api[node]["inputs"]["enabled"] = True
+    entry = run_prompt(url, api)
+    errors = [m[1] for m in entry["status"]["messages"] if m[0] == "execution_error"]
+    assert entry["status"]["status_str"] == "error" and errors, entry["status"]
+    assert errors[0]["node_type"] == "VideoUnlearnApply" and "fingerprint" in errors[0]["exception_message"], errors
 
 
 def _halves(path):
