@@ -11,6 +11,9 @@ in one batch, so each forward measures one pair. When every recorded layer reads
 Layers that read the text context are pooled over the prompt's own tokens only: Wan pads its T5 context
 to 512 rows of zeros, and a mean over every row lets the padding dilute a pair's difference and add a
 "words minus padding" direction that is not the concept (README's organism benchmark measures both).
+
+The host-free half (batch plan, seeds, token masks, one recording per shared input, feeding the fitter) is
+``core.collection.collect``, which the organism's benchmark runs too; this module supplies ComfyUI's forward.
 """
 
 from __future__ import annotations
@@ -24,10 +27,9 @@ import comfy.sample
 import comfy.samplers
 import comfy.utils
 
-from ..core.activations import ActivationRecorder
+from ..core.collection import collect, plan_batches
 from ..core.fingerprint import fingerprint_weights
-from ..core.refusal import RefusalFitter
-from .adapters import adapter_for
+from .adapters import adapter_for, latent_shape
 from .conditioning import stack_conditionings
 from .payloads import CollectedActivations, EncodedPairs
 
@@ -70,10 +72,9 @@ def sigmas_for(model, spec: int | list[float]) -> list[float]:
 
 
 def empty_latent(model, width: int, height: int, length: int) -> torch.Tensor:
-    """An all-zero video latent ``[1, c, frames, h, w]`` in the model's latent format (as EmptyHunyuanLatentVideo)."""
-    channels = model.get_model_object("latent_format").latent_channels
-    spatial = 16 if channels == 48 else 8  # Wan 2.2 5B's VAE compresses 16x; the others 8x
-    return torch.zeros([1, channels, ((length - 1) // 4) + 1, height // spatial, width // spatial])
+    """An all-zero video latent ``[1, c, frames, h, w]`` in the model's latent format, with the family's VAE
+    factors from its adapter (as the family's Empty*LatentVideo node makes it)."""
+    return torch.zeros(latent_shape(model, width, height, length))
 
 
 def collect_activations(model, encoded: EncodedPairs, latent: torch.Tensor, timesteps: str, seed: int,
@@ -92,31 +93,24 @@ def collect_activations(model, encoded: EncodedPairs, latent: torch.Tensor, time
         sigmas = sigmas[:1]
         if not _has_concat_conditioning(encoded):
             latent = latent[:, :, :1, :MIN_LATENT_SIDE, :MIN_LATENT_SIDE] if latent.ndim == 5 else latent
-    # Rows of one forward: (role, index). Both sides of a pair always share a forward and a noise. Layers that
-    # read only the text need no per-pair forward: all pairs and neutral prompts go in one batch (of at most
-    # MAX_BATCH rows); the others run one pair (or two neutral prompts) per forward to bound memory.
-    pair_rows = [[("unsafe", i), ("safe", i)] for i in range(len(encoded.pairs))]
-    neutral_rows = [[("neutral", i)] for i in range(len(encoded.neutral))]
-    batches = _pack(pair_rows + neutral_rows, MAX_BATCH if independent else 2)
-    progress = comfy.utils.ProgressBar(len(batches) * len(sigmas))
+    # Both sides of a pair always share a forward and a noise. Layers that read only the text need no per-pair
+    # forward: all pairs and neutral prompts go in one batch (of at most MAX_BATCH rows); the others run one pair
+    # (or two neutral prompts) per forward to bound memory. Layers that read one shared input (every block's
+    # text-side k/v reads the projected text) are recorded once and fitted once (core.collection).
+    max_rows = MAX_BATCH if independent else 2
+    batches = len(plan_batches(len(encoded.pairs), len(encoded.neutral), max_rows=max_rows, seed=seed))
+    progress = comfy.utils.ProgressBar(batches * len(sigmas))
 
-    fitter = RefusalFitter()
-    text_layers = adapter.text_token_layers(layer_names)
-    with ActivationRecorder(diffusion, layer_names) as recorder:  # hooks removed on any exit
-        for batch in batches:
-            conditionings = [getattr(encoded, role)[i] for role, i in batch]
-            seeds = [seed + (i if role != "neutral" else len(encoded.pairs) + i) for role, i in batch]
-            positive = stack_conditionings(conditionings)
-            recorder.set_token_mask(prompt_token_mask(positive[0][0]), text_layers)
-            rows = _forward(model, positive, latent, sigmas, seeds, recorder, progress)
-            unsafe, safe, neutral = ([k for k, (r, _) in enumerate(batch) if r == role] for role in ("unsafe", "safe", "neutral"))
-            for name, values in rows.items():  # [sigmas * rows, d], one block of rows per sigma
-                per_sigma = values.reshape(len(sigmas), len(batch), -1)
-                if unsafe:
-                    fitter.update(name, per_sigma[:, unsafe].reshape(-1, values.shape[1]),
-                                  per_sigma[:, safe].reshape(-1, values.shape[1]))
-                if neutral:
-                    fitter.update_neutral(name, per_sigma[:, neutral].reshape(-1, values.shape[1]))
+    def prepare(conditionings):
+        positive = stack_conditionings(conditionings)
+        return positive, prompt_token_mask(positive[0][0])
+
+    def forward(positive, seeds, timesteps):
+        _forward(model, positive, latent, timesteps, seeds, progress)
+
+    fitter = collect(diffusion, layer_names, unsafe=encoded.unsafe, safe=encoded.safe, neutral=encoded.neutral,
+                     prepare=prepare, forward=forward, timesteps=sigmas, seed=seed, max_rows=max_rows,
+                     text_layers=adapter.text_token_layers(layer_names), shared=adapter.shared_inputs(layer_names))
 
     weights = {name: diffusion.get_submodule(name).weight for name in layer_names}
     return CollectedActivations(
@@ -131,17 +125,6 @@ def _has_concat_conditioning(encoded: EncodedPairs) -> bool:
     return any("concat_latent_image" in entry[1] for cond in conditionings for entry in cond)
 
 
-def _pack(groups: list[list], limit: int) -> list[list]:
-    """Concatenate row groups into batches of at most ``limit`` rows without splitting a group."""
-    batches, current = [], []
-    for group in groups:
-        if current and len(current) + len(group) > limit:
-            batches.append(current)
-            current = []
-        current = current + group
-    return batches + ([current] if current else [])
-
-
 def prompt_token_mask(context: torch.Tensor) -> torch.Tensor:
     """``[batch, tokens]``: True on the rows of a text context ``[batch, tokens, d]`` that hold a prompt token
     (ComfyUI zeroes the padding rows of Wan's T5 context). A context with no nonzero row keeps every row."""
@@ -149,9 +132,9 @@ def prompt_token_mask(context: torch.Tensor) -> torch.Tensor:
     return mask | ~mask.any(dim=-1, keepdim=True)
 
 
-def _forward(model, positive, latent, sigmas, seeds, recorder, progress) -> dict[str, torch.Tensor]:
+def _forward(model, positive, latent, sigmas, seeds, progress) -> None:
     """One model evaluation per sigma on a batch of prompts (one stacked CONDITIONING); row i is noised with
-    ``seeds[i]``."""
+    ``seeds[i]``. The recorder's hooks see the layers' inputs."""
     batch = len(seeds)
     latent_batch = latent.repeat(batch, *([1] * (latent.ndim - 1)))
     noise = torch.cat([comfy.sample.prepare_noise(latent, s) for s in seeds])
@@ -172,5 +155,3 @@ def _forward(model, positive, latent, sigmas, seeds, recorder, progress) -> dict
     sampler = comfy.samplers.KSAMPLER(evaluate_at_sigmas)
     sigma_tensor = torch.tensor(list(sigmas) + [0.0])
     guider.sample(noise, latent_batch, sampler, sigma_tensor, disable_pbar=True, seed=seeds[0])
-    rows = recorder.take()  # [len(sigmas) * batch, d] in call order
-    return rows

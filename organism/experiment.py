@@ -20,7 +20,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from core.activations import ActivationRecorder
+from core.collection import collect as collect_activations
 from core.edit import project_edit
 from core.pairs import parse_pairs, parse_prompts
 from core.refusal import RefusalFitter
@@ -86,34 +86,31 @@ def collect(model: VideoDiT, encoder: TextEncoder, pairs, neutral: list[str], la
             times=(0.9, 0.6, 0.3), seed: int = 0, pool: str = "real text tokens") -> Measured:
     """Record the inputs of ``layers`` for both sides of each pair (one batch, one noise) and neutral prompts.
 
+    Runs :func:`core.collection.collect`, the function Collect Activations runs, with the organism's forward.
     Text-side layers are pooled over the prompt's own tokens (as the nodes do); ``pool="all tokens"`` also
-    averages the padding rows of the text context in, which dilutes a pair's difference."""
+    averages the padding rows of the text context in, which dilutes a pair's difference. Every block's
+    ``cross_attn.k`` / ``cross_attn.v`` reads the output of ``text_embedding``: measured and fitted once."""
     if pool not in POOLS:
         raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
     start = time.perf_counter()
     config = model.config
-    fitter = RefusalFitter()
+
+    def prepare(prompts):
+        text, mask = encoder.encode(prompts)
+        return (text, mask), mask
+
+    def forward(batch, seeds, timesteps):
+        text, mask = batch
+        noise = torch.cat([torch.randn(1, config.frames, config.size, config.size, 3,
+                                       generator=torch.Generator().manual_seed(s)) for s in seeds])
+        for t in timesteps:
+            model(noise, torch.full((len(seeds),), t), text, mask)
+
+    shared = {"text_embedding": [name for name in layers if name.endswith(GROUPS["text_kv"])]}
     text_layers = [name for name in layers if reads_text(name)] if pool == "real text tokens" else []
-    with ActivationRecorder(model, layers) as recorder:
-        for index, pair in enumerate(pairs):
-            text, mask = encoder.encode([pair.unsafe, pair.safe])
-            recorder.set_token_mask(mask, text_layers)
-            for t in times:
-                noise = torch.randn(1, config.frames, config.size, config.size, 3,
-                                    generator=torch.Generator().manual_seed(seed + index)).repeat(2, 1, 1, 1, 1)
-                model(noise, torch.full((2,), t), text, mask)
-                rows = recorder.take()
-                for name, values in rows.items():
-                    fitter.update(name, values[0:1], values[1:2])
-        for index, prompt in enumerate(neutral):
-            text, mask = encoder.encode([prompt])
-            recorder.set_token_mask(mask, text_layers)
-            for t in times:
-                noise = torch.randn(1, config.frames, config.size, config.size, 3,
-                                    generator=torch.Generator().manual_seed(seed + 1000 + index))
-                model(noise, torch.full((1,), t), text, mask)
-                for name, values in recorder.take().items():
-                    fitter.update_neutral(name, values)
+    fitter = collect_activations(model, layers, unsafe=[p.unsafe for p in pairs], safe=[p.safe for p in pairs],
+                                 neutral=neutral, prepare=prepare, forward=forward, timesteps=times, seed=seed,
+                                 max_rows=2, text_layers=text_layers, shared=shared)
     return Measured(fitter, layers, time.perf_counter() - start)
 
 
