@@ -31,7 +31,8 @@ class EncodedPairs:
 class CollectedActivations:
     """Output of Collect Activations: the filled fitter and where the rows came from.
 
-    ``layers`` are names relative to the diffusion model (``blocks.3.cross_attn.k``).
+    ``layers`` are names relative to the diffusion model (``blocks.3.cross_attn.k``), every layer the vector will
+    edit; layers that read one shared input were recorded once (``fitter.shared_inputs()``: input name -> layers).
     The fitter is not updated after this object is made.
     """
 
