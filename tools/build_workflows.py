@@ -169,16 +169,33 @@ def side_by_side(g: Graph, x: int, images, fps: float, title: str = "4. Side by 
     return save
 
 
-def compute_workflow() -> Graph:
-    g = Graph()
-    model, clip, _ = loaders(g, 0, 0, vae=False)
+def vector_row(g: Graph, model, clip, prefix: str, width: int = 832, height: int = 480):
+    """Group 2 of the one-model workflows: Pair Encoder -> Collect Activations -> Refusal Vector -> Save."""
     encoder = pair_encoder(g, (400, 0), clip)
-    collect = collect_activations(g, (960, 0), model, encoder)
+    collect = collect_activations(g, (960, 0), model, encoder, width=width, height=height)
     vector = refusal_vector(g, (1340, 0), collect)
-    save = g.node("VideoUnlearnSaveRefusalVector", (1340, VECTOR_NODE_SIZE[1] + 40), ["rolex"],
+    save = g.node("VideoUnlearnSaveRefusalVector", (1340, VECTOR_NODE_SIZE[1] + 40), [prefix],
                   inputs=[("refusal_vector", "REFUSAL_VECTOR")], size=(320, 80))
     g.link(vector, 0, save, "refusal_vector")
     g.group("2. Pairs, activations, refusal vector", (390, -HEADER, 960 + VECTOR_NODE_SIZE[0] + 30, HEADER + VECTOR_NODE_SIZE[1] + 130))
+    return vector
+
+
+def base_and_unlearned(g: Graph, y0: int, models, positive, negative, latent, vae, title: str, **settings):
+    """Two KSamplers on one seed, base model above, unlearned below, each decoded; returns the two decoders."""
+    images = []
+    for row, (name, sampler_model) in enumerate(zip(("Baseline", "Unlearned"), models)):
+        y = y0 + row * 330
+        stage = sampler(g, (790, y), sampler_model, positive, negative, latent, f"{name} sampler", **settings)
+        images.append(decode(g, (1140, y), stage, vae))
+    g.group(title, (780, y0 - HEADER, 580, HEADER + 620))
+    return images
+
+
+def compute_workflow() -> Graph:
+    g = Graph()
+    model, clip, _ = loaders(g, 0, 0, vae=False)
+    vector_row(g, model, clip, "rolex")
     g.note((960, 320), "**Compute a refusal vector** from 5 or more pairs that differ only by the concept (6 Rolex pairs are filled in).\n\n"
            "- Pairs: one per line, `prompt with concept | same prompt without it`; the node checks them as you type.\n"
            "- `layers = default` (`cross_attn.k+v` for Wan) reads only the text: the node then measures one timestep, "
@@ -198,21 +215,8 @@ def compare_workflow() -> Graph:
     positive, negative = prompts(g, 400, 420, clip)
     latent = g.node("EmptyHunyuanLatentVideo", (400, 720), [832, 480, 33, 1], outputs=[("LATENT", "LATENT")], size=(340, 130))
     g.group("2. Unlearning and prompt", (390, -HEADER, 360, HEADER + 870))
-    images = []
-    for row, (title, sampler_model) in enumerate((("Baseline", model), ("Unlearned", apply))):
-        y = row * 330
-        sampler = g.node("KSampler", (790, y), [42, "fixed", 30, 6.0, "uni_pc", "simple", 1.0],
-                         inputs=[("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
-                                 ("latent_image", "LATENT")], outputs=[("LATENT", "LATENT")], size=(320, 262), title=f"{title} sampler")
-        g.link(sampler_model, 0, sampler, "model")
-        g.link(positive, 0, sampler, "positive")
-        g.link(negative, 0, sampler, "negative")
-        g.link(latent, 0, sampler, "latent_image")
-        decode = g.node("VAEDecode", (1140, y), [], inputs=[("samples", "LATENT"), ("vae", "VAE")], outputs=[("IMAGE", "IMAGE")], size=(210, 46))
-        g.link(sampler, 0, decode, "samples")
-        g.link(vae, 0, decode, "vae")
-        images.append(decode)
-    g.group("3. Same seed, base vs. unlearned", (780, -HEADER, 580, HEADER + 620))
+    images = base_and_unlearned(g, 0, (model, apply), positive, negative, latent, vae, "3. Same seed, base vs. unlearned",
+                                steps=30, cfg=6.0)
     side_by_side(g, 1390, images, 16.0)
     g.note((790, 680), "**Baseline vs. unlearned from one seed.** Left: the original model; right: the same model with the "
            "refusal vector applied (a patch on a copy: your model file is never changed).\n\n"
@@ -222,11 +226,12 @@ def compare_workflow() -> Graph:
     return g
 
 
-def sampler(g: Graph, pos, model, positive, negative, latent, title, advanced=None):
-    """KSampler (Wan 2.1/2.2 5B settings) or, with ``advanced = (add_noise, start, end, leftover)``, a
-    KSamplerAdvanced stage of the 14B pair as in ComfyUI's Wan 2.2 template (20 steps, cfg 3.5, euler)."""
+def sampler(g: Graph, pos, model, positive, negative, latent, title, advanced=None, steps=20, cfg=5.0):
+    """KSampler (``uni_pc``; Wan 2.1 template: 30 steps, cfg 6; Wan 2.2 5B template: 20, 5) or, with ``advanced =
+    (add_noise, start, end, leftover)``, a KSamplerAdvanced stage of the 14B pair as in ComfyUI's Wan 2.2 template
+    (20 steps, cfg 3.5, euler)."""
     if advanced is None:
-        kind, widgets, size = "KSampler", [42, "fixed", 20, 5.0, "uni_pc", "simple", 1.0], (320, 262)
+        kind, widgets, size = "KSampler", [42, "fixed", steps, cfg, "uni_pc", "simple", 1.0], (320, 262)
     else:
         add_noise, start, end, leftover = advanced
         kind, widgets, size = ("KSamplerAdvanced", [add_noise, 42, "fixed", 20, 3.5, "euler", "simple", start, end, leftover],
@@ -265,13 +270,7 @@ def ti2v_5b_workflow() -> Graph:
     model = shifted(g, (0, 260), unet)
     vae = g.node("VAELoader", (0, 350), [VAE_22], outputs=[("VAE", "VAE")], size=(330, 58))
     g.group("1. Load Wan 2.2 TI2V 5B", (-10, -HEADER, 350, HEADER + 430))
-    encoder = pair_encoder(g, (400, 0), clip)
-    collect = collect_activations(g, (960, 0), model, encoder, width=1280, height=704)
-    vector = refusal_vector(g, (1340, 0), collect)
-    save = g.node("VideoUnlearnSaveRefusalVector", (1340, VECTOR_NODE_SIZE[1] + 40), ["rolex_5b"],
-                  inputs=[("refusal_vector", "REFUSAL_VECTOR")], size=(320, 80))
-    g.link(vector, 0, save, "refusal_vector")
-    g.group("2. Pairs, activations, refusal vector", (390, -HEADER, 960 + VECTOR_NODE_SIZE[0] + 30, HEADER + VECTOR_NODE_SIZE[1] + 130))
+    vector = vector_row(g, model, clip, "rolex_5b", width=1280, height=704)
     g.note((960, 320), "**Wan 2.2 TI2V 5B: unlearn, then compare.** Row 1 computes the refusal vector from the pairs "
            "(6 Rolex pairs are filled in); row 2 samples the same seed with the base model and with the vector applied.\n\n"
            "- Settings of ComfyUI's Wan 2.2 5B template: shift 8, 1280x704, 121 frames, 20 steps, cfg 5, `uni_pc`, 24 fps.\n"
@@ -283,12 +282,7 @@ def ti2v_5b_workflow() -> Graph:
                     inputs=[("vae", "VAE"), ("start_image", "IMAGE")], outputs=[("LATENT", "LATENT")], size=(340, 170))
     g.link(vae, 0, latent, "vae")
     g.group("3. Unlearning and prompt", (390, ROW2 - HEADER, 360, HEADER + 800))
-    images = []
-    for row, (title, sampler_model) in enumerate((("Baseline", model), ("Unlearned", apply))):
-        y = ROW2 + row * 330
-        stage = sampler(g, (790, y), sampler_model, positive, negative, latent, f"{title} sampler")
-        images.append(decode(g, (1140, y), stage, vae))
-    g.group("4. Same seed, base vs. unlearned", (780, ROW2 - HEADER, 580, HEADER + 620))
+    images = base_and_unlearned(g, ROW2, (model, apply), positive, negative, latent, vae, "4. Same seed, base vs. unlearned")
     side_by_side(g, 1390, images, 24.0, "5. Side by side", y=ROW2)
     return g
 
