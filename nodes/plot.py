@@ -18,6 +18,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from ..core.refusal import RefusalBasis
+from .adapters import ADAPTERS
 
 #: Key of the chart's data in the node's UI output (read by ``web/video_unlearning.js``).
 UI_KEY = "video_unlearning_chart"
@@ -87,8 +88,6 @@ def shared_inputs(basis: RefusalBasis) -> list[tuple[str, tuple[str, ...]]]:
 
 def _input_name(basis: RefusalBasis, name: str, layers) -> str:
     """``text context`` when the family's adapter says the layers read the projected text, else the basis's name."""
-    from .adapters import ADAPTERS
-
     for adapter in ADAPTERS:
         if adapter.family == basis.model_family and len(adapter.text_token_layers(layers)) == len(layers):
             return "text context"
