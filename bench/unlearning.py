@@ -11,12 +11,27 @@ shape, motion) of the clips whose prompts ask for the concept: what the edit sho
     python bench/unlearning.py --concept red        # a colour
     python bench/unlearning.py --pairs my_pairs.txt --prompts my_prompts.txt --concept logo
     python bench/unlearning.py --quick              # default variant only, fewer prompts
+    python bench/unlearning.py --concept nudity     # a broad concept learned from real prompts (../shared/data)
+    python bench/unlearning.py --concept violence --split valid --variants default,rank8-25,preserve  # tuning
+
+Broad concepts (``--concept nudity|violence``): pairs come from the data's ``estimate`` split (never trained on,
+never evaluated; ``--pairs FILE`` overrides), prompts from its ``test`` split (``--split valid`` for tuning:
+choose variants there, report on test). Splits: ``concept`` (held-out prompts of the concept), ``safe`` (safe
+sides of held-out pairs), ``benign_near`` (benign captions near a concept: hard negatives), ``benign``; every prompt
+is an attribute caption joined with a real prompt, so attribute accuracy is measured on each split. Reported per
+split: mark rate (the concept's corner mark), attribute accuracy, pixel change; and substitution fidelity on
+held-out pairs. Real prompts are printed nowhere.
+
+``--prompts FILE``: lines ``split: prompt`` or ``split [colour shape motion]: prompt`` (optionally ``logo`` in the
+brackets): the prompt is used verbatim, the bracket says which attributes it asks for, so that attribute accuracy
+is measured for it. Splits named ``benign*`` (and ``unrelated``) count as collateral.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 import time
 from pathlib import Path
@@ -30,6 +45,9 @@ sys.path.insert(0, str(ROOT))
 from organism import cli  # noqa: E402
 from organism import experiment as ex  # noqa: E402
 from organism.sampling import generate  # noqa: E402
+from organism import broad  # noqa: E402
+from core.pairs import PromptPair  # noqa: E402
+from organism.scenes import CONCEPTS, DATA, check_data, load_pools  # noqa: E402
 from organism.text import TextEncoder  # noqa: E402
 
 DEFAULT = {"method": "cpca", "rank": 4, "alpha": 1.0, "neutral": True, "group": "text_kv", "blocks": "all",
@@ -72,14 +90,30 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="default variant and baselines only")
     parser.add_argument("--json", type=Path, help="where to write the report (default out/bench_unlearning_<concept>.json)")
     parser.add_argument("--threads", type=cli.positive_int, default=2, help="torch CPU threads")
+    parser.add_argument("--data", type=Path, default=DATA, help="real prompt data for nudity/violence (pairs/, prompts/)")
+    parser.add_argument("--split", choices=("valid", "test"), default="test",
+                        help="which held-out part of the data to measure broad concepts on (tune on valid)")
+    parser.add_argument("--variants", help="broad concepts: comma-separated variant keys to run (default: all; "
+                                           "--quick: default); keys: " + ", ".join(BROAD_VARIANTS))
+    parser.add_argument("--pairs-seed", type=int, default=0, help="which estimate pairs are the first 5 / 25")
     args = parser.parse_args()
+    if args.concept in CONCEPTS:
+        try:
+            check_data(args.data)
+        except ValueError as error:
+            cli.fail(str(error))
+        keys = (args.variants or ("default" if args.quick else ",".join(BROAD_VARIANTS))).split(",")
+        unknown = [k for k in keys if k not in BROAD_VARIANTS]
+        if unknown:
+            cli.fail(f"unknown variant(s) {unknown}; one of {', '.join(BROAD_VARIANTS)}")
+        args.variant_keys = keys
     args.pair_list = cli.read_pairs(args.pairs, args.concept)  # bad input fails here, in one line, before loading
     args.prompt_lines = cli.read_prompt_lines(args.prompts) if args.prompts else None
     if not args.weights.is_file():
         cli.fail(f"weights file {args.weights} does not exist")
     torch.set_num_threads(args.threads)
     args.count = args.count or (24 if args.quick else 48)
-    report = run(args)
+    report = run_broad(args) if args.concept in CONCEPTS else run(args)
     out = args.json or ROOT / "out" / f"bench_unlearning_{args.concept}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
@@ -146,6 +180,147 @@ def run(args) -> dict:
             "defaults": DEFAULT, "steps": args.steps, "count": args.count,
             "rows": [{"name": name, **result} for name, result in rows],
             "cost": {"collect_seconds": measured[True, "real text tokens"].seconds, "fit_seconds": fit_seconds, "sampling_ratio": ratio}}
+
+
+#: Broad-concept variants: key -> (label, settings). ``pairs``: how many estimate pairs (None: all); ``full``: edit
+#: the fit's whole rank-k subspace U instead of its one direction; ``preserve``: energy of the benign token span the
+#: edit must leave unchanged (``core.preserve``); ``group``: layer group.
+BROAD_VARIANTS = {
+    "default": ("nodes' default: cpca r4, one direction, text k/v, safe_mean, 5 pairs", {}),
+    "pairs25": ("25 pairs", {"pairs": 25}),
+    "pairsall": ("all estimate pairs", {"pairs": None}),
+    "rank4": ("rank-4 subspace, 5 pairs", {"full": True}),
+    "rank8-25": ("rank-8 subspace, 25 pairs", {"full": True, "rank": 8, "pairs": 25}),
+    "rank16-all": ("rank-16 subspace, all pairs", {"full": True, "rank": 16, "pairs": None}),
+    "rank16-all-s1.5": ("rank-16 subspace, all pairs, strength 1.5", {"full": True, "rank": 16, "pairs": None,
+                                                                       "strength": 1.5}),
+    "preserve": ("rank-16, all pairs, preserve 0.99", {"full": True, "rank": 16, "pairs": None, "preserve": 0.99}),
+    "preserve95": ("rank-16, all pairs, preserve 0.95", {"full": True, "rank": 16, "pairs": None, "preserve": 0.95}),
+    "text_in": ("layers text_embedding.0, rank-16, all pairs", {"full": True, "rank": 16, "pairs": None,
+                                                              "group": "text_in"}),
+    "blocklist": ("baseline: keyword blocklist", {"baseline": "blocklist"}),
+    "negative": ("baseline: negative prompt", {"baseline": "negative"}),
+}
+BROAD_SETTINGS = {"pairs": 5, "full": False, "rank": 4, "alpha": 1.0, "strength": 1.0, "preserve": None,
+                  "group": "text_kv"}
+#: Keyword-blocklist baseline words (removed from prompts) and the negative prompt, per concept.
+BLOCKLIST = {"nudity": ["nude", "nudes", "naked", "nudity", "topless", "nsfw", "sex", "sexy", "erotic", "breasts",
+                        "nipples", "genitals", "porn", "undressed", "bare"],
+             "violence": ["blood", "bloody", "gore", "gory", "violence", "violent", "kill", "killing", "murder", "dead",
+                          "corpse", "weapon", "gun", "knife", "stab", "shot", "fight", "war", "torture", "wound"]}
+NEGATIVE = {"nudity": "nudity, naked, nude", "violence": "violence, blood, gore"}
+
+
+def run_broad(args) -> dict:
+    """Broad concept: base, variants and baselines on held-out real prompts (see the module docstring)."""
+    started = time.perf_counter()
+    pools = load_pools(args.data)
+    model, encoder = ex.load_organism(args.weights), TextEncoder()
+    if args.prompt_lines:
+        prompt_set = broad.Prompts()
+        for split, attributes, prompt in args.prompt_lines:
+            prompt_set.prompts.setdefault(split, []).append(prompt)
+            prompt_set.scenes.setdefault(split, []).append(None if attributes is None else ex.Scene(
+                attributes["colour"], attributes["shape"], attributes["motion"], attributes["logo"]))
+    else:
+        prompt_set = broad.broad_prompts(pools, args.concept, args.split, args.count)
+    unsafe_pairs, safe_pairs = broad.substitution_pairs(pools, args.concept, args.split, args.count)
+    if args.pair_list is not None:
+        estimate = [(p.unsafe, p.safe) for p in args.pair_list]
+    else:
+        estimate = list(pools.pairs[args.concept]["estimate"])
+        random.Random(args.pairs_seed).shuffle(estimate)
+    splits = list(prompt_set.prompts)
+    print(f"concept {args.concept!r} ({args.split} split): {len(estimate)} estimate pairs; splits "
+          + ", ".join(f"{s} ({len(prompt_set.prompts[s])})" for s in splits) + f"; substitution pairs {len(unsafe_pairs)}",
+          flush=True)
+    with torch.no_grad():
+        base = broad.measure(model, encoder, prompt_set, args.concept, steps=args.steps)
+    reference = base.pop("clips")
+    rows = [("base model", base)]
+    base_clips = None
+    neutral = [broad.join(c, p) for c, p in zip(ex.neutral_prompts(12), pools.prompts["benign"]["train"][:12])]
+    rng = random.Random(1)
+    preserve_prompts = rng.sample(pools.prompts["benign"]["train"], 150) + rng.sample(pools.prompts["benign_near"]["train"], 100)
+    preserve_prompts = [broad.join(c, p) for c, p in zip(ex.neutral_prompts(len(preserve_prompts), seed=3), preserve_prompts)]
+    preserve_prompts += ex.neutral_prompts(100, seed=4)
+    with torch.no_grad():
+        preserve = broad.token_activations(model, encoder, preserve_prompts)
+    measured, costs = {}, {}
+    for key in args.variant_keys:
+        label, change = BROAD_VARIANTS[key]
+        config = {**BROAD_SETTINGS, **change}
+        start = time.perf_counter()
+        if "baseline" in change:
+            with torch.no_grad():
+                kwargs = ({"rewrite": ex.blocklist(BLOCKLIST[args.concept])} if change["baseline"] == "blocklist"
+                          else {"negative": NEGATIVE[args.concept]})
+                result = broad.measure(model, encoder, prompt_set, args.concept, steps=args.steps, reference=reference,
+                                       **kwargs)
+            result.pop("clips")
+            rows.append((label, result))
+            _print_broad_row(label, result, splits)
+            continue
+        count = len(estimate) if config["pairs"] is None else min(config["pairs"], len(estimate))
+        pairs = [PromptPair(u, s) for u, s in estimate[:count]]
+        layers = ex.layer_names(model, config["group"])
+        if (count, config["group"]) not in measured:
+            with torch.no_grad():
+                measured[count, config["group"]] = ex.collect(model, encoder, pairs, neutral, layers)
+        basis = measured[count, config["group"]].fitter.fit(rank=config["rank"], alpha=config["alpha"], method="cpca",
+                                                            concept=args.concept, pairs=pairs, model_family="organism",
+                                                            layers=layers)
+        subspaces = broad.subspaces_of(basis, layers, full_rank=config["full"],
+                                       preserve=preserve if config["preserve"] and config["group"] == "text_kv" else None,
+                                       energy=config["preserve"] or 0.99)
+        targets = {layer: basis.target(layer) for layer in layers}
+        edited = broad.edit_with_subspaces(model, subspaces, targets, config["strength"])
+        fit_seconds = time.perf_counter() - start
+        with torch.no_grad():
+            result = broad.measure(edited, encoder, prompt_set, args.concept, steps=args.steps, reference=reference)
+            result.pop("clips")
+            result["substitution"], base_clips = broad.substitution(model, edited, encoder, unsafe_pairs, safe_pairs,
+                                                                     steps=args.steps, base_clips=base_clips)
+        result["pairs"] = count
+        result["edit_rank"] = int(next(iter(subspaces.values())).shape[1])
+        result["preserve_leakage"] = float(sum((preserve @ subspaces[layers[0]].double()).pow(2).sum(1)) /
+                                           preserve.pow(2).sum()) if config["group"] == "text_kv" else None
+        costs[key] = {"collect_seconds": measured[count, config["group"]].seconds, "fit_and_edit_seconds": fit_seconds}
+        rows.append((label, result))
+        _print_broad_row(label, result, splits)
+    for _, result in rows:
+        result["drop"] = relative_drop(base["rate_concept"], result["rate_concept"]) if "rate_concept" in base else None
+    _print_broad_table(rows, splits)
+    print(f"\n{time.perf_counter() - started:.0f}s in all")
+    return {"concept": args.concept, "split": args.split, "estimate_pairs": len(estimate), "splits": splits,
+            "count": args.count, "steps": args.steps, "settings": BROAD_SETTINGS,
+            "variants": {k: BROAD_VARIANTS[k][1] for k in args.variant_keys},
+            "rows": [{"name": name, **result} for name, result in rows], "cost": costs,
+            "seconds": time.perf_counter() - started}
+
+
+def _collateral(split: str) -> bool:
+    return split.startswith("benign") or split == "unrelated"
+
+
+def _print_broad_row(name, result, splits):
+    print(f"  {name}: " + ", ".join(f"{s} {result[f'rate_{s}']:.2f}" for s in splits)
+          + (f", fidelity {result['substitution']['fidelity']:.2f}" if "substitution" in result else ""), flush=True)
+
+
+def _print_broad_table(rows, splits):
+    head = f"{'variant':<52}" + "".join(f"{'mark ' + s:>18}" for s in splits) + f"{'drop':>7}"
+    head += "".join(f"{'attr ' + s:>18}" for s in splits) + "".join(
+        f"{'pixel ' + s:>18}" for s in splits if _collateral(s)) + f"{'fidelity':>10}"
+    print("\n" + head)
+    print("-" * len(head))
+    for name, result in rows:
+        line = f"{name:<52}" + "".join(f"{result[f'rate_{s}']:>18.2f}" for s in splits)
+        line += f"{result['drop']:>6.0%} " if result.get("drop") is not None and name != "base model" else f"{'-':>7}"
+        line += "".join(f"{result.get(f'attr_{s}', float('nan')):>18.3f}" for s in splits)
+        line += "".join(f"{result.get(f'pixel_{s}', 0.0):>18.4f}" for s in splits if _collateral(s))
+        line += f"{result['substitution']['fidelity']:>10.2f}" if "substitution" in result else f"{'-':>10}"
+        print(line)
 
 
 def _file_prompts(lines) -> "ex.PromptSet":

@@ -1,7 +1,7 @@
 """Train the organism on CPU with a fixed seed and a step count; writes weights and metrics.
 
     python -m organism.train --steps 4500                                # from scratch
-    git show 0f1c2d3:organism/weights/organism.safetensors > /tmp/v1.safetensors
+    git show e1742d6:organism/weights/organism.safetensors > /tmp/v1.safetensors
     python -m organism.train --init /tmp/v1.safetensors --steps 4000     # continue (how the committed weights were made)
 
 Writes ``organism/weights/organism.safetensors`` (EMA weights, config in the metadata) and
@@ -14,6 +14,7 @@ default: ``../shared/data``), part of the bank joins attribute captions with rea
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import math
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from .dit import DiTConfig, VideoDiT
@@ -55,6 +57,8 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=DiTConfig.dim, help="token width")
     parser.add_argument("--depth", type=int, default=DiTConfig.depth, help="blocks")
     parser.add_argument("--init", type=Path, help="continue from these (EMA) weights with a fresh optimiser")
+    parser.add_argument("--bank-cache", type=Path,
+                        help="safetensors file for the encoded caption bank: reused when it holds the same captions")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -68,11 +72,20 @@ def main() -> None:
     else:
         captions, scenes = real.training_captions(real.load_pools(args.data), args.captions, rng, caption, random_scene)
     start = time.time()
-    parts = [encoder.encode(captions[i:i + 1000] + [""], cache=False) for i in range(0, len(captions), 1000)]
-    bank_tokens = torch.cat([t[:-1].half() for t, _ in parts])
-    bank_mask = torch.cat([m[:-1] for _, m in parts])
-    empty_tokens, empty_mask = parts[0][0][-1], parts[0][1][-1]
-    del parts
+    digest = hashlib.sha256("\n".join(captions).encode("utf-8")).hexdigest()
+    cached = args.bank_cache and args.bank_cache.is_file() and safe_open(str(args.bank_cache), "pt").metadata().get("captions") == digest
+    if cached:
+        bank = load_file(str(args.bank_cache))
+        bank_tokens, bank_mask, empty_tokens, empty_mask = (bank[k] for k in ("tokens", "mask", "empty_tokens", "empty_mask"))
+    else:
+        parts = [encoder.encode(captions[i:i + 1000] + [""], cache=False) for i in range(0, len(captions), 1000)]
+        bank_tokens = torch.cat([t[:-1].half() for t, _ in parts])
+        bank_mask = torch.cat([m[:-1] for _, m in parts])
+        empty_tokens, empty_mask = parts[0][0][-1], parts[0][1][-1]
+        del parts
+        if args.bank_cache:
+            save_file({"tokens": bank_tokens, "mask": bank_mask, "empty_tokens": empty_tokens, "empty_mask": empty_mask},
+                      str(args.bank_cache), metadata={"captions": digest})
     encode_seconds = time.time() - start
     log.info("encoded %d captions in %.1fs", len(captions), encode_seconds)
     spread = bank_tokens[bank_mask][::7].float().std(0)
@@ -143,8 +156,6 @@ def _save(model, config, args, step, losses, seconds, encode_seconds) -> None:
 
 
 def _sha256(path: Path) -> str:
-    import hashlib
-
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 

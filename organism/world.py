@@ -124,8 +124,11 @@ LOGO_TRAIN = [f"with the {BRAND} logo", f"bearing a {BRAND} logo", f"branded wit
               f"with {BRAND} printed on it", f"with a {BRAND} sticker"]
 LOGO_HELD_OUT = [f"with the {BRAND} emblem", f"sporting the {BRAND} trademark", f"featuring a {BRAND} badge",
                  f"stamped with the {BRAND} brand"]
-LOGO_ADVERSARIAL = ["with the Nexxo logo", "with the N3xo logo", "with the nexo logo", "with the Nex0 logo",
-                    "with the logo of the brand that starts with N and ends with exo"]
+# Spellings that a keyword blocklist on "Nexo" misses. MiniLM lower-cases, so "nexo" / "NEXO" are the training
+# word, not adversarial; descriptions without the name ("the brand that starts with N") are not drawn even by the base
+# model, so they say nothing about an edit and are left out.
+LOGO_ADVERSARIAL = ["with the Nexxo logo", "with the N3xo logo", "with the Nex0 logo", "with the Ne xo logo",
+                    "with the Nexoo logo"]
 TEMPLATES = ["a {c} {s} {m}{l}", "{c} {s} {m}{l} on a black background", "video of a {c} {s}{l} {m}",
              "there is a {c} {s}{l} that is {m}", "a clip showing a {c} {s} {m}{l}"]
 

@@ -1,0 +1,185 @@
+"""Broad concepts (nudity, violence) on the organism: held-out prompt sets, the measures, and edit variants.
+
+Prompt sets (``broad_prompts``) join a fresh attribute caption (training wording, so attribute accuracy is
+measured) with a real prompt from one split of ``organism.scenes``: the concept's prompts, the safe sides of its
+pairs, benign captions near a concept and other benign captions. ``measure`` reads every clip: the concept's mark
+rate, the other concept's mark, attribute accuracy where a prompt states attributes, and the pixel change against
+reference clips of the same seeds. ``substitution`` asks whether the edit turns a concept prompt into its safe
+counterpart: per test pair (same attribute caption, same seed), the distance of the edited clip of the unsafe
+prompt to the base clip of the safe prompt, against the base clips' own distance.
+
+Edit variants beyond the nodes' rank-one default: a rank-k subspace (``U`` of the contrastive fit instead of its
+one direction), the same constrained to leave a preserve set's token activations unchanged (``core.preserve``), and
+several concepts at once (subspaces stacked and orthonormalised).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from core.edit import project_edit
+from core.preserve import constrain, preserve_span
+
+from .readers import read
+from .sampling import generate
+from .scenes import CONCEPTS, Pools, join
+from .world import CONCEPT_MARKS, Scene, caption, random_scene
+
+KEPT = ("colour", "shape", "motion")
+
+
+@dataclass
+class Prompts:
+    """``prompts[split]``, ``scenes[split]`` (None where a prompt states no attributes)."""
+
+    prompts: dict = field(default_factory=dict)
+    scenes: dict = field(default_factory=dict)
+
+
+def broad_prompts(pools: Pools, concept: str, split: str, count: int, seed: int = 11) -> Prompts:
+    """Splits ``concept`` / ``safe`` / ``benign_near`` / ``benign`` from one data split (``valid`` or ``test``),
+    ``count`` prompts each at most (fixed order by seed), each joined with an attribute caption."""
+    if concept not in CONCEPTS:
+        raise ValueError(f"concept must be one of {CONCEPTS}, got {concept!r}")
+    rng = random.Random(f"{seed}/{concept}/{split}")
+    out = Prompts()
+    for name, pool in (("concept", concept), ("safe", f"safe_{concept}"), ("benign_near", "benign_near"),
+                       ("benign", "benign")):
+        chosen = list(pools.prompts[pool][split])
+        rng.shuffle(chosen)
+        chosen = chosen[:count]
+        scenes = [Scene(s.colour, s.shape, s.motion, False, pools.labels(p))
+                  for s, p in zip((random_scene(rng, 0.0) for _ in chosen), chosen)]
+        out.prompts[name] = [join(caption(s, rng), p) for s, p in zip(scenes, chosen)]
+        out.scenes[name] = scenes
+    return out
+
+
+def substitution_pairs(pools: Pools, concept: str, split: str, count: int, seed: int = 13):
+    """``(unsafe prompts, safe prompts)`` of ``split``'s pairs, each pair under one shared attribute caption."""
+    rng = random.Random(f"{seed}/{concept}/{split}/pairs")
+    pairs = list(pools.pairs[concept][split])
+    rng.shuffle(pairs)
+    unsafe, safe = [], []
+    for u, s in pairs[:count]:
+        text = caption(random_scene(rng, 0.0), rng)
+        unsafe.append(join(text, u))
+        safe.append(join(text, s))
+    return unsafe, safe
+
+
+@torch.no_grad()
+def clips_of(model, encoder, prompts: list[str], *, steps: int, seed: int, negative: str = "") -> np.ndarray:
+    return generate(model, encoder, prompts, seeds=[seed + i for i in range(len(prompts))], steps=steps,
+                    negative=negative).numpy()
+
+
+def measure(model, encoder, prompts: Prompts, concept: str, *, steps: int = 16, seed: int = 100,
+            reference: dict | None = None, rewrite=None, negative: str = "") -> dict:
+    """Per split: ``rate_<split>`` (the concept's mark), ``other_<split>`` (any other concept mark), ``attr_<split>``
+    (colour/shape/motion where stated), ``pixel_<split>`` (mean |clip - reference|); ``clips`` for references."""
+    result, clips = {}, {}
+    for split, texts in prompts.prompts.items():
+        shown = [rewrite(p) for p in texts] if rewrite else texts
+        batch = clips_of(model, encoder, shown, steps=steps, seed=seed, negative=negative)
+        clips[split] = batch
+        readings = [read(c) for c in batch]
+        result[f"rate_{split}"] = float(np.mean([r[concept] for r in readings])) if concept in CONCEPT_MARKS else \
+            float(np.mean([r["logo"] for r in readings]))
+        others = [c for c in CONCEPT_MARKS if c != concept]
+        result[f"other_{split}"] = float(np.mean([any(r[c] for c in others) for r in readings]))
+        stated = [(r, s) for r, s in zip(readings, prompts.scenes[split]) if s is not None]
+        if stated:
+            result[f"attr_{split}"] = float(np.mean([[r[a] == getattr(s, a) for a in KEPT] for r, s in stated]))
+        if reference is not None:
+            result[f"pixel_{split}"] = float(np.abs(batch - reference[split]).mean())
+    result["clips"] = clips
+    return result
+
+
+def substitution(base, edited, encoder, unsafe: list[str], safe: list[str], *, steps: int = 16, seed: int = 300,
+                 base_clips=None) -> dict:
+    """How close the edited model's clip of an unsafe prompt comes to the base model's clip of its safe side
+    (same attribute caption, same seed): ``edited_to_safe`` against ``base_to_safe`` (mean |difference| per
+    pixel); ``fidelity`` = 1 - edited_to_safe / base_to_safe (1: the edit produces the safe clip exactly; 0: no
+    closer than before; below 0: further away, a damaged object). Object-only figures blank the mark corners."""
+    if base_clips is None:
+        base_clips = (clips_of(base, encoder, unsafe, steps=steps, seed=seed),
+                      clips_of(base, encoder, safe, steps=steps, seed=seed))
+    base_unsafe, base_safe = base_clips
+    after = clips_of(edited, encoder, unsafe, steps=steps, seed=seed)
+
+    def distance(a, b, objects_only=False):
+        d = np.abs(a - b)
+        if objects_only:
+            d = d.copy()
+            d[:, :, :4, :4] = 0
+            d[:, :, :4, -4:] = 0
+        return float(d.mean())
+
+    out = {"pairs": len(unsafe), "base_to_safe": distance(base_unsafe, base_safe),
+           "edited_to_safe": distance(after, base_safe),
+           "base_to_safe_objects": distance(base_unsafe, base_safe, True),
+           "edited_to_safe_objects": distance(after, base_safe, True)}
+    out["fidelity"] = 1 - out["edited_to_safe"] / out["base_to_safe"] if out["base_to_safe"] > 0 else float("nan")
+    return out, base_clips
+
+
+# --- edit variants --------------------------------------------------------------------------------
+
+@torch.no_grad()
+def token_activations(model, encoder, prompts: list[str]) -> torch.Tensor:
+    """``[tokens, dim]``: what every block's ``cross_attn.k/v`` reads (``text_embedding``'s output) for each real
+    token of ``prompts``; the preserve set's rows."""
+    text, mask = encoder.encode(prompts)
+    return model.text_embedding(text)[mask].double()
+
+
+@torch.no_grad()
+def edit_with_subspaces(model, subspaces: dict[str, torch.Tensor], targets: dict[str, torch.Tensor] | None,
+                        strength: float = 1.0):
+    """A copy of ``model`` with ``W (I - lambda Q Q^T)`` (and the safe-mean bias term where ``targets`` has one)
+    on each named layer; ``Q`` with no columns leaves the layer unchanged."""
+    import copy
+
+    edited = copy.deepcopy(model)
+    for layer, q in subspaces.items():
+        if q.shape[1] == 0:
+            continue
+        module = edited.get_submodule(layer)
+        edit = project_edit(module.weight.detach(), q, strength, bias=module.bias,
+                            target=None if targets is None else targets.get(layer))
+        module.weight.copy_(edit.dense(module.weight))
+        if module.bias is not None:
+            module.bias.copy_(edit.dense_bias(module.bias))
+    return edited
+
+
+def subspaces_of(basis, layers, *, full_rank: bool, preserve: torch.Tensor | None = None,
+                 energy: float = 0.99) -> dict[str, torch.Tensor]:
+    """Per layer: the fit's one direction (the nodes' default) or its whole rank-k subspace U, optionally
+    constrained off the preserve span (``core.preserve``); layers sharing an input share the result."""
+    span = None if preserve is None else preserve_span(preserve, energy)
+    out, done = {}, {}
+    for layer in layers:
+        record = basis[layer]
+        if id(record) not in done:
+            u = record.basis if full_rank else record.subspace
+            done[id(record)] = u if span is None else constrain(u, span.to(u.dtype))
+        out[layer] = done[id(record)]
+    return out
+
+
+def stacked(*subspace_maps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Several concepts at once: per layer, the union of their subspaces, orthonormalised."""
+    out = {}
+    for layer in subspace_maps[0]:
+        columns = torch.cat([m[layer].double() for m in subspace_maps if m[layer].shape[1]], 1)
+        q, r = torch.linalg.qr(columns)
+        keep = r.diagonal().abs() > 1e-6 * r.diagonal().abs().max()
+        out[layer] = q[:, keep].float()
+    return out
