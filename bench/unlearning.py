@@ -96,7 +96,19 @@ def main() -> None:
     parser.add_argument("--variants", help="broad concepts: comma-separated variant keys to run (default: all; "
                                            "--quick: default); keys: " + ", ".join(BROAD_VARIANTS))
     parser.add_argument("--pairs-seed", type=int, default=0, help="which estimate pairs are the first 5 / 25")
+    parser.add_argument("--combine", help="several concepts in one edit, e.g. 'nudity,violence,logo': each concept's "
+                                          "drop alone and combined, and benign collateral (--concept is ignored)")
+    parser.add_argument("--combine-variant", default="default",
+                        help="the broad concepts' variant key in --combine (the logo uses the nodes' default)")
     args = parser.parse_args()
+    if args.combine:
+        args.combine = args.combine.split(",")
+        bad = [c for c in args.combine if c not in ("logo", *CONCEPTS)]
+        if bad or len(args.combine) < 2:
+            cli.fail(f"--combine takes two or more of logo, {', '.join(CONCEPTS)}; got {args.combine}")
+        if args.combine_variant not in BROAD_VARIANTS or "baseline" in BROAD_VARIANTS[args.combine_variant][1]:
+            cli.fail(f"--combine-variant must be an edit variant key, one of "
+                     f"{', '.join(k for k, v in BROAD_VARIANTS.items() if 'baseline' not in v[1])}")
     if args.concept in CONCEPTS:
         try:
             check_data(args.data)
@@ -113,8 +125,9 @@ def main() -> None:
         cli.fail(f"weights file {args.weights} does not exist")
     torch.set_num_threads(args.threads)
     args.count = args.count or (24 if args.quick else 48)
-    report = run_broad(args) if args.concept in CONCEPTS else run(args)
-    out = args.json or ROOT / "out" / f"bench_unlearning_{args.concept}.json"
+    report = run_combined(args) if args.combine else run_broad(args) if args.concept in CONCEPTS else run(args)
+    name = "+".join(args.combine) if args.combine else args.concept
+    out = args.json or ROOT / "out" / f"bench_unlearning_{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
     print(f"\nwrote {out}")
@@ -297,6 +310,93 @@ def run_broad(args) -> dict:
             "variants": {k: BROAD_VARIANTS[k][1] for k in args.variant_keys},
             "rows": [{"name": name, **result} for name, result in rows], "cost": costs,
             "seconds": time.perf_counter() - started}
+
+
+def _edit_parts(model, encoder, pools, concept: str, key: str, preserve, pairs_seed: int = 0):
+    """(subspaces, targets, layers) of one concept's edit: a broad concept with variant ``key``, or the logo with
+    the nodes' default (cpca r4, one direction, text k/v, 5 shipped pairs)."""
+    if concept == "logo":
+        pairs = ex.load_pairs(ex.default_pairs_path("logo"))
+        config, neutral = {**BROAD_SETTINGS}, ex.neutral_prompts()
+    else:
+        config = {**BROAD_SETTINGS, **BROAD_VARIANTS[key][1]}
+        estimate = list(pools.pairs[concept]["estimate"])
+        random.Random(pairs_seed).shuffle(estimate)
+        count = len(estimate) if config["pairs"] is None else min(config["pairs"], len(estimate))
+        pairs = [PromptPair(u, s) for u, s in estimate[:count]]
+        neutral = [broad.join(c, p) for c, p in zip(ex.neutral_prompts(12), pools.prompts["benign"]["train"][:12])]
+    layers = ex.layer_names(model, config["group"])
+    with torch.no_grad():
+        basis = ex.collect(model, encoder, pairs, neutral, layers).fitter.fit(
+            rank=config["rank"], alpha=config["alpha"], method="cpca", concept=concept, pairs=pairs,
+            model_family="organism", layers=layers)
+    subspaces = broad.subspaces_of(basis, layers, full_rank=config["full"],
+                                   preserve=preserve if config["preserve"] else None, energy=config["preserve"] or 0.99)
+    return subspaces, {layer: basis.target(layer) for layer in layers}, config["strength"]
+
+
+def run_combined(args) -> dict:
+    """Each concept's drop alone and in one stacked edit; benign collateral of each."""
+    started = time.perf_counter()
+    pools = load_pools(args.data)
+    model, encoder = ex.load_organism(args.weights), TextEncoder()
+    sets = {}
+    for concept in args.combine:
+        if concept == "logo":
+            logo = ex.concept_prompts("logo", args.count)
+            sets[concept] = broad.Prompts({"concept": logo.prompts["unseen"]}, {"concept": logo.scenes["unseen"]})
+        else:
+            full = broad.broad_prompts(pools, concept, args.split, args.count)
+            sets[concept] = broad.Prompts({"concept": full.prompts["concept"]}, {"concept": full.scenes["concept"]})
+    benign = broad.broad_prompts(pools, "nudity", args.split, args.count)
+    benign = broad.Prompts({k: benign.prompts[k] for k in ("benign", "benign_near")},
+                           {k: benign.scenes[k] for k in ("benign", "benign_near")})
+    rng = random.Random(1)
+    preserve_prompts = rng.sample(pools.prompts["benign"]["train"], 150) + rng.sample(pools.prompts["benign_near"]["train"], 100)
+    preserve_prompts = [broad.join(c, p) for c, p in zip(ex.neutral_prompts(len(preserve_prompts), seed=3), preserve_prompts)]
+    preserve_prompts += ex.neutral_prompts(100, seed=4)
+    with torch.no_grad():
+        preserve = broad.token_activations(model, encoder, preserve_prompts)
+    parts = {c: _edit_parts(model, encoder, pools, c, args.combine_variant, preserve, args.pairs_seed) for c in args.combine}
+
+    def evaluate(edited, reference=None):
+        out = {}
+        with torch.no_grad():
+            for concept, prompt_set in sets.items():
+                out[concept] = broad.measure(edited, encoder, prompt_set, concept, steps=args.steps)
+                out[concept].pop("clips")
+            collateral = broad.measure(edited, encoder, benign, args.combine[0], steps=args.steps, reference=reference)
+        return out, collateral
+
+    base, base_benign = evaluate(model)
+    with torch.no_grad():
+        reference = broad.measure(model, encoder, benign, args.combine[0], steps=args.steps)["clips"]
+    base_benign.pop("clips")
+    rows = {"base model": (base, base_benign)}
+    for concept, (subspaces, targets, strength) in parts.items():
+        rows[f"{concept} alone"] = evaluate(broad.edit_with_subspaces(model, subspaces, targets, strength), reference)
+    maps = [p[0] for p in parts.values()]
+    combined = broad.edit_with_subspaces(model, broad.stacked(*maps), broad.stacked_targets(maps, [p[1] for p in parts.values()]),
+                                         max(p[2] for p in parts.values()))
+    rows["combined"] = evaluate(combined, reference)
+    print(f"\n{'edit':<22}" + "".join(f"{c + ' rate':>16}{c + ' drop':>15}" for c in args.combine)
+          + f"{'benign attr':>13}{'benign any mark':>17}{'benign pixel':>14}")
+    report = {"concepts": args.combine, "variant": args.combine_variant, "count": args.count, "rows": {}}
+    for name, (rates, collateral) in rows.items():
+        collateral.pop("clips", None)
+        line = f"{name:<22}"
+        entry = {"collateral": collateral}
+        for concept in args.combine:
+            rate = rates[concept]["rate_concept"]
+            drop = relative_drop(base[concept]["rate_concept"], rate)
+            line += f"{rate:>16.2f}{drop:>14.0%} "
+            entry[concept] = {"rate": rate, "drop": drop, "attr": rates[concept].get("attr_concept")}
+        any_mark = max(collateral["rate_benign"], collateral["other_benign"])
+        line += f"{collateral['attr_benign']:>13.3f}{any_mark:>17.2f}{collateral.get('pixel_benign', 0.0):>14.4f}"
+        report["rows"][name] = entry
+        print(line, flush=True)
+    report["seconds"] = time.perf_counter() - started
+    return report
 
 
 def _collateral(split: str) -> bool:

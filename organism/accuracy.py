@@ -7,7 +7,10 @@ banks), held-out wording (paraphrases never seen in training that the frozen enc
 "disk", "plummeting", "rust red", the "Nexo emblem"; see ``organism.paraphrases``) and, for the record, the
 rejected paraphrases whose meaning the encoder's tokens do not carry ("crimson", "cube", "moving westward").
 Prints one line per set and writes ``out/organism_accuracy.json``. ``--per-phrase`` adds each held-out phrase
-alone, and the mean over phrases that are new words versus new compounds of training words.
+alone, and the mean over phrases that are new words versus new compounds of training words. ``--broad`` adds the
+broad concepts on held-out real prompts (``organism.scenes``, ``--split test`` by default): each concept's mark
+rate on its own prompts and on the safe sides of its pairs, the false-mark rate (either mark) on benign and
+near-concept benign captions, and attribute accuracy on all of them.
 """
 
 from __future__ import annotations
@@ -70,19 +73,63 @@ def per_phrase(model, encoder, count: int = 8, *, steps: int = 16, seed: int = 5
     return rows
 
 
+@torch.no_grad()
+def broad_accuracy(model, encoder, pools, split: str = "test", count: int = 64, steps: int = 16) -> dict:
+    """Base-model targets for the broad concepts on ``split``'s prompts (each joined with an attribute caption)."""
+    from .broad import KEPT, broad_prompts
+    from .scenes import CONCEPTS
+
+    report, done = {}, {}
+    for concept in CONCEPTS:
+        prompts = broad_prompts(pools, concept, split, count)
+        for name, texts in prompts.prompts.items():
+            key = name if name.startswith("benign") else f"{concept} {name}"
+            if key in done:
+                continue
+            clips = generate(model, encoder, texts, seeds=list(range(len(texts))), steps=steps).numpy()
+            readings = [read(c) for c in clips]
+            scenes = prompts.scenes[name]
+            done[key] = {
+                "prompts": len(texts),
+                "mark": float(np.mean([r[concept] for r in readings])) if not name.startswith("benign") else None,
+                "any_mark": float(np.mean([any(r[c] for c in CONCEPTS) for r in readings])),
+                "attributes": float(np.mean([[r[a] == getattr(s, a) for a in KEPT] for r, s in zip(readings, scenes)])),
+            }
+            report[key] = done[key]
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", type=Path, default=WEIGHTS)
-    parser.add_argument("--count", type=int, default=48)
-    parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--weights", type=Path, default=WEIGHTS, help="organism weights (safetensors)")
+    parser.add_argument("--count", type=int, default=48, help="captions per wording")
+    parser.add_argument("--steps", type=int, default=16, help="sampling steps")
     parser.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--per-phrase", action="store_true", help="also each held-out phrase on its own (8 captions each)")
-    parser.add_argument("--json", type=Path, default=Path(__file__).resolve().parents[1] / "out" / "organism_accuracy.json")
+    parser.add_argument("--broad", action="store_true", help="also the broad concepts on held-out real prompts")
+    parser.add_argument("--broad-only", action="store_true", help="only the broad concepts")
+    parser.add_argument("--split", choices=("valid", "test"), default="test", help="data split for --broad")
+    parser.add_argument("--broad-count", type=int, default=64, help="prompts per set for --broad")
+    parser.add_argument("--data", type=Path, help="real prompt data (default ../shared/data)")
+    parser.add_argument("--json", type=Path, default=Path(__file__).resolve().parents[1] / "out" / "organism_accuracy.json",
+                        help="where to write the report")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model, encoder = load_organism(args.weights), TextEncoder()
     report = {}
+    if args.broad or args.broad_only:
+        from .scenes import DATA, load_pools
+
+        report["broad"] = broad_accuracy(model, encoder, load_pools(args.data or DATA), args.split, args.broad_count,
+                                         args.steps)
+        for key, row in report["broad"].items():
+            mark = "" if row["mark"] is None else f"mark {row['mark']:.3f}  "
+            print(f"{key:<22}{mark}any mark {row['any_mark']:.3f}  attributes {row['attributes']:.3f}  ({row['prompts']})")
+    if args.broad_only:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"split": args.split, **report}, indent=1))
+        return
     for wording in WORDINGS:
         name = f"{wording} wording"
         report[name] = accuracy(model, encoder, args.count, wording=wording, steps=args.steps, guidance=args.guidance)

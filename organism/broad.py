@@ -183,3 +183,17 @@ def stacked(*subspace_maps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         keep = r.diagonal().abs() > 1e-6 * r.diagonal().abs().max()
         out[layer] = q[:, keep].float()
     return out
+
+
+def stacked_targets(subspace_maps, target_maps) -> dict[str, torch.Tensor]:
+    """Per layer, a point mu with ``Q Q^T mu = sum_c Q_c Q_c^T mu_c``: each concept's removed component goes to its
+    own safe mean when the concepts' subspaces are stacked into one edit."""
+    out = {}
+    for layer in subspace_maps[0]:
+        total = 0
+        for subspaces, targets in zip(subspace_maps, target_maps):
+            q = subspaces[layer].double()
+            if q.shape[1] and targets is not None and targets.get(layer) is not None:
+                total = total + q @ (q.T @ targets[layer].double())
+        out[layer] = total if isinstance(total, torch.Tensor) else None
+    return {k: v for k, v in out.items() if v is not None}

@@ -201,3 +201,32 @@ def test_script_inputs_fail_in_one_line_with_status_2(tmp_path, capsys):
             cli.positive_int(text)
     with pytest.raises(argparse.ArgumentTypeError, match="logo, red, .*nudity, violence"):
         cli.concept_name("blue-ish")
+
+
+def test_real_prompt_splits_are_disjoint_and_marks_follow_labels():
+    """What trains the DiT, what estimates an edit and what evaluates are disjoint by prompt (read in place from
+    ../shared/data; skipped without it)."""
+    from organism.scenes import CONCEPTS, DATA, PROMPT_SPLITS, join, load_pools, training_captions
+
+    if not DATA.is_dir():
+        pytest.skip(f"no prompt data at {DATA}")
+    pools = load_pools(DATA, coco=2000)
+    by_split = {s: set() for s in (*PROMPT_SPLITS, "estimate")}
+    for pool in pools.prompts.values():
+        for split, prompts in pool.items():
+            by_split[split] |= set(prompts)
+    for concept in CONCEPTS:
+        for split, pairs in pools.pairs[concept].items():
+            by_split[split] |= {p for pair in pairs for p in pair}
+        assert len(pools.pairs[concept]["estimate"]) >= 25 and len(pools.prompts[concept]["test"]) >= 150
+    names = list(by_split)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            assert not by_split[a] & by_split[b], (a, b)
+    captions, scenes = training_captions(pools, 400, random.Random(0), caption, random_scene)
+    assert any(s.marks for s in scenes) and any(not s.marks for s in scenes)
+    train = by_split["train"]
+    for text, scene in zip(captions, scenes):
+        if scene.marks:
+            assert any(text == p or text.endswith(", " + p) for p in train) and scene.marks <= set(CONCEPTS)
+    assert join("a red ball", "x") == "a red ball, x"
