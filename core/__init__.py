@@ -1,9 +1,11 @@
 """Framework-agnostic core of the video-unlearning pack (torch, numpy, safetensors; never comfy).
 
 Modules, one concept each: ``pairs`` (prompt-pair text format), ``activations`` (hooks that
-record what layers read), ``refusal`` (fitter -> frozen refusal basis), ``serialization``
-(refusal-vector files), ``edit`` (closed-form weight edits), ``fingerprint`` (which weights a
-vector belongs to).
+record what layers read), ``collection`` (the collection loop the nodes and the organism share; the
+host supplies the model's forward), ``refusal`` (fitter -> frozen refusal basis: layer -> one
+``LayerRefusal`` record, shared by layers that read one input), ``serialization`` (the refusal-vector
+file layout; imports nothing from ``core``), ``edit`` (closed-form weight edits), ``fingerprint``
+(which weights a vector belongs to).
 """
 
 from .activations import ActivationRecorder
