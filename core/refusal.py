@@ -468,7 +468,10 @@ class RefusalBasis(Mapping):
                 score = LayerScore(**{key: float(value) for key, value in entry.score.items()})
             except (TypeError, ValueError) as error:
                 raise RefusalFileError(f"{name}: the score of {source!r} is malformed ({error})") from None
-            records[source] = LayerRefusal(**entry.tensors, score=score, source=source)
+            try:
+                records[source] = LayerRefusal(**entry.tensors, score=score, source=source)
+            except ValueError as error:
+                raise RefusalFileError(f"{name}: {error}; the file is corrupt") from None
         meta = stored.provenance
         rank, alpha = meta["rank"], meta["alpha"]
         if not isinstance(rank, int) or rank < 1 or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):

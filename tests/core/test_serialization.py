@@ -161,3 +161,16 @@ def test_core_modules_import_no_circle():
     tree = ast.parse((Path(core.__file__).parent / "serialization.py").read_text())
     relative = [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level > 0]
     assert relative == []
+
+
+def test_inconsistent_record_shapes_are_a_file_error(basis, tmp_path):
+    good = tmp_path / "good.safetensors"
+    basis.save(good)
+    tensors = load_file(str(good))
+    with safe_open(str(good), framework="pt") as handle:
+        header = handle.metadata()
+    tensors["basis/blocks.0.cross_attn.k"] = torch.zeros(32, 3, 2)
+    bad = tmp_path / "bad.safetensors"
+    save_file(tensors, str(bad), metadata=header)
+    with pytest.raises(RefusalFileError, match="bad.safetensors.*corrupt"):
+        RefusalBasis.load(bad)
