@@ -9,6 +9,7 @@ weight lives, a few rows at a time, so a 14B model's weights are never copied wh
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import torch
@@ -31,8 +32,8 @@ FP8_LORA_NOTE = ("On fp8 weights (fp8_e4m3fn, *_fp8_scaled files) a LoRA loader 
                  "weight to fp8, which leaves 3-5 % of the removed direction (|W' d| / |W d| = 0.031-0.046 measured "
                  "through LoraLoaderModelOnly on a tiny fp8 Wan) where Apply Unlearning's weight wrapper leaves 2e-7: "
                  "use Apply Unlearning for fp8 models.")
-#: Elements of a weight converted to float32 at a time for W U (4 MB; one buffer reused for every chunk).
-CHUNK_ELEMENTS = 1 << 20
+#: Elements of a weight converted to float32 at a time for W U (2 MB; one buffer reused for every chunk).
+CHUNK_ELEMENTS = 1 << 19
 
 
 class RemoveSubspace:
@@ -65,7 +66,7 @@ def weight_times_basis(weight: torch.Tensor, basis: torch.Tensor, scale: torch.T
     """``W U`` ``[out, c]`` in float32 on the CPU, for a weight ``[out, in]`` of any dtype and device.
 
     Computed on the weight's device; a weight that is not float32 is converted a chunk of rows at a time into
-    one reused buffer (about 4 MB), never as a whole. A float32 result, not a bf16 matmul: on the CPU that
+    one reused buffer (about 2 MB), never as a whole. A float32 result, not a bf16 matmul: on the CPU that
     rounds W U to bf16 (2e-3 of |W U|), where chunked float32 keeps 1e-6 and costs no more. ``scale`` is a
     scaled-fp8 checkpoint's ``scale_weight`` (a scalar or one per output row).
     """
@@ -78,14 +79,35 @@ def weight_times_basis(weight: torch.Tensor, basis: torch.Tensor, scale: torch.T
         step = max(1, CHUNK_ELEMENTS // width)
         product = torch.empty(rows, u.shape[1], device=weight.device)
         buffer = torch.empty(min(step, rows), width, device=weight.device)
-        for start in range(0, rows, step):
-            chunk = buffer[: min(step, rows - start)]
-            chunk.copy_(weight[start:start + step])
-            torch.mm(chunk, u, out=product[start:start + step])
+        with _one_cpu_thread(weight.device):
+            for start in range(0, rows, step):
+                chunk = buffer[: min(step, rows - start)]
+                chunk.copy_(weight[start:start + step])
+                torch.mm(chunk, u, out=product[start:start + step])
     if scale is not None:
         scale = scale.detach().to(product.device, torch.float32)
         product = product * (scale.reshape(-1, 1) if scale.numel() > 1 else scale)
     return product.cpu()
+
+
+@contextlib.contextmanager
+def _one_cpu_thread(device: torch.device):
+    """Run the chunk loop on one intra-op thread when the weight is on the CPU (the previous count is restored).
+
+    Each chunk is two small parallel regions (a copy and a matrix-vector product), memory-bound: more threads
+    add little, and when the cores are busy with other work each region waits for a descheduled thread. On
+    this project's shared 2-core machine the 80 k/v layers of the 14B layout took 8-14 s with 2 threads and
+    2.5 s with one (bench/nodes_perf.py).
+    """
+    previous = torch.get_num_threads()
+    if device.type != "cpu" or previous == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def select_layers(model, basis: RefusalBasis, group: str, block_start: int, block_end: int) -> list[str]:
