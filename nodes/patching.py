@@ -96,8 +96,8 @@ def _one_cpu_thread(device: torch.device):
 
     Each chunk is two small parallel regions (a copy and a matrix-vector product), memory-bound: more threads
     add little, and when the cores are busy with other work each region waits for a descheduled thread. On
-    this project's shared 2-core machine the 80 k/v layers of the 14B layout took 8-14 s with 2 threads and
-    2.5 s with one (bench/nodes_perf.py).
+    this project's shared 2-core machine W U for the 80 k/v layers of the 14B layout took 8-14 s with 2 threads
+    and 1.2-2.5 s with one (whole Apply in bench/nodes_perf.py: 3.2 s wall, 1.6 s CPU at load average 4.3).
     """
     previous = torch.get_num_threads()
     if device.type != "cpu" or previous == 1:
