@@ -84,6 +84,7 @@ class RefusalFitter:
         self._neutral: dict[str, list[torch.Tensor]] = {}
         self._dims: dict[str, int] = {}
         self._sources: dict[str, str] = {}  # layer -> the input it reads (its own name unless shared), in order
+        self._undeclared: set[str] = set()  # layers added by update() alone, not by share()
 
     @property
     def layers(self) -> list[str]:
@@ -107,10 +108,12 @@ class RefusalFitter:
                                  f"read {source!r}")
             if layer != source and layer in self._sources.values():
                 raise ValueError(f"{layer!r} names an input read by other layers; it cannot read {source!r}")
-        if self._sources.get(source) == source and source not in layers:
+        if source in self._undeclared and source not in layers:
             del self._sources[source]  # updated before it was declared an input: not a layer of its own
+        self._undeclared.discard(source)
         for layer in layers:
             self._sources[layer] = source
+            self._undeclared.discard(layer)
         return self
 
     def shared_inputs(self) -> dict[str, list[str]]:
@@ -138,6 +141,7 @@ class RefusalFitter:
     def _declare(self, source: str) -> None:
         if source not in self._sources and source not in self._sources.values():
             self._sources[source] = source
+            self._undeclared.add(source)
 
     def update(self, layer: str, unsafe: torch.Tensor, safe: torch.Tensor) -> "RefusalFitter":
         """Add paired activations of ``layer`` (or of a shared input's name): row i of ``unsafe`` ``[n, d]``

@@ -233,3 +233,6 @@ def test_share_declarations_are_checked():
     # An input updated before it was declared shared is no longer a layer of its own.
     late = RefusalFitter().update("ctx", torch.ones(2, 4), torch.zeros(2, 4)).share("ctx", ["a", "b"])
     assert late.layers == ["a", "b"] and late.fit(method="mean")["a"].source == "ctx"
+    # A layer declared as its own input stays a layer when others are declared to read it too.
+    kept = RefusalFitter().share("a", ["a"]).share("a", ["b"]).update("a", torch.ones(2, 4), torch.zeros(2, 4))
+    assert kept.layers == ["a", "b"] and kept.shared_inputs() == {"a": ["a", "b"]}
