@@ -43,8 +43,8 @@ from .refusal import RefusalBasis
 
 #: The strengths checked when none are given: 0 to 2 in steps of 0.25 (nine strengths).
 DEFAULT_STRENGTHS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
-#: :func:`recommend`: a strength "removes the concept" when its efficacy reaches this share of the grid's best.
-PLATEAU = 0.9
+#: :func:`recommend`: a strength "removes the concept" when it removes this share of the validation pairs' difference.
+REMOVED = 0.9
 #: :func:`recommend`: largest prediction collateral accepted, in units of the benign prompts' natural variation.
 COLLATERAL_BUDGET = 0.5
 
@@ -129,6 +129,7 @@ class EditHooks:
             mu = basis.target(layer).to(torch.float64) if target == "safe_mean" else None
             self._parts[layer] = (u, weight @ u, None if mu is None else u.T @ mu)  # U, W U [out, c], U^T mu [c]
         self._cast: dict = {}
+        self._last: dict = {}
 
     def __enter__(self) -> "EditHooks":
         try:
@@ -145,6 +146,7 @@ class EditHooks:
     def remove(self) -> None:
         while self._handles:
             self._handles.pop().remove()
+        self._last = {}
 
     def _hook(self, layer: str):
         def hook(_module, args, output):
@@ -156,13 +158,99 @@ class EditHooks:
                 u, wu, shift = self._parts[layer]
                 self._cast[key] = (u.to(x.device, x.dtype), wu.T.to(x.device, x.dtype),
                                    None if shift is None else shift.to(x.device, x.dtype))
-            u, wu_t, shift = self._cast[key]
-            coords = x @ u  # [..., c]
-            if shift is not None:
-                coords = coords - shift
-            return output - self.strength * (coords @ wu_t)
+            last = self._last.get(layer)
+            if last is not None and last[0] is x:  # the same input tensor as the last call (a replayed text context)
+                change = last[1]
+            else:
+                u, wu_t, shift = self._cast[key]
+                coords = x @ u  # [..., c]
+                if shift is not None:
+                    coords = coords - shift
+                change = coords @ wu_t  # (W U)(U^T (x - mu)), independent of the strength
+                self._last[layer] = (x, change)
+            return output - self.strength * change
 
         return hook
+
+
+class ReplayCache:
+    """Context manager: modules whose output depends only on their first input replay it when that input repeats.
+
+    Across the check's strengths most of a forward is the same: the text path of a cross-attention DiT (Wan's
+    ``text_embedding``, 512 rows of 4096 features per prompt) and the *unedited* output ``W x + b`` of edited layers
+    whose input the edit does not change (text-side k/v). Their outputs are kept for an input seen before (equal
+    values against a clone, or, for an input that is itself an output this cache replayed, the same tensor) and
+    replayed,
+    which leaves a forward per strength little more than the video tokens' path; :class:`EditHooks` still adds the
+    edit to a replayed output. Only for modules whose output is a function of their first positional input (a
+    call with more arguments is never replayed) and that never write into their input or output in place (a
+    replayed output is the same tensor every time). Comparing an input costs one pass over it, far less than the
+    matrix product it saves.
+    ``max_bytes`` caps what is kept (inputs and outputs); past it, modules compute as usual.
+    """
+
+    def __init__(self, module: torch.nn.Module, names: Sequence[str], *, max_bytes: int = 2 << 30):
+        self.names = list(dict.fromkeys(names))
+        self.max_bytes = int(max_bytes)
+        self.bytes = 0
+        self.hits = 0
+        self._module = module
+        self._patched: list[torch.nn.Module] = []
+        self._entries: dict[str, list] = {name: [] for name in self.names}
+        self._outputs: dict[int, torch.Tensor] = {}
+
+    def __enter__(self) -> "ReplayCache":
+        try:
+            for name in self.names:
+                sub = self._module.get_submodule(name)
+                if "forward" in vars(sub):
+                    continue  # already wrapped (by another cache): leave it
+                sub.forward = self._wrap(name, sub.forward)
+                self._patched.append(sub)
+        except BaseException:
+            self.remove()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+    def remove(self) -> None:
+        while self._patched:
+            del self._patched.pop().forward  # the class's forward again
+        self._entries = {name: [] for name in self.names}
+        self._outputs = {}
+        self.bytes = 0
+
+    def _wrap(self, name: str, forward):
+        def replaying(*args, **kwargs):
+            x = args[0] if args else None
+            if not isinstance(x, torch.Tensor) or len(args) > 1 or kwargs:
+                return forward(*args, **kwargs)
+            for stored_input, ours, output in self._entries[name]:
+                # An output this cache replayed, fed on to the next module (text_embedding -> k/v), is recognised by
+                # identity; any other input by equal values against a clone.
+                if ours is not None:
+                    if ours is x:
+                        self.hits += 1
+                        return output
+                elif (stored_input.shape == x.shape and stored_input.dtype == x.dtype
+                      and stored_input.device == x.device and torch.equal(stored_input, x)):
+                    self.hits += 1
+                    return output
+            output = forward(x)
+            if not isinstance(output, torch.Tensor):
+                return output
+            ours = id(x) in self._outputs and self._outputs[id(x)] is x
+            size = output.numel() * output.element_size() + (0 if ours else x.numel() * x.element_size())
+            if self.bytes + size <= self.max_bytes:
+                output = output.detach()
+                self._entries[name].append((None if ours else x.detach().clone(), x if ours else None, output))
+                self._outputs[id(output)] = output
+                self.bytes += size
+            return output
+
+        return replaying
 
 
 def _weight(module, layer: str, weights) -> torch.Tensor:
@@ -339,38 +427,50 @@ def prediction_proxies(baseline: Baseline, predictions: torch.Tensor) -> tuple[f
 
 
 def recommend(strengths: Sequence[float], efficacy: Sequence[float], collateral: Sequence[float], *,
-              plateau: float = PLATEAU, budget: float = COLLATERAL_BUDGET) -> tuple[float, str]:
+              removed: float = REMOVED, budget: float = COLLATERAL_BUDGET) -> tuple[float, str]:
     """The strength with the best trade-off, and why.
 
-    Rule: among strengths whose collateral is within ``budget`` (benign predictions move by at most that share
-    of their natural variation), take the smallest one whose efficacy reaches ``plateau`` x the best efficacy
-    of the grid (capped at 1): past that point more strength buys little removal but keeps adding collateral.
-    If no strength within the budget reaches the plateau, take the one that removes most within the budget;
-    if no strength above 0 is within the budget, recommend 0 and say so.
+    Rule, among strengths above 0 whose collateral is within ``budget`` (benign predictions move by at most that
+    share of their natural variation):
+
+    1. if some strength removes at least ``removed`` (0.9) of the validation pairs' difference from the
+       prediction, the smallest such strength: the concept is gone there, and more strength only adds collateral;
+    2. otherwise (the pairs differ in more than the concept, e.g. extra words the edit does not touch, so
+       removal never reaches 0.9), the strength that ends the steepest rise of removal: the grid step with the
+       largest gain per unit of strength. Removal of a concept is a switch in the strength (on the organism the
+       concept rate falls like a sigmoid); past the steepest part each step buys less removal for as much added
+       collateral. (A first local maximum of the gain was tried and rejected: noise at small strengths made it
+       pick 0.25 on the organism's trademark at one timestep.)
+
+    If no strength above 0 is within the budget, or none removes anything, recommend 0 and say so.
     """
     strengths, efficacy, collateral = list(strengths), list(efficacy), list(collateral)
-    best = min(1.0, max(efficacy))
-    if best <= 0:
-        return 0.0, "no strength removes any of the validation pairs' difference (check the vector and the pairs)"
     allowed = [i for i, s in enumerate(strengths) if s > 0 and collateral[i] <= budget]
+    if max(efficacy) <= 0:
+        return 0.0, "no strength removes any of the validation pairs' difference (check the vector and the pairs)"
     if not allowed:
         return 0.0, (f"every strength above 0 moves benign prompts by more than {budget:g} of their natural "
                      "variation; try another layer group or a vector from more pairs")
-    reaching = [i for i in allowed if efficacy[i] >= plateau * best]
+    reaching = [i for i in allowed if efficacy[i] >= removed]
     if reaching:
         i = min(reaching, key=lambda k: strengths[k])
-        return strengths[i], (f"smallest strength removing >= {plateau:.0%} of the most removed "
-                              f"({efficacy[i]:.0%} of {best:.0%}), collateral {collateral[i]:.2f} <= {budget:g}")
+        return strengths[i], (f"smallest strength removing >= {removed:.0%} of the validation pairs' difference "
+                              f"({efficacy[i]:.0%}); collateral {collateral[i]:.3f}")
+    gains = {i: (efficacy[i] - efficacy[i - 1]) / (strengths[i] - strengths[i - 1]) for i in range(1, len(strengths))}
+    rising = [i for i in allowed if gains[i] > 0]
+    if rising:
+        i = max(rising, key=lambda k: (gains[k], -strengths[k]))
+        return strengths[i], (f"end of the steepest rise of removal ({efficacy[i]:.0%} removed; no strength "
+                              f"removes {removed:.0%}); collateral {collateral[i]:.3f}")
     i = max(allowed, key=lambda k: (efficacy[k], -strengths[k]))
-    return strengths[i], (f"most removed ({efficacy[i]:.0%}) within the collateral budget {budget:g}; stronger "
-                          "strengths remove more but move benign prompts further")
+    return strengths[i], f"most removed ({efficacy[i]:.0%}) within the collateral budget {budget:g}"
 
 
 def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBasis, baseline: Baseline,
                     strengths: Sequence[float], *, layers: Sequence[str] | None = None,
                     weights: Mapping[str, torch.Tensor] | None = None, target: str = "safe_mean",
                     rows: tuple[Sequence, Sequence] | None = None, batch_size: int = 64, label: str = "",
-                    on_forward: Callable[[], None] | None = None, plateau: float = PLATEAU,
+                    on_forward: Callable[[], None] | None = None, removed: float = REMOVED,
                     budget: float = COLLATERAL_BUDGET) -> CheckResult:
     """Efficacy and collateral of editing ``layers`` (default: all of ``basis``) at every strength.
 
@@ -408,7 +508,7 @@ def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBas
             survival_p.append(survival)
             collateral_p.append(collateral)
     efficacy = [1.0 - s for s in survival_p]
-    recommended, reason = recommend(strengths, efficacy, collateral_p, plateau=plateau, budget=budget)
+    recommended, reason = recommend(strengths, efficacy, collateral_p, removed=removed, budget=budget)
     return CheckResult(strengths=strengths, survival_layers=tuple(survival_l), survival_prediction=tuple(survival_p),
                        collateral_layers=tuple(collateral_l), collateral_prediction=tuple(collateral_p),
                        recommended=recommended, reason=reason, layers=tuple(layers), label=label,
@@ -418,12 +518,16 @@ def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBas
 def run_check(module: torch.nn.Module, forward: Forward, basis: RefusalBasis, validation: Sequence,
               benign: Sequence, strengths: Sequence[float] | str = DEFAULT_STRENGTHS, *,
               layers: Sequence[str] | None = None, weights: Mapping[str, torch.Tensor] | None = None,
-              target: str = "safe_mean", batch_size: int = 64, label: str = "",
+              target: str = "safe_mean", batch_size: int = 64, label: str = "", replay: Sequence[str] = (),
               on_forward: Callable[[], None] | None = None, **rule) -> CheckResult:
-    """:func:`measure_baseline` then :func:`check_strengths`, for one set of layers."""
+    """:func:`measure_baseline` then :func:`check_strengths`, for one set of layers, inside a :class:`ReplayCache`
+    over the edited layers and ``replay`` (other modules whose output depends only on their input and that no
+    edit changes, e.g. ``["text_embedding"]`` for Wan)."""
     strengths = parse_strengths(strengths)
     layers = list(layers or basis.layers)
-    baseline = measure_baseline(module, forward, validation, benign, layers, batch_size=batch_size,
-                                on_forward=on_forward)
-    return check_strengths(module, forward, basis, baseline, strengths, layers=layers, weights=weights, target=target,
-                           rows=(validation, benign), batch_size=batch_size, label=label, on_forward=on_forward, **rule)
+    with ReplayCache(module, [*replay, *layers]):
+        baseline = measure_baseline(module, forward, validation, benign, layers, batch_size=batch_size,
+                                    on_forward=on_forward)
+        return check_strengths(module, forward, basis, baseline, strengths, layers=layers, weights=weights,
+                               target=target, rows=(validation, benign), batch_size=batch_size, label=label,
+                               on_forward=on_forward, **rule)

@@ -21,8 +21,8 @@ import comfy.samplers
 import comfy.utils
 from comfy_api.latest import io, ui
 
-from ..core.check import (COLLATERAL_BUDGET, DEFAULT_STRENGTHS, CheckResult, check_strengths, measure_baseline,
-                          overlapping_pairs, parse_strengths)
+from ..core.check import (COLLATERAL_BUDGET, DEFAULT_STRENGTHS, CheckResult, ReplayCache, check_strengths,
+                          measure_baseline, overlapping_pairs, parse_strengths)
 from ..core.edit import EDIT_TARGETS
 from ..core.refusal import RefusalBasis
 from .adapters import DIFFUSION_PREFIX, GROUP_CHOICES, adapter_for
@@ -34,6 +34,10 @@ from .payloads import PAIRS_TYPE, REFUSAL_VECTOR_TYPE, EncodedPairs
 #: Most prompts in one forward.
 MAX_BATCH = 32
 SWEEPS = ("none", "layer groups", "block halves")
+#: Per family, modules on the text path before every editable layer whose output depends only on their input:
+#: replayed across strengths (``core.check.ReplayCache``). Wan's projects 512 rows of 4096 T5 features per prompt,
+#: most of a small-latent forward.
+REPLAY_MODULES = {"wan": ("text_embedding",)}
 DEFAULT_GRID = ", ".join(f"{s:g}" for s in DEFAULT_STRENGTHS)
 
 
@@ -58,10 +62,14 @@ def comfy_forward(model, latent: torch.Tensor, sigmas: list[float], seed: int, t
     """``forward(rows, recorder)`` for ``core.check``: the model's denoised prediction for every row (a
     CONDITIONING) at ``sigmas``, all rows on one noise; text-side layers pooled over the prompt's tokens."""
     noise_one = comfy.sample.prepare_noise(latent, seed)
+    stacked = {}  # the same rows come back once per strength: stack their conditionings once
 
     def forward(rows, recorder):
         batch = len(rows)
-        positive = stack_conditionings(rows)
+        key = tuple(id(row) for row in rows)
+        if key not in stacked:
+            stacked[key] = (list(rows), stack_conditionings(rows))  # the rows are kept, so their ids stay theirs
+        positive = stacked[key][1]
         if recorder is not None:
             layers = [name for name in text_layers if name in recorder.names]
             if layers:
@@ -156,14 +164,26 @@ def run_unlearning_check(model, basis: RefusalBasis, validation: EncodedPairs | 
         progress.update(1)
         comfy.model_management.throw_exception_if_processing_interrupted()
 
-    baseline = measure_baseline(diffusion, forward, pairs, benign, layers, batch_size=MAX_BATCH, on_forward=step)
-    weights = {layer: layer_weight(model, layer) for layer in layers}
-    common = dict(weights=weights, target=target, rows=(pairs, benign), batch_size=MAX_BATCH, on_forward=step)
-    main = check_strengths(diffusion, forward, basis, baseline, grid, layers=layers,
-                           label=f"{basis.concept or 'concept'}: {len(layers)} layers ({group})", **common)
-    swept = [check_strengths(diffusion, forward, basis, baseline, grid, layers=subset, label=name, **common)
-             for name, subset in options]
+    # Replayed across strengths: the text path and the unedited output of edited layers that read only the text
+    # (their input is the same at every strength); both exact, see ReplayCache.
+    replay = [name for name in REPLAY_MODULES.get(adapter.family, ()) if _has_module(diffusion, name)]
+    with ReplayCache(diffusion, replay + adapter.text_token_layers(layers)):
+        baseline = measure_baseline(diffusion, forward, pairs, benign, layers, batch_size=MAX_BATCH, on_forward=step)
+        weights = {layer: layer_weight(model, layer) for layer in layers}
+        common = dict(weights=weights, target=target, rows=(pairs, benign), batch_size=MAX_BATCH, on_forward=step)
+        main = check_strengths(diffusion, forward, basis, baseline, grid, layers=layers,
+                               label=f"{basis.concept or 'concept'}: {len(layers)} layers ({group})", **common)
+        swept = [check_strengths(diffusion, forward, basis, baseline, grid, layers=subset, label=name, **common)
+                 for name, subset in options]
     return main, swept
+
+
+def _has_module(module, name: str) -> bool:
+    try:
+        module.get_submodule(name)
+        return True
+    except AttributeError:
+        return False
 
 
 def table_text(main: CheckResult, swept: list[CheckResult]) -> str:
@@ -258,7 +278,7 @@ class UnlearningCheck(io.ComfyNode):
                 io.Int.Input("width", default=256, min=16, max=4096, step=16, tooltip="Width of the small latent the check runs on (smaller is faster)."),
                 io.Int.Input("height", default=256, min=16, max=4096, step=16, tooltip="Height of the small latent the check runs on."),
                 io.Int.Input("length", default=1, min=1, max=1024, step=4, tooltip="Frames of the check's latent; 1 is enough for a proxy."),
-                io.String.Input("timesteps", default="0.1, 0.4",
+                io.String.Input("timesteps", default="0.1",
                                 tooltip="Where the prediction is compared: progress fractions (0 = pure noise) or a count on the model's schedule."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=False,
                              tooltip="Seed of the noise every prompt shares."),

@@ -154,6 +154,12 @@ def test_recommend_rule():
     strength, reason = recommend(grid, [0, 0.5, 0.95, 1.0, 1.0], [0, 0.6, 0.7, 0.8, 0.9], budget=0.5)
     assert strength == 0.0 and "natural variation" in reason
     assert recommend(grid, [0, -0.1, -0.2, -0.1, 0], [0, 0.1, 0.1, 0.1, 0.1])[0] == 0.0
+    # Removal never reaches 90 % (the pairs differ in more than the concept): the end of its steepest rise.
+    nine = [0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2]
+    strength, reason = recommend(nine, [0, 0.04, 0.08, 0.15, 0.35, 0.44, 0.51, 0.65, 0.81], [0.01 * k for k in range(9)])
+    assert strength == 1.0 and "steepest" in reason
+    # A small wobble at low strengths does not decide it (gain 0.13 then 0.12, then the switch).
+    assert recommend(nine, [0, 0.033, 0.063, 0.127, 0.347, 0.437, 0.496, 0.641, 0.793], [0.01 * k for k in range(9)])[0] == 1.0
 
 
 def test_parse_strengths_and_its_errors():
@@ -192,3 +198,25 @@ def test_overlap_with_estimation_pairs():
     assert overlapping_pairs(estimation, validation) == [("A  rolex on a TABLE", "a watch on a table"),
                                                          ("a Rolex at sea", "a clock at sea")]
     assert overlapping_pairs(estimation, validation[1:2]) == []
+
+
+def test_replay_cache_is_exact_and_replays():
+    from core.check import ReplayCache
+
+    model = Toy()
+    _, basis = fitted(model)
+    plain = check(model, basis, leak=0.5, target="safe_mean")
+    _, unsafe, safe, benign = world(1, leak=0.5)
+    with torch.no_grad():
+        replayed = run_check(model, forward_for(model), basis, list(zip(unsafe, safe)), list(benign),
+                             (0, 0.25, 0.5, 0.75, 1, 1.5, 2), target="safe_mean")
+    assert replayed.as_dict() == plain.as_dict()
+    x = torch.randn(3, DIM)
+    with torch.no_grad(), ReplayCache(model, ["layer"]) as cache:
+        first = model(x)
+        second = model(x.clone())  # equal values, another tensor: replayed
+        changed = x.clone()
+        changed[0, 0] += 1.0
+        third = model(changed)  # different input: computed
+    assert cache.hits == 1 and torch.equal(first, second) and not torch.equal(first, third)
+    assert "forward" not in vars(model.layer), "the module's own forward is back"

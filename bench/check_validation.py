@@ -1,0 +1,216 @@
+"""Does the Unlearning Check predict what generating measures? (a benchmark, not a test)
+
+On the organism, for each variant (strengths 0-2 of the nodes' default edit, other layer groups and methods at
+strength 1) it computes the check's proxies (``core.check``: efficacy = share of held-out validation pairs'
+unsafe-minus-safe difference removed, in the denoiser's prediction and at the edited layers; collateral =
+how far benign prompts move relative to their natural variation) and measures, by generating as
+``bench/unlearning.py`` does (``organism.experiment.evaluate``), the relative drop of the concept rate on unseen
+paraphrases and the attribute-accuracy loss on unrelated prompts. Reports Spearman rank correlations, and the
+check's recommended strength vs the strength the bench finds best (largest drop with <= 2 points lost).
+
+Validation pairs use held-out wording (the estimation pairs use training wording), benign prompts are captions
+without the concept drawn with another seed than the bench's prompts. Generation results are cached per weights
+file (sha256) in ``out/check_validation_cache.json``, so a re-run after the organism is retrained re-measures.
+
+    python bench/check_validation.py [--concept logo red] [--count 48] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from core.check import DEFAULT_STRENGTHS, check_strengths, measure_baseline  # noqa: E402
+from organism import experiment as ex  # noqa: E402
+from organism.text import TextEncoder  # noqa: E402
+from organism.world import (COLOURS, HELD_OUT_WORDS, LOGO_HELD_OUT, MOTIONS, SHAPES, TRAIN_WORDS, Scene,  # noqa: E402
+                            caption)
+
+BASE = {"method": "cpca", "rank": 4, "alpha": 1.0, "group": "text_kv", "blocks": "all", "target": "safe_mean"}
+#: Variants beyond the default edit's strength grid: (name, change, strength).
+OTHERS = [
+    ("method = mean", {"method": "mean"}, 1.0),
+    ("target zero", {"target": "zero"}, 1.0),
+    ("text k/v, early blocks", {"blocks": "early"}, 1.0),
+    ("text k/v, late blocks", {"blocks": "late"}, 1.0),
+    ("cross_attn.o", {"group": "cross_o"}, 1.0),
+    ("ffn.0", {"group": "ffn0"}, 1.0),
+    ("text_embedding.0", {"group": "text_in"}, 1.0),
+    ("self_attn.q, blocks 1+", {"group": "self_q", "blocks": "after_first"}, 1.0),
+    ("cross_attn.o, strength 2", {"group": "cross_o"}, 2.0),
+    ("text k/v, late blocks, strength 2", {"blocks": "late"}, 2.0),
+]
+#: Most attribute-accuracy points (of 100) the bench's best strength may lose on unrelated prompts.
+MAX_LOSS_POINTS = 2.0
+
+
+def validation_pairs(concept: str, count: int = 5, seed: int = 99) -> list[tuple[str, str]]:
+    """Held-out pairs: the concept in held-out wording | the same caption without it."""
+    rng, pairs = random.Random(seed), []
+    while len(pairs) < count:
+        if concept == "logo":
+            scene = Scene(rng.choice(list(COLOURS)), rng.choice(SHAPES), rng.choice(list(MOTIONS)), True)
+            unsafe = caption(scene, rng, logo_words=LOGO_HELD_OUT)
+            phrase = next(p for p in LOGO_HELD_OUT if p in unsafe)
+            safe = unsafe.replace(" " + phrase, "", 1)
+        else:
+            scene = Scene(concept, rng.choice(SHAPES), rng.choice(list(MOTIONS)), False)
+            unsafe = caption(scene, rng, colour_words={**TRAIN_WORDS, concept: HELD_OUT_WORDS[concept]})
+            phrase = max((p for p in HELD_OUT_WORDS[concept] if p in unsafe), key=len)
+            safe = " ".join(unsafe.replace(phrase, "", 1).split())
+        pairs.append((unsafe, safe))
+    return pairs
+
+
+def benign_prompts(concept: str, count: int = 12, seed: int = 4242) -> list[str]:
+    rng = random.Random(seed)
+    colours = [c for c in COLOURS if c != concept]
+    return [caption(Scene(rng.choice(colours), rng.choice(SHAPES), rng.choice(list(MOTIONS)), False), rng)
+            for _ in range(count)]
+
+
+def organism_forward(model, encoder, text_layers, times=(0.9, 0.6), seed: int = 0):
+    """``forward(rows, recorder)`` for ``core.check``: the clean-clip prediction of every prompt at ``times`` on
+    one shared noise (a zero clip noised, as the nodes' empty latent), concatenated."""
+    config = model.config
+    noise = torch.randn(1, config.frames, config.size, config.size, 3, generator=torch.Generator().manual_seed(seed))
+
+    def forward(rows, recorder):
+        text, mask = encoder.encode(list(rows))
+        if recorder is not None:
+            recorder.set_token_mask(mask, [n for n in recorder.names if n in text_layers])
+        outs = [model(t * noise.expand(len(rows), -1, -1, -1, -1), torch.full((len(rows),), t), text, mask)
+                for t in times]
+        return torch.cat([o.reshape(len(rows), -1) for o in outs], 1)
+
+    return forward
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def spearman(x, y) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(x, y).statistic)
+
+
+def run_concept(concept: str, args, model, encoder, cache: dict, weights_key: str) -> dict:
+    pairs = ex.load_pairs(ex.default_pairs_path(concept))
+    validation, benign = validation_pairs(concept, args.pairs), benign_prompts(concept, args.benign)
+    full = ex.concept_prompts(concept, args.count)
+    prompt_set = ex.PromptSet({s: full.prompts[s] for s in ("unseen", "unrelated")},
+                              {s: full.scenes[s] for s in ("unseen", "unrelated")})
+    candidates = sorted({n for g in ex.GROUPS for n in ex.layer_names(model, g)})
+    with torch.no_grad():
+        measured = ex.collect(model, encoder, pairs, ex.neutral_prompts(), candidates)
+    text_layers = {n for n in candidates if ex.reads_text(n)}
+    forward = organism_forward(model, encoder, text_layers, times=tuple(args.check_times))
+    start = time.perf_counter()
+    with torch.no_grad():
+        baseline = measure_baseline(model, forward, validation, benign, candidates)
+    baseline_seconds = time.perf_counter() - start
+
+    def generated(key: str, edited) -> dict:
+        full_key = f"{weights_key}|{concept}|{args.count}|{args.steps}|{key}"
+        if full_key not in cache:
+            with torch.no_grad():
+                result = ex.evaluate(edited, encoder, prompt_set, concept, steps=args.steps)
+            result.pop("clips")
+            cache[full_key] = result
+            Path(args.cache).write_text(json.dumps(cache, indent=1))
+        return cache[full_key]
+
+    base = generated("base", model)
+    checks, rows = {}, []
+    variants = [("default", {}, s) for s in DEFAULT_STRENGTHS] + OTHERS
+    for name, change, strength in variants:
+        config = {**BASE, **change}
+        layers = ex.layer_names(model, config["group"], config["blocks"])
+        fit_key = json.dumps({k: config[k] for k in ("method", "group", "blocks", "target")})
+        basis = measured.fitter.fit(rank=config["rank"], alpha=config["alpha"], method=config["method"],
+                                    concept=concept, pairs=pairs, layers=layers)
+        if fit_key not in checks:
+            start = time.perf_counter()
+            with torch.no_grad():
+                checks[fit_key] = check_strengths(model, forward, basis, baseline, DEFAULT_STRENGTHS, layers=layers,
+                                                  target=config["target"], rows=(validation, benign), label=fit_key)
+            checks[fit_key].extra["seconds"] = time.perf_counter() - start + baseline_seconds
+        check = checks[fit_key].at(strength)
+        key = f"{fit_key}|{strength}"
+        result = base if strength == 0 else generated(key, ex.edited_copy(model, basis, strength, config["target"]))
+        drop = 1.0 - result["rate_unseen"] / base["rate_unseen"] if base["rate_unseen"] else float("nan")
+        loss = 100.0 * (base["attr_unrelated"] - result["attr_unrelated"])
+        loss_concept = 100.0 * (base["attr_unseen"] - result["attr_unseen"])
+        label = name if name != "default" else f"default, strength {strength:g}"
+        rows.append({"variant": label, "strength": strength, **check, "drop": drop, "attr_loss": loss,
+                     "attr_loss_concept_prompts": loss_concept, "rate_unseen": result["rate_unseen"],
+                     "attr_unrelated": result["attr_unrelated"]})
+        print(f"  {label:<36} removed {check['efficacy']:6.1%} (layers {check['efficacy_layers']:6.1%})  "
+              f"collateral {check['collateral']:.3f} (layers {check['collateral_layers']:.3f}) | drop {drop:6.1%}  "
+              f"attr loss {loss:+.1f} pts", flush=True)
+
+    default = checks[json.dumps({k: BASE[k] for k in ("method", "group", "blocks", "target")})]
+    grid = [r for r in rows if r["variant"].startswith("default")]
+    allowed = [r for r in grid if r["attr_loss"] <= MAX_LOSS_POINTS]
+    best = max(allowed, key=lambda r: (round(r["drop"], 9), -r["strength"]))
+    figures = {
+        "spearman_efficacy_vs_drop": spearman([r["efficacy"] for r in rows], [r["drop"] for r in rows]),
+        "spearman_efficacy_layers_vs_drop": spearman([r["efficacy_layers"] for r in rows], [r["drop"] for r in rows]),
+        "spearman_collateral_vs_attr_loss": spearman([r["collateral"] for r in rows], [r["attr_loss"] for r in rows]),
+        "spearman_collateral_layers_vs_attr_loss": spearman([r["collateral_layers"] for r in rows],
+                                                            [r["attr_loss"] for r in rows]),
+        "spearman_collateral_vs_attr_loss_concept_prompts": spearman([r["collateral"] for r in rows],
+                                                                     [r["attr_loss_concept_prompts"] for r in rows]),
+        "recommended": default.recommended, "recommended_reason": default.reason,
+        "bench_best": best["strength"], "bench_best_drop": best["drop"], "bench_best_loss": best["attr_loss"],
+        "check_seconds_default_grid": default.extra["seconds"], "check_forwards_default_grid": default.forwards,
+    }
+    print(default.table())
+    print(json.dumps(figures, indent=1))
+    return {"concept": concept, "validation_pairs": validation, "benign": benign, "base": base, "rows": rows,
+            "default_check": default.as_dict(), "figures": figures}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--concept", nargs="+", default=["logo", "red"])
+    parser.add_argument("--count", type=int, default=48, help="generated prompts per split (unseen, unrelated)")
+    parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--pairs", type=int, default=5, help="validation pairs")
+    parser.add_argument("--benign", type=int, default=12, help="benign prompts")
+    parser.add_argument("--check-times", type=float, nargs="+", default=[0.9],
+                        help="flow times of the prediction (0.9 = the node's default progress 0.1)")
+    parser.add_argument("--weights", type=Path, default=ex.WEIGHTS)
+    parser.add_argument("--cache", type=Path, default=ROOT / "out" / "check_validation_cache.json")
+    parser.add_argument("--json", type=Path, default=ROOT / "out" / "check_validation.json")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    args.cache.parent.mkdir(parents=True, exist_ok=True)
+    cache = json.loads(args.cache.read_text()) if args.cache.exists() else {}
+    weights_key = sha256(args.weights)
+    model, encoder = ex.load_organism(args.weights), TextEncoder()
+    report = {"weights_sha256_16": weights_key, "count": args.count, "steps": args.steps,
+              "check_times": args.check_times, "concepts": []}
+    for concept in args.concept:
+        print(f"concept {concept!r} (weights {weights_key})")
+        report["concepts"].append(run_concept(concept, args, model, encoder, cache, weights_key))
+    args.json.write_text(json.dumps(report, indent=1))
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
