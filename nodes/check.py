@@ -275,8 +275,8 @@ class UnlearningCheck(io.ComfyNode):
                 io.Combo.Input("sweep", options=list(SWEEPS), default="none",
                                tooltip="Also check each layer group of the selection, or its first and second half of blocks "
                                        "(one more forward per strength each); shown in the chart and the table."),
-                io.Int.Input("width", default=256, min=16, max=4096, step=16, tooltip="Width of the small latent the check runs on (smaller is faster)."),
-                io.Int.Input("height", default=256, min=16, max=4096, step=16, tooltip="Height of the small latent the check runs on."),
+                io.Int.Input("width", default=64, min=16, max=4096, step=16, tooltip="Width of the small latent the check runs on (smaller is faster)."),
+                io.Int.Input("height", default=64, min=16, max=4096, step=16, tooltip="Height of the small latent the check runs on."),
                 io.Int.Input("length", default=1, min=1, max=1024, step=4, tooltip="Frames of the check's latent; 1 is enough for a proxy."),
                 io.String.Input("timesteps", default="0.1",
                                 tooltip="Where the prediction is compared: progress fractions (0 = pure noise) or a count on the model's schedule."),
