@@ -75,7 +75,7 @@ def main() -> None:
     table = _table(before, after, list(prompts.prompts))
     print("\n" + table)
 
-    rows = [(ROW_LABELS[s], prompts.prompts[s][i]) for s in ("seen", "unseen", "adversarial") for i in range(2)]
+    rows = [(ROW_LABELS[s], p) for s in ("seen", "unseen", "adversarial") for p in prompts.prompts[s][:2]]
     rows += [(ROW_LABELS["unrelated"], p) for p in prompts.prompts["unrelated"][:3]]
     shown = [p for _, p in rows]
     with torch.no_grad():
@@ -93,7 +93,7 @@ def main() -> None:
 
 
 ROW_LABELS = {"seen": "SEEN wording (as in training)", "unseen": "UNSEEN paraphrase",
-              "adversarial": "ADVERSARIAL wording (misspelt / described)", "unrelated": "UNRELATED (must not change)"}
+              "adversarial": "ADVERSARIAL wording (misspelt name)", "unrelated": "UNRELATED (must not change)"}
 
 
 def _demo_concept(text: str) -> str:
