@@ -12,7 +12,7 @@ Validation pairs use held-out wording (the estimation pairs use training wording
 without the concept drawn with another seed than the bench's prompts. Generation results are cached per weights
 file (sha256) in ``out/check_validation_cache.json``, so a re-run after the organism is retrained re-measures.
 
-    python bench/check_validation.py [--concept logo red] [--count 48] [--threads 1]
+    python bench/check_validation.py [--concept logo red] [--count 48] [--threads 1] [--git-rev HEAD]
 """
 
 from __future__ import annotations
@@ -194,6 +194,8 @@ def main() -> None:
     parser.add_argument("--check-times", type=float, nargs="+", default=[0.9],
                         help="flow times of the prediction (0.9 = the node's default progress 0.1)")
     parser.add_argument("--weights", type=Path, default=ex.WEIGHTS)
+    parser.add_argument("--git-rev", help="measure the weights file as committed at this revision (e.g. HEAD) instead of "
+                                          "the working tree's, which may hold a retraining in progress")
     parser.add_argument("--cache", type=Path, default=ROOT / "out" / "check_validation_cache.json")
     parser.add_argument("--json", type=Path, default=ROOT / "out" / "check_validation.json")
     parser.add_argument("--threads", type=int, default=1)
@@ -201,6 +203,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     args.cache.parent.mkdir(parents=True, exist_ok=True)
     cache = json.loads(args.cache.read_text()) if args.cache.exists() else {}
+    if args.git_rev:
+        import subprocess
+        import tempfile
+
+        blob = subprocess.run(["git", "show", f"{args.git_rev}:{ex.WEIGHTS.relative_to(ROOT).as_posix()}"], cwd=ROOT,
+                              capture_output=True, check=True).stdout
+        args.weights = Path(tempfile.mkdtemp()) / "organism.safetensors"
+        args.weights.write_bytes(blob)
     weights_key = sha256(args.weights)
     model, encoder = ex.load_organism(args.weights), TextEncoder()
     report = {"weights_sha256_16": weights_key, "count": args.count, "steps": args.steps,
