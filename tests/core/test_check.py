@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from core.check import (EditHooks, overlapping_pairs, parse_strengths, recommend, run_check)
+from core.check import EditHooks, overlapping_pairs, parse_strengths, recommend, run_check
 from core.edit import project_edit
 from core.pairs import PromptPair
 from core.refusal import RefusalFitter
