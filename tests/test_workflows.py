@@ -233,3 +233,34 @@ def test_ui_to_api_follows_reroutes_bypasses_and_primitives():
     api = ui_to_api(workflow, info)
     assert api == {"1": {"class_type": "Source", "inputs": {}},
                    "5": {"class_type": "Sink", "inputs": {"image": ["1", 0], "seed": 7, "mode": "b", "label": "hello"}}}
+
+
+@pytest.mark.parametrize("name", ["unlearned_side_by_side_wan21.json", "unlearn_wan22_ti2v_5B.json"])
+def test_unlearning_check_sets_the_strength(name):
+    """Unlearning Check sits between the refusal vector and Apply Unlearning: same model and vector, its own
+    validation Pair Encoder with held-out pairs and >= 2 benign prompts, its recommended strength linked into Apply
+    Unlearning's strength (a widget converted to an input, as the editor saves it)."""
+    workflow = json.loads((ROOT / "workflows" / name).read_text())
+    nodes = {node["id"]: node for node in workflow["nodes"]}
+    links = {link[0]: link for link in workflow["links"]}
+
+    def source(node, input_name):
+        entry = next(e for e in node["inputs"] if e["name"] == input_name)
+        return nodes[links[entry["link"]][1]], links[entry["link"]][2]
+
+    check = next(n for n in nodes.values() if n["type"] == "VideoUnlearnCheck")
+    apply = next(n for n in nodes.values() if n["type"] == "VideoUnlearnApply")
+    strength = next(e for e in apply["inputs"] if e["name"] == "strength")
+    assert strength["widget"] == {"name": "strength"} and strength["type"] == "FLOAT"
+    assert source(apply, "strength") == (check, 0) and check["outputs"][0]["name"] == "strength"
+    assert source(check, "refusal_vector") == source(apply, "refusal_vector")
+    assert source(check, "model") == source(apply, "model")
+    validation, _ = source(check, "validation_pairs")
+    assert validation["type"] == "VideoUnlearnPairEncoder"
+    held_out = parse_pairs(validation["widgets_values"][0])
+    estimation = parse_pairs((ROOT / "workflows" / "pairs" / "trademark_rolex.txt").read_text())
+    assert len(held_out) >= 5
+    assert not {p.unsafe.lower() for p in held_out} & {p.unsafe.lower() for p in estimation}
+    benign = [line for line in validation["widgets_values"][1].splitlines() if line.strip()]
+    assert len(benign) == 12 and not set(benign) & set(_builder()._neutral())
+    assert check["size"][0] >= 780, "the 768 px check chart fits the node at 100 % zoom"

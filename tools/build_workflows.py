@@ -59,10 +59,13 @@ class Graph:
         self.nodes, self.links, self.groups = [], [], []
 
     def node(self, type_, pos, widgets=(), inputs=(), outputs=(), size=(320, 110), title=None):
-        """``inputs``: (name, type) of linkable inputs in order; ``outputs``: (name, type)."""
+        """``inputs``: (name, type) of linkable inputs in order, or (name, type, "widget") for a widget converted to
+        an input (the editor's format: the entry names its widget, whose value stays in ``widgets_values``);
+        ``outputs``: (name, type)."""
         node = {"id": len(self.nodes) + 1, "type": type_, "pos": list(pos), "size": list(size), "flags": {},
                 "order": len(self.nodes), "mode": 0,
-                "inputs": [{"name": n, "type": t, "link": None} for n, t in inputs],
+                "inputs": [{"name": n, "type": t, **({"widget": {"name": n}} if rest else {}), "link": None}
+                           for n, t, *rest in inputs],
                 "outputs": [{"name": n, "type": t, "links": [], "slot_index": i} for i, (n, t) in enumerate(outputs)],
                 "properties": {"Node name for S&R": type_}, "widgets_values": list(widgets)}
         if title:
@@ -137,13 +140,62 @@ def collect_activations(g: Graph, pos, model, encoder, width=832, height=480, ti
     return collect
 
 
-def apply_unlearning(g: Graph, pos, model, vector, title=None):
+def apply_unlearning(g: Graph, pos, model, vector, title=None, strength_input=False):
+    """``strength_input``: the strength widget is an input (fed by Unlearning Check's recommended strength)."""
+    inputs = [("model", "MODEL"), ("refusal_vector", "REFUSAL_VECTOR")] + ([("strength", "FLOAT", "widget")] if strength_input else [])
     apply = g.node("VideoUnlearnApply", pos, [1.0, True, "all in vector", 0, -1, "safe_mean"],
-                   inputs=[("model", "MODEL"), ("refusal_vector", "REFUSAL_VECTOR")], outputs=[("MODEL", "MODEL")],
-                   size=(340, 220), title=title)
+                   inputs=inputs, outputs=[("MODEL", "MODEL")], size=(340, 220), title=title)
     g.link(model, 0, apply, "model")
     g.link(vector, 0, apply, "refusal_vector")
     return apply
+
+
+#: Held-out pairs for Unlearning Check: the same concept in other wording and scenes than trademark_rolex.txt (the
+#: check refuses validation pairs that repeat the refusal vector's own pairs).
+VALIDATION_PAIRS = """# Held-out Rolex pairs for Unlearning Check: other wording and scenes than the vector's pairs.
+a diver wearing a Rolex underwater | a diver wearing a watch underwater
+a Rolex ticking on a bedside table at night | a watch ticking on a bedside table at night
+a woman fastening a silver Rolex on her wrist | a woman fastening a silver watch on her wrist
+a vintage Rolex in an open gift box | a vintage watch in an open gift box
+a pilot in a cockpit glancing at his Rolex | a pilot in a cockpit glancing at his watch
+"""
+#: Benign prompts of the check (the validation Pair Encoder's neutral prompts): everyday scenes, none of them the
+#: vector's own neutral prompts, whose change under the edit is the collateral.
+BENIGN_PROMPTS = ("a kettle boiling on a gas stove", "a bicycle leaning against a brick wall",
+                  "a field of sunflowers in the wind", "a sailing boat crossing a calm lake",
+                  "children building a sandcastle", "a snowy pine forest at dawn", "a woman reading a book in a cafe",
+                  "a dog catching a frisbee", "a market stall full of vegetables", "a candle flickering on a table",
+                  "a fountain in a town square", "a butterfly landing on a flower")
+#: The Unlearning Check node shows its 768 x 360 chart at 1:1 at 100 % zoom below its widgets in a node this size.
+CHECK_NODE_SIZE = (790, 800)
+
+
+def unlearning_check(g: Graph, x: int, y: int, model, clip, vector, apply, title: str):
+    """A group: a second Pair Encoder with held-out pairs and benign prompts -> Unlearning Check, whose recommended
+    strength feeds ``apply``'s strength input."""
+    encoder = g.node("VideoUnlearnPairEncoder", (x + 10, y), [VALIDATION_PAIRS, "\n".join(BENIGN_PROMPTS), "Rolex (held out)"],
+                     inputs=[("clip", "CLIP")], outputs=[("pairs", "UNLEARN_PAIRS")], size=(520, 420),
+                     title="Pair Encoder (validation: held-out pairs, benign prompts)")
+    g.link(clip, 0, encoder, "clip")
+    check = g.node("VideoUnlearnCheck", (x + 570, y),
+                   ["0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2", "all in vector", 0, -1, "safe_mean", "none", 64, 64, 1, "0.1", 0],
+                   inputs=[("model", "MODEL"), ("refusal_vector", "REFUSAL_VECTOR"), ("validation_pairs", "UNLEARN_PAIRS")],
+                   outputs=[("strength", "FLOAT"), ("chart", "IMAGE"), ("table", "STRING")], size=CHECK_NODE_SIZE)
+    g.link(model, 0, check, "model")
+    g.link(vector, 0, check, "refusal_vector")
+    g.link(encoder, 0, check, "validation_pairs")
+    g.link(check, 0, apply, "strength")
+    g.note((x + 10, y + 460), "**Unlearning Check** sets the strength. Before any video is rendered it measures, for "
+           "strengths 0-2, how much of the *held-out* pairs' concept difference the edit removes from the model's "
+           "prediction and how far it moves the benign prompts (the validation encoder's neutral prompts), at 64x64, "
+           "1 frame, one timestep.\n\n"
+           "- Its `strength` output feeds Apply Unlearning's strength: the smallest strength removing >= 90 %, never one "
+           "whose collateral exceeds 0.5.\n"
+           "- Keep the validation pairs different from the vector's pairs (overlap is an error).\n"
+           "- The chart (removed vs. collateral, chosen point ringed) and the table appear on the node after a run.",
+           size=(520, 300))
+    g.group(title, (x, y - HEADER, 570 + CHECK_NODE_SIZE[0] + 20, HEADER + CHECK_NODE_SIZE[1] + 20))
+    return check
 
 
 def prompts(g: Graph, x: int, y: int, clip):
@@ -211,16 +263,18 @@ def compare_workflow() -> Graph:
     g = Graph()
     model, clip, vae = loaders(g, 0, 0, vae=True)
     load = g.node("VideoUnlearnLoadRefusalVector", (400, 0), [VECTOR_NAME], outputs=[("refusal_vector", "REFUSAL_VECTOR")], size=(340, 60))
-    apply = apply_unlearning(g, (400, 100), model, load)
+    apply = apply_unlearning(g, (400, 100), model, load, strength_input=True)
     positive, negative = prompts(g, 400, 420, clip)
     latent = g.node("EmptyHunyuanLatentVideo", (400, 720), [832, 480, 33, 1], outputs=[("LATENT", "LATENT")], size=(340, 130))
     g.group("2. Unlearning and prompt", (390, -HEADER, 360, HEADER + 870))
     images = base_and_unlearned(g, 0, (model, apply), positive, negative, latent, vae, "3. Same seed, base vs. unlearned",
                                 steps=30, cfg=6.0)
     side_by_side(g, 1390, images, 16.0)
+    unlearning_check(g, 390, 1000, model, clip, load, apply, "5. Unlearning Check: held-out pairs set the strength")
     g.note((790, 680), "**Baseline vs. unlearned from one seed.** Left: the original model; right: the same model with the "
            "refusal vector applied (a patch on a copy: your model file is never changed).\n\n"
-           "- `strength` 1 removes the concept direction; try 0.5-1.5. `enabled` off gives the baseline back.\n"
+           "- `strength` comes from *Unlearning Check* (group 5); to set it by hand, remove that link. `enabled` off "
+           "gives the baseline back.\n"
            "- Load the vector saved by *compute_refusal_vector_wan21*; the badge on Apply Unlearning shows what is unlearned.",
            size=(560, 170))
     return g
@@ -276,7 +330,7 @@ def ti2v_5b_workflow() -> Graph:
            "- Settings of ComfyUI's Wan 2.2 5B template: shift 8, 1280x704, 121 frames, 20 steps, cfg 5, `uni_pc`, 24 fps.\n"
            "- Text to video as shipped; connect a *Load Image* to `start_image` of *Wan22ImageToVideoLatent* for image to video.\n"
            "- The vector is also saved (`rolex_5b_00001`) to reuse with *Load Refusal Vector*.", size=(340, 240))
-    apply = apply_unlearning(g, (400, ROW2), model, vector)
+    apply = apply_unlearning(g, (400, ROW2), model, vector, strength_input=True)
     positive, negative = prompts(g, 400, ROW2 + 320, clip)
     latent = g.node("Wan22ImageToVideoLatent", (400, ROW2 + 620), [1280, 704, 121, 1],
                     inputs=[("vae", "VAE"), ("start_image", "IMAGE")], outputs=[("LATENT", "LATENT")], size=(340, 170))
@@ -284,6 +338,7 @@ def ti2v_5b_workflow() -> Graph:
     g.group("3. Unlearning and prompt", (390, ROW2 - HEADER, 360, HEADER + 800))
     images = base_and_unlearned(g, ROW2, (model, apply), positive, negative, latent, vae, "4. Same seed, base vs. unlearned")
     side_by_side(g, 1390, images, 24.0, "5. Side by side", y=ROW2)
+    unlearning_check(g, 390, ROW2 + 920, model, clip, vector, apply, "6. Unlearning Check: held-out pairs set the strength")
     return g
 
 
