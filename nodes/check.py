@@ -186,6 +186,19 @@ def _has_module(module, name: str) -> bool:
         return False
 
 
+#: The node's UI output carries, next to the chart image, the recommendation and the table under this key (the web
+#: extension shows them as text on the node; /history keeps them).
+UI_KEY = "video_unlearning_check"
+
+
+def check_ui(main: CheckResult, swept: list[CheckResult], table: str) -> dict:
+    """JSON-ready summary for the editor: the recommended strength, its row, the reason, the table, the sweep."""
+    row = main.at(main.recommended)
+    return {"strength": float(main.recommended), "removed": float(row["efficacy"]),
+            "collateral": float(row["collateral"]), "reason": main.reason, "label": main.label, "table": table,
+            "sweep": [{"label": r.label, "strength": float(r.recommended)} for r in swept]}
+
+
 def table_text(main: CheckResult, swept: list[CheckResult]) -> str:
     lines = [main.table()]
     if swept:
@@ -315,7 +328,9 @@ class UnlearningCheck(io.ComfyNode):
                                            block_start=block_start, block_end=block_end, target=target, width=width,
                                            height=height, length=length, timesteps=timesteps, seed=seed, sweep=sweep)
         chart = check_chart(main, swept)
-        return io.NodeOutput(float(main.recommended), chart, table_text(main, swept), ui=ui.PreviewImage(chart, cls=cls))
+        table = table_text(main, swept)
+        shown = {**ui.PreviewImage(chart, cls=cls).as_dict(), UI_KEY: [check_ui(main, swept, table)]}
+        return io.NodeOutput(float(main.recommended), chart, table, ui=shown)
 
 
 NODES = [UnlearningCheck]

@@ -71,7 +71,11 @@ def test_check_outputs_strength_chart_and_table(defs, wan, basis, validation):
     assert strength in (0.0, 0.5, 1.0, 2.0) and isinstance(strength, float)
     assert chart.shape[0] == 1 and chart.shape[-1] == 3 and 0.0 <= float(chart.min()) <= float(chart.max()) <= 1.0
     assert "recommended strength" in table and "removed" in table
-    assert out.ui is not None and out.ui.as_dict()["images"], "the chart is shown on the node"
+    shown = out.ui if isinstance(out.ui, dict) else out.ui.as_dict()
+    assert shown["images"], "the chart is shown on the node"
+    summary = shown["video_unlearning_check"][0]  # the editor shows these as text under the widgets
+    assert summary["strength"] == strength and summary["table"] == table and summary["reason"]
+    assert 0.0 <= summary["collateral"] and summary["sweep"] == []
 
 
 def test_strength_zero_is_the_reference_and_removal_grows(defs, wan, basis, validation):
@@ -147,6 +151,13 @@ def test_bad_inputs_get_errors_that_name_the_fix(defs, wan, basis, validation, c
         run(check, wan, basis, lonely)
     with pytest.raises(ValueError, match="negative strength"):
         run(check, wan, basis, validation, grid="1, -1")
+    with pytest.raises(ValueError, match="strengths: the strength grid is empty"):
+        run(check, wan, basis, validation, grid=" ,, ")
+    # Overlap is found whatever the case and spacing of the repeated pair.
+    first = PAIRS.splitlines()[0]
+    shouted = definitions.PairEncoder.execute(clip, "  ".join(first.upper().split(" ")) + "\n" + VALIDATION, BENIGN, "Rolex")[0]
+    with pytest.raises(ValueError, match="1 of the 6 validation pairs are among the pairs the refusal vector"):
+        run(check, wan, basis, shouted)
 
 
 def test_cancel_stops_the_check_and_removes_the_hooks(defs, wan, basis, validation, monkeypatch):
