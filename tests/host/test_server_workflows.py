@@ -1,7 +1,8 @@
 """A headless ComfyUI (`main.py --cpu`) with the pack: shipped workflows run, nodes are described, interrupts are clean.
 
 Every shipped workflow runs as shipped (CPU-sized by ``shrink``): Wan 2.1 compute then side by side, Wan 2.2
-TI2V 5B, and Wan 2.2 T2V 14B with a refusal vector per expert. Model stand-ins and the one swapped loader are
+TI2V 5B, and Wan 2.2 T2V 14B with a refusal vector per expert; in the side-by-side and 5B workflows Unlearning Check
+sets Apply Unlearning's strength. Model stand-ins and the one swapped loader are
 described in ``server_setup``.
 """
 
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageSequence
 
-from comfy_host import http_json
+from comfy_host import REPO_ROOT, http_json
 from server_setup import WORKFLOWS, interrupt_after_progress, load_api, run_prompt, shrink, wait_for_history, wan22_server_fixture
 
 server = pytest.fixture(scope="module")(wan22_server_fixture)
@@ -69,6 +70,7 @@ def test_side_by_side_workflow_runs_on_the_saved_vector(server):
     apply_node = next(k for k, n in api.items() if n["class_type"] == "VideoUnlearnApply")
     badge = entry["outputs"][apply_node]["video_unlearning"][0]
     assert badge["enabled"] is True and badge["concept"] == "Rolex" and badge["layers"] > 0
+    _check_ran_and_set_the_strength(entry, api, badge)
     outputs = sorted((base / "output" / "unlearning").glob("side_by_side_*.webp"))
     assert outputs, "no side-by-side video was written"
     base_half, unlearned_half = _halves(outputs[-1])
@@ -80,6 +82,58 @@ def test_side_by_side_workflow_runs_on_the_saved_vector(server):
     assert entry["outputs"][apply_node]["video_unlearning"][0]["enabled"] is False
     base_half, unlearned_half = _halves(sorted((base / "output" / "unlearning").glob("side_by_side_*.webp"))[-1])
     assert np.array_equal(base_half, unlearned_half), "disabled unlearning changed the video (or the seeds differ)"
+
+
+def _check_ran_and_set_the_strength(entry, api, badge):
+    """Unlearning Check ran (its chart and recommendation are in /history) and its recommended strength, not the
+    widget's 1.0, is the one Apply Unlearning used."""
+    check_id = next(k for k, n in api.items() if n["class_type"] == "VideoUnlearnCheck")
+    apply_id = next(k for k, n in api.items() if n["class_type"] == "VideoUnlearnApply")
+    assert api[apply_id]["inputs"]["strength"] == [check_id, 0], "Apply Unlearning's strength is not the check's output"
+    outputs = entry["outputs"][check_id]
+    assert outputs["images"] and outputs["images"][0]["filename"].endswith(".png"), "the check's chart was not returned"
+    summary = outputs["video_unlearning_check"][0]
+    grid = [float(v) for v in api[check_id]["inputs"]["strengths"].split(",")]
+    assert summary["strength"] in grid and summary["strength"] > 0, summary
+    assert "recommended strength" in summary["table"] and summary["reason"]
+    assert badge["strength"] == summary["strength"], (badge, summary)
+    return summary
+
+
+def _refused_prompt(url: str, api: dict) -> dict:
+    """POST /prompt expecting ComfyUI's 400 answer for a prompt that fails validation; returns its JSON body."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(f"{url}/prompt", data=json.dumps({"prompt": api, "client_id": "tests"}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 400
+    return json.loads(refused.value.read())
+
+
+def test_check_refuses_bad_inputs_on_the_server(server):
+    """An empty or negative strength grid is refused when the prompt is queued; validation pairs that repeat the
+    vector's pairs stop the run at the check with a message that says what to do."""
+    url, base, info = server
+    if not (base / "models" / "refusal_vectors" / "rolex_00001.safetensors").is_file():
+        run_prompt(url, shrink(load_api("compute_refusal_vector_wan21.json", info)))
+    api = shrink(load_api("unlearned_side_by_side_wan21.json", info))
+    check_id = next(k for k, n in api.items() if n["class_type"] == "VideoUnlearnCheck")
+    for grid, words in ((" , ", "empty"), ("0, -0.5, 1", "negative")):
+        api[check_id]["inputs"]["strengths"] = grid
+        response = _refused_prompt(url, api)
+        errors = response.get("node_errors", {}).get(check_id, {}).get("errors", [])
+        assert errors and words in json.dumps(errors), response
+    api[check_id]["inputs"]["strengths"] = "0, 1"
+    encoder_id = api[check_id]["inputs"]["validation_pairs"][0]
+    api[encoder_id]["inputs"]["pairs"] = (REPO_ROOT / "workflows" / "pairs" / "trademark_rolex.txt").read_text()
+    entry = run_prompt(url, api)
+    errors = [m[1] for m in entry["status"]["messages"] if m[0] == "execution_error"]
+    assert entry["status"]["status_str"] == "error" and errors, entry["status"]
+    assert errors[0]["node_type"] == "VideoUnlearnCheck", errors
+    assert "6 of the 6 validation pairs are among the pairs the refusal vector" in errors[0]["exception_message"], errors
 
 
 def _latest_halves(base):
@@ -94,6 +148,7 @@ def _runs_and_unlearns(url, base, api, *, frames):
     """Run ``api``: every Apply Unlearning reports its layers and the unlearned half differs; with every Apply
     disabled the halves are pixel-identical (same seed, same noise)."""
     entry = run_prompt(url, api)
+    first = entry
     assert entry["status"]["status_str"] == "success", entry["status"]
     badges = _badges(entry, api)
     assert badges and all(b["enabled"] is True and b["concept"] == "Rolex" and b["layers"] > 0 for b in badges), badges
@@ -107,12 +162,14 @@ def _runs_and_unlearns(url, base, api, *, frames):
     assert all(b["enabled"] is False for b in _badges(entry, api))
     base_half, unlearned_half = _latest_halves(base)
     assert np.array_equal(base_half, unlearned_half), "disabled unlearning changed the video (or the seeds differ)"
+    return first
 
 
 def test_wan22_ti2v_5b_workflow_unlearns(server):
     url, base, info = server
     api = shrink(load_api("unlearn_wan22_ti2v_5B.json", info))
-    _runs_and_unlearns(url, base, api, frames=1)
+    entry = _runs_and_unlearns(url, base, api, frames=1)
+    _check_ran_and_set_the_strength(entry, api, _badges(entry, api)[0])
     assert (base / "models" / "refusal_vectors" / "rolex_5b_00001.safetensors").is_file()
 
 
