@@ -166,8 +166,9 @@ BENIGN_PROMPTS = ("a kettle boiling on a gas stove", "a bicycle leaning against 
                   "children building a sandcastle", "a snowy pine forest at dawn", "a woman reading a book in a cafe",
                   "a dog catching a frisbee", "a market stall full of vegetables", "a candle flickering on a table",
                   "a fountain in a town square", "a butterfly landing on a flower")
-#: The Unlearning Check node shows its 768 x 360 chart at 1:1 at 100 % zoom below its widgets in a node this size.
-CHECK_NODE_SIZE = (790, 800)
+#: The Unlearning Check node shows its 768 x 360 chart at 1:1 at 100 % zoom below its widgets, its recommendation
+#: line and its table (web/video_unlearning.js) in a node this size.
+CHECK_NODE_SIZE = (790, 1000)
 
 
 def unlearning_check(g: Graph, x: int, y: int, model, clip, vector, apply, title: str):

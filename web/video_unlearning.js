@@ -1,6 +1,6 @@
 // The pack's face in ComfyUI's editor: live pair checking on Pair Encoder, the score chart's labels as text on
-// Low-Rank Refusal Vector, and an unlearning badge on Apply Unlearning. One module, three extensions (ComfyUI
-// imports every .js file under web/ as an extension).
+// Low-Rank Refusal Vector, the recommendation and table of Unlearning Check, and an unlearning badge on Apply
+// Unlearning. One module, four extensions (ComfyUI imports every .js file under web/ as an extension).
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
@@ -108,16 +108,27 @@ function upstreamConcept(node, depth = 0) {
   return "";
 }
 
+// The node feeding an input (e.g. Unlearning Check feeding Apply Unlearning's strength), or null.
+function inputSource(node, name) {
+  const input = node.inputs?.find((i) => i.name === name);
+  if (input?.link == null) return null;
+  const link = node.graph?.links?.[input.link] ?? app.graph.links?.[input.link];
+  return (link && node.graph?.getNodeById(link.origin_id)) || null;
+}
+
 function refresh(node) {
   const badge = node.__videoUnlearningBadge;
   if (!badge) return;
   const ran = node.__videoUnlearningRun;
   const enabled = ran ? ran.enabled : Boolean(widget(node, "enabled")?.value ?? true);
-  const strength = ran ? ran.strength : Number(widget(node, "strength")?.value ?? 1);
+  // A strength fed by a link (Unlearning Check's recommendation) is known only after a run.
+  const feeder = ran ? null : inputSource(node, "strength");
+  const strength = ran ? ran.strength : feeder ? 1 : Number(widget(node, "strength")?.value ?? 1);
   const concept = (ran?.concept || upstreamConcept(node) || "unnamed concept").trim();
   const active = enabled && strength > 0;
+  const shown = feeder ? `strength from ${feeder.title || feeder.type}` : `strength ${strength.toFixed(2)}`;
   badge.textContent = active
-    ? `UNLEARNING ON · strength ${strength.toFixed(2)} · ${concept}` + (ran ? ` · ${ran.layers} layers` : "")
+    ? `UNLEARNING ON · ${shown} · ${concept}` + (ran ? ` · ${ran.layers} layers` : "")
     : `UNLEARNING OFF · ${concept}`;
   badge.dataset.state = active ? "on" : "off";
   badge.style.background = active ? "#7a2e2e" : "#3a3a3a";
@@ -192,6 +203,46 @@ app.registerExtension({
       if (!chart) return;
       node.__videoUnlearningChart = chart;
       renderChart(caption, chart);
+    });
+  },
+});
+
+// --- Unlearning Check: its chart arrives as the node's preview image (shown by the editor under the widgets, like
+// Low-Rank Refusal Vector's); the recommendation and the table (nodes/check.py check_ui) are shown as text above it,
+// so they can be read, copied and searched.
+const CHECK_NODE = "VideoUnlearnCheck";
+const CHECK_KEY = "video_unlearning_check";
+
+function renderCheck(caption, table, result) {
+  caption.textContent = `recommended strength ${result.strength.toFixed(2)} · removed ${Math.round(result.removed * 100)} %`
+    + ` · collateral ${result.collateral.toFixed(3)}` + (result.sweep?.length
+      ? ` · sweep: ${result.sweep.map((r) => `${r.label} ${r.strength}`).join(", ")}` : "");
+  caption.title = result.reason;
+  caption.dataset.state = "ran";
+  table.textContent = result.table;
+}
+
+app.registerExtension({
+  name: "videoUnlearning.checkChart",
+  nodeCreated(node) {
+    if (node.comfyClass !== CHECK_NODE) return;
+    const caption = document.createElement("div");
+    caption.className = "video-unlearning-check-caption";
+    caption.style.cssText = "font: bold 13px sans-serif; color: #e8a060; padding: 2px 6px; white-space: normal; overflow: hidden;";
+    caption.textContent = "run to measure removal and collateral per strength";
+    caption.dataset.state = "idle";
+    const table = document.createElement("pre");
+    table.className = "video-unlearning-check-table";
+    table.style.cssText = "font: 11px monospace; color: #ddd; margin: 0; padding: 2px 6px; overflow: auto; white-space: pre;";
+    node.addDOMWidget("check_caption", "video_unlearning_check_caption", caption,
+                      { serialize: false, hideOnZoom: false, getMinHeight: () => 22, getMaxHeight: () => 40 });
+    node.addDOMWidget("check_table", "video_unlearning_check_table", table,
+                      { serialize: false, hideOnZoom: false, getMinHeight: () => 170, getMaxHeight: () => 190 });
+    chain(node, "onExecuted", (output) => {
+      const result = output?.[CHECK_KEY]?.[0];
+      if (!result) return;
+      node.__videoUnlearningCheck = result;
+      renderCheck(caption, table, result);
     });
   },
 });

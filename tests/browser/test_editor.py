@@ -4,8 +4,10 @@ Checks: every shipped workflow opens with its group titles visible (not under th
 Encoder counts valid pairs and names the first bad line while one types (through the pack's Python route), user
 text is shown as text and never parsed as HTML; the Low-Rank Refusal Vector node shows its score chart after a
 run, with the chart's labels (sent next to the image) as text on the node, for a shared input and for per-block
-layers; Apply Unlearning carries an on/off, strength and concept badge before and after a run. Screenshots go to
-``out/browser/`` (the chart at 100 % zoom in ``4_score_chart_100pct.png`` and ``5_score_chart_blocks_100pct.png``).
+layers; Apply Unlearning carries an on/off, strength and concept badge before and after a run; in the side-by-side
+workflow Unlearning Check runs, shows its chart on the node with its recommended strength and table as text, and
+that strength reaches Apply Unlearning. Screenshots go to ``out/browser/`` (the charts at 100 % zoom in
+``4_score_chart_100pct.png``, ``5_score_chart_blocks_100pct.png`` and ``8_check_chart_100pct.png``).
 """
 
 from __future__ import annotations
@@ -117,6 +119,10 @@ CHART_RAN = f"""(runs) => {{ const node = ({FIND})('VideoUnlearnRefusalVector');
                      const imgs = node.imgs ?? [];
                      return (node.__videoUnlearningCharts ?? 0) >= runs && imgs.length > 0 && imgs[0].complete
                             && imgs[0].naturalWidth > 0; }}"""
+CHECK_RAN = f"""() => {{ const node = ({FIND})('VideoUnlearnCheck');
+                       const imgs = node.imgs ?? [];
+                       return node.__videoUnlearningCheck != null && imgs.length > 0 && imgs[0].complete
+                              && imgs[0].naturalWidth > 0; }}"""
 
 QUIET_SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Workflow.ShowMissingModelsWarning": False,
                   "Comfy.Validation.Workflows": False}
@@ -247,7 +253,10 @@ def test_editor_shows_pair_check_chart_and_badge(server):
 
             _open(page, url, "unlearned_side_by_side_wan21.json")
             badge = page.locator(".video-unlearning-badge").first
-            sync_api.expect(badge).to_have_text("UNLEARNING ON · strength 1.00 · rolex_00001", timeout=10_000)
+            # Apply Unlearning's strength is an input fed by Unlearning Check: known only after a run.
+            sync_api.expect(badge).to_have_text("UNLEARNING ON · strength from Unlearning Check · rolex_00001", timeout=10_000)
+            check_caption = page.locator(".video-unlearning-check-caption").first
+            sync_api.expect(check_caption).to_have_text("run to measure removal and collateral per strength")
             page.evaluate(f"""() => {{ const w = ({FIND})('VideoUnlearnApply').widgets.find((x) => x.name === 'enabled');
                                       w.value = false; w.callback?.(false); }}""")
             sync_api.expect(badge).to_have_text("UNLEARNING OFF · rolex_00001", timeout=5_000)
@@ -255,9 +264,28 @@ def test_editor_shows_pair_check_chart_and_badge(server):
             page.evaluate(f"""() => {{ const w = ({FIND})('VideoUnlearnApply').widgets.find((x) => x.name === 'enabled');
                                       w.value = true; w.callback?.(true); }}""")
             page.evaluate(SWAP_AND_SHRINK)
-            sync_api.expect(badge).to_contain_text("UNLEARNING ON · strength 1.00 · Rolex · ", timeout=240_000)
+            # Unlearning Check's chart arrives as its preview image (decoded, 768 x 360) and its recommendation and
+            # table as text on the node; Apply Unlearning ran with the recommended strength.
+            page.wait_for_function(CHECK_RAN, timeout=240_000)
+            result = page.evaluate(f"() => ({FIND})('VideoUnlearnCheck').__videoUnlearningCheck")
+            size = page.evaluate(f"() => {{ const i = ({FIND})('VideoUnlearnCheck').imgs[0]; return [i.naturalWidth, i.naturalHeight]; }}")
+            assert size == [768, 360], size
+            strength = result["strength"]
+            assert strength in (0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2), result
+            sync_api.expect(check_caption).to_contain_text(f"recommended strength {strength:.2f} · removed ")
+            table = page.locator(".video-unlearning-check-table").first
+            sync_api.expect(table).to_contain_text(f"recommended strength {strength:g}")
+            sync_api.expect(table).to_contain_text("removed")
+            sync_api.expect(table).to_be_visible()
+            sync_api.expect(badge).to_contain_text(f"UNLEARNING ON · strength {strength:.2f} · Rolex · ", timeout=240_000)
             sync_api.expect(badge).to_contain_text("layers")
             page.screenshot(path=str(SHOTS / "7_badge_after_run.png"))
+            page.set_viewport_size({"width": 1700, "height": 1300})  # the check node is ~1000 px tall at 100 %
+            page.wait_for_timeout(300)
+            x, y, width, height = page.evaluate(SHOW_AT_100, "VideoUnlearnCheck")
+            page.wait_for_timeout(300)
+            page.screenshot(path=str(SHOTS / "8_check_chart_100pct.png"),
+                            clip={"x": max(x, 0), "y": max(y, 0), "width": width, "height": min(height, 1300 - max(y, 0))})
         finally:
             browser.close()
     assert not [e for e in errors if "videoUnlearning" in e or "video_unlearning" in e], errors
