@@ -224,6 +224,29 @@ class LoadRefusalVector(io.ComfyNode):
         return io.NodeOutput(RefusalBasis.load(storage.vector_path(name)))
 
 
+class CombineRefusalVectors(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VideoUnlearnCombineVectors", display_name="Combine Refusal Vectors", category=CATEGORY,
+            description="Forgets several concepts with one edit: per layer the concepts' directions are stacked and "
+                        "re-orthonormalised (one rank-c patch), and each concept's removed component goes to its own "
+                        "safe mean. Two edits applied one after the other would undo part of each other.",
+            inputs=[
+                RefusalVector.Input("refusal_vector_1", tooltip="A concept's vector (from Low-Rank Refusal Vector or Load Refusal Vector)."),
+                RefusalVector.Input("refusal_vector_2", tooltip="Another concept's vector, measured on the same model."),
+                RefusalVector.Input("refusal_vector_3", optional=True, tooltip="Optional third concept."),
+                RefusalVector.Input("refusal_vector_4", optional=True, tooltip="Optional fourth concept."),
+            ],
+            outputs=[RefusalVector.Output(display_name="refusal_vector")],
+        )
+
+    @classmethod
+    def execute(cls, refusal_vector_1, refusal_vector_2, refusal_vector_3=None, refusal_vector_4=None):
+        vectors = [v for v in (refusal_vector_1, refusal_vector_2, refusal_vector_3, refusal_vector_4) if v is not None]
+        return io.NodeOutput(RefusalBasis.combine(vectors))
+
+
 class ExportLoRA(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -251,4 +274,5 @@ class ExportLoRA(io.ComfyNode):
         return io.NodeOutput(ui={"text": [os.path.basename(path), *notes]})
 
 
-NODES = [PairEncoder, CollectActivations, RefusalVectorNode, ApplyUnlearning, SaveRefusalVector, LoadRefusalVector, ExportLoRA]
+NODES = [PairEncoder, CollectActivations, RefusalVectorNode, ApplyUnlearning, CombineRefusalVectors, SaveRefusalVector,
+         LoadRefusalVector, ExportLoRA]

@@ -435,3 +435,21 @@ def test_wan22_a14b_pair_one_vector_per_expert(nodes, wan22_experts, encoded, cl
         change = (module(x + 3.0 * d) - module(x)).norm() / (3.0 * module.weight.float().norm())
         comfy.model_management.unload_all_models()
         assert change < 1e-5, (expert, float(change))
+
+
+def test_combined_vectors_remove_both_concepts_in_one_patch(nodes, wan, clip, basis, effective_weights):
+    other_pairs = "\n".join(f"a bloody knife number {i} on a table | a knife number {i} on a table" for i in range(5))
+    other_encoded = nodes.PairEncoder.execute(clip, other_pairs, NEUTRAL, "blood")[0]
+    other_activations = nodes.CollectActivations.execute(wan, other_encoded, 64, 64, 1, "2", 0, "all", 0, -1)[0]
+    other = nodes.RefusalVectorNode.execute(other_activations, "cpca", 4, 1.0)[0]
+    combined = nodes.CombineRefusalVectors.execute(basis, other)[0]
+    assert combined.concept == "Rolex + blood" and set(combined.layers) == set(basis.layers)
+    model = nodes.ApplyUnlearning.execute(wan, combined, 1.0, True, "all in vector", 0, -1, "zero")[0]
+    key = f"diffusion_model.{basis.layers[0]}.weight"
+    weight = effective_weights(model, [key])[key]
+    x = torch.randn(5, weight.shape[1])
+    for single in (basis, other):  # each concept's direction is ignored by the one combined edit
+        d = single.subspace(basis.layers[0])[:, 0]
+        torch.testing.assert_close(x @ weight.T, (x + 3.0 * d) @ weight.T, atol=5e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="at least two"):
+        nodes.RefusalBasis.combine([basis])

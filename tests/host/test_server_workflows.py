@@ -26,7 +26,7 @@ def test_every_node_is_listed_with_tooltips(server):
     ours = {name: spec for name, spec in info.items() if name.startswith("VideoUnlearn")}
     assert set(ours) == {"VideoUnlearnPairEncoder", "VideoUnlearnCollectActivations", "VideoUnlearnRefusalVector",
                          "VideoUnlearnApply", "VideoUnlearnSaveRefusalVector", "VideoUnlearnLoadRefusalVector",
-                         "VideoUnlearnExportLoRA", "VideoUnlearnCheck"}
+                         "VideoUnlearnExportLoRA", "VideoUnlearnCheck", "VideoUnlearnCombineVectors"}
     for name, spec in ours.items():
         assert spec["category"] == "unlearning"
         for section in ("required", "optional"):
