@@ -258,7 +258,8 @@ def check_chart(main: CheckResult, swept: list[CheckResult] = (), width: int = 7
         chosen = result.strengths.index(result.recommended)
         x, y = points[chosen]
         draw.ellipse([x - 7, y - 7, x + 7, y + 7], outline=_CHOSEN, width=2)
-        draw.text((right + 10, upper + 14 * index), f"{result.label[:20]}: {result.recommended:g}", fill=colour, font=font)
+        legend = f"recommended: {result.recommended:g}" if index == 0 else f"{result.label[:16]}: {result.recommended:g}"
+        draw.text((right + 10, upper + 14 * index), legend, fill=colour, font=font)
     array = np.asarray(image, dtype=np.float32) / 255.0
     return torch.from_numpy(array)[None]
 

@@ -168,7 +168,7 @@ BENIGN_PROMPTS = ("a kettle boiling on a gas stove", "a bicycle leaning against 
                   "a fountain in a town square", "a butterfly landing on a flower")
 #: The Unlearning Check node shows its 768 x 360 chart at 1:1 at 100 % zoom below its widgets, its recommendation
 #: line and its table (web/video_unlearning.js) in a node this size.
-CHECK_NODE_SIZE = (790, 1000)
+CHECK_NODE_SIZE = (790, 1040)
 
 
 def unlearning_check(g: Graph, x: int, y: int, model, clip, vector, apply, title: str):
@@ -327,7 +327,8 @@ def ti2v_5b_workflow() -> Graph:
     g.group("1. Load Wan 2.2 TI2V 5B", (-10, -HEADER, 350, HEADER + 430))
     vector = vector_row(g, model, clip, "rolex_5b", width=1280, height=704)
     g.note((960, 320), "**Wan 2.2 TI2V 5B: unlearn, then compare.** Row 1 computes the refusal vector from the pairs "
-           "(6 Rolex pairs are filled in); row 2 samples the same seed with the base model and with the vector applied.\n\n"
+           "(6 Rolex pairs are filled in); row 3 (*Unlearning Check*, held-out pairs) picks the strength; row 2 samples the "
+           "same seed with the base model and with the vector applied at that strength.\n\n"
            "- Settings of ComfyUI's Wan 2.2 5B template: shift 8, 1280x704, 121 frames, 20 steps, cfg 5, `uni_pc`, 24 fps.\n"
            "- Text to video as shipped; connect a *Load Image* to `start_image` of *Wan22ImageToVideoLatent* for image to video.\n"
            "- The vector is also saved (`rolex_5b_00001`) to reuse with *Load Refusal Vector*.", size=(340, 240))

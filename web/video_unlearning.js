@@ -233,11 +233,11 @@ app.registerExtension({
     caption.dataset.state = "idle";
     const table = document.createElement("pre");
     table.className = "video-unlearning-check-table";
-    table.style.cssText = "font: 11px monospace; color: #ddd; margin: 0; padding: 2px 6px; overflow: auto; white-space: pre;";
+    table.style.cssText = "font: 11px monospace; color: #ddd; margin: 0; padding: 2px 6px; overflow: auto; white-space: pre-wrap;";
     node.addDOMWidget("check_caption", "video_unlearning_check_caption", caption,
                       { serialize: false, hideOnZoom: false, getMinHeight: () => 22, getMaxHeight: () => 40 });
     node.addDOMWidget("check_table", "video_unlearning_check_table", table,
-                      { serialize: false, hideOnZoom: false, getMinHeight: () => 170, getMaxHeight: () => 190 });
+                      { serialize: false, hideOnZoom: false, getMinHeight: () => 200, getMaxHeight: () => 230 });
     chain(node, "onExecuted", (output) => {
       const result = output?.[CHECK_KEY]?.[0];
       if (!result) return;

@@ -280,12 +280,12 @@ def test_editor_shows_pair_check_chart_and_badge(server):
             sync_api.expect(badge).to_contain_text(f"UNLEARNING ON · strength {strength:.2f} · Rolex · ", timeout=240_000)
             sync_api.expect(badge).to_contain_text("layers")
             page.screenshot(path=str(SHOTS / "7_badge_after_run.png"))
-            page.set_viewport_size({"width": 1700, "height": 1300})  # the check node is ~1000 px tall at 100 %
+            page.set_viewport_size({"width": 1700, "height": 1340})  # the check node is ~1040 px tall at 100 %
             page.wait_for_timeout(300)
             x, y, width, height = page.evaluate(SHOW_AT_100, "VideoUnlearnCheck")
             page.wait_for_timeout(300)
             page.screenshot(path=str(SHOTS / "8_check_chart_100pct.png"),
-                            clip={"x": max(x, 0), "y": max(y, 0), "width": width, "height": min(height, 1300 - max(y, 0))})
+                            clip={"x": max(x, 0), "y": max(y, 0), "width": width, "height": min(height, 1340 - max(y, 0))})
         finally:
             browser.close()
     assert not [e for e in errors if "videoUnlearning" in e or "video_unlearning" in e], errors
