@@ -78,6 +78,17 @@ SWEEP = [
 ]
 
 
+def _preserve_activations(model, encoder, pools):
+    """Token-level text-side activations of the preserve set: 250 benign and near-concept training prompts joined with
+    attribute captions, plus 100 attribute-only captions (never evaluation prompts)."""
+    rng = random.Random(1)
+    prompts = rng.sample(pools.prompts["benign"]["train"], 150) + rng.sample(pools.prompts["benign_near"]["train"], 100)
+    prompts = [broad.join(c, p) for c, p in zip(ex.neutral_prompts(len(prompts), seed=3), prompts)]
+    prompts += ex.neutral_prompts(100, seed=4)
+    with torch.no_grad():
+        return broad.token_activations(model, encoder, prompts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concept", default="logo", type=cli.concept_name,
@@ -253,12 +264,7 @@ def run_broad(args) -> dict:
     rows = [("base model", base)]
     base_clips = None
     neutral = [broad.join(c, p) for c, p in zip(ex.neutral_prompts(12), pools.prompts["benign"]["train"][:12])]
-    rng = random.Random(1)
-    preserve_prompts = rng.sample(pools.prompts["benign"]["train"], 150) + rng.sample(pools.prompts["benign_near"]["train"], 100)
-    preserve_prompts = [broad.join(c, p) for c, p in zip(ex.neutral_prompts(len(preserve_prompts), seed=3), preserve_prompts)]
-    preserve_prompts += ex.neutral_prompts(100, seed=4)
-    with torch.no_grad():
-        preserve = broad.token_activations(model, encoder, preserve_prompts)
+    preserve = _preserve_activations(model, encoder, pools)
     measured, costs = {}, {}
     for key in args.variant_keys:
         label, change = BROAD_VARIANTS[key]
@@ -351,12 +357,7 @@ def run_combined(args) -> dict:
     benign = broad.broad_prompts(pools, "nudity", args.split, args.count)
     benign = broad.Prompts({k: benign.prompts[k] for k in ("benign", "benign_near")},
                            {k: benign.scenes[k] for k in ("benign", "benign_near")})
-    rng = random.Random(1)
-    preserve_prompts = rng.sample(pools.prompts["benign"]["train"], 150) + rng.sample(pools.prompts["benign_near"]["train"], 100)
-    preserve_prompts = [broad.join(c, p) for c, p in zip(ex.neutral_prompts(len(preserve_prompts), seed=3), preserve_prompts)]
-    preserve_prompts += ex.neutral_prompts(100, seed=4)
-    with torch.no_grad():
-        preserve = broad.token_activations(model, encoder, preserve_prompts)
+    preserve = _preserve_activations(model, encoder, pools)
     parts = {c: _edit_parts(model, encoder, pools, c, args.combine_variant, preserve, args.pairs_seed) for c in args.combine}
 
     def evaluate(edited, reference=None):

@@ -17,7 +17,6 @@ from PIL import Image, ImageDraw, ImageFont
 
 import comfy.model_management
 import comfy.sample
-import comfy.samplers
 import comfy.utils
 from comfy_api.latest import io, ui
 
@@ -26,7 +25,7 @@ from ..core.check import (COLLATERAL_BUDGET, DEFAULT_STRENGTHS, CheckResult, Rep
 from ..core.edit import EDIT_TARGETS
 from ..core.refusal import RefusalBasis
 from .adapters import DIFFUSION_PREFIX, GROUP_CHOICES, adapter_for
-from .collect import empty_latent, parse_timesteps, prompt_token_mask, sigmas_for
+from .collect import empty_latent, evaluate_at_sigmas, parse_timesteps, prompt_token_mask, sigmas_for
 from .conditioning import stack_conditionings
 from .patching import ALL_IN_VECTOR, select_layers
 from .payloads import PAIRS_TYPE, REFUSAL_VECTOR_TYPE, EncodedPairs
@@ -75,23 +74,9 @@ def comfy_forward(model, latent: torch.Tensor, sigmas: list[float], seed: int, t
             if layers:
                 recorder.set_token_mask(prompt_token_mask(positive[0][0]), layers)
         predictions = []
-
-        def evaluate_at_sigmas(model_k, x, _sigmas, extra_args=None, callback=None, disable=None):
-            sampling = model_k.inner_model.inner_model.model_sampling
-            for sigma in sigmas:
-                comfy.model_management.throw_exception_if_processing_interrupted()
-                s = torch.full((batch,), sigma, device=x.device, dtype=x.dtype)
-                noised = sampling.noise_scaling(s[0], model_k.noise.to(x.device), model_k.latent_image.to(x.device))
-                predictions.append(model_k(noised, s, **(extra_args or {})).detach().float().cpu().reshape(batch, -1))
-            return x
-
-        guider = comfy.samplers.CFGGuider(model)
-        guider.set_conds(positive, positive)
-        guider.set_cfg(1.0)
-        latent_batch = latent.repeat(batch, *([1] * (latent.ndim - 1)))
         noise = noise_one.repeat(batch, *([1] * (latent.ndim - 1)))
-        guider.sample(noise, latent_batch, comfy.samplers.KSAMPLER(evaluate_at_sigmas),
-                      torch.tensor(list(sigmas) + [0.0]), disable_pbar=True, seed=seed)
+        evaluate_at_sigmas(model, positive, latent, noise, sigmas, seed,
+                           lambda prediction: predictions.append(prediction.detach().float().cpu().reshape(batch, -1)))
         return torch.cat(predictions, dim=1)
 
     return forward

@@ -135,23 +135,28 @@ def prompt_token_mask(context: torch.Tensor) -> torch.Tensor:
 def _forward(model, positive, latent, sigmas, seeds, progress) -> None:
     """One model evaluation per sigma on a batch of prompts (one stacked CONDITIONING); row i is noised with
     ``seeds[i]``. The recorder's hooks see the layers' inputs."""
-    batch = len(seeds)
-    latent_batch = latent.repeat(batch, *([1] * (latent.ndim - 1)))
     noise = torch.cat([comfy.sample.prepare_noise(latent, s) for s in seeds])
+    evaluate_at_sigmas(model, positive, latent, noise, sigmas, seeds[0], lambda _prediction: progress.update(1))
 
-    def evaluate_at_sigmas(model_k, x, _sigmas, extra_args=None, callback=None, disable=None):
+
+def evaluate_at_sigmas(model, positive, latent, noise, sigmas, seed: int, each) -> None:
+    """Evaluate the model once per sigma through ComfyUI's sampling stack (``CFGGuider`` at cfg 1 with a one-off
+    sampler function), on a batch of prompts (one stacked CONDITIONING) and ``noise`` ``[batch, ...]`` (row i's noise);
+    ``each(prediction)`` gets the denoised prediction ``[batch, ...]`` at every sigma. Interruptible between sigmas."""
+    batch = noise.shape[0]
+    latent_batch = latent.repeat(batch, *([1] * (latent.ndim - 1)))
+
+    def sampler_function(model_k, x, _sigmas, extra_args=None, callback=None, disable=None):
         sampling = model_k.inner_model.inner_model.model_sampling
         for sigma in sigmas:
             comfy.model_management.throw_exception_if_processing_interrupted()
             s = torch.full((batch,), sigma, device=x.device, dtype=x.dtype)
             noised = sampling.noise_scaling(s[0], model_k.noise.to(x.device), model_k.latent_image.to(x.device))
-            model_k(noised, s, **(extra_args or {}))
-            progress.update(1)
+            each(model_k(noised, s, **(extra_args or {})))
         return x
 
     guider = comfy.samplers.CFGGuider(model)
     guider.set_conds(positive, positive)
     guider.set_cfg(1.0)  # the negative is never evaluated at cfg 1
-    sampler = comfy.samplers.KSAMPLER(evaluate_at_sigmas)
-    sigma_tensor = torch.tensor(list(sigmas) + [0.0])
-    guider.sample(noise, latent_batch, sampler, sigma_tensor, disable_pbar=True, seed=seeds[0])
+    guider.sample(noise, latent_batch, comfy.samplers.KSAMPLER(sampler_function), torch.tensor(list(sigmas) + [0.0]),
+                  disable_pbar=True, seed=seed)
