@@ -18,7 +18,29 @@ import torch
 CAPTURE_MODES = ("input", "output")
 
 
-class ActivationRecorder:
+class ScopedHooks:
+    """Base of the context managers that attach to a model: ``_install()`` attaches on entry, ``remove()`` detaches on
+    every exit, also when ``_install`` fails halfway, so nothing is ever left attached to the user's model."""
+
+    def _install(self) -> None:
+        raise NotImplementedError
+
+    def remove(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        try:
+            self._install()
+        except BaseException:
+            self.remove()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+
+class ActivationRecorder(ScopedHooks):
     """Context manager that records pooled activations of named sub-modules.
 
     Args:
@@ -65,21 +87,13 @@ class ActivationRecorder:
         self._tokens_seen: dict[str, int] = {name: 0 for name in names}
         self._token_masks: dict[str, torch.Tensor] = {}
 
-    def __enter__(self) -> "ActivationRecorder":
-        try:
-            for name, sub in self._modules.items():
-                if self.capture == "input":
-                    handle = sub.register_forward_pre_hook(self._make_pre_hook(name))
-                else:
-                    handle = sub.register_forward_hook(self._make_hook(name))
-                self._handles.append(handle)
-        except BaseException:
-            self.remove()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.remove()
+    def _install(self) -> None:
+        for name, sub in self._modules.items():
+            if self.capture == "input":
+                handle = sub.register_forward_pre_hook(self._make_pre_hook(name))
+            else:
+                handle = sub.register_forward_hook(self._make_hook(name))
+            self._handles.append(handle)
 
     def remove(self) -> None:
         """Remove every hook; safe to call more than once."""

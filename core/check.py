@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .activations import ActivationRecorder
+from .activations import ActivationRecorder, ScopedHooks
 from .edit import EDIT_TARGETS
 from .refusal import RefusalBasis
 
@@ -96,7 +96,7 @@ def _pair(pair) -> tuple[str, str]:
     return (pair.unsafe, pair.safe) if hasattr(pair, "unsafe") else (str(pair[0]), str(pair[1]))
 
 
-class EditHooks:
+class EditHooks(ScopedHooks):
     """Context manager: the input-side edit of ``basis`` on ``layers`` of ``module`` as forward hooks.
 
     Each hooked layer's output becomes ``y - strength (W U)(U^T (x - mu))``, which is exactly what the weight
@@ -131,17 +131,9 @@ class EditHooks:
         self._cast: dict = {}
         self._last: dict = {}
 
-    def __enter__(self) -> "EditHooks":
-        try:
-            for layer in self.layers:
-                self._handles.append(self._module.get_submodule(layer).register_forward_hook(self._hook(layer)))
-        except BaseException:
-            self.remove()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.remove()
+    def _install(self) -> None:
+        for layer in self.layers:
+            self._handles.append(self._module.get_submodule(layer).register_forward_hook(self._hook(layer)))
 
     def remove(self) -> None:
         while self._handles:
@@ -173,7 +165,7 @@ class EditHooks:
         return hook
 
 
-class ReplayCache:
+class ReplayCache(ScopedHooks):
     """Context manager: modules whose output depends only on their first input replay it when that input repeats.
 
     Across the check's strengths most of a forward is the same: the text path of a cross-attention DiT (Wan's
@@ -199,21 +191,13 @@ class ReplayCache:
         self._entries: dict[str, list] = {name: [] for name in self.names}
         self._outputs: dict[int, torch.Tensor] = {}
 
-    def __enter__(self) -> "ReplayCache":
-        try:
-            for name in self.names:
-                sub = self._module.get_submodule(name)
-                if "forward" in vars(sub):
-                    continue  # already wrapped (by another cache): leave it
-                sub.forward = self._wrap(name, sub.forward)
-                self._patched.append(sub)
-        except BaseException:
-            self.remove()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.remove()
+    def _install(self) -> None:
+        for name in self.names:
+            sub = self._module.get_submodule(name)
+            if "forward" in vars(sub):
+                continue  # already wrapped (by another cache): leave it
+            sub.forward = self._wrap(name, sub.forward)
+            self._patched.append(sub)
 
     def remove(self) -> None:
         while self._patched:
