@@ -186,18 +186,25 @@ function renderChart(caption, chart) {
   caption.dataset.state = "ran";
 }
 
+// A one- or two-line text line on a node (not saved with the workflow), shown at every zoom; "idle" until a run.
+function addCaption(node, name, className, font, idleText) {
+  const caption = document.createElement("div");
+  caption.className = className;
+  caption.style.cssText = `font: ${font}; color: #e8a060; padding: 2px 6px; white-space: normal; overflow: hidden;`;
+  caption.textContent = idleText;
+  caption.dataset.state = "idle";
+  node.addDOMWidget(name, `video_unlearning_${name}`, caption,
+                    { serialize: false, hideOnZoom: false, getMinHeight: () => 22, getMaxHeight: () => 40 });
+  return caption;
+}
+
 app.registerExtension({
   name: "videoUnlearning.scoreChart",
   nodeCreated(node) {
     if (node.comfyClass !== VECTOR_NODE) return;
-    const caption = document.createElement("div");
-    caption.className = "video-unlearning-chart-caption";
-    caption.style.cssText = "font: 13px sans-serif; color: #e8a060; padding: 2px 6px; white-space: normal; overflow: hidden;";
-    caption.textContent = "run to see which layers carry the concept";
-    caption.dataset.state = "idle";
     // At most two lines: the rest of the node is the chart's, shown at 1:1 at 100 % zoom in the shipped workflows.
-    node.addDOMWidget("chart_caption", "video_unlearning_chart_caption", caption,
-                      { serialize: false, hideOnZoom: false, getMinHeight: () => 22, getMaxHeight: () => 40 });
+    const caption = addCaption(node, "chart_caption", "video-unlearning-chart-caption", "13px sans-serif",
+                               "run to see which layers carry the concept");
     chain(node, "onExecuted", (output) => {
       const chart = output?.[CHART_KEY]?.[0];
       if (!chart) return;
@@ -226,16 +233,11 @@ app.registerExtension({
   name: "videoUnlearning.checkChart",
   nodeCreated(node) {
     if (node.comfyClass !== CHECK_NODE) return;
-    const caption = document.createElement("div");
-    caption.className = "video-unlearning-check-caption";
-    caption.style.cssText = "font: bold 13px sans-serif; color: #e8a060; padding: 2px 6px; white-space: normal; overflow: hidden;";
-    caption.textContent = "run to measure removal and collateral per strength";
-    caption.dataset.state = "idle";
+    const caption = addCaption(node, "check_caption", "video-unlearning-check-caption", "bold 13px sans-serif",
+                               "run to measure removal and collateral per strength");
     const table = document.createElement("pre");
     table.className = "video-unlearning-check-table";
     table.style.cssText = "font: 11px monospace; color: #ddd; margin: 0; padding: 2px 6px; overflow: auto; white-space: pre-wrap;";
-    node.addDOMWidget("check_caption", "video_unlearning_check_caption", caption,
-                      { serialize: false, hideOnZoom: false, getMinHeight: () => 22, getMaxHeight: () => 40 });
     node.addDOMWidget("check_table", "video_unlearning_check_table", table,
                       { serialize: false, hideOnZoom: false, getMinHeight: () => 200, getMaxHeight: () => 230 });
     chain(node, "onExecuted", (output) => {
