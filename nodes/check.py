@@ -24,10 +24,10 @@ from ..core.check import (COLLATERAL_BUDGET, DEFAULT_STRENGTHS, CheckResult, Rep
                           measure_baseline, overlapping_pairs, parse_strengths)
 from ..core.edit import EDIT_TARGETS
 from ..core.refusal import RefusalBasis
-from .adapters import DIFFUSION_PREFIX, GROUP_CHOICES, adapter_for
+from .adapters import GROUP_CHOICES, adapter_for
 from .collect import empty_latent, evaluate_at_sigmas, parse_timesteps, prompt_token_mask, sigmas_for
 from .conditioning import stack_conditionings
-from .patching import ALL_IN_VECTOR, select_layers
+from .patching import ALL_IN_VECTOR, has_module, select_layers, stored_weight
 from .payloads import PAIRS_TYPE, REFUSAL_VECTOR_TYPE, EncodedPairs
 
 #: Most prompts in one forward.
@@ -93,10 +93,8 @@ def block_index(layer: str) -> int:
 def layer_weight(model, layer: str) -> torch.Tensor:
     """The layer's weight as in the file, float32 on the CPU: the unpatched original when a patched clone of the
     model is loaded (ComfyUI keeps it in the shared ``backup``), a scaled-fp8 checkpoint's scale applied."""
-    module = model.model.diffusion_model.get_submodule(layer)
-    backup = getattr(model, "backup", {}).get(f"{DIFFUSION_PREFIX}{layer}.weight")
-    weight = (backup.weight if backup is not None else module.weight).detach().to("cpu", torch.float32)
-    scale = getattr(module, "scale_weight", None)
+    weight = stored_weight(model, layer).detach().to("cpu", torch.float32)
+    scale = getattr(model.model.diffusion_model.get_submodule(layer), "scale_weight", None)
     if scale is not None:
         scale = scale.detach().to("cpu", torch.float32)
         weight = weight * (scale.reshape(-1, 1) if scale.numel() > 1 else scale)
@@ -151,7 +149,7 @@ def run_unlearning_check(model, basis: RefusalBasis, validation: EncodedPairs | 
 
     # Replayed across strengths: the text path and the unedited output of edited layers that read only the text
     # (their input is the same at every strength); both exact, see ReplayCache.
-    replay = [name for name in REPLAY_MODULES.get(adapter.family, ()) if _has_module(diffusion, name)]
+    replay = [name for name in REPLAY_MODULES.get(adapter.family, ()) if has_module(diffusion, name)]
     with ReplayCache(diffusion, replay + adapter.text_token_layers(layers)):
         baseline = measure_baseline(diffusion, forward, pairs, benign, layers, batch_size=MAX_BATCH, on_forward=step)
         weights = {layer: layer_weight(model, layer) for layer in layers}
@@ -161,14 +159,6 @@ def run_unlearning_check(model, basis: RefusalBasis, validation: EncodedPairs | 
         swept = [check_strengths(diffusion, forward, basis, baseline, grid, layers=subset, label=name, **common)
                  for name, subset in options]
     return main, swept
-
-
-def _has_module(module, name: str) -> bool:
-    try:
-        module.get_submodule(name)
-        return True
-    except AttributeError:
-        return False
 
 
 #: The node's UI output carries, next to the chart image, the recommendation and the table under this key (the web

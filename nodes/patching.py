@@ -131,7 +131,7 @@ def select_layers(model, basis: RefusalBasis, group: str, block_start: int, bloc
         if width != basis.dims[layer]:
             raise ValueError(f"layer {layer!r} reads {width} features in this model but the refusal vector was "
                              f"measured with {basis.dims[layer]}: it belongs to a different model size")
-    if basis.model_fingerprint and all(_has_module(diffusion, layer) for layer in basis.layers):
+    if basis.model_fingerprint and all(has_module(diffusion, layer) for layer in basis.layers):
         here = weights_fingerprint(model, basis.layers)
         if here != basis.model_fingerprint:
             raise ValueError(f"this refusal vector ({basis.concept or 'unnamed concept'}) was measured on other weights "
@@ -146,7 +146,7 @@ def weights_fingerprint(model, layers) -> str:
     return fingerprint_weights({layer: stored_weight(model, layer) for layer in layers})
 
 
-def _has_module(diffusion, layer: str) -> bool:
+def has_module(diffusion, layer: str) -> bool:
     try:
         diffusion.get_submodule(layer)
     except AttributeError:
@@ -242,7 +242,7 @@ def export_lora(model, basis: RefusalBasis, path: str, *, strength: float = 1.0,
     diffusion = model.model.diffusion_model
     metadata = {
         "video_unlearning_model_family": adapter_for(model).family,
-        "video_unlearning_model_fingerprint": weights_fingerprint(model, [l for l in basis.layers if _has_module(diffusion, l)]),
+        "video_unlearning_model_fingerprint": weights_fingerprint(model, [l for l in basis.layers if has_module(diffusion, l)]),
         "video_unlearning_concept": basis.concept,
         "video_unlearning_strength": repr(float(strength)),
         "video_unlearning_target": target,
