@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from core.edit import project_edit
 from core.preserve import constrain, preserve_span
 
+from .experiment import edit_with_subspaces  # noqa: F401  (the bench calls it as broad.edit_with_subspaces)
 from .readers import read
 from .sampling import generate
 from .scenes import CONCEPTS, Pools, join
@@ -140,25 +140,6 @@ def token_activations(model, encoder, prompts: list[str]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def edit_with_subspaces(model, subspaces: dict[str, torch.Tensor], targets: dict[str, torch.Tensor] | None,
-                        strength: float = 1.0):
-    """A copy of ``model`` with ``W (I - lambda Q Q^T)`` (and the safe-mean bias term where ``targets`` has one)
-    on each named layer; ``Q`` with no columns leaves the layer unchanged."""
-    import copy
-
-    edited = copy.deepcopy(model)
-    for layer, q in subspaces.items():
-        if q.shape[1] == 0:
-            continue
-        module = edited.get_submodule(layer)
-        edit = project_edit(module.weight.detach(), q, strength, bias=module.bias,
-                            target=None if targets is None else targets.get(layer))
-        module.weight.copy_(edit.dense(module.weight))
-        if module.bias is not None:
-            module.bias.copy_(edit.dense_bias(module.bias))
-    return edited
-
-
 def subspaces_of(basis, layers, *, full_rank: bool, preserve: torch.Tensor | None = None,
                  energy: float = 0.99) -> dict[str, torch.Tensor]:
     """Per layer: the fit's one direction (the nodes' default) or its whole rank-k subspace U, optionally

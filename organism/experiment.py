@@ -116,11 +116,22 @@ def collect(model: VideoDiT, encoder: TextEncoder, pairs, neutral: list[str], la
 
 def edited_copy(model: VideoDiT, basis, strength: float = 1.0, target: str = "safe_mean", layers=None) -> VideoDiT:
     """A copy of ``model`` with every layer of ``basis`` edited in closed form (the original is untouched)."""
+    layers = list(layers or basis.layers)
+    targets = {layer: basis.target(layer) for layer in layers} if target == "safe_mean" else None
+    return edit_with_subspaces(model, {layer: basis.subspace(layer) for layer in layers}, targets, strength)
+
+
+def edit_with_subspaces(model: VideoDiT, subspaces: dict[str, torch.Tensor], targets: dict[str, torch.Tensor] | None,
+                        strength: float = 1.0) -> VideoDiT:
+    """A copy of ``model`` with ``W (I - lambda Q Q^T)`` (and the safe-mean bias term where ``targets`` has one)
+    on each named layer; ``Q`` with no columns leaves the layer unchanged."""
     edited = copy.deepcopy(model)
-    for layer in layers or basis.layers:
+    for layer, q in subspaces.items():
+        if q.shape[1] == 0:
+            continue
         module = edited.get_submodule(layer)
-        edit = project_edit(module.weight.detach(), basis.subspace(layer), strength, bias=module.bias,
-                            target=basis.target(layer) if target == "safe_mean" else None)
+        edit = project_edit(module.weight.detach(), q, strength, bias=module.bias,
+                            target=None if targets is None else targets.get(layer))
         with torch.no_grad():
             module.weight.copy_(edit.dense(module.weight))
             if module.bias is not None:
