@@ -1,0 +1,72 @@
+"""The Unlearning Check's figures do not move when its cost is cut (issue 13).
+
+``check_recording.json`` holds the CheckResults of fixed inputs on the tiny host Wan as the check computed them
+before the speed-ups of issue 13 (commit 953abc5). A speed-up must be exact up to float rounding: every figure
+within 1e-5 of the recording and the same recommended strength. To re-record after a change that is *meant* to
+move the figures (then say so in the commit): ``CHECK_RECORD=1 pytest tests/host/test_check_exact.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+RECORDING = Path(__file__).with_name("check_recording.json")
+PAIRS = "\n".join(f"a Rolex watch number {i} on a table | a watch number {i} on a table" for i in range(5))
+VALIDATION = "\n".join(f"a shiny Rolex timepiece in box {i} | a shiny timepiece in box {i}" for i in range(5))
+NEUTRAL = "a dog in a park\na red car\na tree in the wind\na bowl of soup"
+BENIGN = "a cat on a sofa\na boat on a lake\na bird in the sky\na train at a station\nsnow in a forest"
+#: name -> run_unlearning_check keywords: the default edit, every layer with target zero and a layer-group sweep
+#: (layers that read the video tokens too: cross_attn.o, ffn.0), a larger latent with two frames and block halves.
+CASES = {
+    "default": dict(strengths="0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2", group="default", target="safe_mean",
+                    width=64, height=64, length=1, timesteps="0.1", sweep="none"),
+    "all_zero_groups": dict(strengths="0, 0.5, 1, 2", group="all in vector", target="zero", width=64, height=64,
+                            length=1, timesteps="0.1, 0.4", sweep="layer groups"),
+    "halves_large": dict(strengths="0, 0.75, 1.5", group="default", target="safe_mean", width=96, height=64,
+                         length=5, timesteps="2", sweep="block halves"),
+}
+FIELDS = ("strengths", "survival_layers", "survival_prediction", "collateral_layers", "collateral_prediction")
+
+
+def _figures(result) -> dict:
+    return {**{name: list(getattr(result, name)) for name in FIELDS}, "recommended": result.recommended,
+            "layers": list(result.layers), "label": result.label}
+
+
+@pytest.fixture(scope="module")
+def results(pack, wan, clip):
+    from comfyui_video_unlearning.nodes import check, definitions
+
+    with torch.inference_mode():
+        encoded = definitions.PairEncoder.execute(clip, PAIRS, NEUTRAL, "Rolex")[0]
+        acts = definitions.CollectActivations.execute(wan, encoded, 64, 64, 1, "2", 0, "all", 0, -1)[0]
+        basis = definitions.RefusalVectorNode.execute(acts, "cpca", 4, 1.0)[0]
+        validation = definitions.PairEncoder.execute(clip, VALIDATION, BENIGN, "Rolex")[0]
+        out = {}
+        for name, case in CASES.items():
+            case = dict(case)
+            main, swept = check.run_unlearning_check(wan, basis, validation, case.pop("strengths"), block_start=0,
+                                                     block_end=-1, seed=0, **case)
+            out[name] = {"main": _figures(main), "swept": [_figures(r) for r in swept]}
+    if os.environ.get("CHECK_RECORD"):
+        RECORDING.write_text(json.dumps(out, indent=1) + "\n")
+    return out
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_check_figures_match_the_recording(results, case):
+    recorded = json.loads(RECORDING.read_text())[case]
+    got = results[case]
+    assert len(got["swept"]) == len(recorded["swept"])
+    for mine, theirs in zip([got["main"], *got["swept"]], [recorded["main"], *recorded["swept"]]):
+        assert mine["layers"] == theirs["layers"] and mine["label"] == theirs["label"]
+        assert mine["recommended"] == theirs["recommended"]
+        for name in FIELDS:
+            torch.testing.assert_close(torch.tensor(mine[name], dtype=torch.float64),
+                                       torch.tensor(theirs[name], dtype=torch.float64), atol=1e-5, rtol=0,
+                                       msg=lambda m, name=name: f"{case}: {name}: {m}")
