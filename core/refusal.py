@@ -38,6 +38,8 @@ from .serialization import RefusalFileError, StoredBasis, StoredRecord, read_bas
 logger = logging.getLogger(__name__)
 
 METHODS = ("cpca", "mean")
+#: What an edit removes: the one refusal direction per input, or the whole contrastive subspace U (rank k).
+EDITS = ("direction", "subspace")
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,7 @@ class RefusalFitter:
         alpha: float = 1.0,
         method: str = "cpca",
         *,
+        edit: str = "direction",
         concept: str = "",
         pairs: Sequence[PromptPair | tuple[str, str]] = (),
         model_family: str = "",
@@ -185,6 +188,9 @@ class RefusalFitter:
                 ordinary prompts vary. Without neutral activations the safe side stands in.
             method: ``"cpca"`` (contrastive subspace, then project r on it) or ``"mean"`` (the
                 raw refusal vector r / |r|, the paper's "refusal vector alone" ablation).
+            edit: what edits remove: ``"direction"`` (the refusal direction, one dimension per input) or
+                ``"subspace"`` (the whole contrastive subspace U ``[d, k]``: a broad concept reached through
+                many wordings spreads over several directions; costs more collateral per dimension).
             concept, pairs, model_family, model_fingerprint: provenance stored with the result.
             layers: fit only these layers (default: every layer that received pairs or was declared
                 with :meth:`share`).
@@ -193,6 +199,8 @@ class RefusalFitter:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if not isinstance(rank, int) or rank < 1:
             raise ValueError(f"rank must be a positive integer, got {rank!r}")
+        if edit not in EDITS:
+            raise ValueError(f"edit must be one of {EDITS}, got {edit!r}")
         if not math.isfinite(alpha) or alpha < 0:
             raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
         if not self._unsafe:
@@ -214,7 +222,7 @@ class RefusalFitter:
             source = self._sources[layer]
             if source not in fitted:
                 fitted[source] = _fit_input(*self._stacked(source), rank=rank, alpha=alpha, method=method,
-                                            source=source)
+                                            edit=edit, source=source)
         pair_tuples = tuple((p.unsafe, p.safe) if isinstance(p, PromptPair) else (str(p[0]), str(p[1]))
                             for p in pairs)
         return RefusalBasis(
@@ -222,6 +230,7 @@ class RefusalFitter:
             method=method,
             rank=rank,
             alpha=float(alpha),
+            edit=edit,
             concept=concept,
             pairs=pair_tuples,
             model_family=model_family,
@@ -286,7 +295,8 @@ class LayerRefusal:
         return self.safe_mean if self.safe_mean.ndim == 1 else self.safe_mean.mean(0)
 
 
-def _fit_input(unsafe, safe, neutral, *, rank: int, alpha: float, method: str, source: str) -> LayerRefusal:
+def _fit_input(unsafe, safe, neutral, *, rank: int, alpha: float, method: str, source: str,
+               edit: str = "direction") -> LayerRefusal:
     """One input's fit. ``unsafe``, ``safe`` ``[n, d]``, ``neutral`` ``[m, d]``, all float64."""
     n, dim = unsafe.shape
     diffs = unsafe - safe  # [n, d]
@@ -332,7 +342,8 @@ def _fit_input(unsafe, safe, neutral, *, rank: int, alpha: float, method: str, s
     as32 = lambda t: t.to(torch.float32).contiguous()  # noqa: E731
     direction = as32(direction / direction.norm())
     return LayerRefusal(vector=as32(vector), basis=as32(basis), direction=direction, safe_mean=as32(safe.mean(0)),
-                        subspace=_orthonormal_columns(direction[:, None]), score=score, source=source)
+                        subspace=_orthonormal_columns(basis if edit == "subspace" else direction[:, None]),
+                        score=score, source=source)
 
 
 def _top_contrastive_eigenvectors(pair_factor, neutral_factor, alpha: float, rank: int) -> torch.Tensor:
@@ -372,6 +383,7 @@ class RefusalBasis(Mapping):
     method: str = "cpca"
     rank: int = 1
     alpha: float = 1.0
+    edit: str = "direction"
     concept: str = ""
     pairs: tuple = ()
     model_family: str = ""
@@ -381,6 +393,8 @@ class RefusalBasis(Mapping):
         records = dict(self.records)
         if not records:
             raise ValueError("a RefusalBasis needs at least one layer")
+        if self.edit not in EDITS:
+            raise ValueError(f"RefusalBasis.edit must be one of {EDITS}, got {self.edit!r}")
         wrong = [layer for layer, record in records.items() if not isinstance(record, LayerRefusal)]
         if wrong:
             raise TypeError(f"RefusalBasis.records must map layer names to LayerRefusal; {wrong[:3]} do not")
@@ -456,7 +470,8 @@ class RefusalBasis(Mapping):
                 score=record.score.as_dict())
         stored = StoredBasis(
             layers={layer: record.source for layer, record in self.records.items()}, records=records,
-            provenance={"method": self.method, "rank": self.rank, "alpha": self.alpha, "concept": self.concept,
+            provenance={"method": self.method, "rank": self.rank, "alpha": self.alpha, "edit": self.edit,
+                        "concept": self.concept,
                         "pairs": [list(p) for p in self.pairs], "model_family": self.model_family,
                         "model_fingerprint": self.model_fingerprint, "concepts": self.concepts})
         write_basis_file(stored, path, extra_metadata=extra_metadata)
@@ -485,6 +500,7 @@ class RefusalBasis(Mapping):
             method=str(meta["method"]),
             rank=rank,
             alpha=float(alpha),
+            edit=str(meta.get("edit", "direction")),
             concept=str(meta["concept"]),
             pairs=tuple(tuple(p) for p in meta["pairs"]),
             model_family=str(meta["model_family"]),
@@ -523,6 +539,7 @@ class RefusalBasis(Mapping):
             method="+".join(dict.fromkeys(b.method for b in bases)),
             rank=max(b.rank for b in bases),
             alpha=bases[0].alpha,
+            edit="subspace" if any(b.edit == "subspace" for b in bases) else "direction",
             concept=" + ".join(b.concept or "?" for b in bases),
             pairs=tuple(p for b in bases for p in b.pairs),
             model_family=next(iter(families), ""),
@@ -549,7 +566,7 @@ def _combine_records(layer: str, parts: list[LayerRefusal], concepts: list[str],
         basis=_orthonormal_columns(torch.cat([p.basis for p in parts], dim=1)),
         direction=directions,
         safe_mean=stack("safe_mean"),
-        subspace=_orthonormal_columns(directions.T),
+        subspace=_orthonormal_columns(torch.cat([p.subspace for p in parts], dim=1)),
         score=max((p.score for p in parts), key=lambda s: abs(s.separation)),
         source=source,
     )

@@ -170,4 +170,7 @@ def read_basis_file(path) -> StoredBasis:
     extra = sorted(set(tensors) - {f"{kind}/{source}" for kind in KINDS for source in records})
     if extra:
         raise RefusalFileError(f"{path.name}: unexpected tensors {extra[:5]}; the file was not written by this pack")
-    return StoredBasis(layers=sources, records=records, provenance={key: meta[key] for key in _PROVENANCE})
+    provenance = {key: meta[key] for key in _PROVENANCE}
+    if "edit" in meta:  # written since the edit option (direction / subspace); older files edit the direction
+        provenance["edit"] = meta["edit"]
+    return StoredBasis(layers=sources, records=records, provenance=provenance)

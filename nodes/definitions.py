@@ -9,7 +9,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..core.pairs import DEFAULT_NEUTRAL_PROMPTS, FewPairsWarning, PairsError, parse_pairs, parse_prompts
-from ..core.refusal import METHODS, RefusalBasis
+from ..core.refusal import EDITS, METHODS, RefusalBasis
 from ..core.edit import EDIT_TARGETS
 from . import storage
 from .adapters import GROUP_CHOICES, layers_for
@@ -143,13 +143,14 @@ class RefusalVectorNode(io.ComfyNode):
                 io.Combo.Input("method", options=list(METHODS), default="cpca", tooltip="cpca: contrastive low-rank subspace (the paper's method); mean: the raw mean difference."),
                 io.Int.Input("rank", default=4, min=1, max=256, tooltip="Size k of the contrastive subspace (capped by the number of samples)."),
                 io.Float.Input("alpha", default=1.0, min=0.0, max=100.0, step=0.05, tooltip="Weight of the neutral prompts' covariance; 0 = plain PCA of the pair differences."),
+                io.Combo.Input("edit", options=list(EDITS), default="direction", optional=True, tooltip="What Apply Unlearning removes: direction = the one refusal direction per layer (names, trademarks); subspace = the whole rank-k contrastive subspace (broad concepts reached through many wordings, such as nudity; more collateral, check it)."),
             ],
             outputs=[RefusalVector.Output(display_name="refusal_vector"), io.Image.Output(display_name="scores")],
         )
 
     @classmethod
-    def execute(cls, activations: CollectedActivations, method, rank, alpha):
-        basis = activations.fitter.fit(rank=rank, alpha=alpha, method=method, concept=activations.concept,
+    def execute(cls, activations: CollectedActivations, method, rank, alpha, edit="direction"):
+        basis = activations.fitter.fit(rank=rank, alpha=alpha, method=method, edit=edit, concept=activations.concept,
                                        pairs=activations.pairs, model_family=activations.family,
                                        model_fingerprint=activations.fingerprint)
         chart, chart_ui = chart_output(basis, cls)

@@ -236,3 +236,49 @@ def test_share_declarations_are_checked():
     # A layer declared as its own input stays a layer when others are declared to read it too.
     kept = RefusalFitter().share("a", ["a"]).share("a", ["b"]).update("a", torch.ones(2, 4), torch.zeros(2, 4))
     assert kept.layers == ["a", "b"] and kept.shared_inputs() == {"a": ["a", "b"]}
+
+
+def _planted_subspace(dim=64, k=3, pairs=24, seed=5):
+    """Pair differences spread over a planted k-dim subspace (a broad concept reached through many wordings)."""
+    g = torch.Generator().manual_seed(seed)
+    planted_basis = torch.linalg.qr(torch.randn(dim, k, generator=g, dtype=torch.float64))[0]
+    safe = torch.randn(pairs, dim, generator=g, dtype=torch.float64)
+    unsafe = safe + (3 * torch.randn(pairs, k, generator=g, dtype=torch.float64) + 2.0) @ planted_basis.T
+    neutral = torch.randn(40, dim, generator=g, dtype=torch.float64)
+    return planted_basis, unsafe, safe, neutral
+
+
+def test_subspace_edit_removes_the_whole_planted_subspace_and_direction_edit_only_one_dimension():
+    planted_basis, unsafe, safe, neutral = _planted_subspace()
+    fitter = RefusalFitter().update("L", unsafe, safe).update_neutral("L", neutral)
+    direction = fitter.fit(rank=3)
+    subspace = fitter.fit(rank=3, edit="subspace")
+    assert direction.edit == "direction" and subspace.edit == "subspace"
+    assert direction.subspace("L").shape == (64, 1)
+    edit_space = subspace.subspace("L").double()
+    assert edit_space.shape == (64, 3)
+    torch.testing.assert_close(edit_space.T @ edit_space, torch.eye(3, dtype=torch.float64), atol=1e-5, rtol=0)
+    assert torch.linalg.svdvals(planted_basis.T @ edit_space).min() > 0.98  # every planted dimension is covered
+    # Same fit otherwise: only what the edit removes differs.
+    for field in ("vector", "basis", "direction", "safe_mean"):
+        assert torch.equal(getattr(direction["L"], field), getattr(subspace["L"], field))
+
+
+def test_edit_survives_save_load_and_combine(tmp_path):
+    planted_basis, unsafe, safe, neutral = _planted_subspace()
+    fitter = RefusalFitter().update("L", unsafe, safe).update_neutral("L", neutral)
+    subspace = fitter.fit(rank=3, edit="subspace")
+    subspace.save(tmp_path / "v.safetensors")
+    loaded = RefusalBasis.load(tmp_path / "v.safetensors")
+    assert loaded.edit == "subspace"
+    torch.testing.assert_close(loaded.subspace("L"), subspace.subspace("L"))
+    other = RefusalFitter().update("L", *_planted_subspace(seed=9)[1:3]).fit(rank=2)
+    combined = RefusalBasis.combine([subspace, other])
+    assert combined.edit == "subspace" and combined.subspace("L").shape == (64, 4)
+    assert RefusalBasis.combine([other, other]).edit == "direction"
+
+
+def test_unknown_edit_is_an_error_that_lists_the_choices():
+    _, unsafe, safe, _ = _planted_subspace()
+    with pytest.raises(ValueError, match="direction.*subspace"):
+        RefusalFitter().update("L", unsafe, safe).fit(edit="everything")

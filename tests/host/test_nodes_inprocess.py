@@ -453,3 +453,20 @@ def test_combined_vectors_remove_both_concepts_in_one_patch(nodes, wan, clip, ba
         torch.testing.assert_close(x @ weight.T, (x + 3.0 * d) @ weight.T, atol=5e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="at least two"):
         nodes.RefusalBasis.combine([basis])
+
+
+def test_subspace_edit_blinds_the_layers_to_every_direction_of_the_fit(nodes, wan, activations, effective_weights):
+    """edit = subspace: Apply removes the whole rank-k contrastive subspace (one rank-k patch per layer)."""
+    subspace = nodes.RefusalVectorNode.execute(activations, "cpca", 3, 1.0, "subspace")[0]
+    assert subspace.edit == "subspace"
+    model = nodes.ApplyUnlearning.execute(wan, subspace, 1.0, True, "all in vector", 0, -1, "zero")[0]
+    keys = [f"diffusion_model.{layer}.weight" for layer in subspace.layers]
+    edited = effective_weights(model, keys)
+    for layer, key in zip(subspace.layers, keys):
+        u = subspace.subspace(layer)
+        assert u.shape[1] == 3
+        x = torch.randn(5, u.shape[0])
+        torch.testing.assert_close(x @ edited[key].T, (x + torch.randn(5, 3) @ u.T * 3.0) @ edited[key].T,
+                                   atol=5e-5, rtol=1e-5)
+    # An API prompt written before the input existed still runs: the default edit is the one direction.
+    assert nodes.RefusalVectorNode.execute(activations, "cpca", 3, 1.0)[0].subspace(subspace.layers[0]).shape[1] == 1
