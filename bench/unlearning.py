@@ -287,9 +287,10 @@ def run_broad(args) -> dict:
             with torch.no_grad():
                 measured[count, config["group"]] = ex.collect(model, encoder, pairs, neutral, layers)
         basis = measured[count, config["group"]].fitter.fit(rank=config["rank"], alpha=config["alpha"], method="cpca",
+                                                            edit="subspace" if config["full"] else "direction",
                                                             concept=args.concept, pairs=pairs, model_family="organism",
                                                             layers=layers)
-        subspaces = broad.subspaces_of(basis, layers, full_rank=config["full"],
+        subspaces = broad.subspaces_of(basis, layers,
                                        preserve=preserve if config["preserve"] and config["group"] == "text_kv" else None,
                                        energy=config["preserve"] or 0.99)
         targets = {layer: basis.target(layer) for layer in layers}
@@ -334,9 +335,9 @@ def _edit_parts(model, encoder, pools, concept: str, key: str, preserve, pairs_s
     layers = ex.layer_names(model, config["group"])
     with torch.no_grad():
         basis = ex.collect(model, encoder, pairs, neutral, layers).fitter.fit(
-            rank=config["rank"], alpha=config["alpha"], method="cpca", concept=concept, pairs=pairs,
+            rank=config["rank"], alpha=config["alpha"], method="cpca", edit="subspace" if config["full"] else "direction", concept=concept, pairs=pairs,
             model_family="organism", layers=layers)
-    subspaces = broad.subspaces_of(basis, layers, full_rank=config["full"],
+    subspaces = broad.subspaces_of(basis, layers,
                                    preserve=preserve if config["preserve"] else None, energy=config["preserve"] or 0.99)
     return subspaces, {layer: basis.target(layer) for layer in layers}, config["strength"]
 

@@ -140,16 +140,17 @@ def token_activations(model, encoder, prompts: list[str]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def subspaces_of(basis, layers, *, full_rank: bool, preserve: torch.Tensor | None = None,
+def subspaces_of(basis, layers, *, preserve: torch.Tensor | None = None,
                  energy: float = 0.99) -> dict[str, torch.Tensor]:
-    """Per layer: the fit's one direction (the nodes' default) or its whole rank-k subspace U, optionally
-    constrained off the preserve span (``core.preserve``); layers sharing an input share the result."""
+    """Per layer: what the nodes' edit removes (``record.subspace``: the fit's one direction, or its whole rank-k
+    subspace U when fitted with ``edit="subspace"``), optionally constrained off the preserve span
+    (``core.preserve``); layers sharing an input share the result."""
     span = None if preserve is None else preserve_span(preserve, energy)
     out, done = {}, {}
     for layer in layers:
         record = basis[layer]
         if id(record) not in done:
-            u = record.basis if full_rank else record.subspace
+            u = record.subspace
             done[id(record)] = u if span is None else constrain(u, span.to(u.dtype))
         out[layer] = done[id(record)]
     return out
