@@ -105,7 +105,8 @@ def main() -> None:
     parser.add_argument("--split", choices=("valid", "test"), default="test",
                         help="which held-out part of the data to measure broad concepts on (tune on valid)")
     parser.add_argument("--variants", help="broad concepts: comma-separated variant keys to run (default: all; "
-                                           "--quick: default); keys: " + ", ".join(BROAD_VARIANTS))
+                                           "--quick: default); keys: " + ", ".join(BROAD_VARIANTS) + "; 'key@s' runs a variant at "
+                                           "strength s (e.g. rank8-25@1.5)")
     parser.add_argument("--pairs-seed", type=int, default=0, help="which estimate pairs are the first 5 / 25")
     parser.add_argument("--combine", help="several concepts in one edit, e.g. 'nudity,violence,logo': each concept's "
                                           "drop alone and combined, and benign collateral (--concept is ignored)")
@@ -117,7 +118,7 @@ def main() -> None:
         bad = [c for c in args.combine if c not in ("logo", *CONCEPTS)]
         if bad or len(args.combine) < 2:
             cli.fail(f"--combine takes two or more of logo, {', '.join(CONCEPTS)}; got {args.combine}")
-        if args.combine_variant not in BROAD_VARIANTS or "baseline" in BROAD_VARIANTS[args.combine_variant][1]:
+        if broad_variant(args.combine_variant) is None or "baseline" in broad_variant(args.combine_variant)[1]:
             cli.fail(f"--combine-variant must be an edit variant key, one of "
                      f"{', '.join(k for k, v in BROAD_VARIANTS.items() if 'baseline' not in v[1])}")
     if args.concept in CONCEPTS:
@@ -126,9 +127,10 @@ def main() -> None:
         except ValueError as error:
             cli.fail(str(error))
         keys = (args.variants or ("default" if args.quick else ",".join(BROAD_VARIANTS))).split(",")
-        unknown = [k for k in keys if k not in BROAD_VARIANTS]
+        unknown = [k for k in keys if broad_variant(k) is None]
         if unknown:
-            cli.fail(f"unknown variant(s) {unknown}; one of {', '.join(BROAD_VARIANTS)}")
+            cli.fail(f"unknown variant(s) {unknown}; one of {', '.join(BROAD_VARIANTS)}, each optionally with "
+                     "@strength (e.g. rank8-25@1.5)")
         args.variant_keys = keys
     args.pair_list = cli.read_pairs(args.pairs, args.concept)  # bad input fails here, in one line, before loading
     args.prompt_lines = cli.read_prompt_lines(args.prompts) if args.prompts else None
@@ -220,6 +222,9 @@ BROAD_VARIANTS = {
                                                                        "strength": 1.5}),
     "preserve": ("rank-16, all pairs, preserve 0.99", {"full": True, "rank": 16, "pairs": None, "preserve": 0.99}),
     "preserve95": ("rank-16, all pairs, preserve 0.95", {"full": True, "rank": 16, "pairs": None, "preserve": 0.95}),
+    "tokens4-all": ("token-level fit, rank 4, all pairs", {"tokens": True, "rank": 4, "pairs": None}),
+    "tokens8-all": ("token-level fit, rank 8, all pairs", {"tokens": True, "rank": 8, "pairs": None}),
+    "tokens16-all": ("token-level fit, rank 16, all pairs", {"tokens": True, "rank": 16, "pairs": None}),
     "text_in": ("layers text_embedding.0, rank-16, all pairs", {"full": True, "rank": 16, "pairs": None,
                                                               "group": "text_in"}),
     "blocklist": ("baseline: keyword blocklist", {"baseline": "blocklist"}),
@@ -227,6 +232,24 @@ BROAD_VARIANTS = {
 }
 BROAD_SETTINGS = {"pairs": 5, "full": False, "rank": 4, "alpha": 1.0, "strength": 1.0, "preserve": None,
                   "group": "text_kv"}
+def broad_variant(key: str):
+    """``(label, settings)`` of a variant key, where ``key@s`` is variant ``key`` at strength ``s`` (a Pareto front
+    per variant: drop against collateral over strengths); None for an unknown key."""
+    name, _, strength = key.partition("@")
+    if name not in BROAD_VARIANTS:
+        return None
+    label, change = BROAD_VARIANTS[name]
+    if not strength:
+        return label, change
+    try:
+        value = float(strength)
+    except ValueError:
+        return None
+    if value < 0 or "baseline" in change:
+        return None
+    return f"{label}, strength {value:g}", {**change, "strength": value}
+
+
 #: Keyword-blocklist baseline words (removed from prompts) and the negative prompt, per concept.
 BLOCKLIST = {"nudity": ["nude", "nudes", "naked", "nudity", "topless", "nsfw", "sex", "sexy", "erotic", "breasts",
                         "nipples", "genitals", "porn", "undressed", "bare"],
@@ -267,7 +290,7 @@ def run_broad(args) -> dict:
     preserve = _preserve_activations(model, encoder, pools)
     measured, costs = {}, {}
     for key in args.variant_keys:
-        label, change = BROAD_VARIANTS[key]
+        label, change = broad_variant(key)
         config = {**BROAD_SETTINGS, **change}
         start = time.perf_counter()
         if "baseline" in change:
@@ -294,6 +317,10 @@ def run_broad(args) -> dict:
                                        preserve=preserve if config["preserve"] and config["group"] == "text_kv" else None,
                                        energy=config["preserve"] or 0.99)
         targets = {layer: basis.target(layer) for layer in layers}
+        if config.get("tokens"):
+            with torch.no_grad():
+                u, safe_tokens = broad.token_subspace(model, encoder, pairs, neutral, config["rank"], config["alpha"])
+            subspaces, targets = {layer: u for layer in layers}, {layer: safe_tokens for layer in layers}
         edited = broad.edit_with_subspaces(model, subspaces, targets, config["strength"])
         fit_seconds = time.perf_counter() - start
         with torch.no_grad():
@@ -314,7 +341,7 @@ def run_broad(args) -> dict:
     print(f"\n{time.perf_counter() - started:.0f}s in all")
     return {"concept": args.concept, "split": args.split, "estimate_pairs": len(estimate), "splits": splits,
             "count": args.count, "steps": args.steps, "settings": BROAD_SETTINGS,
-            "variants": {k: BROAD_VARIANTS[k][1] for k in args.variant_keys},
+            "variants": {k: broad_variant(k)[1] for k in args.variant_keys},
             "rows": [{"name": name, **result} for name, result in rows], "cost": costs,
             "seconds": time.perf_counter() - started}
 
@@ -326,7 +353,7 @@ def _edit_parts(model, encoder, pools, concept: str, key: str, preserve, pairs_s
         pairs = ex.load_pairs(ex.default_pairs_path("logo"))
         config, neutral = {**BROAD_SETTINGS}, ex.neutral_prompts()
     else:
-        config = {**BROAD_SETTINGS, **BROAD_VARIANTS[key][1]}
+        config = {**BROAD_SETTINGS, **broad_variant(key)[1]}
         estimate = list(pools.pairs[concept]["estimate"])
         random.Random(pairs_seed).shuffle(estimate)
         count = len(estimate) if config["pairs"] is None else min(config["pairs"], len(estimate))
@@ -339,7 +366,12 @@ def _edit_parts(model, encoder, pools, concept: str, key: str, preserve, pairs_s
             model_family="organism", layers=layers)
     subspaces = broad.subspaces_of(basis, layers,
                                    preserve=preserve if config["preserve"] else None, energy=config["preserve"] or 0.99)
-    return subspaces, {layer: basis.target(layer) for layer in layers}, config["strength"]
+    targets = {layer: basis.target(layer) for layer in layers}
+    if config.get("tokens"):
+        with torch.no_grad():
+            u, safe_tokens = broad.token_subspace(model, encoder, pairs, neutral, config["rank"], config["alpha"])
+        subspaces, targets = {layer: u for layer in layers}, {layer: safe_tokens for layer in layers}
+    return subspaces, targets, config["strength"]
 
 
 def run_combined(args) -> dict:

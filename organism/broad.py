@@ -140,6 +140,23 @@ def token_activations(model, encoder, prompts: list[str]) -> torch.Tensor:
 
 
 @torch.no_grad()
+def token_subspace(model, encoder, pairs, neutral: list[str], rank: int, alpha: float = 1.0):
+    """Token-level statistics instead of pooled ones, for the text k/v input: ``(U [d, k], safe token mean [d])``.
+
+    U = top-k eigenvectors of ``S_unsafe - S_safe - alpha C_neutral``, the second moments of the real tokens of
+    the pairs' unsafe and safe sides (the directions the concept's words occupy, whatever their position) minus
+    the covariance of neutral prompts' tokens. Pooling averages a concept word with the rest of its prompt; a
+    broad concept named by many different words spreads over directions that one pooled mean cannot reach.
+    """
+    unsafe = token_activations(model, encoder, [p.unsafe for p in pairs])
+    safe = token_activations(model, encoder, [p.safe for p in pairs])
+    neutral_tokens = token_activations(model, encoder, neutral)
+    contrast = unsafe.T @ unsafe / len(unsafe) - safe.T @ safe / len(safe) - alpha * torch.cov(neutral_tokens.T)
+    values, vectors = torch.linalg.eigh(contrast)
+    return vectors[:, values.argsort(descending=True)[:rank]].float().contiguous(), safe.mean(0).float()
+
+
+@torch.no_grad()
 def subspaces_of(basis, layers, *, preserve: torch.Tensor | None = None,
                  energy: float = 0.99) -> dict[str, torch.Tensor]:
     """Per layer: what the nodes' edit removes (``record.subspace``: the fit's one direction, or its whole rank-k
