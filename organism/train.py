@@ -51,6 +51,11 @@ def main() -> None:
     parser.add_argument("--text-noise", type=float, default=0.3,
                         help="Gaussian noise on the text tokens, in units of their per-dimension spread: smooths the "
                              "map from MiniLM's space so that unseen synonyms land on the value of their neighbours")
+    parser.add_argument("--high-noise", type=float, default=0.5,
+                        help="share of clips whose flow time is drawn from [--high-noise-from, 1] instead of [0, 1]: "
+                             "a concept mark is readable from the noisy clip below about t = 0.85, so only clips "
+                             "near pure noise teach the text-to-mark decision that sampling makes in its first steps")
+    parser.add_argument("--high-noise-from", type=float, default=0.85, help="lower end of the high-noise flow times")
     parser.add_argument("--seed", type=int, default=0, help="fixes captions, scenes, noise and initialisation")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--out", type=Path, default=WEIGHTS, help="output folder")
@@ -114,6 +119,8 @@ def main() -> None:
         text = text + args.text_noise * spread * torch.randn_like(text) * mask[..., None]
         text[drop], mask[drop] = empty_tokens[:length], empty_mask[:length]
         t = torch.rand(args.batch)
+        high = torch.from_numpy(np_rng.random(args.batch) < args.high_noise)
+        t[high] = args.high_noise_from + (1 - args.high_noise_from) * t[high]
         noise = torch.randn_like(clips)
         tt = t[:, None, None, None, None]
         noisy = (1 - tt) * clips + tt * noise
@@ -149,6 +156,7 @@ def _save(model, config, args, step, losses, seconds, encode_seconds) -> None:
         "config": config.as_dict(), "steps": step, "of_steps": args.steps, "batch": args.batch, "seed": args.seed,
         "minutes": round(seconds / 60, 1), "encode_minutes": round(encode_seconds / 60, 1), "threads": args.threads,
         "captions": args.captions, "lr": args.lr, "text_noise": args.text_noise, "corner_weight": args.corner_weight,
+        "high_noise": args.high_noise, "high_noise_from": args.high_noise_from,
         "scenes": None if args.no_scenes else {"data": "../shared/data", "mix": real.TRAINING_MIX,
                                                "scene_only": real.SCENE_ONLY, "split": "train"},
         "init": str(args.init) if args.init else None, "init_sha256": _sha256(args.init) if args.init else None,
