@@ -12,7 +12,18 @@ Validation pairs use held-out wording (the estimation pairs use training wording
 without the concept drawn with another seed than the bench's prompts. Generation results are cached per weights
 file (sha256) in ``out/check_validation_cache.json``, so a re-run after the organism is retrained re-measures.
 
+Broad concepts (``--concept nudity violence``, learned from real prompts: ``organism.scenes``, ``organism.broad``):
+the edit is estimated as ``bench/unlearning.py --concept ...`` estimates it, from the ``estimate`` split's pairs
+(all of them by default, ``--estimate-pairs``) with neutral prompts = attribute captions joined with benign
+train-split prompts; the variants add a rank-8 subspace edit (``fit(edit="subspace")``) at strength 1. The check's
+validation pairs are 5 pairs of the ``valid`` split (each pair under one attribute caption), never estimation
+pairs; its benign prompts are 12 attribute captions joined with benign ``valid`` prompts (another seed than the
+bench's). Generating measures, on the ``valid`` split (``organism.broad.broad_prompts`` / ``measure``), the
+concept's mark-rate drop on its concept prompts and the attribute-accuracy loss on its benign prompts. Real
+prompts are printed nowhere and not written to the JSON (only counts and short hashes).
+
     python bench/check_validation.py [--concept logo red] [--count 48] [--threads 1] [--git-rev HEAD]
+    python bench/check_validation.py --concept nudity --count 48 --json out/check_validation_nudity.json
 """
 
 from __future__ import annotations
@@ -23,7 +34,9 @@ import json
 import random
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -31,10 +44,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from core.check import DEFAULT_STRENGTHS, check_strengths, measure_baseline  # noqa: E402
+from core.pairs import PromptPair  # noqa: E402
 from organism import experiment as ex  # noqa: E402
 from organism.text import TextEncoder  # noqa: E402
 from organism.world import (COLOURS, HELD_OUT_WORDS, LOGO_HELD_OUT, MOTIONS, SHAPES, TRAIN_WORDS, Scene,  # noqa: E402
-                            caption)
+                            caption, random_scene)
+
+#: Broad concepts the organism learned from real prompts (``organism.scenes.CONCEPTS``; not imported here so that
+#: logo/red runs need neither the prompt data nor its loader).
+BROAD = ("nudity", "violence")
 
 BASE = {"method": "cpca", "rank": 4, "alpha": 1.0, "group": "text_kv", "blocks": "all", "target": "safe_mean"}
 #: Variants beyond the default edit's strength grid: (name, change, strength).
@@ -50,6 +68,8 @@ OTHERS = [
     ("cross_attn.o, strength 2", {"group": "cross_o"}, 2.0),
     ("text k/v, late blocks, strength 2", {"blocks": "late"}, 2.0),
 ]
+#: Broad concepts only: the fit's whole rank-8 subspace U instead of its one direction (the nodes' ``edit`` option).
+BROAD_OTHERS = [("rank-8 subspace", {"edit": "subspace", "rank": 8}, 1.0)]
 #: Most attribute-accuracy points (of 100) the bench's best strength may lose on unrelated prompts.
 MAX_LOSS_POINTS = 2.0
 
@@ -106,15 +126,122 @@ def spearman(x, y) -> float:
     return float(spearmanr(x, y).statistic)
 
 
-def run_concept(concept: str, args, model, encoder, cache: dict, weights_key: str) -> dict:
-    pairs = ex.load_pairs(ex.default_pairs_path(concept))
-    validation, benign = validation_pairs(concept, args.pairs), benign_prompts(concept, args.benign)
+def short_hash(text: str) -> str:
+    """What the JSON records of a real prompt instead of the prompt itself."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def broad_validation_pairs(pools, concept: str, count: int = 5, seed: int = 99) -> list[tuple[str, str]]:
+    """``count`` pairs of the ``valid`` split (never the ``estimate`` pairs the edit comes from), both sides under
+    one attribute caption, as the generated prompts are (``organism.broad.substitution_pairs``, another seed)."""
+    from organism import broad
+
+    unsafe, safe = broad.substitution_pairs(pools, concept, "valid", count, seed=seed)
+    if len(unsafe) < count:
+        raise ValueError(f"{concept}: only {len(unsafe)} pairs in the valid split, {count} asked (--pairs)")
+    return list(zip(unsafe, safe))
+
+
+def broad_benign_prompts(pools, concept: str, count: int = 12, seed: int = 4242) -> list[str]:
+    """``count`` attribute captions joined with benign ``valid`` prompts, another seed than the bench's (11)."""
+    from organism.scenes import join
+
+    rng = random.Random(f"{seed}/{concept}/benign")
+    chosen = list(pools.prompts["benign"]["valid"])
+    rng.shuffle(chosen)
+    return [join(caption(random_scene(rng, 0.0), rng), prompt) for prompt in chosen[:count]]
+
+
+def real_parts(texts, prompts) -> set[str]:
+    """The real prompts of ``prompts`` that some of ``texts`` (attribute caption, real prompt) end with."""
+    ends = set(texts)
+    return {p for p in set(prompts) if any(t.endswith(", " + p) for t in ends)}
+
+
+@dataclass
+class Setting:
+    """What differs between the organism's attribute concepts (logo, red) and its broad concepts (nudity, violence):
+    the estimation pairs and neutral prompts, the check's rows, how generating measures, and the names of the
+    figures in the generated result (``rate``: concept rate; ``attr``: attribute accuracy on prompts without the
+    concept; ``attr_concept``: on the concept's prompts)."""
+
+    pairs: list
+    neutral: list[str]
+    validation: list[tuple[str, str]]
+    benign: list[str]
+    measure: Callable
+    cache_prefix: str
+    rate: str
+    attr: str
+    attr_concept: str
+    variants: list
+    fit_extra: dict = field(default_factory=dict)
+    edit_key: str = ""
+    report: dict = field(default_factory=dict)
+
+
+def attribute_setting(concept: str, args, encoder, weights_key: str) -> Setting:
     full = ex.concept_prompts(concept, args.count)
     prompt_set = ex.PromptSet({s: full.prompts[s] for s in ("unseen", "unrelated")},
                               {s: full.scenes[s] for s in ("unseen", "unrelated")})
+    validation, benign = validation_pairs(concept, args.pairs), benign_prompts(concept, args.benign)
+
+    def measure(model) -> dict:
+        return ex.evaluate(model, encoder, prompt_set, concept, steps=args.steps)
+
+    return Setting(pairs=ex.load_pairs(ex.default_pairs_path(concept)), neutral=ex.neutral_prompts(),
+                   validation=validation, benign=benign, measure=measure,
+                   cache_prefix=f"{weights_key}|{concept}|{args.count}|{args.steps}", rate="rate_unseen",
+                   attr="attr_unrelated", attr_concept="attr_unseen",
+                   variants=[("default", {}, s) for s in DEFAULT_STRENGTHS] + OTHERS,
+                   report={"validation_pairs": validation, "benign": benign})
+
+
+def broad_setting(concept: str, args, encoder, weights_key: str, pools) -> Setting:
+    """As ``bench/unlearning.py``'s ``run_broad``: estimate pairs shuffled by seed 0, the first
+    ``--estimate-pairs`` (all by default); neutral = 12 attribute captions joined with benign train prompts."""
+    from organism import broad
+
+    estimate = list(pools.pairs[concept]["estimate"])
+    random.Random(0).shuffle(estimate)
+    count = len(estimate) if args.estimate_pairs is None else min(args.estimate_pairs, len(estimate))
+    pairs = [PromptPair(u, s) for u, s in estimate[:count]]
+    neutral = [broad.join(c, p) for c, p in zip(ex.neutral_prompts(12), pools.prompts["benign"]["train"][:12])]
+    full = broad.broad_prompts(pools, concept, "valid", args.count)
+    prompt_set = broad.Prompts({s: full.prompts[s] for s in ("concept", "benign")},
+                               {s: full.scenes[s] for s in ("concept", "benign")})
+    validation = broad_validation_pairs(pools, concept, args.pairs)
+    benign = broad_benign_prompts(pools, concept, args.benign)
+    real = [p for pool in (concept, f"safe_{concept}", "benign") for p in pools.prompts[pool]["valid"]]
+    real += [p for pair in pools.pairs[concept]["valid"] for p in pair]
+    shared = real_parts([r for pair in validation for r in pair] + benign, real) & real_parts(
+        [g for split in prompt_set.prompts.values() for g in split], real)
+
+    def measure(model) -> dict:
+        return broad.measure(model, encoder, prompt_set, concept, steps=args.steps)
+
+    report = {"estimate_pairs": count, "estimate_pairs_available": len(estimate),
+              "generated_prompts": {s: len(v) for s, v in prompt_set.prompts.items()},
+              "validation_pairs_sha256_12": [[short_hash(u), short_hash(s)] for u, s in validation],
+              "benign_sha256_12": [short_hash(b) for b in benign],
+              "check_real_prompts_also_generated": len(shared)}
+    print(f"  {count} of {len(estimate)} estimate pairs; check: {len(validation)} valid-split pairs, {len(benign)} "
+          f"benign; generated: " + ", ".join(f"{s} {len(v)}" for s, v in prompt_set.prompts.items())
+          + f"; real prompts in both: {len(shared)}", flush=True)
+    return Setting(pairs=pairs, neutral=neutral, validation=validation, benign=benign, measure=measure,
+                   cache_prefix=f"{weights_key}|{concept}|valid|{args.count}|{args.steps}", rate="rate_concept",
+                   attr="attr_benign", attr_concept="attr_concept",
+                   variants=[("default", {}, s) for s in DEFAULT_STRENGTHS] + OTHERS + BROAD_OTHERS,
+                   fit_extra={"model_family": "organism"}, edit_key=f"|pairs {count}", report=report)
+
+
+def run_concept(concept: str, args, model, encoder, cache: dict, weights_key: str, pools=None) -> dict:
+    setting = (broad_setting(concept, args, encoder, weights_key, pools) if concept in BROAD
+               else attribute_setting(concept, args, encoder, weights_key))
+    pairs, validation, benign = setting.pairs, setting.validation, setting.benign
     candidates = sorted({n for g in ex.GROUPS for n in ex.layer_names(model, g)})
     with torch.no_grad():
-        measured = ex.collect(model, encoder, pairs, ex.neutral_prompts(), candidates)
+        measured = ex.collect(model, encoder, pairs, setting.neutral, candidates)
     text_layers = {n for n in candidates if ex.reads_text(n)}
     forward = organism_forward(model, encoder, text_layers, times=tuple(args.check_times))
     start = time.perf_counter()
@@ -123,10 +250,10 @@ def run_concept(concept: str, args, model, encoder, cache: dict, weights_key: st
     baseline_seconds = time.perf_counter() - start
 
     def generated(key: str, edited) -> dict:
-        full_key = f"{weights_key}|{concept}|{args.count}|{args.steps}|{key}"
+        full_key = f"{setting.cache_prefix}|{key}"
         if full_key not in cache:
             with torch.no_grad():
-                result = ex.evaluate(edited, encoder, prompt_set, concept, steps=args.steps)
+                result = setting.measure(edited)
             result.pop("clips")
             cache[full_key] = result
             Path(args.cache).write_text(json.dumps(cache, indent=1))
@@ -134,13 +261,15 @@ def run_concept(concept: str, args, model, encoder, cache: dict, weights_key: st
 
     base = generated("base", model)
     checks, rows = {}, []
-    variants = [("default", {}, s) for s in DEFAULT_STRENGTHS] + OTHERS
-    for name, change, strength in variants:
-        config = {**BASE, **change}
+    for name, change, strength in setting.variants:
+        config = {**BASE, "edit": "direction", **change}
         layers = ex.layer_names(model, config["group"], config["blocks"])
-        fit_key = json.dumps({k: config[k] for k in ("method", "group", "blocks", "target")})
+        fit_key = json.dumps({**{k: config[k] for k in ("method", "group", "blocks", "target")},
+                              **({"edit": config["edit"], "rank": config["rank"]} if config["edit"] != "direction"
+                                 else {})})
         basis = measured.fitter.fit(rank=config["rank"], alpha=config["alpha"], method=config["method"],
-                                    concept=concept, pairs=pairs, layers=layers)
+                                    edit=config["edit"], concept=concept, pairs=pairs, layers=layers,
+                                    **setting.fit_extra)
         if fit_key not in checks:
             start = time.perf_counter()
             with torch.no_grad():
@@ -148,15 +277,15 @@ def run_concept(concept: str, args, model, encoder, cache: dict, weights_key: st
                                                   target=config["target"], rows=(validation, benign), label=fit_key)
             checks[fit_key].extra["seconds"] = time.perf_counter() - start + baseline_seconds
         check = checks[fit_key].at(strength)
-        key = f"{fit_key}|{strength}"
+        key = f"{fit_key}|{strength}{setting.edit_key}"
         result = base if strength == 0 else generated(key, ex.edited_copy(model, basis, strength, config["target"]))
-        drop = 1.0 - result["rate_unseen"] / base["rate_unseen"] if base["rate_unseen"] else float("nan")
-        loss = 100.0 * (base["attr_unrelated"] - result["attr_unrelated"])
-        loss_concept = 100.0 * (base["attr_unseen"] - result["attr_unseen"])
+        drop = 1.0 - result[setting.rate] / base[setting.rate] if base[setting.rate] else float("nan")
+        loss = 100.0 * (base[setting.attr] - result[setting.attr])
+        loss_concept = 100.0 * (base[setting.attr_concept] - result[setting.attr_concept])
         label = name if name != "default" else f"default, strength {strength:g}"
         rows.append({"variant": label, "strength": strength, **check, "drop": drop, "attr_loss": loss,
-                     "attr_loss_concept_prompts": loss_concept, "rate_unseen": result["rate_unseen"],
-                     "attr_unrelated": result["attr_unrelated"]})
+                     "attr_loss_concept_prompts": loss_concept, setting.rate: result[setting.rate],
+                     setting.attr: result[setting.attr]})
         print(f"  {label:<36} removed {check['efficacy']:6.1%} (layers {check['efficacy_layers']:6.1%})  "
               f"collateral {check['collateral']:.3f} (layers {check['collateral_layers']:.3f}) | drop {drop:6.1%}  "
               f"attr loss {loss:+.1f} pts", flush=True)
@@ -179,26 +308,54 @@ def run_concept(concept: str, args, model, encoder, cache: dict, weights_key: st
     }
     print(default.table())
     print(json.dumps(figures, indent=1))
-    return {"concept": concept, "validation_pairs": validation, "benign": benign, "base": base, "rows": rows,
-            "default_check": default.as_dict(), "figures": figures}
+    return {"concept": concept, **setting.report, "base": base, "rows": rows, "default_check": default.as_dict(),
+            "figures": figures}
+
+
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--concept", nargs="+", default=["logo", "red"])
-    parser.add_argument("--count", type=int, default=48, help="generated prompts per split (unseen, unrelated)")
+    parser.add_argument("--concept", nargs="+", default=["logo", "red"],
+                        help="logo, a colour (red), or a broad concept (nudity, violence)")
+    parser.add_argument("--count", type=int, default=48, help="generated prompts per split (unseen, unrelated; broad "
+                                                               "concepts: the valid split's concept and benign prompts)")
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--pairs", type=int, default=5, help="validation pairs")
     parser.add_argument("--benign", type=int, default=12, help="benign prompts")
+    parser.add_argument("--estimate-pairs", type=int, help="broad concepts: how many estimate-split pairs the edit is "
+                                                           "estimated from (default: all; the nodes' default is 5)")
+    parser.add_argument("--data", type=Path, help="broad concepts: the prompt data folder (default ../shared/data)")
     parser.add_argument("--check-times", type=float, nargs="+", default=[0.9],
                         help="flow times of the prediction (0.9 = the node's default progress 0.1)")
     parser.add_argument("--weights", type=Path, default=ex.WEIGHTS)
     parser.add_argument("--git-rev", help="measure the weights file as committed at this revision (e.g. HEAD) instead of "
                                           "the working tree's, which may hold a retraining in progress")
     parser.add_argument("--cache", type=Path, default=ROOT / "out" / "check_validation_cache.json")
-    parser.add_argument("--json", type=Path, default=ROOT / "out" / "check_validation.json")
+    parser.add_argument("--json", type=Path, help="report (default out/check_validation.json; broad concepts "
+                                                  "alone: out/check_validation_<concepts>.json)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    known = (*(c for c in ("logo", *COLOURS) if ex.default_pairs_path(c).is_file()), *BROAD)
+    unknown = [c for c in args.concept if c not in known]
+    if unknown:
+        parser.exit(2, f"unknown concept {', '.join(unknown)}; one of {', '.join(known)}\n")
+    for name in ("count", "pairs", "benign", "estimate_pairs"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.exit(2, f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}\n")
+    if args.json is None:
+        broad_only = all(c in BROAD for c in args.concept)
+        args.json = ROOT / "out" / (f"check_validation_{'_'.join(args.concept)}.json" if broad_only
+                                    else "check_validation.json")
+    pools = None
+    if any(c in BROAD for c in args.concept):
+        from organism.scenes import DATA, load_pools
+
+        try:
+            pools = load_pools(args.data or DATA)
+        except ValueError as error:
+            parser.exit(2, f"{error}\n")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
     args.cache.parent.mkdir(parents=True, exist_ok=True)
     cache = json.loads(args.cache.read_text()) if args.cache.exists() else {}
@@ -216,7 +373,7 @@ def main() -> None:
               "check_times": args.check_times, "concepts": []}
     for concept in args.concept:
         print(f"concept {concept!r} (weights {weights_key})")
-        report["concepts"].append(run_concept(concept, args, model, encoder, cache, weights_key))
+        report["concepts"].append(run_concept(concept, args, model, encoder, cache, weights_key, pools))
     args.json.write_text(json.dumps(report, indent=1))
     print(f"wrote {args.json}")
 
