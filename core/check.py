@@ -170,14 +170,15 @@ class ReplayCache(ScopedHooks):
 
     Across the check's strengths most of a forward is the same: the text path of a cross-attention DiT (Wan's
     ``text_embedding``, 512 rows of 4096 features per prompt) and the *unedited* output ``W x + b`` of edited layers
-    whose input the edit does not change (text-side k/v). Their outputs are kept for an input seen before (equal
-    values against a clone, or, for an input that is itself an output this cache replayed, the same tensor) and
-    replayed,
-    which leaves a forward per strength little more than the video tokens' path; :class:`EditHooks` still adds the
-    edit to a replayed output. Only for modules whose output is a function of their first positional input (a
-    call with more arguments is never replayed) and that never write into their input or output in place (a
-    replayed output is the same tensor every time). Comparing an input costs one pass over it, far less than the
-    matrix product it saves.
+    whose input the edit does not change (text-side k/v). Their outputs are kept for an input seen before and
+    replayed, which leaves a forward per strength little more than the video tokens' path; :class:`EditHooks` still
+    adds the edit to a replayed output. An input is recognised as seen before when it is the same tensor as then
+    (and, outside inference mode, not written to since: its version counter), or an output this cache replayed, or
+    else has equal values to a clone of it (to the tensor itself for an inference-mode tensor, see ``_version``). Only for modules whose output is a function of their first positional
+    input (a call with more arguments is never replayed) and that never write into their input or output in place (a
+    replayed output is the same tensor every time). Comparing values costs one pass over the input, far less than the
+    matrix product it saves; the identity test (the nodes hand the model the same context tensor at every strength,
+    ``nodes.check.ApplyModelReplay``) costs nothing.
     ``max_bytes`` caps what is kept (inputs and outputs); past it, modules compute as usual.
     """
 
@@ -211,13 +212,17 @@ class ReplayCache(ScopedHooks):
             x = args[0] if args else None
             if not isinstance(x, torch.Tensor) or len(args) > 1 or kwargs:
                 return forward(*args, **kwargs)
-            for stored_input, ours, output in self._entries[name]:
+            for stored_input, source, ours, output in self._entries[name]:
                 # An output this cache replayed, fed on to the next module (text_embedding -> k/v), is recognised by
-                # identity; any other input by equal values against a clone.
+                # identity; so is the very tensor first seen, unless written to since (its version counter moved);
+                # any other input by equal values against a clone.
                 if ours is not None:
                     if ours is x:
                         self.hits += 1
                         return output
+                elif source[0] is x and source[1] == _version(x):
+                    self.hits += 1
+                    return output
                 elif (stored_input.shape == x.shape and stored_input.dtype == x.dtype
                       and stored_input.device == x.device and torch.equal(stored_input, x)):
                     self.hits += 1
@@ -226,15 +231,26 @@ class ReplayCache(ScopedHooks):
             if not isinstance(output, torch.Tensor):
                 return output
             ours = id(x) in self._outputs and self._outputs[id(x)] is x
-            size = output.numel() * output.element_size() + (0 if ours else x.numel() * x.element_size())
+            # Values are compared against a clone, which no later write into ``x`` reaches; an inference tensor
+            # (no version counter) is trusted not to be written to, as for the identity test, and kept as it is.
+            clone = not ours and not x.is_inference()
+            size = output.numel() * output.element_size() + (0 if ours else (1 + clone) * x.numel() * x.element_size())
             if self.bytes + size <= self.max_bytes:
                 output = output.detach()
-                self._entries[name].append((None if ours else x.detach().clone(), x if ours else None, output))
+                stored = (x.detach().clone() if clone else x) if not ours else None
+                self._entries[name].append((stored, None if ours else (x, _version(x)), x if ours else None, output))
                 self._outputs[id(output)] = output
                 self.bytes += size
             return output
 
         return replaying
+
+
+def _version(x: torch.Tensor) -> int | None:
+    """``x``'s version counter (bumped by every in-place write), or None for an inference-mode tensor, which has none:
+    such a tensor is trusted not to be written to (the check's callers never write into the inputs they pass; the
+    nodes' context is a tensor only ComfyUI's batching made, and ComfyUI runs nodes in inference mode)."""
+    return None if x.is_inference() else x._version
 
 
 def _weight(module, layer: str, weights) -> torch.Tensor:

@@ -220,3 +220,28 @@ def test_replay_cache_is_exact_and_replays():
         third = model(changed)  # different input: computed
     assert cache.hits == 1 and torch.equal(first, second) and not torch.equal(first, third)
     assert "forward" not in vars(model.layer), "the module's own forward is back"
+
+
+def test_replay_cache_knows_the_same_tensor_without_comparing_it(monkeypatch):
+    """The same input tensor again is replayed by identity (no pass over it); one written to in place since is not."""
+    from core.check import ReplayCache
+
+    model = Toy()
+    x = torch.randn(3, DIM)
+    compared = []
+    equal = torch.equal
+    monkeypatch.setattr(torch, "equal", lambda a, b: compared.append(1) or equal(a, b))
+    with torch.no_grad(), ReplayCache(model, ["layer"]) as cache:
+        first = model(x)
+        again = model(x)  # the very tensor: replayed without a comparison
+        assert cache.hits == 1 and not compared and torch.equal(first, again)
+        x[0, 0] += 1.0  # written in place: its version counter moved, so identity no longer proves equal values
+        changed = model(x)
+    assert cache.hits == 1 and compared, "compared by value, found different, computed"
+    assert not torch.equal(first, changed)
+    torch.testing.assert_close(changed, Toy()(x), rtol=0, atol=0)
+    with torch.inference_mode(), ReplayCache(model, ["layer"]) as cache:  # inference tensors have no version
+        y = torch.randn(3, DIM)
+        model(y)
+        model(y)
+    assert cache.hits == 1
