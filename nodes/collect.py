@@ -128,7 +128,7 @@ def _has_concat_conditioning(encoded: EncodedPairs) -> bool:
 def prompt_token_mask(context: torch.Tensor) -> torch.Tensor:
     """``[batch, tokens]``: True on the rows of a text context ``[batch, tokens, d]`` that hold a prompt token
     (ComfyUI zeroes the padding rows of Wan's T5 context). A context with no nonzero row keeps every row."""
-    mask = context.detach().abs().amax(dim=-1) > 0
+    mask = context.detach().ne(0).any(dim=-1)  # no |context| copy: a 22-prompt Wan context is 184 MB
     return mask | ~mask.any(dim=-1, keepdim=True)
 
 
@@ -139,23 +139,33 @@ def _forward(model, positive, latent, sigmas, seeds, progress) -> None:
     evaluate_at_sigmas(model, positive, latent, noise, sigmas, seeds[0], lambda _prediction: progress.update(1))
 
 
-def evaluate_at_sigmas(model, positive, latent, noise, sigmas, seed: int, each) -> None:
+def evaluate_at_sigmas(model, positive, latent, noise, sigmas, seed: int, each, *, call=None,
+                       model_function_wrapper=None) -> None:
     """Evaluate the model once per sigma through ComfyUI's sampling stack (``CFGGuider`` at cfg 1 with a one-off
     sampler function), on a batch of prompts (one stacked CONDITIONING) and ``noise`` ``[batch, ...]`` (row i's noise);
-    ``each(prediction)`` gets the denoised prediction ``[batch, ...]`` at every sigma. Interruptible between sigmas."""
+    ``each(prediction)`` gets the denoised prediction ``[batch, ...]`` at every sigma. Interruptible between sigmas.
+
+    ``call(model_k, noised, sigma_batch, extra_args, index) -> prediction``, when given, makes the model call at the
+    ``index``-th sigma instead of ``model_k(noised, sigma_batch, **extra_args)``; ``model_function_wrapper`` is set as
+    the guider's ``model_function_wrapper`` (the Unlearning Check replays apply_model's arguments through both)."""
     batch = noise.shape[0]
     latent_batch = latent.repeat(batch, *([1] * (latent.ndim - 1)))
 
     def sampler_function(model_k, x, _sigmas, extra_args=None, callback=None, disable=None):
         sampling = model_k.inner_model.inner_model.model_sampling
-        for sigma in sigmas:
+        for index, sigma in enumerate(sigmas):
             comfy.model_management.throw_exception_if_processing_interrupted()
             s = torch.full((batch,), sigma, device=x.device, dtype=x.dtype)
             noised = sampling.noise_scaling(s[0], model_k.noise.to(x.device), model_k.latent_image.to(x.device))
-            each(model_k(noised, s, **(extra_args or {})))
+            if call is None:
+                each(model_k(noised, s, **(extra_args or {})))
+            else:
+                each(call(model_k, noised, s, extra_args or {}, index))
         return x
 
     guider = comfy.samplers.CFGGuider(model)
+    if model_function_wrapper is not None:
+        guider.model_options = {**guider.model_options, "model_function_wrapper": model_function_wrapper}
     guider.set_conds(positive, positive)
     guider.set_cfg(1.0)  # the negative is never evaluated at cfg 1
     guider.sample(noise, latent_batch, comfy.samplers.KSAMPLER(sampler_function), torch.tensor(list(sigmas) + [0.0]),

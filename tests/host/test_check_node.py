@@ -181,3 +181,35 @@ def test_cancel_stops_the_check_and_removes_the_hooks(defs, wan, basis, validati
     monkeypatch.undo()
     strength = run(check, wan, basis, validation).args[0]  # the next run succeeds
     assert isinstance(strength, float)
+
+
+def test_replayed_model_calls_equal_comfyui_stack(defs, wan, basis, validation):
+    """A row set's later forwards call apply_model with the arguments ComfyUI's batching built for its first one
+    (no cond_cat copy); the predictions equal the full path's bit for bit, edit hooks on or off."""
+    _, check = defs
+    from comfyui_video_unlearning.core.check import EditHooks
+    from comfyui_video_unlearning.nodes.collect import sigmas_for
+
+    layers = check.select_layers(wan, basis, "default", 0, -1)
+    latent = torch.zeros(1, 16, 1, 8, 8)
+    rows = [validation.unsafe[0], validation.safe[0], validation.neutral[0]]
+    sigmas = sigmas_for(wan, [0.1, 0.4])
+    diffusion = wan.model.diffusion_model
+    forward = check.comfy_forward(wan, latent, sigmas, 0, [])
+    first = forward(rows, None)
+    assert forward.replay.enabled and forward.replay.replayed == 0
+    again = forward(rows, None)
+    assert forward.replay.replayed == len(sigmas) and torch.equal(first, again)
+    with EditHooks(diffusion, basis, layers, target="safe_mean") as hooks:
+        hooks.strength = 1.5
+        replayed = forward(rows, None)
+        fresh = check.comfy_forward(wan, latent, sigmas, 0, [])(rows, None)  # its first call: the full path
+    assert not torch.equal(replayed, first)
+    assert torch.equal(replayed, fresh)
+    # A model with its own model_function_wrapper keeps the full path (the wrapper would have to be chained).
+    wrapped = wan.clone()
+    wrapped.set_model_unet_function_wrapper(lambda apply_model, args: apply_model(args["input"], args["timestep"],
+                                                                                  **args["c"]))
+    own = check.comfy_forward(wrapped, latent, sigmas, 0, [])
+    assert not own.replay.enabled
+    assert torch.equal(own(rows, None), first) and torch.equal(own(rows, None), first)
