@@ -137,6 +137,11 @@ def test_edit_hooks_equal_the_weight_edit(target):
     torch.testing.assert_close(hooked, edited(x).detach(), atol=1e-5, rtol=1e-5)
     assert not model.layer._forward_hooks, "hooks removed on exit"
     torch.testing.assert_close(plain, model(x).detach())
+    with EditHooks(model, basis, target=target) as hooks:  # autograd on: the same figures, and differentiable
+        hooks.strength = 1.3
+        tracked = model(x)
+        tracked.sum().backward()
+    assert torch.equal(tracked.detach(), hooked) and model.layer.weight.grad is not None
 
 
 def test_deterministic():
