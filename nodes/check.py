@@ -69,15 +69,14 @@ class ApplyModelReplay:
     Exact: a row set's replay is enabled only when its first evaluation through ComfyUI's stack returned exactly
     (``torch.equal``) what the model's ``apply_model`` returned inside it, in a single batch; at cfg 1 without cfg
     functions and at conditioning strength 1 everything between them multiplies by 1 and adds 0, for any values.
-    Anything that changes the values there (a ``sampler_post_cfg_function``, a conditioning strength) makes the
-    check fail, and that row set keeps the full path. Not used when the model already has a
+    Anything that changes the values there (a ``sampler_post_cfg_function``, a conditioning strength) makes that
+    comparison fail, and the row set keeps the full path. Not used when the model already has a
     ``model_function_wrapper`` (it would have to be chained; ``enabled`` is False). The model's own wrappers
     (APPLY_MODEL, DIFFUSION_MODEL) still run: they live in the replayed ``transformer_options``.
     """
 
     def __init__(self, model):
-        options = model.model_options
-        self.enabled = "model_function_wrapper" not in options
+        self.enabled = "model_function_wrapper" not in model.model_options
         self.replayed = 0
         self._calls: dict = {}  # (rows key, sigma index) -> (apply_model, input, timestep, c)
         self._seen: list = []
