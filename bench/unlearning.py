@@ -217,6 +217,8 @@ BROAD_VARIANTS = {
     "pairsall": ("all estimate pairs", {"pairs": None}),
     "rank4": ("rank-4 subspace, 5 pairs", {"full": True}),
     "rank8-25": ("rank-8 subspace, 25 pairs", {"full": True, "rank": 8, "pairs": 25}),
+    "rank4-all": ("rank-4 subspace, all pairs", {"full": True, "rank": 4, "pairs": None}),
+    "rank8-all": ("rank-8 subspace, all pairs", {"full": True, "rank": 8, "pairs": None}),
     "rank16-all": ("rank-16 subspace, all pairs", {"full": True, "rank": 16, "pairs": None}),
     "rank16-all-s1.5": ("rank-16 subspace, all pairs, strength 1.5", {"full": True, "rank": 16, "pairs": None,
                                                                        "strength": 1.5}),
