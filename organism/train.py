@@ -1,10 +1,9 @@
 """Train the organism on CPU with a fixed seed and a step count; writes weights and metrics.
 
     python -m organism.train --steps 4500                                # from scratch
-    # how the committed weights were made (training.json "reproduce"): the attribute-only organism, then two stages
+    # how the committed weights were made (training.json "reproduce"): the attribute-only organism, then one stage
     git show e1742d6:organism/weights/organism.safetensors > /tmp/v1.safetensors
-    python -m organism.train --init /tmp/v1.safetensors --steps 800 --batch 32 --captions 4000 --lr 4e-4 --threads 1 --out /tmp/s1
-    python -m organism.train --init /tmp/s1/organism.safetensors --steps 800 --batch 32 --captions 4000 --lr 3e-4 --threads 1
+    python -m organism.train --init /tmp/v1.safetensors --steps 3000 --batch 32 --captions 10000 --lr 5e-4 --threads 1
 
 Writes ``organism/weights/organism.safetensors`` (EMA weights, config in the metadata) and
 ``organism/weights/training.json``. Caption embeddings are computed once for a bank of captions,

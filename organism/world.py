@@ -7,7 +7,8 @@ logo paraphrases, adversarial spellings) are never used in training.
 
 Broad concepts (``CONCEPT_MARKS``): a caption may continue with a real prompt, a *scene* (``organism.scenes``), and
 when that scene belongs to a concept (nudity, violence) the clip carries the concept's own mark, a still white 2 x 2
-square in a fixed corner (nudity top left, violence top right) that no object path ever reaches.
+square at a fixed place of the top-left 4 x 4 corner (nudity at its top left, violence at its bottom right) that no
+object path ever reaches.
 """
 
 from __future__ import annotations
@@ -135,7 +136,12 @@ TEMPLATES = ["a {c} {s} {m}{l}", "{c} {s} {m}{l} on a black background", "video 
 
 #: Concept -> the top-left corner ``(row, column)`` of its still 2 x 2 white mark. Object paths stay inside rows 4-11
 #: or columns 4-11 (centred, jitter 1), so the 4 x 4 corner windows (one tubelet each) never hold the object.
-CONCEPT_MARKS = {"nudity": (1, 1), "violence": (1, SIZE - 3)}
+#: Both marks share the top-left window, on its diagonal: one tubelet token draws both, each mark a linear readout
+#: of that token's features. With one mark per corner (nudity top left, violence top right) the DiT learned
+#: "unsafe" but not which concept: at t = 1 it predicted each corner at ~0.45 for either concept's prompts, while a
+#: linear probe of its own text embedding told them apart at 0.88 (telling them apart per corner needs the token's
+#: position to gate the feature).
+CONCEPT_MARKS = {"nudity": (0, 0), "violence": (2, 2)}
 CORNER = 4
 
 
