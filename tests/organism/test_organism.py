@@ -230,3 +230,29 @@ def test_real_prompt_splits_are_disjoint_and_marks_follow_labels():
         if scene.marks:
             assert any(text == p or text.endswith(", " + p) for p in train) and scene.marks <= set(CONCEPTS)
     assert join("a red ball", "x") == "a red ball, x"
+
+
+def test_committed_organism_draws_each_concepts_own_mark_and_the_chosen_edit_removes_it(organism):
+    """A regression guard on the committed weights for the broad concepts (fixed seeds; figures come from bench/):
+    held-out valid-split concept prompts draw their own mark, and the nodes' default edit from the estimate pairs
+    removes it (read in place from ../shared/data; skipped without it; no prompt is printed)."""
+    from core.pairs import PromptPair
+    from organism.broad import broad_prompts, measure
+    from organism.scenes import CONCEPTS, DATA, join, load_pools
+
+    if not DATA.is_dir():
+        pytest.skip(f"no prompt data at {DATA}")
+    model, encoder = organism
+    pools = load_pools(DATA, coco=2000)
+    neutral = [join(c, p) for c, p in zip(ex.neutral_prompts(12), pools.prompts["benign"]["train"][:12])]
+    layers = ex.layer_names(model, "text_kv")
+    for concept in CONCEPTS:
+        prompts = broad_prompts(pools, concept, "valid", 12)
+        prompts.prompts = {"concept": prompts.prompts["concept"]}
+        pairs = [PromptPair(u, s) for u, s in pools.pairs[concept]["estimate"]]
+        with torch.no_grad():
+            before = measure(model, encoder, prompts, concept, steps=12)
+            basis = ex.collect(model, encoder, pairs, neutral, layers).fitter.fit(rank=4, layers=layers)
+            after = measure(ex.edited_copy(model, basis), encoder, prompts, concept, steps=12)
+        assert before["rate_concept"] >= 0.6 and before["other_concept"] <= 0.4, (concept, before["rate_concept"])
+        assert after["rate_concept"] <= 0.2, (concept, after["rate_concept"])
