@@ -311,18 +311,8 @@ def run_broad(args) -> dict:
         if (count, config["group"]) not in measured:
             with torch.no_grad():
                 measured[count, config["group"]] = ex.collect(model, encoder, pairs, neutral, layers)
-        basis = measured[count, config["group"]].fitter.fit(rank=config["rank"], alpha=config["alpha"], method="cpca",
-                                                            edit="subspace" if config["full"] else "direction",
-                                                            concept=args.concept, pairs=pairs, model_family="organism",
-                                                            layers=layers)
-        subspaces = broad.subspaces_of(basis, layers,
-                                       preserve=preserve if config["preserve"] and config["group"] == "text_kv" else None,
-                                       energy=config["preserve"] or 0.99)
-        targets = {layer: basis.target(layer) for layer in layers}
-        if config.get("tokens"):
-            with torch.no_grad():
-                u, safe_tokens = broad.token_subspace(model, encoder, pairs, neutral, config["rank"], config["alpha"])
-            subspaces, targets = {layer: u for layer in layers}, {layer: safe_tokens for layer in layers}
+        subspaces, targets = _variant_edit(model, encoder, measured[count, config["group"]].fitter, config, args.concept,
+                                           pairs, neutral, layers, preserve)
         edited = broad.edit_with_subspaces(model, subspaces, targets, config["strength"])
         fit_seconds = time.perf_counter() - start
         with torch.no_grad():
@@ -363,17 +353,25 @@ def _edit_parts(model, encoder, pools, concept: str, key: str, preserve, pairs_s
         neutral = [broad.join(c, p) for c, p in zip(ex.neutral_prompts(12), pools.prompts["benign"]["train"][:12])]
     layers = ex.layer_names(model, config["group"])
     with torch.no_grad():
-        basis = ex.collect(model, encoder, pairs, neutral, layers).fitter.fit(
-            rank=config["rank"], alpha=config["alpha"], method="cpca", edit="subspace" if config["full"] else "direction", concept=concept, pairs=pairs,
-            model_family="organism", layers=layers)
-    subspaces = broad.subspaces_of(basis, layers,
-                                   preserve=preserve if config["preserve"] else None, energy=config["preserve"] or 0.99)
-    targets = {layer: basis.target(layer) for layer in layers}
-    if config.get("tokens"):
-        with torch.no_grad():
-            u, safe_tokens = broad.token_subspace(model, encoder, pairs, neutral, config["rank"], config["alpha"])
-        subspaces, targets = {layer: u for layer in layers}, {layer: safe_tokens for layer in layers}
+        fitter = ex.collect(model, encoder, pairs, neutral, layers).fitter
+    subspaces, targets = _variant_edit(model, encoder, fitter, config, concept, pairs, neutral, layers, preserve)
     return subspaces, targets, config["strength"]
+
+
+def _variant_edit(model, encoder, fitter, config: dict, concept: str, pairs, neutral, layers, preserve):
+    """``(subspaces, targets)`` per layer of a broad-concept variant's edit: the token-level fit (``tokens``), or the
+    collected fit's direction or, with ``full``, its rank-k subspace (``edit="subspace"``, the nodes' path),
+    constrained off the preserve span where ``preserve`` is set (text k/v only: the preserve set is their input)."""
+    if config.get("tokens"):
+        u, safe_tokens = broad.token_subspace(model, encoder, pairs, neutral, config["rank"], config["alpha"])
+        return {layer: u for layer in layers}, {layer: safe_tokens for layer in layers}
+    basis = fitter.fit(rank=config["rank"], alpha=config["alpha"], method="cpca",
+                       edit="subspace" if config["full"] else "direction", concept=concept, pairs=pairs,
+                       model_family="organism", layers=layers)
+    constrained = config["preserve"] and config["group"] == "text_kv"
+    subspaces = broad.subspaces_of(basis, layers, preserve=preserve if constrained else None,
+                                   energy=config["preserve"] or 0.99)
+    return subspaces, {layer: basis.target(layer) for layer in layers}
 
 
 def run_combined(args) -> dict:
