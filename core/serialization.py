@@ -32,6 +32,8 @@ READABLE_VERSIONS = (1, 2)
 METADATA_KEY = "video_unlearning"
 KINDS = ("vector", "basis", "direction", "safe_mean", "subspace")
 _PROVENANCE = ("method", "rank", "alpha", "concept", "pairs", "model_family", "model_fingerprint")
+#: Provenance added in later releases: older files lack it, and the reader's default stands in (edit: direction).
+_OPTIONAL_PROVENANCE = ("edit",)
 
 
 class RefusalFileError(ValueError):
@@ -170,7 +172,5 @@ def read_basis_file(path) -> StoredBasis:
     extra = sorted(set(tensors) - {f"{kind}/{source}" for kind in KINDS for source in records})
     if extra:
         raise RefusalFileError(f"{path.name}: unexpected tensors {extra[:5]}; the file was not written by this pack")
-    provenance = {key: meta[key] for key in _PROVENANCE}
-    if "edit" in meta:  # written since the edit option (direction / subspace); older files edit the direction
-        provenance["edit"] = meta["edit"]
+    provenance = {key: meta[key] for key in (*_PROVENANCE, *_OPTIONAL_PROVENANCE) if key in meta}
     return StoredBasis(layers=sources, records=records, provenance=provenance)
