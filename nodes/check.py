@@ -25,6 +25,7 @@ from ..core.check import (COLLATERAL_BUDGET, DEFAULT_STRENGTHS, CheckResult, Rep
 from ..core.edit import EDIT_TARGETS
 from ..core.refusal import RefusalBasis
 from .adapters import GROUP_CHOICES, adapter_for
+from .check_fastpath import PaddedTextCollapse
 from .collect import empty_latent, evaluate_at_sigmas, parse_timesteps, prompt_token_mask, sigmas_for
 from .conditioning import stack_conditionings
 from .patching import ALL_IN_VECTOR, has_module, select_layers, stored_weight
@@ -107,10 +108,12 @@ class ApplyModelReplay:
         return call
 
 
-def comfy_forward(model, latent: torch.Tensor, sigmas: list[float], seed: int, text_layers: list[str]):
+def comfy_forward(model, latent: torch.Tensor, sigmas: list[float], seed: int, text_layers: list[str],
+                  text_rows: PaddedTextCollapse | None = None):
     """``forward(rows, recorder)`` for ``core.check``: the model's denoised prediction for every row (a
     CONDITIONING) at ``sigmas``, all rows on one noise; text-side layers pooled over the prompt's tokens. Rows seen
-    before are evaluated through :class:`ApplyModelReplay`."""
+    before are evaluated through :class:`ApplyModelReplay`. ``text_rows``: the check's padded-text collapse; while it
+    applies, the text-side layers read only the rows it keeps, and it gives the recorder their token mask."""
     noise_one = comfy.sample.prepare_noise(latent, seed)
     stacked = {}  # the same rows come back once per strength: stack their conditionings once
     replay = ApplyModelReplay(model)
@@ -121,16 +124,23 @@ def comfy_forward(model, latent: torch.Tensor, sigmas: list[float], seed: int, t
         if key not in stacked:
             stacked[key] = (list(rows), stack_conditionings(rows))  # the rows are kept, so their ids stay theirs
         positive = stacked[key][1]
-        if recorder is not None:
-            layers = [name for name in text_layers if name in recorder.names]
-            if layers:
+        layers = [name for name in text_layers if name in recorder.names] if recorder is not None else []
+        collapsing = text_rows is not None and text_rows.applies
+        if layers:
+            if collapsing:
+                text_rows.on_context = lambda mask: recorder.set_token_mask(mask, layers)
+            else:
                 recorder.set_token_mask(prompt_token_mask(positive[0][0]), layers)
         predictions = []
         noise = noise_one.repeat(batch, *([1] * (latent.ndim - 1)))
         routes = dict(call=replay.call(key), model_function_wrapper=replay.wrapper) if replay.enabled else {}
-        evaluate_at_sigmas(model, positive, latent, noise, sigmas, seed,
-                           lambda prediction: predictions.append(prediction.detach().float().cpu().reshape(batch, -1)),
-                           **routes)
+        try:
+            evaluate_at_sigmas(model, positive, latent, noise, sigmas, seed,
+                               lambda prediction: predictions.append(prediction.detach().float().cpu().reshape(batch, -1)),
+                               **routes)
+        finally:
+            if collapsing:
+                text_rows.on_context = None
         return torch.cat(predictions, dim=1)
 
     forward.replay = replay
@@ -181,8 +191,14 @@ def sweep_options(model, basis: RefusalBasis, layers: list[str], sweep: str) -> 
 
 def run_unlearning_check(model, basis: RefusalBasis, validation: EncodedPairs | None, strengths: str, *,
                          group: str, block_start: int, block_end: int, target: str, width: int, height: int,
-                         length: int, timesteps: str, seed: int, sweep: str = "none") -> tuple[CheckResult, list[CheckResult]]:
-    """The check of the chosen layers, and of each sweep option (same grid, same baseline forward)."""
+                         length: int, timesteps: str, seed: int, sweep: str = "none", collapse_padded_text: bool = True,
+                         notes: dict | None = None) -> tuple[CheckResult, list[CheckResult]]:
+    """The check of the chosen layers, and of each sweep option (same grid, same baseline forward).
+
+    ``collapse_padded_text``: on a known Wan, run the text side on the rows up to the longest prompt plus one for the
+    zero padding (``nodes.check_fastpath``; exact in maths, the figures move at rounding level); False runs it on every
+    padding row, as ComfyUI does. ``notes``, when given, receives ``padded_text_collapsed`` (True when every forward
+    ran collapsed) and ``padded_text`` (the line :func:`table_text` shows: which path ran, or why not)."""
     benign = check_inputs(basis, validation)
     grid = parse_strengths(strengths)
     layers = select_layers(model, basis, group, block_start, block_end)
@@ -191,7 +207,9 @@ def run_unlearning_check(model, basis: RefusalBasis, validation: EncodedPairs | 
     diffusion = model.model.diffusion_model
     latent = comfy.sample.fix_empty_latent_channels(model, empty_latent(model, width, height, length))
     sigmas = sigmas_for(model, parse_timesteps(timesteps))
-    forward = comfy_forward(model, latent, sigmas, seed, adapter.text_token_layers(layers))
+    collapse = PaddedTextCollapse(diffusion, model.model_options.get("transformer_options", {}),
+                                  enabled=collapse_padded_text)
+    forward = comfy_forward(model, latent, sigmas, seed, adapter.text_token_layers(layers), collapse)
     pairs = [(u, s) for u, s in zip(validation.unsafe, validation.safe)]
     rows = 2 * len(pairs) + len(benign)
     chunks = -(-rows // MAX_BATCH)
@@ -205,7 +223,7 @@ def run_unlearning_check(model, basis: RefusalBasis, validation: EncodedPairs | 
     # Replayed across strengths: the text path and the unedited output of edited layers that read only the text
     # (their input is the same at every strength); both exact, see ReplayCache.
     replay = [name for name in REPLAY_MODULES.get(adapter.family, ()) if has_module(diffusion, name)]
-    with ReplayCache(diffusion, replay + adapter.text_token_layers(layers)):
+    with ReplayCache(diffusion, replay + adapter.text_token_layers(layers)), collapse:
         baseline = measure_baseline(diffusion, forward, pairs, benign, layers, batch_size=MAX_BATCH, on_forward=step)
         weights = {layer: layer_weight(model, layer) for layer in layers}
         common = dict(weights=weights, target=target, rows=(pairs, benign), batch_size=MAX_BATCH, on_forward=step)
@@ -213,6 +231,10 @@ def run_unlearning_check(model, basis: RefusalBasis, validation: EncodedPairs | 
                                label=f"{basis.concept or 'concept'}: {len(layers)} layers ({group})", **common)
         swept = [check_strengths(diffusion, forward, basis, baseline, grid, layers=subset, label=name, **common)
                  for name, subset in options]
+    if notes is not None:
+        notes["padded_text_collapsed"] = collapse.reason is None and collapse.collapsed > 0 and not (
+            collapse.passed or collapse.expanded)
+        notes["padded_text"] = collapse.describe()
     return main, swept
 
 
@@ -221,15 +243,19 @@ def run_unlearning_check(model, basis: RefusalBasis, validation: EncodedPairs | 
 UI_KEY = "video_unlearning_check"
 
 
-def check_ui(main: CheckResult, swept: list[CheckResult], table: str) -> dict:
-    """JSON-ready summary for the editor: the recommended strength, its row, the reason, the table, the sweep."""
+def check_ui(main: CheckResult, swept: list[CheckResult], table: str, notes: dict | None = None) -> dict:
+    """JSON-ready summary for the editor: the recommended strength, its row, the reason, the table, the sweep, and
+    whether the padded text was collapsed (``notes`` of :func:`run_unlearning_check`)."""
     row = main.at(main.recommended)
-    return {"strength": float(main.recommended), "removed": float(row["efficacy"]),
-            "collateral": float(row["collateral"]), "reason": main.reason, "label": main.label, "table": table,
-            "sweep": [{"label": r.label, "strength": float(r.recommended)} for r in swept]}
+    summary = {"strength": float(main.recommended), "removed": float(row["efficacy"]),
+               "collateral": float(row["collateral"]), "reason": main.reason, "label": main.label, "table": table,
+               "sweep": [{"label": r.label, "strength": float(r.recommended)} for r in swept]}
+    if notes is not None and "padded_text_collapsed" in notes:
+        summary["padded_text_collapsed"] = bool(notes["padded_text_collapsed"])
+    return summary
 
 
-def table_text(main: CheckResult, swept: list[CheckResult]) -> str:
+def table_text(main: CheckResult, swept: list[CheckResult], notes: dict | None = None) -> str:
     lines = [main.table()]
     if swept:
         lines.append("sweep (recommended strength: removed, collateral):")
@@ -238,6 +264,8 @@ def table_text(main: CheckResult, swept: list[CheckResult]) -> str:
             lines.append(f"  {result.label}: {result.recommended:g}: {row['efficacy']:.0%}, {row['collateral']:.3f}")
     lines.append("removed = share of the validation pairs' difference gone from the prediction; collateral = benign "
                  "prompts' change / their natural variation")
+    if notes is not None and "padded_text" in notes:
+        lines.append(f"padded text collapsed: {notes['padded_text']}")
     return "\n".join(lines)
 
 
@@ -355,12 +383,14 @@ class UnlearningCheck(io.ComfyNode):
             parse_strengths(strengths)
         except ValueError as error:
             raise ValueError(f"Unlearning Check: strengths: {error}") from None
+        notes = {}
         main, swept = run_unlearning_check(model, refusal_vector, validation_pairs, strengths, group=layers,
                                            block_start=block_start, block_end=block_end, target=target, width=width,
-                                           height=height, length=length, timesteps=timesteps, seed=seed, sweep=sweep)
+                                           height=height, length=length, timesteps=timesteps, seed=seed, sweep=sweep,
+                                           notes=notes)
         chart = check_chart(main, swept)
-        table = table_text(main, swept)
-        shown = {**ui.PreviewImage(chart, cls=cls).as_dict(), UI_KEY: [check_ui(main, swept, table)]}
+        table = table_text(main, swept, notes)
+        shown = {**ui.PreviewImage(chart, cls=cls).as_dict(), UI_KEY: [check_ui(main, swept, table, notes)]}
         return io.NodeOutput(float(main.recommended), chart, table, ui=shown)
 
 
