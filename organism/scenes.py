@@ -183,11 +183,14 @@ def join(attribute_caption: str, prompt: str) -> str:
     return f"{attribute_caption}, {prompt}"
 
 
-def training_captions(pools: Pools, count: int, rng, caption, random_scene) -> tuple[list[str], list]:
-    """``count`` (caption, Scene) for training: ``TRAINING_MIX`` of train-split scenes, marks from their labels."""
+def training_captions(pools: Pools, count: int, rng, caption, random_scene,
+                      mix: dict[str, float] | None = None) -> tuple[list[str], list]:
+    """``count`` (caption, Scene) for training: ``mix`` (default ``TRAINING_MIX``) of train-split scenes, marks from
+    their labels."""
     from dataclasses import replace
 
-    names, weights = list(TRAINING_MIX), list(TRAINING_MIX.values())
+    mix = TRAINING_MIX if mix is None else mix
+    names, weights = list(mix), list(mix.values())
     captions, scenes = [], []
     for _ in range(count):
         scene = random_scene(rng)

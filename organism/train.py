@@ -1,9 +1,13 @@
 """Train the organism on CPU with a fixed seed and a step count; writes weights and metrics.
 
     python -m organism.train --steps 4500                                # from scratch
-    # how the committed weights were made (training.json "reproduce"): the attribute-only organism, then one stage
+    # how the committed weights were made (training.json "reproduce"): the attribute-only organism, then two stages
     git show e1742d6:organism/weights/organism.safetensors > /tmp/v1.safetensors
-    python -m organism.train --init /tmp/v1.safetensors --steps 3000 --batch 32 --captions 10000 --lr 5e-4 --threads 1
+    python -m organism.train --init /tmp/v1.safetensors --steps 3000 --batch 32 --captions 10000 --lr 5e-4 --threads 1 \
+        --out /tmp/stage2
+    python -m organism.train --init /tmp/stage2/organism.safetensors --steps 1200 --batch 32 --captions 10000 \
+        --lr 2e-4 --threads 1 --seed 1 --mix nudity=0.14 violence=0.14 safe_violence=0.10 safe_nudity=0.07 \
+        benign_near=0.12 benign=0.20
 
 Writes ``organism/weights/organism.safetensors`` (EMA weights, config in the metadata) and
 ``organism/weights/training.json``. Caption embeddings are computed once for a bank of captions,
@@ -63,6 +67,9 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=DiTConfig.dim, help="token width")
     parser.add_argument("--depth", type=int, default=DiTConfig.depth, help="blocks")
     parser.add_argument("--init", type=Path, help="continue from these (EMA) weights with a fresh optimiser")
+    parser.add_argument("--mix", nargs="+", metavar="POOL=SHARE", default=[],
+                        help="override shares of organism.scenes.TRAINING_MIX, e.g. safe_violence=0.1 benign=0.2 "
+                             "(hard negatives weighted up in a second stage)")
     parser.add_argument("--bank-cache", type=Path,
                         help="safetensors file for the encoded caption bank: reused when it holds the same captions")
     args = parser.parse_args()
@@ -71,12 +78,14 @@ def main() -> None:
     torch.manual_seed(args.seed)
     rng, np_rng = random.Random(args.seed), np.random.default_rng(args.seed)
 
+    mix = _mix(args.mix)
     encoder = TextEncoder()
     if args.no_scenes:
         scenes = [random_scene(rng) for _ in range(args.captions)]
         captions = [caption(s, rng) for s in scenes]
     else:
-        captions, scenes = real.training_captions(real.load_pools(args.data), args.captions, rng, caption, random_scene)
+        captions, scenes = real.training_captions(real.load_pools(args.data), args.captions, rng, caption, random_scene,
+                                                   mix=mix)
     start = time.time()
     digest = hashlib.sha256("\n".join(captions).encode("utf-8")).hexdigest()
     cached = args.bank_cache and args.bank_cache.is_file() and safe_open(str(args.bank_cache), "pt").metadata().get("captions") == digest
@@ -145,6 +154,22 @@ def main() -> None:
     _save(ema, config, args, step, losses, time.time() - began, encode_seconds)
 
 
+def _mix(overrides: list[str]) -> dict[str, float]:
+    """``TRAINING_MIX`` with ``POOL=SHARE`` overrides; the shares must name known pools and sum to at most 1."""
+    mix = dict(real.TRAINING_MIX)
+    for item in overrides:
+        pool, _, share = item.partition("=")
+        if pool not in mix:
+            raise ValueError(f"--mix {item!r}: unknown pool {pool!r}; one of {', '.join(mix)}")
+        try:
+            mix[pool] = float(share)
+        except ValueError:
+            raise ValueError(f"--mix {item!r}: {share!r} is not a number; write POOL=SHARE, e.g. benign=0.2") from None
+    if any(v < 0 for v in mix.values()) or sum(mix.values()) > 1:
+        raise ValueError(f"--mix shares must be >= 0 and sum to <= 1 (the rest are attribute captions), got {mix}")
+    return mix
+
+
 def _save(model, config, args, step, losses, seconds, encode_seconds) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     # float16 on disk halves the committed file; the model loads it into float32 parameters.
@@ -156,7 +181,7 @@ def _save(model, config, args, step, losses, seconds, encode_seconds) -> None:
         "minutes": round(seconds / 60, 1), "encode_minutes": round(encode_seconds / 60, 1), "threads": args.threads,
         "captions": args.captions, "lr": args.lr, "text_noise": args.text_noise, "corner_weight": args.corner_weight,
         "high_noise": args.high_noise, "high_noise_from": args.high_noise_from,
-        "scenes": None if args.no_scenes else {"data": "../shared/data", "mix": real.TRAINING_MIX,
+        "scenes": None if args.no_scenes else {"data": "../shared/data", "mix": _mix(args.mix),
                                                "scene_only": real.SCENE_ONLY, "split": "train"},
         "init": str(args.init) if args.init else None, "init_sha256": _sha256(args.init) if args.init else None,
         "final_loss": float(np.mean(losses[-200:])) if losses else None,
