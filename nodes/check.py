@@ -9,6 +9,7 @@ generation. The edit is applied by forward hooks that add the same low-rank chan
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 import numpy as np
@@ -113,7 +114,7 @@ def comfy_forward(model, latent: torch.Tensor, sigmas: list[float], seed: int, t
     """``forward(rows, recorder)`` for ``core.check``: the model's denoised prediction for every row (a
     CONDITIONING) at ``sigmas``, all rows on one noise; text-side layers pooled over the prompt's tokens. Rows seen
     before are evaluated through :class:`ApplyModelReplay`. ``text_rows``: the check's padded-text collapse; while it
-    applies, the text-side layers read only the rows it keeps, and it gives the recorder their token mask."""
+    applies, each row set's contexts are cut by it before they are stacked (the recorder's token mask with them)."""
     noise_one = comfy.sample.prepare_noise(latent, seed)
     stacked = {}  # the same rows come back once per strength: stack their conditionings once
     replay = ApplyModelReplay(model)
@@ -121,26 +122,24 @@ def comfy_forward(model, latent: torch.Tensor, sigmas: list[float], seed: int, t
     def forward(rows, recorder):
         batch = len(rows)
         key = tuple(id(row) for row in rows)
-        if key not in stacked:
-            stacked[key] = (list(rows), stack_conditionings(rows))  # the rows are kept, so their ids stay theirs
-        positive = stacked[key][1]
-        layers = [name for name in text_layers if name in recorder.names] if recorder is not None else []
         collapsing = text_rows is not None and text_rows.applies
-        if layers:
-            if collapsing:
-                text_rows.on_context = lambda mask: recorder.set_token_mask(mask, layers)
-            else:
-                recorder.set_token_mask(prompt_token_mask(positive[0][0]), layers)
+        if (key, collapsing) not in stacked:
+            trimmed = text_rows.trim(rows) if collapsing else None
+            # the rows are kept, so their ids stay theirs
+            stacked[key, collapsing] = (list(rows), stack_conditionings(trimmed.rows if trimmed else rows), trimmed)
+        _, positive, trimmed = stacked[key, collapsing]
+        if recorder is not None:
+            layers = [name for name in text_layers if name in recorder.names]
+            if layers:
+                mask = trimmed.mask if trimmed is not None else prompt_token_mask(positive[0][0])
+                recorder.set_token_mask(mask, layers)
         predictions = []
         noise = noise_one.repeat(batch, *([1] * (latent.ndim - 1)))
-        routes = dict(call=replay.call(key), model_function_wrapper=replay.wrapper) if replay.enabled else {}
-        try:
+        routes = dict(call=replay.call((key, collapsing)), model_function_wrapper=replay.wrapper) if replay.enabled else {}
+        with text_rows.feeding(trimmed) if collapsing else contextlib.nullcontext():
             evaluate_at_sigmas(model, positive, latent, noise, sigmas, seed,
                                lambda prediction: predictions.append(prediction.detach().float().cpu().reshape(batch, -1)),
                                **routes)
-        finally:
-            if collapsing:
-                text_rows.on_context = None
         return torch.cat(predictions, dim=1)
 
     forward.replay = replay

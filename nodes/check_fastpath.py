@@ -5,8 +5,10 @@ ComfyUI pads Wan's T5 context to 512 rows with exact zeros (``comfy/text_encoder
 zero row, and everything between the context and the cross-attention's softmax is row-wise (``text_embedding``,
 ``cross_attn.k``/``.v``, ``norm_k``, the check's edit hooks), so those rows stay identical up to the attention. There,
 n identical keys with identical values weigh exactly as one copy whose logit is raised by log(n) (``exp(s + log n) =
-n exp(s)``). So the first L + 1 rows carry everything: the check's text side (the bulk of a strength's forward on a
-small latent: 22 prompts x 512 rows through k, v, ``norm_k``, the hooks and the attention) shrinks to 22 x (L + 1).
+n exp(s)``). So the first L + 1 rows carry everything. The check cuts its contexts there before stacking them, so
+neither it nor ComfyUI's batching copies the padding (22 x 512 x 4096 floats in the default check), ``text_embedding``
+projects none of it, and the text side of every strength's forward (k, v, ``norm_k``, the hooks and the attention,
+most of a forward on a small latent) runs on 22 x (L + 1) rows instead of 22 x 512.
 
 Exact in maths, not bit for bit: sums over fewer terms round differently, so the check's figures move at float
 rounding level (``tests/host/test_check_collapse.py`` states how far).
@@ -22,7 +24,9 @@ from __future__ import annotations
 
 import math
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 
@@ -53,38 +57,48 @@ def why_not(diffusion: torch.nn.Module, transformer_options: Mapping | None = No
     return None
 
 
-class PaddedTextCollapse(ScopedHooks):
-    """Context manager: on a known Wan, the text context's zero padding tail reaches the cross-attention as one row.
+@dataclass(frozen=True)
+class Trimmed:
+    """A row set cut for the collapse: ``rows`` (the CONDITIONINGs, each context cut to ``kept`` rows, the last a zero
+    row), ``padding`` (the rows of the full context that last row stands for), ``total`` (the full context's rows) and
+    ``mask`` ``[batch, kept]`` (the prompts' tokens among the rows kept, ``nodes.collect.prompt_token_mask``'s rule)."""
 
-    A forward pre-hook on ``text_embedding`` hands it the context's first L + 1 rows (the same tensor for the same
-    context, so ``core.check.ReplayCache`` still recognises it by identity); each block's cross-attention, given that
-    short context, attends with log(number of padding rows) added to the last key's logit, through the module's own
-    ``q``/``k``/``v``/``norm_q``/``norm_k``/``o`` (so edit hooks, replay caches and recorders on them still apply).
-    A context without a zero tail of at least 2 rows passes unchanged.
+    rows: list
+    kept: int
+    padding: int
+    total: int
+    mask: torch.Tensor
+
+
+class PaddedTextCollapse(ScopedHooks):
+    """Context manager: on a known Wan, the check's text contexts reach the cross-attention cut after the longest
+    prompt, plus one zero row that stands for all the padding.
+
+    :meth:`trim` cuts a row set's contexts before they are stacked, so neither the check nor ComfyUI copies (or the
+    model projects) the padding rows at all; a forward run inside :meth:`feeding` registers ``text_embedding``'s
+    output as standing for the padding, and each block's cross-attention, given that context, attends with
+    log(number of padding rows) added to the last key's logit, through the module's own ``q``/``k``/``v``/``norm_q``/
+    ``norm_k``/``o`` (so edit hooks, replay caches and recorders on them still apply). Contexts without a zero tail of
+    at least 2 rows are not cut.
 
     Args:
         diffusion: the diffusion model (``model.model.diffusion_model``).
         transformer_options: the model's ``model_options["transformer_options"]`` (block replacements and attention
             overrides turn the collapse off).
         enabled: False runs everything as ComfyUI does (the reference the exactness test compares against).
-
-    ``on_context(mask)``, when set, is called at every forward with the token mask ``[batch, rows]`` of the text rows
-    the cross-attention layers read in that forward (``nodes.collect.prompt_token_mask``'s rule, on the rows kept), so
-    a recorder pooling those layers' inputs over the prompts' tokens pools the same rows as without the collapse.
     """
 
     def __init__(self, diffusion: torch.nn.Module, transformer_options: Mapping | None = None, *, enabled: bool = True):
         self.reason = why_not(diffusion, transformer_options) if enabled else "turned off for this check"
-        self.on_context: Callable[[torch.Tensor], None] | None = None
-        self.collapsed = 0  # text_embedding calls given a collapsed context
-        self.passed = 0  # ... given the context unchanged (no zero tail)
+        self.collapsed = 0  # text_embedding calls on a cut context
+        self.passed = 0  # ... on a full one (no zero tail, or a row set the cut does not apply to)
         self.expanded = 0  # cross-attention calls that had to rebuild the full context (see _collapsing)
-        self.rows: set[tuple[int, int]] = set()  # (rows kept, rows in the context)
+        self.rows: set[tuple[int, int]] = set()  # (rows kept, rows in the full context)
         self._diffusion = diffusion
         self._handles: list = []
         self._patched: list[torch.nn.Module] = []
-        self._contexts: dict[int, tuple] = {}  # id(context) -> (weakref, version, mask, short or None)
-        self._padding: dict[int, tuple] = {}  # id(tensor) -> (weakref, rows its last row stands for)
+        self._feeding: Trimmed | None = None
+        self._padding: dict[int, tuple] = {}  # id(text_embedding output) -> (weakref, rows its last row stands for)
 
     @property
     def applies(self) -> bool:
@@ -104,11 +118,44 @@ class PaddedTextCollapse(ScopedHooks):
                     f"cross-attention calls rebuilt the full context): {done}")
         return f"yes ({done})"
 
+    def trim(self, conditionings: Sequence) -> Trimmed | None:
+        """``conditionings`` (single-entry CONDITIONINGs, one per row) with every text context cut after the longest
+        prompt's last nonzero row plus one zero row, or None where that is not exact or gains nothing."""
+        if any(len(cond) != 1 for cond in conditionings):
+            return None  # stack_conditionings names this error
+        contexts = [cond[0][0] for cond in conditionings]
+        total = contexts[0].shape[1] if contexts[0].ndim == 3 else -1
+        if any(c.ndim != 3 or c.shape[1] != total for c in contexts):
+            return None  # ... and this one
+        for cond in conditionings:
+            for value in cond[0][1].values():
+                if isinstance(value, torch.Tensor) and value.ndim >= 2 and value.shape[1] == total:
+                    return None  # an extra along the tokens (an attention mask) would no longer line up
+        # amax and amin, not a norm (squares of tiny values underflow) nor any() (several times slower here).
+        nonzero = torch.cat([(c.amax(-1) != 0) | (c.amin(-1) != 0) for c in contexts]).cpu()  # [batch, total]
+        used = nonzero.any(dim=0).nonzero()
+        length = int(used[-1]) + 1 if used.numel() else 0  # rows from here on are zero in every prompt
+        if total - length < 2:
+            return None
+        kept = length + 1
+        mask = (nonzero | ~nonzero.any(dim=-1, keepdim=True))[:, :kept]  # an empty prompt keeps every row
+        rows = [[[cond[0][0][:, :kept], cond[0][1]]] for cond in conditionings]
+        return Trimmed(rows=rows, kept=kept, padding=total - length, total=total, mask=mask)
+
+    @contextmanager
+    def feeding(self, trimmed: Trimmed | None):
+        """The model calls inside get ``trimmed``'s contexts (None: full ones)."""
+        self._feeding = trimmed
+        try:
+            yield
+        finally:
+            self._feeding = None
+
     def _install(self) -> None:
         if self.reason is not None:
             return
         text = self._diffusion.text_embedding
-        self._handles.append(text.register_forward_pre_hook(self._shorten))
+        self._handles.append(text.register_forward_pre_hook(self._arriving))
         self._handles.append(text.register_forward_hook(self._embedded))
         for block in self._diffusion.blocks:
             attention = block.cross_attn
@@ -120,61 +167,34 @@ class PaddedTextCollapse(ScopedHooks):
             self._handles.pop().remove()
         while self._patched:
             del self._patched.pop().forward  # the class's forward again
-        self._contexts = {}
         self._padding = {}
-        self.on_context = None
+        self._feeding = None
 
-    def _shorten(self, _module, args):
-        if len(args) != 1 or not isinstance(args[0], torch.Tensor) or args[0].ndim != 3:
-            return None
-        context = args[0]
-        entry = self._contexts.get(id(context))
-        if entry is None or entry[0]() is not context or entry[1] != _version(context):
-            entry = self._split(context)
-        _, _, mask, short = entry
-        if self.on_context is not None:
-            self.on_context(mask)
-        if short is None:
+    def _arriving(self, _module, args):
+        trimmed = self._feeding
+        if trimmed is None:
             self.passed += 1
-            return None
+            return
+        context = args[0] if args else None
+        if not isinstance(context, torch.Tensor) or context.ndim != 3 or context.shape[1] != trimmed.kept:
+            shape = tuple(context.shape) if isinstance(context, torch.Tensor) else type(context).__name__
+            raise RuntimeError(f"Unlearning Check: Wan's text_embedding got a context of shape {shape}, not the "
+                               f"{trimmed.kept} rows the check cut it to: something between the check and the model "
+                               "changes the text context (a conditioning or model patch); run the check on the model "
+                               "without it")
         self.collapsed += 1
-        self.rows.add((short.shape[1], context.shape[1]))
-        return (short,)
+        self.rows.add((trimmed.kept, trimmed.total))
 
-    def _split(self, context: torch.Tensor) -> tuple:
-        """The context's entry: the prompts' token mask over the rows kept, and the short context (None: no tail)."""
-        # One pass over the context (22 x 512 x 4096 floats in the default check), once per context tensor: the
-        # check hands the model the same tensor at every strength (nodes.check.ApplyModelReplay).
-        nonzero = context.detach().any(dim=-1)  # [batch, rows]
-        mask = nonzero | ~nonzero.any(dim=-1, keepdim=True)  # prompt_token_mask's rule: an empty prompt keeps all
-        used = nonzero.any(dim=0).nonzero()
-        length = int(used[-1]) + 1 if used.numel() else 0  # rows from here on are zero in every prompt
-        total = context.shape[1]
-        short = None
-        if total - length >= 2:
-            short = context[:, :length + 1].contiguous()
-            mask = mask[:, :length + 1]
-            self._remember(self._padding, short, (weakref.ref(short), total - length))
-        entry = (weakref.ref(context), _version(context), mask, short)
-        self._remember(self._contexts, context, entry)
-        return entry
-
-    def _embedded(self, _module, args, output):
-        padding = self._padding_of(args[0]) if args else None
-        if padding is not None and isinstance(output, torch.Tensor):
-            self._remember(self._padding, output, (weakref.ref(output), padding))
+    def _embedded(self, _module, _args, output):
+        if self._feeding is not None and isinstance(output, torch.Tensor):
+            # Weak references: the check keeps what it replays, the rest is freed; dead entries go at the next one.
+            for key in [key for key, (ref, _) in self._padding.items() if ref() is None]:
+                del self._padding[key]
+            self._padding[id(output)] = (weakref.ref(output), self._feeding.padding)
 
     def _padding_of(self, tensor) -> int | None:
         entry = self._padding.get(id(tensor))
         return entry[1] if entry is not None and entry[0]() is tensor else None
-
-    @staticmethod
-    def _remember(table: dict, tensor: torch.Tensor, entry: tuple) -> None:
-        # Entries hold weak references: a context the caller dropped (184 MB in the default check) is freed, and its
-        # entry goes at the next insertion.
-        for key in [key for key, value in table.items() if value[0]() is None]:
-            del table[key]
-        table[id(tensor)] = entry
 
     def _collapsing(self, attention: torch.nn.Module, forward):
         def collapsing(x, context, transformer_options={}, **kwargs):  # noqa: B006 (ComfyUI's own signature)
@@ -207,8 +227,3 @@ def collapsed_cross_attention(attention: torch.nn.Module, x: torch.Tensor, conte
     bias[..., -1] = math.log(padding)
     out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias)
     return attention.o(out.transpose(1, 2).reshape(batch, -1, heads * out.shape[-1]).to(dtype))
-
-
-def _version(tensor: torch.Tensor) -> int | None:
-    """As ``core.check``: an inference-mode tensor has no version counter and is trusted not to be written to."""
-    return None if tensor.is_inference() else tensor._version

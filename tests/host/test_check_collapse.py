@@ -202,13 +202,43 @@ def test_an_attention_override_met_during_sampling_gets_the_full_context(pack, m
     attention = diffusion.blocks[0].cross_attn
     expected = attention(x, diffusion.text_embedding(context))
     with PaddedTextCollapse(diffusion, {}) as collapse:
-        embedded = diffusion.text_embedding(context)
-        assert embedded.shape[1] == 6
+        trimmed = collapse.trim([[[context[i:i + 1], {}]] for i in range(2)])
+        assert (trimmed.kept, trimmed.padding, trimmed.total) == (6, 507, 512)
+        with collapse.feeding(trimmed):
+            embedded = diffusion.text_embedding(torch.cat([row[0][0] for row in trimmed.rows]))
         plain = attention(x, embedded)
         overridden = attention(x, embedded, transformer_options={"optimized_attention_override": override})
+        with collapse.feeding(trimmed), pytest.raises(RuntimeError, match="shape \\(2, 512, 4096\\), not the 6 rows"):
+            diffusion.text_embedding(context)
     assert seen == [512] and collapse.expanded == 1
     torch.testing.assert_close(plain, expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(overridden, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_trim_cuts_only_where_exact(pack, models):
+    """Rows up to the longest prompt plus one zero row; the mask of prompt_token_mask on the rows kept; no cut without
+    a zero tail of 2 rows, or with an extra along the tokens."""
+    from comfyui_video_unlearning.nodes.check_fastpath import PaddedTextCollapse
+    from comfyui_video_unlearning.nodes.collect import prompt_token_mask
+
+    context = torch.zeros(4, 32, 8)
+    context[0, :3] = 1.0
+    context[1, :7] = -2.0
+    context[1, 4] = 0.0  # a zero row inside a prompt stays a zero row, kept and masked out
+    context[3, 9, 5] = -1e-30  # tiny values are not zero (their squares would be)
+    rows = [[[context[i:i + 1], {"pooled_output": None}]] for i in range(4)]  # the third prompt is empty
+    trimmed = PaddedTextCollapse(models[torch.float32].model.diffusion_model, {}).trim(rows)
+    assert (trimmed.kept, trimmed.padding, trimmed.total) == (11, 22, 32)
+    assert torch.equal(trimmed.mask, prompt_token_mask(context)[:, :11])
+    assert all(torch.equal(row[0][0], context[i:i + 1, :11]) for i, row in enumerate(trimmed.rows))
+    collapse = PaddedTextCollapse(models[torch.float32].model.diffusion_model, {})
+    full = context.clone()
+    full[2, 31] = 1.0
+    assert collapse.trim([[[full[i:i + 1], {}]] for i in range(4)]) is None
+    nearly = context.clone()
+    nearly[2, 30] = 1.0  # one padding row left: nothing to gain
+    assert collapse.trim([[[nearly[i:i + 1], {}]] for i in range(4)]) is None
+    assert collapse.trim([[[context[i:i + 1], {"attention_mask": torch.ones(1, 32)}]] for i in range(4)]) is None
 
 
 def test_replayed_short_context_is_recognised_by_identity(pack, models, padded_clip):
