@@ -4,7 +4,14 @@ The nodes' host bench setup of ``bench/nodes_perf.py`` (a 4-block dim-256 Wan lo
 generation = 128x128x9 frames, 8 steps, cfg 5): the check with 5 validation pairs, 12 benign prompts and
 9 strengths (0-2), timed against one generation, both medians of interleaved runs in one process.
 
-    python bench/check_perf.py [--repeats 3] [--size 128 64]
+The check runs both ways by default, interleaved: with Wan's zero-padded text collapsed to one key (the node's
+default, ``nodes/check_fastpath.py``) and on every padding row as ComfyUI does (``--paths``). The tiny CLIP gets its
+tokenizer's end token, so ComfyUI zeroes the padding rows as it does with the real UMT5-XXL, whose tokenizer ends a
+prompt with the model's end token (1); the tiny pile-T5 tokenizer ends with 2, which the Wan model does not know, so
+without this its padding rows would hold the encoder's output for the pad token (``--unpadded-text``: nothing to
+collapse, the setting of the bench's earlier figures).
+
+    python bench/check_perf.py [--repeats 3] [--size 128 64] [--threads 1] [--paths collapsed full]
 """
 
 from __future__ import annotations
@@ -43,7 +50,16 @@ def tiny_wan_clip():
     return tiny_models.tiny_wan_clip()
 
 
+def zero_padded(clip):
+    """``clip`` with its UMT5 model's end token set to the tiny tokenizer's (2), so ComfyUI zeroes every row after it."""
+    for module in clip.cond_stage_model.modules():
+        if hasattr(module, "special_tokens"):
+            module.special_tokens = {**module.special_tokens, "end": 2}
+    return clip
+
+
 GRID = "0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2"
+PATHS = {"collapsed": True, "full": False}  # --paths -> run_unlearning_check(collapse_padded_text=...)
 
 
 def main() -> None:
@@ -54,6 +70,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads (0: torch's default); on a shared machine 1 keeps other jobs from "
                              "stalling every parallel op")
+    parser.add_argument("--paths", nargs="+", choices=list(PATHS), default=list(PATHS),
+                        help="the check with the padded text collapsed (the node's default) and/or on every row")
+    parser.add_argument("--unpadded-text", action="store_true",
+                        help="keep the tiny CLIP's padding rows nonzero (nothing to collapse)")
     parser.add_argument("--json", type=Path, default=ROOT / "out" / "bench_check_perf.json")
     args = parser.parse_args()
     nodes_perf.setup_host()
@@ -69,6 +89,8 @@ def main() -> None:
 
     with torch.inference_mode():
         model, clip = nodes_perf.medium_wan(), tiny_wan_clip()
+        if not args.unpadded_text:
+            clip = zero_padded(clip)
         positive = clip.encode_from_tokens_scheduled(clip.tokenize("a Rolex watch on a table"))
         negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
         latent = {"samples": torch.zeros(1, 16, 3, 16, 16)}  # 9 frames of 128 x 128, as nodes_perf
@@ -82,38 +104,48 @@ def main() -> None:
         def generate():
             return comfy_nodes.common_ksampler(model, 3, 8, 5.0, "euler", "simple", positive, negative, latent)
 
-        def check(size):
+        notes = {}
+
+        def check(size, path):
+            notes[path, size] = {}
             return check_node.run_unlearning_check(model, basis, validation, GRID, group="all in vector", block_start=0,
                                                    block_end=-1, target="safe_mean", width=size, height=size, length=1,
-                                                   timesteps=args.timesteps, seed=0)[0]
+                                                   timesteps=args.timesteps, seed=0, collapse_padded_text=PATHS[path],
+                                                   notes=notes[path, size])[0]
 
+        runs = [(path, size) for size in args.size for path in args.paths]
         generate()
-        results = {size: check(size) for size in args.size}  # warm up
-        generation, checks = [], {size: [] for size in args.size}
+        results = {(path, size): check(size, path) for path, size in runs}  # warm up
+        generation, checks = [], {run: [] for run in runs}
         # This process's CPU seconds too: other jobs on a shared machine disturb them far less than the wall clock.
-        generation_cpu, checks_cpu = [], {size: [] for size in args.size}
-        for _ in range(args.repeats):  # interleaved, so drifting machine load hits both alike
+        generation_cpu, checks_cpu = [], {run: [] for run in runs}
+        for _ in range(args.repeats):  # interleaved, so drifting machine load hits all alike
             start, cpu = time.perf_counter(), time.process_time()
             generate()
             generation.append(time.perf_counter() - start)
             generation_cpu.append(time.process_time() - cpu)
-            for size in args.size:
+            for run in runs:
                 start, cpu = time.perf_counter(), time.process_time()
-                check(size)
-                checks[size].append(time.perf_counter() - start)
-                checks_cpu[size].append(time.process_time() - cpu)
+                check(run[1], run[0])
+                checks[run].append(time.perf_counter() - start)
+                checks_cpu[run].append(time.process_time() - cpu)
     one, one_cpu = statistics.median(generation), statistics.median(generation_cpu)
     report = {"generation": "128x128x9 frames, 4-block dim-256 Wan, 8 steps, cfg 5", "generation_seconds": one,
               "generation_cpu_seconds": one_cpu, "generation_runs": generation,
-              "validation_pairs": 5, "benign_prompts": 12, "strengths": 9, "timesteps": args.timesteps, "threads": torch.get_num_threads(), "checks": {}}
-    for size in args.size:
-        seconds, cpu = statistics.median(checks[size]), statistics.median(checks_cpu[size])
-        report["checks"][size] = {"seconds": seconds, "over_generation": seconds / one, "cpu_seconds": cpu,
-                                  "cpu_over_generation": cpu / one_cpu, "runs": checks[size],
-                                  "forwards": results[size].forwards, "recommended": results[size].recommended}
-        print(f"check at {size}x{size}x1, {results[size].forwards} forwards of up to 22 prompts: {seconds:.2f}s = "
+              "validation_pairs": 5, "benign_prompts": 12, "strengths": 9, "timesteps": args.timesteps,
+              "threads": torch.get_num_threads(), "text_padding": "nonzero" if args.unpadded_text else "zero",
+              "paths": {path: {} for path in args.paths}}
+    for path, size in runs:
+        run, result = (path, size), results[path, size]
+        seconds, cpu = statistics.median(checks[run]), statistics.median(checks_cpu[run])
+        report["paths"][path][size] = {"seconds": seconds, "over_generation": seconds / one, "cpu_seconds": cpu,
+                                       "cpu_over_generation": cpu / one_cpu, "runs": checks[run],
+                                       "forwards": result.forwards, "recommended": result.recommended,
+                                       "padded_text": notes[run]["padded_text"]}
+        print(f"check ({path}) at {size}x{size}x1, {result.forwards} forwards of up to 22 prompts: {seconds:.2f}s = "
               f"{seconds / one:.2f} x one generation ({one:.2f}s); CPU {cpu:.2f}s = {cpu / one_cpu:.2f} x "
-              f"({one_cpu:.2f}s)")
+              f"({one_cpu:.2f}s); padded text collapsed: {notes[run]['padded_text']}")
+    report["checks"] = report["paths"][args.paths[0]]  # the first path's, under the key earlier reports used
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1))
     print(f"wrote {args.json}")
