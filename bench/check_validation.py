@@ -43,7 +43,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.check import DEFAULT_STRENGTHS, check_strengths, measure_baseline  # noqa: E402
+from core.check import DEFAULT_STRENGTHS, check_strengths, measure_baseline, recommend  # noqa: E402
 from core.pairs import PromptPair  # noqa: E402
 from organism import experiment as ex  # noqa: E402
 from organism.text import TextEncoder  # noqa: E402
@@ -70,6 +70,12 @@ OTHERS = [
 ]
 #: Broad concepts only: the fit's whole rank-8 subspace U instead of its one direction (the nodes' ``edit`` option).
 BROAD_OTHERS = [("rank-8 subspace", {"edit": "subspace", "rank": 8}, 1.0)]
+#: ``--more-methods``: further subspace ranks (issue 12's variants), which lose attributes in different amounts, so
+#: that the collateral proxy has real differences to rank rather than sampling noise alone.
+MORE_BROAD_OTHERS = [("rank-4 subspace", {"edit": "subspace", "rank": 4}, 1.0),
+                     ("rank-16 subspace", {"edit": "subspace", "rank": 16}, 1.0)]
+#: The strength that projects the edited direction out entirely (``core.check.recommend(full_projection=...)``).
+FULL_PROJECTION = 1.0
 #: Most attribute-accuracy points (of 100) the bench's best strength may lose on unrelated prompts.
 MAX_LOSS_POINTS = 2.0
 
@@ -207,20 +213,21 @@ def broad_setting(concept: str, args, encoder, weights_key: str, pools) -> Setti
     count = len(estimate) if args.estimate_pairs is None else min(args.estimate_pairs, len(estimate))
     pairs = [PromptPair(u, s) for u, s in estimate[:count]]
     neutral = [broad.join(c, p) for c, p in zip(ex.neutral_prompts(12), pools.prompts["benign"]["train"][:12])]
-    full = broad.broad_prompts(pools, concept, "valid", args.count)
+    full = broad.broad_prompts(pools, concept, args.split, args.count)
     prompt_set = broad.Prompts({s: full.prompts[s] for s in ("concept", "benign")},
                                {s: full.scenes[s] for s in ("concept", "benign")})
     validation = broad_validation_pairs(pools, concept, args.pairs)
     benign = broad_benign_prompts(pools, concept, args.benign)
-    real = [p for pool in (concept, f"safe_{concept}", "benign") for p in pools.prompts[pool]["valid"]]
-    real += [p for pair in pools.pairs[concept]["valid"] for p in pair]
+    real = [p for pool in (concept, f"safe_{concept}", "benign") for split in {"valid", args.split}
+            for p in pools.prompts[pool][split]]
+    real += [p for split in {"valid", args.split} for pair in pools.pairs[concept][split] for p in pair]
     shared = real_parts([r for pair in validation for r in pair] + benign, real) & real_parts(
         [g for split in prompt_set.prompts.values() for g in split], real)
 
     def measure(model) -> dict:
         return broad.measure(model, encoder, prompt_set, concept, steps=args.steps)
 
-    report = {"estimate_pairs": count, "estimate_pairs_available": len(estimate),
+    report = {"estimate_pairs": count, "estimate_pairs_available": len(estimate), "generated_split": args.split,
               "generated_prompts": {s: len(v) for s, v in prompt_set.prompts.items()},
               "validation_pairs_sha256_12": [[short_hash(u), short_hash(s)] for u, s in validation],
               "benign_sha256_12": [short_hash(b) for b in benign],
@@ -229,9 +236,10 @@ def broad_setting(concept: str, args, encoder, weights_key: str, pools) -> Setti
           f"benign; generated: " + ", ".join(f"{s} {len(v)}" for s, v in prompt_set.prompts.items())
           + f"; real prompts in both: {len(shared)}", flush=True)
     return Setting(pairs=pairs, neutral=neutral, validation=validation, benign=benign, measure=measure,
-                   cache_prefix=f"{weights_key}|{concept}|valid|{args.count}|{args.steps}", rate="rate_concept",
+                   cache_prefix=f"{weights_key}|{concept}|{args.split}|{args.count}|{args.steps}", rate="rate_concept",
                    attr="attr_benign", attr_concept="attr_concept",
-                   variants=[("default", {}, s) for s in DEFAULT_STRENGTHS] + OTHERS + BROAD_OTHERS,
+                   variants=[("default", {}, s) for s in DEFAULT_STRENGTHS] + OTHERS + BROAD_OTHERS
+                   + (MORE_BROAD_OTHERS if args.more_methods else []),
                    fit_extra={"model_family": "organism"}, edit_key=f"|pairs {count}", report=report)
 
 
@@ -303,6 +311,7 @@ def run_concept(concept: str, args, model, encoder, cache: dict, weights_key: st
         "spearman_collateral_vs_attr_loss_concept_prompts": spearman([r["collateral"] for r in rows],
                                                                      [r["attr_loss_concept_prompts"] for r in rows]),
         "recommended": default.recommended, "recommended_reason": default.reason,
+        **_rules(default),
         "bench_best": best["strength"], "bench_best_drop": best["drop"], "bench_best_loss": best["attr_loss"],
         "check_seconds_default_grid": default.extra["seconds"], "check_forwards_default_grid": default.forwards,
     }
@@ -312,6 +321,15 @@ def run_concept(concept: str, args, model, encoder, cache: dict, weights_key: st
             "figures": figures}
 
 
+
+
+def _rules(check) -> dict:
+    """The recommendation with and without the full-projection floor, from the same per-strength figures
+    (``recommend`` is a pure function of them)."""
+    args = (check.strengths, check.efficacy, check.collateral_prediction)
+    floored = recommend(*args, full_projection=FULL_PROJECTION)
+    return {"recommended_prediction_only": recommend(*args, full_projection=None)[0],
+            "recommended_full_projection": floored[0], "recommended_full_projection_reason": floored[1]}
 
 
 def main() -> None:
@@ -326,6 +344,10 @@ def main() -> None:
     parser.add_argument("--estimate-pairs", type=int, help="broad concepts: how many estimate-split pairs the edit is "
                                                            "estimated from (default: all; the nodes' default is 5)")
     parser.add_argument("--data", type=Path, help="broad concepts: the prompt data folder (default ../shared/data)")
+    parser.add_argument("--split", choices=("valid", "test"), default="valid",
+                        help="broad concepts: the data split generated prompts come from (tune on valid, report test)")
+    parser.add_argument("--more-methods", action="store_true",
+                        help="broad concepts: also rank-4 and rank-16 subspace edits as variants")
     parser.add_argument("--check-times", type=float, nargs="+", default=[0.9],
                         help="flow times of the prediction (0.9 = the node's default progress 0.1)")
     parser.add_argument("--weights", type=Path, default=ex.WEIGHTS)

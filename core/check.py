@@ -47,6 +47,9 @@ DEFAULT_STRENGTHS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.
 REMOVED = 0.9
 #: :func:`recommend`: largest prediction collateral accepted, in units of the benign prompts' natural variation.
 COLLATERAL_BUDGET = 0.5
+#: :func:`recommend`: the strength at which the edit ``W - lambda (W U) U^T`` projects the concept out of the edited
+#: layers' inputs entirely (``U`` orthonormal); removal in the prediction alone does not justify less.
+FULL_PROJECTION = 1.0
 
 Forward = Callable[[Sequence, "ActivationRecorder | None"], torch.Tensor]
 
@@ -433,14 +436,21 @@ def prediction_proxies(baseline: Baseline, predictions: torch.Tensor) -> tuple[f
 
 
 def recommend(strengths: Sequence[float], efficacy: Sequence[float], collateral: Sequence[float], *,
-              removed: float = REMOVED, budget: float = COLLATERAL_BUDGET) -> tuple[float, str]:
+              removed: float = REMOVED, budget: float = COLLATERAL_BUDGET,
+              full_projection: float | None = FULL_PROJECTION) -> tuple[float, str]:
     """The strength with the best trade-off, and why.
 
     Rule, among strengths above 0 whose collateral is within ``budget`` (benign predictions move by at most that
     share of their natural variation):
 
     1. if some strength removes at least ``removed`` (0.9) of the validation pairs' difference from the
-       prediction, the smallest such strength: the concept is gone there, and more strength only adds collateral;
+       prediction, the smallest such strength: the concept is gone there, and more strength only adds collateral.
+       With ``full_projection`` (1.0 for the nodes' edit ``W - lambda (W U) U^T``, orthonormal ``U``), never less
+       than the smallest strength on the grid at or above it, unless that is over the collateral budget: below
+       it, ``1 - lambda`` of the concept direction is left in every edited layer's input, and sampling (every
+       step, amplified by guidance) reads what a one-timestep prediction on one noise shows as removed. On the
+       organism's nudity, the prediction lost 98 % of the pairs' difference at strength 0.5 while sampling still
+       drew the concept for 65 % of the prompts (validation split; 1.0 removed it for all);
     2. otherwise (the pairs differ in more than the concept, e.g. extra words the edit does not touch, so
        removal never reaches 0.9), the strength that ends the steepest rise of removal: the grid step with the
        largest gain per unit of strength. Removal of a concept is a switch in the strength (on the organism the
@@ -458,6 +468,21 @@ def recommend(strengths: Sequence[float], efficacy: Sequence[float], collateral:
         return 0.0, (f"every strength above 0 moves benign prompts by more than {budget:g} of their natural "
                      "variation; try another layer group or a vector from more pairs")
     reaching = [i for i in allowed if efficacy[i] >= removed]
+    if reaching and full_projection is not None:
+        i = min(reaching, key=lambda k: strengths[k])
+        if strengths[i] < full_projection:
+            at_full = [k for k in allowed if strengths[k] >= full_projection]
+            if at_full:
+                j = min(at_full, key=lambda k: strengths[k])
+                return strengths[j], (f"removes {efficacy[i]:.0%} of the validation pairs' difference from the "
+                                      f"prediction already at {strengths[i]:g}, but a strength below "
+                                      f"{full_projection:g} leaves part of the concept direction in the edited layers, "
+                                      f"which sampling amplifies; {strengths[j]:g} projects it out "
+                                      f"({efficacy[j]:.0%} removed); collateral {collateral[j]:.3f}")
+            return strengths[i], (f"smallest strength removing >= {removed:.0%} of the validation pairs' difference "
+                                  f"({efficacy[i]:.0%}); below full projection ({full_projection:g}), which is over "
+                                  f"the collateral budget {budget:g}: sampling may still show some of the concept; "
+                                  f"collateral {collateral[i]:.3f}")
     if reaching:
         i = min(reaching, key=lambda k: strengths[k])
         return strengths[i], (f"smallest strength removing >= {removed:.0%} of the validation pairs' difference "
@@ -477,7 +502,7 @@ def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBas
                     weights: Mapping[str, torch.Tensor] | None = None, target: str = "safe_mean",
                     rows: tuple[Sequence, Sequence] | None = None, batch_size: int = 64, label: str = "",
                     on_forward: Callable[[], None] | None = None, removed: float = REMOVED,
-                    budget: float = COLLATERAL_BUDGET) -> CheckResult:
+                    budget: float = COLLATERAL_BUDGET, full_projection: float | None = FULL_PROJECTION) -> CheckResult:
     """Efficacy and collateral of editing ``layers`` (default: all of ``basis``) at every strength.
 
     Layer-level figures come from ``baseline``'s recorded inputs in closed form; the prediction needs one
@@ -514,7 +539,8 @@ def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBas
             survival_p.append(survival)
             collateral_p.append(collateral)
     efficacy = [1.0 - s for s in survival_p]
-    recommended, reason = recommend(strengths, efficacy, collateral_p, removed=removed, budget=budget)
+    recommended, reason = recommend(strengths, efficacy, collateral_p, removed=removed, budget=budget,
+                                    full_projection=full_projection)
     return CheckResult(strengths=strengths, survival_layers=tuple(survival_l), survival_prediction=tuple(survival_p),
                        collateral_layers=tuple(collateral_l), collateral_prediction=tuple(collateral_p),
                        recommended=recommended, reason=reason, layers=tuple(layers), label=label,

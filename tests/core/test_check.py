@@ -167,6 +167,25 @@ def test_recommend_rule():
     assert recommend(nine, [0, 0.033, 0.063, 0.127, 0.347, 0.437, 0.496, 0.641, 0.793], [0.01 * k for k in range(9)])[0] == 1.0
 
 
+
+def test_recommend_full_projection_floor():
+    nine = [0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2]
+    saturating = [0, 0.75, 0.98, 0.99, 0.99, 0.99, 0.99, 1.0, 1.0]  # a switch: removed at 0.5 already
+    collateral = [0.03 * k for k in range(9)]
+    assert recommend(nine, saturating, collateral, full_projection=None)[0] == 0.5
+    strength, reason = recommend(nine, saturating, collateral, full_projection=1.0)
+    assert strength == 1.0 and "projects it out" in reason
+    # Reaching 90 % only above full projection: the floor changes nothing.
+    late = [0, 0.15, 0.31, 0.53, 0.74, 0.79, 0.8, 0.84, 0.92]
+    assert recommend(nine, late, collateral, full_projection=1.0)[0] == recommend(nine, late, collateral)[0] == 2.0
+    # Full projection over the collateral budget: the smallest strength reaching 90 %, and the reason says so.
+    strength, reason = recommend(nine, saturating, [0, 0.1, 0.2, 0.3, 0.6, 0.7, 0.8, 0.9, 1.0], budget=0.5,
+                                 full_projection=1.0)
+    assert strength == 0.5 and "over the collateral budget" in reason
+    # A grid without 1: the next strength above it.
+    assert recommend([0, 0.5, 1.5], [0, 0.95, 0.99], [0, 0.1, 0.2], full_projection=1.0)[0] == 1.5
+
+
 def test_parse_strengths_and_its_errors():
     assert parse_strengths("1, 0.5, 0.5") == (0.0, 0.5, 1.0)
     assert parse_strengths([2, 0]) == (0.0, 2.0)
