@@ -445,18 +445,22 @@ def recommend(strengths: Sequence[float], efficacy: Sequence[float], collateral:
 
     1. if some strength removes at least ``removed`` (0.9) of the validation pairs' difference from the
        prediction, the smallest such strength: the concept is gone there, and more strength only adds collateral.
-       With ``full_projection`` (1.0 for the nodes' edit ``W - lambda (W U) U^T``, orthonormal ``U``), never less
-       than the smallest strength on the grid at or above it, unless that is over the collateral budget: below
-       it, ``1 - lambda`` of the concept direction is left in every edited layer's input, and sampling (every
-       step, amplified by guidance) reads what a one-timestep prediction on one noise shows as removed. On the
-       organism's nudity, the prediction lost 98 % of the pairs' difference at strength 0.5 while sampling still
-       drew the concept for 65 % of the prompts (validation split; 1.0 removed it for all);
     2. otherwise (the pairs differ in more than the concept, e.g. extra words the edit does not touch, so
        removal never reaches 0.9), the strength that ends the steepest rise of removal: the grid step with the
        largest gain per unit of strength. Removal of a concept is a switch in the strength (on the organism the
        concept rate falls like a sigmoid); past the steepest part each step buys less removal for as much added
        collateral. (A first local maximum of the gain was tried and rejected: noise at small strengths made it
        pick 0.25 on the organism's trademark at one timestep.)
+    3. if removal never rises, the strength that removes most.
+
+    Then, with ``full_projection`` (1.0 for the nodes' edit ``W - lambda (W U) U^T``, orthonormal ``U``), a choice
+    below it is raised to the smallest strength on the grid at or above it, unless that is over the collateral
+    budget: below it, ``1 - lambda`` of the concept direction is left in every edited layer's input, and sampling
+    (every step, amplified by guidance) reads what a one-timestep prediction on one noise shows as removed. On the
+    organism's nudity, the prediction lost 98 % of the pairs' difference at strength 0.5 while sampling still drew
+    the concept for 65 % of the prompts (validation split; 1.0 removed it for all). The floor was first applied
+    to rule 1 only; it was extended to rules 2-3 after the trademark on the retrained organism (stage 3) showed the
+    same thing through rule 2 (recommended 0.75: 91 % drop; 1.0: 98 %).
 
     If no strength above 0 is within the budget, or none removes anything, recommend 0 and say so.
     """
@@ -467,34 +471,34 @@ def recommend(strengths: Sequence[float], efficacy: Sequence[float], collateral:
     if not allowed:
         return 0.0, (f"every strength above 0 moves benign prompts by more than {budget:g} of their natural "
                      "variation; try another layer group or a vector from more pairs")
+    i, reason = _by_removal(strengths, efficacy, collateral, allowed, removed, budget)
+    if full_projection is not None and strengths[i] < full_projection:
+        at_full = [k for k in allowed if strengths[k] >= full_projection]
+        if at_full:
+            j = min(at_full, key=lambda k: strengths[k])
+            return strengths[j], (f"{reason}; raised to {strengths[j]:g}: a strength below {full_projection:g} leaves "
+                                  f"part of the concept direction in the edited layers, which sampling amplifies "
+                                  f"({efficacy[j]:.0%} removed; collateral {collateral[j]:.3f})")
+        return strengths[i], (f"{reason}; below full projection ({full_projection:g}), which is over the collateral "
+                              f"budget {budget:g}: sampling may still show some of the concept")
+    return strengths[i], reason
+
+
+def _by_removal(strengths, efficacy, collateral, allowed, removed, budget) -> tuple[int, str]:
+    """Rules 1-3 of :func:`recommend` (before the full-projection floor): the chosen grid index and why."""
     reaching = [i for i in allowed if efficacy[i] >= removed]
-    if reaching and full_projection is not None:
-        i = min(reaching, key=lambda k: strengths[k])
-        if strengths[i] < full_projection:
-            at_full = [k for k in allowed if strengths[k] >= full_projection]
-            if at_full:
-                j = min(at_full, key=lambda k: strengths[k])
-                return strengths[j], (f"removes {efficacy[i]:.0%} of the validation pairs' difference from the "
-                                      f"prediction already at {strengths[i]:g}, but a strength below "
-                                      f"{full_projection:g} leaves part of the concept direction in the edited layers, "
-                                      f"which sampling amplifies; {strengths[j]:g} projects it out "
-                                      f"({efficacy[j]:.0%} removed); collateral {collateral[j]:.3f}")
-            return strengths[i], (f"smallest strength removing >= {removed:.0%} of the validation pairs' difference "
-                                  f"({efficacy[i]:.0%}); below full projection ({full_projection:g}), which is over "
-                                  f"the collateral budget {budget:g}: sampling may still show some of the concept; "
-                                  f"collateral {collateral[i]:.3f}")
     if reaching:
         i = min(reaching, key=lambda k: strengths[k])
-        return strengths[i], (f"smallest strength removing >= {removed:.0%} of the validation pairs' difference "
-                              f"({efficacy[i]:.0%}); collateral {collateral[i]:.3f}")
+        return i, (f"smallest strength removing >= {removed:.0%} of the validation pairs' difference "
+                   f"({efficacy[i]:.0%} at {strengths[i]:g}); collateral {collateral[i]:.3f}")
     gains = {i: (efficacy[i] - efficacy[i - 1]) / (strengths[i] - strengths[i - 1]) for i in range(1, len(strengths))}
     rising = [i for i in allowed if gains[i] > 0]
     if rising:
         i = max(rising, key=lambda k: (gains[k], -strengths[k]))
-        return strengths[i], (f"end of the steepest rise of removal ({efficacy[i]:.0%} removed; no strength "
-                              f"removes {removed:.0%}); collateral {collateral[i]:.3f}")
+        return i, (f"end of the steepest rise of removal ({efficacy[i]:.0%} removed at {strengths[i]:g}; no strength "
+                   f"removes {removed:.0%}); collateral {collateral[i]:.3f}")
     i = max(allowed, key=lambda k: (efficacy[k], -strengths[k]))
-    return strengths[i], f"most removed ({efficacy[i]:.0%}) within the collateral budget {budget:g}"
+    return i, f"most removed ({efficacy[i]:.0%} at {strengths[i]:g}) within the collateral budget {budget:g}"
 
 
 def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBasis, baseline: Baseline,

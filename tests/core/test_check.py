@@ -174,7 +174,7 @@ def test_recommend_full_projection_floor():
     collateral = [0.03 * k for k in range(9)]
     assert recommend(nine, saturating, collateral, full_projection=None)[0] == 0.5
     strength, reason = recommend(nine, saturating, collateral, full_projection=1.0)
-    assert strength == 1.0 and "projects it out" in reason
+    assert strength == 1.0 and "raised to 1" in reason
     # Reaching 90 % only above full projection: the floor changes nothing.
     late = [0, 0.15, 0.31, 0.53, 0.74, 0.79, 0.8, 0.84, 0.92]
     assert recommend(nine, late, collateral, full_projection=1.0)[0] == recommend(nine, late, collateral)[0] == 2.0
@@ -182,6 +182,11 @@ def test_recommend_full_projection_floor():
     strength, reason = recommend(nine, saturating, [0, 0.1, 0.2, 0.3, 0.6, 0.7, 0.8, 0.9, 1.0], budget=0.5,
                                  full_projection=1.0)
     assert strength == 0.5 and "over the collateral budget" in reason
+    # The floor applies to the steepest-rise rule too (removal plateaus below 90 %, steepest at 0.75).
+    plateau = [0, 0.14, 0.29, 0.53, 0.6, 0.62, 0.63, 0.63, 0.66]
+    assert recommend(nine, plateau, collateral, full_projection=None)[0] == 0.75
+    strength, reason = recommend(nine, plateau, collateral)
+    assert strength == 1.0 and "steepest" in reason and "raised to 1" in reason
     # A grid without 1: the next strength above it.
     assert recommend([0, 0.5, 1.5], [0, 0.95, 0.99], [0, 0.1, 0.2], full_projection=1.0)[0] == 1.5
 

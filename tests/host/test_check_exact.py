@@ -2,7 +2,8 @@
 
 ``check_recording.json`` holds the CheckResults of fixed inputs on the tiny host Wan as the check computed them
 before the speed-ups of issue 13 (commit 953abc5). A speed-up must be exact up to float rounding: every figure
-within 1e-5 of the recording and the same recommended strength. To re-record after a change that is *meant* to
+within 1e-5 of the recording and the recommended strength that today's rule
+(``core.check.recommend``) derives from the recorded figures. To re-record after a change that is *meant* to
 move the figures (then say so in the commit): ``CHECK_RECORD=1 pytest tests/host/test_check_exact.py``.
 """
 
@@ -60,12 +61,19 @@ def results(pack, wan, clip):
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_check_figures_match_the_recording(results, case):
+    from comfyui_video_unlearning.core.check import recommend
+
     recorded = json.loads(RECORDING.read_text())[case]
     got = results[case]
     assert len(got["swept"]) == len(recorded["swept"])
     for mine, theirs in zip([got["main"], *got["swept"]], [recorded["main"], *recorded["swept"]]):
         assert mine["layers"] == theirs["layers"] and mine["label"] == theirs["label"]
-        assert mine["recommended"] == theirs["recommended"]
+        # The recording's figures are the reference; its recommendation is re-derived from them by today's rule
+        # (changed on purpose since the recording: the full-projection floor), so a speed-up that moved a figure
+        # across a threshold still fails here while a change of the rule alone does not.
+        expected, _ = recommend(theirs["strengths"], [1 - s for s in theirs["survival_prediction"]],
+                                theirs["collateral_prediction"])
+        assert mine["recommended"] == expected
         for name in FIELDS:
             torch.testing.assert_close(torch.tensor(mine[name], dtype=torch.float64),
                                        torch.tensor(theirs[name], dtype=torch.float64), atol=1e-5, rtol=0,
