@@ -18,12 +18,14 @@ the edit is estimated as ``bench/unlearning.py --concept ...`` estimates it, fro
 train-split prompts; the variants add a rank-8 subspace edit (``fit(edit="subspace")``) at strength 1. The check's
 validation pairs are 5 pairs of the ``valid`` split (each pair under one attribute caption), never estimation
 pairs; its benign prompts are 12 attribute captions joined with benign ``valid`` prompts (another seed than the
-bench's). Generating measures, on the ``valid`` split (``organism.broad.broad_prompts`` / ``measure``), the
-concept's mark-rate drop on its concept prompts and the attribute-accuracy loss on its benign prompts. Real
+bench's). Generating measures, on the ``--split`` (``valid`` to tune, ``test`` to report;
+``organism.broad.broad_prompts`` / ``measure``), the concept's mark-rate drop on its concept prompts and the
+attribute-accuracy loss on its benign prompts. ``--more-methods`` adds rank-4 and rank-16 subspace edits. Real
 prompts are printed nowhere and not written to the JSON (only counts and short hashes).
 
     python bench/check_validation.py [--concept logo red] [--count 48] [--threads 1] [--git-rev HEAD]
     python bench/check_validation.py --concept nudity --count 48 --json out/check_validation_nudity.json
+    python bench/check_validation.py --concept nudity violence --split test --count 150 --more-methods
 """
 
 from __future__ import annotations
