@@ -20,7 +20,8 @@ validation pairs are 5 pairs of the ``valid`` split (each pair under one attribu
 pairs; its benign prompts are 12 attribute captions joined with benign ``valid`` prompts (another seed than the
 bench's). Generating measures, on the ``--split`` (``valid`` to tune, ``test`` to report;
 ``organism.broad.broad_prompts`` / ``measure``), the concept's mark-rate drop on its concept prompts and the
-attribute-accuracy loss on its benign prompts. ``--more-methods`` adds rank-4 and rank-16 subspace edits. Real
+attribute-accuracy loss on its benign prompts. ``--more-methods`` adds rank-4 and rank-16 subspace edits (logo /
+red: rank 4, 8 and 16). Real
 prompts are printed nowhere and not written to the JSON (only counts and short hashes).
 
     python bench/check_validation.py [--concept logo red] [--count 48] [--threads 1] [--git-rev HEAD]
@@ -73,7 +74,8 @@ OTHERS = [
 #: Broad concepts only: the fit's whole rank-8 subspace U instead of its one direction (the nodes' ``edit`` option).
 BROAD_OTHERS = [("rank-8 subspace", {"edit": "subspace", "rank": 8}, 1.0)]
 #: ``--more-methods``: further subspace ranks (issue 12's variants), which lose attributes in different amounts, so
-#: that the collateral proxy has real differences to rank rather than sampling noise alone.
+#: that the collateral proxy has real differences to rank rather than sampling noise alone (for logo / red: ranks 4,
+#: 8 and 16).
 MORE_BROAD_OTHERS = [("rank-4 subspace", {"edit": "subspace", "rank": 4}, 1.0),
                      ("rank-16 subspace", {"edit": "subspace", "rank": 16}, 1.0)]
 #: The strength that projects the edited direction out entirely (``core.check.recommend(full_projection=...)``).
@@ -201,7 +203,8 @@ def attribute_setting(concept: str, args, encoder, weights_key: str) -> Setting:
                    validation=validation, benign=benign, measure=measure,
                    cache_prefix=f"{weights_key}|{concept}|{args.count}|{args.steps}", rate="rate_unseen",
                    attr="attr_unrelated", attr_concept="attr_unseen",
-                   variants=[("default", {}, s) for s in DEFAULT_STRENGTHS] + OTHERS,
+                   variants=[("default", {}, s) for s in DEFAULT_STRENGTHS] + OTHERS
+                   + (BROAD_OTHERS + MORE_BROAD_OTHERS if args.more_methods else []),
                    report={"validation_pairs": validation, "benign": benign})
 
 
@@ -349,7 +352,8 @@ def main() -> None:
     parser.add_argument("--split", choices=("valid", "test"), default="valid",
                         help="broad concepts: the data split generated prompts come from (tune on valid, report test)")
     parser.add_argument("--more-methods", action="store_true",
-                        help="broad concepts: also rank-4 and rank-16 subspace edits as variants")
+                        help="also subspace edits as variants: rank 4 and 16 (broad concepts, which have rank 8 "
+                             "already), rank 4, 8 and 16 (logo, red)")
     parser.add_argument("--check-times", type=float, nargs="+", default=[0.9],
                         help="flow times of the prediction (0.9 = the node's default progress 0.1)")
     parser.add_argument("--weights", type=Path, default=ex.WEIGHTS)
