@@ -230,6 +230,27 @@ def test_real_prompt_splits_are_disjoint_and_marks_follow_labels():
         if scene.marks:
             assert any(text == p or text.endswith(", " + p) for p in train) and scene.marks <= set(CONCEPTS)
     assert join("a red ball", "x") == "a red ball, x"
+    # A mix override (stage 3's hard negatives) draws only from the pools it names, train split only.
+    only_safe = {name: 0.0 for name in ("nudity", "violence", "safe_nudity", "benign_near", "benign")}
+    captions, scenes = training_captions(pools, 200, random.Random(1), caption, random_scene,
+                                         mix={**only_safe, "safe_violence": 1.0})
+    safe_train = set(pools.prompts["safe_violence"]["train"])
+    assert all(any(text == p or text.endswith(", " + p) for p in safe_train) for text in captions)
+    assert not any(s.marks for s in scenes)
+
+
+def test_training_mix_overrides_and_their_errors():
+    from organism.scenes import TRAINING_MIX
+    from organism.train import _mix
+
+    assert _mix([]) == TRAINING_MIX
+    assert _mix(["safe_violence=0.1", "benign=0.2"]) == {**TRAINING_MIX, "safe_violence": 0.1, "benign": 0.2}
+    with pytest.raises(ValueError, match="unknown pool 'gore'"):
+        _mix(["gore=0.1"])
+    with pytest.raises(ValueError, match="not a number"):
+        _mix(["benign=lots"])
+    with pytest.raises(ValueError, match="sum to <= 1"):
+        _mix(["benign=0.9"])
 
 
 def test_committed_organism_draws_each_concepts_own_mark_and_the_chosen_edit_removes_it(organism):
