@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 import nodes_perf  # noqa: E402  (setup_host, medium_wan: the nodes' bench setup, reused as is)
+from host_models import tiny_wan_clip, zero_padded  # noqa: E402
 
 VALIDATION = "\n".join([
     "a Rolex timepiece glinting on a marble counter | a timepiece glinting on a marble counter",
@@ -40,24 +41,6 @@ BENIGN = "\n".join([
     "waves on a rocky shore", "a cyclist on a mountain road", "a bowl of fruit", "clouds over a valley",
     "a child flying a kite", "a train crossing a bridge", "rain on a window", "a horse in a field",
 ])
-def tiny_wan_clip():
-    """The tiny UMT5 CLIP the nodes' bench uses (from wherever this checkout keeps it)."""
-    if hasattr(nodes_perf, "tiny_wan_clip"):
-        return nodes_perf.tiny_wan_clip()
-    sys.path.insert(0, str(ROOT / "tests" / "host"))
-    import tiny_models
-
-    return tiny_models.tiny_wan_clip()
-
-
-def zero_padded(clip):
-    """``clip`` with its UMT5 model's end token set to the tiny tokenizer's (2), so ComfyUI zeroes every row after it."""
-    for module in clip.cond_stage_model.modules():
-        if hasattr(module, "special_tokens"):
-            module.special_tokens = {**module.special_tokens, "end": 2}
-    return clip
-
-
 GRID = "0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2"
 PATHS = {"collapsed": True, "full": False}  # --paths -> run_unlearning_check(collapse_padded_text=...)
 

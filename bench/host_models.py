@@ -3,6 +3,7 @@
 - ``tiny_wan_clip``: a UMT5 text encoder built through ComfyUI's Wan CLIP classes with a tiny config
   (d_model 4096 is kept because Wan's ``text_embedding`` reads 4096 features) and the T5 pile
   SentencePiece model that ships with ComfyUI. ComfyUI's CLIPLoader detects only a full-size UMT5-XXL.
+- ``zero_padded``: such a CLIP padding with exact zeros, as ComfyUI's Wan does with the real UMT5-XXL.
 - ``medium_wan``: a Wan 2.1 with dim 256 and 4 blocks, loaded through ComfyUI's detection.
 Both are seeded, so every run sees the same weights. Needs ``comfy`` importable (a ComfyUI on sys.path).
 Benchmarks never import ``tests/``; tests may import this module.
@@ -40,6 +41,16 @@ def tiny_wan_clip(seed: int = 0):
         if "layer_norm" in name:
             random[name] = torch.ones_like(random[name])
     clip.cond_stage_model.load_state_dict(random, strict=True)
+    return clip
+
+
+def zero_padded(clip):
+    """``clip`` with its UMT5 model's end token set to the tiny tokenizer's (2), so that ComfyUI zeroes every row after
+    it. The real UMT5-XXL tokenizer ends a prompt with 1, the Wan model's end token, and its padding rows are exact
+    zeros; the pile-T5 tokenizer ends with 2, so without this the padding rows hold the encoder's pad-token output."""
+    for module in clip.cond_stage_model.modules():
+        if hasattr(module, "special_tokens"):
+            module.special_tokens = {**module.special_tokens, "end": 2}
     return clip
 
 

@@ -47,10 +47,7 @@ def _inference_mode():
 @pytest.fixture(scope="module")
 def padded_clip(tiny):
     with torch.inference_mode():
-        clip = tiny.tiny_wan_clip()
-        for module in clip.cond_stage_model.modules():
-            if hasattr(module, "special_tokens"):
-                module.special_tokens = {**module.special_tokens, "end": 2}
+        clip = tiny.zero_padded(tiny.tiny_wan_clip())
         context = clip.encode_from_tokens_scheduled(clip.tokenize("a red car"))[0][0]
     assert 2 <= int(context.any(-1).sum()) < 10 and not context[:, 10:].any(), "rows after the prompt are zero"
     return clip

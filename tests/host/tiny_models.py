@@ -21,7 +21,7 @@ import torch
 _BENCH = str(Path(__file__).resolve().parents[2] / "bench")
 if _BENCH not in sys.path:  # also imported by the server tests' loader node, in ComfyUI's own process
     sys.path.insert(0, _BENCH)
-from host_models import TINY_UMT5, tiny_wan_clip  # noqa: E402,F401  (re-exported for the tests)
+from host_models import TINY_UMT5, tiny_wan_clip, zero_padded  # noqa: E402,F401  (re-exported for the tests)
 
 TINY_WAN = {"dim": 128, "ffn_dim": 256, "num_layers": 2, "num_heads": 1, "in_dim": 16, "out_dim": 16, "text_dim": 4096}
 
