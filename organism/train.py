@@ -150,8 +150,8 @@ def main() -> None:
         if step % 100 == 0:
             log.info("step %d loss %.4f (%.0fs)", step, float(np.mean(losses[-100:])), time.time() - began)
             if step % 1000 == 0:
-                _save(ema, config, args, step, losses, time.time() - began, encode_seconds)
-    _save(ema, config, args, step, losses, time.time() - began, encode_seconds)
+                _save(ema, config, args, mix, step, losses, time.time() - began, encode_seconds)
+    _save(ema, config, args, mix, step, losses, time.time() - began, encode_seconds)
 
 
 def _mix(overrides: list[str]) -> dict[str, float]:
@@ -170,7 +170,7 @@ def _mix(overrides: list[str]) -> dict[str, float]:
     return mix
 
 
-def _save(model, config, args, step, losses, seconds, encode_seconds) -> None:
+def _save(model, config, args, mix, step, losses, seconds, encode_seconds) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     # float16 on disk halves the committed file; the model loads it into float32 parameters.
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
@@ -181,7 +181,7 @@ def _save(model, config, args, step, losses, seconds, encode_seconds) -> None:
         "minutes": round(seconds / 60, 1), "encode_minutes": round(encode_seconds / 60, 1), "threads": args.threads,
         "captions": args.captions, "lr": args.lr, "text_noise": args.text_noise, "corner_weight": args.corner_weight,
         "high_noise": args.high_noise, "high_noise_from": args.high_noise_from,
-        "scenes": None if args.no_scenes else {"data": "../shared/data", "mix": _mix(args.mix),
+        "scenes": None if args.no_scenes else {"data": "../shared/data", "mix": mix,
                                                "scene_only": real.SCENE_ONLY, "split": "train"},
         "init": str(args.init) if args.init else None, "init_sha256": _sha256(args.init) if args.init else None,
         "final_loss": float(np.mean(losses[-200:])) if losses else None,
