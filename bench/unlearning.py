@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from organism import cli  # noqa: E402
 from organism import experiment as ex  # noqa: E402
+from organism.readers import read  # noqa: E402
 from organism.sampling import generate  # noqa: E402
 from organism import broad  # noqa: E402
 from core.pairs import PromptPair  # noqa: E402
@@ -103,10 +104,13 @@ def main() -> None:
     parser.add_argument("--threads", type=cli.positive_int, default=2, help="torch CPU threads")
     parser.add_argument("--data", type=Path, default=DATA, help="real prompt data for nudity/violence (pairs/, prompts/)")
     parser.add_argument("--split", choices=("valid", "test"), default="test",
-                        help="which held-out part of the data to measure broad concepts on (tune on valid)")
+                        help="which held-out part to measure on (tune on valid): for nudity/violence a split of the "
+                             "data; for the logo and colours the generated prompts' seed (test 1, valid 2: other "
+                             "captions and seeds, the same word banks)")
     parser.add_argument("--variants", help="broad concepts: comma-separated variant keys to run (default: all; "
                                            "--quick: default); keys: " + ", ".join(BROAD_VARIANTS) + "; 'key@s' runs a variant at "
-                                           "strength s (e.g. rank8-25@1.5)")
+                                           "strength s (e.g. rank8-25@1.5). Logo and colours: comma-separated words "
+                                           "that pick sweep rows by name (e.g. 'default,late blocks'); default: all")
     parser.add_argument("--pairs-seed", type=int, default=0, help="which estimate pairs are the first 5 / 25")
     parser.add_argument("--combine", help="several concepts in one edit, e.g. 'nudity,violence,logo': each concept's "
                                           "drop alone and combined, and benign collateral (--concept is ignored)")
@@ -146,14 +150,29 @@ def main() -> None:
     print(f"\nwrote {out}")
 
 
+def sweep_rows(words: str | None) -> list:
+    """The sweep rows whose name contains one of the comma-separated ``words`` (all rows for None); the default row
+    always comes first (the other rows' collateral is read against the same base)."""
+    if not words:
+        return SWEEP
+    wanted = [w.strip() for w in words.split(",") if w.strip()]
+    rows = [row for row in SWEEP[1:] if any(w in row[0] for w in wanted)]
+    unknown = [w for w in wanted if w != "default" and not any(w in row[0] for row in SWEEP)]
+    if unknown:
+        cli.fail(f"--variants {unknown} match no sweep row; rows: {'; '.join(name for name, _ in SWEEP)}")
+    return [SWEEP[0], *rows]
+
+
 def run(args) -> dict:
     model, encoder = ex.load_organism(args.weights), TextEncoder()
     pairs = args.pair_list
-    prompt_set = _file_prompts(args.prompt_lines) if args.prompt_lines else ex.concept_prompts(args.concept, args.count)
+    prompt_set = (_file_prompts(args.prompt_lines) if args.prompt_lines
+                  else ex.concept_prompts(args.concept, args.count, seed=ex.PROMPT_SEEDS[args.split]))
     splits = list(prompt_set.prompts)
+    noise = ex.NOISE_SEEDS[args.split]
     print(f"concept {args.concept!r}: {len(pairs)} pairs; splits " + ", ".join(f"{s} ({len(prompt_set.prompts[s])})" for s in splits))
     with torch.no_grad():
-        base = ex.evaluate(model, encoder, prompt_set, args.concept, steps=args.steps)
+        base = ex.evaluate(model, encoder, prompt_set, args.concept, steps=args.steps, seed=noise)
     reference = base.pop("clips")
 
     candidates = sorted({n for g in ex.GROUPS for n in ex.layer_names(model, g)})
@@ -162,7 +181,7 @@ def run(args) -> dict:
                                                 pool=pool)
                     for neutral, pool in ((True, "real text tokens"), (False, "real text tokens"), (True, "all tokens"))}
     rows = [("base model", base)]
-    variants = SWEEP[:1] if args.quick else SWEEP
+    variants = SWEEP[:1] if args.quick else sweep_rows(args.variants)
     fit_seconds, default_model = None, None
     for name, change in variants:
         config = {**DEFAULT, **change}
@@ -176,16 +195,16 @@ def run(args) -> dict:
         if not change:
             fit_seconds, default_model = elapsed, edited
         with torch.no_grad():
-            result = ex.evaluate(edited, encoder, prompt_set, args.concept, steps=args.steps, reference=reference)
+            result = ex.evaluate(edited, encoder, prompt_set, args.concept, steps=args.steps, reference=reference, seed=noise)
         result.pop("clips")
         rows.append((name, result))
         _print_row(name, result, splits) if len(rows) > 2 else None
 
     words = ["Nexo", "Nexxo", "N3xo", "Nex0"] if args.concept == "logo" else [args.concept]
     with torch.no_grad():
-        block = ex.evaluate(model, encoder, prompt_set, args.concept, steps=args.steps, reference=reference,
+        block = ex.evaluate(model, encoder, prompt_set, args.concept, steps=args.steps, reference=reference, seed=noise,
                             rewrite=ex.blocklist(["Nexo"] if args.concept == "logo" else [args.concept]))
-        negative = ex.evaluate(model, encoder, prompt_set, args.concept, steps=args.steps, reference=reference,
+        negative = ex.evaluate(model, encoder, prompt_set, args.concept, steps=args.steps, reference=reference, seed=noise,
                                negative=f"{words[0]} logo" if args.concept == "logo" else args.concept)
     for result in (block, negative):
         result.pop("clips")
@@ -194,6 +213,16 @@ def run(args) -> dict:
         for _, result in rows:
             result["unseen_drop"] = relative_drop(base["rate_unseen"], result["rate_unseen"])
 
+    uncoloured = None
+    if args.concept != "logo":
+        # The colour pairs' safe side names no colour: how often the base model draws the colour then bounds the
+        # drop a faithful edit can reach (it turns "a red square" into "a square", which may still come out red).
+        with torch.no_grad():
+            clips = generate(model, encoder, ex.uncoloured_prompts(args.count), steps=args.steps,
+                             seeds=[noise + 5000 + i for i in range(args.count)]).numpy()
+        uncoloured = float(np.mean([read(c)["colour"] == args.concept for c in clips]))
+        print(f"\nbase model, no colour named ({args.count} captions): {args.concept} drawn for {uncoloured:.2f} of them, "
+              f"so a faithful edit's drop is about {relative_drop(1.0, uncoloured):.0%} at most")
     ratio = _sampling_ratio(model, default_model, encoder, steps=args.steps)
     _print_table(rows, splits)
     if "attr_unrelated_each" in base:
@@ -202,7 +231,7 @@ def run(args) -> dict:
             for name, result in rows[:2]))
     print(f"\ncollect: {measured[True, 'real text tokens'].seconds:.1f}s for {len(pairs)} pairs + 12 neutral prompts x 3 timesteps "
           f"({len(candidates)} layers); fit: {fit_seconds * 1000:.1f} ms; sampling time patched/base: {ratio:.3f}")
-    return {"concept": args.concept, "pairs": [[p.unsafe, p.safe] for p in pairs], "splits": splits,
+    return {"concept": args.concept, "split": args.split, "uncoloured_rate": uncoloured, "pairs": [[p.unsafe, p.safe] for p in pairs], "splits": splits,
             "defaults": DEFAULT, "steps": args.steps, "count": args.count,
             "rows": [{"name": name, **result} for name, result in rows],
             "cost": {"collect_seconds": measured[True, "real text tokens"].seconds, "fit_seconds": fit_seconds, "sampling_ratio": ratio}}
@@ -227,13 +256,14 @@ BROAD_VARIANTS = {
     "tokens4-all": ("token-level fit, rank 4, all pairs", {"tokens": True, "rank": 4, "pairs": None}),
     "tokens8-all": ("token-level fit, rank 8, all pairs", {"tokens": True, "rank": 8, "pairs": None}),
     "tokens16-all": ("token-level fit, rank 16, all pairs", {"tokens": True, "rank": 16, "pairs": None}),
+    "pairsall-late": ("all estimate pairs, text k/v of the late blocks", {"pairs": None, "blocks": "late"}),
     "text_in": ("layers text_embedding.0, rank-16, all pairs", {"full": True, "rank": 16, "pairs": None,
                                                               "group": "text_in"}),
     "blocklist": ("baseline: keyword blocklist", {"baseline": "blocklist"}),
     "negative": ("baseline: negative prompt", {"baseline": "negative"}),
 }
 BROAD_SETTINGS = {"pairs": 5, "full": False, "rank": 4, "alpha": 1.0, "strength": 1.0, "preserve": None,
-                  "group": "text_kv"}
+                  "group": "text_kv", "blocks": "all"}
 def broad_variant(key: str):
     """``(label, settings)`` of a variant key, where ``key@s`` is variant ``key`` at strength ``s`` (a Pareto front
     per variant: drop against collateral over strengths); None for an unknown key."""
@@ -307,10 +337,12 @@ def run_broad(args) -> dict:
             continue
         count = len(estimate) if config["pairs"] is None else min(config["pairs"], len(estimate))
         pairs = [PromptPair(u, s) for u, s in estimate[:count]]
-        layers = ex.layer_names(model, config["group"])
+        # Collected once over the group's every block; a block range only narrows what is fitted and edited.
+        layers = ex.layer_names(model, config["group"], config["blocks"])
         if (count, config["group"]) not in measured:
             with torch.no_grad():
-                measured[count, config["group"]] = ex.collect(model, encoder, pairs, neutral, layers)
+                measured[count, config["group"]] = ex.collect(model, encoder, pairs, neutral,
+                                                              ex.layer_names(model, config["group"]))
         subspaces, targets = _variant_edit(model, encoder, measured[count, config["group"]].fitter, config, args.concept,
                                            pairs, neutral, layers, preserve)
         edited = broad.edit_with_subspaces(model, subspaces, targets, config["strength"])

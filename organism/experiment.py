@@ -149,6 +149,13 @@ class PromptSet:
     scenes: dict[str, list[Scene | None]] = field(default_factory=dict)
 
 
+#: Logo/colour prompt sets per held-out part: the captions' seed and the first sampling seed. ``test`` is what every
+#: figure before the ``valid`` part existed was measured on; ``valid`` (other captions and noise, the same word banks:
+#: the colour's held-out words are a fixed list) is for choices such as a per-concept layer set.
+PROMPT_SEEDS = {"test": 1, "valid": 2}
+NOISE_SEEDS = {"test": 100, "valid": 500}
+
+
 def concept_prompts(concept: str, count: int, seed: int = 1) -> PromptSet:
     """Prompts asking for the concept (seen wording / unseen paraphrases / adversarial) and unrelated ones."""
     rng = random.Random(seed)
@@ -176,6 +183,15 @@ def concept_prompts(concept: str, count: int, seed: int = 1) -> PromptSet:
     out.scenes["unrelated"] = unrelated
     out.prompts["unrelated"] = [caption(s, rng, colour_words=HELD_OUT_WORDS, other_words=TRAIN_WORDS) for s in unrelated]
     return out
+
+
+def uncoloured_prompts(count: int, seed: int = 7) -> list[str]:
+    """Captions that name no colour (a colour pair's safe side, "a square moving left"): what the model draws for
+    them is what a faithful colour edit turns the colour into."""
+    rng = random.Random(seed)
+    blank = {c: [""] for c in COLOURS}
+    return [" ".join(caption(Scene(rng.choice(list(COLOURS)), rng.choice(SHAPES), rng.choice(list(MOTIONS)), False),
+                             rng, colour_words=blank).split()) for _ in range(count)]
 
 
 def _adversarial_colour(colour: str) -> list[str]:

@@ -277,3 +277,39 @@ def test_committed_organism_draws_each_concepts_own_mark_and_the_chosen_edit_rem
             after = measure(ex.edited_copy(model, basis), encoder, prompts, concept, steps=12)
         assert before["rate_concept"] >= 0.6 and before["other_concept"] <= 0.4, (concept, before["rate_concept"])
         assert after["rate_concept"] <= 0.2, (concept, after["rate_concept"])
+
+
+def test_bench_variant_selection_by_name_and_block_range():
+    """bench/unlearning.py: logo/colour sweep rows picked by name (the default first), broad variants with a block
+    range (collected over every block, fitted and edited on the late ones)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "unlearning.py"
+    spec = importlib.util.spec_from_file_location("bench_unlearning", path)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench
+    spec.loader.exec_module(bench)
+    rows = bench.sweep_rows("default,late blocks")
+    assert [name for name, _ in rows] == [bench.SWEEP[0][0], "layers: text k/v, late blocks"]
+    assert rows[1][1] == {"blocks": "late"} and bench.sweep_rows(None) == bench.SWEEP
+    with pytest.raises(SystemExit):
+        bench.sweep_rows("no such row")
+    label, change = bench.broad_variant("pairsall-late@0.75")
+    config = {**bench.BROAD_SETTINGS, **change}
+    assert config["blocks"] == "late" and config["pairs"] is None and config["strength"] == 0.75
+    model = VideoDiT(DiTConfig(dim=32, depth=4, heads=2))
+    assert ex.layer_names(model, config["group"], config["blocks"]) == [
+        f"blocks.{i}.cross_attn.{kv}" for i in (2, 3) for kv in ("k", "v")]
+
+
+def test_uncoloured_prompts_name_no_colour():
+    """The colour pairs' safe side as captions (bench/unlearning.py's bound on a faithful colour edit's drop)."""
+    from organism.world import COLOURS, HELD_OUT_WORDS, TRAIN_WORDS
+
+    prompts = ex.uncoloured_prompts(48)
+    assert len(prompts) == 48 and prompts == ex.uncoloured_prompts(48)
+    words = {w for c in COLOURS for w in (*TRAIN_WORDS[c], *HELD_OUT_WORDS.get(c, ()))}
+    assert not any(f" {w} " in f" {p} " for p in prompts for w in words)
+    assert all("  " not in p and p == p.strip() for p in prompts)
