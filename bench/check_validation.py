@@ -24,7 +24,12 @@ attribute-accuracy loss on its benign prompts. ``--more-methods`` adds rank-4 an
 red: rank 4, 8 and 16). Real
 prompts are printed nowhere and not written to the JSON (only counts and short hashes).
 
-    python bench/check_validation.py [--concept logo red] [--count 48] [--threads 1] [--git-rev HEAD]
+For the logo and red, ``--split`` picks the generated prompts' seed (``organism.experiment.PROMPT_SEEDS``: ``test``,
+the default, is what every earlier figure measured; ``valid`` draws other captions and sampling seeds from the same
+word banks). Measuring both parts gives the bench's own repeatability: how well its attribute loss on one draw ranks
+the variants as it does on the other, a ceiling for any proxy's rank correlation with it.
+
+    python bench/check_validation.py [--concept logo red] [--count 48] [--threads 1] [--git-rev HEAD] [--split valid]
     python bench/check_validation.py --concept nudity --count 48 --json out/check_validation_nudity.json
     python bench/check_validation.py --concept nudity violence --split test --count 150 --more-methods
 """
@@ -191,21 +196,24 @@ class Setting:
 
 
 def attribute_setting(concept: str, args, encoder, weights_key: str) -> Setting:
-    full = ex.concept_prompts(concept, args.count)
+    split = args.split or "test"
+    full = ex.concept_prompts(concept, args.count, seed=ex.PROMPT_SEEDS[split])
     prompt_set = ex.PromptSet({s: full.prompts[s] for s in ("unseen", "unrelated")},
                               {s: full.scenes[s] for s in ("unseen", "unrelated")})
     validation, benign = validation_pairs(concept, args.pairs), benign_prompts(concept, args.benign)
 
     def measure(model) -> dict:
-        return ex.evaluate(model, encoder, prompt_set, concept, steps=args.steps)
+        return ex.evaluate(model, encoder, prompt_set, concept, steps=args.steps, seed=ex.NOISE_SEEDS[split])
 
     return Setting(pairs=ex.load_pairs(ex.default_pairs_path(concept)), neutral=ex.neutral_prompts(),
                    validation=validation, benign=benign, measure=measure,
-                   cache_prefix=f"{weights_key}|{concept}|{args.count}|{args.steps}", rate="rate_unseen",
+                   # test's key has no split: it is what the cache held before the valid part existed
+                   cache_prefix=f"{weights_key}|{concept}|{'valid|' if split == 'valid' else ''}{args.count}|{args.steps}",
+                   rate="rate_unseen",
                    attr="attr_unrelated", attr_concept="attr_unseen",
                    variants=[("default", {}, s) for s in DEFAULT_STRENGTHS] + OTHERS
                    + (BROAD_OTHERS + MORE_BROAD_OTHERS if args.more_methods else []),
-                   report={"validation_pairs": validation, "benign": benign})
+                   report={"validation_pairs": validation, "benign": benign, "generated_split": split})
 
 
 def broad_setting(concept: str, args, encoder, weights_key: str, pools) -> Setting:
@@ -218,21 +226,22 @@ def broad_setting(concept: str, args, encoder, weights_key: str, pools) -> Setti
     count = len(estimate) if args.estimate_pairs is None else min(args.estimate_pairs, len(estimate))
     pairs = [PromptPair(u, s) for u, s in estimate[:count]]
     neutral = [broad.join(c, p) for c, p in zip(ex.neutral_prompts(12), pools.prompts["benign"]["train"][:12])]
-    full = broad.broad_prompts(pools, concept, args.split, args.count)
+    split = args.split or "valid"
+    full = broad.broad_prompts(pools, concept, split, args.count)
     prompt_set = broad.Prompts({s: full.prompts[s] for s in ("concept", "benign")},
                                {s: full.scenes[s] for s in ("concept", "benign")})
     validation = broad_validation_pairs(pools, concept, args.pairs)
     benign = broad_benign_prompts(pools, concept, args.benign)
-    real = [p for pool in (concept, f"safe_{concept}", "benign") for split in {"valid", args.split}
-            for p in pools.prompts[pool][split]]
-    real += [p for split in {"valid", args.split} for pair in pools.pairs[concept][split] for p in pair]
+    real = [p for pool in (concept, f"safe_{concept}", "benign") for part in {"valid", split}
+            for p in pools.prompts[pool][part]]
+    real += [p for part in {"valid", split} for pair in pools.pairs[concept][part] for p in pair]
     shared = real_parts([r for pair in validation for r in pair] + benign, real) & real_parts(
-        [g for split in prompt_set.prompts.values() for g in split], real)
+        [g for part in prompt_set.prompts.values() for g in part], real)
 
     def measure(model) -> dict:
         return broad.measure(model, encoder, prompt_set, concept, steps=args.steps)
 
-    report = {"estimate_pairs": count, "estimate_pairs_available": len(estimate), "generated_split": args.split,
+    report = {"estimate_pairs": count, "estimate_pairs_available": len(estimate), "generated_split": split,
               "generated_prompts": {s: len(v) for s, v in prompt_set.prompts.items()},
               "validation_pairs_sha256_12": [[short_hash(u), short_hash(s)] for u, s in validation],
               "benign_sha256_12": [short_hash(b) for b in benign],
@@ -241,7 +250,7 @@ def broad_setting(concept: str, args, encoder, weights_key: str, pools) -> Setti
           f"benign; generated: " + ", ".join(f"{s} {len(v)}" for s, v in prompt_set.prompts.items())
           + f"; real prompts in both: {len(shared)}", flush=True)
     return Setting(pairs=pairs, neutral=neutral, validation=validation, benign=benign, measure=measure,
-                   cache_prefix=f"{weights_key}|{concept}|{args.split}|{args.count}|{args.steps}", rate="rate_concept",
+                   cache_prefix=f"{weights_key}|{concept}|{split}|{args.count}|{args.steps}", rate="rate_concept",
                    attr="attr_benign", attr_concept="attr_concept",
                    variants=[("default", {}, s) for s in DEFAULT_STRENGTHS] + OTHERS + BROAD_OTHERS
                    + (MORE_BROAD_OTHERS if args.more_methods else []),
@@ -273,13 +282,16 @@ def run_concept(concept: str, args, model, encoder, cache: dict, weights_key: st
         return cache[full_key]
 
     base = generated("base", model)
-    checks, rows = {}, []
+    checks, rows, seen = {}, [], set()
     for name, change, strength in setting.variants:
-        config = {**BASE, "edit": "direction", **change}
+        config = {**BASE, "blocks": args.blocks, "edit": "direction", **change}
         layers = ex.layer_names(model, config["group"], config["blocks"])
         fit_key = json.dumps({**{k: config[k] for k in ("method", "group", "blocks", "target")},
                               **({"edit": config["edit"], "rank": config["rank"]} if config["edit"] != "direction"
                                  else {})})
+        if (fit_key, strength) in seen:
+            continue  # with --blocks late, "late blocks" is the default edit itself: one row, not two equal ones
+        seen.add((fit_key, strength))
         basis = measured.fitter.fit(rank=config["rank"], alpha=config["alpha"], method=config["method"],
                                     edit=config["edit"], concept=concept, pairs=pairs, layers=layers,
                                     **setting.fit_extra)
@@ -303,10 +315,9 @@ def run_concept(concept: str, args, model, encoder, cache: dict, weights_key: st
               f"collateral {check['collateral']:.3f} (layers {check['collateral_layers']:.3f}) | drop {drop:6.1%}  "
               f"attr loss {loss:+.1f} pts", flush=True)
 
-    default = checks[json.dumps({k: BASE[k] for k in ("method", "group", "blocks", "target")})]
+    default = checks[json.dumps({k: {**BASE, "blocks": args.blocks}[k] for k in ("method", "group", "blocks", "target")})]
     grid = [r for r in rows if r["variant"].startswith("default")]
-    allowed = [r for r in grid if r["attr_loss"] <= MAX_LOSS_POINTS]
-    best = max(allowed, key=lambda r: (round(r["drop"], 9), -r["strength"]))
+    best = _best(grid)
     figures = {
         "spearman_efficacy_vs_drop": spearman([r["efficacy"] for r in rows], [r["drop"] for r in rows]),
         "spearman_efficacy_layers_vs_drop": spearman([r["efficacy_layers"] for r in rows], [r["drop"] for r in rows]),
@@ -326,6 +337,30 @@ def run_concept(concept: str, args, model, encoder, cache: dict, weights_key: st
             "figures": figures}
 
 
+
+
+def repeatability(rows: list[dict], other: list[dict]) -> dict:
+    """The bench against itself on another draw of prompts (the same variants, by name): Spearman of the attribute
+    loss and of the drop across draws (how far the bench's own ranking of variants repeats, so a ceiling for any
+    proxy's), and the proxies against the two draws' mean (twice the prompts)."""
+    theirs = {r["variant"]: r for r in other}
+    common = [r for r in rows if r["variant"] in theirs]
+    pair = lambda key: ([r[key] for r in common], [theirs[r["variant"]][key] for r in common])  # noqa: E731
+    mean = lambda key: [(r[key] + theirs[r["variant"]][key]) / 2 for r in common]  # noqa: E731
+    return {"variants": len(common),
+            "spearman_attr_loss_across_draws": spearman(*pair("attr_loss")),
+            "spearman_drop_across_draws": spearman(*pair("drop")),
+            "spearman_collateral_vs_attr_loss_both_draws": spearman([r["collateral"] for r in common], mean("attr_loss")),
+            "spearman_efficacy_vs_drop_both_draws": spearman([r["efficacy"] for r in common], mean("drop")),
+            "bench_best_both_draws": _best([{**r, "attr_loss": a, "drop": d} for r, a, d in
+                                            zip(common, mean("attr_loss"), mean("drop"))
+                                            if r["variant"].startswith("default")])["strength"]}
+
+
+def _best(grid: list[dict]) -> dict:
+    """The bench's best strength: the largest drop with at most ``MAX_LOSS_POINTS`` lost (the smallest on ties)."""
+    allowed = [r for r in grid if r["attr_loss"] <= MAX_LOSS_POINTS]
+    return max(allowed, key=lambda r: (round(r["drop"], 9), -r["strength"]))
 
 
 def _rules(check) -> dict:
@@ -349,8 +384,10 @@ def main() -> None:
     parser.add_argument("--estimate-pairs", type=int, help="broad concepts: how many estimate-split pairs the edit is "
                                                            "estimated from (default: all; the nodes' default is 5)")
     parser.add_argument("--data", type=Path, help="broad concepts: the prompt data folder (default ../shared/data)")
-    parser.add_argument("--split", choices=("valid", "test"), default="valid",
-                        help="broad concepts: the data split generated prompts come from (tune on valid, report test)")
+    parser.add_argument("--split", choices=("valid", "test"),
+                        help="which held-out part generated prompts come from (tune on valid, report test): broad "
+                             "concepts, a split of the data (default valid); logo and colours, the prompts' seed "
+                             "(organism.experiment.PROMPT_SEEDS; default test, what the figures before it measured)")
     parser.add_argument("--more-methods", action="store_true",
                         help="also subspace edits as variants: rank 4 and 16 (broad concepts, which have rank 8 "
                              "already), rank 4, 8 and 16 (logo, red)")
@@ -363,7 +400,14 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="report (default out/check_validation.json; broad concepts "
                                                   "alone: out/check_validation_<concepts>.json)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--blocks", choices=("all", "early", "late"), default="all",
+                        help="the blocks of the default edit (its strength grid and the recommendation): a per-concept "
+                             "layer choice such as red's late blocks (chosen with bench/unlearning.py --split valid)")
+    parser.add_argument("--against", type=Path, help="an earlier report of the same concepts on another --split: adds "
+                                                     "the bench's repeatability across the two draws")
     args = parser.parse_args()
+    if args.against is not None and not args.against.is_file():
+        parser.exit(2, f"--against {args.against}: no such report; run this bench with the other --split first\n")
     known = (*(c for c in ("logo", *COLOURS) if ex.default_pairs_path(c).is_file()), *BROAD)
     unknown = [c for c in args.concept if c not in known]
     if unknown:
@@ -397,11 +441,17 @@ def main() -> None:
         args.weights.write_bytes(blob)
     weights_key = sha256(args.weights)
     model, encoder = ex.load_organism(args.weights), TextEncoder()
-    report = {"weights_sha256_16": weights_key, "count": args.count, "steps": args.steps,
+    report = {"weights_sha256_16": weights_key, "count": args.count, "steps": args.steps, "blocks": args.blocks,
               "check_times": args.check_times, "concepts": []}
+    other = {c["concept"]: c for c in json.loads(args.against.read_text())["concepts"]} if args.against else {}
     for concept in args.concept:
         print(f"concept {concept!r} (weights {weights_key})")
         report["concepts"].append(run_concept(concept, args, model, encoder, cache, weights_key, pools))
+        if concept in other:
+            found = report["concepts"][-1]["figures"]["repeatability"] = {
+                "against": args.against.name, "against_split": other[concept].get("generated_split", "test"),
+                **repeatability(report["concepts"][-1]["rows"], other[concept]["rows"])}
+            print(json.dumps(found, indent=1))
     args.json.write_text(json.dumps(report, indent=1))
     print(f"wrote {args.json}")
 

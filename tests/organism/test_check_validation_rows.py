@@ -48,3 +48,30 @@ def test_broad_check_rows_are_valid_split_and_not_estimation_pairs(bench_and_poo
     # the same call gives the same rows (fixed seeds)
     assert bench.broad_benign_prompts(pools, concept, 12) == benign
     assert bench.broad_validation_pairs(pools, concept, 5) == pairs
+
+
+def test_logo_and_colour_prompt_parts_differ_and_repeat():
+    """The valid part of the generated logo/colour prompts is another draw than test, and each is fixed."""
+    from organism import experiment as ex
+
+    for concept in ("logo", "red"):
+        test = ex.concept_prompts(concept, 48, seed=ex.PROMPT_SEEDS["test"])
+        valid = ex.concept_prompts(concept, 48, seed=ex.PROMPT_SEEDS["valid"])
+        assert ex.concept_prompts(concept, 48, seed=ex.PROMPT_SEEDS["valid"]).prompts == valid.prompts
+        for split in ("unseen", "unrelated"):
+            shared = set(test.prompts[split]) & set(valid.prompts[split])
+            assert len(shared) <= 2, (concept, split, len(shared))  # short captions may coincide by chance
+    assert ex.NOISE_SEEDS["test"] != ex.NOISE_SEEDS["valid"]
+    assert abs(ex.NOISE_SEEDS["test"] - ex.NOISE_SEEDS["valid"]) >= 150  # 150 prompts a split never share a seed
+
+
+def test_repeatability_ranks_variants_across_draws(bench_and_pools):
+    bench, _ = bench_and_pools
+    rows = [{"variant": f"default, strength {s:g}", "strength": s, "attr_loss": 3.0 * s, "drop": min(1.0, s),
+             "collateral": 0.1 * s, "efficacy": min(1.0, s)} for s in (0.0, 0.5, 1.0, 1.5)]
+    again = [{**r, "attr_loss": r["attr_loss"] + 0.1} for r in rows[::-1]] + [{**rows[0], "variant": "other"}]
+    figures = bench.repeatability(rows, again)
+    assert figures["variants"] == 4
+    assert figures["spearman_attr_loss_across_draws"] == pytest.approx(1.0)
+    assert figures["spearman_collateral_vs_attr_loss_both_draws"] == pytest.approx(1.0)
+    assert figures["bench_best_both_draws"] == 0.5  # 1.0 loses 3.05 points on average, over the 2-point budget
