@@ -13,7 +13,7 @@ The threshold is set on the *valid* split, at the recall the base organism reach
 prompts; the test split then gives recall and the false-mark rate per set, to compare with the organism's own
 row in README. Prompts from ``../shared/data`` are read in place and never printed.
 
-    python bench/encoder_ceiling.py [--concept violence] [--data ../shared/data] [--out out/encoder_ceiling.json]
+    python bench/encoder_ceiling.py [--concept violence] [--data ../shared/data] [--out out/encoder_ceiling.json]   # ~10 min
 """
 
 from __future__ import annotations
@@ -37,6 +37,9 @@ from organism.text import TextEncoder  # noqa: E402
 from organism.world import caption, random_scene  # noqa: E402
 
 SETS = ("concept", "safe", "benign_near", "benign")
+#: The committed organism's (stage 3) training mix, so that the readers see what the DiT saw.
+TRAINING_MIX_STAGE3 = {**TRAINING_MIX, "nudity": 0.14, "violence": 0.14, "safe_nudity": 0.07, "safe_violence": 0.10,
+                       "benign_near": 0.12, "benign": 0.20}
 
 
 class AttentionReader(torch.nn.Module):
@@ -102,11 +105,11 @@ def main() -> None:
     parser.add_argument("--concept", default="violence", choices=CONCEPTS)
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--captions", type=int, default=10000, help="training captions drawn as organism.train does")
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--valid-recall", type=float, default=None,
                         help="recall to set the threshold at on the valid split (default: the base organism's "
                              "valid rate on the concept, from README: nudity 0.91, violence 0.89)")
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "encoder_ceiling.json")
     args = parser.parse_args()
     recall = args.valid_recall or {"nudity": 0.91, "violence": 0.89}[args.concept]
@@ -144,10 +147,6 @@ def main() -> None:
     args.out.write_text(json.dumps(result, indent=1))
     print(f"sizes {result['sizes']}; {result['seconds']} s; wrote {args.out}")
 
-
-#: The committed organism's (stage 3) training mix, so that the readers see what the DiT saw.
-TRAINING_MIX_STAGE3 = {**TRAINING_MIX, "nudity": 0.14, "violence": 0.14, "safe_nudity": 0.07, "safe_violence": 0.10,
-                       "benign_near": 0.12, "benign": 0.20}
 
 if __name__ == "__main__":
     main()
