@@ -15,6 +15,16 @@ PACK_MODULE = "comfyui_video_unlearning"
 COMFYUI = find_comfyui()
 
 
+@pytest.fixture
+def inference_mode():
+    """ComfyUI runs nodes under ``torch.inference_mode()``; so do the host tests that call nodes in process
+    (``pytestmark = pytest.mark.usefixtures("inference_mode")``)."""
+    import torch
+
+    with torch.inference_mode():
+        yield
+
+
 def pytest_collection_modifyitems(config, items):
     if COMFYUI is None:
         marker = pytest.mark.skip(reason="HOST TESTS SKIPPED: no ComfyUI found at $COMFYUI_PATH, ../.., ~/ComfyUI or ../shared/host")

@@ -23,10 +23,7 @@ TINY = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _inference_mode():
-    with torch.inference_mode():
-        yield
+pytestmark = pytest.mark.usefixtures("inference_mode")
 
 
 def tiny_model(family, wan):

@@ -38,10 +38,7 @@ CASES = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _inference_mode():
-    with torch.inference_mode():
-        yield
+pytestmark = pytest.mark.usefixtures("inference_mode")
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,7 @@ BENIGN = "a cat on a sofa\na boat on a lake\na bird in the sky\na train at a sta
 GRID = "0, 0.5, 1, 2"
 
 
-@pytest.fixture(autouse=True)
-def _inference_mode():
-    with torch.inference_mode():
-        yield
+pytestmark = pytest.mark.usefixtures("inference_mode")
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,7 @@ PAIRS = "\n".join(f"a Rolex watch number {i} on a table | a watch number {i} on 
 NEUTRAL = "a dog in a park\na red car\na tree in the wind\na bowl of soup"
 
 
-@pytest.fixture(autouse=True)
-def _inference_mode():
-    with torch.inference_mode():  # ComfyUI runs nodes under inference mode; so do the tests
-        yield
+pytestmark = pytest.mark.usefixtures("inference_mode")
 
 
 @pytest.fixture(scope="module")
