@@ -51,7 +51,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.check import DEFAULT_STRENGTHS, check_strengths, measure_baseline, recommend  # noqa: E402
+from core.check import DEFAULT_STRENGTHS, FULL_PROJECTION, check_strengths, measure_baseline, recommend  # noqa: E402
 from core.pairs import PromptPair  # noqa: E402
 from organism import experiment as ex  # noqa: E402
 from organism.text import TextEncoder  # noqa: E402
@@ -83,8 +83,6 @@ BROAD_OTHERS = [("rank-8 subspace", {"edit": "subspace", "rank": 8}, 1.0)]
 #: 8 and 16).
 MORE_BROAD_OTHERS = [("rank-4 subspace", {"edit": "subspace", "rank": 4}, 1.0),
                      ("rank-16 subspace", {"edit": "subspace", "rank": 16}, 1.0)]
-#: The strength that projects the edited direction out entirely (``core.check.recommend(full_projection=...)``).
-FULL_PROJECTION = 1.0
 #: Most attribute-accuracy points (of 100) the bench's best strength may lose on unrelated prompts.
 MAX_LOSS_POINTS = 2.0
 
@@ -286,9 +284,7 @@ def run_concept(concept: str, args, model, encoder, cache: dict, weights_key: st
     for name, change, strength in setting.variants:
         config = {**BASE, "blocks": args.blocks, "edit": "direction", **change}
         layers = ex.layer_names(model, config["group"], config["blocks"])
-        fit_key = json.dumps({**{k: config[k] for k in ("method", "group", "blocks", "target")},
-                              **({"edit": config["edit"], "rank": config["rank"]} if config["edit"] != "direction"
-                                 else {})})
+        fit_key = _fit_key(config)
         if (fit_key, strength) in seen:
             continue  # with --blocks late, "late blocks" is the default edit itself: one row, not two equal ones
         seen.add((fit_key, strength))
@@ -315,7 +311,7 @@ def run_concept(concept: str, args, model, encoder, cache: dict, weights_key: st
               f"collateral {check['collateral']:.3f} (layers {check['collateral_layers']:.3f}) | drop {drop:6.1%}  "
               f"attr loss {loss:+.1f} pts", flush=True)
 
-    default = checks[json.dumps({k: {**BASE, "blocks": args.blocks}[k] for k in ("method", "group", "blocks", "target")})]
+    default = checks[_fit_key({**BASE, "blocks": args.blocks, "edit": "direction"})]
     grid = [r for r in rows if r["variant"].startswith("default")]
     best = _best(grid)
     figures = {
@@ -337,6 +333,12 @@ def run_concept(concept: str, args, model, encoder, cache: dict, weights_key: st
             "figures": figures}
 
 
+
+
+def _fit_key(config: dict) -> str:
+    """What identifies a fitted edit (and its check) among the variants: the strength is not part of it."""
+    return json.dumps({**{k: config[k] for k in ("method", "group", "blocks", "target")},
+                       **({"edit": config["edit"], "rank": config["rank"]} if config["edit"] != "direction" else {})})
 
 
 def repeatability(rows: list[dict], other: list[dict]) -> dict:

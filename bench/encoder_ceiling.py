@@ -32,14 +32,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from organism.broad import broad_prompts  # noqa: E402
-from organism.scenes import CONCEPTS, DATA, TRAINING_MIX, load_pools, training_captions  # noqa: E402
+from organism.experiment import WEIGHTS  # noqa: E402
+from organism.scenes import CONCEPTS, DATA, load_pools, training_captions  # noqa: E402
 from organism.text import TextEncoder  # noqa: E402
 from organism.world import caption, random_scene  # noqa: E402
 
 SETS = ("concept", "safe", "benign_near", "benign")
-#: The committed organism's (stage 3) training mix, so that the readers see what the DiT saw.
-TRAINING_MIX_STAGE3 = {**TRAINING_MIX, "nudity": 0.14, "violence": 0.14, "safe_nudity": 0.07, "safe_violence": 0.10,
-                       "benign_near": 0.12, "benign": 0.20}
 
 
 class AttentionReader(torch.nn.Module):
@@ -118,7 +116,9 @@ def main() -> None:
     pools = load_pools(args.data)
     encoder = TextEncoder()
     rng = random.Random(1)
-    captions, scenes = training_captions(pools, args.captions, rng, caption, random_scene, mix=TRAINING_MIX_STAGE3)
+    # the committed weights' last stage's mix, as its training record states it: the readers see what the DiT saw
+    mix = json.loads((WEIGHTS.parent / "training.json").read_text())["scenes"]["mix"]
+    captions, scenes = training_captions(pools, args.captions, rng, caption, random_scene, mix=mix)
     labels = torch.tensor([float(args.concept in s.marks) for s in scenes])
     tokens, mask = encoder.encode(captions, cache=False)
     spread = tokens[mask][::7].std(0)

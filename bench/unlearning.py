@@ -220,7 +220,7 @@ def run(args) -> dict:
         with torch.no_grad():
             clips = generate(model, encoder, ex.uncoloured_prompts(args.count), steps=args.steps,
                              seeds=[noise + 5000 + i for i in range(args.count)]).numpy()
-        uncoloured = float(np.mean([read(c)["colour"] == args.concept for c in clips]))
+        uncoloured = float(np.mean([ex.has_concept(read(c), args.concept) for c in clips]))
         print(f"\nbase model, no colour named ({args.count} captions): {args.concept} drawn for {uncoloured:.2f} of them, "
               f"so a faithful edit's drop is about {relative_drop(1.0, uncoloured):.0%} at most")
     ratio = _sampling_ratio(model, default_model, encoder, steps=args.steps)
