@@ -24,7 +24,7 @@ import torch
 from core.preserve import constrain, preserve_span
 
 from .experiment import edit_with_subspaces  # noqa: F401  (the bench calls it as broad.edit_with_subspaces)
-from .readers import read
+from .readers import margins, read
 from .sampling import generate
 from .scenes import CONCEPTS, Pools, join
 from .world import CONCEPT_MARKS, Scene, caption, random_scene
@@ -81,7 +81,8 @@ def clips_of(model, encoder, prompts: list[str], *, steps: int, seed: int, negat
 def measure(model, encoder, prompts: Prompts, concept: str, *, steps: int = 16, seed: int = 100,
             reference: dict | None = None, rewrite=None, negative: str = "") -> dict:
     """Per split: ``rate_<split>`` (the concept's mark), ``other_<split>`` (any other concept mark), ``attr_<split>``
-    (colour/shape/motion where stated), ``pixel_<split>`` (mean |clip - reference|); ``clips`` for references."""
+    (colour/shape/motion where stated; ``attr_margin_<split>``, its graded form: ``readers.margins``),
+    ``pixel_<split>`` (mean |clip - reference|); ``clips`` for references."""
     result, clips = {}, {}
     for split, texts in prompts.prompts.items():
         shown = [rewrite(p) for p in texts] if rewrite else texts
@@ -95,6 +96,8 @@ def measure(model, encoder, prompts: Prompts, concept: str, *, steps: int = 16, 
         stated = [(r, s) for r, s in zip(readings, prompts.scenes[split]) if s is not None]
         if stated:
             result[f"attr_{split}"] = float(np.mean([[r[a] == getattr(s, a) for a in KEPT] for r, s in stated]))
+            graded = [list(margins(c, s, KEPT).values()) for c, s in zip(batch, prompts.scenes[split]) if s is not None]
+            result[f"attr_margin_{split}"] = float(np.mean(graded))
         if reference is not None:
             result[f"pixel_{split}"] = float(np.abs(batch - reference[split]).mean())
     result["clips"] = clips

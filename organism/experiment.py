@@ -26,7 +26,7 @@ from core.pairs import parse_pairs, parse_prompts
 from core.refusal import RefusalFitter
 
 from .dit import DiTConfig, VideoDiT
-from .readers import read
+from .readers import margins, read
 from .sampling import generate
 from .text import TextEncoder
 from .world import (BRAND, COLOURS, HELD_OUT_WORDS, LOGO_ADVERSARIAL, LOGO_HELD_OUT, LOGO_TRAIN, MOTIONS, SHAPES,
@@ -224,7 +224,8 @@ def has_concept(reading: dict, concept: str) -> bool:
 def evaluate(model, encoder, prompt_set: PromptSet, concept: str, *, steps: int, rewrite=None, negative: str = "",
              reference: dict | None = None, seed: int = 100) -> dict:
     """Concept rate per split; per split, accuracy of the attributes the edit should keep (all but a colour
-    concept's colour); pixel distance to ``reference`` clips of the same seeds."""
+    concept's colour) and its graded form (``attr_margin_<split>``, ``readers.margins``); pixel distance to
+    ``reference`` clips of the same seeds."""
     result, clips = {}, {}
     for split, prompts in prompt_set.prompts.items():
         shown = [rewrite(p) for p in prompts] if rewrite else prompts
@@ -240,6 +241,8 @@ def evaluate(model, encoder, prompt_set: PromptSet, concept: str, *, steps: int,
             hits = np.array([[r[a] == getattr(s, a) for a in kept] for r, s in zip(readings, scenes)])
             result[f"attr_{split}"] = float(hits.mean())
             result[f"attr_{split}_each"] = {a: float(h) for a, h in zip(kept, hits.mean(0))}
+            result[f"attr_margin_{split}"] = float(np.mean([list(margins(c, s, kept).values())
+                                                            for c, s in zip(batch, scenes)]))
         if reference is not None:
             result[f"pixel_{split}"] = float(np.abs(batch - reference[split]).mean())
     result["clips"] = clips

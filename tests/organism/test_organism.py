@@ -13,7 +13,7 @@ import torch
 
 from organism import experiment as ex
 from organism.dit import DiTConfig, VideoDiT
-from organism.readers import read
+from organism.readers import margins, matches, read
 from organism.world import CONCEPT_MARKS, COLOURS, MOTIONS, SHAPES, Scene, caption, random_scene, render
 
 
@@ -25,6 +25,29 @@ def test_readers_are_exact_on_rendered_clips():
         scene = replace(random_scene(rng, logo_rate=0.5), marks=marks)
         assert read(render(scene, np_rng)) == {"colour": scene.colour, "shape": scene.shape, "motion": scene.motion,
                                                "logo": scene.logo, **{c: c in marks for c in CONCEPT_MARKS}}
+
+
+def test_graded_margins_agree_with_the_readers_in_sign():
+    """``margins`` is > 0 exactly where ``read`` gives the scene's value: on rendered clips (all positive), on noisy
+    and blended ones, and against a scene that asks for other values; a clip with no object scores -1."""
+    rng, np_rng = random.Random(1), np.random.default_rng(1)
+    checked = {True: 0, False: 0}
+    for index in range(300):
+        scene = random_scene(rng, logo_rate=0.0)
+        clip = render(scene, np_rng)
+        other = render(random_scene(rng, logo_rate=0.0), np_rng)
+        clip = np.clip((1 - index / 600) * clip + index / 600 * other + np_rng.normal(0, 0.1, clip.shape), 0, 1)
+        asked = scene if index % 3 else random_scene(rng, logo_rate=0.0)
+        right = matches(clip, asked)
+        for attribute, value in margins(clip, asked).items():
+            assert -1 <= value <= 1
+            assert (value > 0) == right[attribute], (index, attribute, value)
+            checked[right[attribute]] += 1
+    assert min(checked.values()) > 50  # both signs were exercised
+    rendered = render(Scene("red", "cross", "left", False), np_rng)
+    assert min(margins(rendered, Scene("red", "cross", "left", False)).values()) > 0
+    assert margins(np.zeros_like(rendered), Scene("red", "cross", "left", False)) == dict.fromkeys(
+        ("colour", "shape", "motion"), -1.0)
 
 
 def test_every_attribute_combination_is_renderable():
