@@ -8,6 +8,12 @@ how far benign prompts move relative to their natural variation) and measures, b
 paraphrases and the attribute-accuracy loss on unrelated prompts. Reports Spearman rank correlations, and the
 check's recommended strength vs the strength the bench finds best (largest drop with <= 2 points lost).
 
+Two finer collateral figures on the same clips sit beside the attribute-accuracy loss: the graded attribute loss
+(``attr_margin_loss``: 100 x the fall of ``organism.readers.margins``, how far each clip lies inside the readers'
+region for the asked colour, shape and motion, whose sign is accuracy) and the pixel change against the base model's
+clip of the same prompt and seed (``pixel_change``). Accuracy counts only clips that flip; when every variant flips a
+handful of a few hundred, its ranking of variants is mostly sampling noise (``--against`` measures how much).
+
 Validation pairs use held-out wording (the estimation pairs use training wording), benign prompts are captions
 without the concept drawn with another seed than the bench's prompts. Generation results are cached per weights
 file (sha256) in ``out/check_validation_cache.json``, so a re-run after the organism is retrained re-measures.
@@ -176,7 +182,7 @@ class Setting:
     """What differs between the organism's attribute concepts (logo, red) and its broad concepts (nudity, violence):
     the estimation pairs and neutral prompts, the check's rows, how generating measures, and the names of the
     figures in the generated result (``rate``: concept rate; ``attr``: attribute accuracy on prompts without the
-    concept; ``attr_concept``: on the concept's prompts)."""
+    concept, ``attr_<split>``; ``attr_concept``: on the concept's prompts)."""
 
     pairs: list
     neutral: list[str]
@@ -192,6 +198,12 @@ class Setting:
     edit_key: str = ""
     report: dict = field(default_factory=dict)
 
+    @property
+    def collateral_figures(self) -> tuple[str, str]:
+        """The graded attribute score and the pixel change on the prompts without the concept."""
+        split = self.attr.removeprefix("attr_")
+        return f"attr_margin_{split}", f"pixel_{split}"
+
 
 def attribute_setting(concept: str, args, encoder, weights_key: str) -> Setting:
     split = args.split or "test"
@@ -200,8 +212,9 @@ def attribute_setting(concept: str, args, encoder, weights_key: str) -> Setting:
                               {s: full.scenes[s] for s in ("unseen", "unrelated")})
     validation, benign = validation_pairs(concept, args.pairs), benign_prompts(concept, args.benign)
 
-    def measure(model) -> dict:
-        return ex.evaluate(model, encoder, prompt_set, concept, steps=args.steps, seed=ex.NOISE_SEEDS[split])
+    def measure(model, reference=None) -> dict:
+        return ex.evaluate(model, encoder, prompt_set, concept, steps=args.steps, seed=ex.NOISE_SEEDS[split],
+                           reference=reference)
 
     return Setting(pairs=ex.load_pairs(ex.default_pairs_path(concept)), neutral=ex.neutral_prompts(),
                    validation=validation, benign=benign, measure=measure,
@@ -236,8 +249,8 @@ def broad_setting(concept: str, args, encoder, weights_key: str, pools) -> Setti
     shared = real_parts([r for pair in validation for r in pair] + benign, real) & real_parts(
         [g for part in prompt_set.prompts.values() for g in part], real)
 
-    def measure(model) -> dict:
-        return broad.measure(model, encoder, prompt_set, concept, steps=args.steps)
+    def measure(model, reference=None) -> dict:
+        return broad.measure(model, encoder, prompt_set, concept, steps=args.steps, reference=reference)
 
     report = {"estimate_pairs": count, "estimate_pairs_available": len(estimate), "generated_split": split,
               "generated_prompts": {s: len(v) for s, v in prompt_set.prompts.items()},
@@ -269,17 +282,24 @@ def run_concept(concept: str, args, model, encoder, cache: dict, weights_key: st
         baseline = measure_baseline(model, forward, validation, benign, candidates)
     baseline_seconds = time.perf_counter() - start
 
+    margin, pixel = setting.collateral_figures
+    with torch.no_grad():
+        # Its clips are the reference of every variant's pixel change; sampling is deterministic, so entries
+        # cached against an earlier run's base clips stay valid.
+        base = setting.measure(model)
+    base_clips = base.pop("clips")
+    cache[f"{setting.cache_prefix}|base"] = base
+
     def generated(key: str, edited) -> dict:
         full_key = f"{setting.cache_prefix}|{key}"
-        if full_key not in cache:
+        if margin not in cache.get(full_key, {}) or pixel not in cache[full_key]:  # entries older than the graded figures
             with torch.no_grad():
-                result = setting.measure(edited)
+                result = setting.measure(edited, reference=base_clips)
             result.pop("clips")
             cache[full_key] = result
             Path(args.cache).write_text(json.dumps(cache, indent=1))
         return cache[full_key]
 
-    base = generated("base", model)
     checks, rows, seen = {}, [], set()
     for name, change, strength in setting.variants:
         config = {**BASE, "blocks": args.blocks, "edit": "direction", **change}
@@ -299,17 +319,20 @@ def run_concept(concept: str, args, model, encoder, cache: dict, weights_key: st
             checks[fit_key].extra["seconds"] = time.perf_counter() - start + baseline_seconds
         check = checks[fit_key].at(strength)
         key = f"{fit_key}|{strength}{setting.edit_key}"
-        result = base if strength == 0 else generated(key, ex.edited_copy(model, basis, strength, config["target"]))
+        result = {**base, pixel: 0.0} if strength == 0 else generated(key, ex.edited_copy(model, basis, strength,
+                                                                                          config["target"]))
         drop = 1.0 - result[setting.rate] / base[setting.rate] if base[setting.rate] else float("nan")
         loss = 100.0 * (base[setting.attr] - result[setting.attr])
+        margin_loss = 100.0 * (base[margin] - result[margin])
         loss_concept = 100.0 * (base[setting.attr_concept] - result[setting.attr_concept])
         label = name if name != "default" else f"default, strength {strength:g}"
         rows.append({"variant": label, "strength": strength, **check, "drop": drop, "attr_loss": loss,
+                     "attr_margin_loss": margin_loss, "pixel_change": result[pixel],
                      "attr_loss_concept_prompts": loss_concept, setting.rate: result[setting.rate],
                      setting.attr: result[setting.attr]})
         print(f"  {label:<36} removed {check['efficacy']:6.1%} (layers {check['efficacy_layers']:6.1%})  "
               f"collateral {check['collateral']:.3f} (layers {check['collateral_layers']:.3f}) | drop {drop:6.1%}  "
-              f"attr loss {loss:+.1f} pts", flush=True)
+              f"attr loss {loss:+.1f} pts (graded {margin_loss:+.2f}, pixels {result[pixel]:.4f})", flush=True)
 
     default = checks[_fit_key({**BASE, "blocks": args.blocks, "edit": "direction"})]
     grid = [r for r in rows if r["variant"].startswith("default")]
@@ -322,6 +345,10 @@ def run_concept(concept: str, args, model, encoder, cache: dict, weights_key: st
                                                             [r["attr_loss"] for r in rows]),
         "spearman_collateral_vs_attr_loss_concept_prompts": spearman([r["collateral"] for r in rows],
                                                                      [r["attr_loss_concept_prompts"] for r in rows]),
+        "spearman_collateral_vs_attr_margin_loss": spearman([r["collateral"] for r in rows],
+                                                            [r["attr_margin_loss"] for r in rows]),
+        "spearman_collateral_vs_pixel_change": spearman([r["collateral"] for r in rows],
+                                                        [r["pixel_change"] for r in rows]),
         "recommended": default.recommended, "recommended_reason": default.reason,
         **_rules(default),
         "bench_best": best["strength"], "bench_best_drop": best["drop"], "bench_best_loss": best["attr_loss"],
@@ -349,10 +376,14 @@ def repeatability(rows: list[dict], other: list[dict]) -> dict:
     common = [r for r in rows if r["variant"] in theirs]
     pair = lambda key: ([r[key] for r in common], [theirs[r["variant"]][key] for r in common])  # noqa: E731
     mean = lambda key: [(r[key] + theirs[r["variant"]][key]) / 2 for r in common]  # noqa: E731
+    graded = [key for key in ("attr_margin_loss", "pixel_change") if all(key in r for r in (*common, *theirs.values()))]
     return {"variants": len(common),
             "spearman_attr_loss_across_draws": spearman(*pair("attr_loss")),
             "spearman_drop_across_draws": spearman(*pair("drop")),
+            **{f"spearman_{key}_across_draws": spearman(*pair(key)) for key in graded},
             "spearman_collateral_vs_attr_loss_both_draws": spearman([r["collateral"] for r in common], mean("attr_loss")),
+            **{f"spearman_collateral_vs_{key}_both_draws": spearman([r["collateral"] for r in common], mean(key))
+               for key in graded},
             "spearman_efficacy_vs_drop_both_draws": spearman([r["efficacy"] for r in common], mean("drop")),
             "bench_best_both_draws": _best([{**r, "attr_loss": a, "drop": d} for r, a, d in
                                             zip(common, mean("attr_loss"), mean("drop"))

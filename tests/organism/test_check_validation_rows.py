@@ -75,3 +75,9 @@ def test_repeatability_ranks_variants_across_draws(bench_and_pools):
     assert figures["spearman_attr_loss_across_draws"] == pytest.approx(1.0)
     assert figures["spearman_collateral_vs_attr_loss_both_draws"] == pytest.approx(1.0)
     assert figures["bench_best_both_draws"] == 0.5  # 1.0 loses 3.05 points on average, over the 2-point budget
+    assert "spearman_pixel_change_across_draws" not in figures  # reports older than the graded figures
+    graded = [{**r, "attr_margin_loss": s, "pixel_change": 0.01 * s} for r, s in zip(rows, (0.0, 2.0, 1.0, 3.0))]
+    figures = bench.repeatability(graded, [{**r, "attr_margin_loss": 2 * r["attr_margin_loss"]} for r in graded])
+    assert figures["spearman_attr_margin_loss_across_draws"] == pytest.approx(1.0)
+    assert figures["spearman_pixel_change_across_draws"] == pytest.approx(1.0)
+    assert figures["spearman_collateral_vs_attr_margin_loss_both_draws"] == pytest.approx(0.8)
