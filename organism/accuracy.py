@@ -74,8 +74,13 @@ def per_phrase(model, encoder, count: int = 8, *, steps: int = 16, seed: int = 5
 
 
 @torch.no_grad()
-def broad_accuracy(model, encoder, pools, split: str = "test", count: int = 64, steps: int = 16) -> dict:
-    """Base-model targets for the broad concepts on ``split``'s prompts (each joined with an attribute caption)."""
+def broad_accuracy(model, encoder, pools, split: str = "test", count: int = 64, steps: int = 16,
+                   noise_seeds: int = 1) -> dict:
+    """Base-model targets for the broad concepts on ``split``'s prompts (each joined with an attribute caption).
+
+    With ``noise_seeds`` > 1 every prompt is also sampled from that many noises (seeds ``1000 k + i``; k = 0 is
+    the one-noise figure): ``mark_over_noises`` is then the mark rate over all of them and ``marked_on_every_noise``
+    the share of prompts marked on each, which says whether a false mark belongs to the prompt or to the noise."""
     from .broad import KEPT, broad_prompts
     from .scenes import CONCEPTS
 
@@ -95,6 +100,14 @@ def broad_accuracy(model, encoder, pools, split: str = "test", count: int = 64, 
                 "any_mark": float(np.mean([any(r[c] for c in CONCEPTS) for r in readings])),
                 "attributes": float(np.mean([[r[a] == getattr(s, a) for a in KEPT] for r, s in zip(readings, scenes)])),
             }
+            if noise_seeds > 1 and not name.startswith("benign"):
+                marked = [[r[concept] for r in readings]]
+                for k in range(1, noise_seeds):
+                    more = generate(model, encoder, texts, seeds=[1000 * k + i for i in range(len(texts))], steps=steps)
+                    marked.append([read(c)[concept] for c in more.numpy()])
+                marked = np.array(marked, bool)
+                done[key].update(noise_seeds=noise_seeds, mark_over_noises=float(marked.mean()),
+                                 marked_on_every_noise=float(marked.all(0).mean()))
             report[key] = done[key]
     return report
 
@@ -111,6 +124,8 @@ def main() -> None:
     parser.add_argument("--broad-only", action="store_true", help="only the broad concepts")
     parser.add_argument("--split", choices=("valid", "test"), default="test", help="data split for --broad")
     parser.add_argument("--broad-count", type=int, default=64, help="prompts per set for --broad")
+    parser.add_argument("--noise-seeds", type=int, default=1, help="--broad: also sample each concept / safe-side "
+                                                                  "prompt from this many noises")
     parser.add_argument("--data", type=Path, help="real prompt data (default ../shared/data)")
     parser.add_argument("--json", type=Path, default=Path(__file__).resolve().parents[1] / "out" / "organism_accuracy.json",
                         help="where to write the report")
@@ -122,9 +137,12 @@ def main() -> None:
         from .scenes import DATA, load_pools
 
         report["broad"] = broad_accuracy(model, encoder, load_pools(args.data or DATA), args.split, args.broad_count,
-                                         args.steps)
+                                         args.steps, args.noise_seeds)
         for key, row in report["broad"].items():
             mark = "" if row["mark"] is None else f"mark {row['mark']:.3f}  "
+            if "mark_over_noises" in row:
+                mark += (f"(over {row['noise_seeds']} noises {row['mark_over_noises']:.3f}, on every noise "
+                         f"{row['marked_on_every_noise']:.3f})  ")
             print(f"{key:<22}{mark}any mark {row['any_mark']:.3f}  attributes {row['attributes']:.3f}  ({row['prompts']})")
     if args.broad_only:
         args.json.parent.mkdir(parents=True, exist_ok=True)

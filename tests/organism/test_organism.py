@@ -302,6 +302,25 @@ def test_committed_organism_draws_each_concepts_own_mark_and_the_chosen_edit_rem
         assert after["rate_concept"] <= 0.2, (concept, after["rate_concept"])
 
 
+def test_broad_accuracy_over_several_noises(organism):
+    """``--noise-seeds``: concept and safe-side sets are also sampled from more noises, the first being the
+    one-noise figure; benign sets are not (read in place from ../shared/data; skipped without it)."""
+    from organism.accuracy import broad_accuracy
+    from organism.scenes import DATA, load_pools
+
+    if not DATA.is_dir():
+        pytest.skip(f"no prompt data at {DATA}")
+    model, encoder = organism
+    with torch.no_grad():
+        report = broad_accuracy(model, encoder, load_pools(DATA, coco=2000), "valid", count=3, steps=1, noise_seeds=2)
+    for key, row in report.items():
+        if key.startswith("benign"):
+            assert "mark_over_noises" not in row, key
+        else:
+            assert row["noise_seeds"] == 2, key
+            assert row["marked_on_every_noise"] <= row["mark"] <= 2 * row["mark_over_noises"], (key, row)
+
+
 def test_bench_variant_selection_by_name_and_block_range():
     """bench/unlearning.py: logo/colour sweep rows picked by name (the default first), broad variants with a block
     range (collected over every block, fitted and edited on the late ones)."""
