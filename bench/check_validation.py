@@ -12,7 +12,10 @@ Two finer collateral figures on the same clips sit beside the attribute-accuracy
 (``attr_margin_loss``: 100 x the fall of ``organism.readers.margins``, how far each clip lies inside the readers'
 region for the asked colour, shape and motion, whose sign is accuracy) and the pixel change against the base model's
 clip of the same prompt and seed (``pixel_change``). Accuracy counts only clips that flip; when every variant flips a
-handful of a few hundred, its ranking of variants is mostly sampling noise (``--against`` measures how much).
+handful of a few hundred, its ranking of variants is mostly sampling noise (``--against`` measures how much). The
+graded loss repeats across draws far better, but it is not a damage measure on its own: objects that grow surer
+raise it as much as flipped ones lower it (nudity's default edit loses 0.9 -> 6.7 points of accuracy from strength 1
+to 2 while its graded score improves), so README reports it beside accuracy, not instead of it.
 
 Validation pairs use held-out wording (the estimation pairs use training wording), benign prompts are captions
 without the concept drawn with another seed than the bench's prompts. Generation results are cached per weights

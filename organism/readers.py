@@ -83,7 +83,8 @@ def margins(clip: np.ndarray, scene: Scene, attributes=("colour", "shape", "moti
     in [-1, 1] (``(own - best other) / (|own| + |best other|)`` of the reader's scores). It is > 0 exactly where
     ``read`` gives the scene's value and < 0 where it gives another (ties aside); -1 for a clip with no object.
     Attribute accuracy counts the signs; this also sees an object drift towards another value before it flips,
-    so it ranks small disturbances that accuracy cannot resolve on a few hundred clips.
+    and it rises when a right object grows surer, so a mean of margins mixes damage with sharpening (README,
+    "Is the collateral target missed by the proxy or by the bench?").
 
     Scores: colour, minus the squared distance of the median object colour to each palette colour; shape, the
     summed template IoU; motion, for a direction d, min(t.d - 2.5, t.d - |t.d_perp|) and for "still" 2.5 -
