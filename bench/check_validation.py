@@ -295,7 +295,8 @@ def run_concept(concept: str, args, model, encoder, cache: dict, weights_key: st
 
     def generated(key: str, edited) -> dict:
         full_key = f"{setting.cache_prefix}|{key}"
-        if margin not in cache.get(full_key, {}) or pixel not in cache[full_key]:  # entries older than the graded figures
+        # entries older than the graded figures lack them: measured again
+        if margin not in cache.get(full_key, {}) or pixel not in cache[full_key]:
             with torch.no_grad():
                 result = setting.measure(edited, reference=base_clips)
             result.pop("clips")
