@@ -291,7 +291,6 @@ def run_concept(concept: str, args, model, encoder, cache: dict, weights_key: st
         # cached against an earlier run's base clips stay valid.
         base = setting.measure(model)
     base_clips = base.pop("clips")
-    cache[f"{setting.cache_prefix}|base"] = base
 
     def generated(key: str, edited) -> dict:
         full_key = f"{setting.cache_prefix}|{key}"

@@ -93,11 +93,10 @@ def measure(model, encoder, prompts: Prompts, concept: str, *, steps: int = 16, 
             float(np.mean([r["logo"] for r in readings]))
         others = [c for c in CONCEPT_MARKS if c != concept]
         result[f"other_{split}"] = float(np.mean([any(r[c] for c in others) for r in readings]))
-        stated = [(r, s) for r, s in zip(readings, prompts.scenes[split]) if s is not None]
+        stated = [(c, r, s) for c, r, s in zip(batch, readings, prompts.scenes[split]) if s is not None]
         if stated:
-            result[f"attr_{split}"] = float(np.mean([[r[a] == getattr(s, a) for a in KEPT] for r, s in stated]))
-            graded = [list(margins(c, s, KEPT).values()) for c, s in zip(batch, prompts.scenes[split]) if s is not None]
-            result[f"attr_margin_{split}"] = float(np.mean(graded))
+            result[f"attr_{split}"] = float(np.mean([[r[a] == getattr(s, a) for a in KEPT] for _, r, s in stated]))
+            result[f"attr_margin_{split}"] = float(np.mean([list(margins(c, s, KEPT).values()) for c, _, s in stated]))
         if reference is not None:
             result[f"pixel_{split}"] = float(np.abs(batch - reference[split]).mean())
     result["clips"] = clips
