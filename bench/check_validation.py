@@ -334,7 +334,8 @@ def run_concept(concept: str, args, model, encoder, cache: dict, weights_key: st
                      "attr_loss_concept_prompts": loss_concept, setting.rate: result[setting.rate],
                      setting.attr: result[setting.attr]})
         print(f"  {label:<36} removed {check['efficacy']:6.1%} (layers {check['efficacy_layers']:6.1%})  "
-              f"collateral {check['collateral']:.3f} (layers {check['collateral_layers']:.3f}) | drop {drop:6.1%}  "
+              f"collateral {check['collateral']:.3f} (layers {check['collateral_layers']:.3f}, relative "
+              f"{check['relative_movement']:.3f}, distinctions lost {check['distinction_loss']:+.4f}) | drop {drop:6.1%}  "
               f"attr loss {loss:+.1f} pts (graded {margin_loss:+.2f}, pixels {result[pixel]:.4f})", flush=True)
 
     default = checks[_fit_key({**BASE, "blocks": args.blocks, "edit": "direction"})]
@@ -352,6 +353,8 @@ def run_concept(concept: str, args, model, encoder, cache: dict, weights_key: st
                                                             [r["attr_margin_loss"] for r in rows]),
         "spearman_collateral_vs_pixel_change": spearman([r["collateral"] for r in rows],
                                                         [r["pixel_change"] for r in rows]),
+        **{f"spearman_{key}_vs_attr_loss": spearman([r[key] for r in rows], [r["attr_loss"] for r in rows])
+           for key in ("relative_movement", "distinction_loss")},
         "recommended": default.recommended, "recommended_reason": default.reason,
         **_rules(default),
         "bench_best": best["strength"], "bench_best_drop": best["drop"], "bench_best_loss": best["attr_loss"],
@@ -384,7 +387,8 @@ def repeatability(rows: list[dict], other: list[dict]) -> dict:
             "spearman_attr_loss_across_draws": spearman(*pair("attr_loss")),
             "spearman_drop_across_draws": spearman(*pair("drop")),
             **{f"spearman_{key}_across_draws": spearman(*pair(key)) for key in graded},
-            "spearman_collateral_vs_attr_loss_both_draws": spearman([r["collateral"] for r in common], mean("attr_loss")),
+            **{f"spearman_{proxy}_vs_attr_loss_both_draws": spearman([r[proxy] for r in common], mean("attr_loss"))
+               for proxy in ("collateral", "relative_movement", "distinction_loss") if all(proxy in r for r in common)},
             **{f"spearman_collateral_vs_{key}_both_draws": spearman([r["collateral"] for r in common], mean(key))
                for key in graded},
             "spearman_efficacy_vs_drop_both_draws": spearman([r["efficacy"] for r in common], mean("drop")),

@@ -22,6 +22,9 @@ Given a model (any ``torch.nn.Module``), a forward callable that runs it on prom
   natural variation), at the layers ``lambda |(W U)(U^T (x_b - mu))| / |W (x_b - mean x)|`` (root mean square
   over prompts and layers) and in the prediction ``|pred_b(lambda) - pred_b(0)| / |pred_b(0) - mean_b
   pred_b(0)|``. 0 = unchanged, 1 = as large a change as switching to another benign prompt.
+- two figures of what tells benign prompts apart (:func:`distinction_proxies`: the change they all share dropped),
+  reported beside collateral, not used by the recommendation: on the organism they rank attribute loss no better
+  than collateral does (README, "Does Unlearning Check predict what generating measures?").
 
 The recommendation (:func:`recommend`) is documented there. Nothing here imports comfy: the caller's
 ``forward(rows, recorder)`` runs its model (ComfyUI's sampling stack in ``nodes/check.py``, the organism in
@@ -300,6 +303,8 @@ class CheckResult:
     label: str = ""
     forwards: int = 0
     extra: dict = field(default_factory=dict)
+    relative_movement: tuple[float, ...] = ()
+    distinction_loss: tuple[float, ...] = ()
 
     @property
     def efficacy(self) -> tuple[float, ...]:
@@ -317,7 +322,9 @@ class CheckResult:
             raise ValueError(f"strength {strength} is not on the checked grid {list(self.strengths)}")
         return {"strength": self.strengths[index], "efficacy": self.efficacy[index],
                 "efficacy_layers": self.efficacy_layers[index], "collateral": self.collateral_prediction[index],
-                "collateral_layers": self.collateral_layers[index]}
+                "collateral_layers": self.collateral_layers[index],
+                **({"relative_movement": self.relative_movement[index], "distinction_loss": self.distinction_loss[index]}
+                   if self.relative_movement else {})}
 
     def table(self) -> str:
         """A short fixed-width table, the recommended row marked with ``*``."""
@@ -334,6 +341,7 @@ class CheckResult:
         return {"label": self.label, "layers": list(self.layers), "strengths": list(self.strengths),
                 "efficacy": list(self.efficacy), "efficacy_layers": list(self.efficacy_layers),
                 "collateral": list(self.collateral_prediction), "collateral_layers": list(self.collateral_layers),
+                "relative_movement": list(self.relative_movement), "distinction_loss": list(self.distinction_loss),
                 "recommended": self.recommended, "reason": self.reason, "forwards": self.forwards}
 
 
@@ -435,6 +443,26 @@ def prediction_proxies(baseline: Baseline, predictions: torch.Tensor) -> tuple[f
     return survival, (math.sqrt(moved / spread) if spread > 0 else 0.0)
 
 
+def distinction_proxies(baseline: Baseline, predictions: torch.Tensor) -> tuple[float, float]:
+    """``(relative movement, distinction loss)`` of the benign prompts in one strength's predictions ``[rows, ...]``.
+
+    Both look only at what tells benign prompts apart, ``C = pred_b - mean_b pred_b`` (the change every benign
+    prompt shares is dropped: it moves outputs without confusing one prompt with another):
+
+    - relative movement ``|C(lambda) - C(0)| / |C(0)|``: 0 = their differences are untouched;
+    - distinction loss ``1 - sum_i <C_i(lambda), C_i(0)> / sum_i |C_i(0)|^2``: the share of their differences the
+      edit removes, signed like efficacy (< 0 when prompts grow more distinct).
+    """
+    n = baseline.pairs
+    c0 = baseline.predictions[2 * n:]
+    c = predictions.reshape(baseline.predictions.shape)[2 * n:]
+    c0, c = c0 - c0.mean(0), c - c.mean(0)
+    energy = float((c0 * c0).sum())
+    if energy <= 0:
+        return 0.0, 0.0
+    return math.sqrt(float((c - c0).pow(2).sum()) / energy), 1.0 - float((c * c0).sum()) / energy
+
+
 def recommend(strengths: Sequence[float], efficacy: Sequence[float], collateral: Sequence[float], *,
               removed: float = REMOVED, budget: float = COLLATERAL_BUDGET,
               full_projection: float | None = FULL_PROJECTION) -> tuple[float, str]:
@@ -525,12 +553,13 @@ def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBas
         raise ValueError(f"rows ({n_pairs} pairs, {n_benign} benign) are not the baseline's ({baseline.pairs}, "
                          f"{baseline.benign})")
     survival_l, collateral_l = layer_proxies(baseline, module, basis, layers, strengths, weights=weights, target=target)
-    survival_p, collateral_p, forwards = [], [], 0
+    survival_p, collateral_p, forwards, distinctions = [], [], 0, []
     with EditHooks(module, basis, layers, weights=weights, target=target) as hooks:
         for strength in strengths:
             if strength == 0.0:
                 survival_p.append(1.0)
                 collateral_p.append(0.0)
+                distinctions.append((0.0, 0.0))
                 continue
             hooks.strength = strength
             outputs = []
@@ -539,16 +568,19 @@ def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBas
                 forwards += 1
                 if on_forward is not None:
                     on_forward()
-            survival, collateral = prediction_proxies(baseline, torch.cat(outputs))
+            predictions = torch.cat(outputs)
+            survival, collateral = prediction_proxies(baseline, predictions)
             survival_p.append(survival)
             collateral_p.append(collateral)
+            distinctions.append(distinction_proxies(baseline, predictions))
     efficacy = [1.0 - s for s in survival_p]
     recommended, reason = recommend(strengths, efficacy, collateral_p, removed=removed, budget=budget,
                                     full_projection=full_projection)
     return CheckResult(strengths=strengths, survival_layers=tuple(survival_l), survival_prediction=tuple(survival_p),
                        collateral_layers=tuple(collateral_l), collateral_prediction=tuple(collateral_p),
                        recommended=recommended, reason=reason, layers=tuple(layers), label=label,
-                       forwards=forwards + baseline.forwards)
+                       forwards=forwards + baseline.forwards, relative_movement=tuple(d[0] for d in distinctions),
+                       distinction_loss=tuple(d[1] for d in distinctions))
 
 
 def run_check(module: torch.nn.Module, forward: Forward, basis: RefusalBasis, validation: Sequence,

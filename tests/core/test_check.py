@@ -274,3 +274,35 @@ def test_replay_cache_knows_the_same_tensor_without_comparing_it(monkeypatch):
         model(y)
         model(y)
     assert cache.hits == 1
+
+
+def test_distinction_proxies_ignore_a_shared_shift_and_sign_sharpening():
+    """A change every benign prompt shares moves nothing that tells them apart; scaling their differences by
+    (1 + e) is a distinction loss of -e; strength 0 is 0."""
+    from core.check import Baseline, distinction_proxies
+
+    g = torch.Generator().manual_seed(3)
+    pairs, benign = torch.randn(4, 10, generator=g, dtype=torch.float64), torch.randn(6, 10, generator=g,
+                                                                                       dtype=torch.float64)
+    base = Baseline(pairs=2, benign=6, predictions=torch.cat([pairs, benign]), inputs={}, forwards=1)
+    assert distinction_proxies(base, base.predictions) == (0.0, 0.0)
+    shifted = torch.cat([pairs, benign + torch.randn(10, generator=g, dtype=torch.float64)])
+    moved, lost = distinction_proxies(base, shifted)
+    assert moved == pytest.approx(0.0, abs=1e-12) and lost == pytest.approx(0.0, abs=1e-12)
+    centre = benign.mean(0)
+    sharper = torch.cat([pairs, centre + 1.25 * (benign - centre)])
+    moved, lost = distinction_proxies(base, sharper)
+    assert moved == pytest.approx(0.25) and lost == pytest.approx(-0.25)
+    collapsed = torch.cat([pairs, centre.expand(6, -1)])
+    assert distinction_proxies(base, collapsed) == pytest.approx((1.0, 1.0))
+
+
+def test_check_reports_distinction_proxies_per_strength():
+    model = Toy()
+    _, basis = fitted(model)
+    with torch.no_grad():
+        result = check(model, basis, strengths="0, 1, 2", target="safe_mean")
+    assert len(result.relative_movement) == len(result.distinction_loss) == 3
+    assert result.relative_movement[0] == result.distinction_loss[0] == 0.0
+    assert 0 < result.relative_movement[1] <= result.collateral_prediction[1] + 1e-12
+    assert set(result.at(1.0)) >= {"relative_movement", "distinction_loss"}
