@@ -213,7 +213,7 @@ def attribute_setting(concept: str, args, encoder, weights_key: str) -> Setting:
     full = ex.concept_prompts(concept, args.count, seed=ex.PROMPT_SEEDS[split])
     prompt_set = ex.PromptSet({s: full.prompts[s] for s in ("unseen", "unrelated")},
                               {s: full.scenes[s] for s in ("unseen", "unrelated")})
-    validation, benign = validation_pairs(concept, args.pairs), benign_prompts(concept, args.benign)
+    validation, benign = validation_pairs(concept, args.pairs), benign_prompts(concept, args.benign, args.benign_seed)
 
     def measure(model, reference=None) -> dict:
         return ex.evaluate(model, encoder, prompt_set, concept, steps=args.steps, seed=ex.NOISE_SEEDS[split],
@@ -245,7 +245,7 @@ def broad_setting(concept: str, args, encoder, weights_key: str, pools) -> Setti
     prompt_set = broad.Prompts({s: full.prompts[s] for s in ("concept", "benign")},
                                {s: full.scenes[s] for s in ("concept", "benign")})
     validation = broad_validation_pairs(pools, concept, args.pairs)
-    benign = broad_benign_prompts(pools, concept, args.benign)
+    benign = broad_benign_prompts(pools, concept, args.benign, args.benign_seed)
     real = [p for pool in (concept, f"safe_{concept}", "benign") for part in {"valid", split}
             for p in pools.prompts[pool][part]]
     real += [p for part in {"valid", split} for pair in pools.pairs[concept][part] for p in pair]
@@ -392,6 +392,8 @@ def repeatability(rows: list[dict], other: list[dict]) -> dict:
             **{f"spearman_collateral_vs_{key}_both_draws": spearman([r["collateral"] for r in common], mean(key))
                for key in graded},
             "spearman_efficacy_vs_drop_both_draws": spearman([r["efficacy"] for r in common], mean("drop")),
+            # 1 when both reports checked the same benign prompts; with --benign-seed, the check against itself
+            "spearman_collateral_across_reports": spearman(*pair("collateral")),
             "bench_best_both_draws": _best([{**r, "attr_loss": a, "drop": d} for r, a, d in
                                             zip(common, mean("attr_loss"), mean("drop"))
                                             if r["variant"].startswith("default")])["strength"]}
@@ -421,6 +423,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--pairs", type=int, default=5, help="validation pairs")
     parser.add_argument("--benign", type=int, default=12, help="benign prompts")
+    parser.add_argument("--benign-seed", type=int, default=4242,
+                        help="which benign prompts the check draws (another seed: the check's own repeatability, "
+                             "with --against a report of the default seed)")
     parser.add_argument("--estimate-pairs", type=int, help="broad concepts: how many estimate-split pairs the edit is "
                                                            "estimated from (default: all; the nodes' default is 5)")
     parser.add_argument("--data", type=Path, help="broad concepts: the prompt data folder (default ../shared/data)")

@@ -47,6 +47,8 @@ def test_broad_check_rows_are_valid_split_and_not_estimation_pairs(bench_and_poo
     assert join("a red ball", "x").endswith(", x")  # the joining the checks above rely on
     # the same call gives the same rows (fixed seeds)
     assert bench.broad_benign_prompts(pools, concept, 12) == benign
+    # --benign-seed draws other benign prompts (the check's own repeatability)
+    assert len(set(bench.broad_benign_prompts(pools, concept, 12, seed=1)) & set(benign)) <= 1
     assert bench.broad_validation_pairs(pools, concept, 5) == pairs
 
 
@@ -74,6 +76,7 @@ def test_repeatability_ranks_variants_across_draws(bench_and_pools):
     assert figures["variants"] == 4
     assert figures["spearman_attr_loss_across_draws"] == pytest.approx(1.0)
     assert figures["spearman_collateral_vs_attr_loss_both_draws"] == pytest.approx(1.0)
+    assert figures["spearman_collateral_across_reports"] == pytest.approx(1.0)  # the same check in both
     assert figures["bench_best_both_draws"] == 0.5  # 1.0 loses 3.05 points on average, over the 2-point budget
     assert "spearman_pixel_change_across_draws" not in figures  # reports older than the graded figures
     graded = [{**r, "attr_margin_loss": s, "pixel_change": 0.01 * s} for r, s in zip(rows, (0.0, 2.0, 1.0, 3.0))]
