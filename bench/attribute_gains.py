@@ -87,8 +87,8 @@ def main() -> None:
                "attr_loss_from_base_marked": float(lost[marked].sum() / lost.size),
                "attr_loss_unmarked_both": float(lost[neither].mean()), "marked_after": int(marked_after.sum())}
         report["variants"].append(row)
-        print(f"  {name:<36} loss {row['attr_loss']:+.2f} pts: {row['attr_loss_from_base_marked']:+.2f} from the base's "
-              f"marked clips, {row['attr_loss_unmarked_both']:+.2f} on clips marked neither before nor after "
+        print(f"  {name:<36} loss {row['attr_loss']:+.2f} pts: {row['attr_loss_from_base_marked']:+.2f} from the "
+              f"base's marked clips, {row['attr_loss_unmarked_both']:+.2f} on clips marked neither before nor after "
               f"({row['marked_after']} marked after)", flush=True)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1))

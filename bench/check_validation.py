@@ -335,7 +335,8 @@ def run_concept(concept: str, args, model, encoder, cache: dict, weights_key: st
                      setting.attr: result[setting.attr]})
         print(f"  {label:<36} removed {check['efficacy']:6.1%} (layers {check['efficacy_layers']:6.1%})  "
               f"collateral {check['collateral']:.3f} (layers {check['collateral_layers']:.3f}, relative "
-              f"{check['relative_movement']:.3f}, distinctions lost {check['distinction_loss']:+.4f}) | drop {drop:6.1%}  "
+              f"{check['relative_movement']:.3f}, distinctions lost {check['distinction_loss']:+.4f}) "
+              f"| drop {drop:6.1%}  "
               f"attr loss {loss:+.1f} pts (graded {margin_loss:+.2f}, pixels {result[pixel]:.4f})", flush=True)
 
     default = checks[_fit_key({**BASE, "blocks": args.blocks, "edit": "direction"})]

@@ -323,8 +323,8 @@ class CheckResult:
         return {"strength": self.strengths[index], "efficacy": self.efficacy[index],
                 "efficacy_layers": self.efficacy_layers[index], "collateral": self.collateral_prediction[index],
                 "collateral_layers": self.collateral_layers[index],
-                **({"relative_movement": self.relative_movement[index], "distinction_loss": self.distinction_loss[index]}
-                   if self.relative_movement else {})}
+                **({"relative_movement": self.relative_movement[index],
+                    "distinction_loss": self.distinction_loss[index]} if self.relative_movement else {})}
 
     def table(self) -> str:
         """A short fixed-width table, the recommended row marked with ``*``."""
