@@ -8,6 +8,8 @@
   like the official ``*_fp8_scaled`` files. ``WAN22_FILES`` maps the official file names to these builders.
 - ``tiny_wan_clip``: the tiny UMT5 text encoder of ``bench/host_models.py`` (benchmarks never import tests/;
   tests import it from there).
+- ``LookupTextEncoder``: the tiny CLIP's tokenizer with a fixed table in place of its transformer, for tests whose
+  figures must be the same bits on every CPU (``tests/host/test_check_exact.py``).
 All are seeded, so every test run sees the same weights.
 """
 
@@ -98,3 +100,39 @@ def load_tiny_wan(seed: int = 0, model_options: dict | None = None, state: dict 
     if patcher is None:
         raise RuntimeError("ComfyUI did not detect the tiny Wan state dict")
     return patcher
+
+
+class LookupTextEncoder:
+    """What Pair Encoder calls of a CLIP (``tokenize``, ``encode_from_tokens_scheduled``), with the real tokenizer
+    and, in place of the UMT5 transformer, a table: each token's row is drawn by NumPy from its id (PCG64 and the
+    ziggurat normal give the same bits on every machine), rows after the end token (2 for the pile-T5 tokenizer) are zeros.
+
+    Why: ComfyUI runs the text encoder in float32, and float32 kernels differ by CPU (AVX2 against AVX-512, Intel
+    against AMD builds of MKL). On the tiny models a concept's difference is 0.4 % of the text embedding's norm, so
+    that last-bit difference moved the Unlearning Check's figures by up to 0.017 between two machines; a lookup has
+    no arithmetic to round.
+    """
+
+    def __init__(self, clip, rows: int = 512, width: int = 4096, end: int = 2):
+        self.clip, self.rows, self.width, self.end = clip, rows, width, end
+        self._table: dict[int, torch.Tensor] = {}
+
+    def tokenize(self, text: str):
+        return self.clip.tokenize(text)
+
+    def _row(self, token: int) -> torch.Tensor:
+        import numpy as np
+
+        if token not in self._table:
+            self._table[token] = torch.from_numpy(np.random.default_rng(token).standard_normal(self.width)
+                                                  .astype(np.float32))
+        return self._table[token]
+
+    def encode_from_tokens_scheduled(self, tokens):
+        (ids,) = [[int(t[0]) for t in batch] for batch in next(iter(tokens.values()))]
+        out = torch.zeros(1, self.rows, self.width)
+        for row, token in enumerate(ids[:self.rows]):
+            out[0, row] = self._row(token)
+            if token == self.end:
+                break
+        return [[out, {"pooled_output": None}]]
