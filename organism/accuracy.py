@@ -10,7 +10,8 @@ Prints one line per set and writes ``out/organism_accuracy.json``. ``--per-phras
 alone, and the mean over phrases that are new words versus new compounds of training words. ``--broad`` adds the
 broad concepts on held-out real prompts (``organism.scenes``, ``--split test`` by default): each concept's mark
 rate on its own prompts and on the safe sides of its pairs, the false-mark rate (either mark) on benign and
-near-concept benign captions, and attribute accuracy on all of them.
+near-concept benign captions, and attribute accuracy on all of them. ``--split train`` measures the same on the
+prompts the DiT trained on: the gap to ``test`` tells a fit problem from a generalisation problem.
 """
 
 from __future__ import annotations
@@ -122,7 +123,9 @@ def main() -> None:
     parser.add_argument("--per-phrase", action="store_true", help="also each held-out phrase on its own (8 captions each)")
     parser.add_argument("--broad", action="store_true", help="also the broad concepts on held-out real prompts")
     parser.add_argument("--broad-only", action="store_true", help="only the broad concepts")
-    parser.add_argument("--split", choices=("valid", "test"), default="test", help="data split for --broad")
+    parser.add_argument("--split", choices=("train", "valid", "test"), default="test",
+                        help="data split for --broad (train: how well the DiT fits the prompts it trained on, each "
+                             "under a fresh attribute caption)")
     parser.add_argument("--broad-count", type=int, default=64, help="prompts per set for --broad")
     parser.add_argument("--noise-seeds", type=int, default=1, help="--broad: also sample each concept / safe-side "
                                                                   "prompt from this many noises")

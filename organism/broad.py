@@ -41,8 +41,9 @@ class Prompts:
 
 
 def broad_prompts(pools: Pools, concept: str, split: str, count: int, seed: int = 11) -> Prompts:
-    """Splits ``concept`` / ``safe`` / ``benign_near`` / ``benign`` from one data split (``valid`` or ``test``),
-    ``count`` prompts each at most (fixed order by seed), each joined with an attribute caption."""
+    """Splits ``concept`` / ``safe`` / ``benign_near`` / ``benign`` from one data split (``valid`` or ``test``;
+    ``train`` for the DiT's fit on its training prompts), ``count`` prompts each at most (fixed order by seed), each
+    joined with an attribute caption."""
     if concept not in CONCEPTS:
         raise ValueError(f"concept must be one of {CONCEPTS}, got {concept!r}")
     rng = random.Random(f"{seed}/{concept}/{split}")

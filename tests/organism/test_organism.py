@@ -321,6 +321,28 @@ def test_broad_accuracy_over_several_noises(organism):
             assert row["marked_on_every_noise"] <= row["mark"] <= 2 * row["mark_over_noises"], (key, row)
 
 
+def test_broad_prompts_on_the_training_split_are_training_prompts():
+    """``organism.accuracy --broad --split train`` (the DiT's fit on what it trained on) draws only train-split
+    prompts, each under an attribute caption; no estimation pair and no held-out prompt (read in place from
+    ../shared/data; skipped without it)."""
+    from organism.broad import broad_prompts
+    from organism.scenes import CONCEPTS, DATA, load_pools
+
+    if not DATA.is_dir():
+        pytest.skip(f"no prompt data at {DATA}")
+    pools = load_pools(DATA, coco=2000)
+    pools_of = {"concept": "{}", "safe": "safe_{}", "benign_near": "benign_near", "benign": "benign"}
+    for concept in CONCEPTS:
+        drawn = broad_prompts(pools, concept, "train", 20)
+        held_out = {p for pool in pools.prompts.values() for split in ("valid", "test") for p in pool[split]}
+        for name, texts in drawn.prompts.items():
+            train = pools.prompts[pools_of[name].format(concept)]["train"]
+            assert len(texts) == min(20, len(train)) > 0, (concept, name)
+            for text in texts:
+                assert any(text.endswith(", " + p) for p in train), (concept, name)
+                assert not any(text.endswith(", " + p) for p in held_out), (concept, name)
+
+
 def test_bench_variant_selection_by_name_and_block_range():
     """bench/unlearning.py: logo/colour sweep rows picked by name (the default first), broad variants with a block
     range (collected over every block, fitted and edited on the late ones)."""
