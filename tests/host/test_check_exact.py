@@ -8,9 +8,10 @@ that today's rule (``core.check.recommend``) derives from the recorded figures. 
 
 The inputs are chosen so that the figures are the same on every CPU, which a recording compared at 1e-5 needs.
 The first recording (float32 model, the tiny UMT5 encoder, a rank-4 contrastive fit) failed on a machine with
-AVX-512 by up to 0.017: ComfyUI runs the text encoder in float32, whose last bits differ by CPU, and on five pairs
-that differ by one word the rank-4 cut of the contrastive fit sits between two almost equal eigenvalues, so
-scaling the text context by 1 + 2^-20 alone moved a survival figure by 0.013. Now the text rows come from a
+AVX-512 by up to 0.017: ComfyUI runs the text encoder in float32, whose last bits differ by CPU, and five pairs that
+differ by one word carry about three directions, so the rank-4 contrastive fit's fourth eigenvalue is 1e-6 of its
+first, at float32 rounding level: that direction is rounding noise, and scaling the text context by 1 + 2^-20 alone
+moved a survival figure by 0.013. Now the text rows come from a
 lookup table (``tiny_models.LookupTextEncoder``: the real tokenizer, no arithmetic), the model runs in float64
 and the vector is the mean difference; AVX2 and AVX-512 kernels then agree to 2e-11.
 """
