@@ -105,12 +105,13 @@ def load_tiny_wan(seed: int = 0, model_options: dict | None = None, state: dict 
 class LookupTextEncoder:
     """What Pair Encoder calls of a CLIP (``tokenize``, ``encode_from_tokens_scheduled``), with the real tokenizer
     and, in place of the UMT5 transformer, a table: each token's row is drawn by NumPy from its id (PCG64 and the
-    ziggurat normal give the same bits on every machine), rows after the end token (2 for the pile-T5 tokenizer) are zeros.
+    ziggurat normal give the same bits on every machine); rows after the end token (2 for the pile-T5 tokenizer) are
+    zeros.
 
-    Why: ComfyUI runs the text encoder in float32, and float32 kernels differ by CPU (AVX2 against AVX-512, Intel
-    against AMD builds of MKL). On the tiny models a concept's difference is 0.4 % of the text embedding's norm, so
-    that last-bit difference moved the Unlearning Check's figures by up to 0.017 between two machines; a lookup has
-    no arithmetic to round.
+    Why: ComfyUI runs the text encoder in float32, whose last bits differ by CPU kernel (AVX2 against AVX-512). On
+    the tiny models a concept's difference is 0.4 % of the text embedding's norm, and a rank-4 fit of five one-word
+    pairs keeps a direction below what float32 resolves, so those last bits moved the Unlearning Check's figures by
+    up to 0.017 between two machines; a lookup has no arithmetic to round.
     """
 
     def __init__(self, clip, rows: int = 512, width: int = 4096, end: int = 2):
