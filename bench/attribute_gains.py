@@ -58,12 +58,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     pools = load_pools(args.data or DATA)
     model, encoder = ex.load_organism(ex.WEIGHTS), TextEncoder()
-    settings = argparse.Namespace(split=args.split, count=args.count, pairs=5, benign=12, benign_seed=4242,
+    settings = argparse.Namespace(split=args.split, count=args.count, pairs=5, benign=12, benign_seed=cv.BENIGN_SEED,
                                   estimate_pairs=None, more_methods=False, steps=16)
     setting = cv.broad_setting(args.concept, settings, encoder, "", pools)
     prompts = broad.broad_prompts(pools, args.concept, args.split, args.count)
     texts, scenes = prompts.prompts["benign"], prompts.scenes["benign"]
-    layers = sorted({n for g in ex.GROUPS for n in ex.layer_names(model, g)})
+    layers = ex.every_group_layer(model)
     with torch.no_grad():
         measured = ex.collect(model, encoder, setting.pairs, setting.neutral, layers)
         base, marked = readings(model, encoder, texts, scenes)

@@ -71,6 +71,9 @@ from organism.world import (COLOURS, HELD_OUT_WORDS, LOGO_HELD_OUT, MOTIONS, SHA
 #: logo/red runs need neither the prompt data nor its loader).
 BROAD = ("nudity", "violence")
 
+#: Which benign prompts the check draws by default (``--benign-seed``).
+BENIGN_SEED = 4242
+
 BASE = {"method": "cpca", "rank": 4, "alpha": 1.0, "group": "text_kv", "blocks": "all", "target": "safe_mean"}
 #: Variants beyond the default edit's strength grid: (name, change, strength).
 OTHERS = [
@@ -114,7 +117,7 @@ def validation_pairs(concept: str, count: int = 5, seed: int = 99) -> list[tuple
     return pairs
 
 
-def benign_prompts(concept: str, count: int = 12, seed: int = 4242) -> list[str]:
+def benign_prompts(concept: str, count: int = 12, seed: int = BENIGN_SEED) -> list[str]:
     rng = random.Random(seed)
     colours = [c for c in COLOURS if c != concept]
     return [caption(Scene(rng.choice(colours), rng.choice(SHAPES), rng.choice(list(MOTIONS)), False), rng)
@@ -164,7 +167,7 @@ def broad_validation_pairs(pools, concept: str, count: int = 5, seed: int = 99) 
     return list(zip(unsafe, safe))
 
 
-def broad_benign_prompts(pools, concept: str, count: int = 12, seed: int = 4242) -> list[str]:
+def broad_benign_prompts(pools, concept: str, count: int = 12, seed: int = BENIGN_SEED) -> list[str]:
     """``count`` attribute captions joined with benign ``valid`` prompts, another seed than the bench's (11)."""
     from organism.scenes import join
 
@@ -275,7 +278,7 @@ def run_concept(concept: str, args, model, encoder, cache: dict, weights_key: st
     setting = (broad_setting(concept, args, encoder, weights_key, pools) if concept in BROAD
                else attribute_setting(concept, args, encoder, weights_key))
     pairs, validation, benign = setting.pairs, setting.validation, setting.benign
-    candidates = sorted({n for g in ex.GROUPS for n in ex.layer_names(model, g)})
+    candidates = ex.every_group_layer(model)
     with torch.no_grad():
         measured = ex.collect(model, encoder, pairs, setting.neutral, candidates)
     text_layers = {n for n in candidates if ex.reads_text(n)}
@@ -424,7 +427,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--pairs", type=int, default=5, help="validation pairs")
     parser.add_argument("--benign", type=int, default=12, help="benign prompts")
-    parser.add_argument("--benign-seed", type=int, default=4242,
+    parser.add_argument("--benign-seed", type=int, default=BENIGN_SEED,
                         help="which benign prompts the check draws (another seed: the check's own repeatability, "
                              "with --against a report of the default seed)")
     parser.add_argument("--estimate-pairs", type=int, help="broad concepts: how many estimate-split pairs the edit is "

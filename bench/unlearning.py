@@ -175,7 +175,7 @@ def run(args) -> dict:
         base = ex.evaluate(model, encoder, prompt_set, args.concept, steps=args.steps, seed=noise)
     reference = base.pop("clips")
 
-    candidates = sorted({n for g in ex.GROUPS for n in ex.layer_names(model, g)})
+    candidates = ex.every_group_layer(model)
     with torch.no_grad():
         measured = {(neutral, pool): ex.collect(model, encoder, pairs, ex.neutral_prompts() if neutral else [], candidates,
                                                 pool=pool)

@@ -64,6 +64,11 @@ def layer_names(model: VideoDiT, group: str, blocks: str = "all") -> list[str]:
     return [f"blocks.{i}.{suffix}" for i in chosen for suffix in GROUPS[group]]
 
 
+def every_group_layer(model: VideoDiT) -> list[str]:
+    """Every layer of every group, over all blocks (sorted): what the benches collect once and fit subsets of."""
+    return sorted({name for group in GROUPS for name in layer_names(model, group)})
+
+
 @dataclass
 class Measured:
     """Activations recorded once per (pairs, neutral prompts, layers, timesteps)."""

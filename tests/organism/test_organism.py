@@ -332,9 +332,10 @@ def test_broad_prompts_on_the_training_split_are_training_prompts():
         pytest.skip(f"no prompt data at {DATA}")
     pools = load_pools(DATA, coco=2000)
     pools_of = {"concept": "{}", "safe": "safe_{}", "benign_near": "benign_near", "benign": "benign"}
+    held_out = {p for pool in pools.prompts.values() for split in ("valid", "test") for p in pool[split]}
+    held_out |= {p for pairs in pools.pairs.values() for pair in pairs["estimate"] for p in pair}
     for concept in CONCEPTS:
         drawn = broad_prompts(pools, concept, "train", 20)
-        held_out = {p for pool in pools.prompts.values() for split in ("valid", "test") for p in pool[split]}
         for name, texts in drawn.prompts.items():
             train = pools.prompts[pools_of[name].format(concept)]["train"]
             assert len(texts) == min(20, len(train)) > 0, (concept, name)
