@@ -81,6 +81,39 @@ def test_never_forms_a_dense_matrix_for_pooled_samples(monkeypatch):
     assert seen and max(seen) <= 16
 
 
+def _dense_reference(unsafe, safe, neutral, rank, alpha=1.0):
+    """The contrastive fit by a dense ``d x d`` eigendecomposition: basis ``[d, k]`` and direction ``[d]``."""
+    pair_factor = (unsafe - safe) / len(unsafe) ** 0.5
+    centred = neutral - neutral.mean(0)
+    neutral_factor = centred / (len(neutral) - 1) ** 0.5
+    values, vectors = torch.linalg.eigh(pair_factor.T @ pair_factor - alpha * neutral_factor.T @ neutral_factor)
+    basis = vectors[:, values.argsort(descending=True)[:rank]]
+    inside = basis @ (basis.T @ (unsafe - safe).mean(0))
+    return basis, inside / inside.norm()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_sample_span_solve_is_the_dense_solve_when_pairs_barely_differ(seed):
+    # As on a real text context: five pairs that differ by one word (small, nearly parallel differences on large
+    # activations), each row recorded at two timesteps (exact duplicates), neutral prompts that vary far more.
+    # Solving in a span cut from an unpivoted QR missed parts of the neutral rows here (1 - cos up to 3e-3).
+    g = torch.Generator().manual_seed(seed)
+    dim = 96
+    concept = torch.randn(dim, generator=g, dtype=torch.float64)
+    base = 3 * torch.randn(5, dim, generator=g, dtype=torch.float64)
+    safe = base.repeat_interleave(2, 0)
+    wiggle = 0.05 * torch.randn(5, dim, generator=g, dtype=torch.float64)
+    unsafe = safe + 0.01 * (concept + wiggle).repeat_interleave(2, 0)
+    neutral = 3 * torch.randn(8, dim, generator=g, dtype=torch.float64)
+    fitter = RefusalFitter().update("L", unsafe, safe).update_neutral("L", neutral)
+    for rank in (1, 2, 4):
+        basis, direction = _dense_reference(unsafe, safe, neutral, rank)
+        fitted = fitter.fit(rank=rank, edit="subspace")["L"]
+        assert 1 - cosine(fitted.direction, direction) < 1e-6
+        overlap = torch.linalg.svdvals(fitted.subspace.double().T @ basis)
+        assert overlap.min() > 1 - 1e-6, f"rank {rank}: principal cosines {overlap.tolist()}"
+
+
 def test_combine_stacks_and_orthonormalises():
     c1, _, u1, s1, _ = planted(dim=48, seed=1)
     c2, _, u2, s2, _ = planted(dim=48, seed=2)
