@@ -40,6 +40,10 @@ logger = logging.getLogger(__name__)
 METHODS = ("cpca", "mean")
 #: What an edit removes: the one refusal direction per input, or the whole contrastive subspace U (rank k).
 EDITS = ("direction", "subspace")
+#: Which contrastive solve made a basis, stored in its file. 2: exact (the samples' span from an SVD; since
+#: 2026-12-01). 1: files without the entry, whose ``cpca`` subspace came from a truncated QR span and is approximate
+#: (on the organism the edit direction was off by 3-11 degrees and rank-4..16 subspaces by 12-46 degrees).
+FIT_REVISION = 2
 
 
 @dataclass(frozen=True)
@@ -235,6 +239,7 @@ class RefusalFitter:
             pairs=pair_tuples,
             model_family=model_family,
             model_fingerprint=model_fingerprint,
+            fit_revision=FIT_REVISION,
         )
 
     def _stacked(self, source: str):
@@ -379,7 +384,8 @@ class RefusalBasis(Mapping):
     stores such a record once. Edits use :meth:`subspace` ``[d, c]`` (orthonormal) and :meth:`target` ``[d]``.
     A basis combined from c concepts (:meth:`combine`) stacks each record's vectors, directions and safe means
     as ``[c, d]``. The global fields are the provenance: method and parameters, concept label and pairs, and the
-    source model's family and weight fingerprint.
+    source model's family and weight fingerprint, and ``fit_revision`` (:data:`FIT_REVISION`; 1 for a file
+    written before the exact contrastive solve, whose ``cpca`` subspace is approximate).
     """
 
     records: Mapping[str, LayerRefusal]
@@ -391,6 +397,7 @@ class RefusalBasis(Mapping):
     pairs: tuple = ()
     model_family: str = ""
     model_fingerprint: str = ""
+    fit_revision: int = FIT_REVISION
 
     def __post_init__(self):
         records = dict(self.records)
@@ -476,7 +483,8 @@ class RefusalBasis(Mapping):
             provenance={"method": self.method, "rank": self.rank, "alpha": self.alpha, "edit": self.edit,
                         "concept": self.concept,
                         "pairs": [list(p) for p in self.pairs], "model_family": self.model_family,
-                        "model_fingerprint": self.model_fingerprint, "concepts": self.concepts})
+                        "model_fingerprint": self.model_fingerprint, "concepts": self.concepts,
+                        "fit_revision": self.fit_revision})
         write_basis_file(stored, path, extra_metadata=extra_metadata)
 
     @classmethod
@@ -498,6 +506,14 @@ class RefusalBasis(Mapping):
         rank, alpha = meta["rank"], meta["alpha"]
         if not isinstance(rank, int) or rank < 1 or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
             raise RefusalFileError(f"{name}: rank {rank!r} / alpha {alpha!r} are invalid")
+        revision = meta.get("fit_revision", 1)
+        if not isinstance(revision, int) or not 1 <= revision <= FIT_REVISION:
+            raise RefusalFileError(f"{name}: fit_revision {revision!r} is unknown to this version of the pack (it knows "
+                                   f"1-{FIT_REVISION}); update the pack")
+        if revision < FIT_REVISION and "cpca" in str(meta["method"]):
+            logger.warning("%s was fitted before the contrastive solve was made exact (2026-12-01): its cpca direction "
+                           "is off by a few degrees and a subspace edit by more. Compute it again with Low-Rank Refusal "
+                           "Vector from the same pairs", name)
         return cls(
             records={layer: records[source] for layer, source in stored.layers.items()},
             method=str(meta["method"]),
@@ -508,6 +524,7 @@ class RefusalBasis(Mapping):
             pairs=tuple(tuple(p) for p in meta["pairs"]),
             model_family=str(meta["model_family"]),
             model_fingerprint=str(meta["model_fingerprint"]),
+            fit_revision=revision,
         )
 
     @classmethod
@@ -547,6 +564,7 @@ class RefusalBasis(Mapping):
             pairs=tuple(p for b in bases for p in b.pairs),
             model_family=next(iter(families), ""),
             model_fingerprint=next(iter(prints), ""),
+            fit_revision=min(b.fit_revision for b in bases),
         )
 
 

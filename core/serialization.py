@@ -32,8 +32,9 @@ READABLE_VERSIONS = (1, 2)
 METADATA_KEY = "video_unlearning"
 KINDS = ("vector", "basis", "direction", "safe_mean", "subspace")
 _PROVENANCE = ("method", "rank", "alpha", "concept", "pairs", "model_family", "model_fingerprint")
-#: Provenance added in later releases: older files lack it, and the reader's default stands in (edit: direction).
-_OPTIONAL_PROVENANCE = ("edit",)
+#: Provenance added in later releases: older files lack it, and the reader's default stands in (edit: direction;
+#: fit_revision: 1, the approximate contrastive solve).
+_OPTIONAL_PROVENANCE = ("edit", "fit_revision")
 
 
 class RefusalFileError(ValueError):

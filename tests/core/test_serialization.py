@@ -27,7 +27,7 @@ def assert_same(a, b):
             assert torch.equal(getattr(a[layer], field), getattr(b[layer], field)), (field, layer)
         assert a[layer].score == b[layer].score and a[layer].source == b[layer].source
     assert a.shared_inputs() == b.shared_inputs()
-    for field in ("method", "rank", "alpha", "concept", "pairs", "model_family", "model_fingerprint"):
+    for field in ("method", "rank", "alpha", "concept", "pairs", "model_family", "model_fingerprint", "fit_revision"):
         assert getattr(a, field) == getattr(b, field)
 
 
@@ -149,6 +149,38 @@ def test_version_1_files_still_load(basis, tmp_path):
     save_file(tensors, str(old), metadata=header)
     with pytest.raises(RefusalFileError, match="'subspace/blocks.1.cross_attn.v' is missing"):
         RefusalBasis.load(old)
+
+
+def _rewrite_metadata(path, change):
+    tensors = load_file(str(path))
+    with safe_open(str(path), framework="pt") as handle:
+        header = handle.metadata()
+    meta = json.loads(header[METADATA_KEY])
+    change(meta)
+    save_file(tensors, str(path), metadata={**header, METADATA_KEY: json.dumps(meta)})
+
+
+def test_files_fitted_before_the_exact_solve_load_with_a_warning_to_refit(basis, tmp_path, caplog):
+    path = tmp_path / "v.safetensors"
+    basis.save(path)
+    assert basis.fit_revision == 2 and read_metadata(path)["fit_revision"] == 2
+    _rewrite_metadata(path, lambda meta: meta.pop("fit_revision"))
+    with caplog.at_level("WARNING", logger="core.refusal"):
+        old = RefusalBasis.load(path)
+    assert old.fit_revision == 1 and "Compute it again with Low-Rank Refusal Vector" in caplog.text
+    # It stays marked through combine and a re-save, so the warning is not lost by saving the old fit again.
+    assert RefusalBasis.combine([old, basis]).fit_revision == 1
+    old.save(path)
+    assert RefusalBasis.load(path).fit_revision == 1
+    # The mean difference never used the contrastive solve: no warning.
+    _rewrite_metadata(path, lambda meta: meta.update(method="mean"))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="core.refusal"):
+        assert RefusalBasis.load(path).fit_revision == 1
+    assert caplog.text == ""
+    _rewrite_metadata(path, lambda meta: meta.update(fit_revision=3))
+    with pytest.raises(RefusalFileError, match="fit_revision 3 .* update the pack"):
+        RefusalBasis.load(path)
 
 
 def test_core_modules_import_no_circle():
