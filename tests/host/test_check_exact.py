@@ -9,11 +9,12 @@ tests/host/test_check_exact.py``.
 
 The inputs are chosen so that the figures do not depend on the CPU's kernels, which a recording compared at 1e-5
 needs. The first recording (float32 model, the tiny UMT5 encoder, a rank-4 contrastive fit) failed on a machine with
-AVX-512 by up to 0.017: ComfyUI runs the text encoder in float32, whose last bits differ by CPU, and five pairs that
-differ by one word carry about three directions, so the rank-4 contrastive fit's fourth eigenvalue is 1e-6 of its
-first, below what float32 inputs resolve, and scaling the text context by 1 + 2^-20 alone moved a survival figure by
-0.013. Now the text rows come from a lookup table (``tiny_models.LookupTextEncoder``: the real tokenizer, no
-arithmetic), the model runs in float64 and the vector is the mean difference. ComfyUI's sampling path still runs in
+AVX-512 by up to 0.017. The cause, found later (2026-12-01): the contrastive solve itself, which cut its span from an
+unpivoted QR and so returned vectors that were not eigenvectors and moved with the text encoder's last float32 bits
+(the edit direction by 1 - cos 2.7e-3 between AVX-512 and AVX2 kernels). With the exact solve that configuration
+differs across kernels by 2e-4 at most, still above 1e-5: ComfyUI's float32 text encoder and sampling path round
+differently per CPU. Now the text rows come from a lookup table (``tiny_models.LookupTextEncoder``: the real
+tokenizer, no arithmetic), the model runs in float64 and the vector is the mean difference. ComfyUI's sampling path still runs in
 float32 (noise, sigmas, its cast of the model's output), and on the random tiny Wan the prompt hardly moves the
 prediction (benign predictions differ from one another by 4e-5 of their size), so the collateral ratio magnified
 those last bits to 1e-3 without vector kernels; with the cross-attention's v and o weights x20

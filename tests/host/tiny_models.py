@@ -109,9 +109,9 @@ class LookupTextEncoder:
     zeros.
 
     Why: ComfyUI runs the text encoder in float32, whose last bits differ by CPU kernel (AVX2 against AVX-512). On
-    the tiny models a concept's difference is 0.4 % of the text embedding's norm, and a rank-4 fit of five one-word
-    pairs keeps a direction below what float32 resolves, so those last bits moved the Unlearning Check's figures by
-    up to 0.017 between two machines; a lookup has no arithmetic to round.
+    the tiny models a concept's difference is 0.4 % of the text embedding's norm, so those bits move the Unlearning
+    Check's figures: by up to 0.017 between two machines through the contrastive solve before it was made exact
+    (2026-12-01), by 2e-4 since; a recording compared at 1e-5 needs less, and a lookup has no arithmetic to round.
     """
 
     def __init__(self, clip, rows: int = 512, width: int = 4096, end: int = 2):
