@@ -508,12 +508,12 @@ class RefusalBasis(Mapping):
             raise RefusalFileError(f"{name}: rank {rank!r} / alpha {alpha!r} are invalid")
         revision = meta.get("fit_revision", 1)
         if not isinstance(revision, int) or not 1 <= revision <= FIT_REVISION:
-            raise RefusalFileError(f"{name}: fit_revision {revision!r} is unknown to this version of the pack (it knows "
-                                   f"1-{FIT_REVISION}); update the pack")
+            raise RefusalFileError(f"{name}: fit_revision {revision!r} is unknown to this version of the pack "
+                                   f"(it knows 1-{FIT_REVISION}); update the pack")
         if revision < FIT_REVISION and "cpca" in str(meta["method"]):
-            logger.warning("%s was fitted before the contrastive solve was made exact (2026-12-01): its cpca direction "
-                           "is off by a few degrees and a subspace edit by more. Compute it again with Low-Rank Refusal "
-                           "Vector from the same pairs", name)
+            logger.warning("%s was fitted before the contrastive solve was made exact (2026-12-01): its cpca "
+                           "direction is off by a few degrees and a subspace edit by more. Compute it again with "
+                           "Low-Rank Refusal Vector from the same pairs", name)
         return cls(
             records={layer: records[source] for layer, source in stored.layers.items()},
             method=str(meta["method"]),

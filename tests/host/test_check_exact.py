@@ -14,10 +14,10 @@ unpivoted QR and so returned vectors that were not eigenvectors and moved with t
 (the edit direction by 1 - cos 2.7e-3 between AVX-512 and AVX2 kernels). With the exact solve that configuration
 differs across kernels by 2e-4 at most, still above 1e-5: ComfyUI's float32 text encoder and sampling path round
 differently per CPU. Now the text rows come from a lookup table (``tiny_models.LookupTextEncoder``: the real
-tokenizer, no arithmetic), the model runs in float64 and the vector is the mean difference. ComfyUI's sampling path still runs in
-float32 (noise, sigmas, its cast of the model's output), and on the random tiny Wan the prompt hardly moves the
-prediction (benign predictions differ from one another by 4e-5 of their size), so the collateral ratio magnified
-those last bits to 1e-3 without vector kernels; with the cross-attention's v and o weights x20
+tokenizer, no arithmetic), the model runs in float64 and the vector is the mean difference. ComfyUI's sampling
+path still runs in float32 (noise, sigmas, its cast of the model's output), and on the random tiny Wan the prompt
+hardly moves the prediction (benign predictions differ from one another by 4e-5 of their size), so the collateral
+ratio magnified those last bits to 1e-3 without vector kernels; with the cross-attention's v and o weights x20
 (``_text_led_wan_state``) the prompt moves it 35 times more. The recording then holds with AVX-512, with
 ``ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2`` and with no vector kernels at all (``ATEN_CPU_CAPABILITY=default
 MKL_CBWR=COMPATIBLE``: up to 2e-5 on collateral figures near 70, hence ``rtol`` 1e-6 beside ``atol`` 1e-5).
