@@ -112,6 +112,9 @@ def test_the_sample_span_solve_is_the_dense_solve_when_pairs_barely_differ(seed)
         assert 1 - cosine(fitted.direction, direction) < 1e-6
         overlap = torch.linalg.svdvals(fitted.subspace.double().T @ basis)
         assert overlap.min() > 1 - 1e-6, f"rank {rank}: principal cosines {overlap.tolist()}"
+    # Rounding the activations to float32 (a CPU's last bits) does not move the fit (the old solve: 1 - cos 2e-3).
+    rounded = RefusalFitter().update("L", unsafe.float(), safe.float()).update_neutral("L", neutral.float())
+    assert 1 - cosine(rounded.fit(rank=4)["L"].direction, fitter.fit(rank=4)["L"].direction.double()) < 1e-6
 
 
 def test_combine_stacks_and_orthonormalises():
