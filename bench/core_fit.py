@@ -31,7 +31,7 @@ def run_one(dim: int, layers: int, samples: int, rank: int) -> dict:
     from core.refusal import RefusalFitter
 
     torch.manual_seed(0)
-    torch.linalg.qr(torch.randn(64, 8, dtype=torch.float64))  # load LAPACK before the baseline
+    torch.linalg.svd(torch.randn(64, 8, dtype=torch.float64))  # load LAPACK (the fit's SVD) before the baseline
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     fitter = RefusalFitter()
     concept = torch.randn(dim, dtype=torch.float64)
