@@ -11,8 +11,11 @@ subspaces), fits the organism's vector both ways from the same activations and r
   old against new, with the check's validation pairs and benign prompts.
 
 No generation: it runs in about a minute per concept. Real prompts are printed nowhere (only figures).
+``--timing`` instead times one layer's solve, old against exact, on pooled samples of realistic widths (interleaved
+in one process, median of 3; a ratio, since this machine is shared).
 
     python bench/fit_correction.py [--concept logo red nudity violence] [--json out/fit_correction.json]
+    python bench/fit_correction.py --timing
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -100,16 +105,44 @@ def run_concept(concept: str, model, encoder, pools) -> list[dict]:
     return rows
 
 
+def timing(sizes=((1536, 10), (1536, 500), (5120, 10), (5120, 500)), repeats: int = 3) -> list[dict]:
+    """Seconds per layer of the old and the exact solve for ``(d, n)``: n pairs plus n neutral rows, rank 4."""
+    rows = []
+    for dim, count in sizes:
+        generator = torch.Generator().manual_seed(0)
+        pairs = torch.randn(count, dim, generator=generator, dtype=torch.float64)
+        neutral = torch.randn(count, dim, generator=generator, dtype=torch.float64)
+        seconds = {"old": [], "exact": []}
+        qr_span_solve(pairs, neutral, 1.0, 4), refusal._top_contrastive_eigenvectors(pairs, neutral, 1.0, 4)  # warm up
+        for _ in range(repeats):
+            for tag, solve in (("old", qr_span_solve), ("exact", refusal._top_contrastive_eigenvectors)):
+                start = time.perf_counter()
+                solve(pairs, neutral, 1.0, 4)
+                seconds[tag].append(time.perf_counter() - start)
+        row = {"dim": dim, "pairs": count, **{tag: statistics.median(s) for tag, s in seconds.items()}}
+        row["ratio"] = row["exact"] / row["old"]
+        rows.append(row)
+        print(f"  d {dim:5d}, {count:3d} pairs + {count:3d} neutral rows: old {row['old']:.3f} s, exact "
+              f"{row['exact']:.3f} s per layer (x{row['ratio']:.2f})", flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concept", nargs="+", default=["logo", "red", *cv.BROAD])
     parser.add_argument("--json", type=Path, default=ROOT / "out" / "fit_correction.json")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--timing", action="store_true", help="time one layer's solve, old against exact, instead")
     args = parser.parse_args()
     unknown = [c for c in args.concept if c not in ("logo", "red", *cv.BROAD)]
     if unknown:
         parser.exit(2, f"unknown concept {', '.join(unknown)}; one of logo, red, {', '.join(cv.BROAD)}\n")
     torch.set_num_threads(args.threads)
+    if args.timing:
+        report = {"timing": timing(), "threads": args.threads}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.with_name("fit_correction_timing.json").write_text(json.dumps(report, indent=1))
+        return
     pools = None
     if any(c in cv.BROAD for c in args.concept):
         from organism.scenes import DATA, load_pools
