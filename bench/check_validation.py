@@ -19,7 +19,8 @@ to 2 while its graded score improves), so README reports it beside accuracy, not
 
 Validation pairs use held-out wording (the estimation pairs use training wording), benign prompts are captions
 without the concept drawn with another seed than the bench's prompts. Generation results are cached per weights
-file (sha256) in ``out/check_validation_cache.json``, so a re-run after the organism is retrained re-measures.
+file (sha256) and fit revision (``core.refusal.FIT_REVISION``) in ``out/check_validation_cache.json``, so a re-run
+after the organism is retrained, or after the fit changes, re-measures.
 
 Broad concepts (``--concept nudity violence``, learned from real prompts: ``organism.scenes``, ``organism.broad``):
 the edit is estimated as ``bench/unlearning.py --concept ...`` estimates it, from the ``estimate`` split's pairs
@@ -62,6 +63,7 @@ sys.path.insert(0, str(ROOT))
 
 from core.check import DEFAULT_STRENGTHS, FULL_PROJECTION, check_strengths, measure_baseline, recommend  # noqa: E402
 from core.pairs import PromptPair  # noqa: E402
+from core.refusal import FIT_REVISION  # noqa: E402
 from organism import experiment as ex  # noqa: E402
 from organism.text import TextEncoder  # noqa: E402
 from organism.world import (COLOURS, HELD_OUT_WORDS, LOGO_HELD_OUT, MOTIONS, SHAPES, TRAIN_WORDS, Scene,  # noqa: E402
@@ -296,7 +298,8 @@ def run_concept(concept: str, args, model, encoder, cache: dict, weights_key: st
     base_clips = base.pop("clips")
 
     def generated(key: str, edited) -> dict:
-        full_key = f"{setting.cache_prefix}|{key}"
+        # the fit's revision too: an edit fitted by the approximate solve (revision 1, no suffix) is another edit
+        full_key = f"{setting.cache_prefix}|{key}|fit {FIT_REVISION}"
         # entries older than the graded figures lack them: measured again
         if margin not in cache.get(full_key, {}) or pixel not in cache[full_key]:
             with torch.no_grad():
