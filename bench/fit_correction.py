@@ -45,7 +45,9 @@ def qr_span_solve(pair_factor, neutral_factor, alpha: float, rank: int) -> torch
     """The solve before 2026-12-01, kept here only to measure what its replacement changed."""
     samples = torch.cat([pair_factor, neutral_factor])
     if samples.shape[0] >= pair_factor.shape[1]:
-        return refusal._top_contrastive_eigenvectors(pair_factor, neutral_factor, alpha, rank)  # dense: unchanged
+        # The dense solve, unchanged; written out because run_concept puts this function in the module's place.
+        values, vectors = torch.linalg.eigh(pair_factor.T @ pair_factor - alpha * (neutral_factor.T @ neutral_factor))
+        return vectors[:, values.argsort(descending=True)[:rank]]
     span, triangle = torch.linalg.qr(samples.T)
     span = span[:, triangle.diagonal().abs() > 1e-10 * triangle.diagonal().abs().max()]
     a, b = pair_factor @ span, neutral_factor @ span
