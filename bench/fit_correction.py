@@ -132,7 +132,8 @@ def timing(sizes=((1536, 10), (1536, 500), (5120, 10), (5120, 500)), repeats: in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concept", nargs="+", default=["logo", "red", *cv.BROAD])
-    parser.add_argument("--json", type=Path, default=ROOT / "out" / "fit_correction.json")
+    parser.add_argument("--json", type=Path, default=ROOT / "out" / "fit_correction.json",
+                        help="report (with --timing: fit_correction_timing.json in the same folder)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--timing", action="store_true", help="time one layer's solve, old against exact, instead")
     args = parser.parse_args()
