@@ -5,11 +5,14 @@ activation ``u`` of the prompt with the concept and ``s`` of the same prompt wit
 
     r = mean(u - s)                                          the refusal vector           [d]
     C = mean((u - s)(u - s)^T) - alpha * Cov(neutral)        contrastive statistics        [d, d]
-    U = top-k eigenvectors of C                              concept subspace              [d, k]
+    U = top-k eigenvectors of C with eigenvalue > 0          concept subspace              [d, k'], k' <= k
     d = U U^T r / |U^T r|                                    edit direction                [d]
 
 (Facchiano et al. 2025, "Video Unlearning via Low-Rank Refusal Vector"; contrastive PCA after
-Abid et al. 2018). The pair statistics are the *uncentred* second moment of the differences: with
+Abid et al. 2018). U holds directions where unsafe and safe differ more than neutral prompts vary, so an
+eigenvector whose eigenvalue is not positive is left out even when fewer than k remain: with 5 pairs the text
+side has 5 such directions, and a rank-16 subspace padded with 11 directions of neutral variation cost the
+organism 29 points of attribute accuracy. The pair statistics are the *uncentred* second moment of the differences: with
 a handful of pairs, centring would throw away the mean shift that is the concept itself (see
 ``shared/method.md``, "a measured caution"). ``C`` is never formed as a dense ``d x d`` matrix
 while the number of samples is below ``d``: its non-null eigenvectors lie in the span of the
@@ -40,10 +43,15 @@ logger = logging.getLogger(__name__)
 METHODS = ("cpca", "mean")
 #: What an edit removes: the one refusal direction per input, or the whole contrastive subspace U (rank k).
 EDITS = ("direction", "subspace")
-#: Which contrastive solve made a basis, stored in its file. 2: exact (the samples' span from an SVD; since
-#: 2026-12-01). 1: files without the entry, whose ``cpca`` subspace came from a truncated QR span and is approximate
-#: (on the organism the edit direction was off by 3-11 degrees and rank-4..16 subspaces by 12-46 degrees).
-FIT_REVISION = 2
+#: Which contrastive solve made a basis, stored in its file. 3: U keeps only eigenvectors of positive eigenvalue
+#: (at most ``rank``; since 2026-12-01, later that day). 2: exact, but U took the top ``rank`` eigenvectors even
+#: where fewer had positive eigenvalues. 1: files without the entry, whose ``cpca`` subspace came from a truncated
+#: QR span and is approximate (on the organism the edit direction was off by 3-11 degrees and rank-4..16 subspaces
+#: by 12-46 degrees).
+FIT_REVISION = 3
+#: An eigenvalue of C counts as positive above this share of ``trace(C_r) + alpha trace(C_e)``: below it lie the
+#: rounding errors (1e-16 relative) of directions in which neither the pairs differ nor the neutral prompts vary.
+POSITIVE_CONTRAST = 1e-9
 
 
 @dataclass(frozen=True)
@@ -185,8 +193,10 @@ class RefusalFitter:
         """Freeze the statistics into a :class:`RefusalBasis`; each input is fitted once.
 
         Args:
-            rank: k, the size of the contrastive subspace U. The paper uses k = 100 with many
-                samples per pair; with pooled samples k is capped by the number of samples.
+            rank: k, the largest size of the contrastive subspace U. The paper uses k = 100 with many
+                samples per pair. U keeps only directions of positive contrast (where the pairs differ more than
+                alpha times the neutral prompts vary): at most one per distinct pair difference, so with 5 text-side
+                pairs at most 5. Inputs where fewer than k remain are logged; none is an error.
             alpha: weight of the neutral covariance; 0 gives plain (uncentred) PCA of the pair
                 differences, larger values push the subspace away from directions along which
                 ordinary prompts vary. Without neutral activations the safe side stands in.
@@ -227,6 +237,7 @@ class RefusalFitter:
             if source not in fitted:
                 fitted[source] = _fit_input(*self._stacked(source), rank=rank, alpha=alpha, method=method,
                                             edit=edit, source=source)
+        _log_narrow_subspaces(fitted, rank, edit, method)
         pair_tuples = tuple((p.unsafe, p.safe) if isinstance(p, PromptPair) else (str(p[0]), str(p[1]))
                             for p in pairs)
         return RefusalBasis(
@@ -320,7 +331,16 @@ def _fit_input(unsafe, safe, neutral, *, rank: int, alpha: float, method: str, s
         direction = vector / r_norm
         basis = direction[:, None]
     else:
-        basis = _top_contrastive_eigenvectors(pair_factor, neutral_factor, alpha, rank)  # [d, k]
+        basis, values = _top_contrastive_eigenvectors(pair_factor, neutral_factor, alpha, rank)  # [d, k], [k]
+        scale = float(pair_factor.pow(2).sum() + alpha * neutral_factor.pow(2).sum())
+        positive = values > POSITIVE_CONTRAST * scale
+        if not bool(positive.any()):
+            raise ValueError(
+                f"{source!r}: no direction where the pairs differ more than the neutral prompts vary "
+                f"(alpha={alpha}; largest contrastive eigenvalue {float(values[0]):.3g}); lower alpha, add pairs, "
+                "or leave this layer out"
+            )
+        basis = basis[:, positive]  # [d, k'], the positive ones lead the descending order
         basis = basis * torch.where(basis.T @ vector < 0, -1.0, 1.0)  # deterministic signs
         inside = basis.T @ vector  # [k]
         if inside.norm() <= 1e-6 * r_norm:
@@ -351,8 +371,9 @@ def _fit_input(unsafe, safe, neutral, *, rank: int, alpha: float, method: str, s
                         score=score, source=source)
 
 
-def _top_contrastive_eigenvectors(pair_factor, neutral_factor, alpha: float, rank: int) -> torch.Tensor:
-    """Top-``rank`` eigenvectors of ``A^T A - alpha B^T B`` as ``[d, k]``, float64.
+def _top_contrastive_eigenvectors(pair_factor, neutral_factor, alpha: float, rank: int):
+    """Top-``rank`` eigenvectors of ``A^T A - alpha B^T B`` as ``[d, k]`` and their eigenvalues ``[k]`` (descending),
+    float64; the caller drops those that are not positive.
 
     When there are fewer samples than dimensions the eigenvectors with non-zero eigenvalue lie in
     the row span of ``[A; B]``; solving there costs O((n + m)^2 d) instead of O(d^3). The span is the samples'
@@ -373,10 +394,23 @@ def _top_contrastive_eigenvectors(pair_factor, neutral_factor, alpha: float, ran
         small = a.T @ a - alpha * (b.T @ b)
         values, vectors = torch.linalg.eigh(small)
         order = values.argsort(descending=True)[: min(rank, span.shape[1])]
-        return span @ vectors[:, order]
+        return span @ vectors[:, order], values[order]
     dense = pair_factor.T @ pair_factor - alpha * (neutral_factor.T @ neutral_factor)
     values, vectors = torch.linalg.eigh(dense)
-    return vectors[:, values.argsort(descending=True)[:rank]]
+    order = values.argsort(descending=True)[:rank]
+    return vectors[:, order], values[order]
+
+
+def _log_narrow_subspaces(fitted: dict[str, "LayerRefusal"], rank: int, edit: str, method: str) -> None:
+    """Say which inputs kept fewer than ``rank`` directions of positive contrast (a warning when the edit removes
+    the whole subspace, whose width is then what the user asked for; otherwise only the direction is edited)."""
+    narrow = {source: record.basis.shape[1] for source, record in fitted.items()
+              if method == "cpca" and record.basis.shape[1] < rank}
+    if narrow:
+        log = logger.warning if edit == "subspace" else logger.info
+        log("rank %d: only %s direction(s) of positive contrast at %s; the subspace keeps those (more pairs, or "
+            "differently worded ones, give more; a lower alpha too)", rank,
+            "/".join(str(width) for width in dict.fromkeys(narrow.values())), ", ".join(narrow))
 
 
 @dataclass(frozen=True, eq=False)
@@ -388,7 +422,8 @@ class RefusalBasis(Mapping):
     A basis combined from c concepts (:meth:`combine`) stacks each record's vectors, directions and safe means
     as ``[c, d]``. The global fields are the provenance: method and parameters, concept label and pairs, and the
     source model's family and weight fingerprint, and ``fit_revision`` (:data:`FIT_REVISION`; 1 for a file
-    written before the exact contrastive solve, whose ``cpca`` subspace is approximate).
+    written before the exact contrastive solve, whose ``cpca`` subspace is approximate; 2 before U kept only
+    directions of positive contrast).
     """
 
     records: Mapping[str, LayerRefusal]
@@ -513,10 +548,16 @@ class RefusalBasis(Mapping):
         if not isinstance(revision, int) or not 1 <= revision <= FIT_REVISION:
             raise RefusalFileError(f"{name}: fit_revision {revision!r} is unknown to this version of the pack "
                                    f"(it knows 1-{FIT_REVISION}); update the pack")
-        if revision < FIT_REVISION and "cpca" in str(meta["method"]):
+        if revision == 1 and "cpca" in str(meta["method"]):
             logger.warning("%s was fitted before the contrastive solve was made exact (2026-12-01): its cpca "
                            "direction is off by a few degrees and a subspace edit by more. Compute it again with "
                            "Low-Rank Refusal Vector from the same pairs", name)
+        elif revision == 2 and "cpca" in str(meta["method"]) and rank > len(meta["pairs"]):
+            # Positive directions number at most the distinct pair differences: only rank > pairs can be affected.
+            logger.warning("%s was fitted with rank %d from %d pairs before the subspace kept only directions of "
+                           "positive contrast (2026-12-01): it may hold directions along which neutral prompts vary "
+                           "more than the pairs differ. Compute it again with Low-Rank Refusal Vector", name, rank,
+                           len(meta["pairs"]))
         return cls(
             records={layer: records[source] for layer, source in stored.layers.items()},
             method=str(meta["method"]),

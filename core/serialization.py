@@ -33,7 +33,7 @@ METADATA_KEY = "video_unlearning"
 KINDS = ("vector", "basis", "direction", "safe_mean", "subspace")
 _PROVENANCE = ("method", "rank", "alpha", "concept", "pairs", "model_family", "model_fingerprint")
 #: Provenance added in later releases: older files lack it, and the reader's default stands in (edit: direction;
-#: fit_revision: 1, the approximate contrastive solve).
+#: fit_revision: 1, the approximate contrastive solve; see ``core.refusal.FIT_REVISION``).
 _OPTIONAL_PROVENANCE = ("edit", "fit_revision")
 
 

@@ -318,3 +318,49 @@ def test_unknown_edit_is_an_error_that_lists_the_choices():
     _, unsafe, safe, _ = _planted_subspace()
     with pytest.raises(ValueError, match="direction.*subspace"):
         RefusalFitter().update("L", unsafe, safe).fit(edit="everything")
+
+
+def _text_side_pairs(pairs=5, dim=48, timesteps=3, seed=0):
+    """Text-side inputs: each pair's rows repeat once per timestep, so the differences span ``pairs`` dimensions."""
+    g = torch.Generator().manual_seed(seed)
+    safe = torch.randn(pairs, dim, generator=g, dtype=torch.float64)
+    concept = torch.linalg.qr(torch.randn(dim, pairs, generator=g, dtype=torch.float64))[0]  # [d, pairs]
+    strengths = 6 * torch.eye(pairs, dtype=torch.float64) + torch.rand(pairs, pairs, generator=g, dtype=torch.float64)
+    unsafe = safe + strengths @ concept.T  # each pair adds its own concept dimension, well above neutral variance
+    neutral = torch.randn(36, dim, generator=g, dtype=torch.float64)
+    return concept, unsafe.repeat(timesteps, 1), safe.repeat(timesteps, 1), neutral
+
+
+def test_the_subspace_keeps_only_directions_of_positive_contrast(caplog):
+    concept, unsafe, safe, neutral = _text_side_pairs()
+    fitter = RefusalFitter().update("ctx", unsafe, safe).update_neutral("ctx", neutral)
+    with caplog.at_level("WARNING", logger="core.refusal"):
+        wide = fitter.fit(rank=16, edit="subspace")
+    edit_space = wide.subspace("ctx").double()
+    assert edit_space.shape == (48, 5)  # 5 pairs: 5 directions, not 16 padded with neutral variation
+    assert torch.linalg.svdvals(concept.T @ edit_space).min() > 0.95
+    assert "rank 16: only 5 direction(s) of positive contrast at ctx" in caplog.text
+    # Every kept direction has positive contrast: the pairs differ more along it than the neutral prompts vary.
+    diffs, centred = unsafe - safe, neutral - neutral.mean(0)
+    contrast = ((diffs @ edit_space) ** 2).mean(0) - ((centred @ edit_space) ** 2).sum(0) / (len(neutral) - 1)
+    assert bool((contrast > 0).all())
+    # Ranks up to the positive count are untouched, and the direction edit is the same at rank 5 and rank 16.
+    assert fitter.fit(rank=4, edit="subspace").subspace("ctx").shape == (48, 4)
+    torch.testing.assert_close(fitter.fit(rank=16)["ctx"].direction, fitter.fit(rank=5)["ctx"].direction,
+                               rtol=0, atol=1e-6)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="core.refusal"):
+        fitter.fit(rank=16)  # the direction edit: only an info line
+    assert [r.levelname for r in caplog.records] == ["INFO"]
+
+
+def test_no_direction_of_positive_contrast_is_an_error_that_names_the_remedy():
+    g = torch.Generator().manual_seed(1)
+    safe = torch.randn(5, 8, generator=g, dtype=torch.float64)
+    unsafe = safe + 0.01 * torch.randn(5, 8, generator=g, dtype=torch.float64)
+    neutral = 10 * torch.randn(60, 8, generator=g, dtype=torch.float64)  # varies far more, in every direction
+    fitter = RefusalFitter().update("L", unsafe, safe).update_neutral("L", neutral)
+    with pytest.raises(ValueError, match="'L': no direction where the pairs differ more.*lower alpha"):
+        fitter.fit(alpha=1.0)
+    assert fitter.fit(alpha=0.0)["L"].basis.shape[1] == 4  # plain PCA of the differences has them
+    assert fitter.fit(method="mean")["L"].basis.shape[1] == 1

@@ -163,7 +163,7 @@ def _rewrite_metadata(path, change):
 def test_files_fitted_before_the_exact_solve_load_with_a_warning_to_refit(basis, tmp_path, caplog):
     path = tmp_path / "v.safetensors"
     basis.save(path)
-    assert basis.fit_revision == 2 and read_metadata(path)["fit_revision"] == 2
+    assert basis.fit_revision == 3 and read_metadata(path)["fit_revision"] == 3
     _rewrite_metadata(path, lambda meta: meta.pop("fit_revision"))
     with caplog.at_level("WARNING", logger="core.refusal"):
         old = RefusalBasis.load(path)
@@ -178,9 +178,24 @@ def test_files_fitted_before_the_exact_solve_load_with_a_warning_to_refit(basis,
     with caplog.at_level("WARNING", logger="core.refusal"):
         assert RefusalBasis.load(path).fit_revision == 1
     assert caplog.text == ""
-    _rewrite_metadata(path, lambda meta: meta.update(fit_revision=3))
-    with pytest.raises(RefusalFileError, match="fit_revision 3 .* update the pack"):
+    _rewrite_metadata(path, lambda meta: meta.update(fit_revision=4))
+    with pytest.raises(RefusalFileError, match="fit_revision 4 .* update the pack"):
         RefusalBasis.load(path)
+
+
+def test_files_whose_rank_exceeded_their_pairs_before_the_positive_cap_load_with_a_warning(basis, tmp_path, caplog):
+    path = tmp_path / "v.safetensors"
+    basis.save(path)  # rank 3, one pair
+    _rewrite_metadata(path, lambda meta: meta.update(fit_revision=2))
+    with caplog.at_level("WARNING", logger="core.refusal"):
+        assert RefusalBasis.load(path).fit_revision == 2
+    assert "rank 3 from 1 pairs" in caplog.text and "Compute it again" in caplog.text
+    # As many pairs as the rank: every kept direction could have been positive, so no warning.
+    _rewrite_metadata(path, lambda meta: meta.update(pairs=[["a", "b"], ["c", "d"], ["e", "f"]]))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="core.refusal"):
+        RefusalBasis.load(path)
+    assert caplog.text == ""
 
 
 def test_core_modules_import_no_circle():
