@@ -10,17 +10,22 @@ subspaces), fits the organism's vector both ways from the same activations and r
 - the check's figures at strength 1 (removed share in the prediction, collateral) and its recommended strength,
   old against new, with the check's validation pairs and benign prompts.
 
+``--change cap`` instead compares revision 2 (the exact solve keeping the top k eigenvectors whatever their sign)
+with revision 3 (only those of positive eigenvalue), same figures. ``--change solve`` (the default) runs both
+solves through the current cap; its README figures were measured before the cap existed.
+
 No generation: it runs in about a minute per concept. Real prompts are printed nowhere (only figures).
 ``--timing`` instead times one layer's solve, old against exact, on pooled samples of realistic widths (interleaved
 in one process, median of 3; a ratio, since this machine is shared).
 
-    python bench/fit_correction.py [--concept logo red nudity violence] [--json out/fit_correction.json]
+    python bench/fit_correction.py [--concept logo red nudity violence] [--change solve|cap] [--json ...]
     python bench/fit_correction.py --timing
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import statistics
@@ -42,26 +47,57 @@ from organism.text import TextEncoder  # noqa: E402
 
 
 def qr_span_solve(pair_factor, neutral_factor, alpha: float, rank: int) -> torch.Tensor:
-    """The solve before 2026-12-01, kept here only to measure what its replacement changed."""
+    """The solve before 2026-12-01, kept here only to measure what its replacement changed: ``(vectors [d, k],
+    eigenvalues [k])`` as ``core.refusal._top_contrastive_eigenvectors`` returns them."""
     samples = torch.cat([pair_factor, neutral_factor])
     if samples.shape[0] >= pair_factor.shape[1]:
         # The dense solve, unchanged; written out because run_concept puts this function in the module's place.
         values, vectors = torch.linalg.eigh(pair_factor.T @ pair_factor - alpha * (neutral_factor.T @ neutral_factor))
-        return vectors[:, values.argsort(descending=True)[:rank]]
+        order = values.argsort(descending=True)[:rank]
+        return vectors[:, order], values[order]
     span, triangle = torch.linalg.qr(samples.T)
     span = span[:, triangle.diagonal().abs() > 1e-10 * triangle.diagonal().abs().max()]
     a, b = pair_factor @ span, neutral_factor @ span
     values, vectors = torch.linalg.eigh(a.T @ a - alpha * (b.T @ b))
-    return span @ vectors[:, values.argsort(descending=True)[: min(rank, span.shape[1])]]
+    order = values.argsort(descending=True)[: min(rank, span.shape[1])]
+    return span @ vectors[:, order], values[order]
 
 
 def largest_angle(old: torch.Tensor, new: torch.Tensor) -> float:
-    """Largest principal angle between two orthonormal column sets of equal width, in degrees."""
+    """Largest principal angle between two orthonormal column sets, in degrees; 90 when the widths differ
+    (a direction of one lies outside the other)."""
+    if old.shape[1] != new.shape[1]:
+        return 90.0
     cosines = torch.linalg.svdvals(old.double().T @ new.double())
     return math.degrees(math.acos(min(1.0, float(cosines.min()))))
 
 
-def run_concept(concept: str, model, encoder, pools) -> list[dict]:
+@contextlib.contextmanager
+def uncapped():
+    """Revision 2: every eigenvalue counts as positive, so U is the top k whatever their sign."""
+    saved = refusal.POSITIVE_CONTRAST
+    refusal.POSITIVE_CONTRAST = -math.inf
+    try:
+        yield
+    finally:
+        refusal.POSITIVE_CONTRAST = saved
+
+
+@contextlib.contextmanager
+def old_solve():
+    """Revision 1's solve (through the current cap)."""
+    exact = refusal._top_contrastive_eigenvectors
+    refusal._top_contrastive_eigenvectors = qr_span_solve
+    try:
+        yield
+    finally:
+        refusal._top_contrastive_eigenvectors = exact
+
+
+CHANGES = {"solve": old_solve, "cap": uncapped}
+
+
+def run_concept(concept: str, model, encoder, pools, compare: str = "solve") -> list[dict]:
     args = argparse.Namespace(split=None, count=1, pairs=5, benign=12, benign_seed=cv.BENIGN_SEED, steps=16,
                               estimate_pairs=None, more_methods=True)
     setting = (cv.attribute_setting(concept, args, encoder, "") if pools is None
@@ -72,7 +108,6 @@ def run_concept(concept: str, model, encoder, pools) -> list[dict]:
     with torch.no_grad():
         measured = ex.collect(model, encoder, setting.pairs, setting.neutral, candidates)
         baseline = measure_baseline(model, forward, setting.validation, setting.benign, candidates)
-    exact = refusal._top_contrastive_eigenvectors
     rows, seen = [], set()
     for name, change, _ in setting.variants:
         config = {**cv.BASE, "edit": "direction", **change}
@@ -82,26 +117,26 @@ def run_concept(concept: str, model, encoder, pools) -> list[dict]:
         seen.add(key)
         layers = ex.layer_names(model, config["group"], config["blocks"])
         fits = {}
-        for tag, solve in (("old", qr_span_solve), ("new", exact)):
-            refusal._top_contrastive_eigenvectors = solve
-            try:
+        for tag, context in (("old", CHANGES[compare]), ("new", contextlib.nullcontext)):
+            with context():
                 basis = measured.fitter.fit(rank=config["rank"], alpha=config["alpha"], method=config["method"],
                                             edit=config["edit"], layers=layers, **setting.fit_extra)
-            finally:
-                refusal._top_contrastive_eigenvectors = exact
             with torch.no_grad():
                 fits[tag] = basis, check_strengths(model, forward, basis, baseline, DEFAULT_STRENGTHS, layers=layers,
                                                    target=config["target"], rows=(setting.validation, setting.benign))
         at_one = list(fits["new"][1].strengths).index(1.0)
         row = {"variant": name if name != "default" else "default edit", "fit": key,
                "angle_degrees": max(largest_angle(fits["old"][0].subspace(l), fits["new"][0].subspace(l))
-                                    for l in layers)}
+                                    for l in layers),
+               "width_old": max(fits["old"][0].subspace(l).shape[1] for l in layers),
+               "width_new": max(fits["new"][0].subspace(l).shape[1] for l in layers)}
         for tag, (_, result) in fits.items():
             row[f"removed_{tag}"] = 1 - result.survival_prediction[at_one]
             row[f"collateral_{tag}"] = result.collateral_prediction[at_one]
             row[f"recommended_{tag}"] = result.recommended
         rows.append(row)
-        print(f"  {row['variant']:<36} angle {row['angle_degrees']:5.1f}  removed {row['removed_old']:.3f} -> "
+        print(f"  {row['variant']:<36} angle {row['angle_degrees']:5.1f}  width {row['width_old']} -> "
+              f"{row['width_new']}  removed {row['removed_old']:.3f} -> "
               f"{row['removed_new']:.3f}  collateral {row['collateral_old']:.4f} -> {row['collateral_new']:.4f}  "
               f"recommended {row['recommended_old']:g} -> {row['recommended_new']:g}", flush=True)
     return rows
@@ -133,8 +168,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concept", nargs="+", default=["logo", "red", *cv.BROAD])
     parser.add_argument("--json", type=Path, default=ROOT / "out" / "fit_correction.json",
-                        help="report (with --timing: fit_correction_timing.json in the same folder)")
+                        help="report (with --timing: fit_correction_timing.json in the same folder; with --change "
+                             "cap: fit_correction_cap.json)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--change", choices=sorted(CHANGES), default="solve",
+                        help="solve: revision 1's solve against the exact one; cap: revision 2 against 3")
     parser.add_argument("--timing", action="store_true", help="time one layer's solve, old against exact, instead")
     args = parser.parse_args()
     unknown = [c for c in args.concept if c not in ("logo", "red", *cv.BROAD)]
@@ -155,10 +193,11 @@ def main() -> None:
     report = {}
     for concept in args.concept:
         print(f"concept {concept!r}")
-        report[concept] = run_concept(concept, model, encoder, pools if concept in cv.BROAD else None)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=1))
-    print(f"wrote {args.json}")
+        report[concept] = run_concept(concept, model, encoder, pools if concept in cv.BROAD else None, args.change)
+    path = args.json if args.change == "solve" else args.json.with_name(f"{args.json.stem}_{args.change}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1))
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
