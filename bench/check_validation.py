@@ -31,7 +31,8 @@ pairs; its benign prompts are 12 attribute captions joined with benign ``valid``
 bench's). Generating measures, on the ``--split`` (``valid`` to tune, ``test`` to report;
 ``organism.broad.broad_prompts`` / ``measure``), the concept's mark-rate drop on its concept prompts and the
 attribute-accuracy loss on its benign prompts. ``--more-methods`` adds rank-4 and rank-16 subspace edits (logo /
-red: rank 4, 8 and 16). Real
+red: rank 4, 8 and 16). Two variants that fit the same edit (rank 8 and 16 from the logo's or red's 5 pairs both keep
+the 5 directions of positive contrast) are one row, so that no edit counts twice in a rank correlation. Real
 prompts are printed nowhere and not written to the JSON (only counts and short hashes).
 
 For the logo and red, ``--split`` picks the generated prompts' seed (``organism.experiment.PROMPT_SEEDS``: ``test``,
@@ -309,7 +310,7 @@ def run_concept(concept: str, args, model, encoder, cache: dict, weights_key: st
             Path(args.cache).write_text(json.dumps(cache, indent=1))
         return cache[full_key]
 
-    checks, rows, seen = {}, [], set()
+    checks, rows, seen, edits = {}, [], set(), []
     for name, change, strength in setting.variants:
         config = {**BASE, "blocks": args.blocks, "edit": "direction", **change}
         layers = ex.layer_names(model, config["group"], config["blocks"])
@@ -320,6 +321,12 @@ def run_concept(concept: str, args, model, encoder, cache: dict, weights_key: st
         basis = measured.fitter.fit(rank=config["rank"], alpha=config["alpha"], method=config["method"],
                                     edit=config["edit"], concept=concept, pairs=pairs, layers=layers,
                                     **setting.fit_extra)
+        same = next((earlier for earlier, edit in edits if _same_edit(edit, (basis, layers, config["target"], strength))),
+                    None)
+        if same is not None:  # e.g. rank 8 and 16 from 5 pairs: both keep the 5 directions of positive contrast
+            print(f"  {name:<36} the same edit as {same!r}: one row, not two equal ones", flush=True)
+            continue
+        edits.append((name, (basis, layers, config["target"], strength)))
         if fit_key not in checks:
             start = time.perf_counter()
             with torch.no_grad():
@@ -373,6 +380,22 @@ def run_concept(concept: str, args, model, encoder, cache: dict, weights_key: st
             "figures": figures}
 
 
+
+
+def _same_edit(one: tuple, other: tuple, tol: float = 1e-5) -> bool:
+    """Whether two ``(basis, layers, target, strength)`` edit the model alike: the same layers, target and strength,
+    and per layer the same subspace up to rounding (projectors within ``tol``; widths of a matmul round differently,
+    so rank 8 and rank 16 keeping the same 5 directions differ in the last bits) and the same target point."""
+    (basis, layers, target, strength), (basis2, layers2, target2, strength2) = one, other
+    if (layers, target, strength) != (layers2, target2, strength2):
+        return False
+    for layer in layers:
+        a, b = basis.subspace(layer).double(), basis2.subspace(layer).double()
+        if a.shape != b.shape or not torch.allclose(a @ a.T, b @ b.T, rtol=0, atol=tol):
+            return False
+        if not torch.allclose(basis.target(layer), basis2.target(layer), rtol=0, atol=tol):
+            return False
+    return True
 
 
 def _fit_key(config: dict) -> str:

@@ -84,3 +84,27 @@ def test_repeatability_ranks_variants_across_draws(bench_and_pools):
     assert figures["spearman_attr_margin_loss_across_draws"] == pytest.approx(1.0)
     assert figures["spearman_pixel_change_across_draws"] == pytest.approx(1.0)
     assert figures["spearman_collateral_vs_attr_margin_loss_both_draws"] == pytest.approx(0.8)
+
+
+def test_variants_that_fit_the_same_edit_are_one_row():
+    """With 5 text-side pairs rank 8 and rank 16 both keep the 5 directions of positive contrast: one edit, whose
+    row would otherwise count twice in every rank correlation."""
+    import torch
+
+    from core.refusal import RefusalFitter
+
+    spec = importlib.util.spec_from_file_location("check_validation_digest", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench
+    spec.loader.exec_module(bench)
+    g = torch.Generator().manual_seed(0)
+    safe = torch.randn(5, 32, generator=g, dtype=torch.float64)
+    unsafe = safe + 6 * torch.linalg.qr(torch.randn(32, 5, generator=g, dtype=torch.float64))[0].T
+    fitter = RefusalFitter().update("k", unsafe.repeat(3, 1), safe.repeat(3, 1))
+    fitter.update_neutral("k", torch.randn(20, 32, generator=g, dtype=torch.float64))
+    def edit(rank, strength=1.0):
+        return fitter.fit(rank=rank, edit="subspace"), ["k"], "safe_mean", strength
+
+    assert bench._same_edit(edit(8), edit(16))
+    assert not bench._same_edit(edit(4), edit(8)) and not bench._same_edit(edit(8, 2.0), edit(8))
+    assert not bench._same_edit(edit(8), (edit(8)[0], ["k"], "zero", 1.0))
