@@ -181,7 +181,10 @@ function renderChart(caption, chart) {
   caption.textContent = best
     ? `best: ${best.label} (separation ${best.value.toFixed(2)}) · ${chart.layers} layers, ${chart.bars.length} distinct input${chart.bars.length === 1 ? "" : "s"}`
     : "no layers";
-  caption.title = chart.bars.map((bar) => `${bar.label}: ${bar.value.toFixed(3)}`).join("\n");
+  // Inputs that kept fewer directions than the rank (only those of positive contrast are kept) are named too.
+  const narrow = Object.entries(chart.narrow_inputs ?? {})
+    .map(([input, kept]) => `${input}: ${kept} direction(s) kept`);
+  caption.title = [...chart.bars.map((bar) => `${bar.label}: ${bar.value.toFixed(3)}`), ...narrow].join("\n");
   caption.dataset.labels = JSON.stringify(chart.bars.map((bar) => bar.label));
   caption.dataset.state = "ran";
 }

@@ -94,3 +94,14 @@ def test_chart_output_carries_the_labels_next_to_the_preview(plot, fitter_class)
     assert image.shape == (1, plot.HEIGHT, plot.WIDTH, 3)
     assert ui["images"] and ui["images"][0]["filename"].endswith(".png")
     assert ui[plot.UI_KEY] == [plot.chart_data(basis)]
+
+
+def test_the_title_says_when_fewer_directions_than_the_rank_were_kept(plot, fitter_class):
+    basis = _wan_basis(fitter_class, blocks=2)  # rank 2 from 6 distinct rows: both kept
+    assert plot.chart_data(basis)["narrow_inputs"] == {} and "kept" not in plot.chart_data(basis)["title"]
+    fitter = fitter_class().share("text_embedding", ["blocks.0.cross_attn.k", "blocks.0.cross_attn.v"])
+    unsafe, safe = _rows(0, 2.0, n=3)
+    fitter.update("text_embedding", unsafe.repeat(4, 1), safe.repeat(4, 1))  # text rows repeat per timestep
+    data = plot.chart_data(fitter.fit(rank=8, concept="Rolex"))
+    assert data["narrow_inputs"] == {"text_embedding": 3}
+    assert data["title"] == "Rolex: separation per input (cpca, rank 8, 3 of 8 kept (positive contrast))"
