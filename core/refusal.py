@@ -54,6 +54,15 @@ FIT_REVISION = 3
 POSITIVE_CONTRAST = 1e-9
 
 
+class NoContrastError(ValueError):
+    """An input with no direction of positive contrast: the pairs differ less, along every direction, than alpha
+    times the neutral prompts vary. :meth:`RefusalFitter.fit` gathers these into one message."""
+
+    def __init__(self, source: str, largest: float):
+        super().__init__(f"{source!r}: no direction of positive contrast (largest eigenvalue {largest:.3g})")
+        self.source, self.largest = source, largest
+
+
 @dataclass(frozen=True)
 class LayerScore:
     """How strongly a layer carries the concept.
@@ -232,11 +241,21 @@ class RefusalFitter:
             raise ValueError(f"layers {empty} read inputs {sorted({self._sources[l] for l in empty})} that received "
                              "no activations; update those inputs or leave the layers out")
         fitted: dict[str, LayerRefusal] = {}
+        no_contrast: list[NoContrastError] = []
         for layer in chosen:  # one fit per input, shared by every layer that reads it
             source = self._sources[layer]
-            if source not in fitted:
-                fitted[source] = _fit_input(*self._stacked(source), rank=rank, alpha=alpha, method=method,
-                                            edit=edit, source=source)
+            if source not in fitted and source not in {error.source for error in no_contrast}:
+                try:
+                    fitted[source] = _fit_input(*self._stacked(source), rank=rank, alpha=alpha, method=method,
+                                                edit=edit, source=source)
+                except NoContrastError as error:  # gathered, so that one message names every such input
+                    no_contrast.append(error)
+        if no_contrast:
+            named = ", ".join(f"{error.source!r} (largest eigenvalue {error.largest:.3g})" for error in no_contrast)
+            raise ValueError(f"no direction where the pairs differ more than alpha={alpha} times the neutral prompts "
+                             f"vary, at {len(no_contrast)} of {len(set(self._sources[l] for l in chosen))} inputs: "
+                             f"{named}. Lower alpha, add pairs, or leave those layers out (Collect Activations' "
+                             "layer group and block range)")
         _log_narrow_subspaces(fitted, rank, edit, method)
         pair_tuples = tuple((p.unsafe, p.safe) if isinstance(p, PromptPair) else (str(p[0]), str(p[1]))
                             for p in pairs)
@@ -335,11 +354,7 @@ def _fit_input(unsafe, safe, neutral, *, rank: int, alpha: float, method: str, s
         scale = float(pair_factor.pow(2).sum() + alpha * neutral_factor.pow(2).sum())
         positive = values > POSITIVE_CONTRAST * scale
         if not bool(positive.any()):
-            raise ValueError(
-                f"{source!r}: no direction where the pairs differ more than the neutral prompts vary "
-                f"(alpha={alpha}; largest contrastive eigenvalue {float(values[0]):.3g}); lower alpha, add pairs, "
-                "or leave this layer out"
-            )
+            raise NoContrastError(source, float(values[0]))
         basis = basis[:, positive]  # [d, k'], the positive ones lead the descending order
         basis = basis * torch.where(basis.T @ vector < 0, -1.0, 1.0)  # deterministic signs
         inside = basis.T @ vector  # [k]

@@ -360,7 +360,10 @@ def test_no_direction_of_positive_contrast_is_an_error_that_names_the_remedy():
     unsafe = safe + 0.01 * torch.randn(5, 8, generator=g, dtype=torch.float64)
     neutral = 10 * torch.randn(60, 8, generator=g, dtype=torch.float64)  # varies far more, in every direction
     fitter = RefusalFitter().update("L", unsafe, safe).update_neutral("L", neutral)
-    with pytest.raises(ValueError, match="'L': no direction where the pairs differ more.*lower alpha"):
+    fitter.update("M", unsafe[:, :4], safe[:, :4]).update_neutral("M", neutral[:, :4])
+    fitter.update("fine", unsafe + 50, safe).update_neutral("fine", neutral)
+    with pytest.raises(ValueError, match=r"alpha=1.0 times .* at 2 of 3 inputs: 'L' \(largest .*\), 'M' .*Lower alpha"):
         fitter.fit(alpha=1.0)
-    assert fitter.fit(alpha=0.0)["L"].basis.shape[1] == 4  # plain PCA of the differences has them
-    assert fitter.fit(method="mean")["L"].basis.shape[1] == 1
+    assert fitter.fit(alpha=1.0, layers=["fine"])["fine"].basis.shape[1] >= 1
+    assert fitter.fit(alpha=0.0, layers=["L"])["L"].basis.shape[1] == 4  # plain PCA of the differences has them
+    assert fitter.fit(method="mean", layers=["L"])["L"].basis.shape[1] == 1
