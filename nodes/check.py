@@ -262,7 +262,8 @@ def table_text(main: CheckResult, swept: list[CheckResult], notes: dict | None =
             row = result.at(result.recommended)
             lines.append(f"  {result.label}: {result.recommended:g}: {row['efficacy']:.0%}, {row['collateral']:.3f}")
     lines.append("removed = share of the validation pairs' difference gone from the prediction; collateral = benign "
-                 "prompts' change / their natural variation")
+                 "prompts' change / their natural variation: how far outputs move, not whether they got worse "
+                 "(render to compare layer groups)")
     if notes is not None and "padded_text" in notes:
         lines.append(f"padded text collapsed: {notes['padded_text']}")
     return "\n".join(lines)
