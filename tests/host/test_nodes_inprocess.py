@@ -467,3 +467,20 @@ def test_subspace_edit_blinds_the_layers_to_every_direction_of_the_fit(nodes, wa
                                    atol=5e-5, rtol=1e-5)
     # An API prompt written before the input existed still runs: the default edit is the one direction.
     assert nodes.RefusalVectorNode.execute(activations, "cpca", 3, 1.0)[0].subspace(subspace.layers[0]).shape[1] == 1
+
+
+def test_a_rank_above_the_pairs_keeps_only_directions_of_positive_contrast(nodes, wan, activations, effective_weights):
+    """rank 64 from a handful of pairs: the text input keeps at most one direction per pair, the chart says how many,
+    and Apply's patch is that wide and blinds the layers to it."""
+    output = nodes.RefusalVectorNode.execute(activations, "cpca", 64, 1.0, "subspace")
+    wide = output[0]
+    layer = "blocks.0.cross_attn.k"
+    kept = wide.subspace(layer).shape[1]
+    assert 1 <= kept <= len(activations.pairs) < 64
+    chart = output.ui["video_unlearning_chart"][0]
+    assert chart["narrow_inputs"]["text_embedding"] == kept and "of 64 kept" in chart["title"]
+    model = nodes.ApplyUnlearning.execute(wan, wide, 1.0, True, "all in vector", 0, -1, "zero")[0]
+    key = f"diffusion_model.{layer}.weight"
+    edited = effective_weights(model, [key])[key]
+    u = wide.subspace(layer)
+    assert float((edited.float() @ u).norm()) < 1e-4 * float(edited.float().norm())
