@@ -242,24 +242,21 @@ class RefusalFitter:
                              "no activations; update those inputs or leave the layers out")
         fitted: dict[str, LayerRefusal] = {}
         no_contrast: list[NoContrastError] = []
-        for layer in chosen:  # one fit per input, shared by every layer that reads it
-            source = self._sources[layer]
-            if source not in fitted and source not in {error.source for error in no_contrast}:
-                try:
-                    fitted[source] = _fit_input(*self._stacked(source), rank=rank, alpha=alpha, method=method,
-                                                edit=edit, source=source)
-                except NoContrastError as error:  # gathered, so that one message names every such input
-                    no_contrast.append(error)
+        sources = list(dict.fromkeys(self._sources[layer] for layer in chosen))
+        for source in sources:  # one fit per input, shared by every layer that reads it
+            try:
+                fitted[source] = _fit_input(*self._stacked(source), rank=rank, alpha=alpha, method=method,
+                                            edit=edit, source=source)
+            except NoContrastError as error:  # gathered, so that one message names every such input
+                no_contrast.append(error)
         if no_contrast:
             named = ", ".join(f"{error.source!r} (largest eigenvalue {error.largest:.3g})" for error in no_contrast)
             raise ValueError(f"no direction where the pairs differ more than alpha={alpha} times the neutral prompts "
-                             f"vary, at {len(no_contrast)} of {len(set(self._sources[l] for l in chosen))} inputs: "
-                             f"{named}. Lower alpha, add pairs, or leave those layers out (Collect Activations' "
-                             "layer group and block range)")
-        _log_narrow_subspaces(fitted, rank, edit, method)
+                             f"vary, at {len(no_contrast)} of {len(sources)} inputs: {named}. Lower alpha, add "
+                             "pairs, or leave those layers out (Collect Activations' layer group and block range)")
         pair_tuples = tuple((p.unsafe, p.safe) if isinstance(p, PromptPair) else (str(p[0]), str(p[1]))
                             for p in pairs)
-        return RefusalBasis(
+        basis = RefusalBasis(
             records={layer: fitted[self._sources[layer]] for layer in chosen},
             method=method,
             rank=rank,
@@ -271,6 +268,8 @@ class RefusalFitter:
             model_fingerprint=model_fingerprint,
             fit_revision=FIT_REVISION,
         )
+        _log_narrow_subspaces(basis)
+        return basis
 
     def _stacked(self, source: str):
         unsafe = torch.cat(self._unsafe[source])
@@ -416,15 +415,14 @@ def _top_contrastive_eigenvectors(pair_factor, neutral_factor, alpha: float, ran
     return vectors[:, order], values[order]
 
 
-def _log_narrow_subspaces(fitted: dict[str, "LayerRefusal"], rank: int, edit: str, method: str) -> None:
+def _log_narrow_subspaces(basis: "RefusalBasis") -> None:
     """Say which inputs kept fewer than ``rank`` directions of positive contrast (a warning when the edit removes
     the whole subspace, whose width is then what the user asked for; otherwise only the direction is edited)."""
-    narrow = {source: record.basis.shape[1] for source, record in fitted.items()
-              if method == "cpca" and record.basis.shape[1] < rank}
+    narrow = basis.narrow_inputs()
     if narrow:
-        log = logger.warning if edit == "subspace" else logger.info
+        log = logger.warning if basis.edit == "subspace" else logger.info
         log("rank %d: only %s direction(s) of positive contrast at %s; the subspace keeps those (more pairs, or "
-            "differently worded ones, give more; a lower alpha too)", rank,
+            "differently worded ones, give more; a lower alpha too)", basis.rank,
             "/".join(str(width) for width in dict.fromkeys(narrow.values())), ", ".join(narrow))
 
 
@@ -507,6 +505,15 @@ class RefusalBasis(Mapping):
         for layer, record in self.records.items():
             groups.setdefault(record.source, []).append(layer)
         return {source: layers for source, layers in groups.items() if len(layers) > 1}
+
+    def narrow_inputs(self) -> dict[str, int]:
+        """Input -> directions kept, for the inputs of a contrastive fit that kept fewer than ``rank`` (U keeps only
+        directions of positive contrast: with 5 text-side pairs at most 5)."""
+        if self.method != "cpca":
+            return {}
+        records = {record.source: record for record in self.records.values()}
+        return {source: record.basis.shape[1] for source, record in records.items()
+                if record.basis.shape[1] < self.rank}
 
     def subspace(self, layer: str) -> torch.Tensor:
         """Orthonormal edit subspace ``[d, c]`` of ``layer``."""

@@ -128,21 +128,12 @@ def chart_data(basis: RefusalBasis) -> dict:
                   "block": bar.block, "shared": bar.block is None and len(bar.layers) > 1} for bar in bars],
         "best": bars[best].label if bars else "",
         "layers": len(basis.layers),
-        "narrow_inputs": _narrow_inputs(basis),
+        "narrow_inputs": basis.narrow_inputs(),
     }
 
 
-def _narrow_inputs(basis: RefusalBasis) -> dict[str, int]:
-    """Input -> directions kept, for the inputs of a contrastive fit that kept fewer than its rank (only directions
-    of positive contrast are kept: with 5 text-side pairs at most 5)."""
-    if basis.method != "cpca":
-        return {}
-    records = {record.source: record for record in basis.records.values()}
-    return {source: record.basis.shape[1] for source, record in records.items() if record.basis.shape[1] < basis.rank}
-
-
 def _title(basis: RefusalBasis) -> str:
-    narrow = sorted(set(_narrow_inputs(basis).values()))
+    narrow = sorted(set(basis.narrow_inputs().values()))
     kept = f", {'/'.join(map(str, narrow))} of {basis.rank} kept (positive contrast)" if narrow else ""
     return f"{basis.concept or 'concept'}: separation per input ({basis.method}, rank {basis.rank}{kept})"
 
