@@ -32,6 +32,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 
@@ -72,29 +73,10 @@ def largest_angle(old: torch.Tensor, new: torch.Tensor) -> float:
     return math.degrees(math.acos(min(1.0, float(cosines.min()))))
 
 
-@contextlib.contextmanager
-def uncapped():
-    """Revision 2: every eigenvalue counts as positive, so U is the top k whatever their sign."""
-    saved = refusal.POSITIVE_CONTRAST
-    refusal.POSITIVE_CONTRAST = -math.inf
-    try:
-        yield
-    finally:
-        refusal.POSITIVE_CONTRAST = saved
-
-
-@contextlib.contextmanager
-def old_solve():
-    """Revision 1's solve (through the current cap)."""
-    exact = refusal._top_contrastive_eigenvectors
-    refusal._top_contrastive_eigenvectors = qr_span_solve
-    try:
-        yield
-    finally:
-        refusal._top_contrastive_eigenvectors = exact
-
-
-CHANGES = {"solve": old_solve, "cap": uncapped}
+#: What each comparison puts in the module's place for the "old" fit. solve: revision 1's solve (through the current
+#: cap); cap: revision 2, where every eigenvalue counts as positive, so U is the top k whatever their sign.
+CHANGES = {"solve": lambda: mock.patch.object(refusal, "_top_contrastive_eigenvectors", qr_span_solve),
+           "cap": lambda: mock.patch.object(refusal, "POSITIVE_CONTRAST", -math.inf)}
 
 
 def run_concept(concept: str, model, encoder, pools, compare: str = "solve") -> list[dict]:
