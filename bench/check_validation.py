@@ -310,20 +310,19 @@ def run_concept(concept: str, args, model, encoder, cache: dict, weights_key: st
             Path(args.cache).write_text(json.dumps(cache, indent=1))
         return cache[full_key]
 
-    checks, rows, seen, edits = {}, [], set(), []
+    checks, rows, edits = {}, [], []
     for name, change, strength in setting.variants:
         config = {**BASE, "blocks": args.blocks, "edit": "direction", **change}
         layers = ex.layer_names(model, config["group"], config["blocks"])
         fit_key = _fit_key(config)
-        if (fit_key, strength) in seen:
-            continue  # with --blocks late, "late blocks" is the default edit itself: one row, not two equal ones
-        seen.add((fit_key, strength))
         basis = measured.fitter.fit(rank=config["rank"], alpha=config["alpha"], method=config["method"],
                                     edit=config["edit"], concept=concept, pairs=pairs, layers=layers,
                                     **setting.fit_extra)
         same = next((earlier for earlier, edit in edits if _same_edit(edit, (basis, layers, config["target"], strength))),
                     None)
-        if same is not None:  # e.g. rank 8 and 16 from 5 pairs: both keep the 5 directions of positive contrast
+        # e.g. with --blocks late, "late blocks" is the default edit itself; rank 8 and 16 from 5 pairs both keep the
+        # 5 directions of positive contrast
+        if same is not None:
             print(f"  {name:<36} the same edit as {same!r}: one row, not two equal ones", flush=True)
             continue
         edits.append((name, (basis, layers, config["target"], strength)))
