@@ -66,6 +66,7 @@ from core.check import DEFAULT_STRENGTHS, FULL_PROJECTION, check_strengths, meas
 from core.pairs import PromptPair  # noqa: E402
 from core.refusal import FIT_REVISION  # noqa: E402
 from organism import experiment as ex  # noqa: E402
+from organism.sampling import GUIDANCE  # noqa: E402
 from organism.text import TextEncoder  # noqa: E402
 from organism.world import (COLOURS, HELD_OUT_WORDS, LOGO_HELD_OUT, MOTIONS, SHAPES, TRAIN_WORDS, Scene,  # noqa: E402
                             caption, random_scene)
@@ -288,7 +289,8 @@ def run_concept(concept: str, args, model, encoder, cache: dict, weights_key: st
     forward = organism_forward(model, encoder, text_layers, times=tuple(args.check_times))
     start = time.perf_counter()
     with torch.no_grad():
-        baseline = measure_baseline(model, forward, validation, benign, candidates)
+        # the negative prompt the bench samples with (empty), for guided collateral
+        baseline = measure_baseline(model, forward, validation, benign, candidates, negative="")
     baseline_seconds = time.perf_counter() - start
 
     margin, pixel = setting.collateral_figures
@@ -330,7 +332,8 @@ def run_concept(concept: str, args, model, encoder, cache: dict, weights_key: st
             start = time.perf_counter()
             with torch.no_grad():
                 checks[fit_key] = check_strengths(model, forward, basis, baseline, DEFAULT_STRENGTHS, layers=layers,
-                                                  target=config["target"], rows=(validation, benign), label=fit_key)
+                                                  target=config["target"], rows=(validation, benign, ""),
+                                                  guidance=args.guidance, label=fit_key)
             checks[fit_key].extra["seconds"] = time.perf_counter() - start + baseline_seconds
         check = checks[fit_key].at(strength)
         key = f"{fit_key}|{strength}{setting.edit_key}"
@@ -347,7 +350,8 @@ def run_concept(concept: str, args, model, encoder, cache: dict, weights_key: st
                      setting.attr: result[setting.attr]})
         print(f"  {label:<36} removed {check['efficacy']:6.1%} (layers {check['efficacy_layers']:6.1%})  "
               f"collateral {check['collateral']:.3f} (layers {check['collateral_layers']:.3f}, relative "
-              f"{check['relative_movement']:.3f}, distinctions lost {check['distinction_loss']:+.4f}) "
+              f"{check['relative_movement']:.3f}, distinctions lost {check['distinction_loss']:+.4f}, guided "
+              f"{check['collateral_guided']:.3f}) "
               f"| drop {drop:6.1%}  "
               f"attr loss {loss:+.1f} pts (graded {margin_loss:+.2f}, pixels {result[pixel]:.4f})", flush=True)
 
@@ -367,7 +371,8 @@ def run_concept(concept: str, args, model, encoder, cache: dict, weights_key: st
         "spearman_collateral_vs_pixel_change": spearman([r["collateral"] for r in rows],
                                                         [r["pixel_change"] for r in rows]),
         **{f"spearman_{key}_vs_attr_loss": spearman([r[key] for r in rows], [r["attr_loss"] for r in rows])
-           for key in ("relative_movement", "distinction_loss")},
+           for key in ("relative_movement", "distinction_loss", "collateral_guided")},
+        "recommended_guided": recommend(default.strengths, default.efficacy, default.collateral_guided)[0],
         "recommended": default.recommended, "recommended_reason": default.reason,
         **_rules(default),
         "bench_best": best["strength"], "bench_best_drop": best["drop"], "bench_best_loss": best["attr_loss"],
@@ -417,7 +422,8 @@ def repeatability(rows: list[dict], other: list[dict]) -> dict:
             "spearman_drop_across_draws": spearman(*pair("drop")),
             **{f"spearman_{key}_across_draws": spearman(*pair(key)) for key in graded},
             **{f"spearman_{proxy}_vs_attr_loss_both_draws": spearman([r[proxy] for r in common], mean("attr_loss"))
-               for proxy in ("collateral", "relative_movement", "distinction_loss") if all(proxy in r for r in common)},
+               for proxy in ("collateral", "relative_movement", "distinction_loss", "collateral_guided")
+               if all(proxy in r for r in common)},
             **{f"spearman_collateral_vs_{key}_both_draws": spearman([r["collateral"] for r in common], mean(key))
                for key in graded},
             "spearman_efficacy_vs_drop_both_draws": spearman([r["efficacy"] for r in common], mean("drop")),
@@ -467,6 +473,8 @@ def main() -> None:
                              "already), rank 4, 8 and 16 (logo, red)")
     parser.add_argument("--check-times", type=float, nargs="+", default=[0.9],
                         help="flow times of the prediction (0.9 = the node's default progress 0.1)")
+    parser.add_argument("--guidance", type=float, default=GUIDANCE,
+                        help="the sampler's guidance, for the check's guided collateral (the benches sample at %(default)s)")
     parser.add_argument("--weights", type=Path, default=ex.WEIGHTS)
     parser.add_argument("--git-rev", help="measure the weights file as committed at this revision (e.g. HEAD) instead of "
                                           "the working tree's, which may hold a retraining in progress")

@@ -22,6 +22,10 @@ Given a model (any ``torch.nn.Module``), a forward callable that runs it on prom
   natural variation), at the layers ``lambda |(W U)(U^T (x_b - mu))| / |W (x_b - mean x)|`` (root mean square
   over prompts and layers) and in the prediction ``|pred_b(lambda) - pred_b(0)| / |pred_b(0) - mean_b
   pred_b(0)|``. 0 = unchanged, 1 = as large a change as switching to another benign prompt.
+- **guided collateral** (with a negative prompt and the sampler's guidance ``g``): collateral read on what the
+  sampler combines, ``G_b = u + g (c_b - u)`` with ``u`` the negative prompt's prediction under the same edit. A
+  change that every row shares (cond and uncond alike) reaches ``G`` at ``1 / g`` of what collateral shows; one the
+  negative prompt does not see reaches it in full. Efficacy is the same either way (a pair's two sides share ``u``).
 - two figures of what tells benign prompts apart (:func:`distinction_proxies`: the change they all share dropped),
   reported beside collateral, not used by the recommendation: on the organism they rank attribute loss no better
   than collateral does (README, "Does Unlearning Check predict what generating measures?").
@@ -277,8 +281,9 @@ def _weight(module, layer: str, weights) -> torch.Tensor:
 class Baseline:
     """What the unedited model does on the check's rows: predictions and the edited layers' pooled inputs.
 
-    Rows are ``pairs`` unsafe prompts, then their safe counterparts, then ``benign`` prompts.
-    ``predictions`` ``[rows, ...]`` float64; ``inputs[layer]`` ``[rows, d]`` float64 (mean over timesteps).
+    Rows are ``pairs`` unsafe prompts, then their safe counterparts, then ``benign`` prompts, then (``negative``)
+    the negative prompt. ``predictions`` ``[rows, ...]`` float64; ``inputs[layer]`` ``[rows, d]`` float64 (mean over
+    timesteps).
     """
 
     pairs: int
@@ -286,6 +291,11 @@ class Baseline:
     predictions: torch.Tensor
     inputs: Mapping[str, torch.Tensor]
     forwards: int
+    negative: bool = False
+
+    @property
+    def benign_rows(self) -> slice:
+        return slice(2 * self.pairs, 2 * self.pairs + self.benign)
 
 
 @dataclass(frozen=True)
@@ -305,6 +315,7 @@ class CheckResult:
     extra: dict = field(default_factory=dict)
     relative_movement: tuple[float, ...] = ()
     distinction_loss: tuple[float, ...] = ()
+    collateral_guided: tuple[float, ...] = ()
 
     @property
     def efficacy(self) -> tuple[float, ...]:
@@ -324,7 +335,8 @@ class CheckResult:
                 "efficacy_layers": self.efficacy_layers[index], "collateral": self.collateral_prediction[index],
                 "collateral_layers": self.collateral_layers[index],
                 **({"relative_movement": self.relative_movement[index],
-                    "distinction_loss": self.distinction_loss[index]} if self.relative_movement else {})}
+                    "distinction_loss": self.distinction_loss[index]} if self.relative_movement else {}),
+                **({"collateral_guided": self.collateral_guided[index]} if self.collateral_guided else {})}
 
     def table(self) -> str:
         """A short fixed-width table, the recommended row marked with ``*``."""
@@ -342,10 +354,11 @@ class CheckResult:
                 "efficacy": list(self.efficacy), "efficacy_layers": list(self.efficacy_layers),
                 "collateral": list(self.collateral_prediction), "collateral_layers": list(self.collateral_layers),
                 "relative_movement": list(self.relative_movement), "distinction_loss": list(self.distinction_loss),
+                "collateral_guided": list(self.collateral_guided),
                 "recommended": self.recommended, "reason": self.reason, "forwards": self.forwards}
 
 
-def _rows(validation: Sequence, benign: Sequence) -> tuple[list, int, int]:
+def _rows(validation: Sequence, benign: Sequence, negative=None) -> tuple[list, int, int]:
     pairs = [tuple(p) if not hasattr(p, "unsafe") else (p.unsafe, p.safe) for p in validation]
     if not pairs:
         raise ValueError("no validation pairs: give held-out pairs (not the ones the refusal vector was fitted on), "
@@ -354,7 +367,8 @@ def _rows(validation: Sequence, benign: Sequence) -> tuple[list, int, int]:
     if len(benign) < 2:
         raise ValueError(f"need at least 2 benign prompts to measure their natural variation, got {len(benign)}; "
                          "12 everyday prompts without the concept are a good start")
-    return [p[0] for p in pairs] + [p[1] for p in pairs] + benign, len(pairs), len(benign)
+    rows = [p[0] for p in pairs] + [p[1] for p in pairs] + benign + ([] if negative is None else [negative])
+    return rows, len(pairs), len(benign)
 
 
 def _chunks(rows: list, size: int) -> list[list]:
@@ -363,7 +377,7 @@ def _chunks(rows: list, size: int) -> list[list]:
 
 
 def measure_baseline(module: torch.nn.Module, forward: Forward, validation: Sequence, benign: Sequence,
-                     layers: Sequence[str], *, batch_size: int = 64,
+                     layers: Sequence[str], *, negative=None, batch_size: int = 64,
                      on_forward: Callable[[], None] | None = None) -> Baseline:
     """Run the unedited model once on every row, recording the inputs of ``layers``.
 
@@ -375,10 +389,11 @@ def measure_baseline(module: torch.nn.Module, forward: Forward, validation: Sequ
             read a padded text context (``ActivationRecorder.set_token_mask``).
         validation: held-out ``(unsafe, safe)`` pairs (or ``PromptPair``), in whatever form ``forward`` reads.
         benign: prompts without the concept (at least 2).
+        negative: the negative prompt the sampler pairs with them (a last row, for :func:`guided_collateral`).
         batch_size: most rows per forward.
         on_forward: called after every forward (progress; it may raise to cancel).
     """
-    rows, n_pairs, n_benign = _rows(validation, benign)
+    rows, n_pairs, n_benign = _rows(validation, benign, negative)
     predictions, inputs, forwards = [], {name: [] for name in layers}, 0
     with ActivationRecorder(module, list(layers)) as recorder:
         for chunk in _chunks(rows, batch_size):
@@ -392,7 +407,8 @@ def measure_baseline(module: torch.nn.Module, forward: Forward, validation: Sequ
             if on_forward is not None:
                 on_forward()
     return Baseline(pairs=n_pairs, benign=n_benign, predictions=torch.cat(predictions),
-                    inputs={name: torch.cat(v) for name, v in inputs.items()}, forwards=forwards)
+                    inputs={name: torch.cat(v) for name, v in inputs.items()}, forwards=forwards,
+                    negative=negative is not None)
 
 
 def _prediction(output, rows: int) -> torch.Tensor:
@@ -420,7 +436,7 @@ def layer_proxies(baseline: Baseline, module: torch.nn.Module, basis: RefusalBas
         dy = dx @ w.T  # [n, out]
         kept += float((dy * dy).sum())
         removed += float(((dx @ u) @ wu.T * dy).sum())
-        benign = x[2 * n:]
+        benign = x[baseline.benign_rows]
         mu = basis.target(layer).to(torch.float64) if target == "safe_mean" else torch.zeros(u.shape[0], dtype=torch.float64)
         moved += float((((benign - mu) @ u) @ wu.T).pow(2).sum())
         spread += float(((benign - benign.mean(0)) @ w.T).pow(2).sum())
@@ -437,7 +453,7 @@ def prediction_proxies(baseline: Baseline, predictions: torch.Tensor) -> tuple[f
     d = p[:n] - p[n:2 * n]
     energy = float((d0 * d0).sum())
     survival = float((d * d0).sum()) / energy if energy > 0 else 1.0
-    b0, b = p0[2 * n:], p[2 * n:]
+    b0, b = p0[baseline.benign_rows], p[baseline.benign_rows]
     spread = float((b0 - b0.mean(0)).pow(2).sum())
     moved = float((b - b0).pow(2).sum())
     return survival, (math.sqrt(moved / spread) if spread > 0 else 0.0)
@@ -454,13 +470,29 @@ def distinction_proxies(baseline: Baseline, predictions: torch.Tensor) -> tuple[
       edit removes, signed like efficacy (< 0 when prompts grow more distinct).
     """
     n = baseline.pairs
-    c0 = baseline.predictions[2 * n:]
-    c = predictions.reshape(baseline.predictions.shape)[2 * n:]
+    c0 = baseline.predictions[baseline.benign_rows]
+    c = predictions.reshape(baseline.predictions.shape)[baseline.benign_rows]
     c0, c = c0 - c0.mean(0), c - c.mean(0)
     energy = float((c0 * c0).sum())
     if energy <= 0:
         return 0.0, 0.0
     return math.sqrt(float((c - c0).pow(2).sum()) / energy), 1.0 - float((c * c0).sum()) / energy
+
+
+def guided_collateral(baseline: Baseline, predictions: torch.Tensor, guidance: float) -> float:
+    """Collateral of the guided prediction ``G_b = u + g (c_b - u)`` for one strength's predictions ``[rows, ...]``
+    (``u``: the negative prompt's row, which the baseline must have): ``|G_b(lambda) - G_b(0)| / |G_b(0) - mean_b
+    G_b(0)|``. At ``g = 1`` it is collateral; a change all rows share counts ``1 / g`` of it."""
+    if not baseline.negative:
+        raise ValueError("guided collateral needs the negative prompt's row: measure the baseline with negative=...")
+    if not (math.isfinite(guidance) and guidance > 0):
+        raise ValueError(f"guidance must be a finite number > 0 (the sampler's cfg), got {guidance!r}")
+    p0, p = baseline.predictions, predictions.reshape(baseline.predictions.shape)
+    rows = baseline.benign_rows
+    g0 = p0[-1] + guidance * (p0[rows] - p0[-1])
+    g = p[-1] + guidance * (p[rows] - p[-1])
+    spread = float((g0 - g0.mean(0)).pow(2).sum())
+    return math.sqrt(float((g - g0).pow(2).sum()) / spread) if spread > 0 else 0.0
 
 
 def recommend(strengths: Sequence[float], efficacy: Sequence[float], collateral: Sequence[float], *,
@@ -532,14 +564,17 @@ def _by_removal(strengths, efficacy, collateral, allowed, removed, budget) -> tu
 def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBasis, baseline: Baseline,
                     strengths: Sequence[float], *, layers: Sequence[str] | None = None,
                     weights: Mapping[str, torch.Tensor] | None = None, target: str = "safe_mean",
-                    rows: tuple[Sequence, Sequence] | None = None, batch_size: int = 64, label: str = "",
-                    on_forward: Callable[[], None] | None = None, removed: float = REMOVED,
+                    rows: tuple[Sequence, ...] | None = None, batch_size: int = 64, label: str = "",
+                    guidance: float | None = None, on_forward: Callable[[], None] | None = None,
+                    removed: float = REMOVED,
                     budget: float = COLLATERAL_BUDGET, full_projection: float | None = FULL_PROJECTION) -> CheckResult:
     """Efficacy and collateral of editing ``layers`` (default: all of ``basis``) at every strength.
 
     Layer-level figures come from ``baseline``'s recorded inputs in closed form; the prediction needs one
     forward of every row per strength above 0 (``len(rows) / batch_size`` forwards each), with the edit
-    applied by :class:`EditHooks`. ``rows`` are the ``(validation, benign)`` the baseline was measured on.
+    applied by :class:`EditHooks`. ``rows`` are the ``(validation, benign)`` or ``(validation, benign, negative)``
+    the baseline was measured on; with the negative prompt, ``guidance`` (the sampler's cfg) adds
+    :func:`guided_collateral` per strength.
     """
     strengths = parse_strengths(strengths)
     layers = list(layers or basis.layers)
@@ -549,17 +584,20 @@ def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBas
     if rows is None:
         raise ValueError("check_strengths needs rows=(validation, benign), the rows the baseline was measured on")
     all_rows, n_pairs, n_benign = _rows(*rows)
-    if (n_pairs, n_benign) != (baseline.pairs, baseline.benign):
-        raise ValueError(f"rows ({n_pairs} pairs, {n_benign} benign) are not the baseline's ({baseline.pairs}, "
-                         f"{baseline.benign})")
+    if (n_pairs, n_benign, len(rows) == 3) != (baseline.pairs, baseline.benign, baseline.negative):
+        raise ValueError(f"rows ({n_pairs} pairs, {n_benign} benign, negative: {len(rows) == 3}) are not the "
+                         f"baseline's ({baseline.pairs}, {baseline.benign}, {baseline.negative})")
+    if guidance is not None and not baseline.negative:
+        raise ValueError("guidance needs the negative prompt: measure the baseline and pass rows with negative=...")
     survival_l, collateral_l = layer_proxies(baseline, module, basis, layers, strengths, weights=weights, target=target)
-    survival_p, collateral_p, forwards, distinctions = [], [], 0, []
+    survival_p, collateral_p, forwards, distinctions, guided = [], [], 0, [], []
     with EditHooks(module, basis, layers, weights=weights, target=target) as hooks:
         for strength in strengths:
             if strength == 0.0:
                 survival_p.append(1.0)
                 collateral_p.append(0.0)
                 distinctions.append((0.0, 0.0))
+                guided.append(0.0)
                 continue
             hooks.strength = strength
             outputs = []
@@ -573,6 +611,8 @@ def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBas
             survival_p.append(survival)
             collateral_p.append(collateral)
             distinctions.append(distinction_proxies(baseline, predictions))
+            if guidance is not None:
+                guided.append(guided_collateral(baseline, predictions, guidance))
     efficacy = [1.0 - s for s in survival_p]
     recommended, reason = recommend(strengths, efficacy, collateral_p, removed=removed, budget=budget,
                                     full_projection=full_projection)
@@ -580,22 +620,25 @@ def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBas
                        collateral_layers=tuple(collateral_l), collateral_prediction=tuple(collateral_p),
                        recommended=recommended, reason=reason, layers=tuple(layers), label=label,
                        forwards=forwards + baseline.forwards, relative_movement=tuple(d[0] for d in distinctions),
-                       distinction_loss=tuple(d[1] for d in distinctions))
+                       distinction_loss=tuple(d[1] for d in distinctions),
+                       collateral_guided=tuple(guided) if guidance is not None else ())
 
 
 def run_check(module: torch.nn.Module, forward: Forward, basis: RefusalBasis, validation: Sequence,
               benign: Sequence, strengths: Sequence[float] | str = DEFAULT_STRENGTHS, *,
               layers: Sequence[str] | None = None, weights: Mapping[str, torch.Tensor] | None = None,
               target: str = "safe_mean", batch_size: int = 64, label: str = "", replay: Sequence[str] = (),
-              on_forward: Callable[[], None] | None = None, **rule) -> CheckResult:
+              negative=None, guidance: float | None = None, on_forward: Callable[[], None] | None = None,
+              **rule) -> CheckResult:
     """:func:`measure_baseline` then :func:`check_strengths`, for one set of layers, inside a :class:`ReplayCache`
     over the edited layers and ``replay`` (other modules whose output depends only on their input and that no
-    edit changes, e.g. ``["text_embedding"]`` for Wan)."""
+    edit changes, e.g. ``["text_embedding"]`` for Wan). ``negative`` and ``guidance`` add guided collateral."""
     strengths = parse_strengths(strengths)
     layers = list(layers or basis.layers)
+    rows = (validation, benign) if negative is None else (validation, benign, negative)
     with ReplayCache(module, [*replay, *layers]):
-        baseline = measure_baseline(module, forward, validation, benign, layers, batch_size=batch_size,
-                                    on_forward=on_forward)
+        baseline = measure_baseline(module, forward, validation, benign, layers, negative=negative,
+                                    batch_size=batch_size, on_forward=on_forward)
         return check_strengths(module, forward, basis, baseline, strengths, layers=layers, weights=weights,
-                               target=target, rows=(validation, benign), batch_size=batch_size, label=label,
+                               target=target, rows=rows, batch_size=batch_size, label=label, guidance=guidance,
                                on_forward=on_forward, **rule)

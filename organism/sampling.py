@@ -12,9 +12,13 @@ from .dit import VideoDiT
 from .text import TextEncoder
 
 
+#: Classifier-free guidance of every generation the benches make (``generate``'s default).
+GUIDANCE = 4.0
+
+
 @torch.no_grad()
 def generate(model: VideoDiT, encoder: TextEncoder, prompts: list[str], *, seeds: list[int], steps: int = 16,
-             guidance: float = 4.0, negative: str | list[str] = "") -> torch.Tensor:
+             guidance: float = GUIDANCE, negative: str | list[str] = "") -> torch.Tensor:
     """Clips ``[b, frames, size, size, 3]`` in [0, 1]; ``seeds[i]`` fixes prompt i's noise."""
     config = model.config
     noise = torch.stack([torch.randn(config.frames, config.size, config.size, 3,

@@ -306,3 +306,48 @@ def test_check_reports_distinction_proxies_per_strength():
     assert result.relative_movement[0] == result.distinction_loss[0] == 0.0
     assert 0 < result.relative_movement[1] <= result.collateral_prediction[1] + 1e-12
     assert set(result.at(1.0)) >= {"relative_movement", "distinction_loss"}
+
+
+def test_guided_collateral_weighs_shared_changes_by_one_over_guidance():
+    """G_b = u + g (c_b - u): at g = 1 it is collateral; a change every row shares (negative included) counts 1 / g
+    of collateral; a change the negative prompt does not see counts in full; strength 0 is 0."""
+    from core.check import Baseline, guided_collateral, prediction_proxies
+
+    g = torch.Generator().manual_seed(4)
+    rand = lambda *shape: torch.randn(*shape, generator=g, dtype=torch.float64)  # noqa: E731
+    pairs, benign, negative = rand(4, 10), rand(6, 10), rand(1, 10)
+    base = Baseline(pairs=2, benign=6, predictions=torch.cat([pairs, benign, negative]), inputs={}, forwards=1,
+                    negative=True)
+    assert guided_collateral(base, base.predictions, 4.0) == 0.0
+    moved = torch.cat([pairs, benign + 0.1 * rand(6, 10), negative + 0.1 * rand(1, 10)])
+    assert guided_collateral(base, moved, 1.0) == pytest.approx(prediction_proxies(base, moved)[1])
+    shift = rand(10)
+    shared = torch.cat([pairs, benign + shift, negative + shift])
+    assert guided_collateral(base, shared, 4.0) == pytest.approx(prediction_proxies(base, shared)[1] / 4.0)
+    unseen = torch.cat([pairs, benign + shift, negative])
+    assert guided_collateral(base, unseen, 4.0) == pytest.approx(prediction_proxies(base, unseen)[1])
+    with pytest.raises(ValueError, match="negative"):
+        guided_collateral(Baseline(pairs=2, benign=6, predictions=torch.cat([pairs, benign]), inputs={}, forwards=1),
+                          shared[:-1], 4.0)
+    with pytest.raises(ValueError, match="guidance"):
+        guided_collateral(base, shared, 0.0)
+
+
+def test_a_negative_row_changes_no_other_figure():
+    """The negative prompt is one more row: efficacy, collateral and the recommendation are those of the check
+    without it, and guided collateral is reported per strength; guidance without a negative prompt is refused."""
+    model = Toy()
+    _, basis = fitted(model)
+    _, unsafe, safe, benign = world(1)
+    pairs, forward = list(zip(unsafe, safe)), forward_for(model)
+    with torch.no_grad():
+        plain = run_check(model, forward, basis, pairs, list(benign), "0, 1, 2")
+        guided = run_check(model, forward, basis, pairs, list(benign), "0, 1, 2", negative=torch.zeros(DIM),
+                           guidance=4.0)
+        with pytest.raises(ValueError, match="negative"):
+            run_check(model, forward, basis, pairs, list(benign), "0, 1", guidance=4.0)
+    for name in ("survival_prediction", "collateral_prediction", "survival_layers", "collateral_layers"):
+        assert getattr(guided, name) == pytest.approx(getattr(plain, name), rel=1e-6, abs=1e-9)
+    assert guided.recommended == plain.recommended
+    assert guided.collateral_guided[0] == 0.0 and guided.collateral_guided[2] > guided.collateral_guided[1] > 0
+    assert plain.collateral_guided == () and "collateral_guided" in guided.at(1.0)
