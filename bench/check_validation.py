@@ -372,7 +372,8 @@ def run_concept(concept: str, args, model, encoder, cache: dict, weights_key: st
                                                         [r["pixel_change"] for r in rows]),
         **{f"spearman_{key}_vs_attr_loss": spearman([r[key] for r in rows], [r["attr_loss"] for r in rows])
            for key in ("relative_movement", "distinction_loss", "collateral_guided")},
-        "recommended_guided": recommend(default.strengths, default.efficacy, default.collateral_guided)[0],
+        # the rule on the conditional prediction's collateral, as before guided collateral was adopted
+        "recommended_conditional": recommend(default.strengths, default.efficacy, default.collateral_prediction)[0],
         "recommended": default.recommended, "recommended_reason": default.reason,
         **_rules(default),
         "bench_best": best["strength"], "bench_best_drop": best["drop"], "bench_best_loss": best["attr_loss"],
@@ -443,7 +444,7 @@ def _best(grid: list[dict]) -> dict:
 def _rules(check) -> dict:
     """The recommendation with and without the full-projection floor, from the same per-strength figures
     (``recommend`` is a pure function of them)."""
-    args = (check.strengths, check.efficacy, check.collateral_prediction)
+    args = (check.strengths, check.efficacy, check.collateral)
     floored = recommend(*args, full_projection=FULL_PROJECTION)
     return {"recommended_prediction_only": recommend(*args, full_projection=None)[0],
             "recommended_full_projection": floored[0], "recommended_full_projection_reason": floored[1]}

@@ -26,6 +26,8 @@ Given a model (any ``torch.nn.Module``), a forward callable that runs it on prom
   sampler combines, ``G_b = u + g (c_b - u)`` with ``u`` the negative prompt's prediction under the same edit. A
   change that every row shares (cond and uncond alike) reaches ``G`` at ``1 / g`` of what collateral shows; one the
   negative prompt does not see reaches it in full. Efficacy is the same either way (a pair's two sides share ``u``).
+  When measured, the recommendation's collateral budget applies to it (:attr:`CheckResult.collateral`): on the
+  organism it ranks what generating loses better than collateral (README, "The prediction the sampler uses?").
 - two figures of what tells benign prompts apart (:func:`distinction_proxies`: the change they all share dropped),
   reported beside collateral, not used by the recommendation: on the organism they rank attribute loss no better
   than collateral does (README, "Does Unlearning Check predict what generating measures?").
@@ -316,6 +318,13 @@ class CheckResult:
     relative_movement: tuple[float, ...] = ()
     distinction_loss: tuple[float, ...] = ()
     collateral_guided: tuple[float, ...] = ()
+    guidance: float | None = None
+
+    @property
+    def collateral(self) -> tuple[float, ...]:
+        """The collateral the recommendation used: guided (:func:`guided_collateral`) when the check had the
+        negative prompt and the sampler's guidance, else the conditional prediction's."""
+        return self.collateral_guided or self.collateral_prediction
 
     @property
     def efficacy(self) -> tuple[float, ...]:
@@ -340,12 +349,15 @@ class CheckResult:
 
     def table(self) -> str:
         """A short fixed-width table, the recommended row marked with ``*``."""
-        head = f"{'strength':>8} {'removed':>8} {'removed@layers':>14} {'collateral':>10} {'collat@layers':>13}"
+        guided = bool(self.collateral_guided)
+        head = (f"{'strength':>8} {'removed':>8} {'removed@layers':>14} {'collateral':>10} {'collat@layers':>13}"
+                + (f" {'guided':>8}" if guided else ""))
         lines = [f"{self.label}" if self.label else "", head]
         for i, s in enumerate(self.strengths):
             mark = "*" if abs(s - self.recommended) < 1e-9 else " "
             lines.append(f"{s:>7.2f}{mark} {self.efficacy[i]:>8.0%} {self.efficacy_layers[i]:>14.0%} "
-                         f"{self.collateral_prediction[i]:>10.3f} {self.collateral_layers[i]:>13.3f}")
+                         f"{self.collateral_prediction[i]:>10.3f} {self.collateral_layers[i]:>13.3f}"
+                         + (f" {self.collateral_guided[i]:>8.3f}" if guided else ""))
         lines.append(f"recommended strength {self.recommended:g}: {self.reason}")
         return "\n".join(line for line in lines if line)
 
@@ -354,7 +366,7 @@ class CheckResult:
                 "efficacy": list(self.efficacy), "efficacy_layers": list(self.efficacy_layers),
                 "collateral": list(self.collateral_prediction), "collateral_layers": list(self.collateral_layers),
                 "relative_movement": list(self.relative_movement), "distinction_loss": list(self.distinction_loss),
-                "collateral_guided": list(self.collateral_guided),
+                "collateral_guided": list(self.collateral_guided), "guidance": self.guidance,
                 "recommended": self.recommended, "reason": self.reason, "forwards": self.forwards}
 
 
@@ -614,14 +626,17 @@ def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBas
             if guidance is not None:
                 guided.append(guided_collateral(baseline, predictions, guidance))
     efficacy = [1.0 - s for s in survival_p]
-    recommended, reason = recommend(strengths, efficacy, collateral_p, removed=removed, budget=budget,
+    # the sampler's combination when known: README, "The prediction the sampler uses?"
+    ruling = guided if guidance is not None else collateral_p
+    recommended, reason = recommend(strengths, efficacy, ruling, removed=removed, budget=budget,
                                     full_projection=full_projection)
     return CheckResult(strengths=strengths, survival_layers=tuple(survival_l), survival_prediction=tuple(survival_p),
                        collateral_layers=tuple(collateral_l), collateral_prediction=tuple(collateral_p),
                        recommended=recommended, reason=reason, layers=tuple(layers), label=label,
                        forwards=forwards + baseline.forwards, relative_movement=tuple(d[0] for d in distinctions),
                        distinction_loss=tuple(d[1] for d in distinctions),
-                       collateral_guided=tuple(guided) if guidance is not None else ())
+                       collateral_guided=tuple(guided) if guidance is not None else (),
+                       guidance=None if guidance is None else float(guidance))
 
 
 def run_check(module: torch.nn.Module, forward: Forward, basis: RefusalBasis, validation: Sequence,

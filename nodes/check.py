@@ -59,6 +59,17 @@ def check_inputs(basis: RefusalBasis, validation: EncodedPairs | None) -> list:
     return list(validation.neutral)
 
 
+def negative_row(negative, benign: list):
+    """The sampler's negative CONDITIONING as one more row of the check: its text (one prompt) with the benign rows'
+    other conditioning (the Pair Encoder's image inputs), so that it differs from them in the text alone."""
+    if not (isinstance(negative, list) and len(negative) == 1 and isinstance(negative[0][0], torch.Tensor)
+            and negative[0][0].shape[0] == 1):
+        shape = [tuple(entry[0].shape) for entry in negative] if isinstance(negative, list) else type(negative).__name__
+        raise ValueError(f"Unlearning Check: negative must be one prompt's CONDITIONING (a CLIP Text Encode's output), "
+                         f"got {shape}; connect the negative prompt that feeds your sampler")
+    return [[negative[0][0], dict(benign[0][0][1])]]
+
+
 class ApplyModelReplay:
     """Later evaluations of the same rows at the same sigma call the model's ``apply_model`` with the arguments
     ComfyUI's batching built for the first one, instead of going through ``calc_cond_batch`` again.
@@ -190,9 +201,13 @@ def sweep_options(model, basis: RefusalBasis, layers: list[str], sweep: str) -> 
 
 def run_unlearning_check(model, basis: RefusalBasis, validation: EncodedPairs | None, strengths: str, *,
                          group: str, block_start: int, block_end: int, target: str, width: int, height: int,
-                         length: int, timesteps: str, seed: int, sweep: str = "none", collapse_padded_text: bool = True,
+                         length: int, timesteps: str, seed: int, sweep: str = "none", negative=None,
+                         cfg: float | None = None, collapse_padded_text: bool = True,
                          notes: dict | None = None) -> tuple[CheckResult, list[CheckResult]]:
     """The check of the chosen layers, and of each sweep option (same grid, same baseline forward).
+
+    ``negative`` (the sampler's negative CONDITIONING) with ``cfg`` (its guidance) adds guided collateral, which the
+    recommendation then reads (``core.check.guided_collateral``); without it, the conditional prediction's collateral.
 
     ``collapse_padded_text``: on a known Wan, run the text side on the rows up to the longest prompt plus one for the
     zero padding (``nodes.check_fastpath``; exact in maths, the figures move at rounding level); False runs it on every
@@ -200,6 +215,9 @@ def run_unlearning_check(model, basis: RefusalBasis, validation: EncodedPairs | 
     ran collapsed) and ``padded_text`` (the line :func:`table_text` shows: which path ran, or why not)."""
     benign = check_inputs(basis, validation)
     grid = parse_strengths(strengths)
+    if negative is not None and not (cfg is not None and cfg > 0):
+        raise ValueError(f"Unlearning Check: cfg must be your sampler's cfg (> 0), got {cfg!r}")
+    extra = [] if negative is None else [negative_row(negative, benign)]
     layers = select_layers(model, basis, group, block_start, block_end)
     options = sweep_options(model, basis, layers, sweep)
     adapter = adapter_for(model)
@@ -210,7 +228,7 @@ def run_unlearning_check(model, basis: RefusalBasis, validation: EncodedPairs | 
                                   enabled=collapse_padded_text)
     forward = comfy_forward(model, latent, sigmas, seed, adapter.text_token_layers(layers), collapse)
     pairs = [(u, s) for u, s in zip(validation.unsafe, validation.safe)]
-    rows = 2 * len(pairs) + len(benign)
+    rows = 2 * len(pairs) + len(benign) + len(extra)
     chunks = -(-rows // MAX_BATCH)
     nonzero = sum(1 for s in grid if s > 0)
     progress = comfy.utils.ProgressBar(chunks * (1 + nonzero * (1 + len(options))))
@@ -223,9 +241,11 @@ def run_unlearning_check(model, basis: RefusalBasis, validation: EncodedPairs | 
     # (their input is the same at every strength); both exact, see ReplayCache.
     replay = [name for name in REPLAY_MODULES.get(adapter.family, ()) if has_module(diffusion, name)]
     with ReplayCache(diffusion, replay + adapter.text_token_layers(layers)), collapse:
-        baseline = measure_baseline(diffusion, forward, pairs, benign, layers, batch_size=MAX_BATCH, on_forward=step)
+        baseline = measure_baseline(diffusion, forward, pairs, benign, layers, negative=extra[0] if extra else None,
+                                    batch_size=MAX_BATCH, on_forward=step)
         weights = {layer: layer_weight(model, layer) for layer in layers}
-        common = dict(weights=weights, target=target, rows=(pairs, benign), batch_size=MAX_BATCH, on_forward=step)
+        common = dict(weights=weights, target=target, rows=(pairs, benign, *extra), batch_size=MAX_BATCH,
+                      guidance=cfg if extra else None, on_forward=step)
         main = check_strengths(diffusion, forward, basis, baseline, grid, layers=layers,
                                label=f"{basis.concept or 'concept'}: {len(layers)} layers ({group})", **common)
         swept = [check_strengths(diffusion, forward, basis, baseline, grid, layers=subset, label=name, **common)
@@ -245,9 +265,10 @@ UI_KEY = "video_unlearning_check"
 def check_ui(main: CheckResult, swept: list[CheckResult], table: str, notes: dict | None = None) -> dict:
     """JSON-ready summary for the editor: the recommended strength, its row, the reason, the table, the sweep, and
     whether the padded text was collapsed (``notes`` of :func:`run_unlearning_check`)."""
-    row = main.at(main.recommended)
-    summary = {"strength": float(main.recommended), "removed": float(row["efficacy"]),
-               "collateral": float(row["collateral"]), "reason": main.reason, "label": main.label, "table": table,
+    index = main.strengths.index(main.recommended)
+    summary = {"strength": float(main.recommended), "removed": float(main.efficacy[index]),
+               "collateral": float(main.collateral[index]), "guidance": main.guidance, "reason": main.reason,
+               "label": main.label, "table": table,
                "sweep": [{"label": r.label, "strength": float(r.recommended)} for r in swept]}
     if notes is not None and "padded_text_collapsed" in notes:
         summary["padded_text_collapsed"] = bool(notes["padded_text_collapsed"])
@@ -259,11 +280,18 @@ def table_text(main: CheckResult, swept: list[CheckResult], notes: dict | None =
     if swept:
         lines.append("sweep (recommended strength: removed, collateral):")
         for result in swept:
-            row = result.at(result.recommended)
-            lines.append(f"  {result.label}: {result.recommended:g}: {row['efficacy']:.0%}, {row['collateral']:.3f}")
+            index = result.strengths.index(result.recommended)
+            lines.append(f"  {result.label}: {result.recommended:g}: {result.efficacy[index]:.0%}, "
+                         f"{result.collateral[index]:.3f}")
     lines.append("removed = share of the validation pairs' difference gone from the prediction; collateral = benign "
                  "prompts' change / their natural variation: how far outputs move, not whether they got worse "
                  "(render to compare layer groups)")
+    if main.guidance is not None:
+        lines.append(f"guided = collateral of uncond + cfg x (cond - uncond) at cfg {main.guidance:g}, as the sampler "
+                     "combines them; the budget and the recommendation read it")
+    else:
+        lines.append("collateral of the conditional prediction alone: connect the sampler's negative prompt (and set "
+                     "cfg) for the guided figure, which ranks what generating loses better")
     if notes is not None and "padded_text" in notes:
         lines.append(f"padded text collapsed: {notes['padded_text']}")
     return "\n".join(lines)
@@ -283,7 +311,7 @@ def check_chart(main: CheckResult, swept: list[CheckResult] = (), width: int = 7
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default()
     left, right, upper, lower = 56, width - 150, 30, height - 40
-    x_top = max([max(r.collateral_prediction) for r in results] + [COLLATERAL_BUDGET * 0.2, 1e-6]) * 1.1
+    x_top = max([max(r.collateral) for r in results] + [COLLATERAL_BUDGET * 0.2, 1e-6]) * 1.1
     effs = [e for r in results for e in r.efficacy]
     y_low, y_top = min(0.0, min(effs)), max(1.0, max(effs))
 
@@ -299,7 +327,9 @@ def check_chart(main: CheckResult, swept: list[CheckResult] = (), width: int = 7
         draw.text((8, y - 6), f"{frac:.0%}", fill=(60, 60, 60), font=font)
     draw.text((left, lower + 8), "0", fill=(60, 60, 60), font=font)
     draw.text((right - 30, lower + 8), f"{x_top:.3g}", fill=(60, 60, 60), font=font)
-    draw.text((left + 60, lower + 22), "collateral (benign change / natural variation)", fill=(60, 60, 60), font=font)
+    guided = f", guided at cfg {main.guidance:g}" if main.guidance is not None else ""
+    draw.text((left + 60, lower + 22), f"collateral (benign change / natural variation{guided})", fill=(60, 60, 60),
+              font=font)
     draw.text((8, upper - 16), "removed", fill=(60, 60, 60), font=font)
     if COLLATERAL_BUDGET < x_top:
         x = at(COLLATERAL_BUDGET, 0)[0]
@@ -307,7 +337,7 @@ def check_chart(main: CheckResult, swept: list[CheckResult] = (), width: int = 7
             draw.line([(x, y), (x, y + 3)], fill=(200, 60, 60))
     for index, result in enumerate(results):
         colour = _COLOURS[index % len(_COLOURS)]
-        points = [at(c, e) for c, e in zip(result.collateral_prediction, result.efficacy)]
+        points = [at(c, e) for c, e in zip(result.collateral, result.efficacy)]
         draw.line(points, fill=colour, width=2 if index == 0 else 1)
         for (x, y), s in zip(points, result.strengths):
             draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
@@ -337,6 +367,11 @@ class UnlearningCheck(io.ComfyNode):
                     tooltip="Required: a second Pair Encoder with held-out pairs (5 or more, other wording than the pairs the "
                             "vector was computed from; overlapping pairs are an error). Its neutral prompts are the benign "
                             "prompts whose change is the collateral: use other everyday prompts than the vector's."),
+                io.Conditioning.Input(
+                    "negative", optional=True,
+                    tooltip="The negative prompt your sampler uses (its CLIP Text Encode). With it and cfg, collateral is "
+                            "read on uncond + cfg x (cond - uncond), as sampling combines them, which ranks what "
+                            "generating loses better; without it, on the conditional prediction alone."),
                 io.String.Input("strengths", default=DEFAULT_GRID,
                                 tooltip="Strengths to check, separated by commas (>= 0; 0 is always added as the reference)."),
                 io.Combo.Input("layers", options=[ALL_IN_VECTOR, *GROUP_CHOICES], default=ALL_IN_VECTOR,
@@ -354,6 +389,9 @@ class UnlearningCheck(io.ComfyNode):
                                 tooltip="Where the prediction is compared: progress fractions (0 = pure noise) or a count on the model's schedule."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=False,
                              tooltip="Seed of the noise every prompt shares."),
+                io.Float.Input("cfg", default=6.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                               tooltip="Your sampler's cfg, for the guided collateral (used only with a negative prompt "
+                                       "connected)."),
             ],
             outputs=[
                 io.Float.Output(display_name="strength", tooltip="The recommended strength: connect it to Apply Unlearning's strength."),
@@ -363,7 +401,7 @@ class UnlearningCheck(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, strengths=None, timesteps=None, **kwargs):
+    def validate_inputs(cls, strengths=None, timesteps=None, cfg=None, **kwargs):
         if strengths is not None:
             try:
                 parse_strengths(strengths)
@@ -374,11 +412,13 @@ class UnlearningCheck(io.ComfyNode):
                 parse_timesteps(timesteps)
             except ValueError as error:
                 return f"Unlearning Check: {error}"
+        if cfg is not None and not cfg > 0:
+            return f"Unlearning Check: cfg must be your sampler's cfg, above 0 (got {cfg}); 1 reads the conditional prediction"
         return True
 
     @classmethod
     def execute(cls, model, refusal_vector: RefusalBasis, strengths, layers, block_start, block_end, target, sweep,
-                width, height, length, timesteps, seed, validation_pairs=None):
+                width, height, length, timesteps, seed, validation_pairs=None, negative=None, cfg=6.0):
         try:
             parse_strengths(strengths)
         except ValueError as error:
@@ -387,7 +427,7 @@ class UnlearningCheck(io.ComfyNode):
         main, swept = run_unlearning_check(model, refusal_vector, validation_pairs, strengths, group=layers,
                                            block_start=block_start, block_end=block_end, target=target, width=width,
                                            height=height, length=length, timesteps=timesteps, seed=seed, sweep=sweep,
-                                           notes=notes)
+                                           negative=negative, cfg=cfg, notes=notes)
         chart = check_chart(main, swept)
         table = table_text(main, swept, notes)
         shown = {**ui.PreviewImage(chart, cls=cls).as_dict(), UI_KEY: [check_ui(main, swept, table, notes)]}

@@ -171,27 +171,32 @@ BENIGN_PROMPTS = ("a kettle boiling on a gas stove", "a bicycle leaning against 
 CHECK_NODE_SIZE = (790, 1040)
 
 
-def unlearning_check(g: Graph, x: int, y: int, model, clip, vector, apply, title: str):
+def unlearning_check(g: Graph, x: int, y: int, model, clip, vector, apply, negative, cfg: float, title: str):
     """A group: a second Pair Encoder with held-out pairs and benign prompts -> Unlearning Check, whose recommended
-    strength feeds ``apply``'s strength input."""
+    strength feeds ``apply``'s strength input; the samplers' ``negative`` prompt and ``cfg`` give its guided
+    collateral."""
     encoder = g.node("VideoUnlearnPairEncoder", (x + 10, y), [VALIDATION_PAIRS, "\n".join(BENIGN_PROMPTS), "Rolex (held out)"],
                      inputs=[("clip", "CLIP")], outputs=[("pairs", "UNLEARN_PAIRS")], size=(520, 420),
                      title="Pair Encoder (validation: held-out pairs, benign prompts)")
     g.link(clip, 0, encoder, "clip")
     check = g.node("VideoUnlearnCheck", (x + 570, y),
-                   ["0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2", "all in vector", 0, -1, "safe_mean", "none", 64, 64, 1, "0.1", 0],
-                   inputs=[("model", "MODEL"), ("refusal_vector", "REFUSAL_VECTOR"), ("validation_pairs", "UNLEARN_PAIRS")],
+                   ["0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2", "all in vector", 0, -1, "safe_mean", "none", 64, 64, 1, "0.1", 0,
+                    cfg],
+                   inputs=[("model", "MODEL"), ("refusal_vector", "REFUSAL_VECTOR"), ("validation_pairs", "UNLEARN_PAIRS"),
+                           ("negative", "CONDITIONING")],
                    outputs=[("strength", "FLOAT"), ("chart", "IMAGE"), ("table", "STRING")], size=CHECK_NODE_SIZE)
     g.link(model, 0, check, "model")
     g.link(vector, 0, check, "refusal_vector")
     g.link(encoder, 0, check, "validation_pairs")
+    g.link(negative, 0, check, "negative")
     g.link(check, 0, apply, "strength")
     g.note((x + 10, y + 460), "**Unlearning Check** sets the strength. Before any video is rendered it measures, for "
            "strengths 0-2, how much of the *held-out* pairs' concept difference the edit removes from the model's "
            "prediction and how far it moves the benign prompts (the validation encoder's neutral prompts), at 64x64, "
            "1 frame, one timestep.\n\n"
            "- Its `strength` output feeds Apply Unlearning's strength: the smallest strength removing >= 90 %, never one "
-           "whose collateral exceeds 0.5.\n"
+           "whose collateral exceeds 0.5. Collateral is read as the sampler combines its predictions (the negative "
+           "prompt and `cfg`: keep them those of your sampler).\n"
            "- Keep the validation pairs different from the vector's pairs (overlap is an error).\n"
            "- The chart (removed vs. collateral, chosen point ringed) and the table appear on the node after a run.",
            size=(520, 300))
@@ -271,7 +276,8 @@ def compare_workflow() -> Graph:
     images = base_and_unlearned(g, 0, (model, apply), positive, negative, latent, vae, "3. Same seed, base vs. unlearned",
                                 steps=30, cfg=6.0)
     side_by_side(g, 1390, images, 16.0)
-    unlearning_check(g, 390, 1000, model, clip, load, apply, "5. Unlearning Check: held-out pairs set the strength")
+    unlearning_check(g, 390, 1000, model, clip, load, apply, negative, 6.0,
+                     "5. Unlearning Check: held-out pairs set the strength")
     g.note((790, 680), "**Baseline vs. unlearned from one seed.** Left: the original model; right: the same model with the "
            "refusal vector applied (a patch on a copy: your model file is never changed).\n\n"
            "- `strength` comes from *Unlearning Check* (group 5); to set it by hand, remove that link. `enabled` off "
@@ -340,7 +346,8 @@ def ti2v_5b_workflow() -> Graph:
     g.group("3. Unlearning and prompt", (390, ROW2 - HEADER, 360, HEADER + 800))
     images = base_and_unlearned(g, ROW2, (model, apply), positive, negative, latent, vae, "4. Same seed, base vs. unlearned")
     side_by_side(g, 1390, images, 24.0, "5. Side by side", y=ROW2)
-    unlearning_check(g, 390, ROW2 + 920, model, clip, vector, apply, "6. Unlearning Check: held-out pairs set the strength")
+    unlearning_check(g, 390, ROW2 + 920, model, clip, vector, apply, negative, 5.0,
+                     "6. Unlearning Check: held-out pairs set the strength")
     return g
 
 

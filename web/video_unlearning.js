@@ -225,7 +225,9 @@ const CHECK_KEY = "video_unlearning_check";
 
 function renderCheck(caption, table, result) {
   caption.textContent = `recommended strength ${result.strength.toFixed(2)} · removed ${Math.round(result.removed * 100)} %`
-    + ` · collateral ${result.collateral.toFixed(3)}` + (result.sweep?.length
+    + ` · collateral ${result.collateral.toFixed(3)}`
+    + (result.guidance != null ? ` (guided, cfg ${result.guidance})` : " (conditional; connect negative for guided)")
+    + (result.sweep?.length
       ? ` · sweep: ${result.sweep.map((r) => `${r.label} ${r.strength}`).join(", ")}` : "");
   caption.title = result.reason;
   caption.dataset.state = "ran";

@@ -273,6 +273,9 @@ def test_editor_shows_pair_check_chart_and_badge(server):
             strength = result["strength"]
             assert strength in (0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2), result
             sync_api.expect(check_caption).to_contain_text(f"recommended strength {strength:.2f} · removed ")
+            # the workflow wires the samplers' negative prompt into the check: collateral is the guided one
+            sync_api.expect(check_caption).to_contain_text("(guided, cfg 6)")
+            assert result["guidance"] == 6.0, result
             table = page.locator(".video-unlearning-check-table").first
             sync_api.expect(table).to_contain_text(f"recommended strength {strength:g}")
             sync_api.expect(table).to_contain_text("removed")

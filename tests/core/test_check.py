@@ -334,8 +334,9 @@ def test_guided_collateral_weighs_shared_changes_by_one_over_guidance():
 
 
 def test_a_negative_row_changes_no_other_figure():
-    """The negative prompt is one more row: efficacy, collateral and the recommendation are those of the check
-    without it, and guided collateral is reported per strength; guidance without a negative prompt is refused."""
+    """The negative prompt is one more row: efficacy and collateral are those of the check without it, guided
+    collateral is reported per strength and is what the recommendation's budget reads; guidance without a
+    negative prompt is refused."""
     model = Toy()
     _, basis = fitted(model)
     _, unsafe, safe, benign = world(1)
@@ -348,6 +349,8 @@ def test_a_negative_row_changes_no_other_figure():
             run_check(model, forward, basis, pairs, list(benign), "0, 1", guidance=4.0)
     for name in ("survival_prediction", "collateral_prediction", "survival_layers", "collateral_layers"):
         assert getattr(guided, name) == pytest.approx(getattr(plain, name), rel=1e-6, abs=1e-9)
-    assert guided.recommended == plain.recommended
     assert guided.collateral_guided[0] == 0.0 and guided.collateral_guided[2] > guided.collateral_guided[1] > 0
     assert plain.collateral_guided == () and "collateral_guided" in guided.at(1.0)
+    assert plain.collateral == plain.collateral_prediction and guided.collateral == guided.collateral_guided
+    assert (guided.recommended, guided.reason) == recommend(guided.strengths, guided.efficacy, guided.collateral_guided)
+    assert guided.guidance == 4.0 and "guided" in guided.table() and "guided" not in plain.table()

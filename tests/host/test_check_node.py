@@ -94,6 +94,54 @@ def test_strength_zero_is_the_reference_and_removal_grows(defs, wan, basis, vali
     assert again.efficacy == main.efficacy and again.collateral_prediction == main.collateral_prediction
 
 
+@pytest.fixture(scope="module")
+def negative(clip):
+    import nodes as comfy_nodes
+
+    with torch.inference_mode():
+        return comfy_nodes.CLIPTextEncode().encode(clip, "blurry, low quality, static")[0]
+
+
+def test_the_samplers_negative_prompt_gives_guided_collateral(defs, wan, basis, validation, negative):
+    """With the negative prompt and cfg, collateral is also read on uncond + cfg (cond - uncond), and the budget,
+    chart and table read that; removal and the conditional collateral are the plain check's; at cfg 1 the guided
+    figure is the conditional one."""
+    _, check = defs
+    common = dict(group="default", block_start=0, block_end=-1, target="safe_mean", width=64, height=64, length=1,
+                  timesteps="0.1, 0.4", seed=0)
+    plain, _ = check.run_unlearning_check(wan, basis, validation, GRID, **common)
+    guided, _ = check.run_unlearning_check(wan, basis, validation, GRID, negative=negative, cfg=6.0, **common)
+    assert guided.efficacy == pytest.approx(plain.efficacy, abs=1e-6)
+    assert guided.collateral_prediction == pytest.approx(plain.collateral_prediction, rel=1e-5, abs=1e-9)
+    assert guided.guidance == 6.0 and guided.collateral == guided.collateral_guided
+    assert guided.collateral_guided[0] == 0.0 and guided.collateral_guided[3] > guided.collateral_guided[1] > 0
+    assert guided.collateral_guided != pytest.approx(guided.collateral_prediction, rel=1e-3)
+    at_one, _ = check.run_unlearning_check(wan, basis, validation, GRID, negative=negative, cfg=1.0, **common)
+    assert at_one.collateral_guided == pytest.approx(at_one.collateral_prediction, rel=1e-6, abs=1e-12)
+    out = check.UnlearningCheck.execute(wan, basis, GRID, "default", 0, -1, "safe_mean", "none", 64, 64, 1,
+                                        "0.1, 0.4", 0, validation_pairs=validation, negative=negative, cfg=6.0)
+    table = out.args[2]
+    summary = out.ui["video_unlearning_check"][0]
+    assert "guided" in table and "at cfg 6" in table and summary["guidance"] == 6.0
+    index = guided.strengths.index(summary["strength"])
+    assert summary["collateral"] == pytest.approx(guided.collateral_guided[index])
+    plain_table = run(check, wan, basis, validation).args[2]
+    assert "connect the sampler's negative prompt" in plain_table
+
+
+def test_a_bad_negative_or_cfg_names_the_fix(defs, wan, basis, validation, negative):
+    _, check = defs
+    assert "cfg" in check.UnlearningCheck.validate_inputs(cfg=0.0)
+    assert check.UnlearningCheck.validate_inputs(cfg=1.0) is True
+    two = [negative[0], negative[0]]
+    with pytest.raises(ValueError, match="one prompt's CONDITIONING.*negative prompt that feeds your sampler"):
+        check.UnlearningCheck.execute(wan, basis, GRID, "default", 0, -1, "safe_mean", "none", 64, 64, 1, "0.1", 0,
+                                      validation_pairs=validation, negative=two, cfg=6.0)
+    with pytest.raises(ValueError, match="cfg must be your sampler's cfg"):
+        check.UnlearningCheck.execute(wan, basis, GRID, "default", 0, -1, "safe_mean", "none", 64, 64, 1, "0.1", 0,
+                                      validation_pairs=validation, negative=negative, cfg=0.0)
+
+
 def test_hooks_predict_what_apply_unlearning_patches_in(defs, wan, basis, validation):
     """The check's edit (forward hooks) and Apply Unlearning's (LoRA + bias patches) give the same prediction."""
     definitions, check = defs
