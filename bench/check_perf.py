@@ -4,14 +4,15 @@ The nodes' host bench setup of ``bench/nodes_perf.py`` (a 4-block dim-256 Wan lo
 generation = 128x128x9 frames, 8 steps, cfg 5): the check with 5 validation pairs, 12 benign prompts and
 9 strengths (0-2), timed against one generation, both medians of interleaved runs in one process.
 
-The check runs both ways by default, interleaved: with Wan's zero-padded text collapsed to one key (the node's
-default, ``nodes/check_fastpath.py``) and on every padding row as ComfyUI does (``--paths``). The tiny CLIP gets its
-tokenizer's end token, so ComfyUI zeroes the padding rows as it does with the real UMT5-XXL, whose tokenizer ends a
+The check runs three ways by default, interleaved: with Wan's zero-padded text collapsed to one key (the node's
+default, ``nodes/check_fastpath.py``), on every padding row as ComfyUI does, and collapsed with the sampler's
+negative prompt as one more row (guided collateral, as the shipped workflows run it) (``--paths``). The tiny CLIP gets
+its tokenizer's end token, so ComfyUI zeroes the padding rows as it does with the real UMT5-XXL, whose tokenizer ends a
 prompt with the model's end token (1); the tiny pile-T5 tokenizer ends with 2, which the Wan model does not know, so
 without this its padding rows would hold the encoder's output for the pad token (``--unpadded-text``: nothing to
 collapse, the setting of the bench's earlier figures).
 
-    python bench/check_perf.py [--repeats 3] [--size 128 64] [--threads 1] [--paths collapsed full]
+    python bench/check_perf.py [--repeats 3] [--size 128 64] [--threads 1] [--paths collapsed full guided]
 """
 
 from __future__ import annotations
@@ -42,7 +43,10 @@ BENIGN = "\n".join([
     "a child flying a kite", "a train crossing a bridge", "rain on a window", "a horse in a field",
 ])
 GRID = "0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2"
-PATHS = {"collapsed": True, "full": False}  # --paths -> run_unlearning_check(collapse_padded_text=...)
+#: --paths -> run_unlearning_check(collapse_padded_text=..., negative=the generation's negative prompt or None);
+#: "guided": the node's default path with the sampler's negative prompt connected (one more row), as the shipped
+#: workflows run it.
+PATHS = {"collapsed": (True, False), "full": (False, False), "guided": (True, True)}
 
 
 def main() -> None:
@@ -93,7 +97,9 @@ def main() -> None:
             notes[path, size] = {}
             return check_node.run_unlearning_check(model, basis, validation, GRID, group="all in vector", block_start=0,
                                                    block_end=-1, target="safe_mean", width=size, height=size, length=1,
-                                                   timesteps=args.timesteps, seed=0, collapse_padded_text=PATHS[path],
+                                                   timesteps=args.timesteps, seed=0,
+                                                   collapse_padded_text=PATHS[path][0],
+                                                   negative=negative if PATHS[path][1] else None, cfg=5.0,
                                                    notes=notes[path, size])[0]
 
         runs = [(path, size) for size in args.size for path in args.paths]
@@ -125,7 +131,8 @@ def main() -> None:
                                        "cpu_over_generation": cpu / one_cpu, "runs": checks[run],
                                        "forwards": result.forwards, "recommended": result.recommended,
                                        "padded_text": notes[run]["padded_text"]}
-        print(f"check ({path}) at {size}x{size}x1, {result.forwards} forwards of up to 22 prompts: {seconds:.2f}s = "
+        print(f"check ({path}) at {size}x{size}x1, {result.forwards} forwards of up to {22 + PATHS[path][1]} prompts: "
+              f"{seconds:.2f}s = "
               f"{seconds / one:.2f} x one generation ({one:.2f}s); CPU {cpu:.2f}s = {cpu / one_cpu:.2f} x "
               f"({one_cpu:.2f}s); padded text collapsed: {notes[run]['padded_text']}")
     report["checks"] = report["paths"][args.paths[0]]  # the first path's, under the key earlier reports used

@@ -475,7 +475,8 @@ def main() -> None:
     parser.add_argument("--check-times", type=float, nargs="+", default=[0.9],
                         help="flow times of the prediction (0.9 = the node's default progress 0.1)")
     parser.add_argument("--guidance", type=float, default=GUIDANCE,
-                        help="the sampler's guidance, for the check's guided collateral (the benches sample at %(default)s)")
+                        help="the sampler's guidance, for the check's guided collateral (the benches sample at "
+                             "%(default)s)")
     parser.add_argument("--weights", type=Path, default=ex.WEIGHTS)
     parser.add_argument("--git-rev", help="measure the weights file as committed at this revision (e.g. HEAD) instead of "
                                           "the working tree's, which may hold a retraining in progress")

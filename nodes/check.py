@@ -369,9 +369,9 @@ class UnlearningCheck(io.ComfyNode):
                             "prompts whose change is the collateral: use other everyday prompts than the vector's."),
                 io.Conditioning.Input(
                     "negative", optional=True,
-                    tooltip="The negative prompt your sampler uses (its CLIP Text Encode). With it and cfg, collateral is "
-                            "read on uncond + cfg x (cond - uncond), as sampling combines them, which ranks what "
-                            "generating loses better; without it, on the conditional prediction alone."),
+                    tooltip="The negative prompt your sampler uses (its CLIP Text Encode). With it and cfg, "
+                            "collateral is read on uncond + cfg x (cond - uncond), as sampling combines them, which "
+                            "ranks what generating loses better; without it, on the conditional prediction alone."),
                 io.String.Input("strengths", default=DEFAULT_GRID,
                                 tooltip="Strengths to check, separated by commas (>= 0; 0 is always added as the reference)."),
                 io.Combo.Input("layers", options=[ALL_IN_VECTOR, *GROUP_CHOICES], default=ALL_IN_VECTOR,
@@ -390,8 +390,8 @@ class UnlearningCheck(io.ComfyNode):
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=False,
                              tooltip="Seed of the noise every prompt shares."),
                 io.Float.Input("cfg", default=6.0, min=0.0, max=100.0, step=0.1, round=0.01,
-                               tooltip="Your sampler's cfg, for the guided collateral (used only with a negative prompt "
-                                       "connected)."),
+                               tooltip="Your sampler's cfg, for the guided collateral (used only with a negative "
+                                       "prompt connected)."),
             ],
             outputs=[
                 io.Float.Output(display_name="strength", tooltip="The recommended strength: connect it to Apply Unlearning's strength."),
@@ -413,7 +413,8 @@ class UnlearningCheck(io.ComfyNode):
             except ValueError as error:
                 return f"Unlearning Check: {error}"
         if cfg is not None and not cfg > 0:
-            return f"Unlearning Check: cfg must be your sampler's cfg, above 0 (got {cfg}); 1 reads the conditional prediction"
+            return (f"Unlearning Check: cfg must be your sampler's cfg, above 0 (got {cfg}); 1 reads the conditional "
+                    "prediction")
         return True
 
     @classmethod

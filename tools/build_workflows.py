@@ -180,10 +180,10 @@ def unlearning_check(g: Graph, x: int, y: int, model, clip, vector, apply, negat
                      title="Pair Encoder (validation: held-out pairs, benign prompts)")
     g.link(clip, 0, encoder, "clip")
     check = g.node("VideoUnlearnCheck", (x + 570, y),
-                   ["0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2", "all in vector", 0, -1, "safe_mean", "none", 64, 64, 1, "0.1", 0,
-                    cfg],
-                   inputs=[("model", "MODEL"), ("refusal_vector", "REFUSAL_VECTOR"), ("validation_pairs", "UNLEARN_PAIRS"),
-                           ("negative", "CONDITIONING")],
+                   ["0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2", "all in vector", 0, -1, "safe_mean", "none",
+                    64, 64, 1, "0.1", 0, cfg],
+                   inputs=[("model", "MODEL"), ("refusal_vector", "REFUSAL_VECTOR"),
+                           ("validation_pairs", "UNLEARN_PAIRS"), ("negative", "CONDITIONING")],
                    outputs=[("strength", "FLOAT"), ("chart", "IMAGE"), ("table", "STRING")], size=CHECK_NODE_SIZE)
     g.link(model, 0, check, "model")
     g.link(vector, 0, check, "refusal_vector")
