@@ -61,6 +61,9 @@ def main() -> None:
                         help="the check with the padded text collapsed (the node's default) and/or on every row")
     parser.add_argument("--unpadded-text", action="store_true",
                         help="keep the tiny CLIP's padding rows nonzero (nothing to collapse)")
+    parser.add_argument("--negative-prompt", default="",
+                        help="the generation's negative prompt, which the guided path also reads (default empty; Wan's "
+                             "own default negative prompt is some 80 words)")
     parser.add_argument("--json", type=Path, default=ROOT / "out" / "bench_check_perf.json")
     args = parser.parse_args()
     nodes_perf.setup_host()
@@ -79,7 +82,7 @@ def main() -> None:
         if not args.unpadded_text:
             clip = zero_padded(clip)
         positive = clip.encode_from_tokens_scheduled(clip.tokenize("a Rolex watch on a table"))
-        negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
+        negative = clip.encode_from_tokens_scheduled(clip.tokenize(args.negative_prompt))
         latent = {"samples": torch.zeros(1, 16, 3, 16, 16)}  # 9 frames of 128 x 128, as nodes_perf
         lines = (ROOT / "workflows" / "pairs" / "trademark_rolex.txt").read_text().splitlines()
         pairs = "\n".join([line for line in lines if "|" in line and not line.startswith("#")][:5])
@@ -123,6 +126,7 @@ def main() -> None:
               "generation_cpu_seconds": one_cpu, "generation_runs": generation,
               "validation_pairs": 5, "benign_prompts": 12, "strengths": 9, "timesteps": args.timesteps,
               "threads": torch.get_num_threads(), "text_padding": "nonzero" if args.unpadded_text else "zero",
+              "negative_prompt_words": len(args.negative_prompt.split()),
               "paths": {path: {} for path in args.paths}}
     for path, size in runs:
         run, result = (path, size), results[path, size]
