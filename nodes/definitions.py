@@ -67,7 +67,9 @@ class PairEncoder(io.ComfyNode):
                 io.ClipVisionOutput.Input("unsafe_clip_vision_output", optional=True,
                                           tooltip="Image-to-video models: CLIP vision output of a start image showing the concept."),
                 io.ClipVisionOutput.Input("safe_clip_vision_output", optional=True,
-                                          tooltip="Image-to-video models: CLIP vision output of the matching start image without the concept."),
+                                          tooltip="Image-to-video models: CLIP vision output of the matching start image "
+                                                  "without the concept; the neutral prompts use it too. Connect both "
+                                                  "sides or neither."),
             ],
             outputs=[Pairs.Output(display_name="pairs")],
         )
@@ -85,13 +87,20 @@ class PairEncoder(io.ComfyNode):
     @classmethod
     def execute(cls, clip, pairs, neutral_prompts, concept, unsafe_clip_vision_output=None,
                 safe_clip_vision_output=None):
+        if (unsafe_clip_vision_output is None) != (safe_clip_vision_output is None):
+            given = "unsafe" if safe_clip_vision_output is None else "safe"
+            raise ValueError(f"Pair Encoder: only the {given} side has a CLIP vision output. Connect one to both "
+                             "unsafe_clip_vision_output and safe_clip_vision_output, or to neither: prompts are run "
+                             "in batches, and a batch needs an image for every prompt or for none")
         parsed = tuple(parse_pairs(pairs))
         neutral = tuple(parse_prompts(neutral_prompts))
         encoded = EncodedPairs(
             pairs=parsed, concept=concept.strip(),
             unsafe=tuple(_with_vision(_encode(clip, p.unsafe), unsafe_clip_vision_output) for p in parsed),
             safe=tuple(_with_vision(_encode(clip, p.safe), safe_clip_vision_output) for p in parsed),
-            neutral_prompts=neutral, neutral=tuple(_encode(clip, prompt) for prompt in neutral),
+            # the safe side's image, so that the neutral prompts vary in their text alone and batch with the pairs
+            neutral_prompts=neutral,
+            neutral=tuple(_with_vision(_encode(clip, prompt), safe_clip_vision_output) for prompt in neutral),
         )
         return io.NodeOutput(encoded)
 

@@ -57,6 +57,34 @@ def test_pair_encoder_validation_names_the_line(nodes):
     assert "timesteps" in nodes.CollectActivations.validate_inputs(timesteps="1.5, x")
 
 
+def test_image_to_video_pairs_batch_with_their_neutral_prompts(nodes, clip):
+    """With a CLIP vision output per side, the neutral prompts take the safe side's, so every prompt batches with the
+    others (Collect Activations and Unlearning Check run pairs and neutral prompts in one batch; one image-less
+    prompt made the stacking fail); one side alone is refused with the fix."""
+    import comfy.clip_vision
+
+    from comfyui_video_unlearning.nodes.check import negative_row
+    from comfyui_video_unlearning.nodes.conditioning import stack_conditionings
+
+    def vision(value):
+        out = comfy.clip_vision.Output()
+        out.penultimate_hidden_states = torch.full((1, 257, 1280), value)
+        out.last_hidden_state = torch.full((1, 257, 1280), value)
+        return out
+
+    unsafe, safe = vision(1.0), vision(0.0)
+    with torch.inference_mode():
+        encoded = nodes.PairEncoder.execute(clip, PAIRS, NEUTRAL, "Rolex", unsafe_clip_vision_output=unsafe,
+                                            safe_clip_vision_output=safe)[0]
+        negative = negative_row(clip.encode_from_tokens_scheduled(clip.tokenize("blurry")), list(encoded.neutral))
+        rows = [*encoded.unsafe, *encoded.safe, *encoded.neutral, negative]
+        stacked = stack_conditionings(rows)[0][1]["clip_vision_output"].penultimate_hidden_states
+        with pytest.raises(ValueError, match="only the unsafe side.*to both unsafe_clip_vision_output and safe"):
+            nodes.PairEncoder.execute(clip, PAIRS, NEUTRAL, "Rolex", unsafe_clip_vision_output=unsafe)
+    assert stacked.shape[0] == len(rows)
+    assert stacked[:5].eq(1.0).all() and stacked[5:].eq(0.0).all()  # unsafe pairs' image; the safe one elsewhere
+
+
 def test_collected_activations_match_what_core_predicts(nodes, wan, encoded, activations):
     diffusion = wan.model.diffusion_model
     assert activations.family == "wan" and len(activations.sigmas) == 2
