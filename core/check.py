@@ -336,7 +336,8 @@ class CheckResult:
         return tuple(1.0 - s for s in self.survival_layers)
 
     def at(self, strength: float) -> dict:
-        """The row of ``strength`` (which must be on the grid)."""
+        """The row of ``strength`` (which must be on the grid). Its ``collateral`` is the conditional prediction's
+        (:attr:`collateral_prediction`); ``collateral_guided``, when measured, is what :attr:`collateral` returns."""
         index = min(range(len(self.strengths)), key=lambda i: abs(self.strengths[i] - strength))
         if abs(self.strengths[index] - strength) > 1e-9:
             raise ValueError(f"strength {strength} is not on the checked grid {list(self.strengths)}")
