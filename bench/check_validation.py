@@ -53,7 +53,7 @@ import json
 import random
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -68,8 +68,8 @@ from core.refusal import FIT_REVISION  # noqa: E402
 from organism import experiment as ex  # noqa: E402
 from organism.sampling import GUIDANCE  # noqa: E402
 from organism.text import TextEncoder  # noqa: E402
-from organism.world import (COLOURS, HELD_OUT_WORDS, LOGO_HELD_OUT, MOTIONS, SHAPES, TRAIN_WORDS, Scene,  # noqa: E402
-                            caption, random_scene)
+from organism.world import (COLOURS, HELD_OUT_WORDS, LOGO_HELD_OUT, MOTIONS, SCENE_ATTRIBUTES, SHAPES,  # noqa: E402
+                            TEMPLATES, TRAIN_WORDS, Scene, caption, random_scene)
 
 #: Broad concepts the organism learned from real prompts (``organism.scenes.CONCEPTS``; not imported here so that
 #: logo/red runs need neither the prompt data nor its loader).
@@ -77,6 +77,8 @@ BROAD = ("nudity", "violence")
 
 #: Which benign prompts the check draws by default (``--benign-seed``).
 BENIGN_SEED = 4242
+#: Keep pairs (README, "Keep pairs?"): benign prompt i against the same caption with this attribute changed, in turn.
+KEEP_ATTRIBUTES = ("colour", "shape", "motion")
 
 BASE = {"method": "cpca", "rank": 4, "alpha": 1.0, "group": "text_kv", "blocks": "all", "target": "safe_mean"}
 #: Variants beyond the default edit's strength grid: (name, change, strength).
@@ -122,10 +124,44 @@ def validation_pairs(concept: str, count: int = 5, seed: int = 99) -> list[tuple
 
 
 def benign_prompts(concept: str, count: int = 12, seed: int = BENIGN_SEED) -> list[str]:
-    rng = random.Random(seed)
+    return [first for first, _ in benign_keep_pairs(concept, count, seed)]
+
+
+def benign_keep_pairs(concept: str, count: int = 12, seed: int = BENIGN_SEED) -> list[tuple[str, str]]:
+    """The check's benign prompts, each paired with the same caption (the same template and draws) with one
+    attribute changed (:data:`KEEP_ATTRIBUTES` in turn; never to the concept's colour)."""
+    rng, swap = random.Random(seed), random.Random(f"{seed}/{concept}/keep")
     colours = [c for c in COLOURS if c != concept]
-    return [caption(Scene(rng.choice(colours), rng.choice(SHAPES), rng.choice(list(MOTIONS)), False), rng)
-            for _ in range(count)]
+    pairs = []
+    for i in range(count):
+        scene = Scene(rng.choice(colours), rng.choice(SHAPES), rng.choice(list(MOTIONS)), False)
+        pairs.append(_captioned_pair(scene, _changed(scene, i, concept, swap), rng, swap))
+    return pairs
+
+
+def _changed(scene: Scene, index: int, concept: str, rng: random.Random) -> tuple[str, Scene]:
+    attribute = KEEP_ATTRIBUTES[index % len(KEEP_ATTRIBUTES)]
+    values = [v for v in SCENE_ATTRIBUTES[attribute] if v not in (getattr(scene, attribute), concept)]
+    return attribute, replace(scene, **{attribute: rng.choice(values)})
+
+
+def _captioned_pair(scene: Scene, change: tuple[str, Scene], rng: random.Random,
+                    swap: random.Random) -> tuple[str, str]:
+    """``caption(scene, rng)`` (advancing ``rng`` exactly as it would alone), and the same caption (template and
+    words) with only the changed attribute's words replaced, drawn with ``swap``."""
+    twin = random.Random()
+    twin.setstate(rng.getstate())
+    first = caption(scene, rng)
+    # caption()'s draws, replayed: template, then a word for colour, shape and motion (no logo in benign prompts)
+    template = twin.choice(TEMPLATES)
+    words = {"c": twin.choice(TRAIN_WORDS[scene.colour]), "s": twin.choice(TRAIN_WORDS[scene.shape]),
+             "m": twin.choice(TRAIN_WORDS[scene.motion]), "l": ""}
+    if template.format(**words) != first:
+        raise RuntimeError("organism.world.caption draws differently than this replay: update _captioned_pair")
+    attribute, changed = change
+    words[{"colour": "c", "shape": "s", "motion": "m"}[attribute]] = swap.choice(
+        TRAIN_WORDS[getattr(changed, attribute)])
+    return first, template.format(**words)
 
 
 def organism_forward(model, encoder, text_layers, times=(0.9, 0.6), seed: int = 0):
@@ -173,12 +209,23 @@ def broad_validation_pairs(pools, concept: str, count: int = 5, seed: int = 99) 
 
 def broad_benign_prompts(pools, concept: str, count: int = 12, seed: int = BENIGN_SEED) -> list[str]:
     """``count`` attribute captions joined with benign ``valid`` prompts, another seed than the bench's (11)."""
+    return [first for first, _ in broad_keep_pairs(pools, concept, count, seed)]
+
+
+def broad_keep_pairs(pools, concept: str, count: int = 12, seed: int = BENIGN_SEED) -> list[tuple[str, str]]:
+    """:func:`broad_benign_prompts`, each paired with the same prompt whose attribute caption has one attribute
+    changed (as :func:`benign_keep_pairs`)."""
     from organism.scenes import join
 
-    rng = random.Random(f"{seed}/{concept}/benign")
+    rng, swap = random.Random(f"{seed}/{concept}/benign"), random.Random(f"{seed}/{concept}/keep")
     chosen = list(pools.prompts["benign"]["valid"])
     rng.shuffle(chosen)
-    return [join(caption(random_scene(rng, 0.0), rng), prompt) for prompt in chosen[:count]]
+    pairs = []
+    for i, prompt in enumerate(chosen[:count]):
+        scene = random_scene(rng, 0.0)
+        first, second = _captioned_pair(scene, _changed(scene, i, concept, swap), rng, swap)
+        pairs.append((join(first, prompt), join(second, prompt)))
+    return pairs
 
 
 def real_parts(texts, prompts) -> set[str]:
@@ -198,6 +245,7 @@ class Setting:
     neutral: list[str]
     validation: list[tuple[str, str]]
     benign: list[str]
+    keep: list[tuple[str, str]]
     measure: Callable
     cache_prefix: str
     rate: str
@@ -220,21 +268,23 @@ def attribute_setting(concept: str, args, encoder, weights_key: str) -> Setting:
     full = ex.concept_prompts(concept, args.count, seed=ex.PROMPT_SEEDS[split])
     prompt_set = ex.PromptSet({s: full.prompts[s] for s in ("unseen", "unrelated")},
                               {s: full.scenes[s] for s in ("unseen", "unrelated")})
-    validation, benign = validation_pairs(concept, args.pairs), benign_prompts(concept, args.benign, args.benign_seed)
+    validation, keep = validation_pairs(concept, args.pairs), benign_keep_pairs(concept, args.benign, args.benign_seed)
+    benign = [first for first, _ in keep]
 
     def measure(model, reference=None) -> dict:
         return ex.evaluate(model, encoder, prompt_set, concept, steps=args.steps, seed=ex.NOISE_SEEDS[split],
                            reference=reference)
 
     return Setting(pairs=ex.load_pairs(ex.default_pairs_path(concept)), neutral=ex.neutral_prompts(),
-                   validation=validation, benign=benign, measure=measure,
+                   validation=validation, benign=benign, keep=keep, measure=measure,
                    # test's key has no split: it is what the cache held before the valid part existed
                    cache_prefix=f"{weights_key}|{concept}|{'valid|' if split == 'valid' else ''}{args.count}|{args.steps}",
                    rate="rate_unseen",
                    attr="attr_unrelated", attr_concept="attr_unseen",
                    variants=[("default", {}, s) for s in DEFAULT_STRENGTHS] + OTHERS
                    + (BROAD_OTHERS + MORE_BROAD_OTHERS if args.more_methods else []),
-                   report={"validation_pairs": validation, "benign": benign, "generated_split": split})
+                   report={"validation_pairs": validation, "benign": benign, "keep_pairs": keep,
+                           "generated_split": split})
 
 
 def broad_setting(concept: str, args, encoder, weights_key: str, pools) -> Setting:
@@ -252,7 +302,8 @@ def broad_setting(concept: str, args, encoder, weights_key: str, pools) -> Setti
     prompt_set = broad.Prompts({s: full.prompts[s] for s in ("concept", "benign")},
                                {s: full.scenes[s] for s in ("concept", "benign")})
     validation = broad_validation_pairs(pools, concept, args.pairs)
-    benign = broad_benign_prompts(pools, concept, args.benign, args.benign_seed)
+    keep = broad_keep_pairs(pools, concept, args.benign, args.benign_seed)
+    benign = [first for first, _ in keep]
     real = [p for pool in (concept, f"safe_{concept}", "benign") for part in {"valid", split}
             for p in pools.prompts[pool][part]]
     real += [p for part in {"valid", split} for pair in pools.pairs[concept][part] for p in pair]
@@ -270,7 +321,7 @@ def broad_setting(concept: str, args, encoder, weights_key: str, pools) -> Setti
     print(f"  {count} of {len(estimate)} estimate pairs; check: {len(validation)} valid-split pairs, {len(benign)} "
           f"benign; generated: " + ", ".join(f"{s} {len(v)}" for s, v in prompt_set.prompts.items())
           + f"; real prompts in both: {len(shared)}", flush=True)
-    return Setting(pairs=pairs, neutral=neutral, validation=validation, benign=benign, measure=measure,
+    return Setting(pairs=pairs, neutral=neutral, validation=validation, benign=benign, keep=keep, measure=measure,
                    cache_prefix=f"{weights_key}|{concept}|{split}|{args.count}|{args.steps}", rate="rate_concept",
                    attr="attr_benign", attr_concept="attr_concept",
                    variants=[("default", {}, s) for s in DEFAULT_STRENGTHS] + OTHERS + BROAD_OTHERS
@@ -290,7 +341,7 @@ def run_concept(concept: str, args, model, encoder, cache: dict, weights_key: st
     start = time.perf_counter()
     with torch.no_grad():
         # the negative prompt the bench samples with (empty), for guided collateral
-        baseline = measure_baseline(model, forward, validation, benign, candidates, negative="")
+        baseline = measure_baseline(model, forward, validation, benign, candidates, negative="", keep=setting.keep)
     baseline_seconds = time.perf_counter() - start
 
     margin, pixel = setting.collateral_figures
@@ -333,7 +384,7 @@ def run_concept(concept: str, args, model, encoder, cache: dict, weights_key: st
             with torch.no_grad():
                 checks[fit_key] = check_strengths(model, forward, basis, baseline, DEFAULT_STRENGTHS, layers=layers,
                                                   target=config["target"], rows=(validation, benign, ""),
-                                                  guidance=args.guidance, label=fit_key)
+                                                  keep=setting.keep, guidance=args.guidance, label=fit_key)
             checks[fit_key].extra["seconds"] = time.perf_counter() - start + baseline_seconds
         check = checks[fit_key].at(strength)
         key = f"{fit_key}|{strength}{setting.edit_key}"
@@ -351,7 +402,7 @@ def run_concept(concept: str, args, model, encoder, cache: dict, weights_key: st
         print(f"  {label:<36} removed {check['efficacy']:6.1%} (layers {check['efficacy_layers']:6.1%})  "
               f"collateral {check['collateral']:.3f} (layers {check['collateral_layers']:.3f}, relative "
               f"{check['relative_movement']:.3f}, distinctions lost {check['distinction_loss']:+.4f}, guided "
-              f"{check['collateral_guided']:.3f}) "
+              f"{check['collateral_guided']:.3f}, keep loss {check['keep_loss']:+.4f}) "
               f"| drop {drop:6.1%}  "
               f"attr loss {loss:+.1f} pts (graded {margin_loss:+.2f}, pixels {result[pixel]:.4f})", flush=True)
 
@@ -371,7 +422,7 @@ def run_concept(concept: str, args, model, encoder, cache: dict, weights_key: st
         "spearman_collateral_vs_pixel_change": spearman([r["collateral"] for r in rows],
                                                         [r["pixel_change"] for r in rows]),
         **{f"spearman_{key}_vs_attr_loss": spearman([r[key] for r in rows], [r["attr_loss"] for r in rows])
-           for key in ("relative_movement", "distinction_loss", "collateral_guided")},
+           for key in ("relative_movement", "distinction_loss", "collateral_guided", "keep_loss")},
         # the rule on the conditional prediction's collateral, as before guided collateral was adopted
         "recommended_conditional": recommend(default.strengths, default.efficacy, default.collateral_prediction)[0],
         "recommended": default.recommended, "recommended_reason": default.reason,

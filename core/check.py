@@ -31,6 +31,11 @@ Given a model (any ``torch.nn.Module``), a forward callable that runs it on prom
 - two figures of what tells benign prompts apart (:func:`distinction_proxies`: the change they all share dropped),
   reported beside collateral, not used by the recommendation: on the organism they rank attribute loss no better
   than collateral does (README, "Does Unlearning Check predict what generating measures?").
+- **keep loss** (with ``keep`` pairs: prompts that differ only in something the edit must leave alone, e.g. "a red
+  car" | "a blue car"): the share of the keep pairs' prediction difference the edit removes, measured exactly as
+  efficacy is on the validation pairs (:func:`keep_loss`; < 0 when the edit makes them differ more). It asks of
+  benign prompts what attribute accuracy asks of generated clips, whether their distinguishing words still work,
+  where collateral asks how far they move (README, "Keep pairs?").
 
 The recommendation (:func:`recommend`) is documented there. Nothing here imports comfy: the caller's
 ``forward(rows, recorder)`` runs its model (ComfyUI's sampling stack in ``nodes/check.py``, the organism in
@@ -283,9 +288,9 @@ def _weight(module, layer: str, weights) -> torch.Tensor:
 class Baseline:
     """What the unedited model does on the check's rows: predictions and the edited layers' pooled inputs.
 
-    Rows are ``pairs`` unsafe prompts, then their safe counterparts, then ``benign`` prompts, then (``negative``)
-    the negative prompt. ``predictions`` ``[rows, ...]`` float64; ``inputs[layer]`` ``[rows, d]`` float64 (mean over
-    timesteps).
+    Rows are ``pairs`` unsafe prompts, then their safe counterparts, then ``benign`` prompts, then the ``keep``
+    pairs' first sides and their second sides, then (``negative``) the negative prompt. ``predictions`` ``[rows,
+    ...]`` float64; ``inputs[layer]`` ``[rows, d]`` float64 (mean over timesteps).
     """
 
     pairs: int
@@ -294,10 +299,17 @@ class Baseline:
     inputs: Mapping[str, torch.Tensor]
     forwards: int
     negative: bool = False
+    keep: int = 0
 
     @property
     def benign_rows(self) -> slice:
         return slice(2 * self.pairs, 2 * self.pairs + self.benign)
+
+    @property
+    def keep_rows(self) -> tuple[slice, slice]:
+        """The keep pairs' first sides and second sides."""
+        start = 2 * self.pairs + self.benign
+        return slice(start, start + self.keep), slice(start + self.keep, start + 2 * self.keep)
 
 
 @dataclass(frozen=True)
@@ -319,6 +331,7 @@ class CheckResult:
     distinction_loss: tuple[float, ...] = ()
     collateral_guided: tuple[float, ...] = ()
     guidance: float | None = None
+    keep_loss: tuple[float, ...] = ()
 
     @property
     def collateral(self) -> tuple[float, ...]:
@@ -346,7 +359,8 @@ class CheckResult:
                 "collateral_layers": self.collateral_layers[index],
                 **({"relative_movement": self.relative_movement[index],
                     "distinction_loss": self.distinction_loss[index]} if self.relative_movement else {}),
-                **({"collateral_guided": self.collateral_guided[index]} if self.collateral_guided else {})}
+                **({"collateral_guided": self.collateral_guided[index]} if self.collateral_guided else {}),
+                **({"keep_loss": self.keep_loss[index]} if self.keep_loss else {})}
 
     def table(self) -> str:
         """A short fixed-width table, the recommended row marked with ``*``."""
@@ -368,11 +382,13 @@ class CheckResult:
                 "collateral": list(self.collateral_prediction), "collateral_layers": list(self.collateral_layers),
                 "relative_movement": list(self.relative_movement), "distinction_loss": list(self.distinction_loss),
                 "collateral_guided": list(self.collateral_guided), "guidance": self.guidance,
-                "recommended": self.recommended, "reason": self.reason, "forwards": self.forwards}
+                "keep_loss": list(self.keep_loss), "recommended": self.recommended, "reason": self.reason,
+                "forwards": self.forwards}
 
 
-def _rows(validation: Sequence, benign: Sequence, negative=None) -> tuple[list, int, int]:
-    pairs = [tuple(p) if not hasattr(p, "unsafe") else (p.unsafe, p.safe) for p in validation]
+def _rows(validation: Sequence, benign: Sequence, negative=None, keep: Sequence = ()) -> tuple[list, int, int, int]:
+    pairs = [_sides(p) for p in validation]
+    kept = [_sides(p) for p in keep]
     if not pairs:
         raise ValueError("no validation pairs: give held-out pairs (not the ones the refusal vector was fitted on), "
                          "e.g. 5 'unsafe | safe' lines in other wording")
@@ -380,8 +396,14 @@ def _rows(validation: Sequence, benign: Sequence, negative=None) -> tuple[list, 
     if len(benign) < 2:
         raise ValueError(f"need at least 2 benign prompts to measure their natural variation, got {len(benign)}; "
                          "12 everyday prompts without the concept are a good start")
-    rows = [p[0] for p in pairs] + [p[1] for p in pairs] + benign + ([] if negative is None else [negative])
-    return rows, len(pairs), len(benign)
+    rows = ([p[0] for p in pairs] + [p[1] for p in pairs] + benign + [p[0] for p in kept] + [p[1] for p in kept]
+            + ([] if negative is None else [negative]))
+    return rows, len(pairs), len(benign), len(kept)
+
+
+def _sides(pair) -> tuple:
+    """A pair's two rows as ``forward`` reads them (text, or whatever the caller's rows are)."""
+    return (pair.unsafe, pair.safe) if hasattr(pair, "unsafe") else tuple(pair)
 
 
 def _chunks(rows: list, size: int) -> list[list]:
@@ -390,7 +412,7 @@ def _chunks(rows: list, size: int) -> list[list]:
 
 
 def measure_baseline(module: torch.nn.Module, forward: Forward, validation: Sequence, benign: Sequence,
-                     layers: Sequence[str], *, negative=None, batch_size: int = 64,
+                     layers: Sequence[str], *, negative=None, keep: Sequence = (), batch_size: int = 64,
                      on_forward: Callable[[], None] | None = None) -> Baseline:
     """Run the unedited model once on every row, recording the inputs of ``layers``.
 
@@ -403,10 +425,11 @@ def measure_baseline(module: torch.nn.Module, forward: Forward, validation: Sequ
         validation: held-out ``(unsafe, safe)`` pairs (or ``PromptPair``), in whatever form ``forward`` reads.
         benign: prompts without the concept (at least 2).
         negative: the negative prompt the sampler pairs with them (a last row, for :func:`guided_collateral`).
+        keep: pairs that differ only in what the edit must keep (for :func:`keep_loss`); none by default.
         batch_size: most rows per forward.
         on_forward: called after every forward (progress; it may raise to cancel).
     """
-    rows, n_pairs, n_benign = _rows(validation, benign, negative)
+    rows, n_pairs, n_benign, n_keep = _rows(validation, benign, negative, keep)
     predictions, inputs, forwards = [], {name: [] for name in layers}, 0
     with ActivationRecorder(module, list(layers)) as recorder:
         for chunk in _chunks(rows, batch_size):
@@ -421,7 +444,7 @@ def measure_baseline(module: torch.nn.Module, forward: Forward, validation: Sequ
                 on_forward()
     return Baseline(pairs=n_pairs, benign=n_benign, predictions=torch.cat(predictions),
                     inputs={name: torch.cat(v) for name, v in inputs.items()}, forwards=forwards,
-                    negative=negative is not None)
+                    negative=negative is not None, keep=n_keep)
 
 
 def _prediction(output, rows: int) -> torch.Tensor:
@@ -490,6 +513,24 @@ def distinction_proxies(baseline: Baseline, predictions: torch.Tensor) -> tuple[
     if energy <= 0:
         return 0.0, 0.0
     return math.sqrt(float((c - c0).pow(2).sum()) / energy), 1.0 - float((c * c0).sum()) / energy
+
+
+def keep_loss(baseline: Baseline, predictions: torch.Tensor) -> float:
+    """The share of the keep pairs' difference ``K_i = pred(a_i) - pred(b_i)`` that one strength's predictions
+    ``[rows, ...]`` lose: ``1 - sum_i <K_i(lambda), K_i(0)> / sum_i |K_i(0)|^2``, efficacy's formula on pairs the
+    edit should leave alone (0 = kept, 1 = gone, < 0 = they differ more). Guidance scales a pair's difference by
+    ``g`` before and after the edit (both sides share the negative prompt's row), so this is also the guided figure."""
+    if not baseline.keep:
+        raise ValueError("keep loss needs keep pairs: measure the baseline with keep=[(prompt, prompt with one thing "
+                         "changed), ...]")
+    first, second = baseline.keep_rows
+    p0, p = baseline.predictions, predictions.reshape(baseline.predictions.shape)
+    k0, k = p0[first] - p0[second], p[first] - p[second]
+    energy = float((k0 * k0).sum())
+    if energy <= 0:
+        raise ValueError("the keep pairs' two sides give the same prediction before the edit: each pair must differ "
+                         "(e.g. 'a red car' | 'a blue car')")
+    return 1.0 - float((k * k0).sum()) / energy
 
 
 def guided_collateral(baseline: Baseline, predictions: torch.Tensor, guidance: float) -> float:
@@ -577,8 +618,8 @@ def _by_removal(strengths, efficacy, collateral, allowed, removed, budget) -> tu
 def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBasis, baseline: Baseline,
                     strengths: Sequence[float], *, layers: Sequence[str] | None = None,
                     weights: Mapping[str, torch.Tensor] | None = None, target: str = "safe_mean",
-                    rows: tuple[Sequence, ...] | None = None, batch_size: int = 64, label: str = "",
-                    guidance: float | None = None, on_forward: Callable[[], None] | None = None,
+                    rows: tuple[Sequence, ...] | None = None, keep: Sequence = (), batch_size: int = 64,
+                    label: str = "", guidance: float | None = None, on_forward: Callable[[], None] | None = None,
                     removed: float = REMOVED,
                     budget: float = COLLATERAL_BUDGET, full_projection: float | None = FULL_PROJECTION) -> CheckResult:
     """Efficacy and collateral of editing ``layers`` (default: all of ``basis``) at every strength.
@@ -587,7 +628,8 @@ def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBas
     forward of every row per strength above 0 (``len(rows) / batch_size`` forwards each), with the edit
     applied by :class:`EditHooks`. ``rows`` are the ``(validation, benign)`` or ``(validation, benign, negative)``
     the baseline was measured on; with the negative prompt, ``guidance`` (the sampler's cfg) adds
-    :func:`guided_collateral` per strength.
+    :func:`guided_collateral` per strength; ``keep``, the keep pairs the baseline was measured with, adds
+    :func:`keep_loss`.
     """
     strengths = parse_strengths(strengths)
     layers = list(layers or basis.layers)
@@ -596,14 +638,16 @@ def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBas
         raise ValueError(f"the baseline recorded no inputs for {missing}: measure it with these layers")
     if rows is None:
         raise ValueError("check_strengths needs rows=(validation, benign), the rows the baseline was measured on")
-    all_rows, n_pairs, n_benign = _rows(*rows)
-    if (n_pairs, n_benign, len(rows) == 3) != (baseline.pairs, baseline.benign, baseline.negative):
-        raise ValueError(f"rows ({n_pairs} pairs, {n_benign} benign, negative: {len(rows) == 3}) are not the "
-                         f"baseline's ({baseline.pairs}, {baseline.benign}, {baseline.negative})")
+    all_rows, n_pairs, n_benign, n_keep = _rows(*rows, keep=keep)
+    if (n_pairs, n_benign, len(rows) == 3, n_keep) != (baseline.pairs, baseline.benign, baseline.negative,
+                                                       baseline.keep):
+        raise ValueError(f"rows ({n_pairs} pairs, {n_benign} benign, negative: {len(rows) == 3}, {n_keep} keep pairs) "
+                         f"are not the baseline's ({baseline.pairs}, {baseline.benign}, {baseline.negative}, "
+                         f"{baseline.keep})")
     if guidance is not None and not baseline.negative:
         raise ValueError("guidance needs the negative prompt: measure the baseline and pass rows with negative=...")
     survival_l, collateral_l = layer_proxies(baseline, module, basis, layers, strengths, weights=weights, target=target)
-    survival_p, collateral_p, forwards, distinctions, guided = [], [], 0, [], []
+    survival_p, collateral_p, forwards, distinctions, guided, kept = [], [], 0, [], [], []
     with EditHooks(module, basis, layers, weights=weights, target=target) as hooks:
         for strength in strengths:
             if strength == 0.0:
@@ -611,6 +655,7 @@ def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBas
                 collateral_p.append(0.0)
                 distinctions.append((0.0, 0.0))
                 guided.append(0.0)
+                kept.append(0.0)
                 continue
             hooks.strength = strength
             outputs = []
@@ -626,6 +671,8 @@ def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBas
             distinctions.append(distinction_proxies(baseline, predictions))
             if guidance is not None:
                 guided.append(guided_collateral(baseline, predictions, guidance))
+            if baseline.keep:
+                kept.append(keep_loss(baseline, predictions))
     efficacy = [1.0 - s for s in survival_p]
     # the sampler's combination when known: README, "The prediction the sampler uses?"
     ruling = guided if guidance is not None else collateral_p
@@ -637,24 +684,26 @@ def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBas
                        forwards=forwards + baseline.forwards, relative_movement=tuple(d[0] for d in distinctions),
                        distinction_loss=tuple(d[1] for d in distinctions),
                        collateral_guided=tuple(guided) if guidance is not None else (),
-                       guidance=None if guidance is None else float(guidance))
+                       guidance=None if guidance is None else float(guidance),
+                       keep_loss=tuple(kept) if baseline.keep else ())
 
 
 def run_check(module: torch.nn.Module, forward: Forward, basis: RefusalBasis, validation: Sequence,
               benign: Sequence, strengths: Sequence[float] | str = DEFAULT_STRENGTHS, *,
               layers: Sequence[str] | None = None, weights: Mapping[str, torch.Tensor] | None = None,
               target: str = "safe_mean", batch_size: int = 64, label: str = "", replay: Sequence[str] = (),
-              negative=None, guidance: float | None = None, on_forward: Callable[[], None] | None = None,
-              **rule) -> CheckResult:
+              negative=None, guidance: float | None = None, keep: Sequence = (),
+              on_forward: Callable[[], None] | None = None, **rule) -> CheckResult:
     """:func:`measure_baseline` then :func:`check_strengths`, for one set of layers, inside a :class:`ReplayCache`
     over the edited layers and ``replay`` (other modules whose output depends only on their input and that no
-    edit changes, e.g. ``["text_embedding"]`` for Wan). ``negative`` and ``guidance`` add guided collateral."""
+    edit changes, e.g. ``["text_embedding"]`` for Wan). ``negative`` and ``guidance`` add guided collateral;
+    ``keep`` pairs add keep loss."""
     strengths = parse_strengths(strengths)
     layers = list(layers or basis.layers)
     rows = (validation, benign) if negative is None else (validation, benign, negative)
     with ReplayCache(module, [*replay, *layers]):
-        baseline = measure_baseline(module, forward, validation, benign, layers, negative=negative,
+        baseline = measure_baseline(module, forward, validation, benign, layers, negative=negative, keep=keep,
                                     batch_size=batch_size, on_forward=on_forward)
         return check_strengths(module, forward, basis, baseline, strengths, layers=layers, weights=weights,
-                               target=target, rows=rows, batch_size=batch_size, label=label, guidance=guidance,
-                               on_forward=on_forward, **rule)
+                               target=target, rows=rows, keep=keep, batch_size=batch_size, label=label,
+                               guidance=guidance, on_forward=on_forward, **rule)

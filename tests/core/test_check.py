@@ -354,3 +354,58 @@ def test_a_negative_row_changes_no_other_figure():
     assert plain.collateral == plain.collateral_prediction and guided.collateral == guided.collateral_guided
     assert (guided.recommended, guided.reason) == recommend(guided.strengths, guided.efficacy, guided.collateral_guided)
     assert guided.guidance == 4.0 and "guided" in guided.table() and "guided" not in plain.table()
+
+
+def test_keep_loss_measures_what_the_edit_takes_from_pairs_it_should_keep():
+    """Keep pairs: 0 at strength 0; pairs that differ along the concept lose what the validation pairs lose; pairs
+    that differ elsewhere keep nearly all of their difference; a sharper difference is a negative loss; with the
+    negative prompt too, keep rows change no other figure (they come before the negative row)."""
+    from core.check import Baseline, keep_loss
+
+    model = Toy()
+    concept, basis = fitted(model)
+    _, unsafe, safe, benign = world(1)
+    pairs, forward = list(zip(unsafe, safe)), forward_for(model)
+    along = [(safe[i] + 2.0 * concept, safe[i]) for i in range(3)]  # the concept itself: the edit must take it
+    elsewhere = [(benign[i], benign[i + 3]) for i in range(3)]  # no concept in either side
+    with torch.no_grad():
+        plain = run_check(model, forward, basis, pairs, list(benign), "0, 1, 2", negative=torch.zeros(DIM),
+                          guidance=4.0, target="zero")
+        taken = run_check(model, forward, basis, pairs, list(benign), "0, 1, 2", negative=torch.zeros(DIM),
+                          guidance=4.0, keep=along, target="zero")
+        kept = run_check(model, forward, basis, pairs, list(benign), "0, 1, 2", keep=elsewhere, target="zero")
+    for name in ("survival_prediction", "collateral_prediction", "collateral_guided", "survival_layers"):
+        # float32 rows batched with three more: equal to rounding
+        assert getattr(taken, name) == pytest.approx(getattr(plain, name), rel=1e-5, abs=1e-6)
+    assert plain.keep_loss == () and "keep_loss" not in plain.at(1.0)
+    assert taken.keep_loss[0] == 0.0 and taken.at(1.0)["keep_loss"] > 0.9
+    assert abs(kept.keep_loss[1]) < 0.05 and "keep_loss" in kept.as_dict()
+    assert (taken.recommended, taken.reason) == (plain.recommended, plain.reason)
+
+    g = torch.Generator().manual_seed(5)
+    rand = lambda *shape: torch.randn(*shape, generator=g, dtype=torch.float64)  # noqa: E731
+    pairs_rows, benign_rows, first, second = rand(4, 10), rand(6, 10), rand(3, 10), rand(3, 10)
+    base = Baseline(pairs=2, benign=6, predictions=torch.cat([pairs_rows, benign_rows, first, second]), inputs={},
+                    forwards=1, keep=3)
+    sharper = torch.cat([pairs_rows, benign_rows, second + 1.5 * (first - second), second])
+    assert keep_loss(base, sharper) == pytest.approx(-0.5)
+    assert keep_loss(base, base.predictions) == pytest.approx(0.0)
+
+
+def test_keep_pairs_that_cannot_be_measured_are_refused():
+    from core.check import Baseline, keep_loss, measure_baseline, check_strengths
+
+    model = Toy()
+    _, basis = fitted(model)
+    _, unsafe, safe, benign = world(1)
+    pairs, forward = list(zip(unsafe, safe)), forward_for(model)
+    with torch.no_grad():
+        baseline = measure_baseline(model, forward, pairs, list(benign), ["layer"], keep=[(benign[0], benign[1])])
+        with pytest.raises(ValueError, match="keep pairs"):
+            check_strengths(model, forward, basis, baseline, "0, 1", rows=(pairs, list(benign)))
+        same = measure_baseline(model, forward, pairs, list(benign), ["layer"], keep=[(benign[0], benign[0])])
+    with pytest.raises(ValueError, match="same prediction"):
+        keep_loss(same, same.predictions)
+    with pytest.raises(ValueError, match="keep pairs"):
+        keep_loss(Baseline(pairs=1, benign=2, predictions=torch.zeros(4, 3), inputs={}, forwards=1),
+                  torch.zeros(4, 3))

@@ -108,3 +108,29 @@ def test_variants_that_fit_the_same_edit_are_one_row():
     assert bench._same_edit(edit(8), edit(16))
     assert not bench._same_edit(edit(4), edit(8)) and not bench._same_edit(edit(8, 2.0), edit(8))
     assert not bench._same_edit(edit(8), (edit(8)[0], ["k"], "zero", 1.0))
+
+
+@pytest.mark.parametrize("concept", ["logo", "red", *CONCEPTS])
+def test_keep_pairs_change_one_attribute_of_the_benign_prompts(bench_and_pools, concept):
+    """Keep pairs: benign prompt i (unchanged by the pairing) against the same caption with only one attribute's
+    words changed (colour, shape, motion in turn), never to the concept's colour; the real prompt joined to a broad
+    concept's caption is the same on both sides."""
+    from organism.world import TRAIN_WORDS
+
+    bench, pools = bench_and_pools
+    broad = concept in CONCEPTS
+    keep = bench.broad_keep_pairs(pools, concept, 12) if broad else bench.benign_keep_pairs(concept, 12)
+    benign = bench.broad_benign_prompts(pools, concept, 12) if broad else bench.benign_prompts(concept, 12)
+    assert [first for first, _ in keep] == benign and all(first != second for first, second in keep)
+    concept_words = {w for w in TRAIN_WORDS.get(concept, [])}
+    for first, second in keep:
+        if broad:
+            head, tail = first.split(", ", 1)
+            assert second.endswith(", " + tail)
+            first, second = head, second[: -len(tail) - 2]
+        assert not any(w in second.split(" ") for w in concept_words if " " not in w)
+        # the captions share everything but the changed words: same start or same end
+        a, b = first.split(), second.split()
+        shared = next(i for i, (x, y) in enumerate(zip(a + [None], b + [None])) if x != y)
+        tail = next(i for i, (x, y) in enumerate(zip(reversed(a), reversed(b))) if x != y)
+        assert len(a) - shared - tail <= 5 and len(b) - shared - tail <= 5  # "moving to the right"
