@@ -85,6 +85,58 @@ def test_image_to_video_pairs_batch_with_their_neutral_prompts(nodes, clip):
     assert stacked[:5].eq(1.0).all() and stacked[5:].eq(0.0).all()  # unsafe pairs' image; the safe one elsewhere
 
 
+def test_image_to_video_wan_runs_the_whole_graph(nodes, clip, tiny):
+    """A tiny Wan 2.1 I2V that ComfyUI's detection loads as ``WAN21_I2V``: pairs with CLIP vision outputs collect,
+    fit, check (with the sampler's text-only negative prompt) and unlearn, and sampling with the image condition
+    changes only on the patched clone."""
+    import comfy.clip_vision
+    import comfy.model_management
+    import nodes as comfy_nodes
+
+    from comfyui_video_unlearning.nodes.check import UnlearningCheck
+
+    def vision(value):
+        out = comfy.clip_vision.Output()
+        out.penultimate_hidden_states = torch.full((1, 257, 1280), value)
+        out.last_hidden_state = torch.full((1, 257, 1280), value)
+        return out
+
+    model = tiny.load_tiny_wan(state=tiny.tiny_wan_state_dict(0, i2v=True))
+    assert type(model.model.model_config).__name__ == "WAN21_I2V"
+    unsafe, safe = vision(0.5), vision(-0.5)
+    images_read = []  # the image embedding runs: the vision outputs reach the model in every step
+    hook = model.model.diffusion_model.img_emb.register_forward_hook(lambda m, a, o: images_read.append(o.shape[0]))
+    validation = "\n".join(f"a shiny Rolex timepiece in box {i} | a shiny timepiece in box {i}" for i in range(5))
+    try:
+        with torch.inference_mode():
+            encoded = nodes.PairEncoder.execute(clip, PAIRS, NEUTRAL, "Rolex", unsafe_clip_vision_output=unsafe,
+                                                safe_clip_vision_output=safe)[0]
+            held_out = nodes.PairEncoder.execute(clip, validation, NEUTRAL, "Rolex", unsafe_clip_vision_output=unsafe,
+                                                 safe_clip_vision_output=safe)[0]
+            activations = nodes.CollectActivations.execute(model, encoded, 64, 64, 1, "2", 0, "default", 0, -1)[0]
+            basis = nodes.RefusalVectorNode.execute(activations, "cpca", 4, 1.0)[0]
+            negative = clip.encode_from_tokens_scheduled(clip.tokenize("blurry"))
+            out = UnlearningCheck.execute(model, basis, "0, 0.5, 1", "default", 0, -1, "safe_mean", "none", 64, 64, 1,
+                                          "0.1", 0, validation_pairs=held_out, negative=negative, cfg=5.0)
+            strength, _, table = out.args
+            patched = nodes.ApplyUnlearning.execute(model, basis, strength, True, "all in vector", 0, -1,
+                                                    "safe_mean")[0]
+            cond = [[c[0][0], {**c[0][1], "clip_vision_output": unsafe}] for c in encoded.unsafe[:1]]
+            latent = {"samples": torch.zeros(1, 16, 2, 8, 8)}
+
+            def generate(m):
+                return comfy_nodes.common_ksampler(m, 3, 2, 2.0, "euler", "simple", cond, negative, latent)[0]["samples"]
+
+            before, unlearned, after = generate(model), generate(patched), generate(model)
+    finally:
+        hook.remove()
+        comfy.model_management.unload_all_models()
+    assert len(images_read) >= 4 and max(images_read) > 1  # collect, check (batched rows) and the samplers
+    summary = out.ui["video_unlearning_check"][0]
+    assert "guided" in table and summary["strength"] == strength and strength > 0
+    assert torch.equal(before, after) and not torch.equal(before, unlearned)
+
+
 def test_collected_activations_match_what_core_predicts(nodes, wan, encoded, activations):
     diffusion = wan.model.diffusion_model
     assert activations.family == "wan" and len(activations.sigmas) == 2

@@ -29,9 +29,14 @@ TINY_WAN = {"dim": 128, "ffn_dim": 256, "num_layers": 2, "num_heads": 1, "in_dim
 
 
 def tiny_wan_state_dict(seed: int = 0, *, i2v: bool = False, channels: int = 16) -> dict[str, torch.Tensor]:
-    """Random weights of a tiny Wan 2.1 (T2V, or I2V with an image embedding); ``channels`` = 48 makes the
-    latent width of Wan 2.2 TI2V 5B."""
+    """Random weights of a tiny Wan 2.1 (T2V, or I2V with an image embedding, which ComfyUI detects as
+    ``WAN21_I2V``); ``channels`` = 48 makes the latent width of Wan 2.2 TI2V 5B."""
     return _random_state(_tiny_wan_module(seed, i2v=i2v, channels=channels))
+
+
+#: Wan 2.1 I2V reads the latent, a 4-channel frame mask and the start image's latent: 16 + 4 + 16 channels in
+#: (``comfy.supported_models.WAN21_I2V``'s ``in_dim``, which its detection matches), 16 out.
+I2V_EXTRA_CHANNELS = 20
 
 
 def _tiny_wan_module(seed: int, *, i2v: bool = False, channels: int = 16):
@@ -39,7 +44,7 @@ def _tiny_wan_module(seed: int, *, i2v: bool = False, channels: int = 16):
     from comfy.ldm.wan.model import WanModel
 
     torch.manual_seed(seed)
-    config = {**TINY_WAN, "in_dim": channels, "out_dim": channels}
+    config = {**TINY_WAN, "in_dim": channels + (I2V_EXTRA_CHANNELS if i2v else 0), "out_dim": channels}
     return WanModel(model_type="i2v" if i2v else "t2v", patch_size=(1, 2, 2), text_len=512, freq_dim=256,
                     window_size=(-1, -1), qk_norm=True, cross_attn_norm=True, eps=1e-6,
                     operations=comfy.ops.manual_cast, **config)
