@@ -86,6 +86,7 @@ class ActivationRecorder(ScopedHooks):
         self._tokens: dict[str, torch.Tensor] = {}
         self._tokens_seen: dict[str, int] = {name: 0 for name in names}
         self._token_masks: dict[str, torch.Tensor] = {}
+        self._mask_cursor: dict[str, int] = {}
 
     def _install(self) -> None:
         for name, sub in self._modules.items():
@@ -109,7 +110,11 @@ class ActivationRecorder(ScopedHooks):
 
         For layers that read a padded text context: a mean over every row lets the padding rows dilute a
         prompt pair's difference and add a "content minus padding" direction, which is not the concept.
-        ``None`` pools every token again. A masked layer's input must have ``[batch, tokens, d]`` matching the mask.
+        ``None`` pools every token again. A masked layer's input must have ``[batch, tokens, d]`` matching the mask,
+        or be a part of the batch: a host that runs the prompts one model call at a time (they cannot share one, e.g.
+        text contexts of different lengths) gives each call's rows the next rows of the mask, in order and wrapping
+        around (one round per timestep), and a call may hold fewer tokens than the mask when the tokens cut off are
+        padding (False).
         """
         unknown = [name for name in layers if name not in self._modules]
         if unknown:
@@ -122,6 +127,7 @@ class ActivationRecorder(ScopedHooks):
                     raise ValueError(f"token mask must be [batch, tokens] with at least one True per row, got "
                                      f"{tuple(mask.shape)}")
                 self._token_masks[name] = mask.detach().bool().cpu()
+            self._mask_cursor[name] = 0
 
     def _make_pre_hook(self, name: str):
         def hook(_module, args):
@@ -150,14 +156,26 @@ class ActivationRecorder(ScopedHooks):
         if mask is None:
             self._rows[name].append(tokens.to(torch.float64).mean(dim=1).cpu())
         else:
-            if mask.shape != tokens.shape[:2]:
-                raise ValueError(f"{name}: token mask {tuple(mask.shape)} does not match the input's [batch, tokens] "
-                                 f"{tuple(tokens.shape[:2])}: set the mask of this forward's prompts, or, if this layer's "
-                                 f"input rows are not the prompt's tokens, give it none (set_token_mask(None, [{name!r}]))")
+            mask = self._mask_for_call(name, mask, tokens.shape[0], tokens.shape[1])
             weight = mask.to(torch.float64)[..., None]
             self._rows[name].append((tokens.to(torch.float64).cpu() * weight).sum(1) / weight.sum(1))
         if self.token_budget:
             self._sample_tokens(name, tokens.reshape(-1, features))
+
+    def _mask_for_call(self, name: str, mask: torch.Tensor, batch: int, tokens: int) -> torch.Tensor:
+        """The rows of ``mask`` for a call of ``batch`` rows of ``tokens`` tokens: all of it, or the next ``batch`` rows
+        (see :meth:`set_token_mask`)."""
+        if mask.shape == (batch, tokens):
+            return mask
+        start = self._mask_cursor.get(name, 0)
+        rows = mask[start:start + batch]
+        if rows.shape[0] != batch or rows.shape[1] < tokens or rows[:, tokens:].any():
+            raise ValueError(f"{name}: token mask {tuple(mask.shape)} does not match the input's [batch, tokens] "
+                             f"{(batch, tokens)} (nor the next rows of it from row {start}): set the mask of this "
+                             f"forward's prompts, or, if this layer's input rows are not the prompt's tokens, give it "
+                             f"none (set_token_mask(None, [{name!r}]))")
+        self._mask_cursor[name] = (start + batch) % mask.shape[0]
+        return rows[:, :tokens]
 
     def _sample_tokens(self, name: str, flat: torch.Tensor) -> None:
         """Reservoir sampling (Algorithm R, vectorised per call) of token rows ``[t, d]``."""

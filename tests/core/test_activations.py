@@ -98,3 +98,28 @@ def test_token_mask_pools_only_real_tokens_and_names_mismatches():
     torch.testing.assert_close(rows["first"][1], x[1].double().mean(0))
     torch.testing.assert_close(rows["first"][2:4], x.double().mean(1))  # None pools every token again
     torch.testing.assert_close(rows["second"][:2], torch.relu(model.first(x)).double().mean(1))  # unmasked layer
+
+
+def test_a_batch_run_one_prompt_at_a_time_takes_the_masks_rows_in_order():
+    """Prompts that cannot share a model call (text of different lengths) run one call each: call k pools with the
+    mask's next row, cut to its own length, wrapping around per timestep; the pooled rows equal the batched ones.
+    Cutting off a real token is an error."""
+    torch.manual_seed(1)
+    model = Tiny()
+    lengths = [5, 3, 4]
+    padded = torch.zeros(3, 5, 4)
+    for row, length in enumerate(lengths):
+        padded[row, :length] = torch.randn(length, 4)
+    mask = torch.arange(5)[None] < torch.tensor(lengths)[:, None]
+    with ActivationRecorder(model, ["first"]) as rec:
+        rec.set_token_mask(mask, ["first"])
+        model(padded)
+        batched = rec.take()["first"]
+        for _timestep in range(2):
+            for row, length in enumerate(lengths):
+                model(padded[row:row + 1, :length])
+        one_by_one = rec.take()["first"]
+        rec.set_token_mask(mask, ["first"])
+        with pytest.raises(ValueError, match="nor the next rows"):
+            model(padded[:1, :4])  # the first prompt has 5 tokens
+    torch.testing.assert_close(one_by_one, torch.cat([batched, batched]))
