@@ -58,6 +58,9 @@ class Adapter:
         default_group: the group "default" means.
         latent: the VAE's compression; ``latent_by_class`` overrides it for a model class
             (Wan 2.2 TI2V 5B, class ``WAN22``, has a 16x VAE where Wan 2.1 and the 2.2 A14B experts have 8x).
+        batches_text_masks: the model reads a batch of text ``attention_mask`` rows as one call per prompt would
+            (False: prompts whose conditioning carries a mask run one model call each; see
+            ``conditioning.can_share_a_call``).
     """
 
     family: str
@@ -67,6 +70,7 @@ class Adapter:
     default_group: str
     latent: LatentGeometry
     latent_by_class: dict[str, LatentGeometry] = field(default_factory=dict)
+    batches_text_masks: bool = True
 
     def block_count(self, diffusion_model) -> int:
         return len(diffusion_model.get_submodule(self.blocks))
@@ -169,6 +173,8 @@ ADAPTERS: tuple[Adapter, ...] = (
         },
         default_group="txt_mlp.0",
         latent=_VAE_8X,
+        # its forward builds one [1, 1, tokens] attention mask, which a batch of masks does not fit (ComfyUI 0.3.64)
+        batches_text_masks=False,
     ),
     Adapter(
         family="ltxv",
@@ -191,6 +197,8 @@ ADAPTERS: tuple[Adapter, ...] = (
         },
         default_group="attn.qkv_y",
         latent=LatentGeometry(spatial=8, temporal=6),
+        # it crops every prompt of a call to one token count, the sum of the whole batch's mask
+        batches_text_masks=False,
     ),
     Adapter(
         family="cosmos_predict2",

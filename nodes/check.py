@@ -27,9 +27,9 @@ from ..core.edit import EDIT_TARGETS
 from ..core.refusal import RefusalBasis
 from .adapters import GROUP_CHOICES, adapter_for
 from .check_fastpath import PaddedTextCollapse
-from .collect import empty_latent, evaluate_at_sigmas, parse_timesteps, prompt_token_mask, sigmas_for
-from .conditioning import stack_conditionings
-from .patching import ALL_IN_VECTOR, has_module, select_layers, stored_weight
+from .collect import empty_latent, evaluate_at_sigmas, parse_timesteps, sigmas_for
+from .conditioning import can_share_a_call, prompt_token_mask, row_token_masks, stack_conditionings
+from .patching import ALL_IN_VECTOR, has_module, require_bias_for_target, select_layers, stored_weight
 from .payloads import PAIRS_TYPE, REFUSAL_VECTOR_TYPE, EncodedPairs
 
 #: Most prompts in one forward.
@@ -125,13 +125,17 @@ def comfy_forward(model, latent: torch.Tensor, sigmas: list[float], seed: int, t
     """``forward(rows, recorder)`` for ``core.check``: the model's denoised prediction for every row (a
     CONDITIONING) at ``sigmas``, all rows on one noise; text-side layers pooled over the prompt's tokens. Rows seen
     before are evaluated through :class:`ApplyModelReplay`. ``text_rows``: the check's padded-text collapse; while it
-    applies, each row set's contexts are cut by it before they are stacked (the recorder's token mask with them)."""
+    applies, each row set's contexts are cut by it before they are stacked (the recorder's token mask with them).
+    Rows that cannot share a model call (``conditioning.can_share_a_call``) run one call each."""
     noise_one = comfy.sample.prepare_noise(latent, seed)
     stacked = {}  # the same rows come back once per strength: stack their conditionings once
     replay = ApplyModelReplay(model)
+    batches_text_masks = adapter_for(model).batches_text_masks
 
     def forward(rows, recorder):
         batch = len(rows)
+        if not can_share_a_call(rows, batches_text_masks=batches_text_masks):
+            return _one_call_each(rows, recorder)
         key = tuple(id(row) for row in rows)
         collapsing = text_rows is not None and text_rows.applies
         if (key, collapsing) not in stacked:
@@ -142,7 +146,8 @@ def comfy_forward(model, latent: torch.Tensor, sigmas: list[float], seed: int, t
         if recorder is not None:
             layers = [name for name in text_layers if name in recorder.names]
             if layers:
-                mask = trimmed.mask if trimmed is not None else prompt_token_mask(positive[0][0])
+                mask = (trimmed.mask if trimmed is not None
+                        else prompt_token_mask(positive[0][0], positive[0][1].get("attention_mask")))
                 recorder.set_token_mask(mask, layers)
         predictions = []
         noise = noise_one.repeat(batch, *([1] * (latent.ndim - 1)))
@@ -152,6 +157,20 @@ def comfy_forward(model, latent: torch.Tensor, sigmas: list[float], seed: int, t
                                lambda prediction: predictions.append(prediction.detach().float().cpu().reshape(batch, -1)),
                                **routes)
         return torch.cat(predictions, dim=1)
+
+    def _one_call_each(rows, recorder):
+        if recorder is not None:
+            layers = [name for name in text_layers if name in recorder.names]
+            if layers:
+                recorder.set_token_mask(row_token_masks(rows), layers)
+        per_sigma = []
+        for sigma in sigmas:  # sigma-major, as one batched call per sigma records
+            outputs = []
+            for row in rows:
+                evaluate_at_sigmas(model, row, latent, noise_one, [sigma], seed,
+                                   lambda prediction: outputs.append(prediction.detach().float().cpu().reshape(1, -1)))
+            per_sigma.append(torch.cat(outputs))
+        return torch.cat(per_sigma, dim=1)
 
     forward.replay = replay
     return forward
@@ -219,6 +238,7 @@ def run_unlearning_check(model, basis: RefusalBasis, validation: EncodedPairs | 
         raise ValueError(f"Unlearning Check: cfg must be your sampler's cfg (> 0), got {cfg!r}")
     extra = [] if negative is None else [negative_row(negative, benign)]
     layers = select_layers(model, basis, group, block_start, block_end)
+    require_bias_for_target(model, layers, target)
     options = sweep_options(model, basis, layers, sweep)
     adapter = adapter_for(model)
     diffusion = model.model.diffusion_model

@@ -30,7 +30,7 @@ import comfy.utils
 from ..core.collection import collect, plan_batches
 from ..core.fingerprint import fingerprint_weights
 from .adapters import adapter_for, latent_shape
-from .conditioning import stack_conditionings
+from .conditioning import can_share_a_call, prompt_token_mask, row_token_masks, stack_conditionings
 from .payloads import CollectedActivations, EncodedPairs
 
 logger = logging.getLogger(__name__)
@@ -102,8 +102,10 @@ def collect_activations(model, encoded: EncodedPairs, latent: torch.Tensor, time
     progress = comfy.utils.ProgressBar(batches * len(sigmas))
 
     def prepare(conditionings):
-        positive = stack_conditionings(conditionings)
-        return positive, prompt_token_mask(positive[0][0])
+        if can_share_a_call(conditionings, batches_text_masks=adapter.batches_text_masks):
+            positive = stack_conditionings(conditionings)
+            return positive, prompt_token_mask(positive[0][0], positive[0][1].get("attention_mask"))
+        return OneCallEach(conditionings), row_token_masks(conditionings)
 
     def forward(positive, seeds, timesteps):
         _forward(model, positive, latent, timesteps, seeds, progress)
@@ -125,18 +127,22 @@ def _has_concat_conditioning(encoded: EncodedPairs) -> bool:
     return any("concat_latent_image" in entry[1] for cond in conditionings for entry in cond)
 
 
-def prompt_token_mask(context: torch.Tensor) -> torch.Tensor:
-    """``[batch, tokens]``: True on the rows of a text context ``[batch, tokens, d]`` that hold a prompt token
-    (ComfyUI zeroes the padding rows of Wan's T5 context). A context with no nonzero row keeps every row."""
-    mask = context.detach().ne(0).any(dim=-1)  # no |context| copy: a 22-prompt Wan context is 184 MB
-    return mask | ~mask.any(dim=-1, keepdim=True)
+class OneCallEach(list):
+    """Prompts (single-entry CONDITIONINGs) that cannot share a model call (``conditioning.can_share_a_call``): they
+    are evaluated one call each, timestep by timestep, so the recorder sees rows in the batched order."""
 
 
 def _forward(model, positive, latent, sigmas, seeds, progress) -> None:
-    """One model evaluation per sigma on a batch of prompts (one stacked CONDITIONING); row i is noised with
-    ``seeds[i]``. The recorder's hooks see the layers' inputs."""
+    """One model evaluation per sigma on a batch of prompts (one stacked CONDITIONING, or :class:`OneCallEach`: one
+    call per prompt and sigma); row i is noised with ``seeds[i]``. The recorder's hooks see the layers' inputs."""
     noise = torch.cat([comfy.sample.prepare_noise(latent, s) for s in seeds])
-    evaluate_at_sigmas(model, positive, latent, noise, sigmas, seeds[0], lambda _prediction: progress.update(1))
+    if not isinstance(positive, OneCallEach):
+        evaluate_at_sigmas(model, positive, latent, noise, sigmas, seeds[0], lambda _prediction: progress.update(1))
+        return
+    for sigma in sigmas:
+        for row, conditioning in enumerate(positive):
+            evaluate_at_sigmas(model, conditioning, latent, noise[row:row + 1], [sigma], seeds[row], lambda _p: None)
+        progress.update(1)
 
 
 def evaluate_at_sigmas(model, positive, latent, noise, sigmas, seed: int, each, *, call=None,
