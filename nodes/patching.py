@@ -171,12 +171,11 @@ def layer_edits(model, basis: RefusalBasis, layers: list[str], strength: float, 
     if target not in EDIT_TARGETS:
         raise ValueError(f"target must be one of {EDIT_TARGETS}, got {target!r}")
     diffusion = model.model.diffusion_model
+    require_bias_for_target(model, layers, target)
     edits = {}
     for layer in layers:
         module = diffusion.get_submodule(layer)
         mu = basis.target(layer) if target == "safe_mean" else None
-        if mu is not None and getattr(module, "bias", None) is None:
-            raise ValueError(f"layer {layer!r} has no bias, so target 'safe_mean' cannot be applied; use target 'zero'")
         u = basis.subspace(layer)  # [in, c]
         wu = weight_times_basis(stored_weight(model, layer), u, getattr(module, "scale_weight", None))  # [out, c]
         small = project_edit(wu, torch.eye(u.shape[1]), strength, target=None if mu is None else u.T @ mu)
@@ -185,6 +184,20 @@ def layer_edits(model, basis: RefusalBasis, layers: list[str], strength: float, 
         edits[layer] = LowRankEdit(up=small.up, down=u.T.clone(memory_format=torch.contiguous_format),
                                    bias_delta=small.bias_delta)
     return edits
+
+
+def require_bias_for_target(model, layers, target: str) -> None:
+    """Target "safe_mean" moves each edited layer's bias (``b' = b + strength (W U) U^T mu``); a layer without one
+    (Cosmos Predict2's cross-attention k/v) can take only target "zero". Apply Unlearning and Unlearning Check ask
+    this alike, so the check never recommends an edit Apply would refuse."""
+    if target != "safe_mean":
+        return
+    diffusion = model.model.diffusion_model
+    missing = [layer for layer in layers if getattr(diffusion.get_submodule(layer), "bias", None) is None]
+    if missing:
+        raise ValueError(f"layer {missing[0]!r}{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''} has "
+                         "no bias, so target 'safe_mean' (which moves the bias) cannot be applied; set target to "
+                         "'zero' in Apply Unlearning and Unlearning Check")
 
 
 def apply_unlearning(model, basis: RefusalBasis, *, strength: float = 1.0, enabled: bool = True,
