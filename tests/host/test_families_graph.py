@@ -1,0 +1,122 @@
+"""Collect Activations, Low-Rank Refusal Vector, Unlearning Check and Apply Unlearning run on every family's tiny model
+(ComfyUI's own model classes; text from a lookup table of the family's context width), not only on Wan."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from test_adapters import TINY, tiny_model
+
+PAIRS = "\n".join(f"a Rolex watch number {i} on a table | a watch number {i} on a table" for i in range(5))
+VALIDATION = "\n".join(f"a shiny Rolex timepiece in box {i} | a shiny timepiece in box {i}" for i in range(5))
+NEUTRAL = "a dog in a park\na red car\na tree in the wind\na bowl of soup"
+BENIGN = "a cat on a sofa\na boat on a lake\na bird in the sky\na train at a station"
+
+#: The edit's target per family: the default layers of Mochi (text qkv) and Cosmos Predict2 (cross-attention k/v)
+#: have no bias for "safe_mean" to move.
+TARGET = {"mochi": "zero", "cosmos_predict2": "zero"}
+
+#: Per family, what its ComfyUI text encoder hands the model: context rows (None: as many as the prompt's tokens, no
+#: padding, as HunyuanVideo's Llama gives), context width, pooled width (None: no pooled output), attention mask (T5
+#: encoders of LTXV, Mochi and Cosmos return one; HunyuanVideo's drops its mask when nothing is masked).
+TEXT = {
+    "hunyuan_video": (None, 64, 32, False),
+    "ltxv": (32, 32, None, True),
+    "mochi": (16, 32, None, True),
+    "cosmos_predict2": (32, 32, None, True),
+}
+
+pytestmark = pytest.mark.usefixtures("inference_mode")
+
+
+class FamilyText:
+    """A lookup-table text encoder (``tiny_models.LookupTextEncoder``: the real tokenizer, a row per token id, zeros
+    after the end token) shaped as the family's own encoder output (:data:`TEXT`)."""
+
+    def __init__(self, tiny, clip, rows, width, pooled, mask):
+        self.inner = tiny.LookupTextEncoder(clip, rows=rows or 64, width=width)
+        self.rows, self.pooled, self.mask = rows, pooled, mask
+
+    def tokenize(self, text):
+        return self.inner.tokenize(text)
+
+    def encode_from_tokens_scheduled(self, tokens):
+        (cond, extras), = self.inner.encode_from_tokens_scheduled(tokens)
+        used = int(cond[0].abs().sum(-1).gt(0).sum())  # up to and including the end token
+        extras = dict(extras)
+        if self.rows is None:
+            cond = cond[:, :used].clone()
+        elif self.mask:
+            extras["attention_mask"] = (torch.arange(self.rows) < used).to(torch.int64)[None]
+        if self.pooled:
+            extras["pooled_output"] = cond[:, 0, :self.pooled].clone()
+        return [[cond, extras]]
+
+
+@pytest.mark.parametrize("family", list(TEXT))
+def test_the_graph_runs_on_every_family(family, pack, wan, clip, tiny):
+    import comfy.model_management
+    import nodes as comfy_nodes
+
+    from comfyui_video_unlearning.nodes import definitions
+    from comfyui_video_unlearning.nodes.check import UnlearningCheck
+
+    assert set(TEXT) == set(TINY) - {"wan"}
+    model = tiny_model(family, wan)
+    text = FamilyText(tiny, clip, *TEXT[family])
+    width, height, length = 64, 64, 9
+    try:
+        encoded = definitions.PairEncoder.execute(text, PAIRS, NEUTRAL, "Rolex")[0]
+        held_out = definitions.PairEncoder.execute(text, VALIDATION, BENIGN, "Rolex")[0]
+        activations = definitions.CollectActivations.execute(model, encoded, width, height, length, "2", 0, "default",
+                                                             0, -1)[0]
+        basis = definitions.RefusalVectorNode.execute(activations, "cpca", 4, 1.0)[0]
+        negative = text.encode_from_tokens_scheduled(text.tokenize("blurry"))
+        target = TARGET.get(family, "safe_mean")
+        out = UnlearningCheck.execute(model, basis, "0, 0.5, 1", "default", 0, -1, target, "none", width,
+                                      height, length, "0.1", 0, validation_pairs=held_out, negative=negative, cfg=5.0)
+        strength, chart, table = out.args
+        patched = definitions.ApplyUnlearning.execute(model, basis, 1.0, True, "all in vector", 0, -1, target)[0]
+        positive = text.encode_from_tokens_scheduled(text.tokenize("a Rolex watch on a table"))
+        from comfyui_video_unlearning.nodes.collect import empty_latent
+
+        latent = {"samples": empty_latent(model, width, height, length)}
+
+        def generate(m):
+            return comfy_nodes.common_ksampler(m, 3, 2, 2.0, "euler", "simple", positive, negative, latent)[0]["samples"]
+
+        before, unlearned, after = generate(model), generate(patched), generate(model)
+    finally:
+        comfy.model_management.unload_all_models()
+    assert activations.family == family and basis.model_family == family
+    assert "guided" in table and strength in (0.0, 0.5, 1.0)
+    assert torch.equal(before, after) and not torch.equal(before, unlearned)
+
+
+@pytest.mark.parametrize("family", list(TEXT))
+def test_a_batch_of_prompts_predicts_what_one_call_per_prompt_does(family, pack, wan, clip, tiny):
+    """The check's forward on prompts of different token counts equals each prompt evaluated alone: stacked where
+    the family's model reads the batch as it reads one prompt (LTX-Video's batch of masks, Cosmos), one call each
+    where it cannot (HunyuanVideo's prompts of their own lengths, Mochi's masks)."""
+    import comfy.model_management
+
+    from comfyui_video_unlearning.nodes import definitions
+    from comfyui_video_unlearning.nodes.adapters import adapter_for
+    from comfyui_video_unlearning.nodes.check import comfy_forward
+    from comfyui_video_unlearning.nodes.collect import empty_latent, sigmas_for
+    from comfyui_video_unlearning.nodes.conditioning import can_share_a_call
+
+    model = tiny_model(family, wan)
+    text = FamilyText(tiny, clip, *TEXT[family])
+    rows = [definitions._encode(text, prompt) for prompt in ("a Rolex watch on a table", "a watch", "a red car")]
+    latent = empty_latent(model, 64, 64, 9)
+    forward = comfy_forward(model, latent, sigmas_for(model, [0.3, 0.7]), 0, [])
+    try:
+        together = forward(rows, None)
+        alone = torch.cat([forward([row], None) for row in rows])
+    finally:
+        comfy.model_management.unload_all_models()
+    shares = can_share_a_call(rows, batches_text_masks=adapter_for(model).batches_text_masks)
+    assert shares == (family in ("ltxv", "cosmos_predict2"))
+    torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-5)
