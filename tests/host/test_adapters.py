@@ -10,7 +10,7 @@ TINY = {
     "hunyuan_video": ("HunyuanVideo", {"image_model": "hunyuan_video", "in_channels": 16, "out_channels": 16, "vec_in_dim": 32,
                                        "context_in_dim": 64, "hidden_size": 64, "mlp_ratio": 2.0, "num_heads": 2, "depth": 2,
                                        "depth_single_blocks": 1, "axes_dim": [8, 12, 12], "theta": 256, "patch_size": [1, 2, 2],
-                                       "qkv_bias": True, "guidance_embed": False, "byt5": False, "meanflow": False}),
+                                       "qkv_bias": True, "guidance_embed": True, "byt5": False, "meanflow": False}),
     "ltxv": ("LTXV", {"image_model": "ltxv", "num_layers": 2, "attention_head_dim": 8, "num_attention_heads": 2,
                       "cross_attention_dim": 16, "caption_channels": 32, "in_channels": 128, "out_channels": 128}),
     # as ComfyUI's detection configures Mochi (model_detection.py), smaller; its x-stream MLP must be 12288 wide
