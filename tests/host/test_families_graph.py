@@ -55,8 +55,9 @@ class FamilyText:
 
 
 @pytest.mark.parametrize("family", list(TEXT))
-def test_the_graph_runs_on_every_family(family, pack, wan, clip, tiny):
+def test_the_graph_runs_on_every_family(family, pack, wan, clip, tiny, tmp_path):
     import comfy.model_management
+    import folder_paths
     import nodes as comfy_nodes
 
     from comfyui_video_unlearning.nodes import definitions
@@ -87,8 +88,16 @@ def test_the_graph_runs_on_every_family(family, pack, wan, clip, tiny):
             return comfy_nodes.common_ksampler(m, 3, 2, 2.0, "euler", "simple", positive, negative, latent)[0]["samples"]
 
         before, unlearned, after = generate(model), generate(patched), generate(model)
+        # the exported LoRA's keys are ones ComfyUI's stock loader maps onto this family's model (it drops others)
+        folder_paths.add_model_folder_path("loras", str(tmp_path), is_default=True)
+        definitions.ExportLoRA.execute(model, basis, 1.0, target, f"families/{family}")
+        loaded = comfy_nodes.LoraLoaderModelOnly().load_lora_model_only(model, f"families/{family}_00001.safetensors",
+                                                                        1.0)[0]
+        via_lora = generate(loaded)
     finally:
         comfy.model_management.unload_all_models()
+    assert set(loaded.patches) == set(patched.patches) and patched.patches
+    torch.testing.assert_close(via_lora, unlearned, rtol=1e-4, atol=1e-5)
     assert activations.family == family and basis.model_family == family
     assert "guided" in table and strength in (0.0, 0.5, 1.0)
     assert torch.equal(before, after) and not torch.equal(before, unlearned)
