@@ -47,8 +47,8 @@ class FamilyText:
         extras = dict(extras)
         if self.rows is None:
             cond = cond[:, :used].clone()
-        elif self.mask:
-            extras["attention_mask"] = (torch.arange(self.rows) < used).to(torch.int64)[None]
+        if self.mask:
+            extras["attention_mask"] = (torch.arange(cond.shape[1]) < used).to(torch.int64)[None]
         if self.pooled:
             extras["pooled_output"] = cond[:, 0, :self.pooled].clone()
         return [[cond, extras]]
@@ -129,3 +129,36 @@ def test_a_batch_of_prompts_predicts_what_one_call_per_prompt_does(family, pack,
     shares = can_share_a_call(rows, batches_text_masks=adapter_for(model).batches_text_masks)
     assert shares == (family in ("ltxv", "cosmos_predict2"))
     torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-5)
+
+
+def test_one_call_each_measures_what_a_masked_batch_does(pack, wan, clip, tiny):
+    """The same prompts given two ways to LTX-Video: each at its own token count (one call per prompt, the recorder's
+    token mask taken row by row) and padded to one length with an attention mask (one stacked call).
+    Collect Activations fits the same vector and Unlearning Check reports the same figures."""
+    import comfy.model_management
+
+    from comfyui_video_unlearning.nodes import definitions
+    from comfyui_video_unlearning.nodes.check import run_unlearning_check
+
+    model = tiny_model("ltxv", wan)
+    results = {}
+    try:
+        for name, shape in (("own lengths", (None, 32, None, True)), ("padded, masked", (32, 32, None, True))):
+            text = FamilyText(tiny, clip, *shape)
+            encoded = definitions.PairEncoder.execute(text, PAIRS, NEUTRAL, "Rolex")[0]
+            held_out = definitions.PairEncoder.execute(text, VALIDATION, BENIGN, "Rolex")[0]
+            activations = definitions.CollectActivations.execute(model, encoded, 64, 64, 9, "2", 0, "default", 0,
+                                                                 -1)[0]
+            basis = definitions.RefusalVectorNode.execute(activations, "mean", 1, 1.0)[0]
+            check, _ = run_unlearning_check(model, basis, held_out, "0, 1, 2", group="default", block_start=0,
+                                            block_end=-1, target="safe_mean", width=64, height=64, length=9,
+                                            timesteps="0.3", seed=0)
+            results[name] = basis, check
+    finally:
+        comfy.model_management.unload_all_models()
+    (own, own_check), (padded, padded_check) = results["own lengths"], results["padded, masked"]
+    layer = "transformer_blocks.0.attn2.to_k"
+    torch.testing.assert_close(own[layer].vector, padded[layer].vector, rtol=1e-4, atol=1e-6)
+    assert own_check.efficacy == pytest.approx(padded_check.efficacy, abs=1e-4)
+    assert own_check.collateral_prediction == pytest.approx(padded_check.collateral_prediction, rel=1e-3, abs=1e-6)
+    assert own_check.efficacy[2] > own_check.efficacy[1] > 0
