@@ -72,7 +72,7 @@ from organism import experiment as ex  # noqa: E402
 from organism.sampling import GUIDANCE  # noqa: E402
 from organism.text import TextEncoder  # noqa: E402
 from organism.world import (COLOURS, HELD_OUT_WORDS, LOGO_HELD_OUT, MOTIONS, SCENE_ATTRIBUTES, SHAPES,  # noqa: E402
-                            TEMPLATES, TRAIN_WORDS, Scene, caption, random_scene)
+                            TRAIN_WORDS, Scene, caption, caption_parts, random_scene)
 
 #: Broad concepts the organism learned from real prompts (``organism.scenes.CONCEPTS``; not imported here so that
 #: logo/red runs need neither the prompt data nor its loader).
@@ -150,21 +150,13 @@ def _changed(scene: Scene, index: int, concept: str, rng: random.Random) -> tupl
 
 def _captioned_pair(scene: Scene, change: tuple[str, Scene], rng: random.Random,
                     swap: random.Random) -> tuple[str, str]:
-    """``caption(scene, rng)`` (advancing ``rng`` exactly as it would alone), and the same caption (template and
-    words) with only the changed attribute's words replaced, drawn with ``swap``."""
-    twin = random.Random()
-    twin.setstate(rng.getstate())
-    first = caption(scene, rng)
-    # caption()'s draws, replayed: template, then a word for colour, shape and motion (no logo in benign prompts)
-    template = twin.choice(TEMPLATES)
-    words = {"c": twin.choice(TRAIN_WORDS[scene.colour]), "s": twin.choice(TRAIN_WORDS[scene.shape]),
-             "m": twin.choice(TRAIN_WORDS[scene.motion]), "l": ""}
-    if template.format(**words) != first:
-        raise RuntimeError("organism.world.caption draws differently than this replay: update _captioned_pair")
+    """``caption(scene, rng)``, and the same caption (template and words) with only the changed attribute's words
+    replaced, drawn with ``swap``."""
+    template, words = caption_parts(scene, rng)
     attribute, changed = change
-    words[{"colour": "c", "shape": "s", "motion": "m"}[attribute]] = swap.choice(
-        TRAIN_WORDS[getattr(changed, attribute)])
-    return first, template.format(**words)
+    swapped = {**words, {"colour": "c", "shape": "s", "motion": "m"}[attribute]: swap.choice(
+        TRAIN_WORDS[getattr(changed, attribute)])}
+    return template.format(**words), template.format(**swapped)
 
 
 def organism_forward(model, encoder, text_layers, times=(0.9, 0.6), seed: int = 0):

@@ -199,12 +199,21 @@ def _start(step: int, rng: np.random.Generator) -> int:
 
 def caption(scene: Scene, rng: random.Random, *, colour_words=None, logo_words=None, other_words=None) -> str:
     """A caption of ``scene`` with words drawn from the given banks (training banks by default)."""
+    template, words = caption_parts(scene, rng, colour_words=colour_words, logo_words=logo_words,
+                                    other_words=other_words)
+    return template.format(**words)
+
+
+def caption_parts(scene: Scene, rng: random.Random, *, colour_words=None, logo_words=None,
+                  other_words=None) -> tuple[str, dict[str, str]]:
+    """What :func:`caption` draws: a template and its words (``c`` colour, ``s`` shape, ``m`` motion, ``l`` logo
+    phrase), so that a caller can change one attribute's words and keep the rest."""
     colour_words = colour_words or TRAIN_WORDS
     other_words = other_words or TRAIN_WORDS
     logo = (" " + rng.choice(logo_words or LOGO_TRAIN)) if scene.logo else ""
     template = rng.choice(TEMPLATES)
-    return template.format(c=rng.choice(colour_words[scene.colour]), s=rng.choice(other_words[scene.shape]),
-                           m=rng.choice(other_words[scene.motion]), l=logo)
+    return template, {"c": rng.choice(colour_words[scene.colour]), "s": rng.choice(other_words[scene.shape]),
+                      "m": rng.choice(other_words[scene.motion]), "l": logo}
 
 
 def random_scene(rng: random.Random, logo_rate: float = 0.3) -> Scene:
