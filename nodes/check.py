@@ -27,7 +27,7 @@ from ..core.edit import EDIT_TARGETS
 from ..core.refusal import RefusalBasis
 from .adapters import GROUP_CHOICES, adapter_for
 from .check_fastpath import PaddedTextCollapse
-from .collect import empty_latent, evaluate_at_sigmas, parse_timesteps, sigmas_for
+from .collect import empty_latent, evaluate_at_sigmas, evaluate_one_call_each, parse_timesteps, sigmas_for
 from .conditioning import can_share_a_call, prompt_token_mask, row_token_masks, stack_conditionings
 from .patching import ALL_IN_VECTOR, has_module, require_bias_for_target, select_layers, stored_weight
 from .payloads import PAIRS_TYPE, REFUSAL_VECTOR_TYPE, EncodedPairs
@@ -132,10 +132,24 @@ def comfy_forward(model, latent: torch.Tensor, sigmas: list[float], seed: int, t
     replay = ApplyModelReplay(model)
     batches_text_masks = adapter_for(model).batches_text_masks
 
+    def set_text_mask(recorder, make_mask) -> None:
+        if recorder is not None:
+            layers = [name for name in text_layers if name in recorder.names]
+            if layers:
+                recorder.set_token_mask(make_mask(), layers)
+
     def forward(rows, recorder):
         batch = len(rows)
+        predictions = []
+
+        def keep(prediction):
+            predictions.append(prediction.detach().float().cpu().reshape(batch, -1))
+
+        noise = noise_one.repeat(batch, *([1] * (latent.ndim - 1)))
         if not can_share_a_call(rows, batches_text_masks=batches_text_masks):
-            return _one_call_each(rows, recorder)
+            set_text_mask(recorder, lambda: row_token_masks(rows))
+            evaluate_one_call_each(model, rows, latent, noise, sigmas, [seed] * batch, keep)
+            return torch.cat(predictions, dim=1)
         key = tuple(id(row) for row in rows)
         collapsing = text_rows is not None and text_rows.applies
         if (key, collapsing) not in stacked:
@@ -143,34 +157,12 @@ def comfy_forward(model, latent: torch.Tensor, sigmas: list[float], seed: int, t
             # the rows are kept, so their ids stay theirs
             stacked[key, collapsing] = (list(rows), stack_conditionings(trimmed.rows if trimmed else rows), trimmed)
         _, positive, trimmed = stacked[key, collapsing]
-        if recorder is not None:
-            layers = [name for name in text_layers if name in recorder.names]
-            if layers:
-                mask = (trimmed.mask if trimmed is not None
-                        else prompt_token_mask(positive[0][0], positive[0][1].get("attention_mask")))
-                recorder.set_token_mask(mask, layers)
-        predictions = []
-        noise = noise_one.repeat(batch, *([1] * (latent.ndim - 1)))
+        set_text_mask(recorder, lambda: trimmed.mask if trimmed is not None
+                      else prompt_token_mask(positive[0][0], positive[0][1].get("attention_mask")))
         routes = dict(call=replay.call((key, collapsing)), model_function_wrapper=replay.wrapper) if replay.enabled else {}
         with text_rows.feeding(trimmed) if collapsing else contextlib.nullcontext():
-            evaluate_at_sigmas(model, positive, latent, noise, sigmas, seed,
-                               lambda prediction: predictions.append(prediction.detach().float().cpu().reshape(batch, -1)),
-                               **routes)
+            evaluate_at_sigmas(model, positive, latent, noise, sigmas, seed, keep, **routes)
         return torch.cat(predictions, dim=1)
-
-    def _one_call_each(rows, recorder):
-        if recorder is not None:
-            layers = [name for name in text_layers if name in recorder.names]
-            if layers:
-                recorder.set_token_mask(row_token_masks(rows), layers)
-        per_sigma = []
-        for sigma in sigmas:  # sigma-major, as one batched call per sigma records
-            outputs = []
-            for row in rows:
-                evaluate_at_sigmas(model, row, latent, noise_one, [sigma], seed,
-                                   lambda prediction: outputs.append(prediction.detach().float().cpu().reshape(1, -1)))
-            per_sigma.append(torch.cat(outputs))
-        return torch.cat(per_sigma, dim=1)
 
     forward.replay = replay
     return forward

@@ -136,13 +136,23 @@ def _forward(model, positive, latent, sigmas, seeds, progress) -> None:
     """One model evaluation per sigma on a batch of prompts (one stacked CONDITIONING, or :class:`OneCallEach`: one
     call per prompt and sigma); row i is noised with ``seeds[i]``. The recorder's hooks see the layers' inputs."""
     noise = torch.cat([comfy.sample.prepare_noise(latent, s) for s in seeds])
-    if not isinstance(positive, OneCallEach):
+    if isinstance(positive, OneCallEach):
+        evaluate_one_call_each(model, positive, latent, noise, sigmas, seeds, lambda _prediction: progress.update(1))
+    else:
         evaluate_at_sigmas(model, positive, latent, noise, sigmas, seeds[0], lambda _prediction: progress.update(1))
-        return
+
+
+def evaluate_one_call_each(model, conditionings, latent, noise, sigmas, seeds, each) -> None:
+    """:func:`evaluate_at_sigmas` for prompts that cannot share a model call (:class:`OneCallEach`): one call per
+    prompt and sigma, sigma-major (every prompt at a sigma, then the next sigma), the order in which one batched call
+    per sigma records rows. ``noise`` ``[prompts, ...]``, prompt i seeded ``seeds[i]``; ``each(prediction)`` gets the
+    prompts' predictions ``[prompts, ...]`` at every sigma, as from a batched call."""
     for sigma in sigmas:
-        for row, conditioning in enumerate(positive):
-            evaluate_at_sigmas(model, conditioning, latent, noise[row:row + 1], [sigma], seeds[row], lambda _p: None)
-        progress.update(1)
+        predictions = []
+        for row, conditioning in enumerate(conditionings):
+            evaluate_at_sigmas(model, conditioning, latent, noise[row:row + 1], [sigma], seeds[row],
+                               predictions.append)
+        each(torch.cat(predictions))
 
 
 def evaluate_at_sigmas(model, positive, latent, noise, sigmas, seed: int, each, *, call=None,
