@@ -487,10 +487,8 @@ def prediction_proxies(baseline: Baseline, predictions: torch.Tensor) -> tuple[f
     """``(survival, collateral)`` in the denoiser's prediction for one strength's predictions ``[rows, ...]``."""
     n = baseline.pairs
     p0, p = baseline.predictions, predictions.reshape(baseline.predictions.shape)
-    d0 = p0[:n] - p0[n:2 * n]
-    d = p[:n] - p[n:2 * n]
-    energy = float((d0 * d0).sum())
-    survival = float((d * d0).sum()) / energy if energy > 0 else 1.0
+    survival = _kept_share(p0[:n] - p0[n:2 * n], p[:n] - p[n:2 * n])
+    survival = 1.0 if survival is None else survival
     b0, b = p0[baseline.benign_rows], p[baseline.benign_rows]
     spread = float((b0 - b0.mean(0)).pow(2).sum())
     moved = float((b - b0).pow(2).sum())
@@ -527,12 +525,18 @@ def keep_loss(baseline: Baseline, predictions: torch.Tensor) -> float:
                          "changed), ...]")
     first, second = baseline.keep_rows
     p0, p = baseline.predictions, predictions.reshape(baseline.predictions.shape)
-    k0, k = p0[first] - p0[second], p[first] - p[second]
-    energy = float((k0 * k0).sum())
-    if energy <= 0:
+    kept = _kept_share(p0[first] - p0[second], p[first] - p[second])
+    if kept is None:
         raise ValueError("the keep pairs' two sides give the same prediction before the edit: each pair must differ "
                          "(e.g. 'a red car' | 'a blue car')")
-    return 1.0 - float((k * k0).sum()) / energy
+    return 1.0 - kept
+
+
+def _kept_share(before: torch.Tensor, after: torch.Tensor) -> float | None:
+    """``sum_i <after_i, before_i> / sum_i |before_i|^2`` for pair differences ``[pairs, ...]`` before and after an
+    edit (survival, signed); None when every difference before is zero."""
+    energy = float((before * before).sum())
+    return float((after * before).sum()) / energy if energy > 0 else None
 
 
 def guided_collateral(baseline: Baseline, predictions: torch.Tensor, guidance: float) -> float:
