@@ -47,15 +47,16 @@ from organism import experiment as ex  # noqa: E402
 from organism.text import TextEncoder  # noqa: E402
 
 
+#: The exact solve, kept before run_concept puts qr_span_solve in the module's place (which it calls when dense).
+EXACT_SOLVE = refusal._top_contrastive_eigenvectors
+
+
 def qr_span_solve(pair_factor, neutral_factor, alpha: float, rank: int) -> torch.Tensor:
     """The solve before 2026-12-01, kept here only to measure what its replacement changed: ``(vectors [d, k],
     eigenvalues [k])`` as ``core.refusal._top_contrastive_eigenvectors`` returns them."""
     samples = torch.cat([pair_factor, neutral_factor])
     if samples.shape[0] >= pair_factor.shape[1]:
-        # The dense solve, unchanged; written out because run_concept puts this function in the module's place.
-        values, vectors = torch.linalg.eigh(pair_factor.T @ pair_factor - alpha * (neutral_factor.T @ neutral_factor))
-        order = values.argsort(descending=True)[:rank]
-        return vectors[:, order], values[order]
+        return EXACT_SOLVE(pair_factor, neutral_factor, alpha, rank)  # dense: unchanged
     span, triangle = torch.linalg.qr(samples.T)
     span = span[:, triangle.diagonal().abs() > 1e-10 * triangle.diagonal().abs().max()]
     a, b = pair_factor @ span, neutral_factor @ span
