@@ -62,6 +62,7 @@ def test_the_graph_runs_on_every_family(family, pack, wan, clip, tiny, tmp_path)
 
     from comfyui_video_unlearning.nodes import definitions
     from comfyui_video_unlearning.nodes.check import UnlearningCheck
+    from comfyui_video_unlearning.nodes.collect import empty_latent
 
     assert set(TEXT) == set(TINY) - {"wan"}
     model = tiny_model(family, wan)
@@ -80,8 +81,6 @@ def test_the_graph_runs_on_every_family(family, pack, wan, clip, tiny, tmp_path)
         strength, chart, table = out.args
         patched = definitions.ApplyUnlearning.execute(model, basis, 1.0, True, "all in vector", 0, -1, target)[0]
         positive = text.encode_from_tokens_scheduled(text.tokenize("a Rolex watch on a table"))
-        from comfyui_video_unlearning.nodes.collect import empty_latent
-
         latent = {"samples": empty_latent(model, width, height, length)}
 
         def generate(m):
