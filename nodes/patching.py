@@ -188,7 +188,7 @@ def layer_edits(model, basis: RefusalBasis, layers: list[str], strength: float, 
 
 def require_bias_for_target(model, layers, target: str) -> None:
     """Target "safe_mean" moves each edited layer's bias (``b' = b + strength (W U) U^T mu``); a layer without one
-    (Cosmos Predict2's cross-attention k/v) can take only target "zero". Apply Unlearning and Unlearning Check ask
+    (Mochi's text qkv, Cosmos Predict2's cross-attention k/v) can take only target "zero". Apply Unlearning and Unlearning Check ask
     this alike, so the check never recommends an edit Apply would refuse."""
     if target != "safe_mean":
         return
