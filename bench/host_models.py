@@ -5,7 +5,12 @@
   SentencePiece model that ships with ComfyUI. ComfyUI's CLIPLoader detects only a full-size UMT5-XXL.
 - ``zero_padded``: such a CLIP padding with exact zeros, as ComfyUI's Wan does with the real UMT5-XXL.
 - ``medium_wan``: a Wan 2.1 with dim 256 and 4 blocks, loaded through ComfyUI's detection.
-Both are seeded, so every run sees the same weights. Needs ``comfy`` importable (a ComfyUI on sys.path).
+- ``family_model``: a model of another family (HunyuanVideo, LTX-Video, Mochi, Cosmos Predict2) built by ComfyUI's
+  own model config class from a unet config (``TINY_FAMILIES``: the host tests' sizes; ``MEDIUM_FAMILIES``: about
+  ``medium_wan``'s size, for the benchmarks), random weights.
+- ``FamilyText``: a text encoder's output shaped as the family's own ComfyUI encoder gives it (rows, width, pooled
+  output, attention mask).
+All are seeded, so every run sees the same weights. Needs ``comfy`` importable (a ComfyUI on sys.path).
 Benchmarks never import ``tests/``; tests may import this module.
 """
 
@@ -66,3 +71,94 @@ def medium_wan():
                    num_heads=2, in_dim=16, out_dim=16, text_dim=4096)
     state = {k: torch.randn(v.shape) * (0.02 if v.ndim > 1 else 0.1) for k, v in net.state_dict().items()}
     return comfy.sd.load_diffusion_model_state_dict(state)
+
+
+#: Per family: ComfyUI's model config class and a unet config, as small as the host tests can make it.
+TINY_FAMILIES = {
+    "hunyuan_video": ("HunyuanVideo", {"image_model": "hunyuan_video", "in_channels": 16, "out_channels": 16,
+                                       "vec_in_dim": 32, "context_in_dim": 64, "hidden_size": 64, "mlp_ratio": 2.0,
+                                       "num_heads": 2, "depth": 2, "depth_single_blocks": 1, "axes_dim": [8, 12, 12],
+                                       "theta": 256, "patch_size": [1, 2, 2], "qkv_bias": True,
+                                       "guidance_embed": True, "byt5": False, "meanflow": False}),
+    "ltxv": ("LTXV", {"image_model": "ltxv", "num_layers": 2, "attention_head_dim": 8, "num_attention_heads": 2,
+                      "cross_attention_dim": 16, "caption_channels": 32, "in_channels": 128, "out_channels": 128}),
+    # as ComfyUI's detection configures Mochi (model_detection.py), smaller; its x-stream MLP must be 12288 wide
+    "mochi": ("GenmoMochi", {"image_model": "mochi_preview", "depth": 2, "num_heads": 2, "hidden_size_x": 128,
+                             "hidden_size_y": 64, "mlp_ratio_x": 96.0, "mlp_ratio_y": 4.0, "qk_norm": True,
+                             "t5_feat_dim": 32, "t5_token_length": 16, "in_channels": 12, "patch_size": 2,
+                             "learn_sigma": False, "qkv_bias": False, "out_bias": True, "attn_drop": 0.0,
+                             "patch_embed_bias": True, "posenc_preserve_area": True, "timestep_mlp_bias": True,
+                             "attend_to_padding": False, "timestep_scale": 1000.0, "use_t5": True,
+                             "rope_theta": 10000.0}),
+    "cosmos_predict2": ("CosmosT2IPredict2", {"image_model": "cosmos_predict2", "in_channels": 16, "out_channels": 16,
+                                              "max_img_h": 64, "max_img_w": 64, "max_frames": 8, "patch_spatial": 2,
+                                              "patch_temporal": 1, "concat_padding_mask": True, "model_channels": 64,
+                                              "num_blocks": 2, "num_heads": 2, "crossattn_emb_channels": 32,
+                                              "pos_emb_cls": "rope3d", "use_adaln_lora": True, "adaln_lora_dim": 16}),
+}
+
+#: The same families at about ``medium_wan``'s size (width 256, 4 blocks; HunyuanVideo 2 double and 2 single
+#: blocks), with their real text widths (4096 from Llama or T5-XXL; Cosmos Predict2's 1024), for the benchmarks.
+MEDIUM_FAMILIES = {
+    "hunyuan_video": ("HunyuanVideo", {**TINY_FAMILIES["hunyuan_video"][1], "vec_in_dim": 768, "context_in_dim": 4096,
+                                       "hidden_size": 256, "mlp_ratio": 4.0, "num_heads": 4,
+                                       "depth_single_blocks": 2, "axes_dim": [16, 24, 24]}),
+    "ltxv": ("LTXV", {**TINY_FAMILIES["ltxv"][1], "num_layers": 4, "attention_head_dim": 64, "num_attention_heads": 4,
+                      "cross_attention_dim": 256, "caption_channels": 4096}),
+    "mochi": ("GenmoMochi", {**TINY_FAMILIES["mochi"][1], "depth": 4, "num_heads": 4, "hidden_size_x": 256,
+                             "hidden_size_y": 128, "mlp_ratio_x": 48.0, "t5_feat_dim": 4096, "t5_token_length": 256}),
+    "cosmos_predict2": ("CosmosT2IPredict2", {**TINY_FAMILIES["cosmos_predict2"][1], "max_img_h": 240,
+                                              "max_img_w": 240, "max_frames": 128, "model_channels": 256,
+                                              "num_blocks": 4, "num_heads": 4, "crossattn_emb_channels": 1024}),
+}
+
+#: Per family, what its ComfyUI text encoder hands the model, for the medium models: context rows (None: as many as
+#: the prompt's tokens, no padding, as HunyuanVideo's Llama gives), context width, pooled width (None: no pooled
+#: output), attention mask (the T5 encoders of LTX-Video, Mochi and Cosmos return one; HunyuanVideo's drops it).
+MEDIUM_TEXT = {
+    "hunyuan_video": (None, 4096, 768, False),
+    "ltxv": (128, 4096, None, True),
+    "mochi": (256, 4096, None, True),
+    "cosmos_predict2": (512, 1024, None, True),
+}
+
+
+def family_model(config_class: str, unet: dict, *, scale: float = 0.05, seed: int = 0):
+    """A ModelPatcher on the CPU around ``comfy.supported_models.<config_class>(unet).get_model({})``, every parameter
+    drawn from N(0, scale^2) (ComfyUI's ops leave weights uninitialised)."""
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    torch.manual_seed(seed)
+    model = getattr(comfy.supported_models, config_class)(dict(unet)).get_model({})
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(torch.randn_like(parameter) * scale)
+    cpu = torch.device("cpu")
+    return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
+
+
+class FamilyText:
+    """What Pair Encoder calls of a CLIP, shaped as a family's own ComfyUI text encoder output: ``inner`` (a CLIP or a
+    stand-in giving ``[1, rows, >= width]`` with zeros after the end token) cut to ``rows`` rows (None: the prompt's
+    own tokens, up to and including the end token) and ``width`` features, with an ``attention_mask`` and a
+    ``pooled_output`` (the first row's first ``pooled`` features) where the family's encoder gives them."""
+
+    def __init__(self, inner, rows: int | None, width: int, pooled: int | None, mask: bool):
+        self.inner, self.rows, self.width, self.pooled, self.mask = inner, rows, width, pooled, mask
+
+    def tokenize(self, text):
+        return self.inner.tokenize(text)
+
+    def encode_from_tokens_scheduled(self, tokens):
+        (cond, extras), = self.inner.encode_from_tokens_scheduled(tokens)
+        used = int(cond[0].abs().sum(-1).gt(0).sum())  # up to and including the end token
+        if self.rows is not None and self.rows > cond.shape[1]:
+            raise ValueError(f"the inner encoder gives {cond.shape[1]} rows, fewer than the {self.rows} asked for")
+        cond = cond[:, :used if self.rows is None else self.rows, :self.width].clone()
+        extras = {key: value for key, value in extras.items() if key != "attention_mask"}
+        if self.mask:
+            extras["attention_mask"] = (torch.arange(cond.shape[1]) < used).to(torch.int64)[None]
+        if self.pooled:
+            extras["pooled_output"] = cond[:, 0, :self.pooled].clone()
+        return [[cond, extras]]

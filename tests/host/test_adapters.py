@@ -4,47 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_models import TINY_FAMILIES, family_model
 
-TINY = {
-    "wan": None,  # loaded through ComfyUI's detection in the `wan` fixture
-    "hunyuan_video": ("HunyuanVideo", {"image_model": "hunyuan_video", "in_channels": 16, "out_channels": 16, "vec_in_dim": 32,
-                                       "context_in_dim": 64, "hidden_size": 64, "mlp_ratio": 2.0, "num_heads": 2, "depth": 2,
-                                       "depth_single_blocks": 1, "axes_dim": [8, 12, 12], "theta": 256, "patch_size": [1, 2, 2],
-                                       "qkv_bias": True, "guidance_embed": True, "byt5": False, "meanflow": False}),
-    "ltxv": ("LTXV", {"image_model": "ltxv", "num_layers": 2, "attention_head_dim": 8, "num_attention_heads": 2,
-                      "cross_attention_dim": 16, "caption_channels": 32, "in_channels": 128, "out_channels": 128}),
-    # as ComfyUI's detection configures Mochi (model_detection.py), smaller; its x-stream MLP must be 12288 wide
-    "mochi": ("GenmoMochi", {"image_model": "mochi_preview", "depth": 2, "num_heads": 2, "hidden_size_x": 128,
-                             "hidden_size_y": 64, "mlp_ratio_x": 96.0, "mlp_ratio_y": 4.0, "qk_norm": True,
-                             "t5_feat_dim": 32, "t5_token_length": 16, "in_channels": 12, "patch_size": 2,
-                             "learn_sigma": False, "qkv_bias": False, "out_bias": True, "attn_drop": 0.0,
-                             "patch_embed_bias": True, "posenc_preserve_area": True, "timestep_mlp_bias": True,
-                             "attend_to_padding": False, "timestep_scale": 1000.0, "use_t5": True,
-                             "rope_theta": 10000.0}),
-    "cosmos_predict2": ("CosmosT2IPredict2", {"image_model": "cosmos_predict2", "in_channels": 16, "out_channels": 16, "max_img_h": 64,
-                                              "max_img_w": 64, "max_frames": 8, "patch_spatial": 2, "patch_temporal": 1,
-                                              "concat_padding_mask": True, "model_channels": 64, "num_blocks": 2, "num_heads": 2,
-                                              "crossattn_emb_channels": 32, "pos_emb_cls": "rope3d", "use_adaln_lora": True,
-                                              "adaln_lora_dim": 16}),
-}
+TINY = {"wan": None, **TINY_FAMILIES}  # Wan: loaded through ComfyUI's detection in the `wan` fixture
 
 
 pytestmark = pytest.mark.usefixtures("inference_mode")
 
 
 def tiny_model(family, wan):
-    if TINY[family] is None:
-        return wan
-    import comfy.model_patcher
-    import comfy.supported_models
-
-    config_class, unet = TINY[family]
-    torch.manual_seed(0)
-    model = getattr(comfy.supported_models, config_class)(dict(unet)).get_model({})
-    for parameter in model.parameters():  # ComfyUI's ops leave weights uninitialised
-        parameter.copy_(torch.randn_like(parameter) * 0.05)
-    cpu = torch.device("cpu")
-    return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
+    return wan if TINY[family] is None else family_model(*TINY[family])
 
 
 @pytest.mark.parametrize("family", list(TINY))

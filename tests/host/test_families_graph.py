@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from test_adapters import TINY, tiny_model
+from tiny_models import FamilyText
 
 PAIRS = "\n".join(f"a Rolex watch number {i} on a table | a watch number {i} on a table" for i in range(5))
 VALIDATION = "\n".join(f"a shiny Rolex timepiece in box {i} | a shiny timepiece in box {i}" for i in range(5))
@@ -30,28 +31,10 @@ TEXT = {
 pytestmark = pytest.mark.usefixtures("inference_mode")
 
 
-class FamilyText:
-    """A lookup-table text encoder (``tiny_models.LookupTextEncoder``: the real tokenizer, a row per token id, zeros
-    after the end token) shaped as the family's own encoder output (:data:`TEXT`)."""
-
-    def __init__(self, tiny, clip, rows, width, pooled, mask):
-        self.inner = tiny.LookupTextEncoder(clip, rows=rows or 64, width=width)
-        self.rows, self.pooled, self.mask = rows, pooled, mask
-
-    def tokenize(self, text):
-        return self.inner.tokenize(text)
-
-    def encode_from_tokens_scheduled(self, tokens):
-        (cond, extras), = self.inner.encode_from_tokens_scheduled(tokens)
-        used = int(cond[0].abs().sum(-1).gt(0).sum())  # up to and including the end token
-        extras = dict(extras)
-        if self.rows is None:
-            cond = cond[:, :used].clone()
-        if self.mask:
-            extras["attention_mask"] = (torch.arange(cond.shape[1]) < used).to(torch.int64)[None]
-        if self.pooled:
-            extras["pooled_output"] = cond[:, 0, :self.pooled].clone()
-        return [[cond, extras]]
+def family_text(tiny, clip, rows, width, pooled, mask):
+    """The real tokenizer with a lookup table (``tiny_models.LookupTextEncoder``: a row per token id, zeros after the
+    end token) in place of the encoder, shaped as a family's own encoder output (a row of :data:`TEXT`)."""
+    return FamilyText(tiny.LookupTextEncoder(clip, rows=rows or 64, width=width), rows, width, pooled, mask)
 
 
 @pytest.mark.parametrize("family", list(TEXT))
@@ -66,7 +49,7 @@ def test_the_graph_runs_on_every_family(family, pack, wan, clip, tiny, tmp_path)
 
     assert set(TEXT) == set(TINY) - {"wan"}
     model = tiny_model(family, wan)
-    text = FamilyText(tiny, clip, *TEXT[family])
+    text = family_text(tiny, clip, *TEXT[family])
     width, height, length = 64, 64, 9
     try:
         encoded = definitions.PairEncoder.execute(text, PAIRS, NEUTRAL, "Rolex")[0]
@@ -116,7 +99,7 @@ def test_a_batch_of_prompts_predicts_what_one_call_per_prompt_does(family, pack,
     from comfyui_video_unlearning.nodes.conditioning import can_share_a_call
 
     model = tiny_model(family, wan)
-    text = FamilyText(tiny, clip, *TEXT[family])
+    text = family_text(tiny, clip, *TEXT[family])
     rows = [definitions._encode(text, prompt) for prompt in ("a Rolex watch on a table", "a watch", "a red car")]
     latent = empty_latent(model, 64, 64, 9)
     forward = comfy_forward(model, latent, sigmas_for(model, [0.3, 0.7]), 0, [])
@@ -143,7 +126,7 @@ def test_one_call_each_measures_what_a_masked_batch_does(pack, wan, clip, tiny):
     results = {}
     try:
         for name, shape in (("own lengths", (None, 32, None, True)), ("padded, masked", (32, 32, None, True))):
-            text = FamilyText(tiny, clip, *shape)
+            text = family_text(tiny, clip, *shape)
             encoded = definitions.PairEncoder.execute(text, PAIRS, NEUTRAL, "Rolex")[0]
             held_out = definitions.PairEncoder.execute(text, VALIDATION, BENIGN, "Rolex")[0]
             activations = definitions.CollectActivations.execute(model, encoded, 64, 64, 9, "2", 0, "default", 0,

@@ -6,8 +6,8 @@
 - ``tiny_wan22_expert_state_dict("high" | "low")``: a Wan 2.2 A14B expert stand-in. ComfyUI detects the real
   experts as the Wan 2.1 architecture; each has its own weights (here: its own seed), stored as scaled fp8
   like the official ``*_fp8_scaled`` files. ``WAN22_FILES`` maps the official file names to these builders.
-- ``tiny_wan_clip``: the tiny UMT5 text encoder of ``bench/host_models.py`` (benchmarks never import tests/;
-  tests import it from there).
+- ``tiny_wan_clip``, ``family_model`` with ``TINY_FAMILIES`` (the other families' tiny models) and ``FamilyText``:
+  from ``bench/host_models.py`` (benchmarks never import tests/; tests import them from there).
 - ``LookupTextEncoder``: the tiny CLIP's tokenizer with a fixed table in place of its transformer, for tests whose
   figures must be the same bits on every CPU (``tests/host/test_check_exact.py``).
 All are seeded, so every test run sees the same weights.
@@ -23,7 +23,9 @@ import torch
 _BENCH = str(Path(__file__).resolve().parents[2] / "bench")
 if _BENCH not in sys.path:  # also imported by the server tests' loader node, in ComfyUI's own process
     sys.path.insert(0, _BENCH)
-from host_models import TINY_UMT5, tiny_wan_clip, zero_padded  # noqa: E402,F401  (re-exported for the tests)
+from host_models import (  # noqa: E402,F401  (re-exported for the tests)
+    TINY_FAMILIES, TINY_UMT5, FamilyText, family_model, tiny_wan_clip, zero_padded,
+)
 
 TINY_WAN = {"dim": 128, "ffn_dim": 256, "num_layers": 2, "num_heads": 1, "in_dim": 16, "out_dim": 16, "text_dim": 4096}
 
