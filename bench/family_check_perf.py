@@ -1,0 +1,133 @@
+"""Cost of the Unlearning Check on every family, not only Wan (a benchmark, not a test; ratios in one process).
+
+``bench/check_perf.py`` times the check against one generation on Wan. HunyuanVideo and Mochi cannot stack prompts
+of different token counts into one exact model call (``nodes.conditioning.can_share_a_call``), so their check makes
+up to one model call per prompt and strength instead of one per strength. This times, per family, on a model of
+about ``medium_wan``'s size built by ComfyUI's own classes (``host_models.MEDIUM_FAMILIES``, random weights) with text
+shaped as the family's ComfyUI encoder gives it (``host_models.MEDIUM_TEXT``: HunyuanVideo's prompts at their own
+token counts, the T5 families' padded with a mask):
+
+- one generation: 128x128x9 frames, 8 steps, cfg 5, euler (``common_ksampler``);
+- the check as the shipped workflows run it: 5 validation pairs, 12 benign prompts and the sampler's negative
+  prompt, 9 strengths (0-2), one timestep, 64x64x1 (the node's default);
+- how many model calls the check made (a forward pre-hook on the diffusion model counts them).
+
+Medians of interleaved runs; CPU seconds beside the wall clock.
+
+    python bench/family_check_perf.py [--families wan hunyuan_video ltxv mochi cosmos_predict2] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import nodes_perf  # noqa: E402  (setup_host)
+from check_perf import BENIGN, GRID, VALIDATION  # noqa: E402  (the Wan bench's prompts and grid, reused as is)
+from host_models import (  # noqa: E402
+    MEDIUM_FAMILIES, MEDIUM_TEXT, FamilyText, family_model, medium_wan, tiny_wan_clip, zero_padded,
+)
+
+FAMILIES = ("wan",) + tuple(MEDIUM_FAMILIES)
+#: Mochi's text qkv and Cosmos Predict2's cross-attention k/v have no bias for "safe_mean" to move.
+TARGET = {"mochi": "zero", "cosmos_predict2": "zero"}
+NEUTRAL = "a dog in a park\na red car\na tree\na bowl of soup"
+
+
+def setup(family: str, clip):
+    """(model, text encoder) of a family: Wan as ``bench/check_perf.py`` runs it, the others medium-sized."""
+    if family == "wan":
+        return medium_wan(), clip
+    config_class, unet = MEDIUM_FAMILIES[family]
+    return family_model(config_class, unet, scale=0.02), FamilyText(clip, *MEDIUM_TEXT[family])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--size", type=int, default=64, help="the check's latent size (pixels, square)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--json", type=Path, default=ROOT / "out" / "bench_family_check_perf.json")
+    args = parser.parse_args()
+    nodes_perf.setup_host()
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    import nodes as comfy_nodes
+    from comfyui_video_unlearning.nodes import check as check_node
+    from comfyui_video_unlearning.nodes import definitions as d
+    from comfyui_video_unlearning.nodes.collect import empty_latent
+
+    runs = {}
+    with torch.inference_mode():
+        clip = zero_padded(tiny_wan_clip())
+        lines = (ROOT / "workflows" / "pairs" / "trademark_rolex.txt").read_text().splitlines()
+        pairs = "\n".join([line for line in lines if "|" in line and not line.startswith("#")][:5])
+        for family in args.families:
+            model, text = setup(family, clip)
+            positive = text.encode_from_tokens_scheduled(text.tokenize("a Rolex watch on a table"))
+            negative = text.encode_from_tokens_scheduled(text.tokenize(""))
+            latent = {"samples": empty_latent(model, 128, 128, 9)}
+            estimation = d.PairEncoder.execute(text, pairs, NEUTRAL, "Rolex")[0]
+            validation = d.PairEncoder.execute(text, VALIDATION, BENIGN, "Rolex")[0]
+            acts = d.CollectActivations.execute(model, estimation, 128, 128, 9, "4", 0, "default", 0, -1)[0]
+            basis = d.RefusalVectorNode.execute(acts, "cpca", 4, 1.0)[0]
+            calls = [0]
+            model.model.diffusion_model.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+
+            def generate(model=model, positive=positive, negative=negative, latent=latent):
+                return comfy_nodes.common_ksampler(model, 3, 8, 5.0, "euler", "simple", positive, negative, latent)
+
+            def check(model=model, basis=basis, validation=validation, negative=negative, family=family):
+                return check_node.run_unlearning_check(
+                    model, basis, validation, GRID, group="all in vector", block_start=0, block_end=-1,
+                    target=TARGET.get(family, "safe_mean"), width=args.size, height=args.size, length=1,
+                    timesteps="0.1", seed=0, negative=negative, cfg=5.0)[0]
+
+            generate()
+            calls[0] = 0
+            result = check()  # warm-up, and the calls one check makes
+            runs[family] = {"generate": generate, "check": check, "calls": calls[0], "result": result,
+                            "rows": [cond[0][0].shape[1] for cond in (*validation.unsafe, *validation.safe,
+                                                                      *validation.neutral)],
+                            "times": {"generation": [], "check": []}, "cpu": {"generation": [], "check": []}}
+        for _ in range(args.repeats):  # interleaved, so drifting machine load hits all alike
+            for run in runs.values():
+                for name in ("generation", "check"):
+                    start, cpu = time.perf_counter(), time.process_time()
+                    run["generate" if name == "generation" else "check"]()
+                    run["times"][name].append(time.perf_counter() - start)
+                    run["cpu"][name].append(time.process_time() - cpu)
+
+    report = {"generation": "128x128x9 frames, 8 steps, cfg 5, euler", "check": f"{args.size}x{args.size}x1, 5 "
+              "validation pairs, 12 benign prompts, the negative prompt, 9 strengths, one timestep",
+              "threads": torch.get_num_threads(), "families": {}}
+    for family, run in runs.items():
+        generation, check = (statistics.median(run["times"][n]) for n in ("generation", "check"))
+        generation_cpu, check_cpu = (statistics.median(run["cpu"][n]) for n in ("generation", "check"))
+        report["families"][family] = {
+            "generation_seconds": generation, "check_seconds": check, "over_generation": check / generation,
+            "cpu_over_generation": check_cpu / generation_cpu, "model_calls": run["calls"],
+            "forwards": run["result"].forwards, "recommended": run["result"].recommended,
+            "token_counts": sorted(set(run["rows"])), "runs": run["times"], "cpu_runs": run["cpu"]}
+        print(f"{family}: check {check:.2f}s = {check / generation:.2f} x one generation ({generation:.2f}s); "
+              f"CPU {check_cpu / generation_cpu:.2f} x; {run['calls']} model calls for "
+              f"{run['result'].forwards} forwards; text rows {sorted(set(run['rows']))}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=1))
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
