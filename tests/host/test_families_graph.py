@@ -144,3 +144,53 @@ def test_one_call_each_measures_what_a_masked_batch_does(pack, wan, clip, tiny):
     assert own_check.efficacy == pytest.approx(padded_check.efficacy, abs=1e-4)
     assert own_check.collateral_prediction == pytest.approx(padded_check.collateral_prediction, rel=1e-3, abs=1e-6)
     assert own_check.efficacy[2] > own_check.efficacy[1] > 0
+
+
+@pytest.mark.parametrize("config_class, channels", [("HunyuanVideoI2V", 33), ("HunyuanVideoSkyreelsI2V", 32)])
+def test_the_graph_runs_on_hunyuan_video_image_to_video(config_class, channels, pack, clip, tiny):
+    """HunyuanVideo's image-to-video models (ComfyUI's classes for the I2V release, 33 input channels, and SkyReels,
+    32) take the start image as latent channels concatenated to the noise. The pairs are measured without one (the
+    model reads a zero image, as ComfyUI gives it when no image is set); sampling with the image that
+    ``HunyuanImageToVideo`` ("v1 (concat)") attaches changes only on the patched clone."""
+    import comfy.model_management
+    import nodes as comfy_nodes
+
+    from comfyui_video_unlearning.nodes import definitions
+    from comfyui_video_unlearning.nodes.check import UnlearningCheck
+    from comfyui_video_unlearning.nodes.collect import empty_latent
+
+    model = tiny.family_model(config_class, {**tiny.TINY_FAMILIES["hunyuan_video"][1], "in_channels": channels})
+    assert type(model.model).__name__ == config_class
+    text = family_text(tiny, clip, *TEXT["hunyuan_video"])
+    patch_inputs = []  # the latent the model's patch embedding reads: noise and image channels
+    hook = model.model.diffusion_model.img_in.register_forward_pre_hook(lambda m, a: patch_inputs.append(a[0].shape[1]))
+    try:
+        encoded = definitions.PairEncoder.execute(text, PAIRS, NEUTRAL, "Rolex")[0]
+        held_out = definitions.PairEncoder.execute(text, VALIDATION, BENIGN, "Rolex")[0]
+        activations = definitions.CollectActivations.execute(model, encoded, 64, 64, 9, "2", 0, "default", 0, -1)[0]
+        basis = definitions.RefusalVectorNode.execute(activations, "cpca", 4, 1.0)[0]
+        negative = text.encode_from_tokens_scheduled(text.tokenize("blurry"))
+        out = UnlearningCheck.execute(model, basis, "0, 0.5, 1", "default", 0, -1, "safe_mean", "none", 64, 64, 9,
+                                      "0.1", 0, validation_pairs=held_out, negative=negative, cfg=5.0)
+        strength, _, table = out.args
+        patched = definitions.ApplyUnlearning.execute(model, basis, 1.0, True, "all in vector", 0, -1,
+                                                      "safe_mean")[0]
+        latent = empty_latent(model, 64, 64, 9)
+        image = torch.randn(1, 16, 1, *latent.shape[-2:], generator=torch.Generator().manual_seed(0))
+        mask = torch.ones(1, 1, *latent.shape[-3:])
+        mask[:, :, :1] = 0.0
+        start = {"concat_latent_image": image, "concat_mask": mask}
+        positive = [[c, {**extras, **start}] for c, extras in
+                    text.encode_from_tokens_scheduled(text.tokenize("a Rolex watch on a table"))]
+
+        def generate(m):
+            return comfy_nodes.common_ksampler(m, 3, 2, 2.0, "euler", "simple", positive, negative,
+                                               {"samples": latent})[0]["samples"]
+
+        before, unlearned, after = generate(model), generate(patched), generate(model)
+    finally:
+        hook.remove()
+        comfy.model_management.unload_all_models()
+    assert set(patch_inputs) == {channels}
+    assert basis.model_family == "hunyuan_video" and "guided" in table and strength in (0.0, 0.5, 1.0)
+    assert torch.equal(before, after) and not torch.equal(before, unlearned)
