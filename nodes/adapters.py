@@ -230,6 +230,13 @@ def adapter_for(model_patcher) -> Adapter:
                      f"{[a.family for a in ADAPTERS]} (Wan 2.1/2.2, HunyuanVideo, LTX-Video, Mochi, Cosmos Predict2)")
 
 
+def embeds_guidance(model_patcher) -> bool:
+    """True for a guidance-distilled model (HunyuanVideo with ``guidance_embed``): it reads its guidance as an input
+    and is sampled at cfg 1 with no negative prompt (ComfyUI's FluxGuidance into a BasicGuider)."""
+    params = getattr(model_patcher.model.diffusion_model, "params", None)
+    return bool(getattr(params, "guidance_embed", False))
+
+
 def layers_for(model_patcher, group: str, block_start: int = 0, block_end: int = -1) -> list[str]:
     """The layers of a MODEL that a node measures or edits: ``group`` ("default", a group name or "all") in the
     block range. Collect Activations and Apply Unlearning both resolve layers here."""

@@ -25,7 +25,7 @@ from ..core.check import (COLLATERAL_BUDGET, DEFAULT_STRENGTHS, CheckResult, Rep
                           measure_baseline, overlapping_pairs, parse_strengths)
 from ..core.edit import EDIT_TARGETS
 from ..core.refusal import RefusalBasis
-from .adapters import GROUP_CHOICES, adapter_for
+from .adapters import GROUP_CHOICES, adapter_for, embeds_guidance
 from .check_fastpath import PaddedTextCollapse
 from .collect import empty_latent, evaluate_at_sigmas, evaluate_one_call_each, parse_timesteps, sigmas_for
 from .conditioning import can_share_a_call, prompt_token_mask, row_token_masks, stack_conditionings
@@ -266,6 +266,7 @@ def run_unlearning_check(model, basis: RefusalBasis, validation: EncodedPairs | 
         notes["padded_text_collapsed"] = collapse.reason is None and collapse.collapsed > 0 and not (
             collapse.passed or collapse.expanded)
         notes["padded_text"] = collapse.describe()
+        notes["guidance_embedded"] = embeds_guidance(model)
     return main, swept
 
 
@@ -298,9 +299,16 @@ def table_text(main: CheckResult, swept: list[CheckResult], notes: dict | None =
     lines.append("removed = share of the validation pairs' difference gone from the prediction; collateral = benign "
                  "prompts' change / their natural variation: how far outputs move, not whether they got worse "
                  "(render to compare layer groups)")
+    embedded = notes is not None and notes.get("guidance_embedded", False)
     if main.guidance is not None:
         lines.append(f"guided = collateral of uncond + cfg x (cond - uncond) at cfg {main.guidance:g}, as the sampler "
                      "combines them; the budget and the recommendation read it")
+        if embedded:
+            lines.append("this model embeds its guidance and is usually sampled at cfg 1 with no negative prompt: "
+                         "leave the negative unconnected unless your sampler uses one")
+    elif embedded:
+        lines.append("collateral of the conditional prediction: this model embeds its guidance (sampled at cfg 1, no "
+                     "negative prompt), so that is the prediction the sampler uses")
     else:
         lines.append("collateral of the conditional prediction alone: connect the sampler's negative prompt (and set "
                      "cfg) for the guided figure, which ranks what generating loses better")
