@@ -155,10 +155,13 @@ class FamilyText:
         used = int(cond[0].abs().sum(-1).gt(0).sum())  # up to and including the end token
         if self.rows is not None and self.rows > cond.shape[1]:
             raise ValueError(f"the inner encoder gives {cond.shape[1]} rows, fewer than the {self.rows} asked for")
+        if self.pooled and self.pooled > cond.shape[2]:
+            raise ValueError(f"the inner encoder gives {cond.shape[2]} features, fewer than the pooled {self.pooled}")
+        pooled = cond[:, 0, :self.pooled].clone() if self.pooled else None
         cond = cond[:, :used if self.rows is None else self.rows, :self.width].clone()
         extras = {key: value for key, value in extras.items() if key != "attention_mask"}
         if self.mask:
             extras["attention_mask"] = (torch.arange(cond.shape[1]) < used).to(torch.int64)[None]
-        if self.pooled:
-            extras["pooled_output"] = cond[:, 0, :self.pooled].clone()
+        if pooled is not None:
+            extras["pooled_output"] = pooled
         return [[cond, extras]]

@@ -22,9 +22,10 @@ GROUP_HEADER_HEIGHT = 34  # a group's title strip at font_size 22
 #: A group title opens at least this far (screen px) below the canvas's top edge, which in frontend 1.27 sits right
 #: under the menu bar and workflow tabs (tests/browser checks in Chromium that every title is visible).
 TITLE_MARGIN = 30
-SHIPPED = ["compute_refusal_vector_wan21.json", "unlearn_wan22_t2v_14B.json", "unlearn_wan22_ti2v_5B.json",
-           "unlearned_side_by_side_wan21.json"]
-#: The official file names of ComfyUI's Wan 2.1 / 2.2 templates (Comfy-Org repackaged releases).
+SHIPPED = ["compute_refusal_vector_wan21.json", "unlearn_hunyuan_video_t2v.json", "unlearn_wan22_t2v_14B.json",
+           "unlearn_wan22_ti2v_5B.json", "unlearned_side_by_side_wan21.json"]
+#: The official file names of ComfyUI's Wan 2.1 / 2.2 templates and HunyuanVideo example (Comfy-Org repackaged
+#: releases).
 OFFICIAL_FILES = {
     "compute_refusal_vector_wan21.json": {"wan2.1_t2v_1.3B_fp16.safetensors", "umt5_xxl_fp8_e4m3fn_scaled.safetensors"},
     "unlearned_side_by_side_wan21.json": {"wan2.1_t2v_1.3B_fp16.safetensors", "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
@@ -34,6 +35,8 @@ OFFICIAL_FILES = {
     "unlearn_wan22_t2v_14B.json": {"wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors",
                                    "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors",
                                    "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "wan_2.1_vae.safetensors"},
+    "unlearn_hunyuan_video_t2v.json": {"hunyuan_video_t2v_720p_bf16.safetensors", "clip_l.safetensors",
+                                       "llava_llama3_fp8_scaled.safetensors", "hunyuan_video_vae_bf16.safetensors"},
 }
 
 
@@ -138,7 +141,8 @@ def test_score_chart_fits_its_node_at_full_size(path):
 def test_official_model_file_names(path):
     workflow = json.loads(path.read_text())
     names = {value for node in workflow["nodes"] for value in node["widgets_values"] if isinstance(value, str)
-             if value.endswith(".safetensors") and node["type"] in ("UNETLoader", "CLIPLoader", "VAELoader")}
+             if value.endswith(".safetensors") and node["type"] in ("UNETLoader", "CLIPLoader", "DualCLIPLoader",
+                                                                      "VAELoader")}
     assert names == OFFICIAL_FILES[path.name]
     for node in workflow["nodes"]:
         for model in node["properties"].get("models", []):

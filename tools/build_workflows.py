@@ -22,9 +22,14 @@ UNET_5B = "wan2.2_ti2v_5B_fp16.safetensors"
 VAE_22 = "wan2.2_vae.safetensors"
 UNET_HIGH = "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors"
 UNET_LOW = "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors"
+UNET_HUNYUAN = "hunyuan_video_t2v_720p_bf16.safetensors"
+CLIP_L = "clip_l.safetensors"
+LLAVA_LLAMA3 = "llava_llama3_fp8_scaled.safetensors"
+VAE_HUNYUAN = "hunyuan_video_vae_bf16.safetensors"
 VECTOR_NAME = "rolex_00001.safetensors"
 _WAN21 = "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files"
 _WAN22 = "https://huggingface.co/Comfy-Org/Wan_2.2_ComfyUI_Repackaged/resolve/main/split_files"
+_HUNYUAN = "https://huggingface.co/Comfy-Org/HunyuanVideo_repackaged/resolve/main/split_files"
 MODEL_URLS = {
     UNET: ("diffusion_models", f"{_WAN21}/diffusion_models/{UNET}"),
     TEXT_ENCODER: ("text_encoders", f"{_WAN21}/text_encoders/{TEXT_ENCODER}"),
@@ -33,6 +38,10 @@ MODEL_URLS = {
     VAE_22: ("vae", f"{_WAN22}/vae/{VAE_22}"),
     UNET_HIGH: ("diffusion_models", f"{_WAN22}/diffusion_models/{UNET_HIGH}"),
     UNET_LOW: ("diffusion_models", f"{_WAN22}/diffusion_models/{UNET_LOW}"),
+    UNET_HUNYUAN: ("diffusion_models", f"{_HUNYUAN}/diffusion_models/{UNET_HUNYUAN}"),
+    CLIP_L: ("text_encoders", f"{_HUNYUAN}/text_encoders/{CLIP_L}"),
+    LLAVA_LLAMA3: ("text_encoders", f"{_HUNYUAN}/text_encoders/{LLAVA_LLAMA3}"),
+    VAE_HUNYUAN: ("vae", f"{_HUNYUAN}/vae/{VAE_HUNYUAN}"),
 }
 #: The model files each workflow loads (tests/test_workflows.py checks them; README lists them).
 MODEL_FILES = {
@@ -40,6 +49,7 @@ MODEL_FILES = {
     "unlearned_side_by_side_wan21.json": (UNET, TEXT_ENCODER, VAE),
     "unlearn_wan22_ti2v_5B.json": (UNET_5B, TEXT_ENCODER, VAE_22),
     "unlearn_wan22_t2v_14B.json": (UNET_HIGH, UNET_LOW, TEXT_ENCODER, VAE),
+    "unlearn_hunyuan_video_t2v.json": (UNET_HUNYUAN, CLIP_L, LLAVA_LLAMA3, VAE_HUNYUAN),
 }
 #: Group bounding boxes start this far above their first row of nodes: the group title, then the node title bar.
 HEADER = 75
@@ -174,7 +184,8 @@ CHECK_NODE_SIZE = (790, 1040)
 def unlearning_check(g: Graph, x: int, y: int, model, clip, vector, apply, negative, cfg: float, title: str):
     """A group: a second Pair Encoder with held-out pairs and benign prompts -> Unlearning Check, whose recommended
     strength feeds ``apply``'s strength input; the samplers' ``negative`` prompt and ``cfg`` give its guided
-    collateral."""
+    collateral (``negative`` None: a sampler without one, such as HunyuanVideo's guidance-distilled BasicGuider;
+    collateral is then the conditional prediction's)."""
     encoder = g.node("VideoUnlearnPairEncoder", (x + 10, y), [VALIDATION_PAIRS, "\n".join(BENIGN_PROMPTS), "Rolex (held out)"],
                      inputs=[("clip", "CLIP")], outputs=[("pairs", "UNLEARN_PAIRS")], size=(520, 420),
                      title="Pair Encoder (validation: held-out pairs, benign prompts)")
@@ -188,15 +199,19 @@ def unlearning_check(g: Graph, x: int, y: int, model, clip, vector, apply, negat
     g.link(model, 0, check, "model")
     g.link(vector, 0, check, "refusal_vector")
     g.link(encoder, 0, check, "validation_pairs")
-    g.link(negative, 0, check, "negative")
+    if negative is not None:
+        g.link(negative, 0, check, "negative")
     g.link(check, 0, apply, "strength")
+    guided = ("Collateral is read as the sampler combines its predictions (the negative prompt and `cfg`: keep them "
+              "those of your sampler)." if negative is not None else
+              "This sampler has no negative prompt (guidance is embedded, cfg 1), so collateral is read on the "
+              "conditional prediction, as the sampler uses it.")
     g.note((x + 10, y + 460), "**Unlearning Check** sets the strength. Before any video is rendered it measures, for "
            "strengths 0-2, how much of the *held-out* pairs' concept difference the edit removes from the model's "
            "prediction and how far it moves the benign prompts (the validation encoder's neutral prompts), at 64x64, "
            "1 frame, one timestep.\n\n"
            "- Its `strength` output feeds Apply Unlearning's strength: the smallest strength removing >= 90 %, never one "
-           "whose collateral exceeds 0.5. Collateral is read as the sampler combines its predictions (the negative "
-           "prompt and `cfg`: keep them those of your sampler).\n"
+           f"whose collateral exceeds 0.5. {guided}\n"
            "- Keep the validation pairs different from the vector's pairs (overlap is an error).\n"
            "- The chart (removed vs. collateral, chosen point ringed) and the table appear on the node after a run.",
            size=(520, 300))
@@ -401,6 +416,74 @@ def t2v_14b_workflow() -> Graph:
     return g
 
 
+def hunyuan_video_workflow() -> Graph:
+    """HunyuanVideo T2V: compute the vector, check it, apply it, base vs. unlearned from one seed, in one workflow.
+
+    Sampling as ComfyUI's own HunyuanVideo example: ``ModelSamplingSD3`` shift 7, ``FluxGuidance`` 6 into a
+    ``BasicGuider`` (the model is guidance-distilled: no negative prompt, cfg 1), euler / simple, 20 steps, 848x480,
+    73 frames, tiled decoding, 24 fps.
+    """
+    g = Graph()
+    unet = g.node("UNETLoader", (0, 0), [UNET_HUNYUAN, "default"], outputs=[("MODEL", "MODEL")], size=(330, 82))
+    clip = g.node("DualCLIPLoader", (0, 120), [CLIP_L, LLAVA_LLAMA3, "hunyuan_video", "default"],
+                  outputs=[("CLIP", "CLIP")], size=(330, 130))
+    model = g.node("ModelSamplingSD3", (0, 290), [7.0], inputs=[("model", "MODEL")], outputs=[("MODEL", "MODEL")],
+                   size=(330, 58))
+    g.link(unet, 0, model, "model")
+    vae = g.node("VAELoader", (0, 380), [VAE_HUNYUAN], outputs=[("VAE", "VAE")], size=(330, 58))
+    g.group("1. Load HunyuanVideo T2V", (-10, -HEADER, 350, HEADER + 460))
+    vector = vector_row(g, model, clip, "rolex_hunyuan", width=848, height=480)
+    g.note((960, 320), "**HunyuanVideo: unlearn, then compare.** Row 1 computes the refusal vector from the pairs "
+           "(6 Rolex pairs are filled in); row 3 (*Unlearning Check*, held-out pairs) picks the strength; row 2 samples "
+           "the same seed with the base model and with the vector applied at that strength.\n\n"
+           "- `layers = default` is HunyuanVideo's `txt_mlp.0` (the text stream's first FFN layer, the paper's choice "
+           "for this architecture), measured at the 4 timesteps.\n"
+           "- Settings of ComfyUI's HunyuanVideo example: shift 7, guidance 6 (no negative prompt), euler, 20 steps, "
+           "848x480, 73 frames, 24 fps.\n"
+           "- The vector is also saved (`rolex_hunyuan_00001`) to reuse with *Load Refusal Vector*.", size=(340, 270))
+    apply = apply_unlearning(g, (400, ROW2), model, vector, strength_input=True)
+    prompt = g.node("CLIPTextEncode", (400, ROW2 + 320), ["a close-up of a Rolex watch on a wrist, sunlight, shallow "
+                                                          "depth of field"],
+                    inputs=[("clip", "CLIP")], outputs=[("CONDITIONING", "CONDITIONING")], size=(340, 120), title="Prompt")
+    g.link(clip, 0, prompt, "clip")
+    guidance = g.node("FluxGuidance", (400, ROW2 + 480), [6.0], inputs=[("conditioning", "CONDITIONING")],
+                      outputs=[("CONDITIONING", "CONDITIONING")], size=(340, 58))
+    g.link(prompt, 0, guidance, "conditioning")
+    latent = g.node("EmptyHunyuanLatentVideo", (400, ROW2 + 580), [848, 480, 73, 1], outputs=[("LATENT", "LATENT")],
+                    size=(340, 130))
+    noise = g.node("RandomNoise", (400, ROW2 + 750), [42, "fixed"], outputs=[("NOISE", "NOISE")], size=(340, 82))
+    select = g.node("KSamplerSelect", (400, ROW2 + 870), ["euler"], outputs=[("SAMPLER", "SAMPLER")], size=(340, 58))
+    schedule = g.node("BasicScheduler", (400, ROW2 + 960), ["simple", 20, 1.0], inputs=[("model", "MODEL")],
+                      outputs=[("SIGMAS", "SIGMAS")], size=(340, 106))
+    g.link(model, 0, schedule, "model")
+    g.group("3. Unlearning and sampling", (390, ROW2 - HEADER, 360, HEADER + 1100))
+    images = []
+    for row, (name, sampler_model) in enumerate((("Baseline", model), ("Unlearned", apply))):
+        y = ROW2 + row * 330
+        guider = g.node("BasicGuider", (790, y), [], inputs=[("model", "MODEL"), ("conditioning", "CONDITIONING")],
+                        outputs=[("GUIDER", "GUIDER")], size=(320, 46), title=f"{name} guider")
+        g.link(sampler_model, 0, guider, "model")
+        g.link(guidance, 0, guider, "conditioning")
+        sample = g.node("SamplerCustomAdvanced", (790, y + 90), [],
+                        inputs=[("noise", "NOISE"), ("guider", "GUIDER"), ("sampler", "SAMPLER"), ("sigmas", "SIGMAS"),
+                                ("latent_image", "LATENT")],
+                        outputs=[("output", "LATENT"), ("denoised_output", "LATENT")], size=(320, 126),
+                        title=f"{name} sampler")
+        for source, input_name in ((noise, "noise"), (guider, "guider"), (select, "sampler"), (schedule, "sigmas"),
+                                   (latent, "latent_image")):
+            g.link(source, 0, sample, input_name)
+        decoded = g.node("VAEDecodeTiled", (1140, y), [256, 64, 64, 8], inputs=[("samples", "LATENT"), ("vae", "VAE")],
+                         outputs=[("IMAGE", "IMAGE")], size=(210, 150))
+        g.link(sample, 0, decoded, "samples")
+        g.link(vae, 0, decoded, "vae")
+        images.append(decoded)
+    g.group("4. Same seed, base vs. unlearned", (780, ROW2 - HEADER, 580, HEADER + 620))
+    side_by_side(g, 1390, images, 24.0, "5. Side by side", y=ROW2)
+    unlearning_check(g, 390, ROW2 + 1200, model, clip, vector, apply, None, 1.0,
+                     "6. Unlearning Check: held-out pairs set the strength")
+    return g
+
+
 def _neutral():
     import sys
 
@@ -411,7 +494,8 @@ def _neutral():
 
 
 WORKFLOWS = {"compute_refusal_vector_wan21.json": compute_workflow, "unlearned_side_by_side_wan21.json": compare_workflow,
-             "unlearn_wan22_ti2v_5B.json": ti2v_5b_workflow, "unlearn_wan22_t2v_14B.json": t2v_14b_workflow}
+             "unlearn_wan22_ti2v_5B.json": ti2v_5b_workflow, "unlearn_wan22_t2v_14B.json": t2v_14b_workflow,
+             "unlearn_hunyuan_video_t2v.json": hunyuan_video_workflow}
 
 
 def main():

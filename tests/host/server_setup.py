@@ -1,9 +1,10 @@
 """Shared by the server and browser tests: a scratch ComfyUI base directory with tiny models, and prompt helpers.
 
-Model files are tiny stand-ins under the official Wan file names: tiny Wan 2.1 / 2.2 diffusion models
-(``tiny_models``) and random full-size Wan VAEs (ComfyUI builds only the full-size ones). ComfyUI's
-CLIPLoader only detects a full-size UMT5-XXL (about 6 B parameters), so the tests swap that one loader
-for a test-only node that builds the tiny UMT5 of ``tiny_models``; every other node runs as shipped.
+Model files are tiny stand-ins under the official file names: tiny Wan 2.1 / 2.2 and HunyuanVideo diffusion models
+(``tiny_models``) and random full-size Wan and HunyuanVideo VAEs (ComfyUI builds only the full-size ones). ComfyUI's
+CLIPLoader only detects a full-size UMT5-XXL (about 6 B parameters), so the tests swap that one loader for a test-only
+node that builds the tiny UMT5 of ``tiny_models``. HunyuanVideo's DualCLIPLoader is swapped for a stand-in shaped as
+its output (the pinned ComfyUI lacks the Llama tokenizer). Every other node runs as shipped.
 """
 
 from __future__ import annotations
@@ -40,12 +41,19 @@ TEST_LOADER = textwrap.dedent(f"""
             return (tiny_models.tiny_wan_clip(),)
 
 
-    NODE_CLASS_MAPPINGS = {{"TinyWanCLIPLoader": TinyWanCLIPLoader}}
+    class TinyHunyuanVideoTextLoader(TinyWanCLIPLoader):
+        def load(self):
+            return (tiny_models.tiny_hunyuan_video_text(),)
+
+
+    NODE_CLASS_MAPPINGS = {{"TinyWanCLIPLoader": TinyWanCLIPLoader,
+                           "TinyHunyuanVideoTextLoader": TinyHunyuanVideoTextLoader}}
 """)
 
 
-def write_models(base: Path, *, wan22: bool = False) -> None:
-    """The Wan 2.1 files; with ``wan22`` also the Wan 2.2 5B, the two 14B experts and the 2.2 VAE (1.4 GB)."""
+def write_models(base: Path, *, wan22: bool = False, hunyuan_video: bool = False) -> None:
+    """The Wan 2.1 files; with ``wan22`` also the Wan 2.2 5B, the two 14B experts and the 2.2 VAE (1.4 GB); with
+    ``hunyuan_video`` the HunyuanVideo T2V model and its VAE (0.5 GB)."""
     sys.path.insert(0, str(find_comfyui()))
     from comfy.cli_args import args
 
@@ -71,13 +79,26 @@ def write_models(base: Path, *, wan22: bool = False) -> None:
             vae22 = Wan22VAE(dim=160, z_dim=48, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
                              temperal_downsample=[False, True, True], dropout=0.0)
         save_file(_random_vae_weights(vae22.state_dict(), tiled=True), str(base / "models" / "vae" / "wan2.2_vae.safetensors"))
+    if hunyuan_video:
+        from comfy.ldm.models.autoencoder import AutoencoderKL
+
+        for name, build in tiny_models.HUNYUAN_VIDEO_FILES.items():
+            save_file(build(), str(base / "models" / "diffusion_models" / name))
+        # The config ComfyUI's VAE detection gives a 3D KL autoencoder with 16 latent channels (comfy/sd.py)
+        config = {"double_z": True, "z_channels": 16, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
+                  "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0,
+                  "conv3d": True, "time_compress": 4}
+        with torch.device("meta"):  # 246 M parameters: shapes only
+            hunyuan_vae = AutoencoderKL(ddconfig=config, embed_dim=16)
+        save_file(_random_vae_weights(hunyuan_vae.state_dict()),
+                  str(base / "models" / "vae" / "hunyuan_video_vae_bf16.safetensors"))
     loader = base / "custom_nodes" / "tiny_test_loaders"
     loader.mkdir(parents=True)
     (loader / "__init__.py").write_text(TEST_LOADER)
 
 
 def _random_vae_weights(shapes: dict, *, tiled: bool = False) -> dict:
-    """Seeded weights for a full-size Wan VAE. ComfyUI's ops skip weight init, so the module's own tensors are
+    """Seeded weights for a full-size Wan or HunyuanVideo VAE. ComfyUI's ops skip weight init, so the module's own tensors are
     uninitialised memory (they decode to NaN); fan-in scaled normals decode latents to varied, finite frames.
     ``tiled`` cycles one block of 2^20 normals (the 2.2 VAE's 705 M draws take most of a minute on a busy CPU)."""
     import math
@@ -88,8 +109,8 @@ def _random_vae_weights(shapes: dict, *, tiled: bool = False) -> dict:
     block = torch.randn(1 << 20, generator=generator) if tiled else None
     weights = {}
     for index, (name, tensor) in enumerate(shapes.items()):
-        if name.endswith("gamma"):
-            value = torch.ones(tensor.shape)
+        if name.endswith("gamma") or (tensor.ndim == 1 and ".norm" in name and name.endswith("weight")):
+            value = torch.ones(tensor.shape)  # RMS norms' gamma (Wan), group norms' weight (HunyuanVideo)
         elif name.endswith("bias") or tensor.ndim < 2:
             value = torch.zeros(tensor.shape)
         elif tiled:
@@ -102,18 +123,19 @@ def _random_vae_weights(shapes: dict, *, tiled: bool = False) -> dict:
     return weights
 
 
-def server_fixture(tmp_path_factory, *, wan22: bool = False):
+def server_fixture(tmp_path_factory, *, wan22: bool = False, hunyuan_video: bool = False):
     if find_comfyui() is None:
         pytest.skip("HOST TESTS SKIPPED: no ComfyUI found at $COMFYUI_PATH, ../.. or ~/ComfyUI")
     base = tmp_path_factory.mktemp("comfy_base")
-    write_models(base, wan22=wan22)
+    write_models(base, wan22=wan22, hunyuan_video=hunyuan_video)
     with comfyui_server(base) as url:
         yield url, base, http_json(f"{url}/object_info")
 
 
-def wan22_server_fixture(tmp_path_factory):
-    """A server with the Wan 2.1 and the Wan 2.2 files (5B, both 14B experts, the 2.2 VAE)."""
-    yield from server_fixture(tmp_path_factory, wan22=True)
+def workflows_server_fixture(tmp_path_factory):
+    """A server with every shipped workflow's files: Wan 2.1, Wan 2.2 (5B, both 14B experts, the 2.2 VAE) and
+    HunyuanVideo (T2V and its VAE)."""
+    yield from server_fixture(tmp_path_factory, wan22=True, hunyuan_video=True)
 
 
 def shrink(api: dict, *, timesteps: str = "1") -> dict:
@@ -122,6 +144,10 @@ def shrink(api: dict, *, timesteps: str = "1") -> dict:
         inputs, kind = node["inputs"], node["class_type"]
         if kind == "CLIPLoader":
             node["class_type"], node["inputs"] = "TinyWanCLIPLoader", {}
+        elif kind == "DualCLIPLoader" and inputs["type"] == "hunyuan_video":
+            node["class_type"], node["inputs"] = "TinyHunyuanVideoTextLoader", {}
+        elif kind == "BasicScheduler":
+            inputs.update(steps=2)
         elif kind == "EmptyHunyuanLatentVideo":
             inputs.update(width=64, height=64, length=5)
         elif kind == "KSampler":

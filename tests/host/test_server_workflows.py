@@ -1,8 +1,8 @@
 """A headless ComfyUI (`main.py --cpu`) with the pack: shipped workflows run, nodes are described, interrupts are clean.
 
 Every shipped workflow runs as shipped (CPU-sized by ``shrink``): Wan 2.1 compute then side by side, Wan 2.2
-TI2V 5B, and Wan 2.2 T2V 14B with a refusal vector per expert; in the side-by-side and 5B workflows Unlearning Check
-sets Apply Unlearning's strength. Model stand-ins and the one swapped loader are
+TI2V 5B, Wan 2.2 T2V 14B with a refusal vector per expert, and HunyuanVideo T2V; in the side-by-side, 5B and
+HunyuanVideo workflows Unlearning Check sets Apply Unlearning's strength. Model stand-ins and the swapped text loaders are
 described in ``server_setup``.
 """
 
@@ -15,9 +15,9 @@ import pytest
 from PIL import Image, ImageSequence
 
 from comfy_host import REPO_ROOT, http_json
-from server_setup import WORKFLOWS, interrupt_after_progress, load_api, run_prompt, shrink, wait_for_history, wan22_server_fixture
+from server_setup import WORKFLOWS, interrupt_after_progress, load_api, run_prompt, shrink, wait_for_history, workflows_server_fixture
 
-server = pytest.fixture(scope="module")(wan22_server_fixture)
+server = pytest.fixture(scope="module")(workflows_server_fixture)
 STITCH_SPACING = 8  # ImageStitch's spacing in the side-by-side workflow
 
 
@@ -149,7 +149,8 @@ def _runs_and_unlearns(url, base, api, *, frames):
     disabled the halves are pixel-identical (same seed, same noise)."""
     entry = run_prompt(url, api)
     first = entry
-    assert entry["status"]["status_str"] == "success", entry["status"]
+    errors = [m[1].get("exception_message") for m in entry["status"]["messages"] if m[0] == "execution_error"]
+    assert entry["status"]["status_str"] == "success", errors
     badges = _badges(entry, api)
     assert badges and all(b["enabled"] is True and b["concept"] == "Rolex" and b["layers"] > 0 for b in badges), badges
     base_half, unlearned_half = _latest_halves(base)
@@ -193,6 +194,19 @@ def test_wan22_t2v_14b_workflow_unlearns_both_experts(server):
     errors = [m[1] for m in entry["status"]["messages"] if m[0] == "execution_error"]
     assert entry["status"]["status_str"] == "error" and errors, entry["status"]
     assert errors[0]["node_type"] == "VideoUnlearnApply" and "fingerprint" in errors[0]["exception_message"], errors
+
+
+def test_hunyuan_video_workflow_unlearns(server):
+    """HunyuanVideo as ComfyUI's own example samples it (FluxGuidance into a BasicGuider, SamplerCustomAdvanced,
+    tiled decoding): the check, without a negative prompt, sets the strength on the txt_mlp.0 layers it fitted."""
+    url, base, info = server
+    api = shrink(load_api("unlearn_hunyuan_video_t2v.json", info))
+    assert any(n["class_type"] == "TinyHunyuanVideoTextLoader" for n in api.values())
+    entry = _runs_and_unlearns(url, base, api, frames=5)
+    summary = _check_ran_and_set_the_strength(entry, api, _badges(entry, api)[0])
+    # no negative prompt, as the sampler: the conditional prediction's collateral, and the table says why
+    assert "embeds its guidance" in summary["table"] and "guided =" not in summary["table"]
+    assert (base / "models" / "refusal_vectors" / "rolex_hunyuan_00001.safetensors").is_file()
 
 
 def _halves(path):

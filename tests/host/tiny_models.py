@@ -8,6 +8,8 @@
   like the official ``*_fp8_scaled`` files. ``WAN22_FILES`` maps the official file names to these builders.
 - ``tiny_wan_clip``, ``family_model`` with ``TINY_FAMILIES`` (the other families' tiny models) and ``FamilyText``:
   from ``bench/host_models.py`` (benchmarks never import tests/; tests import them from there).
+- ``tiny_hunyuan_video_state_dict`` and ``tiny_hunyuan_video_text``: a HunyuanVideo that ComfyUI's detection
+  loads, and a text encoder stand-in shaped as HunyuanVideo's.
 - ``LookupTextEncoder``: the tiny CLIP's tokenizer with a fixed table in place of its transformer, for tests whose
   figures must be the same bits on every CPU (``tests/host/test_check_exact.py``).
 All are seeded, so every test run sees the same weights.
@@ -95,6 +97,46 @@ WAN22_FILES = {
     "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors": lambda: tiny_wan22_expert_state_dict("high"),
     "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors": lambda: tiny_wan22_expert_state_dict("low"),
 }
+
+
+#: A HunyuanVideo (text to video) that ComfyUI's detection loads as ``HunyuanVideo``: detection sets the heads to the
+#: width / 128 and the rope axes to [16, 56, 56], so the width is 128 (one head); one double and one single block;
+#: the text 128 wide and the pooled CLIP-L output 768 wide, as the real one.
+TINY_HUNYUAN_VIDEO = {"image_model": "hunyuan_video", "in_channels": 16, "out_channels": 16, "vec_in_dim": 768,
+                      "context_in_dim": 128, "hidden_size": 128, "mlp_ratio": 4.0, "num_heads": 1, "depth": 1,
+                      "depth_single_blocks": 1, "axes_dim": [16, 56, 56], "theta": 256, "patch_size": [1, 2, 2],
+                      "qkv_bias": True, "guidance_embed": True, "byt5": False, "meanflow": False}
+def tiny_hunyuan_video_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random weights of :data:`TINY_HUNYUAN_VIDEO`, under the names ComfyUI's detection reads."""
+    import comfy.ops
+    from comfy.ldm.hunyuan_video.model import HunyuanVideo
+
+    torch.manual_seed(seed)
+    module = HunyuanVideo(**TINY_HUNYUAN_VIDEO, operations=comfy.ops.manual_cast)
+    # Fan-in scaled weights, unit norms, zero biases: activations keep their scale through the blocks, so that the
+    # text (and an edit of it) moves the sampled latent by more than the 8-bit frames the server tests compare.
+    state = {}
+    for name, tensor in module.state_dict().items():
+        if tensor.ndim > 1:
+            state[name] = torch.randn(tensor.shape) / tensor[0].numel() ** 0.5
+        elif name.endswith("bias"):
+            state[name] = torch.zeros(tensor.shape)
+        else:
+            state[name] = torch.ones(tensor.shape)
+    return state
+
+
+def tiny_hunyuan_video_text(seed: int = 0):
+    """What ComfyUI's HunyuanVideo text encoder hands the model, in shape: each prompt's own tokens (no padding, no
+    mask), 128 wide, and a 768-wide pooled output (CLIP-L's). A stand-in (``FamilyText`` over a
+    :class:`LookupTextEncoder`, whose rows are the same for a word in any prompt, as a trained encoder's nearly are):
+    the pinned ComfyUI lacks the Llama tokenizer's ``tokenizer.json``, so its HunyuanVideo encoder cannot run here."""
+    return FamilyText(LookupTextEncoder(tiny_wan_clip(seed), rows=64, width=TINY_HUNYUAN_VIDEO["vec_in_dim"]), None,
+                      TINY_HUNYUAN_VIDEO["context_in_dim"], TINY_HUNYUAN_VIDEO["vec_in_dim"], False)
+
+
+#: The official HunyuanVideo diffusion-model file name -> the builder of its tiny stand-in (for the server tests).
+HUNYUAN_VIDEO_FILES = {"hunyuan_video_t2v_720p_bf16.safetensors": tiny_hunyuan_video_state_dict}
 
 
 def load_tiny_wan(seed: int = 0, model_options: dict | None = None, state: dict | None = None):
