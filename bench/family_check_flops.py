@@ -26,8 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 import nodes_perf  # noqa: E402  (setup_host)
-from check_perf import BENIGN, GRID, VALIDATION  # noqa: E402
-from family_check_perf import FAMILIES, NEUTRAL, TARGET, setup  # noqa: E402
+from family_check_perf import FAMILIES, Prepared  # noqa: E402
 from host_models import tiny_wan_clip, zero_padded  # noqa: E402
 
 _WAN = {"image_model": "wan2.1", "patch_size": (1, 2, 2), "freq_dim": 256, "window_size": (-1, -1), "qk_norm": True,
@@ -118,33 +117,22 @@ def main() -> None:
 
     import comfy.supported_models
     import nodes as comfy_nodes
-    from comfyui_video_unlearning.nodes import check as check_node
-    from comfyui_video_unlearning.nodes import definitions as d
     from comfyui_video_unlearning.nodes.collect import empty_latent
 
     report = {"generation": GENERATION, "check": "64x64x1, 5 validation pairs, 12 benign prompts, the negative "
               "prompt, 9 strengths, one timestep", "models": {}}
     with torch.inference_mode():
         clip = zero_padded(tiny_wan_clip())
-        lines = (ROOT / "workflows" / "pairs" / "trademark_rolex.txt").read_text().splitlines()
-        pairs = "\n".join([line for line in lines if "|" in line and not line.startswith("#")][:5])
         for family in args.families:
-            model, text = setup(family, clip)
-            positive = text.encode_from_tokens_scheduled(text.tokenize("a Rolex watch on a table"))
-            negative = text.encode_from_tokens_scheduled(text.tokenize(""))
-            estimation = d.PairEncoder.execute(text, pairs, NEUTRAL, "Rolex")[0]
-            validation = d.PairEncoder.execute(text, VALIDATION, BENIGN, "Rolex")[0]
-            acts = d.CollectActivations.execute(model, estimation, 128, 128, 9, "4", 0, "default", 0, -1)[0]
-            basis = d.RefusalVectorNode.execute(acts, "cpca", 4, 1.0)[0]
+            prepared = Prepared(family, clip)
+            model = prepared.model
             log = CallLog(model.model.diffusion_model)
             log.recording = True
-            check_node.run_unlearning_check(model, basis, validation, GRID, group="all in vector", block_start=0,
-                                            block_end=-1, target=TARGET.get(family, "safe_mean"), width=64,
-                                            height=64, length=1, timesteps="0.1", seed=0, negative=negative,
-                                            cfg=5.0)
+            prepared.check()
             check_calls, log.calls = log.calls, []
             latent = {"samples": empty_latent(model, 64, 64, 9)}
-            comfy_nodes.common_ksampler(model, 3, 1, 5.0, "euler", "simple", positive, negative, latent)
+            comfy_nodes.common_ksampler(model, 3, 1, 5.0, "euler", "simple", prepared.positive, prepared.negative,
+                                        latent)
             step_calls, log.recording = log.calls, False
             big = empty_latent(model, GENERATION["width"], GENERATION["height"], GENERATION["length"]).shape
             for label, config_class, unet in REAL[family]:

@@ -41,12 +41,37 @@ TARGET = {"mochi": "zero", "cosmos_predict2": "zero"}
 NEUTRAL = "a dog in a park\na red car\na tree\na bowl of soup"
 
 
-def setup(family: str, clip):
-    """(model, text encoder) of a family: Wan as ``bench/check_perf.py`` runs it, the others medium-sized."""
-    if family == "wan":
-        return medium_wan(), clip
-    config_class, unet = MEDIUM_FAMILIES[family]
-    return family_model(config_class, unet, scale=0.02), FamilyText(clip, *MEDIUM_TEXT[family])
+class Prepared:
+    """A family's model (Wan as ``bench/check_perf.py`` runs it, the others medium-sized) and text encoder, a prompt
+    and the empty negative, the validation pairs, and a refusal vector fitted by the nodes from the Rolex pairs."""
+
+    def __init__(self, family: str, clip):
+        from comfyui_video_unlearning.nodes import definitions as d
+
+        self.family, self.target = family, TARGET.get(family, "safe_mean")
+        if family == "wan":
+            self.model, self.text = medium_wan(), clip
+        else:
+            config_class, unet = MEDIUM_FAMILIES[family]
+            self.model = family_model(config_class, unet, scale=0.02)
+            self.text = FamilyText(clip, *MEDIUM_TEXT[family])
+        encode = self.text.encode_from_tokens_scheduled
+        self.positive = encode(self.text.tokenize("a Rolex watch on a table"))
+        self.negative = encode(self.text.tokenize(""))
+        lines = (ROOT / "workflows" / "pairs" / "trademark_rolex.txt").read_text().splitlines()
+        pairs = "\n".join([line for line in lines if "|" in line and not line.startswith("#")][:5])
+        estimation = d.PairEncoder.execute(self.text, pairs, NEUTRAL, "Rolex")[0]
+        self.validation = d.PairEncoder.execute(self.text, VALIDATION, BENIGN, "Rolex")[0]
+        acts = d.CollectActivations.execute(self.model, estimation, 128, 128, 9, "4", 0, "default", 0, -1)[0]
+        self.basis = d.RefusalVectorNode.execute(acts, "cpca", 4, 1.0)[0]
+
+    def check(self, size: int = 64):
+        """Unlearning Check as the shipped workflows run it (the negative prompt at cfg 5), at ``size`` x ``size`` x 1."""
+        from comfyui_video_unlearning.nodes.check import run_unlearning_check
+
+        return run_unlearning_check(self.model, self.basis, self.validation, GRID, group="all in vector",
+                                    block_start=0, block_end=-1, target=self.target, width=size, height=size,
+                                    length=1, timesteps="0.1", seed=0, negative=self.negative, cfg=5.0)[0]
 
 
 def main() -> None:
@@ -65,42 +90,32 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     import nodes as comfy_nodes
-    from comfyui_video_unlearning.nodes import check as check_node
-    from comfyui_video_unlearning.nodes import definitions as d
     from comfyui_video_unlearning.nodes.collect import empty_latent
 
     runs = {}
     with torch.inference_mode():
         clip = zero_padded(tiny_wan_clip())
-        lines = (ROOT / "workflows" / "pairs" / "trademark_rolex.txt").read_text().splitlines()
-        pairs = "\n".join([line for line in lines if "|" in line and not line.startswith("#")][:5])
         for family in args.families:
-            model, text = setup(family, clip)
-            positive = text.encode_from_tokens_scheduled(text.tokenize("a Rolex watch on a table"))
-            negative = text.encode_from_tokens_scheduled(text.tokenize(""))
-            latent = {"samples": empty_latent(model, 128, 128, 9)}
-            estimation = d.PairEncoder.execute(text, pairs, NEUTRAL, "Rolex")[0]
-            validation = d.PairEncoder.execute(text, VALIDATION, BENIGN, "Rolex")[0]
-            acts = d.CollectActivations.execute(model, estimation, 128, 128, 9, "4", 0, "default", 0, -1)[0]
-            basis = d.RefusalVectorNode.execute(acts, "cpca", 4, 1.0)[0]
+            prepared = Prepared(family, clip)
+            latent = {"samples": empty_latent(prepared.model, 128, 128, 9)}
             calls = [0]
-            model.model.diffusion_model.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+            prepared.model.model.diffusion_model.register_forward_pre_hook(
+                lambda *_, calls=calls: calls.__setitem__(0, calls[0] + 1))
 
-            def generate(model=model, positive=positive, negative=negative, latent=latent):
-                return comfy_nodes.common_ksampler(model, 3, 8, 5.0, "euler", "simple", positive, negative, latent)
+            def generate(p=prepared, latent=latent):
+                return comfy_nodes.common_ksampler(p.model, 3, 8, 5.0, "euler", "simple", p.positive, p.negative,
+                                                   latent)
 
-            def check(model=model, basis=basis, validation=validation, negative=negative, family=family):
-                return check_node.run_unlearning_check(
-                    model, basis, validation, GRID, group="all in vector", block_start=0, block_end=-1,
-                    target=TARGET.get(family, "safe_mean"), width=args.size, height=args.size, length=1,
-                    timesteps="0.1", seed=0, negative=negative, cfg=5.0)[0]
+            def check(p=prepared):
+                return p.check(args.size)
 
             generate()
             calls[0] = 0
             result = check()  # warm-up, and the calls one check makes
             runs[family] = {"generate": generate, "check": check, "calls": calls[0], "result": result,
-                            "rows": [cond[0][0].shape[1] for cond in (*validation.unsafe, *validation.safe,
-                                                                      *validation.neutral)],
+                            "rows": [cond[0][0].shape[1] for cond in (*prepared.validation.unsafe,
+                                                                      *prepared.validation.safe,
+                                                                      *prepared.validation.neutral)],
                             "times": {"generation": [], "check": []}, "cpu": {"generation": [], "check": []}}
         for _ in range(args.repeats):  # interleaved, so drifting machine load hits all alike
             for run in runs.values():

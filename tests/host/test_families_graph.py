@@ -37,6 +37,24 @@ def family_text(tiny, clip, rows, width, pooled, mask):
     return FamilyText(tiny.LookupTextEncoder(clip, rows=rows or 64, width=width), rows, width, pooled, mask)
 
 
+def measure_check_apply(model, text, target: str):
+    """The graph up to the edit, at 64x64x9: Pair Encoder (the pairs, and held-out pairs with benign prompts) -> Collect
+    Activations -> Low-Rank Refusal Vector -> Unlearning Check (with a negative prompt) -> Apply Unlearning at 1.
+    Returns the activations, the vector, the check's (strength, chart, table), the patched clone and the negative."""
+    from comfyui_video_unlearning.nodes import definitions
+    from comfyui_video_unlearning.nodes.check import UnlearningCheck
+
+    encoded = definitions.PairEncoder.execute(text, PAIRS, NEUTRAL, "Rolex")[0]
+    held_out = definitions.PairEncoder.execute(text, VALIDATION, BENIGN, "Rolex")[0]
+    activations = definitions.CollectActivations.execute(model, encoded, 64, 64, 9, "2", 0, "default", 0, -1)[0]
+    basis = definitions.RefusalVectorNode.execute(activations, "cpca", 4, 1.0)[0]
+    negative = text.encode_from_tokens_scheduled(text.tokenize("blurry"))
+    out = UnlearningCheck.execute(model, basis, "0, 0.5, 1", "default", 0, -1, target, "none", 64, 64, 9, "0.1", 0,
+                                  validation_pairs=held_out, negative=negative, cfg=5.0)
+    patched = definitions.ApplyUnlearning.execute(model, basis, 1.0, True, "all in vector", 0, -1, target)[0]
+    return activations, basis, out.args, patched, negative
+
+
 @pytest.mark.parametrize("family", list(TEXT))
 def test_the_graph_runs_on_every_family(family, pack, wan, clip, tiny, tmp_path):
     import comfy.model_management
@@ -44,27 +62,16 @@ def test_the_graph_runs_on_every_family(family, pack, wan, clip, tiny, tmp_path)
     import nodes as comfy_nodes
 
     from comfyui_video_unlearning.nodes import definitions
-    from comfyui_video_unlearning.nodes.check import UnlearningCheck
     from comfyui_video_unlearning.nodes.collect import empty_latent
 
     assert set(TEXT) == set(TINY) - {"wan"}
     model = tiny_model(family, wan)
     text = family_text(tiny, clip, *TEXT[family])
-    width, height, length = 64, 64, 9
+    target = TARGET.get(family, "safe_mean")
     try:
-        encoded = definitions.PairEncoder.execute(text, PAIRS, NEUTRAL, "Rolex")[0]
-        held_out = definitions.PairEncoder.execute(text, VALIDATION, BENIGN, "Rolex")[0]
-        activations = definitions.CollectActivations.execute(model, encoded, width, height, length, "2", 0, "default",
-                                                             0, -1)[0]
-        basis = definitions.RefusalVectorNode.execute(activations, "cpca", 4, 1.0)[0]
-        negative = text.encode_from_tokens_scheduled(text.tokenize("blurry"))
-        target = TARGET.get(family, "safe_mean")
-        out = UnlearningCheck.execute(model, basis, "0, 0.5, 1", "default", 0, -1, target, "none", width,
-                                      height, length, "0.1", 0, validation_pairs=held_out, negative=negative, cfg=5.0)
-        strength, chart, table = out.args
-        patched = definitions.ApplyUnlearning.execute(model, basis, 1.0, True, "all in vector", 0, -1, target)[0]
+        activations, basis, (strength, _, table), patched, negative = measure_check_apply(model, text, target)
         positive = text.encode_from_tokens_scheduled(text.tokenize("a Rolex watch on a table"))
-        latent = {"samples": empty_latent(model, width, height, length)}
+        latent = {"samples": empty_latent(model, 64, 64, 9)}
 
         def generate(m):
             return comfy_nodes.common_ksampler(m, 3, 2, 2.0, "euler", "simple", positive, negative, latent)[0]["samples"]
@@ -155,8 +162,6 @@ def test_the_graph_runs_on_hunyuan_video_image_to_video(config_class, channels, 
     import comfy.model_management
     import nodes as comfy_nodes
 
-    from comfyui_video_unlearning.nodes import definitions
-    from comfyui_video_unlearning.nodes.check import UnlearningCheck
     from comfyui_video_unlearning.nodes.collect import empty_latent
 
     model = tiny.family_model(config_class, {**tiny.TINY_FAMILIES["hunyuan_video"][1], "in_channels": channels})
@@ -165,16 +170,7 @@ def test_the_graph_runs_on_hunyuan_video_image_to_video(config_class, channels, 
     patch_inputs = []  # the latent the model's patch embedding reads: noise and image channels
     hook = model.model.diffusion_model.img_in.register_forward_pre_hook(lambda m, a: patch_inputs.append(a[0].shape[1]))
     try:
-        encoded = definitions.PairEncoder.execute(text, PAIRS, NEUTRAL, "Rolex")[0]
-        held_out = definitions.PairEncoder.execute(text, VALIDATION, BENIGN, "Rolex")[0]
-        activations = definitions.CollectActivations.execute(model, encoded, 64, 64, 9, "2", 0, "default", 0, -1)[0]
-        basis = definitions.RefusalVectorNode.execute(activations, "cpca", 4, 1.0)[0]
-        negative = text.encode_from_tokens_scheduled(text.tokenize("blurry"))
-        out = UnlearningCheck.execute(model, basis, "0, 0.5, 1", "default", 0, -1, "safe_mean", "none", 64, 64, 9,
-                                      "0.1", 0, validation_pairs=held_out, negative=negative, cfg=5.0)
-        strength, _, table = out.args
-        patched = definitions.ApplyUnlearning.execute(model, basis, 1.0, True, "all in vector", 0, -1,
-                                                      "safe_mean")[0]
+        _, basis, (strength, _, table), patched, negative = measure_check_apply(model, text, "safe_mean")
         latent = empty_latent(model, 64, 64, 9)
         image = torch.randn(1, 16, 1, *latent.shape[-2:], generator=torch.Generator().manual_seed(0))
         mask = torch.ones(1, 1, *latent.shape[-3:])
