@@ -338,6 +338,16 @@ def shifted(g: Graph, pos, unet):
 ROW2 = 880
 
 
+def compare_note(g: Graph, title: str, saved_as: str, settings: list, height: int):
+    """The note of a one-workflow model (vector row, check, base vs. unlearned): what each row does, the model's own
+    ``settings`` as bullets, and the name the vector is saved under."""
+    bullets = [*settings, f"The vector is also saved (`{saved_as}_00001`) to reuse with *Load Refusal Vector*."]
+    g.note((960, 320), f"**{title}: unlearn, then compare.** Row 1 computes the refusal vector from the pairs (6 Rolex "
+           "pairs are filled in); row 3 (*Unlearning Check*, held-out pairs) picks the strength; row 2 samples the same "
+           "seed with the base model and with the vector applied at that strength.\n\n"
+           + "\n".join(f"- {line}" for line in bullets), size=(340, height))
+
+
 def ti2v_5b_workflow() -> Graph:
     """Wan 2.2 TI2V 5B: compute the vector, apply it, base vs. unlearned from one seed, in one workflow."""
     g = Graph()
@@ -347,12 +357,10 @@ def ti2v_5b_workflow() -> Graph:
     vae = g.node("VAELoader", (0, 350), [VAE_22], outputs=[("VAE", "VAE")], size=(330, 58))
     g.group("1. Load Wan 2.2 TI2V 5B", (-10, -HEADER, 350, HEADER + 430))
     vector = vector_row(g, model, clip, "rolex_5b", width=1280, height=704)
-    g.note((960, 320), "**Wan 2.2 TI2V 5B: unlearn, then compare.** Row 1 computes the refusal vector from the pairs "
-           "(6 Rolex pairs are filled in); row 3 (*Unlearning Check*, held-out pairs) picks the strength; row 2 samples the "
-           "same seed with the base model and with the vector applied at that strength.\n\n"
-           "- Settings of ComfyUI's Wan 2.2 5B template: shift 8, 1280x704, 121 frames, 20 steps, cfg 5, `uni_pc`, 24 fps.\n"
-           "- Text to video as shipped; connect a *Load Image* to `start_image` of *Wan22ImageToVideoLatent* for image to video.\n"
-           "- The vector is also saved (`rolex_5b_00001`) to reuse with *Load Refusal Vector*.", size=(340, 240))
+    compare_note(g, "Wan 2.2 TI2V 5B", "rolex_5b", [
+        "Settings of ComfyUI's Wan 2.2 5B template: shift 8, 1280x704, 121 frames, 20 steps, cfg 5, `uni_pc`, 24 fps.",
+        "Text to video as shipped; connect a *Load Image* to `start_image` of *Wan22ImageToVideoLatent* for image to "
+        "video."], height=240)
     apply = apply_unlearning(g, (400, ROW2), model, vector, strength_input=True)
     positive, negative = prompts(g, 400, ROW2 + 320, clip)
     latent = g.node("Wan22ImageToVideoLatent", (400, ROW2 + 620), [1280, 704, 121, 1],
@@ -433,14 +441,11 @@ def hunyuan_video_workflow() -> Graph:
     vae = g.node("VAELoader", (0, 380), [VAE_HUNYUAN], outputs=[("VAE", "VAE")], size=(330, 58))
     g.group("1. Load HunyuanVideo T2V", (-10, -HEADER, 350, HEADER + 460))
     vector = vector_row(g, model, clip, "rolex_hunyuan", width=848, height=480)
-    g.note((960, 320), "**HunyuanVideo: unlearn, then compare.** Row 1 computes the refusal vector from the pairs "
-           "(6 Rolex pairs are filled in); row 3 (*Unlearning Check*, held-out pairs) picks the strength; row 2 samples "
-           "the same seed with the base model and with the vector applied at that strength.\n\n"
-           "- `layers = default` is HunyuanVideo's `txt_mlp.0` (the text stream's first FFN layer, the paper's choice "
-           "for this architecture), measured at the 4 timesteps.\n"
-           "- Settings of ComfyUI's HunyuanVideo example: shift 7, guidance 6 (no negative prompt), euler, 20 steps, "
-           "848x480, 73 frames, 24 fps.\n"
-           "- The vector is also saved (`rolex_hunyuan_00001`) to reuse with *Load Refusal Vector*.", size=(340, 270))
+    compare_note(g, "HunyuanVideo", "rolex_hunyuan", [
+        "`layers = default` is HunyuanVideo's `txt_mlp.0` (the text stream's first FFN layer, the paper's choice for "
+        "this architecture), measured at the 4 timesteps.",
+        "Settings of ComfyUI's HunyuanVideo example: shift 7, guidance 6 (no negative prompt), euler, 20 steps, "
+        "848x480, 73 frames, 24 fps."], height=270)
     apply = apply_unlearning(g, (400, ROW2), model, vector, strength_input=True)
     prompt = g.node("CLIPTextEncode", (400, ROW2 + 320), ["a close-up of a Rolex watch on a wrist, sunlight, shallow "
                                                           "depth of field"],
