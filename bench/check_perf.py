@@ -84,9 +84,7 @@ def main() -> None:
         positive = clip.encode_from_tokens_scheduled(clip.tokenize("a Rolex watch on a table"))
         negative = clip.encode_from_tokens_scheduled(clip.tokenize(args.negative_prompt))
         latent = {"samples": torch.zeros(1, 16, 3, 16, 16)}  # 9 frames of 128 x 128, as nodes_perf
-        lines = (ROOT / "workflows" / "pairs" / "trademark_rolex.txt").read_text().splitlines()
-        pairs = "\n".join([line for line in lines if "|" in line and not line.startswith("#")][:5])
-        estimation = d.PairEncoder.execute(clip, pairs, "a dog in a park\na red car\na tree\na bowl of soup", "Rolex")[0]
+        estimation = d.PairEncoder.execute(clip, nodes_perf.rolex_pairs(), nodes_perf.NEUTRAL, "Rolex")[0]
         validation = d.PairEncoder.execute(clip, VALIDATION, BENIGN, "Rolex")[0]
         acts = d.CollectActivations.execute(model, estimation, 128, 128, 9, "4", 0, "default", 0, -1, latent=latent)[0]
         basis = d.RefusalVectorNode.execute(acts, "cpca", 4, 1.0)[0]

@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-import nodes_perf  # noqa: E402  (setup_host)
+import nodes_perf  # noqa: E402  (setup_host, rolex_pairs, NEUTRAL)
 from check_perf import BENIGN, GRID, VALIDATION  # noqa: E402  (the Wan bench's prompts and grid, reused as is)
 from host_models import (  # noqa: E402
     MEDIUM_FAMILIES, MEDIUM_TEXT, FamilyText, family_model, medium_wan, tiny_wan_clip, zero_padded,
@@ -38,7 +38,6 @@ from host_models import (  # noqa: E402
 FAMILIES = ("wan",) + tuple(MEDIUM_FAMILIES)
 #: Mochi's text qkv and Cosmos Predict2's cross-attention k/v have no bias for "safe_mean" to move.
 TARGET = {"mochi": "zero", "cosmos_predict2": "zero"}
-NEUTRAL = "a dog in a park\na red car\na tree\na bowl of soup"
 
 
 class Prepared:
@@ -48,7 +47,7 @@ class Prepared:
     def __init__(self, family: str, clip):
         from comfyui_video_unlearning.nodes import definitions as d
 
-        self.family, self.target = family, TARGET.get(family, "safe_mean")
+        self.target = TARGET.get(family, "safe_mean")
         if family == "wan":
             self.model, self.text = medium_wan(), clip
         else:
@@ -58,15 +57,14 @@ class Prepared:
         encode = self.text.encode_from_tokens_scheduled
         self.positive = encode(self.text.tokenize("a Rolex watch on a table"))
         self.negative = encode(self.text.tokenize(""))
-        lines = (ROOT / "workflows" / "pairs" / "trademark_rolex.txt").read_text().splitlines()
-        pairs = "\n".join([line for line in lines if "|" in line and not line.startswith("#")][:5])
-        estimation = d.PairEncoder.execute(self.text, pairs, NEUTRAL, "Rolex")[0]
+        estimation = d.PairEncoder.execute(self.text, nodes_perf.rolex_pairs(), nodes_perf.NEUTRAL, "Rolex")[0]
         self.validation = d.PairEncoder.execute(self.text, VALIDATION, BENIGN, "Rolex")[0]
         acts = d.CollectActivations.execute(self.model, estimation, 128, 128, 9, "4", 0, "default", 0, -1)[0]
         self.basis = d.RefusalVectorNode.execute(acts, "cpca", 4, 1.0)[0]
 
     def check(self, size: int = 64):
-        """Unlearning Check as the shipped workflows run it (the negative prompt at cfg 5), at ``size`` x ``size`` x 1."""
+        """Unlearning Check as the shipped workflows run it (the negative prompt at cfg 5), at ``size`` x ``size``
+        x 1."""
         from comfyui_video_unlearning.nodes.check import run_unlearning_check
 
         return run_unlearning_check(self.model, self.basis, self.validation, GRID, group="all in vector",

@@ -31,6 +31,16 @@ sys.path.insert(0, str(ROOT / "bench"))
 from host_models import medium_wan, tiny_wan_clip  # noqa: E402,F401  (medium_wan: also used as nodes_perf.medium_wan)
 
 
+#: The neutral prompts the host benches pass Pair Encoder beside the Rolex pairs.
+NEUTRAL = "a dog in a park\na red car\na tree\na bowl of soup"
+
+
+def rolex_pairs(count: int = 5) -> str:
+    """The first ``count`` pairs of the shipped ``trademark_rolex.txt`` (5: the paper's minimum), as Pair Encoder's
+    text."""
+    lines = (ROOT / "workflows" / "pairs" / "trademark_rolex.txt").read_text().splitlines()
+    return "\n".join([line for line in lines if "|" in line and not line.startswith("#")][:count])
+
 def setup_host():
     from tools.comfyui_host import find_comfyui
 
@@ -76,9 +86,7 @@ def sampling_and_collection(repeats: int) -> dict:
         negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
         latent = {"samples": torch.zeros(1, 16, 3, 16, 16)}  # 9 frames of 128 x 128
         steps = 8
-        lines = (ROOT / "workflows" / "pairs" / "trademark_rolex.txt").read_text().splitlines()
-        pairs = "\n".join([line for line in lines if "|" in line and not line.startswith("#")][:5])  # the paper's 5
-        encoded = d.PairEncoder.execute(clip, pairs, "a dog in a park\na red car\na tree\na bowl of soup", "Rolex")[0]
+        encoded = d.PairEncoder.execute(clip, rolex_pairs(), NEUTRAL, "Rolex")[0]
 
         def generate(m):
             return comfy_nodes.common_ksampler(m, 3, steps, 5.0, "euler", "simple", positive, negative, latent)
