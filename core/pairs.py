@@ -7,12 +7,14 @@ file can carry comments. Errors name the line number, because that is what a per
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass
 
 #: The paper measures its refusal vector from this many pairs; fewer still works but is noisier.
 RECOMMENDED_PAIRS = 5
 MIN_PAIRS = 2
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 #: Everyday prompts whose activations vary in ways unrelated to any concept one would erase.
 #: The contrastive step (cPCA) subtracts their covariance so that this ordinary variation is not
@@ -64,7 +66,13 @@ class PromptPair:
 
 
 def _content_lines(text: str):
-    for number, raw in enumerate(text.splitlines(), start=1):
+    r"""(line number, stripped line) of the content lines. One leading byte-order mark (U+FEFF, which some editors
+    write first) is dropped, so a first-line ``#`` comment stays a comment; lines end at ``\r\n``, ``\r`` or
+    ``\n`` only, as an editor numbers them (``str.splitlines`` also splits at NEL, form feed, vertical tab and
+    U+2028/2029, which cut a prompt in two and shift every later line number)."""
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    for number, raw in enumerate(_LINE_BREAK.split(text), start=1):
         line = raw.strip()
         if line and not line.startswith("#"):
             yield number, line

@@ -62,3 +62,18 @@ def test_parse_prompts_and_defaults():
     assert parse_prompts("# c\na dog\n\na cat\na dog") == ["a dog", "a cat"]
     assert len(DEFAULT_NEUTRAL_PROMPTS) >= 10
     assert len(set(DEFAULT_NEUTRAL_PROMPTS)) == len(DEFAULT_NEUTRAL_PROMPTS)
+
+
+def test_a_byte_order_mark_and_unicode_line_separators_neither_join_nor_split_lines():
+    # A leading BOM used to turn a first-line comment into a line without '|' and to stay, invisible, in the first
+    # pair's unsafe prompt; NEL, U+2028, form feed and vertical tab split a line in two and shifted later numbers.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FewPairsWarning)
+        pairs = parse_pairs("\ufeff# my pairs\na rolex | a watch\nb rolex | b watch\n")
+        assert [(p.unsafe, p.line) for p in pairs] == [("a rolex", 2), ("b rolex", 3)]
+        assert parse_pairs("\ufeffa rolex | a watch\nb rolex | b watch")[0].unsafe == "a rolex"
+        pairs = parse_pairs("a rolex\x85 watch | a watch\nx\u2028y | z\nb\x0bc | d\re | f\r\ng | h\n")
+    assert [(p.unsafe, p.line) for p in pairs] == [("a rolex\x85 watch", 1), ("x\u2028y", 2), ("b\x0bc", 3),
+                                                   ("e", 4), ("g", 5)]
+    assert check_pairs("x | y\nz | w\n\x0c\nq | a | b\n")["line"] == 4
+    assert parse_prompts("\ufeffa dog\n# a comment\na cat\u2029on a mat\n") == ["a dog", "a cat\u2029on a mat"]
