@@ -15,6 +15,8 @@ less of it lets the edit act but moves benign inputs by their energy outside V.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 __all__ = ["preserve_span", "constrain", "leakage"]
@@ -56,6 +58,13 @@ def preserve_span(activations: torch.Tensor, energy: float = 0.99, *, max_rank: 
 def constrain(subspace: torch.Tensor, span: torch.Tensor, *, tol: float = 1e-3) -> torch.Tensor:
     """Orthonormal Q ``[d, k']`` spanning ``(I - V V^T) U``: the concept subspace without the preserve span.
 
+    Q is the left singular vectors of ``(I - V V^T) U`` (U's columns scaled to length 1) whose singular value is
+    above what the inputs' precision resolves, ``sqrt(d)`` times the machine epsilon of the coarser of U's and V's
+    types (1e-10 at the least). A direction that two columns of U share outside V is kept once, not a second time
+    as their rounding noise (an orthonormal float32 U whose first two columns differ only by a preserve direction
+    gave 3 columns, one of them noise, with the unpivoted QR used until 2026-12-06), and no direction loses part of
+    itself to such noise (with that QR, 0.3-0.6 % of the span in float64).
+
     Args:
         subspace: U ``[d, k]`` (or one vector ``[d]``), the concept directions (any scale).
         span: orthonormal V ``[d, m]`` from :func:`preserve_span`.
@@ -69,18 +78,20 @@ def constrain(subspace: torch.Tensor, span: torch.Tensor, *, tol: float = 1e-3) 
     if u.ndim != 2 or span.ndim != 2 or u.shape[0] != span.shape[0]:
         raise ValueError(f"subspace [d, k] and span [d, m] must share d, got {tuple(subspace.shape)} and "
                          f"{tuple(span.shape)}")
+    coarse = [t.dtype for t in (u, span) if t.dtype.is_floating_point]
+    resolved = max([1e-10] + [math.sqrt(u.shape[0]) * torch.finfo(dtype).eps for dtype in coarse])
     u = u.detach().to("cpu", torch.float64)
     v = span.detach().to("cpu", torch.float64)
+    u = u / u.norm(dim=0).clamp_min(1e-300)  # directions: [d, k], columns of length 1 (0 stays 0)
     outside = u - v @ (v.T @ u)  # [d, k]
-    keep = outside.norm(dim=0) > tol * u.norm(dim=0).clamp_min(1e-300)
-    outside = outside[:, keep]
+    outside = outside[:, outside.norm(dim=0) > tol]
     if outside.shape[1] == 0:
         return outside.to(torch.float32)
-    q, r = torch.linalg.qr(outside)
-    independent = r.diagonal().abs() > 1e-8 * r.diagonal().abs().max()
-    q = q[:, independent]
+    left, singular, _ = torch.linalg.svd(outside, full_matrices=False)  # [d, k'], [k']
+    q = left[:, singular > resolved]
     q = q - v @ (v.T @ q)  # once more against round-off
     q, _ = torch.linalg.qr(q)
+    q = q * torch.where(q.T @ outside.sum(1) < 0, -1.0, 1.0)  # deterministic signs: along the columns' sum
     return q.to(torch.float32).contiguous()
 
 
