@@ -48,6 +48,7 @@ change, the same maths as the weight patch Apply Unlearning folds in.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -169,23 +170,27 @@ class EditHooks(ScopedHooks):
                 u, wu, shift = self._parts[layer]
                 self._cast[key] = (u.to(x.device, x.dtype), wu.T.to(x.device, x.dtype),
                                    None if shift is None else shift.to(x.device, x.dtype))
+            _, wu_t, shift = self._cast[key]
             last = self._last.get(layer)
-            if last is not None and last[0] is x:  # the same input tensor as the last call (a replayed text context)
-                change = last[1]
+            if last is not None and last[0]() is x and last[1] == _version(x):
+                coords = last[2]  # the same input tensor, not written to since, as the last call (a replayed context)
             else:
-                u, wu_t, shift = self._cast[key]
-                coords = x @ u  # [..., c]
+                coords = x @ self._cast[key][0]  # U^T x  [..., c]
                 if shift is not None:
                     coords = coords - shift
-                change = coords @ wu_t  # (W U)(U^T (x - mu)), independent of the strength
-                self._last[layer] = (x, change)
-            scaled = change * self.strength
-            # The same two roundings as ``output - strength * change``, the difference written into the product: one
-            # new tensor per call instead of two (22 x 512 text rows per layer and strength in the nodes' check).
-            # Not where autograd records (out= is not differentiable) or the product's type or shape differs.
-            reuse = (scaled.dtype == output.dtype and scaled.shape == output.shape
-                     and not (torch.is_grad_enabled() and output.requires_grad))
-            return torch.sub(output, scaled, out=scaled) if reuse else output - scaled
+                # Only the small coordinates are kept, not the output-sized change (about 9 GB on the GPU for Wan 14B
+                # I2V's edited layers), and the input by a weak reference: the cache holds no tensor of its size alive.
+                self._last[layer] = (weakref.ref(x), _version(x), coords)
+            change = coords @ wu_t  # (W U)(U^T (x - mu)) [..., out], independent of the strength
+            # ``change * strength`` written into the product, then the difference too: the same two roundings as
+            # ``output - strength * change`` with one new tensor per call instead of three (22 x 512 text rows per
+            # layer and strength in the nodes' check). Not where autograd records (out= is not differentiable) or the
+            # product's type or shape differs from the output's.
+            reuse = (change.dtype == output.dtype and change.shape == output.shape
+                     and not (torch.is_grad_enabled() and (output.requires_grad or change.requires_grad)))
+            if not reuse:
+                return output - change * self.strength
+            return torch.sub(output, torch.mul(change, self.strength, out=change), out=change)
 
         return hook
 
@@ -582,9 +587,16 @@ def recommend(strengths: Sequence[float], efficacy: Sequence[float], collateral:
     to rule 1 only; it was extended to rules 2-3 after the trademark on the retrained organism (stage 3) showed the
     same thing through rule 2 (recommended 0.75: 91 % drop; 1.0: 98 %).
 
-    If no strength above 0 is within the budget, or none removes anything, recommend 0 and say so.
+    If no strength above 0 is within the budget, or none removes anything, recommend 0 and say so. ``strengths`` is
+    a grid as :func:`parse_strengths` returns it (sorted, no repeats, from 0), one figure of each list per strength;
+    any other is a ValueError.
     """
     strengths, efficacy, collateral = list(strengths), list(efficacy), list(collateral)
+    if tuple(strengths) != parse_strengths(strengths) or not len(strengths) == len(efficacy) == len(collateral):
+        raise ValueError(f"recommend() needs the strength grid as parse_strengths() gives it (sorted, no repeats, "
+                         f"starting at 0) with one efficacy and one collateral per strength; got strengths "
+                         f"{strengths}, {len(efficacy)} efficacies and {len(collateral)} collaterals: pass "
+                         f"parse_strengths(grid) and the figures measured in that order")
     allowed = [i for i, s in enumerate(strengths) if s > 0 and collateral[i] <= budget]
     if max(efficacy) <= 0:
         return 0.0, "no strength removes any of the validation pairs' difference (check the vector and the pairs)"

@@ -409,3 +409,48 @@ def test_keep_pairs_that_cannot_be_measured_are_refused():
     with pytest.raises(ValueError, match="keep pairs"):
         keep_loss(Baseline(pairs=1, benign=2, predictions=torch.zeros(4, 3), inputs={}, forwards=1),
                   torch.zeros(4, 3))
+
+
+def test_edit_hooks_recompute_after_an_in_place_write_and_keep_only_coordinates():
+    model = Toy()
+    _, basis = fitted(model)
+    weight = model.layer.weight.detach()
+    u = basis.subspace("layer").double()  # [in, c]
+    mu = basis.target("layer").double()
+    parts = (u.float(), (weight.double() @ u).T.float(), (u.T @ mu).float())  # as the hooks cast them
+
+    def expected(x, strength):  # output - strength (W U)(U^T x - U^T mu), the hooks' two roundings
+        return model.layer(x) - ((x @ parts[0] - parts[2]) @ parts[1]) * strength
+
+    x = torch.randn(5, DIM)
+    with torch.no_grad(), EditHooks(model, basis) as hooks:
+        hooks.strength = 1.3
+        first = model.layer(x)
+        again = model.layer(x)  # the same tensor: its coordinates come from the cache
+        cached = hooks._last["layer"][2]
+        assert cached.shape == (5, u.shape[1])  # [..., c], not the layer's output [..., out]
+        x.mul_(10)  # written in place: the cached coordinates are stale
+        after = model.layer(x)
+        hooks.strength = 0.5
+        other = model.layer(x)
+    assert torch.equal(first, again)
+    with torch.no_grad():
+        assert torch.equal(after, expected(x, 1.3)) and torch.equal(other, expected(x, 0.5))
+        edit = project_edit(weight, basis.subspace("layer"), 1.3, target=basis.target("layer"))
+        torch.testing.assert_close(after, x @ edit.dense(weight).T + edit.dense_bias(model.layer.bias),
+                                   atol=1e-4, rtol=1e-5)
+    with torch.inference_mode(), EditHooks(model, basis) as hooks:  # no version counter: identity alone
+        hooks.strength = 1.3
+        context = torch.randn(5, DIM)
+        assert torch.equal(model.layer(context), model.layer(context))
+        reference = hooks._last["layer"][0]
+        del context
+        assert reference() is None  # the cache does not keep its input alive
+
+
+def test_recommend_refuses_a_grid_that_is_not_parsed():
+    for grid in ([0.5, 1.0], [0, 1.0, 0.5], [0, 0.5, 0.5]):
+        with pytest.raises(ValueError, match=r"parse_strengths\(grid\)"):
+            recommend(grid, [0.0] * len(grid), [0.0] * len(grid))
+    with pytest.raises(ValueError, match="2 efficacies"):
+        recommend([0, 0.5, 1.0], [0.0, 0.5], [0.0, 0.1, 0.2])
