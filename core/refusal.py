@@ -380,9 +380,12 @@ def _fit_input(unsafe, safe, neutral, *, rank: int, alpha: float, method: str, s
     )
     as32 = lambda t: t.to(torch.float32).contiguous()  # noqa: E731
     direction = as32(direction / direction.norm())
+    # U's columns are eigenvectors (orthonormal to 1e-15, strongest contrast first): the subspace edit stores them
+    # as they are. Re-orthonormalising them by an SVD, whose singular values are then all 1, returned an arbitrary
+    # rotation of them that changed with the number of CPU threads (the same projector, other columns).
+    subspace = as32(basis) if edit == "subspace" else _orthonormal_columns(direction[:, None])
     return LayerRefusal(vector=as32(vector), basis=as32(basis), direction=direction, safe_mean=as32(safe.mean(0)),
-                        subspace=_orthonormal_columns(basis if edit == "subspace" else direction[:, None]),
-                        score=score, source=source)
+                        subspace=subspace, score=score, source=source)
 
 
 def _top_contrastive_eigenvectors(pair_factor, neutral_factor, alpha: float, rank: int):
@@ -566,6 +569,10 @@ class RefusalBasis(Mapping):
         rank, alpha = meta["rank"], meta["alpha"]
         if not isinstance(rank, int) or rank < 1 or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
             raise RefusalFileError(f"{name}: rank {rank!r} / alpha {alpha!r} are invalid")
+        edit = meta.get("edit", "direction")
+        if edit not in EDITS:
+            raise RefusalFileError(f"{name}: metadata 'edit' is {edit!r}, expected one of {EDITS}; the file is "
+                                   "corrupt: compute the vector again with Low-Rank Refusal Vector")
         revision = meta.get("fit_revision", 1)
         if not isinstance(revision, int) or not 1 <= revision <= FIT_REVISION:
             raise RefusalFileError(f"{name}: fit_revision {revision!r} is unknown to this version of the pack "
@@ -582,14 +589,14 @@ class RefusalBasis(Mapping):
                            len(meta["pairs"]))
         return cls(
             records={layer: records[source] for layer, source in stored.layers.items()},
-            method=str(meta["method"]),
+            method=meta["method"],
             rank=rank,
             alpha=float(alpha),
-            edit=str(meta.get("edit", "direction")),
-            concept=str(meta["concept"]),
+            edit=edit,
+            concept=meta["concept"],
             pairs=tuple(tuple(p) for p in meta["pairs"]),
-            model_family=str(meta["model_family"]),
-            model_fingerprint=str(meta["model_fingerprint"]),
+            model_family=meta["model_family"],
+            model_fingerprint=meta["model_fingerprint"],
             fit_revision=revision,
         )
 

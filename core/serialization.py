@@ -37,6 +37,10 @@ _PROVENANCE = ("method", "rank", "alpha", "concept", "pairs", "model_family", "m
 _OPTIONAL_PROVENANCE = ("edit", "fit_revision")
 
 
+#: What to do about a file whose content is malformed: nothing in it can be trusted, so fit it again.
+_REMEDY = "compute the vector again with Low-Rank Refusal Vector (and save it with Save Refusal Vector)"
+
+
 class RefusalFileError(ValueError):
     """A refusal-vector file that is missing, corrupt, foreign or inconsistent."""
 
@@ -153,11 +157,13 @@ def read_basis_file(path) -> StoredBasis:
             if key not in tensors:
                 raise RefusalFileError(f"{path.name}: tensor {key!r} is missing; the file is incomplete")
             tensor = tensors[key]
-            if tensor.dtype != torch.float32 or tensor.ndim == 0 or \
-                    tensor.shape[0 if kind in ("basis", "subspace") else -1] != dim:
+            matrix = kind in ("basis", "subspace")  # [d, k], k >= 1; the others [d] or [c, d]
+            if tensor.dtype != torch.float32 or tensor.ndim not in ((2,) if matrix else (1, 2)) or \
+                    0 in tensor.shape or tensor.shape[0 if matrix else -1] != dim:
                 raise RefusalFileError(
-                    f"{path.name}: tensor {key!r} has shape {tuple(tensor.shape)} / {tensor.dtype}, "
-                    f"expected width {dim} float32"
+                    f"{path.name}: tensor {key!r} has shape {tuple(tensor.shape)} / {tensor.dtype}, expected width "
+                    f"{dim} float32, shaped {'[d, k] with k >= 1' if matrix else '[d] or [c, d]'}; the file is "
+                    f"corrupt: {_REMEDY}"
                 )
             if not torch.isfinite(tensor).all():
                 raise RefusalFileError(f"{path.name}: tensor {key!r} contains NaN or Inf; the file is corrupt")
@@ -174,4 +180,27 @@ def read_basis_file(path) -> StoredBasis:
     if extra:
         raise RefusalFileError(f"{path.name}: unexpected tensors {extra[:5]}; the file was not written by this pack")
     provenance = {key: meta[key] for key in (*_PROVENANCE, *_OPTIONAL_PROVENANCE) if key in meta}
+    _check_provenance(path.name, provenance)
     return StoredBasis(layers=sources, records=records, provenance=provenance)
+
+
+def _check_provenance(name: str, provenance: dict) -> None:
+    """The provenance's types as :func:`write_basis_file` writes them; a mistyped entry is a file error that names
+    it (read as it stands, ``pairs = "ab"`` would become the pairs ``("a",), ("b",)`` and ``concept = null`` the
+    label ``"None"``). Whether a value is known (an edit, a fit revision) is ``core.refusal``'s to judge."""
+    def bad(key: str, expected: str) -> RefusalFileError:
+        return RefusalFileError(f"{name}: metadata {key!r} is {provenance[key]!r}, expected {expected}; the file is "
+                                f"corrupt: {_REMEDY}")
+
+    for key in ("method", "concept", "model_family", "model_fingerprint", "edit"):
+        if key in provenance and not isinstance(provenance[key], str):
+            raise bad(key, "a string")
+    pairs = provenance["pairs"]
+    if not isinstance(pairs, list) or not all(isinstance(pair, list) and len(pair) == 2
+                                              and all(isinstance(side, str) for side in pair) for pair in pairs):
+        raise bad("pairs", 'a list of [unsafe prompt, safe prompt] string pairs, e.g. [["a Rolex", "a watch"]]')
+    for key in ("rank", "fit_revision"):
+        if key in provenance and (not isinstance(provenance[key], int) or isinstance(provenance[key], bool)):
+            raise bad(key, "an integer")
+    if isinstance(provenance["alpha"], bool) or not isinstance(provenance["alpha"], (int, float)):
+        raise bad("alpha", "a number")

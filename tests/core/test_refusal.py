@@ -367,3 +367,18 @@ def test_no_direction_of_positive_contrast_is_an_error_that_names_the_remedy():
     assert fitter.fit(alpha=1.0, layers=["fine"])["fine"].basis.shape[1] >= 1
     assert fitter.fit(alpha=0.0, layers=["L"])["L"].basis.shape[1] == 4  # plain PCA of the differences has them
     assert fitter.fit(method="mean", layers=["L"])["L"].basis.shape[1] == 1
+
+
+def test_the_subspace_edit_stores_the_eigenvectors_in_order_of_contrast():
+    # An SVD of U (orthonormal: every singular value 1) used to return an arbitrary rotation of it, which changed with
+    # the number of CPU threads; the edit subspace is now U itself, its first column the strongest contrast.
+    concept, unsafe, safe, neutral = _text_side_pairs()
+    record = RefusalFitter().update("ctx", unsafe, safe).update_neutral("ctx", neutral).fit(rank=4, edit="subspace")
+    record = record["ctx"]
+    assert torch.equal(record.subspace, record.basis) and record.subspace.shape == (48, 4)
+    edit_space = record.subspace.double()
+    torch.testing.assert_close(edit_space.T @ edit_space, torch.eye(4, dtype=torch.float64), atol=1e-6, rtol=0)
+    diffs, centred = unsafe - safe, neutral - neutral.mean(0)
+    contrast = ((diffs @ edit_space) ** 2).mean(0) - ((centred @ edit_space) ** 2).sum(0) / (len(neutral) - 1)
+    assert contrast.tolist() == sorted(contrast.tolist(), reverse=True)  # C's eigenvalues, descending
+    assert bool(((edit_space.T @ diffs.mean(0)) >= 0).all())  # the basis's deterministic signs

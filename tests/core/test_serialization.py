@@ -221,3 +221,41 @@ def test_inconsistent_record_shapes_are_a_file_error(basis, tmp_path):
     save_file(tensors, str(bad), metadata=header)
     with pytest.raises(RefusalFileError, match="bad.safetensors.*corrupt"):
         RefusalBasis.load(bad)
+
+
+_UNIT = torch.nn.functional.normalize(torch.arange(1.0, 33.0), dim=0)
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (lambda m, t: m.update(pairs=5), "'pairs' is 5"),
+    (lambda m, t: m.update(pairs=[1, 2]), r"'pairs' is \[1, 2\]"),
+    (lambda m, t: m.update(pairs=None), "'pairs' is None"),
+    (lambda m, t: m.update(pairs="ab"), "'pairs' is 'ab'"),  # would load as the pairs ("a",), ("b",)
+    (lambda m, t: m.update(pairs=[["a", "b", "c"]]), "'pairs' is"),
+    (lambda m, t: m.update(pairs=3, fit_revision=2), "'pairs' is 3"),  # the rank-above-pairs warning took len()
+    (lambda m, t: m.update(concept=None), "'concept' is None, expected a string"),  # would load as "None"
+    (lambda m, t: m.update(model_family=7), "'model_family' is 7"),
+    (lambda m, t: m.update(edit="bogus"), r"'edit' is 'bogus', expected one of \('direction', 'subspace'\)"),
+    (lambda m, t: m.update(edit=None), "'edit' is None"),
+    (lambda m, t: m.update(rank=True), "'rank' is True, expected an integer"),
+    (lambda m, t: m.update(fit_revision=True), "'fit_revision' is True"),
+    (lambda m, t: m.update(alpha=None), "'alpha' is None, expected a number"),
+    (lambda m, t: t.update({"subspace/blocks.0.cross_attn.k": _UNIT}), r"'subspace/blocks.0.cross_attn.k' has shape "
+                                                                       r"\(32,\).*\[d, k\] with k >= 1"),
+    (lambda m, t: t.update({"subspace/blocks.0.cross_attn.k": torch.zeros(32, 0)}), r"shape \(32, 0\)"),  # a no-op
+    (lambda m, t: t.update({"basis/blocks.0.cross_attn.k": _UNIT}), r"'basis/blocks.0.cross_attn.k' has shape"),
+    (lambda m, t: t.update({"vector/blocks.0.cross_attn.k": torch.zeros(2, 2, 32)}), r"\[d\] or \[c, d\]"),
+])
+def test_malformed_metadata_and_tensors_are_file_errors_that_name_the_field_and_the_remedy(basis, tmp_path, change,
+                                                                                           fragment):
+    good = tmp_path / "good.safetensors"
+    basis.save(good)
+    tensors = load_file(str(good))
+    with safe_open(str(good), framework="pt") as handle:
+        meta = json.loads(handle.metadata()[METADATA_KEY])
+    change(meta, tensors)
+    bad = tmp_path / "bad.safetensors"
+    save_file(tensors, str(bad), metadata={METADATA_KEY: json.dumps(meta)})
+    with pytest.raises(RefusalFileError, match=fragment) as caught:
+        RefusalBasis.load(bad)
+    assert str(caught.value).startswith("bad.safetensors: ") and "compute the vector again" in str(caught.value)
