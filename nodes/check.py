@@ -29,7 +29,8 @@ from .adapters import GROUP_CHOICES, adapter_for, embeds_guidance
 from .check_fastpath import PaddedTextCollapse
 from .collect import empty_latent, evaluate_at_sigmas, evaluate_one_call_each, parse_timesteps, sigmas_for
 from .conditioning import can_share_a_call, prompt_token_mask, row_token_masks, stack_conditionings
-from .patching import ALL_IN_VECTOR, has_module, require_bias_for_target, select_layers, stored_weight
+from .patching import (ALL_IN_VECTOR, edited_layers, has_module, patched_weight, require_bias_for_target,
+                       select_layers, stored_weight)
 from .payloads import PAIRS_TYPE, REFUSAL_VECTOR_TYPE, EncodedPairs
 
 #: Most prompts in one forward.
@@ -59,15 +60,22 @@ def check_inputs(basis: RefusalBasis, validation: EncodedPairs | None) -> list:
     return list(validation.neutral)
 
 
+#: What Pair Encoder adds to a prompt's conditioning beside its text: the negative row takes the benign rows' value.
+IMAGE_EXTRAS = ("clip_vision_output",)
+
+
 def negative_row(negative, benign: list):
-    """The sampler's negative CONDITIONING as one more row of the check: its text (one prompt) with the benign rows'
-    other conditioning (the Pair Encoder's image inputs), so that it differs from them in the text alone."""
+    """The sampler's negative CONDITIONING as one more row of the check: its own text, with its own attention mask
+    and pooled output (LTX-Video and Mochi read the mask, HunyuanVideo the pooled output), and the benign rows'
+    image inputs from Pair Encoder (``IMAGE_EXTRAS``), so that it differs from them in its text alone."""
     if not (isinstance(negative, list) and len(negative) == 1 and isinstance(negative[0][0], torch.Tensor)
             and negative[0][0].shape[0] == 1):
         shape = [tuple(entry[0].shape) for entry in negative] if isinstance(negative, list) else type(negative).__name__
         raise ValueError(f"Unlearning Check: negative must be one prompt's CONDITIONING (a CLIP Text Encode's output), "
                          f"got {shape}; connect the negative prompt that feeds your sampler")
-    return [[negative[0][0], dict(benign[0][0][1])]]
+    extras = {key: value for key, value in negative[0][1].items() if key not in IMAGE_EXTRAS}
+    extras.update({key: benign[0][0][1][key] for key in IMAGE_EXTRAS if key in benign[0][0][1]})
+    return [[negative[0][0], extras]]
 
 
 class ApplyModelReplay:
@@ -177,8 +185,12 @@ def block_index(layer: str) -> int:
 
 
 def layer_weight(model, layer: str) -> torch.Tensor:
-    """The layer's weight as in the file, float32 on the CPU: the unpatched original when a patched clone of the
-    model is loaded (ComfyUI keeps it in the shared ``backup``), a scaled-fp8 checkpoint's scale applied."""
+    """The layer's weight as ``model`` uses it, float32 on the CPU, as Apply Unlearning computes its edit from it: the
+    file's weight (the unpatched original when a patched clone of the model is loaded, ComfyUI keeps it in the shared
+    ``backup``), a scaled-fp8 checkpoint's scale applied, and the MODEL's own patches (a LoRA loaded before it)."""
+    patched = patched_weight(model, layer)
+    if patched is not None:
+        return patched.cpu()
     weight = stored_weight(model, layer).detach().to("cpu", torch.float32)
     scale = getattr(model.model.diffusion_model.get_submodule(layer), "scale_weight", None)
     if scale is not None:
@@ -231,6 +243,12 @@ def run_unlearning_check(model, basis: RefusalBasis, validation: EncodedPairs | 
     extra = [] if negative is None else [negative_row(negative, benign)]
     layers = select_layers(model, basis, group, block_start, block_end)
     require_bias_for_target(model, layers, target)
+    already = edited_layers(model, layers)
+    if already:
+        raise ValueError(f"Unlearning Check: this MODEL already carries Apply Unlearning's edit on {len(already)} of "
+                         f"the {len(layers)} chosen layers ({already[0]!r}...), so every strength would be measured on "
+                         "top of it. Connect the model from before Apply Unlearning: the check applies the edit "
+                         "itself, strength by strength")
     options = sweep_options(model, basis, layers, sweep)
     adapter = adapter_for(model)
     diffusion = model.model.diffusion_model
@@ -409,19 +427,24 @@ class UnlearningCheck(io.ComfyNode):
                                 tooltip="Where the prediction is compared: progress fractions (0 = pure noise) or a count on the model's schedule."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=False,
                              tooltip="Seed of the noise every prompt shares."),
-                io.Float.Input("cfg", default=6.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                io.Float.Input("cfg", default=6.0, min=0.01, max=100.0, step=0.1, round=0.01,
                                tooltip="Your sampler's cfg, for the guided collateral (used only with a negative "
                                        "prompt connected)."),
             ],
             outputs=[
                 io.Float.Output(display_name="strength", tooltip="The recommended strength: connect it to Apply Unlearning's strength."),
-                io.Image.Output(display_name="chart"),
-                io.String.Output(display_name="table"),
+                io.Image.Output(display_name="chart",
+                                tooltip="Removal against collateral per strength, the recommended one marked (also "
+                                        "shown on the node)."),
+                io.String.Output(display_name="table",
+                                 tooltip="The figures per strength, what collateral was read on, and notes."),
             ],
         )
 
     @classmethod
-    def validate_inputs(cls, strengths=None, timesteps=None, cfg=None, **kwargs):
+    def validate_inputs(cls, strengths=None, timesteps=None):
+        # Linked inputs reach validation as None and are checked when the node runs. No **kwargs: with it ComfyUI
+        # would skip its own range and option checks of every other input.
         if strengths is not None:
             try:
                 parse_strengths(strengths)
@@ -432,9 +455,6 @@ class UnlearningCheck(io.ComfyNode):
                 parse_timesteps(timesteps)
             except ValueError as error:
                 return f"Unlearning Check: {error}"
-        if cfg is not None and not cfg > 0:
-            return (f"Unlearning Check: cfg must be your sampler's cfg, above 0 (got {cfg}); 1 reads the conditional "
-                    "prediction")
         return True
 
     @classmethod
@@ -444,6 +464,9 @@ class UnlearningCheck(io.ComfyNode):
             parse_strengths(strengths)
         except ValueError as error:
             raise ValueError(f"Unlearning Check: strengths: {error}") from None
+        if not cfg > 0:  # the widget's minimum does not hold for a linked value
+            raise ValueError(f"Unlearning Check: cfg must be your sampler's cfg, above 0 (got {cfg}); 1 reads the "
+                             "conditional prediction")
         notes = {}
         main, swept = run_unlearning_check(model, refusal_vector, validation_pairs, strengths, group=layers,
                                            block_start=block_start, block_end=block_end, target=target, width=width,

@@ -28,9 +28,9 @@ import comfy.samplers
 import comfy.utils
 
 from ..core.collection import collect, plan_batches
-from ..core.fingerprint import fingerprint_weights
 from .adapters import adapter_for, latent_shape
 from .conditioning import can_share_a_call, prompt_token_mask, row_token_masks, stack_conditionings
+from .patching import weights_fingerprint
 from .payloads import CollectedActivations, EncodedPairs
 
 logger = logging.getLogger(__name__)
@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 MAX_BATCH = 32
 #: Latent side used for text-only layers (a multiple of every supported family's spatial patch size).
 MIN_LATENT_SIDE = 4
+#: Noise seeds are taken modulo 2**64, the range of the node's seed widget and of ``torch.manual_seed``.
+SEED_RANGE = 1 << 64
 
 
 def parse_timesteps(spec: str) -> int | list[float]:
@@ -114,9 +116,10 @@ def collect_activations(model, encoded: EncodedPairs, latent: torch.Tensor, time
                      prepare=prepare, forward=forward, timesteps=sigmas, seed=seed, max_rows=max_rows,
                      text_layers=adapter.text_token_layers(layer_names), shared=adapter.shared_inputs(layer_names))
 
-    weights = {name: diffusion.get_submodule(name).weight for name in layer_names}
     return CollectedActivations(
-        fitter=fitter, layers=tuple(layer_names), family=adapter.family, fingerprint=fingerprint_weights(weights),
+        # the file's weights, as Apply Unlearning checks them: a LoRA on the MODEL does not make it another model
+        fitter=fitter, layers=tuple(layer_names), family=adapter.family,
+        fingerprint=weights_fingerprint(model, layer_names),
         concept=encoded.concept, pairs=encoded.pairs, sigmas=tuple(sigmas),
     )
 
@@ -135,6 +138,8 @@ class OneCallEach(list):
 def _forward(model, positive, latent, sigmas, seeds, progress) -> None:
     """One model evaluation per sigma on a batch of prompts (one stacked CONDITIONING, or :class:`OneCallEach`: one
     call per prompt and sigma); row i is noised with ``seeds[i]``. The recorder's hooks see the layers' inputs."""
+    # Rows add their index to the node's seed, which may be at the top of the widget's 64-bit range.
+    seeds = [seed % SEED_RANGE for seed in seeds]
     noise = torch.cat([comfy.sample.prepare_noise(latent, s) for s in seeds])
     if isinstance(positive, OneCallEach):
         evaluate_one_call_each(model, positive, latent, noise, sigmas, seeds, lambda _prediction: progress.update(1))

@@ -71,11 +71,16 @@ class PairEncoder(io.ComfyNode):
                                                   "without the concept; the neutral prompts use it too. Connect both "
                                                   "sides or neither."),
             ],
-            outputs=[Pairs.Output(display_name="pairs")],
+            outputs=[Pairs.Output(display_name="pairs",
+                                  tooltip="The encoded pairs and neutral prompts: to Collect Activations, or to "
+                                          "Unlearning Check as validation pairs.")],
         )
 
     @classmethod
-    def validate_inputs(cls, pairs, **kwargs):
+    def validate_inputs(cls, pairs=None):
+        # A linked input reaches validation as None: its text is checked when the node runs.
+        if pairs is None:
+            return True
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FewPairsWarning)
@@ -123,11 +128,15 @@ class CollectActivations(io.ComfyNode):
                 *_block_inputs(),
                 io.Latent.Input("latent", optional=True, tooltip="Optional latent to measure on instead of an empty one of width x height x length."),
             ],
-            outputs=[Activations.Output(display_name="activations")],
+            outputs=[Activations.Output(display_name="activations",
+                                        tooltip="Per-layer statistics of the pairs and neutral prompts: to Low-Rank "
+                                                "Refusal Vector.")],
         )
 
     @classmethod
-    def validate_inputs(cls, timesteps, **kwargs):
+    def validate_inputs(cls, timesteps=None):
+        if timesteps is None:  # linked: checked when the node runs
+            return True
         try:
             parse_timesteps(timesteps)
         except ValueError as error:
@@ -154,7 +163,12 @@ class RefusalVectorNode(io.ComfyNode):
                 io.Float.Input("alpha", default=1.0, min=0.0, max=100.0, step=0.05, tooltip="Weight of the neutral prompts' covariance; 0 = plain PCA of the pair differences."),
                 io.Combo.Input("edit", options=list(EDITS), default="direction", optional=True, tooltip="What Apply Unlearning removes: direction = the one refusal direction per layer (names, trademarks); subspace = the whole rank-k contrastive subspace (broad concepts reached through many wordings, such as nudity; more collateral, check it)."),
             ],
-            outputs=[RefusalVector.Output(display_name="refusal_vector"), io.Image.Output(display_name="scores")],
+            outputs=[RefusalVector.Output(display_name="refusal_vector",
+                                           tooltip="The concept's direction per layer: to Apply Unlearning, Unlearning "
+                                                   "Check, Save Refusal Vector or Export Unlearning as LoRA."),
+                     io.Image.Output(display_name="scores",
+                                     tooltip="Per-input separation of the pairs along the edit direction (the chart "
+                                             "shown on the node).")],
         )
 
     @classmethod
@@ -181,7 +195,8 @@ class ApplyUnlearning(io.ComfyNode):
                 *_block_inputs(),
                 io.Combo.Input("target", options=list(EDIT_TARGETS), default="safe_mean", tooltip="safe_mean: move the removed component to the safe prompts' mean (keeps activations typical); zero: project it out."),
             ],
-            outputs=[io.Model.Output()],
+            outputs=[io.Model.Output(tooltip="A patched clone of the model; the input MODEL and its file are "
+                                             "unchanged.")],
         )
 
     @classmethod
@@ -199,12 +214,19 @@ class SaveRefusalVector(io.ComfyNode):
         return io.Schema(
             node_id="VideoUnlearnSaveRefusalVector", display_name="Save Refusal Vector", category=CATEGORY,
             is_output_node=True,
+            description="Saves the vector to models/refusal_vectors as safetensors, with its pairs, settings, model "
+                        "family and weight fingerprint in the metadata; Load Refusal Vector reads it back.",
             inputs=[
                 RefusalVector.Input("refusal_vector", tooltip="The vector to save (safetensors with its pairs and provenance)."),
                 io.String.Input("filename_prefix", default="refusal_vector", tooltip="File name prefix inside models/refusal_vectors; '/' makes subfolders."),
             ],
             outputs=[],
         )
+
+    @classmethod
+    def validate_inputs(cls, filename_prefix=None):
+        problem = filename_prefix is not None and storage.prefix_problem(filename_prefix)
+        return f"Save Refusal Vector: {problem}" if problem else True
 
     @classmethod
     def execute(cls, refusal_vector: RefusalBasis, filename_prefix):
@@ -219,15 +241,23 @@ class LoadRefusalVector(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="VideoUnlearnLoadRefusalVector", display_name="Load Refusal Vector", category=CATEGORY,
+            description="Loads a refusal vector saved by Save Refusal Vector (or copied into models/refusal_vectors).",
             inputs=[io.Combo.Input("name", options=storage.list_vectors(), tooltip="A refusal vector in models/refusal_vectors.")],
-            outputs=[RefusalVector.Output(display_name="refusal_vector")],
+            outputs=[RefusalVector.Output(display_name="refusal_vector", tooltip="The saved vector, as computed.")],
         )
 
     @classmethod
-    def validate_inputs(cls, name):
+    def validate_inputs(cls, name=None):
+        if name is None:  # linked: checked when the node runs
+            return True
         if name not in storage.list_vectors():
             return f"Load Refusal Vector: {name!r} is not in models/refusal_vectors; save one first or refresh the list"
         return True
+
+    @classmethod
+    def fingerprint_inputs(cls, name=None):
+        # A file replaced under the same name must be read again, not served from ComfyUI's cache.
+        return storage.file_signature(name)
 
     @classmethod
     def execute(cls, name):
@@ -248,7 +278,8 @@ class CombineRefusalVectors(io.ComfyNode):
                 RefusalVector.Input("refusal_vector_3", optional=True, tooltip="Optional third concept."),
                 RefusalVector.Input("refusal_vector_4", optional=True, tooltip="Optional fourth concept."),
             ],
-            outputs=[RefusalVector.Output(display_name="refusal_vector")],
+            outputs=[RefusalVector.Output(display_name="refusal_vector",
+                                          tooltip="One vector removing every connected concept: to Apply Unlearning.")],
         )
 
     @classmethod
@@ -275,6 +306,11 @@ class ExportLoRA(io.ComfyNode):
             ],
             outputs=[],
         )
+
+    @classmethod
+    def validate_inputs(cls, filename_prefix=None):
+        problem = filename_prefix is not None and storage.prefix_problem(filename_prefix)
+        return f"Export Unlearning as LoRA: {problem}" if problem else True
 
     @classmethod
     def execute(cls, model, refusal_vector: RefusalBasis, strength, target, filename_prefix):

@@ -36,6 +36,11 @@ FP8_LORA_NOTE = ("On fp8 weights (fp8_e4m3fn, *_fp8_scaled files) a LoRA loader 
 CHUNK_ELEMENTS = 1 << 19
 
 
+class UnlearningPatch(LoRAAdapter):
+    """Apply Unlearning's weight patch: a plain ``LoRAAdapter`` to ComfyUI, of its own type so that a MODEL that
+    already carries the edit is recognised (:func:`edited_layers`)."""
+
+
 class RemoveSubspace:
     """Weight wrapper ``W -> W - strength (W U) U^T`` applied at compute dtype on every forward.
 
@@ -60,6 +65,37 @@ def stored_weight(model, layer: str) -> torch.Tensor:
     """
     backup = model.backup.get(f"{DIFFUSION_PREFIX}{layer}.weight")
     return backup.weight if backup is not None else model.model.diffusion_model.get_submodule(layer).weight
+
+
+def patched_weight(model, layer: str) -> torch.Tensor | None:
+    """The layer's weight as ``model`` uses it, float32 on the weight's device, when ``model`` patches it (a LoRA
+    loaded before this pack's nodes, or an earlier Apply Unlearning); None when it does not.
+
+    Computed as ComfyUI computes it when it loads the model (``ModelPatcher.patch_weight_to_device``): the stored
+    weight in float32, a scaled-fp8 checkpoint's scale applied, then ``comfy.lora.calculate_weight`` over the patch
+    list. The edit must be taken from this weight: one computed from the file's weight leaves the LoRA's share of the
+    concept direction in place, and a second Apply would remove the direction again, past the safe side.
+    """
+    key = f"{DIFFUSION_PREFIX}{layer}.weight"
+    if not model.patches.get(key):
+        return None
+    import comfy.lora
+
+    weight = stored_weight(model, layer).detach().to(torch.float32, copy=True)
+    convert = getattr(model.model.diffusion_model.get_submodule(layer), "convert_weight", None)
+    if convert is not None:
+        weight = convert(weight, inplace=True)
+    return comfy.lora.calculate_weight(model.patches[key], weight, key)
+
+
+def edited_layers(model, layers) -> list[str]:
+    """Those of ``layers`` that already carry Apply Unlearning's edit in ``model`` (a patch or fp8 weight wrapper)."""
+    def carries(layer: str) -> bool:
+        key = f"{DIFFUSION_PREFIX}{layer}.weight"
+        return (any(isinstance(patch[1], UnlearningPatch) for patch in model.patches.get(key, ()))
+                or any(isinstance(w, RemoveSubspace) for w in model.weight_wrapper_patches.get(key, ())))
+
+    return [layer for layer in layers if carries(layer)]
 
 
 def weight_times_basis(weight: torch.Tensor, basis: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
@@ -177,7 +213,11 @@ def layer_edits(model, basis: RefusalBasis, layers: list[str], strength: float, 
         module = diffusion.get_submodule(layer)
         mu = basis.target(layer) if target == "safe_mean" else None
         u = basis.subspace(layer)  # [in, c]
-        wu = weight_times_basis(stored_weight(model, layer), u, getattr(module, "scale_weight", None))  # [out, c]
+        patched = patched_weight(model, layer)  # whole and float32 only where the MODEL patches this layer
+        if patched is None:
+            wu = weight_times_basis(stored_weight(model, layer), u, getattr(module, "scale_weight", None))  # [out, c]
+        else:
+            wu = (patched @ u.to(patched.device, torch.float32)).cpu()
         small = project_edit(wu, torch.eye(u.shape[1]), strength, target=None if mu is None else u.T @ mu)
         # down is a copy: layers that read one input share one subspace tensor, and a patch (or a LoRA file,
         # which safetensors refuses to write with shared memory) must not alias the basis.
@@ -216,7 +256,7 @@ def apply_unlearning(model, basis: RefusalBasis, *, strength: float = 1.0, enabl
         if diffusion.get_submodule(layer).weight.dtype in QUANTISED_DTYPES:
             clone.add_weight_wrapper(key, RemoveSubspace(basis.subspace(layer), strength))
         else:
-            patches[key] = LoRAAdapter(set(), (edit.up, edit.down, None, None, None, None))
+            patches[key] = UnlearningPatch(set(), (edit.up, edit.down, None, None, None, None))
         if edit.bias_delta is not None:
             patches[f"{DIFFUSION_PREFIX}{layer}.bias"] = ("diff", (edit.bias_delta,))
     accepted = set(clone.add_patches(patches, strength_patch=1.0))

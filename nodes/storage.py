@@ -33,14 +33,25 @@ def vector_path(name: str) -> str:
     return folder_paths.get_full_path_or_raise(FOLDER, name)
 
 
-_SAFE_PREFIX = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_\- ]*(/[A-Za-z0-9_\-][A-Za-z0-9_\- ]*)*$")
+#: One folder or file name of a prefix: letters of any script, digits, spaces, '-', '_' and '.', not starting with
+#: '.' (so neither '.' nor '..', nor a hidden file).
+_SAFE_SEGMENT = re.compile(r"[\w\-][\w\-. ]*")
+
+
+def prefix_problem(prefix) -> str | None:
+    """Why ``prefix`` cannot name a file inside the output folder, or None when it can."""
+    segments = prefix.split("/") if isinstance(prefix, str) else None
+    if not segments or not all(_SAFE_SEGMENT.fullmatch(segment) for segment in segments):
+        return (f"filename prefix {prefix!r} may use letters, digits, spaces, '-', '_', '.' and '/' for subfolders; "
+                "no part may be empty or start with '.' (the file must stay inside the folder)")
+    return None
 
 
 def new_file_path(folder: str, prefix: str) -> str:
     """A fresh ``<folder>/<prefix>_00001.safetensors``; the prefix cannot leave the folder."""
-    if not _SAFE_PREFIX.match(prefix or "") or ".." in prefix:
-        raise ValueError(f"filename prefix {prefix!r} may use letters, digits, spaces, '-', '_' and '/' "
-                         "for subfolders, and cannot leave the folder")
+    problem = prefix_problem(prefix)
+    if problem:
+        raise ValueError(problem)
     root = os.path.realpath(folder)
     directory = os.path.realpath(os.path.join(root, os.path.dirname(prefix)))
     if os.path.commonpath([root, directory]) != root:
@@ -68,3 +79,12 @@ def save_safetensors_atomic(tensors: dict, path: str, metadata: dict[str, str]) 
         if os.path.exists(temporary):
             os.remove(temporary)
         raise
+
+
+def file_signature(name) -> tuple | None:
+    """``(name, size, modification time in ns)`` of a listed vector, or None for a name that is not listed (its
+    validation then says so): what tells ComfyUI's cache that a file saved under the same name changed."""
+    if not isinstance(name, str) or name not in list_vectors():
+        return None
+    stat = os.stat(folder_paths.get_full_path_or_raise(FOLDER, name))
+    return name, stat.st_size, stat.st_mtime_ns

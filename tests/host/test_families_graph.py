@@ -120,6 +120,32 @@ def test_a_batch_of_prompts_predicts_what_one_call_per_prompt_does(family, pack,
     torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("family", list(TEXT))
+def test_the_checks_negative_row_is_the_negative_prompt_the_sampler_reads(family, pack, wan, clip, tiny):
+    """The check's negative row keeps the negative prompt's own attention mask and pooled output (it once took the
+    first benign prompt's: LTX-Video's mask cut a long negative to a short prompt's tokens, Mochi's prediction was
+    off by 9 %, HunyuanVideo's pooled output was another prompt's), so its prediction is the sampler's uncond."""
+    import comfy.model_management
+
+    from comfyui_video_unlearning.nodes import definitions
+    from comfyui_video_unlearning.nodes.check import comfy_forward, negative_row
+    from comfyui_video_unlearning.nodes.collect import empty_latent, sigmas_for
+
+    model = tiny_model(family, wan)
+    text = family_text(tiny, clip, *TEXT[family])
+    benign = list(definitions.PairEncoder.execute(text, VALIDATION, "a cat\na boat on a lake", "")[0].neutral)
+    negative = definitions._encode(text, "blurry, low quality, worst quality, jpeg artifacts, static, dull")
+    row = negative_row(negative, benign)
+    forward = comfy_forward(model, empty_latent(model, 64, 64, 9), sigmas_for(model, [0.5]), 0, [])
+    try:
+        check_row, sampler_row = forward([row], None), forward([negative], None)
+    finally:
+        comfy.model_management.unload_all_models()
+    for key, value in negative[0][1].items():
+        assert row[0][1][key] is value
+    torch.testing.assert_close(check_row, sampler_row, rtol=0, atol=0)
+
+
 def test_one_call_each_measures_what_a_masked_batch_does(pack, wan, clip, tiny):
     """The same prompts given two ways to LTX-Video: each at its own token count (one call per prompt, the recorder's
     token mask taken row by row) and padded to one length with an attention mask (one stacked call).

@@ -10,6 +10,7 @@ import torch
 
 PAIRS = "\n".join(f"a Rolex watch number {i} on a table | a watch number {i} on a table" for i in range(5))
 NEUTRAL = "a dog in a park\na red car\na tree in the wind\na bowl of soup"
+HELD_OUT = "\n".join(f"a shiny Rolex timepiece in box {i} | a shiny timepiece in box {i}" for i in range(5))
 
 
 pytestmark = pytest.mark.usefixtures("inference_mode")
@@ -255,6 +256,36 @@ def test_stacks_with_a_lora_in_either_order(nodes, wan, basis, tmp_path, effecti
     assert not torch.equal(a[keys[0]], base[keys[0]]) and not torch.equal(a[keys[1]], base[keys[1]])
 
 
+def test_a_lora_on_the_edited_layers_is_measured_and_edited_with_them(nodes, wan, clip, encoded, tiny,
+                                                                    effective_weights):
+    """A LoRA loaded before the pack's nodes on the very layers they edit (text-side k/v): Collect Activations measures
+    the LoRA'd model and Apply Unlearning accepts its vector (both fingerprint the file's weights); the edit is taken
+    from the weights the MODEL uses, so at strength 1 (target zero) no part of the direction is left, LoRA included;
+    a second Apply changes nothing, and Unlearning Check refuses a MODEL that already carries the edit."""
+    from comfyui_video_unlearning.nodes.check import UnlearningCheck
+
+    styled = tiny.with_text_lora(wan)
+    activations = nodes.CollectActivations.execute(styled, encoded, 64, 64, 1, "1", 0, "default", 0, -1)[0]
+    vector = nodes.RefusalVectorNode.execute(activations, "cpca", 4, 1.0)[0]
+    patched = nodes.ApplyUnlearning.execute(styled, vector, 1.0, True, "all in vector", 0, -1, "zero")[0]
+    twice = nodes.ApplyUnlearning.execute(patched, vector, 1.0, True, "all in vector", 0, -1, "zero")[0]
+    keys = [f"diffusion_model.{layer}.weight" for layer in vector.layers]
+    lora, once, again = (effective_weights(m, keys) for m in (styled, patched, twice))
+    for key, layer in zip(keys, vector.layers):
+        u = vector.subspace(layer).float()
+        assert (once[key] @ u).norm() < 1e-5 * (lora[key] @ u).norm()
+        torch.testing.assert_close(again[key], once[key], rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="already carries Apply Unlearning's edit.*from before Apply Unlearning"):
+        UnlearningCheck.execute(patched, vector, "0, 1", "all in vector", 0, -1, "zero", "none", 64, 64, 1, "0.1", 0,
+                                validation_pairs=nodes.PairEncoder.execute(clip, HELD_OUT, NEUTRAL, "Rolex")[0])
+
+
+def test_the_largest_seed_measures(nodes, wan, encoded):
+    """Rows add their index to the seed; at the top of the widget's range they wrap instead of overflowing."""
+    top = nodes.CollectActivations.execute(wan, encoded, 64, 64, 1, "1", 2**64 - 1, "default", 0, -1)[0]
+    assert top.fitter.fit(rank=4).layers
+
+
 def test_save_load_through_the_folder_and_names_cannot_escape(nodes, basis, tmp_path):
     import folder_paths
 
@@ -264,9 +295,20 @@ def test_save_load_through_the_folder_and_names_cannot_escape(nodes, basis, tmp_
     assert nodes.LoadRefusalVector.validate_inputs(name) is True
     loaded = nodes.LoadRefusalVector.execute(name)[0]
     assert loaded.layers == basis.layers and torch.equal(loaded[basis.layers[0]].direction, basis[basis.layers[0]].direction)
-    for bad in ("../escape", "/etc/passwd", "a/../../b"):
+    for bad in ("../escape", "/etc/passwd", "a/../../b", "a//b", ".hidden", "a\\b", ""):
         with pytest.raises(ValueError, match="prefix"):
             nodes.SaveRefusalVector.execute(basis, bad)
+        assert "filename prefix" in nodes.SaveRefusalVector.validate_inputs(filename_prefix=bad)
+        assert "filename prefix" in nodes.ExportLoRA.validate_inputs(filename_prefix=bad)
+    for good in ("wan2.1_rolex", "Rolex_été/v1.2", "my vectors/rolex"):
+        assert nodes.SaveRefusalVector.validate_inputs(filename_prefix=good) is True
+    nodes.SaveRefusalVector.execute(basis, "wan2.1_rolex")
+    signature = nodes.LoadRefusalVector.fingerprint_inputs("wan2.1_rolex_00001.safetensors")
+    basis.save(str(tmp_path / "wan2.1_rolex_00001.safetensors"))  # replaced under the same name
+    stat = (tmp_path / "wan2.1_rolex_00001.safetensors").stat()
+    assert signature[0] == "wan2.1_rolex_00001.safetensors"
+    assert nodes.LoadRefusalVector.fingerprint_inputs("wan2.1_rolex_00001.safetensors")[1:] == (
+        stat.st_size, stat.st_mtime_ns)
     assert "not in models/refusal_vectors" in nodes.LoadRefusalVector.validate_inputs("../../secret.safetensors")
     (tmp_path / "corrupt.safetensors").write_bytes(b"\x00" * 64)
     with pytest.raises(ValueError, match="not a readable safetensors"):

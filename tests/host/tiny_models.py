@@ -186,3 +186,23 @@ class LookupTextEncoder:
             if token == self.end:
                 break
         return [[out, {"pooled_output": None}]]
+
+
+def with_text_lora(model, scale: float = 0.05, seed: int = 7):
+    """A clone of a tiny Wan with a rank-2 LoRA (``LoRAAdapter``, as ComfyUI's LoRA loader adds it) on every
+    block's text-side ``cross_attn.k`` and ``cross_attn.v``: the layers the pack's default edit changes."""
+    from comfy.weight_adapter import LoRAAdapter
+
+    generator = torch.Generator().manual_seed(seed)
+    diffusion = model.model.diffusion_model
+    patches = {}
+    for index in range(len(diffusion.blocks)):
+        for name in ("k", "v"):
+            out, width = diffusion.blocks[index].cross_attn.get_submodule(name).weight.shape
+            up = torch.randn(out, 2, generator=generator) * scale
+            down = torch.randn(2, width, generator=generator)
+            patches[f"diffusion_model.blocks.{index}.cross_attn.{name}.weight"] = LoRAAdapter(
+                set(), (up, down, None, None, None, None))
+    clone = model.clone()
+    assert set(clone.add_patches(patches, 1.0)) == set(patches)
+    return clone
