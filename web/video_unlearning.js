@@ -14,6 +14,14 @@ function chain(object, method, extra) {
   };
 }
 
+// A display-only widget: kept out of the prompt (options.serialize) and out of a saved workflow's widgets_values (the
+// editor's saving reads only the widget's own serialize, as its own video preview widget sets it).
+function addDisplayWidget(node, name, type, element, options) {
+  const shown = node.addDOMWidget(name, type, element, { ...options, serialize: false });
+  shown.serialize = false;
+  return shown;
+}
+
 // --- Pair Encoder: pair count and first problem, checked by the pack's Python parser (core.pairs) so that
 // editor and backend never disagree.
 const PAIR_NODE = "VideoUnlearnPairEncoder";
@@ -57,7 +65,7 @@ app.registerExtension({
     status.className = "video-unlearning-pair-status";
     status.style.cssText = "font: 12px sans-serif; padding: 2px 6px; white-space: normal; overflow: hidden;";
     status.textContent = "checking pairs...";
-    node.addDOMWidget("pair_status", "video_unlearning_status", status, { serialize: false, hideOnZoom: false });
+    addDisplayWidget(node, "pair_status", "video_unlearning_status", status, { hideOnZoom: false });
 
     let timer = null;
     let latest = 0;
@@ -80,51 +88,113 @@ app.registerExtension({
     pairs.inputEl?.addEventListener("input", schedule);
     chain(node, "onConfigure", schedule); // a loaded workflow fills the widget after creation
     schedule();
-    // Apply Unlearning badges downstream name this node's concept label.
-    const concept = node.widgets?.find((w) => w.name === "concept");
-    if (concept) chain(concept, "callback", refreshAllBadges);
   },
 });
 
 // --- Apply Unlearning: a badge that says at a glance whether a workflow unlearns, how strongly, and what.
 const APPLY_NODE = "VideoUnlearnApply";
+const LOAD_NODE = "VideoUnlearnLoadRefusalVector";
+const COMBINE_NODE = "VideoUnlearnCombineVectors";
+// A concept label travels refusal vector <- activations <- pairs ("*": a legacy Reroute node). MODEL inputs are never
+// followed: an edited model fed to a second Apply or to Collect Activations carries the first Apply's concept.
+const CONCEPT_TYPES = new Set(["REFUSAL_VECTOR", "UNLEARN_ACTIVATIONS", "UNLEARN_PAIRS", "*"]);
+const SUBGRAPH_INPUT_ID = -10; // litegraph's id for a subgraph's input node
 
 function widget(node, name) {
   return node?.widgets?.find((w) => w.name === name);
 }
 
-// Follow the refusal_vector input upstream to a Pair Encoder's concept label or a loaded file name.
-function upstreamConcept(node, depth = 0) {
-  if (!node || depth > 8) return "";
-  if (node.comfyClass === "VideoUnlearnPairEncoder") return String(widget(node, "concept")?.value ?? "");
-  if (node.comfyClass === "VideoUnlearnLoadRefusalVector") return String(widget(node, "name")?.value ?? "").replace(/\.safetensors$/, "");
-  for (const input of node.inputs ?? []) {
-    if (input.link == null) continue;
-    const link = node.graph?.links?.[input.link] ?? app.graph.links?.[input.link];
-    const source = link && node.graph?.getNodeById(link.origin_id);
-    const found = upstreamConcept(source, depth + 1);
+// The root graph and every subgraph definition: an Apply inside a subgraph has a badge too.
+function allGraphs() {
+  const root = app.graph;
+  return root ? [root, ...(root.subgraphs?.values() ?? [])] : [];
+}
+
+function applyNodes() {
+  return allGraphs().flatMap((graph) => (graph.nodes ?? graph._nodes ?? []).filter((n) => n.comfyClass === APPLY_NODE));
+}
+
+function getLink(graph, id) {
+  return graph?.getLink?.(id) ?? graph?.links?.[id];
+}
+
+// The node whose output `slot` is meant by (graph, id), seen through subgraph boundaries: into a subgraph node to the
+// node behind its output, and out of a subgraph to what feeds its instance (only when there is exactly one instance,
+// else which one is meant is unknown).
+function outputNode(graph, id, slot, depth) {
+  if (!graph || depth > 16) return null;
+  if (id === SUBGRAPH_INPUT_ID) {
+    const instances = allGraphs().flatMap((g) => (g.nodes ?? []).filter((n) => n.subgraph === graph));
+    return instances.length === 1 ? inputSource(instances[0], instances[0].inputs?.[slot], depth + 1) : null;
+  }
+  const node = graph.getNodeById(id);
+  if (node?.isSubgraphNode?.()) {
+    const inner = node.subgraph.outputNode?.slots?.[slot]?.getLinks?.()?.[0];
+    return inner ? outputNode(node.subgraph, inner.origin_id, inner.origin_slot, depth + 1) : null;
+  }
+  return node ?? null;
+}
+
+// The node feeding an input (e.g. Unlearning Check feeding Apply Unlearning's strength), or null.
+function inputSource(node, input, depth = 0) {
+  if (input?.link == null) return null;
+  const link = getLink(node.graph, input.link);
+  return link ? outputNode(node.graph, link.origin_id, link.origin_slot, depth) : null;
+}
+
+// Follow the concept-carrying inputs upstream to a Pair Encoder's label or a loaded file's name; Combine Refusal
+// Vectors joins its inputs' labels as RefusalBasis.combine does. Every node passed is added to `trail`.
+function conceptOf(node, trail, depth = 0) {
+  if (!node || depth > 16) return "";
+  trail.push(node);
+  if (node.comfyClass === PAIR_NODE) return String(widget(node, "concept")?.value ?? "");
+  if (node.comfyClass === LOAD_NODE) return String(widget(node, "name")?.value ?? "").replace(/\.safetensors$/, "");
+  const sources = (node.inputs ?? []).filter((i) => i.link != null && CONCEPT_TYPES.has(i.type))
+    .map((i) => inputSource(node, i));
+  if (node.comfyClass === COMBINE_NODE) return sources.map((s) => conceptOf(s, trail, depth + 1) || "?").join(" + ");
+  for (const source of sources) {
+    const found = conceptOf(source, trail, depth + 1);
     if (found) return found;
   }
   return "";
 }
 
-// The node feeding an input (e.g. Unlearning Check feeding Apply Unlearning's strength), or null.
-function inputSource(node, name) {
-  const input = node.inputs?.find((i) => i.name === name);
-  if (input?.link == null) return null;
-  const link = node.graph?.links?.[input.link] ?? app.graph.links?.[input.link];
-  return (link && node.graph?.getNodeById(link.origin_id)) || null;
+// A node's widget values as a run would read them. A widget fed by a link counts as that link's source; one with a
+// value control (seed "randomize") is left out, as the editor rewrites it at every queueing.
+function widgetValues(node) {
+  return (node.widgets ?? [])
+    .filter((w) => w.name && w.serialize !== false && w.options?.serialize !== false && !w.linkedWidgets?.length)
+    .map((w) => {
+      const input = node.inputs?.find((i) => i.widget?.name === w.name && i.link != null);
+      return input ? ["linked", inputSource(node, input)?.id ?? null] : w.value;
+    });
+}
+
+// What the badge shows before a run, with a key of everything in the graph it is computed from: this node's widgets,
+// the strength feeder's, and every node on the way to the concept label (their ids too, so that another source with
+// the same label counts as a change). A run's result is shown only while the graph still has the key it ran with.
+function graphView(node) {
+  const trail = [];
+  const concept = conceptOf(node, trail);
+  const feeder = inputSource(node, node.inputs?.find((i) => i.name === "strength"));
+  const key = JSON.stringify([...trail, feeder].map((n) => n && [n.id, n.type, widgetValues(n)]));
+  return {
+    enabled: Boolean(widget(node, "enabled")?.value ?? true),
+    strength: Number(widget(node, "strength")?.value ?? 1),
+    feeder, concept, key,
+  };
 }
 
 function refresh(node) {
   const badge = node.__videoUnlearningBadge;
   if (!badge) return;
-  const ran = node.__videoUnlearningRun;
-  const enabled = ran ? ran.enabled : Boolean(widget(node, "enabled")?.value ?? true);
+  const view = graphView(node);
+  const ran = node.__videoUnlearningRun?.key === view.key ? node.__videoUnlearningRun : null;
+  const enabled = ran ? ran.enabled : view.enabled;
   // A strength fed by a link (Unlearning Check's recommendation) is known only after a run.
-  const feeder = ran ? null : inputSource(node, "strength");
-  const strength = ran ? ran.strength : feeder ? 1 : Number(widget(node, "strength")?.value ?? 1);
-  const concept = (ran?.concept || upstreamConcept(node) || "unnamed concept").trim();
+  const feeder = ran ? null : view.feeder;
+  const strength = ran ? ran.strength : feeder ? 1 : view.strength;
+  const concept = (ran?.concept || view.concept || "unnamed concept").trim();
   const active = enabled && strength > 0;
   const shown = feeder ? `strength from ${feeder.title || feeder.type}` : `strength ${strength.toFixed(2)}`;
   badge.textContent = active
@@ -134,39 +204,81 @@ function refresh(node) {
   badge.style.background = active ? "#7a2e2e" : "#3a3a3a";
 }
 
+// Any link or widget change anywhere may change what a badge shows; a burst of them (a loaded workflow, typing)
+// costs one refresh.
+let refreshQueued = false;
 function refreshAllBadges() {
-  for (const node of app.graph?._nodes ?? []) if (node.comfyClass === APPLY_NODE) refresh(node);
+  if (refreshQueued) return;
+  refreshQueued = true;
+  setTimeout(() => {
+    refreshQueued = false;
+    for (const node of applyNodes()) refresh(node);
+  }, 0);
 }
+
+// A run's result belongs to the graph as it was queued, not as it is when the result arrives (minutes later, maybe
+// edited meanwhile). The key of the latest accepted queueing is taken; while several differing prompts wait in the
+// queue an earlier one's result is matched with the latest graph until that one's result replaces it.
+let runningPrompt = null;
+api.addEventListener("execution_start", ({ detail }) => { runningPrompt = detail?.prompt_id ?? null; });
+// A failed or stopped run drops the results of earlier runs that it did not renew: they no longer say what the
+// workflow does.
+function dropStaleRuns({ detail }) {
+  for (const node of applyNodes()) {
+    if (node.__videoUnlearningRun && node.__videoUnlearningRun.prompt !== detail?.prompt_id) {
+      node.__videoUnlearningRun = null;
+    }
+  }
+  refreshAllBadges();
+}
+api.addEventListener("execution_error", dropStaleRuns);
+api.addEventListener("execution_interrupted", dropStaleRuns);
+// The editor calls afterQueued only for an accepted prompt; one left queuing when the queueing ends was rejected (the
+// server's validation failed), and that too is a failed run.
+api.addEventListener("promptQueued", () => {
+  for (const node of applyNodes()) {
+    if (node.__videoUnlearningQueuing == null) continue;
+    node.__videoUnlearningQueuing = null;
+    node.__videoUnlearningRun = null;
+  }
+  refreshAllBadges();
+});
 
 app.registerExtension({
   name: "videoUnlearning.badge",
   nodeCreated(node) {
-    if (node.comfyClass === "VideoUnlearnLoadRefusalVector") {
-      const name = widget(node, "name");
-      if (name) chain(name, "callback", refreshAllBadges);
-      chain(node, "onConnectionsChange", refreshAllBadges);
+    // Every node: a link or widget change anywhere may be upstream of some Apply Unlearning.
+    chain(node, "onConnectionsChange", refreshAllBadges);
+    chain(node, "onWidgetChanged", refreshAllBadges);
+    if (node.comfyClass?.startsWith("VideoUnlearn")) {
+      // Set from code or typed into a text box: callbacks without onWidgetChanged.
+      for (const w of node.widgets ?? []) if (w.serialize !== false) chain(w, "callback", refreshAllBadges);
     }
     if (node.comfyClass !== APPLY_NODE) return;
     const badge = document.createElement("div");
     badge.className = "video-unlearning-badge";
     badge.title = "Apply Unlearning: whether this workflow removes a concept, how strongly, and which one";
-    badge.style.cssText = "font: bold 12px sans-serif; color: #fff; padding: 3px 8px; border-radius: 8px; text-align: center;";
+    badge.style.cssText = "font: bold 12px sans-serif; color: #fff; padding: 3px 8px; border-radius: 8px; "
+      + "text-align: center;";
     node.__videoUnlearningBadge = badge;
-    node.addDOMWidget("unlearning_badge", "video_unlearning_badge", badge, { serialize: false, hideOnZoom: false });
-    for (const name of ["enabled", "strength"]) {
-      const w = widget(node, name);
-      if (w) chain(w, "callback", () => { node.__videoUnlearningRun = null; refresh(node); });
-    }
-    chain(node, "onConnectionsChange", () => refresh(node));
-    chain(node, "onConfigure", () => setTimeout(() => refresh(node), 0));
+    const shown = addDisplayWidget(node, "unlearning_badge", "video_unlearning_badge", badge, { hideOnZoom: false });
+    shown.beforeQueued = () => { node.__videoUnlearningQueuing = graphView(node).key; };
+    shown.afterQueued = () => {
+      node.__videoUnlearningQueued = node.__videoUnlearningQueuing;
+      node.__videoUnlearningQueuing = null;
+    };
+    chain(node, "onConfigure", refreshAllBadges);
     chain(node, "onExecuted", (output) => {
       const info = output?.video_unlearning?.[0];
-      if (info) {
-        node.__videoUnlearningRun = info;
-        refresh(node);
-      }
+      if (!info) return;
+      const key = node.__videoUnlearningQueued ?? graphView(node).key;
+      node.__videoUnlearningRun = { ...info, key, prompt: runningPrompt };
+      refresh(node);
     });
-    setTimeout(() => refresh(node), 0);
+    refreshAllBadges();
+  },
+  afterConfigureGraph() {
+    refreshAllBadges();
   },
 });
 
@@ -179,7 +291,8 @@ const CHART_KEY = "video_unlearning_chart";
 function renderChart(caption, chart) {
   const best = chart.bars.find((bar) => bar.label === chart.best);
   caption.textContent = best
-    ? `best: ${best.label} (separation ${best.value.toFixed(2)}) · ${chart.layers} layers, ${chart.bars.length} distinct input${chart.bars.length === 1 ? "" : "s"}`
+    ? `best: ${best.label} (separation ${best.value.toFixed(2)}) · ${chart.layers} layers, `
+      + `${chart.bars.length} distinct input${chart.bars.length === 1 ? "" : "s"}`
     : "no layers";
   // Inputs that kept fewer directions than the rank (only those of positive contrast are kept) are named too.
   const narrow = Object.entries(chart.narrow_inputs ?? {})
@@ -196,8 +309,8 @@ function addCaption(node, name, className, font, idleText) {
   caption.style.cssText = `font: ${font}; color: #e8a060; padding: 2px 6px; white-space: normal; overflow: hidden;`;
   caption.textContent = idleText;
   caption.dataset.state = "idle";
-  node.addDOMWidget(name, `video_unlearning_${name}`, caption,
-                    { serialize: false, hideOnZoom: false, getMinHeight: () => 22, getMaxHeight: () => 40 });
+  addDisplayWidget(node, name, `video_unlearning_${name}`, caption,
+                   { hideOnZoom: false, getMinHeight: () => 22, getMaxHeight: () => 40 });
   return caption;
 }
 
@@ -224,7 +337,8 @@ const CHECK_NODE = "VideoUnlearnCheck";
 const CHECK_KEY = "video_unlearning_check";
 
 function renderCheck(caption, table, result) {
-  caption.textContent = `recommended strength ${result.strength.toFixed(2)} · removed ${Math.round(result.removed * 100)} %`
+  caption.textContent = `recommended strength ${result.strength.toFixed(2)}`
+    + ` · removed ${Math.round(result.removed * 100)} %`
     + ` · collateral ${result.collateral.toFixed(3)}`
     + (result.guidance != null ? ` (guided, cfg ${result.guidance})` : " (conditional; connect negative for guided)")
     + (result.sweep?.length
@@ -242,9 +356,10 @@ app.registerExtension({
                                "run to measure removal and collateral per strength");
     const table = document.createElement("pre");
     table.className = "video-unlearning-check-table";
-    table.style.cssText = "font: 11px monospace; color: #ddd; margin: 0; padding: 2px 6px; overflow: auto; white-space: pre-wrap;";
-    node.addDOMWidget("check_table", "video_unlearning_check_table", table,
-                      { serialize: false, hideOnZoom: false, getMinHeight: () => 200, getMaxHeight: () => 230 });
+    table.style.cssText = "font: 11px monospace; color: #ddd; margin: 0; padding: 2px 6px; overflow: auto; "
+      + "white-space: pre-wrap;";
+    addDisplayWidget(node, "check_table", "video_unlearning_check_table", table,
+                     { hideOnZoom: false, getMinHeight: () => 200, getMaxHeight: () => 230 });
     chain(node, "onExecuted", (output) => {
       const result = output?.[CHECK_KEY]?.[0];
       if (!result) return;

@@ -6,7 +6,11 @@ text is shown as text and never parsed as HTML; the Low-Rank Refusal Vector node
 run, with the chart's labels (sent next to the image) as text on the node, for a shared input and for per-block
 layers; Apply Unlearning carries an on/off, strength and concept badge before and after a run; in the side-by-side
 workflow Unlearning Check runs, shows its chart on the node with its recommended strength and table as text, and
-that strength reaches Apply Unlearning. Screenshots go to ``out/browser/`` (the charts at 100 % zoom in
+that strength reaches Apply Unlearning, whose badge shows that run's result only while the graph is the one that ran
+and drops it after a failed run. The badge names the concept on its refusal vector's way only (a second Apply fed
+the first one's MODEL names its own), joins a combined vector's concepts and refreshes on any link change upstream,
+also inside a subgraph. Display widgets are neither saved with a workflow nor sent in the prompt, and a workflow
+saved with their old extra values still loads. Screenshots go to ``out/browser/`` (the charts at 100 % zoom in
 ``4_score_chart_100pct.png``, ``5_score_chart_blocks_100pct.png`` and ``8_check_chart_100pct.png``).
 """
 
@@ -76,6 +80,66 @@ SET_WIDGET = """
 }
 """
 
+# Every Apply Unlearning badge, root graph and subgraphs, by its node's title.
+BADGES = """
+() => Object.fromEntries([window.app.graph, ...window.app.graph.subgraphs.values()].flatMap((g) => g.nodes)
+  .filter((n) => n.comfyClass === "VideoUnlearnApply").map((n) => [n.title, n.__videoUnlearningBadge.textContent]))
+"""
+# A second concept measured on the first Apply's output (its MODEL feeds the second Apply and Collect Activations),
+# and both concepts combined into a third Apply. Nodes are reachable later as window.__t.
+BUILD_CHAIN = """
+() => {
+  const g = window.app.graph;
+  const find = (cls) => g._nodes.find((n) => n.comfyClass === cls);
+  const add = (cls, title, x, y) => {
+    const n = window.LiteGraph.createNode(cls); n.pos = [x, y]; if (title) n.title = title; g.add(n); return n; };
+  const link = (from, to, name) => from.connect(0, to, to.findInputSlot(name));
+  const t = { pe1: find("VideoUnlearnPairEncoder"), col1: find("VideoUnlearnCollectActivations"),
+              vec1: find("VideoUnlearnRefusalVector"), unet: find("UNETLoader") };
+  const model = find("ModelSamplingSD3");
+  t.first = add("VideoUnlearnApply", "first", 0, 1100);
+  link(model, t.first, "model"); link(t.vec1, t.first, "refusal_vector");
+  t.pe2 = add("VideoUnlearnPairEncoder", null, 400, 1100);
+  t.pe2.widgets.find((w) => w.name === "concept").value = "Omega";
+  link(find("CLIPLoader"), t.pe2, "clip");
+  t.col2 = add("VideoUnlearnCollectActivations", null, 900, 1100);
+  link(t.first, t.col2, "model"); link(t.pe2, t.col2, "pairs");
+  t.vec2 = add("VideoUnlearnRefusalVector", null, 1300, 1100);
+  link(t.col2, t.vec2, "activations");
+  t.second = add("VideoUnlearnApply", "second", 1700, 1100);
+  link(t.first, t.second, "model"); link(t.vec2, t.second, "refusal_vector");
+  t.combine = add("VideoUnlearnCombineVectors", null, 1300, 1600);
+  link(t.vec1, t.combine, "refusal_vector_1"); link(t.vec2, t.combine, "refusal_vector_2");
+  t.combined = add("VideoUnlearnApply", "combined", 1700, 1600);
+  link(model, t.combined, "model"); link(t.combine, t.combined, "refusal_vector");
+  window.__t = t;
+}
+"""
+# As the editor queues a prompt (beforeQueued, accepted: afterQueued), then the node's result as its run sends it.
+FAKE_RUN = """
+([title, layers]) => {
+  const node = window.__t[title];
+  for (const w of node.widgets) w.beforeQueued?.();
+  for (const w of node.widgets) w.afterQueued?.();
+  node.onExecuted({ video_unlearning: [{ enabled: true, strength: 1, concept: "Rolex", layers }] });
+}
+"""
+DISPLAY_WIDGETS = ["pair_status", "unlearning_badge", "chart_caption", "check_caption", "check_table"]
+# Per pack node: its saved widgets_values, the values of its widgets that are not display-only, and the keys of its
+# prompt (API format) inputs.
+SAVED = f"""
+async () => {{
+  const display = {json.dumps(DISPLAY_WIDGETS)};
+  const {{ workflow, output }} = await window.app.graphToPrompt();
+  return workflow.nodes.filter((n) => n.type.startsWith("VideoUnlearn")).map((saved) => {{
+    const node = window.app.graph.getNodeById(saved.id);
+    return {{ id: saved.id, type: saved.type, saved: saved.widgets_values,
+             values: node.widgets.filter((w) => !display.includes(w.name)).map((w) => w.value),
+             prompt: Object.keys(output[String(saved.id)]?.inputs ?? {{}}) }};
+  }});
+}}
+"""
+
 
 # For each group: is its title visible? The title strip's points in page coordinates (through the canvas's own
 # transform) must hit the canvas itself, not the menu bar, tabs or side bar drawn over it. Groups right of the
@@ -129,13 +193,14 @@ QUIET_SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Workflow.ShowMissingMo
 
 
 def _open(page, url, workflow):
+    """Open a shipped workflow by file name, or a workflow given as data."""
     for key, value in QUIET_SETTINGS.items():  # no first-run template browser, no missing-model dialog
         http_json(f"{url}/settings/{key}", value)
     page.goto(url)
     page.wait_for_function("window.app && window.app.graph && window.LiteGraph", timeout=90_000)
     page.wait_for_function("window.app.extensions.some((e) => e.name === 'videoUnlearning.badge')", timeout=30_000)
-    page.evaluate("async (wf) => { await window.app.loadGraphData(wf); }",
-                  json.loads((REPO_ROOT / "workflows" / workflow).read_text()))
+    data = workflow if isinstance(workflow, dict) else json.loads((REPO_ROOT / "workflows" / workflow).read_text())
+    page.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", data)
 
 
 def _status(page):
@@ -176,7 +241,7 @@ def _clip(page) -> dict:
 
 
 def test_editor_shows_pair_check_chart_and_badge(server):
-    url, _, _ = server
+    url, base, _ = server
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1700, "height": 1000})
@@ -289,6 +354,152 @@ def test_editor_shows_pair_check_chart_and_badge(server):
             page.wait_for_timeout(300)
             page.screenshot(path=str(SHOTS / "8_check_chart_100pct.png"),
                             clip={"x": max(x, 0), "y": max(y, 0), "width": width, "height": min(height, 1340 - max(y, 0))})
+
+            # The run's result holds only while the graph is the one that ran: with Unlearning Check's link to the
+            # strength removed, or another vector file chosen, the badge shows the graph; undone, the result is back.
+            ran = badge.text_content()
+            page.evaluate(f"""() => {{ const a = ({FIND})('VideoUnlearnApply');
+                                      a.disconnectInput(a.findInputSlot('strength')); }}""")
+            sync_api.expect(badge).to_have_text("UNLEARNING ON · strength 1.00 · rolex_00001", timeout=5_000)
+            page.evaluate(f"""() => {{ const a = ({FIND})('VideoUnlearnApply');
+                                      ({FIND})('VideoUnlearnCheck').connect(0, a, a.findInputSlot('strength')); }}""")
+            sync_api.expect(badge).to_have_text(ran, timeout=5_000)
+            page.evaluate(SET_WIDGET, ["VideoUnlearnLoadRefusalVector", "name", "omega_00001.safetensors"])
+            sync_api.expect(badge).to_have_text("UNLEARNING ON · strength from Unlearning Check · omega_00001",
+                                                timeout=5_000)
+            page.evaluate(SET_WIDGET, ["VideoUnlearnLoadRefusalVector", "name", "rolex_00001.safetensors"])
+            sync_api.expect(badge).to_have_text(ran, timeout=5_000)
+            # A failed run (a broken model file, outside what the badge reads) drops the last run's result.
+            (base / "models" / "diffusion_models" / "broken.safetensors").write_bytes(b"not a safetensors file")
+            page.evaluate(SET_WIDGET, ["UNETLoader", "unet_name", "broken.safetensors"])
+            page.evaluate("""() => { window.__failed = false;
+                                     window.comfyAPI.api.api.addEventListener('execution_error', () => {
+                                       window.__failed = true; }); }""")
+            page.evaluate("async () => { await window.app.queuePrompt(0); }")
+            page.wait_for_function("() => window.__failed", timeout=60_000)  # the server took it, the run failed
+            sync_api.expect(badge).to_have_text("UNLEARNING ON · strength from Unlearning Check · rolex_00001",
+                                                timeout=5_000)
         finally:
             browser.close()
     assert not [e for e in errors if "videoUnlearning" in e or "video_unlearning" in e], errors
+
+
+ON = "UNLEARNING ON · strength 1.00 · "
+
+
+def _expect_badges(page, expected: dict, timeout: int = 10_000):
+    """Wait until the badges of the nodes titled in ``expected`` read as given; on a timeout, say what they read."""
+    try:
+        page.wait_for_function(f"""(want) => {{ const got = ({BADGES})();
+                                              return Object.entries(want).every(([k, v]) => got[k] === v); }}""",
+                               arg=expected, timeout=timeout)
+    except sync_api.TimeoutError:
+        pass
+    shown = page.evaluate(BADGES)
+    assert {title: shown.get(title) for title in expected} == expected
+
+
+def test_badges_follow_the_graph(server):
+    """A badge names the concept on its refusal_vector's way only (not a MODEL's), joins a combined vector's concepts,
+    refreshes on a link change anywhere upstream, also in a subgraph, and shows a run's result only while the graph is
+    the one that was queued; a prompt the server rejects drops it."""
+    url, _, _ = server
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1700, "height": 1000})
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        try:
+            _open(page, url, "compute_refusal_vector_wan21.json")
+            page.evaluate(BUILD_CHAIN)
+            _expect_badges(page, {"first": ON + "Rolex", "second": ON + "Omega", "combined": ON + "Rolex + Omega"})
+            page.screenshot(path=str(SHOTS / "9_badges_chained_and_combined.png"))
+
+            # Collect Activations' and Low-Rank Refusal Vector's links refresh every badge downstream.
+            page.evaluate("() => { const t = window.__t; t.pe1.connect(0, t.col2, t.col2.findInputSlot('pairs')); }")
+            _expect_badges(page, {"second": ON + "Rolex", "combined": ON + "Rolex + Rolex"})
+            page.evaluate("() => { const t = window.__t; t.pe2.connect(0, t.col2, t.col2.findInputSlot('pairs')); }")
+            _expect_badges(page, {"second": ON + "Omega", "combined": ON + "Rolex + Omega"})
+            page.evaluate("() => window.__t.vec2.disconnectInput(0)")
+            _expect_badges(page, {"second": ON + "unnamed concept", "combined": ON + "Rolex + ?"})
+            page.evaluate("() => { const t = window.__t; t.col2.connect(0, t.vec2, 0); }")
+            _expect_badges(page, {"second": ON + "Omega", "combined": ON + "Rolex + Omega"})
+
+            # A run's result (its layer count) is shown while the graph is the queued one: a widget changed on the
+            # concept's way or another vector hides it, undoing the change shows it again.
+            page.evaluate(FAKE_RUN, ["first", 4])
+            _expect_badges(page, {"first": ON + "Rolex · 4 layers"})
+            set_layers = """(value) => { const w = window.__t.col1.widgets.find((x) => x.name === 'layers');
+                                         w.value = value; w.callback?.(value); }"""
+            page.evaluate(set_layers, "all")
+            _expect_badges(page, {"first": ON + "Rolex"})
+            page.evaluate(set_layers, "default")
+            _expect_badges(page, {"first": ON + "Rolex · 4 layers"})
+            relink = """(name) => { const t = window.__t;
+                                    t[name].connect(0, t.first, t.first.findInputSlot('refusal_vector')); }"""
+            page.evaluate(relink, "vec2")
+            _expect_badges(page, {"first": ON + "Omega"})
+            page.evaluate(relink, "vec1")
+            _expect_badges(page, {"first": ON + "Rolex · 4 layers"})
+            # A prompt the server rejects (an unknown model file) is a failed run.
+            page.evaluate("""async () => { window.__t.unet.widgets[0].value = 'missing.safetensors';
+                                           await window.app.queuePrompt(0); }""")
+            _expect_badges(page, {"first": ON + "Rolex"})
+
+            # Inside a subgraph, the badge follows its input out to the concept and refreshes on changes outside.
+            page.evaluate("() => { window.app.graph.convertToSubgraph(new Set([window.__t.second])); }")
+            _expect_badges(page, {"second": ON + "Omega"})
+            page.evaluate("""() => { const w = window.__t.pe2.widgets.find((x) => x.name === 'concept');
+                                     w.value = 'Omega 2'; w.callback?.(w.value); }""")
+            _expect_badges(page, {"second": ON + "Omega 2", "combined": ON + "Rolex + Omega 2"})
+            page.evaluate("""() => { const sub = window.app.graph.nodes.find((n) => n.isSubgraphNode?.());
+                                     const slot = sub.inputs.findIndex((i) => i.type === 'REFUSAL_VECTOR');
+                                     sub.disconnectInput(slot); }""")
+            _expect_badges(page, {"second": ON + "unnamed concept"})
+            # And from outside into a subgraph: the second concept's whole way (Pair Encoder to Low-Rank) inside one.
+            page.evaluate("""() => { const t = window.__t;
+                                     window.app.graph.convertToSubgraph(new Set([t.pe2, t.col2, t.vec2])); }""")
+            _expect_badges(page, {"combined": ON + "Rolex + Omega 2"})
+            page.evaluate("""() => { const pe = [...window.app.graph.subgraphs.values()].flatMap((g) => g.nodes)
+                                       .find((n) => n.comfyClass === 'VideoUnlearnPairEncoder');
+                                     const w = pe.widgets.find((x) => x.name === 'concept');
+                                     w.value = 'Omega 3'; w.callback?.(w.value); }""")
+            _expect_badges(page, {"combined": ON + "Rolex + Omega 3"})
+        finally:
+            browser.close()
+    assert not [e for e in errors if "videoUnlearning" in e or "video_unlearning" in e], errors
+
+
+# The display widgets of each pack node type.
+DISPLAYED = {"VideoUnlearnPairEncoder": 1, "VideoUnlearnApply": 1, "VideoUnlearnRefusalVector": 1,
+             "VideoUnlearnCheck": 2}
+
+
+def test_display_widgets_are_neither_saved_nor_sent(server):
+    """The pair status, badge, captions and check table are display only: not in a saved workflow's widgets_values
+    nor in the prompt; a workflow saved before (one "" more per display widget) still loads its values."""
+    url, _, _ = server
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1700, "height": 1000})
+        try:
+            for name in ("compute_refusal_vector_wan21.json", "unlearned_side_by_side_wan21.json"):
+                shipped = json.loads((REPO_ROOT / "workflows" / name).read_text())
+                old = json.loads(json.dumps(shipped))
+                for node in old["nodes"]:
+                    node["widgets_values"] = node.get("widgets_values", []) + [""] * DISPLAYED.get(node["type"], 0)
+                _open(page, url, old)
+                page.wait_for_timeout(500)
+                nodes = page.evaluate(SAVED)
+                expected = {node["id"]: node["widgets_values"] for node in shipped["nodes"]
+                            if node["type"].startswith("VideoUnlearn")}
+                assert sorted(node["id"] for node in nodes) == sorted(expected), nodes
+                for node in nodes:
+                    values = expected[node["id"]]
+                    assert node["values"][:len(values)] == values, (name, node)
+                    assert node["saved"] == node["values"], (name, node)
+                    assert not set(node["prompt"]) & set(DISPLAY_WIDGETS), (name, node)
+            sync_api.expect(page.locator(".video-unlearning-badge").first).to_have_text(
+                "UNLEARNING ON · strength from Unlearning Check · rolex_00001", timeout=5_000)
+        finally:
+            browser.close()
