@@ -39,7 +39,8 @@ MODEL_URLS = {
     UNET_HIGH: ("diffusion_models", f"{_WAN22}/diffusion_models/{UNET_HIGH}"),
     UNET_LOW: ("diffusion_models", f"{_WAN22}/diffusion_models/{UNET_LOW}"),
     UNET_HUNYUAN: ("diffusion_models", f"{_HUNYUAN}/diffusion_models/{UNET_HUNYUAN}"),
-    CLIP_L: ("text_encoders", f"{_HUNYUAN}/text_encoders/{CLIP_L}"),
+    # where ComfyUI's own HunyuanVideo template downloads it (the repackaged repository has no clip_l)
+    CLIP_L: ("text_encoders", f"https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/{CLIP_L}"),
     LLAVA_LLAMA3: ("text_encoders", f"{_HUNYUAN}/text_encoders/{LLAVA_LLAMA3}"),
     VAE_HUNYUAN: ("vae", f"{_HUNYUAN}/vae/{VAE_HUNYUAN}"),
 }
@@ -210,8 +211,9 @@ def unlearning_check(g: Graph, x: int, y: int, model, clip, vector, apply, negat
            "strengths 0-2, how much of the *held-out* pairs' concept difference the edit removes from the model's "
            "prediction and how far it moves the benign prompts (the validation encoder's neutral prompts), at 64x64, "
            "1 frame, one timestep.\n\n"
-           "- Its `strength` output feeds Apply Unlearning's strength: the smallest strength removing >= 90 %, never one "
-           f"whose collateral exceeds 0.5. {guided}\n"
+           "- Its `strength` output feeds Apply Unlearning's strength: the smallest strength removing >= 90 %, but not "
+           "less than 1 (full projection) unless 1 exceeds the collateral budget, and never one whose collateral "
+           f"exceeds 0.5. {guided}\n"
            "- Keep the validation pairs different from the vector's pairs (overlap is an error).\n"
            "- The chart (removed vs. collateral, chosen point ringed) and the table appear on the node after a run.",
            size=(520, 300))
