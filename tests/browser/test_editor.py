@@ -16,6 +16,7 @@ saved with their old extra values still loads. Screenshots go to ``out/browser/`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 
@@ -215,23 +216,33 @@ def fresh_screenshots():
         stale.unlink()
 
 
-def test_workflows_open_with_group_titles_below_the_top_bar(server):
-    """Each shipped workflow's opening view shows its group titles on the canvas, clear of the editor's top bar."""
-    url, _, _ = server
+@contextlib.contextmanager
+def editor_page():
+    """A Chromium page on the editor's size (closed on exit), and the page errors it raised (a list, filled as they
+    come)."""
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1700, "height": 1000})
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
         try:
-            for index, path in enumerate(sorted((REPO_ROOT / "workflows").glob("*.json"))):
-                _open(page, url, path.name)
-                page.wait_for_timeout(500)  # one frame after the graph's view was restored
-                groups = page.evaluate(GROUP_TITLES_VISIBLE)
-                page.screenshot(path=str(SHOTS / f"0{index}_open_{path.stem}.png"))
-                assert groups and any(g["onScreen"] for g in groups), (path.name, groups)
-                for group in groups:
-                    assert not group["covered"], f"{path.name}: title of {group['title']!r} is under {group['covered']}"
+            yield page, errors
         finally:
             browser.close()
+
+
+def test_workflows_open_with_group_titles_below_the_top_bar(server):
+    """Each shipped workflow's opening view shows its group titles on the canvas, clear of the editor's top bar."""
+    url, _, _ = server
+    with editor_page() as (page, _):
+        for index, path in enumerate(sorted((REPO_ROOT / "workflows").glob("*.json"))):
+            _open(page, url, path.name)
+            page.wait_for_timeout(500)  # one frame after the graph's view was restored
+            groups = page.evaluate(GROUP_TITLES_VISIBLE)
+            page.screenshot(path=str(SHOTS / f"0{index}_open_{path.stem}.png"))
+            assert groups and any(g["onScreen"] for g in groups), (path.name, groups)
+            for group in groups:
+                assert not group["covered"], f"{path.name}: title of {group['title']!r} is under {group['covered']}"
 
 
 def _clip(page) -> dict:
@@ -242,145 +253,138 @@ def _clip(page) -> dict:
 
 def test_editor_shows_pair_check_chart_and_badge(server):
     url, base, _ = server
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1700, "height": 1000})
-        errors = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        try:
-            _open(page, url, "compute_refusal_vector_wan21.json")
-            sync_api.expect(_status(page)).to_have_text("6 valid pairs", timeout=20_000)
-            page.screenshot(path=str(SHOTS / "1_pairs_valid.png"))
+    with editor_page() as (page, errors):
+        _open(page, url, "compute_refusal_vector_wan21.json")
+        sync_api.expect(_status(page)).to_have_text("6 valid pairs", timeout=20_000)
+        page.screenshot(path=str(SHOTS / "1_pairs_valid.png"))
 
-            textarea = page.evaluate_handle(
-                f"() => ({FIND})('VideoUnlearnPairEncoder').widgets.find((w) => w.name === 'pairs').inputEl").as_element()
-            textarea.fill("a Rolex watch | a watch\nno separator on this line\na Rolex clock | a clock")
-            sync_api.expect(_status(page)).to_contain_text("Line 2: expected exactly one '|'", timeout=10_000)
-            sync_api.expect(_status(page)).to_contain_text("(1 valid pair above it)")
-            page.screenshot(path=str(SHOTS / "2_pairs_invalid.png"))
+        textarea = page.evaluate_handle(
+            f"() => ({FIND})('VideoUnlearnPairEncoder').widgets.find((w) => w.name === 'pairs').inputEl").as_element()
+        textarea.fill("a Rolex watch | a watch\nno separator on this line\na Rolex clock | a clock")
+        sync_api.expect(_status(page)).to_contain_text("Line 2: expected exactly one '|'", timeout=10_000)
+        sync_api.expect(_status(page)).to_contain_text("(1 valid pair above it)")
+        page.screenshot(path=str(SHOTS / "2_pairs_invalid.png"))
 
-            textarea.fill('<img src=x onerror="window.__xss = 1"> no bar\n')
-            sync_api.expect(_status(page)).to_contain_text("<img src=x", timeout=10_000)
-            assert page.evaluate("() => document.querySelector('.video-unlearning-pair-status').querySelector('img')") is None
-            assert page.evaluate("() => window.__xss") is None
-            textarea.fill((REPO_ROOT / "workflows" / "pairs" / "trademark_rolex.txt").read_text())
-            sync_api.expect(_status(page)).to_have_text("6 valid pairs", timeout=10_000)
+        textarea.fill('<img src=x onerror="window.__xss = 1"> no bar\n')
+        sync_api.expect(_status(page)).to_contain_text("<img src=x", timeout=10_000)
+        assert page.evaluate("() => document.querySelector('.video-unlearning-pair-status').querySelector('img')") is None
+        assert page.evaluate("() => window.__xss") is None
+        textarea.fill((REPO_ROOT / "workflows" / "pairs" / "trademark_rolex.txt").read_text())
+        sync_api.expect(_status(page)).to_have_text("6 valid pairs", timeout=10_000)
 
-            # Before any run, a new Apply Unlearning badge names the upstream Pair Encoder's concept and follows it.
-            page.evaluate(ADD_APPLY)
-            badge = page.locator(".video-unlearning-badge").first
-            sync_api.expect(badge).to_have_text("UNLEARNING ON · strength 1.00 · Rolex", timeout=10_000)
-            page.evaluate(SET_WIDGET, ["VideoUnlearnPairEncoder", "concept", "<b>Omega</b>"])
-            sync_api.expect(badge).to_have_text("UNLEARNING ON · strength 1.00 · <b>Omega</b>", timeout=5_000)
-            assert page.evaluate("() => document.querySelector('.video-unlearning-badge b')") is None
-            page.evaluate(SET_WIDGET, ["VideoUnlearnApply", "strength", 0.5])
-            sync_api.expect(badge).to_have_text("UNLEARNING ON · strength 0.50 · <b>Omega</b>", timeout=5_000)
-            page.screenshot(path=str(SHOTS / "3_badge_upstream_concept.png"))
-            page.evaluate(f"() => window.app.graph.remove(({FIND})('VideoUnlearnApply'))")
-            page.evaluate(SET_WIDGET, ["VideoUnlearnPairEncoder", "concept", "Rolex"])
+        # Before any run, a new Apply Unlearning badge names the upstream Pair Encoder's concept and follows it.
+        page.evaluate(ADD_APPLY)
+        badge = page.locator(".video-unlearning-badge").first
+        sync_api.expect(badge).to_have_text("UNLEARNING ON · strength 1.00 · Rolex", timeout=10_000)
+        page.evaluate(SET_WIDGET, ["VideoUnlearnPairEncoder", "concept", "<b>Omega</b>"])
+        sync_api.expect(badge).to_have_text("UNLEARNING ON · strength 1.00 · <b>Omega</b>", timeout=5_000)
+        assert page.evaluate("() => document.querySelector('.video-unlearning-badge b')") is None
+        page.evaluate(SET_WIDGET, ["VideoUnlearnApply", "strength", 0.5])
+        sync_api.expect(badge).to_have_text("UNLEARNING ON · strength 0.50 · <b>Omega</b>", timeout=5_000)
+        page.screenshot(path=str(SHOTS / "3_badge_upstream_concept.png"))
+        page.evaluate(f"() => window.app.graph.remove(({FIND})('VideoUnlearnApply'))")
+        page.evaluate(SET_WIDGET, ["VideoUnlearnPairEncoder", "concept", "Rolex"])
 
-            page.evaluate(f"""() => {{ const node = ({FIND})('VideoUnlearnRefusalVector');
-                                      const previous = node.onExecuted;
-                                      node.onExecuted = function (output) {{
-                                        const result = previous?.apply(this, arguments);
-                                        if (output?.video_unlearning_chart) node.__videoUnlearningCharts = (node.__videoUnlearningCharts ?? 0) + 1;
-                                        return result; }}; }}""")
-            caption = page.locator(".video-unlearning-chart-caption").first
-            sync_api.expect(caption).to_have_text("run to see which layers carry the concept")
-            page.evaluate(SWAP_AND_SHRINK)
-            # The chart arrives as the node's UI preview image (it must have decoded, not just been referenced) and
-            # its labels as data next to it. Wan's text-side k/v of both tiny blocks read one input: one bar says so.
-            page.wait_for_function(CHART_RAN, arg=1, timeout=180_000)
-            size = page.evaluate(f"() => {{ const i = ({FIND})('VideoUnlearnRefusalVector').imgs[0]; return [i.naturalWidth, i.naturalHeight]; }}")
-            assert size == [640, 400], size
-            shown = page.evaluate(CHART)
-            shared = "text context: blocks 0-1 cross_attn.k+v share this input"
-            assert [bar["label"] for bar in shown["chart"]["bars"]] == [shared], shown
-            assert shown["chart"]["best"] == shared and shown["chart"]["layers"] == 4
-            sync_api.expect(caption).to_contain_text(f"best: {shared} (separation ")
-            sync_api.expect(caption).to_contain_text("4 layers, 1 distinct input")
-            page.screenshot(path=str(SHOTS / "4_score_chart.png"))
-            page.screenshot(path=str(SHOTS / "4_score_chart_100pct.png"), clip=_clip(page))
+        page.evaluate(f"""() => {{ const node = ({FIND})('VideoUnlearnRefusalVector');
+                                  const previous = node.onExecuted;
+                                  node.onExecuted = function (output) {{
+                                    const result = previous?.apply(this, arguments);
+                                    if (output?.video_unlearning_chart) node.__videoUnlearningCharts = (node.__videoUnlearningCharts ?? 0) + 1;
+                                    return result; }}; }}""")
+        caption = page.locator(".video-unlearning-chart-caption").first
+        sync_api.expect(caption).to_have_text("run to see which layers carry the concept")
+        page.evaluate(SWAP_AND_SHRINK)
+        # The chart arrives as the node's UI preview image (it must have decoded, not just been referenced) and
+        # its labels as data next to it. Wan's text-side k/v of both tiny blocks read one input: one bar says so.
+        page.wait_for_function(CHART_RAN, arg=1, timeout=180_000)
+        size = page.evaluate(f"() => {{ const i = ({FIND})('VideoUnlearnRefusalVector').imgs[0]; return [i.naturalWidth, i.naturalHeight]; }}")
+        assert size == [640, 400], size
+        shown = page.evaluate(CHART)
+        shared = "text context: blocks 0-1 cross_attn.k+v share this input"
+        assert [bar["label"] for bar in shown["chart"]["bars"]] == [shared], shown
+        assert shown["chart"]["best"] == shared and shown["chart"]["layers"] == 4
+        sync_api.expect(caption).to_contain_text(f"best: {shared} (separation ")
+        sync_api.expect(caption).to_contain_text("4 layers, 1 distinct input")
+        page.screenshot(path=str(SHOTS / "4_score_chart.png"))
+        page.screenshot(path=str(SHOTS / "4_score_chart_100pct.png"), clip=_clip(page))
 
-            # Every layer kind: the shared text context, then one bar per block and kind, each named.
-            page.evaluate(SET_WIDGET, ["VideoUnlearnCollectActivations", "layers", "all"])
-            page.evaluate("async () => { await window.app.queuePrompt(0); }")
-            page.wait_for_function(CHART_RAN, arg=2, timeout=180_000)
-            shown = page.evaluate(CHART)
-            labels = [bar["label"] for bar in shown["chart"]["bars"]]
-            assert labels == [shared, "block 0 · cross_attn.o", "block 0 · ffn.0", "block 1 · cross_attn.o", "block 1 · ffn.0"], labels
-            best = max(shown["chart"]["bars"], key=lambda bar: bar["value"])
-            assert shown["chart"]["best"] == best["label"] and shown["chart"]["layers"] == 8
-            sync_api.expect(caption).to_contain_text(f"best: {best['label']} (separation {best['value']:.2f})")
-            assert all(f"{label}: " in shown["tooltip"] for label in labels), shown["tooltip"]
-            page.screenshot(path=str(SHOTS / "5_score_chart_blocks_100pct.png"), clip=_clip(page))
-            page.evaluate(SET_WIDGET, ["VideoUnlearnCollectActivations", "layers", "default"])
+        # Every layer kind: the shared text context, then one bar per block and kind, each named.
+        page.evaluate(SET_WIDGET, ["VideoUnlearnCollectActivations", "layers", "all"])
+        page.evaluate("async () => { await window.app.queuePrompt(0); }")
+        page.wait_for_function(CHART_RAN, arg=2, timeout=180_000)
+        shown = page.evaluate(CHART)
+        labels = [bar["label"] for bar in shown["chart"]["bars"]]
+        assert labels == [shared, "block 0 · cross_attn.o", "block 0 · ffn.0", "block 1 · cross_attn.o", "block 1 · ffn.0"], labels
+        best = max(shown["chart"]["bars"], key=lambda bar: bar["value"])
+        assert shown["chart"]["best"] == best["label"] and shown["chart"]["layers"] == 8
+        sync_api.expect(caption).to_contain_text(f"best: {best['label']} (separation {best['value']:.2f})")
+        assert all(f"{label}: " in shown["tooltip"] for label in labels), shown["tooltip"]
+        page.screenshot(path=str(SHOTS / "5_score_chart_blocks_100pct.png"), clip=_clip(page))
+        page.evaluate(SET_WIDGET, ["VideoUnlearnCollectActivations", "layers", "default"])
 
-            _open(page, url, "unlearned_side_by_side_wan21.json")
-            badge = page.locator(".video-unlearning-badge").first
-            # Apply Unlearning's strength is an input fed by Unlearning Check: known only after a run.
-            sync_api.expect(badge).to_have_text("UNLEARNING ON · strength from Unlearning Check · rolex_00001", timeout=10_000)
-            check_caption = page.locator(".video-unlearning-check-caption").first
-            sync_api.expect(check_caption).to_have_text("run to measure removal and collateral per strength")
-            page.evaluate(f"""() => {{ const w = ({FIND})('VideoUnlearnApply').widgets.find((x) => x.name === 'enabled');
-                                      w.value = false; w.callback?.(false); }}""")
-            sync_api.expect(badge).to_have_text("UNLEARNING OFF · rolex_00001", timeout=5_000)
-            page.screenshot(path=str(SHOTS / "6_badge_off.png"))
-            page.evaluate(f"""() => {{ const w = ({FIND})('VideoUnlearnApply').widgets.find((x) => x.name === 'enabled');
-                                      w.value = true; w.callback?.(true); }}""")
-            page.evaluate(SWAP_AND_SHRINK)
-            # Unlearning Check's chart arrives as its preview image (decoded, 768 x 360) and its recommendation and
-            # table as text on the node; Apply Unlearning ran with the recommended strength.
-            page.wait_for_function(CHECK_RAN, timeout=240_000)
-            result = page.evaluate(f"() => ({FIND})('VideoUnlearnCheck').__videoUnlearningCheck")
-            size = page.evaluate(f"() => {{ const i = ({FIND})('VideoUnlearnCheck').imgs[0]; return [i.naturalWidth, i.naturalHeight]; }}")
-            assert size == [768, 360], size
-            strength = result["strength"]
-            assert strength in (0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2), result
-            sync_api.expect(check_caption).to_contain_text(f"recommended strength {strength:.2f} · removed ")
-            # the workflow wires the samplers' negative prompt into the check: collateral is the guided one
-            sync_api.expect(check_caption).to_contain_text("(guided, cfg 6)")
-            assert result["guidance"] == 6.0, result
-            table = page.locator(".video-unlearning-check-table").first
-            sync_api.expect(table).to_contain_text(f"recommended strength {strength:g}")
-            sync_api.expect(table).to_contain_text("removed")
-            sync_api.expect(table).to_be_visible()
-            sync_api.expect(badge).to_contain_text(f"UNLEARNING ON · strength {strength:.2f} · Rolex · ", timeout=240_000)
-            sync_api.expect(badge).to_contain_text("layers")
-            page.screenshot(path=str(SHOTS / "7_badge_after_run.png"))
-            page.set_viewport_size({"width": 1700, "height": 1340})  # the check node is ~1040 px tall at 100 %
-            page.wait_for_timeout(300)
-            x, y, width, height = page.evaluate(SHOW_AT_100, "VideoUnlearnCheck")
-            page.wait_for_timeout(300)
-            page.screenshot(path=str(SHOTS / "8_check_chart_100pct.png"),
-                            clip={"x": max(x, 0), "y": max(y, 0), "width": width, "height": min(height, 1340 - max(y, 0))})
+        _open(page, url, "unlearned_side_by_side_wan21.json")
+        badge = page.locator(".video-unlearning-badge").first
+        # Apply Unlearning's strength is an input fed by Unlearning Check: known only after a run.
+        sync_api.expect(badge).to_have_text("UNLEARNING ON · strength from Unlearning Check · rolex_00001", timeout=10_000)
+        check_caption = page.locator(".video-unlearning-check-caption").first
+        sync_api.expect(check_caption).to_have_text("run to measure removal and collateral per strength")
+        page.evaluate(f"""() => {{ const w = ({FIND})('VideoUnlearnApply').widgets.find((x) => x.name === 'enabled');
+                                  w.value = false; w.callback?.(false); }}""")
+        sync_api.expect(badge).to_have_text("UNLEARNING OFF · rolex_00001", timeout=5_000)
+        page.screenshot(path=str(SHOTS / "6_badge_off.png"))
+        page.evaluate(f"""() => {{ const w = ({FIND})('VideoUnlearnApply').widgets.find((x) => x.name === 'enabled');
+                                  w.value = true; w.callback?.(true); }}""")
+        page.evaluate(SWAP_AND_SHRINK)
+        # Unlearning Check's chart arrives as its preview image (decoded, 768 x 360) and its recommendation and
+        # table as text on the node; Apply Unlearning ran with the recommended strength.
+        page.wait_for_function(CHECK_RAN, timeout=240_000)
+        result = page.evaluate(f"() => ({FIND})('VideoUnlearnCheck').__videoUnlearningCheck")
+        size = page.evaluate(f"() => {{ const i = ({FIND})('VideoUnlearnCheck').imgs[0]; return [i.naturalWidth, i.naturalHeight]; }}")
+        assert size == [768, 360], size
+        strength = result["strength"]
+        assert strength in (0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2), result
+        sync_api.expect(check_caption).to_contain_text(f"recommended strength {strength:.2f} · removed ")
+        # the workflow wires the samplers' negative prompt into the check: collateral is the guided one
+        sync_api.expect(check_caption).to_contain_text("(guided, cfg 6)")
+        assert result["guidance"] == 6.0, result
+        table = page.locator(".video-unlearning-check-table").first
+        sync_api.expect(table).to_contain_text(f"recommended strength {strength:g}")
+        sync_api.expect(table).to_contain_text("removed")
+        sync_api.expect(table).to_be_visible()
+        sync_api.expect(badge).to_contain_text(f"UNLEARNING ON · strength {strength:.2f} · Rolex · ", timeout=240_000)
+        sync_api.expect(badge).to_contain_text("layers")
+        page.screenshot(path=str(SHOTS / "7_badge_after_run.png"))
+        page.set_viewport_size({"width": 1700, "height": 1340})  # the check node is ~1040 px tall at 100 %
+        page.wait_for_timeout(300)
+        x, y, width, height = page.evaluate(SHOW_AT_100, "VideoUnlearnCheck")
+        page.wait_for_timeout(300)
+        page.screenshot(path=str(SHOTS / "8_check_chart_100pct.png"),
+                        clip={"x": max(x, 0), "y": max(y, 0), "width": width, "height": min(height, 1340 - max(y, 0))})
 
-            # The run's result holds only while the graph is the one that ran: with Unlearning Check's link to the
-            # strength removed, or another vector file chosen, the badge shows the graph; undone, the result is back.
-            ran = badge.text_content()
-            page.evaluate(f"""() => {{ const a = ({FIND})('VideoUnlearnApply');
-                                      a.disconnectInput(a.findInputSlot('strength')); }}""")
-            sync_api.expect(badge).to_have_text("UNLEARNING ON · strength 1.00 · rolex_00001", timeout=5_000)
-            page.evaluate(f"""() => {{ const a = ({FIND})('VideoUnlearnApply');
-                                      ({FIND})('VideoUnlearnCheck').connect(0, a, a.findInputSlot('strength')); }}""")
-            sync_api.expect(badge).to_have_text(ran, timeout=5_000)
-            page.evaluate(SET_WIDGET, ["VideoUnlearnLoadRefusalVector", "name", "omega_00001.safetensors"])
-            sync_api.expect(badge).to_have_text("UNLEARNING ON · strength from Unlearning Check · omega_00001",
-                                                timeout=5_000)
-            page.evaluate(SET_WIDGET, ["VideoUnlearnLoadRefusalVector", "name", "rolex_00001.safetensors"])
-            sync_api.expect(badge).to_have_text(ran, timeout=5_000)
-            # A failed run (a broken model file, outside what the badge reads) drops the last run's result.
-            (base / "models" / "diffusion_models" / "broken.safetensors").write_bytes(b"not a safetensors file")
-            page.evaluate(SET_WIDGET, ["UNETLoader", "unet_name", "broken.safetensors"])
-            page.evaluate("""() => { window.__failed = false;
-                                     window.comfyAPI.api.api.addEventListener('execution_error', () => {
-                                       window.__failed = true; }); }""")
-            page.evaluate("async () => { await window.app.queuePrompt(0); }")
-            page.wait_for_function("() => window.__failed", timeout=60_000)  # the server took it, the run failed
-            sync_api.expect(badge).to_have_text("UNLEARNING ON · strength from Unlearning Check · rolex_00001",
-                                                timeout=5_000)
-        finally:
-            browser.close()
+        # The run's result holds only while the graph is the one that ran: with Unlearning Check's link to the
+        # strength removed, or another vector file chosen, the badge shows the graph; undone, the result is back.
+        ran = badge.text_content()
+        page.evaluate(f"""() => {{ const a = ({FIND})('VideoUnlearnApply');
+                                  a.disconnectInput(a.findInputSlot('strength')); }}""")
+        sync_api.expect(badge).to_have_text("UNLEARNING ON · strength 1.00 · rolex_00001", timeout=5_000)
+        page.evaluate(f"""() => {{ const a = ({FIND})('VideoUnlearnApply');
+                                  ({FIND})('VideoUnlearnCheck').connect(0, a, a.findInputSlot('strength')); }}""")
+        sync_api.expect(badge).to_have_text(ran, timeout=5_000)
+        page.evaluate(SET_WIDGET, ["VideoUnlearnLoadRefusalVector", "name", "omega_00001.safetensors"])
+        sync_api.expect(badge).to_have_text("UNLEARNING ON · strength from Unlearning Check · omega_00001",
+                                            timeout=5_000)
+        page.evaluate(SET_WIDGET, ["VideoUnlearnLoadRefusalVector", "name", "rolex_00001.safetensors"])
+        sync_api.expect(badge).to_have_text(ran, timeout=5_000)
+        # A failed run (a broken model file, outside what the badge reads) drops the last run's result.
+        (base / "models" / "diffusion_models" / "broken.safetensors").write_bytes(b"not a safetensors file")
+        page.evaluate(SET_WIDGET, ["UNETLoader", "unet_name", "broken.safetensors"])
+        page.evaluate("""() => { window.__failed = false;
+                                 window.comfyAPI.api.api.addEventListener('execution_error', () => {
+                                   window.__failed = true; }); }""")
+        page.evaluate("async () => { await window.app.queuePrompt(0); }")
+        page.wait_for_function("() => window.__failed", timeout=60_000)  # the server took it, the run failed
+        sync_api.expect(badge).to_have_text("UNLEARNING ON · strength from Unlearning Check · rolex_00001",
+                                            timeout=5_000)
     assert not [e for e in errors if "videoUnlearning" in e or "video_unlearning" in e], errors
 
 
@@ -404,69 +408,62 @@ def test_badges_follow_the_graph(server):
     refreshes on a link change anywhere upstream, also in a subgraph, and shows a run's result only while the graph is
     the one that was queued; a prompt the server rejects drops it."""
     url, _, _ = server
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1700, "height": 1000})
-        errors = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        try:
-            _open(page, url, "compute_refusal_vector_wan21.json")
-            page.evaluate(BUILD_CHAIN)
-            _expect_badges(page, {"first": ON + "Rolex", "second": ON + "Omega", "combined": ON + "Rolex + Omega"})
-            page.screenshot(path=str(SHOTS / "9_badges_chained_and_combined.png"))
+    with editor_page() as (page, errors):
+        _open(page, url, "compute_refusal_vector_wan21.json")
+        page.evaluate(BUILD_CHAIN)
+        _expect_badges(page, {"first": ON + "Rolex", "second": ON + "Omega", "combined": ON + "Rolex + Omega"})
+        page.screenshot(path=str(SHOTS / "9_badges_chained_and_combined.png"))
 
-            # Collect Activations' and Low-Rank Refusal Vector's links refresh every badge downstream.
-            page.evaluate("() => { const t = window.__t; t.pe1.connect(0, t.col2, t.col2.findInputSlot('pairs')); }")
-            _expect_badges(page, {"second": ON + "Rolex", "combined": ON + "Rolex + Rolex"})
-            page.evaluate("() => { const t = window.__t; t.pe2.connect(0, t.col2, t.col2.findInputSlot('pairs')); }")
-            _expect_badges(page, {"second": ON + "Omega", "combined": ON + "Rolex + Omega"})
-            page.evaluate("() => window.__t.vec2.disconnectInput(0)")
-            _expect_badges(page, {"second": ON + "unnamed concept", "combined": ON + "Rolex + ?"})
-            page.evaluate("() => { const t = window.__t; t.col2.connect(0, t.vec2, 0); }")
-            _expect_badges(page, {"second": ON + "Omega", "combined": ON + "Rolex + Omega"})
+        # Collect Activations' and Low-Rank Refusal Vector's links refresh every badge downstream.
+        page.evaluate("() => { const t = window.__t; t.pe1.connect(0, t.col2, t.col2.findInputSlot('pairs')); }")
+        _expect_badges(page, {"second": ON + "Rolex", "combined": ON + "Rolex + Rolex"})
+        page.evaluate("() => { const t = window.__t; t.pe2.connect(0, t.col2, t.col2.findInputSlot('pairs')); }")
+        _expect_badges(page, {"second": ON + "Omega", "combined": ON + "Rolex + Omega"})
+        page.evaluate("() => window.__t.vec2.disconnectInput(0)")
+        _expect_badges(page, {"second": ON + "unnamed concept", "combined": ON + "Rolex + ?"})
+        page.evaluate("() => { const t = window.__t; t.col2.connect(0, t.vec2, 0); }")
+        _expect_badges(page, {"second": ON + "Omega", "combined": ON + "Rolex + Omega"})
 
-            # A run's result (its layer count) is shown while the graph is the queued one: a widget changed on the
-            # concept's way or another vector hides it, undoing the change shows it again.
-            page.evaluate(FAKE_RUN, ["first", 4])
-            _expect_badges(page, {"first": ON + "Rolex · 4 layers"})
-            set_layers = """(value) => { const w = window.__t.col1.widgets.find((x) => x.name === 'layers');
-                                         w.value = value; w.callback?.(value); }"""
-            page.evaluate(set_layers, "all")
-            _expect_badges(page, {"first": ON + "Rolex"})
-            page.evaluate(set_layers, "default")
-            _expect_badges(page, {"first": ON + "Rolex · 4 layers"})
-            relink = """(name) => { const t = window.__t;
-                                    t[name].connect(0, t.first, t.first.findInputSlot('refusal_vector')); }"""
-            page.evaluate(relink, "vec2")
-            _expect_badges(page, {"first": ON + "Omega"})
-            page.evaluate(relink, "vec1")
-            _expect_badges(page, {"first": ON + "Rolex · 4 layers"})
-            # A prompt the server rejects (an unknown model file) is a failed run.
-            page.evaluate("""async () => { window.__t.unet.widgets[0].value = 'missing.safetensors';
-                                           await window.app.queuePrompt(0); }""")
-            _expect_badges(page, {"first": ON + "Rolex"})
+        # A run's result (its layer count) is shown while the graph is the queued one: a widget changed on the
+        # concept's way or another vector hides it, undoing the change shows it again.
+        page.evaluate(FAKE_RUN, ["first", 4])
+        _expect_badges(page, {"first": ON + "Rolex · 4 layers"})
+        set_layers = """(value) => { const w = window.__t.col1.widgets.find((x) => x.name === 'layers');
+                                     w.value = value; w.callback?.(value); }"""
+        page.evaluate(set_layers, "all")
+        _expect_badges(page, {"first": ON + "Rolex"})
+        page.evaluate(set_layers, "default")
+        _expect_badges(page, {"first": ON + "Rolex · 4 layers"})
+        relink = """(name) => { const t = window.__t;
+                                t[name].connect(0, t.first, t.first.findInputSlot('refusal_vector')); }"""
+        page.evaluate(relink, "vec2")
+        _expect_badges(page, {"first": ON + "Omega"})
+        page.evaluate(relink, "vec1")
+        _expect_badges(page, {"first": ON + "Rolex · 4 layers"})
+        # A prompt the server rejects (an unknown model file) is a failed run.
+        page.evaluate("""async () => { window.__t.unet.widgets[0].value = 'missing.safetensors';
+                                       await window.app.queuePrompt(0); }""")
+        _expect_badges(page, {"first": ON + "Rolex"})
 
-            # Inside a subgraph, the badge follows its input out to the concept and refreshes on changes outside.
-            page.evaluate("() => { window.app.graph.convertToSubgraph(new Set([window.__t.second])); }")
-            _expect_badges(page, {"second": ON + "Omega"})
-            page.evaluate("""() => { const w = window.__t.pe2.widgets.find((x) => x.name === 'concept');
-                                     w.value = 'Omega 2'; w.callback?.(w.value); }""")
-            _expect_badges(page, {"second": ON + "Omega 2", "combined": ON + "Rolex + Omega 2"})
-            page.evaluate("""() => { const sub = window.app.graph.nodes.find((n) => n.isSubgraphNode?.());
-                                     const slot = sub.inputs.findIndex((i) => i.type === 'REFUSAL_VECTOR');
-                                     sub.disconnectInput(slot); }""")
-            _expect_badges(page, {"second": ON + "unnamed concept"})
-            # And from outside into a subgraph: the second concept's whole way (Pair Encoder to Low-Rank) inside one.
-            page.evaluate("""() => { const t = window.__t;
-                                     window.app.graph.convertToSubgraph(new Set([t.pe2, t.col2, t.vec2])); }""")
-            _expect_badges(page, {"combined": ON + "Rolex + Omega 2"})
-            page.evaluate("""() => { const pe = [...window.app.graph.subgraphs.values()].flatMap((g) => g.nodes)
-                                       .find((n) => n.comfyClass === 'VideoUnlearnPairEncoder');
-                                     const w = pe.widgets.find((x) => x.name === 'concept');
-                                     w.value = 'Omega 3'; w.callback?.(w.value); }""")
-            _expect_badges(page, {"combined": ON + "Rolex + Omega 3"})
-        finally:
-            browser.close()
+        # Inside a subgraph, the badge follows its input out to the concept and refreshes on changes outside.
+        page.evaluate("() => { window.app.graph.convertToSubgraph(new Set([window.__t.second])); }")
+        _expect_badges(page, {"second": ON + "Omega"})
+        page.evaluate("""() => { const w = window.__t.pe2.widgets.find((x) => x.name === 'concept');
+                                 w.value = 'Omega 2'; w.callback?.(w.value); }""")
+        _expect_badges(page, {"second": ON + "Omega 2", "combined": ON + "Rolex + Omega 2"})
+        page.evaluate("""() => { const sub = window.app.graph.nodes.find((n) => n.isSubgraphNode?.());
+                                 const slot = sub.inputs.findIndex((i) => i.type === 'REFUSAL_VECTOR');
+                                 sub.disconnectInput(slot); }""")
+        _expect_badges(page, {"second": ON + "unnamed concept"})
+        # And from outside into a subgraph: the second concept's whole way (Pair Encoder to Low-Rank) inside one.
+        page.evaluate("""() => { const t = window.__t;
+                                 window.app.graph.convertToSubgraph(new Set([t.pe2, t.col2, t.vec2])); }""")
+        _expect_badges(page, {"combined": ON + "Rolex + Omega 2"})
+        page.evaluate("""() => { const pe = [...window.app.graph.subgraphs.values()].flatMap((g) => g.nodes)
+                                   .find((n) => n.comfyClass === 'VideoUnlearnPairEncoder');
+                                 const w = pe.widgets.find((x) => x.name === 'concept');
+                                 w.value = 'Omega 3'; w.callback?.(w.value); }""")
+        _expect_badges(page, {"combined": ON + "Rolex + Omega 3"})
     assert not [e for e in errors if "videoUnlearning" in e or "video_unlearning" in e], errors
 
 
@@ -479,27 +476,22 @@ def test_display_widgets_are_neither_saved_nor_sent(server):
     """The pair status, badge, captions and check table are display only: not in a saved workflow's widgets_values
     nor in the prompt; a workflow saved before (one "" more per display widget) still loads its values."""
     url, _, _ = server
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1700, "height": 1000})
-        try:
-            for name in ("compute_refusal_vector_wan21.json", "unlearned_side_by_side_wan21.json"):
-                shipped = json.loads((REPO_ROOT / "workflows" / name).read_text())
-                old = json.loads(json.dumps(shipped))
-                for node in old["nodes"]:
-                    node["widgets_values"] = node.get("widgets_values", []) + [""] * DISPLAYED.get(node["type"], 0)
-                _open(page, url, old)
-                page.wait_for_timeout(500)
-                nodes = page.evaluate(SAVED)
-                expected = {node["id"]: node["widgets_values"] for node in shipped["nodes"]
-                            if node["type"].startswith("VideoUnlearn")}
-                assert sorted(node["id"] for node in nodes) == sorted(expected), nodes
-                for node in nodes:
-                    values = expected[node["id"]]
-                    assert node["values"][:len(values)] == values, (name, node)
-                    assert node["saved"] == node["values"], (name, node)
-                    assert not set(node["prompt"]) & set(DISPLAY_WIDGETS), (name, node)
-            sync_api.expect(page.locator(".video-unlearning-badge").first).to_have_text(
-                "UNLEARNING ON · strength from Unlearning Check · rolex_00001", timeout=5_000)
-        finally:
-            browser.close()
+    with editor_page() as (page, _):
+        for name in ("compute_refusal_vector_wan21.json", "unlearned_side_by_side_wan21.json"):
+            shipped = json.loads((REPO_ROOT / "workflows" / name).read_text())
+            old = json.loads(json.dumps(shipped))
+            for node in old["nodes"]:
+                node["widgets_values"] = node.get("widgets_values", []) + [""] * DISPLAYED.get(node["type"], 0)
+            _open(page, url, old)
+            page.wait_for_timeout(500)
+            nodes = page.evaluate(SAVED)
+            expected = {node["id"]: node["widgets_values"] for node in shipped["nodes"]
+                        if node["type"].startswith("VideoUnlearn")}
+            assert sorted(node["id"] for node in nodes) == sorted(expected), nodes
+            for node in nodes:
+                values = expected[node["id"]]
+                assert node["values"][:len(values)] == values, (name, node)
+                assert node["saved"] == node["values"], (name, node)
+                assert not set(node["prompt"]) & set(DISPLAY_WIDGETS), (name, node)
+        sync_api.expect(page.locator(".video-unlearning-badge").first).to_have_text(
+            "UNLEARNING ON · strength from Unlearning Check · rolex_00001", timeout=5_000)
