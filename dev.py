@@ -14,8 +14,10 @@ environment is never touched: inside ComfyUI the pack needs only ``requirements.
 - ``env``: set up everything ``test`` needs and print where it is.
 
 Installs are recorded in the environment (``.dev-installed.json``); a second run with nothing changed installs
-nothing. torch is pinned (2.14.1 with torchvision 0.29.1, which ComfyUI's ``comfy.sd`` imports): an unpinned torch
-would pull a several-GB CUDA build.
+nothing. torch is pinned, for results that repeat and for a torchvision that imports beside it (ComfyUI's
+``comfy.sd`` imports torchvision): 2.14.1 with torchvision 0.29.1. On Linux x86_64 that is PyPI's CUDA build (about
+5.5 GB in the environment; it runs on the CPU), which pip takes from local disk where a machine keeps the wheels
+(this project's machines do) and downloads elsewhere.
 """
 
 from __future__ import annotations
@@ -57,10 +59,20 @@ def venv_python() -> Path:
 def ensure_venv() -> Path:
     if sys.version_info[:2] != (3, 11):
         log(f"note: this is Python {sys.version.split()[0]}; the pinned torch wheels are tested on 3.11")
-    if not venv_python().exists():
+    python = venv_python()
+    if python.exists() and subprocess.run([str(python), "-m", "pip", "--version"], capture_output=True).returncode:
+        log(f"the environment at {venv_dir()} has no working pip (an interrupted set-up?): creating it again")
+        shutil.rmtree(venv_dir())
+    if not python.exists():
         log(f"creating the project's virtual environment at {venv_dir()}")
-        venv.EnvBuilder(with_pip=True).create(venv_dir())
-    return venv_python()
+        try:
+            venv.EnvBuilder(with_pip=True).create(venv_dir())
+        except subprocess.CalledProcessError:
+            shutil.rmtree(venv_dir(), ignore_errors=True)
+            raise SystemExit(f"[dev] {sys.executable} cannot give a virtual environment pip (ensurepip failed); on "
+                             "Debian or Ubuntu install the package python3-venv (apt-get install python3-venv), "
+                             "then run this again") from None
+    return python
 
 
 def install(step: str, requirements: list[str], *, inputs: str = "") -> None:

@@ -60,7 +60,10 @@ def pinned_comfyui(*, extract: bool = True) -> Path | None:
     staging = Path(tempfile.mkdtemp(prefix="extract-", dir=target.parent))
     try:
         with tarfile.open(source) as archive:
-            archive.extractall(staging, filter="data")
+            if hasattr(tarfile, "data_filter"):
+                archive.extractall(staging, filter="data")
+            else:  # Python before 3.10.12 / 3.11.4 (Debian 12's 3.11.2) has no extraction filters
+                archive.extractall(staging, members=_plain_members(archive, source))
         roots = [p for p in staging.iterdir() if is_comfyui(p)]
         root = staging if is_comfyui(staging) else (roots[0] if len(roots) == 1 else None)
         if root is None:
@@ -71,6 +74,18 @@ def pinned_comfyui(*, extract: bool = True) -> Path | None:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _plain_members(archive: tarfile.TarFile, source: Path) -> list[tarfile.TarInfo]:
+    """The archive's members, refused unless each is a file or folder that stays inside the extraction folder (what
+    the "data" filter allows of a source tree)."""
+    members = archive.getmembers()
+    for member in members:
+        parts = Path(member.name).parts
+        if member.name.startswith(("/", "\\")) or ".." in parts or not (member.isfile() or member.isdir()):
+            raise ValueError(f"{source}: member {member.name!r} is not a plain file or folder inside the archive; "
+                             "use the pinned ComfyUI tarball from ../shared/host")
+    return members
 
 
 def find_comfyui(*, extract: bool = True) -> Path | None:
