@@ -449,15 +449,37 @@ def measure_baseline(module: torch.nn.Module, forward: Forward, validation: Sequ
             forwards += 1
             if on_forward is not None:
                 on_forward()
-    return Baseline(pairs=n_pairs, benign=n_benign, predictions=torch.cat(predictions),
-                    inputs={name: torch.cat(v) for name, v in inputs.items()}, forwards=forwards,
-                    negative=negative is not None, keep=n_keep)
+    baseline = Baseline(pairs=n_pairs, benign=n_benign, predictions=torch.cat(predictions),
+                        inputs={name: torch.cat(v) for name, v in inputs.items()}, forwards=forwards,
+                        negative=negative is not None, keep=n_keep)
+    _require_differences(baseline)
+    return baseline
+
+
+def _require_differences(baseline: Baseline) -> None:
+    """Every figure is a share of a difference the unedited model makes: between each pair's sides (efficacy) and
+    among the benign prompts (collateral). Where that difference is zero the share is undefined (it read 0 %
+    removed, or 0 collateral at any strength, which let every strength pass the budget)."""
+    p, n = baseline.predictions, baseline.pairs
+    if not (p[:n] - p[n:2 * n]).abs().max() > 0:
+        raise ValueError("the unedited model predicts the same for both sides of every validation pair, so no share "
+                         "of their difference can be measured: the check's latent may be empty or too small for this "
+                         "model, or the pairs' sides encode alike; check width/height and the pairs")
+    benign = p[baseline.benign_rows]
+    if not (benign - benign.mean(0)).abs().max() > 0:
+        raise ValueError(f"the {baseline.benign} benign prompts give the same prediction, so they show no natural "
+                         "variation to measure collateral against: use different everyday prompts (ones that differ "
+                         "only in spacing or case may encode alike)")
 
 
 def _prediction(output, rows: int) -> torch.Tensor:
     if not isinstance(output, torch.Tensor) or output.shape[0] != rows:
         raise ValueError(f"forward must return a tensor with one row per prompt ({rows}), got "
                          f"{getattr(output, 'shape', type(output).__name__)}")
+    if not torch.isfinite(output).all():
+        raise ValueError(f"the model's prediction holds NaN or Inf ({output.dtype}): a strength too large for the "
+                         "model's number format, or a model that overflows at this latent size; lower the largest "
+                         "strength or check the model at these settings")
     return output.detach().to("cpu", torch.float64).reshape(rows, -1)
 
 
@@ -562,7 +584,7 @@ def guided_collateral(baseline: Baseline, predictions: torch.Tensor, guidance: f
 
 def recommend(strengths: Sequence[float], efficacy: Sequence[float], collateral: Sequence[float], *,
               removed: float = REMOVED, budget: float = COLLATERAL_BUDGET,
-              full_projection: float | None = FULL_PROJECTION) -> tuple[float, str]:
+              full_projection: float | None = FULL_PROJECTION, name: str = "collateral") -> tuple[float, str]:
     """The strength with the best trade-off, and why.
 
     Rule, among strengths above 0 whose collateral is within ``budget`` (benign predictions move by at most that
@@ -587,9 +609,10 @@ def recommend(strengths: Sequence[float], efficacy: Sequence[float], collateral:
     to rule 1 only; it was extended to rules 2-3 after the trademark on the retrained organism (stage 3) showed the
     same thing through rule 2 (recommended 0.75: 91 % drop; 1.0: 98 %).
 
-    If no strength above 0 is within the budget, or none removes anything, recommend 0 and say so. ``strengths`` is
-    a grid as :func:`parse_strengths` returns it (sorted, no repeats, from 0), one figure of each list per strength;
-    any other is a ValueError.
+    If no strength above 0 is within the budget, or none within it removes anything, recommend 0 and say so.
+    ``strengths`` is a grid as :func:`parse_strengths` returns it (sorted, no repeats, from 0), one figure of each
+    list per strength; any other is a ValueError. ``name``: what the reason calls ``collateral`` ("guided
+    collateral" when it is :func:`guided_collateral`).
     """
     strengths, efficacy, collateral = list(strengths), list(efficacy), list(collateral)
     if tuple(strengths) != parse_strengths(strengths) or not len(strengths) == len(efficacy) == len(collateral):
@@ -602,35 +625,41 @@ def recommend(strengths: Sequence[float], efficacy: Sequence[float], collateral:
         return 0.0, "no strength removes any of the validation pairs' difference (check the vector and the pairs)"
     if not allowed:
         return 0.0, (f"every strength above 0 moves benign prompts by more than {budget:g} of their natural "
-                     "variation; try another layer group or a vector from more pairs")
-    i, reason = _by_removal(strengths, efficacy, collateral, allowed, removed, budget)
+                     f"variation ({name}); try another layer group or a vector from more pairs")
+    if max(efficacy[i] for i in allowed) <= 0:
+        return 0.0, (f"only strengths over the {name} budget {budget:g} remove any of the validation pairs' "
+                     "difference; try another layer group or a vector from more pairs")
+    i, reason = _by_removal(strengths, efficacy, collateral, allowed, removed, budget, name)
     if full_projection is not None and strengths[i] < full_projection:
         at_full = [k for k in allowed if strengths[k] >= full_projection]
         if at_full:
             j = min(at_full, key=lambda k: strengths[k])
             return strengths[j], (f"{reason}; raised to {strengths[j]:g}: a strength below {full_projection:g} leaves "
                                   f"part of the concept direction in the edited layers, which sampling amplifies "
-                                  f"({efficacy[j]:.0%} removed; collateral {collateral[j]:.3f})")
-        return strengths[i], (f"{reason}; below full projection ({full_projection:g}), which is over the collateral "
+                                  f"({efficacy[j]:.0%} removed; {name} {collateral[j]:.3f})")
+        if strengths[-1] < full_projection:
+            return strengths[i], (f"{reason}; below full projection ({full_projection:g}), which the grid does not "
+                                  f"reach: sampling may still show some of the concept (add {full_projection:g})")
+        return strengths[i], (f"{reason}; below full projection ({full_projection:g}), which is over the {name} "
                               f"budget {budget:g}: sampling may still show some of the concept")
     return strengths[i], reason
 
 
-def _by_removal(strengths, efficacy, collateral, allowed, removed, budget) -> tuple[int, str]:
+def _by_removal(strengths, efficacy, collateral, allowed, removed, budget, name) -> tuple[int, str]:
     """Rules 1-3 of :func:`recommend` (before the full-projection floor): the chosen grid index and why."""
     reaching = [i for i in allowed if efficacy[i] >= removed]
     if reaching:
         i = min(reaching, key=lambda k: strengths[k])
         return i, (f"smallest strength removing >= {removed:.0%} of the validation pairs' difference "
-                   f"({efficacy[i]:.0%} at {strengths[i]:g}); collateral {collateral[i]:.3f}")
+                   f"({efficacy[i]:.0%} at {strengths[i]:g}); {name} {collateral[i]:.3f}")
     gains = {i: (efficacy[i] - efficacy[i - 1]) / (strengths[i] - strengths[i - 1]) for i in range(1, len(strengths))}
     rising = [i for i in allowed if gains[i] > 0]
     if rising:
         i = max(rising, key=lambda k: (gains[k], -strengths[k]))
         return i, (f"end of the steepest rise of removal ({efficacy[i]:.0%} removed at {strengths[i]:g}; no strength "
-                   f"removes {removed:.0%}); collateral {collateral[i]:.3f}")
+                   f"removes {removed:.0%}); {name} {collateral[i]:.3f}")
     i = max(allowed, key=lambda k: (efficacy[k], -strengths[k]))
-    return i, f"most removed ({efficacy[i]:.0%} at {strengths[i]:g}) within the collateral budget {budget:g}"
+    return i, f"most removed ({efficacy[i]:.0%} at {strengths[i]:g}) within the {name} budget {budget:g}"
 
 
 def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBasis, baseline: Baseline,
@@ -695,7 +724,8 @@ def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBas
     # the sampler's combination when known: README, "The prediction the sampler uses?"
     ruling = guided if guidance is not None else collateral_p
     recommended, reason = recommend(strengths, efficacy, ruling, removed=removed, budget=budget,
-                                    full_projection=full_projection)
+                                    full_projection=full_projection,
+                                    name="guided collateral" if guidance is not None else "collateral")
     return CheckResult(strengths=strengths, survival_layers=tuple(survival_l), survival_prediction=tuple(survival_p),
                        collateral_layers=tuple(collateral_l), collateral_prediction=tuple(collateral_p),
                        recommended=recommended, reason=reason, layers=tuple(layers), label=label,

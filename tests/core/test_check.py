@@ -187,8 +187,20 @@ def test_recommend_full_projection_floor():
     assert recommend(nine, plateau, collateral, full_projection=None)[0] == 0.75
     strength, reason = recommend(nine, plateau, collateral)
     assert strength == 1.0 and "steepest" in reason and "raised to 1" in reason
-    # A grid without 1: the next strength above it.
+    # A grid without 1: the next strength above it; with nothing at or above 1, the reason says the grid stops short.
     assert recommend([0, 0.5, 1.5], [0, 0.95, 0.99], [0, 0.1, 0.2], full_projection=1.0)[0] == 1.5
+    strength, reason = recommend([0, 0.25, 0.5], [0, 0.5, 0.95], [0, 0.1, 0.2], full_projection=1.0)
+    assert strength == 0.5 and "the grid does not reach" in reason and "over the" not in reason
+
+
+def test_recommend_never_picks_a_strength_that_removes_nothing():
+    """Where every strength within the budget removes nothing (or adds to the concept) and only one over it removes
+    some, the recommendation is 0, not the over-budget strength's floor of 1; the reason names the collateral used."""
+    strength, reason = recommend([0, 0.5, 1, 2], [0, -0.03, -0.03, 0.5], [0, 0.1, 0.2, 0.9], budget=0.5,
+                                 name="guided collateral")
+    assert strength == 0.0 and "only strengths over the guided collateral budget" in reason
+    assert "guided collateral 0.100" in recommend([0, 0.5, 1], [0, 0.95, 1.0], [0, 0.1, 0.2], name="guided collateral",
+                                                  full_projection=None)[1]
 
 
 def test_parse_strengths_and_its_errors():
@@ -218,6 +230,14 @@ def test_inputs_that_cannot_be_checked():
     with pytest.raises(ValueError, match="one row per prompt"):
         run_check(model, lambda rows, rec: model(torch.stack(list(rows)))[:1], basis, list(zip(unsafe, safe)),
                   list(benign))
+    # A share of a zero difference is undefined: it read 0 % removed, or collateral 0 at every strength.
+    with torch.no_grad(), pytest.raises(ValueError, match="same for both sides of every validation pair"):
+        run_check(model, forward, basis, list(zip(safe, safe)), list(benign))
+    with torch.no_grad(), pytest.raises(ValueError, match="3 benign prompts give the same prediction"):
+        run_check(model, forward, basis, list(zip(unsafe, safe)), [benign[0]] * 3)
+    with torch.no_grad(), pytest.raises(ValueError, match="NaN or Inf .*lower the largest strength"):
+        run_check(model, lambda rows, rec: model(torch.stack(list(rows))) * float("inf"), basis,
+                  list(zip(unsafe, safe)), list(benign))
 
 
 def test_overlap_with_estimation_pairs():
@@ -352,7 +372,8 @@ def test_a_negative_row_changes_no_other_figure():
     assert guided.collateral_guided[0] == 0.0 and guided.collateral_guided[2] > guided.collateral_guided[1] > 0
     assert plain.collateral_guided == () and "collateral_guided" in guided.at(1.0)
     assert plain.collateral == plain.collateral_prediction and guided.collateral == guided.collateral_guided
-    assert (guided.recommended, guided.reason) == recommend(guided.strengths, guided.efficacy, guided.collateral_guided)
+    assert (guided.recommended, guided.reason) == recommend(guided.strengths, guided.efficacy, guided.collateral_guided,
+                                                            name="guided collateral")
     assert guided.guidance == 4.0 and "guided" in guided.table() and "guided" not in plain.table()
 
 
