@@ -65,6 +65,15 @@ class PromptPair:
     line: int = 0
 
 
+#: Most characters of a line an error quotes (the editor checks the text as it is typed; a pasted file can be one
+#: line of megabytes).
+QUOTED = 80
+
+
+def _quoted(text: str) -> str:
+    return repr(text) if len(text) <= QUOTED else f"{text[:QUOTED]!r}... ({len(text)} characters)"
+
+
 def _content_lines(text: str):
     r"""(line number, stripped line) of the content lines. One leading byte-order mark (U+FEFF, which some editors
     write first) is dropped, so a first-line ``#`` comment stays a comment; lines end at ``\r\n``, ``\r`` or
@@ -100,7 +109,7 @@ def parse_pairs(text: str) -> list[PromptPair]:
         bars = line.count("|")
         if bars != 1:
             raise PairsError(
-                f"expected exactly one '|' between the unsafe and the safe prompt, found {bars}: {line!r}",
+                f"expected exactly one '|' between the unsafe and the safe prompt, found {bars}: {_quoted(line)}",
                 number,
             )
         unsafe, safe = (side.strip() for side in line.split("|"))
@@ -109,7 +118,7 @@ def parse_pairs(text: str) -> list[PromptPair]:
             raise PairsError(f"the {side} prompt is empty; write 'unsafe prompt | safe prompt'", number)
         if unsafe == safe:
             raise PairsError(
-                f"both sides are {unsafe!r}; the unsafe prompt must add the concept to the safe one", number
+                f"both sides are {_quoted(unsafe)}; the unsafe prompt must add the concept to the safe one", number
             )
         key = (unsafe, safe)
         if key in seen:

@@ -77,3 +77,11 @@ def test_a_byte_order_mark_and_unicode_line_separators_neither_join_nor_split_li
                                                    ("e", 4), ("g", 5)]
     assert check_pairs("x | y\nz | w\n\x0c\nq | a | b\n")["line"] == 4
     assert parse_prompts("\ufeffa dog\n# a comment\na cat\u2029on a mat\n") == ["a dog", "a cat\u2029on a mat"]
+
+
+def test_errors_quote_at_most_a_line_s_start():
+    """A pasted file can be one line of megabytes: the error (shown in the editor as it is typed, and in ComfyUI's
+    answer to a queued prompt) quotes its first 80 characters and says how long it is."""
+    with pytest.raises(PairsError) as error:
+        parse_pairs("x" * 5_000_000)
+    assert len(str(error.value)) < 300 and "(5000000 characters)" in str(error.value)
