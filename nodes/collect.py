@@ -75,8 +75,16 @@ def sigmas_for(model, spec: int | list[float]) -> list[float]:
 
 def empty_latent(model, width: int, height: int, length: int) -> torch.Tensor:
     """An all-zero video latent ``[1, c, frames, h, w]`` in the model's latent format, with the family's VAE
-    factors from its adapter (as the family's Empty*LatentVideo node makes it)."""
-    return torch.zeros(latent_shape(model, width, height, length))
+    factors from its adapter (as the family's Empty*LatentVideo node makes it). A size below one latent pixel is
+    refused: its latent is empty, and every figure measured on it would be zero."""
+    shape = latent_shape(model, width, height, length)
+    if min(shape[-2:]) < 1:
+        adapter = adapter_for(model)
+        spatial = adapter.latent_geometry(model).spatial
+        raise ValueError(f"{width}x{height} is less than one latent pixel for this {adapter.family} model (its VAE "
+                         f"compresses {spatial}x on each side, latent {shape}): use a width and height of at least "
+                         f"{spatial}")
+    return torch.zeros(shape)
 
 
 def collect_activations(model, encoded: EncodedPairs, latent: torch.Tensor, timesteps: str, seed: int,

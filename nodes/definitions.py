@@ -188,9 +188,10 @@ class ApplyUnlearning(io.ComfyNode):
             description="Folds the refusal vector into the weights as a patch on a copy of the model (the original is untouched).",
             inputs=[
                 io.Model.Input("model", tooltip="The model to edit (the same family and size the vector was measured on)."),
-                RefusalVector.Input("refusal_vector", tooltip="From Low-Rank Refusal Vector or Load Refusal Vector."),
-                io.Float.Input("strength", default=1.0, min=0.0, max=4.0, step=0.05, tooltip="1 removes the concept direction fully, 0 changes nothing; negative values are not allowed (they would amplify it)."),
-                io.Boolean.Input("enabled", default=True, tooltip="Off returns the model unchanged, to compare in one workflow."),
+                # Lazy: with enabled off, what feeds them (Collect Activations, Unlearning Check) is not run.
+                RefusalVector.Input("refusal_vector", lazy=True, tooltip="From Low-Rank Refusal Vector or Load Refusal Vector."),
+                io.Float.Input("strength", default=1.0, min=0.0, max=4.0, step=0.05, lazy=True, tooltip="1 removes the concept direction fully, 0 changes nothing; negative values are not allowed (they would amplify it)."),
+                io.Boolean.Input("enabled", default=True, tooltip="Off returns the model unchanged, to compare in one workflow; the vector and a linked strength are then not computed."),
                 io.Combo.Input("layers", options=[ALL_IN_VECTOR, *GROUP_CHOICES], default=ALL_IN_VECTOR, tooltip="Which of the vector's layers to edit."),
                 *_block_inputs(),
                 io.Combo.Input("target", options=list(EDIT_TARGETS), default="safe_mean", tooltip="safe_mean: move the removed component to the safe prompts' mean (keeps activations typical); zero: project it out."),
@@ -200,11 +201,19 @@ class ApplyUnlearning(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, refusal_vector: RefusalBasis, strength, enabled, layers, block_start, block_end, target):
+    def check_lazy_status(cls, enabled, refusal_vector=None, strength=None, **_inputs):
+        if not enabled:
+            return []
+        return [name for name, value in (("refusal_vector", refusal_vector), ("strength", strength)) if value is None]
+
+    @classmethod
+    def execute(cls, model, refusal_vector: RefusalBasis | None, strength, enabled, layers, block_start, block_end,
+                target):
         patched, edited = apply_unlearning(model, refusal_vector, strength=strength, enabled=enabled, group=layers,
                                            block_start=block_start, block_end=block_end, target=target)
-        badge = {"enabled": bool(enabled), "strength": float(strength), "concept": refusal_vector.concept,
-                 "layers": len(edited)}
+        # Off, the lazy vector and a linked strength were not computed: None.
+        badge = {"enabled": bool(enabled), "strength": float(strength) if strength is not None else 0.0,
+                 "concept": refusal_vector.concept if refusal_vector is not None else "", "layers": len(edited)}
         return io.NodeOutput(patched, ui={"video_unlearning": [badge]})
 
 

@@ -240,10 +240,11 @@ def require_bias_for_target(model, layers, target: str) -> None:
                          "'zero' in Apply Unlearning and Unlearning Check")
 
 
-def apply_unlearning(model, basis: RefusalBasis, *, strength: float = 1.0, enabled: bool = True,
+def apply_unlearning(model, basis: RefusalBasis | None, *, strength: float | None = 1.0, enabled: bool = True,
                      group: str = ALL_IN_VECTOR, block_start: int = 0, block_end: int = -1,
                      target: str = "safe_mean"):
-    """A clone of ``model`` with the concept edited out. Returns ``(clone, edited_layers)``."""
+    """A clone of ``model`` with the concept edited out. Returns ``(clone, edited_layers)``. Not ``enabled``: the
+    clone as it is (``basis`` and ``strength`` may then be None: Apply Unlearning does not compute them)."""
     clone = model.clone()
     if not enabled:
         return clone, []

@@ -260,3 +260,29 @@ def test_replayed_model_calls_equal_comfyui_stack(defs, wan, basis, validation):
     own = check.comfy_forward(wrapped, latent, sigmas, 0, [])
     assert not own.replay.enabled
     assert torch.equal(own(rows, None), first) and torch.equal(own(rows, None), first)
+
+
+def test_a_latent_below_one_latent_pixel_is_refused(defs, wan, tiny):
+    """LTX-Video's VAE compresses 32x: at 16x16 its latent is empty, and every figure read 0 with no error."""
+    from test_adapters import tiny_model
+
+    from comfyui_video_unlearning.nodes.collect import empty_latent
+
+    ltxv = tiny_model("ltxv", wan)
+    with pytest.raises(ValueError, match="16x16 is less than one latent pixel for this ltxv model.*at least 32"):
+        empty_latent(ltxv, 16, 16, 9)
+    assert empty_latent(ltxv, 32, 32, 9).shape[-2:] == (1, 1)
+
+
+def test_a_pair_difference_at_the_rounding_floor_is_flagged(defs):
+    """When the pairs change the prediction by less than a few roundings of the compute dtype, the table says the
+    removal figures may be rounding noise; in float32 the same difference is far above it."""
+    _, check = defs
+    from comfyui_video_unlearning.core.check import Baseline
+
+    predictions = torch.ones(6, 100, dtype=torch.float64)
+    predictions[0, 0] += 1e-4  # pair 0's sides differ by 1e-4 / |both sides| = 7.1e-6 of the prediction
+    baseline = Baseline(pairs=1, benign=4, predictions=predictions, inputs={}, forwards=1)
+    note = check.rounding_note(baseline, torch.bfloat16)
+    assert "by 7.1e-06 of its size, within 4 roundings of the model's bfloat16 compute (7.8e-03)" in note
+    assert check.rounding_note(baseline, torch.float32) is None

@@ -76,12 +76,23 @@ def test_side_by_side_workflow_runs_on_the_saved_vector(server):
     base_half, unlearned_half = _halves(outputs[-1])
     assert base_half.shape[0] == 5 and not np.array_equal(base_half, unlearned_half), "the unlearned half equals the baseline"
 
+    # Off, Apply Unlearning does not run what feeds its lazy vector and strength: Unlearning Check, given validation
+    # pairs that repeat the vector's own (an error whenever it runs), is not run and the prompt succeeds.
+    compute = load_api("compute_refusal_vector_wan21.json", server[2])
+    vector_pairs = next(n["inputs"]["pairs"] for n in compute.values() if n["class_type"] == "VideoUnlearnPairEncoder")
+    check_node = next(k for k, n in api.items() if n["class_type"] == "VideoUnlearnCheck")
+    api[api[check_node]["inputs"]["validation_pairs"][0]]["inputs"]["pairs"] = vector_pairs
     api[apply_node]["inputs"]["enabled"] = False
     entry = run_prompt(url, api)
     assert entry["status"]["status_str"] == "success", entry["status"]
     assert entry["outputs"][apply_node]["video_unlearning"][0]["enabled"] is False
+    assert check_node not in entry["outputs"], "Unlearning Check ran although Apply Unlearning was off"
     base_half, unlearned_half = _halves(sorted((base / "output" / "unlearning").glob("side_by_side_*.webp"))[-1])
     assert np.array_equal(base_half, unlearned_half), "disabled unlearning changed the video (or the seeds differ)"
+    api[apply_node]["inputs"]["enabled"] = True  # on, the check runs and refuses the repeated pairs
+    errors = [m[1].get("exception_message", "") for m in run_prompt(url, api)["status"]["messages"]
+              if m[0] == "execution_error"]
+    assert errors and "validation pairs are among the pairs the refusal vector was computed from" in errors[0]
 
 
 def _check_ran_and_set_the_strength(entry, api, badge):
