@@ -123,3 +123,21 @@ def test_a_batch_run_one_prompt_at_a_time_takes_the_masks_rows_in_order():
         with pytest.raises(ValueError, match="nor the next rows"):
             model(padded[:1, :4])  # the first prompt has 5 tokens
     torch.testing.assert_close(one_by_one, torch.cat([batched, batched]))
+
+
+def test_pooling_accumulates_in_float64():
+    """A float32 input is pooled in float64: the row equals the float64 mean of its tokens to 1e-9, where a float32
+    mean of values near 1000 would be off by about 1e-5 (masked and unmasked pooling alike)."""
+    model = Tiny()
+    g = torch.Generator().manual_seed(2)
+    x = 1000 + torch.randn(2, 4096, 4, generator=g)
+    mask = torch.ones(2, 4096, dtype=torch.bool)
+    mask[0, 3000:] = False
+    with ActivationRecorder(model, ["first"]) as rec:
+        model(x)
+        rec.set_token_mask(mask, ["first"])
+        model(x)
+    rows = rec.take()["first"]
+    torch.testing.assert_close(rows[:2], x.double().mean(1), rtol=0, atol=1e-9)
+    torch.testing.assert_close(rows[2], x[0, :3000].double().mean(0), rtol=0, atol=1e-9)
+    torch.testing.assert_close(rows[3], x[1].double().mean(0), rtol=0, atol=1e-9)

@@ -216,3 +216,31 @@ def test_bad_arguments_are_named():
         collect(model, ["blocks.9.k"], unsafe=unsafe, safe=safe, prepare=prepare, forward=forward, timesteps=[0.5])
     assert isinstance(collect(model, ["blocks.0.k"], unsafe=unsafe, safe=safe, prepare=prepare, forward=forward,
                               timesteps=[0.5], fitter=RefusalFitter()), RefusalFitter)
+
+
+def test_each_timestep_is_its_own_row_pair_major():
+    """One row per prompt and timestep reaches the fitter (pairs x timesteps per side), pair i at every timestep
+    before pair i + 1, each row the layer's input computed here from the prompt, its seed's noise and t."""
+    _, unsafe, safe, neutral = world(pairs=3, neutral=2)
+    model = Toy()
+    prepare, forward = host(model)
+    timesteps = [0.9, 0.5, 0.1]
+    fitter = collect(model, ["blocks.0.ffn"], unsafe=unsafe, safe=safe, neutral=neutral, prepare=prepare,
+                     forward=forward, timesteps=timesteps, seed=4, max_rows=4)
+
+    def expected(prompts, seeds):
+        """blocks.0.ffn reads noise (1 - t) + the mean of the projected context (a single token): [prompts x t, d]."""
+        with torch.no_grad():
+            rows = []
+            for prompt, s in zip(prompts, seeds):
+                noise = torch.randn(1, 1, DIM, generator=torch.Generator().manual_seed(s))[0, 0]
+                context = model.text_embedding(prompt).mean(0)
+                rows += [(noise * (1 - torch.tensor(t)) + context).double() for t in timesteps]
+            return torch.stack(rows)
+
+    got = {store: torch.cat(getattr(fitter, store)["blocks.0.ffn"]) for store in ("_unsafe", "_safe", "_neutral")}
+    assert got["_unsafe"].shape == got["_safe"].shape == (3 * 3, DIM) and got["_neutral"].shape == (2 * 3, DIM)
+    torch.testing.assert_close(got["_unsafe"], expected(unsafe, [4, 5, 6]), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got["_safe"], expected(safe, [4, 5, 6]), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got["_neutral"], expected(neutral, [4 + NEUTRAL_SEED_OFFSET, 5 + NEUTRAL_SEED_OFFSET]),
+                               rtol=1e-5, atol=1e-5)

@@ -382,3 +382,84 @@ def test_the_subspace_edit_stores_the_eigenvectors_in_order_of_contrast():
     contrast = ((diffs @ edit_space) ** 2).mean(0) - ((centred @ edit_space) ** 2).sum(0) / (len(neutral) - 1)
     assert contrast.tolist() == sorted(contrast.tolist(), reverse=True)  # C's eigenvalues, descending
     assert bool(((edit_space.T @ diffs.mean(0)) >= 0).all())  # the basis's deterministic signs
+
+
+def _two_direction_pairs(dim, pairs=6, neutral=10, seed=0):
+    """Pairs whose differences spread over two orthogonal directions with unlike spreads, so the mean difference r
+    is no eigenvector of C; unsafe, safe and neutral rows each have their own mean."""
+    g = torch.Generator().manual_seed(seed)
+    axes = torch.linalg.qr(torch.randn(dim, 2, generator=g, dtype=torch.float64))[0]  # [d, 2]
+    mean_shift = torch.tensor([3.0, 2.0], dtype=torch.float64)
+    spread = torch.tensor([0.5, 4.0], dtype=torch.float64)
+    safe = 1.0 + torch.randn(pairs, dim, generator=g, dtype=torch.float64)
+    unsafe = safe + (mean_shift + spread * torch.randn(pairs, 2, generator=g, dtype=torch.float64)) @ axes.T
+    unsafe = unsafe + 0.1 * torch.randn(pairs, dim, generator=g, dtype=torch.float64)
+    neutral_rows = -2.0 + 0.5 * torch.randn(neutral, dim, generator=g, dtype=torch.float64)
+    return unsafe, safe, neutral_rows
+
+
+def _dense_positive_basis(unsafe, safe, neutral, rank, alpha):
+    """Top-``rank`` eigenvectors of the dense C = (1/n) D^T D - alpha Cov(neutral) (neutral centred, divided by
+    m - 1) whose eigenvalues are positive above rounding, as ``[d, k']``."""
+    diffs, centred = unsafe - safe, neutral - neutral.mean(0)
+    dense = diffs.T @ diffs / len(diffs) - alpha * centred.T @ centred / (len(neutral) - 1)
+    values, vectors = torch.linalg.eigh(dense)
+    order = values.argsort(descending=True)[:rank]
+    keep = values[order] > 1e-9 * float(diffs.pow(2).sum() / len(diffs) + alpha * centred.pow(2).sum()
+                                        / (len(neutral) - 1))
+    return vectors[:, order[keep]]
+
+
+@pytest.mark.parametrize("dim", [8, 40])  # n + m >= d: the dense solve; n + m < d: the solve in the sample span
+def test_the_direction_is_r_projected_on_the_subspace_not_its_top_eigenvector(dim):
+    """d = U U^T r / |U^T r|: with pairs that differ along two directions r is no eigenvector of C, so the top
+    eigenvector alone is a different direction; the fitted direction is r projected on the stored basis."""
+    unsafe, safe, neutral = _two_direction_pairs(dim)
+    fitter = RefusalFitter().update("L", unsafe, safe).update_neutral("L", neutral)
+    r = (unsafe - safe).mean(0)
+    for rank in (2, 3):
+        record = fitter.fit(rank=rank, alpha=1.0)["L"]
+        stored = record.basis.double()
+        assert stored.shape[1] >= 2
+        projected = stored @ (stored.T @ r)
+        expected = projected / projected.norm()
+        torch.testing.assert_close(record.direction.double(), expected, rtol=0, atol=1e-6)
+        # Against a dense eigendecomposition computed here (the same subspace, so the same direction).
+        reference = _dense_positive_basis(unsafe, safe, neutral, rank, 1.0)
+        dense = reference @ (reference.T @ r)
+        assert 1 - cosine(record.direction, dense / dense.norm()) < 1e-7  # float32 storage
+        assert abs(float(stored[:, 0] @ expected)) < 0.99  # the top eigenvector alone would fail the checks above
+
+
+def test_safe_mean_is_the_mean_of_the_safe_rows():
+    """The affine edit moves the removed component to the safe mean: not the unsafe mean, not the neutral mean."""
+    unsafe, safe, neutral = _two_direction_pairs(16, pairs=12)
+    fitter = RefusalFitter().update("L", unsafe, safe).update_neutral("L", neutral)
+    for method in ("cpca", "mean"):
+        record = fitter.fit(rank=2, method=method)["L"]
+        torch.testing.assert_close(record.safe_mean.double(), safe.mean(0), rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(record.target(), record.safe_mean)
+    for other in (unsafe, neutral):  # the data is such that mixing the sides up would show
+        assert (other.mean(0) - safe.mean(0)).norm() > 1
+
+
+@pytest.mark.parametrize("dim", [12, 60])  # n + m = 16: the dense solve at d = 12, the sample-span solve at d = 60
+def test_alpha_weighs_the_neutral_covariance_in_either_solve(dim):
+    """U is the top eigenvectors with positive eigenvalue of the dense C = (1/n) D^T D - alpha Cov(neutral), neutral
+    covariance centred and divided by m - 1, for every alpha, whichever solve runs (compared as projectors)."""
+    g = torch.Generator().manual_seed(7)
+    safe = torch.randn(6, dim, generator=g, dtype=torch.float64)
+    unsafe = safe + 1.5 * torch.randn(6, dim, generator=g, dtype=torch.float64) + 0.5
+    neutral = torch.randn(10, dim, generator=g, dtype=torch.float64) * torch.linspace(0.5, 2.0, dim,
+                                                                                          dtype=torch.float64)
+    fitter = RefusalFitter().update("L", unsafe, safe).update_neutral("L", neutral)
+    projectors = []
+    for alpha in (0.0, 1.0, 2.0):
+        reference = _dense_positive_basis(unsafe, safe, neutral, 3, alpha)
+        basis = fitter.fit(rank=3, alpha=alpha, edit="subspace")["L"].basis.double()
+        assert basis.shape == reference.shape == (dim, 3), f"alpha {alpha}"
+        code, dense = basis @ basis.T, reference @ reference.T
+        assert (code - dense).norm() < 1e-5, f"alpha {alpha}: |P_code - P_dense| = {float((code - dense).norm()):.2e}"
+        projectors.append(dense)
+    # The three alphas give subspaces far enough apart that a solve ignoring alpha would be seen.
+    assert min((projectors[i] - projectors[j]).norm() for i, j in ((0, 1), (1, 2), (0, 2))) > 1e-2
