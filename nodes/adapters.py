@@ -25,12 +25,20 @@ class LayerGroup:
     projected context), so one forward per prompt measures it exactly. ``shared_input`` names the
     one tensor every layer of the group reads in every block (Wan's ``cross_attn.k`` / ``.v`` all read
     the output of ``text_embedding``), so it is measured and fitted once; "" = each layer reads its own.
+    ``text_tokens`` is True when the layers' input has one row per text token, also where it depends on the
+    timestep (an MMDiT's text stream): they are pooled over the prompt's own tokens, not over padding the model
+    never attends to. Timestep-independent layers read the text context, so they always do.
     """
 
     suffixes: tuple[str, ...]
     timestep_independent: bool
     description: str
     shared_input: str = ""
+    text_tokens: bool = False
+
+    @property
+    def reads_text_tokens(self) -> bool:
+        return self.text_tokens or self.timestep_independent
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,9 @@ class Adapter:
         batches_text_masks: the model reads a batch of text ``attention_mask`` rows as one call per prompt would
             (False: prompts whose conditioning carries a mask run one model call each; see
             ``conditioning.can_share_a_call``).
+        side_blocks: ``(blocks, mapping)`` attribute names of a second block list whose outputs are added into the
+            main blocks (Wan VACE's ``vace_blocks``, mapped by ``vace_layers_mapping``: main block -> side block);
+            where a model has them, a group's layers include the side blocks injected into the chosen main blocks.
     """
 
     family: str
@@ -71,6 +82,7 @@ class Adapter:
     latent: LatentGeometry
     latent_by_class: dict[str, LatentGeometry] = field(default_factory=dict)
     batches_text_masks: bool = True
+    side_blocks: tuple[str, str] | None = None
 
     def block_count(self, diffusion_model) -> int:
         return len(diffusion_model.get_submodule(self.blocks))
@@ -91,6 +103,12 @@ class Adapter:
         suffixes = self.suffixes(group)
         first, last = block_range(self.block_count(diffusion_model), block_start, block_end)
         names = [f"{self.blocks}.{i}.{suffix}" for i in range(first, last + 1) for suffix in suffixes]
+        if self.side_blocks and hasattr(diffusion_model, self.side_blocks[0]):
+            # Their cross-attention reads the same text (a VACE block's k/v the same text_embedding output), and
+            # what they write reaches the video: an edit of the main blocks alone leaves the concept a way through.
+            side, mapping = self.side_blocks
+            injected = sorted(n for i, n in getattr(diffusion_model, mapping).items() if first <= i <= last)
+            names += [f"{side}.{n}.{suffix}" for n in injected for suffix in suffixes]
         # Some blocks lack a layer (Mochi's last block has no text-stream FFN): keep those that exist.
         present = [name for name in names if _has_linear(diffusion_model, name)]
         if not present:
@@ -99,12 +117,18 @@ class Adapter:
 
     def is_timestep_independent(self, names) -> bool:
         names = list(names)
-        return len(self.text_token_layers(names)) == len(names)
+        return len(self.timestep_independent_layers(names)) == len(names)
 
-    def text_token_layers(self, names) -> list[str]:
-        """The layers among ``names`` whose input is the projected text context, one row per prompt token."""
+    def timestep_independent_layers(self, names) -> list[str]:
+        """The layers among ``names`` whose input is the projected text context: the same at every timestep and
+        strength (measured at one timestep; the check replays their unedited output)."""
         independent = {s for g in self.groups.values() if g.timestep_independent for s in g.suffixes}
         return [name for name in names if _suffix(name) in independent]
+
+    def text_token_layers(self, names) -> list[str]:
+        """The layers among ``names`` whose input has one row per prompt token (pooled over the prompt's own)."""
+        tokens = {s for g in self.groups.values() if g.reads_text_tokens for s in g.suffixes}
+        return [name for name in names if _suffix(name) in tokens]
 
     def shared_inputs(self, names) -> dict[str, list[str]]:
         """Input name -> the layers among ``names`` that read it, for the groups with a ``shared_input``."""
@@ -162,12 +186,14 @@ ADAPTERS: tuple[Adapter, ...] = (
         default_group="cross_attn.k+v",
         latent=_VAE_8X,
         latent_by_class={"WAN22": LatentGeometry(spatial=16, temporal=4)},  # Wan 2.2 VAE (48 channels)
+        side_blocks=("vace_blocks", "vace_layers_mapping"),
     ),
     Adapter(
         family="hunyuan_video",
         model_classes=("HunyuanVideoI2V", "HunyuanVideoSkyreelsI2V", "HunyuanVideo"),
         blocks="double_blocks",
         groups={
+            # its text has no padding (each prompt its own token count): no token mask needed
             "txt_mlp.0": LayerGroup(("txt_mlp.0",), False, "text-stream FFN first linear (the paper's choice for MMDiT)"),
             "txt_attn.qkv": LayerGroup(("txt_attn.qkv",), False, "text-stream attention projections"),
         },
@@ -192,8 +218,9 @@ ADAPTERS: tuple[Adapter, ...] = (
         model_classes=("GenmoMochi",),
         blocks="blocks",
         groups={
-            "mlp_y.w1": LayerGroup(("mlp_y.w1",), False, "text-stream FFN first linear"),
-            "attn.qkv_y": LayerGroup(("attn.qkv_y",), False, "text-stream attention projections"),
+            # its T5 context is padded to 256 rows, and the model attends to the prompt's tokens only
+            "mlp_y.w1": LayerGroup(("mlp_y.w1",), False, "text-stream FFN first linear", text_tokens=True),
+            "attn.qkv_y": LayerGroup(("attn.qkv_y",), False, "text-stream attention projections", text_tokens=True),
         },
         default_group="attn.qkv_y",
         latent=LatentGeometry(spatial=8, temporal=6),

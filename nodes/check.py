@@ -294,7 +294,7 @@ def run_unlearning_check(model, basis: RefusalBasis, validation: EncodedPairs | 
     # Replayed across strengths: the text path and the unedited output of edited layers that read only the text
     # (their input is the same at every strength); both exact, see ReplayCache.
     replay = [name for name in REPLAY_MODULES.get(adapter.family, ()) if has_module(diffusion, name)]
-    with ReplayCache(diffusion, replay + adapter.text_token_layers(layers)), collapse:
+    with ReplayCache(diffusion, replay + adapter.timestep_independent_layers(layers)), collapse:
         baseline = measure_baseline(diffusion, forward, pairs, benign, layers, negative=extra[0] if extra else None,
                                     batch_size=MAX_BATCH, on_forward=step)
         weights = LayerWeights(model, layers)

@@ -89,7 +89,7 @@ def shared_inputs(basis: RefusalBasis) -> list[tuple[str, tuple[str, ...]]]:
 def _input_name(basis: RefusalBasis, name: str, layers) -> str:
     """``text context`` when the family's adapter says the layers read the projected text, else the basis's name."""
     for adapter in ADAPTERS:
-        if adapter.family == basis.model_family and len(adapter.text_token_layers(layers)) == len(layers):
+        if adapter.family == basis.model_family and adapter.is_timestep_independent(layers):
             return "text context"
     return name or "one input"
 

@@ -92,3 +92,53 @@ def test_collect_and_apply_resolve_layers_through_one_function(pack, wan):
     assert adapters.layers_for(wan, "all", 1, 1) == ["blocks.1.cross_attn.k", "blocks.1.cross_attn.v",
                                                      "blocks.1.cross_attn.o", "blocks.1.ffn.0"]
     assert adapters.adapter_for(wan).shared_inputs(names) == {"text_embedding": names}
+
+
+#: A tiny Wan 2.1 VACE (ComfyUI's ``WAN21_Vace``): two main blocks and one VACE block, injected into block 0.
+TINY_VACE = {"image_model": "wan2.1", "model_type": "vace", "dim": 128, "ffn_dim": 256, "num_layers": 2,
+             "num_heads": 1, "in_dim": 16, "out_dim": 16, "text_dim": 4096, "patch_size": (1, 2, 2), "freq_dim": 256,
+             "window_size": (-1, -1), "qk_norm": True, "cross_attn_norm": True, "eps": 1e-6, "vace_in_dim": 96,
+             "vace_layers": 1}
+
+
+def test_wan_vace_blocks_are_edited_with_the_main_blocks(pack, clip, tiny):
+    """A VACE model's side blocks read the same text_embedding output through their own cross-attention k/v and add
+    what they write into the main blocks: the default edit includes them (one shared record), so at strength 1 with
+    target zero moving the text along the edit direction changes nothing. With the main blocks alone, as until
+    2026-12-06, 41 % of the output's sensitivity to it was left on the tiny model."""
+    import comfy.model_management
+
+    from comfyui_video_unlearning.nodes import definitions
+
+    model = family_model("WAN21_Vace", TINY_VACE)
+    pairs = "\n".join(f"a Rolex watch number {i} on a table | a watch number {i} on a table" for i in range(5))
+    encoded = definitions.PairEncoder.execute(tiny.LookupTextEncoder(clip), pairs, "a dog\na red car\na tree", "")[0]
+    activations = definitions.CollectActivations.execute(model, encoded, 64, 64, 1, "1", 0, "default", 0, -1)[0]
+    assert {"vace_blocks.0.cross_attn.k", "vace_blocks.0.cross_attn.v"} <= set(activations.layers)
+    assert definitions.layers_for(model, "default", 0, 0) == [  # the VACE block is injected into block 0
+        "blocks.0.cross_attn.k", "blocks.0.cross_attn.v", "vace_blocks.0.cross_attn.k", "vace_blocks.0.cross_attn.v"]
+    assert not any(layer.startswith("vace_blocks") for layer in definitions.layers_for(model, "default", 1, 1))
+    basis = definitions.RefusalVectorNode.execute(activations, "mean", 1, 1.0)[0]
+    patched = definitions.ApplyUnlearning.execute(model, basis, 1.0, True, "all in vector", 0, -1, "zero")[0]
+    direction = basis.subspace("blocks.0.cross_attn.k")[:, 0]
+
+    def sensitivity(patcher):
+        diffusion = patcher.model.diffusion_model
+        g = torch.Generator().manual_seed(0)
+        x, context = torch.randn(1, 16, 2, 8, 8, generator=g), torch.randn(1, 512, 4096, generator=g) * 0.5
+        vace = dict(vace_context=torch.randn(1, 1, 96, 2, 8, 8, generator=g), vace_strength=[1.0])
+        outputs = []
+        for shift in (0.0, 5.0):
+            handle = diffusion.text_embedding.register_forward_hook(lambda _m, _i, out: out + shift * direction)
+            try:
+                outputs.append(diffusion(x, torch.tensor([500.0]), context, **vace))
+            finally:
+                handle.remove()
+        return float((outputs[1] - outputs[0]).norm() / outputs[0].norm())
+
+    comfy.model_management.load_models_gpu([patched])
+    try:
+        edited = sensitivity(patched)
+    finally:
+        comfy.model_management.unload_all_models()
+    assert sensitivity(model) > 0.1 and edited < 1e-5

@@ -146,6 +146,30 @@ def test_the_checks_negative_row_is_the_negative_prompt_the_sampler_reads(family
     torch.testing.assert_close(check_row, sampler_row, rtol=0, atol=0)
 
 
+def test_mochis_text_stream_is_pooled_over_the_prompts_own_tokens(pack, wan, clip, tiny):
+    """Mochi pads its T5 context to a fixed length and attends to the prompt's tokens only; its text-stream layers
+    (timestep-dependent, so not replayed or measured at one timestep) are still pooled over those tokens alone. Pooled
+    over every row, as until 2026-12-06, the pair difference turned by about 50 degrees on the tiny model."""
+    from comfyui_video_unlearning.nodes import definitions
+
+    model = tiny_model("mochi", wan)
+    text = family_text(tiny, clip, *TEXT["mochi"])
+    encoded = definitions.PairEncoder.execute(text, PAIRS, NEUTRAL, "Rolex")[0]
+    block = model.model.diffusion_model.blocks[0].attn.qkv_y
+    seen = []
+    handle = block.register_forward_pre_hook(lambda _module, args: seen.append(args[0].detach().double().clone()))
+    try:
+        activations = definitions.CollectActivations.execute(model, encoded, 32, 32, 1, "1", 0, "default", 0, 0)[0]
+    finally:
+        handle.remove()
+    basis = definitions.RefusalVectorNode.execute(activations, "mean", 1, 1.0)[0]
+    # one call per prompt (Mochi crops a call to one token count): pair i's unsafe side, then its safe side
+    masks = [side[0][1]["attention_mask"][0].bool() for side in encoded.safe]
+    safe = torch.stack([seen[2 * i + 1][0][mask].mean(0) for i, mask in enumerate(masks)])
+    assert all(not mask.all() for mask in masks), "the tiny prompts must leave padding rows"
+    torch.testing.assert_close(basis["blocks.0.attn.qkv_y"].safe_mean.double(), safe.mean(0), rtol=1e-5, atol=1e-6)
+
+
 def test_one_call_each_measures_what_a_masked_batch_does(pack, wan, clip, tiny):
     """The same prompts given two ways to LTX-Video: each at its own token count (one call per prompt, the recorder's
     token mask taken row by row) and padded to one length with an attention mask (one stacked call).
