@@ -115,6 +115,15 @@ class Adapter:
             raise ValueError(f"the {self.family} model has no {group!r} layers in blocks {first}..{last}")
         return present
 
+    def main_block(self, diffusion_model, name: str) -> int:
+        """The main block a layer belongs to: its own index, or for a side block's layer the main block it is
+        injected into."""
+        prefix, index = name.split(".", 2)[:2]
+        if self.side_blocks and prefix == self.side_blocks[0]:
+            return next(main for main, side in getattr(diffusion_model, self.side_blocks[1]).items()
+                        if side == int(index))
+        return int(index)
+
     def is_timestep_independent(self, names) -> bool:
         names = list(names)
         return len(self.timestep_independent_layers(names)) == len(names)

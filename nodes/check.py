@@ -10,7 +10,6 @@ generation. The edit is applied by forward hooks that add the same low-rank chan
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Mapping
 
 import numpy as np
@@ -177,14 +176,6 @@ def comfy_forward(model, latent: torch.Tensor, sigmas: list[float], seed: int, t
     return forward
 
 
-def block_index(layer: str) -> int:
-    """Block number in a layer name such as ``blocks.12.cross_attn.k``."""
-    match = re.search(r"\.(\d+)\.", f".{layer}")
-    if match is None:
-        raise ValueError(f"layer {layer!r} has no block index")
-    return int(match.group(1))
-
-
 def layer_weight(model, layer: str) -> torch.Tensor:
     """The layer's weight as ``model`` uses it, float32 on the CPU, as Apply Unlearning computes its edit from it: the
     file's weight (the unpatched original when a patched clone of the model is loaded, ComfyUI keeps it in the shared
@@ -237,12 +228,14 @@ def sweep_options(model, basis: RefusalBasis, layers: list[str], sweep: str) -> 
             if chosen:
                 options.append((name, chosen))
         return options if len(options) > 1 else []
-    blocks = sorted({block_index(layer) for layer in layers})
+    adapter, diffusion = adapter_for(model), model.model.diffusion_model
+    index = {layer: adapter.main_block(diffusion, layer) for layer in layers}  # a VACE block: where it is injected
+    blocks = sorted(set(index.values()))
     if len(blocks) < 2:
         return []
     half = blocks[len(blocks) // 2]
-    early = [layer for layer in layers if block_index(layer) < half]
-    late = [layer for layer in layers if block_index(layer) >= half]
+    early = [layer for layer in layers if index[layer] < half]
+    late = [layer for layer in layers if index[layer] >= half]
     return [(f"blocks {blocks[0]}-{half - 1}", early), (f"blocks {half}-{blocks[-1]}", late)]
 
 

@@ -109,6 +109,7 @@ def test_wan_vace_blocks_are_edited_with_the_main_blocks(pack, clip, tiny):
     import comfy.model_management
 
     from comfyui_video_unlearning.nodes import definitions
+    from comfyui_video_unlearning.nodes.check import sweep_options
 
     model = family_model("WAN21_Vace", TINY_VACE)
     pairs = "\n".join(f"a Rolex watch number {i} on a table | a watch number {i} on a table" for i in range(5))
@@ -118,6 +119,9 @@ def test_wan_vace_blocks_are_edited_with_the_main_blocks(pack, clip, tiny):
     assert definitions.layers_for(model, "default", 0, 0) == [  # the VACE block is injected into block 0
         "blocks.0.cross_attn.k", "blocks.0.cross_attn.v", "vace_blocks.0.cross_attn.k", "vace_blocks.0.cross_attn.v"]
     assert not any(layer.startswith("vace_blocks") for layer in definitions.layers_for(model, "default", 1, 1))
+    halves = dict(sweep_options(model, None, list(activations.layers), "block halves"))  # counted where injected
+    assert set(halves["blocks 0-0"]) == {"blocks.0.cross_attn.k", "blocks.0.cross_attn.v",
+                                         "vace_blocks.0.cross_attn.k", "vace_blocks.0.cross_attn.v"}
     basis = definitions.RefusalVectorNode.execute(activations, "mean", 1, 1.0)[0]
     patched = definitions.ApplyUnlearning.execute(model, basis, 1.0, True, "all in vector", 0, -1, "zero")[0]
     direction = basis.subspace("blocks.0.cross_attn.k")[:, 0]
