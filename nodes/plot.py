@@ -101,13 +101,21 @@ def chart_bars(basis: RefusalBasis) -> list[Bar]:
         value = abs(basis[layers[0]].score.separation)
         parts = [_split(layer) for layer in layers]
         if len(layers) > 1:
-            blocks = [block for _, block, _ in parts if block is not None]
-            where = f"{_blocks_text(blocks)} {_kinds_text([sub for _, _, sub in parts])}" if len(blocks) == len(parts) \
-                else ", ".join(layers)
+            if all(block is not None for _, block, _ in parts):
+                # the main blocks as "blocks 0-29", a second block list (Wan VACE's) by its own name after them
+                spans = []
+                for i, prefix in enumerate(dict.fromkeys(prefix for prefix, _, _ in parts)):
+                    span = _blocks_text([block for p, block, _ in parts if p == prefix])
+                    spans.append(span.replace("block", prefix.rstrip("s"), 1) if i else span)
+                where = f"{', '.join(spans)} {_kinds_text([sub for _, _, sub in parts])}"
+            else:
+                where = ", ".join(layers)
             shared.append(Bar(f"{name}: {where} share this input", layers, value, name, None))
         else:
-            _, block, sub = parts[0]
-            label = f"block {block} · {sub}" if block is not None else layers[0]
+            prefix, block, sub = parts[0]
+            main = _split(basis.layers[0])[0]
+            where = "block" if prefix == main else (prefix or "").rstrip("s")
+            label = f"{where} {block} · {sub}" if block is not None else layers[0]
             single.append(Bar(label, layers, value, sub, block))
     single.sort(key=lambda bar: (bar.block if bar.block is not None else -1, basis.layers.index(bar.layers[0])))
     return shared + single

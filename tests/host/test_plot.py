@@ -105,3 +105,18 @@ def test_the_title_says_when_fewer_directions_than_the_rank_were_kept(plot, fitt
     data = plot.chart_data(fitter.fit(rank=8, concept="Rolex"))
     assert data["narrow_inputs"] == {"text_embedding": 3}
     assert data["title"] == "Rolex: separation per input (cpca, rank 8, 3 of 8 kept (positive contrast))"
+
+
+def test_a_wan_vace_models_side_blocks_are_named_apart_from_the_main_blocks(plot, fitter_class):
+    """A VACE model's side blocks read the same text (one shared bar names both lists) and have video-side layers of
+    their own, whose bars must not read as the main block of the same number."""
+    fitter = fitter_class()
+    text_layers = [f"{blocks}.{b}.cross_attn.{kv}" for blocks, count in (("blocks", 4), ("vace_blocks", 2))
+                   for b in range(count) for kv in "kv"]
+    fitter.share("text_embedding", text_layers)
+    fitter.update("text_embedding", *_rows(0, 2.0))
+    for i, layer in enumerate(("blocks.0.ffn.0", "vace_blocks.0.ffn.0")):
+        fitter.update(layer, *_rows(20 + i, 1.0 + i))
+    labels = [bar["label"] for bar in plot.chart_data(fitter.fit(rank=2, model_family="wan"))["bars"]]
+    assert labels == ["text context: blocks 0-3, vace_blocks 0-1 cross_attn.k+v share this input",
+                      "block 0 · ffn.0", "vace_block 0 · ffn.0"]
