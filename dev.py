@@ -61,6 +61,9 @@ def ensure_venv() -> Path:
         log(f"note: this is Python {sys.version.split()[0]}; the pinned torch wheels are tested on 3.11")
     python = venv_python()
     if python.exists() and subprocess.run([str(python), "-m", "pip", "--version"], capture_output=True).returncode:
+        if venv_dir() != (REPO_ROOT / ".venv").resolve():  # someone's own environment: never deleted
+            raise SystemExit(f"[dev] the environment at {venv_dir()} ($VIDEO_UNLEARNING_VENV) has no working pip; "
+                             "install pip into it (python -m ensurepip) or unset VIDEO_UNLEARNING_VENV")
         log(f"the environment at {venv_dir()} has no working pip (an interrupted set-up?): creating it again")
         shutil.rmtree(venv_dir())
     if not python.exists():

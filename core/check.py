@@ -170,12 +170,12 @@ class EditHooks(ScopedHooks):
                 u, wu, shift = self._parts[layer]
                 self._cast[key] = (u.to(x.device, x.dtype), wu.T.to(x.device, x.dtype),
                                    None if shift is None else shift.to(x.device, x.dtype))
-            _, wu_t, shift = self._cast[key]
+            u, wu_t, shift = self._cast[key]
             last = self._last.get(layer)
             if last is not None and last[0]() is x and last[1] == _version(x):
                 coords = last[2]  # the same input tensor, not written to since, as the last call (a replayed context)
             else:
-                coords = x @ self._cast[key][0]  # U^T x  [..., c]
+                coords = x @ u  # U^T x  [..., c]
                 if shift is not None:
                     coords = coords - shift
                 # Only the small coordinates are kept, not the output-sized change (about 9 GB on the GPU for Wan 14B

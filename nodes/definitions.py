@@ -189,9 +189,14 @@ class ApplyUnlearning(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="The model to edit (the same family and size the vector was measured on)."),
                 # Lazy: with enabled off, what feeds them (Collect Activations, Unlearning Check) is not run.
-                RefusalVector.Input("refusal_vector", lazy=True, tooltip="From Low-Rank Refusal Vector or Load Refusal Vector."),
-                io.Float.Input("strength", default=1.0, min=0.0, max=4.0, step=0.05, lazy=True, tooltip="1 removes the concept direction fully, 0 changes nothing; negative values are not allowed (they would amplify it)."),
-                io.Boolean.Input("enabled", default=True, tooltip="Off returns the model unchanged, to compare in one workflow; the vector and a linked strength are then not computed."),
+                RefusalVector.Input("refusal_vector", lazy=True,
+                                    tooltip="From Low-Rank Refusal Vector or Load Refusal Vector."),
+                io.Float.Input("strength", default=1.0, min=0.0, max=4.0, step=0.05, lazy=True,
+                               tooltip="1 removes the concept direction fully, 0 changes nothing; negative values are "
+                                       "not allowed (they would amplify it)."),
+                io.Boolean.Input("enabled", default=True,
+                                 tooltip="Off returns the model unchanged, to compare in one workflow; the vector and a "
+                                         "linked strength are then not computed."),
                 io.Combo.Input("layers", options=[ALL_IN_VECTOR, *GROUP_CHOICES], default=ALL_IN_VECTOR, tooltip="Which of the vector's layers to edit."),
                 *_block_inputs(),
                 io.Combo.Input("target", options=list(EDIT_TARGETS), default="safe_mean", tooltip="safe_mean: move the removed component to the safe prompts' mean (keeps activations typical); zero: project it out."),

@@ -68,16 +68,19 @@ def stored_weight(model, layer: str) -> torch.Tensor:
 
 
 def patched_weight(model, layer: str) -> torch.Tensor | None:
-    """The layer's weight as ``model`` uses it, float32 on the weight's device, when ``model`` patches it (a LoRA
-    loaded before this pack's nodes, or an earlier Apply Unlearning); None when it does not.
+    """The layer's weight as ``model`` uses it, float32 on the weight's device, when ``model`` patches or wraps it (a
+    LoRA loaded before this pack's nodes, or an earlier Apply Unlearning: a patch, or on fp8 weights a weight
+    wrapper); None when it does neither.
 
-    Computed as ComfyUI computes it when it loads the model (``ModelPatcher.patch_weight_to_device``): the stored
-    weight in float32, a scaled-fp8 checkpoint's scale applied, then ``comfy.lora.calculate_weight`` over the patch
-    list. The edit must be taken from this weight: one computed from the file's weight leaves the LoRA's share of the
-    concept direction in place, and a second Apply would remove the direction again, past the safe side.
+    Computed as ComfyUI computes it (``ModelPatcher.patch_weight_to_device``, then the weight functions at compute
+    time): the stored weight in float32, a scaled-fp8 checkpoint's scale applied, ``comfy.lora.calculate_weight`` over
+    the patch list, then the wrappers in order. The edit must be taken from this weight: one computed from the file's
+    weight leaves the LoRA's share of the concept direction in place, and a second Apply would remove the direction
+    again, or on fp8 move the bias a second time.
     """
     key = f"{DIFFUSION_PREFIX}{layer}.weight"
-    if not model.patches.get(key):
+    patches, wrappers = model.patches.get(key), model.weight_wrapper_patches.get(key)
+    if not patches and not wrappers:
         return None
     import comfy.lora
 
@@ -85,7 +88,11 @@ def patched_weight(model, layer: str) -> torch.Tensor | None:
     convert = getattr(model.model.diffusion_model.get_submodule(layer), "convert_weight", None)
     if convert is not None:
         weight = convert(weight, inplace=True)
-    return comfy.lora.calculate_weight(model.patches[key], weight, key)
+    if patches:
+        weight = comfy.lora.calculate_weight(patches, weight, key)
+    for wrap in wrappers or ():
+        weight = wrap(weight)
+    return weight
 
 
 def edited_layers(model, layers) -> list[str]:

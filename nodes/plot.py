@@ -97,6 +97,7 @@ def _input_name(basis: RefusalBasis, name: str, layers) -> str:
 def chart_bars(basis: RefusalBasis) -> list[Bar]:
     """The chart's bars: shared inputs first (in layer order), then single layers by block and kind."""
     shared, single = [], []
+    main = _split(basis.layers[0])[0] if basis.layers else None
     for name, layers in shared_inputs(basis):
         value = abs(basis[layers[0]].score.separation)
         parts = [_split(layer) for layer in layers]
@@ -113,7 +114,6 @@ def chart_bars(basis: RefusalBasis) -> list[Bar]:
             shared.append(Bar(f"{name}: {where} share this input", layers, value, name, None))
         else:
             prefix, block, sub = parts[0]
-            main = _split(basis.layers[0])[0]
             where = "block" if prefix == main else (prefix or "").rstrip("s")
             label = f"{where} {block} · {sub}" if block is not None else layers[0]
             single.append(Bar(label, layers, value, sub, block))

@@ -148,8 +148,8 @@ def test_official_model_file_names(path):
         for model in node["properties"].get("models", []):
             assert model["name"] in node["widgets_values"] and model["directory"] in {"diffusion_models", "text_encoders", "vae"}
             # where ComfyUI's own templates download them (clip_l: comfyanonymous/flux_text_encoders)
-            assert model["url"].startswith(("https://huggingface.co/Comfy-Org/",
-                                             "https://huggingface.co/comfyanonymous/")) and model["name"] in model["url"]
+            assert model["name"] in model["url"]
+            assert model["url"].startswith(("https://huggingface.co/Comfy-Org/", "https://huggingface.co/comfyanonymous/"))
 
 
 def test_wan22_14b_unlearns_both_experts():

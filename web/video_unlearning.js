@@ -124,7 +124,7 @@ function getLink(graph, id) {
 function outputNode(graph, id, slot, depth) {
   if (!graph || depth > 16) return null;
   if (id === SUBGRAPH_INPUT_ID) {
-    const instances = allGraphs().flatMap((g) => (g.nodes ?? []).filter((n) => n.subgraph === graph));
+    const instances = allGraphs().flatMap((g) => (g.nodes ?? g._nodes ?? []).filter((n) => n.subgraph === graph));
     return instances.length === 1 ? inputSource(instances[0], instances[0].inputs?.[slot], depth + 1) : null;
   }
   const node = graph.getNodeById(id);

@@ -369,6 +369,22 @@ def test_fp8_model_still_removes_the_direction(nodes, encoded, tiny):
         comfy.model_management.unload_all_models()
 
 
+def test_a_second_apply_on_fp8_weights_changes_nothing(nodes, encoded, tiny):
+    """On fp8 weights the edit is a weight wrapper, not a patch: a second Apply takes W U from the wrapped weight
+    (zero along the direction after the first), so with target safe_mean it moves no bias again (it added the same
+    bias change a second time until 2026-12-06)."""
+    fp8 = tiny.load_tiny_wan(model_options={"dtype": torch.float8_e4m3fn})
+    activations = nodes.CollectActivations.execute(fp8, encoded, 64, 64, 1, "1", 0, "default", 0, -1)[0]
+    basis = nodes.RefusalVectorNode.execute(activations, "cpca", 4, 1.0)[0]
+    once = nodes.ApplyUnlearning.execute(fp8, basis, 1.0, True, "all in vector", 0, -1, "safe_mean")[0]
+    twice = nodes.ApplyUnlearning.execute(once, basis, 1.0, True, "all in vector", 0, -1, "safe_mean")[0]
+    for layer in basis.layers:
+        bias = f"diffusion_model.{layer}.bias"
+        assert len(once.patches[bias]) == 1 and len(twice.patches[bias]) == 2
+        second = twice.patches[bias][1][1][1][0]  # ("diff", (delta,)): the second Apply's bias change
+        assert second.norm() < 1e-5 * once.patches[bias][0][1][1][0].norm()
+
+
 def _read_lora(path):
     from safetensors import safe_open
 
