@@ -14,6 +14,7 @@ import json
 
 import torch
 
+import comfy.lora
 from comfy.weight_adapter import LoRAAdapter
 
 from ..core.edit import EDIT_TARGETS, LowRankEdit, project_edit
@@ -82,8 +83,6 @@ def patched_weight(model, layer: str) -> torch.Tensor | None:
     patches, wrappers = model.patches.get(key), model.weight_wrapper_patches.get(key)
     if not patches and not wrappers:
         return None
-    import comfy.lora
-
     weight = stored_weight(model, layer).detach().to(torch.float32, copy=True)
     convert = getattr(model.model.diffusion_model.get_submodule(layer), "convert_weight", None)
     if convert is not None:
