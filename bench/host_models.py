@@ -10,6 +10,8 @@
   ``medium_wan``'s size, for the benchmarks), random weights.
 - ``FamilyText``: a text encoder's output shaped as the family's own ComfyUI encoder gives it (rows, width, pooled
   output, attention mask).
+- ``GGUFStandIn``, ``packed_like_gguf``, ``decoded_gguf``: a weight quantised to a GGUF block format by the ``gguf``
+  package and held as ComfyUI-GGUF holds it, and its decoded values.
 All are seeded, so every run sees the same weights. Needs ``comfy`` importable (a ComfyUI on sys.path).
 Benchmarks never import ``tests/``; tests may import this module.
 """
@@ -165,3 +167,42 @@ class FamilyText:
         if pooled is not None:
             extras["pooled_output"] = pooled
         return [[cond, extras]]
+
+
+class GGUFStandIn(torch.Tensor):
+    """A weight as ComfyUI-GGUF holds it, for CI, where ComfyUI-GGUF cannot be installed (it is on no registry): the
+    file's raw blocks as the tensor's elements (``uint8``), the block format as ``.tensor_type``, and the logical
+    shape as ``.shape`` (``.size()`` is the raw one), like its ``GGMLTensor``; ``detach`` returns the tensor itself,
+    as GGMLTensor's does, so ``torch.nn.Parameter`` keeps these attributes. It does not compute: only the pack's
+    reads of a weight run on it (``bench/gguf_compat.py`` runs the real ComfyUI-GGUF end to end)."""
+
+    @staticmethod
+    def __new__(cls, raw: torch.Tensor, tensor_type, shape: tuple[int, ...]):
+        tensor = torch.Tensor._make_subclass(cls, raw)
+        tensor.tensor_type, tensor.tensor_shape = tensor_type, torch.Size(shape)
+        return tensor
+
+    @property
+    def shape(self):
+        return self.tensor_shape
+
+    def detach(self):
+        return self
+
+
+def packed_like_gguf(weight: torch.Tensor, qtype: str) -> GGUFStandIn:
+    """``weight`` ``[out, in]`` quantised to the GGUF block format ``qtype`` ("Q8_0", "Q4_0", "BF16" ...) by the
+    ``gguf`` package, held as ComfyUI-GGUF holds it."""
+    import gguf
+
+    tensor_type = getattr(gguf.GGMLQuantizationType, qtype)
+    raw = gguf.quants.quantize(weight.detach().float().numpy(), tensor_type)
+    return GGUFStandIn(torch.from_numpy(raw), tensor_type, tuple(weight.shape))
+
+
+def decoded_gguf(weight: GGUFStandIn) -> torch.Tensor:
+    """The float32 values of a packed weight, decoded by the ``gguf`` package."""
+    import gguf
+
+    values = gguf.quants.dequantize(weight.as_subclass(torch.Tensor).numpy(), weight.tensor_type)
+    return torch.from_numpy(values).reshape(tuple(weight.shape))

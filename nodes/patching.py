@@ -22,6 +22,7 @@ from ..core.fingerprint import fingerprint_weights
 from ..core.refusal import RefusalBasis
 from . import storage
 from .adapters import DIFFUSION_PREFIX, adapter_for, layers_for
+from .packed_weights import is_packed, unpacked_weight
 
 #: Apply Unlearning's layer choice that keeps every layer stored in the vector.
 ALL_IN_VECTOR = "all in vector"
@@ -68,6 +69,13 @@ def stored_weight(model, layer: str) -> torch.Tensor:
     return backup.weight if backup is not None else model.model.diffusion_model.get_submodule(layer).weight
 
 
+def stored_values(model, layer: str) -> torch.Tensor:
+    """:func:`stored_weight` as numbers to compute with: a weight ComfyUI-GGUF keeps packed is decoded (float32, on
+    the CPU; see ``nodes.packed_weights``), any other is returned as stored."""
+    weight = stored_weight(model, layer)
+    return unpacked_weight(weight) if is_packed(weight) else weight
+
+
 def patched_weight(model, layer: str) -> torch.Tensor | None:
     """The layer's weight as ``model`` uses it, float32 on the weight's device, when ``model`` patches or wraps it (a
     LoRA loaded before this pack's nodes, or an earlier Apply Unlearning: a patch, or on fp8 weights a weight
@@ -83,7 +91,7 @@ def patched_weight(model, layer: str) -> torch.Tensor | None:
     patches, wrappers = model.patches.get(key), model.weight_wrapper_patches.get(key)
     if not patches and not wrappers:
         return None
-    weight = stored_weight(model, layer).detach().to(torch.float32, copy=True)
+    weight = stored_values(model, layer).detach().to(torch.float32, copy=True)
     convert = getattr(model.model.diffusion_model.get_submodule(layer), "convert_weight", None)
     if convert is not None:
         weight = convert(weight, inplace=True)
@@ -221,7 +229,7 @@ def layer_edits(model, basis: RefusalBasis, layers: list[str], strength: float, 
         u = basis.subspace(layer)  # [in, c]
         patched = patched_weight(model, layer)  # whole and float32 only where the MODEL patches this layer
         if patched is None:
-            wu = weight_times_basis(stored_weight(model, layer), u, getattr(module, "scale_weight", None))  # [out, c]
+            wu = weight_times_basis(stored_values(model, layer), u, getattr(module, "scale_weight", None))  # [out, c]
         else:
             wu = (patched @ u.to(patched.device, torch.float32)).cpu()
         small = project_edit(wu, torch.eye(u.shape[1]), strength, target=None if mu is None else u.T @ mu)

@@ -10,6 +10,8 @@
   from ``bench/host_models.py`` (benchmarks never import tests/; tests import them from there).
 - ``tiny_hunyuan_video_state_dict`` and ``tiny_hunyuan_video_text``: a HunyuanVideo that ComfyUI's detection
   loads, and a text encoder stand-in shaped as HunyuanVideo's.
+- ``tiny_wan_gguf_twins``: a tiny Wan whose k/v layers hold GGUF blocks as ComfyUI-GGUF holds them
+  (``GGUFStandIn`` from ``bench/host_models.py``), and its float twin holding the decoded values.
 - ``LookupTextEncoder``: the tiny CLIP's tokenizer with a fixed table in place of its transformer, for tests whose
   figures must be the same bits on every CPU (``tests/host/test_check_exact.py``).
 All are seeded, so every test run sees the same weights.
@@ -26,7 +28,8 @@ _BENCH = str(Path(__file__).resolve().parents[2] / "bench")
 if _BENCH not in sys.path:  # also imported by the server tests' loader node, in ComfyUI's own process
     sys.path.insert(0, _BENCH)
 from host_models import (  # noqa: E402,F401  (re-exported for the tests)
-    TINY_FAMILIES, TINY_UMT5, FamilyText, family_model, tiny_wan_clip, zero_padded,
+    TINY_FAMILIES, TINY_UMT5, FamilyText, GGUFStandIn, decoded_gguf, family_model, packed_like_gguf, tiny_wan_clip,
+    zero_padded,
 )
 
 TINY_WAN = {"dim": 128, "ffn_dim": 256, "num_layers": 2, "num_heads": 1, "in_dim": 16, "out_dim": 16, "text_dim": 4096}
@@ -206,3 +209,14 @@ def with_text_lora(model, scale: float = 0.05, seed: int = 7):
     clone = model.clone()
     assert set(clone.add_patches(patches, 1.0)) == set(patches)
     return clone
+
+
+def tiny_wan_gguf_twins(layers: list[str], qtype: str, seed: int = 0):
+    """Two tiny Wans: one whose ``layers`` hold GGUF-packed weights (``qtype``), and its float twin, whose same layers
+    hold the decoded values. Every other weight is equal."""
+    packed, twin = load_tiny_wan(seed), load_tiny_wan(seed)
+    for layer in layers:
+        module = packed.model.diffusion_model.get_submodule(layer)
+        module.weight = torch.nn.Parameter(packed_like_gguf(module.weight, qtype), requires_grad=False)
+        twin.model.diffusion_model.get_submodule(layer).weight.data.copy_(decoded_gguf(module.weight))
+    return packed, twin
