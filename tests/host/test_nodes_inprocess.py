@@ -622,3 +622,50 @@ def test_a_rank_above_the_pairs_keeps_only_directions_of_positive_contrast(nodes
     edited = effective_weights(model, [key])[key]
     u = wide.subspace(layer)
     assert float((edited.float() @ u).norm()) < 1e-4 * float(edited.float().norm())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float8_e4m3fn])
+def test_partial_loading_runs_the_edit_in_every_forward(nodes, encoded, tiny, monkeypatch, dtype):
+    """ComfyUI loads a model partially when it does not fit the GPU (lowvram: each layer's weight is cast, patched and
+    wrapped in its forward, by ``LowVramPatch``), as most users of Wan 14B run it; the CPU never chooses that, so the
+    test forces it. The edit must act there as when the model is loaded whole."""
+    import comfy.model_management as mm
+
+    model = tiny.load_tiny_wan(model_options={"dtype": dtype})
+    activations = nodes.CollectActivations.execute(model, encoded, 64, 64, 1, "1", 0, "default", 0, -1)[0]
+    basis = nodes.RefusalVectorNode.execute(activations, "cpca", 4, 1.0)[0]
+    patched = nodes.ApplyUnlearning.execute(model, basis, 1.0, True, "all in vector", 0, -1, "safe_mean")[0]
+    generator = torch.Generator().manual_seed(1)
+    x = {layer: torch.randn(3, 1, basis.dims[layer], generator=generator) for layer in basis.layers}
+    mm.unload_all_models()  # clones share their modules: read |W d| while no patched clone is loaded
+    direction = {layer: float((model.model.diffusion_model.get_submodule(layer).weight.float() @
+                               basis.subspace(layer)[:, 0]).norm()) for layer in basis.layers}
+
+    def run():
+        """Each layer's output on ``x``, what it keeps of the direction (|W' d| / |W d|), whether loaded partially."""
+        mm.unload_all_models()
+        mm.load_models_gpu([patched])
+        try:
+            out, kept = {}, {}
+            for layer in basis.layers:
+                module, d = patched.model.diffusion_model.get_submodule(layer), basis.subspace(layer)[:, 0]
+                out[layer] = module(x[layer]).float()
+                change = (module(x[layer] + 3 * d) - module(x[layer])).float().norm() / 3
+                kept[layer] = float(change) / direction[layer]
+            return out, kept, patched.model.model_lowvram
+        finally:
+            mm.unload_all_models()
+
+    whole, kept_whole, lowvram = run()
+    assert not lowvram
+    load = mm.LoadedModel.model_load
+    monkeypatch.setattr(mm.LoadedModel, "model_load", lambda self, memory=0, force_patch_weights=False:
+                        load(self, 0.1, force_patch_weights))
+    partial, kept_partial, lowvram = run()
+    assert lowvram
+    for layer in basis.layers:
+        # loaded whole, a bf16 weight is baked and rounded to bf16 (2.5-3.5e-3 kept); loaded partially, the patch is
+        # added in each forward at compute precision (1e-6 kept)
+        assert kept_whole[layer] < 1e-2 and kept_partial[layer] < 1e-4, (layer, kept_whole[layer], kept_partial[layer])
+        # the bias change of target safe_mean acts too (on fp8 biases the whole load re-quantises it: 1.5 % apart)
+        torch.testing.assert_close(partial[layer], whole[layer], atol=0.03 * float(whole[layer].abs().max()), rtol=0)
