@@ -26,6 +26,8 @@ import comfy.model_management
 import comfy.sample
 import comfy.samplers
 import comfy.utils
+from comfy.patcher_extension import WrappersMP
+from comfy_api.torch_helpers.torch_compile import COMPILE_KEY
 
 from ..core.collection import collect, plan_batches
 from .adapters import adapter_for, latent_shape
@@ -87,9 +89,27 @@ def empty_latent(model, width: int, height: int, length: int) -> torch.Tensor:
     return torch.zeros(shape)
 
 
+def uncompiled(model):
+    """``model`` without ComfyUI's torch.compile wrapper (``TorchCompileModel``, and other packs' compile nodes that
+    use ``set_torch_compile_wrapper``): a clone without it, or ``model`` itself when it has none.
+
+    Collect Activations and Unlearning Check run the model with hooks that change from call to call (recorders, each
+    strength's edit) and on batches of their own shapes, so a compiled model recompiled again and again (on the tiny
+    Wan with inductor on the CPU, Collect took 49 s instead of 0.3 s, the check 22 s instead of 0.4 s) or ran a graph
+    that skipped the recorder's hooks (Collect on every layer group at two timesteps failed). Uncompiled, they compute
+    the same figures; the MODEL that goes on to the sampler keeps its compilation.
+    """
+    if not model.get_wrappers(WrappersMP.APPLY_MODEL, COMPILE_KEY):
+        return model
+    clone = model.clone()
+    clone.remove_wrappers_with_key(WrappersMP.APPLY_MODEL, COMPILE_KEY)
+    return clone
+
+
 def collect_activations(model, encoded: EncodedPairs, latent: torch.Tensor, timesteps: str, seed: int,
                         layer_names: list[str]) -> CollectedActivations:
     """Record the inputs of ``layer_names`` for every pair (and neutral prompt) at the requested sigmas."""
+    model = uncompiled(model)
     adapter = adapter_for(model)
     diffusion = model.model.diffusion_model
     latent = comfy.sample.fix_empty_latent_channels(model, latent[:1])

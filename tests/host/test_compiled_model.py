@@ -1,0 +1,72 @@
+"""A MODEL compiled by ComfyUI's ``TorchCompileModel`` (``set_torch_compile_wrapper``) before the pack's nodes.
+
+Collect Activations and Unlearning Check run the model with hooks that change from call to call. Until 2026-12-06
+they ran it compiled: it recompiled again and again (tiny Wan, inductor on the CPU: Collect 49 s instead of 0.3 s,
+the check 22 s instead of 0.4 s), and Collect on every layer group at two timesteps failed ("recorded 2 rows for a
+batch of 2 at 2 timesteps"): the compiled graph skipped the recorder's hooks. They now run it uncompiled; the compiled MODEL still samples compiled, the edit included. The
+tests compile with a backend that counts compilations and runs the traced graph as it is.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from test_check_node import BENIGN, VALIDATION
+from test_nodes_inprocess import NEUTRAL, PAIRS, generate
+
+pytestmark = pytest.mark.usefixtures("inference_mode")
+
+
+@pytest.fixture(scope="module")
+def nodes(pack):
+    from comfyui_video_unlearning.nodes import check, definitions
+
+    return definitions, check
+
+
+def compiled_clone(model):
+    """``TorchCompileModel``'s output for ``model``, and the list its backend appends to at each compilation."""
+    import torch._dynamo
+    from comfy_api.torch_helpers import set_torch_compile_wrapper
+
+    torch._dynamo.reset()
+    compilations = []
+
+    def counting_backend(graph, example_inputs):
+        compilations.append(len(example_inputs))
+        return graph.forward
+
+    compiled = model.clone()
+    set_torch_compile_wrapper(model=compiled, backend=counting_backend)
+    return compiled, compilations
+
+
+def test_collect_and_check_run_a_compiled_model_uncompiled_and_sampling_stays_compiled(nodes, tiny, clip):
+    definitions, check = nodes
+    model = tiny.load_tiny_wan()
+    compiled, compilations = compiled_clone(model)
+    encoded = definitions.PairEncoder.execute(clip, PAIRS, NEUTRAL, "Rolex")[0]
+    validation = definitions.PairEncoder.execute(clip, VALIDATION, BENIGN, "Rolex")[0]
+
+    def vector(m):
+        activations = definitions.CollectActivations.execute(m, encoded, 64, 64, 1, "2", 0, "all", 0, -1)[0]
+        return definitions.RefusalVectorNode.execute(activations, "cpca", 4, 1.0)[0]
+
+    def checked(m, basis):
+        out = check.UnlearningCheck.execute(m, basis, "0, 0.5, 1, 2", "default", 0, -1, "safe_mean", "none", 64, 64,
+                                            1, "0.1, 0.4", 0, validation_pairs=validation)
+        return out.ui["video_unlearning_check"][0]
+
+    basis, reference = vector(compiled), vector(model)
+    for layer in basis.layers:
+        torch.testing.assert_close(basis.subspace(layer), reference.subspace(layer), atol=0, rtol=0)
+    assert checked(compiled, basis) == checked(model, reference)
+    assert compilations == [], "Collect Activations or Unlearning Check compiled the model"
+    edited = definitions.ApplyUnlearning.execute(compiled, basis, 1.0, True, "all in vector", 0, -1, "zero")[0]
+    unlearned = generate(edited, clip)
+    assert compilations, "the edited MODEL lost its torch.compile wrapper"
+    expected = generate(definitions.ApplyUnlearning.execute(model, reference, 1.0, True, "all in vector", 0, -1,
+                                                            "zero")[0], clip)
+    torch.testing.assert_close(unlearned, expected, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(unlearned, generate(model, clip), atol=1e-4)
