@@ -122,6 +122,7 @@ class EditHooks(ScopedHooks):
     Each hooked layer's output becomes ``y - strength (W U)(U^T (x - mu))``, which is exactly what the weight
     edit ``W' = W - strength (W U) U^T``, ``b' = b + strength (W U) U^T mu`` gives (``core.edit.project_edit``)
     without touching the weights. ``strength`` can be changed between forwards; at 0 the hooks return early.
+    ``calls`` counts each layer's forwards, so a caller can tell a forward that never ran a layer.
 
     Args:
         module: the model; ``layers`` are looked up with ``get_submodule``.
@@ -150,6 +151,7 @@ class EditHooks(ScopedHooks):
             self._parts[layer] = (u, weight @ u, None if mu is None else u.T @ mu)  # U, W U [out, c], U^T mu [c]
         self._cast: dict = {}
         self._last: dict = {}
+        self.calls = dict.fromkeys(self.layers, 0)
 
     def _install(self) -> None:
         for layer in self.layers:
@@ -162,6 +164,7 @@ class EditHooks(ScopedHooks):
 
     def _hook(self, layer: str):
         def hook(_module, args, output):
+            self.calls[layer] += 1
             if self.strength == 0.0:
                 return None
             x = args[0]
@@ -662,6 +665,17 @@ def _by_removal(strengths, efficacy, collateral, allowed, removed, budget, name)
     return i, f"most removed ({efficacy[i]:.0%} at {strengths[i]:g}) within the {name} budget {budget:g}"
 
 
+def _require_every_layer_ran(hooks: EditHooks, before: dict[str, int], strength: float) -> None:
+    """A forward at an edited strength must run every edited layer: one that did not measured the unedited model (a
+    step cache on the model answering the call from an earlier one read 0 % removed at every strength)."""
+    skipped = [layer for layer in hooks.layers if hooks.calls[layer] == before[layer]]
+    if skipped:
+        raise ValueError(f"at strength {strength:g} the model's forward never ran {skipped[0]!r}"
+                         f"{f' (and {len(skipped) - 1} more edited layers)' if len(skipped) > 1 else ''}: something "
+                         "on the model answers calls without running its layers (a step cache such as TeaCache or "
+                         "MagCache), so the edit cannot be measured; check the model from before such nodes")
+
+
 def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBasis, baseline: Baseline,
                     strengths: Sequence[float], *, layers: Sequence[str] | None = None,
                     weights: Mapping[str, torch.Tensor] | None = None, target: str = "safe_mean",
@@ -707,7 +721,9 @@ def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBas
             hooks.strength = strength
             outputs = []
             for chunk in _chunks(all_rows, batch_size):
+                before = dict(hooks.calls)
                 outputs.append(_prediction(forward(chunk, None), len(chunk)))
+                _require_every_layer_ran(hooks, before, strength)
                 forwards += 1
                 if on_forward is not None:
                     on_forward()

@@ -138,7 +138,9 @@ def collect(
                 if values.shape[0] != len(timesteps) * len(batch):
                     raise ValueError(f"{layer!r} recorded {values.shape[0]} rows for a batch of {len(batch)} at "
                                      f"{len(timesteps)} timesteps: forward must run the model once per timestep on "
-                                     "the whole batch")
+                                     "the whole batch (does something on the model answer calls without running "
+                                     "its layers, such as a step cache like TeaCache? measure the model from before "
+                                     "it)")
                 per_row = values.reshape(len(timesteps), len(batch), -1).transpose(0, 1)  # [rows, timesteps, d]
                 pick = {role: [k for k, row in enumerate(batch) if row.role == role] for role in ROLES}
                 flat = lambda role: per_row[pick[role]].reshape(-1, values.shape[1])  # noqa: E731

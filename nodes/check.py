@@ -27,8 +27,8 @@ from ..core.edit import EDIT_TARGETS
 from ..core.refusal import RefusalBasis
 from .adapters import GROUP_CHOICES, adapter_for, embeds_guidance
 from .check_fastpath import PaddedTextCollapse
-from .collect import (empty_latent, evaluate_at_sigmas, evaluate_one_call_each, parse_timesteps, sigmas_for,
-                      uncompiled)
+from .collect import (empty_latent, evaluate_at_sigmas, evaluate_one_call_each, measuring_model, parse_timesteps,
+                      sigmas_for)
 from .conditioning import can_share_a_call, prompt_token_mask, row_token_masks, stack_conditionings
 from .patching import (ALL_IN_VECTOR, edited_layers, has_module, patched_weight, require_bias_for_target,
                        select_layers, stored_values)
@@ -254,7 +254,7 @@ def run_unlearning_check(model, basis: RefusalBasis, validation: EncodedPairs | 
     zero padding (``nodes.check_fastpath``; exact in maths, the figures move at rounding level); False runs it on every
     padding row, as ComfyUI does. ``notes``, when given, receives ``padded_text_collapsed`` (True when every forward
     ran collapsed) and ``padded_text`` (the line :func:`table_text` shows: which path ran, or why not)."""
-    model = uncompiled(model)  # its hooks change with every strength: a compiled model recompiled each time
+    model = measuring_model(model)  # without torch.compile and step caches: collect.MEASURING_SKIPS
     benign = check_inputs(basis, validation)
     grid = parse_strengths(strengths)
     if negative is not None and not (cfg is not None and cfg > 0):

@@ -26,7 +26,6 @@ import comfy.model_management
 import comfy.sample
 import comfy.samplers
 import comfy.utils
-from comfy.patcher_extension import WrappersMP
 from comfy_api.torch_helpers.torch_compile import COMPILE_KEY
 
 from ..core.collection import collect, plan_batches
@@ -89,27 +88,36 @@ def empty_latent(model, width: int, height: int, length: int) -> torch.Tensor:
     return torch.zeros(shape)
 
 
-def uncompiled(model):
-    """``model`` without ComfyUI's torch.compile wrapper (``TorchCompileModel``, and other packs' compile nodes that
-    use ``set_torch_compile_wrapper``): a clone without it, or ``model`` itself when it has none.
+#: Wrappers that make a forward something other than the model's own computation, by their ComfyUI key: ComfyUI's
+#: torch.compile (``TorchCompileModel``, and other packs' compile nodes through ``set_torch_compile_wrapper``) and its
+#: step caches (``EasyCache``, ``LazyCache``), which answer a call from an earlier one instead of running the model.
+MEASURING_SKIPS = {COMPILE_KEY: "torch.compile", "easycache": "EasyCache", "lazycache": "LazyCache"}
 
-    Collect Activations and Unlearning Check run the model with hooks that change from call to call (recorders, each
-    strength's edit) and on batches of their own shapes, so a compiled model recompiled again and again (on the tiny
-    Wan with inductor on the CPU, Collect took 49 s instead of 0.3 s, the check 22 s instead of 0.4 s) or ran a graph
-    that skipped the recorder's hooks (Collect on every layer group at two timesteps failed). Uncompiled, they compute
-    the same figures; the MODEL that goes on to the sampler keeps its compilation.
+
+def measuring_model(model):
+    """``model`` as Collect Activations and Unlearning Check run it: a clone without the wrappers of
+    :data:`MEASURING_SKIPS`, or ``model`` itself when it has none (the MODEL that goes on to the sampler keeps them).
+
+    Both run the model with hooks that change from call to call (recorders, each strength's edit), at a few sigmas of
+    their own. A compiled model recompiled again and again (tiny Wan, inductor on the CPU: Collect 49 s instead of
+    0.3 s, the check 22 s instead of 0.4 s), and its graph skipped the recorder's hooks (Collect on every layer group
+    at two timesteps failed). With a step cache the check read 0 % removed and 0 collateral at every strength, and
+    Collect failed: the cache answered the calls without running the layers.
     """
-    if not model.get_wrappers(WrappersMP.APPLY_MODEL, COMPILE_KEY):
+    found = [(kind, key) for kind, wrappers in model.wrappers.items() for key in wrappers if key in MEASURING_SKIPS]
+    if not found:
         return model
     clone = model.clone()
-    clone.remove_wrappers_with_key(WrappersMP.APPLY_MODEL, COMPILE_KEY)
+    for kind, key in found:
+        clone.remove_wrappers_with_key(kind, key)
+    logger.info("measuring the model without %s", ", ".join(dict.fromkeys(MEASURING_SKIPS[key] for _, key in found)))
     return clone
 
 
 def collect_activations(model, encoded: EncodedPairs, latent: torch.Tensor, timesteps: str, seed: int,
                         layer_names: list[str]) -> CollectedActivations:
     """Record the inputs of ``layer_names`` for every pair (and neutral prompt) at the requested sigmas."""
-    model = uncompiled(model)
+    model = measuring_model(model)
     adapter = adapter_for(model)
     diffusion = model.model.diffusion_model
     latent = comfy.sample.fix_empty_latent_channels(model, latent[:1])

@@ -475,3 +475,26 @@ def test_recommend_refuses_a_grid_that_is_not_parsed():
             recommend(grid, [0.0] * len(grid), [0.0] * len(grid))
     with pytest.raises(ValueError, match="2 efficacies"):
         recommend([0, 0.5, 1.0], [0.0, 0.5], [0.0, 0.1, 0.2])
+
+
+def test_a_forward_that_skips_an_edited_layer_is_refused_not_read_as_nothing_removed():
+    """A step cache on the model answers a call from an earlier one without running the layers: the edit never acts,
+    and the check read 0 % removed at every strength. It now names the layer and the likely cause."""
+    from core.check import check_strengths, measure_baseline
+
+    model = Toy()
+    _, basis = fitted(model)
+    _, unsafe, safe, benign = world(1)
+    pairs, forward = list(zip(unsafe, safe)), forward_for(model)
+    remembered = {}
+
+    def cached_forward(rows, recorder):
+        key = len(rows)
+        if key not in remembered:
+            remembered[key] = forward(rows, recorder)
+        return remembered[key]
+
+    with torch.no_grad():
+        baseline = measure_baseline(model, cached_forward, pairs, list(benign), ["layer"])
+        with pytest.raises(ValueError, match="at strength 0.5 the model's forward never ran 'layer'.*step cache"):
+            check_strengths(model, cached_forward, basis, baseline, "0, 0.5, 1", rows=(pairs, list(benign)))

@@ -1,10 +1,13 @@
-"""A MODEL compiled by ComfyUI's ``TorchCompileModel`` (``set_torch_compile_wrapper``) before the pack's nodes.
+"""A MODEL sped up before the pack's nodes: compiled by ComfyUI's ``TorchCompileModel`` (``set_torch_compile_wrapper``),
+or with one of ComfyUI's step caches (``EasyCache``, ``LazyCache``), which answer a call from an earlier one.
 
 Collect Activations and Unlearning Check run the model with hooks that change from call to call. Until 2026-12-06
 they ran it compiled: it recompiled again and again (tiny Wan, inductor on the CPU: Collect 49 s instead of 0.3 s,
 the check 22 s instead of 0.4 s), and Collect on every layer group at two timesteps failed ("recorded 2 rows for a
-batch of 2 at 2 timesteps"): the compiled graph skipped the recorder's hooks. They now run it uncompiled; the compiled MODEL still samples compiled, the edit included. The
-tests compile with a backend that counts compilations and runs the traced graph as it is.
+batch of 2 at 2 timesteps"): the compiled graph skipped the recorder's hooks. With a step cache, the check read 0 %
+removed and 0 collateral at every strength (recommending 0), and Collect failed. Both now run the model without these
+wrappers (``nodes.collect.measuring_model``); the MODEL that goes on to the sampler keeps them. The tests compile with
+a backend that counts compilations and runs the traced graph as it is.
 """
 
 from __future__ import annotations
@@ -70,3 +73,27 @@ def test_collect_and_check_run_a_compiled_model_uncompiled_and_sampling_stays_co
                                                             "zero")[0], clip)
     torch.testing.assert_close(unlearned, expected, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(unlearned, generate(model, clip), atol=1e-4)
+
+
+@pytest.mark.parametrize("cache", ["EasyCache", "LazyCache"])
+def test_collect_and_check_run_the_model_without_a_step_cache(nodes, tiny, clip, cache):
+    import comfy_extras.nodes_easycache as caches
+
+    definitions, check = nodes
+    model = tiny.load_tiny_wan()
+    node = caches.EasyCacheNode if cache == "EasyCache" else caches.LazyCacheNode
+    cached = node.execute(model, 0.2, 0.0, 1.0, False)[0]  # threshold, start, end: skips from the first step
+    assert cache.lower() in cached.wrappers[next(iter(cached.wrappers))]
+    encoded = definitions.PairEncoder.execute(clip, PAIRS, NEUTRAL, "Rolex")[0]
+    validation = definitions.PairEncoder.execute(clip, VALIDATION, BENIGN, "Rolex")[0]
+    vectors = []
+    for m in (cached, model):
+        activations = definitions.CollectActivations.execute(m, encoded, 64, 64, 1, "0.1, 0.3, 0.5", 0, "all", 0, -1)[0]
+        vectors.append(definitions.RefusalVectorNode.execute(activations, "cpca", 4, 1.0)[0])
+    for layer in vectors[1].layers:
+        torch.testing.assert_close(vectors[0].subspace(layer), vectors[1].subspace(layer), atol=0, rtol=0)
+    summaries = [check.UnlearningCheck.execute(m, vectors[1], "0, 0.5, 1, 2", "default", 0, -1, "safe_mean", "none",
+                                               64, 64, 1, "0.1, 0.3, 0.5", 0, validation_pairs=validation)
+                 .ui["video_unlearning_check"][0] for m in (cached, model)]
+    assert summaries[0] == summaries[1] and summaries[1]["removed"] > 0.3
+    assert not torch.equal(generate(cached, clip), generate(model, clip)), "the cache no longer acts when sampling"
