@@ -55,6 +55,17 @@ class RemoveSubspace:
         self.strength = float(strength)
 
     def __call__(self, weight: torch.Tensor) -> torch.Tensor:
+        if weight.dtype in QUANTISED_DTYPES:
+            # ComfyUI's fp8 matrix multiplication (fp8_e4m3fn_fast, or a scaled-fp8 file on a GPU with fp8 compute)
+            # hands the wrapper the fp8 weight itself and multiplies with what it returns: there is no fp8 arithmetic
+            # (sampling failed with '"mul_cpu_reduced_float" not implemented for Float8_e4m3fn'), so the edit is
+            # made in float32 and W' rounded back to the nearest fp8 value, within the format's range.
+            edited = self._edit(weight.to(torch.float32))
+            limit = torch.finfo(weight.dtype).max
+            return edited.clamp_(-limit, limit).to(weight.dtype)
+        return self._edit(weight)
+
+    def _edit(self, weight: torch.Tensor) -> torch.Tensor:
         u = self.subspace.to(device=weight.device, dtype=weight.dtype)
         return weight - self.strength * (weight @ u) @ u.T
 

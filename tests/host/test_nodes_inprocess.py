@@ -369,6 +369,48 @@ def test_fp8_model_still_removes_the_direction(nodes, encoded, tiny):
         comfy.model_management.unload_all_models()
 
 
+@pytest.mark.parametrize("kind", ["scaled fp8 file", "fp8_e4m3fn_fast"])
+def test_fp8_matrix_multiplication_samples_with_the_edit_rounded_to_fp8(nodes, encoded, clip, tiny, monkeypatch, kind):
+    """On a GPU with fp8 compute, ComfyUI multiplies in fp8 (``comfy.ops.fp8_linear``: a scaled-fp8 file such as the
+    official Wan 2.2 experts, or weight_dtype fp8_e4m3fn_fast) and hands the weight wrapper the fp8 weight itself.
+    The wrapper did fp8 arithmetic, which torch does not have: sampling failed ('"mul_cpu_reduced_float" not
+    implemented for Float8_e4m3fn'). It now edits in float32 and rounds W' to the nearest fp8 value, so the layer
+    keeps what rounding W' keeps of the direction, as a LoRA on fp8 weights does. The CPU has no fp8 compute: the
+    test says it has, and torch's CPU ``_scaled_mm`` runs the product."""
+    import comfy.model_management as mm
+    import comfy.ops
+
+    monkeypatch.setattr(mm, "supports_fp8_compute", lambda device=None: True)
+    if kind == "scaled fp8 file":
+        model = tiny.load_tiny_wan(state=tiny.tiny_wan22_expert_state_dict("high"))
+    else:
+        model = tiny.load_tiny_wan(model_options={"dtype": torch.float8_e4m3fn, "fp8_optimizations": True})
+    activations = nodes.CollectActivations.execute(model, encoded, 64, 64, 1, "1", 0, "default", 0, -1)[0]
+    basis = nodes.RefusalVectorNode.execute(activations, "cpca", 4, 1.0)[0]
+    patched = nodes.ApplyUnlearning.execute(model, basis, 1.0, True, "all in vector", 0, -1, "zero")[0]
+    mm.unload_all_models()
+    stored = {}
+    for layer in basis.layers:
+        module = model.model.diffusion_model.get_submodule(layer)
+        scale = module.scale_weight.float() if getattr(module, "scale_weight", None) is not None else torch.ones(())
+        stored[layer] = (module.weight.float() * scale, scale)
+    mm.load_models_gpu([patched])
+    try:
+        for layer in basis.layers:
+            module, u = patched.model.diffusion_model.get_submodule(layer), basis.subspace(layer)
+            fp8_weight, _ = comfy.ops.cast_bias_weight(module, torch.zeros(1, 1, u.shape[0]), dtype=torch.float8_e4m3fn,
+                                                       bias_dtype=torch.float32)  # as fp8_linear reads it
+            weight, scale = stored[layer]
+            rounded = ((weight - (weight @ u) @ u.T) / scale).to(torch.float8_e4m3fn)
+            assert fp8_weight.dtype == torch.float8_e4m3fn and torch.equal(fp8_weight, rounded), layer
+            kept = float(((fp8_weight.float() * scale) @ u[:, 0]).norm() / (weight @ u[:, 0]).norm())
+            assert kept < 0.12, (layer, kept)  # 4.3-5.2 % on the scaled file, 8.6-9.9 % on the unscaled tiny weights
+    finally:
+        mm.unload_all_models()
+    unlearned = generate(patched, clip)
+    assert torch.isfinite(unlearned).all() and not torch.equal(unlearned, generate(model, clip))
+
+
 def test_a_second_apply_on_fp8_weights_changes_nothing(nodes, encoded, tiny):
     """On fp8 weights the edit is a weight wrapper, not a patch: a second Apply takes W U from the wrapped weight
     (zero along the direction after the first), so with target safe_mean it moves no bias again (it added the same
