@@ -32,7 +32,7 @@ QUANTISED_DTYPES = {torch.float8_e4m3fn, torch.float8_e5m2}
 #: What a stock LoRA loader does to the exported edit on fp8 weights (measured on a tiny fp8 Wan, see README).
 FP8_LORA_NOTE = ("On fp8 weights (fp8_e4m3fn, *_fp8_scaled files) a LoRA loader bakes the edit and re-quantises the "
                  "weight to fp8, which leaves 3-5 % of the removed direction (|W' d| / |W d| = 0.031-0.046 measured "
-                 "through LoraLoaderModelOnly on a tiny fp8 Wan) where Apply Unlearning's weight wrapper leaves 2e-7: "
+                 "through LoraLoaderModelOnly on a tiny fp8 Wan) where Apply Unlearning's weight wrapper leaves 1e-6: "
                  "use Apply Unlearning for fp8 models.")
 #: Elements of a weight converted to float32 at a time for W U (2 MB; one buffer reused for every chunk).
 CHUNK_ELEMENTS = 1 << 19
@@ -44,15 +44,20 @@ class UnlearningPatch(LoRAAdapter):
 
 
 class RemoveSubspace:
-    """Weight wrapper ``W -> W - strength (W U) U^T`` applied at compute dtype on every forward.
+    """Weight wrapper ``W -> W - (W U) U^T + A U^T`` applied at compute dtype on every forward, for fp8 layers: it
+    sets the layer's action on the subspace U to ``A = (1 - strength) W U`` (``[out, c]``, in the stored weight's
+    units: a scaled-fp8 checkpoint's scale is applied after the wrappers), whatever the weight it is handed.
 
-    Used for fp8 / scaled-fp8 layers: the edit is never re-quantised, so the direction is removed to
-    the compute dtype's precision. It is linear in W, so a checkpoint's weight scale commutes with it.
+    An fp8 layer also gets the edit as a patch, which ComfyUI bakes into the fp8 weight (on loading, and when Save
+    Model writes the MODEL to a file) and re-quantises: that leaves 3-5 % of the direction, and alone was what a
+    LoRA gives. The wrapper restores the exact action on U from the baked weight, so the direction is removed to
+    the compute dtype's precision; a saved model (which ComfyUI writes without wrappers) still carries the baked
+    edit. Until 2026-12-06 the wrapper alone carried the edit, and a saved fp8 model kept all of the concept.
     """
 
-    def __init__(self, subspace: torch.Tensor, strength: float):
+    def __init__(self, subspace: torch.Tensor, action: torch.Tensor):
         self.subspace = subspace  # [in, c], orthonormal
-        self.strength = float(strength)
+        self.action = action  # [out, c]
 
     def __call__(self, weight: torch.Tensor) -> torch.Tensor:
         if weight.dtype in QUANTISED_DTYPES:
@@ -67,7 +72,8 @@ class RemoveSubspace:
 
     def _edit(self, weight: torch.Tensor) -> torch.Tensor:
         u = self.subspace.to(device=weight.device, dtype=weight.dtype)
-        return weight - self.strength * (weight @ u) @ u.T
+        action = self.action.to(device=weight.device, dtype=weight.dtype)
+        return weight - (weight @ u - action) @ u.T
 
 
 def stored_weight(model, layer: str) -> torch.Tensor:
@@ -102,15 +108,31 @@ def patched_weight(model, layer: str) -> torch.Tensor | None:
     patches, wrappers = model.patches.get(key), model.weight_wrapper_patches.get(key)
     if not patches and not wrappers:
         return None
+    module = model.model.diffusion_model.get_submodule(layer)
     weight = stored_values(model, layer).detach().to(torch.float32, copy=True)
-    convert = getattr(model.model.diffusion_model.get_submodule(layer), "convert_weight", None)
+    convert = getattr(module, "convert_weight", None)
     if convert is not None:
         weight = convert(weight, inplace=True)
     if patches:
         weight = comfy.lora.calculate_weight(patches, weight, key)
-    for wrap in wrappers or ():
-        weight = wrap(weight)
+    if wrappers:
+        # At run time the wrappers get the stored units (a scaled-fp8 layer multiplies by its scale afterwards).
+        scale = row_scale(module, weight.device)
+        weight = weight if scale is None else weight / scale
+        for wrap in wrappers:
+            weight = wrap(weight)
+        weight = weight if scale is None else weight * scale
     return weight
+
+
+def row_scale(module, device) -> torch.Tensor | None:
+    """A scaled-fp8 layer's ``scale_weight`` as a float32 factor for its ``[out, in]`` weight (scalar, or one per output
+    row as ``[out, 1]``); None for a layer without one."""
+    scale = getattr(module, "scale_weight", None)
+    if scale is None:
+        return None
+    scale = scale.detach().to(device, torch.float32)
+    return scale.reshape(-1, 1) if scale.numel() > 1 else scale
 
 
 def edited_layers(model, layers) -> list[str]:
@@ -222,8 +244,9 @@ def _module(diffusion, layer: str, family: str):
         raise ValueError(f"layer {layer!r} of the refusal vector does not exist in this {family} model") from None
 
 
-def layer_edits(model, basis: RefusalBasis, layers: list[str], strength: float, target: str) -> dict[str, LowRankEdit]:
-    """The closed-form edit of every layer, keyed by layer name.
+def layer_edits(model, basis: RefusalBasis, layers: list[str], strength: float, target: str,
+                products: dict | None = None) -> dict[str, LowRankEdit]:
+    """The closed-form edit of every layer, keyed by layer name; ``products``, when given, receives each layer's W U.
 
     ``core.edit.project_edit`` is run on the small ``[out, c]`` matrix W U in the subspace's own coordinates
     (basis = identity, target = U^T mu): its ``up = -strength W U`` and bias change are the layer's, and the
@@ -243,6 +266,8 @@ def layer_edits(model, basis: RefusalBasis, layers: list[str], strength: float, 
             wu = weight_times_basis(stored_values(model, layer), u, getattr(module, "scale_weight", None))  # [out, c]
         else:
             wu = (patched @ u.to(patched.device, torch.float32)).cpu()
+        if products is not None:
+            products[layer] = wu
         small = project_edit(wu, torch.eye(u.shape[1]), strength, target=None if mu is None else u.T @ mu)
         # down is a copy: layers that read one input share one subspace tensor, and a patch (or a LoRA file,
         # which safetensors refuses to write with shared memory) must not alias the basis.
@@ -274,15 +299,18 @@ def apply_unlearning(model, basis: RefusalBasis | None, *, strength: float | Non
     if not enabled:
         return clone, []
     layers = select_layers(model, basis, group, block_start, block_end)
-    edits = layer_edits(model, basis, layers, strength, target)
+    products = {}
+    edits = layer_edits(model, basis, layers, strength, target, products)
     patches = {}
     diffusion = model.model.diffusion_model
     for layer, edit in edits.items():
         key = f"{DIFFUSION_PREFIX}{layer}.weight"
-        if diffusion.get_submodule(layer).weight.dtype in QUANTISED_DTYPES:
-            clone.add_weight_wrapper(key, RemoveSubspace(basis.subspace(layer), strength))
-        else:
-            patches[key] = UnlearningPatch(set(), (edit.up, edit.down, None, None, None, None))
+        module = diffusion.get_submodule(layer)
+        if module.weight.dtype in QUANTISED_DTYPES:
+            scale = row_scale(module, "cpu")
+            action = (1.0 - strength) * (products[layer] if scale is None else products[layer] / scale)  # [out, c]
+            clone.add_weight_wrapper(key, RemoveSubspace(basis.subspace(layer), action))
+        patches[key] = UnlearningPatch(set(), (edit.up, edit.down, None, None, None, None))
         if edit.bias_delta is not None:
             patches[f"{DIFFUSION_PREFIX}{layer}.bias"] = ("diff", (edit.bias_delta,))
     accepted = set(clone.add_patches(patches, strength_patch=1.0))

@@ -375,7 +375,7 @@ def test_fp8_matrix_multiplication_samples_with_the_edit_rounded_to_fp8(nodes, e
     official Wan 2.2 experts, or weight_dtype fp8_e4m3fn_fast) and hands the weight wrapper the fp8 weight itself.
     The wrapper did fp8 arithmetic, which torch does not have: sampling failed ('"mul_cpu_reduced_float" not
     implemented for Float8_e4m3fn'). It now edits in float32 and rounds W' to the nearest fp8 value, so the layer
-    keeps what rounding W' keeps of the direction, as a LoRA on fp8 weights does. The CPU has no fp8 compute: the
+    keeps what rounding W' to fp8 keeps of the direction, as a LoRA there does. The CPU has no fp8 compute: the
     test says it has, and torch's CPU ``_scaled_mm`` runs the product."""
     import comfy.model_management as mm
     import comfy.ops
@@ -401,14 +401,49 @@ def test_fp8_matrix_multiplication_samples_with_the_edit_rounded_to_fp8(nodes, e
             fp8_weight, _ = comfy.ops.cast_bias_weight(module, torch.zeros(1, 1, u.shape[0]), dtype=torch.float8_e4m3fn,
                                                        bias_dtype=torch.float32)  # as fp8_linear reads it
             weight, scale = stored[layer]
-            rounded = ((weight - (weight @ u) @ u.T) / scale).to(torch.float8_e4m3fn)
-            assert fp8_weight.dtype == torch.float8_e4m3fn and torch.equal(fp8_weight, rounded), layer
+            assert fp8_weight.dtype == torch.float8_e4m3fn, layer
             kept = float(((fp8_weight.float() * scale) @ u[:, 0]).norm() / (weight @ u[:, 0]).norm())
-            assert kept < 0.12, (layer, kept)  # 4.3-5.2 % on the scaled file, 8.6-9.9 % on the unscaled tiny weights
+            assert kept < 0.08, (layer, kept)  # 2.4-3.1 % on the scaled file, 4.2-5.0 % on the unscaled tiny weights
     finally:
         mm.unload_all_models()
     unlearned = generate(patched, clip)
     assert torch.isfinite(unlearned).all() and not torch.equal(unlearned, generate(model, clip))
+
+
+@pytest.mark.parametrize("kind", ["bf16", "fp8_e4m3fn", "scaled fp8 file"])
+def test_a_saved_model_carries_the_edit(nodes, encoded, tiny, tmp_path, kind):
+    """ComfyUI's Save Model / Save Checkpoint write what the loaded modules hold, patches baked, weight wrappers not.
+    Until 2026-12-06 an fp8 layer's edit was a wrapper alone, so a saved fp8 model kept all of the concept (and,
+    with target safe_mean, the moved bias). The edit is now also a patch there: the file holds W' re-quantised."""
+    import comfy.model_management as mm
+    import comfy.sd
+    import comfy.utils
+
+    if kind == "scaled fp8 file":
+        model = tiny.load_tiny_wan(state=tiny.tiny_wan22_expert_state_dict("high"))
+    else:
+        model = tiny.load_tiny_wan(model_options={"dtype": torch.bfloat16 if kind == "bf16" else torch.float8_e4m3fn})
+    activations = nodes.CollectActivations.execute(model, encoded, 64, 64, 1, "1", 0, "default", 0, -1)[0]
+    basis = nodes.RefusalVectorNode.execute(activations, "cpca", 4, 1.0)[0]
+    patched = nodes.ApplyUnlearning.execute(model, basis, 1.0, True, "all in vector", 0, -1, "zero")[0]
+    mm.unload_all_models()
+
+    def weights(state, prefix=""):
+        out = {}
+        for layer in basis.layers:
+            weight = state[f"{prefix}{layer}.weight"].float()
+            scale = state.get(f"{prefix}{layer}.scale_weight")
+            out[layer] = weight if scale is None else weight * scale.float()
+        return out
+
+    before = weights(model.model.diffusion_model.state_dict())
+    path = str(tmp_path / "unlearned.safetensors")
+    comfy.sd.save_checkpoint(path, patched)
+    saved = weights(comfy.utils.load_torch_file(path), "model.diffusion_model.")
+    for layer in basis.layers:
+        d = basis.subspace(layer)[:, 0]
+        kept = float((saved[layer] @ d).norm() / (before[layer] @ d).norm())
+        assert kept < (3e-3 if kind == "bf16" else 0.06), (layer, kept)  # bf16 1.5-2e-3, fp8 3.1-5.0 %
 
 
 def test_a_second_apply_on_fp8_weights_changes_nothing(nodes, encoded, tiny):
@@ -495,7 +530,7 @@ def _residual_along_direction(patcher, basis, original):
 @pytest.mark.parametrize("kind", ["fp8_e4m3fn", "scaled_fp8"])
 def test_lora_on_fp8_weights_leaves_a_few_percent_where_apply_removes_the_direction(nodes, encoded, tiny, tmp_path, kind):
     """What the node's description says: a stock LoRA loader re-quantises the baked edit to fp8 (0.031-0.046 of
-    |W d| left, measured), Apply Unlearning's weight wrapper leaves ~2e-7."""
+    |W d| left, measured), Apply Unlearning's weight wrapper leaves ~1e-6."""
     import folder_paths
     import nodes as comfy_nodes
 
@@ -709,5 +744,9 @@ def test_partial_loading_runs_the_edit_in_every_forward(nodes, encoded, tiny, mo
         # loaded whole, a bf16 weight is baked and rounded to bf16 (2.5-3.5e-3 kept); loaded partially, the patch is
         # added in each forward at compute precision (1e-6 kept)
         assert kept_whole[layer] < 1e-2 and kept_partial[layer] < 1e-4, (layer, kept_whole[layer], kept_partial[layer])
-        # the bias change of target safe_mean acts too (on fp8 biases the whole load re-quantises it: 1.5 % apart)
-        torch.testing.assert_close(partial[layer], whole[layer], atol=0.03 * float(whole[layer].abs().max()), rtol=0)
+        # The bias change of target safe_mean acts too. Loaded whole, fp8 layers hold the edit baked and re-quantised
+        # (the wrapper then restores the exact action on the direction), and the fp8 bias too: up to 5.6 % apart on
+        # the tiny model, whose weights sit near fp8's smallest normal values, where re-quantising moves them most.
+        tolerance = 0.03 if dtype == torch.bfloat16 else 0.1
+        bound = tolerance * float(whole[layer].abs().max())
+        torch.testing.assert_close(partial[layer], whole[layer], atol=bound, rtol=0)
