@@ -32,8 +32,9 @@ QUANTISED_DTYPES = {torch.float8_e4m3fn, torch.float8_e5m2}
 #: What a stock LoRA loader does to the exported edit on fp8 weights (measured on a tiny fp8 Wan, see README).
 FP8_LORA_NOTE = ("On fp8 weights (fp8_e4m3fn, *_fp8_scaled files) a LoRA loader bakes the edit and re-quantises the "
                  "weight to fp8, which leaves 3-5 % of the removed direction (|W' d| / |W d| = 0.031-0.046 measured "
-                 "through LoraLoaderModelOnly on a tiny fp8 Wan) where Apply Unlearning's weight wrapper leaves 1e-6: "
-                 "use Apply Unlearning for fp8 models.")
+                 "through LoraLoaderModelOnly on a tiny fp8 Wan); Apply Unlearning adds a weight wrapper that removes "
+                 "it to the compute dtype's rounding (2e-7 in float32, 3-4e-3 in bf16): use Apply Unlearning for fp8 "
+                 "models.")
 #: Elements of a weight converted to float32 at a time for W U (2 MB; one buffer reused for every chunk).
 CHUNK_ELEMENTS = 1 << 19
 
@@ -44,15 +45,17 @@ class UnlearningPatch(LoRAAdapter):
 
 
 class RemoveSubspace:
-    """Weight wrapper ``W -> W - (W U) U^T + A U^T`` applied at compute dtype on every forward, for fp8 layers: it
-    sets the layer's action on the subspace U to ``A = (1 - strength) W U`` (``[out, c]``, in the stored weight's
-    units: a scaled-fp8 checkpoint's scale is applied after the wrappers), whatever the weight it is handed.
+    """Weight wrapper ``W -> W - (W U - A) U^T`` applied on every forward, for fp8 layers: it sets the layer's action
+    on the subspace U ``[in, c]`` to ``A`` ``[out, c]`` (the edit's: ``(1 - strength) W U``; in the stored weight's
+    units: a scaled-fp8 checkpoint's scale is applied after the wrappers), whatever weight it is handed.
 
     An fp8 layer also gets the edit as a patch, which ComfyUI bakes into the fp8 weight (on loading, and when Save
-    Model writes the MODEL to a file) and re-quantises: that leaves 3-5 % of the direction, and alone was what a
-    LoRA gives. The wrapper restores the exact action on U from the baked weight, so the direction is removed to
-    the compute dtype's precision; a saved model (which ComfyUI writes without wrappers) still carries the baked
-    edit. Until 2026-12-06 the wrapper alone carried the edit, and a saved fp8 model kept all of the concept.
+    Model writes the MODEL to a file) and re-quantises: that leaves 3-5 % of the direction, as a LoRA does. The
+    wrapper restores the exact action on U from the baked weight; a saved model (ComfyUI writes no wrappers) still
+    carries the baked edit. Until 2026-12-06 the wrapper alone carried the edit, and a saved fp8 model kept all of
+    the concept. The correction is computed in float32 and the result rounded once to the dtype the wrapper is
+    handed (bf16 on a GPU: computing it in bf16 kept 3.4-4.5e-3 of the direction where rounding W' keeps 2e-3).
+    Chained Apply Unlearning nodes keep one wrapper per layer, over all their subspaces (:func:`fp8_wrapper`).
     """
 
     def __init__(self, subspace: torch.Tensor, action: torch.Tensor):
@@ -60,20 +63,38 @@ class RemoveSubspace:
         self.action = action  # [out, c]
 
     def __call__(self, weight: torch.Tensor) -> torch.Tensor:
+        full = weight.to(torch.float32)
+        u = self.subspace.to(device=weight.device, dtype=torch.float32)
+        edited = full - (full @ u - self.action.to(device=weight.device, dtype=torch.float32)) @ u.T
         if weight.dtype in QUANTISED_DTYPES:
             # ComfyUI's fp8 matrix multiplication (fp8_e4m3fn_fast, or a scaled-fp8 file on a GPU with fp8 compute)
             # hands the wrapper the fp8 weight itself and multiplies with what it returns: there is no fp8 arithmetic
-            # (sampling failed with '"mul_cpu_reduced_float" not implemented for Float8_e4m3fn'), so the edit is
-            # made in float32 and W' rounded back to the nearest fp8 value, within the format's range.
-            edited = self._edit(weight.to(torch.float32))
+            # (sampling failed with '"mul_cpu_reduced_float" not implemented for Float8_e4m3fn'), so W' is rounded
+            # back to the nearest fp8 value, within the format's range.
             limit = torch.finfo(weight.dtype).max
-            return edited.clamp_(-limit, limit).to(weight.dtype)
-        return self._edit(weight)
+            edited = edited.clamp_(-limit, limit)
+        return edited.to(weight.dtype)
 
-    def _edit(self, weight: torch.Tensor) -> torch.Tensor:
-        u = self.subspace.to(device=weight.device, dtype=weight.dtype)
-        action = self.action.to(device=weight.device, dtype=weight.dtype)
-        return weight - (weight @ u - action) @ u.T
+
+def fp8_wrapper(model, layer: str, subspace: torch.Tensor, edited: torch.Tensor) -> list:
+    """The weight wrappers of an fp8 ``layer`` after this Apply: the MODEL's own, with its earlier :class:`RemoveSubspace`
+    replaced by one over the earlier subspaces and ``subspace``, pinned to the action of ``edited`` (the layer's weight
+    after every edit so far, ``[out, in]`` float32, with a scaled checkpoint's scale applied).
+
+    ComfyUI applies every patch before any wrapper, so a second wrapper would meet the first one's patch already
+    overridden: two chained vectors left 1.7 % of the first concept where the chained edit (and the saved file) keep
+    23 %.
+    """
+    module = model.model.diffusion_model.get_submodule(layer)
+    wrappers = model.weight_wrapper_patches.get(f"{DIFFUSION_PREFIX}{layer}.weight", [])
+    earlier = [w.subspace for w in wrappers if isinstance(w, RemoveSubspace)]
+    span = torch.cat([*earlier, subspace.to(torch.float32)], dim=1)  # [in, c_all]
+    left, singular, _ = torch.linalg.svd(span.double(), full_matrices=False)
+    basis = left[:, singular > 1e-6 * singular.max()].to(torch.float32)  # orthonormal, repeated directions merged
+    scale = row_scale(module, "cpu")
+    action = edited.cpu() @ basis
+    return ([w for w in wrappers if not isinstance(w, RemoveSubspace)]
+            + [RemoveSubspace(basis, action if scale is None else action / scale)])
 
 
 def stored_weight(model, layer: str) -> torch.Tensor:
@@ -294,11 +315,14 @@ def apply_unlearning(model, basis: RefusalBasis | None, *, strength: float | Non
                      group: str = ALL_IN_VECTOR, block_start: int = 0, block_end: int = -1,
                      target: str = "safe_mean"):
     """A clone of ``model`` with the concept edited out. Returns ``(clone, edited_layers)``. Not ``enabled``: the
-    clone as it is (``basis`` and ``strength`` may then be None: Apply Unlearning does not compute them)."""
+    clone as it is (``basis`` and ``strength`` may then be None: Apply Unlearning does not compute them). At strength
+    0: the clone as it is, with the layers the vector would edit."""
     clone = model.clone()
     if not enabled:
         return clone, []
     layers = select_layers(model, basis, group, block_start, block_end)
+    if strength == 0:
+        return clone, layers  # nothing to patch: a zero patch baked into fp8 weights re-rounded 22 of 16,384 values
     products = {}
     edits = layer_edits(model, basis, layers, strength, target, products)
     patches = {}
@@ -307,9 +331,15 @@ def apply_unlearning(model, basis: RefusalBasis | None, *, strength: float | Non
         key = f"{DIFFUSION_PREFIX}{layer}.weight"
         module = diffusion.get_submodule(layer)
         if module.weight.dtype in QUANTISED_DTYPES:
-            scale = row_scale(module, "cpu")
-            action = (1.0 - strength) * (products[layer] if scale is None else products[layer] / scale)  # [out, c]
-            clone.add_weight_wrapper(key, RemoveSubspace(basis.subspace(layer), action))
+            u = basis.subspace(layer)
+            earlier = patched_weight(model, layer)
+            if earlier is None and not model.weight_wrapper_patches.get(key):
+                scale = row_scale(module, "cpu")
+                action = (1.0 - strength) * (products[layer] if scale is None else products[layer] / scale)
+                clone.weight_wrapper_patches[key] = [RemoveSubspace(u, action)]  # [out, c]: the first edit here
+            else:
+                edited = earlier.cpu() + edit.up @ edit.down  # W - strength (W U) U^T, every earlier edit included
+                clone.weight_wrapper_patches[key] = fp8_wrapper(model, layer, u, edited)
         patches[key] = UnlearningPatch(set(), (edit.up, edit.down, None, None, None, None))
         if edit.bias_delta is not None:
             patches[f"{DIFFUSION_PREFIX}{layer}.bias"] = ("diff", (edit.bias_delta,))

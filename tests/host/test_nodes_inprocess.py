@@ -446,6 +446,45 @@ def test_a_saved_model_carries_the_edit(nodes, encoded, tiny, tmp_path, kind):
         assert kept < (3e-3 if kind == "bf16" else 0.06), (layer, kept)  # bf16 1.5-2e-3, fp8 3.1-5.0 %
 
 
+def test_chained_vectors_on_fp8_weights_run_the_chained_edit_and_strength_zero_changes_nothing(nodes, encoded, tiny,
+                                                                                                 clip):
+    """Two Apply Unlearning nodes in a row with vectors whose directions overlap. ComfyUI applies every patch before
+    any weight wrapper, so with one wrapper per Apply the first pinned its direction after the second's patch had
+    moved it: 1.7 % of the first concept kept where the chained edit, as a bf16 model runs it and as Save Model
+    writes it, keeps 23 %. A later Apply now replaces the earlier wrapper by one over both subspaces. And strength 0
+    adds nothing: a zero patch baked into fp8 weights re-rounded some of them."""
+    import comfy.model_management as mm
+    import comfy.ops
+
+    other = nodes.PairEncoder.execute(clip, "\n".join(f"a shiny Rolex car number {i} on a road | a car number {i} on "
+                                                       "a road" for i in range(5)), NEUTRAL, "Rolex car")[0]
+    model = tiny.load_tiny_wan(model_options={"dtype": torch.float8_e4m3fn})
+    first, second = (nodes.RefusalVectorNode.execute(nodes.CollectActivations.execute(
+        model, pairs, 64, 64, 1, "1", 0, "default", 0, -1)[0], "cpca", 1, 1.0)[0] for pairs in (encoded, other))
+    once = nodes.ApplyUnlearning.execute(model, first, 1.0, True, "all in vector", 0, -1, "zero")[0]
+    chained = nodes.ApplyUnlearning.execute(once, second, 1.0, True, "all in vector", 0, -1, "zero")[0]
+    mm.unload_all_models()
+    stored = {layer: model.model.diffusion_model.get_submodule(layer).weight.float().clone() for layer in first.layers}
+    mm.load_models_gpu([chained])
+    try:
+        for layer in first.layers:
+            u1, u2 = first.subspace(layer), second.subspace(layer)
+            assert float((u1.T @ u2).abs()) > 0.1, layer  # the directions overlap, or the test shows nothing
+            weight, _ = comfy.ops.cast_bias_weight(chained.model.diffusion_model.get_submodule(layer),
+                                                   torch.zeros(1, 1, u1.shape[0]))
+            w0 = stored[layer]
+            after_first = w0 - (w0 @ u1) @ u1.T
+            exact = after_first - (after_first @ u2) @ u2.T
+            torch.testing.assert_close(weight.float() @ torch.cat([u1, u2], 1), exact @ torch.cat([u1, u2], 1),
+                                       atol=1e-5 * float((w0 @ u1).norm()), rtol=0)
+            assert len(chained.weight_wrapper_patches[f"diffusion_model.{layer}.weight"]) == 1
+    finally:
+        mm.unload_all_models()
+    zero = nodes.ApplyUnlearning.execute(model, first, 0.0, True, "all in vector", 0, -1, "safe_mean")[0]
+    assert zero.patches == {} and not zero.weight_wrapper_patches
+    assert torch.equal(generate(zero, clip), generate(model, clip))
+
+
 def test_a_second_apply_on_fp8_weights_changes_nothing(nodes, encoded, tiny):
     """On fp8 weights the edit is a weight wrapper, not a patch: a second Apply takes W U from the wrapped weight
     (zero along the direction after the first), so with target safe_mean it moves no bias again (it added the same
