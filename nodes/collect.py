@@ -18,11 +18,13 @@ The host-free half (batch plan, seeds, token masks, one recording per shared inp
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import torch
 
 import comfy.model_management
+import comfy.ops
 import comfy.sample
 import comfy.samplers
 import comfy.utils
@@ -112,6 +114,28 @@ def measuring_model(model):
         clone.remove_wrappers_with_key(kind, key)
     logger.info("measuring the model without %s", ", ".join(dict.fromkeys(MEASURING_SKIPS[key] for _, key in found)))
     return clone
+
+
+@contextlib.contextmanager
+def compute_precision():
+    """While the pack measures, every layer multiplies at compute dtype, never in fp8.
+
+    On a GPU with fp8 compute ComfyUI multiplies fp8 layers in fp8 (``comfy.ops.fp8_linear``: scaled-fp8 files such as
+    the official Wan 2.2 experts, or weight_dtype fp8_e4m3fn_fast), rounding each layer's input to fp8. That rounding
+    flips with the small changes the check measures: on the tiny scaled-fp8 Wan the check read 98 % removed at
+    strength 0.5 and collateral 0.5 (recommending 0), where at compute dtype it reads 19 % and 0.08. ``fp8_linear``
+    answers None here, ComfyUI's own fallback to the compute-dtype product; sampling is not affected.
+    """
+    original = comfy.ops.fp8_linear
+    comfy.ops.fp8_linear = _no_fp8_product
+    try:
+        yield
+    finally:
+        comfy.ops.fp8_linear = original
+
+
+def _no_fp8_product(module, input):
+    return None
 
 
 def collect_activations(model, encoded: EncodedPairs, latent: torch.Tensor, timesteps: str, seed: int,
@@ -225,5 +249,6 @@ def evaluate_at_sigmas(model, positive, latent, noise, sigmas, seed: int, each, 
         guider.model_options = {**guider.model_options, "model_function_wrapper": model_function_wrapper}
     guider.set_conds(positive, positive)
     guider.set_cfg(1.0)  # the negative is never evaluated at cfg 1
-    guider.sample(noise, latent_batch, comfy.samplers.KSAMPLER(sampler_function), torch.tensor(list(sigmas) + [0.0]),
-                  disable_pbar=True, seed=seed)
+    with compute_precision():
+        guider.sample(noise, latent_batch, comfy.samplers.KSAMPLER(sampler_function),
+                      torch.tensor(list(sigmas) + [0.0]), disable_pbar=True, seed=seed)

@@ -97,3 +97,37 @@ def test_collect_and_check_run_the_model_without_a_step_cache(nodes, tiny, clip,
                  .ui["video_unlearning_check"][0] for m in (cached, model)]
     assert summaries[0] == summaries[1] and summaries[1]["removed"] > 0.3
     assert not torch.equal(generate(cached, clip), generate(model, clip)), "the cache no longer acts when sampling"
+
+
+def test_collect_and_check_measure_an_fp8_matrix_multiplication_model_at_compute_dtype(nodes, tiny, clip, monkeypatch):
+    """On a GPU with fp8 compute, ComfyUI multiplies a scaled-fp8 file's layers in fp8 (``comfy.ops.fp8_linear``),
+    rounding each layer's input to fp8; the CPU has none, so the test says it has (torch's CPU ``_scaled_mm`` runs
+    the product). That rounding flips with the small changes the check measures: on this tiny model it read 98 %
+    removed at strength 0.5 and collateral 0.5, and recommended 0. Both nodes now measure at compute dtype and give
+    what they give without fp8 compute; sampling still multiplies in fp8."""
+    import comfy.model_management as mm
+    import comfy.ops
+
+    definitions, check = nodes
+    encoded = definitions.PairEncoder.execute(clip, PAIRS, NEUTRAL, "Rolex")[0]
+    validation = definitions.PairEncoder.execute(clip, VALIDATION, BENIGN, "Rolex")[0]
+    fp8_product = comfy.ops.fp8_linear
+    results = {}
+    for fp8_compute in (False, True):
+        monkeypatch.setattr(mm, "supports_fp8_compute", lambda device=None, answer=fp8_compute: answer)
+        model = tiny.load_tiny_wan(state=tiny.tiny_wan22_expert_state_dict("high"))
+        activations = definitions.CollectActivations.execute(model, encoded, 64, 64, 1, "1", 0, "default", 0, -1)[0]
+        basis = definitions.RefusalVectorNode.execute(activations, "cpca", 4, 1.0)[0]
+        summary = check.UnlearningCheck.execute(model, basis, "0, 0.5, 1, 2", "default", 0, -1, "safe_mean", "none",
+                                                64, 64, 1, "0.1", 0, validation_pairs=validation)
+        results[fp8_compute] = (basis, summary.ui["video_unlearning_check"][0])
+        assert comfy.ops.fp8_linear is fp8_product
+    (plain, plain_summary), (fp8, fp8_summary) = results[False], results[True]
+    for layer in plain.layers:
+        torch.testing.assert_close(fp8.subspace(layer), plain.subspace(layer), atol=0, rtol=0)
+    assert fp8_summary == plain_summary and plain_summary["strength"] == 1.0
+    calls = []
+    monkeypatch.setattr(comfy.ops, "fp8_linear", lambda module, input: calls.append(1) or fp8_product(module, input))
+    edited = definitions.ApplyUnlearning.execute(model, fp8, 1.0, True, "all in vector", 0, -1, "safe_mean")[0]
+    generate(edited, clip)
+    assert calls, "sampling no longer multiplies in fp8"
