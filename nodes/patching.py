@@ -166,6 +166,18 @@ def edited_layers(model, layers) -> list[str]:
     return [layer for layer in layers if carries(layer)]
 
 
+def carrying_this_vector(model, basis: RefusalBasis, layers) -> list[str]:
+    """Those of ``layers`` where ``model`` already carries Apply Unlearning's edit with ``basis`` itself (its patch's
+    ``down`` is this vector's U^T). An edit computed on top of it is empty: W' U = 0 already at strength 1."""
+    def carries(layer: str) -> bool:
+        down = basis.subspace(layer).T
+        return any(isinstance(patch[1], UnlearningPatch) and patch[1].weights[1].shape == down.shape
+                   and torch.allclose(patch[1].weights[1], down, atol=1e-6, rtol=0)
+                   for patch in model.patches.get(f"{DIFFUSION_PREFIX}{layer}.weight", ()))
+
+    return [layer for layer in layers if carries(layer)]
+
+
 def weight_times_basis(weight: torch.Tensor, basis: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
     """``W U`` ``[out, c]`` in float32 on the CPU, for a weight ``[out, in]`` of any dtype and device.
 
@@ -356,6 +368,12 @@ def lora_state_dict(model, basis: RefusalBasis, *, strength: float = 1.0, group:
     (alpha = rank, so scale 1) and ``.diff_b`` for bias changes, keyed as ``diffusion_model.<layer>``,
     the generic format ComfyUI's LoRA loader maps for any model."""
     layers = select_layers(model, basis, group, block_start, block_end)
+    repeated = carrying_this_vector(model, basis, layers)
+    if repeated:
+        raise ValueError(f"Export Unlearning as LoRA: this MODEL already carries this refusal vector's edit on "
+                         f"{len(repeated)} of the {len(layers)} layers ({repeated[0]!r}...), made by an Apply Unlearning "
+                         "upstream, so the file would hold nothing of it; connect the model from before Apply "
+                         "Unlearning")
     tensors = {}
     for layer, edit in layer_edits(model, basis, layers, strength, target).items():
         key = f"{DIFFUSION_PREFIX}{layer}"

@@ -508,6 +508,25 @@ def _read_lora(path):
         return handle.metadata(), {key: handle.get_tensor(key) for key in handle.keys()}
 
 
+def test_lora_export_refuses_a_model_that_already_carries_the_same_vector(nodes, wan, clip, basis, tmp_path):
+    """Exported from a MODEL that already carries Apply Unlearning's edit with the same vector, the LoRA held nothing
+    (|up| 1.6e-8 against 0.24) while its metadata named the concept and strength. Another vector exports on top."""
+    import folder_paths
+
+    folder_paths.add_model_folder_path("loras", str(tmp_path), is_default=True)
+    edited = nodes.ApplyUnlearning.execute(wan, basis, 1.0, True, "all in vector", 0, -1, "zero")[0]
+    with pytest.raises(ValueError, match="already carries this refusal vector's edit.*from before Apply Unlearning"):
+        nodes.ExportLoRA.execute(edited, basis, 1.0, "zero", "unlearning/again")
+    pairs = "\n".join(f"a shiny Rolex car number {i} on a road | a car number {i} on a road" for i in range(5))
+    other = nodes.RefusalVectorNode.execute(nodes.CollectActivations.execute(
+        wan, nodes.PairEncoder.execute(clip, pairs, NEUTRAL, "Rolex car")[0], 64, 64, 1, "1", 0, "default", 0, -1)[0],
+        "cpca", 1, 1.0)[0]
+    from comfyui_video_unlearning.nodes.patching import lora_state_dict
+
+    tensors = lora_state_dict(edited, other, strength=1.0, target="zero")
+    assert max(float(t.norm()) for key, t in tensors.items() if key.endswith("lora_up.weight")) > 1e-3
+
+
 def test_lora_export_metadata_names_family_fingerprint_concept_and_strength(nodes, wan, basis, tmp_path):
     import folder_paths
 
