@@ -126,7 +126,10 @@ def compute_precision():
     strength 0.5 and collateral 0.5 (recommending 0), where at compute dtype it reads 19 % and 0.08. ``fp8_linear``
     answers None here, ComfyUI's own fallback to the compute-dtype product; sampling is not affected.
     """
-    original = comfy.ops.fp8_linear
+    original = getattr(comfy.ops, "fp8_linear", None)
+    if original is None:  # a ComfyUI without fp8 products: nothing to switch off
+        yield
+        return
     comfy.ops.fp8_linear = _no_fp8_product
     try:
         yield

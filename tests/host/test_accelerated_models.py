@@ -131,3 +131,14 @@ def test_collect_and_check_measure_an_fp8_matrix_multiplication_model_at_compute
     edited = definitions.ApplyUnlearning.execute(model, fp8, 1.0, True, "all in vector", 0, -1, "safe_mean")[0]
     generate(edited, clip)
     assert calls, "sampling no longer multiplies in fp8"
+
+
+def test_compute_precision_needs_no_fp8_products_in_the_host(pack, monkeypatch):
+    """A ComfyUI without ``comfy.ops.fp8_linear`` (older, or a later rename) has nothing to switch off."""
+    import comfy.ops
+    from comfyui_video_unlearning.nodes.collect import compute_precision
+
+    monkeypatch.delattr(comfy.ops, "fp8_linear")
+    with compute_precision():
+        assert not hasattr(comfy.ops, "fp8_linear")
+    assert not hasattr(comfy.ops, "fp8_linear")
