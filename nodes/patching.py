@@ -54,7 +54,8 @@ class RemoveSubspace:
     wrapper restores the exact action on U from the baked weight; a saved model (ComfyUI writes no wrappers) still
     carries the baked edit. Until 2026-12-06 the wrapper alone carried the edit, and a saved fp8 model kept all of
     the concept. The correction is computed in float32 and the result rounded once to the dtype the wrapper is
-    handed (bf16 on a GPU: computing it in bf16 kept 3.4-4.5e-3 of the direction where rounding W' keeps 2e-3).
+    handed (bf16 on a GPU: computed in bf16 it kept 3.4-4.5e-3 of the direction; now 3.1-4.3e-3, bf16's rounding
+    of the weight).
     Chained Apply Unlearning nodes keep one wrapper per layer, over all their subspaces (:func:`fp8_wrapper`).
     """
 
