@@ -345,8 +345,8 @@ def apply_unlearning(model, basis: RefusalBasis | None, *, strength: float | Non
         module = diffusion.get_submodule(layer)
         if module.weight.dtype in QUANTISED_DTYPES:
             u = basis.subspace(layer)
-            earlier = patched_weight(model, layer)
-            if earlier is None and not model.weight_wrapper_patches.get(key):
+            earlier = patched_weight(model, layer)  # None: no patch and no wrapper on this layer yet
+            if earlier is None:
                 scale = row_scale(module, "cpu")
                 action = (1.0 - strength) * (products[layer] if scale is None else products[layer] / scale)
                 clone.weight_wrapper_patches[key] = [RemoveSubspace(u, action)]  # [out, c]: the first edit here
