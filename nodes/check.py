@@ -31,7 +31,7 @@ from .collect import (empty_latent, evaluate_at_sigmas, evaluate_one_call_each, 
                       sigmas_for)
 from .conditioning import can_share_a_call, prompt_token_mask, row_token_masks, stack_conditionings
 from .patching import (ALL_IN_VECTOR, edited_layers, has_module, patched_weight, require_bias_for_target,
-                       select_layers, stored_values)
+                       row_scale, select_layers, stored_values)
 from .payloads import PAIRS_TYPE, REFUSAL_VECTOR_TYPE, EncodedPairs
 
 #: Most prompts in one forward.
@@ -185,11 +185,8 @@ def layer_weight(model, layer: str) -> torch.Tensor:
     if patched is not None:
         return patched.cpu()
     weight = stored_values(model, layer).detach().to("cpu", torch.float32)
-    scale = getattr(model.model.diffusion_model.get_submodule(layer), "scale_weight", None)
-    if scale is not None:
-        scale = scale.detach().to("cpu", torch.float32)
-        weight = weight * (scale.reshape(-1, 1) if scale.numel() > 1 else scale)
-    return weight
+    scale = row_scale(model.model.diffusion_model.get_submodule(layer), "cpu")
+    return weight if scale is None else weight * scale
 
 
 class LayerWeights(Mapping):

@@ -78,9 +78,9 @@ class RemoveSubspace:
 
 
 def fp8_wrapper(model, layer: str, subspace: torch.Tensor, edited: torch.Tensor) -> list:
-    """The weight wrappers of an fp8 ``layer`` after this Apply: the MODEL's own, with its earlier :class:`RemoveSubspace`
-    replaced by one over the earlier subspaces and ``subspace``, pinned to the action of ``edited`` (the layer's weight
-    after every edit so far, ``[out, in]`` float32, with a scaled checkpoint's scale applied).
+    """The weight wrappers of an fp8 ``layer`` after this Apply: the MODEL's own, with its earlier
+    :class:`RemoveSubspace` replaced by one over the earlier subspaces and ``subspace``, pinned to the action of
+    ``edited`` (the layer's weight after every edit so far, ``[out, in]`` float32, a scaled checkpoint's scale applied).
 
     ComfyUI applies every patch before any wrapper, so a second wrapper would meet the first one's patch already
     overridden: two chained vectors left 1.7 % of the first concept where the chained edit (and the saved file) keep
@@ -157,14 +157,15 @@ def row_scale(module, device) -> torch.Tensor | None:
     return scale.reshape(-1, 1) if scale.numel() > 1 else scale
 
 
-def edited_layers(model, layers) -> list[str]:
-    """Those of ``layers`` that already carry Apply Unlearning's edit in ``model`` (a patch or fp8 weight wrapper)."""
-    def carries(layer: str) -> bool:
-        key = f"{DIFFUSION_PREFIX}{layer}.weight"
-        return (any(isinstance(patch[1], UnlearningPatch) for patch in model.patches.get(key, ()))
-                or any(isinstance(w, RemoveSubspace) for w in model.weight_wrapper_patches.get(key, ())))
+def unlearning_patches(model, layer: str) -> list[UnlearningPatch]:
+    """Apply Unlearning's patches on ``layer`` in ``model`` (every edited layer gets one, fp8 layers included)."""
+    return [patch[1] for patch in model.patches.get(f"{DIFFUSION_PREFIX}{layer}.weight", ())
+            if isinstance(patch[1], UnlearningPatch)]
 
-    return [layer for layer in layers if carries(layer)]
+
+def edited_layers(model, layers) -> list[str]:
+    """Those of ``layers`` that already carry Apply Unlearning's edit in ``model``."""
+    return [layer for layer in layers if unlearning_patches(model, layer)]
 
 
 def carrying_this_vector(model, basis: RefusalBasis, layers) -> list[str]:
@@ -172,9 +173,8 @@ def carrying_this_vector(model, basis: RefusalBasis, layers) -> list[str]:
     ``down`` is this vector's U^T). An edit computed on top of it is empty: W' U = 0 already at strength 1."""
     def carries(layer: str) -> bool:
         down = basis.subspace(layer).T
-        return any(isinstance(patch[1], UnlearningPatch) and patch[1].weights[1].shape == down.shape
-                   and torch.allclose(patch[1].weights[1], down, atol=1e-6, rtol=0)
-                   for patch in model.patches.get(f"{DIFFUSION_PREFIX}{layer}.weight", ()))
+        return any(patch.weights[1].shape == down.shape and torch.allclose(patch.weights[1], down, atol=1e-6, rtol=0)
+                   for patch in unlearning_patches(model, layer))
 
     return [layer for layer in layers if carries(layer)]
 
@@ -185,7 +185,7 @@ def weight_times_basis(weight: torch.Tensor, basis: torch.Tensor, scale: torch.T
     Computed on the weight's device; a weight that is not float32 is converted a chunk of rows at a time into
     one reused buffer (about 2 MB), never as a whole. A float32 result, not a bf16 matmul: on the CPU that
     rounds W U to bf16 (2e-3 of |W U|), where chunked float32 keeps 1e-6 and costs no more. ``scale`` is a
-    scaled-fp8 checkpoint's ``scale_weight`` (a scalar or one per output row).
+    scaled-fp8 checkpoint's scale as :func:`row_scale` gives it.
     """
     u = basis.detach().to(weight.device, torch.float32)  # [in, c]
     weight = weight.detach()
@@ -202,8 +202,7 @@ def weight_times_basis(weight: torch.Tensor, basis: torch.Tensor, scale: torch.T
                 chunk.copy_(weight[start:start + step])
                 torch.mm(chunk, u, out=product[start:start + step])
     if scale is not None:
-        scale = scale.detach().to(product.device, torch.float32)
-        product = product * (scale.reshape(-1, 1) if scale.numel() > 1 else scale)
+        product = product * scale.to(product.device)
     return product.cpu()
 
 
@@ -280,7 +279,8 @@ def _module(diffusion, layer: str, family: str):
 
 def layer_edits(model, basis: RefusalBasis, layers: list[str], strength: float, target: str,
                 products: dict | None = None) -> dict[str, LowRankEdit]:
-    """The closed-form edit of every layer, keyed by layer name; ``products``, when given, receives each layer's W U.
+    """The closed-form edit of every layer, keyed by layer name; ``products``, when given, receives each layer's
+    ``(W U, patched)``, ``patched`` being :func:`patched_weight` (None where the MODEL neither patches nor wraps it).
 
     ``core.edit.project_edit`` is run on the small ``[out, c]`` matrix W U in the subspace's own coordinates
     (basis = identity, target = U^T mu): its ``up = -strength W U`` and bias change are the layer's, and the
@@ -297,11 +297,11 @@ def layer_edits(model, basis: RefusalBasis, layers: list[str], strength: float, 
         u = basis.subspace(layer)  # [in, c]
         patched = patched_weight(model, layer)  # whole and float32 only where the MODEL patches this layer
         if patched is None:
-            wu = weight_times_basis(stored_values(model, layer), u, getattr(module, "scale_weight", None))  # [out, c]
+            wu = weight_times_basis(stored_values(model, layer), u, row_scale(module, "cpu"))  # [out, c]
         else:
             wu = (patched @ u.to(patched.device, torch.float32)).cpu()
         if products is not None:
-            products[layer] = wu
+            products[layer] = (wu, patched)
         small = project_edit(wu, torch.eye(u.shape[1]), strength, target=None if mu is None else u.T @ mu)
         # down is a copy: layers that read one input share one subspace tensor, and a patch (or a LoRA file,
         # which safetensors refuses to write with shared memory) must not alias the basis.
@@ -345,10 +345,10 @@ def apply_unlearning(model, basis: RefusalBasis | None, *, strength: float | Non
         module = diffusion.get_submodule(layer)
         if module.weight.dtype in QUANTISED_DTYPES:
             u = basis.subspace(layer)
-            earlier = patched_weight(model, layer)  # None: no patch and no wrapper on this layer yet
+            wu, earlier = products[layer]  # earlier None: no patch and no wrapper on this layer yet
             if earlier is None:
                 scale = row_scale(module, "cpu")
-                action = (1.0 - strength) * (products[layer] if scale is None else products[layer] / scale)
+                action = (1.0 - strength) * (wu if scale is None else wu / scale)
                 clone.weight_wrapper_patches[key] = [RemoveSubspace(u, action)]  # [out, c]: the first edit here
             else:
                 edited = earlier.cpu() + edit.up @ edit.down  # W - strength (W U) U^T, every earlier edit included
