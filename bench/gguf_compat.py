@@ -161,30 +161,14 @@ def real_size(qtypes: list[str]) -> dict:
     import torch
 
     import comfy.model_patcher
-    import comfy.supported_models
-    from comfyui_video_unlearning.core.refusal import RefusalFitter
     from comfyui_video_unlearning.nodes.packed_weights import unpacked_weight
     from comfyui_video_unlearning.nodes.patching import apply_unlearning, weights_fingerprint
     from host_models import packed_like_gguf
+    from nodes_perf import wan_14b_layout
 
-    unet = {"image_model": "wan2.1", "model_type": "t2v", "dim": 5120, "ffn_dim": 13824, "num_heads": 40,
-            "num_layers": 40, "in_dim": 16, "out_dim": 16, "patch_size": (1, 2, 2), "freq_dim": 256,
-            "window_size": (-1, -1), "qk_norm": True, "cross_attn_norm": True, "eps": 1e-6}
-    config = comfy.supported_models.WAN21_T2V(unet)
-    config.set_inference_dtype(torch.bfloat16, None)
-    model = config.get_model({}, device="meta")
-    layers = [f"blocks.{i}.cross_attn.{p}" for i in range(40) for p in ("k", "v")]
-    generator = torch.Generator().manual_seed(0)
-    bf16 = {}
-    for name in layers:
-        module = model.diffusion_model.get_submodule(name)
-        bf16[name] = (torch.randn(module.weight.shape, generator=generator) * 0.02).to(torch.bfloat16)
-        module.bias = torch.nn.Parameter(torch.zeros(module.bias.shape, dtype=torch.bfloat16), requires_grad=False)
+    model, layers, fitter = wan_14b_layout()
+    bf16 = {name: model.diffusion_model.get_submodule(name).weight.data for name in layers}
     cpu = torch.device("cpu")
-    fitter = RefusalFitter()
-    for name in layers:
-        safe = torch.randn(10, 5120, generator=generator)
-        fitter.update(name, safe + 0.1 * torch.randn(5120, generator=generator), safe)
     out = {}
     for kind in ["bf16", *qtypes]:
         for name in layers:

@@ -122,16 +122,15 @@ def sampling_and_collection(repeats: int) -> dict:
     }
 
 
-def apply_on_14b_layout(old_route: bool = True) -> dict:
-    """Runs in its own interpreter so that the peak resident memory is its own."""
+def wan_14b_layout():
+    """The Wan 2.1 14B layout (40 blocks x 5120, bf16) built on the meta device except its 80 text-side k/v layers,
+    which hold random bf16 weights and zero biases (only what the edit reads is materialised), and a fitter fed random
+    pairs for those layers. Returns ``(model, layers, fitter)``; ``bench/gguf_compat.py`` uses it too."""
     import torch
 
-    import comfy.model_patcher
     import comfy.supported_models
     from comfyui_video_unlearning.core.refusal import RefusalFitter
-    from comfyui_video_unlearning.nodes.patching import apply_unlearning, weights_fingerprint
 
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     unet = {"image_model": "wan2.1", "model_type": "t2v", "dim": 5120, "ffn_dim": 13824, "num_heads": 40, "num_layers": 40,
             "in_dim": 16, "out_dim": 16, "patch_size": (1, 2, 2), "freq_dim": 256, "window_size": (-1, -1), "qk_norm": True,
             "cross_attn_norm": True, "eps": 1e-6}
@@ -140,17 +139,29 @@ def apply_on_14b_layout(old_route: bool = True) -> dict:
     model = config.get_model({}, device="meta")
     layers = [f"blocks.{i}.cross_attn.{p}" for i in range(40) for p in ("k", "v")]
     generator = torch.Generator().manual_seed(0)
-    for name in layers:  # only what the edit reads is materialised
+    for name in layers:
         module = model.diffusion_model.get_submodule(name)
         module.weight = torch.nn.Parameter(torch.randn(module.weight.shape, generator=generator).to(torch.bfloat16) * 0.02,
                                            requires_grad=False)
         module.bias = torch.nn.Parameter(torch.zeros(module.bias.shape, dtype=torch.bfloat16), requires_grad=False)
-    cpu = torch.device("cpu")
-    patcher = comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
     fitter = RefusalFitter()
     for name in layers:
         safe = torch.randn(10, 5120, generator=generator)
         fitter.update(name, safe + 0.1 * torch.randn(5120, generator=generator), safe)
+    return model, layers, fitter
+
+
+def apply_on_14b_layout(old_route: bool = True) -> dict:
+    """Runs in its own interpreter so that the peak resident memory is its own."""
+    import torch
+
+    import comfy.model_patcher
+    from comfyui_video_unlearning.nodes.patching import apply_unlearning, weights_fingerprint
+
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    model, layers, fitter = wan_14b_layout()
+    cpu = torch.device("cpu")
+    patcher = comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
     # As from Collect Activations: the vector carries the weights' fingerprint, which Apply checks.
     basis = fitter.fit(rank=4, model_family="wan", model_fingerprint=weights_fingerprint(patcher, layers))
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
