@@ -381,10 +381,7 @@ def test_fp8_matrix_multiplication_samples_with_the_edit_rounded_to_fp8(nodes, e
     import comfy.ops
 
     monkeypatch.setattr(mm, "supports_fp8_compute", lambda device=None: True)
-    if kind == "scaled fp8 file":
-        model = tiny.load_tiny_wan(state=tiny.tiny_wan22_expert_state_dict("high"))
-    else:
-        model = tiny.load_tiny_wan(model_options={"dtype": torch.float8_e4m3fn, "fp8_optimizations": True})
+    model = tiny.load_tiny_wan_as(kind)
     activations = nodes.CollectActivations.execute(model, encoded, 64, 64, 1, "1", 0, "default", 0, -1)[0]
     basis = nodes.RefusalVectorNode.execute(activations, "cpca", 4, 1.0)[0]
     patched = nodes.ApplyUnlearning.execute(model, basis, 1.0, True, "all in vector", 0, -1, "zero")[0]
@@ -419,10 +416,7 @@ def test_a_saved_model_carries_the_edit(nodes, encoded, tiny, tmp_path, kind):
     import comfy.sd
     import comfy.utils
 
-    if kind == "scaled fp8 file":
-        model = tiny.load_tiny_wan(state=tiny.tiny_wan22_expert_state_dict("high"))
-    else:
-        model = tiny.load_tiny_wan(model_options={"dtype": torch.bfloat16 if kind == "bf16" else torch.float8_e4m3fn})
+    model = tiny.load_tiny_wan_as(kind)
     activations = nodes.CollectActivations.execute(model, encoded, 64, 64, 1, "1", 0, "default", 0, -1)[0]
     basis = nodes.RefusalVectorNode.execute(activations, "cpca", 4, 1.0)[0]
     patched = nodes.ApplyUnlearning.execute(model, basis, 1.0, True, "all in vector", 0, -1, "zero")[0]
@@ -585,7 +579,7 @@ def _residual_along_direction(patcher, basis, original):
         comfy.model_management.unload_all_models()
 
 
-@pytest.mark.parametrize("kind", ["fp8_e4m3fn", "scaled_fp8"])
+@pytest.mark.parametrize("kind", ["fp8_e4m3fn", "scaled fp8 file"])
 def test_lora_on_fp8_weights_leaves_a_few_percent_where_apply_removes_the_direction(nodes, encoded, tiny, tmp_path, kind):
     """What the node's description says: a stock LoRA loader re-quantises the baked edit to fp8 (0.031-0.046 of
     |W d| left, measured), Apply Unlearning's weight wrapper leaves ~1e-6."""
@@ -594,8 +588,7 @@ def test_lora_on_fp8_weights_leaves_a_few_percent_where_apply_removes_the_direct
 
     from comfyui_video_unlearning.nodes.patching import FP8_LORA_NOTE
 
-    model = (tiny.load_tiny_wan(model_options={"dtype": torch.float8_e4m3fn}) if kind == "fp8_e4m3fn"
-             else tiny.load_tiny_wan(state=tiny.tiny_wan22_expert_state_dict("high")))
+    model = tiny.load_tiny_wan_as(kind)
     basis = nodes.RefusalVectorNode.execute(
         nodes.CollectActivations.execute(model, encoded, 64, 64, 1, "1", 0, "default", 0, -1)[0], "cpca", 4, 1.0)[0]
     diffusion = model.model.diffusion_model

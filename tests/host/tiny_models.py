@@ -154,6 +154,18 @@ def load_tiny_wan(seed: int = 0, model_options: dict | None = None, state: dict 
     return patcher
 
 
+#: UNETLoader's weight_dtype options -> the model_options it passes ComfyUI's loader.
+WEIGHT_DTYPES = {"bf16": {"dtype": torch.bfloat16}, "fp8_e4m3fn": {"dtype": torch.float8_e4m3fn},
+                 "fp8_e4m3fn_fast": {"dtype": torch.float8_e4m3fn, "fp8_optimizations": True}}
+
+
+def load_tiny_wan_as(weights: str):
+    """A tiny Wan loaded as UNETLoader loads it with weight_dtype ``weights`` (a key of ``WEIGHT_DTYPES``), or for
+    "scaled fp8 file" the tiny scaled-fp8 Wan 2.2 expert, as the official ``*_fp8_scaled`` files load."""
+    if weights == "scaled fp8 file":
+        return load_tiny_wan(state=tiny_wan22_expert_state_dict("high"))
+    return load_tiny_wan(model_options=dict(WEIGHT_DTYPES[weights]))
+
 class LookupTextEncoder:
     """What Pair Encoder calls of a CLIP (``tokenize``, ``encode_from_tokens_scheduled``), with the real tokenizer
     and, in place of the UMT5 transformer, a table: each token's row is drawn by NumPy from its id (PCG64 and the
