@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import weakref
 
 import torch
 
 import comfy.lora
+from comfy.model_patcher import LowVramPatch
+from comfy.patcher_extension import CallbacksMP
 from comfy.weight_adapter import LoRAAdapter
 
 from ..core.edit import EDIT_TARGETS, LowRankEdit, project_edit
@@ -35,6 +38,8 @@ FP8_LORA_NOTE = ("On fp8 weights (fp8_e4m3fn, *_fp8_scaled files) a LoRA loader 
                  "through LoraLoaderModelOnly on a tiny fp8 Wan); Apply Unlearning adds a weight wrapper that removes "
                  "it to the compute dtype's rounding (2e-7 in float32, 3-4e-3 in bf16): use Apply Unlearning for fp8 "
                  "models.")
+#: Key of the ON_LOAD callback that keeps fp8 edits exact under the patches a MODEL carries (:func:`refresh_fp8_edits`).
+FP8_REFRESH = "video_unlearning_fp8_edits"
 #: Elements of a weight converted to float32 at a time for W U (2 MB; one buffer reused for every chunk).
 CHUNK_ELEMENTS = 1 << 19
 
@@ -46,8 +51,9 @@ class UnlearningPatch(LoRAAdapter):
 
 class RemoveSubspace:
     """Weight wrapper ``W -> W - (W U - A) U^T`` applied on every forward, for fp8 layers: it sets the layer's action
-    on the subspace U ``[in, c]`` to ``A`` ``[out, c]`` (the edit's: ``(1 - strength) W U``; in the stored weight's
-    units: a scaled-fp8 checkpoint's scale is applied after the wrappers), whatever weight it is handed.
+    on the subspace U ``[in, c]`` to ``A`` ``[out, c]``, the action of the weight ComfyUI bakes from the MODEL's patch
+    list before it rounds it to fp8 (in the stored weight's units: a scaled-fp8 checkpoint's scale is applied after
+    the wrappers), whatever weight it is handed. ``patches`` are the patch entries ``A`` was computed from.
 
     An fp8 layer also gets the edit as a patch, which ComfyUI bakes into the fp8 weight (on loading, and when Save
     Model writes the MODEL to a file) and re-quantises: that leaves 3-5 % of the direction, as a LoRA does. The
@@ -56,14 +62,28 @@ class RemoveSubspace:
     the concept. The correction is computed in float32 and the result rounded once to the dtype the wrapper is
     handed (bf16 on a GPU: computed in bf16 it kept 3.4-4.5e-3 of the direction; now 3.1-4.3e-3, bf16's rounding
     of the weight).
+    A node that adds patches after Apply (a LoRA loader, a model merge) changes the baked weight: when a MODEL is
+    loaded, :func:`refresh_fp8_edits` recomputes ``A`` from its patch list, so the wrapper keeps what the patches
+    make of U, as on a bf16 model and in a saved file (it pinned the action from before the LoRA until 2026-12-06).
     Chained Apply Unlearning nodes keep one wrapper per layer, over all their subspaces (:func:`fp8_wrapper`).
     """
 
-    def __init__(self, subspace: torch.Tensor, action: torch.Tensor):
+    def __init__(self, module, subspace: torch.Tensor, action: torch.Tensor, patches):
+        self.module = weakref.ref(module)
         self.subspace = subspace  # [in, c], orthonormal
         self.action = action  # [out, c]
+        self.patches = tuple(patches)
+
+    def computed_for(self, patches) -> bool:
+        """Whether ``action`` was computed from this patch list (ComfyUI's clones share the entries, not the lists)."""
+        return len(patches) == len(self.patches) and all(a is b for a, b in zip(patches, self.patches))
 
     def __call__(self, weight: torch.Tensor) -> torch.Tensor:
+        if self._before_lowvram_patch():
+            # The patches are still to be added (at compute precision) to the stored weight handed here, whose action
+            # on U is the stored one: pinning A now would add the edit twice (measured: the direction negated, -1.0
+            # of it kept at strength 1), so the layer gets the patches alone this forward.
+            return weight
         full = weight.to(torch.float32)
         u = self.subspace.to(device=weight.device, dtype=torch.float32)
         edited = full - (full @ u - self.action.to(device=weight.device, dtype=torch.float32)) @ u.T
@@ -76,26 +96,71 @@ class RemoveSubspace:
             edited = edited.clamp_(-limit, limit)
         return edited.to(weight.dtype)
 
+    def _before_lowvram_patch(self) -> bool:
+        """Whether the layer's patches come after this wrapper in its forward: ComfyUI's ``partially_unload`` (a model
+        pushed partly off the GPU for the VAE or the text encoder) restores the stored weight and appends a
+        ``LowVramPatch`` after the wrappers, until the next load (:func:`refresh_fp8_edits` restores the order)."""
+        functions = getattr(self.module(), "weight_function", ())
+        for index, function in enumerate(functions):
+            if function is self:
+                return any(isinstance(later, LowVramPatch) for later in functions[index + 1:])
+        return False
 
-def fp8_wrapper(model, layer: str, subspace: torch.Tensor, edited: torch.Tensor) -> list:
-    """The weight wrappers of an fp8 ``layer`` after this Apply: the MODEL's own, with its earlier
-    :class:`RemoveSubspace` replaced by one over the earlier subspaces and ``subspace``, pinned to the action of
-    ``edited`` (the layer's weight after every edit so far, ``[out, in]`` float32, a scaled checkpoint's scale applied).
+
+def fp8_wrapper(model, layer: str, subspace: torch.Tensor, edited: torch.Tensor | None = None) -> list:
+    """The weight wrappers of an fp8 ``layer`` of ``model`` (which carries this Apply's patch): its own, with its
+    earlier :class:`RemoveSubspace` replaced by one over the earlier subspaces and ``subspace`` ``[in, c]``.
+    ``edited`` is the weight its patches make, ``[out, in]`` float32 with a scaled checkpoint's scale applied, when
+    the caller has it; it is computed otherwise.
 
     ComfyUI applies every patch before any wrapper, so a second wrapper would meet the first one's patch already
     overridden: two chained vectors left 1.7 % of the first concept where the chained edit (and the saved file) keep
     23 %.
     """
+    key = f"{DIFFUSION_PREFIX}{layer}.weight"
     module = model.model.diffusion_model.get_submodule(layer)
-    wrappers = model.weight_wrapper_patches.get(f"{DIFFUSION_PREFIX}{layer}.weight", [])
+    wrappers = model.weight_wrapper_patches.get(key, [])
     earlier = [w.subspace for w in wrappers if isinstance(w, RemoveSubspace)]
     span = torch.cat([*earlier, subspace.to(torch.float32)], dim=1)  # [in, c_all]
     left, singular, _ = torch.linalg.svd(span.double(), full_matrices=False)
     basis = left[:, singular > 1e-6 * singular.max()].to(torch.float32)  # orthonormal, repeated directions merged
-    scale = row_scale(module, "cpu")
-    action = edited.cpu() @ basis
+    action = exact_action(model, layer, basis, edited)
     return ([w for w in wrappers if not isinstance(w, RemoveSubspace)]
-            + [RemoveSubspace(basis, action if scale is None else action / scale)])
+            + [RemoveSubspace(module, basis, action, model.patches.get(key, ()))])
+
+
+def exact_action(model, layer: str, basis: torch.Tensor, baked: torch.Tensor | None = None,
+                 device=None) -> torch.Tensor:
+    """``B U`` ``[out, c]`` on the CPU in the stored weight's units, ``B`` being the layer's weight as ComfyUI bakes it
+    from ``model``'s patches before rounding (``baked``, when the caller has it: :func:`baked_weight`)."""
+    module = model.model.diffusion_model.get_submodule(layer)
+    if baked is None:
+        baked = baked_weight(model, layer, device)
+    action = baked @ basis.to(baked.device, torch.float32)
+    scale = row_scale(module, action.device)
+    return (action if scale is None else action / scale).cpu()
+
+
+def refresh_fp8_edits(patcher, device_to=None, *_) -> None:
+    """ComfyUI ``ON_LOAD`` callback of a MODEL with fp8 edits: each :class:`RemoveSubspace` whose action was computed
+    from another patch list (a LoRA loader or a model merge after Apply Unlearning) gets the action of this one, and
+    runs after the layer's ``LowVramPatch`` where ``partially_unload`` had put it before (ComfyUI's own order)."""
+    diffusion = patcher.model.diffusion_model
+    for key, wrappers in list(patcher.weight_wrapper_patches.items()):
+        ours = [wrapper for wrapper in wrappers if isinstance(wrapper, RemoveSubspace)]
+        if not ours:
+            continue
+        layer = key[len(DIFFUSION_PREFIX):-len(".weight")]
+        module = diffusion.get_submodule(layer)
+        patches = patcher.patches.get(key, ())
+        fresh = {id(wrapper): RemoveSubspace(module, wrapper.subspace,
+                                             exact_action(patcher, layer, wrapper.subspace, device=device_to), patches)
+                 for wrapper in ours if not wrapper.computed_for(patches)}
+        if fresh:
+            patcher.weight_wrapper_patches[key] = [fresh.get(id(wrapper), wrapper) for wrapper in wrappers]
+        functions = [fresh.get(id(function), function) for function in getattr(module, "weight_function", ())]
+        module.weight_function = ([f for f in functions if isinstance(f, LowVramPatch)]
+                                  + [f for f in functions if not isinstance(f, LowVramPatch)])
 
 
 def stored_weight(model, layer: str) -> torch.Tensor:
@@ -117,34 +182,43 @@ def stored_values(model, layer: str) -> torch.Tensor:
 
 def patched_weight(model, layer: str) -> torch.Tensor | None:
     """The layer's weight as ``model`` uses it, float32 on the weight's device, when ``model`` patches or wraps it (a
-    LoRA loaded before this pack's nodes, or an earlier Apply Unlearning: a patch, or on fp8 weights a weight
-    wrapper); None when it does neither.
+    LoRA loaded before this pack's nodes, or an earlier Apply Unlearning); None when it does neither.
 
     Computed as ComfyUI computes it (``ModelPatcher.patch_weight_to_device``, then the weight functions at compute
-    time): the stored weight in float32, a scaled-fp8 checkpoint's scale applied, ``comfy.lora.calculate_weight`` over
-    the patch list, then the wrappers in order. The edit must be taken from this weight: one computed from the file's
-    weight leaves the LoRA's share of the concept direction in place, and a second Apply would remove the direction
-    again, or on fp8 move the bias a second time.
+    time): :func:`baked_weight`, then the wrappers in order. This pack's :class:`RemoveSubspace` is left out: it only
+    restores on U what rounding to fp8 took from that float32 weight. The edit must be taken from this weight: one
+    computed from the file's weight leaves the LoRA's share of the concept direction in place, and a second Apply
+    would remove the direction again, or on fp8 move the bias a second time.
     """
     key = f"{DIFFUSION_PREFIX}{layer}.weight"
-    patches, wrappers = model.patches.get(key), model.weight_wrapper_patches.get(key)
+    patches = model.patches.get(key)
+    wrappers = [wrap for wrap in model.weight_wrapper_patches.get(key, ()) if not isinstance(wrap, RemoveSubspace)]
     if not patches and not wrappers:
         return None
-    module = model.model.diffusion_model.get_submodule(layer)
-    weight = stored_values(model, layer).detach().to(torch.float32, copy=True)
-    convert = getattr(module, "convert_weight", None)
-    if convert is not None:
-        weight = convert(weight, inplace=True)
-    if patches:
-        weight = comfy.lora.calculate_weight(patches, weight, key)
+    weight = baked_weight(model, layer)
     if wrappers:
         # At run time the wrappers get the stored units (a scaled-fp8 layer multiplies by its scale afterwards).
-        scale = row_scale(module, weight.device)
+        scale = row_scale(model.model.diffusion_model.get_submodule(layer), weight.device)
         weight = weight if scale is None else weight / scale
         for wrap in wrappers:
             weight = wrap(weight)
         weight = weight if scale is None else weight * scale
     return weight
+
+
+def baked_weight(model, layer: str, device=None) -> torch.Tensor:
+    """The weight ComfyUI bakes from ``model``'s patches on ``layer`` before rounding it to the stored dtype: the
+    stored weight in float32 (on ``device``, else where it is stored), a scaled-fp8 checkpoint's scale applied,
+    ``comfy.lora.calculate_weight`` over the patch list."""
+    key = f"{DIFFUSION_PREFIX}{layer}.weight"
+    module = model.model.diffusion_model.get_submodule(layer)
+    stored = stored_values(model, layer).detach()
+    weight = stored.to(stored.device if device is None else device, torch.float32, copy=True)
+    convert = getattr(module, "convert_weight", None)
+    if convert is not None:
+        weight = convert(weight, inplace=True)
+    patches = model.patches.get(key)
+    return comfy.lora.calculate_weight(patches, weight, key) if patches else weight
 
 
 def row_scale(module, device) -> torch.Tensor | None:
@@ -339,27 +413,30 @@ def apply_unlearning(model, basis: RefusalBasis | None, *, strength: float | Non
     products = {}
     edits = layer_edits(model, basis, layers, strength, target, products)
     patches = {}
-    diffusion = model.model.diffusion_model
     for layer, edit in edits.items():
-        key = f"{DIFFUSION_PREFIX}{layer}.weight"
-        module = diffusion.get_submodule(layer)
-        if module.weight.dtype in QUANTISED_DTYPES:
-            u = basis.subspace(layer)
-            wu, earlier = products[layer]  # earlier None: no patch and no wrapper on this layer yet
-            if earlier is None:
-                scale = row_scale(module, "cpu")
-                action = (1.0 - strength) * (wu if scale is None else wu / scale)
-                clone.weight_wrapper_patches[key] = [RemoveSubspace(u, action)]  # [out, c]: the first edit here
-            else:
-                edited = earlier.cpu() + edit.up @ edit.down  # W - strength (W U) U^T, every earlier edit included
-                clone.weight_wrapper_patches[key] = fp8_wrapper(model, layer, u, edited)
-        patches[key] = UnlearningPatch(set(), (edit.up, edit.down, None, None, None, None))
+        lora = (edit.up, edit.down, None, None, None, None)
+        patches[f"{DIFFUSION_PREFIX}{layer}.weight"] = UnlearningPatch(set(), lora)
         if edit.bias_delta is not None:
             patches[f"{DIFFUSION_PREFIX}{layer}.bias"] = ("diff", (edit.bias_delta,))
     accepted = set(clone.add_patches(patches, strength_patch=1.0))
     refused = sorted(set(patches) - accepted)
     if refused:
         raise ValueError(f"ComfyUI refused patches for {refused[:4]}: these weights are not in the model's state dict")
+    diffusion = model.model.diffusion_model
+    quantised = [layer for layer in edits if diffusion.get_submodule(layer).weight.dtype in QUANTISED_DTYPES]
+    for layer in quantised:
+        key, module, edit = f"{DIFFUSION_PREFIX}{layer}.weight", diffusion.get_submodule(layer), edits[layer]
+        wu, earlier = products[layer]  # earlier None: no patch and no wrapper on this layer yet
+        if earlier is None:  # the first edit's action is (1 - strength) W U: no whole float32 copy of W
+            scale = row_scale(module, "cpu")
+            action = (1.0 - strength) * (wu if scale is None else wu / scale)
+            wrapper = RemoveSubspace(module, basis.subspace(layer), action, clone.patches[key])
+            clone.weight_wrapper_patches[key] = [wrapper]
+        else:  # W - strength (W U) U^T, every earlier edit included
+            clone.weight_wrapper_patches[key] = fp8_wrapper(clone, layer, basis.subspace(layer),
+                                                            earlier.cpu() + edit.up @ edit.down)
+    if quantised and not clone.get_callbacks(CallbacksMP.ON_LOAD, FP8_REFRESH):
+        clone.add_callback_with_key(CallbacksMP.ON_LOAD, FP8_REFRESH, refresh_fp8_edits)
     return clone, layers
 
 
