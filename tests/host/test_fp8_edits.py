@@ -146,3 +146,99 @@ def test_the_edit_survives_a_partial_unload_and_the_next_load(nodes, encoded, ti
         # pushed off, the patch is added at compute precision; a scaled-fp8 layer's is re-quantised (3-5 %)
         assert abs(after_unload[layer]) < 0.08, (layer, kind, after_unload[layer])
         assert abs(reloaded[layer]) < (0.08 if kind == "bf16" else 1e-4), (layer, kind, reloaded[layer])
+
+
+@pytest.mark.parametrize("kind", ["fp8_e4m3fn", "scaled fp8 file"])
+def test_the_running_fp8_edit_follows_the_loaded_model_through_comfyuis_model_management(nodes, encoded, tiny, clip,
+                                                                                        kind):
+    """A seeded random walk through ComfyUI's model management with seven clones of one fp8 model (the base, the
+    edit, a LoRA after it, strength 0.5, a merge with the base, a chained second vector, an edit of a LoRA'd model):
+    loads under small budgets or forced patching, partial unloads, loads with more memory, unloading, detaching,
+    sampling. After every step the layers of the loaded clone run the float32 weight its patches make, on the
+    edited subspace, to 1e-5 of |W U| (scaled fp8 pushed off by ``partially_unload``: re-quantised, under 8 %).
+
+    On bf16 the same walk hits two sequences where ComfyUI 0.3.64 applies a layer's patches twice (a plain LoRA
+    alike; README, "Partial loading"), so this test is for the fp8 wrapper, which keeps the subspace exact there."""
+    import random
+
+    import comfy.lora
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    from comfy_extras.nodes_model_merging import ModelMergeSimple
+
+    from tests.host.test_nodes_inprocess import generate
+
+    base = tiny.load_tiny_wan_as(kind)
+    vector = nodes.RefusalVectorNode.execute(nodes.CollectActivations.execute(
+        base, encoded, 64, 64, 1, "1", 0, "default", 0, -1)[0], "cpca", 4, 1.0)[0]
+    second = nodes.RefusalVectorNode.execute(nodes.CollectActivations.execute(
+        base, encoded, 64, 64, 1, "1", 0, "default", 0, -1)[0], "mean", 2, 1.0)[0]
+
+    def apply(model, basis, strength=1.0):
+        return nodes.ApplyUnlearning.execute(model, basis, strength, True, "all in vector", 0, -1, "zero")[0]
+
+    edited = apply(base, vector)
+    clones = {"base": base, "edited": edited, "LoRA after": tiny.with_text_lora(edited, scale=0.01),
+              "half": apply(base, vector, 0.5), "merge": ModelMergeSimple().merge(edited, base, 0.5)[0],
+              "chained": apply(edited, second), "LoRA before": apply(tiny.with_text_lora(base, scale=0.01), vector)}
+    stored = stored_weights(base, vector.layers)
+    subspace, expected = {}, {}  # the subspace each clone's wrapper holds, and the action on it the patches make
+    for name, clone in clones.items():
+        for layer in vector.layers:
+            key, u = f"diffusion_model.{layer}.weight", vector.subspace(layer)
+            subspace[name, layer] = torch.cat([u, second.subspace(layer)], 1) if name == "chained" else u
+            baked = comfy.lora.calculate_weight(clone.patches[key], stored[layer].clone(), key) \
+                if key in clone.patches else stored[layer]
+            expected[name, layer] = baked @ subspace[name, layer]
+    size, rng, loaded, steps = base.model_size(), random.Random(11), None, []
+    load = mm.LoadedModel.model_load
+
+    def load_with(name, budget, force):
+        if budget is None:
+            mm.load_models_gpu([clones[name]], force_patch_weights=force)
+            return
+        try:  # ComfyUI on the CPU never loads partially: give it a GPU's budget
+            mm.LoadedModel.model_load = lambda self, memory=0, force_patch_weights=False: load(self, budget,
+                                                                                           force_patch_weights)
+            mm.load_models_gpu([clones[name]], force_patch_weights=force)
+        finally:
+            mm.LoadedModel.model_load = load
+
+    try:
+        for _ in range(60):
+            draw = rng.random()
+            entry = next((e for e in mm.current_loaded_models if loaded and e.model is clones[loaded]), None)
+            if draw < 0.35 or loaded is None:
+                loaded = rng.choice(list(clones))
+                budget = rng.choice([None, None, 0.1, 0.15 * size, 0.375 * size, 0.7 * size])
+                force = rng.random() < 0.2
+                load_with(loaded, budget, force)
+                steps.append(f"load {loaded} budget {budget} forced {force}")
+            elif draw < 0.55 and entry is not None:
+                steps.append(f"partially unload {loaded}")
+                if entry.model_unload(memory_to_free=int(rng.choice([0.1, 0.3, 0.5, 0.9]) * entry.model.loaded_size())):
+                    mm.current_loaded_models.remove(entry)
+                    loaded = None
+            elif draw < 0.7 and entry is not None:
+                steps.append(f"more memory for {loaded}")
+                entry.model_use_more_vram(rng.choice([0, 0.1 * size, 0.3 * size, 1e32]))
+            elif draw < 0.84:
+                steps.append("unload all")
+                mm.unload_all_models()
+                loaded = None
+            else:
+                loaded = rng.choice(list(clones))
+                steps.append(f"sample {loaded}")
+                assert torch.isfinite(generate(clones[loaded], clip)).all()
+            if loaded is None:
+                continue
+            for layer in vector.layers:
+                module = clones[loaded].model.diffusion_model.get_submodule(layer)
+                pushed_off = any(isinstance(f, comfy.model_patcher.LowVramPatch) for f in module.weight_function)
+                tolerance = 0.08 if pushed_off and kind == "scaled fp8 file" else 1e-5
+                u = subspace[loaded, layer]
+                error = running_weight(clones[loaded], layer) @ u - expected[loaded, layer]
+                reach = float((stored[layer] @ u).norm())
+                assert float(error.norm()) < tolerance * reach, (layer, float(error.norm()) / reach, steps)
+    finally:
+        mm.unload_all_models()
