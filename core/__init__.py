@@ -5,7 +5,7 @@ record what layers read), ``collection`` (the collection loop the nodes and the 
 host supplies the model's forward), ``refusal`` (fitter -> frozen refusal basis: layer -> one
 ``LayerRefusal`` record, shared by layers that read one input), ``serialization`` (the refusal-vector
 file layout; imports nothing from ``core``), ``edit`` (closed-form weight edits), ``fingerprint``
-(which weights a vector belongs to).
+(which weights a vector belongs to), ``devices`` (float64 numbers to and from devices without float64).
 """
 
 from .activations import ActivationRecorder

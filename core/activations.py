@@ -15,6 +15,8 @@ from collections.abc import Sequence
 
 import torch
 
+from .devices import cpu_float64, token_mean_float64
+
 CAPTURE_MODES = ("input", "output")
 
 
@@ -154,11 +156,11 @@ class ActivationRecorder(ScopedHooks):
         tokens = x.reshape(x.shape[0], -1, features)  # [batch, tokens, d]
         mask = self._token_masks.get(name)
         if mask is None:
-            self._rows[name].append(tokens.to(torch.float64).mean(dim=1).cpu())
+            self._rows[name].append(token_mean_float64(tokens))
         else:
             mask = self._mask_for_call(name, mask, tokens.shape[0], tokens.shape[1])
             weight = mask.to(torch.float64)[..., None]
-            self._rows[name].append((tokens.to(torch.float64).cpu() * weight).sum(1) / weight.sum(1))
+            self._rows[name].append((cpu_float64(tokens) * weight).sum(1) / weight.sum(1))
         if self.token_budget:
             self._sample_tokens(name, tokens.reshape(-1, features))
 
@@ -187,7 +189,7 @@ class ActivationRecorder(ScopedHooks):
             stored = torch.empty(0, flat.shape[1], dtype=torch.float64)
         room = max(0, budget - stored.shape[0])
         if room:
-            stored = torch.cat([stored, flat[:room].to(torch.float64).cpu()])
+            stored = torch.cat([stored, cpu_float64(flat[:room])])
         rest = flat[room:]
         if rest.shape[0]:
             # Token j of the rest is the (seen + room + j + 1)-th ever: keep it with prob budget / that.
@@ -196,7 +198,7 @@ class ActivationRecorder(ScopedHooks):
             keep = slot < budget
             if keep.any():
                 stored = stored.clone()
-                stored[slot[keep]] = rest[keep.to(rest.device)].to(torch.float64).cpu()
+                stored[slot[keep]] = cpu_float64(rest[keep.to(rest.device)])
         self._tokens[name] = stored
         self._tokens_seen[name] = seen + count
 

@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .activations import ActivationRecorder, ScopedHooks
+from .devices import cpu_float64, to_device
 from .edit import EDIT_TARGETS
 from .refusal import RefusalBasis
 
@@ -171,8 +172,8 @@ class EditHooks(ScopedHooks):
             key = (layer, x.device, x.dtype)
             if key not in self._cast:
                 u, wu, shift = self._parts[layer]
-                self._cast[key] = (u.to(x.device, x.dtype), wu.T.to(x.device, x.dtype),
-                                   None if shift is None else shift.to(x.device, x.dtype))
+                self._cast[key] = (to_device(u, x.device, x.dtype), to_device(wu.T, x.device, x.dtype),
+                                   None if shift is None else to_device(shift, x.device, x.dtype))
             u, wu_t, shift = self._cast[key]
             last = self._last.get(layer)
             if last is not None and last[0]() is x and last[1] == _version(x):
@@ -291,7 +292,7 @@ def _weight(module, layer: str, weights) -> torch.Tensor:
         weight = weights[layer]
     else:
         weight = module.get_submodule(layer).weight
-    return weight.detach().to("cpu", torch.float64)
+    return cpu_float64(weight)
 
 
 @dataclass(frozen=True)
@@ -483,7 +484,7 @@ def _prediction(output, rows: int) -> torch.Tensor:
         raise ValueError(f"the model's prediction holds NaN or Inf ({output.dtype}): a strength too large for the "
                          "model's number format, or a model that overflows at this latent size; lower the largest "
                          "strength or check the model at these settings")
-    return output.detach().to("cpu", torch.float64).reshape(rows, -1)
+    return cpu_float64(output).reshape(rows, -1)
 
 
 def layer_proxies(baseline: Baseline, module: torch.nn.Module, basis: RefusalBasis, layers: Sequence[str],
