@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .devices import cpu_float64
+
 SIDES = ("input", "output")
 #: Where the removed component goes: the safe prompts' mean (affine) or zero (linear projection).
 EDIT_TARGETS = ("safe_mean", "zero")
@@ -103,7 +105,7 @@ def project_edit(
         )
     out_dim, in_dim = weight.shape
     u = _orthonormal(basis, out_dim if side == "output" else in_dim, side)  # [n, k] float64
-    w = weight.detach().to("cpu", torch.float64)
+    w = cpu_float64(weight)
     b = None if bias is None else _vector(bias, out_dim, "bias")
     mu = None if target is None else _vector(target, out_dim if side == "output" else in_dim, "target")
 
@@ -130,7 +132,7 @@ def project_edit(
 def _orthonormal(basis: torch.Tensor, dim: int, side: str) -> torch.Tensor:
     if not isinstance(basis, torch.Tensor):
         raise TypeError(f"basis must be a torch.Tensor, got {type(basis).__name__}")
-    u = basis.detach().to("cpu", torch.float64)
+    u = cpu_float64(basis)
     if u.ndim == 1:
         u = u[:, None]
     if u.ndim != 2 or u.shape[0] != dim:
@@ -150,7 +152,7 @@ def _orthonormal(basis: torch.Tensor, dim: int, side: str) -> torch.Tensor:
 
 
 def _vector(t: torch.Tensor, dim: int, what: str) -> torch.Tensor:
-    v = t.detach().to("cpu", torch.float64).reshape(-1)
+    v = cpu_float64(t).reshape(-1)
     if v.shape[0] != dim:
         raise ValueError(f"{what} has {v.shape[0]} entries, the layer needs {dim}")
     return v

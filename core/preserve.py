@@ -19,6 +19,8 @@ import math
 
 import torch
 
+from .devices import cpu_float64
+
 __all__ = ["preserve_span", "constrain", "leakage"]
 
 
@@ -39,7 +41,7 @@ def preserve_span(activations: torch.Tensor, energy: float = 0.99, *, max_rank: 
         raise ValueError(f"energy must be in (0, 1], got {energy}; 0.99 keeps 99 % of the preserve set's energy")
     if max_rank is not None and max_rank < 1:
         raise ValueError(f"max_rank must be >= 1 or None, got {max_rank}")
-    x = activations.detach().to("cpu", torch.float64)
+    x = cpu_float64(activations)
     if not torch.isfinite(x).all():
         raise ValueError("activations contain NaN or Inf")
     _, s, vh = torch.linalg.svd(x, full_matrices=False)  # x = U S V^T; right singular vectors span the rows
@@ -80,8 +82,8 @@ def constrain(subspace: torch.Tensor, span: torch.Tensor, *, tol: float = 1e-3) 
                          f"{tuple(span.shape)}")
     coarse = [t.dtype for t in (u, span) if t.dtype.is_floating_point]
     resolved = max([1e-10] + [math.sqrt(u.shape[0]) * torch.finfo(dtype).eps for dtype in coarse])
-    u = u.detach().to("cpu", torch.float64)
-    v = span.detach().to("cpu", torch.float64)
+    u = cpu_float64(u)
+    v = cpu_float64(span)
     u = u / u.norm(dim=0).clamp_min(1e-300)  # directions: [d, k], columns of length 1 (0 stays 0)
     outside = u - v @ (v.T @ u)  # [d, k]
     outside = outside[:, outside.norm(dim=0) > tol]
@@ -99,7 +101,7 @@ def leakage(subspace: torch.Tensor, activations: torch.Tensor) -> float:
     """Share of the activations' energy inside the subspace, ``sum |Q^T x|^2 / sum |x|^2``: what a full projection
     edit on Q would remove from these inputs (0 for inputs the edit leaves unchanged)."""
     q = subspace[:, None] if subspace.ndim == 1 else subspace
-    x = activations.detach().to("cpu", torch.float64)
-    q = q.detach().to("cpu", torch.float64)
+    x = cpu_float64(activations)
+    q = cpu_float64(q)
     total = float((x ** 2).sum())
     return float(((x @ q) ** 2).sum()) / total if total > 0 else 0.0

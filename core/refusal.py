@@ -35,6 +35,7 @@ from types import MappingProxyType
 
 import torch
 
+from .devices import cpu_float64
 from .pairs import PromptPair
 from .serialization import RefusalFileError, StoredBasis, StoredRecord, read_basis_file, write_basis_file
 
@@ -153,7 +154,7 @@ class RefusalFitter:
             x = x[None]
         if x.ndim != 2:
             raise ValueError(f"{what} for layer {layer!r} must be [n, d], got shape {tuple(x.shape)}")
-        x = x.detach().to("cpu", torch.float64)
+        x = cpu_float64(x)
         if not torch.isfinite(x).all():
             raise ValueError(f"{what} for layer {layer!r} contains NaN or Inf; check the model's forward")
         dim = self._dims.setdefault(layer, x.shape[1])
