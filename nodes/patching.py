@@ -86,8 +86,8 @@ class RemoveSubspace:
             return weight
         u = self.subspace.to(device=weight.device, dtype=torch.float32)
         # One float32 copy of the weight, corrected in place. Written as W - (W U - A) U^T it made two more float32
-        # temporaries of the weight's size: 300 MB at once for a 5120 x 5120 layer of Wan 14B, in every forward and
-        # outside what ComfyUI reserves for one (peak on the CPU: 205 MB over the baseline, 56 MB now).
+        # temporaries of the weight's size, in every forward and outside what ComfyUI reserves for one: a call on a
+        # 5120 x 5120 layer of Wan 14B peaked at 303 MB, now 152 MB (bench/fp8_wrapper_cost.py).
         edited = weight.to(torch.float32, copy=True)
         edited.addmm_(edited @ u - self.action.to(device=weight.device, dtype=torch.float32), u.T, alpha=-1.0)
         if weight.dtype in QUANTISED_DTYPES:
