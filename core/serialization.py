@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save_file
 
 FORMAT = "video-unlearning/refusal-vector"
 FORMAT_VERSION = 2
@@ -106,32 +106,58 @@ def read_metadata(path) -> dict:
             header = handle.metadata() or {}
     except (SafetensorError, OSError, ValueError) as error:
         raise RefusalFileError(f"{path.name} is not a readable safetensors file ({error}); re-save or re-download it") from None
+    return _provenance(header, path.name)
+
+
+def _provenance(header: dict, name: str) -> dict:
     if METADATA_KEY not in header:
         raise RefusalFileError(
-            f"{path.name} has no {METADATA_KEY!r} metadata: it is not a refusal vector (a LoRA or a model file?). "
+            f"{name} has no {METADATA_KEY!r} metadata: it is not a refusal vector (a LoRA or a model file?). "
             "Compute one with the Low-Rank Refusal Vector node and save it with Save Refusal Vector"
         )
     try:
         meta = json.loads(header[METADATA_KEY])
     except json.JSONDecodeError as error:
-        raise RefusalFileError(f"{path.name}: its metadata is not valid JSON ({error})") from None
+        raise RefusalFileError(f"{name}: its metadata is not valid JSON ({error})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise RefusalFileError(f"{path.name}: metadata format is {meta.get('format') if isinstance(meta, dict) else meta!r}, expected {FORMAT!r}")
+        raise RefusalFileError(f"{name}: metadata format is {meta.get('format') if isinstance(meta, dict) else meta!r}, expected {FORMAT!r}")
     version = meta.get("format_version")
     if version not in READABLE_VERSIONS:
         raise RefusalFileError(
-            f"{path.name}: format version {version!r} is not supported by this version of the pack "
+            f"{name}: format version {version!r} is not supported by this version of the pack "
             f"(it reads versions {', '.join(map(str, READABLE_VERSIONS))}); update the pack or re-create the vector"
         )
     return meta
 
 
-def read_basis_file(path) -> StoredBasis:
-    """Read and validate a refusal-vector file (version 1 or 2) into a :class:`StoredBasis`."""
-    path = Path(path)
-    meta = read_metadata(path)
+def _header_metadata(data: bytes, name: str) -> dict:
+    """The ``__metadata__`` of a safetensors file held in ``data`` (8-byte little-endian header size, JSON header)."""
     try:
-        tensors = load_file(str(path))
+        size = int.from_bytes(data[:8], "little")
+        if len(data) < 8 or size > len(data) - 8:
+            raise ValueError(f"header of {size} bytes in a file of {len(data)}")
+        header = json.loads(data[8:8 + size])
+        metadata = (header.get("__metadata__") or {}) if isinstance(header, dict) else None
+        if not isinstance(metadata, dict):
+            raise ValueError("the header is not a JSON object")
+    except (ValueError, UnicodeDecodeError) as error:
+        raise RefusalFileError(f"{name} is not a readable safetensors file ({error}); re-save or re-download it") from None
+    return metadata
+
+
+def read_basis_file(path) -> StoredBasis:
+    """Read and validate a refusal-vector file (version 1 or 2) into a :class:`StoredBasis`.
+
+    The file is read into memory once, metadata and tensors from the same bytes: ``load_file`` maps the file, so a
+    vector loaded from it changed when the file was overwritten in place (the checks below not run again), and an
+    emptied file killed the process (SIGBUS) when the vector was next read."""
+    path = Path(path)
+    if not path.is_file():
+        raise RefusalFileError(f"refusal vector file not found: {path}")
+    data = path.read_bytes()
+    meta = _provenance(_header_metadata(data, path.name), path.name)
+    try:
+        tensors = load(data)
     except (SafetensorError, OSError, ValueError) as error:
         raise RefusalFileError(f"{path.name}: tensors cannot be read ({error}); the file is corrupt") from None
     missing = [key for key in (*_PROVENANCE, "layers", "dims", "scores") if key not in meta]

@@ -40,6 +40,27 @@ def test_round_trip_is_bit_exact(basis, tmp_path):
     assert_same(combined, RefusalBasis.load(path))
 
 
+def test_a_loaded_vector_owns_its_numbers_when_the_file_is_rewritten_in_place(basis, tmp_path):
+    """``safetensors.torch.load_file`` maps the file: a vector loaded with it changed when the file was overwritten in
+    place, past every check made when it was loaded, and reading it after the file was emptied killed the process
+    (SIGBUS). The file is now read into memory."""
+    path, other = tmp_path / "rolex.safetensors", tmp_path / "other.safetensors"
+    basis.save(path)
+    loaded = RefusalBasis.load(path)
+    _, _, unsafe, safe, neutral = planted(dim=32, seed=5)
+    fitter = RefusalFitter().update("blocks.0.cross_attn.k", unsafe, safe).update_neutral("blocks.0.cross_attn.k", neutral)
+    fitter.update("blocks.1.cross_attn.v", unsafe[:, :16], safe[:, :16])
+    fitter.fit(rank=3, alpha=0.5, concept="Rolex", pairs=[("a Rolex", "a watch")], model_family="wan21",
+               model_fingerprint="0123abcd").save(other)
+    assert other.stat().st_size == path.stat().st_size
+    with open(path, "r+b") as handle:  # in place, as ``cp`` does: the same inode, new bytes
+        handle.write(other.read_bytes())
+    assert_same(loaded, basis)
+    with open(path, "r+b") as handle:
+        handle.truncate(0)
+    assert_same(loaded, basis)
+
+
 def test_bad_and_foreign_files(basis, tmp_path):
     with pytest.raises(RefusalFileError, match="not found"):
         RefusalBasis.load(tmp_path / "missing.safetensors")
