@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
@@ -58,10 +59,11 @@ def new_file_path(folder: str, prefix: str) -> str:
         raise ValueError(f"filename prefix {prefix!r} leaves the folder {root}")
     os.makedirs(directory, exist_ok=True)
     stem = os.path.basename(prefix)
-    counter = 1
-    while os.path.exists(os.path.join(directory, f"{stem}_{counter:05d}.safetensors")):
-        counter += 1
-    return os.path.join(directory, f"{stem}_{counter:05d}.safetensors")
+    # After the highest number there, as ComfyUI's own save nodes count: taking the first free one reused a deleted
+    # file's name, and a loader that had read the deleted file under that name answered from ComfyUI's cache.
+    numbered = re.compile(re.escape(stem) + r"_(\d{5,})\.safetensors")
+    taken = [int(match.group(1)) for match in map(numbered.fullmatch, os.listdir(directory)) if match]
+    return os.path.join(directory, f"{stem}_{max(taken, default=0) + 1:05d}.safetensors")
 
 
 def save_safetensors_atomic(tensors: dict, path: str, metadata: dict[str, str]) -> None:
@@ -82,9 +84,14 @@ def save_safetensors_atomic(tensors: dict, path: str, metadata: dict[str, str]) 
 
 
 def file_signature(name) -> tuple | None:
-    """``(name, size, modification time in ns)`` of a listed vector, or None for a name that is not listed (its
-    validation then says so): what tells ComfyUI's cache that a file saved under the same name changed."""
+    """``(name, SHA-256 of the file)`` of a listed vector, or None for a name that is not listed (its validation then
+    says so): what tells ComfyUI's cache that a file saved under the same name changed, as LoadImage tells it. Size
+    and modification time missed a same-size file rewritten within the file system's time resolution, and took a
+    byte-identical copy for a change. Vector files are kilobytes to a few megabytes."""
     if not isinstance(name, str) or name not in list_vectors():
         return None
-    stat = os.stat(folder_paths.get_full_path_or_raise(FOLDER, name))
-    return name, stat.st_size, stat.st_mtime_ns
+    digest = hashlib.sha256()
+    with open(folder_paths.get_full_path_or_raise(FOLDER, name), "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return name, digest.hexdigest()

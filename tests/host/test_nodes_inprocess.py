@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 import pytest
 import torch
@@ -303,12 +304,23 @@ def test_save_load_through_the_folder_and_names_cannot_escape(nodes, basis, tmp_
     for good in ("wan2.1_rolex", "Rolex_été/v1.2", "my vectors/rolex"):
         assert nodes.SaveRefusalVector.validate_inputs(filename_prefix=good) is True
     nodes.SaveRefusalVector.execute(basis, "wan2.1_rolex")
-    signature = nodes.LoadRefusalVector.fingerprint_inputs("wan2.1_rolex_00001.safetensors")
-    basis.save(str(tmp_path / "wan2.1_rolex_00001.safetensors"))  # replaced under the same name
-    stat = (tmp_path / "wan2.1_rolex_00001.safetensors").stat()
-    assert signature[0] == "wan2.1_rolex_00001.safetensors"
-    assert nodes.LoadRefusalVector.fingerprint_inputs("wan2.1_rolex_00001.safetensors")[1:] == (
-        stat.st_size, stat.st_mtime_ns)
+    first = tmp_path / "wan2.1_rolex_00001.safetensors"
+    signature = nodes.LoadRefusalVector.fingerprint_inputs(first.name)
+    assert signature[0] == first.name
+    content, stat = first.read_bytes(), first.stat()
+    # rewritten in place with other numbers of the same size, within the file system's time resolution (FAT, SMB):
+    # size and modification time, the signature until 2026-12-06, did not see it and ComfyUI served the old vector
+    first.write_bytes(content[:-4] + bytes(4))
+    os.utime(first, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert nodes.LoadRefusalVector.fingerprint_inputs(first.name) != signature
+    first.write_bytes(content)  # the same bytes back: ComfyUI's cache answers, as it should
+    assert nodes.LoadRefusalVector.fingerprint_inputs(first.name) == signature
+    # a deleted file's number is not reused (a loader that read it under that name would answer from the cache)
+    nodes.SaveRefusalVector.execute(basis, "wan2.1_rolex")
+    first.unlink()
+    nodes.SaveRefusalVector.execute(basis, "wan2.1_rolex")
+    assert sorted(p.name for p in tmp_path.glob("wan2.1_rolex_*")) == ["wan2.1_rolex_00002.safetensors",
+                                                                        "wan2.1_rolex_00003.safetensors"]
     assert "not in models/refusal_vectors" in nodes.LoadRefusalVector.validate_inputs("../../secret.safetensors")
     (tmp_path / "corrupt.safetensors").write_bytes(b"\x00" * 64)
     with pytest.raises(ValueError, match="not a readable safetensors"):
