@@ -318,7 +318,10 @@ class ExportLoRA(io.ComfyNode):
                 io.Model.Input("model", tooltip="The model the LoRA is for (the edit depends on its weights)."),
                 RefusalVector.Input("refusal_vector", tooltip="The vector to export."),
                 io.Float.Input("strength", default=1.0, min=0.0, max=4.0, step=0.05, tooltip="Baked into the LoRA; load it at strength 1.0 for the same effect as Apply Unlearning."),
-                io.Combo.Input("target", options=list(EDIT_TARGETS), default="safe_mean", tooltip="As in Apply Unlearning."),
+                io.Combo.Input("target", options=list(EDIT_TARGETS), default="safe_mean",
+                               tooltip="As in Apply Unlearning. safe_mean also moves biases (.diff_b keys), which "
+                                       "kijai's WanVideoWrapper ignores with merge_loras off (and on GGUF models): "
+                                       "export with 'zero' for it."),
                 io.String.Input("filename_prefix", default="unlearning/lora", tooltip="File name prefix inside models/loras."),
             ],
             outputs=[],
