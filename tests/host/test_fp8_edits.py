@@ -11,7 +11,7 @@ from tests.host.test_nodes_inprocess import NEUTRAL, PAIRS
 
 pytestmark = pytest.mark.usefixtures("inference_mode")
 
-KINDS = ["bf16", "fp8_e4m3fn", "scaled fp8 file"]
+KINDS = ["bf16", "fp8_e4m3fn", "fp8_e5m2", "scaled fp8 file"]
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +100,10 @@ def test_patches_added_after_apply_act_on_the_direction_as_on_bf16_and_in_a_save
         # at run time exact to float32 on fp8 (2-3e-7); bf16 is the baked weight's rounding (1.9-2.0e-3 of |W U|)
         tolerance = 5e-3 if kind == "bf16" else 1e-5
         assert float((running[layer] - reference[layer]).norm()) < tolerance * reach, (layer, kind)
-        # the file holds it re-quantised: 4.8-5.4 % of |W U| on fp8, as for the edit alone
-        assert float((saved @ u - reference[layer]).norm()) < 0.08 * reach, (layer, kind)
+        # the file holds it re-quantised, as for the edit alone: 3.9-5.4 % of |W U| on fp8_e4m3fn, 3.3-5.0 % on the
+        # scaled file, 5.5-9.9 % on fp8_e5m2, which has one mantissa bit less
+        bound = 0.16 if kind == "fp8_e5m2" else 0.08
+        assert float((saved @ u - reference[layer]).norm()) < bound * reach, (layer, kind)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -148,7 +150,7 @@ def test_the_edit_survives_a_partial_unload_and_the_next_load(nodes, encoded, ti
         assert abs(reloaded[layer]) < (0.08 if kind == "bf16" else 1e-4), (layer, kind, reloaded[layer])
 
 
-@pytest.mark.parametrize("kind", ["fp8_e4m3fn", "scaled fp8 file"])
+@pytest.mark.parametrize("kind", ["fp8_e4m3fn", "fp8_e5m2", "scaled fp8 file"])
 def test_the_running_fp8_edit_follows_the_loaded_model_through_comfyuis_model_management(nodes, encoded, tiny, clip,
                                                                                         kind):
     """A seeded random walk through ComfyUI's model management with seven clones of one fp8 model (the base, the

@@ -156,6 +156,7 @@ def load_tiny_wan(seed: int = 0, model_options: dict | None = None, state: dict 
 
 #: UNETLoader's weight_dtype options -> the model_options it passes ComfyUI's loader.
 WEIGHT_DTYPES = {"bf16": {"dtype": torch.bfloat16}, "fp8_e4m3fn": {"dtype": torch.float8_e4m3fn},
+                 "fp8_e5m2": {"dtype": torch.float8_e5m2},
                  "fp8_e4m3fn_fast": {"dtype": torch.float8_e4m3fn, "fp8_optimizations": True}}
 
 
