@@ -133,14 +133,16 @@ def _provenance(header: dict, name: str) -> dict:
 def _header_metadata(data: bytes, name: str) -> dict:
     """The ``__metadata__`` of a safetensors file held in ``data`` (8-byte little-endian header size, JSON header)."""
     try:
+        if len(data) < 8:
+            raise ValueError(f"{len(data)} bytes, shorter than a header")
         size = int.from_bytes(data[:8], "little")
-        if len(data) < 8 or size > len(data) - 8:
+        if size > len(data) - 8:
             raise ValueError(f"header of {size} bytes in a file of {len(data)}")
         header = json.loads(data[8:8 + size])
         metadata = (header.get("__metadata__") or {}) if isinstance(header, dict) else None
-        if not isinstance(metadata, dict):
-            raise ValueError("the header is not a JSON object")
-    except (ValueError, UnicodeDecodeError) as error:
+        if not isinstance(metadata, dict) or not all(isinstance(value, str) for value in metadata.values()):
+            raise ValueError("the header or its __metadata__ is not a JSON object of strings")
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:
         raise RefusalFileError(f"{name} is not a readable safetensors file ({error}); re-save or re-download it") from None
     return metadata
 
@@ -154,7 +156,10 @@ def read_basis_file(path) -> StoredBasis:
     path = Path(path)
     if not path.is_file():
         raise RefusalFileError(f"refusal vector file not found: {path}")
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise RefusalFileError(f"{path.name} cannot be read ({error.strerror}); check its permissions") from None
     meta = _provenance(_header_metadata(data, path.name), path.name)
     try:
         tensors = load(data)

@@ -61,9 +61,15 @@ def new_file_path(folder: str, prefix: str) -> str:
     stem = os.path.basename(prefix)
     # After the highest number there, as ComfyUI's own save nodes count: taking the first free one reused a deleted
     # file's name, and a loader that had read the deleted file under that name answered from ComfyUI's cache.
-    numbered = re.compile(re.escape(stem) + r"_(\d{5,})\.safetensors")
-    taken = [int(match.group(1)) for match in map(numbered.fullmatch, os.listdir(directory)) if match]
-    return os.path.join(directory, f"{stem}_{max(taken, default=0) + 1:05d}.safetensors")
+    # Names compared case-folded: on Windows and macOS "Rolex_00001" is the file "rolex_00001", which os.replace
+    # would overwrite; the existence check covers any other way two names meet one file.
+    numbered = re.compile(re.escape(stem.casefold()) + r"_(\d{5,})\.safetensors")
+    taken = [int(match.group(1)) for match in (numbered.fullmatch(name.casefold()) for name in os.listdir(directory))
+             if match]
+    counter = max(taken, default=0) + 1
+    while os.path.exists(os.path.join(directory, f"{stem}_{counter:05d}.safetensors")):
+        counter += 1
+    return os.path.join(directory, f"{stem}_{counter:05d}.safetensors")
 
 
 def save_safetensors_atomic(tensors: dict, path: str, metadata: dict[str, str]) -> None:

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -100,6 +101,59 @@ def test_bad_and_foreign_files(basis, tmp_path):
         RefusalBasis.load(write("meta.safetensors", meta={k: v for k, v in meta.items() if k != "dims"}))
     with pytest.raises(RefusalFileError, match="format"):
         RefusalBasis.load(write("foreign.safetensors", meta={**meta, "format": "someone-else"}))
+
+
+def test_malformed_headers_are_refused_with_the_file_named(basis, tmp_path):
+    """The file is parsed from memory (see above); every malformed header must still raise RefusalFileError naming
+    the file, as safetensors' own reader did: a metadata value that is not a string raised a bare TypeError, a header
+    nested past Python's recursion limit a RecursionError, and an unreadable file a PermissionError."""
+    good = tmp_path / "good.safetensors"
+    basis.save(good)
+    data = good.read_bytes()
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + size])
+
+    def with_header(name: str, raw: bytes) -> Path:
+        path = tmp_path / name
+        path.write_bytes(len(raw).to_bytes(8, "little") + raw + data[8 + size:])
+        return path
+
+    cases = {
+        "short.safetensors": data[:4],
+        "long_header.safetensors": (10**9).to_bytes(8, "little") + data[8:],
+        "not_utf8.safetensors": None,
+        "list.safetensors": None,
+        "object_value.safetensors": None,
+        "number_value.safetensors": None,
+        "deep.safetensors": None,
+    }
+    for name, raw in cases.items():
+        if raw is not None:
+            (tmp_path / name).write_bytes(raw)
+    with_header("not_utf8.safetensors", b"\xff\xfe{}")
+    with_header("list.safetensors", b"[1, 2]")
+    for name, value in (("object_value.safetensors", {"a": 1}), ("number_value.safetensors", 5)):
+        with_header(name, json.dumps({**header, "__metadata__": {METADATA_KEY: value}}).encode())
+    with_header("deep.safetensors", b"[" * 100_000 + b"]" * 100_000)
+    for name in cases:
+        with pytest.raises(RefusalFileError, match=f"{name} is not a readable safetensors file"):
+            RefusalBasis.load(tmp_path / name)
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(data[:-16])
+    with pytest.raises(RefusalFileError, match="truncated.safetensors: tensors cannot be read"):
+        RefusalBasis.load(truncated)
+
+
+def test_an_unreadable_file_is_refused_with_the_remedy(basis, tmp_path, monkeypatch):
+    path = tmp_path / "locked.safetensors"
+    basis.save(path)
+
+    def refuse(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    with pytest.raises(RefusalFileError, match="locked.safetensors cannot be read .Permission denied.; check its permissions"):
+        RefusalBasis.load(path)
 
 
 def test_fingerprint_tracks_weights():

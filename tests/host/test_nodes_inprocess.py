@@ -321,6 +321,9 @@ def test_save_load_through_the_folder_and_names_cannot_escape(nodes, basis, tmp_
     nodes.SaveRefusalVector.execute(basis, "wan2.1_rolex")
     assert sorted(p.name for p in tmp_path.glob("wan2.1_rolex_*")) == ["wan2.1_rolex_00002.safetensors",
                                                                         "wan2.1_rolex_00003.safetensors"]
+    # names differing in case only are one file on Windows and macOS: counted together, never overwritten
+    nodes.SaveRefusalVector.execute(basis, "WAN2.1_Rolex")
+    assert (tmp_path / "WAN2.1_Rolex_00004.safetensors").is_file()
     assert "not in models/refusal_vectors" in nodes.LoadRefusalVector.validate_inputs("../../secret.safetensors")
     (tmp_path / "corrupt.safetensors").write_bytes(b"\x00" * 64)
     with pytest.raises(ValueError, match="not a readable safetensors"):
