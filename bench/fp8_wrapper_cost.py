@@ -1,6 +1,6 @@
 """What Apply Unlearning's fp8 weight wrapper costs in a forward (a benchmark, not a test).
 
-On fp8 weights the edit keeps a weight wrapper (``nodes.patching.RemoveSubspace``) that ComfyUI calls in every forward
+On fp8 weights the edit keeps a weight wrapper (``nodes.fp8_edits.RemoveSubspace``) that ComfyUI calls in every forward
 of each edited layer: the pack's one inference cost. This times it on one 5120 x 5120 layer (Wan 14B's width) against
 what ComfyUI does anyway for that layer in every forward: ``comfy.ops.cast_bias_weight`` casting the fp8 weight to the
 compute dtype, and the layer's product with the 512 text tokens a cross-attention k/v reads. Ratios in one process,
@@ -40,7 +40,7 @@ def peak_mb(formula: str, width: int = 5120, rank: int = 4) -> float:
     weight = torch.empty(width, width, dtype=torch.bfloat16).normal_(0, 0.02)
     u, action = torch.linalg.qr(torch.randn(width, rank))[0], torch.randn(width, rank)
     if formula == "current":
-        from comfyui_video_unlearning.nodes.patching import RemoveSubspace
+        from comfyui_video_unlearning.nodes.fp8_edits import RemoveSubspace
 
         correct = RemoveSubspace(torch.nn.Linear(1, 1), u, action, ())
     else:
@@ -71,7 +71,7 @@ def main() -> None:
     import torch
 
     import comfy.ops
-    from comfyui_video_unlearning.nodes.patching import RemoveSubspace
+    from comfyui_video_unlearning.nodes.fp8_edits import RemoveSubspace
 
     torch.set_num_threads(1)
     generator = torch.Generator().manual_seed(0)

@@ -31,7 +31,8 @@ from .collect import (empty_latent, evaluate_at_sigmas, evaluate_one_call_each, 
                       sigmas_for)
 from .conditioning import can_share_a_call, prompt_token_mask, row_token_masks, stack_conditionings
 from .patching import (ALL_IN_VECTOR, edited_layers, has_module, patched_weight, require_bias_for_target,
-                       row_scale, select_layers, stored_values)
+                       select_layers)
+from .weights import row_scale, stored_values
 from .payloads import PAIRS_TYPE, REFUSAL_VECTOR_TYPE, EncodedPairs
 
 #: Most prompts in one forward.

@@ -7,7 +7,7 @@ ComfyUI-GGUF (``UnetLoaderGGUF``, the usual way to run Wan 14B on a consumer GPU
 Unlearning failed with "The size of tensor a (128) must match the size of tensor b (136)"), so the pack reads such
 a weight through the format's reference decoder, ``gguf.quants.dequantize`` from the ``gguf`` package that
 ComfyUI-GGUF requires. The patches a loaded clone attaches to the tensor (``.patches``) are not applied: this is
-the file's weight, as :func:`nodes.patching.stored_weight` returns it for every other format.
+the file's weight, as :func:`nodes.weights.stored_weight` returns it for every other format.
 """
 
 from __future__ import annotations

@@ -11,13 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import weakref
 
 import torch
 
-import comfy.lora
-from comfy.model_patcher import LowVramPatch
-from comfy.patcher_extension import CallbacksMP
 from comfy.weight_adapter import LoRAAdapter
 
 from ..core.edit import EDIT_TARGETS, LowRankEdit, project_edit
@@ -25,21 +21,17 @@ from ..core.fingerprint import fingerprint_weights
 from ..core.refusal import RefusalBasis
 from . import storage
 from .adapters import DIFFUSION_PREFIX, adapter_for, layers_for
-from .packed_weights import is_packed, unpacked_weight
+from .fp8_edits import QUANTISED_DTYPES, RemoveSubspace, add_fp8_edit
+from .weights import baked_weight, row_scale, stored_values, stored_weight
 
 #: Apply Unlearning's layer choice that keeps every layer stored in the vector.
 ALL_IN_VECTOR = "all in vector"
-#: Weights ComfyUI re-quantises after baking a patch: re-quantising W' left 4.3-4.5 % of |W d| on a tiny fp8
-#: Wan (vs. 1e-7 in fp32), so these layers get a weight wrapper applied at compute dtype instead.
-QUANTISED_DTYPES = {torch.float8_e4m3fn, torch.float8_e5m2}
 #: What a stock LoRA loader does to the exported edit on fp8 weights (measured on a tiny fp8 Wan, see README).
 FP8_LORA_NOTE = ("On fp8 weights (fp8_e4m3fn, *_fp8_scaled files) a LoRA loader bakes the edit and re-quantises the "
                  "weight to fp8, which leaves 3-5 % of the removed direction (|W' d| / |W d| = 0.031-0.046 measured "
                  "through LoraLoaderModelOnly on a tiny fp8 Wan); Apply Unlearning adds a weight wrapper that removes "
                  "it to the compute dtype's rounding (2e-7 in float32, 3-4e-3 in bf16): use Apply Unlearning for fp8 "
                  "models.")
-#: Key of the ON_LOAD callback that keeps fp8 edits exact under the patches a MODEL carries (:func:`refresh_fp8_edits`).
-FP8_REFRESH = "video_unlearning_fp8_edits"
 #: Elements of a weight converted to float32 at a time for W U (2 MB; one buffer reused for every chunk).
 CHUNK_ELEMENTS = 1 << 19
 
@@ -47,140 +39,6 @@ CHUNK_ELEMENTS = 1 << 19
 class UnlearningPatch(LoRAAdapter):
     """Apply Unlearning's weight patch: a plain ``LoRAAdapter`` to ComfyUI, of its own type so that a MODEL that
     already carries the edit is recognised (:func:`edited_layers`)."""
-
-
-class RemoveSubspace:
-    """Weight wrapper ``W -> W - (W U - A) U^T`` applied on every forward, for fp8 layers: it sets the layer's action
-    on the subspace U ``[in, c]`` to ``A`` ``[out, c]``, the action of the weight ComfyUI bakes from the MODEL's patch
-    list before it rounds it to fp8 (in the stored weight's units: a scaled-fp8 checkpoint's scale is applied after
-    the wrappers), whatever weight it is handed. ``patches`` are the patch entries ``A`` was computed from.
-
-    An fp8 layer also gets the edit as a patch, which ComfyUI bakes into the fp8 weight (on loading, and when Save
-    Model writes the MODEL to a file) and re-quantises: that leaves 3-5 % of the direction, as a LoRA does. The
-    wrapper restores the exact action on U from the baked weight; a saved model (ComfyUI writes no wrappers) still
-    carries the baked edit. Until 2026-12-06 the wrapper alone carried the edit, and a saved fp8 model kept all of
-    the concept. The correction is computed in float32 and the result rounded once to the dtype the wrapper is
-    handed (bf16 on a GPU: computed in bf16 it kept 3.4-4.5e-3 of the direction; now 3.1-4.3e-3, bf16's rounding
-    of the weight).
-    A node that adds patches after Apply (a LoRA loader, a model merge) changes the baked weight: when a MODEL is
-    loaded, :func:`refresh_fp8_edits` recomputes ``A`` from its patch list, so the wrapper keeps what the patches
-    make of U, as on a bf16 model and in a saved file (it pinned the action from before the LoRA until 2026-12-06).
-    Chained Apply Unlearning nodes keep one wrapper per layer, over all their subspaces (:func:`fp8_wrapper`).
-    """
-
-    def __init__(self, module, subspace: torch.Tensor, action: torch.Tensor, patches):
-        self.module = weakref.ref(module)
-        self.subspace = subspace  # [in, c], orthonormal
-        self.action = action  # [out, c]
-        self.patches = tuple(patches)
-
-    def computed_for(self, patches) -> bool:
-        """Whether ``action`` was computed from this patch list (ComfyUI's clones share the entries, not the lists)."""
-        return len(patches) == len(self.patches) and all(a is b for a, b in zip(patches, self.patches))
-
-    def __call__(self, weight: torch.Tensor) -> torch.Tensor:
-        if self._before_lowvram_patch():
-            # The patches are still to be added (at compute precision) to the stored weight handed here, whose action
-            # on U is the stored one: pinning A now would add the edit twice (measured: the direction negated, -1.0
-            # of it kept at strength 1), so the layer gets the patches alone this forward.
-            return weight
-        u = self.subspace.to(device=weight.device, dtype=torch.float32)
-        # One float32 copy of the weight, corrected in place. Written as W - (W U - A) U^T it made two more float32
-        # temporaries of the weight's size, in every forward and outside what ComfyUI reserves for one: a call on a
-        # 5120 x 5120 layer of Wan 14B peaked at 303 MB, now 152 MB (bench/fp8_wrapper_cost.py).
-        edited = weight.to(torch.float32, copy=True)
-        edited.addmm_(edited @ u - self.action.to(device=weight.device, dtype=torch.float32), u.T, alpha=-1.0)
-        if weight.dtype in QUANTISED_DTYPES:
-            # ComfyUI's fp8 matrix multiplication (fp8_e4m3fn_fast, or a scaled-fp8 file on a GPU with fp8 compute)
-            # hands the wrapper the fp8 weight itself and multiplies with what it returns: there is no fp8 arithmetic
-            # (sampling failed with '"mul_cpu_reduced_float" not implemented for Float8_e4m3fn'), so W' is rounded
-            # back to the nearest fp8 value, within the format's range.
-            limit = torch.finfo(weight.dtype).max
-            edited = edited.clamp_(-limit, limit)
-        return edited.to(weight.dtype)
-
-    def _before_lowvram_patch(self) -> bool:
-        """Whether the layer's patches come after this wrapper in its forward: ComfyUI's ``partially_unload`` (a model
-        pushed partly off the GPU for the VAE or the text encoder) restores the stored weight and appends a
-        ``LowVramPatch`` after the wrappers, until the next load (:func:`refresh_fp8_edits` restores the order)."""
-        functions = getattr(self.module(), "weight_function", ())
-        for index, function in enumerate(functions):
-            if function is self:
-                return any(isinstance(later, LowVramPatch) for later in functions[index + 1:])
-        return False
-
-
-def fp8_wrapper(model, layer: str, subspace: torch.Tensor, edited: torch.Tensor | None = None) -> list:
-    """The weight wrappers of an fp8 ``layer`` of ``model`` (which carries this Apply's patch): its own, with its
-    earlier :class:`RemoveSubspace` replaced by one over the earlier subspaces and ``subspace`` ``[in, c]``.
-    ``edited`` is the weight its patches make, ``[out, in]`` float32 with a scaled checkpoint's scale applied, when
-    the caller has it; it is computed otherwise.
-
-    ComfyUI applies every patch before any wrapper, so a second wrapper would meet the first one's patch already
-    overridden: two chained vectors left 1.7 % of the first concept where the chained edit (and the saved file) keep
-    23 %.
-    """
-    key = f"{DIFFUSION_PREFIX}{layer}.weight"
-    module = model.model.diffusion_model.get_submodule(layer)
-    wrappers = model.weight_wrapper_patches.get(key, [])
-    earlier = [w.subspace for w in wrappers if isinstance(w, RemoveSubspace)]
-    span = torch.cat([*earlier, subspace.to(torch.float32)], dim=1)  # [in, c_all]
-    left, singular, _ = torch.linalg.svd(span.double(), full_matrices=False)
-    basis = left[:, singular > 1e-6 * singular.max()].to(torch.float32)  # orthonormal, repeated directions merged
-    action = exact_action(model, layer, basis, edited)
-    return ([w for w in wrappers if not isinstance(w, RemoveSubspace)]
-            + [RemoveSubspace(module, basis, action, model.patches.get(key, ()))])
-
-
-def exact_action(model, layer: str, basis: torch.Tensor, baked: torch.Tensor | None = None,
-                 device=None) -> torch.Tensor:
-    """``B U`` ``[out, c]`` on the CPU in the stored weight's units, ``B`` being the layer's weight as ComfyUI bakes it
-    from ``model``'s patches before rounding (``baked``, when the caller has it: :func:`baked_weight`)."""
-    module = model.model.diffusion_model.get_submodule(layer)
-    if baked is None:
-        baked = baked_weight(model, layer, device)
-    action = baked @ basis.to(baked.device, torch.float32)
-    scale = row_scale(module, action.device)
-    return (action if scale is None else action / scale).cpu()
-
-
-def refresh_fp8_edits(patcher, device_to=None, *_) -> None:
-    """ComfyUI ``ON_LOAD`` callback of a MODEL with fp8 edits: each :class:`RemoveSubspace` whose action was computed
-    from another patch list (a LoRA loader or a model merge after Apply Unlearning) gets the action of this one, and
-    runs after the layer's ``LowVramPatch`` where ``partially_unload`` had put it before (ComfyUI's own order)."""
-    diffusion = patcher.model.diffusion_model
-    for key, wrappers in list(patcher.weight_wrapper_patches.items()):
-        ours = [wrapper for wrapper in wrappers if isinstance(wrapper, RemoveSubspace)]
-        if not ours:
-            continue
-        layer = key[len(DIFFUSION_PREFIX):-len(".weight")]
-        module = diffusion.get_submodule(layer)
-        patches = patcher.patches.get(key, ())
-        fresh = {id(wrapper): RemoveSubspace(module, wrapper.subspace,
-                                             exact_action(patcher, layer, wrapper.subspace, device=device_to), patches)
-                 for wrapper in ours if not wrapper.computed_for(patches)}
-        if fresh:
-            patcher.weight_wrapper_patches[key] = [fresh.get(id(wrapper), wrapper) for wrapper in wrappers]
-        functions = [fresh.get(id(function), function) for function in getattr(module, "weight_function", ())]
-        module.weight_function = ([f for f in functions if isinstance(f, LowVramPatch)]
-                                  + [f for f in functions if not isinstance(f, LowVramPatch)])
-
-
-def stored_weight(model, layer: str) -> torch.Tensor:
-    """The layer's weight as loaded from the file, whatever clone of the model is loaded now.
-
-    Clones share one module; loading a patched clone bakes its patches into that module's weight and keeps
-    the original in the clones' shared ``backup`` (as ``ModelPatcher.get_key_patches`` reads it).
-    """
-    backup = model.backup.get(f"{DIFFUSION_PREFIX}{layer}.weight")
-    return backup.weight if backup is not None else model.model.diffusion_model.get_submodule(layer).weight
-
-
-def stored_values(model, layer: str) -> torch.Tensor:
-    """:func:`stored_weight` as numbers to compute with: a weight ComfyUI-GGUF keeps packed is decoded (float32, on
-    the CPU; see ``nodes.packed_weights``), any other is returned as stored."""
-    weight = stored_weight(model, layer)
-    return unpacked_weight(weight) if is_packed(weight) else weight
 
 
 def patched_weight(model, layer: str) -> torch.Tensor | None:
@@ -207,31 +65,6 @@ def patched_weight(model, layer: str) -> torch.Tensor | None:
             weight = wrap(weight)
         weight = weight if scale is None else weight * scale
     return weight
-
-
-def baked_weight(model, layer: str, device=None) -> torch.Tensor:
-    """The weight ComfyUI bakes from ``model``'s patches on ``layer`` before rounding it to the stored dtype: the
-    stored weight in float32 (on ``device``, else where it is stored), a scaled-fp8 checkpoint's scale applied,
-    ``comfy.lora.calculate_weight`` over the patch list."""
-    key = f"{DIFFUSION_PREFIX}{layer}.weight"
-    module = model.model.diffusion_model.get_submodule(layer)
-    stored = stored_values(model, layer).detach()
-    weight = stored.to(stored.device if device is None else device, torch.float32, copy=True)
-    convert = getattr(module, "convert_weight", None)
-    if convert is not None:
-        weight = convert(weight, inplace=True)
-    patches = model.patches.get(key)
-    return comfy.lora.calculate_weight(patches, weight, key) if patches else weight
-
-
-def row_scale(module, device) -> torch.Tensor | None:
-    """A scaled-fp8 layer's ``scale_weight`` as a float32 factor for its ``[out, in]`` weight (scalar, or one per output
-    row as ``[out, 1]``); None for a layer without one."""
-    scale = getattr(module, "scale_weight", None)
-    if scale is None:
-        return None
-    scale = scale.detach().to(device, torch.float32)
-    return scale.reshape(-1, 1) if scale.numel() > 1 else scale
 
 
 def unlearning_patches(model, layer: str) -> list[UnlearningPatch]:
@@ -426,20 +259,10 @@ def apply_unlearning(model, basis: RefusalBasis | None, *, strength: float | Non
     if refused:
         raise ValueError(f"ComfyUI refused patches for {refused[:4]}: these weights are not in the model's state dict")
     diffusion = model.model.diffusion_model
-    quantised = [layer for layer in edits if diffusion.get_submodule(layer).weight.dtype in QUANTISED_DTYPES]
-    for layer in quantised:
-        key, module, edit = f"{DIFFUSION_PREFIX}{layer}.weight", diffusion.get_submodule(layer), edits[layer]
-        wu, earlier = products[layer]  # earlier None: no patch and no wrapper on this layer yet
-        if earlier is None:  # the first edit's action is (1 - strength) W U: no whole float32 copy of W
-            scale = row_scale(module, "cpu")
-            action = (1.0 - strength) * (wu if scale is None else wu / scale)
-            wrapper = RemoveSubspace(module, basis.subspace(layer), action, clone.patches[key])
-            clone.weight_wrapper_patches[key] = [wrapper]
-        else:  # W - strength (W U) U^T, every earlier edit included
-            clone.weight_wrapper_patches[key] = fp8_wrapper(clone, layer, basis.subspace(layer),
-                                                            earlier.cpu() + edit.up @ edit.down)
-    if quantised and not clone.get_callbacks(CallbacksMP.ON_LOAD, FP8_REFRESH):
-        clone.add_callback_with_key(CallbacksMP.ON_LOAD, FP8_REFRESH, refresh_fp8_edits)
+    for layer, edit in edits.items():
+        if diffusion.get_submodule(layer).weight.dtype in QUANTISED_DTYPES:
+            wu, earlier = products[layer]  # earlier None: no patch and no wrapper on this layer yet
+            add_fp8_edit(clone, layer, basis.subspace(layer), strength, wu, earlier, edit)
     return clone, layers
 
 

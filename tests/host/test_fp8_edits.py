@@ -1,6 +1,6 @@
 """An fp8 edit where ComfyUI moves or re-patches the MODEL after Apply Unlearning: a LoRA loaded after it, and the
 model pushed partly off the GPU (``partially_unload``) and loaded again. On fp8 weights the edit is a patch plus a
-weight wrapper (``nodes.patching.RemoveSubspace``) whose order and action ComfyUI does not keep for it."""
+weight wrapper (``nodes.fp8_edits``) whose order and action ComfyUI does not keep for it."""
 
 from __future__ import annotations
 
@@ -244,3 +244,49 @@ def test_the_running_fp8_edit_follows_the_loaded_model_through_comfyuis_model_ma
                 assert float(error.norm()) < tolerance * reach, (layer, float(error.norm()) / reach, steps)
     finally:
         mm.unload_all_models()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_bias_change_of_target_safe_mean_runs_exact_on_fp8(nodes, encoded, tiny, kind):
+    """Target safe_mean moves each edited layer's bias. ComfyUI holds an fp8 model's biases in fp8, and the baked bias
+    was re-quantised: 11-20 % of the change was off on the tiny Wan. The bias a forward uses is now the float32 one
+    the MODEL's patches make (a merge after Apply included), loaded whole, pushed partly off, and loaded again."""
+    import comfy.lora
+    import comfy.model_management as mm
+    import comfy.ops
+    from comfy_extras.nodes_model_merging import ModelMergeSimple
+
+    model = tiny.load_tiny_wan_as(kind)
+    activations = nodes.CollectActivations.execute(model, encoded, 64, 64, 1, "1", 0, "default", 0, -1)[0]
+    vector = nodes.RefusalVectorNode.execute(activations, "cpca", 4, 1.0)[0]
+    edited = nodes.ApplyUnlearning.execute(model, vector, 1.0, True, "all in vector", 0, -1, "safe_mean")[0]
+    merged = ModelMergeSimple().merge(edited, model, 0.5)[0]
+    mm.unload_all_models()
+    stored = {layer: model.model.diffusion_model.get_submodule(layer).bias.float().clone() for layer in vector.layers}
+
+    def errors(patcher) -> list[float]:
+        """Per layer: |running bias - float32 reference| / |the edit's bias change|."""
+        out = []
+        for layer in vector.layers:
+            key, module = f"diffusion_model.{layer}.bias", patcher.model.diffusion_model.get_submodule(layer)
+            _, running = comfy.ops.cast_bias_weight(module, torch.zeros(1, 1, module.weight.shape[1]))
+            reference = comfy.lora.calculate_weight(patcher.patches[key], stored[layer].clone(), key)
+            change = edited.patches[key][-1][1][1][0]  # the ("diff", (delta,)) patch Apply added
+            out.append(float((running.float() - reference).norm() / change.norm()))
+        return out
+
+    for patcher in (edited, merged):
+        mm.load_models_gpu([patcher])
+        try:
+            whole = errors(patcher)
+            (loaded,) = [entry for entry in mm.current_loaded_models if entry.model is patcher]
+            assert loaded.model_unload(memory_to_free=patcher.loaded_size() // 2) is False
+            pushed_off = errors(patcher)
+            loaded.model_use_more_vram(0)
+            again = errors(patcher)
+        finally:
+            mm.unload_all_models()
+        # fp8 until 2026-12-06: 11-12 % (fp8_e4m3fn), 27-28 % (fp8_e5m2), 17-20 % (scaled fp8); bf16 rounds the baked
+        # bias (0.5-0.6 %). Pushed off, every kind gets the patch in the forward at compute precision (float32 here).
+        exact = 1e-2 if kind == "bf16" else 1e-6
+        assert max(whole) < exact and max(again) < exact and max(pushed_off) < 1e-6, (kind, whole, pushed_off, again)

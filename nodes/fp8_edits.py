@@ -1,0 +1,198 @@
+"""Apply Unlearning's edit on fp8 weights, which ComfyUI re-quantises when it bakes a patch into them.
+
+An fp8 layer gets the edit as a patch like any other (so Save Model writes it), plus weight wrappers that ComfyUI runs
+at compute dtype in every forward: :class:`RemoveSubspace` restores the exact action on the removed subspace and, for
+target safe_mean, :class:`ExactBias` the exact bias. Both hold what the float32 weight of the MODEL's own patch list
+gives, and an ``ON_LOAD`` callback (:func:`refresh_fp8_edits`) recomputes it for a MODEL whose patches differ (a LoRA
+or a merge after Apply) and keeps them after the layer's ``LowVramPatch``.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+
+from comfy.model_patcher import LowVramPatch
+from comfy.patcher_extension import CallbacksMP
+
+from .adapters import DIFFUSION_PREFIX
+from .weights import baked_bias, baked_weight, row_scale
+
+#: Weights ComfyUI re-quantises after baking a patch: re-quantising W' left 4.3-4.5 % of |W d| on a tiny fp8
+#: Wan (vs. 1e-7 in fp32), so these layers also get weight wrappers applied at compute dtype.
+QUANTISED_DTYPES = {torch.float8_e4m3fn, torch.float8_e5m2}
+#: Key of the ON_LOAD callback that keeps fp8 edits exact under the patches a MODEL carries (:func:`refresh_fp8_edits`).
+FP8_REFRESH = "video_unlearning_fp8_edits"
+
+
+class _ExactWrapper:
+    """A wrapper computed from a patch list (``patches``, the entries) for a module held by weak reference."""
+
+    functions = "weight_function"  # the module's list of such functions ComfyUI runs in its forward
+
+    def __init__(self, module, patches):
+        self.module = weakref.ref(module)
+        self.patches = tuple(patches)
+
+    def computed_for(self, patches) -> bool:
+        """Whether this was computed from this patch list (ComfyUI's clones share the entries, not the lists)."""
+        return len(patches) == len(self.patches) and all(a is b for a, b in zip(patches, self.patches))
+
+    def _before_lowvram_patch(self) -> bool:
+        """Whether the layer's patches come after this wrapper in its forward: ComfyUI's ``partially_unload`` (a model
+        pushed partly off the GPU for the VAE or the text encoder) restores the stored weight and appends a
+        ``LowVramPatch`` after the wrappers, until the next load (:func:`refresh_fp8_edits` restores the order)."""
+        functions = getattr(self.module(), self.functions, ())
+        for index, function in enumerate(functions):
+            if function is self:
+                return any(isinstance(later, LowVramPatch) for later in functions[index + 1:])
+        return False
+
+
+class RemoveSubspace(_ExactWrapper):
+    """Weight wrapper ``W -> W - (W U - A) U^T`` applied on every forward, for fp8 layers: it sets the layer's action
+    on the subspace U ``[in, c]`` to ``A`` ``[out, c]``, the action of the weight ComfyUI bakes from the MODEL's patch
+    list before it rounds it to fp8 (in the stored weight's units: a scaled-fp8 checkpoint's scale is applied after
+    the wrappers), whatever weight it is handed. ``patches`` are the patch entries ``A`` was computed from.
+
+    An fp8 layer also gets the edit as a patch, which ComfyUI bakes into the fp8 weight (on loading, and when Save
+    Model writes the MODEL to a file) and re-quantises: that leaves 3-5 % of the direction, as a LoRA does. The
+    wrapper restores the exact action on U from the baked weight; a saved model (ComfyUI writes no wrappers) still
+    carries the baked edit. Until 2026-12-06 the wrapper alone carried the edit, and a saved fp8 model kept all of
+    the concept. The correction is computed in float32 and the result rounded once to the dtype the wrapper is
+    handed (bf16 on a GPU: computed in bf16 it kept 3.4-4.5e-3 of the direction; now 3.1-4.3e-3, bf16's rounding
+    of the weight).
+    A node that adds patches after Apply (a LoRA loader, a model merge) changes the baked weight: when a MODEL is
+    loaded, :func:`refresh_fp8_edits` recomputes ``A`` from its patch list, so the wrapper keeps what the patches
+    make of U, as on a bf16 model and in a saved file (it pinned the action from before the LoRA until 2026-12-06).
+    Chained Apply Unlearning nodes keep one wrapper per layer, over all their subspaces (:func:`fp8_wrapper`).
+    """
+
+    def __init__(self, module, subspace: torch.Tensor, action: torch.Tensor, patches):
+        super().__init__(module, patches)
+        self.subspace = subspace  # [in, c], orthonormal
+        self.action = action  # [out, c]
+
+    def __call__(self, weight: torch.Tensor) -> torch.Tensor:
+        if self._before_lowvram_patch():
+            # The patches are still to be added (at compute precision) to the stored weight handed here, whose action
+            # on U is the stored one: pinning A now would add the edit twice (measured: the direction negated, -1.0
+            # of it kept at strength 1), so the layer gets the patches alone this forward.
+            return weight
+        u = self.subspace.to(device=weight.device, dtype=torch.float32)
+        # One float32 copy of the weight, corrected in place. Written as W - (W U - A) U^T it made two more float32
+        # temporaries of the weight's size, in every forward and outside what ComfyUI reserves for one: a call on a
+        # 5120 x 5120 layer of Wan 14B peaked at 303 MB, now 152 MB (bench/fp8_wrapper_cost.py).
+        edited = weight.to(torch.float32, copy=True)
+        edited.addmm_(edited @ u - self.action.to(device=weight.device, dtype=torch.float32), u.T, alpha=-1.0)
+        if weight.dtype in QUANTISED_DTYPES:
+            # ComfyUI's fp8 matrix multiplication (fp8_e4m3fn_fast, or a scaled-fp8 file on a GPU with fp8 compute)
+            # hands the wrapper the fp8 weight itself and multiplies with what it returns: there is no fp8 arithmetic
+            # (sampling failed with '"mul_cpu_reduced_float" not implemented for Float8_e4m3fn'), so W' is rounded
+            # back to the nearest fp8 value, within the format's range.
+            limit = torch.finfo(weight.dtype).max
+            edited = edited.clamp_(-limit, limit)
+        return edited.to(weight.dtype)
+
+    def recomputed(self, patcher, layer: str, patches, device) -> RemoveSubspace:
+        return RemoveSubspace(self.module(), self.subspace, exact_action(patcher, layer, self.subspace, device=device),
+                              patches)
+
+
+def fp8_wrapper(model, layer: str, subspace: torch.Tensor, edited: torch.Tensor | None = None) -> list:
+    """The weight wrappers of an fp8 ``layer`` of ``model`` (which carries this Apply's patch): its own, with its
+    earlier :class:`RemoveSubspace` replaced by one over the earlier subspaces and ``subspace`` ``[in, c]``.
+    ``edited`` is the weight its patches make, ``[out, in]`` float32 with a scaled checkpoint's scale applied, when
+    the caller has it; it is computed otherwise.
+
+    ComfyUI applies every patch before any wrapper, so a second wrapper would meet the first one's patch already
+    overridden: two chained vectors left 1.7 % of the first concept where the chained edit (and the saved file) keep
+    23 %.
+    """
+    key = f"{DIFFUSION_PREFIX}{layer}.weight"
+    module = model.model.diffusion_model.get_submodule(layer)
+    wrappers = model.weight_wrapper_patches.get(key, [])
+    earlier = [w.subspace for w in wrappers if isinstance(w, RemoveSubspace)]
+    span = torch.cat([*earlier, subspace.to(torch.float32)], dim=1)  # [in, c_all]
+    left, singular, _ = torch.linalg.svd(span.double(), full_matrices=False)
+    basis = left[:, singular > 1e-6 * singular.max()].to(torch.float32)  # orthonormal, repeated directions merged
+    action = exact_action(model, layer, basis, edited)
+    return ([w for w in wrappers if not isinstance(w, RemoveSubspace)]
+            + [RemoveSubspace(module, basis, action, model.patches.get(key, ()))])
+
+
+def exact_action(model, layer: str, basis: torch.Tensor, baked: torch.Tensor | None = None,
+                 device=None) -> torch.Tensor:
+    """``B U`` ``[out, c]`` on the CPU in the stored weight's units, ``B`` being the layer's weight as ComfyUI bakes it
+    from ``model``'s patches before rounding (``baked``, when the caller has it: :func:`baked_weight`)."""
+    module = model.model.diffusion_model.get_submodule(layer)
+    if baked is None:
+        baked = baked_weight(model, layer, device)
+    action = baked @ basis.to(baked.device, torch.float32)
+    scale = row_scale(module, action.device)
+    return (action if scale is None else action / scale).cpu()
+
+
+class ExactBias(_ExactWrapper):
+    """Bias wrapper of an fp8 layer whose bias the edit moves (target safe_mean): the bias as ComfyUI bakes it from the
+    MODEL's patch list, ``value`` ``[out]`` float32, rounded once to the dtype it is handed. ComfyUI holds an fp8
+    model's biases in fp8 and re-quantises the baked one: until 2026-12-06 11-20 % of the bias change was off on the
+    tiny Wan (it is exact now to the compute dtype). A saved model holds the baked bias, re-quantised."""
+
+    functions = "bias_function"
+
+    def __init__(self, module, value: torch.Tensor, patches):
+        super().__init__(module, patches)
+        self.value = value  # [out] float32
+
+    def __call__(self, bias: torch.Tensor) -> torch.Tensor:
+        if self._before_lowvram_patch():
+            return bias  # the stored bias, the patch still to come (see RemoveSubspace)
+        return self.value.to(device=bias.device, dtype=bias.dtype)
+
+    def recomputed(self, patcher, layer: str, patches, device) -> ExactBias:
+        return ExactBias(self.module(), baked_bias(patcher, layer, device).cpu(), patches)
+
+
+def add_fp8_edit(clone, layer: str, subspace: torch.Tensor, strength: float, wu: torch.Tensor,
+                 earlier: torch.Tensor | None, edit) -> None:
+    """The wrappers of an fp8 ``layer`` of ``clone``, which carries this Apply's patches: ``edit`` (``up @ down``),
+    computed from ``wu`` (W U, ``[out, c]``) and ``earlier`` (the weight the MODEL made before this Apply, float32,
+    None where it neither patched nor wrapped the layer); and the ``ON_LOAD`` callback."""
+    key, module = f"{DIFFUSION_PREFIX}{layer}.weight", clone.model.diffusion_model.get_submodule(layer)
+    if earlier is None:  # the first edit's action is (1 - strength) W U: no whole float32 copy of W
+        scale = row_scale(module, "cpu")
+        action = (1.0 - strength) * (wu if scale is None else wu / scale)
+        clone.weight_wrapper_patches[key] = [RemoveSubspace(module, subspace, action, clone.patches[key])]
+    else:  # W - strength (W U) U^T, every earlier edit included
+        clone.weight_wrapper_patches[key] = fp8_wrapper(clone, layer, subspace, earlier.cpu() + edit.up @ edit.down)
+    bias_key = f"{DIFFUSION_PREFIX}{layer}.bias"
+    if bias_key in clone.patches and module.bias.dtype in QUANTISED_DTYPES:
+        others = [w for w in clone.weight_wrapper_patches.get(bias_key, []) if not isinstance(w, ExactBias)]
+        exact = ExactBias(module, baked_bias(clone, layer).cpu(), clone.patches[bias_key])
+        clone.weight_wrapper_patches[bias_key] = [*others, exact]
+    if not clone.get_callbacks(CallbacksMP.ON_LOAD, FP8_REFRESH):
+        clone.add_callback_with_key(CallbacksMP.ON_LOAD, FP8_REFRESH, refresh_fp8_edits)
+
+
+def refresh_fp8_edits(patcher, device_to=None, *_) -> None:
+    """ComfyUI ``ON_LOAD`` callback of a MODEL with fp8 edits: each wrapper of this module computed from another patch
+    list (a LoRA loader or a model merge after Apply Unlearning) is recomputed from this one, and runs after the
+    layer's ``LowVramPatch`` where ``partially_unload`` had put it before (ComfyUI's own order)."""
+    diffusion = patcher.model.diffusion_model
+    for key, wrappers in list(patcher.weight_wrapper_patches.items()):
+        ours = [wrapper for wrapper in wrappers if isinstance(wrapper, _ExactWrapper)]
+        if not ours:
+            continue
+        layer = key[len(DIFFUSION_PREFIX):].rsplit(".", 1)[0]
+        module = diffusion.get_submodule(layer)
+        patches = patcher.patches.get(key, ())
+        fresh = {id(wrapper): wrapper.recomputed(patcher, layer, patches, device_to)
+                 for wrapper in ours if not wrapper.computed_for(patches)}
+        if fresh:
+            patcher.weight_wrapper_patches[key] = [fresh.get(id(wrapper), wrapper) for wrapper in wrappers]
+        attribute = ours[0].functions
+        functions = [fresh.get(id(function), function) for function in getattr(module, attribute, ())]
+        setattr(module, attribute, [f for f in functions if isinstance(f, LowVramPatch)]
+                + [f for f in functions if not isinstance(f, LowVramPatch)])

@@ -1,0 +1,64 @@
+"""The weights of a MODEL's layers as stored and as ComfyUI computes them from its patches (pure reads: nothing is
+patched here). Clones share one module; what a loaded clone baked into it, ComfyUI keeps in the clones' shared
+``backup``."""
+
+from __future__ import annotations
+
+import torch
+
+import comfy.lora
+
+from .adapters import DIFFUSION_PREFIX
+from .packed_weights import is_packed, unpacked_weight
+
+
+def stored_weight(model, layer: str, parameter: str = "weight") -> torch.Tensor:
+    """The layer's weight (or other ``parameter``, such as its bias) as loaded from the file, whatever clone of the
+    model is loaded now.
+
+    Clones share one module; loading a patched clone bakes its patches into that module's weight and keeps
+    the original in the clones' shared ``backup`` (as ``ModelPatcher.get_key_patches`` reads it).
+    """
+    backup = model.backup.get(f"{DIFFUSION_PREFIX}{layer}.{parameter}")
+    return backup.weight if backup is not None else getattr(model.model.diffusion_model.get_submodule(layer), parameter)
+
+
+def stored_values(model, layer: str) -> torch.Tensor:
+    """:func:`stored_weight` as numbers to compute with: a weight ComfyUI-GGUF keeps packed is decoded (float32, on
+    the CPU; see ``nodes.packed_weights``), any other is returned as stored."""
+    weight = stored_weight(model, layer)
+    return unpacked_weight(weight) if is_packed(weight) else weight
+
+
+def baked_weight(model, layer: str, device=None) -> torch.Tensor:
+    """The weight ComfyUI bakes from ``model``'s patches on ``layer`` before rounding it to the stored dtype: the
+    stored weight in float32 (on ``device``, else where it is stored), a scaled-fp8 checkpoint's scale applied,
+    ``comfy.lora.calculate_weight`` over the patch list."""
+    key = f"{DIFFUSION_PREFIX}{layer}.weight"
+    module = model.model.diffusion_model.get_submodule(layer)
+    stored = stored_values(model, layer).detach()
+    weight = stored.to(stored.device if device is None else device, torch.float32, copy=True)
+    convert = getattr(module, "convert_weight", None)
+    if convert is not None:
+        weight = convert(weight, inplace=True)
+    patches = model.patches.get(key)
+    return comfy.lora.calculate_weight(patches, weight, key) if patches else weight
+
+
+def baked_bias(model, layer: str, device=None) -> torch.Tensor:
+    """The bias ComfyUI bakes from ``model``'s patches on ``layer`` before rounding it to the stored dtype, float32."""
+    key = f"{DIFFUSION_PREFIX}{layer}.bias"
+    stored = stored_weight(model, layer, "bias").detach()
+    bias = stored.to(stored.device if device is None else device, torch.float32, copy=True)
+    patches = model.patches.get(key)
+    return comfy.lora.calculate_weight(patches, bias, key) if patches else bias
+
+
+def row_scale(module, device) -> torch.Tensor | None:
+    """A scaled-fp8 layer's ``scale_weight`` as a float32 factor for its ``[out, in]`` weight (scalar, or one per output
+    row as ``[out, 1]``); None for a layer without one."""
+    scale = getattr(module, "scale_weight", None)
+    if scale is None:
+        return None
+    scale = scale.detach().to(device, torch.float32)
+    return scale.reshape(-1, 1) if scale.numel() > 1 else scale
