@@ -135,31 +135,48 @@ def exact_action(model, layer: str, basis: torch.Tensor, baked: torch.Tensor | N
 
 
 class ExactBias(_ExactWrapper):
-    """Bias wrapper of an fp8 layer whose bias the edit moves (target safe_mean): the bias as ComfyUI bakes it from the
-    MODEL's patch list, ``value`` ``[out]`` float32, rounded once to the dtype it is handed. ComfyUI holds an fp8
-    model's biases in fp8 and re-quantises the baked one: until 2026-12-06 11-20 % of the bias change was off on the
-    tiny Wan (it is exact now to the compute dtype). A saved model holds the baked bias, re-quantised."""
+    """Bias wrapper of an fp8 layer whose bias the MODEL's patches move (target safe_mean; a LoRA's ``diff_b``): adds
+    to the bias it is handed what rounding to fp8 took from the float32 bias the patches make, ``value`` ``[out]``.
+    ComfyUI holds an fp8 model's biases in fp8 and re-quantises the baked one: until 2026-12-06 11-12 % of the bias
+    change was off on the tiny Wan (fp8_e4m3fn; scaled fp8 17-20 %, fp8_e5m2 27-28 %). A saved model holds the baked
+    bias, re-quantised.
+
+    The correction (``value`` less the baked bias) is read at load (:func:`refresh_fp8_edits`, which makes a new
+    wrapper then), so changes that reach the bias later are kept: ComfyUI's hook LoRAs, baked when sampling starts,
+    and other packs' bias wrappers. Where the layer's patch runs in the forward (``LowVramPatch``: at compute
+    precision, nothing re-quantised) the bias passes through."""
 
     functions = "bias_function"
 
-    def __init__(self, module, value: torch.Tensor, patches):
+    def __init__(self, module, value: torch.Tensor, patches, correction: torch.Tensor | None = None):
         super().__init__(module, patches)
         self.value = value  # [out] float32
+        self.correction = correction  # [out] float32; None until a load has baked the bias
 
     def __call__(self, bias: torch.Tensor) -> torch.Tensor:
-        if self._before_lowvram_patch():
-            return bias  # the stored bias, the patch still to come (see RemoveSubspace)
-        return self.value.to(device=bias.device, dtype=bias.dtype)
+        functions = getattr(self.module(), self.functions, ())
+        if self.correction is None or any(isinstance(function, LowVramPatch) for function in functions):
+            return bias
+        return bias + self.correction.to(device=bias.device, dtype=bias.dtype)
 
     def recomputed(self, patcher, layer: str, patches, device) -> ExactBias:
         return ExactBias(self.module(), baked_bias(patcher, layer, device).cpu(), patches)
 
+    def settled(self) -> ExactBias:
+        """This wrapper with the correction of the bias its module holds now, just loaded: baked (and re-quantised)
+        unless a ``LowVramPatch`` patches it in the forward."""
+        module = self.module()
+        if any(isinstance(function, LowVramPatch) for function in getattr(module, self.functions, ())):
+            return ExactBias(module, self.value, self.patches)
+        return ExactBias(module, self.value, self.patches, self.value - module.bias.detach().float().cpu())
+
 
 def add_fp8_edit(clone, layer: str, subspace: torch.Tensor, strength: float, wu: torch.Tensor,
                  earlier: torch.Tensor | None, edit) -> None:
-    """The wrappers of an fp8 ``layer`` of ``clone``, which carries this Apply's patches: ``edit`` (``up @ down``),
-    computed from ``wu`` (W U, ``[out, c]``) and ``earlier`` (the weight the MODEL made before this Apply, float32,
-    None where it neither patched nor wrapped the layer); and the ``ON_LOAD`` callback."""
+    """The wrappers of an fp8 ``layer`` of ``clone``, which carries this Apply's patches: :class:`RemoveSubspace` for
+    ``edit`` (``up @ down``), computed from ``wu`` (W U, ``[out, c]``) and ``earlier`` (the weight the MODEL made
+    before this Apply, float32, None where it neither patched nor wrapped the layer); :class:`ExactBias` where a patch
+    moves an fp8 bias (target safe_mean, or an earlier ``diff_b``); and the ``ON_LOAD`` callback."""
     key, module = f"{DIFFUSION_PREFIX}{layer}.weight", clone.model.diffusion_model.get_submodule(layer)
     if earlier is None:  # the first edit's action is (1 - strength) W U: no whole float32 copy of W
         scale = row_scale(module, "cpu")
@@ -190,6 +207,9 @@ def refresh_fp8_edits(patcher, device_to=None, *_) -> None:
         patches = patcher.patches.get(key, ())
         fresh = {id(wrapper): wrapper.recomputed(patcher, layer, patches, device_to)
                  for wrapper in ours if not wrapper.computed_for(patches)}
+        for wrapper in ours:
+            if isinstance(wrapper, ExactBias):  # its correction depends on how this load left the bias
+                fresh[id(wrapper)] = fresh.get(id(wrapper), wrapper).settled()
         if fresh:
             patcher.weight_wrapper_patches[key] = [fresh.get(id(wrapper), wrapper) for wrapper in wrappers]
         attribute = ours[0].functions

@@ -29,9 +29,9 @@ ALL_IN_VECTOR = "all in vector"
 #: What a stock LoRA loader does to the exported edit on fp8 weights (measured on a tiny fp8 Wan, see README).
 FP8_LORA_NOTE = ("On fp8 weights (fp8_e4m3fn, *_fp8_scaled files) a LoRA loader bakes the edit and re-quantises the "
                  "weight to fp8, which leaves 3-5 % of the removed direction (|W' d| / |W d| = 0.031-0.046 measured "
-                 "through LoraLoaderModelOnly on a tiny fp8 Wan); Apply Unlearning adds a weight wrapper that removes "
-                 "it to the compute dtype's rounding (2e-7 in float32, 3-4e-3 in bf16): use Apply Unlearning for fp8 "
-                 "models.")
+                 "through LoraLoaderModelOnly on a tiny fp8 Wan), and 11-28 % of target safe_mean's bias change is off; "
+                 "Apply Unlearning adds wrappers that remove the direction to the compute dtype's rounding (2e-7 in "
+                 "float32, 3-4e-3 in bf16) and keep the bias change exact: use Apply Unlearning for fp8 models.")
 #: Elements of a weight converted to float32 at a time for W U (2 MB; one buffer reused for every chunk).
 CHUNK_ELEMENTS = 1 << 19
 
