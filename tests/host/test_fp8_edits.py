@@ -7,24 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.host.test_nodes_inprocess import NEUTRAL, PAIRS
+from tests.host.test_nodes_inprocess import encoded, nodes  # noqa: F401  (the same fixtures: the nodes, the pairs)
 
 pytestmark = pytest.mark.usefixtures("inference_mode")
 
 KINDS = ["bf16", "fp8_e4m3fn", "fp8_e5m2", "scaled fp8 file"]
-
-
-@pytest.fixture(scope="module")
-def nodes(pack):
-    from comfyui_video_unlearning.nodes import definitions
-
-    return definitions
-
-
-@pytest.fixture(scope="module")
-def encoded(nodes, clip):
-    with torch.inference_mode():
-        return nodes.PairEncoder.execute(clip, PAIRS, NEUTRAL, "Rolex")[0]
 
 
 def unlearned(nodes, encoded, tiny, kind):
