@@ -1,10 +1,10 @@
 """Apply Unlearning's edit on fp8 weights, which ComfyUI re-quantises when it bakes a patch into them.
 
 An fp8 layer gets the edit as a patch like any other (so Save Model writes it), plus weight wrappers that ComfyUI runs
-at compute dtype in every forward: :class:`RemoveSubspace` restores the exact action on the removed subspace and, for
-target safe_mean, :class:`ExactBias` the exact bias. Both hold what the float32 weight of the MODEL's own patch list
-gives, and an ``ON_LOAD`` callback (:func:`refresh_fp8_edits`) recomputes it for a MODEL whose patches differ (a LoRA
-or a merge after Apply) and keeps them after the layer's ``LowVramPatch``.
+at compute dtype in every forward: :class:`RemoveSubspace` restores the exact action on the removed subspace and, where
+a patch moves an fp8 bias (target safe_mean), :class:`ExactBias` adds back what rounding took from it. Both follow the
+float32 weight of the MODEL's own patch list: an ``ON_LOAD`` callback (:func:`refresh_fp8_edits`) recomputes them for
+a MODEL whose patches differ (a LoRA or a merge after Apply) and keeps them after the layer's ``LowVramPatch``.
 """
 
 from __future__ import annotations
@@ -38,16 +38,6 @@ class _ExactWrapper:
     def computed_for(self, patches) -> bool:
         """Whether this was computed from this patch list (ComfyUI's clones share the entries, not the lists)."""
         return len(patches) == len(self.patches) and all(a is b for a, b in zip(patches, self.patches))
-
-    def _before_lowvram_patch(self) -> bool:
-        """Whether the layer's patches come after this wrapper in its forward: ComfyUI's ``partially_unload`` (a model
-        pushed partly off the GPU for the VAE or the text encoder) restores the stored weight and appends a
-        ``LowVramPatch`` after the wrappers, until the next load (:func:`refresh_fp8_edits` restores the order)."""
-        functions = getattr(self.module(), self.functions, ())
-        for index, function in enumerate(functions):
-            if function is self:
-                return any(isinstance(later, LowVramPatch) for later in functions[index + 1:])
-        return False
 
 
 class RemoveSubspace(_ExactWrapper):
@@ -94,6 +84,16 @@ class RemoveSubspace(_ExactWrapper):
             limit = torch.finfo(weight.dtype).max
             edited = edited.clamp_(-limit, limit)
         return edited.to(weight.dtype)
+
+    def _before_lowvram_patch(self) -> bool:
+        """Whether the layer's patches come after this wrapper in its forward: ComfyUI's ``partially_unload`` (a model
+        pushed partly off the GPU for the VAE or the text encoder) restores the stored weight and appends a
+        ``LowVramPatch`` after the wrappers, until the next load (:func:`refresh_fp8_edits` restores the order)."""
+        functions = getattr(self.module(), self.functions, ())
+        for index, function in enumerate(functions):
+            if function is self:
+                return any(isinstance(later, LowVramPatch) for later in functions[index + 1:])
+        return False
 
     def recomputed(self, patcher, layer: str, patches, device) -> RemoveSubspace:
         return RemoveSubspace(self.module(), self.subspace, exact_action(patcher, layer, self.subspace, device=device),
