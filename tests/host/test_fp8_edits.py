@@ -140,11 +140,13 @@ def test_the_edit_survives_a_partial_unload_and_the_next_load(nodes, encoded, ti
 @pytest.mark.parametrize("kind", ["fp8_e4m3fn", "fp8_e5m2", "scaled fp8 file"])
 def test_the_running_fp8_edit_follows_the_loaded_model_through_comfyuis_model_management(nodes, encoded, tiny, clip,
                                                                                         kind):
-    """A seeded random walk through ComfyUI's model management with seven clones of one fp8 model (the base, the
-    edit, a LoRA after it, strength 0.5, a merge with the base, a chained second vector, an edit of a LoRA'd model):
+    """A seeded random walk through ComfyUI's model management with nine clones of one fp8 model (the base, the
+    edit, a LoRA after it, strength 0.5, a merge with the base, a chained second vector, an edit of a LoRA'd model,
+    target safe_mean alone and merged):
     loads under small budgets or forced patching, partial unloads, loads with more memory, unloading, detaching,
     sampling. After every step the layers of the loaded clone run the float32 weight its patches make, on the
-    edited subspace, to 1e-5 of |W U| (scaled fp8 pushed off by ``partially_unload``: re-quantised, under 8 %).
+    edited subspace, to 1e-5 of |W U| (scaled fp8 pushed off by ``partially_unload``: re-quantised, under 8 %), and
+    the float32 bias its patches make.
 
     On bf16 the same walk hits two sequences where ComfyUI 0.3.64 applies a layer's patches twice (a plain LoRA
     alike; README, "Partial loading"), so this test is for the fp8 wrapper, which keeps the subspace exact there."""
@@ -153,8 +155,10 @@ def test_the_running_fp8_edit_follows_the_loaded_model_through_comfyuis_model_ma
     import comfy.lora
     import comfy.model_management as mm
     import comfy.model_patcher
+    import comfy.ops
     from comfy_extras.nodes_model_merging import ModelMergeSimple
 
+    from comfyui_video_unlearning.nodes.fp8_edits import ExactBias
     from tests.host.test_nodes_inprocess import generate
 
     base = tiny.load_tiny_wan_as(kind)
@@ -163,14 +167,17 @@ def test_the_running_fp8_edit_follows_the_loaded_model_through_comfyuis_model_ma
     second = nodes.RefusalVectorNode.execute(nodes.CollectActivations.execute(
         base, encoded, 64, 64, 1, "1", 0, "default", 0, -1)[0], "mean", 2, 1.0)[0]
 
-    def apply(model, basis, strength=1.0):
-        return nodes.ApplyUnlearning.execute(model, basis, strength, True, "all in vector", 0, -1, "zero")[0]
+    def apply(model, basis, strength=1.0, target="zero"):
+        return nodes.ApplyUnlearning.execute(model, basis, strength, True, "all in vector", 0, -1, target)[0]
 
-    edited = apply(base, vector)
+    edited, moved = apply(base, vector), apply(base, vector, target="safe_mean")
     clones = {"base": base, "edited": edited, "LoRA after": tiny.with_text_lora(edited, scale=0.01),
               "half": apply(base, vector, 0.5), "merge": ModelMergeSimple().merge(edited, base, 0.5)[0],
-              "chained": apply(edited, second), "LoRA before": apply(tiny.with_text_lora(base, scale=0.01), vector)}
+              "chained": apply(edited, second), "LoRA before": apply(tiny.with_text_lora(base, scale=0.01), vector),
+              "safe_mean": moved, "safe_mean merged": ModelMergeSimple().merge(moved, base, 0.5)[0]}
     stored = stored_weights(base, vector.layers)
+    stored_bias = {layer: base.model.diffusion_model.get_submodule(layer).bias.float().clone()
+                   for layer in vector.layers}
     subspace, expected = {}, {}  # the subspace each clone's wrapper holds, and the action on it the patches make
     for name, clone in clones.items():
         for layer in vector.layers:
@@ -179,7 +186,7 @@ def test_the_running_fp8_edit_follows_the_loaded_model_through_comfyuis_model_ma
             baked = comfy.lora.calculate_weight(clone.patches[key], stored[layer].clone(), key) \
                 if key in clone.patches else stored[layer]
             expected[name, layer] = baked @ subspace[name, layer]
-    size, rng, loaded, steps = base.model_size(), random.Random(11), None, []
+    size, rng, loaded, steps, checked_biases = base.model_size(), random.Random(11), None, [], 0
     load = mm.LoadedModel.model_load
 
     def load_with(name, budget, force):
@@ -229,8 +236,18 @@ def test_the_running_fp8_edit_follows_the_loaded_model_through_comfyuis_model_ma
                 error = running_weight(clones[loaded], layer) @ u - expected[loaded, layer]
                 reach = float((stored[layer] @ u).norm())
                 assert float(error.norm()) < tolerance * reach, (layer, float(error.norm()) / reach, steps)
+                key = f"diffusion_model.{layer}.bias"
+                wrappers = clones[loaded].weight_wrapper_patches.get(key, ())
+                if any(isinstance(wrapper, ExactBias) for wrapper in wrappers):  # the bias the patches make, exact
+                    _, bias = comfy.ops.cast_bias_weight(module, torch.zeros(1, 1, module.weight.shape[1]))
+                    reference = comfy.lora.calculate_weight(clones[loaded].patches[key], stored_bias[layer].clone(),
+                                                            key)
+                    change = float((reference - stored_bias[layer]).norm())
+                    assert float((bias.float() - reference).norm()) < 1e-5 * change, (layer, "bias", steps)
+                    checked_biases += 1
     finally:
         mm.unload_all_models()
+    assert checked_biases >= 8, steps  # the walk loaded a safe_mean clone, or it shows nothing of the biases
 
 
 @pytest.mark.parametrize("kind", KINDS)
