@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from safetensors.torch import load, save_file
 
 FORMAT = "video-unlearning/refusal-vector"
@@ -98,15 +98,18 @@ def write_basis_file(stored: StoredBasis, path, *, extra_metadata: dict[str, str
 
 def read_metadata(path) -> dict:
     """The JSON provenance of a refusal-vector file, validated for format and version."""
-    path = Path(path)
+    return _read(Path(path))[1]
+
+
+def _read(path: Path) -> tuple[bytes, dict]:
+    """The bytes of a refusal-vector file and its validated provenance, read once (see :func:`read_basis_file`)."""
     if not path.is_file():
         raise RefusalFileError(f"refusal vector file not found: {path}")
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            header = handle.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as error:
-        raise RefusalFileError(f"{path.name} is not a readable safetensors file ({error}); re-save or re-download it") from None
-    return _provenance(header, path.name)
+        data = path.read_bytes()
+    except OSError as error:
+        raise RefusalFileError(f"{path.name} cannot be read ({error.strerror}); check its permissions") from None
+    return data, _provenance(_header_metadata(data, path.name), path.name)
 
 
 def _provenance(header: dict, name: str) -> dict:
@@ -154,13 +157,7 @@ def read_basis_file(path) -> StoredBasis:
     vector loaded from it changed when the file was overwritten in place (the checks below not run again), and an
     emptied file killed the process (SIGBUS) when the vector was next read."""
     path = Path(path)
-    if not path.is_file():
-        raise RefusalFileError(f"refusal vector file not found: {path}")
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise RefusalFileError(f"{path.name} cannot be read ({error.strerror}); check its permissions") from None
-    meta = _provenance(_header_metadata(data, path.name), path.name)
+    data, meta = _read(path)
     try:
         tensors = load(data)
     except (SafetensorError, OSError, ValueError) as error:
