@@ -34,24 +34,23 @@ def baked_weight(model, layer: str, device=None) -> torch.Tensor:
     """The weight ComfyUI bakes from ``model``'s patches on ``layer`` before rounding it to the stored dtype: the
     stored weight in float32 (on ``device``, else where it is stored), a scaled-fp8 checkpoint's scale applied,
     ``comfy.lora.calculate_weight`` over the patch list."""
-    key = f"{DIFFUSION_PREFIX}{layer}.weight"
-    module = model.model.diffusion_model.get_submodule(layer)
-    stored = stored_values(model, layer).detach()
-    weight = stored.to(stored.device if device is None else device, torch.float32, copy=True)
-    convert = getattr(module, "convert_weight", None)
-    if convert is not None:
-        weight = convert(weight, inplace=True)
-    patches = model.patches.get(key)
-    return comfy.lora.calculate_weight(patches, weight, key) if patches else weight
+    convert = getattr(model.model.diffusion_model.get_submodule(layer), "convert_weight", None)
+    return _baked(model, f"{DIFFUSION_PREFIX}{layer}.weight", stored_values(model, layer), device, convert)
 
 
 def baked_bias(model, layer: str, device=None) -> torch.Tensor:
     """The bias ComfyUI bakes from ``model``'s patches on ``layer`` before rounding it to the stored dtype, float32."""
-    key = f"{DIFFUSION_PREFIX}{layer}.bias"
-    stored = stored_weight(model, layer, "bias").detach()
-    bias = stored.to(stored.device if device is None else device, torch.float32, copy=True)
+    return _baked(model, f"{DIFFUSION_PREFIX}{layer}.bias", stored_weight(model, layer, "bias"), device)
+
+
+def _baked(model, key: str, stored: torch.Tensor, device, convert=None) -> torch.Tensor:
+    """``stored`` as float32 (a copy, on ``device`` or where it is), converted, and patched as ``key`` in ``model``."""
+    stored = stored.detach()
+    value = stored.to(stored.device if device is None else device, torch.float32, copy=True)
+    if convert is not None:
+        value = convert(value, inplace=True)
     patches = model.patches.get(key)
-    return comfy.lora.calculate_weight(patches, bias, key) if patches else bias
+    return comfy.lora.calculate_weight(patches, value, key) if patches else value
 
 
 def row_scale(module, device) -> torch.Tensor | None:
