@@ -154,10 +154,12 @@ class ExactBias(_ExactWrapper):
         self.correction = correction  # [out] float32; None until a load has baked the bias
 
     def __call__(self, bias: torch.Tensor) -> torch.Tensor:
-        functions = getattr(self.module(), self.functions, ())
-        if self.correction is None or any(isinstance(function, LowVramPatch) for function in functions):
+        if self.correction is None or self._patched_in_forward():
             return bias
         return bias + self.correction.to(device=bias.device, dtype=bias.dtype)
+
+    def _patched_in_forward(self) -> bool:
+        return any(isinstance(function, LowVramPatch) for function in getattr(self.module(), self.functions, ()))
 
     def recomputed(self, patcher, layer: str, patches, device) -> ExactBias:
         return ExactBias(self.module(), baked_bias(patcher, layer, device).cpu(), patches)
@@ -166,7 +168,7 @@ class ExactBias(_ExactWrapper):
         """This wrapper with the correction of the bias its module holds now, just loaded: baked (and re-quantised)
         unless a ``LowVramPatch`` patches it in the forward."""
         module = self.module()
-        if any(isinstance(function, LowVramPatch) for function in getattr(module, self.functions, ())):
+        if self._patched_in_forward():
             return ExactBias(module, self.value, self.patches)
         return ExactBias(module, self.value, self.patches, self.value - module.bias.detach().float().cpu())
 
