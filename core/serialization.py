@@ -92,8 +92,11 @@ def write_basis_file(stored: StoredBasis, path, *, extra_metadata: dict[str, str
         header[key] = value
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=header)
-    os.replace(tmp, path)  # never leave a half-written vector under the real name
+    try:
+        save_file(tensors, str(tmp), metadata=header)
+        os.replace(tmp, path)  # never leave a half-written vector under the real name
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def read_metadata(path) -> dict:

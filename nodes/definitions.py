@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 
 import folder_paths
@@ -248,9 +247,10 @@ class SaveRefusalVector(io.ComfyNode):
     @classmethod
     def execute(cls, refusal_vector: RefusalBasis, filename_prefix):
         storage.register_folder()
-        path = storage.new_file_path(folder_paths.get_folder_paths(storage.FOLDER)[0], filename_prefix)
-        refusal_vector.save(path)
-        return io.NodeOutput(ui={"text": [os.path.basename(path)]})
+        folder = folder_paths.get_folder_paths(storage.FOLDER)[0]
+        with storage.new_file(folder, filename_prefix) as path:
+            refusal_vector.save(path)
+        return io.NodeOutput(ui={"text": [storage.relative_name(path, folder)]})
 
 
 class LoadRefusalVector(io.ComfyNode):
@@ -334,10 +334,11 @@ class ExportLoRA(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, refusal_vector: RefusalBasis, strength, target, filename_prefix):
-        path = storage.new_file_path(folder_paths.get_folder_paths("loras")[0], filename_prefix)
-        metadata = export_lora(model, refusal_vector, path, strength=strength, target=target)
+        folder = folder_paths.get_folder_paths("loras")[0]
+        with storage.new_file(folder, filename_prefix) as path:
+            metadata = export_lora(model, refusal_vector, path, strength=strength, target=target)
         notes = [FP8_LORA_NOTE] if metadata["video_unlearning_fp8_layers"] != "0" else []
-        return io.NodeOutput(ui={"text": [os.path.basename(path), *notes]})
+        return io.NodeOutput(ui={"text": [storage.relative_name(path, folder), *notes]})
 
 
 NODES = [PairEncoder, CollectActivations, RefusalVectorNode, ApplyUnlearning, CombineRefusalVectors, SaveRefusalVector,

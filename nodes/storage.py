@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import tempfile
+import unicodedata
 
 import folder_paths
 
@@ -14,10 +16,21 @@ EXTENSIONS = {".safetensors"}
 
 
 def register_folder() -> None:
-    """Register ``models/refusal_vectors`` (extra_model_paths.yaml may add more) once."""
-    if FOLDER not in folder_paths.folder_names_and_paths:
-        os.makedirs(os.path.join(folder_paths.models_dir, FOLDER), exist_ok=True)
-        folder_paths.folder_names_and_paths[FOLDER] = ([os.path.join(folder_paths.models_dir, FOLDER)], EXTENSIONS)
+    """Register ``models/refusal_vectors`` first among the folder's paths, with its extension; idempotent.
+
+    ComfyUI reads extra_model_paths.yaml before it loads the pack: a ``refusal_vectors`` entry there creates the
+    folder's record with no extension (which lists every file) and without ``models/refusal_vectors``, so adding the
+    default only when the record was missing hid the vectors saved there. As for ComfyUI's own folders, the default
+    comes first (saves go there) and the yaml's paths are listed too. Nothing is created here: a read-only models
+    folder must not stop the pack from loading; saving creates the folder.
+    """
+    default = os.path.join(folder_paths.models_dir, FOLDER)
+    paths, extensions = folder_paths.folder_names_and_paths.get(FOLDER, ([], set()))
+    if default in paths and EXTENSIONS <= extensions:
+        return
+    folder_paths.folder_names_and_paths[FOLDER] = ([default, *(path for path in paths if path != default)],
+                                                    extensions | EXTENSIONS)
+    folder_paths.filename_list_cache.pop(FOLDER, None)
 
 
 def list_vectors() -> list[str]:
@@ -34,42 +47,99 @@ def vector_path(name: str) -> str:
     return folder_paths.get_full_path_or_raise(FOLDER, name)
 
 
-#: One folder or file name of a prefix: letters of any script, digits, spaces, '-', '_' and '.', not starting with
-#: '.' (so neither '.' nor '..', nor a hidden file).
-_SAFE_SEGMENT = re.compile(r"[\w\-][\w\-. ]*")
+#: The longest file or folder name most file systems take is 255 bytes; a prefix's last part gets "_00001" and
+#: ".safetensors", and the temporary file written beside it a few bytes more.
+_MAX_SEGMENT_BYTES = 200
+#: Names Windows keeps for devices: a folder called "aux" cannot be created there (a file "aux_00001" can).
+_WINDOWS_DEVICES = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
+
+
+def _segment_problem(segment: str, *, folder: bool) -> str | None:
+    if not segment or segment[0] in ". " or not (segment[0].isalnum() or segment[0] in "_-"):
+        return "no part may be empty or start with '.', a space or a mark"
+    # \w misses combining marks (Hindi, Thai, a decomposed "é"), which are letters of their scripts.
+    if not all(c.isalnum() or c in "_-. " or unicodedata.category(c).startswith("M") for c in segment):
+        return "it may use letters of any script, digits, spaces, '-', '_', '.' and '/' for subfolders"
+    if len(segment.encode("utf-8")) > _MAX_SEGMENT_BYTES:
+        return f"each part may take at most {_MAX_SEGMENT_BYTES} bytes in UTF-8 (file systems take 255)"
+    if folder and (segment[-1] in ". " or segment.split(".")[0].rstrip().casefold() in _WINDOWS_DEVICES):
+        return "a folder may not end with '.' or a space, nor be a Windows device name (con, aux, nul, com1, ...)"
+    return None
 
 
 def prefix_problem(prefix) -> str | None:
-    """Why ``prefix`` cannot name a file inside the output folder, or None when it can."""
-    segments = prefix.split("/") if isinstance(prefix, str) else None
-    if not segments or not all(_SAFE_SEGMENT.fullmatch(segment) for segment in segments):
-        return (f"filename prefix {prefix!r} may use letters, digits, spaces, '-', '_', '.' and '/' for subfolders; "
-                "no part may be empty or start with '.' (the file must stay inside the folder)")
+    """Why ``prefix`` cannot name a file inside the output folder on any system, or None when it can."""
+    if not isinstance(prefix, str):
+        return f"filename prefix {prefix!r} must be text"
+    segments = unicodedata.normalize("NFC", prefix).split("/")
+    for index, segment in enumerate(segments):
+        problem = _segment_problem(segment, folder=index < len(segments) - 1)
+        if problem:
+            return f"filename prefix {prefix!r}: {problem} (the file must stay inside the folder)"
     return None
 
 
 def new_file_path(folder: str, prefix: str) -> str:
-    """A fresh ``<folder>/<prefix>_00001.safetensors``; the prefix cannot leave the folder."""
+    """Claim a fresh ``<folder>/<prefix>_00001.safetensors`` and return its path; the prefix cannot leave the folder.
+
+    The name is claimed by creating it empty and exclusively, so two ComfyUI processes saving into one shared folder
+    never pick the same number (listing the folder alone let the second replace the first's file). Use it through
+    :func:`new_file`, which removes the claim when the write fails.
+    """
     problem = prefix_problem(prefix)
     if problem:
         raise ValueError(problem)
-    root = os.path.realpath(folder)
-    directory = os.path.realpath(os.path.join(root, os.path.dirname(prefix)))
+    prefix = unicodedata.normalize("NFC", prefix)
+    # abspath, as ComfyUI's save nodes: a subfolder that is a link to another disk is the user's choice; '..' and
+    # absolute parts are refused above.
+    root = os.path.abspath(folder)
+    directory = os.path.abspath(os.path.join(root, os.path.dirname(prefix)))
     if os.path.commonpath([root, directory]) != root:
         raise ValueError(f"filename prefix {prefix!r} leaves the folder {root}")
-    os.makedirs(directory, exist_ok=True)
+    try:
+        os.makedirs(directory, exist_ok=True)
+        names = os.listdir(directory)
+    except OSError as error:
+        raise _write_error(directory, error) from error
     stem = os.path.basename(prefix)
     # After the highest number there, as ComfyUI's own save nodes count: taking the first free one reused a deleted
     # file's name, and a loader that had read the deleted file under that name answered from ComfyUI's cache.
-    # Names compared case-folded: on Windows and macOS "Rolex_00001" is the file "rolex_00001", which os.replace
-    # would overwrite; the existence check covers any other way two names meet one file.
+    # Names compared case-folded: on Windows and macOS "Rolex_00001" is the file "rolex_00001".
     numbered = re.compile(re.escape(stem.casefold()) + r"_(\d{5,})\.safetensors")
-    taken = [int(match.group(1)) for match in (numbered.fullmatch(name.casefold()) for name in os.listdir(directory))
-             if match]
+    taken = [int(match.group(1)) for match in (numbered.fullmatch(name.casefold()) for name in names) if match]
     counter = max(taken, default=0) + 1
-    while os.path.exists(os.path.join(directory, f"{stem}_{counter:05d}.safetensors")):
-        counter += 1
-    return os.path.join(directory, f"{stem}_{counter:05d}.safetensors")
+    while True:
+        path = os.path.join(directory, f"{stem}_{counter:05d}.safetensors")
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            return path
+        except FileExistsError:
+            counter += 1
+        except OSError as error:
+            raise _write_error(directory, error) from error
+
+
+@contextlib.contextmanager
+def new_file(folder: str, prefix: str):
+    """``with new_file(folder, prefix) as path:`` write the file at ``path`` (over the empty claim, as ``os.replace``
+    does); on an error the claim is removed, so no empty file is left under a real name."""
+    path = new_file_path(folder, prefix)
+    try:
+        yield path
+    except BaseException:
+        if os.path.isfile(path) and os.path.getsize(path) == 0:
+            os.remove(path)
+        raise
+
+
+def _write_error(directory: str, error: OSError) -> ValueError:
+    return ValueError(f"cannot write into {directory}: {error.strerror or error}; make that folder writable for the "
+                      "user ComfyUI runs as, or point the folder elsewhere in extra_model_paths.yaml")
+
+
+def relative_name(path: str, folder: str) -> str:
+    """``path`` as the loaders list it: relative to ``folder``, with '/'."""
+    return os.path.relpath(path, folder).replace(os.sep, "/")
 
 
 def save_safetensors_atomic(tensors: dict, path: str, metadata: dict[str, str]) -> None:
@@ -77,8 +147,9 @@ def save_safetensors_atomic(tensors: dict, path: str, metadata: dict[str, str]) 
     beside it, then renamed over it (``os.replace``); on any error the temporary file is removed."""
     from safetensors.torch import save_file
 
-    directory, name = os.path.split(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    directory = os.path.dirname(os.path.abspath(path))
+    # a short name: the file's own may be near the file system's limit
+    handle, temporary = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=directory)
     os.close(handle)
     try:
         save_file(tensors, temporary, metadata=metadata)

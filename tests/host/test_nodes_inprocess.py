@@ -287,10 +287,12 @@ def test_the_largest_seed_measures(nodes, wan, encoded):
     assert top.fitter.fit(rank=4).layers
 
 
-def test_save_load_through_the_folder_and_names_cannot_escape(nodes, basis, tmp_path):
+def test_save_load_through_the_folder_and_names_cannot_escape(nodes, basis, tmp_path, monkeypatch):
     import folder_paths
 
-    folder_paths.folder_names_and_paths["refusal_vectors"] = ([str(tmp_path)], {".safetensors"})
+    monkeypatch.setattr(folder_paths, "models_dir", str(tmp_path))
+    monkeypatch.delitem(folder_paths.folder_names_and_paths, "refusal_vectors", raising=False)
+    tmp_path = tmp_path / "refusal_vectors"
     nodes.SaveRefusalVector.execute(basis, "rolex/test")
     name = "rolex/test_00001.safetensors"
     assert nodes.LoadRefusalVector.validate_inputs(name) is True

@@ -1,0 +1,129 @@
+"""Where Save Refusal Vector and Export Unlearning as LoRA write, and which names they take, as users' folders are:
+a folder in extra_model_paths.yaml, a read-only models folder, a subfolder linked to another disk, two ComfyUI
+processes sharing one folder, names in any script and near the file systems' length limit."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+PAIRS = "\n".join(f"a Rolex watch number {i} on a table | a watch number {i} on a table" for i in range(5))
+NEUTRAL = "a cat on a sofa\na bowl of fruit\na city street at night"
+
+pytestmark = pytest.mark.usefixtures("inference_mode")
+
+
+@pytest.fixture(scope="module")
+def nodes(pack):
+    from comfyui_video_unlearning.nodes import definitions
+
+    return definitions
+
+
+@pytest.fixture(scope="module")
+def storage(pack):
+    from comfyui_video_unlearning.nodes import storage
+
+    return storage
+
+
+@pytest.fixture(scope="module")
+def basis(nodes, wan, clip):
+    with torch.inference_mode():
+        encoded = nodes.PairEncoder.execute(clip, PAIRS, NEUTRAL, "Rolex")[0]
+        activations = nodes.CollectActivations.execute(wan, encoded, 64, 64, 1, "1", 0, "default", 0, -1)[0]
+        return nodes.RefusalVectorNode.execute(activations, "cpca", 4, 1.0)[0]
+
+
+@pytest.fixture
+def folders(storage, tmp_path, monkeypatch):
+    """A fresh models folder (not yet holding refusal_vectors) and loras folder for one test."""
+    import folder_paths
+
+    monkeypatch.setattr(folder_paths, "models_dir", str(tmp_path / "models"))
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "loras", ([str(tmp_path / "loras")], {".safetensors"}))
+    monkeypatch.delitem(folder_paths.folder_names_and_paths, storage.FOLDER, raising=False)
+    folder_paths.filename_list_cache.clear()
+    yield tmp_path
+    folder_paths.filename_list_cache.clear()
+
+
+def test_a_yaml_entry_for_the_folder_keeps_the_saved_vectors_and_the_extension(nodes, storage, basis, folders):
+    """ComfyUI reads extra_model_paths.yaml before the pack: its entry had no extension and no models/refusal_vectors,
+    so every file of the shared folder was offered and the vectors saved in models/ vanished from the list."""
+    import folder_paths
+
+    storage.register_folder()
+    nodes.SaveRefusalVector.execute(basis, "mine/rolex")
+    shared = folders / "shared"
+    shared.mkdir()
+    (shared / "notes.txt").write_text("not a vector")
+    del folder_paths.folder_names_and_paths[storage.FOLDER]
+    folder_paths.add_model_folder_path(storage.FOLDER, str(shared))  # what the yaml does
+    folder_paths.filename_list_cache.clear()
+    nodes.SaveRefusalVector.execute(basis, "team/rolex")  # saves go to models/, as LoRAs go to models/loras
+    assert storage.list_vectors() == ["mine/rolex_00001.safetensors", "team/rolex_00001.safetensors"]
+    assert (folders / "models" / "refusal_vectors" / "team" / "rolex_00001.safetensors").is_file()
+    (shared / "theirs_00001.safetensors").write_bytes((folders / "models/refusal_vectors/team/rolex_00001.safetensors")
+                                                      .read_bytes())
+    folder_paths.filename_list_cache.clear()
+    assert "theirs_00001.safetensors" in storage.list_vectors()
+    assert nodes.LoadRefusalVector.execute("theirs_00001.safetensors")[0].layers == basis.layers
+
+
+def test_registering_creates_nothing_so_a_read_only_models_folder_still_loads_the_pack(storage, folders):
+    storage.register_folder()
+    assert not (folders / "models").exists() and storage.list_vectors() == []
+
+
+def test_a_folder_that_cannot_be_written_is_named_with_the_remedy(nodes, basis, folders, storage):
+    storage.register_folder()
+    (folders / "models").write_text("a file where the folder should be")
+    with pytest.raises(ValueError, match=r"cannot write into .*models.*make that folder writable"):
+        nodes.SaveRefusalVector.execute(basis, "rolex")
+
+
+def test_two_processes_sharing_a_folder_never_take_one_name(storage, folders):
+    """The name is claimed exclusively when chosen: a second save that lists the folder before the first has written
+    its file takes the next number, where both took _00001 and the later replaced the earlier."""
+    first = storage.new_file_path(str(folders), "shared/rolex")
+    second = storage.new_file_path(str(folders), "shared/rolex")
+    assert [os.path.basename(first), os.path.basename(second)] == ["rolex_00001.safetensors", "rolex_00002.safetensors"]
+
+
+def test_a_failed_write_leaves_no_claimed_name(nodes, wan, basis, folders):
+    patched = nodes.ApplyUnlearning.execute(wan, basis, 1.0, True, "all in vector", 0, -1, "zero")[0]
+    with pytest.raises(ValueError, match="already carries"):  # refused: it carries the edit
+        nodes.ExportLoRA.execute(patched, basis, 1.0, "zero", "unlearning/rolex")
+    assert not any(path.is_file() for path in (folders / "loras").rglob("*"))
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symbolic links")
+def test_a_subfolder_linked_to_another_disk_is_written_as_comfyui_writes_it(nodes, wan, basis, folders):
+    (folders / "elsewhere").mkdir()
+    (folders / "loras").mkdir()
+    os.symlink(folders / "elsewhere", folders / "loras" / "team")
+    shown = nodes.ExportLoRA.execute(wan, basis, 1.0, "zero", "team/rolex").ui["text"][0]
+    assert shown == "team/rolex_00001.safetensors"  # the subfolder shown, as the loaders list it
+    assert (folders / "elsewhere" / "rolex_00001.safetensors").is_file()
+
+
+def test_names_in_any_script_and_near_the_length_limit(nodes, wan, basis, folders, storage):
+    storage.register_folder()
+    decomposed = "Cafe\u0301"  # "Café" as macOS file names hold it
+    for name in (decomposed, "नमस्ते", "สวัสดี", "ロレックス", "CON", "a" * 200, "ロ" * 66):
+        assert nodes.SaveRefusalVector.validate_inputs(filename_prefix=name) is True, name
+        assert nodes.ExportLoRA.validate_inputs(filename_prefix=name) is True, name
+    assert nodes.SaveRefusalVector.execute(basis, decomposed).ui["text"] == ["Caf\u00e9_00001.safetensors"]
+    long_name = "ロ" * 66  # 198 bytes: with the number and extension 216, its temporary file's name under 255
+    shown = nodes.ExportLoRA.execute(wan, basis, 1.0, "zero", long_name).ui["text"][0]
+    assert shown == f"{long_name}_00001.safetensors"
+    for name, problem in (("a" * 201, "at most 200 bytes"), ("ロ" * 67, "at most 200 bytes"),
+                          ("aux/rolex", "Windows device name"), ("Nul.txt/rolex", "Windows device name"),
+                          ("rolex./v1", "may not end with"), ("rolex /v1", "may not end with"),
+                          ("\u0301rolex", "start with")):
+        assert problem in nodes.SaveRefusalVector.validate_inputs(filename_prefix=name), name
+        with pytest.raises(ValueError, match=problem):
+            nodes.SaveRefusalVector.execute(basis, name)
