@@ -11,12 +11,14 @@ file layout; imports nothing from ``core``), ``edit`` (closed-form weight edits)
 from .activations import ActivationRecorder
 from .edit import EDIT_TARGETS, LowRankEdit, project_edit
 from .fingerprint import fingerprint_weights
-from .pairs import DEFAULT_NEUTRAL_PROMPTS, FewPairsWarning, PairsError, PromptPair, check_pairs, parse_pairs, parse_prompts
+from .pairs import (DEFAULT_NEUTRAL_PROMPTS, FewPairsWarning, InlineHashWarning, PairsError, PromptPair, check_pairs,
+                    parse_pairs, parse_prompts)
 from .refusal import LayerRefusal, LayerScore, RefusalBasis, RefusalFitter
 from .serialization import RefusalFileError
 
 __all__ = [
-    "ActivationRecorder", "DEFAULT_NEUTRAL_PROMPTS", "EDIT_TARGETS", "FewPairsWarning", "LayerRefusal", "LayerScore", "LowRankEdit",
+    "ActivationRecorder", "DEFAULT_NEUTRAL_PROMPTS", "EDIT_TARGETS", "FewPairsWarning", "InlineHashWarning",
+    "LayerRefusal", "LayerScore", "LowRankEdit",
     "PairsError", "PromptPair", "RefusalBasis", "RefusalFileError", "RefusalFitter", "check_pairs",
     "fingerprint_weights", "parse_pairs", "parse_prompts", "project_edit",
 ]

@@ -56,6 +56,16 @@ class FewPairsWarning(UserWarning):
     """Fewer pairs than the paper's five: the refusal vector will be noisier."""
 
 
+class InlineHashWarning(UserWarning):
+    """A ``#`` inside a pair line: only a line that starts with ``#`` is a comment, so a note after a pair would be
+    encoded as part of its safe prompt."""
+
+
+def _spacing(text: str) -> str:
+    """``text`` with every run of whitespace (no-break spaces included) as one space."""
+    return " ".join(text.split())
+
+
 @dataclass(frozen=True)
 class PromptPair:
     """One pair: ``unsafe`` shows the concept, ``safe`` is the same prompt without it."""
@@ -100,6 +110,7 @@ def parse_pairs(text: str) -> list[PromptPair]:
 
     Warns:
         FewPairsWarning: below 5 pairs.
+        InlineHashWarning: a ``#`` inside a pair line.
     """
     if not isinstance(text, str):
         raise TypeError(f"pairs text must be a str, got {type(text).__name__}")
@@ -120,10 +131,18 @@ def parse_pairs(text: str) -> list[PromptPair]:
             raise PairsError(
                 f"both sides are {_quoted(unsafe)}; the unsafe prompt must add the concept to the safe one", number
             )
-        key = (unsafe, safe)
+        # The tokenizer reads a doubled or no-break space as a token of its own: such a pair measures the spacing.
+        if _spacing(unsafe) == _spacing(safe):
+            raise PairsError(f"the sides differ only in spacing ({_quoted(unsafe)}); the unsafe prompt must add the "
+                             "concept to the safe one", number)
+        key = (_spacing(unsafe).casefold(), _spacing(safe).casefold())  # as Unlearning Check compares pairs
         if key in seen:
-            raise PairsError(f"duplicate of the pair on line {seen[key]}; remove one of them", number)
+            raise PairsError(f"duplicate of the pair on line {seen[key]} (ignoring case and spacing); remove one of "
+                             "them", number)
         seen[key] = number
+        if "#" in line:
+            warnings.warn(f"line {number}: '#' is part of the prompt there; only a line that starts with '#' is a "
+                          "comment, so put a note on its own line", InlineHashWarning, stacklevel=2)
         pairs.append(PromptPair(unsafe=unsafe, safe=safe, line=number))
     if len(pairs) < MIN_PAIRS:
         raise PairsError(
@@ -150,17 +169,30 @@ def check_pairs(text: str) -> dict:
                 "warning": None}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", FewPairsWarning)
+        warnings.simplefilter("always", InlineHashWarning)
         try:
             pairs = parse_pairs(text)
         except PairsError as error:
             count = sum(1 for number, _ in _content_lines(text) if error.line is None or number < error.line)
             return {"count": count, "error": error.reason, "line": error.line, "warning": None}
-    warning = next((str(w.message) for w in caught if issubclass(w.category, FewPairsWarning)), None)
+    warning = next((str(w.message) for w in caught if issubclass(w.category, (InlineHashWarning, FewPairsWarning))),
+                   None)
     return {"count": len(pairs), "error": None, "line": None, "warning": warning}
 
 
 def parse_prompts(text: str) -> list[str]:
-    """One prompt per line; blank lines and ``#`` comments ignored; duplicates dropped in order."""
+    """One prompt per line; blank lines and ``#`` comments ignored; duplicates dropped in order.
+
+    Raises:
+        PairsError: naming a line that holds ``|``: a pair pasted among single prompts would put the concept into
+            the prompts that stand for everything else.
+    """
     if not isinstance(text, str):
         raise TypeError(f"prompts text must be a str, got {type(text).__name__}")
-    return list(dict.fromkeys(line for _, line in _content_lines(text)))
+    prompts = []
+    for number, line in _content_lines(text):
+        if "|" in line:
+            raise PairsError(f"{_quoted(line)} holds '|': these prompts are one per line and must not show the "
+                             "concept; pairs go to the pairs input", number)
+        prompts.append(line)
+    return list(dict.fromkeys(prompts))

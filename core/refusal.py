@@ -617,7 +617,9 @@ class RefusalBasis(Mapping):
             raise ValueError(f"cannot combine refusal vectors of different model families: {sorted(families)}")
         prints = {b.model_fingerprint for b in bases if b.model_fingerprint}
         if len(prints) > 1:
-            raise ValueError("cannot combine refusal vectors measured on different weights (fingerprints differ)")
+            raise ValueError(f"cannot combine refusal vectors measured on different weights (fingerprints "
+                             f"{sorted(prints)}); compute each on the same model (a vector saved before 2026-12-06 "
+                             "fingerprinted its weights' dtype too: compute it again to combine it with a newer one)")
         layers = list(dict.fromkeys(layer for b in bases for layer in b.layers))
         combined: dict[tuple, LayerRefusal] = {}  # by the identity of the parts: shared parts, shared result
         names: set[str] = set()

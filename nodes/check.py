@@ -157,6 +157,8 @@ def comfy_forward(model, latent: torch.Tensor, sigmas: list[float], seed: int, t
 
         noise = noise_one.repeat(batch, *([1] * (latent.ndim - 1)))
         if not can_share_a_call(rows, batches_text_masks=batches_text_masks):
+            if text_rows is not None:
+                text_rows.alone += 1
             set_text_mask(recorder, lambda: row_token_masks(rows))
             evaluate_one_call_each(model, rows, latent, noise, sigmas, [seed] * batch, keep)
             return torch.cat(predictions, dim=1)

@@ -94,6 +94,7 @@ class PaddedTextCollapse(ScopedHooks):
         self.passed = 0  # ... on a full one (no zero tail, or a row set the cut does not apply to)
         self.expanded = 0  # cross-attention calls that had to rebuild the full context (see _collapsing)
         self.rows: set[tuple[int, int]] = set()  # (rows kept, rows in the full context)
+        self.alone = 0  # forwards whose rows could not share a model call (so nothing to collapse)
         self._diffusion = diffusion
         self._handles: list = []
         self._patched: list[torch.nn.Module] = []
@@ -109,6 +110,9 @@ class PaddedTextCollapse(ScopedHooks):
         """One line for the check's table: whether the padded text was collapsed, and if not, why."""
         if self.reason is not None:
             return f"no ({self.reason})"
+        if not self.collapsed and self.alone:
+            return ("no (the rows ran one model call each: their text contexts differ in length, as when a prompt "
+                    "is longer than the encoder's padding)")
         if not self.collapsed:
             return "no (no text context had a zero padding tail of 2 rows or more)"
         kept = ", ".join(f"{k - 1} of {n}" for k, n in sorted(self.rows))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import warnings
+import torch
 
 import folder_paths
 from comfy_api.latest import io
 
-from ..core.pairs import DEFAULT_NEUTRAL_PROMPTS, FewPairsWarning, PairsError, parse_pairs, parse_prompts
+from ..core.pairs import (DEFAULT_NEUTRAL_PROMPTS, FewPairsWarning, InlineHashWarning, PairsError, parse_pairs,
+                         parse_prompts)
 from ..core.refusal import EDITS, METHODS, RefusalBasis
 from ..core.edit import EDIT_TARGETS
 from . import storage
@@ -76,15 +78,17 @@ class PairEncoder(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, pairs=None):
+    def validate_inputs(cls, pairs=None, neutral_prompts=None):
         # A linked input reaches validation as None: its text is checked when the node runs.
-        if pairs is None:
-            return True
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FewPairsWarning)
-                parse_pairs(pairs)
-        except PairsError as error:
+                warnings.simplefilter("ignore", InlineHashWarning)
+                if pairs is not None:
+                    parse_pairs(pairs)
+                if neutral_prompts is not None:
+                    _neutral(neutral_prompts)
+        except (PairsError, ValueError) as error:
             return f"Pair Encoder: {error}"
         return True
 
@@ -96,17 +100,43 @@ class PairEncoder(io.ComfyNode):
             raise ValueError(f"Pair Encoder: only the {given} side has a CLIP vision output. Connect one to both "
                              "unsafe_clip_vision_output and safe_clip_vision_output, or to neither: prompts are run "
                              "in batches, and a batch needs an image for every prompt or for none")
-        parsed = tuple(parse_pairs(pairs))
-        neutral = tuple(parse_prompts(neutral_prompts))
+        try:
+            parsed = tuple(parse_pairs(pairs))
+            neutral = _neutral(neutral_prompts)
+        except PairsError as error:  # a linked text is first checked here
+            raise PairsError(f"Pair Encoder: {error}") from error
+        unsafe = tuple(_encode(clip, p.unsafe) for p in parsed)
+        safe = tuple(_encode(clip, p.safe) for p in parsed)
+        for pair, shown, hidden in zip(parsed, unsafe, safe):
+            if _same_encoding(shown, hidden):
+                raise ValueError(f"Pair Encoder: line {pair.line}: both sides reach the model as the same text "
+                                 "encoding, so the pair measures nothing. Look in ComfyUI's console: an "
+                                 "'embedding:name' it cannot find is dropped, and so are words its tokenizer ignores; "
+                                 "write the concept as text the encoder reads")
         encoded = EncodedPairs(
             pairs=parsed, concept=concept.strip(),
-            unsafe=tuple(_with_vision(_encode(clip, p.unsafe), unsafe_clip_vision_output) for p in parsed),
-            safe=tuple(_with_vision(_encode(clip, p.safe), safe_clip_vision_output) for p in parsed),
+            unsafe=tuple(_with_vision(c, unsafe_clip_vision_output) for c in unsafe),
+            safe=tuple(_with_vision(c, safe_clip_vision_output) for c in safe),
             # the safe side's image, so that the neutral prompts vary in their text alone and batch with the pairs
             neutral_prompts=neutral,
             neutral=tuple(_with_vision(_encode(clip, prompt), safe_clip_vision_output) for prompt in neutral),
         )
         return io.NodeOutput(encoded)
+
+
+def _neutral(text: str) -> tuple[str, ...]:
+    prompts = tuple(parse_prompts(text))
+    if len(prompts) == 1:
+        # one prompt has no variation to subtract: the contrast would silently be off
+        raise PairsError("one neutral prompt has no variation to subtract; give 2 or more (20 by default), or none "
+                         "to let the pairs' safe sides stand in")
+    return prompts
+
+
+def _same_encoding(first, second) -> bool:
+    """Whether two conditionings hold the same text encoding (their first tensors)."""
+    return len(first) == len(second) and all(a[0].shape == b[0].shape and torch.equal(a[0], b[0])
+                                             for a, b in zip(first, second))
 
 
 class CollectActivations(io.ComfyNode):

@@ -159,7 +159,7 @@ def select_layers(model, basis: RefusalBasis, group: str, block_start: int, bloc
                              f"measured with {basis.dims[layer]}: it belongs to a different model size")
     if basis.model_fingerprint and all(has_module(diffusion, layer) for layer in basis.layers):
         here = weights_fingerprint(model, basis.layers)
-        if here != basis.model_fingerprint:
+        if basis.model_fingerprint not in (here, weights_fingerprint(model, basis.layers, with_dtype=True)):
             raise ValueError(f"this refusal vector ({basis.concept or 'unnamed concept'}) was measured on other weights "
                              f"(fingerprint {basis.model_fingerprint}, this MODEL's gives {here}): another checkpoint, "
                              "another quantisation, or the other expert of a Wan 2.2 pair; compute a vector on this "
@@ -167,9 +167,10 @@ def select_layers(model, basis: RefusalBasis, group: str, block_start: int, bloc
     return layers
 
 
-def weights_fingerprint(model, layers) -> str:
-    """The fingerprint Collect Activations stores with a vector, of ``layers``' weights as loaded from the file."""
-    return fingerprint_weights({layer: stored_weight(model, layer) for layer in layers})
+def weights_fingerprint(model, layers, *, with_dtype: bool = False) -> str:
+    """The fingerprint Collect Activations stores with a vector, of ``layers``' weights as loaded from the file
+    (``with_dtype``: the form vectors saved before 2026-12-06 hold)."""
+    return fingerprint_weights({layer: stored_weight(model, layer) for layer in layers}, with_dtype=with_dtype)
 
 
 def has_module(diffusion, layer: str) -> bool:

@@ -41,7 +41,10 @@ const validPairs = (count) => `${count} valid pair${count === 1 ? "" : "s"}`;
 
 function render(status, result) {
   // User text reaches the page only through textContent: never parsed as HTML.
-  if (result.error) {
+  if (result.linked) {
+    status.textContent = "pairs come from a link: checked when the workflow runs";
+    status.dataset.state = "linked";
+  } else if (result.error) {
     // count is the number of valid pairs before the first problem (core.pairs.check_pairs).
     status.textContent = result.line
       ? `Line ${result.line}: ${result.error} (${validPairs(result.count)} above it)`
@@ -51,7 +54,7 @@ function render(status, result) {
     status.textContent = validPairs(result.count) + (result.warning ? ` (${result.warning})` : "");
     status.dataset.state = result.warning ? "warning" : "ok";
   }
-  const colors = { ok: "#4caf50", warning: "#e0a030", error: "#e05050" };
+  const colors = { ok: "#4caf50", warning: "#e0a030", error: "#e05050", linked: "#a0a0a0" };
   status.style.color = colors[status.dataset.state];
 }
 
@@ -67,12 +70,19 @@ app.registerExtension({
     status.textContent = "checking pairs...";
     addDisplayWidget(node, "pair_status", "video_unlearning_status", status, { hideOnZoom: false });
 
+    // A linked text (a file loader, a primitive) replaces the widget, whose own text would be checked instead.
+    const linked = () => (node.inputs ?? []).some((input) => (input.widget?.name ?? input.name) === "pairs" &&
+                                                             input.link != null);
     let timer = null;
     let latest = 0;
     const schedule = () => {
       clearTimeout(timer);
       timer = setTimeout(async () => {
         const ticket = ++latest;
+        if (linked()) {
+          render(status, { linked: true });
+          return;
+        }
         try {
           const result = await checkPairs(String(pairs.value ?? ""));
           if (ticket === latest) render(status, result);
@@ -87,6 +97,7 @@ app.registerExtension({
     chain(pairs, "callback", schedule);
     pairs.inputEl?.addEventListener("input", schedule);
     chain(node, "onConfigure", schedule); // a loaded workflow fills the widget after creation
+    chain(node, "onConnectionsChange", schedule);
     schedule();
   },
 });

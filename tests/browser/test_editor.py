@@ -272,6 +272,18 @@ def test_editor_shows_pair_check_chart_and_badge(server):
         textarea.fill((REPO_ROOT / "workflows" / "pairs" / "trademark_rolex.txt").read_text())
         sync_api.expect(_status(page)).to_have_text("6 valid pairs", timeout=10_000)
 
+        # A linked text replaces the widget: until 2026-12-06 the widget's own text was checked and shown green.
+        page.evaluate(f"""() => {{ const encoder = ({FIND})('VideoUnlearnPairEncoder');
+                                  const text = window.LiteGraph.createNode('PrimitiveStringMultiline');
+                                  window.app.graph.add(text);
+                                  text.connect(0, encoder, encoder.inputs.findIndex((i) => i.name === 'pairs')); }}""")
+        sync_api.expect(_status(page)).to_have_text("pairs come from a link: checked when the workflow runs",
+                                                    timeout=10_000)
+        page.evaluate(f"""() => {{ const encoder = ({FIND})('VideoUnlearnPairEncoder');
+                                  encoder.disconnectInput(encoder.inputs.findIndex((i) => i.name === 'pairs'));
+                                  window.app.graph.remove(({FIND})('PrimitiveStringMultiline')); }}""")
+        sync_api.expect(_status(page)).to_have_text("6 valid pairs", timeout=10_000)
+
         # Before any run, a new Apply Unlearning badge names the upstream Pair Encoder's concept and follows it.
         page.evaluate(ADD_APPLY)
         badge = page.locator(".video-unlearning-badge").first

@@ -2,8 +2,8 @@ import warnings
 
 import pytest
 
-from core.pairs import (DEFAULT_NEUTRAL_PROMPTS, FewPairsWarning, PairsError, PromptPair, check_pairs,
-                        parse_pairs, parse_prompts)
+from core.pairs import (DEFAULT_NEUTRAL_PROMPTS, FewPairsWarning, InlineHashWarning, PairsError, PromptPair,
+                        check_pairs, parse_pairs, parse_prompts)
 
 FIVE = "\n".join(f"a Rolex watch {i} | a watch {i}" for i in range(5))
 
@@ -24,6 +24,10 @@ def test_parses_pairs_ignoring_blanks_and_comments():
         ("a | b\nunsafe | \nc | d", 2, "safe (right) prompt is empty"),
         ("a | b\nsame | same\nc | d", 3 - 1, "both sides"),
         ("a | b\nc | d\n\na | b", 4, "duplicate of the pair on line 1"),
+        # the tokenizer reads a doubled or no-break space as a token: such a pair measures the spacing
+        ("a | b\na watch on a  table | a watch on a table", 2, "differ only in spacing"),
+        ("a | b\na\u00a0watch | a watch", 2, "differ only in spacing"),
+        ("a Rolex watch | a watch\nA Rolex  watch | a watch", 2, "duplicate of the pair on line 1 (ignoring case"),
     ],
 )
 def test_bad_lines_name_their_line(text, line, fragment):
@@ -85,3 +89,16 @@ def test_errors_quote_at_most_a_line_s_start():
     with pytest.raises(PairsError) as error:
         parse_pairs("x" * 5_000_000)
     assert len(str(error.value)) < 300 and "(5000000 characters)" in str(error.value)
+
+
+def test_a_note_after_a_pair_is_flagged_as_part_of_the_prompt():
+    text = FIVE + "\na Rolex clock | a clock   # from the catalogue"
+    with pytest.warns(InlineHashWarning, match="line 6: '#' is part of the prompt"):
+        assert parse_pairs(text)[-1].safe == "a clock   # from the catalogue"
+    assert "'#' is part of the prompt" in check_pairs(text)["warning"]
+
+
+def test_a_pair_pasted_among_single_prompts_is_refused_with_its_line():
+    with pytest.raises(PairsError, match="holds '|'") as info:
+        parse_prompts("a cat on a sofa\n\na Rolex watch on a wrist | a watch on a wrist")
+    assert info.value.line == 3

@@ -161,7 +161,12 @@ def test_fingerprint_tracks_weights():
     first = fingerprint_weights(weights)
     assert first == fingerprint_weights(dict(reversed(list(weights.items()))))
     assert first != fingerprint_weights({**weights, "a": torch.arange(10.0) + 1})
-    assert first != fingerprint_weights({**weights, "b": torch.ones(3, 3, dtype=torch.float16)})
+    # the same values in another dtype are the same weights (an fp16 file held in float32 on a CPU, float16 on a
+    # GPU); the dtype is in the older form only, and rounded values are other weights
+    held = {name: tensor.to(torch.float16) for name, tensor in weights.items()}
+    assert fingerprint_weights(held) == first != fingerprint_weights(held, with_dtype=True)
+    thirds = {"a": torch.arange(10.0) / 3}
+    assert fingerprint_weights(thirds) != fingerprint_weights({"a": thirds["a"].to(torch.bfloat16)})
     assert len(first) == 16
 
 

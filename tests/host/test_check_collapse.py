@@ -298,3 +298,20 @@ def test_node_table_says_which_path_ran(pack, models, inputs):
     summary = out.ui["video_unlearning_check"][0] if isinstance(out.ui, dict) else out.ui.as_dict()["video_unlearning_check"][0]
     assert summary["padded_text_collapsed"] is True and summary["table"] == table
     assert math.isfinite(out.args[0])
+
+
+def test_rows_of_different_lengths_say_why_nothing_was_collapsed(pack, models, padded_clip):
+    """A prompt past the encoder's 512 padded rows makes its context longer than the others: the rows run one call
+    each, and the table said that no context had a zero padding tail, which every short one had."""
+    from comfyui_video_unlearning.nodes import check, definitions
+    from comfyui_video_unlearning.nodes.check_fastpath import PaddedTextCollapse
+    from comfyui_video_unlearning.nodes.collect import sigmas_for
+
+    model = models[torch.float32]
+    rows = [definitions._encode(padded_clip, text) for text in ("a red car", " ".join(["a long red road"] * 150))]
+    assert rows[0][0][0].shape[1] != rows[1][0][0].shape[1]
+    collapse = PaddedTextCollapse(model.model.diffusion_model, {})
+    forward = check.comfy_forward(model, torch.zeros(1, 16, 1, 8, 8), sigmas_for(model, [0.1]), 0, [], collapse)
+    with collapse:
+        forward(rows, None)
+    assert collapse.describe().startswith("no (the rows ran one model call each: their text contexts differ in length")

@@ -57,6 +57,21 @@ def test_pair_encoder_validation_names_the_line(nodes):
     assert message.startswith("Pair Encoder: line 2:") and "exactly one '|'" in message
     assert nodes.PairEncoder.validate_inputs(pairs=PAIRS) is True
     assert "timesteps" in nodes.CollectActivations.validate_inputs(timesteps="1.5, x")
+    # one neutral prompt has no variation: the contrast was silently off (the result of alpha 0)
+    assert "one neutral prompt" in nodes.PairEncoder.validate_inputs(pairs=PAIRS, neutral_prompts="a cat on a sofa")
+    assert "holds '|'" in nodes.PairEncoder.validate_inputs(neutral_prompts="a cat\na Rolex watch | a watch")
+    assert nodes.PairEncoder.validate_inputs(pairs=PAIRS, neutral_prompts="") is True  # the safe sides stand in
+
+
+def test_pair_encoder_checks_a_linked_text_and_what_the_encoder_receives(nodes, clip):
+    """A linked pairs text is first read when the node runs: its errors name the node too. Sides that differ as text
+    but reach the model as one encoding (an embedding ComfyUI cannot find is dropped; here a weight of 1.0) measured
+    nothing and passed."""
+    with pytest.raises(ValueError, match="^Pair Encoder: line 2: expected exactly one"):
+        nodes.PairEncoder.execute(clip, "a | b\nno separator\nc | d", NEUTRAL, "Rolex")
+    same = PAIRS + "\n(a watch on a table:1.0) | a watch on a table"
+    with pytest.raises(ValueError, match="^Pair Encoder: line 6: both sides reach the model as the same text encoding"):
+        nodes.PairEncoder.execute(clip, same, NEUTRAL, "Rolex")
 
 
 def test_image_to_video_pairs_batch_with_their_neutral_prompts(nodes, clip):
@@ -818,3 +833,27 @@ def test_partial_loading_runs_the_edit_in_every_forward(nodes, encoded, tiny, mo
         tolerance = 0.03 if dtype == torch.bfloat16 else 0.1
         bound = tolerance * float(whole[layer].abs().max())
         torch.testing.assert_close(partial[layer], whole[layer], atol=bound, rtol=0)
+
+
+def test_a_vector_follows_its_weights_into_another_dtype(nodes, clip, encoded, tiny):
+    """An fp16 file is held in float32 on a CPU and in float16 on a GPU or under --fp16-unet: the same weights. The
+    fingerprint hashed the dtype and refused the vector there (until 2026-12-06); values rounded to bf16 are
+    another model, and a vector saved with the older fingerprint is still taken where it was measured."""
+    import dataclasses
+
+    from comfyui_video_unlearning.nodes.patching import weights_fingerprint
+
+    file = {key: value.half() if value.is_floating_point() else value
+            for key, value in tiny.tiny_wan_state_dict().items()}
+    held = {dtype: tiny.load_tiny_wan(state=dict(file), model_options={"dtype": dtype})
+            for dtype in (torch.float32, torch.float16, torch.bfloat16)}
+    assert {str(held[d].model.diffusion_model.blocks[0].cross_attn.k.weight.dtype) for d in held} == {
+        "torch.float32", "torch.float16", "torch.bfloat16"}
+    vector = nodes.RefusalVectorNode.execute(nodes.CollectActivations.execute(
+        held[torch.float32], encoded, 64, 64, 1, "1", 0, "default", 0, -1)[0], "cpca", 4, 1.0)[0]
+    nodes.ApplyUnlearning.execute(held[torch.float16], vector, 1.0, True, "all in vector", 0, -1, "zero")
+    with pytest.raises(ValueError, match="measured on other weights"):
+        nodes.ApplyUnlearning.execute(held[torch.bfloat16], vector, 1.0, True, "all in vector", 0, -1, "zero")
+    older = dataclasses.replace(vector, model_fingerprint=weights_fingerprint(held[torch.float32], list(vector.layers),
+                                                                              with_dtype=True))
+    nodes.ApplyUnlearning.execute(held[torch.float32], older, 1.0, True, "all in vector", 0, -1, "zero")
