@@ -58,8 +58,8 @@ def validate(class_type: str, inputs: dict) -> list[tuple[str, str]]:
 def test_inputs_fed_by_a_link_are_valid(registered):
     """A linked input reaches a node's validate_inputs as None (ComfyUI has no value for it yet): the pairs text
     from a primitive or a text file node, timesteps or strengths from a shared primitive."""
-    assert validate("VideoUnlearnPairEncoder", {"clip": ["clip", 0], "pairs": ["text", 0], "neutral_prompts": "a dog",
-                                                "concept": "Rolex"}) == []
+    assert validate("VideoUnlearnPairEncoder", {"clip": ["clip", 0], "pairs": ["text", 0],
+                                                "neutral_prompts": "a dog\na cat", "concept": "Rolex"}) == []
     assert validate("VideoUnlearnCollectActivations", {**COLLECT, "timesteps": ["text", 0]}) == []
     assert validate("VideoUnlearnCheck", {**CHECK, "strengths": ["text", 0], "timesteps": ["text", 0]}) == []
 
