@@ -275,7 +275,8 @@ def run_unlearning_check(model, basis: RefusalBasis, validation: EncodedPairs | 
     sigmas = sigmas_for(model, parse_timesteps(timesteps))
     collapse = PaddedTextCollapse(diffusion, model.model_options.get("transformer_options", {}),
                                   enabled=collapse_padded_text)
-    forward = comfy_forward(model, latent, sigmas, seed, adapter.text_token_layers(layers), collapse)
+    image = "clip_vision_output" in validation.unsafe[0][0][1]  # Pair Encoder gives it to every row or to none
+    forward = comfy_forward(model, latent, sigmas, seed, adapter.text_token_layers(layers, image=image), collapse)
     pairs = [(u, s) for u, s in zip(validation.unsafe, validation.safe)]
     rows = 2 * len(pairs) + len(benign) + len(extra)
     chunks = -(-rows // MAX_BATCH)
@@ -305,7 +306,20 @@ def run_unlearning_check(model, basis: RefusalBasis, validation: EncodedPairs | 
         notes["padded_text"] = collapse.describe()
         notes["guidance_embedded"] = embeds_guidance(model)
         notes["rounding"] = rounding_note(baseline, compute_dtype(model))
+        notes["image"] = image_note(diffusion, validation.unsafe)
     return main, swept
+
+
+def image_note(diffusion, conditionings) -> str | None:
+    """The table's line for an image-to-video Wan measured without a CLIP-vision output: sampling with one runs the
+    image path (k_img/v_img on the image's tokens), which these figures did not see."""
+    if getattr(diffusion, "img_emb", None) is None:
+        return None
+    if all("clip_vision_output" in c[0][1] for c in conditionings):
+        return None
+    return ("measured without a CLIP-vision output: if you sample with one (WanImageToVideo, WanAnimateToVideo, "
+            "WanCameraImageToVideo), connect that image's to both sides of the validation Pair Encoder to measure "
+            "the path it takes")
 
 
 #: The node's UI output carries, next to the chart image, the recommendation and the table under this key (the web
@@ -355,6 +369,8 @@ def table_text(main: CheckResult, swept: list[CheckResult], notes: dict | None =
         lines.append(f"padded text collapsed: {notes['padded_text']}")
     if notes is not None and notes.get("rounding"):
         lines.append(notes["rounding"])
+    if notes is not None and notes.get("image"):
+        lines.append(notes["image"])
     return "\n".join(lines)
 
 

@@ -146,3 +146,54 @@ def test_wan_vace_blocks_are_edited_with_the_main_blocks(pack, clip, tiny):
     finally:
         comfy.model_management.unload_all_models()
     assert sensitivity(model) > 0.1 and edited < 1e-5
+
+
+@pytest.mark.parametrize("vision", [False, True], ids=["no clip vision", "clip vision"])
+def test_an_image_to_video_wans_image_keys_are_edited_with_the_text_keys(pack, clip, tiny, vision):
+    """An I2V Wan's cross-attention reads the CLIP-vision tokens through k_img/v_img, and without a
+    clip_vision_output (optional in WanImageToVideo, WanAnimateToVideo, WanCameraImageToVideo) ComfyUI hands them the
+    whole text context. With k/v alone edited, as until 2026-12-06, 71.5 % of the output's sensitivity to the edit
+    direction was left there (tiny Animate and camera models); the default group now takes k_img/v_img too (one
+    shared record), and at strength 1 with target zero the text along the direction changes nothing either way."""
+    import comfy.model_management
+
+    from comfyui_video_unlearning.nodes import definitions
+
+    model = tiny.load_tiny_wan(state=tiny.tiny_wan_state_dict(i2v=True))
+    pairs = "\n".join(f"a Rolex watch number {i} on a table | a watch number {i} on a table" for i in range(5))
+    encoded = definitions.PairEncoder.execute(tiny.LookupTextEncoder(clip), pairs, "a dog\na red car\na tree", "")[0]
+    activations = definitions.CollectActivations.execute(model, encoded, 64, 64, 1, "1", 0, "default", 0, -1)[0]
+    assert {"blocks.0.cross_attn.k_img", "blocks.1.cross_attn.v_img"} <= set(activations.layers)
+    basis = definitions.RefusalVectorNode.execute(activations, "mean", 1, 1.0)[0]
+    patched = definitions.ApplyUnlearning.execute(model, basis, 1.0, True, "all in vector", 0, -1, "zero")[0]
+    direction = basis.subspace("blocks.0.cross_attn.k")[:, 0]
+
+    def sensitivity(patcher):
+        diffusion = patcher.model.diffusion_model
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(1, 16 + tiny.I2V_EXTRA_CHANNELS, 2, 8, 8, generator=g)
+        context = torch.randn(1, 512, 4096, generator=g) * 0.5
+        image = dict(clip_fea=torch.randn(1, 257, 1280, generator=g)) if vision else {}
+        outputs = []
+        for shift in (0.0, 5.0):
+            handle = diffusion.text_embedding.register_forward_hook(lambda _m, _i, out: out + shift * direction)
+            try:
+                outputs.append(diffusion(x, torch.tensor([500.0]), context, **image))
+            finally:
+                handle.remove()
+        return float((outputs[1] - outputs[0]).norm() / outputs[0].norm())
+
+    comfy.model_management.load_models_gpu([patched])
+    try:
+        edited = sensitivity(patched)
+    finally:
+        comfy.model_management.unload_all_models()
+    assert sensitivity(model) > 0.01 and edited < 1e-5, (sensitivity(model), edited)
+    if not vision:  # the check measures the text path here and says that sampling with an image takes another
+        from comfyui_video_unlearning.nodes.check import UnlearningCheck
+
+        held_out = "\n".join(f"a shiny Rolex timepiece in box {i} | a shiny timepiece in box {i}" for i in range(5))
+        validation = definitions.PairEncoder.execute(tiny.LookupTextEncoder(clip), held_out, "a dog\na red car", "")[0]
+        table = UnlearningCheck.execute(model, basis, "0, 1", "default", 0, -1, "zero", "none", 64, 64, 1, "1", 0,
+                                        validation_pairs=validation).args[2]
+        assert "measured without a CLIP-vision output" in table
