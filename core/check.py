@@ -57,6 +57,7 @@ import torch
 from .activations import ActivationRecorder, ScopedHooks
 from .devices import cpu_float64, to_device
 from .edit import EDIT_TARGETS
+from .pairs import prompt_digest
 from .refusal import RefusalBasis
 
 #: The strengths checked when none are given: 0 to 2 in steps of 0.25 (nine strengths).
@@ -101,16 +102,13 @@ def parse_strengths(spec: str | Sequence[float]) -> tuple[float, ...]:
     return tuple(grid)
 
 
-def _normalise(text: str) -> str:
-    return " ".join(str(text).lower().split())
-
-
 def overlapping_pairs(estimation: Sequence, validation: Sequence) -> list[tuple[str, str]]:
     """Validation pairs whose prompt showing the concept is also one of the estimation pairs' (the refusal
-    vector's), compared case- and whitespace-insensitively. A check on the pairs the vector was fitted on
-    measures how well it fits them, not whether it removes the concept from other wording."""
-    seen = {_normalise(_pair(pair)[0]) for pair in estimation}
-    return [_pair(pair) for pair in validation if _normalise(_pair(pair)[0]) in seen]
+    vector's), compared case- and whitespace-insensitively (through :func:`core.pairs.prompt_digest`, so a vector
+    saved with its pairs as digests is compared too). A check on the pairs the vector was fitted on measures how
+    well it fits them, not whether it removes the concept from other wording."""
+    seen = {prompt_digest(_pair(pair)[0]) for pair in estimation}
+    return [_pair(pair) for pair in validation if prompt_digest(_pair(pair)[0]) in seen]
 
 
 def _pair(pair) -> tuple[str, str]:
@@ -494,7 +492,7 @@ def layer_proxies(baseline: Baseline, module: torch.nn.Module, basis: RefusalBas
 
     Returns ``(survival [strengths], collateral [strengths])``; both are affine in the strength.
     """
-    n, m = baseline.pairs, baseline.benign
+    n = baseline.pairs
     removed = kept = moved = spread = 0.0
     for layer in layers:
         w = _weight(module, layer, weights)  # [out, in]
@@ -536,7 +534,6 @@ def distinction_proxies(baseline: Baseline, predictions: torch.Tensor) -> tuple[
     - distinction loss ``1 - sum_i <C_i(lambda), C_i(0)> / sum_i |C_i(0)|^2``: the share of their differences the
       edit removes, signed like efficacy (< 0 when prompts grow more distinct).
     """
-    n = baseline.pairs
     c0 = baseline.predictions[baseline.benign_rows]
     c = predictions.reshape(baseline.predictions.shape)[baseline.benign_rows]
     c0, c = c0 - c0.mean(0), c - c.mean(0)

@@ -7,6 +7,7 @@ file can carry comments. Errors name the line number, because that is what a per
 
 from __future__ import annotations
 
+import hashlib
 import re
 import warnings
 from dataclasses import dataclass
@@ -64,6 +65,19 @@ class InlineHashWarning(UserWarning):
 def _spacing(text: str) -> str:
     """``text`` with every run of whitespace (no-break spaces included) as one space."""
     return " ".join(text.split())
+
+
+#: How a prompt stored as its digest starts (see :func:`prompt_digest`).
+DIGEST_PREFIX = "sha256:"
+
+
+def prompt_digest(text: str) -> str:
+    """``sha256:<hex>`` of a prompt compared case- and spacing-insensitively: what a saved vector may hold instead of
+    its pairs' text (a file shared without the prompts, which for some concepts are explicit), still enough to tell
+    whether a validation pair is one of them. A prompt that already is a digest is returned as it is."""
+    if text.startswith(DIGEST_PREFIX):
+        return text
+    return DIGEST_PREFIX + hashlib.sha256(_spacing(text).casefold().encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)

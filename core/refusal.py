@@ -36,7 +36,7 @@ from types import MappingProxyType
 import torch
 
 from .devices import cpu_float64
-from .pairs import PromptPair
+from .pairs import PromptPair, prompt_digest
 from .serialization import RefusalFileError, StoredBasis, StoredRecord, read_basis_file, write_basis_file
 
 logger = logging.getLogger(__name__)
@@ -533,6 +533,11 @@ class RefusalBasis(Mapping):
         if not layers:
             raise ValueError("select() needs at least one layer")
         return dataclasses.replace(self, records={layer: self[layer] for layer in layers})
+
+    def with_pair_digests(self) -> "RefusalBasis":
+        """The same basis with each pair's prompts replaced by :func:`core.pairs.prompt_digest`: saved so, the file
+        does not carry the prompts' text, and a validation pair can still be told to be one of them."""
+        return dataclasses.replace(self, pairs=tuple((prompt_digest(u), prompt_digest(s)) for u, s in self.pairs))
 
     def save(self, path, *, extra_metadata: dict[str, str] | None = None) -> None:
         """Write to ``path`` (safetensors + JSON provenance); a shared record is stored once."""

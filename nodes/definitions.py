@@ -254,6 +254,10 @@ class ApplyUnlearning(io.ComfyNode):
         return io.NodeOutput(patched, ui={"video_unlearning": [badge]})
 
 
+#: How Save Refusal Vector stores the pairs: as written, or as ``core.pairs.prompt_digest`` of each prompt.
+PAIR_TEXT = ("text", "digests")
+
+
 class SaveRefusalVector(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -261,10 +265,15 @@ class SaveRefusalVector(io.ComfyNode):
             node_id="VideoUnlearnSaveRefusalVector", display_name="Save Refusal Vector", category=CATEGORY,
             is_output_node=True,
             description="Saves the vector to models/refusal_vectors as safetensors, with its pairs, settings, model "
-                        "family and weight fingerprint in the metadata; Load Refusal Vector reads it back.",
+                        "family and weight fingerprint in the metadata; Load Refusal Vector reads it back. Whoever "
+                        "gets the file gets the pairs' text, unless pair_text is 'digests'.",
             inputs=[
                 RefusalVector.Input("refusal_vector", tooltip="The vector to save (safetensors with its pairs and provenance)."),
                 io.String.Input("filename_prefix", default="refusal_vector", tooltip="File name prefix inside models/refusal_vectors; '/' makes subfolders."),
+                io.Combo.Input("pair_text", options=list(PAIR_TEXT), default="text", optional=True,
+                               tooltip="'text' stores the pairs as written. 'digests' stores a SHA-256 of each prompt "
+                                       "instead, for a file shared without its prompts (for some concepts explicit "
+                                       "text); Unlearning Check still tells when a validation pair is one of them."),
             ],
             outputs=[],
         )
@@ -275,7 +284,11 @@ class SaveRefusalVector(io.ComfyNode):
         return f"Save Refusal Vector: {problem}" if problem else True
 
     @classmethod
-    def execute(cls, refusal_vector: RefusalBasis, filename_prefix):
+    def execute(cls, refusal_vector: RefusalBasis, filename_prefix, pair_text="text"):
+        if pair_text not in PAIR_TEXT:
+            raise ValueError(f"Save Refusal Vector: pair_text must be one of {list(PAIR_TEXT)}, got {pair_text!r}")
+        if pair_text == "digests":
+            refusal_vector = refusal_vector.with_pair_digests()
         storage.register_folder()
         folder = folder_paths.get_folder_paths(storage.FOLDER)[0]
         with storage.new_file(folder, filename_prefix) as path:

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from core.check import EditHooks, overlapping_pairs, parse_strengths, recommend, run_check
+from core.pairs import prompt_digest
 from core.edit import project_edit
 from core.pairs import PromptPair
 from core.refusal import RefusalFitter
@@ -247,6 +248,9 @@ def test_overlap_with_estimation_pairs():
     assert overlapping_pairs(estimation, validation) == [("A  rolex on a TABLE", "a watch on a table"),
                                                          ("a Rolex at sea", "a clock at sea")]
     assert overlapping_pairs(estimation, validation[1:2]) == []
+    # a vector saved with its pairs as digests is compared as well
+    digested = [(prompt_digest(u), prompt_digest(s)) for u, s in [("a Rolex on a table", "a watch on a table")]]
+    assert overlapping_pairs(digested, validation) == [("A  rolex on a TABLE", "a watch on a table")]
 
 
 def test_replay_cache_is_exact_and_replays():

@@ -181,7 +181,7 @@ def test_shared_records_are_stored_once_and_round_trip_bit_exact(tmp_path):
     assert sorted(load_file(str(path))) == sorted(f"{kind}/{source}" for kind in ("vector", "basis", "direction", "safe_mean", "subspace")
                                                   for source in ("text_embedding", "blocks.0.ffn.0"))
     loaded = RefusalBasis.load(path)
-    assert_same(basis, loaded)
+    assert_same(basis.with_pair_digests(), loaded)
     assert loaded["blocks.0.cross_attn.k"] is loaded["blocks.2.cross_attn.v"]
     assert loaded.layers == basis.layers and loaded.shared_inputs() == basis.shared_inputs()
     for picked in (basis.select(["blocks.2.cross_attn.v", "blocks.0.ffn.0", "blocks.1.cross_attn.k"]),
@@ -339,3 +339,18 @@ def test_malformed_metadata_and_tensors_are_file_errors_that_name_the_field_and_
     with pytest.raises(RefusalFileError, match=fragment) as caught:
         RefusalBasis.load(bad)
     assert str(caught.value).startswith("bad.safetensors: ") and "compute the vector again" in str(caught.value)
+
+
+def test_a_vector_saved_with_pair_digests_holds_no_prompt_text(basis, tmp_path):
+    """For a file shared without its prompts (explicit text, for some concepts): each prompt as a SHA-256 of its
+    case- and spacing-folded text, the same for either spelling, nothing else changed."""
+    from core.pairs import prompt_digest
+
+    path = tmp_path / "digests.safetensors"
+    basis.with_pair_digests().save(path)
+    content = path.read_bytes()
+    assert b"a Rolex" not in content and b"a watch" not in content  # the concept's label stays
+    loaded = RefusalBasis.load(path)
+    assert loaded.pairs == ((prompt_digest("A  ROLEX"), prompt_digest("a watch")),)
+    assert prompt_digest(loaded.pairs[0][0]) == loaded.pairs[0][0]  # a digest stays itself
+    assert_same(basis.with_pair_digests(), loaded)

@@ -127,3 +127,24 @@ def test_names_in_any_script_and_near_the_length_limit(nodes, wan, basis, folder
         assert problem in nodes.SaveRefusalVector.validate_inputs(filename_prefix=name), name
         with pytest.raises(ValueError, match=problem):
             nodes.SaveRefusalVector.execute(basis, name)
+
+
+def test_a_vector_saved_with_pair_digests_keeps_the_check_from_reusing_its_pairs(nodes, storage, basis, wan, clip,
+                                                                                  folders):
+    """pair_text 'digests': the file holds no prompt of its pairs, and Unlearning Check still refuses validation pairs
+    that are among them. The input is optional: a prompt or workflow from before it saves the text, as then."""
+    from comfyui_video_unlearning.nodes.check import UnlearningCheck
+
+    storage.register_folder()
+    shown = nodes.SaveRefusalVector.execute(basis, "shared/rolex", "digests").ui["text"][0]
+    path = folders / "models" / "refusal_vectors" / shown
+    assert b"Rolex watch number" not in path.read_bytes()
+    loaded = nodes.LoadRefusalVector.execute(shown)[0]
+    assert all(side.startswith("sha256:") for pair in loaded.pairs for side in pair)
+    reused = nodes.PairEncoder.execute(clip, PAIRS.upper(), NEUTRAL, "Rolex")[0]  # other case: the same prompts
+    with pytest.raises(ValueError, match="5 of the 5 validation pairs are among the pairs the refusal vector"):
+        UnlearningCheck.execute(wan, loaded, "0, 1", "all in vector", 0, -1, "zero", "none", 64, 64, 1, "1", 0,
+                                validation_pairs=reused)
+    text = nodes.SaveRefusalVector.execute(basis, "shared/rolex").ui["text"][0]
+    assert b"Rolex watch number" in (folders / "models" / "refusal_vectors" / text).read_bytes()
+    assert "pair_text" in nodes.SaveRefusalVector.define_schema().get_v1_info(nodes.SaveRefusalVector).input["optional"]
