@@ -22,6 +22,15 @@ def register_routes() -> None:
     if getattr(PromptServer, "instance", None) is None:
         logger.info("no PromptServer running: %s not registered", CHECK_PAIRS_ROUTE)
         return
+    # Asked of the server, not of this module: a second copy of the pack (a ZIP download beside a clone, a backup
+    # folder) is a module of its own, and its second route stopped ComfyUI from starting ("method POST is already
+    # registered").
+    if any(getattr(route, "path", None) == CHECK_PAIRS_ROUTE for route in PromptServer.instance.routes):
+        logger.warning("%s is already registered: the video-unlearning pack seems to be installed twice in "
+                       "custom_nodes; remove one copy or rename it to end in .disabled (this one: %s)",
+                       CHECK_PAIRS_ROUTE, __file__.rsplit("nodes", 1)[0])
+        _registered = True
+        return
 
     @PromptServer.instance.routes.post(CHECK_PAIRS_ROUTE)
     async def check_pairs_route(request):

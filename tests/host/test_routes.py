@@ -79,3 +79,16 @@ def test_route_registers_once_and_waits_for_a_server(routes_module, monkeypatch)
     module.register_routes()
     module.register_routes()
     assert [route.path for route in table] == ["/video_unlearning/check_pairs"]
+
+
+def test_a_second_copy_of_the_pack_adds_no_second_route(routes_module, caplog):
+    """Two copies in custom_nodes (a ZIP download beside a clone) are two modules: each added the route, and aiohttp
+    refused the second when ComfyUI started ("method POST is already registered"), so ComfyUI did not start."""
+    module, table = routes_module
+    module.register_routes()
+    module._registered = False  # what the other copy's own module holds
+    with caplog.at_level("WARNING"):
+        module.register_routes()
+    assert [route.path for route in table].count("/video_unlearning/check_pairs") == 1
+    assert "installed twice in custom_nodes" in caplog.text
+    assert _post_all(table, [{"text": SIX}]) == [(200, check_pairs(SIX))]
