@@ -622,9 +622,10 @@ class RefusalBasis(Mapping):
             raise ValueError(f"cannot combine refusal vectors of different model families: {sorted(families)}")
         prints = {b.model_fingerprint for b in bases if b.model_fingerprint}
         if len(prints) > 1:
-            raise ValueError(f"cannot combine refusal vectors measured on different weights (fingerprints "
-                             f"{sorted(prints)}); compute each on the same model (a vector saved before 2026-12-06 "
-                             "fingerprinted its weights' dtype too: compute it again to combine it with a newer one)")
+            named = "; ".join(f"{b.concept or 'unnamed'}: {b.model_fingerprint}" for b in bases if b.model_fingerprint)
+            raise ValueError(f"cannot combine refusal vectors whose weight fingerprints differ ({named}): they were "
+                             "measured on different weights, or one was saved before 2026-12-06, when the fingerprint "
+                             "also hashed the weights' dtype; compute that one again on the same model")
         layers = list(dict.fromkeys(layer for b in bases for layer in b.layers))
         combined: dict[tuple, LayerRefusal] = {}  # by the identity of the parts: shared parts, shared result
         names: set[str] = set()

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import warnings
-import torch
 
 import folder_paths
+import torch
 from comfy_api.latest import io
 
 from ..core.pairs import (DEFAULT_NEUTRAL_PROMPTS, FewPairsWarning, InlineHashWarning, PairsError, parse_pairs,
@@ -125,11 +125,15 @@ class PairEncoder(io.ComfyNode):
 
 
 def _neutral(text: str) -> tuple[str, ...]:
-    prompts = tuple(parse_prompts(text))
+    try:
+        prompts = tuple(parse_prompts(text))
+    except PairsError as error:
+        raise PairsError(f"neutral_prompts: {error}") from error
     if len(prompts) == 1:
         # one prompt has no variation to subtract: the contrast would silently be off
-        raise PairsError("one neutral prompt has no variation to subtract; give 2 or more (20 by default), or none "
-                         "to let the pairs' safe sides stand in")
+        repeated = " (repeated lines count once)" if len(text.strip().splitlines()) > 1 else ""
+        raise PairsError(f"neutral_prompts: one distinct prompt{repeated} has no variation to subtract; give 2 or "
+                         "more (20 by default), or none to let the pairs' safe sides stand in")
     return prompts
 
 
@@ -272,8 +276,10 @@ class SaveRefusalVector(io.ComfyNode):
                 io.String.Input("filename_prefix", default="refusal_vector", tooltip="File name prefix inside models/refusal_vectors; '/' makes subfolders."),
                 io.Combo.Input("pair_text", options=list(PAIR_TEXT), default="text", optional=True,
                                tooltip="'text' stores the pairs as written. 'digests' stores a SHA-256 of each prompt "
-                                       "instead, for a file shared without its prompts (for some concepts explicit "
-                                       "text); Unlearning Check still tells when a validation pair is one of them."),
+                                       "instead, for a file shared without its prompts' text (for some concepts "
+                                       "explicit); Unlearning Check still tells when a validation pair is one of "
+                                       "them. A digest hides only a prompt no one can guess: anyone holding a list "
+                                       "of candidate prompts (a public benchmark) can test them against it."),
             ],
             outputs=[],
         )

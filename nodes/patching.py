@@ -163,8 +163,27 @@ def select_layers(model, basis: RefusalBasis, group: str, block_start: int, bloc
             raise ValueError(f"this refusal vector ({basis.concept or 'unnamed concept'}) was measured on other weights "
                              f"(fingerprint {basis.model_fingerprint}, this MODEL's gives {here}): another checkpoint, "
                              "another quantisation, or the other expert of a Wan 2.2 pair; compute a vector on this "
-                             "model (each Wan 2.2 expert needs its own)")
+                             "model (each Wan 2.2 expert needs its own). A vector saved before 2026-12-06 also "
+                             "fingerprinted the weights' dtype: if the same file is now held in another dtype "
+                             "(another GPU, a launch flag such as --fp16-unet), compute it again")
+    left_out = image_keys_left_out(adapter, diffusion, layers, basis.layers)
+    if left_out:
+        raise ValueError(f"this refusal vector ({basis.concept or 'unnamed concept'}) edits this image-to-video Wan's "
+                         f"text k/v but not its image keys ({left_out[0]!r}{'...' if len(left_out) > 1 else ''}), "
+                         "which read the text when no CLIP-vision output is connected, so the concept would reach "
+                         "the video through them: it was computed before 2026-12-06. Compute it again with Collect "
+                         "Activations, whose group now takes them")
     return layers
+
+
+def image_keys_left_out(adapter, diffusion, layers, vector_layers) -> list[str]:
+    """The image keys (``Adapter.image_keys``: Wan's k_img/v_img) beside the chosen text k/v ``layers`` that the vector
+    does not edit: what a vector computed before they joined the text group leaves out."""
+    if not adapter.image_keys:
+        return []
+    blocks = {layer.rsplit(".", 1)[0] for layer in layers if layer.endswith(("cross_attn.k", "cross_attn.v"))}
+    siblings = [f"{block}.{key.rsplit('.', 1)[1]}" for block in sorted(blocks) for key in adapter.image_keys]
+    return [name for name in siblings if has_module(diffusion, name) and name not in vector_layers]
 
 
 def weights_fingerprint(model, layers, *, with_dtype: bool = False) -> str:

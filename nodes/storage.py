@@ -16,19 +16,20 @@ EXTENSIONS = {".safetensors"}
 
 
 def register_folder() -> None:
-    """Register ``models/refusal_vectors`` first among the folder's paths, with its extension; idempotent.
+    """Register ``models/refusal_vectors`` among the folder's paths, with its extension; idempotent.
 
     ComfyUI reads extra_model_paths.yaml before it loads the pack: a ``refusal_vectors`` entry there creates the
     folder's record with no extension (which lists every file) and without ``models/refusal_vectors``, so adding the
-    default only when the record was missing hid the vectors saved there. As for ComfyUI's own folders, the default
-    comes first (saves go there) and the yaml's paths are listed too. Nothing is created here: a read-only models
-    folder must not stop the pack from loading; saving creates the folder.
+    default only when the record was missing hid the vectors saved there. The yaml's paths stay first, so saves go
+    where the user pointed the folder (ComfyUI keeps no ``is_default`` flag to tell), and ``models/refusal_vectors`` is
+    listed after them. Nothing is created here: a read-only models folder must not stop the pack from loading; saving
+    creates the folder.
     """
     default = os.path.join(folder_paths.models_dir, FOLDER)
     paths, extensions = folder_paths.folder_names_and_paths.get(FOLDER, ([], set()))
     if default in paths and EXTENSIONS <= extensions:
         return
-    folder_paths.folder_names_and_paths[FOLDER] = ([default, *(path for path in paths if path != default)],
+    folder_paths.folder_names_and_paths[FOLDER] = ([*paths, *([] if default in paths else [default])],
                                                     extensions | EXTENSIONS)
     folder_paths.filename_list_cache.pop(FOLDER, None)
 
@@ -50,20 +51,27 @@ def vector_path(name: str) -> str:
 #: The longest file or folder name most file systems take is 255 bytes; a prefix's last part gets "_00001" and
 #: ".safetensors", and the temporary file written beside it a few bytes more.
 _MAX_SEGMENT_BYTES = 200
-#: Names Windows keeps for devices: a folder called "aux" cannot be created there (a file "aux_00001" can).
-_WINDOWS_DEVICES = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
+#: Names Windows keeps for devices: a folder called "aux" cannot be created there (a file "aux_00001" can). COM and LPT
+#: take 0-9 and the superscript digits.
+_WINDOWS_DEVICES = {"con", "prn", "aux", "nul", "conin$", "conout$",
+                    *(f"{port}{digit}" for port in ("com", "lpt") for digit in "0123456789\u00b9\u00b2\u00b3")}
+#: Zero-width (non-)joiners: part of the normal spelling of Persian, Urdu and Indic words.
+_JOINERS = "\u200c\u200d"
 
 
 def _segment_problem(segment: str, *, folder: bool) -> str | None:
     if not segment or segment[0] in ". " or not (segment[0].isalnum() or segment[0] in "_-"):
-        return "no part may be empty or start with '.', a space or a mark"
+        return "may not be empty or start with '.', a space or a mark"
     # \w misses combining marks (Hindi, Thai, a decomposed "é"), which are letters of their scripts.
-    if not all(c.isalnum() or c in "_-. " or unicodedata.category(c).startswith("M") for c in segment):
-        return "it may use letters of any script, digits, spaces, '-', '_', '.' and '/' for subfolders"
+    if not all(c.isalnum() or c in "_-. " or c in _JOINERS or unicodedata.category(c).startswith("M")
+               for c in segment):
+        return "may use letters of any script, digits, spaces, '-', '_' and '.' ('/' separates subfolders)"
     if len(segment.encode("utf-8")) > _MAX_SEGMENT_BYTES:
-        return f"each part may take at most {_MAX_SEGMENT_BYTES} bytes in UTF-8 (file systems take 255)"
-    if folder and (segment[-1] in ". " or segment.split(".")[0].rstrip().casefold() in _WINDOWS_DEVICES):
-        return "a folder may not end with '.' or a space, nor be a Windows device name (con, aux, nul, com1, ...)"
+        return f"takes more than {_MAX_SEGMENT_BYTES} bytes in UTF-8 (file systems take 255 for a name)"
+    if folder and segment[-1] in ". ":
+        return "is a folder name ending in '.' or a space, which Windows drops"
+    if folder and segment.split(".")[0].rstrip().casefold() in _WINDOWS_DEVICES:
+        return "is a folder name Windows keeps for a device (con, aux, nul, com1, lpt1, ...)"
     return None
 
 
@@ -75,7 +83,8 @@ def prefix_problem(prefix) -> str | None:
     for index, segment in enumerate(segments):
         problem = _segment_problem(segment, folder=index < len(segments) - 1)
         if problem:
-            return f"filename prefix {prefix!r}: {problem} (the file must stay inside the folder)"
+            where = f"its part {segment!r} " if len(segments) > 1 else ""
+            return f"filename prefix {prefix!r}: {where}{problem}"
     return None
 
 
@@ -106,7 +115,9 @@ def new_file_path(folder: str, prefix: str) -> str:
     # file's name, and a loader that had read the deleted file under that name answered from ComfyUI's cache.
     # Names compared case-folded: on Windows and macOS "Rolex_00001" is the file "rolex_00001".
     numbered = re.compile(re.escape(stem.casefold()) + r"_(\d{5,})\.safetensors")
-    taken = [int(match.group(1)) for match in (numbered.fullmatch(name.casefold()) for name in names) if match]
+    # NFC as the prefix: macOS lists names decomposed
+    taken = [int(match.group(1)) for match in
+             (numbered.fullmatch(unicodedata.normalize("NFC", name).casefold()) for name in names) if match]
     counter = max(taken, default=0) + 1
     while True:
         path = os.path.join(directory, f"{stem}_{counter:05d}.safetensors")
@@ -134,7 +145,8 @@ def new_file(folder: str, prefix: str):
 
 def _write_error(directory: str, error: OSError) -> ValueError:
     return ValueError(f"cannot write into {directory}: {error.strerror or error}; make that folder writable for the "
-                      "user ComfyUI runs as, or point the folder elsewhere in extra_model_paths.yaml")
+                      "user ComfyUI runs as, or give the folder a writable path in extra_model_paths.yaml (a "
+                      "refusal_vectors entry; for loras, is_default: true)")
 
 
 def relative_name(path: str, folder: str) -> str:

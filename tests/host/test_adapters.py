@@ -189,6 +189,15 @@ def test_an_image_to_video_wans_image_keys_are_edited_with_the_text_keys(pack, c
     finally:
         comfy.model_management.unload_all_models()
     assert sensitivity(model) > 0.01 and edited < 1e-5, (sensitivity(model), edited)
+    # a vector computed before the image keys joined the group edits k/v only: refused, not applied in part
+    import dataclasses
+
+    from comfyui_video_unlearning.nodes.patching import weights_fingerprint
+
+    text_only = basis.select([layer for layer in basis.layers if "_img" not in layer])
+    text_only = dataclasses.replace(text_only, model_fingerprint=weights_fingerprint(model, list(text_only.layers)))
+    with pytest.raises(ValueError, match="not its image keys .'blocks.0.cross_attn.k_img'...., which read the text"):
+        definitions.ApplyUnlearning.execute(model, text_only, 1.0, True, "all in vector", 0, -1, "zero")
     if not vision:  # the check measures the text path here and says that sampling with an image takes another
         from comfyui_video_unlearning.nodes.check import UnlearningCheck
 

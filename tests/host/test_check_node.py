@@ -193,7 +193,7 @@ def test_bad_inputs_get_errors_that_name_the_fix(defs, wan, basis, validation, c
     overlapping = definitions.PairEncoder.execute(clip, PAIRS.splitlines()[0] + "\n" + VALIDATION, BENIGN, "Rolex")[0]
     with pytest.raises(ValueError, match="1 of the 6 validation pairs are among the pairs the refusal vector"):
         run(check, wan, basis, overlapping)
-    with pytest.raises(ValueError, match="one neutral prompt has no variation"):  # refused where it is typed
+    with pytest.raises(ValueError, match="one distinct prompt has no variation"):  # refused where it is typed
         definitions.PairEncoder.execute(clip, VALIDATION, "a cat", "Rolex")
     lonely = definitions.PairEncoder.execute(clip, VALIDATION, "", "Rolex")[0]
     with pytest.raises(ValueError, match="0 neutral prompts.*at least 2 are needed"):

@@ -58,8 +58,12 @@ def test_pair_encoder_validation_names_the_line(nodes):
     assert nodes.PairEncoder.validate_inputs(pairs=PAIRS) is True
     assert "timesteps" in nodes.CollectActivations.validate_inputs(timesteps="1.5, x")
     # one neutral prompt has no variation: the contrast was silently off (the result of alpha 0)
-    assert "one neutral prompt" in nodes.PairEncoder.validate_inputs(pairs=PAIRS, neutral_prompts="a cat on a sofa")
-    assert "holds '|'" in nodes.PairEncoder.validate_inputs(neutral_prompts="a cat\na Rolex watch | a watch")
+    assert "neutral_prompts: one distinct prompt has no variation" in nodes.PairEncoder.validate_inputs(
+        pairs=PAIRS, neutral_prompts="a cat on a sofa")
+    assert "one distinct prompt (repeated lines count once)" in nodes.PairEncoder.validate_inputs(
+        neutral_prompts="a cat on a sofa\na cat on a sofa")
+    assert "neutral_prompts: line 2: 'a Rolex watch | a watch' holds '|'" in nodes.PairEncoder.validate_inputs(
+        neutral_prompts="a cat\na Rolex watch | a watch")
     assert nodes.PairEncoder.validate_inputs(pairs=PAIRS, neutral_prompts="") is True  # the safe sides stand in
 
 

@@ -52,7 +52,8 @@ def folders(storage, tmp_path, monkeypatch):
 
 def test_a_yaml_entry_for_the_folder_keeps_the_saved_vectors_and_the_extension(nodes, storage, basis, folders):
     """ComfyUI reads extra_model_paths.yaml before the pack: its entry had no extension and no models/refusal_vectors,
-    so every file of the shared folder was offered and the vectors saved in models/ vanished from the list."""
+    so every file of the shared folder was offered and the vectors saved in models/ vanished from the list. The yaml's
+    folder stays first, so saves go where the user pointed the folder."""
     import folder_paths
 
     storage.register_folder()
@@ -61,16 +62,13 @@ def test_a_yaml_entry_for_the_folder_keeps_the_saved_vectors_and_the_extension(n
     shared.mkdir()
     (shared / "notes.txt").write_text("not a vector")
     del folder_paths.folder_names_and_paths[storage.FOLDER]
-    folder_paths.add_model_folder_path(storage.FOLDER, str(shared))  # what the yaml does
+    folder_paths.add_model_folder_path(storage.FOLDER, str(shared), is_default=True)  # what the yaml does
     folder_paths.filename_list_cache.clear()
-    nodes.SaveRefusalVector.execute(basis, "team/rolex")  # saves go to models/, as LoRAs go to models/loras
+    nodes.SaveRefusalVector.execute(basis, "team/rolex")
+    assert (shared / "team" / "rolex_00001.safetensors").is_file()
     assert storage.list_vectors() == ["mine/rolex_00001.safetensors", "team/rolex_00001.safetensors"]
-    assert (folders / "models" / "refusal_vectors" / "team" / "rolex_00001.safetensors").is_file()
-    (shared / "theirs_00001.safetensors").write_bytes((folders / "models/refusal_vectors/team/rolex_00001.safetensors")
-                                                      .read_bytes())
-    folder_paths.filename_list_cache.clear()
-    assert "theirs_00001.safetensors" in storage.list_vectors()
-    assert nodes.LoadRefusalVector.execute("theirs_00001.safetensors")[0].layers == basis.layers
+    assert folder_paths.get_folder_paths(storage.FOLDER) == [str(shared), str(folders / "models" / "refusal_vectors")]
+    assert nodes.LoadRefusalVector.execute("mine/rolex_00001.safetensors")[0].layers == basis.layers
 
 
 def test_registering_creates_nothing_so_a_read_only_models_folder_still_loads_the_pack(storage, folders):
@@ -113,19 +111,24 @@ def test_a_subfolder_linked_to_another_disk_is_written_as_comfyui_writes_it(node
 def test_names_in_any_script_and_near_the_length_limit(nodes, wan, basis, folders, storage):
     storage.register_folder()
     decomposed = "Cafe\u0301"  # "Café" as macOS file names hold it
-    for name in (decomposed, "नमस्ते", "สวัสดี", "ロレックス", "CON", "a" * 200, "ロ" * 66):
+    persian = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"  # a zero-width non-joiner inside the word
+    for name in (decomposed, "नमस्ते", "สวัสดี", "ロレックス", persian, "CON", "a" * 200, "ロ" * 66, "com10/x"):
         assert nodes.SaveRefusalVector.validate_inputs(filename_prefix=name) is True, name
         assert nodes.ExportLoRA.validate_inputs(filename_prefix=name) is True, name
     assert nodes.SaveRefusalVector.execute(basis, decomposed).ui["text"] == ["Caf\u00e9_00001.safetensors"]
+    (folders / "models" / "refusal_vectors" / "Cafe\u0301_00007.safetensors").write_bytes(b"")  # as macOS lists it
+    assert nodes.SaveRefusalVector.execute(basis, "Caf\u00e9").ui["text"] == ["Caf\u00e9_00008.safetensors"]
     long_name = "ロ" * 66  # 198 bytes: with the number and extension 216, its temporary file's name under 255
     shown = nodes.ExportLoRA.execute(wan, basis, 1.0, "zero", long_name).ui["text"][0]
     assert shown == f"{long_name}_00001.safetensors"
-    for name, problem in (("a" * 201, "at most 200 bytes"), ("ロ" * 67, "at most 200 bytes"),
-                          ("aux/rolex", "Windows device name"), ("Nul.txt/rolex", "Windows device name"),
-                          ("rolex./v1", "may not end with"), ("rolex /v1", "may not end with"),
+    for name, problem in (("a" * 201, "more than 200 bytes"), ("ロ" * 67, "more than 200 bytes"),
+                          ("aux/rolex", "its part 'aux' is a folder name Windows keeps for a device"),
+                          ("Nul.txt/rolex", "Windows keeps for a device"), ("com0/x", "Windows keeps for a device"),
+                          ("lpt\u00b2/x", "Windows keeps for a device"),
+                          ("rolex./v1", "ending in '.' or a space"), ("rolex /v1", "ending in '.' or a space"),
                           ("\u0301rolex", "start with")):
         assert problem in nodes.SaveRefusalVector.validate_inputs(filename_prefix=name), name
-        with pytest.raises(ValueError, match=problem):
+        with pytest.raises(ValueError, match=problem.replace(".", "\\.").replace("(", "\\(")):
             nodes.SaveRefusalVector.execute(basis, name)
 
 
