@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import folder_paths
@@ -18,6 +19,8 @@ from .collect import collect_activations, empty_latent, parse_timesteps
 from .patching import ALL_IN_VECTOR, FP8_LORA_NOTE, apply_unlearning, export_lora
 from .payloads import ACTIVATIONS_TYPE, PAIRS_TYPE, REFUSAL_VECTOR_TYPE, CollectedActivations, EncodedPairs
 from .plot import chart_output
+
+logger = logging.getLogger(__name__)
 
 Pairs = io.Custom(PAIRS_TYPE)
 Activations = io.Custom(ACTIVATIONS_TYPE)
@@ -387,6 +390,8 @@ class ExportLoRA(io.ComfyNode):
         with storage.new_file(folder, filename_prefix) as path:
             metadata = export_lora(model, refusal_vector, path, strength=strength, target=target)
         notes = [FP8_LORA_NOTE] if metadata["video_unlearning_fp8_layers"] != "0" else []
+        for note in notes:  # also where API users and the console see it
+            logger.warning("Export Unlearning as LoRA (%s): %s", storage.relative_name(path, folder), note)
         return io.NodeOutput(ui={"text": [storage.relative_name(path, folder), *notes]})
 
 

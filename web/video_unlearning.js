@@ -181,18 +181,37 @@ function widgetValues(node) {
     });
 }
 
-// What the badge shows before a run, with a key of everything in the graph it is computed from: this node's widgets,
-// the strength feeder's, and every node on the way to the concept label (their ids too, so that another source with
-// the same label counts as a change). A run's result is shown only while the graph still has the key it ran with.
+const MUTED = 2; // litegraph's NEVER: the node and what needs it do not run
+const BYPASSED = 4; // its inputs pass to its outputs of the same type; a FLOAT output has none, so it is dropped
+
+// How a node runs: "muted", "bypassed" or "" for itself or the subgraph instance(s) holding it.
+function runMode(node, depth = 0) {
+  if (!node || depth > 16) return "";
+  if (node.mode === MUTED) return "muted";
+  if (node.mode === BYPASSED) return "bypassed";
+  if (!node.graph || node.graph === app.graph) return "";
+  const holders = allGraphs().flatMap((g) => (g.nodes ?? g._nodes ?? []).filter((n) => n.subgraph === node.graph));
+  return holders.map((holder) => runMode(holder, depth + 1)).find(Boolean) ?? "";
+}
+
+// What the badge shows before a run, with a key of everything in the graph it is computed from: this node's widgets
+// and run mode, the strength and enabled feeders', and every node on the way to the concept label (their ids too, so
+// that another source with the same label counts as a change). A run's result is shown only while the graph still
+// has the key it ran with.
 function graphView(node) {
   const trail = [];
   const concept = conceptOf(node, trail);
   const feeder = inputSource(node, node.inputs?.find((i) => i.name === "strength"));
-  const key = JSON.stringify([...trail, feeder].map((n) => n && [n.id, n.type, widgetValues(n)]));
+  const enabledFeeder = inputSource(node, node.inputs?.find((i) => i.name === "enabled"));
+  const modes = [node, feeder, enabledFeeder].map((n) => runMode(n));
+  const key = JSON.stringify([modes, ...[...trail, feeder, enabledFeeder].map((n) => n && [n.id, n.type,
+                                                                                          widgetValues(n)])]);
+  // A linked enabled is known before a run where its source is a boolean widget (a primitive), else only after one.
+  const fed = enabledFeeder && runMode(enabledFeeder) !== "bypassed" ? widget(enabledFeeder, "value")?.value : null;
   return {
-    enabled: Boolean(widget(node, "enabled")?.value ?? true),
+    enabled: enabledFeeder ? (typeof fed === "boolean" ? fed : null) : Boolean(widget(node, "enabled")?.value ?? true),
     strength: Number(widget(node, "strength")?.value ?? 1),
-    feeder, concept, key,
+    mode: modes[0], feederMode: modes[1], feeder, enabledFeeder, concept, key,
   };
 }
 
@@ -200,19 +219,37 @@ function refresh(node) {
   const badge = node.__videoUnlearningBadge;
   if (!badge) return;
   const view = graphView(node);
+  const concept = (view.concept || "unnamed concept").trim();
+  if (view.mode) {  // a bypassed Apply passes its MODEL through unedited; a muted one does not run
+    show(badge, "off", `UNLEARNING OFF (${view.mode}) · ${concept}`);
+    return;
+  }
   const ran = node.__videoUnlearningRun?.key === view.key ? node.__videoUnlearningRun : null;
   const enabled = ran ? ran.enabled : view.enabled;
-  // A strength fed by a link (Unlearning Check's recommendation) is known only after a run.
-  const feeder = ran ? null : view.feeder;
+  // A strength fed by a link (Unlearning Check's recommendation) is known only after a run; a bypassed feeder's link
+  // is dropped when queueing, so the strength widget's own value runs.
+  const feeder = ran || view.feederMode === "bypassed" ? null : view.feeder;
   const strength = ran ? ran.strength : feeder ? 1 : view.strength;
-  const concept = (ran?.concept || view.concept || "unnamed concept").trim();
+  const label = (ran?.concept || concept).trim();
+  const source = (n) => n.title || n.type;
+  const shown = feeder
+    ? `strength from ${source(feeder)}${view.feederMode ? ` (${view.feederMode}: the run will fail)` : ""}`
+    : `strength ${strength.toFixed(2)}`
+      + (!ran && view.feederMode === "bypassed" ? ` (${source(view.feeder)} bypassed)` : "");
+  if (enabled == null) {
+    show(badge, "unknown", `UNLEARNING ON? · enabled from ${source(view.enabledFeeder)} · ${shown} · ${label}`);
+    return;
+  }
   const active = enabled && strength > 0;
-  const shown = feeder ? `strength from ${feeder.title || feeder.type}` : `strength ${strength.toFixed(2)}`;
-  badge.textContent = active
-    ? `UNLEARNING ON · ${shown} · ${concept}` + (ran ? ` · ${ran.layers} layers` : "")
-    : `UNLEARNING OFF · ${concept}`;
-  badge.dataset.state = active ? "on" : "off";
-  badge.style.background = active ? "#7a2e2e" : "#3a3a3a";
+  show(badge, active ? "on" : "off", active
+    ? `UNLEARNING ON · ${shown} · ${label}` + (ran ? ` · ${ran.layers} layers` : "")
+    : `UNLEARNING OFF · ${label}`);
+}
+
+function show(badge, state, text) {
+  badge.textContent = text;
+  badge.dataset.state = state;
+  badge.style.background = { on: "#7a2e2e", off: "#3a3a3a", unknown: "#6a5a2a" }[state];
 }
 
 // Any link or widget change anywhere may change what a badge shows; a burst of them (a loaded workflow, typing)
@@ -226,6 +263,18 @@ function refreshAllBadges() {
     for (const node of applyNodes()) refresh(node);
   }, 0);
 }
+
+// A run mode changed (Ctrl+B, Ctrl+M: on Apply, on its strength's source, on a subgraph holding it) calls back nothing
+// an extension can chain, so the nodes' modes are compared twice a second (one number per node) and the badges
+// refreshed when one changed. Until 2026-12-06 a bypassed or muted Apply kept saying UNLEARNING ON.
+let lastModes = "";
+setInterval(() => {
+  const modes = allGraphs().flatMap((g) => (g.nodes ?? g._nodes ?? []).map((n) => `${n.id}:${n.mode ?? 0}`)).join();
+  if (modes !== lastModes) {
+    lastModes = modes;
+    refreshAllBadges();
+  }
+}, 500);
 
 // A run's result belongs to the graph as it was queued, not as it is when the result arrives (minutes later, maybe
 // edited meanwhile). The key of the latest accepted queueing is taken; while several differing prompts wait in the
@@ -378,4 +427,56 @@ app.registerExtension({
       renderCheck(caption, table, result);
     });
   },
+});
+
+// --- Save Refusal Vector and Export Unlearning as LoRA: which file the run wrote (the name a loader lists, relative to
+// the folder) and, for an fp8 export, the note on what a LoRA loader does there. ComfyUI's editor shows no "text"
+// output of its own, so until 2026-12-06 a second save's new number went unseen.
+const SAVE_NODES = new Set(["VideoUnlearnSaveRefusalVector", "VideoUnlearnExportLoRA"]);
+
+app.registerExtension({
+  name: "videoUnlearning.savedFile",
+  nodeCreated(node) {
+    if (!SAVE_NODES.has(node.comfyClass)) return;
+    const caption = addCaption(node, "saved_file", "video-unlearning-saved-file", "12px sans-serif",
+                               "run to write the file");
+    chain(node, "onExecuted", (output) => {
+      const [name, ...notes] = output?.text ?? [];
+      if (!name) return;
+      caption.textContent = `wrote ${name}` + (notes.length ? " · see the note (hover)" : "");
+      caption.title = notes.join("\n");
+      caption.dataset.state = "ran";
+    });
+  },
+});
+
+// --- A run served from ComfyUI's cache: ComfyUI 0.3.64 sends "executed" again only for output nodes, so a reloaded
+// editor (or a second tab) showed Apply's badge, the check's recommendation and the chart's labels as before any run.
+// Their UI outputs are in the prompt's history: handed to the nodes as if they had run.
+const cachedByPrompt = new Map();
+api.addEventListener("execution_cached", ({ detail }) => {
+  if (detail?.prompt_id) cachedByPrompt.set(detail.prompt_id, detail.nodes ?? []);
+});
+
+// "12:5" is node 5 inside the subgraph that node 12 instantiates.
+function nodeByExecutionId(id) {
+  let graph = app.graph;
+  let node = null;
+  for (const part of String(id).split(":")) {
+    node = graph?.getNodeById?.(Number(part)) ?? graph?.getNodeById?.(part);
+    graph = node?.subgraph;
+  }
+  return node ?? null;
+}
+
+api.addEventListener("execution_success", async ({ detail }) => {
+  const cached = cachedByPrompt.get(detail?.prompt_id) ?? [];
+  cachedByPrompt.delete(detail?.prompt_id);
+  const nodes = cached.map((id) => [id, nodeByExecutionId(id)])
+    .filter(([, node]) => node?.comfyClass?.startsWith("VideoUnlearn"));
+  if (!nodes.length) return;
+  const response = await api.fetchApi(`/history/${encodeURIComponent(detail.prompt_id)}`);
+  if (!response.ok) return;
+  const outputs = (await response.json())?.[detail.prompt_id]?.outputs ?? {};
+  for (const [id, node] of nodes) if (outputs[id]) node.onExecuted?.(outputs[id]);
 });

@@ -125,7 +125,7 @@ FAKE_RUN = """
   node.onExecuted({ video_unlearning: [{ enabled: true, strength: 1, concept: "Rolex", layers }] });
 }
 """
-DISPLAY_WIDGETS = ["pair_status", "unlearning_badge", "chart_caption", "check_caption", "check_table"]
+DISPLAY_WIDGETS = ["pair_status", "unlearning_badge", "chart_caption", "check_caption", "check_table", "saved_file"]
 # Per pack node: its saved widgets_values, the values of its widgets that are not display-only, and the keys of its
 # prompt (API format) inputs.
 SAVED = f"""
@@ -317,6 +317,8 @@ def test_editor_shows_pair_check_chart_and_badge(server):
         assert shown["chart"]["best"] == shared and shown["chart"]["layers"] == 4
         sync_api.expect(caption).to_contain_text(f"best: {shared} (separation ")
         sync_api.expect(caption).to_contain_text("4 layers, 1 distinct input")
+        # which file Save Refusal Vector wrote (the editor shows no text output of its own)
+        sync_api.expect(page.locator(".video-unlearning-saved-file").first).to_contain_text("wrote rolex_0")
         page.screenshot(path=str(SHOTS / "4_score_chart.png"))
         page.screenshot(path=str(SHOTS / "4_score_chart_100pct.png"), clip=_clip(page))
 
@@ -457,6 +459,28 @@ def test_badges_follow_the_graph(server):
                                        await window.app.queuePrompt(0); }""")
         _expect_badges(page, {"first": ON + "Rolex"})
 
+        # Bypassed or muted (Ctrl+B, Ctrl+M), Apply edits nothing: until 2026-12-06 its badge kept saying ON.
+        page.evaluate(FAKE_RUN, ["first", 4])
+        set_mode = "(mode) => { window.__t.first.mode = mode; }"
+        page.evaluate(set_mode, 4)
+        _expect_badges(page, {"first": "UNLEARNING OFF (bypassed) · Rolex"})
+        page.evaluate(set_mode, 2)
+        _expect_badges(page, {"first": "UNLEARNING OFF (muted) · Rolex"})
+        page.evaluate(set_mode, 0)
+        _expect_badges(page, {"first": ON + "Rolex · 4 layers"})
+        # enabled fed by a boolean primitive is read from it, and flipping it drops the run's result (it was kept)
+        page.evaluate("""() => { const t = window.__t; t.flag = window.LiteGraph.createNode('PrimitiveBoolean');
+                                 window.app.graph.add(t.flag); t.flag.widgets[0].value = false;
+                                 const slot = t.first.inputs.findIndex((i) => i.name === 'enabled');
+                                 t.flag.connect(0, t.first, slot); }""")
+        _expect_badges(page, {"first": "UNLEARNING OFF · Rolex"})
+        page.evaluate("() => { const w = window.__t.flag.widgets[0]; w.value = true; w.callback?.(true); }")
+        _expect_badges(page, {"first": ON + "Rolex"})
+        page.evaluate("""() => { const t = window.__t;
+                                 t.first.disconnectInput(t.first.inputs.findIndex((i) => i.name === 'enabled'));
+                                 window.app.graph.remove(t.flag); }""")
+        _expect_badges(page, {"first": ON + "Rolex · 4 layers"})
+
         # Inside a subgraph, the badge follows its input out to the concept and refreshes on changes outside.
         page.evaluate("() => { window.app.graph.convertToSubgraph(new Set([window.__t.second])); }")
         _expect_badges(page, {"second": ON + "Omega"})
@@ -476,6 +500,37 @@ def test_badges_follow_the_graph(server):
                                  const w = pe.widgets.find((x) => x.name === 'concept');
                                  w.value = 'Omega 3'; w.callback?.(w.value); }""")
         _expect_badges(page, {"combined": ON + "Rolex + Omega 3"})
+    assert not [e for e in errors if "videoUnlearning" in e or "video_unlearning" in e], errors
+
+
+def test_a_run_served_from_the_cache_shows_its_results_in_a_reloaded_editor(server):
+    """ComfyUI 0.3.64 sends "executed" again only for output nodes: a reloaded editor (or a second tab) whose run
+    was served from the cache showed Low-Rank Refusal Vector (and Apply, and the check) as before any run. The
+    extension reads those nodes' outputs from the prompt's history; the events are the server's, replayed."""
+    url, _, _ = server
+    with editor_page() as (page, errors):
+        _open(page, url, "compute_refusal_vector_wan21.json")
+        page.evaluate(f"""() => {{ const node = ({FIND})('VideoUnlearnRefusalVector');
+                                  const previous = node.onExecuted;
+                                  node.onExecuted = function (output) {{
+                                    const result = previous?.apply(this, arguments);
+                                    if (output?.video_unlearning_chart) node.__videoUnlearningCharts = 1;
+                                    return result; }}; }}""")
+        page.evaluate(SWAP_AND_SHRINK)
+        page.wait_for_function(CHART_RAN, arg=1, timeout=180_000)
+        history = http_json(f"{url}/history?max_items=1")
+        prompt_id = next(iter(history))
+        vector_id = page.evaluate(f"() => ({FIND})('VideoUnlearnRefusalVector').id")
+        page.reload()
+        _open(page, url, "compute_refusal_vector_wan21.json")
+        caption = page.locator(".video-unlearning-chart-caption").first
+        sync_api.expect(caption).to_have_text("run to see which layers carry the concept", timeout=10_000)
+        page.evaluate("""([prompt, node]) => {
+                             const api = window.comfyAPI.api.api;
+                             api.dispatchCustomEvent('execution_cached', { prompt_id: prompt, nodes: [String(node)] });
+                             api.dispatchCustomEvent('execution_success', { prompt_id: prompt }); }""",
+                      [prompt_id, vector_id])
+        sync_api.expect(caption).to_contain_text("best: text context", timeout=10_000)
     assert not [e for e in errors if "videoUnlearning" in e or "video_unlearning" in e], errors
 
 
