@@ -61,7 +61,7 @@ _JOINERS = "\u200c\u200d"
 
 def _segment_problem(segment: str, *, folder: bool) -> str | None:
     if not segment or segment[0] in ". " or not (segment[0].isalnum() or segment[0] in "_-"):
-        return "may not be empty or start with '.', a space or a mark"
+        return "may not be empty or start with '.', a space or a mark (the file must stay inside the folder)"
     # \w misses combining marks (Hindi, Thai, a decomposed "é"), which are letters of their scripts.
     if not all(c.isalnum() or c in "_-. " or c in _JOINERS or unicodedata.category(c).startswith("M")
                for c in segment):
