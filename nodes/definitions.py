@@ -134,7 +134,8 @@ def _neutral(text: str) -> tuple[str, ...]:
         raise PairsError(f"neutral_prompts: {error}") from error
     if len(prompts) == 1:
         # one prompt has no variation to subtract: the contrast would silently be off
-        repeated = " (repeated lines count once)" if len(text.strip().splitlines()) > 1 else ""
+        lines = [line.strip() for line in text.splitlines()]
+        repeated = " (repeated lines count once)" if sum(1 for line in lines if line and line[0] != "#") > 1 else ""
         raise PairsError(f"neutral_prompts: one distinct prompt{repeated} has no variation to subtract; give 2 or "
                          "more (20 by default), or none to let the pairs' safe sides stand in")
     return prompts

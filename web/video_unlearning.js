@@ -184,60 +184,105 @@ function widgetValues(node) {
 const MUTED = 2; // litegraph's NEVER: the node and what needs it do not run
 const BYPASSED = 4; // its inputs pass to its outputs of the same type; a FLOAT output has none, so it is dropped
 
-// How a node runs: "muted", "bypassed" or "" for itself or the subgraph instance(s) holding it.
+// Whether a subgraph instance passes what it holds through: bypassed, itself or inside another bypassed instance. A
+// muted instance does not: the editor still sends the nodes inside it (ComfyUI 0.3.64's frontend), and they run.
+function holderBypassed(holder, depth) {
+  return holder.mode === BYPASSED || runMode(holder, depth + 1) === "bypassed";
+}
+
+// How a node runs: "muted" or "bypassed" (itself, or every subgraph instance holding it bypassed), "partly bypassed"
+// (some of the instances of its subgraph bypassed: the badge of the one node inside cannot say), or "".
 function runMode(node, depth = 0) {
   if (!node || depth > 16) return "";
   if (node.mode === MUTED) return "muted";
   if (node.mode === BYPASSED) return "bypassed";
   if (!node.graph || node.graph === app.graph) return "";
   const holders = allGraphs().flatMap((g) => (g.nodes ?? g._nodes ?? []).filter((n) => n.subgraph === node.graph));
-  return holders.map((holder) => runMode(holder, depth + 1)).find(Boolean) ?? "";
+  const bypassed = holders.filter((holder) => holderBypassed(holder, depth)).length;
+  return !bypassed ? "" : bypassed === holders.length ? "bypassed" : "partly bypassed";
 }
 
+// Every node a node's result depends on (itself and everything upstream of it), for the key of a run's result: a
+// change anywhere there may change what the run would do.
+function upstream(node) {
+  const seen = new Set();
+  const queue = node ? [node] : [];
+  while (queue.length && seen.size < 256) {
+    const current = queue.shift();
+    if (seen.has(current)) continue;
+    seen.add(current);
+    for (const input of current.inputs ?? []) {
+      const source = inputSource(current, input);
+      if (source && !seen.has(source)) queue.push(source);
+    }
+  }
+  return [...seen];
+}
+
+// The sources whose boolean widget "value" is what they output: ComfyUI's Boolean primitive and the editor's own.
+const BOOLEAN_SOURCES = new Set(["PrimitiveBoolean", "PrimitiveNode"]);
+
 // What the badge shows before a run, with a key of everything in the graph it is computed from: this node's widgets
-// and run mode, the strength and enabled feeders', and every node on the way to the concept label (their ids too, so
-// that another source with the same label counts as a change). A run's result is shown only while the graph still
-// has the key it ran with.
+// and run mode, everything upstream of the strength's and enabled's sources, and every node on the way to the concept
+// label (their ids too, so that another source with the same label counts as a change). A run's result is shown only
+// while the graph still has the key it ran with.
 function graphView(node) {
   const trail = [];
   const concept = conceptOf(node, trail);
-  const feeder = inputSource(node, node.inputs?.find((i) => i.name === "strength"));
-  const enabledFeeder = inputSource(node, node.inputs?.find((i) => i.name === "enabled"));
+  const linked = (name) => node.inputs?.find((i) => i.name === name && i.link != null);
+  const feeder = inputSource(node, linked("strength"));
+  const enabledFeeder = inputSource(node, linked("enabled"));
   const modes = [node, feeder, enabledFeeder].map((n) => runMode(n));
-  const key = JSON.stringify([modes, ...[...trail, feeder, enabledFeeder].map((n) => n && [n.id, n.type,
-                                                                                          widgetValues(n)])]);
-  // A linked enabled is known before a run where its source is a boolean widget (a primitive), else only after one.
-  const fed = enabledFeeder && runMode(enabledFeeder) !== "bypassed" ? widget(enabledFeeder, "value")?.value : null;
+  const key = JSON.stringify([modes, ...[...trail, ...upstream(feeder), ...upstream(enabledFeeder)]
+    .map((n) => [n.id, n.type, widgetValues(n)])]);
+  const own = Boolean(widget(node, "enabled")?.value ?? true);
+  let enabled = own;
+  let enabledNote = "";
+  if (linked("enabled")) {
+    // A bypassed source's link is dropped when queueing, so the widget's own value runs; a muted one fails the run.
+    const value = BOOLEAN_SOURCES.has(enabledFeeder?.type) ? widget(enabledFeeder, "value")?.value : null;
+    enabled = modes[2] === "bypassed" ? own : typeof value === "boolean" && !modes[2] ? value : null;
+    enabledNote = !enabledFeeder ? "enabled from a link the badge cannot follow"
+      : modes[2] === "muted" ? `enabled from ${title(enabledFeeder)} (muted: the run will fail)`
+        : modes[2] === "bypassed" ? "" : `enabled from ${title(enabledFeeder)}`;
+  }
   return {
-    enabled: enabledFeeder ? (typeof fed === "boolean" ? fed : null) : Boolean(widget(node, "enabled")?.value ?? true),
+    enabled, enabledNote,
     strength: Number(widget(node, "strength")?.value ?? 1),
-    mode: modes[0], feederMode: modes[1], feeder, enabledFeeder, concept, key,
+    strengthLinked: Boolean(linked("strength")),
+    mode: modes[0], feederMode: modes[1], feeder, concept, key,
   };
 }
+
+const title = (n) => n.title || n.type;
 
 function refresh(node) {
   const badge = node.__videoUnlearningBadge;
   if (!badge) return;
   const view = graphView(node);
   const concept = (view.concept || "unnamed concept").trim();
-  if (view.mode) {  // a bypassed Apply passes its MODEL through unedited; a muted one does not run
+  if (view.mode === "muted" || view.mode === "bypassed") {  // bypassed: the MODEL passes through; muted: no run
     show(badge, "off", `UNLEARNING OFF (${view.mode}) · ${concept}`);
+    return;
+  }
+  if (view.mode) {
+    show(badge, "unknown", `UNLEARNING ON? (its subgraph is ${view.mode}: some of its uses only) · ${concept}`);
     return;
   }
   const ran = node.__videoUnlearningRun?.key === view.key ? node.__videoUnlearningRun : null;
   const enabled = ran ? ran.enabled : view.enabled;
   // A strength fed by a link (Unlearning Check's recommendation) is known only after a run; a bypassed feeder's link
   // is dropped when queueing, so the strength widget's own value runs.
-  const feeder = ran || view.feederMode === "bypassed" ? null : view.feeder;
-  const strength = ran ? ran.strength : feeder ? 1 : view.strength;
+  const fedStrength = !ran && view.strengthLinked && view.feederMode !== "bypassed";
+  const strength = ran ? ran.strength : fedStrength ? 1 : view.strength;
   const label = (ran?.concept || concept).trim();
-  const source = (n) => n.title || n.type;
-  const shown = feeder
-    ? `strength from ${source(feeder)}${view.feederMode ? ` (${view.feederMode}: the run will fail)` : ""}`
+  const shown = fedStrength
+    ? (view.feeder ? `strength from ${title(view.feeder)}` : "strength from a link the badge cannot follow")
+      + (view.feederMode ? ` (${view.feederMode}: the run will fail)` : "")
     : `strength ${strength.toFixed(2)}`
-      + (!ran && view.feederMode === "bypassed" ? ` (${source(view.feeder)} bypassed)` : "");
-  if (enabled == null) {
-    show(badge, "unknown", `UNLEARNING ON? · enabled from ${source(view.enabledFeeder)} · ${shown} · ${label}`);
+      + (!ran && view.feederMode === "bypassed" ? ` (${title(view.feeder)} bypassed)` : "");
+  if (!ran && (enabled == null || view.enabledNote.includes("will fail"))) {
+    show(badge, "unknown", `UNLEARNING ON? · ${view.enabledNote} · ${shown} · ${label}`);
     return;
   }
   const active = enabled && strength > 0;
@@ -469,14 +514,28 @@ function nodeByExecutionId(id) {
   return node ?? null;
 }
 
+for (const ended of ["execution_error", "execution_interrupted"]) {
+  api.addEventListener(ended, ({ detail }) => cachedByPrompt.delete(detail?.prompt_id));
+}
+
+// ComfyUI sends execution_success just before it stores the prompt's history: asked again a few times until it is
+// there.
+async function promptOutputs(promptId, tries = 10) {
+  for (let attempt = 0; attempt < tries; attempt++) {
+    const response = await api.fetchApi(`/history/${encodeURIComponent(promptId)}`);
+    const entry = response.ok ? (await response.json())?.[promptId] : null;
+    if (entry) return entry.outputs ?? {};
+    await new Promise((resolve) => setTimeout(resolve, 200 * (attempt + 1)));
+  }
+  return {};
+}
+
 api.addEventListener("execution_success", async ({ detail }) => {
   const cached = cachedByPrompt.get(detail?.prompt_id) ?? [];
   cachedByPrompt.delete(detail?.prompt_id);
   const nodes = cached.map((id) => [id, nodeByExecutionId(id)])
     .filter(([, node]) => node?.comfyClass?.startsWith("VideoUnlearn"));
   if (!nodes.length) return;
-  const response = await api.fetchApi(`/history/${encodeURIComponent(detail.prompt_id)}`);
-  if (!response.ok) return;
-  const outputs = (await response.json())?.[detail.prompt_id]?.outputs ?? {};
+  const outputs = await promptOutputs(detail.prompt_id);
   for (const [id, node] of nodes) if (outputs[id]) node.onExecuted?.(outputs[id]);
 });

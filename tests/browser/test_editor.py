@@ -480,10 +480,29 @@ def test_badges_follow_the_graph(server):
                                  t.first.disconnectInput(t.first.inputs.findIndex((i) => i.name === 'enabled'));
                                  window.app.graph.remove(t.flag); }""")
         _expect_badges(page, {"first": ON + "Rolex · 4 layers"})
+        # a source that computes its boolean (here StringContains, whose own boolean widget is another setting) is
+        # known only after a run
+        page.evaluate("""() => { const t = window.__t; t.flag = window.LiteGraph.createNode('StringContains');
+                                 window.app.graph.add(t.flag);
+                                 const slot = t.first.inputs.findIndex((i) => i.name === 'enabled');
+                                 t.flag.connect(0, t.first, slot); }""")
+        _expect_badges(page, {"first": "UNLEARNING ON? · enabled from Contains · strength 1.00 · Rolex"})
+        page.evaluate("""() => { const t = window.__t;
+                                 t.first.disconnectInput(t.first.inputs.findIndex((i) => i.name === 'enabled'));
+                                 window.app.graph.remove(t.flag); }""")
+        _expect_badges(page, {"first": ON + "Rolex · 4 layers"})
 
         # Inside a subgraph, the badge follows its input out to the concept and refreshes on changes outside.
         page.evaluate("() => { window.app.graph.convertToSubgraph(new Set([window.__t.second])); }")
         _expect_badges(page, {"second": ON + "Omega"})
+        # A bypassed subgraph passes its MODEL through; a muted one (its menu's Mode > Never) still runs what it holds
+        # (the editor sends the nodes inside), so its Apply still unlearns.
+        holder_mode = """(mode) => { window.app.graph.nodes.find((n) => n.isSubgraphNode?.()).mode = mode; }"""
+        page.evaluate(holder_mode, 4)
+        _expect_badges(page, {"second": "UNLEARNING OFF (bypassed) · Omega"})
+        page.evaluate(holder_mode, 2)
+        _expect_badges(page, {"second": ON + "Omega"})
+        page.evaluate(holder_mode, 0)
         page.evaluate("""() => { const w = window.__t.pe2.widgets.find((x) => x.name === 'concept');
                                  w.value = 'Omega 2'; w.callback?.(w.value); }""")
         _expect_badges(page, {"second": ON + "Omega 2", "combined": ON + "Rolex + Omega 2"})

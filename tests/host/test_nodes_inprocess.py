@@ -62,6 +62,7 @@ def test_pair_encoder_validation_names_the_line(nodes):
         pairs=PAIRS, neutral_prompts="a cat on a sofa")
     assert "one distinct prompt (repeated lines count once)" in nodes.PairEncoder.validate_inputs(
         neutral_prompts="a cat on a sofa\na cat on a sofa")
+    assert "one distinct prompt has no" in nodes.PairEncoder.validate_inputs(neutral_prompts="a cat\n# a note\n\n")
     assert "neutral_prompts: line 2: 'a Rolex watch | a watch' holds '|'" in nodes.PairEncoder.validate_inputs(
         neutral_prompts="a cat\na Rolex watch | a watch")
     assert nodes.PairEncoder.validate_inputs(pairs=PAIRS, neutral_prompts="") is True  # the safe sides stand in
