@@ -101,13 +101,35 @@ TINY_VACE = {"image_model": "wan2.1", "model_type": "vace", "dim": 128, "ffn_dim
              "vace_layers": 2}
 
 
+def _sensitivity_to_text_direction(model, patched, direction, x, context, **extra) -> tuple[float, float]:
+    """How far the diffusion model's output moves (relative) when the projected text is shifted by 5 ``direction``:
+    for ``model`` and for ``patched`` loaded (its patches applied)."""
+    import comfy.model_management
+
+    def sensitivity(patcher):
+        diffusion = patcher.model.diffusion_model
+        outputs = []
+        for shift in (0.0, 5.0):
+            handle = diffusion.text_embedding.register_forward_hook(lambda _m, _i, out: out + shift * direction)
+            try:
+                outputs.append(diffusion(x, torch.tensor([500.0]), context, **extra))
+            finally:
+                handle.remove()
+        return float((outputs[1] - outputs[0]).norm() / outputs[0].norm())
+
+    comfy.model_management.load_models_gpu([patched])
+    try:
+        edited = sensitivity(patched)
+    finally:
+        comfy.model_management.unload_all_models()
+    return sensitivity(model), edited
+
+
 def test_wan_vace_blocks_are_edited_with_the_main_blocks(pack, clip, tiny):
     """A VACE model's side blocks read the same text_embedding output through their own cross-attention k/v and add
     what they write into the main blocks: the default edit includes them (one shared record), so at strength 1 with
     target zero moving the text along the edit direction changes nothing. With the main blocks alone, as until
     2026-12-06, 41 % of the output's sensitivity to it was left (a tiny VACE of 2 + 1 blocks)."""
-    import comfy.model_management
-
     from comfyui_video_unlearning.nodes import definitions
     from comfyui_video_unlearning.nodes.check import sweep_options
 
@@ -126,26 +148,11 @@ def test_wan_vace_blocks_are_edited_with_the_main_blocks(pack, clip, tiny):
     patched = definitions.ApplyUnlearning.execute(model, basis, 1.0, True, "all in vector", 0, -1, "zero")[0]
     direction = basis.subspace("blocks.0.cross_attn.k")[:, 0]
 
-    def sensitivity(patcher):
-        diffusion = patcher.model.diffusion_model
-        g = torch.Generator().manual_seed(0)
-        x, context = torch.randn(1, 16, 2, 8, 8, generator=g), torch.randn(1, 512, 4096, generator=g) * 0.5
-        vace = dict(vace_context=torch.randn(1, 1, 96, 2, 8, 8, generator=g), vace_strength=[1.0])
-        outputs = []
-        for shift in (0.0, 5.0):
-            handle = diffusion.text_embedding.register_forward_hook(lambda _m, _i, out: out + shift * direction)
-            try:
-                outputs.append(diffusion(x, torch.tensor([500.0]), context, **vace))
-            finally:
-                handle.remove()
-        return float((outputs[1] - outputs[0]).norm() / outputs[0].norm())
-
-    comfy.model_management.load_models_gpu([patched])
-    try:
-        edited = sensitivity(patched)
-    finally:
-        comfy.model_management.unload_all_models()
-    assert sensitivity(model) > 0.1 and edited < 1e-5
+    g = torch.Generator().manual_seed(0)
+    x, context = torch.randn(1, 16, 2, 8, 8, generator=g), torch.randn(1, 512, 4096, generator=g) * 0.5
+    vace = dict(vace_context=torch.randn(1, 1, 96, 2, 8, 8, generator=g), vace_strength=[1.0])
+    base, edited = _sensitivity_to_text_direction(model, patched, direction, x, context, **vace)
+    assert base > 0.1 and edited < 1e-5
 
 
 @pytest.mark.parametrize("vision", [False, True], ids=["no clip vision", "clip vision"])
@@ -155,8 +162,6 @@ def test_an_image_to_video_wans_image_keys_are_edited_with_the_text_keys(pack, c
     whole text context. With k/v alone edited, as until 2026-12-06, 71.5 % of the output's sensitivity to the edit
     direction was left there (tiny Animate and camera models); the default group now takes k_img/v_img too (one
     shared record), and at strength 1 with target zero the text along the direction changes nothing either way."""
-    import comfy.model_management
-
     from comfyui_video_unlearning.nodes import definitions
 
     model = tiny.load_tiny_wan(state=tiny.tiny_wan_state_dict(i2v=True))
@@ -168,27 +173,12 @@ def test_an_image_to_video_wans_image_keys_are_edited_with_the_text_keys(pack, c
     patched = definitions.ApplyUnlearning.execute(model, basis, 1.0, True, "all in vector", 0, -1, "zero")[0]
     direction = basis.subspace("blocks.0.cross_attn.k")[:, 0]
 
-    def sensitivity(patcher):
-        diffusion = patcher.model.diffusion_model
-        g = torch.Generator().manual_seed(0)
-        x = torch.randn(1, 16 + tiny.I2V_EXTRA_CHANNELS, 2, 8, 8, generator=g)
-        context = torch.randn(1, 512, 4096, generator=g) * 0.5
-        image = dict(clip_fea=torch.randn(1, 257, 1280, generator=g)) if vision else {}
-        outputs = []
-        for shift in (0.0, 5.0):
-            handle = diffusion.text_embedding.register_forward_hook(lambda _m, _i, out: out + shift * direction)
-            try:
-                outputs.append(diffusion(x, torch.tensor([500.0]), context, **image))
-            finally:
-                handle.remove()
-        return float((outputs[1] - outputs[0]).norm() / outputs[0].norm())
-
-    comfy.model_management.load_models_gpu([patched])
-    try:
-        edited = sensitivity(patched)
-    finally:
-        comfy.model_management.unload_all_models()
-    assert sensitivity(model) > 0.01 and edited < 1e-5, (sensitivity(model), edited)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 16 + tiny.I2V_EXTRA_CHANNELS, 2, 8, 8, generator=g)
+    context = torch.randn(1, 512, 4096, generator=g) * 0.5
+    image = dict(clip_fea=torch.randn(1, 257, 1280, generator=g)) if vision else {}
+    base, edited = _sensitivity_to_text_direction(model, patched, direction, x, context, **image)
+    assert base > 0.01 and edited < 1e-5, (base, edited)
     # a vector computed before the image keys joined the group edits k/v only: refused, not applied in part
     import dataclasses
 
