@@ -9,6 +9,7 @@ described in ``server_setup``.
 from __future__ import annotations
 
 import json
+import urllib.request
 
 import numpy as np
 import pytest
@@ -41,6 +42,9 @@ def test_shipped_workflows_are_served_as_templates(server):
     for path in WORKFLOWS:
         served = http_json(f"{url}/api/workflow_templates/comfyui-video-unlearning/{path.name}")
         assert served["nodes"] == json.loads(path.read_text())["nodes"]
+        thumbnail = f"{url}/api/workflow_templates/comfyui-video-unlearning/{path.stem}.jpg"
+        with urllib.request.urlopen(thumbnail, timeout=30) as response:  # the template card's picture
+            assert response.read() == path.with_suffix(".jpg").read_bytes()
 
 
 def test_compute_workflow_saves_a_refusal_vector(server):
