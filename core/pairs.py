@@ -98,7 +98,7 @@ def _quoted(text: str) -> str:
     return repr(text) if len(text) <= QUOTED else f"{text[:QUOTED]!r}... ({len(text)} characters)"
 
 
-def _content_lines(text: str):
+def content_lines(text: str):
     r"""(line number, stripped line) of the content lines. One leading byte-order mark (U+FEFF, which some editors
     write first) is dropped, so a first-line ``#`` comment stays a comment; lines end at ``\r\n``, ``\r`` or
     ``\n`` only, as an editor numbers them (``str.splitlines`` also splits at NEL, form feed, vertical tab and
@@ -130,7 +130,7 @@ def parse_pairs(text: str) -> list[PromptPair]:
         raise TypeError(f"pairs text must be a str, got {type(text).__name__}")
     pairs: list[PromptPair] = []
     seen: dict[tuple[str, str], int] = {}
-    for number, line in _content_lines(text):
+    for number, line in content_lines(text):
         bars = line.count("|")
         if bars != 1:
             raise PairsError(
@@ -187,7 +187,7 @@ def check_pairs(text: str) -> dict:
         try:
             pairs = parse_pairs(text)
         except PairsError as error:
-            count = sum(1 for number, _ in _content_lines(text) if error.line is None or number < error.line)
+            count = sum(1 for number, _ in content_lines(text) if error.line is None or number < error.line)
             return {"count": count, "error": error.reason, "line": error.line, "warning": None}
     warning = next((str(w.message) for w in caught if issubclass(w.category, (InlineHashWarning, FewPairsWarning))),
                    None)
@@ -204,7 +204,7 @@ def parse_prompts(text: str) -> list[str]:
     if not isinstance(text, str):
         raise TypeError(f"prompts text must be a str, got {type(text).__name__}")
     prompts = []
-    for number, line in _content_lines(text):
+    for number, line in content_lines(text):
         if "|" in line:
             raise PairsError(f"{_quoted(line)} holds '|': these prompts are one per line and must not show the "
                              "concept; pairs go to the pairs input", number)

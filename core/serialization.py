@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import safetensors.torch
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load, save_file
+from safetensors.torch import load
 
 FORMAT = "video-unlearning/refusal-vector"
 FORMAT_VERSION = 2
@@ -91,12 +93,21 @@ def write_basis_file(stored: StoredBasis, path, *, extra_metadata: dict[str, str
             raise ValueError(f"extra metadata {key!r} must be a str entry other than {METADATA_KEY!r}")
         header[key] = value
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    save_atomic(tensors, path, header)
+
+
+def save_atomic(tensors: dict[str, torch.Tensor], path, metadata: dict[str, str]) -> None:
+    """Write a safetensors file so that ``path`` is either absent or complete (never a half-written file under the
+    real name): written to a temporary file beside it, then renamed over it (``os.replace``); on any error the
+    temporary file is removed. Its name is short, as the file's own may be near the file system's limit."""
+    handle, temporary = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=Path(path).absolute().parent)
+    os.close(handle)
     try:
-        save_file(tensors, str(tmp), metadata=header)
-        os.replace(tmp, path)  # never leave a half-written vector under the real name
+        safetensors.torch.save_file(tensors, temporary, metadata=metadata)
+        os.replace(temporary, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        if os.path.exists(temporary):
+            os.remove(temporary)
 
 
 def read_metadata(path) -> dict:

@@ -306,16 +306,14 @@ def run_unlearning_check(model, basis: RefusalBasis, validation: EncodedPairs | 
         notes["padded_text"] = collapse.describe()
         notes["guidance_embedded"] = embeds_guidance(model)
         notes["rounding"] = rounding_note(baseline, compute_dtype(model))
-        notes["image"] = image_note(diffusion, validation.unsafe)
+        notes["image"] = image_note(adapter, diffusion, image)
     return main, swept
 
 
-def image_note(diffusion, conditionings) -> str | None:
-    """The table's line for an image-to-video Wan measured without a CLIP-vision output: sampling with one runs the
-    image path (k_img/v_img on the image's tokens), which these figures did not see."""
-    if getattr(diffusion, "img_emb", None) is None:
-        return None
-    if all("clip_vision_output" in c[0][1] for c in conditionings):
+def image_note(adapter, diffusion, image: bool) -> str | None:
+    """The table's line for a model with image keys (``Adapter.image_keys``: an image-to-video Wan's k_img/v_img)
+    measured without a CLIP-vision output: sampling with one runs the image path, which these figures did not see."""
+    if image or not any(has_module(diffusion, f"{adapter.blocks}.0.{key}") for key in adapter.image_keys):
         return None
     return ("measured without a CLIP-vision output: if you sample with one (WanImageToVideo, WanAnimateToVideo, "
             "WanCameraImageToVideo), connect that image's to both sides of the validation Pair Encoder to measure "

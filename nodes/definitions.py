@@ -9,8 +9,8 @@ import folder_paths
 import torch
 from comfy_api.latest import io
 
-from ..core.pairs import (DEFAULT_NEUTRAL_PROMPTS, FewPairsWarning, InlineHashWarning, PairsError, parse_pairs,
-                         parse_prompts)
+from ..core.pairs import (DEFAULT_NEUTRAL_PROMPTS, FewPairsWarning, InlineHashWarning, PairsError, content_lines,
+                         parse_pairs, parse_prompts)
 from ..core.refusal import EDITS, METHODS, RefusalBasis
 from ..core.edit import EDIT_TARGETS
 from . import storage
@@ -91,7 +91,7 @@ class PairEncoder(io.ComfyNode):
                     parse_pairs(pairs)
                 if neutral_prompts is not None:
                     _neutral(neutral_prompts)
-        except (PairsError, ValueError) as error:
+        except PairsError as error:
             return f"Pair Encoder: {error}"
         return True
 
@@ -134,8 +134,7 @@ def _neutral(text: str) -> tuple[str, ...]:
         raise PairsError(f"neutral_prompts: {error}") from error
     if len(prompts) == 1:
         # one prompt has no variation to subtract: the contrast would silently be off
-        lines = [line.strip() for line in text.splitlines()]
-        repeated = " (repeated lines count once)" if sum(1 for line in lines if line and line[0] != "#") > 1 else ""
+        repeated = " (repeated lines count once)" if len(list(content_lines(text))) > 1 else ""
         raise PairsError(f"neutral_prompts: one distinct prompt{repeated} has no variation to subtract; give 2 or "
                          "more (20 by default), or none to let the pairs' safe sides stand in")
     return prompts

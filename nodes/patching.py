@@ -19,7 +19,7 @@ from comfy.weight_adapter import LoRAAdapter
 from ..core.edit import EDIT_TARGETS, LowRankEdit, project_edit
 from ..core.fingerprint import fingerprint_weights
 from ..core.refusal import RefusalBasis
-from . import storage
+from ..core.serialization import save_atomic
 from .adapters import DIFFUSION_PREFIX, adapter_for, layers_for
 from .fp8_edits import QUANTISED_DTYPES, RemoveSubspace, add_fp8_edit
 from .weights import baked_weight, row_scale, stored_values, stored_weight
@@ -328,5 +328,5 @@ def export_lora(model, basis: RefusalBasis, path: str, *, strength: float = 1.0,
         "video_unlearning_layers": json.dumps(layers),
         "video_unlearning_fp8_layers": str(sum(diffusion.get_submodule(l).weight.dtype in QUANTISED_DTYPES for l in layers)),
     }
-    storage.save_safetensors_atomic({k: v.to(torch.float32) for k, v in tensors.items()}, path, metadata)
+    save_atomic({k: v.to(torch.float32) for k, v in tensors.items()}, path, metadata)
     return metadata

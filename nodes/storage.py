@@ -6,7 +6,6 @@ import contextlib
 import hashlib
 import os
 import re
-import tempfile
 import unicodedata
 
 import folder_paths
@@ -60,7 +59,7 @@ _JOINERS = "\u200c\u200d"
 
 
 def _segment_problem(segment: str, *, folder: bool) -> str | None:
-    if not segment or segment[0] in ". " or not (segment[0].isalnum() or segment[0] in "_-"):
+    if not segment or not (segment[0].isalnum() or segment[0] in "_-"):
         return "may not be empty or start with '.', a space or a mark (the file must stay inside the folder)"
     # \w misses combining marks (Hindi, Thai, a decomposed "é"), which are letters of their scripts.
     if not all(c.isalnum() or c in "_-. " or c in _JOINERS or unicodedata.category(c).startswith("M")
@@ -152,24 +151,6 @@ def _write_error(directory: str, error: OSError) -> ValueError:
 def relative_name(path: str, folder: str) -> str:
     """``path`` as the loaders list it: relative to ``folder``, with '/'."""
     return os.path.relpath(path, folder).replace(os.sep, "/")
-
-
-def save_safetensors_atomic(tensors: dict, path: str, metadata: dict[str, str]) -> None:
-    """Write a safetensors file so that ``path`` is either absent or complete: written to a temporary file
-    beside it, then renamed over it (``os.replace``); on any error the temporary file is removed."""
-    from safetensors.torch import save_file
-
-    directory = os.path.dirname(os.path.abspath(path))
-    # a short name: the file's own may be near the file system's limit
-    handle, temporary = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=directory)
-    os.close(handle)
-    try:
-        save_file(tensors, temporary, metadata=metadata)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
 
 
 def file_signature(name) -> tuple | None:

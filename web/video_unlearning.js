@@ -121,8 +121,18 @@ function allGraphs() {
   return root ? [root, ...(root.subgraphs?.values() ?? [])] : [];
 }
 
+// Every node of the root graph and of every subgraph definition.
+function allNodes() {
+  return allGraphs().flatMap((graph) => graph.nodes ?? graph._nodes ?? []);
+}
+
+// The subgraph nodes that instantiate `graph` (a subgraph definition), wherever they are.
+function instancesOf(graph) {
+  return allNodes().filter((n) => n.subgraph === graph);
+}
+
 function applyNodes() {
-  return allGraphs().flatMap((graph) => (graph.nodes ?? graph._nodes ?? []).filter((n) => n.comfyClass === APPLY_NODE));
+  return allNodes().filter((n) => n.comfyClass === APPLY_NODE);
 }
 
 function getLink(graph, id) {
@@ -135,7 +145,7 @@ function getLink(graph, id) {
 function outputNode(graph, id, slot, depth) {
   if (!graph || depth > 16) return null;
   if (id === SUBGRAPH_INPUT_ID) {
-    const instances = allGraphs().flatMap((g) => (g.nodes ?? g._nodes ?? []).filter((n) => n.subgraph === graph));
+    const instances = instancesOf(graph);
     return instances.length === 1 ? inputSource(instances[0], instances[0].inputs?.[slot], depth + 1) : null;
   }
   const node = graph.getNodeById(id);
@@ -197,7 +207,7 @@ function runMode(node, depth = 0) {
   if (node.mode === MUTED) return "muted";
   if (node.mode === BYPASSED) return "bypassed";
   if (!node.graph || node.graph === app.graph) return "";
-  const holders = allGraphs().flatMap((g) => (g.nodes ?? g._nodes ?? []).filter((n) => n.subgraph === node.graph));
+  const holders = instancesOf(node.graph);
   const bypassed = holders.filter((holder) => holderBypassed(holder, depth)).length;
   return !bypassed ? "" : bypassed === holders.length ? "bypassed" : "partly bypassed";
 }
@@ -314,7 +324,7 @@ function refreshAllBadges() {
 // refreshed when one changed. Until 2026-12-06 a bypassed or muted Apply kept saying UNLEARNING ON.
 let lastModes = "";
 setInterval(() => {
-  const modes = allGraphs().flatMap((g) => (g.nodes ?? g._nodes ?? []).map((n) => `${n.id}:${n.mode ?? 0}`)).join();
+  const modes = allNodes().map((n) => `${n.id}:${n.mode ?? 0}`).join();
   if (modes !== lastModes) {
     lastModes = modes;
     refreshAllBadges();
