@@ -159,7 +159,8 @@ def select_layers(model, basis: RefusalBasis, group: str, block_start: int, bloc
                              f"measured with {basis.dims[layer]}: it belongs to a different model size")
     if basis.model_fingerprint and all(has_module(diffusion, layer) for layer in basis.layers):
         here = weights_fingerprint(model, basis.layers)
-        if basis.model_fingerprint not in (here, weights_fingerprint(model, basis.layers, with_dtype=True)):
+        # the older form (dtype hashed too) only when the current one differs: each reads every layer's sample
+        if here != basis.model_fingerprint != weights_fingerprint(model, basis.layers, with_dtype=True):
             raise ValueError(f"this refusal vector ({basis.concept or 'unnamed concept'}) was measured on other weights "
                              f"(fingerprint {basis.model_fingerprint}, this MODEL's gives {here}): another checkpoint, "
                              "another quantisation, or the other expert of a Wan 2.2 pair; compute a vector on this "
