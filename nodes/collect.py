@@ -117,24 +117,35 @@ def measuring_model(model):
 
 
 @contextlib.contextmanager
-def compute_precision():
-    """While the pack measures, every layer multiplies at compute dtype, never in fp8.
+def compute_precision(diffusion):
+    """While the pack measures ``diffusion`` (the MODEL's diffusion model), every layer multiplies at compute dtype,
+    never in fp8.
 
     On a GPU with fp8 compute ComfyUI multiplies fp8 layers in fp8 (``comfy.ops.fp8_linear``: scaled-fp8 files such as
     the official Wan 2.2 experts, or weight_dtype fp8_e4m3fn_fast), rounding each layer's input to fp8. That rounding
     flips with the small changes the check measures: on the tiny scaled-fp8 Wan the check read 98 % removed at
     strength 0.5 and collateral 0.5 (recommending 0), where at compute dtype it reads 19 % and 0.08. ``fp8_linear``
-    answers None here, ComfyUI's own fallback to the compute-dtype product; sampling is not affected.
+    answers None here, ComfyUI's own fallback to the compute-dtype product; sampling is not affected. A newer ComfyUI
+    (about 0.8 on) multiplies its quantised layers (those with a ``layout_type``) through their own quantised product
+    instead, unless the layer's ``comfy_force_cast_weights`` is set: it is set on them meanwhile.
     """
+    quantised = [m for m in diffusion.modules() if getattr(m, "layout_type", None) is not None]
+    forced = [m.__dict__.get("comfy_force_cast_weights") for m in quantised]
     original = getattr(comfy.ops, "fp8_linear", None)
-    if original is None:  # a ComfyUI without fp8 products: nothing to switch off
-        yield
-        return
-    comfy.ops.fp8_linear = _no_fp8_product
+    if original is not None:  # None: a ComfyUI without this fp8 product
+        comfy.ops.fp8_linear = _no_fp8_product
+    for module in quantised:
+        module.comfy_force_cast_weights = True
     try:
         yield
     finally:
-        comfy.ops.fp8_linear = original
+        if original is not None:
+            comfy.ops.fp8_linear = original
+        for module, value in zip(quantised, forced):
+            if value is None:
+                del module.comfy_force_cast_weights
+            else:
+                module.comfy_force_cast_weights = value
 
 
 def _no_fp8_product(module, input):
@@ -252,6 +263,6 @@ def evaluate_at_sigmas(model, positive, latent, noise, sigmas, seed: int, each, 
         guider.model_options = {**guider.model_options, "model_function_wrapper": model_function_wrapper}
     guider.set_conds(positive, positive)
     guider.set_cfg(1.0)  # the negative is never evaluated at cfg 1
-    with compute_precision():
+    with compute_precision(model.model.diffusion_model):
         guider.sample(noise, latent_batch, comfy.samplers.KSAMPLER(sampler_function),
                       torch.tensor(list(sigmas) + [0.0]), disable_pbar=True, seed=seed)

@@ -17,6 +17,7 @@ from comfy.model_patcher import LowVramPatch
 from comfy.patcher_extension import CallbacksMP
 
 from .adapters import DIFFUSION_PREFIX
+from .packed_weights import is_quantised_tensor
 from .weights import baked_bias, baked_weight, row_scale
 
 #: Weights ComfyUI re-quantises after baking a patch: re-quantising W' left 4.3-4.5 % of |W d| on a tiny fp8
@@ -24,6 +25,13 @@ from .weights import baked_bias, baked_weight, row_scale
 QUANTISED_DTYPES = {torch.float8_e4m3fn, torch.float8_e5m2}
 #: Key of the ON_LOAD callback that keeps fp8 edits exact under the patches a MODEL carries (:func:`refresh_fp8_edits`).
 FP8_REFRESH = "video_unlearning_fp8_edits"
+
+
+def requantised_when_baked(weight: torch.Tensor) -> bool:
+    """Whether ComfyUI rounds a patch baked into this weight back to a quantised format: fp8 weights, and the
+    ``QuantizedTensor`` a newer ComfyUI holds a quantised layer as (``nodes.packed_weights``), which reports its
+    compute dtype and re-quantises with a new scale."""
+    return weight.dtype in QUANTISED_DTYPES or is_quantised_tensor(weight)
 
 
 class _ExactWrapper:
@@ -70,6 +78,10 @@ class RemoveSubspace(_ExactWrapper):
             # on U is the stored one: pinning A now would add the edit twice (measured: the direction negated, -1.0
             # of it kept at strength 1), so the layer gets the patches alone this forward.
             return weight
+        if is_quantised_tensor(weight):
+            # a newer ComfyUI dequantises before the wrappers (real units, the scale applied); this is for a path that
+            # does not, so the edit is computed on the values and not on the stored elements
+            weight = weight.dequantize()
         u = self.subspace.to(device=weight.device, dtype=torch.float32)
         # One float32 copy of the weight, corrected in place. Written as W - (W U - A) U^T it made two more float32
         # temporaries of the weight's size, in every forward and outside what ComfyUI reserves for one: a call on a

@@ -21,7 +21,8 @@ from ..core.fingerprint import fingerprint_weights
 from ..core.refusal import RefusalBasis
 from ..core.serialization import save_atomic
 from .adapters import DIFFUSION_PREFIX, adapter_for, layers_for
-from .fp8_edits import QUANTISED_DTYPES, RemoveSubspace, add_fp8_edit
+from .fp8_edits import RemoveSubspace, add_fp8_edit, requantised_when_baked
+from .packed_weights import file_elements
 from .weights import baked_weight, row_scale, stored_values, stored_weight
 
 #: Apply Unlearning's layer choice that keeps every layer stored in the vector.
@@ -190,7 +191,8 @@ def image_keys_left_out(adapter, diffusion, layers, vector_layers) -> list[str]:
 def weights_fingerprint(model, layers, *, with_dtype: bool = False) -> str:
     """The fingerprint Collect Activations stores with a vector, of ``layers``' weights as loaded from the file
     (``with_dtype``: the form vectors saved before 2026-12-06 hold)."""
-    return fingerprint_weights({layer: stored_weight(model, layer) for layer in layers}, with_dtype=with_dtype)
+    return fingerprint_weights({layer: file_elements(stored_weight(model, layer)) for layer in layers},
+                               with_dtype=with_dtype)
 
 
 def has_module(diffusion, layer: str) -> bool:
@@ -281,7 +283,7 @@ def apply_unlearning(model, basis: RefusalBasis | None, *, strength: float | Non
         raise ValueError(f"ComfyUI refused patches for {refused[:4]}: these weights are not in the model's state dict")
     diffusion = model.model.diffusion_model
     for layer, edit in edits.items():
-        if diffusion.get_submodule(layer).weight.dtype in QUANTISED_DTYPES:
+        if requantised_when_baked(diffusion.get_submodule(layer).weight):
             wu, earlier = products[layer]  # earlier None: no patch and no wrapper on this layer yet
             add_fp8_edit(clone, layer, basis.subspace(layer), strength, wu, earlier, edit)
     return clone, layers
@@ -327,7 +329,8 @@ def export_lora(model, basis: RefusalBasis, path: str, *, strength: float = 1.0,
         "video_unlearning_strength": repr(float(strength)),
         "video_unlearning_target": target,
         "video_unlearning_layers": json.dumps(layers),
-        "video_unlearning_fp8_layers": str(sum(diffusion.get_submodule(l).weight.dtype in QUANTISED_DTYPES for l in layers)),
+        "video_unlearning_fp8_layers": str(sum(requantised_when_baked(diffusion.get_submodule(l).weight)
+                                               for l in layers)),
     }
     save_atomic({k: v.to(torch.float32) for k, v in tensors.items()}, path, metadata)
     return metadata

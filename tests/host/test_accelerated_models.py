@@ -139,6 +139,6 @@ def test_compute_precision_needs_no_fp8_products_in_the_host(pack, monkeypatch):
     from comfyui_video_unlearning.nodes.collect import compute_precision
 
     monkeypatch.delattr(comfy.ops, "fp8_linear")
-    with compute_precision():
+    with compute_precision(torch.nn.Linear(2, 2)):
         assert not hasattr(comfy.ops, "fp8_linear")
     assert not hasattr(comfy.ops, "fp8_linear")
