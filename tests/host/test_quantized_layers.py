@@ -172,3 +172,35 @@ def test_measuring_multiplies_quantised_layers_at_compute_dtype(nodes, encoded, 
     text_embedding = model.model.diffusion_model.text_embedding
     text_embedding(torch.zeros(1, 4, text_embedding[0].weight.shape[1]))
     assert KitchenLinear.products == 2  # outside the pack's measurement the layers multiply in fp8 again
+
+
+def test_the_check_reads_quantised_layers_as_on_comfyui_0_3_64(nodes, tiny, clip, monkeypatch):  # noqa: F811
+    """Unlearning Check on the same file held either way, and with the newer layers multiplying in fp8 where nothing
+    wraps them: the same figures and the same recommended strength."""
+    from comfyui_video_unlearning.nodes import check
+    from tests.host.test_check_node import BENIGN, VALIDATION
+    from tests.host.test_nodes_inprocess import NEUTRAL, PAIRS
+
+    definitions = nodes
+    encoded = definitions.PairEncoder.execute(clip, PAIRS, NEUTRAL, "Rolex")[0]
+    validation = definitions.PairEncoder.execute(clip, VALIDATION, BENIGN, "Rolex")[0]
+
+    def summary(model):
+        activations = definitions.CollectActivations.execute(model, encoded, 64, 64, 1, "1", 0, "default", 0, -1)[0]
+        basis = definitions.RefusalVectorNode.execute(activations, "cpca", 4, 1.0)[0]
+        out = check.UnlearningCheck.execute(model, basis, "0, 0.5, 1, 2", "default", 0, -1, "safe_mean", "none",
+                                            64, 64, 1, "0.1", 0, validation_pairs=validation)
+        return out.ui["video_unlearning_check"][0]
+
+    reference = summary(tiny.load_tiny_wan_as("scaled fp8 file"))
+    figures = {}
+    for fp8_compute in (False, True):
+        monkeypatch.setattr(KitchenLinear, "fp8_compute", fp8_compute)
+        figures[fp8_compute] = summary(as_newer_comfyui_holds_it(tiny.load_tiny_wan_as("scaled fp8 file")))
+    assert figures[True] == figures[False]
+    assert figures[False]["strength"] == reference["strength"]
+    for name in ("removed", "collateral"):
+        # 3.0e-5 apart: both hold the same weights bit for bit, but a layer's outputs differ in float32's last bit
+        # (1-9e-7 of them: 0.3.64's layer adds its fp8-held bias in its own cast), and the check's figures are
+        # ratios of differences 0.4 % of the outputs' size
+        assert abs(figures[False][name] - reference[name]) < 1e-4, (name, figures[False][name], reference[name])
