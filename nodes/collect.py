@@ -116,6 +116,12 @@ def measuring_model(model):
     return clone
 
 
+#: A quantised layer of a newer ComfyUI multiplies at compute dtype when either is true (``mixed_precision_ops``).
+#: Its model management sets ``comfy_force_cast_weights`` on every module each time it loads a model, which the
+#: first measuring call may do; ``_full_precision_mm`` is left alone.
+FULL_PRECISION_SWITCHES = ("_full_precision_mm", "comfy_force_cast_weights")
+
+
 @contextlib.contextmanager
 def compute_precision(diffusion):
     """While the pack measures ``diffusion`` (the MODEL's diffusion model), every layer multiplies at compute dtype,
@@ -127,25 +133,27 @@ def compute_precision(diffusion):
     strength 0.5 and collateral 0.5 (recommending 0), where at compute dtype it reads 19 % and 0.08. ``fp8_linear``
     answers None here, ComfyUI's own fallback to the compute-dtype product; sampling is not affected. A newer ComfyUI
     (about 0.8 on) multiplies its quantised layers (those with a ``layout_type``) through their own quantised product
-    instead, unless the layer's ``comfy_force_cast_weights`` is set: it is set on them meanwhile.
+    instead, unless switched off per layer (:data:`FULL_PRECISION_SWITCHES`): they are switched off meanwhile.
     """
     quantised = [m for m in diffusion.modules() if getattr(m, "layout_type", None) is not None]
-    forced = [m.__dict__.get("comfy_force_cast_weights") for m in quantised]
+    before = [{name: m.__dict__[name] for name in FULL_PRECISION_SWITCHES if name in m.__dict__} for m in quantised]
     original = getattr(comfy.ops, "fp8_linear", None)
     if original is not None:  # None: a ComfyUI without this fp8 product
         comfy.ops.fp8_linear = _no_fp8_product
     for module in quantised:
-        module.comfy_force_cast_weights = True
+        for name in FULL_PRECISION_SWITCHES:
+            setattr(module, name, True)
     try:
         yield
     finally:
         if original is not None:
             comfy.ops.fp8_linear = original
-        for module, value in zip(quantised, forced):
-            if value is None:
-                del module.comfy_force_cast_weights
-            else:
-                module.comfy_force_cast_weights = value
+        for module, values in zip(quantised, before):
+            for name in FULL_PRECISION_SWITCHES:
+                if name in values:
+                    setattr(module, name, values[name])
+                elif name in module.__dict__:
+                    delattr(module, name)
 
 
 def _no_fp8_product(module, input):

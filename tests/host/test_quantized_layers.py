@@ -39,10 +39,11 @@ class KitchenLinear(torch.nn.Module):
         self.bias = None if bias is None else torch.nn.Parameter(bias.float(), requires_grad=False)
         self.weight_function, self.bias_function = [], []
         self.layout_type = LAYOUT
+        self._full_precision_mm = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         quantised_product = (self.fp8_compute and not self.weight_function and not self.bias_function
-                             and not getattr(self, "comfy_force_cast_weights", False))
+                             and not self._full_precision_mm and not getattr(self, "comfy_force_cast_weights", False))
         weight = self.weight.to(x.dtype).dequantize()
         bias = None if self.bias is None else self.bias.to(x.dtype)
         if quantised_product:
@@ -69,6 +70,22 @@ class KitchenLinear(torch.nn.Module):
         if return_weight:
             return quantised
         self.weight = torch.nn.Parameter(quantised, requires_grad=False)
+
+
+@pytest.fixture
+def newer_model_management(monkeypatch):
+    """ComfyUI's ``ModelPatcher.load`` as a newer one does it: each load first sets every module's
+    ``comfy_force_cast_weights`` to the patcher's ``force_cast_weights`` (False unless a node asks)."""
+    import comfy.model_patcher
+
+    load = comfy.model_patcher.ModelPatcher.load
+
+    def resetting_load(self, *args, **kwargs):
+        for module in self.model.modules():
+            module.comfy_force_cast_weights = getattr(self, "force_cast_weights", False)
+        return load(self, *args, **kwargs)
+
+    monkeypatch.setattr(comfy.model_patcher.ModelPatcher, "load", resetting_load)
 
 
 def as_newer_comfyui_holds_it(model, compute_dtype=torch.float32):
@@ -154,11 +171,14 @@ def test_a_quantised_layer_is_read_as_its_values_and_fingerprinted_as_its_file(n
         assert weights_fingerprint(other, vector.layers) == fingerprint, dtype
 
 
+@pytest.mark.usefixtures("newer_model_management")
 def test_measuring_multiplies_quantised_layers_at_compute_dtype(nodes, encoded, tiny, monkeypatch):  # noqa: F811
     """Where a newer ComfyUI multiplies its quantised layers in fp8 (a GPU with fp8 compute), each input is rounded
     to fp8, and that rounding flips with the small differences the pack measures (the text embedding of every prompt
     passes through two such layers before the recorded k/v inputs). The pack measures at compute dtype, as it does
-    for 0.3.64's ``fp8_linear``: the same activations as without fp8 products; sampling keeps them."""
+    for 0.3.64's ``fp8_linear``: the same activations as without fp8 products; sampling keeps them. Switched off
+    through ``comfy_force_cast_weights`` alone, the layers multiplied in fp8 again from the load the measurement
+    starts with (a newer ComfyUI resets it on every load)."""
     model = as_newer_comfyui_holds_it(tiny.load_tiny_wan_as("scaled fp8 file"))
     recorded = {}
     for fp8_compute in (False, True):
@@ -167,13 +187,14 @@ def test_measuring_multiplies_quantised_layers_at_compute_dtype(nodes, encoded, 
         recorded[fp8_compute] = nodes.RefusalVectorNode.execute(activations, "cpca", 4, 1.0)[0]
     for layer in recorded[False].layers:
         torch.testing.assert_close(recorded[True].subspace(layer), recorded[False].subspace(layer), atol=0, rtol=0)
-    assert not any("comfy_force_cast_weights" in vars(m) for m in model.model.diffusion_model.modules())
+    assert not any(m._full_precision_mm for m in model.model.diffusion_model.modules() if isinstance(m, KitchenLinear))
     monkeypatch.setattr(KitchenLinear, "products", 0)
     text_embedding = model.model.diffusion_model.text_embedding
     text_embedding(torch.zeros(1, 4, text_embedding[0].weight.shape[1]))
     assert KitchenLinear.products == 2  # outside the pack's measurement the layers multiply in fp8 again
 
 
+@pytest.mark.usefixtures("newer_model_management")
 def test_the_check_reads_quantised_layers_as_on_comfyui_0_3_64(nodes, tiny, clip, monkeypatch):  # noqa: F811
     """Unlearning Check on the same file held either way, and with the newer layers multiplying in fp8 where nothing
     wraps them: the same figures and the same recommended strength."""
