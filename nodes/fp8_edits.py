@@ -27,11 +27,14 @@ QUANTISED_DTYPES = {torch.float8_e4m3fn, torch.float8_e5m2}
 FP8_REFRESH = "video_unlearning_fp8_edits"
 
 
-def requantised_when_baked(weight: torch.Tensor) -> bool:
-    """Whether ComfyUI rounds a patch baked into this weight back to a quantised format: fp8 weights, and the
-    ``QuantizedTensor`` a newer ComfyUI holds a quantised layer as (``nodes.packed_weights``), which reports its
-    compute dtype and re-quantises with a new scale."""
-    return weight.dtype in QUANTISED_DTYPES or is_quantised_tensor(weight)
+def requantised_when_baked(module, parameter: str = "weight") -> bool:
+    """Whether ComfyUI rounds a patch baked into this layer's ``parameter`` back to a quantised format: fp8 weights
+    (held in fp8, or recorded as loaded in fp8 by a newer ComfyUI's dynamic VRAM, which casts them on the way to the
+    GPU), and the ``QuantizedTensor`` a newer ComfyUI holds a quantised layer as (``nodes.packed_weights``), which
+    reports its compute dtype and re-quantises with a new scale."""
+    value = getattr(module, parameter)
+    dtype = getattr(module, f"{parameter}_comfy_model_dtype", None) or value.dtype
+    return dtype in QUANTISED_DTYPES or is_quantised_tensor(value)
 
 
 class _ExactWrapper:
@@ -43,9 +46,12 @@ class _ExactWrapper:
         self.module = weakref.ref(module)
         self.patches = tuple(patches)
 
-    def computed_for(self, patches) -> bool:
-        """Whether this was computed from this patch list (ComfyUI's clones share the entries, not the lists)."""
-        return len(patches) == len(self.patches) and all(a is b for a, b in zip(patches, self.patches))
+    def computed_for(self, module, patches) -> bool:
+        """Whether this was computed for ``module`` from this patch list (ComfyUI's clones share the entries, not the
+        lists). A newer ComfyUI also clones a MODEL over another copy of its model (``clone(model_override=...)``, for
+        conditioning with hooks under dynamic VRAM), with this wrapper in it: there it read another model's layer."""
+        return (self.module() is module and len(patches) == len(self.patches)
+                and all(a is b for a, b in zip(patches, self.patches)))
 
 
 class RemoveSubspace(_ExactWrapper):
@@ -107,9 +113,8 @@ class RemoveSubspace(_ExactWrapper):
                 return any(isinstance(later, LowVramPatch) for later in functions[index + 1:])
         return False
 
-    def recomputed(self, patcher, layer: str, patches, device) -> RemoveSubspace:
-        return RemoveSubspace(self.module(), self.subspace, exact_action(patcher, layer, self.subspace, device=device),
-                              patches)
+    def recomputed(self, patcher, module, layer: str, patches, device) -> RemoveSubspace:
+        return RemoveSubspace(module, self.subspace, exact_action(patcher, layer, self.subspace, device=device), patches)
 
 
 def fp8_wrapper(model, layer: str, subspace: torch.Tensor, edited: torch.Tensor | None = None) -> list:
@@ -156,7 +161,13 @@ class ExactBias(_ExactWrapper):
     The correction (``value`` less the baked bias) is read at load (:func:`refresh_fp8_edits`, which makes a new
     wrapper then), so changes that reach the bias later are kept: ComfyUI's hook LoRAs, baked when sampling starts,
     and other packs' bias wrappers. Where the layer's patch runs in the forward (``LowVramPatch``: at compute
-    precision, nothing re-quantised) the bias passes through."""
+    precision, nothing re-quantised) the bias passes through.
+
+    A newer ComfyUI's dynamic VRAM loading runs the patch in the forward too (the layer's ``bias_lowvram_function``),
+    before the wrappers, and then writes the re-quantised result back to the copy it keeps on the GPU, which later
+    forwards use without the patch; the module keeps the file's bias. The correction read from the module there
+    equalled the whole bias change, which every forward then got twice (found by reading its source). There the
+    wrapper gives ``value`` itself, which the first forward is handed and later ones lost to rounding."""
 
     functions = "bias_function"
 
@@ -166,6 +177,8 @@ class ExactBias(_ExactWrapper):
         self.correction = correction  # [out] float32; None until a load has baked the bias
 
     def __call__(self, bias: torch.Tensor) -> torch.Tensor:
+        if self._patched_and_written_back():
+            return self.value.to(device=bias.device, dtype=bias.dtype)
         if self.correction is None or self._patched_in_forward():
             return bias
         return bias + self.correction.to(device=bias.device, dtype=bias.dtype)
@@ -173,14 +186,17 @@ class ExactBias(_ExactWrapper):
     def _patched_in_forward(self) -> bool:
         return any(isinstance(function, LowVramPatch) for function in getattr(self.module(), self.functions, ()))
 
-    def recomputed(self, patcher, layer: str, patches, device) -> ExactBias:
-        return ExactBias(self.module(), baked_bias(patcher, layer, device).cpu(), patches)
+    def _patched_and_written_back(self) -> bool:
+        return getattr(self.module(), "bias_lowvram_function", None) is not None
+
+    def recomputed(self, patcher, module, layer: str, patches, device) -> ExactBias:
+        return ExactBias(module, baked_bias(patcher, layer, device).cpu(), patches)
 
     def settled(self) -> ExactBias:
         """This wrapper with the correction of the bias its module holds now, just loaded: baked (and re-quantised)
-        unless a ``LowVramPatch`` patches it in the forward."""
+        unless the layer's patch runs in the forward."""
         module = self.module()
-        if self._patched_in_forward():
+        if self._patched_in_forward() or self._patched_and_written_back():
             return ExactBias(module, self.value, self.patches)
         return ExactBias(module, self.value, self.patches, self.value - module.bias.detach().float().cpu())
 
@@ -199,7 +215,7 @@ def add_fp8_edit(clone, layer: str, subspace: torch.Tensor, strength: float, wu:
     else:  # W - strength (W U) U^T, every earlier edit included
         clone.weight_wrapper_patches[key] = fp8_wrapper(clone, layer, subspace, earlier.cpu() + edit.up @ edit.down)
     bias_key = f"{DIFFUSION_PREFIX}{layer}.bias"
-    if bias_key in clone.patches and module.bias.dtype in QUANTISED_DTYPES:
+    if bias_key in clone.patches and requantised_when_baked(module, "bias"):
         others = [w for w in clone.weight_wrapper_patches.get(bias_key, []) if not isinstance(w, ExactBias)]
         exact = ExactBias(module, baked_bias(clone, layer).cpu(), clone.patches[bias_key])
         clone.weight_wrapper_patches[bias_key] = [*others, exact]
@@ -219,8 +235,8 @@ def refresh_fp8_edits(patcher, device_to=None, *_) -> None:
         layer = key[len(DIFFUSION_PREFIX):].rsplit(".", 1)[0]
         module = diffusion.get_submodule(layer)
         patches = patcher.patches.get(key, ())
-        fresh = {id(wrapper): wrapper.recomputed(patcher, layer, patches, device_to)
-                 for wrapper in ours if not wrapper.computed_for(patches)}
+        fresh = {id(wrapper): wrapper.recomputed(patcher, module, layer, patches, device_to)
+                 for wrapper in ours if not wrapper.computed_for(module, patches)}
         for wrapper in ours:
             if isinstance(wrapper, ExactBias):  # its correction depends on how this load left the bias
                 fresh[id(wrapper)] = fresh.get(id(wrapper), wrapper).settled()

@@ -283,7 +283,7 @@ def apply_unlearning(model, basis: RefusalBasis | None, *, strength: float | Non
         raise ValueError(f"ComfyUI refused patches for {refused[:4]}: these weights are not in the model's state dict")
     diffusion = model.model.diffusion_model
     for layer, edit in edits.items():
-        if requantised_when_baked(diffusion.get_submodule(layer).weight):
+        if requantised_when_baked(diffusion.get_submodule(layer)):
             wu, earlier = products[layer]  # earlier None: no patch and no wrapper on this layer yet
             add_fp8_edit(clone, layer, basis.subspace(layer), strength, wu, earlier, edit)
     return clone, layers
@@ -329,8 +329,7 @@ def export_lora(model, basis: RefusalBasis, path: str, *, strength: float = 1.0,
         "video_unlearning_strength": repr(float(strength)),
         "video_unlearning_target": target,
         "video_unlearning_layers": json.dumps(layers),
-        "video_unlearning_fp8_layers": str(sum(requantised_when_baked(diffusion.get_submodule(l).weight)
-                                               for l in layers)),
+        "video_unlearning_fp8_layers": str(sum(requantised_when_baked(diffusion.get_submodule(l)) for l in layers)),
     }
     save_atomic({k: v.to(torch.float32) for k, v in tensors.items()}, path, metadata)
     return metadata

@@ -9,7 +9,7 @@ import torch
 import comfy.lora
 
 from .adapters import DIFFUSION_PREFIX
-from .packed_weights import is_packed, unpacked_weight
+from .packed_weights import is_packed, is_quantised_tensor, unpacked_weight
 
 
 def stored_weight(model, layer: str, parameter: str = "weight") -> torch.Tensor:
@@ -17,10 +17,20 @@ def stored_weight(model, layer: str, parameter: str = "weight") -> torch.Tensor:
     model is loaded now.
 
     Clones share one module; loading a patched clone bakes its patches into that module's weight and keeps
-    the original in the clones' shared ``backup`` (as ``ModelPatcher.get_key_patches`` reads it).
+    the original in the clones' shared ``backup`` (as ``ModelPatcher.get_key_patches`` reads it). A module that
+    records the dtype its model is loaded in (``weight_comfy_model_dtype``: a newer ComfyUI's dynamic VRAM) gives
+    its weight in that dtype.
     """
+    module = model.model.diffusion_model.get_submodule(layer)
     backup = model.backup.get(f"{DIFFUSION_PREFIX}{layer}.{parameter}")
-    return backup.weight if backup is not None else getattr(model.model.diffusion_model.get_submodule(layer), parameter)
+    value = backup.weight if backup is not None else getattr(module, parameter)
+    # A newer ComfyUI's dynamic VRAM loading (on by default on NVIDIA) keeps the file's tensor in the module and casts
+    # it to the dtype the model is loaded in (``weight_dtype`` fp8, say) as it moves it to the GPU; the layer computes
+    # with the cast values, which ComfyUI 0.3.64 holds in the module itself.
+    model_dtype = getattr(module, f"{parameter}_comfy_model_dtype", None)
+    if model_dtype is not None and value is not None and value.dtype != model_dtype and not is_quantised_tensor(value):
+        value = value.to(model_dtype)
+    return value
 
 
 def stored_values(model, layer: str) -> torch.Tensor:
