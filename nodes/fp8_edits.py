@@ -114,7 +114,8 @@ class RemoveSubspace(_ExactWrapper):
         return False
 
     def recomputed(self, patcher, module, layer: str, patches, device) -> RemoveSubspace:
-        return RemoveSubspace(module, self.subspace, exact_action(patcher, layer, self.subspace, device=device), patches)
+        action = exact_action(patcher, layer, self.subspace, device=device)
+        return RemoveSubspace(module, self.subspace, action, patches)
 
 
 def fp8_wrapper(model, layer: str, subspace: torch.Tensor, edited: torch.Tensor | None = None) -> list:

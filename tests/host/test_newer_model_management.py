@@ -75,7 +75,8 @@ def test_an_fp8_edit_under_dynamic_vram_runs_exact_in_the_first_forward_and_the_
     wrapper's correction, read from the module that keeps the unpatched bias, equalled the change: 1.0 of it off).
     A float file loaded as fp8 looked like a float32 layer: no wrapper, the direction kept at the rounding of its
     re-quantised weight, the bias change rounded, and a fingerprint of the file's float values where ComfyUI 0.3.64
-    fingerprints the fp8 ones. Now both run the exact edit, first forward and later ones, and fingerprint as on 0.3.64."""
+    fingerprints the fp8 ones. Now both run the exact edit, first forward and later ones, and fingerprint as on
+    0.3.64."""
     import comfy.lora
     from comfyui_video_unlearning.nodes.fp8_edits import ExactBias, RemoveSubspace
     from comfyui_video_unlearning.nodes.patching import weights_fingerprint
