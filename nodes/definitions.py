@@ -330,7 +330,17 @@ class LoadRefusalVector(io.ComfyNode):
 
     @classmethod
     def execute(cls, name):
-        return io.NodeOutput(RefusalBasis.load(storage.vector_path(name)))
+        vector = RefusalBasis.load(storage.vector_path(name))
+        # Refused here, not in RefusalBasis.load or at Apply: every file the pack has written since its first release
+        # holds the fingerprint (Collect Activations always computes one), while a basis built in code (core's API,
+        # tests, bench scripts) may leave it empty on purpose. In a file its absence can only be a hand edit, and
+        # without it Apply cannot tell whether the vector was measured on the MODEL's weights.
+        if not vector.model_fingerprint:
+            raise ValueError(f"Load Refusal Vector: {name!r} has an empty model_fingerprint: every vector this pack "
+                             "saves records the weights it was measured on, so the file was edited by hand or written "
+                             "by another tool, and Apply Unlearning could not check it against the MODEL. Compute the "
+                             "vector again with Collect Activations and Low-Rank Refusal Vector (or download it again)")
+        return io.NodeOutput(vector)
 
 
 class CombineRefusalVectors(io.ComfyNode):

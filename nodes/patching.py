@@ -145,20 +145,30 @@ def select_layers(model, basis: RefusalBasis, group: str, block_start: int, bloc
         raise ValueError(f"this refusal vector was measured on a {basis.model_family!r} model "
                          f"({basis.concept or 'unnamed concept'}), but the MODEL is {adapter.family!r}; "
                          "compute a vector on this model")
+    diffusion = model.model.diffusion_model
+    # Every layer of the vector must exist here: the fingerprint covers all of them (a part of it cannot be
+    # checked), and a vector whose layers are partly missing was measured on another model, whose edit on the
+    # layers both share would be applied without any check.
+    absent = [layer for layer in basis.layers if not has_module(diffusion, layer)]
+    if absent:
+        raise ValueError(f"{len(absent)} of the {len(basis.layers)} layers of this refusal vector "
+                         f"({basis.concept or 'unnamed concept'}) are not in this {adapter.family} MODEL "
+                         f"({absent[0]!r}{'...' if len(absent) > 1 else ''}): the vector belongs to another model "
+                         "(another size or block count, Wan 2.1 I2V vs T2V, a VACE model vs the plain one); compute "
+                         "a vector on this model")
     wanted = set(layers_for(model, "all" if group == ALL_IN_VECTOR else group, block_start, block_end))
     layers = [layer for layer in basis.layers if layer in wanted]
     if not layers:
         raise ValueError(f"no layer of the refusal vector ({basis.layers[:4]}{'...' if len(basis.layers) > 4 else ''}) "
                          f"is in the chosen layers of this {adapter.family} model (group {group!r}, blocks "
                          f"{block_start}..{block_end}); widen the block range or choose '{ALL_IN_VECTOR}'")
-    diffusion = model.model.diffusion_model
     for layer in layers:
-        module = _module(diffusion, layer, adapter.family)
+        module = diffusion.get_submodule(layer)
         width = module.weight.shape[1]
         if width != basis.dims[layer]:
             raise ValueError(f"layer {layer!r} reads {width} features in this model but the refusal vector was "
                              f"measured with {basis.dims[layer]}: it belongs to a different model size")
-    if basis.model_fingerprint and all(has_module(diffusion, layer) for layer in basis.layers):
+    if basis.model_fingerprint:
         here = weights_fingerprint(model, basis.layers)
         # the older form (dtype hashed too) only when the current one differs: each reads every layer's sample
         if here != basis.model_fingerprint != weights_fingerprint(model, basis.layers, with_dtype=True):
@@ -201,13 +211,6 @@ def has_module(diffusion, layer: str) -> bool:
     except AttributeError:
         return False
     return True
-
-
-def _module(diffusion, layer: str, family: str):
-    try:
-        return diffusion.get_submodule(layer)
-    except AttributeError:
-        raise ValueError(f"layer {layer!r} of the refusal vector does not exist in this {family} model") from None
 
 
 def layer_edits(model, basis: RefusalBasis, layers: list[str], strength: float, target: str,

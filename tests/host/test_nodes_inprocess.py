@@ -359,8 +359,11 @@ def test_wrong_architecture_and_width_fail_clearly(nodes, wan, basis, tiny):
     with pytest.raises(ValueError, match="measured on a 'hunyuan_video' model.*MODEL is 'wan'"):
         nodes.ApplyUnlearning.execute(wan, foreign, 1.0, True, "all in vector", 0, -1, "zero")
     renamed = dataclasses.replace(basis, records={"double_blocks.0.txt_mlp.0": basis[basis.layers[0]]})
-    with pytest.raises(ValueError, match="no layer of the refusal vector"):
+    with pytest.raises(ValueError, match="1 of the 1 layers of this refusal vector .* not in this wan MODEL"):
         nodes.ApplyUnlearning.execute(wan, renamed, 1.0, True, "all in vector", 0, -1, "zero")
+    first_block = basis.select([layer for layer in basis.layers if layer.startswith("blocks.0.")])
+    with pytest.raises(ValueError, match="no layer of the refusal vector"):
+        nodes.ApplyUnlearning.execute(wan, first_block, 1.0, True, "all in vector", 1, 1, "zero")
     with pytest.raises(ValueError, match="unsupported model.*wan"):
         from comfyui_video_unlearning.nodes.adapters import adapter_for
 
@@ -648,6 +651,46 @@ def test_a_vector_measured_on_other_weights_is_refused(nodes, basis, tiny):
         nodes.ApplyUnlearning.execute(other, basis, 1.0, True, "all in vector", 0, -1, "zero")
     with pytest.raises(ValueError, match="measured on other weights"):
         nodes.ExportLoRA.execute(other, basis, 1.0, "zero", "never_written")
+
+
+def test_a_vector_with_layers_the_model_lacks_is_refused_not_applied_in_part(nodes, wan, encoded, tiny, monkeypatch):
+    """A vector measured on a 4-block Wan of the same width: until 2026-12-06 the layers missing here switched the
+    fingerprint check off and were dropped, so Apply edited 4 of its 8 layers of another model without a word, and
+    Export wrote this MODEL's fingerprint for it."""
+    monkeypatch.setitem(tiny.TINY_WAN, "num_layers", 4)
+    deeper = tiny.load_tiny_wan(seed=9)
+    monkeypatch.undo()
+    vector = nodes.RefusalVectorNode.execute(
+        nodes.CollectActivations.execute(deeper, encoded, 64, 64, 1, "1", 0, "default", 0, -1)[0], "mean", 1, 1.0)[0]
+    assert len(vector.layers) == 8 and vector.model_fingerprint
+    refused = "4 of the 8 layers of this refusal vector .Rolex. are not in this wan MODEL .'blocks.2.cross_attn.k'"
+    for layers in ("all in vector", "default"):
+        with pytest.raises(ValueError, match=refused + r".*another model.*compute a vector on this model"):
+            nodes.ApplyUnlearning.execute(wan, vector, 1.0, True, layers, 0, -1, "zero")
+    with pytest.raises(ValueError, match=refused):
+        nodes.ExportLoRA.execute(wan, vector, 1.0, "zero", "never_written")
+    nodes.ApplyUnlearning.execute(deeper, vector, 1.0, True, "all in vector", 0, 1, "zero")  # its own model: fine
+
+
+def test_load_refuses_a_file_without_a_model_fingerprint(nodes, basis, tmp_path, monkeypatch):
+    """Every file the pack writes holds the fingerprint; an emptied one (a hand edit) would skip Apply's check."""
+    import folder_paths
+    import safetensors.torch
+    from safetensors import safe_open
+
+    monkeypatch.setattr(folder_paths, "models_dir", str(tmp_path))
+    monkeypatch.delitem(folder_paths.folder_names_and_paths, "refusal_vectors", raising=False)
+    nodes.SaveRefusalVector.execute(basis, "fp")
+    path = tmp_path / "refusal_vectors" / "fp_00001.safetensors"
+    with safe_open(str(path), "pt") as f:
+        tensors, header = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    meta = json.loads(header["video_unlearning"])
+    assert meta["model_fingerprint"] == basis.model_fingerprint != ""
+    meta["model_fingerprint"] = ""
+    safetensors.torch.save_file(tensors, str(path), metadata={**header, "video_unlearning": json.dumps(meta)})
+    with pytest.raises(ValueError, match="'fp_00001.safetensors' has an empty model_fingerprint.*edited by hand.*"
+                                         "Compute the vector again"):
+        nodes.LoadRefusalVector.execute("fp_00001.safetensors")
 
 
 def test_apply_reads_the_file_weights_while_a_patched_clone_is_loaded(nodes, wan, basis):
