@@ -129,6 +129,27 @@ def project_edit(
     return LowRankEdit(up=as32(up), down=as32(down), bias_delta=None if bias_delta is None else as32(bias_delta))
 
 
+def require_representable_bias(bias: torch.Tensor | None, bias_delta: torch.Tensor, dtype: torch.dtype,
+                               layer: str) -> None:
+    """Refuse an edited bias ``b + bias_delta`` that is not finite in float32 or exceeds the largest value of
+    ``dtype``, the bias's stored dtype, into which ComfyUI casts the patched bias.
+
+    :func:`project_edit` checks its result in float64, before the float32 cast and before ComfyUI's cast to the
+    weight dtype: a finite but huge safe mean (a damaged or hand-edited file) gave an fp16 bias of Inf, so every
+    output of the model was NaN, and an fp32 bias moved by 1e28. ``bias`` None stands for a zero bias.
+    """
+    merged = bias_delta.detach().to("cpu", torch.float32)
+    if bias is not None:
+        merged = merged + bias.detach().to("cpu", torch.float32)
+    limit = torch.finfo(dtype if dtype.is_floating_point else torch.float32).max
+    peak = float(merged.abs().max())  # nan when any entry is nan
+    if not math.isfinite(peak) or peak > limit:
+        raise ValueError(f"layer {layer!r}: the edit would move its bias to {peak:.3g}, beyond the {limit:.3g} its "
+                         f"{dtype} can hold (the model's output would be Inf or NaN): the refusal vector's safe mean "
+                         "is far outside any activation of this layer, so the file is damaged or hand-edited. "
+                         "Compute the vector again (or download it again)")
+
+
 def _orthonormal(basis: torch.Tensor, dim: int, side: str) -> torch.Tensor:
     if not isinstance(basis, torch.Tensor):
         raise TypeError(f"basis must be a torch.Tensor, got {type(basis).__name__}")

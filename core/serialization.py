@@ -39,6 +39,8 @@ _PROVENANCE = ("method", "rank", "alpha", "concept", "pairs", "model_family", "m
 _OPTIONAL_PROVENANCE = ("edit", "fit_revision")
 
 
+#: Largest safe-mean entry a file may hold: float16's largest finite value (see the check in read_basis_file).
+SAFE_MEAN_LIMIT = 65504.0
 #: What to do about a file whose content is malformed: nothing in it can be trusted, so fit it again.
 _REMEDY = "compute the vector again with Low-Rank Refusal Vector (and save it with Save Refusal Vector)"
 
@@ -209,6 +211,14 @@ def read_basis_file(path) -> StoredBasis:
                 )
             if not torch.isfinite(tensor).all():
                 raise RefusalFileError(f"{path.name}: tensor {key!r} contains NaN or Inf; the file is corrupt")
+            # The safe mean is a mean of the layer's inputs. These layers run in fp16 or bf16 in ComfyUI, and their
+            # inputs (projected or normalised text and hidden states) stay far inside fp16's range, or fp16
+            # inference would give Inf; the pack's own vectors hold a few units at most. Beyond it the file is
+            # damaged or hand-made: a safe mean of 1e30 passed every other check and made Apply's model output NaN.
+            if kind == "safe_mean" and float(tensor.abs().max()) > SAFE_MEAN_LIMIT:
+                raise RefusalFileError(f"{path.name}: tensor {key!r} reaches {float(tensor.abs().max()):.3g}, beyond "
+                                       f"fp16's range ({SAFE_MEAN_LIMIT:g}) that a mean of a layer's inputs never "
+                                       f"leaves; the file is damaged or hand-edited: {_REMEDY}, or download it again")
             entry[kind] = tensor
         subspace = entry["subspace"]
         gram = subspace.T.double() @ subspace.double()

@@ -16,14 +16,14 @@ import torch
 
 from comfy.weight_adapter import LoRAAdapter
 
-from ..core.edit import EDIT_TARGETS, LowRankEdit, project_edit
+from ..core.edit import EDIT_TARGETS, LowRankEdit, project_edit, require_representable_bias
 from ..core.fingerprint import fingerprint_weights
 from ..core.refusal import RefusalBasis
 from ..core.serialization import save_atomic
 from .adapters import DIFFUSION_PREFIX, adapter_for, layers_for
 from .fp8_edits import RemoveSubspace, add_fp8_edit, requantised_when_baked
 from .packed_weights import file_elements
-from .weights import baked_weight, row_scale, stored_values, stored_weight
+from .weights import baked_bias, baked_weight, row_scale, stored_values, stored_weight
 
 #: Apply Unlearning's layer choice that keeps every layer stored in the vector.
 ALL_IN_VECTOR = "all in vector"
@@ -239,6 +239,8 @@ def layer_edits(model, basis: RefusalBasis, layers: list[str], strength: float, 
         if products is not None:
             products[layer] = (wu, patched)
         small = project_edit(wu, torch.eye(u.shape[1]), strength, target=None if mu is None else u.T @ mu)
+        if small.bias_delta is not None:  # the bias as the MODEL bakes it (a LoRA's diff_b included), then cast
+            require_representable_bias(baked_bias(model, layer, "cpu"), small.bias_delta, module.bias.dtype, layer)
         # down is a copy: layers that read one input share one subspace tensor, and a patch (or a LoRA file,
         # which safetensors refuses to write with shared memory) must not alias the basis.
         edits[layer] = LowRankEdit(up=small.up, down=u.T.clone(memory_format=torch.contiguous_format),

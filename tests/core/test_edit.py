@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from core.edit import project_edit
+from core.edit import project_edit, require_representable_bias
 
 
 def setup(out=12, inp=16, k=2, seed=0):
@@ -98,3 +98,18 @@ def test_dense_checks_shape():
     weight, _, basis = setup()
     with pytest.raises(ValueError, match="weight"):
         project_edit(weight, basis).dense(torch.zeros(3, 3))
+
+
+def test_an_edited_bias_beyond_its_dtype_or_float32_is_refused_with_the_layer_named():
+    """project_edit checks its result in float64; ComfyUI casts the patched bias to the weight's dtype afterwards,
+    where a huge safe mean gave an fp16 bias of Inf (every output NaN)."""
+    bias, delta = torch.full((4,), 0.5), torch.tensor([1.0, -7e4, 2.0, 0.0])
+    require_representable_bias(bias, delta, torch.float32, "blocks.0.cross_attn.k")
+    require_representable_bias(bias, delta, torch.bfloat16, "blocks.0.cross_attn.k")
+    with pytest.raises(ValueError, match=r"'blocks.0.cross_attn.k': the edit would move its bias to 7e\+04, beyond "
+                                         r"the 6.55e\+04 its torch.float16 can hold.*damaged or hand-edited"):
+        require_representable_bias(bias, delta, torch.float16, "blocks.0.cross_attn.k")
+    with pytest.raises(ValueError, match="move its bias to inf"):  # finite in float64, Inf once cast to float32
+        require_representable_bias(None, torch.tensor([1e39], dtype=torch.float64), torch.float32, "x")
+    with pytest.raises(ValueError, match="move its bias to nan"):
+        require_representable_bias(bias, torch.tensor([0.0, float("nan"), 0.0, 0.0]), torch.float32, "x")

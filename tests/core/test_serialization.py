@@ -325,6 +325,10 @@ _UNIT = torch.nn.functional.normalize(torch.arange(1.0, 33.0), dim=0)
     (lambda m, t: t.update({"subspace/blocks.0.cross_attn.k": torch.zeros(32, 0)}), r"shape \(32, 0\)"),  # a no-op
     (lambda m, t: t.update({"basis/blocks.0.cross_attn.k": _UNIT}), r"'basis/blocks.0.cross_attn.k' has shape"),
     (lambda m, t: t.update({"vector/blocks.0.cross_attn.k": torch.zeros(2, 2, 32)}), r"\[d\] or \[c, d\]"),
+    # finite, but a safe mean no layer input reaches: Apply moved an fp16 bias to Inf (every output NaN)
+    (lambda m, t: t["safe_mean/blocks.0.cross_attn.k"].mul_(1e30), r"'safe_mean/blocks.0.cross_attn.k' reaches "
+                                                                   r".*e\+30, beyond fp16's range \(65504\)"),
+    (lambda m, t: t["safe_mean/blocks.1.cross_attn.v"].add_(7e4), "'safe_mean/blocks.1.cross_attn.v' reaches 7e"),
 ])
 def test_malformed_metadata_and_tensors_are_file_errors_that_name_the_field_and_the_remedy(basis, tmp_path, change,
                                                                                            fragment):

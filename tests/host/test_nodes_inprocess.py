@@ -693,6 +693,26 @@ def test_load_refuses_a_file_without_a_model_fingerprint(nodes, basis, tmp_path,
         nodes.LoadRefusalVector.execute("fp_00001.safetensors")
 
 
+def test_a_safe_mean_that_would_overflow_the_bias_is_refused(nodes, basis, tiny):
+    """A huge safe mean (finite) passed project_edit's float64 check, then ComfyUI cast the patched bias to fp16: Inf,
+    and every output of the model was NaN. A file holding one is refused on load (beyond fp16's range); a vector
+    built in code is refused by the edit, which names the layer."""
+    from comfyui_video_unlearning.core.serialization import SAFE_MEAN_LIMIT
+
+    # the pack's own vectors hold safe means of a few units: far inside the limit the file check sets
+    assert max(float(basis[layer].safe_mean.abs().max()) for layer in basis.layers) < SAFE_MEAN_LIMIT / 1000
+    scaled = {}
+    for record in basis.records.values():
+        scaled.setdefault(id(record), dataclasses.replace(record, safe_mean=record.safe_mean * 1e8))
+    damaged = dataclasses.replace(basis, records={layer: scaled[id(record)] for layer, record in basis.records.items()},
+                                  model_fingerprint="")  # fp16-held weights: another fingerprint, not the point here
+    half = tiny.load_tiny_wan(model_options={"dtype": torch.float16})
+    with pytest.raises(ValueError, match=f"layer '{basis.layers[0]}': the edit would move its bias to .*e\\+0[5-9], "
+                                         r"beyond the 6.55e\+04 its torch.float16 can hold.*damaged or hand-edited"):
+        nodes.ApplyUnlearning.execute(half, damaged, 1.0, True, "all in vector", 0, -1, "safe_mean")
+    nodes.ApplyUnlearning.execute(half, damaged, 1.0, True, "all in vector", 0, -1, "zero")  # no bias moved: fine
+
+
 def test_apply_reads_the_file_weights_while_a_patched_clone_is_loaded(nodes, wan, basis):
     """Clones share one module; a loaded patched clone bakes its edit into it. Apply must still edit W, not W'."""
     import comfy.model_management
