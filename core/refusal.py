@@ -579,6 +579,8 @@ class RefusalBasis(Mapping):
         if edit not in EDITS:
             raise RefusalFileError(f"{name}: metadata 'edit' is {edit!r}, expected one of {EDITS}; the file is "
                                    "corrupt: compute the vector again with Low-Rank Refusal Vector")
+        for source, record in records.items():
+            _check_edit_subspace(name, source, record, edit, rank)
         revision = meta.get("fit_revision", 1)
         if not isinstance(revision, int) or not 1 <= revision <= FIT_REVISION:
             raise RefusalFileError(f"{name}: fit_revision {revision!r} is unknown to this version of the pack "
@@ -648,6 +650,40 @@ class RefusalBasis(Mapping):
             model_fingerprint=next(iter(prints), ""),
             fit_revision=min(b.fit_revision for b in bases),
         )
+
+
+#: Largest share of a direction's length that may lie outside a loaded record's edit subspace. The pack's own files
+#: (direction, subspace and combined records) measure 6e-9..3e-8: float32 rounding of orthonormal columns.
+SPAN_TOLERANCE = 1e-4
+
+
+def _check_edit_subspace(name: str, source: str, record: LayerRefusal, edit: str, rank: int) -> None:
+    """A loaded record's edit subspace must be what its own file says was fitted, since it is what Apply removes.
+
+    Every writer of the pack makes it from the record's directions: an ``edit="direction"`` record's subspace is
+    its c direction rows orthonormalised (c columns at most; files older than the ``edit`` entry hold only these);
+    an ``edit="subspace"`` record's is U, at most ``rank`` columns per concept, which holds the direction; a combined
+    record's is its parts' subspaces stacked and orthonormalised, so at most ``rank`` x its own concepts (the rows of
+    its direction: a layer that only some of the combined vectors cover has fewer than the file's ``concepts``), and
+    each part's direction lies in it. Only the file's orthonormality was checked before, so ``eye(d)`` (which erases
+    everything the layers read) or a column unrelated to the direction (which erases nothing of the concept) loaded.
+    """
+    directions = record.direction.reshape(-1, record.dim).double()  # [c, d]
+    subspace = record.subspace.double()  # [d, c']
+    concepts, columns = directions.shape[0], subspace.shape[1]
+    most = concepts * (rank if edit == "subspace" else 1)
+    remedy = ("the file is damaged or hand-edited: compute the vector again with Low-Rank Refusal Vector "
+              "(or download it again)")
+    if columns > most:
+        raise RefusalFileError(f"{name}: the edit subspace of {source!r} has {columns} columns, but the file's own "
+                               f"metadata allows at most {most} (edit {edit!r}, rank {rank}, {concepts} concept(s)), "
+                               f"so Apply would remove more than the concept from what the layers read; {remedy}")
+    outside = directions - (directions @ subspace) @ subspace.T  # [c, d]
+    relative = float((outside.norm(dim=1) / directions.norm(dim=1)).max())  # nan for a zero direction: refused too
+    if not relative <= SPAN_TOLERANCE:
+        raise RefusalFileError(f"{name}: the direction of {source!r} does not lie in its edit subspace (a share of "
+                               f"{relative:.2g} of it lies outside, more than {SPAN_TOLERANCE:g}), so Apply would not "
+                               f"remove the concept the file describes; {remedy}")
 
 
 def _combine_records(layer: str, parts: list[LayerRefusal], concepts: list[str], names: set[str]) -> LayerRefusal:

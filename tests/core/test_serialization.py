@@ -1,3 +1,4 @@
+import dataclasses
 import json
 from pathlib import Path
 
@@ -306,6 +307,56 @@ def test_inconsistent_record_shapes_are_a_file_error(basis, tmp_path):
 _UNIT = torch.nn.functional.normalize(torch.arange(1.0, 33.0), dim=0)
 
 
+def _orthogonal_to(direction):
+    """A unit column ``[32, 1]`` orthogonal to ``direction`` ``[32]``."""
+    column = _UNIT - (_UNIT @ direction) * direction
+    return (column / column.norm())[:, None].contiguous()
+
+
+def test_every_kind_of_vector_the_pack_writes_loads_with_its_subspace_checked(tmp_path):
+    """Direction and subspace edits, the mean method, and combined vectors (a subspace with a direction, and two
+    nearly equal directions, whose columns combine merges): each loads, and its directions lie in its subspace to
+    float32 rounding; one column more than rank x concepts, or a direction off the subspace, is refused."""
+    from core.refusal import SPAN_TOLERANCE
+
+    def fit(seed, **options):
+        _, _, unsafe, safe, neutral = planted(dim=32, pairs=6, seed=seed)
+        fitter = RefusalFitter().update("blocks.0.cross_attn.k", unsafe, safe).update_neutral("blocks.0.cross_attn.k",
+                                                                                               neutral)
+        return fitter.fit(concept=f"c{seed}", pairs=[("a", "b")], model_fingerprint="0123abcd", **options)
+
+    direction, subspace = fit(1, rank=3), fit(2, rank=3, edit="subspace")
+    mean = fit(3, rank=2, method="mean", edit="subspace")
+    assert subspace["blocks.0.cross_attn.k"].subspace.shape[1] > 1
+    twin = RefusalBasis(records={"blocks.0.cross_attn.k": dataclasses.replace(
+        direction["blocks.0.cross_attn.k"], direction=direction["blocks.0.cross_attn.k"].direction + 1e-8)},
+        concept="twin", model_fingerprint="0123abcd")
+    vectors = {"direction": direction, "subspace": subspace, "mean": mean,
+               "subspace + direction": RefusalBasis.combine([subspace, direction]),
+               "nearly equal directions": RefusalBasis.combine([direction, twin]),
+               "combined twice": RefusalBasis.combine([RefusalBasis.combine([subspace, mean]), direction])}
+    assert vectors["nearly equal directions"]["blocks.0.cross_attn.k"].subspace.shape[1] == 1  # merged
+    for kind, vector in vectors.items():
+        path = tmp_path / "v.safetensors"
+        vector.save(path)
+        record = RefusalBasis.load(path)["blocks.0.cross_attn.k"]
+        rows = record.direction.reshape(-1, 32).double()
+        u = record.subspace.double()
+        assert float((rows - rows @ u @ u.T).norm(dim=1).max()) < SPAN_TOLERANCE / 100, kind
+    # a subspace record of rank 3 and 1 concept with a fourth column (orthogonal to the first three)
+    path = tmp_path / "v.safetensors"
+    subspace.save(path)
+    tensors = load_file(str(path))
+    with safe_open(str(path), framework="pt") as handle:
+        header = handle.metadata()
+    u = tensors["subspace/blocks.0.cross_attn.k"]  # [32, k'], k' <= 3: padded to 4 orthonormal columns
+    q = torch.linalg.qr(torch.cat([u, torch.eye(32)[:, :4 - u.shape[1]]], 1).double())[0].float()
+    tensors["subspace/blocks.0.cross_attn.k"] = torch.cat([u, q[:, u.shape[1]:]], 1).contiguous()
+    save_file(tensors, str(path), metadata=header)
+    with pytest.raises(RefusalFileError, match=r"has 4 columns, .* at most 3 \(edit 'subspace', rank 3"):
+        RefusalBasis.load(path)
+
+
 @pytest.mark.parametrize("change, fragment", [
     (lambda m, t: m.update(pairs=5), "'pairs' is 5"),
     (lambda m, t: m.update(pairs=[1, 2]), r"'pairs' is \[1, 2\]"),
@@ -325,6 +376,13 @@ _UNIT = torch.nn.functional.normalize(torch.arange(1.0, 33.0), dim=0)
     (lambda m, t: t.update({"subspace/blocks.0.cross_attn.k": torch.zeros(32, 0)}), r"shape \(32, 0\)"),  # a no-op
     (lambda m, t: t.update({"basis/blocks.0.cross_attn.k": _UNIT}), r"'basis/blocks.0.cross_attn.k' has shape"),
     (lambda m, t: t.update({"vector/blocks.0.cross_attn.k": torch.zeros(2, 2, 32)}), r"\[d\] or \[c, d\]"),
+    # orthonormal, but not what the metadata says was fitted: the whole width (erases all the layers read) ...
+    (lambda m, t: t.update({"subspace/blocks.0.cross_attn.k": torch.eye(32)}), "the edit subspace of "
+     r"'blocks.0.cross_attn.k' has 32 columns, but the file's own metadata allows at most 1 "
+     r"\(edit 'direction', rank 3"),
+    # ... or one column unrelated to the direction (erases nothing of the concept)
+    (lambda m, t: t.update({"subspace/blocks.0.cross_attn.k": _orthogonal_to(t["direction/blocks.0.cross_attn.k"])}),
+     r"the direction of 'blocks.0.cross_attn.k' does not lie in its edit subspace \(a share of 1 of it lies outside"),
     # finite, but a safe mean no layer input reaches: Apply moved an fp16 bias to Inf (every output NaN)
     (lambda m, t: t["safe_mean/blocks.0.cross_attn.k"].mul_(1e30), r"'safe_mean/blocks.0.cross_attn.k' reaches "
                                                                    r".*e\+30, beyond fp16's range \(65504\)"),
