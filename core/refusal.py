@@ -625,6 +625,16 @@ class RefusalBasis(Mapping):
         prints = {b.model_fingerprint for b in bases if b.model_fingerprint}
         if len(prints) > 1:
             named = "; ".join(f"{b.concept or 'unnamed'}: {b.model_fingerprint}" for b in bases if b.model_fingerprint)
+            if len({frozenset(b.layers) for b in bases if b.model_fingerprint}) > 1:
+                # Each fingerprint covers its vector's own layers (Collect Activations' group and block range), so two
+                # vectors of one model over different layers differ too: the prints cannot tell one model from two.
+                covered = ", ".join(f"{b.concept or 'unnamed'}: {len(b.layers)} layers from {b.layers[0]!r}"
+                                    for b in bases if b.model_fingerprint)
+                raise ValueError(f"cannot combine these refusal vectors: their weight fingerprints differ ({named}), "
+                                 f"but they cover different layers ({covered}) and each fingerprint covers its own "
+                                 "layers only, so Combine cannot tell whether they come from one model. Compute them "
+                                 "with the same layer group and block range in Collect Activations: on one model "
+                                 "their fingerprints then agree and they combine")
             raise ValueError(f"cannot combine refusal vectors whose weight fingerprints differ ({named}): they were "
                              "measured on different weights, or one was saved before 2026-12-06, when the fingerprint "
                              "also hashed the weights' dtype; compute that one again on the same model")

@@ -136,6 +136,22 @@ def test_combine_stacks_and_orthonormalises():
         RefusalBasis.combine([first])
 
 
+def test_combine_says_when_the_fingerprints_differ_because_the_layers_do():
+    """A fingerprint covers its vector's own layers: two vectors of one model over different layer groups differ, and
+    the error said they were measured on different weights; it now says what to change."""
+    _, _, u1, s1, _ = planted(dim=16, seed=1)
+    _, _, u2, s2, _ = planted(dim=16, seed=2)
+    text = RefusalFitter().update("k", u1, s1).update("v", u1, s1).fit(concept="Rolex", model_fingerprint="aaaa")
+    ffn = RefusalFitter().update("ffn", u2, s2).fit(concept="Coke", model_fingerprint="bbbb")
+    with pytest.raises(ValueError, match=r"differ \(Rolex: aaaa; Coke: bbbb\), but they cover different layers "
+                                         r"\(Rolex: 2 layers from 'k', Coke: 1 layers from 'ffn'\).*cannot tell "
+                                         "whether they come from one model.*same layer group and block range"):
+        RefusalBasis.combine([text, ffn])
+    other = RefusalFitter().update("k", u2, s2).update("v", u2, s2).fit(concept="Coke", model_fingerprint="bbbb")
+    with pytest.raises(ValueError, match="measured on different weights"):  # same layers: other weights indeed
+        RefusalBasis.combine([text, other])
+
+
 @pytest.mark.parametrize(
     "call, error, fragment",
     [
