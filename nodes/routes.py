@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 
 from ..core.pairs import check_pairs
 
 logger = logging.getLogger(__name__)
 CHECK_PAIRS_ROUTE = "/video_unlearning/check_pairs"
+#: Longest pairs text the route checks (characters). A pair list is a few kilobytes; checking 85 MB took 20 s.
+MAX_TEXT = 1 << 20
+#: Longest body read: the text JSON-escaped (\uXXXX: 6 bytes a character at worst) and the braces around it.
+MAX_BODY = 6 * MAX_TEXT + 1024
 _registered = False
 
 
@@ -32,15 +38,26 @@ def register_routes() -> None:
         _registered = True
         return
 
+    too_long = {"error": f"the pairs text is longer than {MAX_TEXT:,} characters; a pair list is a few kilobytes: "
+                         "split it, or give the prompts to Pair Encoder from a file"}
+
     @PromptServer.instance.routes.post(CHECK_PAIRS_ROUTE)
     async def check_pairs_route(request):
+        if (request.content_length or 0) > MAX_BODY:  # refused before a byte is read
+            return web.json_response(too_long, status=413)
+        raw = await request.read()
+        if len(raw) > MAX_BODY:  # a chunked body has no Content-Length
+            return web.json_response(too_long, status=413)
         try:
-            body = await request.json()
-        except ValueError:
+            body = json.loads(raw)
+        except (ValueError, RecursionError):  # RecursionError: arrays nested tens of thousands deep
             return web.json_response({"error": "body must be JSON: {\"text\": \"...\"}"}, status=400)
         text = body.get("text") if isinstance(body, dict) else None
         if not isinstance(text, str):
             return web.json_response({"error": "body must be JSON: {\"text\": \"...\"}"}, status=400)
-        return web.json_response(check_pairs(text))
+        if len(text) > MAX_TEXT:
+            return web.json_response(too_long, status=413)
+        # In a worker thread: the server's event loop (every other request, the progress websocket) keeps running.
+        return web.json_response(await asyncio.to_thread(check_pairs, text))
 
     _registered = True

@@ -36,7 +36,7 @@ def _post_all(table, bodies: list) -> list[tuple[int, object]]:
     from aiohttp.test_utils import TestClient, TestServer
 
     async def run():
-        application = web.Application()
+        application = web.Application(client_max_size=100 * 1024 * 1024)  # ComfyUI's (--max-upload-size 100)
         application.add_routes(table)
         async with TestClient(TestServer(application)) as client:
             answers = []
@@ -92,3 +92,50 @@ def test_a_second_copy_of_the_pack_adds_no_second_route(routes_module, caplog):
     assert [route.path for route in table].count("/video_unlearning/check_pairs") == 1
     assert "installed twice in custom_nodes" in caplog.text
     assert _post_all(table, [{"text": SIX}]) == [(200, check_pairs(SIX))]
+
+
+def test_route_refuses_deep_nesting_and_oversized_text_without_blocking_the_server(routes_module):
+    """A body nested 50,000 deep raised RecursionError (500, with a traceback in the log); an 85 MB pairs text held the
+    server's event loop for 20 s. Nesting is a 400, a text over MAX_TEXT a 413 (before the body is read when it says
+    its length), and the check runs in a worker thread while the server answers other requests."""
+    module, table = routes_module
+    module.register_routes()
+    nested = '{"text": ' + "[" * 50_000 + "]" * 50_000 + "}"
+    long_text = {"text": "a" * (module.MAX_TEXT + 1)}
+    escaped = '{"text": "' + "\\u00e9" * (module.MAX_BODY // 6 + 1) + '"}'  # within MAX_TEXT, beyond MAX_BODY
+    answers = _post_all(table, [nested, long_text, escaped, {"text": "a" * module.MAX_TEXT + "|b"}])
+    assert answers[0] == (400, {"error": 'body must be JSON: {"text": "..."}'})
+    for status, body in answers[1:3]:
+        assert status == 413 and f"longer than {module.MAX_TEXT:,} characters" in body["error"]
+    assert answers[3][0] == 413  # one character over, counted in characters
+
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    many = "\n".join(f"a Rolex watch, shot {i} | a watch, shot {i}" for i in range(module.MAX_TEXT // 48))
+    assert len(many) <= module.MAX_TEXT
+
+    async def run():
+        application = web.Application(client_max_size=100 * 1024 * 1024)
+        application.add_routes(table)
+        async with TestClient(TestServer(application)) as client:
+            loop, gaps, done = asyncio.get_running_loop(), [], asyncio.Event()
+
+            async def tick():  # how long the event loop goes without running anything else
+                last = loop.time()
+                while not done.is_set():
+                    await asyncio.sleep(0.005)
+                    gaps.append(loop.time() - last)
+                    last = loop.time()
+
+            ticker = asyncio.create_task(tick())
+            start = loop.time()
+            response = await client.post("/video_unlearning/check_pairs", json={"text": many})
+            answer, took = await response.json(), loop.time() - start
+            done.set()
+            await ticker
+            return answer, took, max(gaps)
+
+    answer, took, gap = asyncio.run(run())
+    assert answer == check_pairs(many)
+    assert gap < 0.5 * took, (gap, took)  # before: the loop stood still for the whole check

@@ -9,6 +9,7 @@ described in ``server_setup``.
 from __future__ import annotations
 
 import json
+import urllib.error
 import urllib.request
 
 import numpy as np
@@ -254,3 +255,25 @@ def test_interrupt_during_collection_ends_cleanly(server):
     assert entry["status"]["status_str"] == "success", entry["status"]
     executed = [m[1] for m in entry["status"]["messages"] if m[0] == "execution_cached"]
     assert collect_id not in (executed[0]["nodes"] if executed else []), "the collection was served from the cache"
+
+
+def test_pair_check_route_refuses_deep_nesting_and_oversized_text_on_the_server(server):
+    """On ComfyUI's own server (its client_max_size, middlewares and error handling): a body nested 50,000 deep gave a
+    500 and a RecursionError traceback in the log; a pairs text over the route's limit is a 413 that says why."""
+    url, base, _ = server
+
+    def post(body: bytes) -> tuple[int, dict]:
+        request = urllib.request.Request(f"{url}/video_unlearning/check_pairs", data=body,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    nested = b'{"text": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
+    assert post(nested) == (400, {"error": 'body must be JSON: {"text": "..."}'})
+    status, answer = post(json.dumps({"text": "a | b\n" * 200_000}).encode())  # 1.2 M characters
+    assert status == 413 and "longer than 1,048,576 characters" in answer["error"]
+    assert post(json.dumps({"text": "a Rolex | a watch\nthe Rolex | the watch"}).encode())[0] == 200
+    assert "RecursionError" not in (base / "server.log").read_text()
