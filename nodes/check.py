@@ -30,6 +30,7 @@ from .check_fastpath import PaddedTextCollapse
 from .collect import (empty_latent, evaluate_at_sigmas, evaluate_one_call_each, measuring_model, parse_timesteps,
                       sigmas_for)
 from .conditioning import can_share_a_call, prompt_token_mask, row_token_masks, stack_conditionings
+from .definitions import MAX_STRENGTH
 from .patching import (ALL_IN_VECTOR, edited_layers, has_module, patched_weight, require_bias_for_target,
                        select_layers)
 from .weights import row_scale, stored_values
@@ -43,6 +44,17 @@ SWEEPS = ("none", "layer groups", "block halves")
 #: most of a small-latent forward.
 REPLAY_MODULES = {"wan": ("text_embedding",)}
 DEFAULT_GRID = ", ".join(f"{s:g}" for s in DEFAULT_STRENGTHS)
+
+
+def parse_grid(strengths: str) -> tuple[float, ...]:
+    """``core.check.parse_strengths``, within Apply Unlearning's range: the recommended strength feeds its strength
+    (the shipped workflows link it), which refuses one above :data:`MAX_STRENGTH`."""
+    grid = parse_strengths(strengths)
+    if grid[-1] > MAX_STRENGTH:
+        raise ValueError(f"strength {grid[-1]:g} is above {MAX_STRENGTH:g}, the most Apply Unlearning and Export "
+                         f"Unlearning as LoRA take (the recommended strength feeds theirs): keep the grid within "
+                         f"0..{MAX_STRENGTH:g}")
+    return grid
 
 
 def check_inputs(basis: RefusalBasis, validation: EncodedPairs | None) -> list:
@@ -511,7 +523,7 @@ class UnlearningCheck(io.ComfyNode):
         # would skip its own range and option checks of every other input.
         if strengths is not None:
             try:
-                parse_strengths(strengths)
+                parse_grid(strengths)
             except ValueError as error:
                 return f"Unlearning Check: strengths: {error}"
         if timesteps is not None:
@@ -525,7 +537,7 @@ class UnlearningCheck(io.ComfyNode):
     def execute(cls, model, refusal_vector: RefusalBasis, strengths, layers, block_start, block_end, target, sweep,
                 width, height, length, timesteps, seed, validation_pairs=None, negative=None, cfg=6.0):
         try:
-            parse_strengths(strengths)
+            parse_grid(strengths)
         except ValueError as error:
             raise ValueError(f"Unlearning Check: strengths: {error}") from None
         if not cfg > 0:  # the widget's minimum does not hold for a linked value

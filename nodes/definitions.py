@@ -219,6 +219,21 @@ class RefusalVectorNode(io.ComfyNode):
         return io.NodeOutput(basis, chart, ui=chart_ui)
 
 
+#: The strength widgets' range (Apply Unlearning, Export Unlearning as LoRA): 1 removes the concept direction fully,
+#: above 1 pushes against it (at 4 the component along it is reversed and tripled: 1 - 4 = -3).
+MAX_STRENGTH = 4.0
+
+
+def require_strength_in_range(node: str, strength) -> None:
+    """The strength within the widget's documented range, 0..:data:`MAX_STRENGTH`. ComfyUI checks min and max only
+    for a widget's own value: one linked from another node (the stock Primitive Float allows any number) arrived
+    unchecked, and Apply ran at 50 or 1e6 without a word."""
+    if not 0.0 <= float(strength) <= MAX_STRENGTH:  # a NaN fails this too
+        raise ValueError(f"{node}: strength {float(strength):g} is outside its range 0..{MAX_STRENGTH:g} (a value "
+                         "linked from another node skips the widget's own range check): 1 removes the concept "
+                         f"direction fully, above 1 pushes against it; give a strength between 0 and {MAX_STRENGTH:g}")
+
+
 class ApplyUnlearning(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -230,7 +245,7 @@ class ApplyUnlearning(io.ComfyNode):
                 # Lazy: with enabled off, what feeds them (Collect Activations, Unlearning Check) is not run.
                 RefusalVector.Input("refusal_vector", lazy=True,
                                     tooltip="From Low-Rank Refusal Vector or Load Refusal Vector."),
-                io.Float.Input("strength", default=1.0, min=0.0, max=4.0, step=0.05, lazy=True,
+                io.Float.Input("strength", default=1.0, min=0.0, max=MAX_STRENGTH, step=0.05, lazy=True,
                                tooltip="1 removes the concept direction fully, 0 changes nothing; negative values are "
                                        "not allowed (they would amplify it)."),
                 io.Boolean.Input("enabled", default=True,
@@ -253,6 +268,8 @@ class ApplyUnlearning(io.ComfyNode):
     @classmethod
     def execute(cls, model, refusal_vector: RefusalBasis | None, strength, enabled, layers, block_start, block_end,
                 target):
+        if enabled:  # off, a linked strength is not computed (None)
+            require_strength_in_range("Apply Unlearning", strength)
         patched, edited = apply_unlearning(model, refusal_vector, strength=strength, enabled=enabled, group=layers,
                                            block_start=block_start, block_end=block_end, target=target)
         # Off, the lazy vector and a linked strength were not computed: None.
@@ -379,7 +396,9 @@ class ExportLoRA(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="The model the LoRA is for (the edit depends on its weights)."),
                 RefusalVector.Input("refusal_vector", tooltip="The vector to export."),
-                io.Float.Input("strength", default=1.0, min=0.0, max=4.0, step=0.05, tooltip="Baked into the LoRA; load it at strength 1.0 for the same effect as Apply Unlearning."),
+                io.Float.Input("strength", default=1.0, min=0.0, max=MAX_STRENGTH, step=0.05,
+                               tooltip="Baked into the LoRA; load it at strength 1.0 for the same effect as Apply "
+                                       "Unlearning."),
                 io.Combo.Input("target", options=list(EDIT_TARGETS), default="safe_mean",
                                tooltip="As in Apply Unlearning. safe_mean also moves biases (.diff_b keys), which "
                                        "kijai's WanVideoWrapper ignores with merge_loras off (and on GGUF models): "
@@ -396,6 +415,7 @@ class ExportLoRA(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, refusal_vector: RefusalBasis, strength, target, filename_prefix):
+        require_strength_in_range("Export Unlearning as LoRA", strength)
         folder = folder_paths.get_folder_paths("loras")[0]
         with storage.new_file(folder, filename_prefix) as path:
             metadata = export_lora(model, refusal_vector, path, strength=strength, target=target)

@@ -188,6 +188,12 @@ def test_bad_inputs_get_errors_that_name_the_fix(defs, wan, basis, validation, c
     assert "not a number" in node.validate_inputs(strengths="0, one")
     assert "only 0" in node.validate_inputs(strengths="0")
     assert node.validate_inputs(strengths=GRID, timesteps="0.1, 0.4") is True
+    # the recommended strength feeds Apply Unlearning's, which takes 0..4 (a linked grid is checked when it runs)
+    assert "strength 50 is above 4" in node.validate_inputs(strengths="0, 1, 50")
+    assert node.validate_inputs(strengths="0, 4") is True
+    with pytest.raises(ValueError, match="Unlearning Check: strengths: strength 6 is above 4, the most Apply"):
+        node.execute(wan, basis, "0, 6", "all in vector", 0, -1, "zero", "none", 64, 64, 1, "0.1", 0,
+                     validation_pairs=validation)
     with pytest.raises(ValueError, match="no validation pairs.*second Pair Encoder"):
         run(check, wan, basis, None)
     overlapping = definitions.PairEncoder.execute(clip, PAIRS.splitlines()[0] + "\n" + VALIDATION, BENIGN, "Rolex")[0]

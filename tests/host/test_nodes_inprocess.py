@@ -713,6 +713,21 @@ def test_a_safe_mean_that_would_overflow_the_bias_is_refused(nodes, basis, tiny)
     nodes.ApplyUnlearning.execute(half, damaged, 1.0, True, "all in vector", 0, -1, "zero")  # no bias moved: fine
 
 
+def test_a_linked_strength_outside_the_widget_range_is_refused(nodes, wan, basis):
+    """ComfyUI checks min/max only for a widget's own value: a strength linked from a Primitive Float (any number)
+    ran Apply and Export at 50 or 1e6 without a word."""
+    for strength in (4.05, 50.0, 1e6, -0.5, float("nan")):
+        with pytest.raises(ValueError, match=r"Apply Unlearning: strength .* is outside its range 0..4 .*linked"):
+            nodes.ApplyUnlearning.execute(wan, basis, strength, True, "all in vector", 0, -1, "zero")
+        with pytest.raises(ValueError, match=r"Export Unlearning as LoRA: strength .* is outside its range 0..4"):
+            nodes.ExportLoRA.execute(wan, basis, strength, "zero", "never_written")
+    with pytest.raises(ValueError, match="strength 50 is outside"):
+        nodes.ApplyUnlearning.execute(wan, basis, 50, True, "all in vector", 0, -1, "zero")
+    for strength in (0.0, 4.0):  # the range's ends
+        nodes.ApplyUnlearning.execute(wan, basis, strength, True, "all in vector", 0, -1, "zero")
+    nodes.ApplyUnlearning.execute(wan, None, None, False, "all in vector", 0, -1, "zero")  # off: not computed
+
+
 def test_apply_reads_the_file_weights_while_a_patched_clone_is_loaded(nodes, wan, basis):
     """Clones share one module; a loaded patched clone bakes its edit into it. Apply must still edit W, not W'."""
     import comfy.model_management
