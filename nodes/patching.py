@@ -240,7 +240,8 @@ def layer_edits(model, basis: RefusalBasis, layers: list[str], strength: float, 
             products[layer] = (wu, patched)
         small = project_edit(wu, torch.eye(u.shape[1]), strength, target=None if mu is None else u.T @ mu)
         if small.bias_delta is not None:  # the bias as the MODEL bakes it (a LoRA's diff_b included), then cast
-            require_representable_bias(baked_bias(model, layer, "cpu"), small.bias_delta, module.bias.dtype, layer)
+            require_representable_bias(baked_bias(model, layer, "cpu"), small.bias_delta,
+                                       stored_weight(model, layer, "bias").dtype, layer)
         # down is a copy: layers that read one input share one subspace tensor, and a patch (or a LoRA file,
         # which safetensors refuses to write with shared memory) must not alias the basis.
         edits[layer] = LowRankEdit(up=small.up, down=u.T.clone(memory_format=torch.contiguous_format),
