@@ -30,7 +30,7 @@ from .check_fastpath import PaddedTextCollapse
 from .collect import (empty_latent, evaluate_at_sigmas, evaluate_one_call_each, measuring_model, parse_timesteps,
                       sigmas_for)
 from .conditioning import can_share_a_call, prompt_token_mask, row_token_masks, stack_conditionings
-from .definitions import MAX_STRENGTH
+from .definitions import MAX_STRENGTH, SHOWS_RESULTS
 from .patching import (ALL_IN_VECTOR, edited_layers, has_module, patched_weight, require_bias_for_target,
                        select_layers)
 from .weights import row_scale, stored_values
@@ -470,7 +470,7 @@ class UnlearningCheck(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="VideoUnlearnCheck", display_name="Unlearning Check", category="unlearning",
+            node_id="VideoUnlearnCheck", display_name="Unlearning Check", category="unlearning", **SHOWS_RESULTS,
             description="Measures, per strength, how much of the concept the edit removes on held-out pairs and how far it "
                         "moves benign prompts, and recommends a strength for Apply Unlearning.",
             inputs=[

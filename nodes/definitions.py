@@ -26,6 +26,13 @@ Pairs = io.Custom(PAIRS_TYPE)
 Activations = io.Custom(ACTIVATIONS_TYPE)
 RefusalVector = io.Custom(REFUSAL_VECTOR_TYPE)
 CATEGORY = "unlearning"
+#: For a node that shows results but is not an output node (the badge, a chart, the check's recommendation). A newer
+#: ComfyUI (``has_intermediate_output`` in ``io.Schema``) keeps the UI results of only the nodes that ran, the output
+#: nodes and those flagged so in a run's history, and the editor reads a cached run's results from there: without the
+#: flag, a run served from the cache showed nothing on these nodes. ComfyUI 0.3.64's Schema has no such field (and
+#: keeps every node's results).
+SHOWS_RESULTS = ({"has_intermediate_output": True}
+                 if "has_intermediate_output" in getattr(io.Schema, "__dataclass_fields__", {}) else {})
 EXAMPLE_PAIRS = "\n".join([
     "# one pair per line: prompt WITH the concept | the same prompt WITHOUT it",
     "a Rolex watch on a wooden table | a watch on a wooden table",
@@ -193,7 +200,7 @@ class RefusalVectorNode(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="VideoUnlearnRefusalVector", display_name="Low-Rank Refusal Vector", category=CATEGORY,
+            node_id="VideoUnlearnRefusalVector", display_name="Low-Rank Refusal Vector", category=CATEGORY, **SHOWS_RESULTS,
             description="Isolates the concept per layer: mean pair difference restricted to a contrastive low-rank subspace.",
             inputs=[
                 Activations.Input("activations", tooltip="From Collect Activations."),
@@ -238,7 +245,7 @@ class ApplyUnlearning(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="VideoUnlearnApply", display_name="Apply Unlearning", category=CATEGORY,
+            node_id="VideoUnlearnApply", display_name="Apply Unlearning", category=CATEGORY, **SHOWS_RESULTS,
             description="Folds the refusal vector into the weights as a patch on a copy of the model (the original is untouched).",
             inputs=[
                 io.Model.Input("model", tooltip="The model to edit (the same family and size the vector was measured on)."),

@@ -145,7 +145,8 @@ def new_file(folder: str, prefix: str):
 def _write_error(directory: str, error: OSError) -> ValueError:
     return ValueError(f"cannot write into {directory}: {error.strerror or error}; make that folder writable for the "
                       "user ComfyUI runs as, or give the folder a writable path in extra_model_paths.yaml (a "
-                      "refusal_vectors entry; for loras, is_default: true)")
+                      "refusal_vectors entry; for loras, is_default: true; a newer ComfyUI reads extra_paths.yaml "
+                      "instead where both exist)")
 
 
 def relative_name(path: str, folder: str) -> str:
