@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 #: The paper measures its refusal vector from this many pairs; fewer still works but is noisier.
@@ -111,11 +112,15 @@ def content_lines(text: str):
             yield number, line
 
 
-def parse_pairs(text: str) -> list[PromptPair]:
+def parse_pairs(text: str, *, warn: Callable[[str, type[Warning]], None] | None = None) -> list[PromptPair]:
     """Parse ``unsafe | safe`` lines into pairs.
 
     Args:
         text: the pairs text. Each content line holds exactly one ``|``.
+        warn: called with each warning's message and category instead of ``warnings.warn``: how a caller that may run
+            beside others (the editor's check, in a worker thread) collects them, since ``warnings.catch_warnings``
+            swaps the process's warning state and is not thread-safe (concurrent checks left later warnings
+            swallowed).
 
     Raises:
         PairsError: naming the line of the first problem (no or several ``|``, an empty side,
@@ -128,6 +133,9 @@ def parse_pairs(text: str) -> list[PromptPair]:
     """
     if not isinstance(text, str):
         raise TypeError(f"pairs text must be a str, got {type(text).__name__}")
+    if warn is None:
+        def warn(message: str, category: type[Warning]) -> None:
+            warnings.warn(message, category, stacklevel=3)  # at parse_pairs' caller
     pairs: list[PromptPair] = []
     seen: dict[tuple[str, str], int] = {}
     for number, line in content_lines(text):
@@ -155,8 +163,8 @@ def parse_pairs(text: str) -> list[PromptPair]:
                              "them", number)
         seen[key] = number
         if "#" in line:
-            warnings.warn(f"line {number}: '#' is part of the prompt there; only a line that starts with '#' is a "
-                          "comment, so put a note on its own line", InlineHashWarning, stacklevel=2)
+            warn(f"line {number}: '#' is part of the prompt there; only a line that starts with '#' is a comment, "
+                 "so put a note on its own line", InlineHashWarning)
         pairs.append(PromptPair(unsafe=unsafe, safe=safe, line=number))
     if len(pairs) < MIN_PAIRS:
         raise PairsError(
@@ -164,11 +172,8 @@ def parse_pairs(text: str) -> list[PromptPair]:
             "recommended, one 'unsafe prompt | safe prompt' per line"
         )
     if len(pairs) < RECOMMENDED_PAIRS:
-        warnings.warn(
-            f"only {len(pairs)} pairs; the paper uses {RECOMMENDED_PAIRS}, fewer give a noisier refusal vector",
-            FewPairsWarning,
-            stacklevel=2,
-        )
+        warn(f"only {len(pairs)} pairs; the paper uses {RECOMMENDED_PAIRS}, fewer give a noisier refusal vector",
+             FewPairsWarning)
     return pairs
 
 
@@ -181,17 +186,13 @@ def check_pairs(text: str) -> dict:
     if not isinstance(text, str):
         return {"count": 0, "error": f"pairs text must be a string, got {type(text).__name__}", "line": None,
                 "warning": None}
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", FewPairsWarning)
-        warnings.simplefilter("always", InlineHashWarning)
-        try:
-            pairs = parse_pairs(text)
-        except PairsError as error:
-            count = sum(1 for number, _ in content_lines(text) if error.line is None or number < error.line)
-            return {"count": count, "error": error.reason, "line": error.line, "warning": None}
-    warning = next((str(w.message) for w in caught if issubclass(w.category, (InlineHashWarning, FewPairsWarning))),
-                   None)
-    return {"count": len(pairs), "error": None, "line": None, "warning": warning}
+    caught: list[str] = []
+    try:
+        pairs = parse_pairs(text, warn=lambda message, _category: caught.append(message))
+    except PairsError as error:
+        count = sum(1 for number, _ in content_lines(text) if error.line is None or number < error.line)
+        return {"count": count, "error": error.reason, "line": error.line, "warning": None}
+    return {"count": len(pairs), "error": None, "line": None, "warning": caught[0] if caught else None}
 
 
 def parse_prompts(text: str) -> list[str]:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import logging
-import warnings
 
 import folder_paths
 import torch
 from comfy_api.latest import io
 
-from ..core.pairs import (DEFAULT_NEUTRAL_PROMPTS, FewPairsWarning, InlineHashWarning, PairsError, content_lines,
-                         parse_pairs, parse_prompts)
+from ..core.pairs import DEFAULT_NEUTRAL_PROMPTS, PairsError, content_lines, parse_pairs, parse_prompts
 from ..core.refusal import EDITS, METHODS, RefusalBasis
 from ..core.edit import EDIT_TARGETS
 from . import storage
@@ -91,13 +89,10 @@ class PairEncoder(io.ComfyNode):
     def validate_inputs(cls, pairs=None, neutral_prompts=None):
         # A linked input reaches validation as None: its text is checked when the node runs.
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FewPairsWarning)
-                warnings.simplefilter("ignore", InlineHashWarning)
-                if pairs is not None:
-                    parse_pairs(pairs)
-                if neutral_prompts is not None:
-                    _neutral(neutral_prompts)
+            if pairs is not None:
+                parse_pairs(pairs, warn=lambda *_: None)  # warnings are the editor's and the run's to show
+            if neutral_prompts is not None:
+                _neutral(neutral_prompts)
         except PairsError as error:
             return f"Pair Encoder: {error}"
         return True
@@ -231,12 +226,18 @@ class RefusalVectorNode(io.ComfyNode):
 MAX_STRENGTH = 4.0
 
 
+def exact_number(value: float) -> str:
+    """``value`` as typed where it was typed (50, 0.25), and to its last digit where it is not (4.000000000000001,
+    a math node's 4 + 1 ulp, which ``:g`` wrote as 4: "strength 4 is outside its range 0..4")."""
+    return repr(float(value)).removesuffix(".0")
+
+
 def require_strength_in_range(node: str, strength) -> None:
     """The strength within the widget's documented range, 0..:data:`MAX_STRENGTH`. ComfyUI checks min and max only
     for a widget's own value: one linked from another node (the stock Primitive Float allows any number) arrived
     unchecked, and Apply ran at 50 or 1e6 without a word."""
     if not 0.0 <= float(strength) <= MAX_STRENGTH:  # a NaN fails this too
-        raise ValueError(f"{node}: strength {float(strength):g} is outside its range 0..{MAX_STRENGTH:g} (a value "
+        raise ValueError(f"{node}: strength {exact_number(strength)} is outside its range 0..{MAX_STRENGTH:g} (a value "
                          "linked from another node skips the widget's own range check): 1 removes the concept "
                          f"direction fully, above 1 pushes against it; give a strength between 0 and {MAX_STRENGTH:g}")
 

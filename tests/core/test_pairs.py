@@ -102,3 +102,23 @@ def test_a_pair_pasted_among_single_prompts_is_refused_with_its_line():
     with pytest.raises(PairsError, match="holds '|'") as info:
         parse_prompts("a cat on a sofa\n\na Rolex watch on a wrist | a watch on a wrist")
     assert info.value.line == 3
+
+
+def test_check_pairs_run_side_by_side_leaves_the_process_warning_state_alone():
+    """The editor's pair check runs in worker threads, one request per Pair Encoder. ``warnings.catch_warnings``
+    swaps the process's warning filters and handler and is not thread-safe: with 40 checks side by side, 2 of 20
+    few-pairs texts lost their warning and the process kept an ``always`` filter and a recording handler, so every
+    later warning went into a list no one reads. The check no longer touches that state."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    long = " in a long street" * 200  # a longer parse widens the window in which two checks overlap
+    few = f"a red car{long} | a car{long}\na red hat{long} | a hat{long}"
+    enough = "\n".join(f"a red car number {i}{long} | a car number {i}{long}" for i in range(6))
+    filters, handler = list(warnings.filters), warnings.showwarning
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(check_pairs, [few, enough] * 100))
+    assert all(r["warning"] and "only 2 pairs" in r["warning"] for r in results[::2])
+    assert all(r["warning"] is None and r["count"] == 6 for r in results[1::2])
+    assert warnings.filters == filters and warnings.showwarning is handler
+    with pytest.warns(FewPairsWarning):  # parse_pairs itself still warns as before
+        parse_pairs(few)
