@@ -132,7 +132,7 @@ def project_edit(
 def require_representable_bias(bias: torch.Tensor | None, bias_delta: torch.Tensor, dtype: torch.dtype,
                                layer: str) -> None:
     """Refuse an edited bias ``b + bias_delta`` that is not finite in float32 or exceeds the largest value of
-    ``dtype``, the bias's stored dtype, into which ComfyUI casts the patched bias.
+    ``dtype``, the narrowest dtype the patched bias passes through (where it is held, or computed).
 
     :func:`project_edit` checks its result in float64, before the float32 cast and before ComfyUI's cast to the
     weight dtype: a finite but huge safe mean (a damaged or hand-edited file) gave an fp16 bias of Inf, so every

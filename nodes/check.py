@@ -30,7 +30,7 @@ from .check_fastpath import PaddedTextCollapse
 from .collect import (empty_latent, evaluate_at_sigmas, evaluate_one_call_each, measuring_model, parse_timesteps,
                       sigmas_for)
 from .conditioning import can_share_a_call, prompt_token_mask, row_token_masks, stack_conditionings
-from .definitions import MAX_STRENGTH, SHOWS_RESULTS
+from .definitions import MAX_STRENGTH, SHOWS_RESULTS, exact_number
 from .patching import (ALL_IN_VECTOR, edited_layers, has_module, patched_weight, require_bias_for_target,
                        select_layers)
 from .weights import row_scale, stored_values
@@ -51,9 +51,9 @@ def parse_grid(strengths: str) -> tuple[float, ...]:
     (the shipped workflows link it), which refuses one above :data:`MAX_STRENGTH`."""
     grid = parse_strengths(strengths)
     if grid[-1] > MAX_STRENGTH:
-        raise ValueError(f"strength {grid[-1]:g} is above {MAX_STRENGTH:g}, the most Apply Unlearning and Export "
-                         f"Unlearning as LoRA take (the recommended strength feeds theirs): keep the grid within "
-                         f"0..{MAX_STRENGTH:g}")
+        raise ValueError(f"strength {exact_number(grid[-1])} is above {MAX_STRENGTH:g}, the most Apply Unlearning and "
+                         f"Export Unlearning as LoRA take (the recommended strength feeds theirs): keep the grid "
+                         f"within 0..{MAX_STRENGTH:g}")
     return grid
 
 

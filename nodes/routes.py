@@ -12,8 +12,10 @@ logger = logging.getLogger(__name__)
 CHECK_PAIRS_ROUTE = "/video_unlearning/check_pairs"
 #: Longest pairs text the route checks (characters). A pair list is a few kilobytes; checking 85 MB took 20 s.
 MAX_TEXT = 1 << 20
-#: Longest body read: the text JSON-escaped (\uXXXX: 6 bytes a character at worst) and the braces around it.
-MAX_BODY = 6 * MAX_TEXT + 1024
+#: Longest body read: the text JSON-escaped by an ASCII-only encoder (a character beyond U+FFFF is a surrogate pair,
+#: \uXXXX\uXXXX: 12 bytes; at 6 a text of 600,000 such characters was refused as over 1,048,576 characters) and the
+#: braces around it.
+MAX_BODY = 12 * MAX_TEXT + 1024
 _registered = False
 
 

@@ -713,6 +713,57 @@ def test_a_safe_mean_that_would_overflow_the_bias_is_refused(nodes, basis, tiny)
     nodes.ApplyUnlearning.execute(half, damaged, 1.0, True, "all in vector", 0, -1, "zero")  # no bias moved: fine
 
 
+
+def planted_bias_vector(model, scale: float):
+    """``(vector, layer, u)``: a rank-1 vector for ``model``'s default layers whose safe prompts' mean lies ``scale``
+    along its direction ``u`` (Load accepts up to 65504), and the first layer."""
+    from comfyui_video_unlearning.core.refusal import RefusalFitter
+    from comfyui_video_unlearning.nodes.adapters import layers_for
+    from comfyui_video_unlearning.nodes.patching import weights_fingerprint
+
+    layers = layers_for(model, "default", 0, -1)
+    width = model.model.diffusion_model.get_submodule(layers[0]).weight.shape[1]
+    generator = torch.Generator().manual_seed(0)
+    u = torch.randn(width, generator=generator)
+    u /= u.norm()
+    fitter = RefusalFitter()
+    fitter.share("text_embedding", layers)
+    safe = torch.randn(12, width, generator=generator) + scale * u
+    fitter.update("text_embedding", safe + (1 + torch.rand(12, 1, generator=generator)) * u, safe)
+    vector = fitter.fit(rank=1, method="mean", concept="big", model_family="wan",
+                        model_fingerprint=weights_fingerprint(model, layers))
+    return vector, layers[0], u
+
+
+def test_a_large_bias_change_is_judged_where_the_bias_is_computed(nodes, tiny):
+    """The bias range check took the bias's stored dtype. On fp8 (a scaled-fp8 file, or weight_dtype fp8) that
+    refused, at 448, edits whose bias the fp8 route runs exact at compute dtype (a review: old code exact to 1.5e-4,
+    then refused); a bf16-held bias computed in fp16 passed it (a review: a safe mean of 53,000, 63 of 384 outputs
+    Inf). The narrowest dtype the bias passes through is used, an fp8 bias's being its compute dtype."""
+    import comfy.lora
+    import comfy.model_management as mm
+    import comfy.ops
+
+    for kind in ("scaled fp8 file", "fp8_e4m3fn"):
+        model = tiny.load_tiny_wan_as(kind)
+        vector, layer, u = planted_bias_vector(model, 3000.0)
+        edited = nodes.ApplyUnlearning.execute(model, vector, 4.0, True, "all in vector", 0, -1, "safe_mean")[0]
+        key, module = f"diffusion_model.{layer}.bias", edited.model.diffusion_model.get_submodule(layer)
+        exact = comfy.lora.calculate_weight(edited.patches[key], module.bias.float().clone(), key)
+        mm.load_models_gpu([edited], force_full_load=True)
+        try:
+            _, running = comfy.ops.cast_bias_weight(module, torch.zeros(1, 1, u.shape[0]))
+        finally:
+            mm.unload_all_models()
+        assert float(exact.abs().max()) > 448, kind  # beyond what fp8 holds
+        torch.testing.assert_close(running.float(), exact, atol=1e-3, rtol=1e-6)
+    model = tiny.load_tiny_wan(model_options={"dtype": torch.bfloat16})
+    model.model.manual_cast_dtype = torch.float16  # as a GPU without bf16 computes a bf16-held model
+    vector, layer, _ = planted_bias_vector(model, 1e6)  # built in code: no load limit
+    with pytest.raises(ValueError, match=f"layer '{layer}': .* beyond the 6.55e\\+04 its torch.float16 can hold"):
+        nodes.ApplyUnlearning.execute(model, vector, 4.0, True, "all in vector", 0, -1, "safe_mean")
+
+
 def test_a_linked_strength_outside_the_widget_range_is_refused(nodes, wan, basis):
     """ComfyUI checks min/max only for a widget's own value: a strength linked from a Primitive Float (any number)
     ran Apply and Export at 50 or 1e6 without a word."""
@@ -723,6 +774,9 @@ def test_a_linked_strength_outside_the_widget_range_is_refused(nodes, wan, basis
             nodes.ExportLoRA.execute(wan, basis, strength, "zero", "never_written")
     with pytest.raises(ValueError, match="strength 50 is outside"):
         nodes.ApplyUnlearning.execute(wan, basis, 50, True, "all in vector", 0, -1, "zero")
+    # a math node's 4 + 1 ulp: the message said "strength 4 is outside its range 0..4"
+    with pytest.raises(ValueError, match=r"strength 4\.000000000000001 is outside"):
+        nodes.ApplyUnlearning.execute(wan, basis, 0.1 * 3 * 40 / 3, True, "all in vector", 0, -1, "zero")
     for strength in (0.0, 4.0):  # the range's ends
         nodes.ApplyUnlearning.execute(wan, basis, strength, True, "all in vector", 0, -1, "zero")
     nodes.ApplyUnlearning.execute(wan, None, None, False, "all in vector", 0, -1, "zero")  # off: not computed

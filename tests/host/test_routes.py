@@ -102,12 +102,17 @@ def test_route_refuses_deep_nesting_and_oversized_text_without_blocking_the_serv
     module.register_routes()
     nested = '{"text": ' + "[" * 50_000 + "]" * 50_000 + "}"
     long_text = {"text": "a" * (module.MAX_TEXT + 1)}
-    escaped = '{"text": "' + "\\u00e9" * (module.MAX_BODY // 6 + 1) + '"}'  # within MAX_TEXT, beyond MAX_BODY
-    answers = _post_all(table, [nested, long_text, escaped, {"text": "a" * module.MAX_TEXT + "|b"}])
+    # A character beyond U+FFFF written by an ASCII-only JSON encoder is 12 bytes (a surrogate pair of escapes): a
+    # text of MAX_TEXT of them is the longest body that fits (at 6 bytes a character it was refused as too long).
+    emoji = "\\ud83d\\ude00"
+    escaped = '{"text": "' + emoji * module.MAX_TEXT + '"}'
+    escaped_over = '{"text": "' + emoji * (module.MAX_TEXT + 100) + '"}'
+    answers = _post_all(table, [nested, long_text, escaped_over, {"text": "a" * module.MAX_TEXT + "|b"}, escaped])
     assert answers[0] == (400, {"error": 'body must be JSON: {"text": "..."}'})
     for status, body in answers[1:3]:
         assert status == 413 and f"longer than {module.MAX_TEXT:,} characters" in body["error"]
     assert answers[3][0] == 413  # one character over, counted in characters
+    assert answers[4][0] == 200 and "expected exactly one '|'" in answers[4][1]["error"]
 
     from aiohttp import web
     from aiohttp.test_utils import TestClient, TestServer
