@@ -84,10 +84,6 @@ class RemoveSubspace(_ExactWrapper):
             # on U is the stored one: pinning A now would add the edit twice (measured: the direction negated, -1.0
             # of it kept at strength 1), so the layer gets the patches alone this forward.
             return weight
-        if is_quantised_tensor(weight):
-            # a newer ComfyUI dequantises before the wrappers (real units, the scale applied); this is for a path that
-            # does not, so the edit is computed on the values and not on the stored elements
-            weight = weight.dequantize()
         u = self.subspace.to(device=weight.device, dtype=torch.float32)
         # One float32 copy of the weight, corrected in place. Written as W - (W U - A) U^T it made two more float32
         # temporaries of the weight's size, in every forward and outside what ComfyUI reserves for one: a call on a

@@ -169,6 +169,9 @@ def test_a_quantised_layer_is_read_as_its_values_and_fingerprinted_as_its_file(n
     for dtype in (torch.bfloat16, torch.float16):
         other = as_newer_comfyui_holds_it(tiny.load_tiny_wan_as("scaled fp8 file"), compute_dtype=dtype)
         assert weights_fingerprint(other, vector.layers) == fingerprint, dtype
+        for layer in vector.layers:  # float32 values, not the compute dtype's rounding of them
+            expected = file_weight(original.model.diffusion_model.get_submodule(layer))
+            torch.testing.assert_close(stored_values(other, layer), expected, atol=0, rtol=0)
 
 
 @pytest.mark.usefixtures("newer_model_management")
