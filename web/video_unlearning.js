@@ -109,7 +109,10 @@ const COMBINE_NODE = "VideoUnlearnCombineVectors";
 // A concept label travels refusal vector <- activations <- pairs ("*": a legacy Reroute node). MODEL inputs are never
 // followed: an edited model fed to a second Apply or to Collect Activations carries the first Apply's concept.
 const CONCEPT_TYPES = new Set(["REFUSAL_VECTOR", "UNLEARN_ACTIVATIONS", "UNLEARN_PAIRS", "*"]);
-const SUBGRAPH_INPUT_ID = -10; // litegraph's id for a subgraph's input node
+// litegraph's id for a subgraph's input node: the number -10 on 1.27, the string "-10" on newer frontends (1.58's node
+// ids are strings), so ids are compared as strings.
+const SUBGRAPH_INPUT_ID = "-10";
+const sameId = (a, b) => a != null && b != null && String(a) === String(b);
 
 function widget(node, name) {
   return node?.widgets?.find((w) => w.name === name);
@@ -144,7 +147,7 @@ function getLink(graph, id) {
 // else which one is meant is unknown).
 function outputNode(graph, id, slot, depth) {
   if (!graph || depth > 16) return null;
-  if (id === SUBGRAPH_INPUT_ID) {
+  if (sameId(id, SUBGRAPH_INPUT_ID)) {
     const instances = instancesOf(graph);
     return instances.length === 1 ? inputSource(instances[0], instances[0].inputs?.[slot], depth + 1) : null;
   }
