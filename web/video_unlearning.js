@@ -14,6 +14,24 @@ function chain(object, method, extra) {
   };
 }
 
+// The root graph. app.graph is deprecated on newer frontends for app.rootGraph, which logs an error when read before
+// the graph exists (the mode poll below may run that early); 1.58's rootGraphOrUndefined does not, and 1.27 has
+// neither, only app.graph.
+const rootGraph = () => app.rootGraphOrUndefined ?? app.graph;
+
+// The link feeding a node's input, or null. Newer frontends (1.58) deprecate reading input.link (it warns) for
+// node.getInputLink; a subgraph node's own getInputLink answers for its output side (the link inside it that feeds the
+// output of that index), so litegraph's base method is called, and input.link read where there is none.
+function inputLink(node, input) {
+  const slot = input ? node?.inputs?.indexOf(input) ?? -1 : -1;
+  if (slot < 0 || !node.graph) return null;
+  const base = globalThis.LiteGraph?.LGraphNode?.prototype?.getInputLink;
+  if (base) return base.call(node, slot) ?? null;
+  return input.link == null ? null : getLink(node.graph, input.link) ?? null;
+}
+
+const connected = (node, input) => inputLink(node, input) != null;
+
 // A display-only widget: kept out of the prompt (options.serialize) and out of a saved workflow's widgets_values (the
 // editor's saving reads only the widget's own serialize, as its own video preview widget sets it).
 function addDisplayWidget(node, name, type, element, options) {
@@ -72,7 +90,7 @@ app.registerExtension({
 
     // A linked text (a file loader, a primitive) replaces the widget, whose own text would be checked instead.
     const linked = () => (node.inputs ?? []).some((input) => (input.widget?.name ?? input.name) === "pairs" &&
-                                                             input.link != null);
+                                                             connected(node, input));
     let timer = null;
     let latest = 0;
     const schedule = () => {
@@ -95,7 +113,9 @@ app.registerExtension({
       }, DEBOUNCE_MS);
     };
     chain(pairs, "callback", schedule);
-    pairs.inputEl?.addEventListener("input", schedule);
+    // Typing in the canvas's text box calls no callback. The box is widget.element; newer frontends warn on inputEl,
+    // 1.27's other name for it.
+    (pairs.element ?? pairs.inputEl)?.addEventListener?.("input", schedule);
     chain(node, "onConfigure", schedule); // a loaded workflow fills the widget after creation
     chain(node, "onConnectionsChange", schedule);
     schedule();
@@ -120,7 +140,7 @@ function widget(node, name) {
 
 // The root graph and every subgraph definition: an Apply inside a subgraph has a badge too.
 function allGraphs() {
-  const root = app.graph;
+  const root = rootGraph();
   return root ? [root, ...(root.subgraphs?.values() ?? [])] : [];
 }
 
@@ -161,8 +181,7 @@ function outputNode(graph, id, slot, depth) {
 
 // The node feeding an input (e.g. Unlearning Check feeding Apply Unlearning's strength), or null.
 function inputSource(node, input, depth = 0) {
-  if (input?.link == null) return null;
-  const link = getLink(node.graph, input.link);
+  const link = inputLink(node, input);
   return link ? outputNode(node.graph, link.origin_id, link.origin_slot, depth) : null;
 }
 
@@ -173,7 +192,7 @@ function conceptOf(node, trail, depth = 0) {
   trail.push(node);
   if (node.comfyClass === PAIR_NODE) return String(widget(node, "concept")?.value ?? "");
   if (node.comfyClass === LOAD_NODE) return String(widget(node, "name")?.value ?? "").replace(/\.safetensors$/, "");
-  const sources = (node.inputs ?? []).filter((i) => i.link != null && CONCEPT_TYPES.has(i.type))
+  const sources = (node.inputs ?? []).filter((i) => CONCEPT_TYPES.has(i.type) && connected(node, i))
     .map((i) => inputSource(node, i));
   if (node.comfyClass === COMBINE_NODE) return sources.map((s) => conceptOf(s, trail, depth + 1) || "?").join(" + ");
   for (const source of sources) {
@@ -189,7 +208,7 @@ function widgetValues(node) {
   return (node.widgets ?? [])
     .filter((w) => w.name && w.serialize !== false && w.options?.serialize !== false && !w.linkedWidgets?.length)
     .map((w) => {
-      const input = node.inputs?.find((i) => i.widget?.name === w.name && i.link != null);
+      const input = node.inputs?.find((i) => i.widget?.name === w.name && connected(node, i));
       return input ? ["linked", inputSource(node, input)?.id ?? null] : w.value;
     });
 }
@@ -209,7 +228,7 @@ function runMode(node, depth = 0) {
   if (!node || depth > 16) return "";
   if (node.mode === MUTED) return "muted";
   if (node.mode === BYPASSED) return "bypassed";
-  if (!node.graph || node.graph === app.graph) return "";
+  if (!node.graph || node.graph === rootGraph()) return "";
   const holders = instancesOf(node.graph);
   const bypassed = holders.filter((holder) => holderBypassed(holder, depth)).length;
   return !bypassed ? "" : bypassed === holders.length ? "bypassed" : "partly bypassed";
@@ -242,7 +261,7 @@ const BOOLEAN_SOURCES = new Set(["PrimitiveBoolean", "PrimitiveNode"]);
 function graphView(node) {
   const trail = [];
   const concept = conceptOf(node, trail);
-  const linked = (name) => node.inputs?.find((i) => i.name === name && i.link != null);
+  const linked = (name) => node.inputs?.find((i) => i.name === name && connected(node, i));
   const feeder = inputSource(node, linked("strength"));
   const enabledFeeder = inputSource(node, linked("enabled"));
   const modes = [node, feeder, enabledFeeder].map((n) => runMode(n));
@@ -518,7 +537,7 @@ api.addEventListener("execution_cached", ({ detail }) => {
 
 // "12:5" is node 5 inside the subgraph that node 12 instantiates.
 function nodeByExecutionId(id) {
-  let graph = app.graph;
+  let graph = rootGraph();
   let node = null;
   for (const part of String(id).split(":")) {
     node = graph?.getNodeById?.(Number(part)) ?? graph?.getNodeById?.(part);
