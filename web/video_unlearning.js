@@ -381,15 +381,31 @@ api.addEventListener("promptQueued", () => {
   refreshAllBadges();
 });
 
+// A widget set from code, typed into a text box or edited on a Vue node (newer frontends' "Nodes 2.0": they call only
+// its callback, never the node's onWidgetChanged) may be upstream of some Apply Unlearning: its callback refreshes
+// the badges. Display widgets (serialize false) are left alone.
+function watchWidget(w) {
+  if (!w || w.serialize === false || w.options?.serialize === false || w.__videoUnlearningWatched) return;
+  w.__videoUnlearningWatched = true;
+  chain(w, "callback", refreshAllBadges);
+}
+
 app.registerExtension({
   name: "videoUnlearning.badge",
   nodeCreated(node) {
-    // Every node: a link or widget change anywhere may be upstream of some Apply Unlearning.
+    // Every node: a link or widget change anywhere may be upstream of some Apply Unlearning. The canvas calls
+    // onWidgetChanged; widgets added later (a legacy Primitive node makes its widget when first connected) are
+    // watched as they are added.
     chain(node, "onConnectionsChange", refreshAllBadges);
     chain(node, "onWidgetChanged", refreshAllBadges);
-    if (node.comfyClass?.startsWith("VideoUnlearn")) {
-      // Set from code or typed into a text box: callbacks without onWidgetChanged.
-      for (const w of node.widgets ?? []) if (w.serialize !== false) chain(w, "callback", refreshAllBadges);
+    for (const w of node.widgets ?? []) watchWidget(w);
+    const addCustomWidget = node.addCustomWidget;
+    if (addCustomWidget) {
+      node.addCustomWidget = function (...args) {
+        const added = addCustomWidget.apply(this, args);
+        watchWidget(added);
+        return added;
+      };
     }
     if (node.comfyClass !== APPLY_NODE) return;
     const badge = document.createElement("div");
