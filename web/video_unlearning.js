@@ -216,23 +216,35 @@ function widgetValues(node) {
 const MUTED = 2; // litegraph's NEVER: the node and what needs it do not run
 const BYPASSED = 4; // its inputs pass to its outputs of the same type; a FLOAT output has none, so it is dropped
 
-// Whether a subgraph instance passes what it holds through: bypassed, itself or inside another bypassed instance. A
-// muted instance does not: the editor still sends the nodes inside it (ComfyUI 0.3.64's frontend), and they run.
-function holderBypassed(holder, depth) {
-  return holder.mode === BYPASSED || runMode(holder, depth + 1) === "bypassed";
+// Whether a muted subgraph instance still runs the nodes inside it. ComfyUI 0.3.64's frontend (1.27) sends them, and
+// they run; newer frontends send none of them (1.58; 1.39 fails to build the prompt), so there it mutes them.
+function mutedHolderRuns() {
+  const [major, minor] = String(globalThis.__COMFYUI_FRONTEND_VERSION__ ?? "1.27").split(".").map(Number);
+  return major < 1 || (major === 1 && minor <= 27);
 }
 
-// How a node runs: "muted" or "bypassed" (itself, or every subgraph instance holding it bypassed), "partly bypassed"
-// (some of the instances of its subgraph bypassed: the badge of the one node inside cannot say), or "".
+// How a subgraph instance treats what it holds: "bypassed" (passed through), "muted" (not run), "partly ..." or "",
+// by its own mode and the instances holding it in turn.
+function holderMode(holder, depth) {
+  const mode = runMode(holder, depth + 1);
+  return mode === "muted" && mutedHolderRuns() ? "" : mode;
+}
+
+// How a node runs: "muted" or "bypassed" (itself, or every subgraph instance holding it muted or bypassed; both:
+// "bypassed or muted"), "partly bypassed" (some of the instances of its subgraph bypassed: the badge of the one node
+// inside cannot say; "partly muted" likewise), or "".
 function runMode(node, depth = 0) {
   if (!node || depth > 16) return "";
   if (node.mode === MUTED) return "muted";
   if (node.mode === BYPASSED) return "bypassed";
   if (!node.graph || node.graph === rootGraph()) return "";
-  const holders = instancesOf(node.graph);
-  const bypassed = holders.filter((holder) => holderBypassed(holder, depth)).length;
-  return !bypassed ? "" : bypassed === holders.length ? "bypassed" : "partly bypassed";
+  const holders = instancesOf(node.graph).map((holder) => holderMode(holder, depth));
+  const off = holders.filter(Boolean);
+  if (!off.length) return "";
+  const kinds = [...new Set(off.map((mode) => mode.replace(/^partly /, "")))].sort().join(" or ");
+  return off.length < holders.length || off.some((mode) => mode.startsWith("partly")) ? `partly ${kinds}` : kinds;
 }
+const partly = (mode) => mode.startsWith("partly");
 
 // Every node a node's result depends on (itself and everything upstream of it), for the key of a run's result: a
 // change anywhere there may change what the run would do.
@@ -293,7 +305,7 @@ function refresh(node) {
   if (!badge) return;
   const view = graphView(node);
   const concept = (view.concept || "unnamed concept").trim();
-  if (view.mode === "muted" || view.mode === "bypassed") {  // bypassed: the MODEL passes through; muted: no run
+  if (view.mode && !partly(view.mode)) {  // bypassed: the MODEL passes through; muted: no run
     show(badge, "off", `UNLEARNING OFF (${view.mode}) · ${concept}`);
     return;
   }
