@@ -382,16 +382,28 @@ function dropStaleRuns({ detail }) {
 }
 api.addEventListener("execution_error", dropStaleRuns);
 api.addEventListener("execution_interrupted", dropStaleRuns);
-// The editor calls afterQueued only for an accepted prompt; one left queuing when the queueing ends was rejected (the
-// server's validation failed), and that too is a failed run.
-api.addEventListener("promptQueued", () => {
+// The editor calls afterQueued only for an accepted prompt; one left queuing was rejected (the server's validation
+// failed), and that too is a failed run.
+function dropRejected() {
   for (const node of applyNodes()) {
     if (node.__videoUnlearningQueuing == null) continue;
     node.__videoUnlearningQueuing = null;
     node.__videoUnlearningRun = null;
   }
   refreshAllBadges();
-});
+}
+// 1.27 fires promptQueued when a queueing ends, accepted or not; 1.58 only when it had at least one prompt accepted.
+// The server's answer to each prompt is seen by wrapping api.queuePrompt, which throws for a rejected one.
+api.addEventListener("promptQueued", dropRejected);
+const queuePrompt = api.queuePrompt;
+api.queuePrompt = async function (...args) {
+  try {
+    return await queuePrompt.apply(this, args);
+  } catch (error) {
+    dropRejected();
+    throw error;
+  }
+};
 
 // A widget set from code, typed into a text box or edited on a Vue node (newer frontends' "Nodes 2.0": they call only
 // its callback, never the node's onWidgetChanged) may be upstream of some Apply Unlearning: its callback refreshes
