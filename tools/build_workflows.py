@@ -57,9 +57,12 @@ HEADER = 75
 #: The view a workflow opens with: its zoom, and the margin (screen px) between the canvas's top-left corner and the
 #: top-left group. The editor restores this view when it opens the workflow; with the old offset (60, 60) the group
 #: titles lay above the canvas's top edge, under the menu bar and workflow tabs (tests/browser checks that every
-#: title is visible).
+#: title is visible). Newer editors (1.3x on) run the canvas under the left side bar (52 px wide on 1.58, a few px
+#: more on 1.39) and 1.58's view switcher over the canvas's top left (to 84 px down): until 2026-12-06 (24, 40) put
+#: the first title under them. The left margin is tight: 48 left the first title's edge under 1.39's side bar, 54 put
+#: the fifth group's title under 1.27's minimap in the HunyuanVideo workflow.
 VIEW_SCALE = 0.8
-VIEW_MARGIN = (24, 40)
+VIEW_MARGIN = (51, 80)
 #: The score chart (nodes/plot.py, 640 x 400) is shown at 1:1 at 100 % zoom in a node this size.
 VECTOR_NODE_SIZE = (660, 640)
 NEGATIVE = "blurry, low quality, static, distorted, watermark, text, jpeg artifacts"

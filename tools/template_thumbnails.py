@@ -2,8 +2,9 @@
 
 The editor asks ``/api/workflow_templates/<pack>/<name>.jpg`` for every template card and shows a grey placeholder
 (and a 404 in the console) where there is none. The browser test saves each workflow as it opens
-(``out/browser/0N_open_<name>.png``, 1700 x 1000); this cuts the canvas out of it (no side bar, top bar or minimap)
-and writes ``workflows/<name>.jpg``:
+(``out/browser/0N_open_<name>.png``, 1700 x 1000, on the editor ComfyUI pins; the newer editor's are in
+``out/browser/newer-frontend/``); this cuts the canvas out of it (no side bar, top bar or minimap) and writes
+``workflows/<name>.jpg``:
 
     python3 dev.py test tests/browser -k group_titles && python3 tools/template_thumbnails.py
 """
