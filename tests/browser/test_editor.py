@@ -12,6 +12,12 @@ the first one's MODEL names its own), joins a combined vector's concepts and ref
 also inside a subgraph. Display widgets are neither saved with a workflow nor sent in the prompt, and a workflow
 saved with their old extra values still loads. Screenshots go to ``out/browser/`` (the charts at 100 % zoom in
 ``4_score_chart_100pct.png``, ``5_score_chart_blocks_100pct.png`` and ``8_check_chart_100pct.png``).
+
+Each test runs on the editor ComfyUI pins (comfyui-frontend-package 1.27.10) and those marked ``both_frontends`` on a
+newer one too (1.58.1 through ``dev.py test``; ``conftest.py``), its screenshots in ``out/browser/newer-frontend/``.
+There the pack may call none of the editor's deprecated APIs (litegraph's deprecation warnings, traced to the pack's
+file), and an edit on a Vue node ("Nodes 2.0", setting ``Comfy.VueNodes.Enabled``) refreshes the badge as one on the
+canvas does.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import shutil
 import pytest
 
 from comfy_host import REPO_ROOT, find_comfyui, http_json
+from frontends import NEWER, both_frontends, newer_frontend
 
 pytestmark = pytest.mark.browser
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -35,10 +42,6 @@ if find_comfyui() is None:
 if CHROMIUM is None:
     pytest.skip("BROWSER TESTS SKIPPED: no Chromium (apt-get install chromium)", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="BROWSER TESTS SKIPPED: pip install playwright")
-
-from server_setup import server_fixture  # noqa: E402
-
-server = pytest.fixture(scope="module")(server_fixture)
 
 FIND = "(cls) => window.app.graph._nodes.find((n) => n.comfyClass === cls)"
 SWAP_AND_SHRINK = """
@@ -189,19 +192,46 @@ CHECK_RAN = f"""() => {{ const node = ({FIND})('VideoUnlearnCheck');
                        return node.__videoUnlearningCheck != null && imgs.length > 0 && imgs[0].complete
                               && imgs[0].naturalWidth > 0; }}"""
 
+# The canvas's nodes unless a test asks for Vue nodes (settings persist on the server the tests share). Newer editors
+# report missing models and media in an overlay over the canvas's top right (the tests' server has no vector files).
 QUIET_SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Workflow.ShowMissingModelsWarning": False,
-                  "Comfy.Validation.Workflows": False}
+                  "Comfy.Validation.Workflows": False, "Comfy.VueNodes.Enabled": False,
+                  "Comfy.ErrorSystem.ShowMissingModels": False, "Comfy.Workflow.ShowMissingMediaWarning": False}
+# litegraph's deprecation warnings whose stack passes through the pack's file, each with its first stack frames (every
+# call is reported, not only a message's first: alwaysRepeatWarnings). 1.27.10 has the same hook.
+RECORD_DEPRECATIONS = """
+() => {
+  window.__packDeprecations = [];
+  const lg = window.LiteGraph;
+  if (!lg?.onDeprecationWarning) return;
+  lg.alwaysRepeatWarnings = true;
+  lg.onDeprecationWarning.push((message) => {
+    const stack = new Error().stack ?? "";
+    if (stack.includes("video_unlearning.js")) window.__packDeprecations.push(`${message} @ ${stack.slice(0, 400)}`);
+  });
+}
+"""
 
 
-def _open(page, url, workflow):
+def _open(page, url, workflow, settings=None):
     """Open a shipped workflow by file name, or a workflow given as data."""
-    for key, value in QUIET_SETTINGS.items():  # no first-run template browser, no missing-model dialog
+    for key, value in {**QUIET_SETTINGS, **(settings or {})}.items():  # no first-run template browser, no dialog
         http_json(f"{url}/settings/{key}", value)
     page.goto(url)
     page.wait_for_function("window.app && window.app.graph && window.LiteGraph", timeout=90_000)
     page.wait_for_function("window.app.extensions.some((e) => e.name === 'videoUnlearning.badge')", timeout=30_000)
+    page.evaluate(RECORD_DEPRECATIONS)
     data = workflow if isinstance(workflow, dict) else json.loads((REPO_ROOT / "workflows" / workflow).read_text())
     page.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", data)
+
+
+def _frontend(page) -> tuple[int, ...]:
+    """The editor's version, e.g. (1, 27, 10)."""
+    return tuple(int(part) for part in page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__").split("."))
+
+
+def _no_pack_deprecations(page):
+    assert page.evaluate("() => window.__packDeprecations") == []
 
 
 def _status(page):
@@ -211,9 +241,16 @@ def _status(page):
 @pytest.fixture(scope="module", autouse=True)
 def fresh_screenshots():
     """The screenshots in out/browser/ always come from one run."""
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    for stale in SHOTS.glob("*.png"):
-        stale.unlink()
+    for folder in (SHOTS, SHOTS / NEWER):
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.png"):
+            stale.unlink()
+
+
+@pytest.fixture
+def shots(request):
+    """Where this test's screenshots go: out/browser/ on the pinned editor, out/browser/newer-frontend/ on the newer."""
+    return SHOTS / NEWER if request.node.callspec.params.get("server") == NEWER else SHOTS
 
 
 @contextlib.contextmanager
@@ -231,15 +268,17 @@ def editor_page():
             browser.close()
 
 
-def test_workflows_open_with_group_titles_below_the_top_bar(server):
-    """Each shipped workflow's opening view shows its group titles on the canvas, clear of the editor's top bar."""
+@both_frontends
+def test_workflows_open_with_group_titles_below_the_top_bar(server, shots):
+    """Each shipped workflow's opening view shows its group titles on the canvas, clear of the editor's top bar and,
+    on newer editors, whose canvas runs under it, of the left side bar."""
     url, _, _ = server
     with editor_page() as (page, _):
         for index, path in enumerate(sorted((REPO_ROOT / "workflows").glob("*.json"))):
             _open(page, url, path.name)
             page.wait_for_timeout(500)  # one frame after the graph's view was restored
             groups = page.evaluate(GROUP_TITLES_VISIBLE)
-            page.screenshot(path=str(SHOTS / f"0{index}_open_{path.stem}.png"))
+            page.screenshot(path=str(shots / f"0{index}_open_{path.stem}.png"))
             assert groups and any(g["onScreen"] for g in groups), (path.name, groups)
             for group in groups:
                 assert not group["covered"], f"{path.name}: title of {group['title']!r} is under {group['covered']}"
@@ -251,19 +290,21 @@ def _clip(page) -> dict:
     return {"x": max(x, 0), "y": max(y, 0), "width": width, "height": height}
 
 
-def test_editor_shows_pair_check_chart_and_badge(server):
+@both_frontends
+def test_editor_shows_pair_check_chart_and_badge(server, shots):
     url, base, _ = server
     with editor_page() as (page, errors):
         _open(page, url, "compute_refusal_vector_wan21.json")
         sync_api.expect(_status(page)).to_have_text("6 valid pairs", timeout=20_000)
-        page.screenshot(path=str(SHOTS / "1_pairs_valid.png"))
+        page.screenshot(path=str(shots / "1_pairs_valid.png"))
 
         textarea = page.evaluate_handle(
-            f"() => ({FIND})('VideoUnlearnPairEncoder').widgets.find((w) => w.name === 'pairs').inputEl").as_element()
+            f"() => {{ const w = ({FIND})('VideoUnlearnPairEncoder').widgets.find((w) => w.name === 'pairs');"
+            f" return w.element ?? w.inputEl; }}").as_element()
         textarea.fill("a Rolex watch | a watch\nno separator on this line\na Rolex clock | a clock")
         sync_api.expect(_status(page)).to_contain_text("Line 2: expected exactly one '|'", timeout=10_000)
         sync_api.expect(_status(page)).to_contain_text("(1 valid pair above it)")
-        page.screenshot(path=str(SHOTS / "2_pairs_invalid.png"))
+        page.screenshot(path=str(shots / "2_pairs_invalid.png"))
 
         textarea.fill('<img src=x onerror="window.__xss = 1"> no bar\n')
         sync_api.expect(_status(page)).to_contain_text("<img src=x", timeout=10_000)
@@ -293,7 +334,7 @@ def test_editor_shows_pair_check_chart_and_badge(server):
         assert page.evaluate("() => document.querySelector('.video-unlearning-badge b')") is None
         page.evaluate(SET_WIDGET, ["VideoUnlearnApply", "strength", 0.5])
         sync_api.expect(badge).to_have_text("UNLEARNING ON · strength 0.50 · <b>Omega</b>", timeout=5_000)
-        page.screenshot(path=str(SHOTS / "3_badge_upstream_concept.png"))
+        page.screenshot(path=str(shots / "3_badge_upstream_concept.png"))
         page.evaluate(f"() => window.app.graph.remove(({FIND})('VideoUnlearnApply'))")
         page.evaluate(SET_WIDGET, ["VideoUnlearnPairEncoder", "concept", "Rolex"])
 
@@ -319,8 +360,8 @@ def test_editor_shows_pair_check_chart_and_badge(server):
         sync_api.expect(caption).to_contain_text("4 layers, 1 distinct input")
         # which file Save Refusal Vector wrote (the editor shows no text output of its own)
         sync_api.expect(page.locator(".video-unlearning-saved-file").first).to_contain_text("wrote rolex_0")
-        page.screenshot(path=str(SHOTS / "4_score_chart.png"))
-        page.screenshot(path=str(SHOTS / "4_score_chart_100pct.png"), clip=_clip(page))
+        page.screenshot(path=str(shots / "4_score_chart.png"))
+        page.screenshot(path=str(shots / "4_score_chart_100pct.png"), clip=_clip(page))
 
         # Every layer kind: the shared text context, then one bar per block and kind, each named.
         page.evaluate(SET_WIDGET, ["VideoUnlearnCollectActivations", "layers", "all"])
@@ -333,7 +374,7 @@ def test_editor_shows_pair_check_chart_and_badge(server):
         assert shown["chart"]["best"] == best["label"] and shown["chart"]["layers"] == 8
         sync_api.expect(caption).to_contain_text(f"best: {best['label']} (separation {best['value']:.2f})")
         assert all(f"{label}: " in shown["tooltip"] for label in labels), shown["tooltip"]
-        page.screenshot(path=str(SHOTS / "5_score_chart_blocks_100pct.png"), clip=_clip(page))
+        page.screenshot(path=str(shots / "5_score_chart_blocks_100pct.png"), clip=_clip(page))
         page.evaluate(SET_WIDGET, ["VideoUnlearnCollectActivations", "layers", "default"])
 
         _open(page, url, "unlearned_side_by_side_wan21.json")
@@ -345,7 +386,7 @@ def test_editor_shows_pair_check_chart_and_badge(server):
         page.evaluate(f"""() => {{ const w = ({FIND})('VideoUnlearnApply').widgets.find((x) => x.name === 'enabled');
                                   w.value = false; w.callback?.(false); }}""")
         sync_api.expect(badge).to_have_text("UNLEARNING OFF · rolex_00001", timeout=5_000)
-        page.screenshot(path=str(SHOTS / "6_badge_off.png"))
+        page.screenshot(path=str(shots / "6_badge_off.png"))
         page.evaluate(f"""() => {{ const w = ({FIND})('VideoUnlearnApply').widgets.find((x) => x.name === 'enabled');
                                   w.value = true; w.callback?.(true); }}""")
         page.evaluate(SWAP_AND_SHRINK)
@@ -367,12 +408,12 @@ def test_editor_shows_pair_check_chart_and_badge(server):
         sync_api.expect(table).to_be_visible()
         sync_api.expect(badge).to_contain_text(f"UNLEARNING ON · strength {strength:.2f} · Rolex · ", timeout=240_000)
         sync_api.expect(badge).to_contain_text("layers")
-        page.screenshot(path=str(SHOTS / "7_badge_after_run.png"))
+        page.screenshot(path=str(shots / "7_badge_after_run.png"))
         page.set_viewport_size({"width": 1700, "height": 1340})  # the check node is ~1040 px tall at 100 %
         page.wait_for_timeout(300)
         x, y, width, height = page.evaluate(SHOW_AT_100, "VideoUnlearnCheck")
         page.wait_for_timeout(300)
-        page.screenshot(path=str(SHOTS / "8_check_chart_100pct.png"),
+        page.screenshot(path=str(shots / "8_check_chart_100pct.png"),
                         clip={"x": max(x, 0), "y": max(y, 0), "width": width, "height": min(height, 1340 - max(y, 0))})
 
         # The run's result holds only while the graph is the one that ran: with Unlearning Check's link to the
@@ -417,16 +458,18 @@ def _expect_badges(page, expected: dict, timeout: int = 10_000):
     assert {title: shown.get(title) for title in expected} == expected
 
 
-def test_badges_follow_the_graph(server):
+@both_frontends
+def test_badges_follow_the_graph(server, shots):
     """A badge names the concept on its refusal_vector's way only (not a MODEL's), joins a combined vector's concepts,
-    refreshes on a link change anywhere upstream, also in a subgraph, and shows a run's result only while the graph is
-    the one that was queued; a prompt the server rejects drops it."""
+    refreshes on a link change anywhere upstream, and shows a run's result only while the graph is the one that was
+    queued; a prompt the server rejects drops it (1.58 fires no promptQueued event then: until 2026-12-06 the result
+    stayed there)."""
     url, _, _ = server
     with editor_page() as (page, errors):
         _open(page, url, "compute_refusal_vector_wan21.json")
         page.evaluate(BUILD_CHAIN)
         _expect_badges(page, {"first": ON + "Rolex", "second": ON + "Omega", "combined": ON + "Rolex + Omega"})
-        page.screenshot(path=str(SHOTS / "9_badges_chained_and_combined.png"))
+        page.screenshot(path=str(shots / "9_badges_chained_and_combined.png"))
 
         # Collect Activations' and Low-Rank Refusal Vector's links refresh every badge downstream.
         page.evaluate("() => { const t = window.__t; t.pe1.connect(0, t.col2, t.col2.findInputSlot('pairs')); }")
@@ -491,18 +534,31 @@ def test_badges_follow_the_graph(server):
                                  t.first.disconnectInput(t.first.inputs.findIndex((i) => i.name === 'enabled'));
                                  window.app.graph.remove(t.flag); }""")
         _expect_badges(page, {"first": ON + "Rolex · 4 layers"})
+        _no_pack_deprecations(page)
+    assert not [e for e in errors if "videoUnlearning" in e or "video_unlearning" in e], errors
 
-        # Inside a subgraph, the badge follows its input out to the concept and refreshes on changes outside.
+
+@both_frontends
+def test_badges_inside_subgraphs(server, shots):
+    """Inside a subgraph a badge follows its inputs out to the concept and refreshes on changes outside (1.58's node
+    ids are strings: until 2026-12-06 it lost the concept there), and from outside it follows a concept's way into
+    one. A bypassed subgraph passes its MODEL through; a muted one (its menu's Mode > Never) still runs what it holds
+    on 1.27 (the editor sends the nodes inside), so its Apply still unlearns, and on newer editors runs none of it."""
+    url, _, _ = server
+    with editor_page() as (page, errors):
+        _open(page, url, "compute_refusal_vector_wan21.json")
+        page.evaluate(BUILD_CHAIN)
         page.evaluate("() => { window.app.graph.convertToSubgraph(new Set([window.__t.second])); }")
         _expect_badges(page, {"second": ON + "Omega"})
-        # A bypassed subgraph passes its MODEL through; a muted one (its menu's Mode > Never) still runs what it holds
-        # (the editor sends the nodes inside), so its Apply still unlearns.
         holder_mode = """(mode) => { window.app.graph.nodes.find((n) => n.isSubgraphNode?.()).mode = mode; }"""
         page.evaluate(holder_mode, 4)
         _expect_badges(page, {"second": "UNLEARNING OFF (bypassed) · Omega"})
         page.evaluate(holder_mode, 2)
-        _expect_badges(page, {"second": ON + "Omega"})
+        muted = ON + "Omega" if _frontend(page) < (1, 28) else "UNLEARNING OFF (muted) · Omega"
+        _expect_badges(page, {"second": muted})
+        page.screenshot(path=str(shots / "10_badge_muted_subgraph.png"))
         page.evaluate(holder_mode, 0)
+        _expect_badges(page, {"second": ON + "Omega"})
         page.evaluate("""() => { const w = window.__t.pe2.widgets.find((x) => x.name === 'concept');
                                  w.value = 'Omega 2'; w.callback?.(w.value); }""")
         _expect_badges(page, {"second": ON + "Omega 2", "combined": ON + "Rolex + Omega 2"})
@@ -519,10 +575,47 @@ def test_badges_follow_the_graph(server):
                                  const w = pe.widgets.find((x) => x.name === 'concept');
                                  w.value = 'Omega 3'; w.callback?.(w.value); }""")
         _expect_badges(page, {"combined": ON + "Rolex + Omega 3"})
+        _no_pack_deprecations(page)
     assert not [e for e in errors if "videoUnlearning" in e or "video_unlearning" in e], errors
 
 
-def test_a_run_served_from_the_cache_shows_its_results_in_a_reloaded_editor(server):
+# A Boolean primitive feeding Apply's enabled, on screen at 100 % zoom; returns its id.
+ADD_FLAG = f"""() => {{ const g = window.app.graph; const a = ({FIND})('VideoUnlearnApply');
+    const flag = window.LiteGraph.createNode('PrimitiveBoolean'); flag.title = 'flag';
+    flag.pos = [a.pos[0] - 320, a.pos[1]]; g.add(flag); flag.widgets[0].value = true;
+    flag.connect(0, a, a.inputs.findIndex((i) => i.name === 'enabled'));
+    const c = window.app.canvas; c.ds.scale = 1; c.ds.offset[0] = 400 - flag.pos[0]; c.ds.offset[1] = 200 - flag.pos[1];
+    c.setDirty(true, true); return flag.id; }}"""
+
+
+@newer_frontend
+def test_an_edit_on_a_vue_node_refreshes_the_badge(server, shots):
+    """With Vue nodes ("Nodes 2.0", Comfy.VueNodes.Enabled) a widget calls only its callback when edited, never its
+    node's onWidgetChanged: a click on a Boolean primitive's toggle feeding Apply's enabled turns the badge off. Until
+    2026-12-06 only the pack's own nodes' callbacks were watched, and the badge kept saying ON. Newer editors only:
+    1.27's Vue nodes are an unfinished preview that shows no DOM widget, so no badge."""
+    url, _, _ = server
+    with editor_page() as (page, errors):
+        _open(page, url, "unlearned_side_by_side_wan21.json", {"Comfy.VueNodes.Enabled": True})
+        badge = page.locator(".video-unlearning-badge").first
+        flag = page.evaluate(ADD_FLAG)
+        sync_api.expect(badge).to_have_text("UNLEARNING ON · strength from Unlearning Check · rolex_00001",
+                                            timeout=10_000)
+        toggle = page.locator(f'[data-node-id="{flag}"] [role="switch"]').first
+        toggle.wait_for(timeout=10_000)
+        # The new node's refresh (the pack's mode poll, every 500 ms) is over before the click, so only the edit itself
+        # can refresh the badge after it.
+        page.wait_for_timeout(1500)
+        toggle.click(timeout=10_000)
+        sync_api.expect(badge).to_have_text("UNLEARNING OFF · rolex_00001", timeout=5_000)
+        assert page.evaluate(f"() => window.app.graph.getNodeById({flag}).widgets[0].value") is False
+        page.screenshot(path=str(shots / "11_vue_toggle_badge_off.png"))
+        _no_pack_deprecations(page)
+    assert not [e for e in errors if "videoUnlearning" in e or "video_unlearning" in e], errors
+
+
+@both_frontends
+def test_a_run_served_from_the_cache_shows_its_results_in_a_reloaded_editor(server, shots):
     """ComfyUI 0.3.64 sends "executed" again only for output nodes: a reloaded editor (or a second tab) whose run
     was served from the cache showed Low-Rank Refusal Vector (and Apply, and the check) as before any run. The
     extension reads those nodes' outputs from the prompt's history; the events are the server's, replayed."""
@@ -558,7 +651,8 @@ DISPLAYED = {"VideoUnlearnPairEncoder": 1, "VideoUnlearnApply": 1, "VideoUnlearn
              "VideoUnlearnCheck": 2}
 
 
-def test_display_widgets_are_neither_saved_nor_sent(server):
+@both_frontends
+def test_display_widgets_are_neither_saved_nor_sent(server, shots):
     """The pair status, badge, captions and check table are display only: not in a saved workflow's widgets_values
     nor in the prompt; a workflow saved before (one "" more per display widget) still loads its values."""
     url, _, _ = server
