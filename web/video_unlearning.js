@@ -245,6 +245,10 @@ function runMode(node, depth = 0) {
   return off.length < holders.length || off.some((mode) => mode.startsWith("partly")) ? `partly ${kinds}` : kinds;
 }
 const partly = (mode) => mode.startsWith("partly");
+// Whether a strength or enabled source in this mode has its link dropped when queueing, so Apply's own widget runs:
+// bypassed on every editor; muted on newer ones (1.58 sends the widget's value), while 1.27 keeps the link to the
+// unsent node and the server refuses the prompt ("Required input is missing").
+const linkDropped = (mode) => mode === "bypassed" || (mode === "muted" && !mutedHolderRuns());
 
 // Every node a node's result depends on (itself and everything upstream of it), for the key of a run's result: a
 // change anywhere there may change what the run would do.
@@ -285,16 +289,18 @@ function graphView(node) {
   if (linked("enabled")) {
     // A bypassed source's link is dropped when queueing, so the widget's own value runs; a muted one fails the run.
     const value = BOOLEAN_SOURCES.has(enabledFeeder?.type) ? widget(enabledFeeder, "value")?.value : null;
-    enabled = modes[2] === "bypassed" ? own : typeof value === "boolean" && !modes[2] ? value : null;
+    enabled = linkDropped(modes[2]) ? own : typeof value === "boolean" && !modes[2] ? value : null;
     enabledNote = !enabledFeeder ? "enabled from a link the badge cannot follow"
-      : modes[2] === "muted" ? `enabled from ${title(enabledFeeder)} (muted: the run will fail)`
-        : modes[2] === "bypassed" ? "" : `enabled from ${title(enabledFeeder)}`;
+      : linkDropped(modes[2]) ? ""
+        : modes[2] === "muted" ? `enabled from ${title(enabledFeeder)} (muted: the run will fail)`
+          : `enabled from ${title(enabledFeeder)}`;
   }
   return {
     enabled, enabledNote,
     strength: Number(widget(node, "strength")?.value ?? 1),
     strengthLinked: Boolean(linked("strength")),
     mode: modes[0], feederMode: modes[1], feeder, concept, key,
+    inputs: [node, ...trail, ...upstream(feeder), ...upstream(enabledFeeder)],
   };
 }
 
@@ -304,6 +310,7 @@ function refresh(node) {
   const badge = node.__videoUnlearningBadge;
   if (!badge) return;
   const view = graphView(node);
+  for (const source of view.inputs) badgeInputs.add(source);
   const concept = (view.concept || "unnamed concept").trim();
   if (view.mode && !partly(view.mode)) {  // bypassed: the MODEL passes through; muted: no run
     show(badge, "off", `UNLEARNING OFF (${view.mode}) · ${concept}`);
@@ -317,14 +324,14 @@ function refresh(node) {
   const enabled = ran ? ran.enabled : view.enabled;
   // A strength fed by a link (Unlearning Check's recommendation) is known only after a run; a bypassed feeder's link
   // is dropped when queueing, so the strength widget's own value runs.
-  const fedStrength = !ran && view.strengthLinked && view.feederMode !== "bypassed";
+  const fedStrength = !ran && view.strengthLinked && !linkDropped(view.feederMode);
   const strength = ran ? ran.strength : fedStrength ? 1 : view.strength;
   const label = (ran?.concept || concept).trim();
   const shown = fedStrength
     ? (view.feeder ? `strength from ${title(view.feeder)}` : "strength from a link the badge cannot follow")
       + (view.feederMode ? ` (${view.feederMode}: the run will fail)` : "")
     : `strength ${strength.toFixed(2)}`
-      + (!ran && view.feederMode === "bypassed" ? ` (${title(view.feeder)} bypassed)` : "");
+      + (!ran && linkDropped(view.feederMode) ? ` (${title(view.feeder)} ${view.feederMode})` : "");
   if (!ran && (enabled == null || view.enabledNote.includes("will fail"))) {
     show(badge, "unknown", `UNLEARNING ON? · ${view.enabledNote} · ${shown} · ${label}`);
     return;
@@ -344,11 +351,15 @@ function show(badge, state, text) {
 // Any link or widget change anywhere may change what a badge shows; a burst of them (a loaded workflow, typing)
 // costs one refresh.
 let refreshQueued = false;
+// The nodes some badge is computed from as of the latest refresh (each Apply, its concept's way, everything upstream
+// of its strength's and enabled's sources): a widget edited on any other node cannot change a badge.
+let badgeInputs = new WeakSet();
 function refreshAllBadges() {
   if (refreshQueued) return;
   refreshQueued = true;
   setTimeout(() => {
     refreshQueued = false;
+    badgeInputs = new WeakSet();
     for (const node of applyNodes()) refresh(node);
   }, 0);
 }
@@ -408,10 +419,12 @@ api.queuePrompt = async function (...args) {
 // A widget set from code, typed into a text box or edited on a Vue node (newer frontends' "Nodes 2.0": they call only
 // its callback, never the node's onWidgetChanged) may be upstream of some Apply Unlearning: its callback refreshes
 // the badges. Display widgets (serialize false) are left alone.
-function watchWidget(w) {
+function watchWidget(w, node) {
   if (!w || w.serialize === false || w.options?.serialize === false || w.__videoUnlearningWatched) return;
   w.__videoUnlearningWatched = true;
-  chain(w, "callback", refreshAllBadges);
+  // Typing into an unrelated node's text box calls its callback on every keystroke: only a node some badge reads
+  // refreshes them (links change through onConnectionsChange, which refreshes every badge and this set).
+  chain(w, "callback", () => { if (badgeInputs.has(node)) refreshAllBadges(); });
 }
 
 app.registerExtension({
@@ -422,12 +435,12 @@ app.registerExtension({
     // watched as they are added.
     chain(node, "onConnectionsChange", refreshAllBadges);
     chain(node, "onWidgetChanged", refreshAllBadges);
-    for (const w of node.widgets ?? []) watchWidget(w);
+    for (const w of node.widgets ?? []) watchWidget(w, node);
     const addCustomWidget = node.addCustomWidget;
     if (addCustomWidget) {
       node.addCustomWidget = function (...args) {
         const added = addCustomWidget.apply(this, args);
-        watchWidget(added);
+        watchWidget(added, this);
         return added;
       };
     }
