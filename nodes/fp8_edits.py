@@ -18,7 +18,7 @@ from comfy.patcher_extension import CallbacksMP
 
 from .adapters import DIFFUSION_PREFIX
 from .packed_weights import is_quantised_tensor
-from .weights import baked_bias, baked_weight, row_scale
+from .weights import baked_bias, baked_weight, loaded_dtype, row_scale
 
 #: Weights ComfyUI re-quantises after baking a patch: re-quantising W' left 4.3-4.5 % of |W d| on a tiny fp8
 #: Wan (vs. 1e-7 in fp32), so these layers also get weight wrappers applied at compute dtype.
@@ -32,9 +32,7 @@ def requantised_when_baked(module, parameter: str = "weight") -> bool:
     (held in fp8, or recorded as loaded in fp8 by a newer ComfyUI's dynamic VRAM, which casts them on the way to the
     GPU), and the ``QuantizedTensor`` a newer ComfyUI holds a quantised layer as (``nodes.packed_weights``), which
     reports its compute dtype and re-quantises with a new scale."""
-    value = getattr(module, parameter)
-    dtype = getattr(module, f"{parameter}_comfy_model_dtype", None) or value.dtype
-    return dtype in QUANTISED_DTYPES or is_quantised_tensor(value)
+    return loaded_dtype(module, parameter) in QUANTISED_DTYPES or is_quantised_tensor(getattr(module, parameter))
 
 
 class _ExactWrapper:

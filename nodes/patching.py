@@ -23,7 +23,7 @@ from ..core.serialization import save_atomic
 from .adapters import DIFFUSION_PREFIX, adapter_for, layers_for
 from .fp8_edits import RemoveSubspace, add_fp8_edit, requantised_when_baked
 from .packed_weights import file_elements
-from .weights import baked_bias, baked_weight, row_scale, stored_values, stored_weight
+from .weights import baked_bias, baked_weight, loaded_dtype, row_scale, stored_values, stored_weight
 
 #: Apply Unlearning's layer choice that keeps every layer stored in the vector.
 ALL_IN_VECTOR = "all in vector"
@@ -137,15 +137,15 @@ def _one_cpu_thread(device: torch.device):
         torch.set_num_threads(previous)
 
 
-def bias_dtype(model, layer: str, module) -> torch.dtype:
-    """The narrowest dtype an edited bias of ``layer`` passes through: the one it is held in or the one the model
+def bias_dtype(model, module) -> torch.dtype:
+    """The narrowest dtype an edited bias of ``module`` passes through: the one it is held in or the one the model
     computes in (a bf16 bias computed in fp16 overflowed at 65504 where its bf16 held it). An fp8 bias is not one:
     it saturates where it is baked and its wrapper adds the exact bias back at compute dtype (a 448 limit refused
     edits that ran exact)."""
     compute = getattr(model.model, "manual_cast_dtype", None)
     if requantised_when_baked(module, "bias"):
         return compute or torch.float32
-    held = stored_weight(model, layer, "bias").dtype
+    held = loaded_dtype(module, "bias")
     dtypes = [dtype for dtype in (held, compute) if dtype is not None and dtype.is_floating_point]
     return min(dtypes, key=lambda dtype: torch.finfo(dtype).max, default=torch.float32)
 
@@ -254,7 +254,7 @@ def layer_edits(model, basis: RefusalBasis, layers: list[str], strength: float, 
         small = project_edit(wu, torch.eye(u.shape[1]), strength, target=None if mu is None else u.T @ mu)
         if small.bias_delta is not None:  # the bias as the MODEL bakes it (a LoRA's diff_b included), then cast
             require_representable_bias(baked_bias(model, layer, "cpu"), small.bias_delta,
-                                       bias_dtype(model, layer, module), layer)
+                                       bias_dtype(model, module), layer)
         # down is a copy: layers that read one input share one subspace tensor, and a patch (or a LoRA file,
         # which safetensors refuses to write with shared memory) must not alias the basis.
         edits[layer] = LowRankEdit(up=small.up, down=u.T.clone(memory_format=torch.contiguous_format),

@@ -24,13 +24,24 @@ def stored_weight(model, layer: str, parameter: str = "weight") -> torch.Tensor:
     module = model.model.diffusion_model.get_submodule(layer)
     backup = model.backup.get(f"{DIFFUSION_PREFIX}{layer}.{parameter}")
     value = backup.weight if backup is not None else getattr(module, parameter)
-    # A newer ComfyUI's dynamic VRAM loading (on by default on NVIDIA) keeps the file's tensor in the module and casts
-    # it to the dtype the model is loaded in (``weight_dtype`` fp8, say) as it moves it to the GPU; the layer computes
-    # with the cast values, which ComfyUI 0.3.64 holds in the module itself.
-    model_dtype = getattr(module, f"{parameter}_comfy_model_dtype", None)
-    if model_dtype is not None and value is not None and value.dtype != model_dtype and not is_quantised_tensor(value):
-        value = value.to(model_dtype)
+    dtype = _recorded_dtype(module, parameter)
+    if dtype is not None and value is not None and value.dtype != dtype and not is_quantised_tensor(value):
+        value = value.to(dtype)
     return value
+
+
+def _recorded_dtype(module, parameter: str) -> torch.dtype | None:
+    """The dtype a newer ComfyUI's dynamic VRAM loading (on by default on NVIDIA) records for a layer's
+    ``parameter`` (``weight_dtype`` fp8, say): it keeps the file's tensor in the module and casts it to this as it
+    moves it to the GPU, and the layer computes with the cast values, which ComfyUI 0.3.64 holds in the module
+    itself. None where nothing is recorded."""
+    return getattr(module, f"{parameter}_comfy_model_dtype", None)
+
+
+def loaded_dtype(module, parameter: str = "weight") -> torch.dtype:
+    """The dtype a layer's ``parameter`` is computed from: the recorded one (:func:`_recorded_dtype`), else the one
+    the module holds it in."""
+    return _recorded_dtype(module, parameter) or getattr(module, parameter).dtype
 
 
 def stored_values(model, layer: str) -> torch.Tensor:
