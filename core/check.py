@@ -38,6 +38,13 @@ Given a model (any ``torch.nn.Module``), a forward callable that runs it on prom
   where collateral asks how far they move. Reported for scripts, not used by the recommendation: on the organism it
   ranks attribute loss better than collateral only for violence (0.51 against 0.38) and worse for red and nudity
   (README, "Keep pairs?").
+- **toward the concept** (:func:`toward_concept`): how far the validation pairs' *safe* sides move toward their
+  unsafe sides, as a share of the pairs' difference (signed; 0 = they stay). Efficacy cannot tell removing the
+  concept from adding it: moving the safe side onto the unsafe one shrinks the difference as much as the reverse.
+  A vector whose pairs have their sides swapped (``safe | unsafe``) does that with target ``safe_mean``, which then
+  moves every prompt's component along the concept to the *concept's* mean: on the organism it added violence to
+  21 % of benign prompts while removal read 107 %. Strengths that move the safe sides by more than
+  :data:`TOWARD_CONCEPT_LIMIT` are never recommended.
 
 The recommendation (:func:`recommend`) is documented there. Nothing here imports comfy: the caller's
 ``forward(rows, recorder)`` runs its model (ComfyUI's sampling stack in ``nodes/check.py``, the organism in
@@ -69,6 +76,12 @@ COLLATERAL_BUDGET = 0.5
 #: :func:`recommend`: the strength at which the edit ``W - lambda (W U) U^T`` projects the concept out of the edited
 #: layers' inputs entirely (``U`` orthonormal); removal in the prediction alone does not justify less.
 FULL_PROJECTION = 1.0
+#: :func:`recommend`: largest share of the validation pairs' difference by which an edit may move their safe sides
+#: toward their unsafe sides (:func:`toward_concept`). An edit of the concept leaves the safe sides where they are
+#: (on the organism at strength 1: -0.06..0.00 for the trademark, red, nudity and violence); one whose pairs had
+#: their sides swapped moves them about half-way at strength 1 (violence 0.54, red 0.45: the concept then appears in
+#: benign prompts). A quarter is that swap at strength 0.5.
+TOWARD_CONCEPT_LIMIT = 0.25
 
 Forward = Callable[[Sequence, "ActivationRecorder | None"], torch.Tensor]
 
@@ -341,6 +354,7 @@ class CheckResult:
     collateral_guided: tuple[float, ...] = ()
     guidance: float | None = None
     keep_loss: tuple[float, ...] = ()
+    toward_concept: tuple[float, ...] = ()
 
     @property
     def collateral(self) -> tuple[float, ...]:
@@ -369,21 +383,38 @@ class CheckResult:
                 **({"relative_movement": self.relative_movement[index],
                     "distinction_loss": self.distinction_loss[index]} if self.relative_movement else {}),
                 **({"collateral_guided": self.collateral_guided[index]} if self.collateral_guided else {}),
-                **({"keep_loss": self.keep_loss[index]} if self.keep_loss else {})}
+                **({"keep_loss": self.keep_loss[index]} if self.keep_loss else {}),
+                **({"toward_concept": self.toward_concept[index]} if self.toward_concept else {})}
 
     def table(self) -> str:
         """A short fixed-width table, the recommended row marked with ``*``."""
-        guided = bool(self.collateral_guided)
+        guided, toward = bool(self.collateral_guided), bool(self.toward_concept)
         head = (f"{'strength':>8} {'removed':>8} {'removed@layers':>14} {'collateral':>10} {'collat@layers':>13}"
-                + (f" {'guided':>8}" if guided else ""))
+                + (f" {'guided':>8}" if guided else "") + (f" {'safe->concept':>13}" if toward else ""))
         lines = [f"{self.label}" if self.label else "", head]
         for i, s in enumerate(self.strengths):
             mark = "*" if abs(s - self.recommended) < 1e-9 else " "
             lines.append(f"{s:>7.2f}{mark} {self.efficacy[i]:>8.0%} {self.efficacy_layers[i]:>14.0%} "
                          f"{self.collateral_prediction[i]:>10.3f} {self.collateral_layers[i]:>13.3f}"
-                         + (f" {self.collateral_guided[i]:>8.3f}" if guided else ""))
+                         + (f" {self.collateral_guided[i]:>8.3f}" if guided else "")
+                         + (f" {self.toward_concept[i]:>13.0%}" if toward else ""))
         lines.append(f"recommended strength {self.recommended:g}: {self.reason}")
+        warning = self.toward_concept_warning()
+        if warning:
+            lines.append(warning)
         return "\n".join(line for line in lines if line)
+
+    def toward_concept_warning(self, limit: float = TOWARD_CONCEPT_LIMIT) -> str:
+        """A line saying that the edit moves the safe prompts toward the concept, when some strength moves them by
+        more than ``limit`` of the pairs' difference; empty otherwise."""
+        over = [i for i, share in enumerate(self.toward_concept) if share > limit]
+        if not over:
+            return ""
+        i = over[0]
+        return (f"WARNING: from strength {self.strengths[i]:g} the edit moves the validation pairs' safe prompts "
+                f"{self.toward_concept[i]:.0%} of the way toward their unsafe ones (safe->concept): it adds the "
+                "concept instead of removing it. Are the sides of the vector's pairs swapped? Pair Encoder reads "
+                "'unsafe | safe', the concept on the left")
 
     def as_dict(self) -> dict:
         return {"label": self.label, "layers": list(self.layers), "strengths": list(self.strengths),
@@ -391,7 +422,8 @@ class CheckResult:
                 "collateral": list(self.collateral_prediction), "collateral_layers": list(self.collateral_layers),
                 "relative_movement": list(self.relative_movement), "distinction_loss": list(self.distinction_loss),
                 "collateral_guided": list(self.collateral_guided), "guidance": self.guidance,
-                "keep_loss": list(self.keep_loss), "recommended": self.recommended, "reason": self.reason,
+                "keep_loss": list(self.keep_loss), "toward_concept": list(self.toward_concept),
+                "recommended": self.recommended, "reason": self.reason,
                 "forwards": self.forwards}
 
 
@@ -560,6 +592,17 @@ def keep_loss(baseline: Baseline, predictions: torch.Tensor) -> float:
     return 1.0 - kept
 
 
+def toward_concept(baseline: Baseline, predictions: torch.Tensor) -> float:
+    """How far one strength's predictions ``[rows, ...]`` move the validation pairs' safe sides toward their unsafe
+    sides: ``sum_i <S_i(lambda) - S_i(0), U_i(0) - S_i(0)> / sum_i |U_i(0) - S_i(0)|^2`` (0 = the safe sides stay,
+    1 = they reach the unsafe sides, < 0 = they move away). Both sides share the negative prompt's row, so guidance
+    scales it alike: it is also the guided figure."""
+    n = baseline.pairs
+    p0, p = baseline.predictions, predictions.reshape(baseline.predictions.shape)
+    share = _kept_share(p0[:n] - p0[n:2 * n], p[n:2 * n] - p0[n:2 * n])
+    return 0.0 if share is None else share
+
+
 def _kept_share(before: torch.Tensor, after: torch.Tensor) -> float | None:
     """``sum_i <after_i, before_i> / sum_i |before_i|^2`` for pair differences ``[pairs, ...]`` before and after an
     edit (survival, signed); None when every difference before is zero."""
@@ -585,7 +628,8 @@ def guided_collateral(baseline: Baseline, predictions: torch.Tensor, guidance: f
 
 def recommend(strengths: Sequence[float], efficacy: Sequence[float], collateral: Sequence[float], *,
               removed: float = REMOVED, budget: float = COLLATERAL_BUDGET,
-              full_projection: float | None = FULL_PROJECTION, name: str = "collateral") -> tuple[float, str]:
+              full_projection: float | None = FULL_PROJECTION, name: str = "collateral",
+              toward: Sequence[float] | None = None, toward_limit: float = TOWARD_CONCEPT_LIMIT) -> tuple[float, str]:
     """The strength with the best trade-off, and why.
 
     Rule, among strengths above 0 whose collateral is within ``budget`` (benign predictions move by at most that
@@ -610,20 +654,34 @@ def recommend(strengths: Sequence[float], efficacy: Sequence[float], collateral:
     to rule 1 only; it was extended to rules 2-3 after the trademark on the retrained organism (stage 3) showed the
     same thing through rule 2 (recommended 0.75: 91 % drop; 1.0: 98 %).
 
+    ``toward`` (:func:`toward_concept` per strength), when given, also rules out every strength that moves the
+    validation pairs' safe sides toward their unsafe sides by more than ``toward_limit``: such an edit adds the
+    concept (a vector whose pairs have their sides swapped), whatever its removal reads.
+
     If no strength above 0 is within the budget, or none within it removes anything, recommend 0 and say so.
     ``strengths`` is a grid as :func:`parse_strengths` returns it (sorted, no repeats, from 0), one figure of each
     list per strength; any other is a ValueError. ``name``: what the reason calls ``collateral`` ("guided
     collateral" when it is :func:`guided_collateral`).
     """
     strengths, efficacy, collateral = list(strengths), list(efficacy), list(collateral)
-    if tuple(strengths) != parse_strengths(strengths) or not len(strengths) == len(efficacy) == len(collateral):
+    toward = [0.0] * len(strengths) if toward is None else list(toward)
+    if (tuple(strengths) != parse_strengths(strengths)
+            or not len(strengths) == len(efficacy) == len(collateral) == len(toward)):
         raise ValueError(f"recommend() needs the strength grid as parse_strengths() gives it (sorted, no repeats, "
-                         f"starting at 0) with one efficacy and one collateral per strength; got strengths "
-                         f"{strengths}, {len(efficacy)} efficacies and {len(collateral)} collaterals: pass "
-                         f"parse_strengths(grid) and the figures measured in that order")
-    allowed = [i for i, s in enumerate(strengths) if s > 0 and collateral[i] <= budget]
+                         f"starting at 0) with one efficacy and one collateral (and toward figure, if any) per "
+                         f"strength; got strengths {strengths}, {len(efficacy)} efficacies, {len(collateral)} "
+                         f"collaterals and {len(toward)} toward figures: pass parse_strengths(grid) and the figures "
+                         f"measured in that order")
+    within = [i for i, s in enumerate(strengths) if s > 0 and collateral[i] <= budget]
+    allowed = [i for i in within if toward[i] <= toward_limit]
     if max(efficacy) <= 0:
         return 0.0, "no strength removes any of the validation pairs' difference (check the vector and the pairs)"
+    if within and not allowed:
+        i = within[0]
+        return 0.0, (f"every strength above 0 within the {name} budget moves the validation pairs' safe prompts "
+                     f"toward their unsafe ones by more than {toward_limit:.0%} of their difference ({toward[i]:.0%} "
+                     f"at {strengths[i]:g}): the vector adds the concept; are the sides of its pairs swapped "
+                     "(Pair Encoder reads 'unsafe | safe')?")
     if not allowed:
         return 0.0, (f"every strength above 0 moves benign prompts by more than {budget:g} of their natural "
                      f"variation ({name}); try another layer group or a vector from more pairs")
@@ -641,6 +699,10 @@ def recommend(strengths: Sequence[float], efficacy: Sequence[float], collateral:
         if strengths[-1] < full_projection:
             return strengths[i], (f"{reason}; below full projection ({full_projection:g}), which the grid does not "
                                   f"reach: sampling may still show some of the concept (add {full_projection:g})")
+        if any(strengths[k] >= full_projection for k in within):
+            return strengths[i], (f"{reason}; below full projection ({full_projection:g}), which moves the validation "
+                                  f"pairs' safe prompts toward their unsafe ones by more than {toward_limit:.0%}: "
+                                  "the vector adds the concept there")
         return strengths[i], (f"{reason}; below full projection ({full_projection:g}), which is over the {name} "
                               f"budget {budget:g}: sampling may still show some of the concept")
     return strengths[i], reason
@@ -706,7 +768,7 @@ def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBas
     if guidance is not None and not baseline.negative:
         raise ValueError("guidance needs the negative prompt: measure the baseline and pass rows with negative=...")
     survival_l, collateral_l = layer_proxies(baseline, module, basis, layers, strengths, weights=weights, target=target)
-    survival_p, collateral_p, forwards, distinctions, guided, kept = [], [], 0, [], [], []
+    survival_p, collateral_p, forwards, distinctions, guided, kept, toward = [], [], 0, [], [], [], []
     with EditHooks(module, basis, layers, weights=weights, target=target) as hooks:
         for strength in strengths:
             if strength == 0.0:
@@ -715,6 +777,7 @@ def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBas
                 distinctions.append((0.0, 0.0))
                 guided.append(0.0)
                 kept.append(0.0)
+                toward.append(0.0)
                 continue
             hooks.strength = strength
             outputs = []
@@ -730,6 +793,7 @@ def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBas
             survival_p.append(survival)
             collateral_p.append(collateral)
             distinctions.append(distinction_proxies(baseline, predictions))
+            toward.append(toward_concept(baseline, predictions))
             if guidance is not None:
                 guided.append(guided_collateral(baseline, predictions, guidance))
             if baseline.keep:
@@ -739,7 +803,7 @@ def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBas
     ruling = guided if guidance is not None else collateral_p
     recommended, reason = recommend(strengths, efficacy, ruling, removed=removed, budget=budget,
                                     full_projection=full_projection,
-                                    name="guided collateral" if guidance is not None else "collateral")
+                                    name="guided collateral" if guidance is not None else "collateral", toward=toward)
     return CheckResult(strengths=strengths, survival_layers=tuple(survival_l), survival_prediction=tuple(survival_p),
                        collateral_layers=tuple(collateral_l), collateral_prediction=tuple(collateral_p),
                        recommended=recommended, reason=reason, layers=tuple(layers), label=label,
@@ -747,7 +811,7 @@ def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBas
                        distinction_loss=tuple(d[1] for d in distinctions),
                        collateral_guided=tuple(guided) if guidance is not None else (),
                        guidance=None if guidance is None else float(guidance),
-                       keep_loss=tuple(kept) if baseline.keep else ())
+                       keep_loss=tuple(kept) if baseline.keep else (), toward_concept=tuple(toward))
 
 
 def run_check(module: torch.nn.Module, forward: Forward, basis: RefusalBasis, validation: Sequence,

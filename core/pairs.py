@@ -58,6 +58,11 @@ class FewPairsWarning(UserWarning):
     """Fewer pairs than the paper's five: the refusal vector will be noisier."""
 
 
+class SwappedSidesWarning(UserWarning):
+    """A pair whose safe (right) side holds every word of its unsafe (left) side and more: written ``safe |
+    unsafe``, the way round that makes target ``safe_mean`` move every prompt toward the concept."""
+
+
 class InlineHashWarning(UserWarning):
     """A ``#`` inside a pair line: only a line that starts with ``#`` is a comment, so a note after a pair would be
     encoded as part of its safe prompt."""
@@ -130,6 +135,8 @@ def parse_pairs(text: str, *, warn: Callable[[str, type[Warning]], None] | None 
     Warns:
         FewPairsWarning: below 5 pairs.
         InlineHashWarning: a ``#`` inside a pair line.
+        SwappedSidesWarning: a pair whose safe side holds every word of its unsafe side and more ("a watch | a Rolex
+            watch"): the concept is written on the wrong side.
     """
     if not isinstance(text, str):
         raise TypeError(f"pairs text must be a str, got {type(text).__name__}")
@@ -165,6 +172,11 @@ def parse_pairs(text: str, *, warn: Callable[[str, type[Warning]], None] | None 
         if "#" in line:
             warn(f"line {number}: '#' is part of the prompt there; only a line that starts with '#' is a comment, "
                  "so put a note on its own line", InlineHashWarning)
+        if _words(unsafe) < _words(safe):
+            warn(f"line {number}: the safe (right) side holds every word of the unsafe (left) side and adds "
+                 f"{_quoted(' '.join(_added_words(unsafe, safe)))}: is the concept on the right? Write "
+                 "'unsafe | safe', the concept on the left: a vector from swapped sides adds the concept to every "
+                 "prompt (target safe_mean)", SwappedSidesWarning)
         pairs.append(PromptPair(unsafe=unsafe, safe=safe, line=number))
     if len(pairs) < MIN_PAIRS:
         raise PairsError(
@@ -175,6 +187,15 @@ def parse_pairs(text: str, *, warn: Callable[[str, type[Warning]], None] | None 
         warn(f"only {len(pairs)} pairs; the paper uses {RECOMMENDED_PAIRS}, fewer give a noisier refusal vector",
              FewPairsWarning)
     return pairs
+
+
+def _words(prompt: str) -> frozenset[str]:
+    return frozenset(re.findall(r"\w+", prompt.casefold()))
+
+
+def _added_words(unsafe: str, safe: str) -> list[str]:
+    """The words of ``safe`` that ``unsafe`` lacks, in their order, once each."""
+    return list(dict.fromkeys(w for w in re.findall(r"\w+", safe.casefold()) if w not in _words(unsafe)))
 
 
 def check_pairs(text: str) -> dict:

@@ -21,8 +21,8 @@ import comfy.sample
 import comfy.utils
 from comfy_api.latest import io, ui
 
-from ..core.check import (COLLATERAL_BUDGET, DEFAULT_STRENGTHS, CheckResult, ReplayCache, check_strengths,
-                          measure_baseline, overlapping_pairs, parse_strengths)
+from ..core.check import (COLLATERAL_BUDGET, DEFAULT_STRENGTHS, TOWARD_CONCEPT_LIMIT, CheckResult, ReplayCache,
+                          check_strengths, measure_baseline, overlapping_pairs, parse_strengths)
 from ..core.edit import EDIT_TARGETS
 from ..core.refusal import RefusalBasis
 from .adapters import GROUP_CHOICES, adapter_for, embeds_guidance
@@ -343,7 +343,8 @@ def check_ui(main: CheckResult, swept: list[CheckResult], table: str, notes: dic
     index = main.strengths.index(main.recommended)
     summary = {"strength": float(main.recommended), "removed": float(main.efficacy[index]),
                "collateral": float(main.collateral[index]), "guidance": main.guidance, "reason": main.reason,
-               "label": main.label, "table": table,
+               "toward_concept": float(main.toward_concept[index]) if main.toward_concept else None,
+               "warning": main.toward_concept_warning() or None, "label": main.label, "table": table,
                "sweep": [{"label": r.label, "strength": float(r.recommended)} for r in swept]}
     if notes is not None and "padded_text_collapsed" in notes:
         summary["padded_text_collapsed"] = bool(notes["padded_text_collapsed"])
@@ -361,7 +362,8 @@ def table_text(main: CheckResult, swept: list[CheckResult], notes: dict | None =
                          f"{result.collateral[index]:.3f}")
     lines.append("removed = share of the validation pairs' difference gone from the prediction; collateral = benign "
                  "prompts' change / their natural variation: how far outputs move, not whether they got worse "
-                 "(render to compare layer groups)")
+                 "(render to compare layer groups); safe->concept = how far the pairs' safe prompts move toward "
+                 f"their unsafe ones (above {TOWARD_CONCEPT_LIMIT:.0%} the edit adds the concept: never recommended)")
     embedded = notes is not None and notes.get("guidance_embedded", False)
     if main.guidance is not None:
         lines.append(f"guided = collateral of uncond + cfg x (cond - uncond) at cfg {main.guidance:g}, as the sampler "

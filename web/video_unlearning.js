@@ -532,8 +532,9 @@ function renderCheck(caption, table, result) {
     + ` · collateral ${result.collateral.toFixed(3)}`
     + (result.guidance != null ? ` (guided, cfg ${result.guidance})` : " (conditional; connect negative for guided)")
     + (result.sweep?.length
-      ? ` · sweep: ${result.sweep.map((r) => `${r.label} ${r.strength}`).join(", ")}` : "");
-  caption.title = result.reason;
+      ? ` · sweep: ${result.sweep.map((r) => `${r.label} ${r.strength}`).join(", ")}` : "")
+    + (result.warning ? " · WARNING: the edit moves the safe prompts toward the concept (pair sides swapped?)" : "");
+  caption.title = result.warning ? `${result.reason}\n${result.warning}` : result.reason;
   caption.dataset.state = "ran";
   table.textContent = result.table;
 }

@@ -502,3 +502,41 @@ def test_a_forward_that_skips_an_edited_layer_is_refused_not_read_as_nothing_rem
         baseline = measure_baseline(model, cached_forward, pairs, list(benign), ["layer"])
         with pytest.raises(ValueError, match="at strength 0.5 the model's forward never ran 'layer'.*step cache"):
             check_strengths(model, cached_forward, basis, baseline, "0, 0.5, 1", rows=(pairs, list(benign)))
+
+
+def swapped_fit():
+    """The planted concept fitted from pairs written ``safe | unsafe``: the "safe" mean is the concept's."""
+    _, unsafe, safe, neutral = world(100)
+    fitter = RefusalFitter()
+    fitter.update("layer", safe.double(), unsafe.double())
+    fitter.update_neutral("layer", neutral.double())
+    return fitter.fit(rank=2, alpha=1.0, concept="planted", pairs=[PromptPair(f"s{i}", f"u{i}") for i in range(6)])
+
+
+def test_a_vector_from_swapped_pairs_is_caught_moving_the_safe_prompts_to_the_concept():
+    """Removal cannot tell the two apart (the pairs' difference shrinks either way); the safe sides' movement can."""
+    model = Toy()
+    _, basis = fitted(model)
+    right = check(model, basis, target="safe_mean")
+    assert max(abs(t) for t in right.toward_concept) < 0.05 and right.recommended == 1.0
+    assert "WARNING" not in right.table()
+    wrong = check(model, swapped_fit(), target="safe_mean")
+    assert wrong.at(1.0)["efficacy"] > 0.9  # removal alone reads a success
+    assert wrong.at(0.5)["toward_concept"] > 0.25 and wrong.at(1.0)["toward_concept"] > 0.5
+    assert wrong.recommended == 0.0 and "swapped" in wrong.reason
+    assert "WARNING: from strength 0.25 " in wrong.table() and "unsafe | safe" in wrong.table()
+    assert wrong.as_dict()["toward_concept"] == list(wrong.toward_concept)
+    # Target zero projects the component out on either vector: the safe sides (which carry none) stay.
+    assert max(abs(t) for t in check(model, swapped_fit(), target="zero").toward_concept) < 0.05
+
+
+def test_recommend_rules_out_strengths_that_move_the_safe_prompts_toward_the_concept():
+    grid = parse_strengths("0,0.25,0.5,1")
+    efficacy, collateral = [0, 0.3, 0.9, 0.99], [0, 0.1, 0.2, 0.3]
+    assert recommend(grid, efficacy, collateral, toward=[0, 0.1, 0.2, 0.2])[0] == 1.0
+    strength, reason = recommend(grid, efficacy, collateral, toward=[0, 0.1, 0.2, 0.5])
+    assert strength == 0.5 and "adds the concept there" in reason
+    strength, reason = recommend(grid, efficacy, collateral, toward=[0, 0.3, 0.5, 1.0])
+    assert strength == 0.0 and "swapped" in reason and "30%" in reason
+    with pytest.raises(ValueError, match="toward figure"):
+        recommend(grid, efficacy, collateral, toward=[0, 0.1])

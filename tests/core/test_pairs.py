@@ -122,3 +122,16 @@ def test_check_pairs_run_side_by_side_leaves_the_process_warning_state_alone():
     assert warnings.filters == filters and warnings.showwarning is handler
     with pytest.warns(FewPairsWarning):  # parse_pairs itself still warns as before
         parse_pairs(few)
+
+
+def test_a_pair_with_the_concept_on_the_safe_side_is_warned_about_with_its_line():
+    """"a watch | a Rolex watch" puts the concept on the right: with target safe_mean such a vector adds it."""
+    from core.pairs import SwappedSidesWarning
+
+    caught = []
+    text = "a watch on a table | a Rolex watch on a table\n" + "\n".join(
+        f"a Rolex watch {i} | a watch {i}" for i in range(5)) + "\na nude man | a clothed man"
+    parse_pairs(text, warn=lambda message, category: caught.append((message, category)))
+    assert [c for _, c in caught] == [SwappedSidesWarning]
+    assert caught[0][0].startswith("line 1: the safe (right) side") and "'rolex'" in caught[0][0]
+    assert "rolex" in check_pairs(text)["warning"]

@@ -294,3 +294,20 @@ def test_a_pair_difference_at_the_rounding_floor_is_flagged(defs):
     note = check.rounding_note(baseline, torch.bfloat16)
     assert "by 7.1e-06 of its size, within 4 roundings of the model's bfloat16 compute (7.8e-03)" in note
     assert check.rounding_note(baseline, torch.float32) is None
+
+
+
+def test_the_safe_prompts_movement_toward_the_concept_is_shown(defs, wan, basis, validation):
+    """The figure that tells removing the concept from adding it (a vector from ``safe | unsafe`` pairs: core's
+    test) reaches the table and the editor's summary; the tiny Wan's random weights give it no meaning to assert."""
+    _, check = defs
+    for target in ("safe_mean", "zero"):
+        main, _ = check.run_unlearning_check(wan, basis, validation, GRID, group="default", block_start=0,
+                                             block_end=-1, target=target, sweep="none", width=64, height=64,
+                                             length=1, timesteps="0.1, 0.4", seed=0)
+        out = run(check, wan, basis, validation, target=target)
+        summary = (out.ui if isinstance(out.ui, dict) else out.ui.as_dict())["video_unlearning_check"][0]
+        index = main.strengths.index(main.recommended)
+        assert summary["toward_concept"] == main.toward_concept[index] and len(main.toward_concept) == 4
+        assert "safe->concept" in summary["table"] and summary["warning"] == (main.toward_concept_warning() or None)
+        assert (summary["warning"] is not None) == any(t > 0.25 for t in main.toward_concept)
