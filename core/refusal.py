@@ -326,8 +326,21 @@ class LayerRefusal:
         return int(self.direction.reshape(-1, self.dim).shape[0])
 
     def target(self) -> torch.Tensor:
-        """Where the affine edit moves the removed component: the safe mean ``[d]`` (averaged over concepts)."""
-        return self.safe_mean if self.safe_mean.ndim == 1 else self.safe_mean.mean(0)
+        """Where the affine edit moves the removed component ``[d]``: the safe mean; for a record combined from c
+        concepts, the point whose component along each concept's direction is that concept's own safe mean's.
+
+        Combined: ``t = m + U (D U)^+ (b - D m)`` with ``m`` the concepts' mean safe mean, ``D`` ``[c, d]`` their
+        directions, ``b_c = d_c . mu_c`` and ``U`` the record's subspace; only ``U^T t`` reaches an edit. The mean
+        alone (until 2026-12-06) left the trademark's component 19 % of its pair shift away from its safe mean on the
+        organism's nudity + violence + trademark. Directions that are nearly dependent get the least-squares point."""
+        if self.safe_mean.ndim == 1:
+            return self.safe_mean
+        means, directions = self.safe_mean.double(), self.direction.reshape(-1, self.dim).double()  # [c, d]
+        mean = means.mean(0)
+        u = self.subspace.double()  # [d, k]
+        wanted = (directions * means).sum(1) - directions @ mean  # [c]
+        step = torch.linalg.pinv(directions @ u, rtol=1e-6) @ wanted  # [k]
+        return (mean + u @ step).to(self.safe_mean.dtype)
 
 
 def _fit_input(unsafe, safe, neutral, *, rank: int, alpha: float, method: str, source: str,
@@ -524,7 +537,7 @@ class RefusalBasis(Mapping):
         return self[layer].subspace
 
     def target(self, layer: str) -> torch.Tensor:
-        """Where the affine edit moves the removed component: the safe mean ``[d]`` (averaged over concepts)."""
+        """Where the affine edit moves the removed component ``[d]``: :meth:`LayerRefusal.target`."""
         return self[layer].target()
 
     def select(self, layers: Sequence[str]) -> "RefusalBasis":

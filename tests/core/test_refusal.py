@@ -136,6 +136,25 @@ def test_combine_stacks_and_orthonormalises():
         RefusalBasis.combine([first])
 
 
+def test_a_combined_edit_moves_each_concepts_component_to_its_own_safe_mean():
+    """Along each concept's direction the combined target is that concept's safe mean (the mean of the safe means,
+    used until 2026-12-06, put it far off here)."""
+    g = torch.Generator().manual_seed(4)
+    dim = 32
+    parts = []
+    for concept in range(2):
+        safe = torch.randn(6, dim, generator=g, dtype=torch.float64) + 3.0 * (concept + 1)  # far-apart safe means
+        unsafe = safe + torch.randn(dim, generator=g, dtype=torch.float64)  # the concept: one shift
+        parts.append(RefusalFitter().update("L", unsafe, safe).fit(method="mean", concept=f"c{concept}"))
+    both = RefusalBasis.combine(parts)
+    target = both.target("L").double()
+    for part in parts:
+        d, mu = part["L"].direction.double(), part.target("L").double()
+        assert abs(float(d @ (target - mu))) < 1e-5 * float(mu.norm())
+    assert abs(float(parts[0]["L"].direction.double() @ (both["L"].safe_mean.double().mean(0) - parts[0].target(
+        "L").double()))) > 0.1  # what the mean gave
+
+
 def test_combine_says_when_the_fingerprints_differ_because_the_layers_do():
     """A fingerprint covers its vector's own layers: two vectors of one model over different layer groups differ, and
     the error said they were measured on different weights; it now says what to change."""
