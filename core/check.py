@@ -43,8 +43,8 @@ Given a model (any ``torch.nn.Module``), a forward callable that runs it on prom
   concept from adding it: moving the safe side onto the unsafe one shrinks the difference as much as the reverse.
   A vector whose pairs have their sides swapped (``safe | unsafe``) does that with target ``safe_mean``, which then
   moves every prompt's component along the concept to the *concept's* mean: on the organism it added violence to
-  21 % of benign prompts while removal read 107 %. Strengths that move the safe sides by more than
-  :data:`TOWARD_CONCEPT_LIMIT` are never recommended.
+  21 % of benign prompts while removal read 107 %. An edit that moves them by more than :data:`TOWARD_CONCEPT_LIMIT`
+  per unit of strength is recommended at no strength.
 
 The recommendation (:func:`recommend`) is documented there. Nothing here imports comfy: the caller's
 ``forward(rows, recorder)`` runs its model (ComfyUI's sampling stack in ``nodes/check.py``, the organism in
@@ -77,10 +77,10 @@ COLLATERAL_BUDGET = 0.5
 #: layers' inputs entirely (``U`` orthonormal); removal in the prediction alone does not justify less.
 FULL_PROJECTION = 1.0
 #: :func:`recommend`: largest share of the validation pairs' difference by which an edit may move their safe sides
-#: toward their unsafe sides (:func:`toward_concept`). An edit of the concept leaves the safe sides where they are
-#: (on the organism at strength 1: -0.06..0.00 for the trademark, red, nudity and violence); one whose pairs had
-#: their sides swapped moves them about half-way at strength 1 (violence 0.54, red 0.45: the concept then appears in
-#: benign prompts). A quarter is that swap at strength 0.5.
+#: toward their unsafe sides (:func:`toward_concept`), per unit of strength. An edit of the concept leaves the safe
+#: sides where they are (on the organism at strength 1: -0.06..0.00 for the trademark, red, nudity and violence); one
+#: whose pairs had their sides swapped moves them about half-way at strength 1 (violence 0.54, red 0.45: the concept
+#: then appears in benign prompts).
 TOWARD_CONCEPT_LIMIT = 0.25
 
 Forward = Callable[[Sequence, "ActivationRecorder | None"], torch.Tensor]
@@ -406,12 +406,11 @@ class CheckResult:
 
     def toward_concept_warning(self, limit: float = TOWARD_CONCEPT_LIMIT) -> str:
         """A line saying that the edit moves the safe prompts toward the concept, when some strength moves them by
-        more than ``limit`` of the pairs' difference; empty otherwise."""
-        over = [i for i, share in enumerate(self.toward_concept) if share > limit]
-        if not over:
+        more than ``limit`` of the pairs' difference per unit of strength; empty otherwise."""
+        i = _adds_the_concept(self.strengths, self.toward_concept, limit) if self.toward_concept else None
+        if i is None:
             return ""
-        i = over[0]
-        return (f"WARNING: from strength {self.strengths[i]:g} the edit moves the validation pairs' safe prompts "
+        return (f"WARNING: at strength {self.strengths[i]:g} the edit moves the validation pairs' safe prompts "
                 f"{self.toward_concept[i]:.0%} of the way toward their unsafe ones (safe->concept): it adds the "
                 "concept instead of removing it. Are the sides of the vector's pairs swapped? Pair Encoder reads "
                 "'unsafe | safe', the concept on the left")
@@ -654,9 +653,9 @@ def recommend(strengths: Sequence[float], efficacy: Sequence[float], collateral:
     to rule 1 only; it was extended to rules 2-3 after the trademark on the retrained organism (stage 3) showed the
     same thing through rule 2 (recommended 0.75: 91 % drop; 1.0: 98 %).
 
-    ``toward`` (:func:`toward_concept` per strength), when given, also rules out every strength that moves the
-    validation pairs' safe sides toward their unsafe sides by more than ``toward_limit``: such an edit adds the
-    concept (a vector whose pairs have their sides swapped), whatever its removal reads.
+    ``toward`` (:func:`toward_concept` per strength), when given: if some strength moves the validation pairs' safe
+    sides toward their unsafe sides by more than ``toward_limit`` per unit of strength, the edit adds the concept (a
+    vector whose pairs have their sides swapped), whatever its removal reads: recommend 0 and say so.
 
     If no strength above 0 is within the budget, or none within it removes anything, recommend 0 and say so.
     ``strengths`` is a grid as :func:`parse_strengths` returns it (sorted, no repeats, from 0), one figure of each
@@ -672,16 +671,15 @@ def recommend(strengths: Sequence[float], efficacy: Sequence[float], collateral:
                          f"strength; got strengths {strengths}, {len(efficacy)} efficacies, {len(collateral)} "
                          f"collaterals and {len(toward)} toward figures: pass parse_strengths(grid) and the figures "
                          f"measured in that order")
-    within = [i for i, s in enumerate(strengths) if s > 0 and collateral[i] <= budget]
-    allowed = [i for i in within if toward[i] <= toward_limit]
+    allowed = [i for i, s in enumerate(strengths) if s > 0 and collateral[i] <= budget]
     if max(efficacy) <= 0:
         return 0.0, "no strength removes any of the validation pairs' difference (check the vector and the pairs)"
-    if within and not allowed:
-        i = within[0]
-        return 0.0, (f"every strength above 0 within the {name} budget moves the validation pairs' safe prompts "
-                     f"toward their unsafe ones by more than {toward_limit:.0%} of their difference ({toward[i]:.0%} "
-                     f"at {strengths[i]:g}): the vector adds the concept; are the sides of its pairs swapped "
-                     "(Pair Encoder reads 'unsafe | safe')?")
+    adding = _adds_the_concept(strengths, toward, toward_limit)
+    if adding is not None:
+        return 0.0, (f"the edit moves the validation pairs' safe prompts {toward[adding]:.0%} of the way toward their "
+                     f"unsafe ones at strength {strengths[adding]:g} (more than {toward_limit:.0%} per unit of "
+                     "strength): the vector adds the concept; are the sides of its pairs swapped (Pair Encoder reads "
+                     "'unsafe | safe')?")
     if not allowed:
         return 0.0, (f"every strength above 0 moves benign prompts by more than {budget:g} of their natural "
                      f"variation ({name}); try another layer group or a vector from more pairs")
@@ -699,13 +697,17 @@ def recommend(strengths: Sequence[float], efficacy: Sequence[float], collateral:
         if strengths[-1] < full_projection:
             return strengths[i], (f"{reason}; below full projection ({full_projection:g}), which the grid does not "
                                   f"reach: sampling may still show some of the concept (add {full_projection:g})")
-        if any(strengths[k] >= full_projection for k in within):
-            return strengths[i], (f"{reason}; below full projection ({full_projection:g}), which moves the validation "
-                                  f"pairs' safe prompts toward their unsafe ones by more than {toward_limit:.0%}: "
-                                  "the vector adds the concept there")
         return strengths[i], (f"{reason}; below full projection ({full_projection:g}), which is over the {name} "
                               f"budget {budget:g}: sampling may still show some of the concept")
     return strengths[i], reason
+
+
+def _adds_the_concept(strengths, toward, limit: float) -> int | None:
+    """The first grid index whose :func:`toward_concept` exceeds ``limit`` per unit of strength, or None. Judged per
+    unit because a swapped vector's movement grows with the strength (on the organism's red 0.24 at 0.5, 0.45 at 1):
+    ruling out single strengths let it be recommended at 0.5, half-way to adding the concept."""
+    over = [i for i, s in enumerate(strengths) if s > 0 and toward[i] > limit * s]
+    return over[0] if over else None
 
 
 def _by_removal(strengths, efficacy, collateral, allowed, removed, budget, name) -> tuple[int, str]:

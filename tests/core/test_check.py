@@ -524,19 +524,20 @@ def test_a_vector_from_swapped_pairs_is_caught_moving_the_safe_prompts_to_the_co
     assert wrong.at(1.0)["efficacy"] > 0.9  # removal alone reads a success
     assert wrong.at(0.5)["toward_concept"] > 0.25 and wrong.at(1.0)["toward_concept"] > 0.5
     assert wrong.recommended == 0.0 and "swapped" in wrong.reason
-    assert "WARNING: from strength 0.25 " in wrong.table() and "unsafe | safe" in wrong.table()
+    assert "WARNING: at strength 0.25 " in wrong.table() and "unsafe | safe" in wrong.table()
     assert wrong.as_dict()["toward_concept"] == list(wrong.toward_concept)
     # Target zero projects the component out on either vector: the safe sides (which carry none) stay.
     assert max(abs(t) for t in check(model, swapped_fit(), target="zero").toward_concept) < 0.05
 
 
-def test_recommend_rules_out_strengths_that_move_the_safe_prompts_toward_the_concept():
+def test_recommend_refuses_an_edit_that_moves_the_safe_prompts_toward_the_concept():
+    """Judged per unit of strength: a swapped vector moves them in proportion to it (the organism's red: 0.24 at 0.5,
+    0.45 at 1), so ruling out single strengths recommended it at 0.5."""
     grid = parse_strengths("0,0.25,0.5,1")
     efficacy, collateral = [0, 0.3, 0.9, 0.99], [0, 0.1, 0.2, 0.3]
-    assert recommend(grid, efficacy, collateral, toward=[0, 0.1, 0.2, 0.2])[0] == 1.0
-    strength, reason = recommend(grid, efficacy, collateral, toward=[0, 0.1, 0.2, 0.5])
-    assert strength == 0.5 and "adds the concept there" in reason
-    strength, reason = recommend(grid, efficacy, collateral, toward=[0, 0.3, 0.5, 1.0])
-    assert strength == 0.0 and "swapped" in reason and "30%" in reason
+    assert recommend(grid, efficacy, collateral, toward=[0, 0.05, 0.1, 0.2])[0] == 1.0
+    assert recommend(grid, efficacy, collateral, toward=[0, -0.5, -1, -2])[0] == 1.0  # moving away is no concern
+    strength, reason = recommend(grid, efficacy, collateral, toward=[0, 0.07, 0.14, 0.28])
+    assert strength == 0.0 and "swapped" in reason and "7% of the way" in reason and "strength 0.25" in reason
     with pytest.raises(ValueError, match="toward figure"):
         recommend(grid, efficacy, collateral, toward=[0, 0.1])
