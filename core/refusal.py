@@ -224,7 +224,8 @@ class RefusalFitter:
         if not isinstance(rank, int) or rank < 1:
             raise ValueError(f"rank must be a positive integer, got {rank!r}")
         if edit not in EDITS:
-            raise ValueError(f"edit must be one of {EDITS}, got {edit!r}")
+            raise ValueError(f"edit must be one of {EDITS}, got {edit!r}: set the 'edit' widget of Low-Rank Refusal "
+                             "Vector to 'direction' (the default) or 'subspace'")
         if not math.isfinite(alpha) or alpha < 0:
             raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
         if not self._unsafe:

@@ -207,6 +207,9 @@ def test_bad_fits():
         fitter.fit(rank=0)
     with pytest.raises(ValueError, match="alpha"):
         fitter.fit(alpha=-1.0)
+    # A blank edit (an editor workflow of before 2026-12-06 shifted a display widget's '' into it) names the node.
+    with pytest.raises(ValueError, match="got '': set the 'edit' widget of Low-Rank Refusal Vector to 'direction'"):
+        fitter.fit(edit="")
     with pytest.raises(ValueError, match="identical"):
         RefusalFitter().update("L", torch.ones(2, 4), torch.ones(2, 4)).fit()
     with pytest.raises(ValueError, match="without pairs"):
