@@ -599,16 +599,26 @@ class RefusalBasis(Mapping):
         if not isinstance(revision, int) or not 1 <= revision <= FIT_REVISION:
             raise RefusalFileError(f"{name}: fit_revision {revision!r} is unknown to this version of the pack "
                                    f"(it knows 1-{FIT_REVISION}); update the pack")
-        if revision == 1 and "cpca" in str(meta["method"]):
-            logger.warning("%s was fitted before the contrastive solve was made exact (2026-12-01): its cpca "
-                           "direction is off by a few degrees and a subspace edit by more. Compute it again with "
-                           "Low-Rank Refusal Vector from the same pairs", name)
-        elif revision == 2 and "cpca" in str(meta["method"]) and rank > len(meta["pairs"]):
-            # Positive directions number at most the distinct pair differences: only rank > pairs can be affected.
-            logger.warning("%s was fitted with rank %d from %d pairs before the subspace kept only directions of "
-                           "positive contrast (2026-12-01): it may hold directions along which neutral prompts vary "
-                           "more than the pairs differ. Compute it again with Low-Rank Refusal Vector", name, rank,
-                           len(meta["pairs"]))
+        cpca = "cpca" in str(meta["method"])
+        if revision == 1:
+            # Revision 1 is every file written before fit_revision was recorded (2026-12-01), any method: those of
+            # 2026-11-28/29 may have averaged Wan's zero padding rows into each prompt's statistics, which no
+            # metadata records, so the mean difference is as suspect as the contrastive solve.
+            logger.warning("%s has no fit_revision: it was computed before 2026-12-01, and one computed before "
+                           "Collect Activations stopped pooling the prompts' padding rows (2026-11-29) holds a "
+                           "diluted difference plus a words-minus-padding direction%s. Compute it again with "
+                           "Collect Activations and Low-Rank Refusal Vector from the same pairs", name,
+                           "; its cpca solve was also approximate (a direction off by a few degrees, a subspace "
+                           "edit by more)" if cpca else "")
+        elif revision == 2 and cpca and (edit == "subspace" or rank > len(meta["pairs"])):
+            # Revision 2 kept rank eigenvectors whatever their sign. A subspace edit removes them all, and some can
+            # have non-positive contrast even with rank <= pairs (pairs whose differences are nearly parallel): a
+            # 636096d file held 4 columns where a fresh fit keeps 3. A direction edit removes the top eigenvector
+            # only, which is positive whenever any is; it keeps the earlier rank > pairs rule.
+            logger.warning("%s was fitted with rank %d from %d pairs (%s edit) before the subspace kept only "
+                           "directions of positive contrast (2026-12-01): it may hold directions along which neutral "
+                           "prompts vary more than the pairs differ. Compute it again with Low-Rank Refusal Vector",
+                           name, rank, len(meta["pairs"]), edit)
         return cls(
             records={layer: records[source] for layer, source in stored.layers.items()},
             method=meta["method"],

@@ -248,17 +248,20 @@ def test_files_fitted_before_the_exact_solve_load_with_a_warning_to_refit(basis,
     _rewrite_metadata(path, lambda meta: meta.pop("fit_revision"))
     with caplog.at_level("WARNING", logger="core.refusal"):
         old = RefusalBasis.load(path)
-    assert old.fit_revision == 1 and "Compute it again with Low-Rank Refusal Vector" in caplog.text
+    assert old.fit_revision == 1 and "and Low-Rank Refusal Vector from the same pairs" in caplog.text
     # It stays marked through combine and a re-save, so the warning is not lost by saving the old fit again.
     assert RefusalBasis.combine([old, basis]).fit_revision == 1
     old.save(path)
     assert RefusalBasis.load(path).fit_revision == 1
-    # The mean difference never used the contrastive solve: no warning.
+    assert "padding rows (2026-11-29)" in caplog.text and "cpca solve was also approximate" in caplog.text
+    # The mean difference never used the contrastive solve, but one of 2026-11-28/29 may have pooled the padding
+    # rows, which no metadata records: it warns too (it loaded silently before).
     _rewrite_metadata(path, lambda meta: meta.update(method="mean"))
     caplog.clear()
     with caplog.at_level("WARNING", logger="core.refusal"):
         assert RefusalBasis.load(path).fit_revision == 1
-    assert caplog.text == ""
+    assert "has no fit_revision" in caplog.text and "padding rows (2026-11-29)" in caplog.text
+    assert "Compute it again with Collect Activations" in caplog.text and "cpca" not in caplog.text
     _rewrite_metadata(path, lambda meta: meta.update(fit_revision=4))
     with pytest.raises(RefusalFileError, match="fit_revision 4 .* update the pack"):
         RefusalBasis.load(path)
@@ -273,6 +276,26 @@ def test_files_whose_rank_exceeded_their_pairs_before_the_positive_cap_load_with
     assert "rank 3 from 1 pairs" in caplog.text and "Compute it again" in caplog.text
     # As many pairs as the rank: every kept direction could have been positive, so no warning.
     _rewrite_metadata(path, lambda meta: meta.update(pairs=[["a", "b"], ["c", "d"], ["e", "f"]]))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="core.refusal"):
+        RefusalBasis.load(path)
+    assert caplog.text == ""
+
+
+def test_revision_2_subspace_files_warn_whatever_their_rank(tmp_path, caplog):
+    """Revision 2 kept every one of rank eigenvectors: a subspace edit removes those of non-positive contrast too,
+    even with rank <= pairs (a 636096d file held 4 columns where a fresh fit keeps 3). It loaded silently before."""
+    _, _, unsafe, safe, neutral = planted(dim=32, seed=0)
+    fitter = RefusalFitter().update("L", unsafe, safe).update_neutral("L", neutral)
+    pairs = [("a Rolex", "a watch"), ("Rolex box", "watch box"), ("Rolex ad", "watch ad"), ("Rolex shop", "shop")]
+    path = tmp_path / "v.safetensors"
+    fitter.fit(rank=2, edit="subspace", pairs=pairs, model_fingerprint="0123abcd").save(path)
+    _rewrite_metadata(path, lambda meta: meta.update(fit_revision=2))
+    with caplog.at_level("WARNING", logger="core.refusal"):
+        assert RefusalBasis.load(path).fit_revision == 2
+    assert "rank 2 from 4 pairs (subspace edit)" in caplog.text and "Compute it again" in caplog.text
+    # The same file at fit_revision 3 (the current fit) loads silently.
+    _rewrite_metadata(path, lambda meta: meta.update(fit_revision=3))
     caplog.clear()
     with caplog.at_level("WARNING", logger="core.refusal"):
         RefusalBasis.load(path)
