@@ -190,7 +190,9 @@ def select_layers(model, basis: RefusalBasis, group: str, block_start: int, bloc
                              "another quantisation, or the other expert of a Wan 2.2 pair; compute a vector on this "
                              "model (each Wan 2.2 expert needs its own). A vector saved before 2026-12-06 also "
                              "fingerprinted the weights' dtype: if the same file is now held in another dtype "
-                             "(another GPU, a launch flag such as --fp16-unet), compute it again")
+                             "(another GPU, a launch flag such as --fp16-unet), compute it again. One computed "
+                             "before 2026-12-06 on a MODEL with a LoRA fingerprinted the weights with the LoRA added, "
+                             "which this check (it reads the weights without patches) never matches: compute it again")
     left_out = image_keys_left_out(adapter, diffusion, layers, basis.layers)
     if left_out:
         raise ValueError(f"this refusal vector ({basis.concept or 'unnamed concept'}) edits this image-to-video Wan's "

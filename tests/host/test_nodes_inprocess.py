@@ -651,6 +651,10 @@ def test_a_vector_measured_on_other_weights_is_refused(nodes, basis, tiny):
         nodes.ApplyUnlearning.execute(other, basis, 1.0, True, "all in vector", 0, -1, "zero")
     with pytest.raises(ValueError, match="measured on other weights"):
         nodes.ExportLoRA.execute(other, basis, 1.0, "zero", "never_written")
+    # A vector of before 2026-12-06 measured on a MODEL with a LoRA hashed the LoRA'd weights: refused as other
+    # weights, with a message that blamed only the checkpoint, quantisation or dtype.
+    with pytest.raises(ValueError, match="before 2026-12-06 on a MODEL with a LoRA .*: compute it again"):
+        nodes.ApplyUnlearning.execute(other, basis, 1.0, True, "all in vector", 0, -1, "zero")
 
 
 def test_a_vector_with_layers_the_model_lacks_is_refused_not_applied_in_part(nodes, wan, encoded, tiny, monkeypatch):
