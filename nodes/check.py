@@ -505,7 +505,9 @@ class UnlearningCheck(io.ComfyNode):
                                 tooltip="Where the prediction is compared: progress fractions (0 = pure noise) or a count on the model's schedule."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=False,
                              tooltip="Seed of the noise every prompt shares."),
-                io.Float.Input("cfg", default=6.0, min=0.01, max=100.0, step=0.1, round=0.01,
+                # Optional: API prompts saved before cfg existed (2026-12-01) lack it and were refused as missing
+                # a required input. It stays the last widget: the editor lists optional widgets after required ones.
+                io.Float.Input("cfg", default=6.0, min=0.01, max=100.0, step=0.1, round=0.01, optional=True,
                                tooltip="Your sampler's cfg, for the guided collateral (used only with a negative "
                                        "prompt connected)."),
             ],

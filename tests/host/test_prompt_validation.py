@@ -64,6 +64,13 @@ def test_inputs_fed_by_a_link_are_valid(registered):
     assert validate("VideoUnlearnCheck", {**CHECK, "strengths": ["text", 0], "timesteps": ["text", 0]}) == []
 
 
+def test_an_api_prompt_of_before_cfg_is_valid(registered):
+    """API prompts saved before 2026-12-01 hold an Unlearning Check without cfg: it was refused as a missing
+    required input, though cfg only matters with a negative prompt and execute defaults it to 6."""
+    old = {name: value for name, value in CHECK.items() if name != "cfg"}
+    assert validate("VideoUnlearnCheck", old) == []
+
+
 def test_comfyuis_own_range_checks_still_apply(registered):
     """The nodes' validate_inputs name their parameters (no **kwargs, which makes ComfyUI skip its own checks of
     every input), so values outside a widget's range are refused before anything runs. (ComfyUI 0.3.64 does not
