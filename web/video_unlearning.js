@@ -581,6 +581,33 @@ app.registerExtension({
   },
 });
 
+// --- Workflows saved before 2026-12-06 held '' for each display widget in widgets_values, and newer inputs took the
+// display widgets' places: opened now, such a '' lands in Unlearning Check's cfg (Queue then fails with "could not
+// convert string to float") or Low-Rank Refusal Vector's edit (accepted, and the fit fails after Collect Activations
+// ran). A value the widget cannot hold gets its default back when the node is configured from a saved workflow.
+const LEGACY_REPAIRS = {
+  [CHECK_NODE]: { cfg: (value) => (typeof value === "number" && Number.isFinite(value) ? null : 6) },
+  [VECTOR_NODE]: { edit: (value, widget) => (widget.options?.values?.includes(value) ? null : "direction") },
+};
+
+app.registerExtension({
+  name: "videoUnlearning.legacyWidgets",
+  nodeCreated(node) {
+    const repairs = LEGACY_REPAIRS[node.comfyClass];
+    if (!repairs) return;
+    chain(node, "onConfigure", function () {
+      for (const [name, repair] of Object.entries(repairs)) {
+        const widget = this.widgets?.find((w) => w.name === name);
+        const value = widget ? repair(widget.value, widget) : null;
+        if (value == null) continue;
+        console.warn(`[video unlearning] ${this.title} (#${this.id}): ${name} was ${JSON.stringify(widget.value)} `
+          + `in the saved workflow (a display widget's value from before 2026-12-06); set to ${value}`);
+        widget.value = value;
+      }
+    });
+  },
+});
+
 // --- A run served from ComfyUI's cache: ComfyUI 0.3.64 sends "executed" again only for output nodes, so a reloaded
 // editor (or a second tab) showed Apply's badge, the check's recommendation and the chart's labels as before any run.
 // Their UI outputs are in the prompt's history: handed to the nodes as if they had run.

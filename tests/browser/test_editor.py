@@ -10,7 +10,8 @@ that strength reaches Apply Unlearning, whose badge shows that run's result only
 and drops it after a failed run. The badge names the concept on its refusal vector's way only (a second Apply fed
 the first one's MODEL names its own), joins a combined vector's concepts and refreshes on any link change upstream,
 also inside a subgraph. Display widgets are neither saved with a workflow nor sent in the prompt, and a workflow
-saved with their old extra values still loads. Screenshots go to ``out/browser/`` (the charts at 100 % zoom in
+saved with their old extra values still loads; one whose old '' values land in Unlearning Check's cfg or Low-Rank
+Refusal Vector's edit gets those widgets' defaults back, with a console warning. Screenshots go to ``out/browser/`` (the charts at 100 % zoom in
 ``4_score_chart_100pct.png``, ``5_score_chart_blocks_100pct.png`` and ``8_check_chart_100pct.png``).
 
 Each test runs on the editor ComfyUI pins (comfyui-frontend-package 1.27.10) and those marked ``both_frontends`` on a
@@ -704,3 +705,57 @@ def test_display_widgets_are_neither_saved_nor_sent(server, shots):
                 assert not set(node["prompt"]) & set(DISPLAY_WIDGETS), (name, node)
         sync_api.expect(page.locator(".video-unlearning-badge").first).to_have_text(
             "UNLEARNING ON · strength from Unlearning Check · rolex_00001", timeout=5_000)
+
+
+# What an editor of before 2026-12-06 saved: one '' per display widget after the values, where newer inputs now sit
+# (the review's files from 3fa4589 and 9e7f351, the user's values kept).
+LEGACY_VALUES = {
+    "VideoUnlearnCheck": ["0.5, 1, 1.5", "all in vector", 0, -1, "safe_mean", "none", 64, 64, 1, "0.1", 123, "", ""],
+    "VideoUnlearnRefusalVector": ["cpca", 2, 1, ""],
+}
+CHECK_WIDGETS = ["strengths", "layers", "block_start", "block_end", "target", "sweep", "width", "height", "length",
+                 "timesteps", "seed", "cfg"]
+
+
+@both_frontends
+def test_legacy_display_values_in_cfg_and_edit_get_their_defaults_back(server, shots):
+    """Opened now, such a file put '' into Unlearning Check's cfg (Queue failed: "could not convert string to float:
+    ''") and into Low-Rank Refusal Vector's edit (accepted; the fit failed after Collect Activations ran). Configuring
+    the node puts back cfg 6 and edit 'direction' and warns in the console; a valid saved value is kept, and cfg (an
+    optional input since it was refused missing in old API prompts) is still the Check's last value widget."""
+    url, _, _ = server
+    with editor_page() as (page, _):
+        warnings = []
+        page.on("console", lambda message: message.type == "warning" and warnings.append(message.text))
+        for name in ("compute_refusal_vector_wan21.json", "unlearned_side_by_side_wan21.json"):
+            old = json.loads((REPO_ROOT / "workflows" / name).read_text())
+            for node in old["nodes"]:
+                node["widgets_values"] = LEGACY_VALUES.get(node["type"], node.get("widgets_values"))
+            _open(page, url, old)
+            page.wait_for_timeout(500)
+            nodes = {node["type"]: node for node in page.evaluate(SAVED)}
+            prompt = page.evaluate("async () => (await window.app.graphToPrompt()).output")
+            if name.startswith("compute"):
+                vector = nodes["VideoUnlearnRefusalVector"]
+                assert vector["values"] == ["cpca", 2, 1, "direction"], vector
+                assert prompt[str(vector["id"])]["inputs"]["edit"] == "direction"
+            else:
+                check = nodes["VideoUnlearnCheck"]
+                names = page.evaluate("([id, shown]) => window.app.graph.getNodeById(id).widgets"
+                                      ".map((w) => w.name).filter((n) => !shown.includes(n))",
+                                      [check["id"], DISPLAY_WIDGETS])
+                assert names == CHECK_WIDGETS, names
+                assert check["values"] == [*LEGACY_VALUES["VideoUnlearnCheck"][:11], 6], check
+                assert prompt[str(check["id"])]["inputs"]["cfg"] == 6
+        assert any("edit was \"\"" in text and "set to direction" in text for text in warnings), warnings
+        assert any("cfg was \"\"" in text and "set to 6" in text for text in warnings), warnings
+        # A file saved between 12-01 and 12-06 holds a real cfg before the display values: it is kept, silently.
+        warnings.clear()
+        old = json.loads((REPO_ROOT / "workflows" / "unlearned_side_by_side_wan21.json").read_text())
+        for node in old["nodes"]:
+            if node["type"] == "VideoUnlearnCheck":
+                node["widgets_values"] = [*LEGACY_VALUES["VideoUnlearnCheck"][:11], 7.5, "", ""]
+        _open(page, url, old)
+        page.wait_for_timeout(500)
+        check = next(node for node in page.evaluate(SAVED) if node["type"] == "VideoUnlearnCheck")
+        assert check["values"][-1] == 7.5 and not [text for text in warnings if "video unlearning" in text], warnings
