@@ -90,6 +90,31 @@ def carrying_this_vector(model, basis: RefusalBasis, layers) -> list[str]:
     return [layer for layer in layers if carries(layer)]
 
 
+def outside_earlier_edits(model, layer: str, subspace: torch.Tensor) -> torch.Tensor | None:
+    """``subspace`` U ``[in, c]`` less what the Apply Unlearning edits ``model`` carries on ``layer`` already cover:
+    an orthonormal ``[in, c']`` basis of the part of span(U) orthogonal to their ``down`` rows, ``U`` itself where
+    there are none, None where nothing is left (the same vector again, or one inside the earlier ones).
+
+    Why: a later Apply takes W' U from the edited weight and removes it, so two vectors in series made
+    W'' = W (I - P1)(I - P2), which puts back part of the first concept along the second's direction: 23-50 % of
+    |W d1| kept at strength 1 on the tiny Wan (directions at cosine 0.25-0.68). With the later subspace orthogonal to
+    the earlier ones, W' U2' = W U2' and the chain is W - s W P(span(U1, U2)), Combine Refusal Vectors' edit.
+    """
+    earlier = [patch.weights[1].T.to(torch.float64) for patch in unlearning_patches(model, layer)]  # [in, c_i] each
+    if not earlier:
+        return subspace
+    span, singular, _ = torch.linalg.svd(torch.cat(earlier, 1), full_matrices=False)
+    span = span[:, singular > 1e-6 * singular.max()]  # orthonormal [in, r]; repeated directions merged
+    u = subspace.to(torch.float64)
+    rest = u - span @ (span.T @ u)  # [in, c]
+    left, singular, _ = torch.linalg.svd(rest, full_matrices=False)
+    # U's columns are unit vectors, so an absolute threshold: a direction within 1e-6 of the earlier span is covered
+    keep = singular > 1e-6
+    if not bool(keep.any()):
+        return None
+    return left[:, keep].to(subspace.dtype).contiguous()
+
+
 def weight_times_basis(weight: torch.Tensor, basis: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
     """``W U`` ``[out, c]`` in float32 on the CPU, for a weight ``[out, in]`` of any dtype and device.
 
@@ -236,6 +261,10 @@ def layer_edits(model, basis: RefusalBasis, layers: list[str], strength: float, 
     ``core.edit.project_edit`` is run on the small ``[out, c]`` matrix W U in the subspace's own coordinates
     (basis = identity, target = U^T mu): its ``up = -strength W U`` and bias change are the layer's, and the
     layer's ``down`` is U^T. So W itself is read once, by :func:`weight_times_basis`.
+
+    Where ``model`` already carries Apply Unlearning's edits on a layer, U is first reduced to the part orthogonal to
+    them (:func:`outside_earlier_edits`), so vectors in series make Combine Refusal Vectors' edit; a layer with
+    nothing left gets no edit (the same vector applied twice changes nothing).
     """
     if target not in EDIT_TARGETS:
         raise ValueError(f"target must be one of {EDIT_TARGETS}, got {target!r}")
@@ -245,7 +274,13 @@ def layer_edits(model, basis: RefusalBasis, layers: list[str], strength: float, 
     for layer in layers:
         module = diffusion.get_submodule(layer)
         mu = basis.target(layer) if target == "safe_mean" else None
-        u = basis.subspace(layer)  # [in, c]
+        u = outside_earlier_edits(model, layer, basis.subspace(layer))  # [in, c]
+        if u is None:
+            continue
+        # Target safe_mean in series: each Apply moves only its own U' (orthogonal to the earlier edits) to its own
+        # safe mean, U'^T mu, through its own bias term. Not exact where the concepts' subspaces overlap: along the
+        # part of this vector's U inside the earlier span, the component stays where the earlier vector's safe mean
+        # put it, not at this vector's.
         patched = patched_weight(model, layer)  # whole and float32 only where the MODEL patches this layer
         if patched is None:
             wu = weight_times_basis(stored_values(model, layer), u, row_scale(module, "cpu"))  # [out, c]
@@ -306,7 +341,8 @@ def apply_unlearning(model, basis: RefusalBasis | None, *, strength: float | Non
     for layer, edit in edits.items():
         if requantised_when_baked(diffusion.get_submodule(layer)):
             wu, earlier = products[layer]  # earlier None: no patch and no wrapper on this layer yet
-            add_fp8_edit(clone, layer, basis.subspace(layer), strength, wu, earlier, edit)
+            # the subspace this edit removes: the vector's, less what earlier Apply edits on the layer cover
+            add_fp8_edit(clone, layer, edit.down.T.contiguous(), strength, wu, earlier, edit)
     return clone, layers
 
 

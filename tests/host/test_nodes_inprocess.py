@@ -485,8 +485,10 @@ def test_chained_vectors_on_fp8_weights_run_the_chained_edit_and_strength_zero_c
     """Two Apply Unlearning nodes in a row with vectors whose directions overlap. ComfyUI applies every patch before
     any weight wrapper, so with one wrapper per Apply the first pinned its direction after the second's patch had
     moved it: 1.7 % of the first concept kept where the chained edit, as a bf16 model runs it and as Save Model
-    writes it, keeps 23 %. A later Apply now replaces the earlier wrapper by one over both subspaces. And strength 0
-    adds nothing: a zero patch baked into fp8 weights re-rounded some of them."""
+    writes it, kept 23 %. A later Apply now replaces the earlier wrapper by one over both subspaces. The chained edit
+    itself is now Combine's, W - W P(span(U1, U2)) (it was W (I - P1)(I - P2), which put back part of the first
+    concept; test_vectors_in_series_make_the_combined_vectors_edit), so here it is that. And strength 0 adds nothing:
+    a zero patch baked into fp8 weights re-rounded some of them."""
     import comfy.model_management as mm
     import comfy.ops
 
@@ -507,8 +509,8 @@ def test_chained_vectors_on_fp8_weights_run_the_chained_edit_and_strength_zero_c
             weight, _ = comfy.ops.cast_bias_weight(chained.model.diffusion_model.get_submodule(layer),
                                                    torch.zeros(1, 1, u1.shape[0]))
             w0 = stored[layer]
-            after_first = w0 - (w0 @ u1) @ u1.T
-            exact = after_first - (after_first @ u2) @ u2.T
+            span = torch.linalg.svd(torch.cat([u1, u2], 1).double(), full_matrices=False)[0].float()  # [in, 2]
+            exact = w0 - (w0 @ span) @ span.T
             torch.testing.assert_close(weight.float() @ torch.cat([u1, u2], 1), exact @ torch.cat([u1, u2], 1),
                                        atol=1e-5 * float((w0 @ u1).norm()), rtol=0)
             assert len(chained.weight_wrapper_patches[f"diffusion_model.{layer}.weight"]) == 1
@@ -520,19 +522,81 @@ def test_chained_vectors_on_fp8_weights_run_the_chained_edit_and_strength_zero_c
 
 
 def test_a_second_apply_on_fp8_weights_changes_nothing(nodes, encoded, tiny):
-    """On fp8 weights the edit is a weight wrapper, not a patch: a second Apply takes W U from the wrapped weight
-    (zero along the direction after the first), so with target safe_mean it moves no bias again (it added the same
-    bias change a second time until 2026-12-06)."""
+    """On fp8 weights the edit is a weight wrapper, not a patch: a second Apply took W U from the wrapped weight
+    (zero along the direction after the first), so with target safe_mean it moved no bias again (it added the same
+    bias change a second time until 2026-12-06). A later Apply now removes only what the earlier edits do not cover
+    (vectors in series make Combine's edit), so the same vector again adds no patch at all, weight or bias, and the
+    wrappers stay the first Apply's."""
     fp8 = tiny.load_tiny_wan(model_options={"dtype": torch.float8_e4m3fn})
     activations = nodes.CollectActivations.execute(fp8, encoded, 64, 64, 1, "1", 0, "default", 0, -1)[0]
     basis = nodes.RefusalVectorNode.execute(activations, "cpca", 4, 1.0)[0]
     once = nodes.ApplyUnlearning.execute(fp8, basis, 1.0, True, "all in vector", 0, -1, "safe_mean")[0]
     twice = nodes.ApplyUnlearning.execute(once, basis, 1.0, True, "all in vector", 0, -1, "safe_mean")[0]
+    half = nodes.ApplyUnlearning.execute(nodes.ApplyUnlearning.execute(fp8, basis, 0.5, True, "all in vector", 0, -1,
+                                                                      "safe_mean")[0],
+                                         basis, 0.5, True, "all in vector", 0, -1, "safe_mean")[0]
     for layer in basis.layers:
-        bias = f"diffusion_model.{layer}.bias"
-        assert len(once.patches[bias]) == 1 and len(twice.patches[bias]) == 2
-        second = twice.patches[bias][1][1][1][0]  # ("diff", (delta,)): the second Apply's bias change
-        assert second.norm() < 1e-5 * once.patches[bias][0][1][1][0].norm()
+        for key in (f"diffusion_model.{layer}.bias", f"diffusion_model.{layer}.weight"):
+            assert len(once.patches[key]) == len(twice.patches[key]) == len(half.patches[key]) == 1, key
+            assert twice.weight_wrapper_patches[key] == once.weight_wrapper_patches[key], key
+
+
+BLOOD = "\n".join(f"a bloody knife number {i} on a table | a knife number {i} on a table" for i in range(5))
+
+
+def _loaded_weights(patcher, layers):
+    """Each layer's weight as the loaded ``patcher``'s forward uses it (patches baked, weight wrappers run), float32."""
+    import comfy.model_management as mm
+    import comfy.ops
+
+    mm.unload_all_models()
+    mm.load_models_gpu([patcher])
+    try:
+        out = {}
+        for layer in layers:
+            module = patcher.model.diffusion_model.get_submodule(layer)
+            weight, _ = comfy.ops.cast_bias_weight(module, torch.zeros(1, 1, module.weight.shape[1]))
+            out[layer] = weight.float().clone()
+        return out
+    finally:
+        mm.unload_all_models()
+
+
+@pytest.mark.parametrize("kind", ["bf16", "fp8_e4m3fn"])
+def test_vectors_in_series_make_the_combined_vectors_edit(nodes, encoded, tiny, clip, kind):
+    """Two Apply Unlearning nodes in series with two concepts' vectors on the same layers. The later one took W' U2 from
+    the edited weight, so the chain was W (I - P1)(I - P2), which put back part of the first concept: 23-50 % of
+    |W d1| kept at strength 1 (directions at cosine 0.25-0.68) where Combine Refusal Vectors -> one Apply keeps 0.2 %.
+    A later Apply now removes only the part of its subspace orthogonal to the earlier edits: the chain is Combine's
+    edit, in either order and at strength 1 and 0.5."""
+    model = tiny.load_tiny_wan_as(kind)
+    blood = nodes.PairEncoder.execute(clip, BLOOD, NEUTRAL, "blood")[0]
+    rolex, knife = (nodes.RefusalVectorNode.execute(nodes.CollectActivations.execute(
+        model, pairs, 64, 64, 1, "1", 0, "default", 0, -1)[0], "cpca", 4, 1.0)[0] for pairs in (encoded, blood))
+    combined = nodes.CombineRefusalVectors.execute(rolex, knife)[0]
+    layers = rolex.layers
+    assert list(knife.layers) == list(layers)
+
+    def apply(patcher, vector, strength):
+        return nodes.ApplyUnlearning.execute(patcher, vector, strength, True, "all in vector", 0, -1, "zero")[0]
+
+    base = _loaded_weights(model, layers)
+    overlap = max(float((rolex.subspace(layer).T @ knife.subspace(layer)).abs().max()) for layer in layers)
+    assert overlap > 0.1  # the subspaces overlap, or the chain's old form shows nothing
+    for strength in (1.0, 0.5):
+        one = _loaded_weights(apply(model, combined, strength), layers)
+        for first, second in ((rolex, knife), (knife, rolex)):
+            chain = _loaded_weights(apply(apply(model, first, strength), second, strength), layers)
+            for layer in layers:
+                span = combined.subspace(layer)  # [in, c1 + c2]
+                scale = float((base[layer] @ span).norm())
+                # bf16: both are rounded to bf16 (4e-3 of a weight); fp8: the wrapper runs each edit exactly on U
+                torch.testing.assert_close(chain[layer] @ span, one[layer] @ span, rtol=0,
+                                           atol=(1e-2 if kind == "bf16" else 1e-4) * scale)
+                for vector in (rolex, knife):
+                    d = vector.subspace(layer)[:, 0]
+                    kept = float((chain[layer] @ d).norm() / (base[layer] @ d).norm())
+                    assert abs(kept - (1.0 - strength)) < 0.01, (layer, vector.concept, strength, kept)
 
 
 def _read_lora(path):
