@@ -39,7 +39,12 @@ CHUNK_ELEMENTS = 1 << 19
 
 class UnlearningPatch(LoRAAdapter):
     """Apply Unlearning's weight patch: a plain ``LoRAAdapter`` to ComfyUI, of its own type so that a MODEL that
-    already carries the edit is recognised (:func:`edited_layers`)."""
+    already carries the edit is recognised (:func:`edited_layers`), with the concept of the vector that made it, which
+    the refusals of Export Unlearning as LoRA and Unlearning Check name."""
+
+    def __init__(self, loaded_keys, weights, concept: str = ""):
+        super().__init__(loaded_keys, weights)
+        self.concept = concept
 
 
 def patched_weight(model, layer: str) -> torch.Tensor | None:
@@ -88,6 +93,13 @@ def carrying_this_vector(model, basis: RefusalBasis, layers) -> list[str]:
                    for patch in unlearning_patches(model, layer))
 
     return [layer for layer in layers if carries(layer)]
+
+
+def carried_concepts(model, layers) -> list[str]:
+    """The concepts of the Apply Unlearning edits ``model`` carries on ``layers``, in order, each once (an unnamed
+    vector's as "unnamed concept")."""
+    concepts = [patch.concept or "unnamed concept" for layer in layers for patch in unlearning_patches(model, layer)]
+    return list(dict.fromkeys(concepts))
 
 
 def outside_earlier_edits(model, layer: str, subspace: torch.Tensor) -> torch.Tensor | None:
@@ -330,7 +342,7 @@ def apply_unlearning(model, basis: RefusalBasis | None, *, strength: float | Non
     patches = {}
     for layer, edit in edits.items():
         lora = (edit.up, edit.down, None, None, None, None)
-        patches[f"{DIFFUSION_PREFIX}{layer}.weight"] = UnlearningPatch(set(), lora)
+        patches[f"{DIFFUSION_PREFIX}{layer}.weight"] = UnlearningPatch(set(), lora, basis.concept or "")
         if edit.bias_delta is not None:
             patches[f"{DIFFUSION_PREFIX}{layer}.bias"] = ("diff", (edit.bias_delta,))
     accepted = set(clone.add_patches(patches, strength_patch=1.0))
@@ -358,6 +370,18 @@ def lora_state_dict(model, basis: RefusalBasis, *, strength: float = 1.0, group:
                          f"{len(repeated)} of the {len(layers)} layers ({repeated[0]!r}...), made by an Apply Unlearning "
                          "upstream, so the file would hold nothing of it; connect the model from before Apply "
                          "Unlearning")
+    # Another vector's edit: the file would be computed on the edited weight (the part of this vector's subspace the
+    # earlier edit leaves) while its metadata names this concept alone and the base weights' fingerprint; loaded on
+    # the base model it left 0.672 of |W d| of the exported concept (blood after Apply Rolex, tiny Wan).
+    edited = edited_layers(model, layers)
+    if edited:
+        concepts = ", ".join(repr(concept) for concept in carried_concepts(model, edited))
+        raise ValueError(f"Export Unlearning as LoRA: this MODEL carries Apply Unlearning's edit with another "
+                         f"refusal vector ({concepts}) on {len(edited)} of the {len(layers)} layers "
+                         f"({edited[0]!r}...), so the file for {basis.concept or 'this unnamed concept'!r} would be "
+                         "computed on top of it and hold only what that edit leaves; connect the model from before "
+                         "Apply Unlearning. To export several concepts as one file, combine their vectors (Combine "
+                         "Refusal Vectors) and export the combined vector")
     tensors = {}
     for layer, edit in layer_edits(model, basis, layers, strength, target).items():
         key = f"{DIFFUSION_PREFIX}{layer}"

@@ -606,9 +606,11 @@ def _read_lora(path):
         return handle.metadata(), {key: handle.get_tensor(key) for key in handle.keys()}
 
 
-def test_lora_export_refuses_a_model_that_already_carries_the_same_vector(nodes, wan, clip, basis, tmp_path):
+def test_lora_export_refuses_a_model_that_already_carries_an_apply_edit(nodes, wan, clip, basis, tmp_path):
     """Exported from a MODEL that already carries Apply Unlearning's edit with the same vector, the LoRA held nothing
-    (|up| 1.6e-8 against 0.24) while its metadata named the concept and strength. Another vector exports on top."""
+    (|up| 1.6e-8 against 0.24) while its metadata named the concept and strength. Another vector's edit on the
+    exported layers is refused too: the file was computed on the edited weight while its metadata named only its own
+    concept (loaded on the base model it left 0.672 of blood's |W d|); the model from before Apply exports."""
     import folder_paths
 
     folder_paths.add_model_folder_path("loras", str(tmp_path), is_default=True)
@@ -621,7 +623,10 @@ def test_lora_export_refuses_a_model_that_already_carries_the_same_vector(nodes,
         "cpca", 1, 1.0)[0]
     from comfyui_video_unlearning.nodes.patching import lora_state_dict
 
-    tensors = lora_state_dict(edited, other, strength=1.0, target="zero")
+    with pytest.raises(ValueError, match="carries Apply Unlearning's edit with another refusal vector \\('Rolex'\\).*"
+                                         "from before Apply Unlearning.*Combine Refusal Vectors"):
+        lora_state_dict(edited, other, strength=1.0, target="zero")
+    tensors = lora_state_dict(wan, other, strength=1.0, target="zero")
     assert max(float(t.norm()) for key, t in tensors.items() if key.endswith("lora_up.weight")) > 1e-3
 
 
