@@ -31,8 +31,8 @@ from .collect import (empty_latent, evaluate_at_sigmas, evaluate_one_call_each, 
                       sigmas_for)
 from .conditioning import can_share_a_call, prompt_token_mask, row_token_masks, stack_conditionings
 from .definitions import MAX_STRENGTH, SHOWS_RESULTS, exact_number
-from .patching import (ALL_IN_VECTOR, edited_layers, has_module, patched_weight, require_bias_for_target,
-                       select_layers)
+from .patching import (ALL_IN_VECTOR, carried_concepts, carrying_this_vector, edited_layers, has_module,
+                       patched_weight, require_bias_for_target, select_layers)
 from .weights import row_scale, stored_values
 from .payloads import PAIRS_TYPE, REFUSAL_VECTOR_TYPE, EncodedPairs
 
@@ -276,10 +276,16 @@ def run_unlearning_check(model, basis: RefusalBasis, validation: EncodedPairs | 
     require_bias_for_target(model, layers, target)
     already = edited_layers(model, layers)
     if already:
+        # another vector's edit (not this one's on every edited layer): checking two concepts takes their combination
+        others = set(already) - set(carrying_this_vector(model, basis, already))
+        concepts = ", ".join(map(repr, carried_concepts(model, already)))
+        combine = (f" It carries another refusal vector's edit (edits of {concepts}): to check several concepts "
+                   "together, combine the vectors (Combine Refusal Vectors) and check the combined vector on the "
+                   "model from before Apply Unlearning") if others else ""
         raise ValueError(f"Unlearning Check: this MODEL already carries Apply Unlearning's edit on {len(already)} of "
                          f"the {len(layers)} chosen layers ({already[0]!r}...), so every strength would be measured on "
                          "top of it. Connect the model from before Apply Unlearning: the check applies the edit "
-                         "itself, strength by strength")
+                         f"itself, strength by strength.{combine}")
     options = sweep_options(model, basis, layers, sweep)
     adapter = adapter_for(model)
     diffusion = model.model.diffusion_model

@@ -311,3 +311,22 @@ def test_the_safe_prompts_movement_toward_the_concept_is_shown(defs, wan, basis,
         assert summary["toward_concept"] == main.toward_concept[index] and len(main.toward_concept) == 4
         assert "safe->concept" in summary["table"] and summary["warning"] == (main.toward_concept_warning() or None)
         assert (summary["warning"] is not None) == any(t > 0.25 for t in main.toward_concept)
+
+
+def test_a_model_carrying_another_vectors_edit_is_told_to_combine(defs, wan, clip, basis, validation):
+    """Unlearning Check refuses a MODEL that carries Apply Unlearning's edit. Where the edit is another vector's (two
+    concepts, checked one after the other), the refusal said only to connect the model from before Apply, and the
+    user had no way to check both: it now says to combine the vectors and check the combined one there."""
+    definitions, check = defs
+    blood = "\n".join(f"a bloody knife number {i} on a table | a knife number {i} on a table" for i in range(5))
+    other = definitions.RefusalVectorNode.execute(definitions.CollectActivations.execute(
+        wan, definitions.PairEncoder.execute(clip, blood, NEUTRAL, "blood")[0], 64, 64, 1, "1", 0, "default", 0,
+        -1)[0], "cpca", 1, 1.0)[0]
+    apply = definitions.ApplyUnlearning.execute
+    with pytest.raises(ValueError, match="already carries Apply Unlearning's edit.*from before Apply Unlearning.*"
+                                         "another refusal vector's edit \\(edits of 'blood'\\).*Combine Refusal "
+                                         "Vectors.*check the combined vector on the model from before Apply"):
+        run(check, apply(wan, other, 1.0, True, "all in vector", 0, -1, "safe_mean")[0], basis, validation)
+    with pytest.raises(ValueError, match="already carries Apply Unlearning's edit") as same:
+        run(check, apply(wan, basis, 1.0, True, "all in vector", 0, -1, "safe_mean")[0], basis, validation)
+    assert "Combine" not in str(same.value)
