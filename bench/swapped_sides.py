@@ -88,6 +88,7 @@ def main() -> None:
     parser.add_argument("--concept", nargs="+", default=["logo", "red", "nudity", "violence"])
     parser.add_argument("--count", type=int, default=48)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--check-only", action="store_true", help="only the check's figures (no generating)")
     parser.add_argument("--json", default=str(ROOT / "out" / "swapped_sides.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -100,7 +101,7 @@ def main() -> None:
         start = time.perf_counter()
         pairs, neutral, validation, benign, measure = setting(concept, args.count, pools)
         with torch.no_grad():
-            base = measure(model)
+            base = {"clips": None} if args.check_only else measure(model)
             reference = base.pop("clips")
         row = {"base": rates(base)}
         print(f"\n{concept}: {len(pairs)} pairs; base {rates(base)}", flush=True)
@@ -117,13 +118,13 @@ def main() -> None:
                                    "toward_concept_at_1": round(check.at(1.0)["toward_concept"], 4),
                                    "guided_collateral_at_1": round(check.at(1.0)["collateral_guided"], 4),
                                    "recommended": check.recommended, "warning": bool(check.toward_concept_warning())}}
-            for target in ("safe_mean", "zero"):
+            for target in () if args.check_only else ("safe_mean", "zero"):
                 with torch.no_grad():
                     edited = measure(ex.edited_copy(model, basis, 1.0, target), reference)
                 edited.pop("clips")
                 row[name][target] = rates(edited)
-            print(f"  {name}: check {row[name]['check']}\n    safe_mean {row[name]['safe_mean']}\n"
-                  f"    zero {row[name]['zero']}", flush=True)
+            print(f"  {name}: check {row[name]['check']}\n    safe_mean {row[name].get('safe_mean')}\n"
+                  f"    zero {row[name].get('zero')}", flush=True)
         row["seconds"] = round(time.perf_counter() - start, 1)
         report["concepts"][concept] = row
         Path(args.json).parent.mkdir(exist_ok=True)
