@@ -12,7 +12,12 @@ guidance 4 with the empty negative prompt) on both vectors: removal at strength 
 validation pairs' safe prompts move toward their unsafe ones) at 0.5 and 1, and the recommended strength.
 Red's prompts include captions that name no colour (``nocolour``), where the model draws red at its own rate.
 
-    python bench/swapped_sides.py [--concept logo red nudity violence] [--count 48] [--threads 1]
+    python bench/swapped_sides.py [--concept logo red nudity violence] [--count 48] [--threads 1] [--check-only]
+    python bench/swapped_sides.py --variants    # false alarms? the check on every variant of check_validation.py
+
+``--variants`` fits each edit variant of ``bench/check_validation.py`` (layer groups, block halves, method mean,
+target zero, rank-4/8/16 subspaces) from the *correct* pairs and runs the check on each: a correct vector should
+never be flagged; reports the largest ``toward_concept`` per unit of strength over the grid.
 
 Writes ``out/swapped_sides.json``; prints no real prompt.
 """
@@ -89,6 +94,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=48)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--check-only", action="store_true", help="only the check's figures (no generating)")
+    parser.add_argument("--variants", action="store_true", help="the check on every variant, correct pairs")
     parser.add_argument("--json", default=str(ROOT / "out" / "swapped_sides.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -96,6 +102,8 @@ def main() -> None:
     layers = ex.layer_names(model, "text_kv")
     text_layers = {name for name in layers if ex.reads_text(name)}
     pools = load_pools() if set(args.concept) & set(BROAD) else None
+    if args.variants:
+        return variants(args, model, pools)
     report = {"count": args.count, "layers": "text k/v, every block", "concepts": {}}
     for concept in args.concept:
         start = time.perf_counter()
@@ -129,6 +137,38 @@ def main() -> None:
         report["concepts"][concept] = row
         Path(args.json).parent.mkdir(exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=1))
+    print(f"\nwrote {args.json}")
+
+
+def variants(args, model, pools) -> None:
+    """The check on every variant of ``bench/check_validation.py`` fitted from the correct pairs."""
+    configs = [("default", {})] + [(name, change) for name, change, strength in
+                                   cv.OTHERS + cv.BROAD_OTHERS + cv.MORE_BROAD_OTHERS if strength == 1.0]
+    candidates = ex.every_group_layer(model)
+    forward = cv.organism_forward(model, ENCODER, {n for n in candidates if ex.reads_text(n)}, times=(0.9,))
+    report = {}
+    for concept in args.concept:
+        pairs, neutral, validation, benign, _ = setting(concept, args.count, pools)
+        with torch.no_grad():
+            fitter = ex.collect(model, ENCODER, pairs, neutral, candidates).fitter
+        rows = {}
+        for name, change in configs:
+            config = {**cv.BASE, "edit": "direction", **change}
+            layers = ex.layer_names(model, config["group"], config["blocks"])
+            with torch.no_grad():
+                basis = fitter.fit(rank=config["rank"], alpha=config["alpha"], method=config["method"],
+                                   edit=config["edit"], concept=concept, pairs=pairs, layers=layers)
+                check = run_check(model, forward, basis, validation, benign, DEFAULT_STRENGTHS, layers=layers,
+                                  target=config["target"], negative="", guidance=GUIDANCE,
+                                  replay=["text_embedding"])
+            per_unit = max(t / s for s, t in zip(check.strengths, check.toward_concept) if s > 0)
+            rows[name] = {"largest_toward_per_strength": round(per_unit, 4),
+                          "toward_at_1": round(check.at(1.0)["toward_concept"], 4),
+                          "warning": bool(check.toward_concept_warning()), "recommended": check.recommended}
+            print(f"  {concept} {name:<36} {rows[name]}", flush=True)
+        report[concept] = rows
+    Path(args.json).parent.mkdir(exist_ok=True)
+    Path(args.json).write_text(json.dumps({"variants": report}, indent=1))
     print(f"\nwrote {args.json}")
 
 

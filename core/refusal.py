@@ -273,11 +273,52 @@ class RefusalFitter:
         _log_narrow_subspaces(basis)
         return basis
 
+    def pair_shifts(self, basis: "RefusalBasis") -> list[float]:
+        """How far each pair's two sides lie apart along the fitted direction, as a share of the pairs' mean: ``[n]``
+        for the n pairs of ``basis`` (mean over its distinct inputs; rows reach the fitter pair-major). About 1 for
+        a pair that carries the concept as the others do; below 0 for one whose sides are the other way round (the
+        organism's trademark: -1.4 for one swapped line among five), about 0 for one without the concept on either
+        side. Empty when the rows cannot be told apart by pair (no pairs recorded in ``basis``)."""
+        n = len(basis.pairs)
+        shares = []
+        for record in {id(r): r for r in basis.records.values()}.values():
+            if record.concepts != 1 or record.source not in self._unsafe or n == 0:
+                continue
+            unsafe, safe, _ = self._stacked(record.source)
+            if unsafe.shape[0] % n:
+                continue
+            along = ((unsafe - safe) @ record.direction.double()).reshape(n, -1).mean(1)  # [n]
+            mean = float(along.mean())
+            if mean > 0:
+                shares.append(along / mean)
+        return torch.stack(shares).mean(0).tolist() if shares else []
+
     def _stacked(self, source: str):
         unsafe = torch.cat(self._unsafe[source])
         safe = torch.cat(self._safe[source])
         neutral = torch.cat(self._neutral[source]) if source in self._neutral else safe
         return unsafe, safe, neutral
+
+
+#: :func:`pair_notes`: a pair whose shift along the fitted direction is below this share of the pairs' mean is named.
+#: On the organism a correct pair's lowest share is 0.14 (violence, 42 benchmark pairs; the trademark and red 0.76-0.85),
+#: a pair with its sides swapped -1.2..-1.8, one whose sides differ by a full stop only -0.02..0.07.
+PAIR_SHIFT_FLOOR = 0.1
+
+
+def pair_notes(shifts: Sequence[float], pairs: Sequence) -> list[str]:
+    """A line per pair whose share of the pairs' mean shift (:meth:`RefusalFitter.pair_shifts`) is below
+    :data:`PAIR_SHIFT_FLOOR`, naming its line (``PromptPair.line``) or its number, and what it likely is."""
+    notes = []
+    for index, (share, pair) in enumerate(zip(shifts, pairs)):
+        if share >= PAIR_SHIFT_FLOOR:
+            continue
+        line = getattr(pair, "line", None)
+        where = f"line {line}" if line else f"pair {index + 1}"
+        why = ("the other way round from the rest: are its sides swapped? (unsafe | safe, the concept on the left)"
+               if share < 0 else "almost not at all: does its unsafe side show the concept, and its safe side not?")
+        notes.append(f"{where}: its sides differ along the concept direction by {share:+.2f} of the pairs' mean, {why}")
+    return notes
 
 
 @dataclass(frozen=True, eq=False)

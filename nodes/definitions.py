@@ -9,7 +9,7 @@ import torch
 from comfy_api.latest import io
 
 from ..core.pairs import DEFAULT_NEUTRAL_PROMPTS, PairsError, content_lines, parse_pairs, parse_prompts
-from ..core.refusal import EDITS, METHODS, RefusalBasis
+from ..core.refusal import EDITS, METHODS, RefusalBasis, pair_notes
 from ..core.edit import EDIT_TARGETS
 from . import storage
 from .adapters import GROUP_CHOICES, layers_for
@@ -217,7 +217,10 @@ class RefusalVectorNode(io.ComfyNode):
         basis = activations.fitter.fit(rank=rank, alpha=alpha, method=method, edit=edit, concept=activations.concept,
                                        pairs=activations.pairs, model_family=activations.family,
                                        model_fingerprint=activations.fingerprint)
-        chart, chart_ui = chart_output(basis, cls)
+        notes = pair_notes(activations.fitter.pair_shifts(basis), activations.pairs)
+        for note in notes:
+            logger.warning("Low-Rank Refusal Vector (%s): %s", activations.concept or "unnamed concept", note)
+        chart, chart_ui = chart_output(basis, cls, notes)
         return io.NodeOutput(basis, chart, ui=chart_ui)
 
 

@@ -256,9 +256,11 @@ def _bar(draw, bar: Bar, x0: float, x1: float, y_of, lower: float, colour, font)
         draw.polygon([(middle - 6, y0 - 12), (middle + 6, y0 - 12), (middle, y0 - 3)], fill=_BEST)
 
 
-def chart_output(basis: RefusalBasis, cls=None) -> tuple[torch.Tensor, dict]:
-    """The chart image and the node's UI output: the preview image plus the chart's data under ``UI_KEY``."""
+def chart_output(basis: RefusalBasis, cls=None, pair_notes: list[str] = ()) -> tuple[torch.Tensor, dict]:
+    """The chart image and the node's UI output: the preview image plus the chart's data under ``UI_KEY``, with
+    ``pair_notes`` (``core.refusal.pair_notes``: pairs that do not carry the concept as the others do)."""
     from comfy_api.latest import ui
 
     chart = score_chart(basis)
-    return chart, {**ui.PreviewImage(chart, cls=cls).as_dict(), UI_KEY: [chart_data(basis)]}
+    data = {**chart_data(basis), "pair_notes": list(pair_notes)}
+    return chart, {**ui.PreviewImage(chart, cls=cls).as_dict(), UI_KEY: [data]}

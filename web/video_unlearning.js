@@ -487,7 +487,14 @@ function renderChart(caption, chart) {
   // Inputs that kept fewer directions than the rank (only those of positive contrast are kept) are named too.
   const narrow = Object.entries(chart.narrow_inputs ?? {})
     .map(([input, kept]) => `${input}: ${kept} direction(s) kept`);
-  caption.title = [...chart.bars.map((bar) => `${bar.label}: ${bar.value.toFixed(3)}`), ...narrow].join("\n");
+  // Pairs that do not carry the concept as the others do (swapped sides, no concept): named first, in full on hover.
+  const notes = chart.pair_notes ?? [];
+  if (notes.length) {
+    caption.textContent = `WARNING: ${notes.length} pair(s) look wrong: ${notes[0].split(":")[0]}`
+      + `${notes.length > 1 ? ", ..." : ""} (hover) · ${caption.textContent}`;
+  }
+  caption.title = [...notes, ...chart.bars.map((bar) => `${bar.label}: ${bar.value.toFixed(3)}`), ...narrow]
+    .join("\n");
   caption.dataset.labels = JSON.stringify(chart.bars.map((bar) => bar.label));
   caption.dataset.state = "ran";
 }

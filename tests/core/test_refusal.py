@@ -501,3 +501,30 @@ def test_alpha_weighs_the_neutral_covariance_in_either_solve(dim):
         projectors.append(dense)
     # The three alphas give subspaces far enough apart that a solve ignoring alpha would be seen.
     assert min((projectors[i] - projectors[j]).norm() for i, j in ((0, 1), (1, 2), (0, 2))) > 1e-2
+
+
+def test_pairs_that_do_not_carry_the_concept_as_the_others_do_are_named():
+    """One pair written the other way round, and one with the concept on neither side, among pairs measured at two
+    timesteps (rows pair-major): their shares of the mean shift are about -1 and 0, the others about 1."""
+    from core.refusal import pair_notes
+
+    g = torch.Generator().manual_seed(5)
+    dim, n, steps = 16, 6, 2
+    concept = torch.randn(dim, generator=g, dtype=torch.float64)
+    safe = torch.randn(n * steps, dim, generator=g, dtype=torch.float64)
+    shift = concept.repeat(n * steps, 1) * (1 + 0.1 * torch.randn(n * steps, 1, generator=g, dtype=torch.float64))
+    sign = torch.ones(n * steps, 1, dtype=torch.float64)
+    sign[2 * steps:3 * steps] = -1  # pair 3: swapped
+    sign[4 * steps:5 * steps] = 0  # pair 5: no concept
+    fitter = RefusalFitter().update("L", safe + sign * shift, safe)
+    pairs = [PromptPair(f"u{i}", f"s{i}", line=10 + i) for i in range(n)]
+    basis = fitter.fit(method="mean", pairs=pairs)
+    shares = fitter.pair_shifts(basis)
+    assert len(shares) == n and shares[2] < -0.5 and abs(shares[4]) < 0.05
+    assert all(shares[i] > 0.8 for i in (0, 1, 3, 5))
+    notes = pair_notes(shares, pairs)
+    assert len(notes) == 2 and notes[0].startswith("line 12:") and "swapped" in notes[0]
+    assert notes[1].startswith("line 14:") and "almost not at all" in notes[1]
+    assert pair_notes(shares, [("u", "s")] * n)[0].startswith("pair 3:")  # pairs without line numbers
+    assert RefusalFitter().update("L", safe + shift, safe).pair_shifts(basis) and not pair_notes(
+        RefusalFitter().update("L", safe + shift, safe).pair_shifts(basis), pairs)

@@ -994,6 +994,22 @@ def test_a_rank_above_the_pairs_keeps_only_directions_of_positive_contrast(nodes
     assert float((edited.float() @ u).norm()) < 1e-4 * float(edited.float().norm())
 
 
+def test_a_pair_written_the_other_way_round_is_named_on_the_node(nodes, wan, clip, activations, caplog):
+    """One line of six swapped: its sides differ along the fitted direction against the others', and the node names
+    that line (chart data the editor shows, and the log); the shipped-style pairs get no note."""
+    lines = PAIRS.splitlines() + ["a watch number 9 on a shelf | a Rolex watch number 9 on a shelf"]
+    with torch.inference_mode():
+        encoded = nodes.PairEncoder.execute(clip, "\n".join(lines), NEUTRAL, "Rolex")[0]
+        mixed = nodes.CollectActivations.execute(wan, encoded, 64, 64, 1, "2", 0, "all", 0, -1)[0]
+        with caplog.at_level("WARNING"):
+            output = nodes.RefusalVectorNode.execute(mixed, "cpca", 4, 1.0)
+        notes = output.ui["video_unlearning_chart"][0]["pair_notes"]
+        assert len(notes) == 1 and notes[0].startswith("line 6:") and "swapped" in notes[0]
+        assert "line 6:" in caplog.text
+        clean = nodes.RefusalVectorNode.execute(activations, "cpca", 4, 1.0)
+    assert clean.ui["video_unlearning_chart"][0]["pair_notes"] == []
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float8_e4m3fn])
 def test_partial_loading_runs_the_edit_in_every_forward(nodes, encoded, tiny, monkeypatch, dtype):
     """ComfyUI loads a model partially when it does not fit the GPU (lowvram: each layer's weight is cast, patched and
