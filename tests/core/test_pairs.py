@@ -135,3 +135,16 @@ def test_a_pair_with_the_concept_on_the_safe_side_is_warned_about_with_its_line(
     assert [c for _, c in caught] == [SwappedSidesWarning]
     assert caught[0][0].startswith("line 1: the safe (right) side") and "'rolex'" in caught[0][0]
     assert "rolex" in check_pairs(text)["warning"]
+
+
+def test_a_pair_repeated_up_to_punctuation_is_warned_about():
+    """Five copies of one pair with a full stop or an exclamation mark added passed as five pairs."""
+    from core.pairs import NearDuplicateWarning
+
+    caught = []
+    text = "\n".join(["a Rolex watch | a watch", "a Rolex watch. | a watch.", "A Rolex watch! | a watch!",
+                      "a Rolex-watch | a watch", "a gold Rolex | a gold watch"])
+    parse_pairs(text, warn=lambda message, category: caught.append((message, category)))
+    assert [c for _, c in caught] == [NearDuplicateWarning] * 3
+    assert caught[0][0].startswith("line 2: repeats the pair on line 1 up to punctuation")
+    assert caught[2][0].startswith("line 4: repeats the pair on line 1")
