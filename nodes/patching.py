@@ -42,9 +42,10 @@ class UnlearningPatch(LoRAAdapter):
     already carries the edit is recognised (:func:`edited_layers`), with the concept of the vector that made it, which
     the refusals of Export Unlearning as LoRA and Unlearning Check name."""
 
-    def __init__(self, loaded_keys, weights, concept: str = ""):
+    def __init__(self, loaded_keys, weights, concept: str = "", strength: float = 1.0):
         super().__init__(loaded_keys, weights)
         self.concept = concept
+        self.strength = float(strength)
 
 
 def patched_weight(model, layer: str) -> torch.Tensor | None:
@@ -102,17 +103,35 @@ def carried_concepts(model, layers) -> list[str]:
     return list(dict.fromkeys(concepts))
 
 
-def outside_earlier_edits(model, layer: str, subspace: torch.Tensor) -> torch.Tensor | None:
-    """``subspace`` U ``[in, c]`` less what the Apply Unlearning edits ``model`` carries on ``layer`` already cover:
-    an orthonormal ``[in, c']`` basis of the part of span(U) orthogonal to their ``down`` rows, ``U`` itself where
-    there are none, None where nothing is left (the same vector again, or one inside the earlier ones).
+def covering_edits(model, layer: str, strength: float) -> list[UnlearningPatch]:
+    """The Apply Unlearning edits on ``layer`` that a new edit at ``strength`` may leave their subspace to: those at
+    the end of the layer's patch list (nothing but other Apply edits after them), applied whole (not scaled by a
+    merge), at ``strength`` or more. A LoRA after an edit can put the concept back along its subspace, and a weaker
+    edit removed only part of it: a later Apply must remove those parts itself (a review measured 0.34-0.50 of
+    |W d| left for the later concept when it did not)."""
+    covering = []
+    for entry in reversed(model.patches.get(f"{DIFFUSION_PREFIX}{layer}.weight", ())):
+        adapter = entry[1]
+        if not isinstance(adapter, UnlearningPatch):
+            break
+        whole = entry[0] == 1.0 and entry[2] == 1.0 and entry[4] is None  # strength_patch, strength_model, function
+        if whole and getattr(adapter, "strength", 1.0) >= strength - 1e-9:
+            covering.append(adapter)
+    return covering
+
+
+def outside_earlier_edits(model, layer: str, subspace: torch.Tensor, strength: float = 1.0) -> torch.Tensor | None:
+    """``subspace`` U ``[in, c]`` less what the Apply Unlearning edits ``model`` carries on ``layer`` already cover
+    (:func:`covering_edits`): an orthonormal ``[in, c']`` basis of the part of span(U) orthogonal to their ``down``
+    rows, ``U`` itself where there are none, None where nothing is left (the same vector again, or one inside the
+    earlier ones).
 
     Why: a later Apply takes W' U from the edited weight and removes it, so two vectors in series made
     W'' = W (I - P1)(I - P2), which puts back part of the first concept along the second's direction: 23-50 % of
     |W d1| kept at strength 1 on the tiny Wan (directions at cosine 0.25-0.68). With the later subspace orthogonal to
     the earlier ones, W' U2' = W U2' and the chain is W - s W P(span(U1, U2)), Combine Refusal Vectors' edit.
     """
-    earlier = [patch.weights[1].T.to(torch.float64) for patch in unlearning_patches(model, layer)]  # [in, c_i] each
+    earlier = [patch.weights[1].T.to(torch.float64) for patch in covering_edits(model, layer, strength)]  # [in, c_i]
     if not earlier:
         return subspace
     span, singular, _ = torch.linalg.svd(torch.cat(earlier, 1), full_matrices=False)
@@ -286,7 +305,7 @@ def layer_edits(model, basis: RefusalBasis, layers: list[str], strength: float, 
     for layer in layers:
         module = diffusion.get_submodule(layer)
         mu = basis.target(layer) if target == "safe_mean" else None
-        u = outside_earlier_edits(model, layer, basis.subspace(layer))  # [in, c]
+        u = outside_earlier_edits(model, layer, basis.subspace(layer), strength)  # [in, c]
         if u is None:
             continue
         # Target safe_mean in series: each Apply moves only its own U' (orthogonal to the earlier edits) to its own
@@ -342,7 +361,7 @@ def apply_unlearning(model, basis: RefusalBasis | None, *, strength: float | Non
     patches = {}
     for layer, edit in edits.items():
         lora = (edit.up, edit.down, None, None, None, None)
-        patches[f"{DIFFUSION_PREFIX}{layer}.weight"] = UnlearningPatch(set(), lora, basis.concept or "")
+        patches[f"{DIFFUSION_PREFIX}{layer}.weight"] = UnlearningPatch(set(), lora, basis.concept or "", strength)
         if edit.bias_delta is not None:
             patches[f"{DIFFUSION_PREFIX}{layer}.bias"] = ("diff", (edit.bias_delta,))
     accepted = set(clone.add_patches(patches, strength_patch=1.0))

@@ -60,10 +60,10 @@ def test_apply_export_and_check_read_packed_weights_as_their_values(modules, tin
                                     else reference.patches[key][0][1][1]):
                 if isinstance(ours, torch.Tensor):
                     torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=1e-5)
-        # the MODEL already carrying the edit: a second Apply reads the patched values and changes nothing
+        # the MODEL already carrying the edit: a second Apply changes nothing (it adds no patch: the earlier edit
+        # covers its whole subspace)
         twice = definitions.ApplyUnlearning.execute(edited, on_packed, 1.0, True, "all in vector", 0, -1, target)[0]
-        second_up = twice.patches[f"diffusion_model.{KV[0]}.weight"][1][1].weights[0]
-        assert second_up.norm() < 1e-5 * edited.patches[f"diffusion_model.{KV[0]}.weight"][0][1].weights[0].norm()
+        assert {key: len(p) for key, p in twice.patches.items()} == {key: len(p) for key, p in edited.patches.items()}
     exported = patching.lora_state_dict(packed, on_packed, strength=0.8, target="safe_mean")
     expected = patching.lora_state_dict(twin, on_twin, strength=0.8, target="safe_mean")
     assert set(exported) == set(expected)
