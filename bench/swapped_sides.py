@@ -160,7 +160,7 @@ def variants(args, model, pools) -> None:
                                    edit=config["edit"], concept=concept, pairs=pairs, layers=layers)
                 check = run_check(model, forward, basis, validation, benign, DEFAULT_STRENGTHS, layers=layers,
                                   target=config["target"], negative="", guidance=GUIDANCE,
-                                  replay=["text_embedding"])
+                                  replay=[] if config["group"] == "text_in" else ["text_embedding"])
             per_unit = max(t / s for s, t in zip(check.strengths, check.toward_concept) if s > 0)
             rows[name] = {"largest_toward_per_strength": round(per_unit, 4),
                           "toward_at_1": round(check.at(1.0)["toward_concept"], 4),

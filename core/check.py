@@ -44,7 +44,7 @@ Given a model (any ``torch.nn.Module``), a forward callable that runs it on prom
   A vector whose pairs have their sides swapped (``safe | unsafe``) does that with target ``safe_mean``, which then
   moves every prompt's component along the concept to the *concept's* mean: on the organism it added violence to
   21 % of benign prompts while removal read 107 %. An edit that moves them by more than :data:`TOWARD_CONCEPT_LIMIT`
-  per unit of strength is recommended at no strength.
+  per unit of strength, at a strength up to full projection (1), is recommended at no strength.
 
 The recommendation (:func:`recommend`) is documented there. Nothing here imports comfy: the caller's
 ``forward(rows, recorder)`` runs its model (ComfyUI's sampling stack in ``nodes/check.py``, the organism in
@@ -406,14 +406,15 @@ class CheckResult:
 
     def toward_concept_warning(self, limit: float = TOWARD_CONCEPT_LIMIT) -> str:
         """A line saying that the edit moves the safe prompts toward the concept, when some strength moves them by
-        more than ``limit`` of the pairs' difference per unit of strength; empty otherwise."""
+        more than ``limit`` of the pairs' difference per unit of strength, up to full projection; empty otherwise."""
         i = _adds_the_concept(self.strengths, self.toward_concept, limit) if self.toward_concept else None
         if i is None:
             return ""
         return (f"WARNING: at strength {self.strengths[i]:g} the edit moves the validation pairs' safe prompts "
                 f"{self.toward_concept[i]:.0%} of the way toward their unsafe ones (safe->concept): it adds the "
                 "concept instead of removing it. Are the sides of the vector's pairs swapped? Pair Encoder reads "
-                "'unsafe | safe', the concept on the left")
+                "'unsafe | safe', the concept on the left. With target zero, which also moves the safe prompts' "
+                "own component, try safe_mean")
 
     def as_dict(self) -> dict:
         return {"label": self.label, "layers": list(self.layers), "strengths": list(self.strengths),
@@ -653,9 +654,10 @@ def recommend(strengths: Sequence[float], efficacy: Sequence[float], collateral:
     to rule 1 only; it was extended to rules 2-3 after the trademark on the retrained organism (stage 3) showed the
     same thing through rule 2 (recommended 0.75: 91 % drop; 1.0: 98 %).
 
-    ``toward`` (:func:`toward_concept` per strength), when given: if some strength moves the validation pairs' safe
-    sides toward their unsafe sides by more than ``toward_limit`` per unit of strength, the edit adds the concept (a
-    vector whose pairs have their sides swapped), whatever its removal reads: recommend 0 and say so.
+    ``toward`` (:func:`toward_concept` per strength), when given: if some strength up to ``full_projection`` moves
+    the validation pairs' safe sides toward their unsafe sides by more than ``toward_limit`` per unit of strength,
+    the edit adds the concept (a vector whose pairs have their sides swapped), whatever its removal reads: recommend
+    0 and say so.
 
     If no strength above 0 is within the budget, or none within it removes anything, recommend 0 and say so.
     ``strengths`` is a grid as :func:`parse_strengths` returns it (sorted, no repeats, from 0), one figure of each
@@ -674,12 +676,13 @@ def recommend(strengths: Sequence[float], efficacy: Sequence[float], collateral:
     allowed = [i for i, s in enumerate(strengths) if s > 0 and collateral[i] <= budget]
     if max(efficacy) <= 0:
         return 0.0, "no strength removes any of the validation pairs' difference (check the vector and the pairs)"
-    adding = _adds_the_concept(strengths, toward, toward_limit)
+    adding = _adds_the_concept(strengths, toward, toward_limit, full_projection)
     if adding is not None:
         return 0.0, (f"the edit moves the validation pairs' safe prompts {toward[adding]:.0%} of the way toward their "
                      f"unsafe ones at strength {strengths[adding]:g} (more than {toward_limit:.0%} per unit of "
-                     "strength): the vector adds the concept; are the sides of its pairs swapped (Pair Encoder reads "
-                     "'unsafe | safe')?")
+                     "strength): the edit adds the concept; are the sides of the vector's pairs swapped (Pair Encoder "
+                     "reads 'unsafe | safe')? With target zero, which also moves the safe prompts' own component, "
+                     "try safe_mean")
     if not allowed:
         return 0.0, (f"every strength above 0 moves benign prompts by more than {budget:g} of their natural "
                      f"variation ({name}); try another layer group or a vector from more pairs")
@@ -702,11 +705,14 @@ def recommend(strengths: Sequence[float], efficacy: Sequence[float], collateral:
     return strengths[i], reason
 
 
-def _adds_the_concept(strengths, toward, limit: float) -> int | None:
-    """The first grid index whose :func:`toward_concept` exceeds ``limit`` per unit of strength, or None. Judged per
-    unit because a swapped vector's movement grows with the strength (on the organism's red 0.24 at 0.5, 0.45 at 1):
-    ruling out single strengths let it be recommended at 0.5, half-way to adding the concept."""
-    over = [i for i, s in enumerate(strengths) if s > 0 and toward[i] > limit * s]
+def _adds_the_concept(strengths, toward, limit: float, up_to: float | None = FULL_PROJECTION) -> int | None:
+    """The first grid index up to strength ``up_to`` whose :func:`toward_concept` exceeds ``limit`` per unit of
+    strength, or None. Judged per unit because a swapped vector's movement grows with the strength (on the
+    organism's red 0.24 at 0.5, 0.45 at 1): ruling out single strengths let it be recommended at 0.5, half-way to
+    adding the concept. Not beyond full projection: there the edit pushes past the safe side by design, and the
+    organism's correct nudity vector with target zero, at 0.08 at strength 1, crossed over from 1.25 (0.38)."""
+    over = [i for i, s in enumerate(strengths)
+            if 0 < s <= (math.inf if up_to is None else up_to) + 1e-9 and toward[i] > limit * s]
     return over[0] if over else None
 
 

@@ -185,7 +185,7 @@ def parse_pairs(text: str, *, warn: Callable[[str, type[Warning]], None] | None 
         if "#" in line:
             warn(f"line {number}: '#' is part of the prompt there; only a line that starts with '#' is a comment, "
                  "so put a note on its own line", InlineHashWarning)
-        if _words(unsafe) < _words(safe):
+        if _words(unsafe) < _words(safe) and not NEGATIONS & set(_added_words(unsafe, safe)):
             warn(f"line {number}: the safe (right) side holds every word of the unsafe (left) side and adds "
                  f"{_quoted(' '.join(_added_words(unsafe, safe)))}: is the concept on the right? Write "
                  "'unsafe | safe', the concept on the left: a vector from swapped sides adds the concept to every "
@@ -200,6 +200,12 @@ def parse_pairs(text: str, *, warn: Callable[[str, type[Warning]], None] | None 
         warn(f"only {len(pairs)} pairs; the paper uses {RECOMMENDED_PAIRS}, fewer give a noisier refusal vector",
              FewPairsWarning)
     return pairs
+
+
+#: Words that make a safe side longer than its unsafe side the right way round ("a watch that is not a Rolex",
+#: "a man holding no gun"): a pair adding one of them is not warned about as swapped.
+NEGATIONS = frozenset({"no", "not", "without", "non", "never", "nothing", "none", "nobody", "neither", "nor", "isn",
+                       "doesn", "don", "unarmed", "clothed", "dressed", "free"})
 
 
 def _words(prompt: str) -> frozenset[str]:

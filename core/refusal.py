@@ -273,15 +273,17 @@ class RefusalFitter:
         _log_narrow_subspaces(basis)
         return basis
 
-    def pair_shifts(self, basis: "RefusalBasis") -> list[float]:
+    def pair_shifts(self, basis: "RefusalBasis", layers: Sequence[str] | None = None) -> list[float]:
         """How far each pair's two sides lie apart along the fitted direction, as a share of the pairs' mean: ``[n]``
-        for the n pairs of ``basis`` (mean over its distinct inputs; rows reach the fitter pair-major). About 1 for
-        a pair that carries the concept as the others do; below 0 for one whose sides are the other way round (the
-        organism's trademark: -1.4 for one swapped line among five), about 0 for one without the concept on either
-        side. Empty when the rows cannot be told apart by pair (no pairs recorded in ``basis``)."""
+        for the n pairs of ``basis`` (mean over the distinct inputs of ``layers``, default all of ``basis``; rows
+        reach the fitter pair-major). About 1 for a pair that carries the concept as the others do; below 0 for one
+        whose sides are the other way round *from the majority* (the organism's trademark: -1.4 for one swapped line
+        among five), about 0 for one without the concept on either side. Empty when the rows cannot be told apart by
+        pair (no pairs recorded in ``basis``) or no input qualifies."""
         n = len(basis.pairs)
         shares = []
-        for record in {id(r): r for r in basis.records.values()}.values():
+        chosen = basis.records.values() if layers is None else [basis[layer] for layer in layers]
+        for record in {id(r): r for r in chosen}.values():
             if record.concepts != 1 or record.source not in self._unsafe or n == 0:
                 continue
             unsafe, safe, _ = self._stacked(record.source)
@@ -315,7 +317,8 @@ def pair_notes(shifts: Sequence[float], pairs: Sequence) -> list[str]:
             continue
         line = getattr(pair, "line", None)
         where = f"line {line}" if line else f"pair {index + 1}"
-        why = ("the other way round from the rest: are its sides swapped? (unsafe | safe, the concept on the left)"
+        why = ("the other way round from most pairs: are its sides swapped? (unsafe | safe, the concept on the left; "
+               "if most pairs are written the other way, they are the ones to swap)"
                if share < 0 else "almost not at all: does its unsafe side show the concept, and its safe side not?")
         notes.append(f"{where}: its sides differ along the concept direction by {share:+.2f} of the pairs' mean, {why}")
     return notes

@@ -268,6 +268,14 @@ ADAPTERS: tuple[Adapter, ...] = (
 GROUP_CHOICES: tuple[str, ...] = ("default",) + tuple(dict.fromkeys(g for a in ADAPTERS for g in a.groups)) + ("all",)
 
 
+def adapter_named(family: str) -> Adapter:
+    """The adapter of the family a refusal vector or a measurement names."""
+    for adapter in ADAPTERS:
+        if adapter.family == family:
+            return adapter
+    raise ValueError(f"unknown model family {family!r}; this pack knows {[a.family for a in ADAPTERS]}")
+
+
 def adapter_for(model_patcher) -> Adapter:
     """The adapter of a ComfyUI MODEL (a ModelPatcher), by the class of its ``BaseModel``."""
     base = getattr(model_patcher, "model", None)

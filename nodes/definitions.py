@@ -12,7 +12,7 @@ from ..core.pairs import DEFAULT_NEUTRAL_PROMPTS, PairsError, content_lines, par
 from ..core.refusal import EDITS, METHODS, RefusalBasis, pair_notes
 from ..core.edit import EDIT_TARGETS
 from . import storage
-from .adapters import GROUP_CHOICES, layers_for
+from .adapters import GROUP_CHOICES, adapter_named, layers_for
 from .collect import collect_activations, empty_latent, parse_timesteps
 from .patching import ALL_IN_VECTOR, FP8_LORA_NOTE, apply_unlearning, export_lora
 from .payloads import ACTIVATIONS_TYPE, PAIRS_TYPE, REFUSAL_VECTOR_TYPE, CollectedActivations, EncodedPairs
@@ -217,7 +217,10 @@ class RefusalVectorNode(io.ComfyNode):
         basis = activations.fitter.fit(rank=rank, alpha=alpha, method=method, edit=edit, concept=activations.concept,
                                        pairs=activations.pairs, model_family=activations.family,
                                        model_fingerprint=activations.fingerprint)
-        notes = pair_notes(activations.fitter.pair_shifts(basis), activations.pairs)
+        # Text-side inputs only: on the organism's video-side groups (cross_attn.o, ffn.0) a correct benchmark pair
+        # read -0.09..0.04, where text k/v gave every correct pair 0.14 or more.
+        text_side = adapter_named(activations.family).text_token_layers(activations.layers)
+        notes = pair_notes(activations.fitter.pair_shifts(basis, text_side), activations.pairs) if text_side else []
         for note in notes:
             logger.warning("Low-Rank Refusal Vector (%s): %s", activations.concept or "unnamed concept", note)
         chart, chart_ui = chart_output(basis, cls, notes)

@@ -541,3 +541,7 @@ def test_recommend_refuses_an_edit_that_moves_the_safe_prompts_toward_the_concep
     assert strength == 0.0 and "swapped" in reason and "7% of the way" in reason and "strength 0.25" in reason
     with pytest.raises(ValueError, match="toward figure"):
         recommend(grid, efficacy, collateral, toward=[0, 0.1])
+    # Past full projection the edit pushes beyond the safe side by design (the organism's correct nudity vector with
+    # target zero: 0.08 at 1, 0.38 at 1.25): not judged there.
+    wide = parse_strengths("0,0.5,1,1.5")
+    assert recommend(wide, [0, 0.5, 0.95, 1.2], [0, 0.1, 0.2, 0.3], toward=[0, 0.01, 0.08, 0.8])[0] == 1.0

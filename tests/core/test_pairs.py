@@ -135,6 +135,12 @@ def test_a_pair_with_the_concept_on_the_safe_side_is_warned_about_with_its_line(
     assert [c for _, c in caught] == [SwappedSidesWarning]
     assert caught[0][0].startswith("line 1: the safe (right) side") and "'rolex'" in caught[0][0]
     assert "rolex" in check_pairs(text)["warning"]
+    # A safe side that negates the concept is longer the right way round
+    negated = "\n".join(f"a Rolex watch {i} | a watch {i} that is not a Rolex" for i in range(4)) + (
+        "\na man holding a gun | a man holding no gun")
+    quiet = []
+    parse_pairs(negated, warn=lambda message, category: quiet.append(category))
+    assert SwappedSidesWarning not in quiet
 
 
 def test_a_pair_repeated_up_to_punctuation_is_warned_about():
