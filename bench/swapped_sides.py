@@ -17,7 +17,8 @@ Red's prompts include captions that name no colour (``nocolour``), where the mod
 
 ``--variants`` fits each edit variant of ``bench/check_validation.py`` (layer groups, block halves, method mean,
 target zero, rank-4/8/16 subspaces) from the *correct* pairs and runs the check on each: a correct vector should
-never be flagged; reports the largest ``toward_concept`` per unit of strength over the grid.
+never be flagged; reports the largest ``toward_concept`` per unit of strength up to 1 (what the check judges) and
+beyond.
 
 Writes ``out/swapped_sides.json``; prints no real prompt.
 """
@@ -161,8 +162,10 @@ def variants(args, model, pools) -> None:
                 check = run_check(model, forward, basis, validation, benign, DEFAULT_STRENGTHS, layers=layers,
                                   target=config["target"], negative="", guidance=GUIDANCE,
                                   replay=[] if config["group"] == "text_in" else ["text_embedding"])
-            per_unit = max(t / s for s, t in zip(check.strengths, check.toward_concept) if s > 0)
-            rows[name] = {"largest_toward_per_strength": round(per_unit, 4),
+            per_unit = max(t / s for s, t in zip(check.strengths, check.toward_concept) if 0 < s <= 1.0)
+            beyond = max(t / s for s, t in zip(check.strengths, check.toward_concept) if s > 1.0)
+            rows[name] = {"largest_toward_per_strength_up_to_1": round(per_unit, 4),
+                          "largest_toward_per_strength_beyond_1": round(beyond, 4),
                           "toward_at_1": round(check.at(1.0)["toward_concept"], 4),
                           "warning": bool(check.toward_concept_warning()), "recommended": check.recommended}
             print(f"  {concept} {name:<36} {rows[name]}", flush=True)
