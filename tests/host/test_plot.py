@@ -93,7 +93,8 @@ def test_chart_output_carries_the_labels_next_to_the_preview(plot, fitter_class)
     image, ui = plot.chart_output(basis)
     assert image.shape == (1, plot.HEIGHT, plot.WIDTH, 3)
     assert ui["images"] and ui["images"][0]["filename"].endswith(".png")
-    assert ui[plot.UI_KEY] == [plot.chart_data(basis)]
+    assert ui[plot.UI_KEY] == [{**plot.chart_data(basis), "pair_notes": []}]
+    assert plot.chart_output(basis, pair_notes=["line 3: ..."])[1][plot.UI_KEY][0]["pair_notes"] == ["line 3: ..."]
 
 
 def test_the_title_says_when_fewer_directions_than_the_rank_were_kept(plot, fitter_class):
