@@ -759,3 +759,36 @@ def test_legacy_display_values_in_cfg_and_edit_get_their_defaults_back(server, s
         page.wait_for_timeout(500)
         check = next(node for node in page.evaluate(SAVED) if node["type"] == "VideoUnlearnCheck")
         assert check["values"][-1] == 7.5 and not [text for text in warnings if "video unlearning" in text], warnings
+
+
+CHART_WITH_NOTE = """() => {
+  const vector = window.app.graph._nodes.find((n) => n.comfyClass === "VideoUnlearnRefusalVector");
+  vector.onExecuted({ video_unlearning_chart: [{ title: "t", bars: [{ label: "text context", value: 2, layers: ["a"] }],
+    best: "text context", layers: 1, narrow_inputs: {}, pair_notes: ["line 6: its sides differ ... swapped?"] }] });
+  const caption = document.querySelector(".video-unlearning-chart-caption");
+  return [caption.textContent, caption.title];
+}"""
+CHECK_WITH_WARNING = """() => {
+  const check = window.app.graph._nodes.find((n) => n.comfyClass === "VideoUnlearnCheck");
+  check.onExecuted({ video_unlearning_check: [{ strength: 0, removed: 1.07, collateral: 0.3, guidance: 6,
+    reason: "the edit adds the concept", warning: "WARNING: at strength 1 ...", table: "t", sweep: [] }] });
+  const caption = document.querySelector(".video-unlearning-check-caption");
+  return [caption.textContent, caption.title];
+}"""
+
+
+@both_frontends
+def test_warnings_of_a_run_reach_the_captions(server, shots):
+    """A pair written the other way round (Low-Rank Refusal Vector's pair notes) and an edit that moves the safe
+    prompts toward the concept (Unlearning Check's warning) are named on the node itself, not only in the log."""
+    url, _, _ = server
+    with editor_page() as (page, _):
+        _open(page, url, json.loads((REPO_ROOT / "workflows" / "compute_refusal_vector_wan21.json").read_text()))
+        page.wait_for_timeout(500)
+        text, title = page.evaluate(CHART_WITH_NOTE)
+        assert text.startswith("WARNING: 1 pair(s) look wrong: line 6") and title.startswith("line 6:"), (text, title)
+        _open(page, url, json.loads((REPO_ROOT / "workflows" / "unlearned_side_by_side_wan21.json").read_text()))
+        page.wait_for_timeout(500)
+        text, title = page.evaluate(CHECK_WITH_WARNING)
+        assert "WARNING: the edit moves the safe prompts toward the concept" in text, text
+        assert "WARNING: at strength 1" in title, title
