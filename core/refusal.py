@@ -303,8 +303,9 @@ class RefusalFitter:
 
 
 #: :func:`pair_notes`: a pair whose shift along the fitted direction is below this share of the pairs' mean is named.
-#: On the organism a correct pair's lowest share is 0.14 (violence, 42 benchmark pairs; the trademark and red 0.76-0.85),
-#: a pair with its sides swapped -1.2..-1.8, one whose sides differ by a full stop only -0.02..0.07.
+#: On the organism (text-side inputs) a correct pair's lowest share is 0.14 (violence, 42 benchmark pairs; the
+#: trademark and red 0.76-0.85), a pair with its sides swapped -1.2..-1.8, one whose sides differ by a full stop only
+#: -0.02..0.07.
 PAIR_SHIFT_FLOOR = 0.1
 
 

@@ -11,8 +11,10 @@ and drops it after a failed run. The badge names the concept on its refusal vect
 the first one's MODEL names its own), joins a combined vector's concepts and refreshes on any link change upstream,
 also inside a subgraph. Display widgets are neither saved with a workflow nor sent in the prompt, and a workflow
 saved with their old extra values still loads; one whose old '' values land in Unlearning Check's cfg or Low-Rank
-Refusal Vector's edit gets those widgets' defaults back, with a console warning. Screenshots go to ``out/browser/`` (the charts at 100 % zoom in
-``4_score_chart_100pct.png``, ``5_score_chart_blocks_100pct.png`` and ``8_check_chart_100pct.png``).
+Refusal Vector's edit gets those widgets' defaults back, with a console warning. A run's warnings (a pair written
+the other way round, an edit that moves the safe prompts toward the concept) reach the node captions. Screenshots go
+to ``out/browser/`` (the charts at 100 % zoom in ``4_score_chart_100pct.png``, ``5_score_chart_blocks_100pct.png``
+and ``8_check_chart_100pct.png``).
 
 Each test runs on the editor ComfyUI pins (comfyui-frontend-package 1.27.10) and those marked ``both_frontends`` on a
 newer one too (1.58.1 through ``dev.py test``; ``conftest.py``), its screenshots in ``out/browser/newer-frontend/``.
