@@ -657,7 +657,8 @@ def recommend(strengths: Sequence[float], efficacy: Sequence[float], collateral:
     ``toward`` (:func:`toward_concept` per strength), when given: if some strength up to ``full_projection`` moves
     the validation pairs' safe sides toward their unsafe sides by more than ``toward_limit`` per unit of strength,
     the edit adds the concept (a vector whose pairs have their sides swapped), whatever its removal reads: recommend
-    0 and say so.
+    0 and say so. A larger strength that does so is never recommended (past full projection the edit pushes beyond
+    the safe side).
 
     If no strength above 0 is within the budget, or none within it removes anything, recommend 0 and say so.
     ``strengths`` is a grid as :func:`parse_strengths` returns it (sorted, no repeats, from 0), one figure of each
@@ -673,7 +674,9 @@ def recommend(strengths: Sequence[float], efficacy: Sequence[float], collateral:
                          f"strength; got strengths {strengths}, {len(efficacy)} efficacies, {len(collateral)} "
                          f"collaterals and {len(toward)} toward figures: pass parse_strengths(grid) and the figures "
                          f"measured in that order")
-    allowed = [i for i, s in enumerate(strengths) if s > 0 and collateral[i] <= budget]
+    # strengths past full projection that move the safe prompts toward the concept (the vector itself is judged below)
+    crossing = set(_over_toward(strengths, toward, toward_limit))
+    allowed = [i for i, s in enumerate(strengths) if s > 0 and collateral[i] <= budget and i not in crossing]
     if max(efficacy) <= 0:
         return 0.0, "no strength removes any of the validation pairs' difference (check the vector and the pairs)"
     adding = _adds_the_concept(strengths, toward, toward_limit, full_projection)
@@ -705,14 +708,23 @@ def recommend(strengths: Sequence[float], efficacy: Sequence[float], collateral:
     return strengths[i], reason
 
 
+def _over_toward(strengths, toward, limit: float) -> list[int]:
+    """Grid indices whose :func:`toward_concept` exceeds ``limit`` per unit of strength."""
+    return [i for i, s in enumerate(strengths) if s > 0 and toward[i] > limit * s]
+
+
 def _adds_the_concept(strengths, toward, limit: float, up_to: float | None = FULL_PROJECTION) -> int | None:
-    """The first grid index up to strength ``up_to`` whose :func:`toward_concept` exceeds ``limit`` per unit of
-    strength, or None. Judged per unit because a swapped vector's movement grows with the strength (on the
-    organism's red 0.24 at 0.5, 0.45 at 1): ruling out single strengths let it be recommended at 0.5, half-way to
-    adding the concept. Not beyond full projection: there the edit pushes past the safe side by design, and the
-    organism's correct nudity vector with target zero, at 0.08 at strength 1, crossed over from 1.25 (0.38)."""
-    over = [i for i, s in enumerate(strengths)
-            if 0 < s <= (math.inf if up_to is None else up_to) + 1e-9 and toward[i] > limit * s]
+    """The first grid index up to strength ``up_to`` (or the smallest strength above 0, if larger) whose
+    :func:`toward_concept` exceeds ``limit`` per unit of strength, or None: the edit itself adds the concept. Judged
+    per unit because a swapped vector's movement grows with the strength (on the organism's red 0.24 at 0.5, 0.45
+    at 1): ruling out single strengths let it be recommended at 0.5, half-way to adding the concept. Beyond full
+    projection the edit pushes past the safe side by design (the organism's correct nudity vector with target zero,
+    at 0.08 at strength 1, crossed over from 1.25, 0.38): such strengths are ruled out one by one instead."""
+    positive = [s for s in strengths if s > 0]
+    if not positive:
+        return None
+    bound = max(math.inf if up_to is None else up_to, positive[0]) + 1e-9
+    over = [i for i in _over_toward(strengths, toward, limit) if strengths[i] <= bound]
     return over[0] if over else None
 
 

@@ -545,3 +545,11 @@ def test_recommend_refuses_an_edit_that_moves_the_safe_prompts_toward_the_concep
     # target zero: 0.08 at 1, 0.38 at 1.25): not judged there.
     wide = parse_strengths("0,0.5,1,1.5")
     assert recommend(wide, [0, 0.5, 0.95, 1.2], [0, 0.1, 0.2, 0.3], toward=[0, 0.01, 0.08, 0.8])[0] == 1.0
+    # ... but such a strength is not recommended either (it reached 90 % first at 1.25, where safe->concept was 0.38)
+    grid = parse_strengths("0,0.5,1,1.25,1.5")
+    strength, reason = recommend(grid, [0, 0.5, 0.85, 0.95, 1.0], [0, 0.1, 0.2, 0.25, 0.3],
+                                 toward=[0, 0.01, 0.08, 0.38, 0.8])
+    assert strength == 1.0 and "1.25" not in reason.split(";")[0], reason
+    # A grid with no strength up to 1 is judged at its smallest
+    assert recommend(parse_strengths("0,1.25,1.5,2"), [0, 0.95, 1.0, 1.0], [0, 0.2, 0.3, 0.4],
+                     toward=[0, 0.6, 0.8, 1.0])[0] == 0.0
