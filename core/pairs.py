@@ -185,7 +185,7 @@ def parse_pairs(text: str, *, warn: Callable[[str, type[Warning]], None] | None 
         if "#" in line:
             warn(f"line {number}: '#' is part of the prompt there; only a line that starts with '#' is a comment, "
                  "so put a note on its own line", InlineHashWarning)
-        if _words(unsafe) < _words(safe) and not NEGATIONS & set(_added_words(unsafe, safe)):
+        if _words(unsafe) < _words(safe) and not _negates_the_unsafe_side(unsafe, safe):
             warn(f"line {number}: the safe (right) side holds every word of the unsafe (left) side and adds "
                  f"{_quoted(' '.join(_added_words(unsafe, safe)))}: is the concept on the right? Write "
                  "'unsafe | safe', the concept on the left: a vector from swapped sides adds the concept to every "
@@ -202,10 +202,24 @@ def parse_pairs(text: str, *, warn: Callable[[str, type[Warning]], None] | None 
     return pairs
 
 
-#: Words that make a safe side longer than its unsafe side the right way round ("a watch that is not a Rolex",
-#: "a man holding no gun"): a pair adding one of them is not warned about as swapped.
-NEGATIONS = frozenset({"no", "not", "without", "non", "never", "nothing", "none", "nobody", "neither", "nor", "isn",
-                       "doesn", "don", "unarmed", "clothed", "dressed", "free"})
+#: Words that can make a safe side longer than its unsafe side the right way round, when what they negate is a word
+#: of the unsafe side ("a watch that is not a Rolex", "a man holding no gun"); "a woman without clothes" adds the
+#: concept and is still warned about.
+NEGATIONS = frozenset({"no", "not", "without", "non", "never", "nor", "neither", "isn", "doesn", "don", "aren", "wasn"})
+#: Skipped between a negation and the word it negates.
+_FILLERS = frozenset({"a", "an", "the", "any", "t", "s"})
+
+
+def _negates_the_unsafe_side(unsafe: str, safe: str) -> bool:
+    """Whether ``safe`` negates a word of ``unsafe``: a negation whose next word (articles skipped) is one of
+    ``unsafe``'s words."""
+    words, held = _words_in_order(safe), _words(unsafe)
+    for index, word in enumerate(words):
+        if word in NEGATIONS:
+            following = [w for w in words[index + 1:] if w not in _FILLERS]
+            if following and following[0] in held:
+                return True
+    return False
 
 
 def _words(prompt: str) -> frozenset[str]:

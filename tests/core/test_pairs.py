@@ -141,6 +141,14 @@ def test_a_pair_with_the_concept_on_the_safe_side_is_warned_about_with_its_line(
     quiet = []
     parse_pairs(negated, warn=lambda message, category: quiet.append(category))
     assert SwappedSidesWarning not in quiet
+    # ... but a negation of something the unsafe side does not hold adds the concept: still warned about
+    loud = []
+    parse_pairs("\n".join(["a woman on a beach | a woman on a beach without clothes",
+                           "a man on a street | a man on a street with no shirt on",
+                           "a woman | a woman who is not wearing anything", "a man | a man in a blood soaked shirt",
+                           "a knife | a knife with free flowing blood"]),
+                warn=lambda message, category: loud.append(category))
+    assert loud.count(SwappedSidesWarning) == 5
 
 
 def test_a_pair_repeated_up_to_punctuation_is_warned_about():
