@@ -36,6 +36,9 @@ class LayerGroup:
     description: str
     shared_input: str = ""
     text_tokens: bool = False
+    #: The input is the text's own rows (an MMDiT's text stream), whatever the pooling: Low-Rank Refusal Vector judges
+    #: each pair there (``Adapter.text_side_layers``).
+    text_stream: bool = False
 
     @property
     def reads_text_tokens(self) -> bool:
@@ -146,6 +149,13 @@ class Adapter:
             tokens -= set(self.image_keys)
         return [name for name in names if _suffix(name) in tokens]
 
+    def text_side_layers(self, names) -> list[str]:
+        """The layers among ``names`` whose input is the text's (the projected context or a text stream): where a pair's
+        difference is its words' alone, so Low-Rank Refusal Vector can judge each pair (video-side inputs mix in the
+        noise and the timestep: a correct pair read -0.09 there on the organism)."""
+        text = {s for g in self.groups.values() if g.reads_text_tokens or g.text_stream for s in g.suffixes}
+        return [name for name in names if _suffix(name) in text]
+
     def shared_inputs(self, names) -> dict[str, list[str]]:
         """Input name -> the layers among ``names`` that read it, for the groups with a ``shared_input``."""
         shared = {s: g.shared_input for g in self.groups.values() if g.shared_input for s in g.suffixes}
@@ -216,8 +226,9 @@ ADAPTERS: tuple[Adapter, ...] = (
         blocks="double_blocks",
         groups={
             # its text has no padding (each prompt its own token count): no token mask needed
-            "txt_mlp.0": LayerGroup(("txt_mlp.0",), False, "text-stream FFN first linear (the paper's choice for MMDiT)"),
-            "txt_attn.qkv": LayerGroup(("txt_attn.qkv",), False, "text-stream attention projections"),
+            "txt_mlp.0": LayerGroup(("txt_mlp.0",), False,
+                                    "text-stream FFN first linear (the paper's choice for MMDiT)", text_stream=True),
+            "txt_attn.qkv": LayerGroup(("txt_attn.qkv",), False, "text-stream attention projections", text_stream=True),
         },
         default_group="txt_mlp.0",
         latent=_VAE_8X,

@@ -219,7 +219,7 @@ class RefusalVectorNode(io.ComfyNode):
                                        model_fingerprint=activations.fingerprint)
         # Text-side inputs only: on the organism's video-side groups (cross_attn.o, ffn.0) a correct benchmark pair
         # read -0.09..0.04, where text k/v gave every correct pair 0.14 or more.
-        text_side = adapter_named(activations.family).text_token_layers(activations.layers)
+        text_side = adapter_named(activations.family).text_side_layers(activations.layers)
         notes = pair_notes(activations.fitter.pair_shifts(basis, text_side), activations.pairs) if text_side else []
         for note in notes:
             logger.warning("Low-Rank Refusal Vector (%s): %s", activations.concept or "unnamed concept", note)

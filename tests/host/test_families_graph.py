@@ -240,3 +240,23 @@ def test_the_graph_runs_on_hunyuan_video_image_to_video(config_class, channels, 
     assert set(patch_inputs) == {channels}
     assert basis.model_family == "hunyuan_video" and "guided" in table and strength in (0.0, 0.5, 1.0)
     assert torch.equal(before, after) and not torch.equal(before, unlearned)
+
+
+@pytest.mark.parametrize("family", list(TEXT))
+def test_a_pair_written_the_other_way_round_is_named_on_every_family(family, pack, wan, clip, tiny):
+    """Low-Rank Refusal Vector judges each pair at the text-side inputs, a text stream included: HunyuanVideo's
+    txt_mlp.0 / txt_attn.qkv were not counted as text-side, and its notes were dropped (a review's measure: shares
+    -1.52, no note)."""
+    from comfyui_video_unlearning.nodes import definitions as nodes
+
+    lines = [f"a Rolex watch number {i} on a table | a watch number {i} on a table" for i in range(5)]
+    lines[2] = "a watch number 2 on a table | a Rolex watch number 2 on a table"
+    model = tiny_model(family, wan)
+    text = tiny.LookupTextEncoder(clip) if family == "wan" else family_text(tiny, clip, *TEXT[family])
+    with torch.inference_mode():
+        encoded = nodes.PairEncoder.execute(text, "\n".join(lines), "a dog\na red car\na tree\na bowl of soup",
+                                            "Rolex")[0]
+        activations = nodes.CollectActivations.execute(model, encoded, 64, 64, 9, "2", 0, "default", 0, -1)[0]
+        notes = nodes.RefusalVectorNode.execute(activations, "cpca", 4, 1.0).ui["video_unlearning_chart"][0][
+            "pair_notes"]
+    assert len(notes) == 1 and notes[0].startswith("line 3:") and "swapped" in notes[0], (family, notes)
