@@ -75,9 +75,20 @@ def patched_weight(model, layer: str) -> torch.Tensor | None:
 
 
 def unlearning_patches(model, layer: str) -> list[UnlearningPatch]:
-    """Apply Unlearning's patches on ``layer`` in ``model`` (every edited layer gets one, fp8 layers included)."""
-    return [patch[1] for patch in model.patches.get(f"{DIFFUSION_PREFIX}{layer}.weight", ())
-            if isinstance(patch[1], UnlearningPatch)]
+    """Apply Unlearning's patches on ``layer`` in ``model`` (every edited layer gets one, fp8 layers included), also
+    those inside a merge's entry (``ModelMergeSimple`` adds model2's weight and patch list as one nested entry): an
+    unlearned model merged with its base carries the edit scaled, and was taken for an unedited one (Export at ratio
+    0 wrote an empty LoRA with the base weights' fingerprint; a review's measure)."""
+    return list(_unlearning_in(model.patches.get(f"{DIFFUSION_PREFIX}{layer}.weight", ())))
+
+
+def _unlearning_in(entries):
+    for entry in entries:
+        adapter = entry[1]
+        if isinstance(adapter, UnlearningPatch):
+            yield adapter
+        elif isinstance(adapter, list):  # [(weight, convert), *patch entries], as get_key_patches gives them
+            yield from _unlearning_in(adapter[1:])
 
 
 def edited_layers(model, layers) -> list[str]:

@@ -643,6 +643,30 @@ def test_apply_in_series_keeps_every_concept_removed_whatever_comes_between(node
     assert kept(apply(apply(model, rolex, 1.0), knife, 0.5), knife) < 0.5 + bf16
 
 
+def test_an_edit_inside_a_merge_is_recognised(nodes, wan, clip, basis, tmp_path):
+    """ModelMergeSimple(base, unlearned) holds the edit inside one nested patch entry. It was taken for no edit:
+    Export at ratio 0 wrote an empty LoRA (|up| 3e-8 against 0.24) with the base fingerprint, the check measured on
+    top of the edit, and a later Apply could give back the merged concept where the two overlap (a review's
+    measure). Now Export and the check refuse it, and a later Apply removes the merged edit's subspace again."""
+    from comfy_extras.nodes_model_merging import ModelMergeSimple
+    from comfyui_video_unlearning.nodes import check, patching
+
+    with torch.inference_mode():
+        edited = nodes.ApplyUnlearning.execute(wan, basis, 1.0, True, "all in vector", 0, -1, "zero")[0]
+        merged = ModelMergeSimple().merge(wan, edited, 0.5)[0]
+        assert patching.edited_layers(merged, list(basis.layers)) == list(basis.layers)
+        with pytest.raises(ValueError, match="already carries this refusal vector's edit"):
+            patching.lora_state_dict(merged, basis)
+        validation = nodes.PairEncoder.execute(clip, "\n".join(
+            f"a shiny Rolex timepiece in box {i} | a shiny timepiece in box {i}" for i in range(5)), NEUTRAL, "Rolex")[0]
+        with pytest.raises(ValueError, match="already carries Apply Unlearning's edit"):
+            check.run_unlearning_check(merged, basis, validation, "0, 1", group="default", block_start=0, block_end=-1,
+                                       target="zero", width=64, height=64, length=1, timesteps="0.1", seed=0)
+        again = nodes.ApplyUnlearning.execute(merged, basis, 1.0, True, "all in vector", 0, -1, "zero")[0]
+        key = f"diffusion_model.{basis.layers[0]}.weight"
+        assert len(again.patches[key]) == len(merged.patches[key]) + 1  # the merged edit is not taken as covering
+
+
 def _read_lora(path):
     from safetensors import safe_open
 
