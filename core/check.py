@@ -82,6 +82,10 @@ FULL_PROJECTION = 1.0
 #: whose pairs had their sides swapped moves them about half-way at strength 1 (violence 0.54, red 0.45: the concept
 #: then appears in benign prompts).
 TOWARD_CONCEPT_LIMIT = 0.25
+#: What to do about an edit that moves the safe prompts toward the concept (the recommendation's reason and the
+#: table's warning end with it).
+_SWAPPED_REMEDY = ("are the sides of the vector's pairs swapped? Pair Encoder reads 'unsafe | safe', the concept on "
+                   "the left. With target zero, which also moves the safe prompts' own component, try safe_mean")
 
 Forward = Callable[[Sequence, "ActivationRecorder | None"], torch.Tensor]
 
@@ -412,9 +416,7 @@ class CheckResult:
             return ""
         return (f"WARNING: at strength {self.strengths[i]:g} the edit moves the validation pairs' safe prompts "
                 f"{self.toward_concept[i]:.0%} of the way toward their unsafe ones (safe->concept): it adds the "
-                "concept instead of removing it. Are the sides of the vector's pairs swapped? Pair Encoder reads "
-                "'unsafe | safe', the concept on the left. With target zero, which also moves the safe prompts' "
-                "own component, try safe_mean")
+                f"concept instead of removing it. {_SWAPPED_REMEDY[0].upper()}{_SWAPPED_REMEDY[1:]}")
 
     def as_dict(self) -> dict:
         return {"label": self.label, "layers": list(self.layers), "strengths": list(self.strengths),
@@ -683,9 +685,7 @@ def recommend(strengths: Sequence[float], efficacy: Sequence[float], collateral:
     if adding is not None:
         return 0.0, (f"the edit moves the validation pairs' safe prompts {toward[adding]:.0%} of the way toward their "
                      f"unsafe ones at strength {strengths[adding]:g} (more than {toward_limit:.0%} per unit of "
-                     "strength): the edit adds the concept; are the sides of the vector's pairs swapped (Pair Encoder "
-                     "reads 'unsafe | safe')? With target zero, which also moves the safe prompts' own component, "
-                     "try safe_mean")
+                     f"strength): the edit adds the concept; {_SWAPPED_REMEDY}")
     if not allowed:
         return 0.0, (f"every strength above 0 moves benign prompts by more than {budget:g} of their natural "
                      f"variation ({name}); try another layer group or a vector from more pairs")

@@ -222,17 +222,18 @@ def _negates_the_unsafe_side(unsafe: str, safe: str) -> bool:
     return False
 
 
-def _words(prompt: str) -> frozenset[str]:
-    return frozenset(re.findall(r"\w+", prompt.casefold()))
-
-
 def _words_in_order(prompt: str) -> tuple[str, ...]:
     return tuple(re.findall(r"\w+", prompt.casefold()))
 
 
+def _words(prompt: str) -> frozenset[str]:
+    return frozenset(_words_in_order(prompt))
+
+
 def _added_words(unsafe: str, safe: str) -> list[str]:
     """The words of ``safe`` that ``unsafe`` lacks, in their order, once each."""
-    return list(dict.fromkeys(w for w in re.findall(r"\w+", safe.casefold()) if w not in _words(unsafe)))
+    held = _words(unsafe)
+    return list(dict.fromkeys(w for w in _words_in_order(safe) if w not in held))
 
 
 def check_pairs(text: str) -> dict:

@@ -369,8 +369,8 @@ def table_text(main: CheckResult, swept: list[CheckResult], notes: dict | None =
     lines.append("removed = share of the validation pairs' difference gone from the prediction; collateral = benign "
                  "prompts' change / their natural variation: how far outputs move, not whether they got worse "
                  "(render to compare layer groups); safe->concept = how far the pairs' safe prompts move toward "
-                 f"their unsafe ones (above {TOWARD_CONCEPT_LIMIT:.0%} per unit of strength the edit adds the concept: never "
-                 "recommended)")
+                 f"their unsafe ones (above {TOWARD_CONCEPT_LIMIT:.0%} per unit of strength the edit adds the "
+                 "concept: never recommended)")
     embedded = notes is not None and notes.get("guidance_embedded", False)
     if main.guidance is not None:
         lines.append(f"guided = collateral of uncond + cfg x (cond - uncond) at cfg {main.guidance:g}, as the sampler "

@@ -165,7 +165,7 @@ def outside_earlier_edits(model, layer: str, subspace: torch.Tensor, strength: f
     wanted = _orthonormal([subspace.to(torch.float64)] + [patch.weights[1].T for patch in others])
     covered = _orthonormal([patch.weights[1].T for patch in covering])
     rest = wanted if covered is None else wanted - covered @ (covered.T @ wanted)
-    left = _orthonormal([rest]) if rest.norm() > 1e-6 else None
+    left = _orthonormal([rest])
     return None if left is None else left.to(subspace.dtype).contiguous()
 
 
