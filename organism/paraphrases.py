@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .text import WIDTH, TextEncoder
-from .world import (COLOURS, LOGO_TRAIN, MOTIONS, PARAPHRASE_CANDIDATES, SHAPES, TRAIN_WORDS, VERDICTS, Scene, caption,
+from .world import (COLOURS, LOGO_TRAIN, MOTIONS, PARAPHRASE_CANDIDATES, SHAPES, TRAIN_WORDS, VERDICTS, caption,
                     random_scene)
 
 #: (values of one attribute, a caption with a slot for the phrase) for the nearest-centroid part
