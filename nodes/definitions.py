@@ -63,6 +63,7 @@ class PairEncoder(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="VideoUnlearnPairEncoder", display_name="Pair Encoder (Unlearning)", category=CATEGORY,
+            **SHOWS_RESULTS,
             description="Encodes prompt pairs that differ only by the concept to forget, plus neutral prompts.",
             inputs=[
                 io.Clip.Input("clip", tooltip="The text encoder of the video model (for Wan: umt5_xxl)."),
@@ -105,8 +106,17 @@ class PairEncoder(io.ComfyNode):
             raise ValueError(f"Pair Encoder: only the {given} side has a CLIP vision output. Connect one to both "
                              "unsafe_clip_vision_output and safe_clip_vision_output, or to neither: prompts are run "
                              "in batches, and a batch needs an image for every prompt or for none")
+        # Not warnings.warn: Python shows a warning once per process and line, so a second run with another swapped
+        # pair showed nothing. Each run's warnings go to the console and onto the node (a linked pairs text has no
+        # live check in the editor).
+        notes: list[str] = []
+
+        def warn(message: str, _category: type[Warning]) -> None:
+            logger.warning("Pair Encoder: %s", message)
+            notes.append(message)
+
         try:
-            parsed = tuple(parse_pairs(pairs))
+            parsed = tuple(parse_pairs(pairs, warn=warn))
             neutral = _neutral(neutral_prompts)
         except PairsError as error:  # a linked text is first checked here
             raise PairsError(f"Pair Encoder: {error}") from error
@@ -126,7 +136,12 @@ class PairEncoder(io.ComfyNode):
             neutral_prompts=neutral,
             neutral=tuple(_with_vision(_encode(clip, prompt), safe_clip_vision_output) for prompt in neutral),
         )
-        return io.NodeOutput(encoded)
+        return io.NodeOutput(encoded, ui={PAIR_WARNINGS_KEY: [{"pairs": len(parsed), "warnings": notes}]})
+
+
+#: The Pair Encoder run's UI output (web/video_unlearning.js shows it under the pairs): every run sends it, so that a
+#: run without warnings clears those of the run before.
+PAIR_WARNINGS_KEY = "video_unlearning_pairs"
 
 
 def _neutral(text: str) -> tuple[str, ...]:

@@ -118,6 +118,17 @@ app.registerExtension({
     (pairs.element ?? pairs.inputEl)?.addEventListener?.("input", schedule);
     chain(node, "onConfigure", schedule); // a loaded workflow fills the widget after creation
     chain(node, "onConnectionsChange", schedule);
+    // The run's own warnings (nodes/definitions.py PairEncoder): the only check a linked pairs text gets.
+    chain(node, "onExecuted", (output) => {
+      const run = output?.video_unlearning_pairs?.[0];
+      if (!run) return;
+      const warnings = run.warnings ?? [];
+      status.textContent = `last run: ${validPairs(run.pairs)}` + (warnings.length
+        ? `, ${warnings.length} warning(s): ${warnings[0]}` : "");
+      status.title = warnings.join("\n");
+      status.dataset.state = warnings.length ? "warning" : "ok";
+      status.style.color = warnings.length ? "#e0a030" : "#4caf50";
+    });
     schedule();
   },
 });

@@ -1160,7 +1160,7 @@ def test_a_vector_follows_its_weights_into_another_dtype(nodes, clip, encoded, t
 def test_nodes_that_show_results_ask_a_newer_comfyui_to_keep_them_for_cached_runs(pack):
     """A newer ComfyUI keeps the UI results of a run's cached nodes in its history only for output nodes and those
     whose schema sets ``has_intermediate_output``; the editor reads a cached run's badge, charts and recommendation
-    from there. The three nodes that show results set it wherever the host's Schema has the field (0.3.64's has not,
+    from there. The nodes that show results set it wherever the host's Schema has the field (0.3.64's has not,
     and keeps every node's results)."""
     import dataclasses
 
@@ -1168,7 +1168,8 @@ def test_nodes_that_show_results_ask_a_newer_comfyui_to_keep_them_for_cached_run
     from comfyui_video_unlearning.nodes import check, definitions
 
     supported = "has_intermediate_output" in {field.name for field in dataclasses.fields(io.Schema)}
-    for node in (definitions.RefusalVectorNode, definitions.ApplyUnlearning, check.UnlearningCheck):
+    for node in (definitions.PairEncoder, definitions.RefusalVectorNode, definitions.ApplyUnlearning,
+                 check.UnlearningCheck):
         schema = node.define_schema()
         assert getattr(schema, "has_intermediate_output", False) is supported, node
     assert definitions.SHOWS_RESULTS == ({"has_intermediate_output": True} if supported else {})

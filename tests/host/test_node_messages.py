@@ -1,0 +1,43 @@
+"""What the nodes tell a user when a run or a queued prompt goes wrong: every run's warnings, the input an error
+belongs to, and a remedy that fixes the run when followed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+PAIRS = "\n".join(f"a Rolex watch number {i} on a table | a watch number {i} on a table" for i in range(5))
+NEUTRAL = "a dog in a park\na red car\na tree in the wind\na bowl of soup"
+
+pytestmark = pytest.mark.usefixtures("inference_mode")
+
+
+@pytest.fixture(scope="module")
+def nodes(pack):
+    from comfyui_video_unlearning.nodes import definitions
+
+    return definitions
+
+
+def test_pair_encoder_reports_its_warnings_on_every_run(nodes, clip, caplog):
+    """Through warnings.warn Python showed a warning once per process and line: a second run with another swapped
+    pair printed nothing, and a linked pairs text had no other check."""
+    runs = [PAIRS + "\na watch on a desk | a Rolex watch on a desk",
+            PAIRS.replace("number 0", "number 9") + "\na clock on a wall | a Rolex clock on a wall"]
+    for text in runs:
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            output = nodes.PairEncoder.execute(clip, text, NEUTRAL, "Rolex")
+        assert "Pair Encoder: line 6: the safe (right) side" in caplog.text
+        shown = output.ui[nodes.PAIR_WARNINGS_KEY][0]
+        assert shown["pairs"] == 6 and len(shown["warnings"]) == 1
+        assert shown["warnings"][0].startswith("line 6: the safe (right) side holds every word")
+    few = "\n".join(PAIRS.splitlines()[:3])
+    for concept in ("Rolex", "Rolex watch"):  # the same text again: reported again
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            output = nodes.PairEncoder.execute(clip, few, NEUTRAL, concept)
+        assert "only 3 pairs" in output.ui[nodes.PAIR_WARNINGS_KEY][0]["warnings"][0]
+        assert "Pair Encoder: only 3 pairs" in caplog.text
+    clean = nodes.PairEncoder.execute(clip, PAIRS, NEUTRAL, "Rolex")
+    assert clean.ui[nodes.PAIR_WARNINGS_KEY] == [{"pairs": 5, "warnings": []}]  # clears the last run's on the node
