@@ -228,28 +228,50 @@ class LayerWeights(Mapping):
 
 
 def sweep_options(model, basis: RefusalBasis, layers: list[str], sweep: str) -> list[tuple[str, list[str]]]:
-    """Extra layer subsets to compare: the adapter's groups present in ``layers``, or their first/second half of blocks."""
+    """Extra layer subsets to compare: the adapter's groups present in ``layers``, or their first/second half of blocks.
+    Empty when the selection has a single group or block: :func:`sweep_skipped` says why."""
+    options = _sweep_candidates(model, layers, sweep)
+    return options if len(options) > 1 else []
+
+
+def _sweep_candidates(model, layers: list[str], sweep: str) -> list[tuple[str, list[str]]]:
+    """Every subset ``sweep`` splits ``layers`` into, one when there is nothing to compare."""
     if sweep == "none":
         return []
     if sweep not in SWEEPS:
         raise ValueError(f"sweep must be one of {SWEEPS}, got {sweep!r}")
+    adapter = adapter_for(model)
     if sweep == "layer groups":
-        adapter = adapter_for(model)
         options = []
         for name, group in adapter.groups.items():
             chosen = [layer for layer in layers if layer.split(".", 2)[-1] in group.suffixes]
             if chosen:
                 options.append((name, chosen))
-        return options if len(options) > 1 else []
-    adapter, diffusion = adapter_for(model), model.model.diffusion_model
+        return options
+    diffusion = model.model.diffusion_model
     index = {layer: adapter.main_block(diffusion, layer) for layer in layers}  # a VACE block: where it is injected
     blocks = sorted(set(index.values()))
     if len(blocks) < 2:
-        return []
+        return [(f"block {block}", layers) for block in blocks]
     half = blocks[len(blocks) // 2]
     early = [layer for layer in layers if index[layer] < half]
     late = [layer for layer in layers if index[layer] >= half]
     return [(f"blocks {blocks[0]}-{half - 1}", early), (f"blocks {half}-{blocks[-1]}", late)]
+
+
+def sweep_skipped(model, layers: list[str], sweep: str) -> str | None:
+    """Why a sweep that was asked for compares nothing (the table's and the node's line), or None. Without it a sweep
+    over one group or one block silently showed no rows."""
+    candidates = _sweep_candidates(model, layers, sweep)
+    if sweep == "none" or len(candidates) > 1:
+        return None
+    if sweep == "layer groups":
+        found = f"one group ({candidates[0][0]})" if candidates else "none of the model's layer groups"
+        return (f"sweep 'layer groups' not run: the {len(layers)} checked layers form {found}, so there is nothing "
+                "to compare; collect the vector with layers = all (Collect Activations) to compare groups")
+    found = f"one block ({candidates[0][0]})" if candidates else "no block"
+    return (f"sweep 'block halves' not run: the {len(layers)} checked layers lie in {found}, which has no halves; "
+            "widen block_start..block_end (or collect the vector over more blocks) to compare halves")
 
 
 def run_unlearning_check(model, basis: RefusalBasis, validation: EncodedPairs | None, strengths: str, *,
@@ -325,6 +347,7 @@ def run_unlearning_check(model, basis: RefusalBasis, validation: EncodedPairs | 
         notes["guidance_embedded"] = embeds_guidance(model)
         notes["rounding"] = rounding_note(baseline, compute_dtype(model))
         notes["image"] = image_note(adapter, diffusion, image)
+        notes["sweep"] = sweep_skipped(model, layers, sweep)
     return main, swept
 
 
@@ -354,11 +377,15 @@ def check_ui(main: CheckResult, swept: list[CheckResult], table: str, notes: dic
                "sweep": [{"label": r.label, "strength": float(r.recommended)} for r in swept]}
     if notes is not None and "padded_text_collapsed" in notes:
         summary["padded_text_collapsed"] = bool(notes["padded_text_collapsed"])
+    if notes is not None and notes.get("sweep"):
+        summary["sweep_skipped"] = notes["sweep"]
     return summary
 
 
 def table_text(main: CheckResult, swept: list[CheckResult], notes: dict | None = None) -> str:
     lines = [main.table()]
+    if notes is not None and notes.get("sweep"):
+        lines.append(notes["sweep"])
     if swept:
         lines.append(f"sweep (recommended strength: removed, {'guided ' if main.collateral_guided else ''}"
                      "collateral):")
@@ -504,7 +531,9 @@ class UnlearningCheck(io.ComfyNode):
                 io.Combo.Input("target", options=list(EDIT_TARGETS), default="safe_mean", tooltip="As in Apply Unlearning."),
                 io.Combo.Input("sweep", options=list(SWEEPS), default="none",
                                tooltip="Also check each layer group of the selection, or its first and second half of blocks "
-                                       "(one more forward per strength each); shown in the chart and the table."),
+                                       "(one more forward per strength each); shown in the chart and the table. A "
+                                       "selection of one group or one block has nothing to compare: the table says "
+                                       "so."),
                 io.Int.Input("width", default=64, min=16, max=4096, step=16, tooltip="Width of the small latent the check runs on (smaller is faster)."),
                 io.Int.Input("height", default=64, min=16, max=4096, step=16, tooltip="Height of the small latent the check runs on."),
                 io.Int.Input("length", default=1, min=1, max=1024, step=4, tooltip="Frames of the check's latent; 1 is enough for a proxy."),

@@ -550,7 +550,8 @@ function renderCheck(caption, table, result) {
     + ` · collateral ${result.collateral.toFixed(3)}`
     + (result.guidance != null ? ` (guided, cfg ${result.guidance})` : " (conditional; connect negative for guided)")
     + (result.sweep?.length
-      ? ` · sweep: ${result.sweep.map((r) => `${r.label} ${r.strength}`).join(", ")}` : "")
+      ? ` · sweep: ${result.sweep.map((r) => `${r.label} ${r.strength}`).join(", ")}`
+      : result.sweep_skipped ? " · sweep not run (see the table)" : "")
     + (result.warning ? " · WARNING: the edit moves the safe prompts toward the concept (pair sides swapped?)" : "");
   caption.title = result.warning ? `${result.reason}\n${result.warning}` : result.reason;
   caption.dataset.state = "ran";

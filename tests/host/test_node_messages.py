@@ -41,3 +41,44 @@ def test_pair_encoder_reports_its_warnings_on_every_run(nodes, clip, caplog):
         assert "Pair Encoder: only 3 pairs" in caplog.text
     clean = nodes.PairEncoder.execute(clip, PAIRS, NEUTRAL, "Rolex")
     assert clean.ui[nodes.PAIR_WARNINGS_KEY] == [{"pairs": 5, "warnings": []}]  # clears the last run's on the node
+
+
+VALIDATION = "\n".join(f"a shiny Rolex timepiece in box {i} | a shiny timepiece in box {i}" for i in range(5))
+BENIGN = "a cat on a sofa\na boat on a lake\na child with a kite\na plate of pasta"
+
+
+@pytest.fixture(scope="module")
+def check(pack):
+    from comfyui_video_unlearning.nodes import check
+
+    return check
+
+
+@pytest.fixture(scope="module")
+def default_vector(nodes, wan, clip):
+    """A vector of Wan's default group (text-side cross_attn.k+v) over both tiny blocks."""
+    with torch.inference_mode():
+        encoded = nodes.PairEncoder.execute(clip, PAIRS, NEUTRAL, "Rolex")[0]
+        acts = nodes.CollectActivations.execute(wan, encoded, 64, 64, 1, "1", 0, "default", 0, -1)[0]
+        return nodes.RefusalVectorNode.execute(acts, "cpca", 4, 1.0)[0]
+
+
+@pytest.fixture(scope="module")
+def validation(nodes, clip):
+    with torch.inference_mode():
+        return nodes.PairEncoder.execute(clip, VALIDATION, BENIGN, "Rolex")[0]
+
+
+@pytest.mark.parametrize("sweep, blocks, expected", [
+    ("layer groups", (0, -1), "sweep 'layer groups' not run: the 4 checked layers form one group (cross_attn.k+v)"),
+    ("block halves", (1, 1), "sweep 'block halves' not run: the 2 checked layers lie in one block (block 1)"),
+])
+def test_a_sweep_with_nothing_to_compare_says_why(check, wan, default_vector, validation, sweep, blocks, expected):
+    """One layer group or one block has nothing to compare: the sweep ran nothing and said nothing."""
+    output = check.UnlearningCheck.execute(wan, default_vector, "0, 1", "all in vector", *blocks, "safe_mean", sweep,
+                                           64, 64, 1, "0.1", 0, validation_pairs=validation)
+    table, summary = output.result[2], output.ui[check.UI_KEY][0]
+    assert summary["sweep"] == []
+    assert expected in table and summary["sweep_skipped"].startswith(expected)
+    remedy = "layers = all" if sweep == "layer groups" else "widen block_start..block_end"
+    assert remedy in summary["sweep_skipped"]
