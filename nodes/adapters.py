@@ -187,12 +187,29 @@ def _has_linear(module, name: str) -> bool:
 
 
 def block_range(count: int, block_start: int, block_end: int) -> tuple[int, int]:
-    """Inclusive block indices; ``block_end = -1`` means the last block."""
-    last = count - 1 if block_end < 0 else block_end
-    if not 0 <= block_start <= last < count:
-        raise ValueError(f"block range {block_start}..{block_end} is outside this model's blocks 0..{count - 1}; "
-                         "use block_end = -1 for the last block")
-    return block_start, last
+    """Inclusive block indices; ``block_end = -1`` means the last block.
+
+    Raises:
+        ValueError: naming each bad bound and the value that fixes it (a start beyond the last block, an end beyond
+            it, a start after the end), so that following the message makes the range valid.
+    """
+    final = count - 1
+    problems = []
+    if block_start < 0:
+        problems.append(f"block_start {block_start} is below 0: set block_start to 0 (the first block) or more")
+    elif block_start > final:
+        highest = block_end if 0 <= block_end < final else final  # also not after a valid block_end
+        problems.append(f"block_start {block_start} is beyond the last block: lower block_start to {highest} or less")
+    if block_end > final:
+        problems.append(f"block_end {block_end} is beyond the last block: set block_end to -1 (the last block) or to "
+                        f"{final} or less")
+    if not problems and block_end >= 0 and block_start > block_end:
+        problems.append(f"block_start {block_start} is after block_end {block_end}: swap them (block_start "
+                        f"{block_end}, block_end {block_start})")
+    if problems:
+        raise ValueError(f"block range {block_start}..{block_end} does not fit this model's blocks 0..{final}: "
+                         + "; ".join(problems))
+    return block_start, final if block_end < 0 else block_end
 
 
 _CROSS_KV = "text-side cross-attention key/value projections: their input is the projected text"

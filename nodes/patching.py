@@ -229,6 +229,22 @@ def bias_dtype(model, module) -> torch.dtype:
     return min(dtypes, key=lambda dtype: torch.finfo(dtype).max, default=torch.float32)
 
 
+def _widen(adapter, diffusion, basis: RefusalBasis, group: str, block_start: int, block_end: int) -> str:
+    """The remedy when the chosen group and blocks hold none of the vector's layers: the blocks the vector covers
+    (a block range that misses them is what to change, also when 'all in vector' is already chosen), and the group
+    where another is chosen."""
+    blocks = sorted({adapter.main_block(diffusion, layer) for layer in basis.layers})
+    count = adapter.block_count(diffusion)
+    final = count - 1 if block_end < 0 else block_end
+    remedies = []
+    if not any(block_start <= block <= final for block in blocks):
+        remedies.append(f"the vector's layers lie in blocks {blocks[0]}..{blocks[-1]}: set block_start and block_end "
+                        f"to include them (block_start 0 and block_end -1: every block)")
+    if group != ALL_IN_VECTOR:
+        remedies.append(f"choose layers '{ALL_IN_VECTOR}' to edit the vector's own layers")
+    return "; or ".join(remedies) or f"choose layers '{ALL_IN_VECTOR}'"
+
+
 def select_layers(model, basis: RefusalBasis, group: str, block_start: int, block_end: int) -> list[str]:
     """Layers of ``basis`` to edit in ``model``; errors name both sides when nothing matches or the vector
     was measured on other weights."""
@@ -251,9 +267,10 @@ def select_layers(model, basis: RefusalBasis, group: str, block_start: int, bloc
     wanted = set(layers_for(model, "all" if group == ALL_IN_VECTOR else group, block_start, block_end))
     layers = [layer for layer in basis.layers if layer in wanted]
     if not layers:
+        remedy = _widen(adapter, diffusion, basis, group, block_start, block_end)
         raise ValueError(f"no layer of the refusal vector ({basis.layers[:4]}{'...' if len(basis.layers) > 4 else ''}) "
                          f"is in the chosen layers of this {adapter.family} model (group {group!r}, blocks "
-                         f"{block_start}..{block_end}); widen the block range or choose '{ALL_IN_VECTOR}'")
+                         f"{block_start}..{block_end}); {remedy}")
     for layer in layers:
         module = diffusion.get_submodule(layer)
         width = module.weight.shape[1]

@@ -82,3 +82,38 @@ def test_a_sweep_with_nothing_to_compare_says_why(check, wan, default_vector, va
     assert expected in table and summary["sweep_skipped"].startswith(expected)
     remedy = "layers = all" if sweep == "layer groups" else "widen block_start..block_end"
     assert remedy in summary["sweep_skipped"]
+
+
+@pytest.mark.parametrize("blocks, expected, remedy", [
+    ((3, 5), "block_start 3 is beyond the last block: lower block_start to 1 or less; block_end 5 is beyond the last "
+             "block: set block_end to -1", (1, -1)),
+    ((3, -1), "block_start 3 is beyond the last block: lower block_start to 1 or less", (1, -1)),
+    ((2, 0), "block_start 2 is beyond the last block: lower block_start to 0 or less", (0, 0)),
+    ((0, 2), "block_end 2 is beyond the last block: set block_end to -1 (the last block) or to 1 or less", (0, -1)),
+    ((1, 0), "block_start 1 is after block_end 0: swap them (block_start 0, block_end 1)", (0, 1)),
+])
+def test_a_block_range_error_names_the_bad_bound_and_its_fix(nodes, wan, blocks, expected, remedy):
+    """The tiny Wan has blocks 0..1. The message always said 'use block_end = -1 for the last block', also when
+    block_start was the bad bound or the range was inverted, where following it did not make the run pass."""
+    with pytest.raises(ValueError) as error:
+        nodes.CollectActivations.execute(wan, None, 64, 64, 1, "1", 0, "default", *blocks)
+    assert expected in str(error.value)
+    assert "block_end = -1 for the last block" not in str(error.value)
+    from comfyui_video_unlearning.nodes.adapters import layers_for
+
+    assert layers_for(wan, "default", *remedy)  # the remedy, followed literally, selects layers
+
+
+def test_no_vector_layer_in_the_blocks_names_the_blocks_to_choose(nodes, wan, clip):
+    """Already on 'all in vector', the remedy said to choose it; it now names the vector's blocks."""
+    encoded = nodes.PairEncoder.execute(clip, PAIRS, NEUTRAL, "Rolex")[0]
+    acts = nodes.CollectActivations.execute(wan, encoded, 64, 64, 1, "1", 0, "default", 0, 0)[0]
+    first = nodes.RefusalVectorNode.execute(acts, "cpca", 4, 1.0)[0]
+    with pytest.raises(ValueError) as error:
+        nodes.ApplyUnlearning.execute(wan, first, 1.0, True, "all in vector", 1, 1, "zero")
+    message = str(error.value)
+    assert "choose layers 'all in vector'" not in message
+    assert "the vector's layers lie in blocks 0..0: set block_start and block_end to include them" in message
+    nodes.ApplyUnlearning.execute(wan, first, 1.0, True, "all in vector", 0, -1, "zero")  # followed: it runs
+    with pytest.raises(ValueError, match="or choose layers 'all in vector'"):
+        nodes.ApplyUnlearning.execute(wan, first, 1.0, True, "ffn.0", 1, 1, "zero")

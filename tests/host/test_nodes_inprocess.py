@@ -368,7 +368,7 @@ def test_wrong_architecture_and_width_fail_clearly(nodes, wan, basis, tiny):
         from comfyui_video_unlearning.nodes.adapters import adapter_for
 
         adapter_for(type("FakePatcher", (), {"model": object()})())
-    with pytest.raises(ValueError, match="outside this model's blocks"):
+    with pytest.raises(ValueError, match="block_start 5 is beyond the last block"):
         nodes.ApplyUnlearning.execute(wan, basis, 1.0, True, "all in vector", 5, -1, "zero")
 
 
