@@ -46,25 +46,28 @@ SEED_RANGE = 1 << 64
 
 
 def parse_timesteps(spec: str) -> int | list[float]:
-    """``"4"`` -> 4 sigmas spread over the model's schedule; ``"0.1, 0.5"`` -> sampling-progress fractions."""
+    """``"4"`` -> 4 sigmas spread over the model's schedule; ``"0.1, 0.5"`` -> sampling-progress fractions.
+
+    Its messages start with ``timesteps:``: Unlearning Check validates strengths and timesteps together, and ComfyUI
+    shows the message on both inputs."""
     text = str(spec).strip()
     if not text:
-        raise ValueError("timesteps is empty: write a count such as 4, or progress fractions such as 0.1, 0.5, 0.9")
+        raise ValueError("timesteps: empty: write a count such as 4, or progress fractions such as 0.1, 0.5, 0.9")
     if "," not in text and "." not in text:
         try:
             count = int(text)
         except ValueError:
-            raise ValueError(f"timesteps {text!r} is neither a count nor a list of fractions") from None
+            raise ValueError(f"timesteps: {text!r} is neither a count nor a list of fractions") from None
         if not 1 <= count <= 100:
-            raise ValueError(f"timesteps count must be between 1 and 100, got {count}")
+            raise ValueError(f"timesteps: a count must be between 1 and 100, got {count}")
         return count
     try:
         fractions = [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise ValueError(f"timesteps {text!r}: each entry must be a number between 0 and 1") from None
+        raise ValueError(f"timesteps: {text!r}: each entry must be a number between 0 and 1") from None
     bad = [f for f in fractions if not 0.0 <= f < 1.0]
     if bad or not fractions:
-        raise ValueError(f"timesteps fractions must be in [0, 1) (0 = pure noise), got {bad or text!r}")
+        raise ValueError(f"timesteps: fractions must be in [0, 1) (0 = pure noise), got {bad or text!r}")
     return fractions
 
 

@@ -89,9 +89,10 @@ class PairEncoder(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, pairs=None, neutral_prompts=None):
         # A linked input reaches validation as None: its text is checked when the node runs.
+        # ComfyUI attaches the message to every input validate_inputs takes: each names its own input.
         try:
             if pairs is not None:
-                parse_pairs(pairs, warn=lambda *_: None)  # warnings are the editor's and the run's to show
+                _pairs(pairs, warn=lambda *_: None)  # warnings are the editor's and the run's to show
             if neutral_prompts is not None:
                 _neutral(neutral_prompts)
         except PairsError as error:
@@ -116,7 +117,7 @@ class PairEncoder(io.ComfyNode):
             notes.append(message)
 
         try:
-            parsed = tuple(parse_pairs(pairs, warn=warn))
+            parsed = tuple(_pairs(pairs, warn=warn))
             neutral = _neutral(neutral_prompts)
         except PairsError as error:  # a linked text is first checked here
             raise PairsError(f"Pair Encoder: {error}") from error
@@ -142,6 +143,13 @@ class PairEncoder(io.ComfyNode):
 #: The Pair Encoder run's UI output (web/video_unlearning.js shows it under the pairs): every run sends it, so that a
 #: run without warnings clears those of the run before.
 PAIR_WARNINGS_KEY = "video_unlearning_pairs"
+
+
+def _pairs(text: str, warn):
+    try:
+        return parse_pairs(text, warn=warn)
+    except PairsError as error:
+        raise PairsError(f"pairs: {error}") from error
 
 
 def _neutral(text: str) -> tuple[str, ...]:

@@ -54,7 +54,7 @@ def generate(wan_patcher, clip, seed=3):
 
 def test_pair_encoder_validation_names_the_line(nodes):
     message = nodes.PairEncoder.validate_inputs(pairs="a | b\nno separator\nc | d")
-    assert message.startswith("Pair Encoder: line 2:") and "exactly one '|'" in message
+    assert message.startswith("Pair Encoder: pairs: line 2:") and "exactly one '|'" in message
     assert nodes.PairEncoder.validate_inputs(pairs=PAIRS) is True
     assert "timesteps" in nodes.CollectActivations.validate_inputs(timesteps="1.5, x")
     # one neutral prompt has no variation: the contrast was silently off (the result of alpha 0)
@@ -72,7 +72,7 @@ def test_pair_encoder_checks_a_linked_text_and_what_the_encoder_receives(nodes, 
     """A linked pairs text is first read when the node runs: its errors name the node too. Sides that differ as text
     but reach the model as one encoding (an embedding ComfyUI cannot find is dropped; here a weight of 1.0) measured
     nothing and passed."""
-    with pytest.raises(ValueError, match="^Pair Encoder: line 2: expected exactly one"):
+    with pytest.raises(ValueError, match="^Pair Encoder: pairs: line 2: expected exactly one"):
         nodes.PairEncoder.execute(clip, "a | b\nno separator\nc | d", NEUTRAL, "Rolex")
     same = PAIRS + "\n(a watch on a table:1.0) | a watch on a table"
     with pytest.raises(ValueError, match="^Pair Encoder: line 6: both sides reach the model as the same text encoding"):

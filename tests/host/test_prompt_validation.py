@@ -83,3 +83,26 @@ def test_comfyuis_own_range_checks_still_apply(registered):
     assert custom and custom[0][0] == "custom_validation_failed" and "a negative strength" in custom[0][1]
     refused = validate("VideoUnlearnSaveRefusalVector", {"refusal_vector": ["vector", 0], "filename_prefix": "../x"})
     assert refused[0][0] == "custom_validation_failed" and "stay inside the folder" in refused[0][1]
+
+
+PAIRS = "\n".join(f"a Rolex watch number {i} on a table | a watch number {i} on a table" for i in range(5))
+
+
+@pytest.mark.parametrize("class_type, inputs, start", [
+    ("VideoUnlearnPairEncoder", {"pairs": PAIRS + "\na Rolex"}, "Pair Encoder: pairs: line 6: expected exactly one"),
+    ("VideoUnlearnPairEncoder", {"pairs": "a Rolex | a watch\na Rolex | a watch\na Rolex on a wrist | a wrist"},
+     "Pair Encoder: pairs: line 2: duplicate"),
+    ("VideoUnlearnPairEncoder", {"neutral_prompts": "a cat"}, "Pair Encoder: neutral_prompts: one distinct prompt"),
+    ("VideoUnlearnCheck", {"strengths": "0, 5"}, "Unlearning Check: strengths: strength 5 is above 4"),
+    ("VideoUnlearnCheck", {"timesteps": "1.5"}, "Unlearning Check: timesteps: fractions must be in [0, 1)"),
+    ("VideoUnlearnCollectActivations", {"timesteps": "0"}, "Collect Activations: timesteps: "),
+])
+def test_a_message_names_the_input_it_is_about(registered, class_type, inputs, start):
+    """ComfyUI 0.3.64 attaches a validate_inputs message to every input the method takes: Pair Encoder's (pairs and
+    neutral_prompts) and Unlearning Check's (strengths and timesteps) must say which of the two is wrong."""
+    base = {"VideoUnlearnPairEncoder": {"clip": ["clip", 0], "pairs": PAIRS, "neutral_prompts": "a dog\na cat",
+                                        "concept": "Rolex"},
+            "VideoUnlearnCheck": CHECK, "VideoUnlearnCollectActivations": COLLECT}[class_type]
+    errors = validate(class_type, {**base, **inputs})
+    assert errors and all(kind == "custom_validation_failed" for kind, _ in errors)
+    assert all(f" - {start}" in details for _, details in errors), errors  # ComfyUI writes "input - message"
