@@ -370,10 +370,12 @@ def layer_edits(model, basis: RefusalBasis, layers: list[str], strength: float, 
     return edits
 
 
-def require_bias_for_target(model, layers, target: str) -> None:
+def require_bias_for_target(model, layers, target: str,
+                            nodes: str = "Apply Unlearning and Unlearning Check") -> None:
     """Target "safe_mean" moves each edited layer's bias (``b' = b + strength (W U) U^T mu``); a layer without one
-    (Mochi's text qkv, Cosmos Predict2's cross-attention k/v) can take only target "zero". Apply Unlearning and Unlearning Check ask
-    this alike, so the check never recommends an edit Apply would refuse."""
+    (Mochi's text qkv, Cosmos Predict2's cross-attention k/v) can take only target "zero". Apply Unlearning and
+    Unlearning Check ask this alike, so the check never recommends an edit Apply would refuse. ``nodes``: where the
+    remedy says to change the target (Export Unlearning as LoRA passes its own name)."""
     if target != "safe_mean":
         return
     diffusion = model.model.diffusion_model
@@ -381,7 +383,7 @@ def require_bias_for_target(model, layers, target: str) -> None:
     if missing:
         raise ValueError(f"layer {missing[0]!r}{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''} has "
                          "no bias, so target 'safe_mean' (which moves the bias) cannot be applied; set target to "
-                         "'zero' in Apply Unlearning and Unlearning Check")
+                         f"'zero' in {nodes}")
 
 
 def apply_unlearning(model, basis: RefusalBasis | None, *, strength: float | None = 1.0, enabled: bool = True,
@@ -441,6 +443,8 @@ def lora_state_dict(model, basis: RefusalBasis, *, strength: float = 1.0, group:
                          "computed on top of it and hold only what that edit leaves; connect the model from before "
                          "Apply Unlearning. To export several concepts as one file, combine their vectors (Combine "
                          "Refusal Vectors) and export the combined vector")
+    # before layer_edits asks it with Apply's and the check's names: the target to change is Export's own
+    require_bias_for_target(model, layers, target, "Export Unlearning as LoRA")
     tensors = {}
     for layer, edit in layer_edits(model, basis, layers, strength, target).items():
         key = f"{DIFFUSION_PREFIX}{layer}"

@@ -117,3 +117,23 @@ def test_no_vector_layer_in_the_blocks_names_the_blocks_to_choose(nodes, wan, cl
     nodes.ApplyUnlearning.execute(wan, first, 1.0, True, "all in vector", 0, -1, "zero")  # followed: it runs
     with pytest.raises(ValueError, match="or choose layers 'all in vector'"):
         nodes.ApplyUnlearning.execute(wan, first, 1.0, True, "ffn.0", 1, 1, "zero")
+
+
+def test_export_without_biases_names_export_as_the_node_to_change(nodes, wan, clip, tmp_path, monkeypatch):
+    """Mochi's text qkv have no bias: Export at target 'safe_mean' told to set target 'zero' in Apply Unlearning and
+    Unlearning Check, where changing it leaves Export failing."""
+    import folder_paths
+    import tiny_models
+    from test_adapters import tiny_model
+    from test_families_graph import TEXT, family_text
+
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "loras", ([str(tmp_path)], {".safetensors"}))
+    model = tiny_model("mochi", wan)
+    encoded = nodes.PairEncoder.execute(family_text(tiny_models, clip, *TEXT["mochi"]), PAIRS, NEUTRAL, "Rolex")[0]
+    acts = nodes.CollectActivations.execute(model, encoded, 64, 64, 9, "1", 0, "default", 0, -1)[0]
+    vector = nodes.RefusalVectorNode.execute(acts, "cpca", 4, 1.0)[0]
+    with pytest.raises(ValueError, match="set target to 'zero' in Export Unlearning as LoRA$"):
+        nodes.ExportLoRA.execute(model, vector, 1.0, "safe_mean", "unlearning/lora")
+    nodes.ExportLoRA.execute(model, vector, 1.0, "zero", "unlearning/lora")  # the remedy, followed
+    with pytest.raises(ValueError, match="set target to 'zero' in Apply Unlearning and Unlearning Check$"):
+        nodes.ApplyUnlearning.execute(model, vector, 1.0, True, "all in vector", 0, -1, "safe_mean")
