@@ -85,8 +85,14 @@ def negative_row(negative, benign: list):
     if not (isinstance(negative, list) and len(negative) == 1 and isinstance(negative[0][0], torch.Tensor)
             and negative[0][0].shape[0] == 1):
         shape = [tuple(entry[0].shape) for entry in negative] if isinstance(negative, list) else type(negative).__name__
+        # The sampler takes a combined negative (ConditioningCombine: one entry per prompt, their predictions
+        # averaged), so "connect your sampler's negative" named what was already connected.
+        combined = (f"a combined negative ({len(negative)} conditionings, as ConditioningCombine makes) is not "
+                    "supported by the check; connect one CLIP Text Encode of the negative text, or join the prompts "
+                    "with ConditioningConcat" if isinstance(negative, list) and len(negative) > 1 else
+                    "connect the negative prompt that feeds your sampler (a CLIP Text Encode's output)")
         raise ValueError(f"Unlearning Check: negative must be one prompt's CONDITIONING (a CLIP Text Encode's output), "
-                         f"got {shape}; connect the negative prompt that feeds your sampler")
+                         f"got {shape}; {combined}")
     extras = {key: value for key, value in negative[0][1].items() if key not in IMAGE_EXTRAS}
     extras.update({key: benign[0][0][1][key] for key in IMAGE_EXTRAS if key in benign[0][0][1]})
     return [[negative[0][0], extras]]

@@ -132,7 +132,7 @@ def test_the_samplers_negative_prompt_gives_guided_collateral(defs, wan, basis, 
 def test_a_bad_negative_or_cfg_names_the_fix(defs, wan, basis, validation, negative):
     _, check = defs
     two = [negative[0], negative[0]]
-    with pytest.raises(ValueError, match="one prompt's CONDITIONING.*negative prompt that feeds your sampler"):
+    with pytest.raises(ValueError, match="one prompt.s CONDITIONING.*a combined negative .2 conditionings"):
         check.UnlearningCheck.execute(wan, basis, GRID, "default", 0, -1, "safe_mean", "none", 64, 64, 1, "0.1", 0,
                                       validation_pairs=validation, negative=two, cfg=6.0)
     with pytest.raises(ValueError, match="cfg must be your sampler's cfg"):

@@ -137,3 +137,19 @@ def test_export_without_biases_names_export_as_the_node_to_change(nodes, wan, cl
     nodes.ExportLoRA.execute(model, vector, 1.0, "zero", "unlearning/lora")  # the remedy, followed
     with pytest.raises(ValueError, match="set target to 'zero' in Apply Unlearning and Unlearning Check$"):
         nodes.ApplyUnlearning.execute(model, vector, 1.0, True, "all in vector", 0, -1, "safe_mean")
+
+
+def test_a_combined_negative_is_named_unsupported_with_what_to_connect(check, wan, clip, default_vector, validation):
+    """A ConditioningCombine negative (what the sampler got) was refused with 'connect the negative prompt that feeds
+    your sampler': what was already connected."""
+    import nodes as comfy_nodes
+
+    blurry, low = (clip.encode_from_tokens_scheduled(clip.tokenize(text)) for text in ("blurry", "low quality"))
+    combined = comfy_nodes.ConditioningCombine().combine(blurry, low)[0]
+    with pytest.raises(ValueError, match="a combined negative .2 conditionings.*ConditioningConcat") as error:
+        check.UnlearningCheck.execute(wan, default_vector, "0, 1", "all in vector", 0, -1, "safe_mean", "none", 64, 64,
+                                      1, "0.1", 0, validation_pairs=validation, negative=combined, cfg=5.0)
+    assert "feeds your sampler" not in str(error.value)
+    joined = comfy_nodes.ConditioningConcat().concat(blurry, low)[0]  # the remedy, followed: it runs
+    check.UnlearningCheck.execute(wan, default_vector, "0, 1", "all in vector", 0, -1, "safe_mean", "none", 64, 64, 1,
+                                  "0.1", 0, validation_pairs=validation, negative=joined, cfg=5.0)
