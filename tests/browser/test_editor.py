@@ -363,13 +363,21 @@ def test_editor_shows_pair_check_chart_and_badge(server, shots):
         sync_api.expect(caption).to_contain_text("4 layers, 1 distinct input")
         # which file Save Refusal Vector wrote (the editor shows no text output of its own)
         sync_api.expect(page.locator(".video-unlearning-saved-file").first).to_contain_text("wrote rolex_0")
+        # the run's own pair check replaces the live one (a linked pairs text has no other)
+        sync_api.expect(_status(page)).to_have_text("last run: 6 valid pairs")
         page.screenshot(path=str(shots / "4_score_chart.png"))
         page.screenshot(path=str(shots / "4_score_chart_100pct.png"), clip=_clip(page))
 
-        # Every layer kind: the shared text context, then one bar per block and kind, each named.
+        # Every layer kind: the shared text context, then one bar per block and kind, each named. A pair written
+        # the wrong way round is added: the run's warning reaches the node (until 2026-12-06 only the console, once).
+        rolex = (REPO_ROOT / "workflows" / "pairs" / "trademark_rolex.txt").read_text()
+        swapped = rolex + "\na watch on a shelf | a Rolex watch on a shelf\n"
+        page.evaluate(SET_WIDGET, ["VideoUnlearnPairEncoder", "pairs", swapped])
         page.evaluate(SET_WIDGET, ["VideoUnlearnCollectActivations", "layers", "all"])
         page.evaluate("async () => { await window.app.queuePrompt(0); }")
         page.wait_for_function(CHART_RAN, arg=2, timeout=180_000)
+        sync_api.expect(_status(page)).to_contain_text("last run: 7 valid pairs, 1 warning(s): line ", timeout=10_000)
+        page.evaluate(SET_WIDGET, ["VideoUnlearnPairEncoder", "pairs", rolex])
         shown = page.evaluate(CHART)
         labels = [bar["label"] for bar in shown["chart"]["bars"]]
         assert labels == [shared, "block 0 · cross_attn.o", "block 0 · ffn.0", "block 1 · cross_attn.o", "block 1 · ffn.0"], labels
