@@ -101,15 +101,40 @@ def write_basis_file(stored: StoredBasis, path, *, extra_metadata: dict[str, str
 def save_atomic(tensors: dict[str, torch.Tensor], path, metadata: dict[str, str]) -> None:
     """Write a safetensors file so that ``path`` is either absent or complete (never a half-written file under the
     real name): written to a temporary file beside it, then renamed over it (``os.replace``); on any error the
-    temporary file is removed. Its name is short, as the file's own may be near the file system's limit."""
+    temporary file is removed. Its name is short, as the file's own may be near the file system's limit.
+
+    The same tensors and metadata always give the same bytes (:func:`_canonical_header`), so a file's SHA-256 can be
+    checked against a re-export."""
     handle, temporary = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=Path(path).absolute().parent)
     os.close(handle)
     try:
         safetensors.torch.save_file(tensors, temporary, metadata=metadata)
+        _canonical_header(Path(temporary))
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def _canonical_header(path: Path) -> None:
+    """Rewrite the JSON header of the safetensors file at ``path`` in a fixed order: ``__metadata__`` first with its
+    entries sorted by key, then the tensors by name (each keeps its ``data_offsets``, so the data is untouched).
+
+    safetensors writes ``__metadata__`` in hash-map order, which changes from call to call: four exports of one LoRA,
+    tensors and metadata equal, gave four different SHA-256, so no auditor could match a shipped file to a
+    re-export. The layout stays safetensors' own: an 8-byte little-endian size, then the compact JSON padded with
+    spaces to a multiple of 8 (its tensor data stays 8-byte aligned)."""
+    data = path.read_bytes()
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + size])
+    ordered = {"__metadata__": dict(sorted(header.pop("__metadata__").items()))} if "__metadata__" in header else {}
+    ordered.update(sorted(header.items()))
+    text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as handle:
+        handle.write(len(text).to_bytes(8, "little"))
+        handle.write(text)
+        handle.write(memoryview(data)[8 + size:])
 
 
 def read_metadata(path) -> dict:

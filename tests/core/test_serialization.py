@@ -439,3 +439,29 @@ def test_a_vector_saved_with_pair_digests_holds_no_prompt_text(basis, tmp_path):
     assert loaded.pairs == ((prompt_digest("A  ROLEX"), prompt_digest("a watch")),)
     assert prompt_digest(loaded.pairs[0][0]) == loaded.pairs[0][0]  # a digest stays itself
     assert_same(basis.with_pair_digests(), loaded)
+
+
+def test_the_same_content_always_gives_the_same_bytes(basis, tmp_path):
+    """safetensors wrote ``__metadata__`` in hash-map order, new each call: 4 saves of one 7-entry metadata gave 4
+    SHA-256 (and 4 exports of one LoRA too). The header is now written sorted; the file still reads as before."""
+    import hashlib
+
+    from core.serialization import save_atomic
+
+    def digest(path):
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    metadata = {f"key_{i}": f"value {i} é" for i in range(7)}
+    tensors = {"b": torch.arange(3.0), "a": torch.ones(2, 2, dtype=torch.float64), "c": torch.zeros(5)}
+    paths = [tmp_path / f"plain_{i}.safetensors" for i in range(4)]
+    for path in paths:
+        save_atomic(tensors, path, metadata)
+    assert len({digest(path) for path in paths}) == 1
+    with safe_open(str(paths[0]), framework="pt") as handle:
+        assert handle.metadata() == metadata
+        assert all(torch.equal(handle.get_tensor(key), value) for key, value in tensors.items())
+    vectors = [tmp_path / f"vector_{i}.safetensors" for i in range(4)]
+    for path in vectors:
+        basis.save(path, extra_metadata={f"note_{i}": str(i) for i in range(6)})
+    assert len({digest(path) for path in vectors}) == 1
+    assert_same(basis, RefusalBasis.load(vectors[0]))

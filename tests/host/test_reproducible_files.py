@@ -1,0 +1,71 @@
+"""Audit properties of the files the nodes write: the same export gives the same bytes."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+import torch
+
+PAIRS = "\n".join(f"a Rolex watch number {i} on a table | a watch number {i} on a table" for i in range(5))
+NEUTRAL = "a dog in a park\na red car\na tree in the wind\na bowl of soup"
+
+pytestmark = pytest.mark.usefixtures("inference_mode")
+
+
+@pytest.fixture(scope="module")
+def nodes(pack):
+    from comfyui_video_unlearning.nodes import definitions
+
+    return definitions
+
+
+@pytest.fixture(scope="module")
+def encoded(nodes, clip):
+    with torch.inference_mode():
+        return nodes.PairEncoder.execute(clip, PAIRS, NEUTRAL, "Rolex")[0]
+
+
+@pytest.fixture(scope="module")
+def activations(nodes, wan, encoded):
+    with torch.inference_mode():
+        return nodes.CollectActivations.execute(wan, encoded, 64, 64, 1, "1", 0, "default", 0, -1)[0]
+
+
+@pytest.fixture(scope="module")
+def basis(nodes, activations):
+    with torch.inference_mode():
+        return nodes.RefusalVectorNode.execute(activations, "cpca", 4, 1.0)[0]
+
+
+@pytest.fixture
+def folders(tmp_path, monkeypatch):
+    import folder_paths
+
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "loras", ([str(tmp_path / "loras")], {".safetensors"}))
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "refusal_vectors",
+                        ([str(tmp_path / "rv")], {".safetensors"}))
+    folder_paths.filename_list_cache.clear()
+    yield tmp_path
+    folder_paths.filename_list_cache.clear()
+
+
+def _sha256(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_two_exports_and_two_saves_give_the_same_bytes(nodes, wan, basis, folders):
+    """4 exports of one LoRA had 4 SHA-256 (safetensors' hash-map order of the metadata); now one, and ComfyUI's own
+    loader still reads the tensors and the metadata."""
+    import comfy.utils
+
+    loras = [folders / "loras" / nodes.ExportLoRA.execute(wan, basis, 1.0, "safe_mean", "lora").ui["text"][0]
+             for _ in range(2)]
+    vectors = [folders / "rv" / nodes.SaveRefusalVector.execute(basis, "rv", "text").ui["text"][0] for _ in range(2)]
+    assert loras[0] != loras[1] and _sha256(loras[0]) == _sha256(loras[1])
+    assert vectors[0] != vectors[1] and _sha256(vectors[0]) == _sha256(vectors[1])
+    tensors, metadata = comfy.utils.load_torch_file(str(loras[0]), return_metadata=True)
+    assert metadata["video_unlearning_concept"] == "Rolex"
+    assert {key for key in tensors if key.endswith(".lora_up.weight")} == \
+        {f"diffusion_model.{layer}.lora_up.weight" for layer in basis.layers}
+    assert all(value.dtype == torch.float32 for value in tensors.values())
