@@ -389,6 +389,18 @@ class LayerRefusal:
         return (mean + u @ step).to(self.safe_mean.dtype)
 
 
+#: Significant digits kept of a score (:class:`LayerScore`). The float64 sums behind them change in their last
+#: 1-2 digits with the CPU's thread count (video-side layers, tiny Wan: contrast 0.43729233956749985 with 1 thread,
+#: 0.4372923395674991 with 2), and the scores are written into the vector file's metadata, so its bytes and SHA-256
+#: depended on the thread count while every tensor was bit-identical. 12 digits is far below what the scores are
+#: read for; a value whose 13th digit sits on a rounding boundary can still flip, which rounding cannot prevent.
+SCORE_DIGITS = 12
+
+
+def _rounded(value: float) -> float:
+    return float(f"{value:.{SCORE_DIGITS}g}")
+
+
 def _fit_input(unsafe, safe, neutral, *, rank: int, alpha: float, method: str, source: str,
                edit: str = "direction") -> LayerRefusal:
     """One input's fit. ``unsafe``, ``safe`` ``[n, d]``, ``neutral`` ``[m, d]``, all float64."""
@@ -433,10 +445,10 @@ def _fit_input(unsafe, safe, neutral, *, rank: int, alpha: float, method: str, s
                                                                     / max(neutral.shape[0] - 1, 1))
     rms_safe = float(safe.pow(2).sum(1).mean().sqrt())
     score = LayerScore(
-        norm=float(r_norm),
-        relative_norm=float(r_norm) / rms_safe if rms_safe > 0 else float("inf"),
-        contrast=along / energy,
-        separation=separation,
+        norm=_rounded(float(r_norm)),
+        relative_norm=_rounded(float(r_norm) / rms_safe) if rms_safe > 0 else float("inf"),
+        contrast=_rounded(along / energy),
+        separation=_rounded(separation),
     )
     as32 = lambda t: t.to(torch.float32).contiguous()  # noqa: E731
     direction = as32(direction / direction.norm())

@@ -528,3 +528,26 @@ def test_pairs_that_do_not_carry_the_concept_as_the_others_do_are_named():
     assert pair_notes(shares, [("u", "s")] * n)[0].startswith("pair 3:")  # pairs without line numbers
     assert RefusalFitter().update("L", safe + shift, safe).pair_shifts(basis) and not pair_notes(
         RefusalFitter().update("L", safe + shift, safe).pair_shifts(basis), pairs)
+
+
+def test_scores_do_not_carry_the_last_digits_of_the_float64_sums(tmp_path):
+    """The scores are written into the vector file. Computed at full precision they moved in their last 1-2 digits
+    with the order of the float64 sums (the CPU's thread count on video-side layers), so the file's SHA-256 did while
+    every tensor was bit-identical; they are kept to 12 significant digits. Here the neutral rows come in another
+    order, which changes the same sums' last bits."""
+    from core.serialization import read_metadata
+
+    _, _, unsafe, safe, neutral = planted(dim=48, pairs=6, neutral=12, seed=3)
+    layer = "blocks.0.ffn.0"
+
+    def scores(rows):
+        basis = RefusalFitter().update(layer, unsafe, safe).update_neutral(layer, rows).fit(rank=3, alpha=1.0)
+        path = tmp_path / "vector.safetensors"
+        basis.save(path)
+        return basis[layer].score.as_dict(), read_metadata(path)["scores"]
+
+    orders = [torch.arange(neutral.shape[0]), torch.arange(neutral.shape[0]).flip(0),
+              torch.randperm(neutral.shape[0], generator=torch.Generator().manual_seed(0))]
+    results = [scores(neutral[order]) for order in orders]
+    assert all(result == results[0] for result in results[1:]), results
+    assert all(value == float(f"{value:.12g}") for value in results[0][0].values())
