@@ -524,6 +524,11 @@ class RefusalBasis(Mapping):
     model_family: str = ""
     model_fingerprint: str = ""
     fit_revision: int = FIT_REVISION
+    #: How the activations were measured, so a saved vector can be recomputed and audited (empty for a basis built in
+    #: code and for files saved before 2026-12-08): the neutral prompts in order and their count, Collect
+    #: Activations' seed, timesteps (and the sigmas they gave), latent size, layer group and block range, and the
+    #: text encoder's class, weight fingerprint and patch count. JSON data, written as the file's ``measurement``.
+    measurement: Mapping = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         records = dict(self.records)
@@ -541,6 +546,7 @@ class RefusalBasis(Mapping):
                                  "input must share one record object")
         object.__setattr__(self, "records", MappingProxyType(records))
         object.__setattr__(self, "pairs", tuple(tuple(p) for p in self.pairs))
+        object.__setattr__(self, "measurement", MappingProxyType(dict(self.measurement)))
 
     # Mapping: layer -> LayerRefusal
     def __getitem__(self, layer: str) -> LayerRefusal:
@@ -607,8 +613,13 @@ class RefusalBasis(Mapping):
 
     def with_pair_digests(self) -> "RefusalBasis":
         """The same basis with each pair's prompts replaced by :func:`core.pairs.prompt_digest`: saved so, the file
-        does not carry the prompts' text, and a validation pair can still be told to be one of them."""
-        return dataclasses.replace(self, pairs=tuple((prompt_digest(u), prompt_digest(s)) for u, s in self.pairs))
+        does not carry the prompts' text, and a validation pair can still be told to be one of them. The neutral
+        prompts of :attr:`measurement` are replaced by their digests too, in order."""
+        measurement = dict(self.measurement)
+        if "neutral_prompts" in measurement:
+            measurement["neutral_prompts"] = [prompt_digest(p) for p in measurement["neutral_prompts"]]
+        return dataclasses.replace(self, pairs=tuple((prompt_digest(u), prompt_digest(s)) for u, s in self.pairs),
+                                   measurement=measurement)
 
     def save(self, path, *, extra_metadata: dict[str, str] | None = None) -> None:
         """Write to ``path`` (safetensors + JSON provenance); a shared record is stored once."""
@@ -624,7 +635,8 @@ class RefusalBasis(Mapping):
                         "concept": self.concept,
                         "pairs": [list(p) for p in self.pairs], "model_family": self.model_family,
                         "model_fingerprint": self.model_fingerprint, "concepts": self.concepts,
-                        "fit_revision": self.fit_revision})
+                        "fit_revision": self.fit_revision,
+                        **({"measurement": dict(self.measurement)} if self.measurement else {})})
         write_basis_file(stored, path, extra_metadata=extra_metadata)
 
     @classmethod
@@ -664,7 +676,9 @@ class RefusalBasis(Mapping):
             logger.warning("%s has no fit_revision: it was computed before 2026-12-01, and one computed before "
                            "Collect Activations stopped pooling the prompts' padding rows (2026-11-29) holds a "
                            "diluted difference plus a words-minus-padding direction%s. Compute it again with "
-                           "Collect Activations and Low-Rank Refusal Vector from the same pairs", name,
+                           "Collect Activations and Low-Rank Refusal Vector from the same pairs, the same neutral "
+                           "prompts and the same Collect Activations settings (seed, timesteps, width, height, length, "
+                           "layer group, block range; older files do not record them)", name,
                            "; its cpca solve was also approximate (a direction off by a few degrees, a subspace "
                            "edit by more)" if cpca else "")
         elif revision == 2 and cpca and (edit == "subspace" or rank > len(meta["pairs"])):
@@ -687,6 +701,7 @@ class RefusalBasis(Mapping):
             model_family=meta["model_family"],
             model_fingerprint=meta["model_fingerprint"],
             fit_revision=revision,
+            measurement=meta.get("measurement", {}),
         )
 
     @classmethod

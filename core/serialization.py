@@ -35,8 +35,9 @@ METADATA_KEY = "video_unlearning"
 KINDS = ("vector", "basis", "direction", "safe_mean", "subspace")
 _PROVENANCE = ("method", "rank", "alpha", "concept", "pairs", "model_family", "model_fingerprint")
 #: Provenance added in later releases: older files lack it, and the reader's default stands in (edit: direction;
-#: fit_revision: 1, the approximate contrastive solve; see ``core.refusal.FIT_REVISION``).
-_OPTIONAL_PROVENANCE = ("edit", "fit_revision")
+#: fit_revision: 1, the approximate contrastive solve; see ``core.refusal.FIT_REVISION``; measurement: none
+#: recorded, see ``core.refusal.RefusalBasis.measurement``).
+_OPTIONAL_PROVENANCE = ("edit", "fit_revision", "measurement")
 
 
 #: Largest safe-mean entry a file may hold: float16's largest finite value (see the check in read_basis_file).
@@ -281,3 +282,5 @@ def _check_provenance(name: str, provenance: dict) -> None:
             raise bad(key, "an integer")
     if isinstance(provenance["alpha"], bool) or not isinstance(provenance["alpha"], (int, float)):
         raise bad("alpha", "a number")
+    if "measurement" in provenance and not isinstance(provenance["measurement"], dict):
+        raise bad("measurement", "a JSON object of Collect Activations' settings")

@@ -164,8 +164,10 @@ def _no_fp8_product(module, input):
 
 
 def collect_activations(model, encoded: EncodedPairs, latent: torch.Tensor, timesteps: str, seed: int,
-                        layer_names: list[str]) -> CollectedActivations:
-    """Record the inputs of ``layer_names`` for every pair (and neutral prompt) at the requested sigmas."""
+                        layer_names: list[str], settings: dict | None = None) -> CollectedActivations:
+    """Record the inputs of ``layer_names`` for every pair (and neutral prompt) at the requested sigmas.
+
+    ``settings``: the node's own choices (latent size, layer group, block range) to record with the rows."""
     model = measuring_model(model)
     adapter = adapter_for(model)
     diffusion = model.model.diffusion_model
@@ -206,6 +208,11 @@ def collect_activations(model, encoded: EncodedPairs, latent: torch.Tensor, time
         fitter=fitter, layers=tuple(layer_names), family=adapter.family,
         fingerprint=weights_fingerprint(model, layer_names),
         concept=encoded.concept, pairs=encoded.pairs, sigmas=tuple(sigmas),
+        # Without these a saved vector could be neither recomputed nor audited: the neutral prompts set the
+        # contrast, and the seed, timesteps and latent what video-side layers read.
+        measurement={"neutral_prompts": list(encoded.neutral_prompts), "neutral_count": len(encoded.neutral_prompts),
+                     "seed": int(seed), "timesteps": str(timesteps), "sigmas": list(sigmas), **(settings or {}),
+                     "text_encoder": dict(encoded.text_encoder)},
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import folder_paths
@@ -11,6 +12,7 @@ from comfy_api.latest import io
 from ..core.pairs import DEFAULT_NEUTRAL_PROMPTS, PairsError, content_lines, parse_pairs, parse_prompts
 from ..core.refusal import EDITS, METHODS, RefusalBasis, pair_notes
 from ..core.edit import EDIT_TARGETS
+from ..core.fingerprint import fingerprint_weights
 from . import storage
 from .adapters import GROUP_CHOICES, adapter_named, layers_for
 from .collect import collect_activations, empty_latent, parse_timesteps
@@ -136,6 +138,7 @@ class PairEncoder(io.ComfyNode):
             # the safe side's image, so that the neutral prompts vary in their text alone and batch with the pairs
             neutral_prompts=neutral,
             neutral=tuple(_with_vision(_encode(clip, prompt), safe_clip_vision_output) for prompt in neutral),
+            text_encoder=text_encoder_identity(clip),
         )
         return io.NodeOutput(encoded, ui={PAIR_WARNINGS_KEY: [{"pairs": len(parsed), "warnings": notes}]})
 
@@ -150,6 +153,24 @@ def _pairs(text: str, warn):
         return parse_pairs(text, warn=warn)
     except PairsError as error:
         raise PairsError(f"pairs: {error}") from error
+
+
+def text_encoder_identity(clip) -> dict:
+    """What a vector records of the CLIP that encoded its prompts: the encoder's class, the :func:`fingerprint_weights`
+    of its weights (a strided sample of each tensor, milliseconds even for umt5-xxl) and how many of its weights
+    carry patches (a LoRA on the text encoder changes every encoding). The fingerprint is None, with the reason, where
+    the weights cannot be sampled as plain tensors."""
+    encoder = getattr(clip, "cond_stage_model", None)
+    identity = {"class": type(encoder if encoder is not None else clip).__name__}
+    patcher = getattr(clip, "patcher", None)
+    identity["patched_weights"] = len(getattr(patcher, "patches", None) or {})
+    try:
+        weights = {k: v for k, v in encoder.state_dict().items() if isinstance(v, torch.Tensor)}
+        identity["fingerprint"] = fingerprint_weights(weights)
+    except (AttributeError, RuntimeError, TypeError, ValueError, NotImplementedError) as error:
+        identity["fingerprint"] = None
+        identity["fingerprint_missing"] = f"{type(error).__name__}: {error}"[:200]
+    return identity
 
 
 def _neutral(text: str) -> tuple[str, ...]:
@@ -211,7 +232,10 @@ class CollectActivations(io.ComfyNode):
     def execute(cls, model, pairs, width, height, length, timesteps, seed, layers, block_start, block_end, latent=None):
         names = layers_for(model, layers, block_start, block_end)
         samples = latent["samples"] if latent is not None else empty_latent(model, width, height, length)
-        return io.NodeOutput(collect_activations(model, pairs, samples, timesteps, seed, names))
+        size = {"latent_shape": list(samples.shape)} if latent is not None else \
+            {"width": width, "height": height, "length": length}
+        settings = {**size, "layer_group": layers, "block_start": block_start, "block_end": block_end}
+        return io.NodeOutput(collect_activations(model, pairs, samples, timesteps, seed, names, settings))
 
 
 class RefusalVectorNode(io.ComfyNode):
@@ -240,6 +264,7 @@ class RefusalVectorNode(io.ComfyNode):
         basis = activations.fitter.fit(rank=rank, alpha=alpha, method=method, edit=edit, concept=activations.concept,
                                        pairs=activations.pairs, model_family=activations.family,
                                        model_fingerprint=activations.fingerprint)
+        basis = dataclasses.replace(basis, measurement=activations.measurement)
         # Text-side inputs only: on the organism's video-side groups (cross_attn.o, ffn.0) a correct benchmark pair
         # read -0.09..0.04, where text k/v gave every correct pair 0.14 or more.
         text_side = adapter_named(activations.family).text_side_layers(activations.layers)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..core.pairs import PromptPair
 from ..core.refusal import RefusalFitter
@@ -16,7 +16,8 @@ REFUSAL_VECTOR_TYPE = "REFUSAL_VECTOR"
 class EncodedPairs:
     """Output of Pair Encoder: ComfyUI conditionings for each side of each pair and for the neutral prompts.
 
-    ``unsafe[i]`` and ``safe[i]`` are CONDITIONING lists (``[[tensor [1, tokens, c], extras]]``).
+    ``unsafe[i]`` and ``safe[i]`` are CONDITIONING lists (``[[tensor [1, tokens, c], extras]]``). ``text_encoder``
+    identifies the CLIP that encoded them (``nodes.definitions.text_encoder_identity``), for the vector's provenance.
     """
 
     pairs: tuple[PromptPair, ...]
@@ -25,6 +26,7 @@ class EncodedPairs:
     safe: tuple
     neutral_prompts: tuple[str, ...]
     neutral: tuple
+    text_encoder: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,9 @@ class CollectedActivations:
 
     ``layers`` are names relative to the diffusion model (``blocks.3.cross_attn.k``), every layer the vector will
     edit; layers that read one shared input were recorded once (``fitter.shared_inputs()``: input name -> layers).
-    The fitter is not updated after this object is made.
+    The fitter is not updated after this object is made. ``measurement``: how the rows were measured (neutral
+    prompts, seed, timesteps, latent size, layer group and block range, text encoder), the vector's provenance
+    (``RefusalBasis.measurement``).
     """
 
     fitter: RefusalFitter
@@ -43,3 +47,4 @@ class CollectedActivations:
     concept: str
     pairs: tuple[PromptPair, ...]
     sigmas: tuple[float, ...]
+    measurement: dict = field(default_factory=dict)

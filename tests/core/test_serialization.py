@@ -465,3 +465,26 @@ def test_the_same_content_always_gives_the_same_bytes(basis, tmp_path):
         basis.save(path, extra_metadata={f"note_{i}": str(i) for i in range(6)})
     assert len({digest(path) for path in vectors}) == 1
     assert_same(basis, RefusalBasis.load(vectors[0]))
+
+
+def test_the_measurement_round_trips_and_files_without_it_load_as_before(basis, tmp_path):
+    """Collect Activations' settings and the neutral prompts are saved as ``measurement``; files written before it
+    load with none, a mistyped one is a file error, and the digest form hides the neutral prompts too."""
+    from core.pairs import prompt_digest
+
+    path = tmp_path / "rolex.safetensors"
+    basis.save(path)
+    assert "measurement" not in read_metadata(path) and RefusalBasis.load(path).measurement == {}
+    measured = dataclasses.replace(basis, measurement={"neutral_prompts": ["a dog", "a car"], "neutral_count": 2,
+                                                       "seed": 7, "timesteps": "0.1, 0.5"})
+    measured.save(path)
+    assert dict(RefusalBasis.load(path).measurement) == dict(measured.measurement)
+    hidden = measured.with_pair_digests().measurement
+    assert hidden["neutral_prompts"] == [prompt_digest("a dog"), prompt_digest("a car")] and hidden["seed"] == 7
+    with safe_open(str(path), framework="pt") as handle:
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+        meta = json.loads(handle.metadata()[METADATA_KEY])
+    meta["measurement"] = ["a dog"]
+    save_file(tensors, str(path), metadata={METADATA_KEY: json.dumps(meta)})
+    with pytest.raises(RefusalFileError, match="'measurement'.*JSON object"):
+        RefusalBasis.load(path)

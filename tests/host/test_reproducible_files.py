@@ -69,3 +69,38 @@ def test_two_exports_and_two_saves_give_the_same_bytes(nodes, wan, basis, folder
     assert {key for key in tensors if key.endswith(".lora_up.weight")} == \
         {f"diffusion_model.{layer}.lora_up.weight" for layer in basis.layers}
     assert all(value.dtype == torch.float32 for value in tensors.values())
+
+
+def test_a_saved_vector_records_how_it_was_measured(nodes, wan, clip, basis, folders):
+    """A saved vector recorded its pairs and model but not its neutral prompts, Collect's seed, timesteps, size, layer
+    group or block range, nor the text encoder: it could be neither recomputed nor audited. They are in its metadata
+    now (the neutral prompts as digests with pair_text = digests) and come back with Load Refusal Vector."""
+    from comfyui_video_unlearning.core.pairs import prompt_digest
+    from comfyui_video_unlearning.core.serialization import read_metadata
+
+    name = nodes.SaveRefusalVector.execute(basis, "rv", "text").ui["text"][0]
+    measurement = read_metadata(folders / "rv" / name)["measurement"]
+    neutral = NEUTRAL.split("\n")
+    assert measurement["neutral_prompts"] == neutral and measurement["neutral_count"] == 4
+    assert {key: measurement[key] for key in ("seed", "timesteps", "width", "height", "length", "layer_group",
+                                              "block_start", "block_end")} == \
+        {"seed": 0, "timesteps": "1", "width": 64, "height": 64, "length": 1, "layer_group": "default",
+         "block_start": 0, "block_end": -1}
+    assert len(measurement["sigmas"]) == 1
+    encoder = measurement["text_encoder"]
+    assert encoder["class"] == type(clip.cond_stage_model).__name__ and encoder["patched_weights"] == 0
+    assert isinstance(encoder["fingerprint"], str) and len(encoder["fingerprint"]) == 16
+    assert nodes.LoadRefusalVector.execute(name)[0].measurement == measurement
+
+    hidden = nodes.SaveRefusalVector.execute(basis, "rv", "digests").ui["text"][0]
+    measurement = read_metadata(folders / "rv" / hidden)["measurement"]
+    assert measurement["neutral_prompts"] == [prompt_digest(prompt) for prompt in neutral]
+    assert not any(prompt.encode() in (folders / "rv" / hidden).read_bytes() for prompt in neutral)
+
+
+def test_a_connected_latent_is_recorded_by_its_shape(nodes, wan, encoded):
+    with torch.inference_mode():
+        collected = nodes.CollectActivations.execute(wan, encoded, 64, 64, 1, "1", 5, "default", 0, -1,
+                                                     latent={"samples": torch.zeros(1, 16, 1, 8, 8)})[0]
+    assert collected.measurement["latent_shape"] == [1, 16, 1, 8, 8] and "width" not in collected.measurement
+    assert collected.measurement["seed"] == 5
