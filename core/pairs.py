@@ -8,6 +8,7 @@ file can carry comments. Errors name the line number, because that is what a per
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import warnings
 from collections.abc import Callable
@@ -90,6 +91,23 @@ def prompt_digest(text: str) -> str:
     if text.startswith(DIGEST_PREFIX):
         return text
     return DIGEST_PREFIX + hashlib.sha256(_spacing(text).casefold().encode("utf-8")).hexdigest()
+
+
+def exact_digest(prompts) -> str:
+    """``sha256:<hex>`` of prompts exactly as the text encoder read them, in order, case and spacing included:
+    ``prompts`` is a list of strings (neutral prompts) or of ``(unsafe, safe)`` pairs.
+
+    :func:`prompt_digest` folds case and spacing (so Unlearning Check can tell a validation pair that is one of the
+    vector's), but the encoder reads case: "a ROLEX" and "a Rolex" give other vectors under one folded digest. This
+    one lets an auditor confirm the exact text. To recompute it from a pairs text (in Python, with this pack)::
+
+        exact_digest([(p.unsafe, p.safe) for p in parse_pairs(text)])   # or parse_prompts(text) for the neutral ones
+
+    which is the SHA-256 of ``json.dumps([["unsafe", "safe"], ...], ensure_ascii=False, separators=(",", ":"))``
+    encoded as UTF-8 (a list of strings for neutral prompts)."""
+    rows = [[str(side) for side in item] if isinstance(item, (tuple, list)) else str(item) for item in prompts]
+    text = json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
+    return DIGEST_PREFIX + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from types import MappingProxyType
 import torch
 
 from .devices import cpu_float64
-from .pairs import PromptPair, prompt_digest
+from .pairs import DIGEST_PREFIX, PromptPair, exact_digest, prompt_digest
 from .serialization import RefusalFileError, StoredBasis, StoredRecord, read_basis_file, write_basis_file
 
 logger = logging.getLogger(__name__)
@@ -614,10 +614,18 @@ class RefusalBasis(Mapping):
     def with_pair_digests(self) -> "RefusalBasis":
         """The same basis with each pair's prompts replaced by :func:`core.pairs.prompt_digest`: saved so, the file
         does not carry the prompts' text, and a validation pair can still be told to be one of them. The neutral
-        prompts of :attr:`measurement` are replaced by their digests too, in order."""
+        prompts of :attr:`measurement` are replaced by their digests too, in order. Those digests fold case and
+        spacing, which the text encoder reads, so :attr:`measurement` also gets one :func:`core.pairs.exact_digest`
+        of all the pairs (``pairs_exact_sha256``) and of all the neutral prompts (``neutral_exact_sha256``) as they
+        were encoded; a basis whose prompts already are digests keeps the ones it has."""
         measurement = dict(self.measurement)
-        if "neutral_prompts" in measurement:
-            measurement["neutral_prompts"] = [prompt_digest(p) for p in measurement["neutral_prompts"]]
+        if any(not prompt.startswith(DIGEST_PREFIX) for pair in self.pairs for prompt in pair):
+            measurement["pairs_exact_sha256"] = exact_digest(self.pairs)
+        neutral = measurement.get("neutral_prompts")
+        if neutral is not None:
+            if any(not prompt.startswith(DIGEST_PREFIX) for prompt in neutral):
+                measurement["neutral_exact_sha256"] = exact_digest(neutral)
+            measurement["neutral_prompts"] = [prompt_digest(p) for p in neutral]
         return dataclasses.replace(self, pairs=tuple((prompt_digest(u), prompt_digest(s)) for u, s in self.pairs),
                                    measurement=measurement)
 

@@ -488,3 +488,29 @@ def test_the_measurement_round_trips_and_files_without_it_load_as_before(basis, 
     save_file(tensors, str(path), metadata={METADATA_KEY: json.dumps(meta)})
     with pytest.raises(RefusalFileError, match="'measurement'.*JSON object"):
         RefusalBasis.load(path)
+
+
+def test_digests_keep_one_exact_digest_of_the_text_as_encoded(basis, tmp_path):
+    """The per-prompt digests fold case and spacing, but the encoder reads case: "a ROLEX" and "a Rolex" gave other
+    vectors under the same digests, so a digests file could not confirm which text was measured. One exact digest
+    of all the pairs (and of all the neutral prompts) in order is stored beside them; the folded ones stay."""
+    from core.pairs import exact_digest, parse_pairs, prompt_digest
+
+    text = "a Rolex on a table | a watch on a table\na Rolex  on a wrist | a watch on a wrist"
+    pairs = [(p.unsafe, p.safe) for p in parse_pairs(text, warn=lambda *_: None)]
+    shouting = [(unsafe.replace("Rolex", "ROLEX"), safe) for unsafe, safe in pairs]
+    neutral = ["a dog in a park", "a red car"]
+    saved = []
+    for index, written in enumerate((pairs, shouting)):
+        measured = dataclasses.replace(basis, pairs=written, measurement={"neutral_prompts": neutral})
+        path = tmp_path / f"digests_{index}.safetensors"
+        measured.with_pair_digests().save(path)
+        saved.append(RefusalBasis.load(path))
+    assert saved[0].pairs == saved[1].pairs == tuple((prompt_digest(u), prompt_digest(s)) for u, s in pairs)
+    exact = [vector.measurement["pairs_exact_sha256"] for vector in saved]
+    assert exact[0] == exact_digest(pairs) != exact[1] == exact_digest(shouting)
+    assert exact[0] != exact_digest(list(reversed(pairs)))  # the order is part of it
+    assert saved[0].measurement["neutral_exact_sha256"] == exact_digest(neutral)
+    assert saved[0].measurement["neutral_prompts"] == [prompt_digest(p) for p in neutral]
+    assert saved[0].with_pair_digests().measurement == saved[0].measurement  # digests again: kept, not re-hashed
+    assert b"a dog in a park" not in (tmp_path / "digests_0.safetensors").read_bytes()
