@@ -25,6 +25,8 @@ are fitted once and map to the same record; :meth:`RefusalBasis.shared_inputs` s
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import dataclasses
@@ -639,13 +641,53 @@ class RefusalBasis(Mapping):
                 score=record.score.as_dict())
         stored = StoredBasis(
             layers={layer: record.source for layer, record in self.records.items()}, records=records,
-            provenance={"method": self.method, "rank": self.rank, "alpha": self.alpha, "edit": self.edit,
-                        "concept": self.concept,
-                        "pairs": [list(p) for p in self.pairs], "model_family": self.model_family,
-                        "model_fingerprint": self.model_fingerprint, "concepts": self.concepts,
-                        "fit_revision": self.fit_revision,
-                        **({"measurement": dict(self.measurement)} if self.measurement else {})})
+            provenance=self._provenance())
         write_basis_file(stored, path, extra_metadata=extra_metadata)
+
+    def _provenance(self) -> dict:
+        """The provenance :meth:`save` writes (JSON data)."""
+        return {"method": self.method, "rank": self.rank, "alpha": self.alpha, "edit": self.edit,
+                "concept": self.concept,
+                "pairs": [list(p) for p in self.pairs], "model_family": self.model_family,
+                "model_fingerprint": self.model_fingerprint, "concepts": self.concepts,
+                "fit_revision": self.fit_revision,
+                **({"measurement": dict(self.measurement)} if self.measurement else {})}
+
+    def content_sha256(self) -> str:
+        """A SHA-256 (64 hex digits) of this vector's tensors and provenance, which an exported LoRA records as
+        ``video_unlearning_vector_sha256`` to name the vector it was made from.
+
+        It is the same for the basis straight from Low-Rank Refusal Vector, for the file Save Refusal Vector writes
+        (with pair_text text or digests) and for that file loaded again, since it hashes what those share. To
+        recompute it from a vector file, with this pack importable::
+
+            RefusalBasis.load("models/refusal_vectors/rolex_00001.safetensors").content_sha256()
+
+        What is hashed, in order: the compact JSON (keys sorted, ``ensure_ascii=False``, UTF-8) of the provenance
+        :meth:`save` writes, in which the pairs are replaced by :func:`core.pairs.exact_digest` of the pairs (a
+        digests file's ``measurement.pairs_exact_sha256``) and the measurement's neutral prompts by theirs (its
+        ``neutral_exact_sha256``), plus ``sources`` (layer -> input, in edit order); then, for each input in sorted
+        order and each tensor kind (vector, basis, direction, safe_mean, subspace), ``"<kind>/<input>|<shape>"``
+        and the tensor's float32 little-endian bytes. The scores are left out (they describe the fit, not the edit).
+        A digests file saved before 2026-12-08 holds no exact digest, so its id differs from its text original's.
+        """
+        content = {**self._provenance(), "alpha": float(self.alpha)}  # a file's alpha loads as a float
+        measurement = dict(content.pop("measurement", {}))
+        content["pairs"] = measurement.pop("pairs_exact_sha256", None) or exact_digest(self.pairs)
+        if "neutral_prompts" in measurement:
+            exact = measurement.pop("neutral_exact_sha256", None)
+            measurement["neutral_prompts"] = exact or exact_digest(measurement["neutral_prompts"])
+        content["measurement"] = measurement
+        content["sources"] = {layer: record.source for layer, record in self.records.items()}
+        digest = hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":"),
+                                           ensure_ascii=False).encode("utf-8"))
+        records = {record.source: record for record in self.records.values()}
+        for source in sorted(records):
+            for kind in ("vector", "basis", "direction", "safe_mean", "subspace"):
+                tensor = getattr(records[source], kind).detach().to("cpu", torch.float32).contiguous()
+                digest.update(f"{kind}/{source}|{tuple(tensor.shape)}".encode("utf-8"))
+                digest.update(tensor.numpy().astype("<f4", copy=False).tobytes())
+        return digest.hexdigest()
 
     @classmethod
     def load(cls, path) -> "RefusalBasis":

@@ -388,8 +388,9 @@ def check_ui(main: CheckResult, swept: list[CheckResult], table: str, notes: dic
     return summary
 
 
-def table_text(main: CheckResult, swept: list[CheckResult], notes: dict | None = None) -> str:
-    lines = [main.table()]
+def table_text(main: CheckResult, swept: list[CheckResult], notes: dict | None = None, vector_id: str = "") -> str:
+    # vector_id: RefusalBasis.content_sha256, which an exported LoRA records: ties the table to the file it checked
+    lines = ([f"vector sha256 {vector_id[:12]}"] if vector_id else []) + [main.table()]
     if notes is not None and notes.get("sweep"):
         lines.append(notes["sweep"])
     if swept:
@@ -595,7 +596,7 @@ class UnlearningCheck(io.ComfyNode):
                                            height=height, length=length, timesteps=timesteps, seed=seed, sweep=sweep,
                                            negative=negative, cfg=cfg, notes=notes)
         chart = check_chart(main, swept)
-        table = table_text(main, swept, notes)
+        table = table_text(main, swept, notes, vector_id=refusal_vector.content_sha256())
         shown = {**ui.PreviewImage(chart, cls=cls).as_dict(), UI_KEY: [check_ui(main, swept, table, notes)]}
         return io.NodeOutput(float(main.recommended), chart, table, ui=shown)
 

@@ -460,7 +460,9 @@ def export_lora(model, basis: RefusalBasis, path: str, *, strength: float = 1.0,
                 group: str = ALL_IN_VECTOR, block_start: int = 0, block_end: int = -1) -> dict[str, str]:
     """Write the edit as a LoRA file at ``path`` (atomically: complete or absent) and return its metadata:
     the model family, the fingerprint of the weights it was computed from, concept, strength, target, layers,
-    and how many edited layers hold fp8 weights (where a LoRA loader re-quantises the edit)."""
+    how many edited layers hold fp8 weights (where a LoRA loader re-quantises the edit), and the vector it was made
+    from: ``video_unlearning_vector_sha256`` (:meth:`RefusalBasis.content_sha256`, which says how to recompute it
+    from a vector file) with its method, rank, alpha, edit and fit_revision."""
     tensors = lora_state_dict(model, basis, strength=strength, group=group, block_start=block_start,
                               block_end=block_end, target=target)
     suffix = ".lora_up.weight"
@@ -474,6 +476,13 @@ def export_lora(model, basis: RefusalBasis, path: str, *, strength: float = 1.0,
         "video_unlearning_target": target,
         "video_unlearning_layers": json.dumps(layers),
         "video_unlearning_fp8_layers": str(sum(requantised_when_baked(diffusion.get_submodule(l)) for l in layers)),
+        # Nothing tied a LoRA to its vector file but comparing tensors: the same id is in Unlearning Check's table.
+        "video_unlearning_vector_sha256": basis.content_sha256(),
+        "video_unlearning_method": basis.method,
+        "video_unlearning_rank": str(basis.rank),
+        "video_unlearning_alpha": repr(float(basis.alpha)),
+        "video_unlearning_edit": basis.edit,
+        "video_unlearning_fit_revision": str(basis.fit_revision),
     }
     save_atomic({k: v.to(torch.float32) for k, v in tensors.items()}, path, metadata)
     return metadata

@@ -9,6 +9,7 @@ import torch
 
 PAIRS = "\n".join(f"a Rolex watch number {i} on a table | a watch number {i} on a table" for i in range(5))
 NEUTRAL = "a dog in a park\na red car\na tree in the wind\na bowl of soup"
+HELD_OUT = "\n".join(f"a shiny Rolex timepiece in box {i} | a shiny timepiece in box {i}" for i in range(5))
 
 pytestmark = pytest.mark.usefixtures("inference_mode")
 
@@ -104,3 +105,44 @@ def test_a_connected_latent_is_recorded_by_its_shape(nodes, wan, encoded):
                                                      latent={"samples": torch.zeros(1, 16, 1, 8, 8)})[0]
     assert collected.measurement["latent_shape"] == [1, 16, 1, 8, 8] and "width" not in collected.measurement
     assert collected.measurement["seed"] == 5
+
+
+def test_an_exported_lora_names_its_vector_and_the_check_shows_the_same_id(nodes, wan, clip, basis, folders):
+    """Nothing tied a LoRA to its vector file but comparing tensors. The LoRA now records the vector's
+    content_sha256, the same whether the vector came straight from Low-Rank Refusal Vector or from the saved file
+    (pairs as text or as digests), and the vector's method, rank, alpha, edit and fit_revision; Unlearning Check's
+    table starts with the same short id."""
+    from comfyui_video_unlearning.core.refusal import RefusalBasis
+    from comfyui_video_unlearning.nodes import check
+
+    def exported(vector):
+        name = nodes.ExportLoRA.execute(wan, vector, 1.0, "safe_mean", "lora").ui["text"][0]
+        return _read_metadata(folders / "loras" / name)
+
+    ids = {exported(basis)["video_unlearning_vector_sha256"]}
+    for pair_text in ("text", "digests"):
+        name = nodes.SaveRefusalVector.execute(basis, "rv", pair_text).ui["text"][0]
+        loaded = nodes.LoadRefusalVector.execute(name)[0]
+        ids |= {exported(loaded)["video_unlearning_vector_sha256"],
+                RefusalBasis.load(folders / "rv" / name).content_sha256()}
+    assert len(ids) == 1 and len(next(iter(ids))) == 64
+    metadata = exported(basis)
+    assert {key.removeprefix("video_unlearning_"): metadata[key] for key in metadata if key.endswith(
+        ("_method", "_rank", "_alpha", "_edit", "_fit_revision"))} == \
+        {"method": "cpca", "rank": "4", "alpha": "1.0", "edit": "direction", "fit_revision": str(basis.fit_revision)}
+    with torch.inference_mode():
+        other = nodes.RefusalVectorNode.execute(
+            nodes.CollectActivations.execute(wan, nodes.PairEncoder.execute(clip, PAIRS, NEUTRAL, "Rolex")[0],
+                                             64, 64, 1, "1", 0, "default", 0, -1)[0], "cpca", 4, 0.5)[0]
+        assert other.content_sha256() not in ids  # another alpha, another id
+        validation = nodes.PairEncoder.execute(clip, HELD_OUT, NEUTRAL, "Rolex")[0]
+        table = check.UnlearningCheck.execute(wan, basis, "1", "all in vector", 0, -1, "safe_mean", "none", 64, 64, 1,
+                                              "0.1", 0, validation_pairs=validation)[2]
+    assert table.splitlines()[0] == f"vector sha256 {next(iter(ids))[:12]}"
+
+
+def _read_metadata(path):
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return handle.metadata()
