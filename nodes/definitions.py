@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 
 import folder_paths
@@ -482,6 +483,13 @@ class ExportLoRA(io.ComfyNode):
         with storage.new_file(folder, filename_prefix) as path:
             metadata = export_lora(model, refusal_vector, path, strength=strength, target=target)
         notes = [FP8_LORA_NOTE] if metadata["video_unlearning_fp8_layers"] != "0" else []
+        patched = json.loads(metadata["video_unlearning_computed_on_patches"])["layers"]
+        if patched:
+            notes.append(f"computed on weights this MODEL patches (a LoRA or merge loaded before) on {patched} of the "
+                         f"{len(json.loads(metadata['video_unlearning_layers']))} edited layers, as its metadata "
+                         "records: the file is exact only when loaded after the same LoRAs at the same strengths; on "
+                         "the bare model it leaves part of the concept. For a file of its own, export from the MODEL "
+                         "before those LoRAs")
         for note in notes:  # also where API users and the console see it
             logger.warning("Export Unlearning as LoRA (%s): %s", storage.relative_name(path, folder), note)
         return io.NodeOutput(ui={"text": [storage.relative_name(path, folder), *notes]})

@@ -420,10 +420,11 @@ def apply_unlearning(model, basis: RefusalBasis | None, *, strength: float | Non
 
 
 def lora_state_dict(model, basis: RefusalBasis, *, strength: float = 1.0, group: str = ALL_IN_VECTOR,
-                    block_start: int = 0, block_end: int = -1, target: str = "safe_mean") -> dict[str, torch.Tensor]:
+                    block_start: int = 0, block_end: int = -1, target: str = "safe_mean",
+                    products: dict | None = None) -> dict[str, torch.Tensor]:
     """The same edit as a standard LoRA file: ``<key>.lora_up.weight``, ``.lora_down.weight``, ``.alpha``
     (alpha = rank, so scale 1) and ``.diff_b`` for bias changes, keyed as ``diffusion_model.<layer>``,
-    the generic format ComfyUI's LoRA loader maps for any model."""
+    the generic format ComfyUI's LoRA loader maps for any model. ``products``: as in :func:`layer_edits`."""
     layers = select_layers(model, basis, group, block_start, block_end)
     repeated = carrying_this_vector(model, basis, layers)
     if repeated:
@@ -446,7 +447,7 @@ def lora_state_dict(model, basis: RefusalBasis, *, strength: float = 1.0, group:
     # before layer_edits asks it with Apply's and the check's names: the target to change is Export's own
     require_bias_for_target(model, layers, target, "Export Unlearning as LoRA")
     tensors = {}
-    for layer, edit in layer_edits(model, basis, layers, strength, target).items():
+    for layer, edit in layer_edits(model, basis, layers, strength, target, products).items():
         key = f"{DIFFUSION_PREFIX}{layer}"
         tensors[f"{key}.lora_up.weight"] = edit.up.contiguous()
         tensors[f"{key}.lora_down.weight"] = edit.down.contiguous()
@@ -462,9 +463,18 @@ def export_lora(model, basis: RefusalBasis, path: str, *, strength: float = 1.0,
     the model family, the fingerprint of the weights it was computed from, concept, strength, target, layers,
     how many edited layers hold fp8 weights (where a LoRA loader re-quantises the edit), and the vector it was made
     from: ``video_unlearning_vector_sha256`` (:meth:`RefusalBasis.content_sha256`, which says how to recompute it
-    from a vector file) with its method, rank, alpha, edit and fit_revision."""
+    from a vector file) with its method, rank, alpha, edit and fit_revision.
+
+    ``video_unlearning_computed_on_patches`` (JSON) says whether the edit was computed on weights the MODEL patches
+    (a LoRA loaded before, a merge): ``layers``, how many edited layers were, and ``fingerprint``, the
+    :func:`fingerprint_weights` of those patched weights. Such a file removes the concept only when loaded after the
+    same LoRAs: loaded on the bare model, one computed over a small style LoRA left 0.115 of |W d| (tiny Wan), while
+    its metadata read like a bare-model export's."""
+    products: dict = {}
     tensors = lora_state_dict(model, basis, strength=strength, group=group, block_start=block_start,
-                              block_end=block_end, target=target)
+                              block_end=block_end, target=target, products=products)
+    patched = {layer: weight for layer, (_, weight) in products.items() if weight is not None}
+    on_patches = {"layers": len(patched), "fingerprint": fingerprint_weights(patched) if patched else None}
     suffix = ".lora_up.weight"
     layers = [key[len(DIFFUSION_PREFIX):-len(suffix)] for key in tensors if key.endswith(suffix)]
     diffusion = model.model.diffusion_model
@@ -483,6 +493,7 @@ def export_lora(model, basis: RefusalBasis, path: str, *, strength: float = 1.0,
         "video_unlearning_alpha": repr(float(basis.alpha)),
         "video_unlearning_edit": basis.edit,
         "video_unlearning_fit_revision": str(basis.fit_revision),
+        "video_unlearning_computed_on_patches": json.dumps(on_patches, sort_keys=True),
     }
     save_atomic({k: v.to(torch.float32) for k, v in tensors.items()}, path, metadata)
     return metadata

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pytest
 import torch
@@ -146,3 +147,23 @@ def _read_metadata(path):
 
     with safe_open(str(path), framework="pt") as handle:
         return handle.metadata()
+
+
+def test_a_lora_computed_on_patched_weights_says_so(nodes, wan, basis, folders, caplog):
+    """Exported from a MODEL with a LoRA on the edited layers, the file is computed for W + its delta but its metadata
+    read exactly like a bare-model export (loaded on the bare model it left 0.115 of |W d|). The metadata now counts
+    the patched edited layers and fingerprints their weights, and the node and the log say when it is exact."""
+    generator = torch.Generator().manual_seed(5)
+    styled = wan.clone()
+    patches = {f"diffusion_model.{layer}.weight": ("diff", (0.002 * torch.randn(
+        wan.model.diffusion_model.get_submodule(layer).weight.shape, generator=generator),)) for layer in basis.layers}
+    assert len(styled.add_patches(patches, 1.0)) == len(patches)
+    bare = nodes.ExportLoRA.execute(wan, basis, 1.0, "zero", "bare").ui["text"]
+    with caplog.at_level("WARNING"):
+        shown = nodes.ExportLoRA.execute(styled, basis, 1.0, "zero", "styled").ui["text"]
+    on_patches = [json.loads(_read_metadata(folders / "loras" / ui[0])["video_unlearning_computed_on_patches"])
+                  for ui in (bare, shown)]
+    assert on_patches[0] == {"layers": 0, "fingerprint": None}
+    assert on_patches[1]["layers"] == len(basis.layers) and len(on_patches[1]["fingerprint"]) == 16
+    assert len(bare) == 1 and "exact only when loaded after the same LoRAs" in shown[1]
+    assert "exact only when loaded after the same LoRAs" in caplog.text
