@@ -737,10 +737,13 @@ def _by_removal(strengths, efficacy, collateral, allowed, removed, budget, name)
                    f"({efficacy[i]:.0%} at {strengths[i]:g}); {name} {collateral[i]:.3f}")
     gains = {i: (efficacy[i] - efficacy[i - 1]) / (strengths[i] - strengths[i - 1]) for i in range(1, len(strengths))}
     rising = [i for i in allowed if gains[i] > 0]
+    # strengths past the budget may remove it: "no strength removes 90%" then misread the table beside it
+    over = any(efficacy[k] >= removed for k in range(1, len(strengths)) if k not in allowed)
+    none = f"no strength within the {name} budget {budget:g} removes" if over else "no strength removes"
     if rising:
         i = max(rising, key=lambda k: (gains[k], -strengths[k]))
-        return i, (f"end of the steepest rise of removal ({efficacy[i]:.0%} removed at {strengths[i]:g}; no strength "
-                   f"removes {removed:.0%}); {name} {collateral[i]:.3f}")
+        return i, (f"end of the steepest rise of removal ({efficacy[i]:.0%} removed at {strengths[i]:g}; {none} "
+                   f"{removed:.0%}); {name} {collateral[i]:.3f}")
     i = max(allowed, key=lambda k: (efficacy[k], -strengths[k]))
     return i, f"most removed ({efficacy[i]:.0%} at {strengths[i]:g}) within the {name} budget {budget:g}"
 

@@ -169,6 +169,19 @@ def test_recommend_rule():
 
 
 
+def test_recommend_says_removal_past_the_budget_is_over_the_budget():
+    """Strengths that remove >= 90 % but are over the budget: the reason says none *within the budget* does (the
+    organism's nudity with the concept negative, where 'no strength removes 90%' sat beside 95-100 % rows)."""
+    grid = (0.0, 0.5, 0.75, 1.0, 1.5, 2.0)
+    guided = (0.0, 0.398, 0.680, 0.768, 0.807, 0.867)
+    strength, reason = recommend(grid, (0.0, 0.59, 0.95, 0.99, 1.0, 1.0), guided, name="guided collateral")
+    assert strength == 0.5 and "no strength within the guided collateral budget 0.5 removes 90%" in reason
+    assert "no strength removes" not in reason
+    # none removes 90 % at any strength: said as before
+    strength, reason = recommend(grid, (0.0, 0.3, 0.5, 0.6, 0.7, 0.8), guided, name="guided collateral")
+    assert "no strength removes 90%" in reason and "within" not in reason.split(";")[0]
+
+
 def test_recommend_full_projection_floor():
     nine = [0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2]
     saturating = [0, 0.75, 0.98, 0.99, 0.99, 0.99, 0.99, 1.0, 1.0]  # a switch: removed at 0.5 already
