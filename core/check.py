@@ -28,6 +28,10 @@ Given a model (any ``torch.nn.Module``), a forward callable that runs it on prom
   negative prompt does not see reaches it in full. Efficacy is the same either way (a pair's two sides share ``u``).
   When measured, the recommendation's collateral budget applies to it (:attr:`CheckResult.collateral`): on the
   organism it ranks what generating loses better than collateral (README, "The prediction the sampler uses?").
+  Except when the negative prompt carries the concept (:func:`negative_concept_share`, e.g. "nudity, naked"): the
+  edit then moves it like the concept's prompts, guided collateral counts that move on every benign prompt (the
+  organism's nudity at strength 1: 0.77 against 0.21 with an empty negative, which made the check recommend 0.5,
+  leaving the concept in 56 % of clips), and the budget reads the conditional collateral, with a warning.
 - two figures of what tells benign prompts apart (:func:`distinction_proxies`: the change they all share dropped),
   reported beside collateral, not used by the recommendation: on the organism they rank attribute loss no better
   than collateral does (README, "Does Unlearning Check predict what generating measures?").
@@ -82,6 +86,11 @@ FULL_PROJECTION = 1.0
 #: whose pairs had their sides swapped moves them about half-way at strength 1 (violence 0.54, red 0.45: the concept
 #: then appears in benign prompts).
 TOWARD_CONCEPT_LIMIT = 0.25
+#: :func:`negative_concept_share` at or above this: the negative prompt moves under the edit like the concept's prompts
+#: do, so it carries the concept and guided collateral counts its own move (the edit removing the concept from the
+#: negative) on every benign prompt; the recommendation then reads the conditional collateral. Halfway from a benign
+#: prompt's move to the concept prompts', written down before it was measured (not tuned).
+NEGATIVE_CARRIES_CONCEPT = 0.5
 #: What to do about an edit that moves the safe prompts toward the concept (the recommendation's reason and the
 #: table's warning end with it).
 _SWAPPED_REMEDY = ("are the sides of the vector's pairs swapped? Pair Encoder reads 'unsafe | safe', the concept on "
@@ -359,11 +368,23 @@ class CheckResult:
     guidance: float | None = None
     keep_loss: tuple[float, ...] = ()
     toward_concept: tuple[float, ...] = ()
+    negative_concept_share: float | None = None
+
+    @property
+    def negative_carries_concept(self) -> bool:
+        """The negative prompt moves under the edit like the concept's prompts (:func:`negative_concept_share` at
+        full projection >= :data:`NEGATIVE_CARRIES_CONCEPT`): guided collateral would count its move as collateral."""
+        return self.negative_concept_share is not None and self.negative_concept_share >= NEGATIVE_CARRIES_CONCEPT
 
     @property
     def collateral(self) -> tuple[float, ...]:
         """The collateral the recommendation used: guided (:func:`guided_collateral`) when the check had the
-        negative prompt and the sampler's guidance, else the conditional prediction's."""
+        negative prompt and the sampler's guidance, else the conditional prediction's. Also the conditional one when
+        the negative carries the concept (:attr:`negative_carries_concept`): leaving the negative's own move ``(1 -
+        g) du`` out of the guided move leaves ``g dc_b``, whose ratio to the guided spread ``g |c_b - mean c_b|`` is
+        the conditional collateral."""
+        if self.negative_carries_concept:
+            return self.collateral_prediction
         return self.collateral_guided or self.collateral_prediction
 
     @property
@@ -374,6 +395,11 @@ class CheckResult:
     @property
     def efficacy_layers(self) -> tuple[float, ...]:
         return tuple(1.0 - s for s in self.survival_layers)
+
+    @property
+    def collateral_read(self) -> str:
+        """Which collateral :attr:`collateral` is: ``"guided"`` or ``"conditional"``."""
+        return "guided" if self.collateral_guided and not self.negative_carries_concept else "conditional"
 
     def at(self, strength: float) -> dict:
         """The row of ``strength`` (which must be on the grid). Its ``collateral`` is the conditional prediction's
@@ -403,10 +429,26 @@ class CheckResult:
                          + (f" {self.collateral_guided[i]:>8.3f}" if guided else "")
                          + (f" {self.toward_concept[i]:>13.0%}" if toward else ""))
         lines.append(f"recommended strength {self.recommended:g}: {self.reason}")
-        warning = self.toward_concept_warning()
-        if warning:
-            lines.append(warning)
+        if self.negative_concept_share is not None:
+            read = ("carries the concept: collateral read on the conditional prediction (guided shown, not used)"
+                    if self.negative_carries_concept else "guided collateral kept")
+            lines.append(f"negative prompt moves like the concept: {self.negative_concept_share:.2f} at full "
+                         f"projection (0 = like a benign prompt, 1 = like the concept's; >= "
+                         f"{NEGATIVE_CARRIES_CONCEPT:g}: {read})")
+        for warning in (self.toward_concept_warning(), self.negative_warning()):
+            if warning:
+                lines.append(warning)
         return "\n".join(line for line in lines if line)
+
+    def negative_warning(self) -> str:
+        """A line saying that the negative prompt carries the concept (:attr:`negative_carries_concept`); empty
+        otherwise."""
+        if not self.negative_carries_concept:
+            return ""
+        return ("WARNING: the negative prompt names the concept: the edit removes the concept from it too, so it no "
+                "longer steers away from the concept (on the organism a 'red' negative with the edit left 9 of 192 "
+                "no-colour clips red, against 0 with the negative alone). Keep the negative or not, but judge the "
+                "edit on its own: the collateral here is the conditional prediction's, as with no negative")
 
     def toward_concept_warning(self, limit: float = TOWARD_CONCEPT_LIMIT) -> str:
         """A line saying that the edit moves the safe prompts toward the concept, when some strength moves them by
@@ -425,7 +467,8 @@ class CheckResult:
                 "relative_movement": list(self.relative_movement), "distinction_loss": list(self.distinction_loss),
                 "collateral_guided": list(self.collateral_guided), "guidance": self.guidance,
                 "keep_loss": list(self.keep_loss), "toward_concept": list(self.toward_concept),
-                "recommended": self.recommended, "reason": self.reason,
+                "negative_concept_share": self.negative_concept_share,
+                "collateral_read": self.collateral_read, "recommended": self.recommended, "reason": self.reason,
                 "forwards": self.forwards}
 
 
@@ -628,6 +671,40 @@ def guided_collateral(baseline: Baseline, predictions: torch.Tensor, guidance: f
     return math.sqrt(float((g - g0).pow(2).sum()) / spread) if spread > 0 else 0.0
 
 
+def negative_concept_share(baseline: Baseline, predictions: torch.Tensor) -> float | None:
+    """How much the negative prompt's row moves like the validation pairs' unsafe rows, for one strength's
+    predictions ``[rows, ...]`` (read at full projection): ``(m_neg - m_benign) / (m_unsafe - m_benign)`` with
+    ``m_neg = |u(lambda) - u(0)|`` (``u`` the negative's row ``[...]``), ``m_unsafe`` the root mean square over the
+    pairs of ``|unsafe_i(lambda) - unsafe_i(0)|`` and ``m_benign`` that over the benign prompts of ``|c_b(lambda) -
+    c_b(0)|``. 0 = it moves like a benign prompt, 1 = like a prompt showing the concept; None when the unsafe rows
+    move no more than the benign ones (no scale to read it on).
+
+    A negative that names the concept ("nudity, naked") loses it under the edit as the unsafe prompts do; guided
+    collateral ``|G_b(lambda) - G_b(0)|`` with ``G_b = u + g (c_b - u)`` then counts that move, ``(1 - g) du``, on
+    every benign prompt (the organism's nudity at strength 1: 0.77 against 0.21 with an empty negative). At or above
+    :data:`NEGATIVE_CARRIES_CONCEPT` the check reads the conditional collateral instead."""
+    if not baseline.negative:
+        raise ValueError("the negative prompt's share of the concept needs its row: measure the baseline with "
+                         "negative=...")
+    n = baseline.pairs
+    p0, p = baseline.predictions, predictions.reshape(baseline.predictions.shape)
+    m_neg = float((p[-1] - p0[-1]).norm())
+    m_unsafe = math.sqrt(float((p[:n] - p0[:n]).pow(2).sum()) / n)
+    rows = baseline.benign_rows
+    m_benign = math.sqrt(float((p[rows] - p0[rows]).pow(2).sum()) / baseline.benign)
+    if not m_unsafe > m_benign:
+        return None
+    return (m_neg - m_benign) / (m_unsafe - m_benign)
+
+
+def _full_projection_index(strengths: Sequence[float], full_projection: float | None) -> int | None:
+    """The grid index read as full projection: ``full_projection`` (1 when None) or the largest strength above 0
+    below it; None when the grid has none."""
+    bound = (FULL_PROJECTION if full_projection is None else full_projection) + 1e-9
+    below = [i for i, s in enumerate(strengths) if 0 < s <= bound]
+    return below[-1] if below else None
+
+
 def recommend(strengths: Sequence[float], efficacy: Sequence[float], collateral: Sequence[float], *,
               removed: float = REMOVED, budget: float = COLLATERAL_BUDGET,
               full_projection: float | None = FULL_PROJECTION, name: str = "collateral",
@@ -792,6 +869,8 @@ def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBas
         raise ValueError("guidance needs the negative prompt: measure the baseline and pass rows with negative=...")
     survival_l, collateral_l = layer_proxies(baseline, module, basis, layers, strengths, weights=weights, target=target)
     survival_p, collateral_p, forwards, distinctions, guided, kept, toward = [], [], 0, [], [], [], []
+    full = _full_projection_index(strengths, full_projection)
+    share = None
     with EditHooks(module, basis, layers, weights=weights, target=target) as hooks:
         for strength in strengths:
             if strength == 0.0:
@@ -819,14 +898,19 @@ def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBas
             toward.append(toward_concept(baseline, predictions))
             if guidance is not None:
                 guided.append(guided_collateral(baseline, predictions, guidance))
+            if baseline.negative and strengths.index(strength) == full:
+                share = negative_concept_share(baseline, predictions)
             if baseline.keep:
                 kept.append(keep_loss(baseline, predictions))
     efficacy = [1.0 - s for s in survival_p]
-    # the sampler's combination when known: README, "The prediction the sampler uses?"
-    ruling = guided if guidance is not None else collateral_p
+    # the sampler's combination when known: README, "The prediction the sampler uses?"; not with a negative that
+    # carries the concept, whose own move guided collateral would count on every benign prompt
+    carries = share is not None and share >= NEGATIVE_CARRIES_CONCEPT
+    use_guided = guidance is not None and not carries
+    ruling = guided if use_guided else collateral_p
+    name = "guided collateral" if use_guided else "conditional collateral" if carries else "collateral"
     recommended, reason = recommend(strengths, efficacy, ruling, removed=removed, budget=budget,
-                                    full_projection=full_projection,
-                                    name="guided collateral" if guidance is not None else "collateral", toward=toward)
+                                    full_projection=full_projection, name=name, toward=toward)
     return CheckResult(strengths=strengths, survival_layers=tuple(survival_l), survival_prediction=tuple(survival_p),
                        collateral_layers=tuple(collateral_l), collateral_prediction=tuple(collateral_p),
                        recommended=recommended, reason=reason, layers=tuple(layers), label=label,
@@ -834,7 +918,8 @@ def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBas
                        distinction_loss=tuple(d[1] for d in distinctions),
                        collateral_guided=tuple(guided) if guidance is not None else (),
                        guidance=None if guidance is None else float(guidance),
-                       keep_loss=tuple(kept) if baseline.keep else (), toward_concept=tuple(toward))
+                       keep_loss=tuple(kept) if baseline.keep else (), toward_concept=tuple(toward),
+                       negative_concept_share=share)
 
 
 def run_check(module: torch.nn.Module, forward: Forward, basis: RefusalBasis, validation: Sequence,

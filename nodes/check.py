@@ -380,6 +380,9 @@ def check_ui(main: CheckResult, swept: list[CheckResult], table: str, notes: dic
                "collateral": float(main.collateral[index]), "guidance": main.guidance, "reason": main.reason,
                "toward_concept": float(main.toward_concept[index]) if main.toward_concept else None,
                "warning": main.toward_concept_warning() or None, "label": main.label, "table": table,
+               # the negative prompt carries the concept: collateral is the conditional one (core.check)
+               "collateral_read": main.collateral_read, "negative_concept_share": main.negative_concept_share,
+               "negative_warning": main.negative_warning() or None,
                "sweep": [{"label": r.label, "strength": float(r.recommended)} for r in swept]}
     if notes is not None and "padded_text_collapsed" in notes:
         summary["padded_text_collapsed"] = bool(notes["padded_text_collapsed"])
@@ -394,7 +397,7 @@ def table_text(main: CheckResult, swept: list[CheckResult], notes: dict | None =
     if notes is not None and notes.get("sweep"):
         lines.append(notes["sweep"])
     if swept:
-        lines.append(f"sweep (recommended strength: removed, {'guided ' if main.collateral_guided else ''}"
+        lines.append(f"sweep (recommended strength: removed, {'guided ' if main.collateral_read == 'guided' else ''}"
                      "collateral):")
         for result in swept:
             index = result.strengths.index(result.recommended)
@@ -406,7 +409,12 @@ def table_text(main: CheckResult, swept: list[CheckResult], notes: dict | None =
                  f"their unsafe ones (above {TOWARD_CONCEPT_LIMIT:.0%} per unit of strength the edit adds the "
                  "concept: never recommended)")
     embedded = notes is not None and notes.get("guidance_embedded", False)
-    if main.guidance is not None:
+    if main.guidance is not None and main.negative_carries_concept:
+        lines.append(f"guided = collateral of uncond + cfg x (cond - uncond) at cfg {main.guidance:g}, shown only: the "
+                     "negative prompt carries the concept, so guided collateral counts the edit removing it from the "
+                     "negative on every benign prompt; the budget and the recommendation read the conditional "
+                     "collateral (the guided move without the negative's own)")
+    elif main.guidance is not None:
         lines.append(f"guided = collateral of uncond + cfg x (cond - uncond) at cfg {main.guidance:g}, as the sampler "
                      "combines them; the budget and the recommendation read it")
         if embedded:
@@ -484,7 +492,8 @@ def check_chart(main: CheckResult, swept: list[CheckResult] = (), width: int = 7
         draw.text((8, y - 6), f"{frac:.0%}", fill=(60, 60, 60), font=font)
     draw.text((left, lower + 8), "0", fill=(60, 60, 60), font=font)
     draw.text((right - 30, lower + 8), f"{x_top:.3g}", fill=(60, 60, 60), font=font)
-    guided = f", guided at cfg {main.guidance:g}" if main.guidance is not None else ""
+    guided = ("" if main.guidance is None else ", conditional: the negative carries the concept"
+              if main.negative_carries_concept else f", guided at cfg {main.guidance:g}")
     draw.text((left + 60, lower + 22), f"collateral (benign change / natural variation{guided})", fill=(60, 60, 60),
               font=font)
     draw.text((8, upper - 16), "removed", fill=(60, 60, 60), font=font)

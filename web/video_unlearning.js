@@ -548,12 +548,16 @@ function renderCheck(caption, table, result) {
   caption.textContent = `recommended strength ${result.strength.toFixed(2)}`
     + ` · removed ${Math.round(result.removed * 100)} %`
     + ` · collateral ${result.collateral.toFixed(3)}`
-    + (result.guidance != null ? ` (guided, cfg ${result.guidance})` : " (conditional; connect negative for guided)")
+    + (result.guidance == null ? " (conditional; connect negative for guided)"
+      // nodes/check.py check_ui: a negative naming the concept is not read as guided (core/check.py)
+      : result.collateral_read === "conditional" ? " (conditional: the negative prompt carries the concept)"
+      : ` (guided, cfg ${result.guidance})`)
     + (result.sweep?.length
       ? ` · sweep: ${result.sweep.map((r) => `${r.label} ${r.strength}`).join(", ")}`
       : result.sweep_skipped ? " · sweep not run (see the table)" : "")
-    + (result.warning ? " · WARNING: the edit moves the safe prompts toward the concept (pair sides swapped?)" : "");
-  caption.title = result.warning ? `${result.reason}\n${result.warning}` : result.reason;
+    + (result.warning ? " · WARNING: the edit moves the safe prompts toward the concept (pair sides swapped?)" : "")
+    + (result.negative_warning ? " · WARNING: the negative prompt names the concept; judge the edit on its own" : "");
+  caption.title = [result.reason, result.warning, result.negative_warning].filter(Boolean).join("\n");
   caption.dataset.state = "ran";
   table.textContent = result.table;
 }

@@ -785,6 +785,14 @@ CHECK_WITH_WARNING = """() => {
   const caption = document.querySelector(".video-unlearning-check-caption");
   return [caption.textContent, caption.title];
 }"""
+CHECK_NEGATIVE_CONCEPT = """() => {
+  const check = window.app.graph._nodes.find((n) => n.comfyClass === "VideoUnlearnCheck");
+  check.onExecuted({ video_unlearning_check: [{ strength: 1, removed: 0.99, collateral: 0.205, guidance: 4,
+    collateral_read: "conditional", negative_concept_share: 1.22, reason: "smallest strength ...",
+    warning: null, negative_warning: "WARNING: the negative prompt names the concept ...", table: "t", sweep: [] }] });
+  const caption = document.querySelector(".video-unlearning-check-caption");
+  return [caption.textContent, caption.title];
+}"""
 
 
 @both_frontends
@@ -802,3 +810,8 @@ def test_warnings_of_a_run_reach_the_captions(server, shots):
         text, title = page.evaluate(CHECK_WITH_WARNING)
         assert "WARNING: the edit moves the safe prompts toward the concept" in text, text
         assert "WARNING: at strength 1" in title, title
+        # a negative prompt naming the concept: the caption says the collateral is not the guided one, and why
+        text, title = page.evaluate(CHECK_NEGATIVE_CONCEPT)
+        assert "(conditional: the negative prompt carries the concept)" in text and "guided" not in text, text
+        assert "WARNING: the negative prompt names the concept" in text, text
+        assert title.endswith("WARNING: the negative prompt names the concept ..."), title

@@ -394,6 +394,84 @@ def test_a_negative_row_changes_no_other_figure():
     assert guided.guidance == 4.0 and "guided" in guided.table() and "guided" not in plain.table()
 
 
+def test_negative_concept_share_reads_the_negative_move_between_benign_and_unsafe():
+    """(m_neg - m_benign) / (m_unsafe - m_benign): 0 when the negative row moves like a benign prompt, 1 like an
+    unsafe one, None when the unsafe rows move no more than the benign ones."""
+    from core.check import Baseline, negative_concept_share
+
+    g = torch.Generator().manual_seed(5)
+    rand = lambda *shape: torch.randn(*shape, generator=g, dtype=torch.float64)  # noqa: E731
+    p0 = rand(2 * 3 + 4 + 1, 10)
+    base = Baseline(pairs=3, benign=4, predictions=p0, inputs={}, forwards=1, negative=True)
+
+    def moved(unsafe: float, benign: float, negative: float) -> torch.Tensor:
+        step = torch.zeros_like(p0)
+        step[:3, 0], step[6:10, 1], step[-1, 2] = unsafe, benign, negative  # each row moves by that much
+        return p0 + step
+
+    assert negative_concept_share(base, moved(3.0, 1.0, 1.0)) == pytest.approx(0.0)
+    assert negative_concept_share(base, moved(3.0, 1.0, 3.0)) == pytest.approx(1.0)
+    assert negative_concept_share(base, moved(3.0, 1.0, 2.0)) == pytest.approx(0.5)
+    assert negative_concept_share(base, moved(1.0, 1.0, 3.0)) is None
+    with pytest.raises(ValueError, match="negative"):
+        negative_concept_share(Baseline(pairs=3, benign=4, predictions=p0[:-1], inputs={}, forwards=1), p0[:-1])
+
+
+def test_a_negative_carrying_the_concept_is_not_counted_as_collateral():
+    """A negative prompt that moves under the edit like the unsafe prompts (one naming the concept) would put its own
+    move, (1 - g) du, on every benign prompt's guided prediction: the check reads the conditional collateral then and
+    warns. One that moves like a benign prompt keeps guided collateral. (The organism's nudity with 'nudity, naked,
+    nude': guided 0.77 at strength 1, over the budget, recommended 0.5, which left the concept in 56 % of clips.)"""
+    from core.check import NEGATIVE_CARRIES_CONCEPT
+
+    model = Toy()
+    _, basis = fitted(model)
+    _, unsafe, safe, benign = world(1)
+    _, unsafe_other, _, benign_other = world(7)
+    pairs, forward = list(zip(unsafe, safe)), forward_for(model)
+    with torch.no_grad():
+        concept = run_check(model, forward, basis, pairs, list(benign), "0, 0.5, 1, 2", negative=unsafe_other[0],
+                            guidance=4.0, budget=0.3)
+        plain = run_check(model, forward, basis, pairs, list(benign), "0, 0.5, 1, 2", negative=benign_other[0],
+                          guidance=4.0, budget=0.3)
+    # the concept negative: its move is the unsafe rows', and guided collateral is over the budget at strength 1
+    assert concept.negative_concept_share >= NEGATIVE_CARRIES_CONCEPT and concept.negative_carries_concept
+    assert concept.collateral_guided[2] > 0.3 > concept.collateral_prediction[2]
+    assert concept.collateral == concept.collateral_prediction and concept.collateral_read == "conditional"
+    assert (concept.recommended, concept.reason) == recommend(concept.strengths, concept.efficacy,
+                                                              concept.collateral_prediction, budget=0.3,
+                                                              name="conditional collateral")
+    assert concept.recommended == 1.0  # guided collateral would have ruled 1 out
+    assert recommend(concept.strengths, concept.efficacy, concept.collateral_guided, budget=0.3)[0] < 1.0
+    table = concept.table()
+    assert "negative prompt names the concept" in table and "judge the edit on its own" in table
+    assert concept.negative_warning() and "carries the concept" in table
+    assert concept.as_dict()["negative_concept_share"] == concept.negative_concept_share
+    assert concept.as_dict()["collateral_read"] == "conditional"
+    # a negative that moves like a benign prompt: guided collateral rules, as before
+    assert plain.negative_concept_share < NEGATIVE_CARRIES_CONCEPT and not plain.negative_carries_concept
+    assert plain.collateral == plain.collateral_guided and plain.collateral_read == "guided"
+    assert (plain.recommended, plain.reason) == recommend(plain.strengths, plain.efficacy, plain.collateral_guided,
+                                                          budget=0.3, name="guided collateral")
+    assert not plain.negative_warning() and "names the concept" not in plain.table()
+
+
+def test_negative_concept_share_is_read_at_full_projection_or_below():
+    """At strength 1, or the largest grid strength below it; none above 0 up to 1: no figure."""
+    model = Toy()
+    _, basis = fitted(model)
+    _, unsafe, safe, benign = world(1)
+    _, unsafe_other, _, _ = world(7)
+    pairs, forward = list(zip(unsafe, safe)), forward_for(model)
+    with torch.no_grad():
+        below = run_check(model, forward, basis, pairs, list(benign), "0, 0.5, 0.75, 2", negative=unsafe_other[0],
+                          guidance=4.0)
+        above = run_check(model, forward, basis, pairs, list(benign), "0, 1.5, 2", negative=unsafe_other[0],
+                          guidance=4.0)
+    assert below.negative_concept_share is not None and below.negative_carries_concept
+    assert above.negative_concept_share is None and above.collateral == above.collateral_guided
+
+
 def test_keep_loss_measures_what_the_edit_takes_from_pairs_it_should_keep():
     """Keep pairs: 0 at strength 0; pairs that differ along the concept lose what the validation pairs lose; pairs
     that differ elsewhere keep nearly all of their difference; a sharper difference is a negative loss; with the

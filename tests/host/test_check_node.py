@@ -129,6 +129,32 @@ def test_the_samplers_negative_prompt_gives_guided_collateral(defs, wan, basis, 
     assert "connect the sampler's negative prompt" in plain_table
 
 
+def test_a_negative_naming_the_concept_is_read_on_the_conditional_collateral(defs, wan, clip, basis, validation,
+                                                                            negative):
+    """A negative prompt naming the concept moves under the edit like the concept's prompts: guided collateral would
+    count that on every benign prompt, so the budget, chart, table and UI read the conditional collateral and warn;
+    the quality-words negative keeps guided collateral."""
+    import nodes as comfy_nodes
+
+    _, check = defs
+    with torch.inference_mode():
+        concept = comfy_nodes.CLIPTextEncode().encode(clip, "a shiny Rolex timepiece in box 0")[0]
+    common = dict(group="default", block_start=0, block_end=-1, target="safe_mean", width=64, height=64, length=1,
+                  timesteps="0.1, 0.4", seed=0)
+    quality, _ = check.run_unlearning_check(wan, basis, validation, GRID, negative=negative, cfg=6.0, **common)
+    assert quality.negative_concept_share < 0.5 and quality.collateral_read == "guided"
+    out = check.UnlearningCheck.execute(wan, basis, GRID, "default", 0, -1, "safe_mean", "none", 64, 64, 1,
+                                        "0.1, 0.4", 0, validation_pairs=validation, negative=concept, cfg=6.0)
+    summary, table = out.ui["video_unlearning_check"][0], out.args[2]
+    assert summary["negative_concept_share"] >= 0.5 and summary["collateral_read"] == "conditional"
+    assert summary["negative_warning"].startswith("WARNING: the negative prompt names the concept")
+    assert "shown only" in table and "names the concept" in table and "conditional collateral" in summary["reason"]
+    main, _ = check.run_unlearning_check(wan, basis, validation, GRID, negative=concept, cfg=6.0, **common)
+    index = main.strengths.index(summary["strength"])
+    assert main.collateral == main.collateral_prediction
+    assert summary["collateral"] == pytest.approx(main.collateral_prediction[index])
+
+
 def test_a_bad_negative_or_cfg_names_the_fix(defs, wan, basis, validation, negative):
     _, check = defs
     two = [negative[0], negative[0]]
