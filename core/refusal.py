@@ -519,7 +519,7 @@ class RefusalBasis(Mapping):
     records: Mapping[str, LayerRefusal]
     method: str = "cpca"
     rank: int = 1
-    alpha: float = 1.0
+    alpha: float | None = 1.0
     edit: str = "direction"
     concept: str = ""
     pairs: tuple = ()
@@ -531,6 +531,13 @@ class RefusalBasis(Mapping):
     #: Activations' seed, timesteps (and the sigmas they gave), latent size, layer group and block range, and the
     #: text encoder's class, weight fingerprint and patch count. JSON data, written as the file's ``measurement``.
     measurement: Mapping = dataclasses.field(default_factory=dict)
+    #: One entry per concept of a basis made by :meth:`combine` (empty otherwise), in the order of its directions'
+    #: rows: that concept's ``concept``, ``method``, ``rank``, ``alpha``, ``edit``, ``fit_revision``, ``pairs`` (how
+    #: many of :attr:`pairs`, which lists them concept after concept), ``measurement`` and ``vector_sha256`` (its
+    #: :meth:`content_sha256`). The global fields cannot say this: a combination of alpha 1.0 and alpha 0.25 recorded
+    #: the first input's alpha for both (until 2026-12-08), so the file depended on the order of Combine's sockets.
+    #: Saved as the file's ``combined_from``; combined files saved before then load with none.
+    combined_from: tuple = ()
 
     def __post_init__(self):
         records = dict(self.records)
@@ -549,6 +556,7 @@ class RefusalBasis(Mapping):
         object.__setattr__(self, "records", MappingProxyType(records))
         object.__setattr__(self, "pairs", tuple(tuple(p) for p in self.pairs))
         object.__setattr__(self, "measurement", MappingProxyType(dict(self.measurement)))
+        object.__setattr__(self, "combined_from", tuple(dict(entry) for entry in self.combined_from))
 
     # Mapping: layer -> LayerRefusal
     def __getitem__(self, layer: str) -> LayerRefusal:
@@ -620,16 +628,13 @@ class RefusalBasis(Mapping):
         spacing, which the text encoder reads, so :attr:`measurement` also gets one :func:`core.pairs.exact_digest`
         of all the pairs (``pairs_exact_sha256``) and of all the neutral prompts (``neutral_exact_sha256``) as they
         were encoded; a basis whose prompts already are digests keeps the ones it has."""
-        measurement = dict(self.measurement)
+        measurement = _neutral_digested(self.measurement)
         if any(not prompt.startswith(DIGEST_PREFIX) for pair in self.pairs for prompt in pair):
             measurement["pairs_exact_sha256"] = exact_digest(self.pairs)
-        neutral = measurement.get("neutral_prompts")
-        if neutral is not None:
-            if any(not prompt.startswith(DIGEST_PREFIX) for prompt in neutral):
-                measurement["neutral_exact_sha256"] = exact_digest(neutral)
-            measurement["neutral_prompts"] = [prompt_digest(p) for p in neutral]
+        combined_from = [{**entry, "measurement": _neutral_digested(entry.get("measurement", {}))}
+                         for entry in self.combined_from]
         return dataclasses.replace(self, pairs=tuple((prompt_digest(u), prompt_digest(s)) for u, s in self.pairs),
-                                   measurement=measurement)
+                                   measurement=measurement, combined_from=combined_from)
 
     def save(self, path, *, extra_metadata: dict[str, str] | None = None) -> None:
         """Write to ``path`` (safetensors + JSON provenance); a shared record is stored once."""
@@ -651,7 +656,8 @@ class RefusalBasis(Mapping):
                 "pairs": [list(p) for p in self.pairs], "model_family": self.model_family,
                 "model_fingerprint": self.model_fingerprint, "concepts": self.concepts,
                 "fit_revision": self.fit_revision,
-                **({"measurement": dict(self.measurement)} if self.measurement else {})}
+                **({"measurement": dict(self.measurement)} if self.measurement else {}),
+                **({"combined_from": [dict(entry) for entry in self.combined_from]} if self.combined_from else {})}
 
     def content_sha256(self) -> str:
         """A SHA-256 (64 hex digits) of this vector's tensors and provenance, which an exported LoRA records as
@@ -671,13 +677,17 @@ class RefusalBasis(Mapping):
         and the tensor's float32 little-endian bytes. The scores are left out (they describe the fit, not the edit).
         A digests file saved before 2026-12-08 holds no exact digest, so its id differs from its text original's.
         """
-        content = {**self._provenance(), "alpha": float(self.alpha)}  # a file's alpha loads as a float
+        # A file's alpha loads as a float; a combination of different alphas has none.
+        content = {**self._provenance(), "alpha": None if self.alpha is None else float(self.alpha)}
         measurement = dict(content.pop("measurement", {}))
         content["pairs"] = measurement.pop("pairs_exact_sha256", None) or exact_digest(self.pairs)
-        if "neutral_prompts" in measurement:
-            exact = measurement.pop("neutral_exact_sha256", None)
-            measurement["neutral_prompts"] = exact or exact_digest(measurement["neutral_prompts"])
-        content["measurement"] = measurement
+        content["measurement"] = _neutral_hashed(measurement)
+        if self.combined_from:
+            # A concept's pairs are in its vector_sha256 (and in the combination's pairs): its own exact pair digest,
+            # which only a digests file holds, is left out so that text and digests files share an id.
+            content["combined_from"] = [{**entry, "measurement": _neutral_hashed(
+                {k: v for k, v in entry.get("measurement", {}).items() if k != "pairs_exact_sha256"})}
+                for entry in self.combined_from]
         content["sources"] = {layer: record.source for layer, record in self.records.items()}
         digest = hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":"),
                                            ensure_ascii=False).encode("utf-8"))
@@ -706,7 +716,9 @@ class RefusalBasis(Mapping):
                 raise RefusalFileError(f"{name}: {error}; the file is corrupt") from None
         meta = stored.provenance
         rank, alpha = meta["rank"], meta["alpha"]
-        if not isinstance(rank, int) or rank < 1 or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
+        mixed = alpha is None and bool(meta.get("combined_from"))  # a combination of different alphas
+        if not isinstance(rank, int) or rank < 1 or not mixed and (
+                not isinstance(alpha, (int, float)) or not math.isfinite(alpha)):
             raise RefusalFileError(f"{name}: rank {rank!r} / alpha {alpha!r} are invalid")
         edit = meta.get("edit", "direction")
         if edit not in EDITS:
@@ -744,7 +756,7 @@ class RefusalBasis(Mapping):
             records={layer: records[source] for layer, source in stored.layers.items()},
             method=meta["method"],
             rank=rank,
-            alpha=float(alpha),
+            alpha=None if alpha is None else float(alpha),
             edit=edit,
             concept=meta["concept"],
             pairs=tuple(tuple(p) for p in meta["pairs"]),
@@ -752,6 +764,7 @@ class RefusalBasis(Mapping):
             model_fingerprint=meta["model_fingerprint"],
             fit_revision=revision,
             measurement=meta.get("measurement", {}),
+            combined_from=meta.get("combined_from", ()),
         )
 
     @classmethod
@@ -761,6 +774,11 @@ class RefusalBasis(Mapping):
         Layers present in only some of the bases keep the directions of those. Layers that share one record
         in every basis share one combined record. All bases must come from the same model family (and, where
         recorded, the same weights).
+
+        Each concept's provenance is kept in :attr:`combined_from` (a combined input contributes its own entries), and
+        the global fields hold what holds for all: ``alpha`` is the inputs' alpha when they agree and None when they
+        differ; ``method`` their methods, sorted and joined by ``+``; ``rank`` the largest (what bounds a concept's
+        edit columns when the file is loaded); ``fit_revision`` the oldest; ``pairs`` every concept's, in order.
         """
         bases = list(bases)
         if len(bases) < 2:
@@ -794,18 +812,53 @@ class RefusalBasis(Mapping):
             if key not in combined:
                 combined[key] = _combine_records(layer, parts, [b.concept for b in bases if layer in b.records], names)
             records[layer] = combined[key]
+        entries = [entry for b in bases for entry in _concept_entries(b)]
+        alphas = {entry["alpha"] for entry in entries}
         return cls(
             records=records,
-            method="+".join(dict.fromkeys(b.method for b in bases)),
+            method="+".join(sorted({entry["method"] for entry in entries})),
             rank=max(b.rank for b in bases),
-            alpha=bases[0].alpha,
+            alpha=alphas.pop() if len(alphas) == 1 else None,
             edit="subspace" if any(b.edit == "subspace" for b in bases) else "direction",
             concept=" + ".join(b.concept or "?" for b in bases),
             pairs=tuple(p for b in bases for p in b.pairs),
             model_family=next(iter(families), ""),
             model_fingerprint=next(iter(prints), ""),
             fit_revision=min(b.fit_revision for b in bases),
+            combined_from=entries,
         )
+
+
+def _concept_entries(basis: RefusalBasis) -> list[dict]:
+    """The :attr:`RefusalBasis.combined_from` entries ``basis`` brings to a combination: its own, or one for it."""
+    if basis.combined_from:
+        return [dict(entry) for entry in basis.combined_from]
+    return [{"concept": basis.concept, "method": basis.method, "rank": basis.rank,
+             "alpha": None if basis.alpha is None else float(basis.alpha), "edit": basis.edit,
+             "fit_revision": basis.fit_revision, "pairs": len(basis.pairs),
+             "measurement": json.loads(json.dumps(dict(basis.measurement))), "vector_sha256": basis.content_sha256()}]
+
+
+def _neutral_digested(measurement: Mapping) -> dict:
+    """``measurement`` with its neutral prompts as :func:`core.pairs.prompt_digest` digests, plus one exact digest of
+    them as encoded (``neutral_exact_sha256``) unless they already are digests (see :meth:`with_pair_digests`)."""
+    measurement = dict(measurement)
+    neutral = measurement.get("neutral_prompts")
+    if neutral is not None:
+        if any(not prompt.startswith(DIGEST_PREFIX) for prompt in neutral):
+            measurement["neutral_exact_sha256"] = exact_digest(neutral)
+        measurement["neutral_prompts"] = [prompt_digest(p) for p in neutral]
+    return measurement
+
+
+def _neutral_hashed(measurement: Mapping) -> dict:
+    """``measurement`` as :meth:`RefusalBasis.content_sha256` hashes it: the neutral prompts as one exact digest, the
+    same for the prompts' text and a digests file's ``neutral_exact_sha256``."""
+    measurement = dict(measurement)
+    if "neutral_prompts" in measurement:
+        exact = measurement.pop("neutral_exact_sha256", None)
+        measurement["neutral_prompts"] = exact or exact_digest(measurement["neutral_prompts"])
+    return measurement
 
 
 #: Largest share of a direction's length that may lie outside a loaded record's edit subspace. The pack's own files

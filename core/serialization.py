@@ -37,7 +37,7 @@ _PROVENANCE = ("method", "rank", "alpha", "concept", "pairs", "model_family", "m
 #: Provenance added in later releases: older files lack it, and the reader's default stands in (edit: direction;
 #: fit_revision: 1, the approximate contrastive solve; see ``core.refusal.FIT_REVISION``; measurement: none
 #: recorded, see ``core.refusal.RefusalBasis.measurement``).
-_OPTIONAL_PROVENANCE = ("edit", "fit_revision", "measurement")
+_OPTIONAL_PROVENANCE = ("edit", "fit_revision", "measurement", "combined_from")
 
 
 #: Largest safe-mean entry a file may hold: float16's largest finite value (see the check in read_basis_file).
@@ -280,7 +280,12 @@ def _check_provenance(name: str, provenance: dict) -> None:
     for key in ("rank", "fit_revision"):
         if key in provenance and (not isinstance(provenance[key], int) or isinstance(provenance[key], bool)):
             raise bad(key, "an integer")
-    if isinstance(provenance["alpha"], bool) or not isinstance(provenance["alpha"], (int, float)):
-        raise bad("alpha", "a number")
+    combined = provenance.get("combined_from")
+    if combined is not None and (not isinstance(combined, list) or not all(isinstance(e, dict) for e in combined)):
+        raise bad("combined_from", "a list of JSON objects, one per combined concept")
+    # A combination of vectors fitted with different alphas has none of its own (its concepts' are in combined_from).
+    if not (provenance["alpha"] is None and combined) and (
+            isinstance(provenance["alpha"], bool) or not isinstance(provenance["alpha"], (int, float))):
+        raise bad("alpha", "a number" + (" or null" if combined else ""))
     if "measurement" in provenance and not isinstance(provenance["measurement"], dict):
         raise bad("measurement", "a JSON object of Collect Activations' settings")

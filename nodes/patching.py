@@ -463,7 +463,9 @@ def export_lora(model, basis: RefusalBasis, path: str, *, strength: float = 1.0,
     the model family, the fingerprint of the weights it was computed from, concept, strength, target, layers,
     how many edited layers hold fp8 weights (where a LoRA loader re-quantises the edit), and the vector it was made
     from: ``video_unlearning_vector_sha256`` (:meth:`RefusalBasis.content_sha256`, which says how to recompute it
-    from a vector file) with its method, rank, alpha, edit and fit_revision.
+    from a vector file) with its method, rank, alpha, edit and fit_revision; a combined vector adds
+    ``video_unlearning_combined_from``, each concept's provenance and vector id (its alpha is "null" when
+    theirs differ).
 
     ``video_unlearning_computed_on_patches`` (JSON) says whether the edit was computed on weights the MODEL patches
     (a LoRA loaded before, a merge): ``layers``, how many edited layers were, and ``fingerprint``, the
@@ -490,10 +492,14 @@ def export_lora(model, basis: RefusalBasis, path: str, *, strength: float = 1.0,
         "video_unlearning_vector_sha256": basis.content_sha256(),
         "video_unlearning_method": basis.method,
         "video_unlearning_rank": str(basis.rank),
-        "video_unlearning_alpha": repr(float(basis.alpha)),
+        # A combination of different alphas has none: its concepts' are in video_unlearning_combined_from.
+        "video_unlearning_alpha": "null" if basis.alpha is None else repr(float(basis.alpha)),
         "video_unlearning_edit": basis.edit,
         "video_unlearning_fit_revision": str(basis.fit_revision),
         "video_unlearning_computed_on_patches": json.dumps(on_patches, sort_keys=True),
     }
+    if basis.combined_from:  # each concept's provenance and vector id (its measurement stays in the vector file)
+        metadata["video_unlearning_combined_from"] = json.dumps(
+            [{k: v for k, v in entry.items() if k != "measurement"} for entry in basis.combined_from], sort_keys=True)
     save_atomic({k: v.to(torch.float32) for k, v in tensors.items()}, path, metadata)
     return metadata

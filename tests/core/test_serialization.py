@@ -514,3 +514,45 @@ def test_digests_keep_one_exact_digest_of_the_text_as_encoded(basis, tmp_path):
     assert saved[0].measurement["neutral_prompts"] == [prompt_digest(p) for p in neutral]
     assert saved[0].with_pair_digests().measurement == saved[0].measurement  # digests again: kept, not re-hashed
     assert b"a dog in a park" not in (tmp_path / "digests_0.safetensors").read_bytes()
+
+
+def test_a_combined_vector_keeps_each_concepts_provenance_whatever_the_order(tmp_path):
+    """Combine recorded the first input's alpha for the whole result (Combine(A, B) saved alpha 1.0, Combine(B, A)
+    0.25, for equal subspaces), the largest rank, one flat pair list and no measurement, so which alpha, method, rank,
+    pairs and measurement belonged to which concept was lost. Each concept's now travel in ``combined_from``, the
+    same set in either order, saved and loaded (with pair digests too), and the global alpha is None when they
+    differ; a combined file without ``combined_from`` (written before) loads as before."""
+    def fit(seed, concept, pairs, neutral, **options):
+        _, _, unsafe, safe, noise = planted(dim=32, pairs=6, seed=seed)
+        fitted = RefusalFitter().update("blocks.0.cross_attn.k", unsafe, safe).update_neutral(
+            "blocks.0.cross_attn.k", noise).fit(concept=concept, pairs=pairs, model_fingerprint="0123abcd", **options)
+        return dataclasses.replace(fitted, measurement={"neutral_prompts": neutral, "seed": seed})
+
+    a = fit(1, "Rolex", [("a Rolex", "a watch"), ("a gold Rolex", "a gold watch")], ["a dog"], rank=4, alpha=1.0)
+    b = fit(2, "RolexBox", [("a Rolex box", "a box")], ["a car", "a tree"], rank=2, alpha=0.25, method="mean")
+    ab, ba = RefusalBasis.combine([a, b]), RefusalBasis.combine([b, a])
+    expected = [{"concept": v.concept, "method": v.method, "rank": v.rank, "alpha": v.alpha, "edit": v.edit,
+                 "fit_revision": v.fit_revision, "pairs": len(v.pairs), "measurement": dict(v.measurement),
+                 "vector_sha256": v.content_sha256()} for v in (a, b)]
+    assert list(ab.combined_from) == expected and list(ba.combined_from) == expected[::-1]
+    for combined in (ab, ba):
+        assert combined.alpha is None and combined.method == "cpca+mean" and combined.rank == 4
+        path = tmp_path / "combined.safetensors"
+        combined.save(path)
+        loaded = RefusalBasis.load(path)
+        assert_same(combined, loaded)
+        assert loaded.combined_from == combined.combined_from
+        assert loaded.content_sha256() == combined.content_sha256()
+        combined.with_pair_digests().save(path)
+        hidden = RefusalBasis.load(path)
+        assert [e["measurement"]["neutral_exact_sha256"] for e in hidden.combined_from] == [
+            e["measurement"]["neutral_exact_sha256"] for e in combined.with_pair_digests().combined_from]
+        assert "a dog" not in path.read_bytes().decode("latin-1")
+        assert hidden.content_sha256() == combined.content_sha256()
+    # Combining a combination keeps one entry per concept; equal alphas stay the global alpha.
+    c = fit(3, "knife", [("a knife", "a spoon")], [], rank=4, alpha=1.0)
+    assert [e["concept"] for e in RefusalBasis.combine([ab, c]).combined_from] == ["Rolex", "RolexBox", "knife"]
+    assert RefusalBasis.combine([a, c]).alpha == 1.0
+    old = dataclasses.replace(RefusalBasis.combine([a, c]), combined_from=())
+    old.save(tmp_path / "old.safetensors")
+    assert RefusalBasis.load(tmp_path / "old.safetensors").combined_from == ()
