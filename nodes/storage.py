@@ -10,6 +10,8 @@ import unicodedata
 
 import folder_paths
 
+from ..core.pairs import _quoted
+
 FOLDER = "refusal_vectors"
 EXTENSIONS = {".safetensors"}
 
@@ -62,9 +64,11 @@ def _segment_problem(segment: str, *, folder: bool) -> str | None:
     if not segment or not (segment[0].isalnum() or segment[0] in "_-"):
         return "may not be empty or start with '.', a space or a mark (the file must stay inside the folder)"
     # \w misses combining marks (Hindi, Thai, a decomposed "é"), which are letters of their scripts.
-    if not all(c.isalnum() or c in "_-. " or c in _JOINERS or unicodedata.category(c).startswith("M")
-               for c in segment):
-        return "may use letters of any script, digits, spaces, '-', '_' and '.' ('/' separates subfolders)"
+    bad = next((i for i, c in enumerate(segment) if not (c.isalnum() or c in "_-. " or c in _JOINERS
+                                                       or unicodedata.category(c).startswith("M"))), None)
+    if bad is not None:
+        return (f"has {segment[bad]!r} (U+{ord(segment[bad]):04X}) at character {bad + 1}; it may use letters of any "
+                "script, digits, spaces, '-', '_' and '.' ('/' separates subfolders)")
     if len(segment.encode("utf-8")) > _MAX_SEGMENT_BYTES:
         return f"takes more than {_MAX_SEGMENT_BYTES} bytes in UTF-8 (file systems take 255 for a name)"
     if folder and segment[-1] in ". ":
@@ -82,8 +86,9 @@ def prefix_problem(prefix) -> str | None:
     for index, segment in enumerate(segments):
         problem = _segment_problem(segment, folder=index < len(segments) - 1)
         if problem:
-            where = f"its part {segment!r} " if len(segments) > 1 else ""
-            return f"filename prefix {prefix!r}: {where}{problem}"
+            # Quoted in full, a pasted 10,000-line prefix made a 30,131-character message: cut as Pair Encoder's are.
+            where = f"its part {_quoted(segment)} " if len(segments) > 1 else ""
+            return f"filename prefix {_quoted(prefix)}: {where}{problem}"
     return None
 
 

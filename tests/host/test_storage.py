@@ -151,3 +151,17 @@ def test_a_vector_saved_with_pair_digests_keeps_the_check_from_reusing_its_pairs
     text = nodes.SaveRefusalVector.execute(basis, "shared/rolex").ui["text"][0]
     assert b"Rolex watch number" in (folders / "models" / "refusal_vectors" / text).read_bytes()
     assert "pair_text" in nodes.SaveRefusalVector.define_schema().get_v1_info(nodes.SaveRefusalVector).input["optional"]
+
+
+def test_a_long_bad_prefix_is_quoted_cut_and_its_bad_character_named(nodes, storage):
+    """The prefix was quoted whole: a pasted 10,000-line prefix made a 30,131-character message for each node. It is
+    now cut as Pair Encoder's lines are (core.pairs._quoted), and the message names the first character refused."""
+    huge = "x\n" * 10000
+    for node in (nodes.SaveRefusalVector, nodes.ExportLoRA):
+        message = node.validate_inputs(filename_prefix=huge)
+        assert len(message) < 400 and "(20000 characters)" in message, message
+        assert "has '\\n' (U+000A) at character 2" in message, message
+    long_part = nodes.SaveRefusalVector.validate_inputs(filename_prefix="a" * 5000 + "/rolex")
+    assert len(long_part) < 500 and "more than 200 bytes" in long_part and "(5000 characters)" in long_part
+    drive = nodes.SaveRefusalVector.validate_inputs(filename_prefix="C:/x")
+    assert "its part 'C:' has ':' (U+003A) at character 2" in drive
