@@ -118,9 +118,13 @@ def parse_strengths(spec: str | Sequence[float]) -> tuple[float, ...]:
         values = [float(v) for v in spec]
     if not values:
         raise ValueError("the strength grid is empty: write strengths separated by commas, e.g. 0, 0.5, 1, 1.5, 2")
-    bad = [v for v in values if not math.isfinite(v) or v < 0]
+    # "nan" and "inf" parse as floats; they were answered with the negative-strength text.
+    infinite = [v for v in values if not math.isfinite(v)]
+    if infinite:
+        raise ValueError(f"a strength must be a finite number, got {infinite}: write numbers such as 0, 0.5, 1")
+    bad = [v for v in values if v < 0]
     if bad:
-        raise ValueError(f"strengths must be finite numbers >= 0, got {bad}; a negative strength would amplify the "
+        raise ValueError(f"strengths must be >= 0, got {bad}; a negative strength would amplify the "
                          "concept instead of removing it")
     grid = sorted(set(values) | {0.0})
     if len(grid) < 2:

@@ -539,7 +539,8 @@ class UnlearningCheck(io.ComfyNode):
                             "collateral is read on uncond + cfg x (cond - uncond), as sampling combines them, which "
                             "ranks what generating loses better; without it, on the conditional prediction alone."),
                 io.String.Input("strengths", default=DEFAULT_GRID,
-                                tooltip="Strengths to check, separated by commas (>= 0; 0 is always added as the reference)."),
+                                tooltip="Strengths to check, separated by commas or ';' (0 to 4, the most Apply "
+                                        "Unlearning takes; 0 is always added as the reference)."),
                 io.Combo.Input("layers", options=[ALL_IN_VECTOR, *GROUP_CHOICES], default=ALL_IN_VECTOR,
                                tooltip="Which of the vector's layers to edit, as in Apply Unlearning (use the same setting there)."),
                 io.Int.Input("block_start", default=0, min=0, max=200, tooltip="First transformer block to edit, as in Apply Unlearning."),
@@ -554,7 +555,8 @@ class UnlearningCheck(io.ComfyNode):
                 io.Int.Input("height", default=64, min=16, max=4096, step=16, tooltip="Height of the small latent the check runs on."),
                 io.Int.Input("length", default=1, min=1, max=1024, step=4, tooltip="Frames of the check's latent; 1 is enough for a proxy."),
                 io.String.Input("timesteps", default="0.1",
-                                tooltip="Where the prediction is compared: progress fractions (0 = pure noise) or a count on the model's schedule."),
+                                tooltip="Where the prediction is compared: progress fractions separated by commas "
+                                        "(0.0 = pure noise) or a whole count on the model's schedule."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=False,
                              tooltip="Seed of the noise every prompt shares."),
                 # Optional: API prompts saved before cfg existed (2026-12-01) lack it and were refused as missing

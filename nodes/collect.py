@@ -31,6 +31,7 @@ import comfy.utils
 from comfy_api.torch_helpers.torch_compile import COMPILE_KEY
 
 from ..core.collection import collect, plan_batches
+from ..core.pairs import _quoted
 from .adapters import adapter_for, latent_shape
 from .conditioning import can_share_a_call, prompt_token_mask, row_token_masks, stack_conditionings
 from .patching import weights_fingerprint
@@ -48,26 +49,32 @@ SEED_RANGE = 1 << 64
 def parse_timesteps(spec: str) -> int | list[float]:
     """``"4"`` -> 4 sigmas spread over the model's schedule; ``"0.1, 0.5"`` -> sampling-progress fractions.
 
+    One whole number is a count; anything else is fractions, separated and written as Unlearning Check's strength grid
+    is (``,`` or ``;``, any float syntax: ``5e-1``), which its own timesteps sat beside while refusing both. ``0.0`` is
+    the fraction for pure noise; a bare ``0`` is a count, refused with that hint.
+
     Its messages start with ``timesteps:``: Unlearning Check validates strengths and timesteps together, and ComfyUI
     shows the message on both inputs."""
     text = str(spec).strip()
-    if not text:
+    parts = [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
+    if not parts:
         raise ValueError("timesteps: empty: write a count such as 4, or progress fractions such as 0.1, 0.5, 0.9")
-    if "," not in text and "." not in text:
-        try:
-            count = int(text)
-        except ValueError:
-            raise ValueError(f"timesteps: {text!r} is neither a count nor a list of fractions") from None
+    if len(parts) == 1 and parts[0].lstrip("+-").isdigit():
+        count = int(parts[0])
         if not 1 <= count <= 100:
-            raise ValueError(f"timesteps: a count must be between 1 and 100, got {count}")
+            hint = "; for the fraction 0 (pure noise) write 0.0" if count == 0 else ""
+            raise ValueError(f"timesteps: a count must be between 1 and 100, got {count}{hint}")
         return count
-    try:
-        fractions = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise ValueError(f"timesteps: {text!r}: each entry must be a number between 0 and 1") from None
-    bad = [f for f in fractions if not 0.0 <= f < 1.0]
-    if bad or not fractions:
-        raise ValueError(f"timesteps: fractions must be in [0, 1) (0 = pure noise), got {bad or text!r}")
+    fractions = []
+    for part in parts:
+        try:
+            fractions.append(float(part))
+        except ValueError:
+            raise ValueError(f"timesteps: {_quoted(part)} is not a number: write a count such as 4, or progress "
+                             "fractions separated by commas such as 0.1, 0.5, 0.9") from None
+    bad = [f for f in fractions if not 0.0 <= f < 1.0]  # nan and inf too
+    if bad:
+        raise ValueError(f"timesteps: fractions must be in [0, 1) (0.0 = pure noise), got {bad}")
     return fractions
 
 

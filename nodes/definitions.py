@@ -205,7 +205,7 @@ class CollectActivations(io.ComfyNode):
                 io.Int.Input("width", default=832, min=16, max=4096, step=16, tooltip="Width of the latent used for measuring; ignored when a latent is connected."),
                 io.Int.Input("height", default=480, min=16, max=4096, step=16, tooltip="Height of the latent used for measuring; ignored when a latent is connected."),
                 io.Int.Input("length", default=1, min=1, max=1024, step=4, tooltip="Frames of the measuring latent; 1 is enough for text-side layers."),
-                io.String.Input("timesteps", default="4", tooltip="A count (spread over the model's schedule, with its shift) or progress fractions like '0.1, 0.5, 0.9' (0 = pure noise). Text-side layers need only one."),
+                io.String.Input("timesteps", default="4", tooltip="A whole count (spread over the model's schedule, with its shift) or progress fractions like '0.1, 0.5, 0.9' (0.0 = pure noise; a bare 0 is a count). Text-side layers need only one."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=False,
                              tooltip="Seed of the noise; both sides of a pair share it. Layers that read only the text "
                                      "(Wan's default, text-side cross_attn.k+v) see no noise: there the seed changes "

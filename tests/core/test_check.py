@@ -228,8 +228,16 @@ def test_parse_strengths_and_its_errors():
         parse_strengths("0, x")
     with pytest.raises(ValueError, match="only 0"):
         parse_strengths("0")
-    with pytest.raises(ValueError, match=">= 0"):
+    with pytest.raises(ValueError, match="must be a finite number"):
         parse_strengths("nan")
+
+
+@pytest.mark.parametrize("grid", ["nan", "1, inf", "0; -inf"])
+def test_a_strength_that_is_not_finite_is_named_so_not_as_a_negative_one(grid):
+    """'nan' and 'inf' parse as floats and were answered "a negative strength would amplify the concept"."""
+    with pytest.raises(ValueError, match="must be a finite number") as error:
+        parse_strengths(grid)
+    assert "negative" not in str(error.value)
 
 
 def test_inputs_that_cannot_be_checked():

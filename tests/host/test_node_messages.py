@@ -153,3 +153,23 @@ def test_a_combined_negative_is_named_unsupported_with_what_to_connect(check, wa
     joined = comfy_nodes.ConditioningConcat().concat(blurry, low)[0]  # the remedy, followed: it runs
     check.UnlearningCheck.execute(wan, default_vector, "0, 1", "all in vector", 0, -1, "safe_mean", "none", 64, 64, 1,
                                   "0.1", 0, validation_pairs=validation, negative=joined, cfg=5.0)
+
+
+def test_timesteps_read_as_the_strength_grid_and_a_bare_0_points_to_0_0(nodes, check):
+    """The tooltips said "(0 = pure noise)" while "0" was read as a count and refused ("between 1 and 100"), and
+    "5e-1" or "0.1; 0.5" were refused while the strength grid beside them takes both. Fractions now parse as the grid
+    does, "0" is told to be written 0.0, and the strengths tooltip states the maximum, 4."""
+    from comfyui_video_unlearning.nodes.collect import parse_timesteps
+
+    assert parse_timesteps("5e-1") == [0.5] and parse_timesteps("0.1; 0.5") == [0.1, 0.5]
+    assert parse_timesteps("0.0") == [0.0] and parse_timesteps("4") == 4 and parse_timesteps(" 12 ") == 12
+    message = nodes.CollectActivations.validate_inputs(timesteps="0")
+    assert "between 1 and 100, got 0; for the fraction 0 (pure noise) write 0.0" in message
+    for text, expected in (("0.1, x", "'x' is not a number"), ("nan", "in [0, 1)"), ("1e0", "in [0, 1)"),
+                           ("0.5, 1", "in [0, 1)")):
+        assert expected in nodes.CollectActivations.validate_inputs(timesteps=text), text
+    tips = {i.id: i.tooltip for i in check.UnlearningCheck.GET_SCHEMA().inputs}
+    collect_tip = {i.id: i.tooltip for i in nodes.CollectActivations.GET_SCHEMA().inputs}["timesteps"]
+    assert "0 to 4" in tips["strengths"] and "0.0 = pure noise" in tips["timesteps"]
+    assert "0.0 = pure noise" in collect_tip
+    assert "finite number" in check.UnlearningCheck.validate_inputs(strengths="nan")
