@@ -373,6 +373,9 @@ class CheckResult:
     keep_loss: tuple[float, ...] = ()
     toward_concept: tuple[float, ...] = ()
     negative_concept_share: float | None = None
+    #: the share was read (the check had the negative prompt's row and a strength above 0): a None share then means
+    #: the validation pairs could not tell, not that there was no negative
+    negative_share_read: bool = False
 
     @property
     def negative_carries_concept(self) -> bool:
@@ -437,8 +440,12 @@ class CheckResult:
             read = ("carries the concept: collateral read on the conditional prediction (guided shown, not used)"
                     if self.negative_carries_concept else "guided collateral kept")
             lines.append(f"negative prompt moves like the concept: {self.negative_concept_share:.2f} at full "
-                         f"projection (0 = like a benign prompt, 1 = like the concept's; >= "
+                         f"projection (0 = like a safe prompt, 1 = like the concept's; >= "
                          f"{NEGATIVE_CARRIES_CONCEPT:g}: {read})")
+        elif self.negative_share_read:
+            lines.append("negative prompt: the check cannot tell whether it carries the concept (the validation "
+                         "pairs' unsafe sides do not move clearly more than their safe sides at full projection); "
+                         + ("guided collateral kept" if self.collateral_guided else "collateral as measured"))
         for warning in (self.toward_concept_warning(), self.negative_warning()):
             if warning:
                 lines.append(warning)
@@ -471,7 +478,7 @@ class CheckResult:
                 "relative_movement": list(self.relative_movement), "distinction_loss": list(self.distinction_loss),
                 "collateral_guided": list(self.collateral_guided), "guidance": self.guidance,
                 "keep_loss": list(self.keep_loss), "toward_concept": list(self.toward_concept),
-                "negative_concept_share": self.negative_concept_share,
+                "negative_concept_share": self.negative_concept_share, "negative_share_read": self.negative_share_read,
                 "collateral_read": self.collateral_read, "recommended": self.recommended, "reason": self.reason,
                 "forwards": self.forwards}
 
@@ -676,12 +683,18 @@ def guided_collateral(baseline: Baseline, predictions: torch.Tensor, guidance: f
 
 
 def negative_concept_share(baseline: Baseline, predictions: torch.Tensor) -> float | None:
-    """How much the negative prompt's row moves like the validation pairs' unsafe rows, for one strength's
-    predictions ``[rows, ...]`` (read at full projection): ``(m_neg - m_benign) / (m_unsafe - m_benign)`` with
-    ``m_neg = |u(lambda) - u(0)|`` (``u`` the negative's row ``[...]``), ``m_unsafe`` the root mean square over the
-    pairs of ``|unsafe_i(lambda) - unsafe_i(0)|`` and ``m_benign`` that over the benign prompts of ``|c_b(lambda) -
-    c_b(0)|``. 0 = it moves like a benign prompt, 1 = like a prompt showing the concept; None when the unsafe rows
-    move no more than the benign ones (no scale to read it on).
+    """How much the negative prompt's row moves like the validation pairs' unsafe rows rather than their safe rows,
+    for one strength's predictions ``[rows, ...]`` (read at full projection): ``(m_neg - mean_i m_s_i) / (mean_i
+    m_u_i - mean_i m_s_i)`` with ``m_neg = |u(lambda) - u(0)|`` (``u`` the negative's row ``[...]``), ``m_u_i =
+    |unsafe_i(lambda) - unsafe_i(0)|`` and ``m_s_i = |safe_i(lambda) - safe_i(0)|`` (norms over the prediction).
+    0 = it moves like a safe prompt, 1 = like a prompt showing the concept.
+
+    The scale runs from the safe sides, not from the benign prompts: the safe sides share the unsafe sides' wording,
+    so only what the concept adds sets the scale (on the tiny Wan the safe sides moved about as much as the unsafe
+    ones, 0.127 against 0.129, benign prompts 0.075: scaled from the benign prompts, "a shiny box" read 1.59 and
+    "Rolex" -0.50). None when the concept's own move is not detectable: fewer than 2 pairs, or ``d_i = m_u_i -
+    m_s_i`` not clearly above 0 in a paired test, ``mean(d) > 2 sd(d) / sqrt(n)`` (``sd`` with ddof 1; with ``sd``
+    0, ``mean(d) > 0``): without it the share would read the pairs' noise.
 
     A negative that names the concept ("nudity, naked") loses it under the edit as the unsafe prompts do; guided
     collateral ``|G_b(lambda) - G_b(0)|`` with ``G_b = u + g (c_b - u)`` then counts that move, ``(1 - g) du``, on
@@ -692,21 +705,26 @@ def negative_concept_share(baseline: Baseline, predictions: torch.Tensor) -> flo
                          "negative=...")
     n = baseline.pairs
     p0, p = baseline.predictions, predictions.reshape(baseline.predictions.shape)
-    m_neg = float((p[-1] - p0[-1]).norm())
-    m_unsafe = math.sqrt(float((p[:n] - p0[:n]).pow(2).sum()) / n)
-    rows = baseline.benign_rows
-    m_benign = math.sqrt(float((p[rows] - p0[rows]).pow(2).sum()) / baseline.benign)
-    if not m_unsafe > m_benign:
+    if n < 2:
         return None
-    return (m_neg - m_benign) / (m_unsafe - m_benign)
+    m_neg = float((p[-1] - p0[-1]).norm())
+    m_u = (p[:n] - p0[:n]).reshape(n, -1).norm(dim=1)  # [n]
+    m_s = (p[n:2 * n] - p0[n:2 * n]).reshape(n, -1).norm(dim=1)  # [n]
+    d = m_u - m_s  # [n]: what the concept adds to each pair's move
+    mean, sd = float(d.mean()), float(d.std(correction=1))
+    if not (mean > 2 * sd / math.sqrt(n) if sd > 0 else mean > 0):
+        return None
+    return (m_neg - float(m_s.mean())) / (float(m_u.mean()) - float(m_s.mean()))
 
 
 def _full_projection_index(strengths: Sequence[float], full_projection: float | None) -> int | None:
     """The grid index read as full projection: ``full_projection`` (1 when None) or the largest strength above 0
-    below it; None when the grid has none."""
+    below it; with none there, the smallest strength above 0 (a grid such as ``0, 1.5, 2`` still gets the figure);
+    None when the grid has no strength above 0."""
     bound = (FULL_PROJECTION if full_projection is None else full_projection) + 1e-9
-    below = [i for i, s in enumerate(strengths) if 0 < s <= bound]
-    return below[-1] if below else None
+    above = [i for i, s in enumerate(strengths) if s > 0]
+    below = [i for i in above if strengths[i] <= bound]
+    return below[-1] if below else above[0] if above else None
 
 
 def recommend(strengths: Sequence[float], efficacy: Sequence[float], collateral: Sequence[float], *,
@@ -923,7 +941,7 @@ def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBas
                        collateral_guided=tuple(guided) if guidance is not None else (),
                        guidance=None if guidance is None else float(guidance),
                        keep_loss=tuple(kept) if baseline.keep else (), toward_concept=tuple(toward),
-                       negative_concept_share=share)
+                       negative_concept_share=share, negative_share_read=bool(baseline.negative) and full is not None)
 
 
 def run_check(module: torch.nn.Module, forward: Forward, basis: RefusalBasis, validation: Sequence,

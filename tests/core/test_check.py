@@ -402,9 +402,11 @@ def test_a_negative_row_changes_no_other_figure():
     assert guided.guidance == 4.0 and "guided" in guided.table() and "guided" not in plain.table()
 
 
-def test_negative_concept_share_reads_the_negative_move_between_benign_and_unsafe():
-    """(m_neg - m_benign) / (m_unsafe - m_benign): 0 when the negative row moves like a benign prompt, 1 like an
-    unsafe one, None when the unsafe rows move no more than the benign ones."""
+def test_negative_concept_share_reads_the_negative_move_between_safe_and_unsafe_sides():
+    """(m_neg - mean m_s) / (mean m_u - mean m_s): 0 when the negative row moves like the pairs' safe sides, 1 like
+    their unsafe sides, whatever the benign prompts do; None unless the unsafe sides move clearly more than their own
+    safe sides (paired: mean(d) > 2 sd(d) / sqrt(n)). Scaled from the benign prompts instead, a negative sharing the
+    pairs' wording but not the concept read as carrying it (tiny Wan: 'a shiny box' 1.59)."""
     from core.check import Baseline, negative_concept_share
 
     g = torch.Generator().manual_seed(5)
@@ -412,15 +414,26 @@ def test_negative_concept_share_reads_the_negative_move_between_benign_and_unsaf
     p0 = rand(2 * 3 + 4 + 1, 10)
     base = Baseline(pairs=3, benign=4, predictions=p0, inputs={}, forwards=1, negative=True)
 
-    def moved(unsafe: float, benign: float, negative: float) -> torch.Tensor:
-        step = torch.zeros_like(p0)
-        step[:3, 0], step[6:10, 1], step[-1, 2] = unsafe, benign, negative  # each row moves by that much
+    def moved(unsafe, safe, benign: float, negative: float) -> torch.Tensor:
+        step = torch.zeros_like(p0)  # each row moves by its figure
+        step[:3, 0], step[3:6, 1] = torch.tensor(unsafe, dtype=p0.dtype), torch.tensor(safe, dtype=p0.dtype)
+        step[6:10, 2], step[-1, 3] = benign, negative
         return p0 + step
 
-    assert negative_concept_share(base, moved(3.0, 1.0, 1.0)) == pytest.approx(0.0)
-    assert negative_concept_share(base, moved(3.0, 1.0, 3.0)) == pytest.approx(1.0)
-    assert negative_concept_share(base, moved(3.0, 1.0, 2.0)) == pytest.approx(0.5)
-    assert negative_concept_share(base, moved(1.0, 1.0, 3.0)) is None
+    unsafe, safe = [3.0, 3.2, 2.8], [2.0, 2.1, 1.9]  # mean 3 and 2; d = 1, 1.1, 0.9: clearly above 0
+    assert negative_concept_share(base, moved(unsafe, safe, 1.0, 2.0)) == pytest.approx(0.0)
+    assert negative_concept_share(base, moved(unsafe, safe, 1.0, 3.0)) == pytest.approx(1.0)
+    assert negative_concept_share(base, moved(unsafe, safe, 1.0, 2.5)) == pytest.approx(0.5)
+    # the benign prompts' move sets no part of the scale (from them, a safe-like negative read 0.5)
+    assert negative_concept_share(base, moved(unsafe, safe, 0.0, 2.0)) == pytest.approx(0.0)
+    # every pair's unsafe side moves the same amount more than its safe side (sd 0): detectable
+    assert negative_concept_share(base, moved([3.0] * 3, [2.0] * 3, 1.0, 3.0)) == pytest.approx(1.0)
+    # safe sides move as much as unsafe ones (the wording, not the concept): no figure, however the benign move
+    assert negative_concept_share(base, moved([3.0] * 3, [3.0] * 3, 1.0, 3.0)) is None
+    # unsafe sides more on average, but not clearly (d = 1.5, -1, 0.3: mean 0.27 < 2 sd / sqrt(3) = 1.45)
+    assert negative_concept_share(base, moved([3.5, 2.0, 2.3], [2.0, 3.0, 2.0], 1.0, 3.0)) is None
+    one = Baseline(pairs=1, benign=4, predictions=p0[4:], inputs={}, forwards=1, negative=True)
+    assert negative_concept_share(one, p0[4:] + 1.0) is None  # one pair: nothing to test d on
     with pytest.raises(ValueError, match="negative"):
         negative_concept_share(Baseline(pairs=3, benign=4, predictions=p0[:-1], inputs={}, forwards=1), p0[:-1])
 
@@ -465,7 +478,8 @@ def test_a_negative_carrying_the_concept_is_not_counted_as_collateral():
 
 
 def test_negative_concept_share_is_read_at_full_projection_or_below():
-    """At strength 1, or the largest grid strength below it; none above 0 up to 1: no figure."""
+    """At strength 1, or the largest grid strength below it; with none above 0 up to 1, at the smallest strength above
+    0 (a grid 0, 1.5, 2 skipped the figure, and guided collateral then counted a concept negative's move)."""
     model = Toy()
     _, basis = fitted(model)
     _, unsafe, safe, benign = world(1)
@@ -477,7 +491,27 @@ def test_negative_concept_share_is_read_at_full_projection_or_below():
         above = run_check(model, forward, basis, pairs, list(benign), "0, 1.5, 2", negative=unsafe_other[0],
                           guidance=4.0)
     assert below.negative_concept_share is not None and below.negative_carries_concept
-    assert above.negative_concept_share is None and above.collateral == above.collateral_guided
+    assert above.negative_concept_share is not None and above.negative_carries_concept and above.negative_share_read
+    assert above.collateral == above.collateral_prediction
+
+
+def test_the_table_says_when_the_pairs_cannot_tell_whether_the_negative_carries_the_concept():
+    """Validation pairs whose two sides both carry the concept move alike under the edit: no share, guided collateral
+    kept, and the table says the check cannot tell (rather than saying nothing, as with no negative)."""
+    model = Toy()
+    _, basis = fitted(model)
+    _, unsafe, _, benign = world(1)
+    _, unsafe_other, _, _ = world(7)
+    pairs, forward = [(unsafe[i], unsafe[(i + 1) % len(unsafe)]) for i in range(len(unsafe))], forward_for(model)
+    with torch.no_grad():
+        both = run_check(model, forward, basis, pairs, list(benign), "0, 0.5, 1, 2", negative=unsafe_other[0],
+                         guidance=4.0)
+        none = run_check(model, forward, basis, pairs, list(benign), "0, 0.5, 1, 2")
+    assert both.negative_concept_share is None and both.negative_share_read and not both.negative_carries_concept
+    assert both.collateral == both.collateral_guided and both.collateral_read == "guided"
+    assert "cannot tell whether it carries the concept" in both.table() and "guided collateral kept" in both.table()
+    assert both.as_dict()["negative_share_read"] and not none.negative_share_read
+    assert "cannot tell whether it carries" not in none.table()
 
 
 def test_keep_loss_measures_what_the_edit_takes_from_pairs_it_should_keep():

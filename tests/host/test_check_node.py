@@ -149,6 +149,9 @@ def test_a_negative_naming_the_concept_is_read_on_the_conditional_collateral(def
     assert summary["negative_concept_share"] >= 0.5 and summary["collateral_read"] == "conditional"
     assert summary["negative_warning"].startswith("WARNING: the negative prompt names the concept")
     assert "shown only" in table and "names the concept" in table and "conditional collateral" in summary["reason"]
+    # read between the validation pairs' safe and unsafe sides, not from the benign prompts (whose move is smaller
+    # than either side's on the tiny Wan: scaled from it, a negative sharing the pairs' wording read as the concept)
+    assert "(0 = like a safe prompt, 1 = like the concept's" in table
     main, _ = check.run_unlearning_check(wan, basis, validation, GRID, negative=concept, cfg=6.0, **common)
     index = main.strengths.index(summary["strength"])
     assert main.collateral == main.collateral_prediction
