@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 
@@ -158,20 +159,72 @@ def _pairs(text: str, warn):
 
 def text_encoder_identity(clip) -> dict:
     """What a vector records of the CLIP that encoded its prompts: the encoder's class, the :func:`fingerprint_weights`
-    of its weights (a strided sample of each tensor, milliseconds even for umt5-xxl) and how many of its weights
-    carry patches (a LoRA on the text encoder changes every encoding). The fingerprint is None, with the reason, where
-    the weights cannot be sampled as plain tensors."""
+    of its weights as loaded from the file (a strided sample of each tensor, milliseconds even for umt5-xxl), how many
+    of its weights carry patches, and ``patches``, a digest of those patches (:func:`_patches_digest`; None without
+    any): a LoRA on the text encoder changes every encoding. The fingerprint is None, with the reason, where the
+    weights cannot be sampled as plain tensors.
+
+    The weights are the bare ones whatever ComfyUI has loaded: fully loaded, a patched CLIP holds its weights with the
+    LoRA merged in (the patcher keeps the file's in its ``backup``); partially loaded or unloaded, the bare ones. Read
+    as loaded, one CLIP + LoRA gave two fingerprints (tiny Wan: c5a98adaa3c4bab2 fully loaded, the bare CLIP's
+    1a72e8d5b0e774c3 partially loaded or after unload) while its encodings were the same."""
     encoder = getattr(clip, "cond_stage_model", None)
     identity = {"class": type(encoder if encoder is not None else clip).__name__}
     patcher = getattr(clip, "patcher", None)
-    identity["patched_weights"] = len(getattr(patcher, "patches", None) or {})
+    patches = getattr(patcher, "patches", None) or {}
+    identity["patched_weights"] = len(patches)
+    # the patcher's backup holds the file's weight of every key it merged patches into (clones share it)
+    backup = getattr(patcher, "backup", None) or {}
     try:
-        weights = {k: v for k, v in encoder.state_dict().items() if isinstance(v, torch.Tensor)}
+        weights = {}
+        for key, value in encoder.state_dict().items():
+            saved = getattr(backup.get(key), "weight", None)
+            value = saved if isinstance(saved, torch.Tensor) else value
+            if isinstance(value, torch.Tensor):
+                weights[key] = value
         identity["fingerprint"] = fingerprint_weights(weights)
     except (AttributeError, RuntimeError, TypeError, ValueError, NotImplementedError) as error:
         identity["fingerprint"] = None
         identity["fingerprint_missing"] = f"{type(error).__name__}: {error}"[:200]
+    try:
+        identity["patches"] = _patches_digest(patches) if patches else None
+    except (RuntimeError, TypeError, ValueError, NotImplementedError) as error:
+        identity["patches"] = None
+        identity["patches_missing"] = f"{type(error).__name__}: {error}"[:200]
     return identity
+
+
+def _patches_digest(patches: dict) -> str:
+    """sha256 (first 16 hex digits) over a ModelPatcher's ``patches`` (key -> list of ``(strength_patch, value,
+    strength_model, offset, function)``): the keys, strength multipliers, offsets, the adapters' classes and a
+    :func:`fingerprint_weights` sample of every tensor in them. Two LoRAs, or one at two strengths, differ."""
+    described, tensors = [], {}
+
+    def walk(value, path: str) -> None:
+        if isinstance(value, torch.Tensor):
+            tensors[path] = value
+            described.append(f"{path}:tensor")
+        elif hasattr(value, "weights"):  # a comfy.weight_adapter adapter (LoRA, LoHa, ...)
+            described.append(f"{path}:{type(value).__name__}")
+            walk(value.weights, f"{path}/weights")
+        elif isinstance(value, (list, tuple)):
+            described.append(f"{path}:{type(value).__name__}[{len(value)}]")
+            for i, item in enumerate(value):
+                walk(item, f"{path}/{i}")
+        elif isinstance(value, dict):
+            for name in sorted(value, key=str):
+                walk(value[name], f"{path}/{name}")
+        elif value is None or isinstance(value, (bool, int, float, str)):
+            described.append(f"{path}:{value!r}")
+        else:  # a callable or an object with no tensors we know of: its type at least
+            described.append(f"{path}:{getattr(value, '__qualname__', type(value).__name__)}")
+
+    for key in sorted(patches, key=str):
+        for i, patch in enumerate(patches[key]):
+            walk(patch, f"{key}#{i}")
+    digest = hashlib.sha256("\n".join(described).encode())
+    digest.update(fingerprint_weights(tensors).encode())
+    return digest.hexdigest()[:16]
 
 
 def _neutral(text: str) -> tuple[str, ...]:

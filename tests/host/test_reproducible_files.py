@@ -100,6 +100,47 @@ def test_a_saved_vector_records_how_it_was_measured(nodes, wan, clip, basis, fol
     assert not any(prompt.encode() in (folders / "rv" / hidden).read_bytes() for prompt in neutral)
 
 
+def test_a_lora_on_the_text_encoder_gives_one_identity_in_any_load_state(nodes, clip):
+    """The text-encoder identity fingerprinted the weights as loaded: a LoRA'd CLIP read c5a98adaa3c4bab2 fully loaded
+    (the LoRA merged into the weights) and the bare CLIP's 1a72e8d5b0e774c3 partially loaded or after unload, for the
+    same encodings. Now the bare weights (the patcher's backup) plus a digest of the patches: one identity for the
+    CLIP + LoRA whatever ComfyUI has loaded, another for the bare CLIP and for the LoRA at another strength."""
+    import comfy.model_management
+    from comfy.weight_adapter import LoRAAdapter
+
+    from comfyui_video_unlearning.nodes.definitions import text_encoder_identity
+
+    def with_lora(strength):
+        lora, g = clip.clone(), torch.Generator().manual_seed(1)
+        state = lora.cond_stage_model.state_dict()
+        patches = {}
+        for key in [k for k in state if k.endswith((".q.weight", ".k.weight", ".v.weight"))]:
+            out, width = state[key].shape
+            patches[key] = LoRAAdapter(set(), (torch.randn(out, 2, generator=g) * 0.05,
+                                               torch.randn(2, width, generator=g), None, None, None, None))
+        lora.add_patches(patches, strength)
+        return lora
+
+    bare = text_encoder_identity(clip)
+    lora = with_lora(1.0)
+    patcher = lora.patcher
+    with torch.inference_mode():
+        comfy.model_management.load_models_gpu([patcher])  # as encoding loads it: on the CPU, the LoRA merged in
+        full = text_encoder_identity(lora)
+        comfy.model_management.unload_all_models()
+        unloaded = text_encoder_identity(lora)
+        try:  # a GPU short of memory (lowvram): the weights stay bare, the LoRA is applied on the fly
+            patcher.load(torch.device("cpu"), lowvram_model_memory=1, force_patch_weights=False, full_load=False)
+            partial = text_encoder_identity(lora)
+        finally:
+            patcher.unpatch_model()
+    assert full["fingerprint"] == partial["fingerprint"] == unloaded["fingerprint"], (full, partial, unloaded)
+    assert full == partial == unloaded == text_encoder_identity(lora)
+    assert full["patched_weights"] > 0 and isinstance(full["patches"], str) and len(full["patches"]) == 16
+    assert bare["patches"] is None and bare["fingerprint"] == full["fingerprint"]  # the same file's weights
+    assert bare != full and text_encoder_identity(with_lora(0.5))["patches"] != full["patches"]
+
+
 def test_a_connected_latent_is_recorded_by_its_shape(nodes, wan, encoded):
     with torch.inference_mode():
         collected = nodes.CollectActivations.execute(wan, encoded, 64, 64, 1, "1", 5, "default", 0, -1,
