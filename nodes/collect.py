@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 
 import torch
 
@@ -59,7 +60,8 @@ def parse_timesteps(spec: str) -> int | list[float]:
     parts = [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
     if not parts:
         raise ValueError("timesteps: empty: write a count such as 4, or progress fractions such as 0.1, 0.5, 0.9")
-    if len(parts) == 1 and parts[0].lstrip("+-").isdigit():
+    # ASCII digits only: str.isdigit() also takes '²', which int() then refuses with a message naming no input
+    if len(parts) == 1 and re.fullmatch(r"[+-]?[0-9]+", parts[0]):
         count = int(parts[0])
         if not 1 <= count <= 100:
             hint = "; for the fraction 0 (pure noise) write 0.0" if count == 0 else ""

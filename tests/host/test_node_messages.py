@@ -165,8 +165,9 @@ def test_timesteps_read_as_the_strength_grid_and_a_bare_0_points_to_0_0(nodes, c
     assert parse_timesteps("0.0") == [0.0] and parse_timesteps("4") == 4 and parse_timesteps(" 12 ") == 12
     message = nodes.CollectActivations.validate_inputs(timesteps="0")
     assert "between 1 and 100, got 0; for the fraction 0 (pure noise) write 0.0" in message
+    # '²' and '4²' pass str.isdigit(): int() raised "invalid literal for int() with base 10" instead of this message
     for text, expected in (("0.1, x", "'x' is not a number"), ("nan", "in [0, 1)"), ("1e0", "in [0, 1)"),
-                           ("0.5, 1", "in [0, 1)")):
+                           ("0.5, 1", "in [0, 1)"), ("²", "'²' is not a number"), ("4²", "'4²' is not a number")):
         assert expected in nodes.CollectActivations.validate_inputs(timesteps=text), text
     tips = {i.id: i.tooltip for i in check.UnlearningCheck.GET_SCHEMA().inputs}
     collect_tip = {i.id: i.tooltip for i in nodes.CollectActivations.GET_SCHEMA().inputs}["timesteps"]
