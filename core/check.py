@@ -376,6 +376,9 @@ class CheckResult:
     #: the share was read (the check had the negative prompt's row and a strength above 0): a None share then means
     #: the validation pairs could not tell, not that there was no negative
     negative_share_read: bool = False
+    #: the strength the share was read at: full projection (1), else the largest grid strength below it, else the
+    #: smallest above it
+    negative_share_strength: float | None = None
 
     @property
     def negative_carries_concept(self) -> bool:
@@ -436,15 +439,17 @@ class CheckResult:
                          + (f" {self.collateral_guided[i]:>8.3f}" if guided else "")
                          + (f" {self.toward_concept[i]:>13.0%}" if toward else ""))
         lines.append(f"recommended strength {self.recommended:g}: {self.reason}")
+        at = "" if self.negative_share_strength is None else f" at strength {self.negative_share_strength:g}"
         if self.negative_concept_share is not None:
             read = ("carries the concept: collateral read on the conditional prediction (guided shown, not used)"
                     if self.negative_carries_concept else "guided collateral kept")
-            lines.append(f"negative prompt moves like the concept: {self.negative_concept_share:.2f} at full "
-                         f"projection (0 = like a safe prompt, 1 = like the concept's; >= "
+            lines.append(f"negative prompt moves like the concept: {self.negative_concept_share:.2f}{at} "
+                         "(0 = like a safe prompt, 1 = like the concept's; >= "
                          f"{NEGATIVE_CARRIES_CONCEPT:g}: {read})")
         elif self.negative_share_read:
             lines.append("negative prompt: the check cannot tell whether it carries the concept (the validation "
-                         "pairs' unsafe sides do not move clearly more than their safe sides at full projection); "
+                         "pairs' unsafe sides do not move clearly more than their safe sides"
+                         f"{at}); "
                          + ("guided collateral kept" if self.collateral_guided else "collateral as measured"))
         for warning in (self.toward_concept_warning(), self.negative_warning()):
             if warning:
@@ -479,6 +484,7 @@ class CheckResult:
                 "collateral_guided": list(self.collateral_guided), "guidance": self.guidance,
                 "keep_loss": list(self.keep_loss), "toward_concept": list(self.toward_concept),
                 "negative_concept_share": self.negative_concept_share, "negative_share_read": self.negative_share_read,
+                "negative_share_strength": self.negative_share_strength,
                 "collateral_read": self.collateral_read, "recommended": self.recommended, "reason": self.reason,
                 "forwards": self.forwards}
 
@@ -941,7 +947,8 @@ def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBas
                        collateral_guided=tuple(guided) if guidance is not None else (),
                        guidance=None if guidance is None else float(guidance),
                        keep_loss=tuple(kept) if baseline.keep else (), toward_concept=tuple(toward),
-                       negative_concept_share=share, negative_share_read=bool(baseline.negative) and full is not None)
+                       negative_concept_share=share, negative_share_read=bool(baseline.negative) and full is not None,
+                       negative_share_strength=strengths[full] if baseline.negative and full is not None else None)
 
 
 def run_check(module: torch.nn.Module, forward: Forward, basis: RefusalBasis, validation: Sequence,

@@ -493,6 +493,9 @@ def test_negative_concept_share_is_read_at_full_projection_or_below():
     assert below.negative_concept_share is not None and below.negative_carries_concept
     assert above.negative_concept_share is not None and above.negative_carries_concept and above.negative_share_read
     assert above.collateral == above.collateral_prediction
+    # the table names the strength it was read at (it said "at full projection" for 1.5)
+    assert (below.negative_share_strength, above.negative_share_strength) == (0.75, 1.5)
+    assert f"{above.negative_concept_share:.2f} at strength 1.5 (" in above.table()
 
 
 def test_the_table_says_when_the_pairs_cannot_tell_whether_the_negative_carries_the_concept():
