@@ -99,6 +99,12 @@ _SWAPPED_REMEDY = ("are the sides of the vector's pairs swapped? Pair Encoder re
 Forward = Callable[[Sequence, "ActivationRecorder | None"], torch.Tensor]
 
 
+def list_entries(text: str) -> list[str]:
+    """The entries of a list typed in a widget: separated by ``,`` or ``;``, spaces around them and empty ones
+    dropped. The strength grid and Collect Activations' timesteps read their numbers so."""
+    return [part.strip() for part in str(text).replace(";", ",").split(",") if part.strip()]
+
+
 def parse_strengths(spec: str | Sequence[float]) -> tuple[float, ...]:
     """``"0, 0.5, 1"`` (or a sequence of numbers) -> sorted unique strengths, 0 added when missing.
 
@@ -106,9 +112,8 @@ def parse_strengths(spec: str | Sequence[float]) -> tuple[float, ...]:
     non-number are refused.
     """
     if isinstance(spec, str):
-        parts = [part.strip() for part in spec.replace(";", ",").split(",") if part.strip()]
         values = []
-        for part in parts:
+        for part in list_entries(spec):
             try:
                 values.append(float(part))
             except ValueError:

@@ -31,6 +31,7 @@ import comfy.samplers
 import comfy.utils
 from comfy_api.torch_helpers.torch_compile import COMPILE_KEY
 
+from ..core.check import list_entries
 from ..core.collection import collect, plan_batches
 from ..core.pairs import _quoted
 from .adapters import adapter_for, latent_shape
@@ -56,8 +57,7 @@ def parse_timesteps(spec: str) -> int | list[float]:
 
     Its messages start with ``timesteps:``: Unlearning Check validates strengths and timesteps together, and ComfyUI
     shows the message on both inputs."""
-    text = str(spec).strip()
-    parts = [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
+    parts = list_entries(spec)
     if not parts:
         raise ValueError("timesteps: empty: write a count such as 4, or progress fractions such as 0.1, 0.5, 0.9")
     # ASCII digits only: str.isdigit() also takes '²', which int() then refuses with a message naming no input
