@@ -78,6 +78,9 @@ class Adapter:
             where a model has them, a group's layers include the side blocks injected into the chosen main blocks.
         image_keys: suffixes of layers that read the image's CLIP-vision tokens when the conditioning carries a
             ``clip_vision_output``, and the text context when it does not (Wan's ``k_img`` / ``v_img``).
+        text_input: the first linear layer (inside the diffusion model) that reads the text context; its input width
+            is the context width the family's own text encoder gives (:func:`require_text_width`).
+        text_encoder: the family's own text encoder, as its messages name it.
     """
 
     family: str
@@ -90,6 +93,8 @@ class Adapter:
     batches_text_masks: bool = True
     side_blocks: tuple[str, str] | None = None
     image_keys: tuple[str, ...] = ()
+    text_input: str = ""
+    text_encoder: str = ""
 
     def block_count(self, diffusion_model) -> int:
         return len(diffusion_model.get_submodule(self.blocks))
@@ -236,6 +241,8 @@ ADAPTERS: tuple[Adapter, ...] = (
         latent_by_class={"WAN22": LatentGeometry(spatial=16, temporal=4)},  # Wan 2.2 VAE (48 channels)
         side_blocks=("vace_blocks", "vace_layers_mapping"),
         image_keys=("cross_attn.k_img", "cross_attn.v_img"),
+        text_input="text_embedding.0",
+        text_encoder="umt5_xxl for Wan",
     ),
     Adapter(
         family="hunyuan_video",
@@ -251,6 +258,8 @@ ADAPTERS: tuple[Adapter, ...] = (
         latent=_VAE_8X,
         # its forward builds one [1, 1, tokens] attention mask, which a batch of masks does not fit (ComfyUI 0.3.64)
         batches_text_masks=False,
+        text_input="txt_in.input_embedder",
+        text_encoder="llava_llama3 with clip_l for HunyuanVideo",
     ),
     Adapter(
         family="ltxv",
@@ -262,6 +271,8 @@ ADAPTERS: tuple[Adapter, ...] = (
         },
         default_group="attn2.to_k+to_v",
         latent=LatentGeometry(spatial=32, temporal=8),
+        text_input="caption_projection.linear_1",
+        text_encoder="t5xxl for LTX-Video",
     ),
     Adapter(
         family="mochi",
@@ -276,6 +287,8 @@ ADAPTERS: tuple[Adapter, ...] = (
         latent=LatentGeometry(spatial=8, temporal=6),
         # it crops every prompt of a call to one token count, the sum of the whole batch's mask
         batches_text_masks=False,
+        text_input="t5_yproj",
+        text_encoder="t5xxl for Mochi",
     ),
     Adapter(
         family="cosmos_predict2",
@@ -289,6 +302,8 @@ ADAPTERS: tuple[Adapter, ...] = (
         },
         default_group="cross_attn.k_proj+v_proj",
         latent=_VAE_8X,
+        text_input="blocks.0.cross_attn.k_proj",  # no projection in between: the first block's k reads the text
+        text_encoder="oldt5_xxl for Cosmos Predict2",
     ),
 )
 
@@ -333,3 +348,53 @@ def latent_shape(model_patcher, width: int, height: int, length: int) -> list[in
     """Shape of an empty latent for a ``width x height x length`` video in this MODEL's latent format."""
     channels = model_patcher.get_model_object("latent_format").latent_channels
     return adapter_for(model_patcher).latent_geometry(model_patcher).shape(channels, width, height, length)
+
+
+def text_width(model_patcher) -> int | None:
+    """The context width this MODEL's text input layer (``Adapter.text_input``) reads; None where the model lacks that
+    layer (a variant the table does not know), so that no guess is checked against."""
+    adapter = adapter_for(model_patcher)
+    if not adapter.text_input:
+        return None
+    try:
+        layer = model_patcher.model.diffusion_model.get_submodule(adapter.text_input)
+    except AttributeError:
+        return None
+    width = getattr(layer, "in_features", None)
+    if width is None:
+        weight = getattr(layer, "weight", None)
+        width = weight.shape[1] if weight is not None and weight.ndim == 2 else None
+    return None if width is None else int(width)
+
+
+def require_text_width(model_patcher, conditionings, node: str, input_name: str, source: str) -> None:
+    """Raise before any forward when ``conditionings`` (CONDITIONINGs that feed ``input_name`` of ``node``, made by
+    ``source``) are not as wide as the MODEL's text input: another family's text encoder made them, and the model's
+    first text layer would otherwise fail deep inside with torch's "mat1 and mat2 shapes cannot be multiplied"."""
+    expected = text_width(model_patcher)
+    if expected is None:
+        return
+    widths = [entry[0].shape[-1] for cond in conditionings for entry in cond]
+    wrong = [width for width in widths if width != expected]
+    if not wrong:
+        return
+    adapter = adapter_for(model_patcher)
+    count = f" ({len(wrong)} of {len(widths)} prompts)" if len(widths) > 1 else ""
+    raise ValueError(f"{node}: {input_name}: the text conditioning is {wrong[0]} features wide{count}, but this "
+                     f"{adapter.family} model's text input ({adapter.text_input}) reads {expected}: it was encoded by "
+                     f"another model family's text encoder. Connect the model's own text encoder, e.g. "
+                     f"{adapter.text_encoder}, to the {source} that makes {input_name}")
+
+
+def require_latent_channels(model_patcher, latent, node: str, input_name: str = "latent") -> None:
+    """Raise before any forward when ``latent`` ``[batch, channels, ...]`` has another channel count than the MODEL's
+    latent format (a 48-channel Wan 2.2 TI2V 5B latent on Wan 2.1): the patch embedding would otherwise fail with
+    torch's "The size of tensor a (48) must match the size of tensor b (16)", even for text-side layers. Skipped where
+    the latent format states no channel count."""
+    expected = getattr(model_patcher.get_model_object("latent_format"), "latent_channels", None)
+    if expected is None or latent.ndim < 2 or latent.shape[1] == expected:
+        return
+    family = adapter_for(model_patcher).family
+    raise ValueError(f"{node}: {input_name} has {latent.shape[1]} channels, but this {family} model reads {expected}: "
+                     f"it is another model family's latent. Connect an empty latent of this model family: {expected} "
+                     f"channels (or leave {input_name} unconnected: the node makes one from width, height and length)")

@@ -25,7 +25,7 @@ from ..core.check import (COLLATERAL_BUDGET, DEFAULT_STRENGTHS, TOWARD_CONCEPT_L
                           check_strengths, measure_baseline, overlapping_pairs, parse_strengths)
 from ..core.edit import EDIT_TARGETS
 from ..core.refusal import RefusalBasis
-from .adapters import GROUP_CHOICES, adapter_for, embeds_guidance
+from .adapters import GROUP_CHOICES, adapter_for, embeds_guidance, require_text_width
 from .check_fastpath import PaddedTextCollapse
 from .collect import (empty_latent, evaluate_at_sigmas, evaluate_one_call_each, measuring_model, parse_timesteps,
                       sigmas_for)
@@ -300,6 +300,10 @@ def run_unlearning_check(model, basis: RefusalBasis, validation: EncodedPairs | 
     if negative is not None and not (cfg is not None and cfg > 0):
         raise ValueError(f"Unlearning Check: cfg must be your sampler's cfg (> 0), got {cfg!r}")
     extra = [] if negative is None else [negative_row(negative, benign)]
+    # Before any forward: another family's text encoder otherwise fails deep in the model with torch's shape error
+    require_text_width(model, [*validation.unsafe, *validation.safe, *benign], "Unlearning Check", "validation_pairs",
+                       "Pair Encoder")
+    require_text_width(model, extra, "Unlearning Check", "negative", "CLIP Text Encode")
     layers = select_layers(model, basis, group, block_start, block_end)
     require_bias_for_target(model, layers, target)
     already = edited_layers(model, layers)

@@ -34,7 +34,7 @@ from comfy_api.torch_helpers.torch_compile import COMPILE_KEY
 from ..core.check import list_entries
 from ..core.collection import collect, plan_batches
 from ..core.pairs import _quoted
-from .adapters import adapter_for, latent_shape
+from .adapters import adapter_for, latent_shape, require_latent_channels, require_text_width
 from .conditioning import can_share_a_call, prompt_token_mask, row_token_masks, stack_conditionings
 from .patching import weights_fingerprint
 from .payloads import CollectedActivations, EncodedPairs
@@ -181,6 +181,11 @@ def collect_activations(model, encoded: EncodedPairs, latent: torch.Tensor, time
     adapter = adapter_for(model)
     diffusion = model.model.diffusion_model
     latent = comfy.sample.fix_empty_latent_channels(model, latent[:1])
+    # Before any forward: another family's text encoder or latent otherwise fails deep in the model with torch's
+    # shape errors, naming neither the input nor the fix. An all-zero latent was given the right channels above.
+    require_text_width(model, [*encoded.unsafe, *encoded.safe, *encoded.neutral], "Collect Activations", "pairs",
+                       "Pair Encoder")
+    require_latent_channels(model, latent, "Collect Activations")
     sigmas = sigmas_for(model, parse_timesteps(timesteps))
     independent = adapter.is_timestep_independent(layer_names)
     if independent:
