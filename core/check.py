@@ -705,7 +705,10 @@ def negative_concept_share(baseline: Baseline, predictions: torch.Tensor) -> flo
     ones, 0.127 against 0.129, benign prompts 0.075: scaled from the benign prompts, "a shiny box" read 1.59 and
     "Rolex" -0.50). None when the concept's own move is not detectable: fewer than 2 pairs, or ``d_i = m_u_i -
     m_s_i`` not clearly above 0 in a paired test, ``mean(d) > 2 sd(d) / sqrt(n)`` (``sd`` with ddof 1; with ``sd``
-    0, ``mean(d) > 0``): without it the share would read the pairs' noise.
+    0, ``mean(d) > 0``): without it the share would read the pairs' noise. None too when ``mean(d)`` is not above
+    the spread (sd) of the benign prompts' moves: prompts' wording alone moves them that much apart, so a negative
+    naming no concept would read far from 0 (the random tiny Wan: ``mean(d)`` 0.002 against a spread of 0.013, "a
+    shiny box" read 17.7 and "a Rolex timepiece" -42; the organism's concepts clear it 2.5-14 times).
 
     A negative that names the concept ("nudity, naked") loses it under the edit as the unsafe prompts do; guided
     collateral ``|G_b(lambda) - G_b(0)|`` with ``G_b = u + g (c_b - u)`` then counts that move, ``(1 - g) du``, on
@@ -724,6 +727,10 @@ def negative_concept_share(baseline: Baseline, predictions: torch.Tensor) -> flo
     d = m_u - m_s  # [n]: what the concept adds to each pair's move
     mean, sd = float(d.mean()), float(d.std(correction=1))
     if not (mean > 2 * sd / math.sqrt(n) if sd > 0 else mean > 0):
+        return None
+    rows = baseline.benign_rows
+    m_b = (p[rows] - p0[rows]).reshape(baseline.benign, -1).norm(dim=1)  # [benign]
+    if not mean > float(m_b.std(correction=1)):
         return None
     return (m_neg - float(m_s.mean())) / (float(m_u.mean()) - float(m_s.mean()))
 
@@ -875,7 +882,8 @@ def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBas
                     rows: tuple[Sequence, ...] | None = None, keep: Sequence = (), batch_size: int = 64,
                     label: str = "", guidance: float | None = None, on_forward: Callable[[], None] | None = None,
                     removed: float = REMOVED,
-                    budget: float = COLLATERAL_BUDGET, full_projection: float | None = FULL_PROJECTION) -> CheckResult:
+                    budget: float = COLLATERAL_BUDGET, full_projection: float | None = FULL_PROJECTION,
+                    negative_as: CheckResult | None = None) -> CheckResult:
     """Efficacy and collateral of editing ``layers`` (default: all of ``basis``) at every strength.
 
     Layer-level figures come from ``baseline``'s recorded inputs in closed form; the prediction needs one
@@ -883,7 +891,9 @@ def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBas
     applied by :class:`EditHooks`. ``rows`` are the ``(validation, benign)`` or ``(validation, benign, negative)``
     the baseline was measured on; with the negative prompt, ``guidance`` (the sampler's cfg) adds
     :func:`guided_collateral` per strength; ``keep``, the keep pairs the baseline was measured with, adds
-    :func:`keep_loss`.
+    :func:`keep_loss`. ``negative_as``: take the negative prompt's share from that result (the check of the whole
+    edit) instead of reading it here, so that a sweep's layer groups read collateral in one unit: read per group, a
+    group whose own share crossed the line was drawn in conditional collateral on an axis saying guided.
     """
     strengths = parse_strengths(strengths)
     layers = list(layers or basis.layers)
@@ -931,11 +941,15 @@ def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBas
             toward.append(toward_concept(baseline, predictions))
             if guidance is not None:
                 guided.append(guided_collateral(baseline, predictions, guidance))
-            if baseline.negative and strengths.index(strength) == full:
+            if baseline.negative and negative_as is None and strengths.index(strength) == full:
                 share = negative_concept_share(baseline, predictions)
             if baseline.keep:
                 kept.append(keep_loss(baseline, predictions))
     efficacy = [1.0 - s for s in survival_p]
+    share_read, share_at = bool(baseline.negative) and full is not None, strengths[full] if full is not None else None
+    if negative_as is not None:
+        share, share_read, share_at = (negative_as.negative_concept_share, negative_as.negative_share_read,
+                                       negative_as.negative_share_strength)
     # the sampler's combination when known: README, "The prediction the sampler uses?"; not with a negative that
     # carries the concept, whose own move guided collateral would count on every benign prompt
     carries = share is not None and share >= NEGATIVE_CARRIES_CONCEPT
@@ -952,8 +966,8 @@ def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBas
                        collateral_guided=tuple(guided) if guidance is not None else (),
                        guidance=None if guidance is None else float(guidance),
                        keep_loss=tuple(kept) if baseline.keep else (), toward_concept=tuple(toward),
-                       negative_concept_share=share, negative_share_read=bool(baseline.negative) and full is not None,
-                       negative_share_strength=strengths[full] if baseline.negative and full is not None else None)
+                       negative_concept_share=share, negative_share_read=share_read,
+                       negative_share_strength=share_at if share_read else None)
 
 
 def run_check(module: torch.nn.Module, forward: Forward, basis: RefusalBasis, validation: Sequence,

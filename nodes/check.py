@@ -348,7 +348,9 @@ def run_unlearning_check(model, basis: RefusalBasis, validation: EncodedPairs | 
                       guidance=cfg if extra else None, on_forward=step)
         main = check_strengths(diffusion, forward, basis, baseline, grid, layers=layers,
                                label=f"{basis.concept or 'concept'}: {len(layers)} layers ({group})", **common)
-        swept = [check_strengths(diffusion, forward, basis, baseline, grid, layers=subset, label=name, **common)
+        # every group reads the negative as the whole edit did: one chart, one unit of collateral
+        swept = [check_strengths(diffusion, forward, basis, baseline, grid, layers=subset, label=name,
+                                 negative_as=main, **common)
                  for name, subset in options]
     if notes is not None:
         notes["padded_text_collapsed"] = collapse.reason is None and collapse.collapsed > 0 and not (

@@ -432,6 +432,11 @@ def test_negative_concept_share_reads_the_negative_move_between_safe_and_unsafe_
     assert negative_concept_share(base, moved([3.0] * 3, [3.0] * 3, 1.0, 3.0)) is None
     # unsafe sides more on average, but not clearly (d = 1.5, -1, 0.3: mean 0.27 < 2 sd / sqrt(3) = 1.45)
     assert negative_concept_share(base, moved([3.5, 2.0, 2.3], [2.0, 3.0, 2.0], 1.0, 3.0)) is None
+    # clearly above 0 but not above the spread of the benign prompts' moves (sd 1.29 > mean d 1): wording alone moves
+    # prompts that far apart (the random tiny Wan: d 0.002, spread 0.013, 'a shiny box' 17.7, 'a Rolex timepiece' -42)
+    spread = moved(unsafe, safe, 1.0, 3.0)
+    spread[6:10, 2] = p0[6:10, 2] + torch.tensor([0.0, 1.0, 2.0, 3.0], dtype=p0.dtype)
+    assert negative_concept_share(base, spread) is None
     one = Baseline(pairs=1, benign=4, predictions=p0[4:], inputs={}, forwards=1, negative=True)
     assert negative_concept_share(one, p0[4:] + 1.0) is None  # one pair: nothing to test d on
     with pytest.raises(ValueError, match="negative"):

@@ -130,32 +130,56 @@ def test_the_samplers_negative_prompt_gives_guided_collateral(defs, wan, basis, 
 
 
 def test_a_negative_naming_the_concept_is_read_on_the_conditional_collateral(defs, wan, clip, basis, validation,
-                                                                            negative):
+                                                                            negative, monkeypatch):
     """A negative prompt naming the concept moves under the edit like the concept's prompts: guided collateral would
     count that on every benign prompt, so the budget, chart, table and UI read the conditional collateral and warn;
-    the quality-words negative keeps guided collateral."""
+    the quality-words negative keeps guided collateral. The random tiny Wan has no concept to tell: its pairs' unsafe
+    sides move 0.002 more than their safe sides, below the spread of the benign prompts' moves (0.013), and scaled by
+    that a negative naming no concept read 17.7 and one naming it -42; there the check says it cannot tell."""
     import nodes as comfy_nodes
+    from comfyui_video_unlearning.core import check as core_check
 
     _, check = defs
     with torch.inference_mode():
         concept = comfy_nodes.CLIPTextEncode().encode(clip, "a shiny Rolex timepiece in box 0")[0]
     common = dict(group="default", block_start=0, block_end=-1, target="safe_mean", width=64, height=64, length=1,
                   timesteps="0.1, 0.4", seed=0)
-    quality, _ = check.run_unlearning_check(wan, basis, validation, GRID, negative=negative, cfg=6.0, **common)
-    assert quality.negative_concept_share < 0.5 and quality.collateral_read == "guided"
-    out = check.UnlearningCheck.execute(wan, basis, GRID, "default", 0, -1, "safe_mean", "none", 64, 64, 1,
+    for prompt in (negative, concept):
+        result, _ = check.run_unlearning_check(wan, basis, validation, GRID, negative=prompt, cfg=6.0, **common)
+        assert result.negative_concept_share is None and result.negative_share_read
+        assert result.collateral_read == "guided" and "cannot tell whether it carries the concept" in result.table()
+    # The node's plumbing, with the share a model with the concept gives (the organism: 0.64-1.68 for concept
+    # negatives, -0.09-0.30 for empty and quality-word ones)
+    monkeypatch.setattr(core_check, "negative_concept_share", lambda baseline, predictions: 1.1)
+    out = check.UnlearningCheck.execute(wan, basis, GRID, "default", 0, -1, "safe_mean", "layer groups", 64, 64, 1,
                                         "0.1, 0.4", 0, validation_pairs=validation, negative=concept, cfg=6.0)
     summary, table = out.ui["video_unlearning_check"][0], out.args[2]
     assert summary["negative_concept_share"] >= 0.5 and summary["collateral_read"] == "conditional"
     assert summary["negative_warning"].startswith("WARNING: the negative prompt names the concept")
     assert "shown only" in table and "names the concept" in table and "conditional collateral" in summary["reason"]
-    # read between the validation pairs' safe and unsafe sides, not from the benign prompts (whose move is smaller
-    # than either side's on the tiny Wan: scaled from it, a negative sharing the pairs' wording read as the concept)
     assert "(0 = like a safe prompt, 1 = like the concept's" in table
     main, _ = check.run_unlearning_check(wan, basis, validation, GRID, negative=concept, cfg=6.0, **common)
     index = main.strengths.index(summary["strength"])
     assert main.collateral == main.collateral_prediction
     assert summary["collateral"] == pytest.approx(main.collateral_prediction[index])
+
+
+def test_a_sweep_reads_every_group_in_the_main_checks_unit_of_collateral(defs, wan, basis, validation, negative,
+                                                                         monkeypatch):
+    """Each group of a sweep reads the negative as the whole edit did: read per group, a group whose own share crossed
+    0.5 was drawn in conditional collateral (5x the guided figures) on an axis and a table header saying guided."""
+    from comfyui_video_unlearning.core import check as core_check
+
+    _, check = defs
+    shares = iter([0.1, 0.9, 0.9, 0.9])  # the whole edit first, then any group that would read its own
+    monkeypatch.setattr(core_check, "negative_concept_share", lambda baseline, predictions: next(shares))
+    main, swept = check.run_unlearning_check(wan, basis, validation, "0, 0.5, 1", group="all in vector",
+                                             block_start=0, block_end=-1, target="zero", width=64, height=64, length=1,
+                                             timesteps="0.1", seed=0, sweep="block halves", negative=negative, cfg=6.0)
+    assert swept and main.collateral_read == "guided"
+    for result in swept:
+        assert result.negative_concept_share == 0.1 and result.collateral_read == "guided"
+        assert result.collateral == result.collateral_guided
 
 
 def test_a_bad_negative_or_cfg_names_the_fix(defs, wan, basis, validation, negative):
