@@ -15,6 +15,10 @@ once on the base model for the trademark (k = 1, 150 steps: lr 1e-2 revived it i
 also explain each target's colour, shape and motion) and kept for every model and concept: Adam, lr 5e-2, batch
 16, 200 steps (150 with ``--quick``), seed 0.
 
+Findings (200 steps, 1 thread; figures in the commit that added this file): four learned rows revive every concept
+on every edit tried (logo 0.88-0.92, nudity and red 1.00, base 0.92-1.00); one row revives nudity and red on every
+edit but not the logo on the default edit (0.00 at 200 steps, 0.12 at 800: slowed, not stopped).
+
 Measured per concept and model (base, the nodes' default edit at strength 1, the same at strength 2, and for a
 broad concept the rank-8 subspace edit fitted on 25 pairs):
 
