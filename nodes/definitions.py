@@ -167,18 +167,36 @@ def text_encoder_identity(clip) -> dict:
     The weights are the bare ones whatever ComfyUI has loaded: fully loaded, a patched CLIP holds its weights with the
     LoRA merged in (the patcher keeps the file's in its ``backup``); partially loaded or unloaded, the bare ones. Read
     as loaded, one CLIP + LoRA gave two fingerprints (tiny Wan: c5a98adaa3c4bab2 fully loaded, the bare CLIP's
-    1a72e8d5b0e774c3 partially loaded or after unload) while its encodings were the same."""
+    1a72e8d5b0e774c3 partially loaded or after unload) while its encodings were the same.
+
+    A hook LoRA (Create Hook LoRA + Set CLIP Hooks: the patcher's ``forced_hooks`` and ``hook_patches``) and a weight
+    wrapper (``add_weight_wrapper``) change the encodings too (tiny Wan: by up to 4.97 and 0.105) without touching
+    ``patches``; the hooks merge into the weights on load (the bare ones wait in ``hook_backup``). Both go into the
+    ``patches`` digest, with ``hooked_weights`` and ``wrapped_weights`` counts where there are any, so that a CLIP
+    without them keeps the identity it had before."""
     encoder = getattr(clip, "cond_stage_model", None)
     identity = {"class": type(encoder if encoder is not None else clip).__name__}
     patcher = getattr(clip, "patcher", None)
     patches = getattr(patcher, "patches", None) or {}
     identity["patched_weights"] = len(patches)
-    # the patcher's backup holds the file's weight of every key it merged patches into (clones share it)
+    hooks = _forced_hook_patches(patcher)
+    wrappers = getattr(patcher, "weight_wrapper_patches", None) or {}
+    hooked = {key for _hook, hook_patches in hooks for key in hook_patches}
+    if hooked:
+        identity["hooked_weights"] = len(hooked)
+    if wrappers:
+        identity["wrapped_weights"] = len(wrappers)
+    # the patcher's backup holds the file's weight of every key it merged patches into, and its hook_backup, as
+    # (tensor, device), the weight before the hooks were merged in on load (clones share both). The backup first:
+    # a load merges the patches before the hooks, so hook_backup holds a LoRA'd weight where both apply.
     backup = getattr(patcher, "backup", None) or {}
+    hook_backup = getattr(patcher, "hook_backup", None) or {}
     try:
         weights = {}
         for key, value in encoder.state_dict().items():
             saved = getattr(backup.get(key), "weight", None)
+            if not isinstance(saved, torch.Tensor):
+                saved = (hook_backup.get(key) or (None,))[0]
             value = saved if isinstance(saved, torch.Tensor) else value
             if isinstance(value, torch.Tensor):
                 weights[key] = value
@@ -187,17 +205,34 @@ def text_encoder_identity(clip) -> dict:
         identity["fingerprint"] = None
         identity["fingerprint_missing"] = f"{type(error).__name__}: {error}"[:200]
     try:
-        identity["patches"] = _patches_digest(patches) if patches else None
+        scheduled = bool(getattr(clip, "use_clip_schedule", False))
+        identity["patches"] = (_patches_digest(patches, hooks, wrappers, scheduled)
+                               if patches or hooks or wrappers else None)
     except (RuntimeError, TypeError, ValueError, NotImplementedError) as error:
         identity["patches"] = None
         identity["patches_missing"] = f"{type(error).__name__}: {error}"[:200]
     return identity
 
 
-def _patches_digest(patches: dict) -> str:
+def _forced_hook_patches(patcher) -> list:
+    """``(hook, its patches)`` for every hook a CLIP applies when it encodes: those of its ``forced_hooks`` (Set CLIP
+    Hooks), with the patches ``register_all_hook_patches`` put under the hook's ``hook_ref`` (``{}`` before that). Hooks
+    registered but not forced are left out: the CLIP never applies them."""
+    forced = getattr(getattr(patcher, "forced_hooks", None), "hooks", None) or []
+    registered = getattr(patcher, "hook_patches", None) or {}
+    return [(hook, registered.get(getattr(hook, "hook_ref", None), None) or {}) for hook in forced]
+
+
+def _patches_digest(patches: dict, hooks: list = (), wrappers: dict | None = None, scheduled: bool = False) -> str:
     """sha256 (first 16 hex digits) over a ModelPatcher's ``patches`` (key -> list of ``(strength_patch, value,
     strength_model, offset, function)``): the keys, strength multipliers, offsets, the adapters' classes and a
-    :func:`fingerprint_weights` sample of every tensor in them. Two LoRAs, or one at two strengths, differ."""
+    :func:`fingerprint_weights` sample of every tensor in them. Two LoRAs, or one at two strengths, differ.
+
+    Then, where there are any, the forced hooks (:func:`_forced_hook_patches`: each one's class, CLIP strength,
+    keyframes and patches, walked as ``patches`` are) and the weight wrappers (each key and its functions' names: a
+    function has no contents to digest), with ``scheduled`` (the CLIP's ``use_clip_schedule``: the keyframes then
+    encode each prompt at several strengths) where there are hooks. Without either the digest is the one ``patches``
+    alone gave before."""
     described, tensors = [], {}
 
     def walk(value, path: str) -> None:
@@ -222,6 +257,17 @@ def _patches_digest(patches: dict) -> str:
     for key in sorted(patches, key=str):
         for i, patch in enumerate(patches[key]):
             walk(patch, f"{key}#{i}")
+    for i, (hook, hook_patches) in enumerate(hooks):
+        # a hook's own strength_clip is in its patches' tuples; its keyframes scale them when the CLIP is scheduled
+        keyframes = getattr(getattr(hook, "hook_keyframe", None), "keyframes", None) or []
+        walk([type(hook).__name__, getattr(hook, "_strength_clip", None), scheduled,
+              [(getattr(k, "strength", None), getattr(k, "start_percent", None), getattr(k, "guarantee_steps", None))
+               for k in keyframes]], f"hook#{i}")
+        for key in sorted(hook_patches, key=str):
+            for j, patch in enumerate(hook_patches[key]):
+                walk(patch, f"hook#{i}/{key}#{j}")
+    for key in sorted(wrappers or {}, key=str):
+        walk(list(wrappers[key]), f"wrapper/{key}")
     digest = hashlib.sha256("\n".join(described).encode())
     digest.update(fingerprint_weights(tensors).encode())
     return digest.hexdigest()[:16]

@@ -141,6 +141,69 @@ def test_a_lora_on_the_text_encoder_gives_one_identity_in_any_load_state(nodes, 
     assert bare != full and text_encoder_identity(with_lora(0.5))["patches"] != full["patches"]
 
 
+def test_hook_loras_and_weight_wrappers_on_the_text_encoder_are_in_its_identity(nodes, clip):
+    """A hook LoRA (Create Hook LoRA + Set CLIP Hooks) changed the tiny Wan's encodings by up to 4.97 and a weight
+    wrapper by 0.105, yet the identity read ``patches None``: the bare CLIP's 1a72e8d5b0e774c3 unloaded, the hooks
+    merged in (c5a98adaa3c4bab2) loaded, and the bare CLIP's own identity when wrapped. Now the bare weights (the
+    patcher's hook_backup too) and a digest of the forced hooks' patches and of the wrappers' keys: one identity for
+    the hooked CLIP in every load state, another for the bare CLIP, for the hook at another strength and for a
+    wrapper."""
+    import comfy.hooks
+    import comfy.model_management
+    from comfy.weight_adapter import LoRAAdapter
+
+    from comfyui_video_unlearning.nodes.definitions import text_encoder_identity
+
+    def with_hook(strength):  # as Create Hook LoRA + Set CLIP Hooks (apply_to_conds off, schedule_clip off) build it
+        g = torch.Generator().manual_seed(1)
+        state = clip.cond_stage_model.state_dict()
+        patches = {}
+        for key in [k for k in state if k.endswith((".q.weight", ".k.weight", ".v.weight"))]:
+            out, width = state[key].shape
+            patches[key] = LoRAAdapter(set(), (torch.randn(out, 2, generator=g) * 0.05,
+                                               torch.randn(2, width, generator=g), None, None, None, None))
+        hooks = comfy.hooks.create_hook_model_as_lora(None, None, 1.0, strength)
+        hooks.hooks[0].weights_clip, hooks.hooks[0].need_weight_init = patches, False
+        hooked = clip.clone()
+        hooked.patcher.forced_hooks, hooked.use_clip_schedule = hooks.clone(), False
+        hooked.patcher.forced_hooks.set_keyframes_on_hooks(None)
+        hooked.patcher.register_all_hook_patches(hooks,
+                                                 comfy.hooks.create_target_dict(comfy.hooks.EnumWeightTarget.Clip))
+        return hooked
+
+    comfy.model_management.unload_all_models()
+    bare = text_encoder_identity(clip)
+    hooked = with_hook(1.0)
+    patcher = hooked.patcher
+    with torch.inference_mode():
+        registered = text_encoder_identity(hooked)
+        try:
+            comfy.model_management.load_models_gpu([patcher])  # as encoding loads it: the hooks merged in
+            full = text_encoder_identity(hooked)
+            bare_meanwhile = text_encoder_identity(clip)  # a clone: the same module, the hooked weights in it
+        finally:
+            comfy.model_management.unload_all_models()
+        unloaded = text_encoder_identity(hooked)
+        try:  # a GPU short of memory (lowvram): the hooks still merge into the weights
+            patcher.load(torch.device("cpu"), lowvram_model_memory=1, force_patch_weights=False, full_load=False)
+            partial = text_encoder_identity(hooked)
+        finally:
+            patcher.unpatch_model()
+    assert registered == full == unloaded == partial, (registered, full, unloaded, partial)
+    assert full["fingerprint"] == bare["fingerprint"] == bare_meanwhile["fingerprint"]  # the file's weights
+    assert bare_meanwhile == bare and bare["patches"] is None
+    assert isinstance(full["patches"], str) and len(full["patches"]) == 16 and full["hooked_weights"] > 0
+    assert text_encoder_identity(with_hook(0.5))["patches"] != full["patches"]
+
+    wrapped = clip.clone()
+    key = next(k for k in wrapped.cond_stage_model.state_dict() if k.endswith(".q.weight"))
+    wrapped.patcher.add_weight_wrapper(key, lambda weight: weight * 1.5)
+    wrapped_identity = text_encoder_identity(wrapped)
+    assert wrapped_identity["fingerprint"] == bare["fingerprint"] and wrapped_identity["wrapped_weights"] == 1
+    assert isinstance(wrapped_identity["patches"], str) and wrapped_identity != bare
+    assert wrapped_identity["patches"] not in (full["patches"], None)
+
+
 def test_a_connected_latent_is_recorded_by_its_shape(nodes, wan, encoded):
     with torch.inference_mode():
         collected = nodes.CollectActivations.execute(wan, encoded, 64, 64, 1, "1", 5, "default", 0, -1,
