@@ -453,8 +453,8 @@ class CheckResult:
                          f"{NEGATIVE_CARRIES_CONCEPT:g}: {read})")
         elif self.negative_share_read:
             lines.append("negative prompt: the check cannot tell whether it carries the concept (the validation "
-                         "pairs' unsafe sides do not move clearly more than their safe sides"
-                         f"{at}); "
+                         "pairs' unsafe sides do not move clearly more than their safe sides, or by less than the "
+                         f"benign prompts' moves differ among themselves{at}); "
                          + ("guided collateral kept" if self.collateral_guided else "collateral as measured"))
         for warning in (self.toward_concept_warning(), self.negative_warning()):
             if warning:

@@ -62,7 +62,7 @@ def parse_timesteps(spec: str) -> int | list[float]:
         raise ValueError("timesteps: empty: write a count such as 4, or progress fractions such as 0.1, 0.5, 0.9")
     # decimal digits of any script, as int() and the strength grid's float() read them ('４', '٣'); not
     # str.isdigit(), which also takes '²', which int() then refuses with a message naming no input
-    if len(parts) == 1 and re.fullmatch(r"[+-]?\d+", parts[0]):
+    if len(parts) == 1 and re.fullmatch(r"[+-]?\d{1,9}", parts[0]):  # int() refuses over 4300 digits, unnamed
         count = int(parts[0])
         if not 1 <= count <= 100:
             hint = "; for the fraction 0 (pure noise) write 0.0" if count == 0 else ""

@@ -179,9 +179,13 @@ def text_encoder_identity(clip) -> dict:
     patcher = getattr(clip, "patcher", None)
     patches = getattr(patcher, "patches", None) or {}
     identity["patched_weights"] = len(patches)
-    hooks = _forced_hook_patches(patcher)
-    wrappers = getattr(patcher, "weight_wrapper_patches", None) or {}
-    hooked = {key for _hook, hook_patches in hooks for key in hook_patches}
+    try:
+        hooks = _forced_hook_patches(patcher)
+        wrappers = getattr(patcher, "weight_wrapper_patches", None) or {}
+        hooked = {key for _hook, hook_patches in hooks for key in hook_patches}
+    except Exception as error:  # noqa: BLE001  (provenance only: another pack's hook must not stop Pair Encoder)
+        hooks, wrappers, hooked = [], {}, set()
+        identity["patches_missing"] = f"{type(error).__name__}: {error}"[:200]
     if hooked:
         identity["hooked_weights"] = len(hooked)
     if wrappers:
@@ -201,14 +205,14 @@ def text_encoder_identity(clip) -> dict:
             if isinstance(value, torch.Tensor):
                 weights[key] = value
         identity["fingerprint"] = fingerprint_weights(weights)
-    except (AttributeError, RuntimeError, TypeError, ValueError, NotImplementedError) as error:
+    except Exception as error:  # noqa: BLE001  (provenance only: recorded with its reason, never stops Pair Encoder)
         identity["fingerprint"] = None
         identity["fingerprint_missing"] = f"{type(error).__name__}: {error}"[:200]
     try:
         scheduled = bool(getattr(clip, "use_clip_schedule", False))
         identity["patches"] = (_patches_digest(patches, hooks, wrappers, scheduled)
                                if patches or hooks or wrappers else None)
-    except (RuntimeError, TypeError, ValueError, NotImplementedError) as error:
+    except Exception as error:  # noqa: BLE001  (as above: another pack's patch object may raise anything)
         identity["patches"] = None
         identity["patches_missing"] = f"{type(error).__name__}: {error}"[:200]
     return identity
@@ -229,8 +233,8 @@ def _patches_digest(patches: dict, hooks: list = (), wrappers: dict | None = Non
     :func:`fingerprint_weights` sample of every tensor in them. Two LoRAs, or one at two strengths, differ.
 
     Then, where there are any, the forced hooks (:func:`_forced_hook_patches`: each one's class, CLIP strength,
-    keyframes and patches, walked as ``patches`` are) and the weight wrappers (each key and its functions' names: a
-    function has no contents to digest), with ``scheduled`` (the CLIP's ``use_clip_schedule``: the keyframes then
+    keyframes and patches, walked as ``patches`` are) and the weight wrappers (each key and its functions' names
+    only: two wrappers of one name that scale by 1.5 and by 0 read alike; README says so), with ``scheduled`` (the CLIP's ``use_clip_schedule``: the keyframes then
     encode each prompt at several strengths) where there are hooks. Without either the digest is the one ``patches``
     alone gave before."""
     described, tensors = [], {}

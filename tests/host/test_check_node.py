@@ -148,6 +148,8 @@ def test_a_negative_naming_the_concept_is_read_on_the_conditional_collateral(def
         result, _ = check.run_unlearning_check(wan, basis, validation, GRID, negative=prompt, cfg=6.0, **common)
         assert result.negative_concept_share is None and result.negative_share_read
         assert result.collateral_read == "guided" and "cannot tell whether it carries the concept" in result.table()
+        # the reason on this model is the benign spread, not the pairs (their unsafe sides do move clearly more)
+        assert "by less than the benign prompts' moves differ among themselves" in result.table()
     # The node's plumbing, with the share a model with the concept gives (the organism: 0.64-1.68 for concept
     # negatives, -0.09-0.30 for empty and quality-word ones)
     monkeypatch.setattr(core_check, "negative_concept_share", lambda baseline, predictions: 1.1)

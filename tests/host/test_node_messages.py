@@ -165,6 +165,8 @@ def test_timesteps_read_as_the_strength_grid_and_a_bare_0_points_to_0_0(nodes, c
     assert parse_timesteps("0.0") == [0.0] and parse_timesteps("4") == 4 and parse_timesteps(" 12 ") == 12
     # a count in another script's decimal digits, as the strength grid's float() reads them
     assert parse_timesteps("\uff14") == 4 and parse_timesteps("\u0663") == 3
+    # a count too long for int() (4300 digits) got its message naming no input
+    assert "timesteps:" in nodes.CollectActivations.validate_inputs(timesteps="1" * 4301)
     message = nodes.CollectActivations.validate_inputs(timesteps="0")
     assert "between 1 and 100, got 0; for the fraction 0 (pure noise) write 0.0" in message
     # '²' and '4²' pass str.isdigit(): int() raised "invalid literal for int() with base 10" instead of this message

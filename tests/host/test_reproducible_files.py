@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import types
 
 import pytest
 import torch
@@ -271,3 +272,19 @@ def test_a_lora_computed_on_patched_weights_says_so(nodes, wan, basis, folders, 
     assert on_patches[1]["layers"] == len(basis.layers) and len(on_patches[1]["fingerprint"]) == 16
     assert len(bare) == 1 and "exact only when loaded after the same LoRAs" in shown[1]
     assert "exact only when loaded after the same LoRAs" in caplog.text
+
+
+def test_a_text_encoder_patcher_that_raises_is_recorded_not_fatal(nodes):
+    """The identity runs in every Pair Encoder run: another pack's patcher or hook object that raises while read
+    (here a KeyError, which the reads let through until 2026-12-06) is recorded with its reason, never stops it."""
+    class Raising:
+        patches, backup = {}, {}
+
+        @property
+        def forced_hooks(self):
+            raise KeyError("q")
+
+    clip = types.SimpleNamespace(cond_stage_model=torch.nn.Linear(2, 2), patcher=Raising())
+    identity = nodes.text_encoder_identity(clip)
+    assert identity["patches"] is None and identity["patches_missing"] == "KeyError: 'q'"
+    assert len(identity["fingerprint"]) == 16
