@@ -527,15 +527,16 @@ class RefusalBasis(Mapping):
     model_fingerprint: str = ""
     fit_revision: int = FIT_REVISION
     #: How the activations were measured, so a saved vector can be recomputed and audited (empty for a basis built in
-    #: code and for files saved before 2026-12-08): the neutral prompts in order and their count, Collect
-    #: Activations' seed, timesteps (and the sigmas they gave), latent size, layer group and block range, and the
-    #: text encoder's class, weight fingerprint and patch count. JSON data, written as the file's ``measurement``.
+    #: code and for files written before the field was added, 2026-12-06): the neutral prompts in order and their
+    #: count, Collect Activations' seed, timesteps (and the sigmas they gave), latent size, layer group and block
+    #: range, and the text encoder's identity (class, weight fingerprint, patches). JSON data, written as the file's
+    #: ``measurement``.
     measurement: Mapping = dataclasses.field(default_factory=dict)
     #: One entry per concept of a basis made by :meth:`combine` (empty otherwise), in the order of its directions'
     #: rows: that concept's ``concept``, ``method``, ``rank``, ``alpha``, ``edit``, ``fit_revision``, ``pairs`` (how
     #: many of :attr:`pairs`, which lists them concept after concept), ``measurement`` and ``vector_sha256`` (its
     #: :meth:`content_sha256`). The global fields cannot say this: a combination of alpha 1.0 and alpha 0.25 recorded
-    #: the first input's alpha for both (until 2026-12-08), so the file depended on the order of Combine's sockets.
+    #: the first input's alpha for both (until 2026-12-06), so the file depended on the order of Combine's sockets.
     #: Saved as the file's ``combined_from``; combined files saved before then load with none.
     combined_from: tuple = ()
 
@@ -675,7 +676,8 @@ class RefusalBasis(Mapping):
         ``neutral_exact_sha256``), plus ``sources`` (layer -> input, in edit order); then, for each input in sorted
         order and each tensor kind (vector, basis, direction, safe_mean, subspace), ``"<kind>/<input>|<shape>"``
         and the tensor's float32 little-endian bytes. The scores are left out (they describe the fit, not the edit).
-        A digests file saved before 2026-12-08 holds no exact digest, so its id differs from its text original's.
+        A digests file written before exact digests were added (2026-12-06) holds none, so its id differs from its
+        text original's.
         """
         # A file's alpha loads as a float; a combination of different alphas has none.
         content = {**self._provenance(), "alpha": None if self.alpha is None else float(self.alpha)}
