@@ -31,7 +31,7 @@ import comfy.samplers
 import comfy.utils
 from comfy_api.torch_helpers.torch_compile import COMPILE_KEY
 
-from ..core.check import list_entries
+from ..core.strengths import list_entries
 from ..core.collection import collect, plan_batches
 from ..core.pairs import _quoted
 from .adapters import adapter_for, latent_shape, require_latent_channels, require_text_width
