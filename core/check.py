@@ -29,7 +29,7 @@ from .devices import cpu_float64
 from .pairs import prompt_digest
 from .recommend import (COLLATERAL_BUDGET, FULL_PROJECTION, REMOVED, TOWARD_CONCEPT_LIMIT, _SWAPPED_REMEDY,
                         _adds_the_concept, _full_projection_index, recommend)
-from .refusal import RefusalBasis
+from .basis import RefusalBasis
 from .strengths import DEFAULT_STRENGTHS, list_entries, parse_strengths
 
 # Re-exported for scripts, tests and README, which import them from here (bench/check_validation.py, tests/core/

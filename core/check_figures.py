@@ -58,7 +58,7 @@ import torch
 
 from .check_baseline import Baseline
 from .check_hooks import _weight
-from .refusal import RefusalBasis
+from .basis import RefusalBasis
 
 def layer_proxies(baseline: Baseline, module: torch.nn.Module, basis: RefusalBasis, layers: Sequence[str],
                   strengths: Sequence[float], *, weights: Mapping[str, torch.Tensor] | None = None,

@@ -16,7 +16,7 @@ import torch
 from .activations import ScopedHooks
 from .devices import cpu_float64, to_device
 from .edit import EDIT_TARGETS
-from .refusal import RefusalBasis
+from .basis import RefusalBasis
 
 class EditHooks(ScopedHooks):
     """Context manager: the input-side edit of ``basis`` on ``layers`` of ``module`` as forward hooks.

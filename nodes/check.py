@@ -21,11 +21,11 @@ import comfy.sample
 import comfy.utils
 from comfy_api.latest import io, ui
 
+from ..core.basis import RefusalBasis
 from ..core.check import CheckResult, check_strengths, measure_baseline, overlapping_pairs
 from ..core.check_hooks import ReplayCache
 from ..core.edit import EDIT_TARGETS
 from ..core.recommend import COLLATERAL_BUDGET, TOWARD_CONCEPT_LIMIT
-from ..core.refusal import RefusalBasis
 from ..core.strengths import DEFAULT_STRENGTHS, parse_strengths
 from .adapters import GROUP_CHOICES, adapter_for, embeds_guidance, require_text_width
 from .check_fastpath import PaddedTextCollapse

@@ -12,7 +12,8 @@ import torch
 from comfy_api.latest import io
 
 from ..core.pairs import DEFAULT_NEUTRAL_PROMPTS, PairsError, content_lines, parse_pairs, parse_prompts
-from ..core.refusal import EDITS, METHODS, RefusalBasis, pair_notes
+from ..core.basis import EDITS, RefusalBasis
+from ..core.refusal import METHODS, pair_notes
 from ..core.edit import EDIT_TARGETS
 from ..core.fingerprint import fingerprint_weights
 from . import storage

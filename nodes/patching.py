@@ -18,7 +18,7 @@ from comfy.weight_adapter import LoRAAdapter
 
 from ..core.edit import EDIT_TARGETS, LowRankEdit, project_edit, require_representable_bias
 from ..core.fingerprint import fingerprint_weights
-from ..core.refusal import RefusalBasis
+from ..core.basis import RefusalBasis
 from ..core.serialization import save_atomic
 from .adapters import DIFFUSION_PREFIX, adapter_for, layers_for
 from .fp8_edits import RemoveSubspace, add_fp8_edit, requantised_when_baked

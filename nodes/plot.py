@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from ..core.refusal import RefusalBasis
+from ..core.basis import RefusalBasis
 from .adapters import ADAPTERS
 
 #: Key of the chart's data in the node's UI output (read by ``web/video_unlearning.js``).
