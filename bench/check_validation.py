@@ -17,8 +17,8 @@ graded loss repeats across draws far better, but it is not a damage measure on i
 raise it as much as flipped ones lower it (nudity's default edit loses 0.9 -> 6.7 points of accuracy from strength 1
 to 2 while its graded score improves), so README reports it beside accuracy, not instead of it.
 
-Keep loss (``core.check.keep_loss``, README "Keep pairs?") is recorded beside them: the check's benign prompts each
-paired with the same caption with one attribute changed (``benign_keep_pairs``, ``broad_keep_pairs``).
+Keep loss (``core.check_figures.keep_loss``, README "Keep pairs?") is recorded beside them: the check's benign prompts
+each paired with the same caption with one attribute changed (``benign_keep_pairs``, ``broad_keep_pairs``).
 
 Validation pairs use held-out wording (the estimation pairs use training wording), benign prompts are captions
 without the concept drawn with another seed than the bench's prompts. Generation results are cached per weights

@@ -101,7 +101,8 @@ class LayerRefusal:
                              f"/ safe_mean [d] or [c, d]; got basis {tuple(self.basis.shape)}, subspace "
                              f"{tuple(self.subspace.shape)}, {bad or 'the rest fine'}")
         if not isinstance(self.score, LayerScore):
-            raise TypeError(f"LayerRefusal {self.source!r}: score must be a LayerScore, got {type(self.score).__name__}")
+            raise TypeError(f"LayerRefusal {self.source!r}: score must be a LayerScore, "
+                            f"got {type(self.score).__name__}")
 
     @property
     def dim(self) -> int:

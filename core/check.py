@@ -66,7 +66,8 @@ def _pair(pair) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class CheckResult:
-    """The check's measurements per strength and its recommendation (see the module docstring)."""
+    """The check's measurements per strength and its recommendation (the figures are defined in
+    :mod:`core.check_figures`)."""
 
     strengths: tuple[float, ...]
     survival_layers: tuple[float, ...]

@@ -79,7 +79,8 @@ def layer_proxies(baseline: Baseline, module: torch.nn.Module, basis: RefusalBas
         kept += float((dy * dy).sum())
         removed += float(((dx @ u) @ wu.T * dy).sum())
         benign = x[baseline.benign_rows]
-        mu = basis.target(layer).to(torch.float64) if target == "safe_mean" else torch.zeros(u.shape[0], dtype=torch.float64)
+        mu = (basis.target(layer).to(torch.float64) if target == "safe_mean"
+              else torch.zeros(u.shape[0], dtype=torch.float64))
         moved += float((((benign - mu) @ u) @ wu.T).pow(2).sum())
         spread += float(((benign - benign.mean(0)) @ w.T).pow(2).sum())
     a = removed / kept if kept > 0 else 0.0

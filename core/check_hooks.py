@@ -109,9 +109,10 @@ class ReplayCache(ScopedHooks):
     replayed, which leaves a forward per strength little more than the video tokens' path; :class:`EditHooks` still
     adds the edit to a replayed output. An input is recognised as seen before when it is the same tensor as then
     (and, outside inference mode, not written to since: its version counter), or an output this cache replayed, or
-    else has equal values to a clone of it (to the tensor itself for an inference-mode tensor, see ``_version``). Only for modules whose output is a function of their first positional
-    input (a call with more arguments is never replayed) and that never write into their input or output in place (a
-    replayed output is the same tensor every time). Comparing values costs one pass over the input, far less than the
+    else has equal values to a clone of it (to the tensor itself for an inference-mode tensor, see ``_version``).
+    Only for modules whose output is a function of their first positional input (a call with more arguments is never
+    replayed) and that never write into their input or output in place (a replayed output is the same tensor every
+    time). Comparing values costs one pass over the input, far less than the
     matrix product it saves; the identity test (the nodes hand the model the same context tensor at every strength,
     ``nodes.check.ApplyModelReplay``) costs nothing.
     ``max_bytes`` caps what is kept (inputs and outputs); past it, modules compute as usual.

@@ -290,7 +290,8 @@ def run_unlearning_check(model, basis: RefusalBasis, validation: EncodedPairs | 
     """The check of the chosen layers, and of each sweep option (same grid, same baseline forward).
 
     ``negative`` (the sampler's negative CONDITIONING) with ``cfg`` (its guidance) adds guided collateral, which the
-    recommendation then reads (``core.check.guided_collateral``); without it, the conditional prediction's collateral.
+    recommendation then reads (``core.check_figures.guided_collateral``); without it, the conditional prediction's
+    collateral.
 
     ``collapse_padded_text``: on a known Wan, run the text side on the rows up to the longest prompt plus one for the
     zero padding (``nodes.check_fastpath``; exact in maths, the figures move at rounding level); False runs it on every

@@ -3,7 +3,7 @@
 ``check_recording.json`` holds the CheckResults of fixed inputs on the tiny host Wan as the check computed them
 before the speed-ups of issue 13 (the code of commit 9e7f351, re-run on 2026-12-01 with the inputs below). A
 speed-up must be exact up to float rounding: every figure within 1e-5 (and 1e-6 of its size) of the recording and
-the recommended strength that today's rule (``core.check.recommend``) derives from the recorded figures. To
+the recommended strength that today's rule (``core.recommend.recommend``) derives from the recorded figures. To
 re-record after a change that is *meant* to move the figures (then say so in the commit): ``CHECK_RECORD=1 pytest
 tests/host/test_check_exact.py``.
 
