@@ -27,7 +27,7 @@ from ..core.check_hooks import ReplayCache
 from ..core.edit import EDIT_TARGETS
 from ..core.recommend import COLLATERAL_BUDGET, TOWARD_CONCEPT_LIMIT
 from ..core.strengths import DEFAULT_STRENGTHS, parse_strengths
-from .adapters import GROUP_CHOICES, adapter_for, embeds_guidance, require_text_width
+from .adapters import GROUP_CHOICES, adapter_for, embeds_guidance, layer_suffix, require_text_width
 from .check_fastpath import PaddedTextCollapse
 from .collect import (empty_latent, evaluate_at_sigmas, evaluate_one_call_each, measuring_model, parse_timesteps,
                       sigmas_for)
@@ -252,18 +252,20 @@ def _sweep_candidates(model, layers: list[str], sweep: str) -> list[tuple[str, l
     if sweep == "layer groups":
         options = []
         for name, group in adapter.groups.items():
-            chosen = [layer for layer in layers if layer.split(".", 2)[-1] in group.suffixes]
+            chosen = [layer for layer in layers if layer_suffix(layer) in group.suffixes]
             if chosen:
                 options.append((name, chosen))
         return options
     diffusion = model.model.diffusion_model
     index = {layer: adapter.main_block(diffusion, layer) for layer in layers}  # a VACE block: where it is injected
+    # a layer outside the blocks (HunyuanVideo's vector_in) is in neither half; the whole selection still checks it
+    index = {layer: block for layer, block in index.items() if block is not None}
     blocks = sorted(set(index.values()))
     if len(blocks) < 2:
-        return [(f"block {block}", layers) for block in blocks]
+        return [(f"block {block}", list(index)) for block in blocks]
     half = blocks[len(blocks) // 2]
-    early = [layer for layer in layers if index[layer] < half]
-    late = [layer for layer in layers if index[layer] >= half]
+    early = [layer for layer in index if index[layer] < half]
+    late = [layer for layer in index if index[layer] >= half]
     return [(f"blocks {blocks[0]}-{half - 1}", early), (f"blocks {half}-{blocks[-1]}", late)]
 
 
@@ -278,7 +280,10 @@ def sweep_skipped(model, layers: list[str], sweep: str) -> str | None:
         return (f"sweep 'layer groups' not run: the {len(layers)} checked layers form {found}, so there is nothing "
                 "to compare; collect the vector with layers = all (Collect Activations) to compare groups")
     found = f"one block ({candidates[0][0]})" if candidates else "no block"
-    return (f"sweep 'block halves' not run: the {len(layers)} checked layers lie in {found}, which has no halves; "
+    inside = len(candidates[0][1]) if candidates else 0
+    # HunyuanVideo's vector_in lies outside the blocks: counted apart, not said to lie in one
+    where = f" in blocks (and {len(layers) - inside} outside them)" if inside < len(layers) else ""
+    return (f"sweep 'block halves' not run: the {inside} checked layers{where} lie in {found}, which has no halves; "
             "widen block_start..block_end (or collect the vector over more blocks) to compare halves")
 
 

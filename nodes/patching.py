@@ -233,11 +233,12 @@ def _widen(adapter, diffusion, basis: RefusalBasis, group: str, block_start: int
     """The remedy when the chosen group and blocks hold none of the vector's layers: the blocks the vector covers
     (a block range that misses them is what to change, also when 'all in vector' is already chosen), and the group
     where another is chosen."""
-    blocks = sorted({adapter.main_block(diffusion, layer) for layer in basis.layers})
+    # a layer outside the blocks (HunyuanVideo's vector_in) is chosen whatever the range: it has no block to widen to
+    blocks = sorted({adapter.main_block(diffusion, layer) for layer in basis.layers} - {None})
     count = adapter.block_count(diffusion)
     final = count - 1 if block_end < 0 else block_end
     remedies = []
-    if not any(block_start <= block <= final for block in blocks):
+    if blocks and not any(block_start <= block <= final for block in blocks):
         remedies.append(f"the vector's layers lie in blocks {blocks[0]}..{blocks[-1]}: set block_start and block_end "
                         f"to include them (block_start 0 and block_end -1: every block)")
     if group != ALL_IN_VECTOR:

@@ -1,0 +1,150 @@
+"""HunyuanVideo's pooled text path: the CLIP-L vector ``y`` goes through ``vector_in`` into the timestep embedding that
+modulates every block, so a concept carried there reaches the video whatever the text stream's edit does. The layer
+group "vector_in" (its first linear, outside the blocks) measures and edits it, on the tiny HunyuanVideo that
+ComfyUI's detection loads (``tiny_models.tiny_hunyuan_video_state_dict``, random weights)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+PAIRS = "\n".join(f"a Rolex watch number {i} on a table | a watch number {i} on a table" for i in range(6))
+VALIDATION = "\n".join(f"a shiny Rolex timepiece in box {i} | a shiny timepiece in box {i}" for i in range(3))
+NEUTRAL = "a dog in a park\na red car\na tree in the wind\na bowl of soup"
+BENIGN = "a cat on a sofa\na boat on a lake"
+LAYER = "vector_in.in_layer"
+KEY = f"diffusion_model.{LAYER}.weight"
+
+pytestmark = pytest.mark.usefixtures("inference_mode")
+
+
+@pytest.fixture(scope="module")
+def hunyuan(pack, tiny):
+    import comfy.sd
+
+    with torch.inference_mode():
+        return comfy.sd.load_diffusion_model_state_dict(tiny.tiny_hunyuan_video_state_dict())
+
+
+@pytest.fixture(scope="module")
+def text(tiny):
+    """The HunyuanVideo text stand-in with a pooled output that summarises the prompt (the mean of its token rows), as
+    CLIP-L's end-token state does: the stock stand-in pools the first token, which is 'a' on both sides of a pair."""
+
+    class MeanPooled(tiny.FamilyText):
+        def encode_from_tokens_scheduled(self, tokens):
+            (cond, extras), = self.inner.encode_from_tokens_scheduled(tokens)
+            used = int(cond[0].abs().sum(-1).gt(0).sum())
+            return [[cond[:, :used, :self.width].clone(), {"pooled_output": cond[:, :used, :self.pooled].mean(1)}]]
+
+    stock = tiny.tiny_hunyuan_video_text()
+    return MeanPooled(stock.inner, None, stock.width, stock.pooled, False)
+
+
+@pytest.fixture(scope="module")
+def measured(pack, hunyuan, text):
+    """Pair Encoder -> Collect Activations (group "vector_in") -> Low-Rank Refusal Vector; the encoded pairs too."""
+    from comfyui_video_unlearning.nodes import definitions
+
+    with torch.inference_mode():
+        encoded = definitions.PairEncoder.execute(text, PAIRS, NEUTRAL, "Rolex")[0]
+        acts = definitions.CollectActivations.execute(hunyuan, encoded, 64, 64, 9, "2", 0, "vector_in", 0, -1)[0]
+        return encoded, acts, definitions.RefusalVectorNode.execute(acts, "cpca", 4, 1.0)[0]
+
+
+def weight_of(patcher, effective_weights):
+    return effective_weights(patcher, [KEY])[KEY]
+
+
+def test_the_group_is_the_top_level_layer_whatever_the_block_range(pack, hunyuan):
+    from comfyui_video_unlearning.nodes.adapters import GROUP_CHOICES, adapter_for, layers_for
+
+    adapter = adapter_for(hunyuan)
+    assert "vector_in" in GROUP_CHOICES and adapter.default_group == "txt_mlp.0"
+    assert layers_for(hunyuan, "vector_in") == [LAYER]
+    assert layers_for(hunyuan, "vector_in", 0, 0) == [LAYER]  # not inside a block: any range includes it
+    assert layers_for(hunyuan, "default") == ["double_blocks.0.txt_mlp.0"]  # the default is unchanged
+    assert layers_for(hunyuan, "all") == [LAYER, "double_blocks.0.txt_mlp.0", "double_blocks.0.txt_attn.qkv"]
+    # one row per prompt, the text's alone: measured at one timestep, never token-masked, judged pair by pair
+    assert adapter.timestep_independent_layers([LAYER]) == [LAYER]
+    assert adapter.text_token_layers([LAYER]) == [] and adapter.text_side_layers([LAYER]) == [LAYER]
+    assert adapter.main_block(hunyuan.model.diffusion_model, LAYER) is None
+
+
+def test_apply_removes_the_pooled_difference_along_the_vector(pack, hunyuan, measured, effective_weights):
+    """W' maps the pairs' pooled difference, along the refusal directions, to nearly zero (the edit of W (I - U U^T)),
+    strength 0 is the identity, and only vector_in.in_layer is patched."""
+    from comfyui_video_unlearning.nodes import definitions
+
+    encoded, acts, basis = measured
+    assert tuple(acts.layers) == tuple(basis.layers) == (LAYER,) and len(acts.sigmas) == 1
+    unsafe = torch.cat([c[0][1]["pooled_output"] for c in encoded.unsafe]).double()
+    safe = torch.cat([c[0][1]["pooled_output"] for c in encoded.safe]).double()
+    u = basis.subspace(LAYER).double()  # [768, c]
+    along = (unsafe - safe) @ u @ u.T  # [pairs, 768]: each pair's pooled difference in the vector's span
+    assert ((unsafe - safe).norm(dim=1) > 0).all() and (along.norm(dim=1) > 0.3 * (unsafe - safe).norm(dim=1)).all()
+
+    patched = definitions.ApplyUnlearning.execute(hunyuan, basis, 1.0, True, "all in vector", 0, -1, "zero")[0]
+    assert set(patched.patches) == {KEY}
+    w, w_edit = weight_of(hunyuan, effective_weights).double(), weight_of(patched, effective_weights).double()
+    ratio = (along @ w_edit.T).norm(dim=1) / (along @ w.T).norm(dim=1)
+    assert ratio.max() < 1e-5, ratio
+    # the part of the pairs' difference outside the vector's span is not touched
+    outside = (unsafe - safe) - along
+    torch.testing.assert_close(outside @ w_edit.T, outside @ w.T, rtol=1e-4, atol=1e-5)
+
+    unchanged = definitions.ApplyUnlearning.execute(hunyuan, basis, 0.0, True, "all in vector", 0, -1, "zero")[0]
+    assert KEY not in unchanged.patches
+    torch.testing.assert_close(weight_of(unchanged, effective_weights), weight_of(hunyuan, effective_weights),
+                               rtol=0, atol=0)
+
+
+def test_the_exported_lora_patches_vector_in_through_comfyuis_loader(pack, hunyuan, measured, effective_weights,
+                                                                       tmp_path):
+    import comfy.model_management
+    import folder_paths
+    import nodes as comfy_nodes
+
+    from comfyui_video_unlearning.nodes import definitions
+
+    _, _, basis = measured
+    folder_paths.add_model_folder_path("loras", str(tmp_path), is_default=True)
+    definitions.ExportLoRA.execute(hunyuan, basis, 1.0, "safe_mean", "pooled/hunyuan")
+    try:
+        loaded = comfy_nodes.LoraLoaderModelOnly().load_lora_model_only(hunyuan, "pooled/hunyuan_00001.safetensors",
+                                                                        1.0)[0]
+        applied = definitions.ApplyUnlearning.execute(hunyuan, basis, 1.0, True, "all in vector", 0, -1,
+                                                      "safe_mean")[0]
+        # ComfyUI's loader maps the generic key diffusion_model.vector_in.in_layer (model_lora_keys_unet) onto it
+        assert set(loaded.patches) == set(applied.patches) == {KEY, f"diffusion_model.{LAYER}.bias"}
+        via_lora, direct = weight_of(loaded, effective_weights), weight_of(applied, effective_weights)
+    finally:
+        comfy.model_management.unload_all_models()
+    torch.testing.assert_close(via_lora, direct, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(via_lora, weight_of(hunyuan, effective_weights))
+
+
+def test_the_check_runs_with_the_group_and_with_all(pack, hunyuan, measured, text):
+    from comfyui_video_unlearning.nodes import definitions
+    from comfyui_video_unlearning.nodes.check import UnlearningCheck
+
+    encoded, _, basis = measured
+    held_out = definitions.PairEncoder.execute(text, VALIDATION, BENIGN, "Rolex")[0]
+
+    def check(vector, layers, sweep):
+        return UnlearningCheck.execute(hunyuan, vector, "0, 1", layers, 0, -1, "safe_mean", sweep, 32, 32, 1, "0.5",
+                                       0, validation_pairs=held_out).args
+
+    strength, _, table = check(basis, "vector_in", "none")
+    assert strength in (0.0, 1.0) and "1 layers (vector_in)" in table
+    # "all", swept by groups: the top-level layer is a group of its own beside the text stream's
+    acts = definitions.CollectActivations.execute(hunyuan, encoded, 32, 32, 1, "0.5", 0, "all", 0, -1)[0]
+    assert acts.layers[0] == LAYER
+    every = definitions.RefusalVectorNode.execute(acts, "cpca", 2, 1.0)[0]
+    _, _, table = check(every, "all in vector", "layer groups")
+    assert all(f"  {group}: 1: " in table for group in ("vector_in", "txt_mlp.0", "txt_attn.qkv"))
+    _, _, table = check(every, "all in vector", "block halves")
+    assert "the 2 checked layers in blocks (and 1 outside them) lie in one block (block 0)" in table
+    # in no block: a block range that holds none of the vector's blocks still edits it
+    applied = definitions.ApplyUnlearning.execute(hunyuan, every, 1.0, True, "vector_in", 0, 0, "safe_mean")[0]
+    assert {key for key in applied.patches if key.endswith(".weight")} == {KEY}
