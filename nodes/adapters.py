@@ -438,3 +438,22 @@ def require_latent_channels(model_patcher, latent, node: str, input_name: str = 
                      f"it is another model family's latent. Connect an empty latent of this model family: {expected} "
                      f"channels (or leave {input_name} unconnected: the node makes one from width, height and length)")
 
+
+def require_pooled_text(model_patcher, layers, conditionings, node: str, input_name: str, source: str) -> None:
+    """Raise before any forward when ``layers`` include one that reads the pooled text (``LayerGroup.pooled_text``:
+    HunyuanVideo's ``vector_in.in_layer``) and a prompt of ``conditionings`` (CONDITIONINGs that feed ``input_name``
+    of ``node``, made by ``source``) carries no ``pooled_output``: the model then never reads that layer, and the
+    group would measure or check nothing of what it is chosen for."""
+    adapter = adapter_for(model_patcher)
+    pooled = adapter.pooled_text_layers(layers)
+    if not pooled:
+        return
+    entries = [entry for cond in conditionings for entry in cond]
+    missing = sum(1 for entry in entries if entry[1].get("pooled_output") is None)
+    if not missing:
+        return
+    count = f" ({missing} of {len(entries)} prompts)" if len(entries) > 1 else ""
+    raise ValueError(f"{node}: {input_name}: the text conditioning has no pooled_output{count}, but the layer "
+                     f"{pooled[0]!r} reads the pooled text: the text encoder gave none. Connect the model's own text "
+                     f"encoder, {adapter.text_encoder} (its clip_l gives the pooled output), to the {source} that "
+                     f"makes {input_name}, or choose a layer group without {pooled[0]!r}")

@@ -27,7 +27,8 @@ from ..core.check_hooks import ReplayCache
 from ..core.edit import EDIT_TARGETS
 from ..core.recommend import COLLATERAL_BUDGET, TOWARD_CONCEPT_LIMIT
 from ..core.strengths import DEFAULT_STRENGTHS, parse_strengths
-from .adapters import GROUP_CHOICES, adapter_for, embeds_guidance, layer_suffix, require_text_width
+from .adapters import (GROUP_CHOICES, adapter_for, embeds_guidance, layer_suffix, require_pooled_text,
+                       require_text_width)
 from .check_fastpath import PaddedTextCollapse
 from .collect import (empty_latent, evaluate_at_sigmas, evaluate_one_call_each, measuring_model, parse_timesteps,
                       sigmas_for)
@@ -314,6 +315,9 @@ def run_unlearning_check(model, basis: RefusalBasis, validation: EncodedPairs | 
     require_text_width(model, extra, "Unlearning Check", "negative", "CLIP Text Encode")
     layers = select_layers(model, basis, group, block_start, block_end)
     require_bias_for_target(model, layers, target)
+    require_pooled_text(model, layers, [*validation.unsafe, *validation.safe, *benign], "Unlearning Check",
+                        "validation_pairs", "Pair Encoder")
+    require_pooled_text(model, layers, extra, "Unlearning Check", "negative", "CLIP Text Encode")
     already = edited_layers(model, layers)
     if already:
         # another vector's edit (not this one's on every edited layer): checking two concepts takes their combination

@@ -34,7 +34,7 @@ from comfy_api.torch_helpers.torch_compile import COMPILE_KEY
 from ..core.strengths import list_entries
 from ..core.collection import collect, plan_batches
 from ..core.pairs import _quoted
-from .adapters import adapter_for, latent_shape, require_latent_channels, require_text_width
+from .adapters import adapter_for, latent_shape, require_latent_channels, require_pooled_text, require_text_width
 from .conditioning import can_share_a_call, prompt_token_mask, row_token_masks, stack_conditionings
 from .patching import weights_fingerprint
 from .payloads import CollectedActivations, EncodedPairs
@@ -187,6 +187,8 @@ def collect_activations(model, encoded: EncodedPairs, latent: torch.Tensor, time
     require_text_width(model, [*encoded.unsafe, *encoded.safe, *encoded.neutral], "Collect Activations", "pairs",
                        "Pair Encoder")
     require_latent_channels(model, latent, "Collect Activations")
+    require_pooled_text(model, layer_names, [*encoded.unsafe, *encoded.safe, *encoded.neutral], "Collect Activations",
+                        "pairs", "Pair Encoder")
     sigmas = sigmas_for(model, parse_timesteps(timesteps))
     independent = adapter.is_timestep_independent(layer_names)
     if independent:

@@ -148,3 +148,18 @@ def test_the_check_runs_with_the_group_and_with_all(pack, hunyuan, measured, tex
     # in no block: a block range that holds none of the vector's blocks still edits it
     applied = definitions.ApplyUnlearning.execute(hunyuan, every, 1.0, True, "vector_in", 0, 0, "safe_mean")[0]
     assert {key for key in applied.patches if key.endswith(".weight")} == {KEY}
+
+
+def test_a_conditioning_without_pooled_output_is_refused_naming_the_remedy(pack, hunyuan, measured, text, tiny):
+    from comfyui_video_unlearning.nodes import definitions
+    from comfyui_video_unlearning.nodes.check import UnlearningCheck
+
+    no_pooled = tiny.FamilyText(text.inner, None, text.width, None, False)
+    encoded = definitions.PairEncoder.execute(no_pooled, PAIRS, NEUTRAL, "Rolex")[0]
+    with pytest.raises(ValueError, match=r"Collect Activations: pairs: .*no pooled_output \(16 of 16 prompts\).*"
+                                         r"vector_in\.in_layer.*clip_l"):
+        definitions.CollectActivations.execute(hunyuan, encoded, 64, 64, 9, "2", 0, "vector_in", 0, -1)
+    held_out = definitions.PairEncoder.execute(no_pooled, VALIDATION, BENIGN, "Rolex")[0]
+    with pytest.raises(ValueError, match=r"Unlearning Check: validation_pairs: .*no pooled_output"):
+        UnlearningCheck.execute(hunyuan, measured[2], "0, 1", "vector_in", 0, -1, "safe_mean", "none", 64, 64, 9,
+                                "0.5", 0, validation_pairs=held_out)
