@@ -492,8 +492,11 @@ def _neutral_hashed(measurement: Mapping) -> dict:
     return measurement
 
 
-#: Largest share of a direction's length that may lie outside a loaded record's edit subspace. The pack's own files
-#: (direction, subspace and combined records) measure 6e-9..3e-8: float32 rounding of orthonormal columns.
+#: Largest share of a direction's length that may lie outside a loaded record's edit subspace, and of an edit-subspace
+#: column's outside the record's basis U. The pack's own files measure 6e-9..3e-8 for the first: float32 rounding of
+#: orthonormal columns. For the second, over 432 fits (cpca and mean, both edits, rank 1-8 from 2-6 pairs, alpha
+#: 0-4), their version 1 files and 120 combinations of 2-3 of them (mixed methods, edits and alphas, some covering
+#: fewer layers): at most 6.7e-8 for a fit, 3.4e-7 combined; a hand-edited column measures ~1.
 SPAN_TOLERANCE = 1e-4
 
 
@@ -505,8 +508,13 @@ def _check_edit_subspace(name: str, source: str, record: LayerRefusal, edit: str
     an ``edit="subspace"`` record's is U, at most ``rank`` columns per concept, which holds the direction; a combined
     record's is its parts' subspaces stacked and orthonormalised, so at most ``rank`` x its own concepts (the rows of
     its direction: a layer that only some of the combined vectors cover has fewer than the file's ``concepts``), and
-    each part's direction lies in it. Only the file's orthonormality was checked before, so ``eye(d)`` (which erases
-    everything the layers read) or a column unrelated to the direction (which erases nothing of the concept) loaded.
+    each part's direction lies in it. Every one of these columns also lies in the record's basis U ``[d, k]`` (the
+    ``basis/`` tensor): a fit's direction is U's projection of the refusal vector (``method="mean"``: U is the
+    direction itself), and a combined record's U is its parts' U stacked and orthonormalised. Only the file's
+    orthonormality was checked before, so ``eye(d)`` (which erases everything the layers read) or a column unrelated
+    to the direction (which erases nothing of the concept) loaded, and then a subspace that kept the direction but
+    swapped another column for one outside U (that column's share outside U: 0.99999999), which made Apply erase a
+    direction the fit never found.
     """
     directions = record.direction.reshape(-1, record.dim).double()  # [c, d]
     subspace = record.subspace.double()  # [d, c']
@@ -524,6 +532,15 @@ def _check_edit_subspace(name: str, source: str, record: LayerRefusal, edit: str
         raise RefusalFileError(f"{name}: the direction of {source!r} does not lie in its edit subspace (a share of "
                                f"{relative:.2g} of it lies outside, more than {SPAN_TOLERANCE:g}), so Apply would not "
                                f"remove the concept the file describes; {remedy}")
+    basis = record.basis.double()  # U [d, k], orthonormal
+    beyond = (subspace - basis @ (basis.T @ subspace)).norm(dim=0) / subspace.norm(dim=0)  # [c'], share outside U
+    worst = int(beyond.nan_to_num(float("inf")).argmax())
+    if not float(beyond[worst]) <= SPAN_TOLERANCE:
+        raise RefusalFileError(f"{name}: column {worst + 1} of {columns} of the edit subspace of {source!r} does not "
+                               f"lie in the concept subspace the file says was fitted ('basis/{source}'; a share of "
+                               f"{float(beyond[worst]):.2g} of it lies outside, more than {SPAN_TOLERANCE:g}), so "
+                               f"Apply would remove a direction the fit never found from what the layers read; "
+                               f"{remedy}")
 
 
 def _combine_records(layer: str, parts: list[LayerRefusal], concepts: list[str], names: set[str]) -> LayerRefusal:
