@@ -557,12 +557,21 @@ def _combine_records(layer: str, parts: list[LayerRefusal], concepts: list[str],
         source = layer
     names.add(source)
     directions = stack("direction")
+    basis = _orthonormal_columns(torch.cat([p.basis for p in parts], dim=1))  # [d, k]
+    subspace = _orthonormal_columns(torch.cat([p.subspace for p in parts], dim=1))  # [d, c']
+    # Each SVD drops what lies below 1e-6 of its own largest singular value, and U's can be the larger (a direction
+    # every part's U holds): two concepts' directions about 2e-6..2.4e-6 rad apart, with a third, kept a subspace
+    # column U had dropped, and Load refused the file Combine wrote (that column's share outside U: 1). U then takes
+    # that column too; elsewhere the subspace lies in U to float32 rounding and U is left as it was, bit for bit.
+    outside = subspace.double() - basis.double() @ (basis.double().T @ subspace.double())  # [d, c']
+    if float(outside.norm(dim=0).max()) > SPAN_TOLERANCE / 10:  # pack-made combinations: 3.4e-7 at most
+        basis = torch.cat([basis, _orthonormal_columns(outside)], dim=1)
     return LayerRefusal(
         vector=stack("vector"),
-        basis=_orthonormal_columns(torch.cat([p.basis for p in parts], dim=1)),
+        basis=basis,
         direction=directions,
         safe_mean=stack("safe_mean"),
-        subspace=_orthonormal_columns(torch.cat([p.subspace for p in parts], dim=1)),
+        subspace=subspace,
         score=max((p.score for p in parts), key=lambda s: abs(s.separation)),
         source=source,
     )

@@ -65,3 +65,29 @@ def test_a_subspace_with_a_column_outside_the_fitted_basis_is_refused_and_the_pa
         vector.save(path)
         record = RefusalBasis.load(path)[LAYER]
         assert _share_outside_basis(record) < SPAN_TOLERANCE / 100, kind
+
+
+def test_a_combination_whose_subspace_keeps_a_column_its_stacked_basis_dropped_still_loads(tmp_path):
+    """Combine orthonormalises the parts' U and the parts' subspaces by separate SVDs, each dropping what lies below
+    1e-6 of its own largest singular value. Three concepts whose U all hold one direction ``e`` (U's largest singular
+    value sqrt(3), the subspace's sqrt(2)) and two of whose directions are 2.2e-6 rad apart: the subspace kept the
+    difference of those two, U dropped it, and Load refused the file Combine had just written (share outside U: 1)."""
+    from core.basis import LayerRefusal, LayerScore
+
+    q = torch.linalg.qr(torch.randn(32, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64))[0]
+    a, e, c, f = q.T
+    close = (a + 2.2e-6 * c) / (a + 2.2e-6 * c).norm()
+
+    def vector(direction, concept):
+        u = torch.stack([direction, e], 1).float()  # orthonormal: e is orthogonal to a, c and f
+        d = direction.float()
+        record = LayerRefusal(vector=d, basis=u, direction=d, safe_mean=torch.zeros(32), subspace=d[:, None],
+                              score=LayerScore(1.0, 1.0, 1.0, 1.0), source=LAYER)
+        return RefusalBasis(records={LAYER: record}, rank=2, concept=concept, model_fingerprint="0123abcd")
+
+    combined = RefusalBasis.combine([vector(a, "a"), vector(close, "close to a"), vector(f, "f")])
+    assert combined[LAYER].subspace.shape[1] == 3  # the two close directions are kept apart
+    path = tmp_path / "combined.safetensors"
+    combined.save(path)
+    record = RefusalBasis.load(path)[LAYER]
+    assert _share_outside_basis(record) < SPAN_TOLERANCE / 100
