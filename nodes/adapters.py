@@ -88,6 +88,8 @@ class Adapter:
         text_input: the first linear layer (inside the diffusion model) that reads the text context; its input width
             is the context width the family's own text encoder gives (:func:`require_text_width`).
         text_encoder: the family's own text encoder, as its messages name it.
+        pooled_text_encoder: how to load the text encoder that gives the pooled output the model reads
+            (:func:`require_pooled_text`), where it differs from ``text_encoder``.
     """
 
     family: str
@@ -102,6 +104,7 @@ class Adapter:
     image_keys: tuple[str, ...] = ()
     text_input: str = ""
     text_encoder: str = ""
+    pooled_text_encoder: str = ""
 
     def block_count(self, diffusion_model) -> int:
         return len(diffusion_model.get_submodule(self.blocks))
@@ -299,6 +302,8 @@ ADAPTERS: tuple[Adapter, ...] = (
         batches_text_masks=False,
         text_input="txt_in.input_embedder",
         text_encoder="llava_llama3 with clip_l for HunyuanVideo",
+        pooled_text_encoder="llava_llama3 + clip_l through DualCLIPLoader, type hunyuan_video (its clip_l gives the "
+                            "pooled output)",
     ),
     Adapter(
         family="ltxv",
@@ -439,21 +444,25 @@ def require_latent_channels(model_patcher, latent, node: str, input_name: str = 
                      f"channels (or leave {input_name} unconnected: the node makes one from width, height and length)")
 
 
-def require_pooled_text(model_patcher, layers, conditionings, node: str, input_name: str, source: str) -> None:
-    """Raise before any forward when ``layers`` include one that reads the pooled text (``LayerGroup.pooled_text``:
-    HunyuanVideo's ``vector_in.in_layer``) and a prompt of ``conditionings`` (CONDITIONINGs that feed ``input_name``
-    of ``node``, made by ``source``) carries no ``pooled_output``: the model then never reads that layer, and the
-    group would measure or check nothing of what it is chosen for."""
+def require_pooled_text(model_patcher, conditionings, node: str, input_name: str, source: str) -> None:
+    """Raise before any forward when the MODEL reads the text encoder's pooled output on every forward (a
+    ``LayerGroup.pooled_text`` layer it has: HunyuanVideo's ``vector_in.in_layer``, absent where ``vector_in`` is None)
+    and a prompt of ``conditionings`` (CONDITIONINGs that feed ``input_name`` of ``node``, made by ``source``) carries
+    no ``pooled_output``. Whatever the layer group: ComfyUI's forward feeds ``y`` through ``vector_in`` before any
+    block, so such a prompt fails deep inside with torch's "'NoneType' object is not subscriptable"."""
     adapter = adapter_for(model_patcher)
-    pooled = adapter.pooled_text_layers(layers)
-    if not pooled:
+    diffusion = model_patcher.model.diffusion_model
+    # only a top-level pooled layer is a whole name to look up; the model reads it whether or not it is edited
+    read = [s for g in adapter.groups.values() if g.pooled_text and g.top_level for s in g.suffixes
+            if _has_linear(diffusion, s)]
+    if not read:
         return
     entries = [entry for cond in conditionings for entry in cond]
     missing = sum(1 for entry in entries if entry[1].get("pooled_output") is None)
     if not missing:
         return
     count = f" ({missing} of {len(entries)} prompts)" if len(entries) > 1 else ""
-    raise ValueError(f"{node}: {input_name}: the text conditioning has no pooled_output{count}, but the layer "
-                     f"{pooled[0]!r} reads the pooled text: the text encoder gave none. Connect the model's own text "
-                     f"encoder, {adapter.text_encoder} (its clip_l gives the pooled output), to the {source} that "
-                     f"makes {input_name}, or choose a layer group without {pooled[0]!r}")
+    raise ValueError(f"{node}: {input_name}: the text conditioning has no pooled_output{count}, but this "
+                     f"{adapter.family} model reads the pooled text through {read[0]!r} on every forward, whatever the "
+                     f"layer group: the text encoder gave none. Connect the model's own text encoder, "
+                     f"{adapter.pooled_text_encoder or adapter.text_encoder}, to the {source} that makes {input_name}")

@@ -313,11 +313,12 @@ def run_unlearning_check(model, basis: RefusalBasis, validation: EncodedPairs | 
     require_text_width(model, [*validation.unsafe, *validation.safe, *benign], "Unlearning Check", "validation_pairs",
                        "Pair Encoder")
     require_text_width(model, extra, "Unlearning Check", "negative", "CLIP Text Encode")
+    # whatever the layer group: HunyuanVideo reads the pooled output of every prompt it runs
+    require_pooled_text(model, [*validation.unsafe, *validation.safe, *benign], "Unlearning Check", "validation_pairs",
+                        "Pair Encoder")
+    require_pooled_text(model, extra, "Unlearning Check", "negative", "CLIP Text Encode")
     layers = select_layers(model, basis, group, block_start, block_end)
     require_bias_for_target(model, layers, target)
-    require_pooled_text(model, layers, [*validation.unsafe, *validation.safe, *benign], "Unlearning Check",
-                        "validation_pairs", "Pair Encoder")
-    require_pooled_text(model, layers, extra, "Unlearning Check", "negative", "CLIP Text Encode")
     already = edited_layers(model, layers)
     if already:
         # another vector's edit (not this one's on every edited layer): checking two concepts takes their combination

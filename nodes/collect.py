@@ -187,8 +187,9 @@ def collect_activations(model, encoded: EncodedPairs, latent: torch.Tensor, time
     require_text_width(model, [*encoded.unsafe, *encoded.safe, *encoded.neutral], "Collect Activations", "pairs",
                        "Pair Encoder")
     require_latent_channels(model, latent, "Collect Activations")
-    require_pooled_text(model, layer_names, [*encoded.unsafe, *encoded.safe, *encoded.neutral], "Collect Activations",
-                        "pairs", "Pair Encoder")
+    # whatever layer_names: HunyuanVideo reads the pooled output on every forward, not only where it is measured
+    require_pooled_text(model, [*encoded.unsafe, *encoded.safe, *encoded.neutral], "Collect Activations", "pairs",
+                        "Pair Encoder")
     sigmas = sigmas_for(model, parse_timesteps(timesteps))
     independent = adapter.is_timestep_independent(layer_names)
     if independent:

@@ -163,3 +163,36 @@ def test_a_conditioning_without_pooled_output_is_refused_naming_the_remedy(pack,
     with pytest.raises(ValueError, match=r"Unlearning Check: validation_pairs: .*no pooled_output"):
         UnlearningCheck.execute(hunyuan, measured[2], "0, 1", "vector_in", 0, -1, "safe_mean", "none", 64, 64, 9,
                                 "0.5", 0, validation_pairs=held_out)
+
+
+def test_a_prompt_without_pooled_output_is_refused_whatever_the_group(pack, hunyuan, measured, text, tiny):
+    """ComfyUI's HunyuanVideo forward feeds y through vector_in on every call, so the text-stream groups fail without a
+    pooled output as vector_in does: refused before any forward, naming the input and the text encoder to connect,
+    never "choose another group" (which led straight to torch's "'NoneType' object is not subscriptable")."""
+    import nodes as comfy_nodes
+
+    from comfyui_video_unlearning.nodes import definitions
+    from comfyui_video_unlearning.nodes.check import UnlearningCheck
+
+    no_pooled = tiny.FamilyText(text.inner, None, text.width, None, False)
+    encoded = definitions.PairEncoder.execute(no_pooled, PAIRS, NEUTRAL, "Rolex")[0]
+    remedy = (r"every forward, whatever the layer group.*"
+              r"llava_llama3 \+ clip_l through DualCLIPLoader, type hunyuan_video")
+    for group in ("txt_mlp.0", "txt_attn.qkv", "all"):
+        with pytest.raises(ValueError, match=r"Collect Activations: pairs: .*no pooled_output \(16 of 16 prompts\).*"
+                                             + remedy) as refused:
+            definitions.CollectActivations.execute(hunyuan, encoded, 32, 32, 1, "0.5", 0, group, 0, -1)
+        assert "choose a layer group" not in str(refused.value)
+    # the check: validation pairs with it, but the sampler's negative without it, on the default group
+    default = definitions.RefusalVectorNode.execute(
+        definitions.CollectActivations.execute(hunyuan, measured[0], 32, 32, 1, "0.5", 0, "txt_mlp.0", 0, -1)[0],
+        "cpca", 2, 1.0)[0]
+    held_out = definitions.PairEncoder.execute(text, VALIDATION, BENIGN, "Rolex")[0]
+    negative = comfy_nodes.CLIPTextEncode().encode(no_pooled, "blurry, low quality")[0]
+    with pytest.raises(ValueError, match=r"Unlearning Check: negative: .*no pooled_output, .*" + remedy):
+        UnlearningCheck.execute(hunyuan, default, "0, 1", "txt_mlp.0", 0, -1, "safe_mean", "none", 32, 32, 1, "0.5",
+                                0, validation_pairs=held_out, negative=negative, cfg=6.0)
+    no_pooled_held_out = definitions.PairEncoder.execute(no_pooled, VALIDATION, BENIGN, "Rolex")[0]
+    with pytest.raises(ValueError, match=r"Unlearning Check: validation_pairs: .*no pooled_output \(8 of 8 prompts\)"):
+        UnlearningCheck.execute(hunyuan, default, "0, 1", "txt_mlp.0", 0, -1, "safe_mean", "none", 32, 32, 1, "0.5",
+                                0, validation_pairs=no_pooled_held_out)
