@@ -97,7 +97,9 @@ def _input_name(basis: RefusalBasis, name: str, layers) -> str:
 def chart_bars(basis: RefusalBasis) -> list[Bar]:
     """The chart's bars: shared inputs first (in layer order), then single layers by block and kind."""
     shared, single = [], []
-    main = _split(basis.layers[0])[0] if basis.layers else None
+    # the first layer in a block names the main block list: HunyuanVideo's "all" starts with the block-less
+    # vector_in.in_layer, whose prefix (None) would make its double blocks read as a second list ("double_block 0")
+    main = next((prefix for prefix, block, _ in map(_split, basis.layers) if block is not None), None)
     for name, layers in shared_inputs(basis):
         value = abs(basis[layers[0]].score.separation)
         parts = [_split(layer) for layer in layers]

@@ -196,3 +196,16 @@ def test_a_prompt_without_pooled_output_is_refused_whatever_the_group(pack, huny
     with pytest.raises(ValueError, match=r"Unlearning Check: validation_pairs: .*no pooled_output \(8 of 8 prompts\)"):
         UnlearningCheck.execute(hunyuan, default, "0, 1", "txt_mlp.0", 0, -1, "safe_mean", "none", 32, 32, 1, "0.5",
                                 0, validation_pairs=no_pooled_held_out)
+
+
+def test_the_chart_of_all_names_the_blocks_as_with_the_default(pack, hunyuan, measured):
+    """With layers = all the vector starts with the block-less vector_in.in_layer: the chart still calls the double
+    blocks "block 0", as it does for the default group, not "double_block 0" (a second block list's naming)."""
+    from comfyui_video_unlearning.nodes import definitions, plot
+
+    encoded = measured[0]
+    acts = definitions.CollectActivations.execute(hunyuan, encoded, 32, 32, 1, "0.5", 0, "all", 0, -1)[0]
+    every = definitions.RefusalVectorNode.execute(acts, "cpca", 2, 1.0)[0]
+    assert every.layers[0] == LAYER
+    labels = [bar["label"] for bar in plot.chart_data(every)["bars"]]
+    assert labels == [LAYER, "block 0 · txt_mlp.0", "block 0 · txt_attn.qkv"], labels
