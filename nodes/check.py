@@ -280,6 +280,13 @@ def sweep_skipped(model, layers: list[str], sweep: str) -> str | None:
         found = f"one group ({candidates[0][0]})" if candidates else "none of the model's layer groups"
         return (f"sweep 'layer groups' not run: the {len(layers)} checked layers form {found}, so there is nothing "
                 "to compare; collect the vector with layers = all (Collect Activations) to compare groups")
+    if not candidates and layers:
+        # every checked layer is outside the blocks (HunyuanVideo's vector_in): no block range or vector over more
+        # blocks gives it halves, so the remedy is the other sweep
+        return (f"sweep 'block halves' not run: none of the {len(layers)} checked layers lies in a block "
+                f"({layers[0]!r} is outside the block list), so there are no halves to compare; choose sweep "
+                "'layer groups' with a vector collected with layers = all (Collect Activations) to compare it with "
+                "the layers in the blocks")
     found = f"one block ({candidates[0][0]})" if candidates else "no block"
     inside = len(candidates[0][1]) if candidates else 0
     # HunyuanVideo's vector_in lies outside the blocks: counted apart, not said to lie in one

@@ -209,3 +209,17 @@ def test_the_chart_of_all_names_the_blocks_as_with_the_default(pack, hunyuan, me
     assert every.layers[0] == LAYER
     labels = [bar["label"] for bar in plot.chart_data(every)["bars"]]
     assert labels == [LAYER, "block 0 · txt_mlp.0", "block 0 · txt_attn.qkv"], labels
+
+
+def test_block_halves_on_a_vector_outside_the_blocks_points_to_the_layer_groups_sweep(pack, hunyuan, measured, text):
+    """A vector of vector_in alone lies in no block: widening block_start..block_end can never give it halves, so the
+    skip line says so and points to the 'layer groups' sweep with a vector of layers = all."""
+    from comfyui_video_unlearning.nodes import definitions
+    from comfyui_video_unlearning.nodes.check import UnlearningCheck
+
+    held_out = definitions.PairEncoder.execute(text, VALIDATION, BENIGN, "Rolex")[0]
+    table = UnlearningCheck.execute(hunyuan, measured[2], "0, 1", "vector_in", 0, -1, "safe_mean", "block halves", 32,
+                                    32, 1, "0.5", 0, validation_pairs=held_out).args[2]
+    line, = [line for line in table.splitlines() if "sweep 'block halves' not run" in line]
+    assert "none of the 1 checked layers lies in a block" in line and LAYER in line, line
+    assert "'layer groups'" in line and "layers = all" in line and "block_start" not in line, line
