@@ -420,6 +420,20 @@ class RefusalBasis(Mapping):
         prints = {b.model_fingerprint for b in bases if b.model_fingerprint}
         if len(prints) > 1:
             named = "; ".join(f"{b.concept or 'unnamed'}: {b.model_fingerprint}" for b in bases if b.model_fingerprint)
+            lacking = _lacking_top_level(bases)
+            if lacking:
+                # the same block layers, and a layer outside the blocks in some only: a group that gained that layer
+                # (HunyuanVideo's 'all' took vector_in.in_layer on 2026-12-06) after the others were computed
+                (layer, old), *_ = lacking.items()
+                who, one = ", ".join(old), len(old) == 1
+                raise ValueError(f"cannot combine these refusal vectors: their weight fingerprints differ ({named}) "
+                                 f"because {who} {'lacks' if one else 'lack'} {layer!r}, a layer outside the blocks "
+                                 "that the others cover (their layers in the blocks are the same), and each "
+                                 f"fingerprint covers its own layers only: {who} {'was' if one else 'were'} computed "
+                                 f"before {layer!r} was part of the layer group. Compute {'it' if one else 'them'} "
+                                 "again with the same layer group and block range in Collect Activations, which now "
+                                 f"takes {layer!r}: on one model the fingerprints then agree and they combine (a model "
+                                 "without that layer is another model, whose vectors do not combine with these)")
             if len({frozenset(b.layers) for b in bases if b.model_fingerprint}) > 1:
                 # Each fingerprint covers its vector's own layers (Collect Activations' group and block range), so two
                 # vectors of one model over different layers differ too: the prints cannot tell one model from two.
@@ -468,6 +482,25 @@ def _concept_entries(basis: RefusalBasis) -> list[dict]:
              "alpha": None if basis.alpha is None else float(basis.alpha), "edit": basis.edit,
              "fit_revision": basis.fit_revision, "pairs": len(basis.pairs),
              "measurement": json.loads(json.dumps(dict(basis.measurement))), "vector_sha256": basis.content_sha256()}]
+
+
+def _outside_blocks(layer: str) -> bool:
+    """True for a layer name with no block index (``vector_in.in_layer``; ``blocks.3.ffn.0`` has one): the same rule
+    as ``nodes.adapters.layer_suffix``, which core does not import."""
+    parts = layer.split(".", 2)
+    return not (len(parts) == 3 and parts[1].isdigit())
+
+
+def _lacking_top_level(bases: Sequence["RefusalBasis"]) -> dict[str, list[str]]:
+    """Layer outside the blocks -> the concepts of the fingerprinted ``bases`` that lack it, where they all cover the
+    same (non-empty) layers in the blocks and differ only there; empty otherwise."""
+    printed = [b for b in bases if b.model_fingerprint]
+    inside = {frozenset(layer for layer in b.layers if not _outside_blocks(layer)) for b in printed}
+    if len(inside) != 1 or not next(iter(inside)):
+        return {}
+    top = list(dict.fromkeys(layer for b in printed for layer in b.layers if _outside_blocks(layer)))
+    lacking = {layer: [b.concept or "unnamed" for b in printed if layer not in b.layers] for layer in top}
+    return {layer: concepts for layer, concepts in lacking.items() if concepts}
 
 
 def _neutral_digested(measurement: Mapping) -> dict:

@@ -20,7 +20,7 @@ from ..core.edit import EDIT_TARGETS, LowRankEdit, project_edit, require_represe
 from ..core.fingerprint import fingerprint_weights
 from ..core.basis import RefusalBasis
 from ..core.serialization import save_atomic
-from .adapters import DIFFUSION_PREFIX, adapter_for, layers_for
+from .adapters import DIFFUSION_PREFIX, adapter_for, layer_suffix, layers_for
 from .fp8_edits import RemoveSubspace, add_fp8_edit, requantised_when_baked
 from .packed_weights import file_elements
 from .weights import baked_bias, baked_weight, loaded_dtype, row_scale, stored_values, stored_weight
@@ -297,7 +297,28 @@ def select_layers(model, basis: RefusalBasis, group: str, block_start: int, bloc
                          "which read the text when no CLIP-vision output is connected, so the concept would reach "
                          "the video through them: it was computed before 2026-12-06. Compute it again with Collect "
                          "Activations, whose group now takes them")
+    pooled_left_out = top_level_left_out(sorted(wanted), basis.layers)
+    if pooled_left_out:
+        # an error, as for the image keys above: applied as it is, the edit would leave most of the concept in place
+        raise ValueError(f"this refusal vector ({basis.concept or 'unnamed concept'}) edits every kind of this "
+                         f"{adapter.family} model's block layers that the chosen layers ({group!r}) take, but not "
+                         f"{pooled_left_out[0]!r}, which they take too: the path through it (HunyuanVideo's pooled "
+                         "CLIP-L text) would be left unedited, and the concept would reach the video that way (82 % of "
+                         "a pair's prediction difference did on the tiny HunyuanVideo). The vector was computed with "
+                         "layers = all before 2026-12-06, when 'all' did not yet take that layer. Compute it again "
+                         f"with Collect Activations: layers = all now takes {pooled_left_out[0]!r}")
     return layers
+
+
+def top_level_left_out(chosen, vector_layers) -> list[str]:
+    """The layers outside the blocks (``Adapter.top_level_names``: HunyuanVideo's ``vector_in.in_layer``) among the
+    ``chosen`` ones that the vector lacks, where it covers every kind of block layer the chosen ones hold: what a
+    vector of layers = all computed before that layer joined the group leaves out. A vector of one group (the default
+    txt_mlp.0) under 'all in vector' is not one: it never meant to cover the pooled path."""
+    missing = [layer for layer in chosen if layer_suffix(layer) == layer and layer not in vector_layers]
+    kinds = {layer_suffix(layer) for layer in chosen if layer_suffix(layer) != layer}
+    covered = {layer_suffix(layer) for layer in vector_layers}
+    return missing if missing and kinds and kinds <= covered else []
 
 
 def image_keys_left_out(adapter, diffusion, layers, vector_layers) -> list[str]:

@@ -223,3 +223,43 @@ def test_block_halves_on_a_vector_outside_the_blocks_points_to_the_layer_groups_
     line, = [line for line in table.splitlines() if "sweep 'block halves' not run" in line]
     assert "none of the 1 checked layers lies in a block" in line and LAYER in line, line
     assert "'layer groups'" in line and "layers = all" in line and "block_start" not in line, line
+
+
+def test_an_all_vector_from_before_vector_in_joined_is_told_to_be_computed_again(pack, hunyuan, measured, text):
+    """A vector of layers = all saved before vector_in joined the group covers the two text-stream layers only. Combine
+    with a vector of layers = all computed today said "compute them with the same layer group and block range", which
+    the user did; Apply edited the text stream alone and left the pooled path unedited without a word. Both now say
+    that the old vector was computed before the layer joined the group, and to compute it again."""
+    from comfyui_video_unlearning.core.basis import RefusalBasis
+    from comfyui_video_unlearning.nodes import definitions
+    from comfyui_video_unlearning.nodes.collect import collect_activations, empty_latent
+
+    text_stream = ["double_blocks.0.txt_mlp.0", "double_blocks.0.txt_attn.qkv"]  # what 'all' took before 2026-12-06
+    acts = collect_activations(hunyuan, measured[0], empty_latent(hunyuan, 32, 32, 1), "0.5", 0, text_stream,
+                               {"layer_group": "all"})
+    old = definitions.RefusalVectorNode.execute(acts, "cpca", 2, 1.0)[0]
+    nike = definitions.PairEncoder.execute(
+        text, "\n".join(f"a Nike shoe number {i} on a table | a shoe number {i} on a table" for i in range(6)),
+        NEUTRAL, "Nike")[0]
+    new = definitions.RefusalVectorNode.execute(
+        definitions.CollectActivations.execute(hunyuan, nike, 32, 32, 1, "0.5", 0, "all", 0, -1)[0], "cpca", 2, 1.0)[0]
+    assert list(old.layers) == text_stream and list(new.layers) == [LAYER, *text_stream]
+    assert old.model_fingerprint != new.model_fingerprint  # each covers its own layers
+    with pytest.raises(ValueError, match=r"fingerprints differ .* because Rolex lacks 'vector_in\.in_layer', a layer "
+                                         r"outside the blocks.*Rolex was computed before 'vector_in\.in_layer' was "
+                                         r"part of the layer group\. Compute it again") as refused:
+        RefusalBasis.combine([old, new])
+    assert "cover different layers" not in str(refused.value)
+
+    for layers in ("all in vector", "all"):
+        with pytest.raises(ValueError, match=r"\(Rolex\) edits every kind .* but not 'vector_in\.in_layer'.*left "
+                                             r"unedited.*before 2026-12-06.*Compute it again with Collect Activations"):
+            definitions.ApplyUnlearning.execute(hunyuan, old, 1.0, True, layers, 0, -1, "safe_mean")
+    # a group without the pooled path still applies the old vector; a vector of one group is not an old 'all' one
+    applied = definitions.ApplyUnlearning.execute(hunyuan, old, 1.0, True, "txt_mlp.0", 0, -1, "safe_mean")[0]
+    assert {key for key in applied.patches if key.endswith(".weight")} == {f"diffusion_model.{text_stream[0]}.weight"}
+    default = definitions.RefusalVectorNode.execute(
+        definitions.CollectActivations.execute(hunyuan, nike, 32, 32, 1, "0.5", 0, "default", 0, -1)[0], "cpca", 2,
+        1.0)[0]
+    applied = definitions.ApplyUnlearning.execute(hunyuan, default, 1.0, True, "all in vector", 0, -1, "safe_mean")[0]
+    assert {key for key in applied.patches if key.endswith(".weight")} == {f"diffusion_model.{text_stream[0]}.weight"}
