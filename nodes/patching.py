@@ -299,14 +299,14 @@ def select_layers(model, basis: RefusalBasis, group: str, block_start: int, bloc
                          "Activations, whose group now takes them")
     pooled_left_out = top_level_left_out(sorted(wanted), basis.layers)
     if pooled_left_out:
-        # an error, as for the image keys above: applied as it is, the edit would leave most of the concept in place
+        # an error, as for the image keys above: applied as it is, the edit would leave a path of the text unedited
         raise ValueError(f"this refusal vector ({basis.concept or 'unnamed concept'}) edits every kind of this "
                          f"{adapter.family} model's block layers that the chosen layers ({group!r}) take, but not "
                          f"{pooled_left_out[0]!r}, which they take too: the path through it (HunyuanVideo's pooled "
-                         "CLIP-L text) would be left unedited, and the concept would reach the video that way (82 % of "
-                         "a pair's prediction difference did on the tiny HunyuanVideo). The vector was computed with "
-                         "layers = all before 2026-12-06, when 'all' did not yet take that layer. Compute it again "
-                         f"with Collect Activations: layers = all now takes {pooled_left_out[0]!r}")
+                         "CLIP-L text) would be left unedited, and the concept could reach the video that way. The "
+                         "vector was computed with layers = all before 2026-12-06, when 'all' did not yet take that "
+                         f"layer. Compute it again with Collect Activations: layers = all now takes "
+                         f"{pooled_left_out[0]!r}")
     return layers
 
 
