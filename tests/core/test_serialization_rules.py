@@ -1,0 +1,61 @@
+"""Boundaries of what a refusal-vector file may hold that test_serialization.py leaves open (found by mutation
+testing: each test here fails on a small change of core/serialization.py or core/refusal.py's loader that every
+earlier test let pass)."""
+
+import json
+
+import pytest
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from core.refusal import RefusalBasis, RefusalFitter
+from core.serialization import METADATA_KEY, SAFE_MEAN_LIMIT, RefusalFileError, read_basis_file
+from synthetic import planted
+
+LAYER = "blocks.0.cross_attn.k"
+
+
+def _rewritten(tmp_path, change):
+    """A file the pack wrote, its tensors changed by ``change(tensors)`` and written again."""
+    _, _, unsafe, safe, neutral = planted(dim=32, seed=0)
+    good, bad = tmp_path / "good.safetensors", tmp_path / "bad.safetensors"
+    RefusalFitter().update(LAYER, unsafe, safe).update_neutral(LAYER, neutral).fit(rank=3, alpha=0.5).save(good)
+    tensors = load_file(str(good))
+    with safe_open(str(good), framework="pt") as handle:
+        meta = json.loads(handle.metadata()[METADATA_KEY])
+    change(tensors)
+    save_file(tensors, str(bad), metadata={METADATA_KEY: json.dumps(meta)})
+    return bad
+
+
+def test_a_safe_mean_at_exactly_fp16s_largest_value_loads_and_one_above_does_not(tmp_path):
+    """SAFE_MEAN_LIMIT (65504) is the largest value allowed, not the first refused."""
+    def peak(value):
+        def change(tensors):
+            tensors[f"safe_mean/{LAYER}"][0] = value
+        return change
+
+    assert read_basis_file(_rewritten(tmp_path, peak(SAFE_MEAN_LIMIT))).records[LAYER].tensors["safe_mean"][0] \
+        == SAFE_MEAN_LIMIT
+    with pytest.raises(RefusalFileError, match="beyond fp16's range"):
+        read_basis_file(_rewritten(tmp_path, peak(-65536.0)))
+
+
+def test_an_edit_subspace_a_percent_off_orthonormal_is_a_file_error(tmp_path):
+    """The reader checks ``S^T S = I`` to 1e-4: columns 1 % too long would remove 2 % more than the concept's
+    component (past the target), so such a file is refused as not orthonormal."""
+    def stretch(tensors):
+        tensors[f"subspace/{LAYER}"].mul_(1.01)
+
+    with pytest.raises(RefusalFileError, match="is not orthonormal; the file is corrupt"):
+        read_basis_file(_rewritten(tmp_path, stretch))
+
+
+def test_a_zero_direction_is_a_file_error_not_a_nan_share_that_passes(tmp_path):
+    """A zero direction has no share inside its subspace (0 / 0): the loader refuses it rather than let the NaN
+    compare as within tolerance."""
+    def zero(tensors):
+        tensors[f"direction/{LAYER}"].zero_()
+
+    with pytest.raises(RefusalFileError, match="does not lie in its edit subspace"):
+        RefusalBasis.load(_rewritten(tmp_path, zero))
