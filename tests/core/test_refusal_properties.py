@@ -74,3 +74,38 @@ def test_an_eigenvalue_below_the_share_of_both_traces_is_not_positive_contrast()
         rank=3, alpha=1.0, edit="subspace")["L"]
     assert record.basis.shape == (6, 1)
     assert abs(float(record.basis[0, 0])) > 1 - 1e-6
+
+
+def test_narrow_inputs_names_only_inputs_that_kept_fewer_directions_than_rank():
+    """An input that kept exactly ``rank`` directions is not narrow; one that kept fewer is, with the count."""
+    _, _, unsafe, safe, neutral = planted(dim=32, pairs=10, seed=8)
+    fitter = RefusalFitter().update("L", unsafe, safe).update_neutral("L", neutral)
+    full = fitter.fit(rank=2, alpha=0.0)
+    assert full["L"].basis.shape[1] == 2 and full.narrow_inputs() == {}
+    wide = fitter.fit(rank=12, alpha=0.0)
+    assert wide.narrow_inputs() == {"L": 10} == {"L": wide["L"].basis.shape[1]}
+
+
+def test_the_content_id_does_not_depend_on_alpha_being_written_as_an_int(tmp_path):
+    """A basis built with ``alpha=1`` and its file (which loads alpha as 1.0) name one vector."""
+    import dataclasses
+
+    _, _, unsafe, safe, neutral = planted(dim=16, pairs=6, seed=9)
+    basis = RefusalFitter().update("L", unsafe, safe).update_neutral("L", neutral).fit(rank=2, alpha=1.0)
+    as_int = dataclasses.replace(basis, alpha=1)
+    assert as_int.content_sha256() == basis.content_sha256()
+    as_int.save(tmp_path / "v.safetensors")
+    loaded = basis.load(tmp_path / "v.safetensors")
+    assert type(as_int.alpha) is int and type(loaded.alpha) is float
+    assert loaded.content_sha256() == basis.content_sha256()
+
+
+def test_pair_shifts_of_a_direction_against_these_pairs_is_empty_not_inverted():
+    """Shares are read against the pairs' mean shift along the direction; where that mean is not positive (a vector
+    fitted the other way round), no input qualifies, rather than every share flipping sign."""
+    _, _, unsafe, safe, neutral = planted(dim=16, pairs=6, seed=10)
+    pairs = [(f"u{i}", f"s{i}") for i in range(6)]
+    fitter = RefusalFitter().update("L", unsafe, safe)
+    assert len(fitter.pair_shifts(fitter.fit(method="mean", pairs=pairs))) == 6
+    reversed_basis = RefusalFitter().update("L", safe, unsafe).fit(method="mean", pairs=pairs)
+    assert fitter.pair_shifts(reversed_basis) == []
