@@ -109,3 +109,35 @@ def test_pair_shifts_of_a_direction_against_these_pairs_is_empty_not_inverted():
     assert len(fitter.pair_shifts(fitter.fit(method="mean", pairs=pairs))) == 6
     reversed_basis = RefusalFitter().update("L", safe, unsafe).fit(method="mean", pairs=pairs)
     assert fitter.pair_shifts(reversed_basis) == []
+
+
+def test_a_pair_at_exactly_the_shift_floor_is_not_named():
+    """pair_notes names a pair whose share is *below* PAIR_SHIFT_FLOOR (0.1); one at 0.1 carries the concept."""
+    from core.refusal import PAIR_SHIFT_FLOOR, pair_notes
+
+    assert PAIR_SHIFT_FLOOR == 0.1
+    assert pair_notes([0.1, 1.0, 1.9], [("u1", "s1"), ("u2", "s2"), ("u3", "s3")]) == []
+    assert pair_notes([0.0999, 1.0], [("u1", "s1"), ("u2", "s2")])[0].startswith("pair 1:")
+
+
+def test_the_scores_keep_twelve_significant_digits():
+    """SCORE_DIGITS: the scores are rounded to 12 digits (the float64 sums' last 1-2 digits dropped), no further."""
+    _, _, unsafe, safe, _ = planted(dim=16, pairs=6, seed=11)
+    record = RefusalFitter().update("L", unsafe, safe).fit(method="mean")["L"]
+    assert record.score.norm == pytest.approx(float((unsafe - safe).mean(0).norm()), rel=1e-10)
+
+
+def test_combined_columns_point_along_the_sum_of_the_columns_they_combine():
+    """Deterministic signs of a combined record's subspace and basis: each column has a non-negative component along
+    the sum of the concepts' columns."""
+    from core.refusal import RefusalBasis
+
+    fits = []
+    for seed in (12, 13):
+        _, _, unsafe, safe, neutral = planted(dim=16, pairs=6, seed=seed)
+        fits.append(RefusalFitter().update("L", unsafe, safe).update_neutral("L", neutral).fit(rank=2, alpha=1.0))
+    combined = RefusalBasis.combine(fits)["L"]
+    for field in ("subspace", "basis"):
+        columns = torch.cat([getattr(b["L"], field) for b in fits], dim=1).double()
+        assert getattr(combined, field).shape[1] > 1
+        assert (getattr(combined, field).double().T @ columns.sum(1) >= 0).all(), field

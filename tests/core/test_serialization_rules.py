@@ -5,6 +5,7 @@ earlier test let pass)."""
 import json
 
 import pytest
+import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -59,3 +60,16 @@ def test_a_zero_direction_is_a_file_error_not_a_nan_share_that_passes(tmp_path):
 
     with pytest.raises(RefusalFileError, match="does not lie in its edit subspace"):
         RefusalBasis.load(_rewritten(tmp_path, zero))
+
+
+def test_a_direction_a_percent_outside_its_edit_subspace_is_a_file_error(tmp_path):
+    """SPAN_TOLERANCE (1e-4) bounds the share of the direction outside the subspace Apply removes: float32 rounding
+    is 1e-8, a direction turned by 1 % out of it (what Apply would leave of the concept) is refused."""
+    def turn(tensors):
+        direction, subspace = tensors[f"direction/{LAYER}"], tensors[f"subspace/{LAYER}"].double()
+        other = torch.randn(direction.shape[0], generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        other = other - subspace @ (subspace.T @ other)
+        direction.add_((0.01 * other / other.norm()).float())
+
+    with pytest.raises(RefusalFileError, match=r"does not lie in its edit subspace \(a share of 0.01"):
+        RefusalBasis.load(_rewritten(tmp_path, turn))
