@@ -1,6 +1,7 @@
 """Properties of core.activations that test_activations.py leaves open (found by mutation testing: each test here
 fails on a small change of core/activations.py that every earlier test let pass)."""
 
+import pytest
 import torch
 
 from core.activations import ActivationRecorder
@@ -28,3 +29,39 @@ def test_the_token_sample_is_uniform_over_every_token_seen():
     for calls in (1, 3):
         share = _inclusion(40, 8, calls)
         assert share.min() > 0.1 and share.max() < 0.3, (calls, share)
+
+
+def test_the_token_count_starts_again_after_take_tokens():
+    """take_tokens() starts a new sample: 40 tokens after it are sampled as uniformly as the first 40 (kept with
+    probability 0.2 each), not as if they came after the tokens already taken."""
+    layer = torch.nn.Sequential(torch.nn.Identity())
+    rows = torch.arange(40, dtype=torch.float32)[:, None].repeat(1, 2)
+    counts = torch.zeros(40)
+    for seed in range(300):
+        with ActivationRecorder(layer, ["0"], token_budget=8, seed=seed) as recorder:
+            layer(rows[None] + 100.0)
+            recorder.take_tokens()
+            layer(rows[None])
+        counts[recorder.take_tokens()["0"][:, 0].long()] += 1
+    share = counts / 300
+    assert share.min() > 0.1 and share.max() < 0.3, share
+
+
+def test_output_capture_records_the_first_element_of_a_tuple_output():
+    class Pair(torch.nn.Module):
+        def forward(self, x):
+            return x, -x
+
+    model = torch.nn.Sequential(Pair())
+    with ActivationRecorder(model, ["0"], capture="output") as recorder:
+        model(torch.ones(2, 3))
+    assert torch.equal(recorder.take()["0"], torch.ones(2, 3, dtype=torch.float64))
+
+
+def test_a_negative_token_budget_and_a_mask_row_without_tokens_are_refused():
+    model = torch.nn.Sequential(torch.nn.Identity())
+    with pytest.raises(ValueError, match="token_budget must be >= 0, got -1"):
+        ActivationRecorder(model, ["0"], token_budget=-1)
+    recorder = ActivationRecorder(model, ["0"])
+    with pytest.raises(ValueError, match="at least one True per row"):  # its mean would be 0 / 0
+        recorder.set_token_mask(torch.tensor([[True, False], [False, False]]), ["0"])

@@ -53,15 +53,16 @@ def _forward(model):
 def test_the_negative_share_is_the_one_read_at_full_projection_not_at_the_largest_strength():
     model, basis, pairs, benign, negative = _setup()
     with torch.no_grad():
-        result = run_check(model, _forward(model), basis, pairs, benign, "0, 1, 2", negative=negative, guidance=4.0)
+        result = run_check(model, _forward(model), basis, pairs, benign, "0, 0.5, 1, 2", negative=negative,
+                           guidance=4.0)
         baseline = measure_baseline(model, _forward(model), pairs, benign, ["layer"], negative=negative)
         rows = [p[0] for p in pairs] + [p[1] for p in pairs] + benign + [negative]
         shares = {}
         with EditHooks(model, basis) as hooks:
-            for strength in (1.0, 2.0):
+            for strength in (0.5, 1.0, 2.0):
                 hooks.strength = strength
                 shares[strength] = negative_concept_share(baseline, model(torch.stack(rows)).double())
-    assert shares[1.0] is not None and abs(shares[1.0] - shares[2.0]) > 1e-3
+    assert shares[1.0] is not None and min(abs(shares[1.0] - shares[s]) for s in (0.5, 2.0)) > 1e-3
     assert result.negative_share_strength == 1.0
     assert result.negative_concept_share == pytest.approx(shares[1.0], rel=1e-6)
 
@@ -121,9 +122,9 @@ def _pairs_moving(d):
 
 
 def test_the_negative_share_needs_the_concepts_move_twice_its_standard_error():
-    """``mean(d) > 2 sd(d) / sqrt(n)``: d = 0, 2, 0, 2 has mean 1 and 2 sd / sqrt(4) = 1.15, not clearly above 0;
-    d = 0.5, 1.5, 0.5, 1.5 (0.58) is."""
-    assert negative_concept_share(*_pairs_moving([0.0, 2.0, 0.0, 2.0])) is None
+    """``mean(d) > 2 sd(d) / sqrt(n)``, sd with ddof 1: d = 0.1, 1.9, 0.1, 1.9 has mean 1 and 2 sd / sqrt(4) = 1.04
+    (0.9 with ddof 0), not clearly above 0; d = 0.5, 1.5, 0.5, 1.5 (0.58) is. One pair gives no figure at all."""
+    assert negative_concept_share(*_pairs_moving([0.1, 1.9, 0.1, 1.9])) is None
     assert negative_concept_share(*_pairs_moving([0.5, 1.5, 0.5, 1.5])) == pytest.approx(1.0)
 
 
@@ -181,3 +182,30 @@ def test_the_layer_figures_are_the_module_docstrings_formulas_computed_by_hand(t
     c = float(((((xb - mu) @ u) @ (w @ u).T).pow(2).sum() / ((xb - xb.mean(0)) @ w.T).pow(2).sum()).sqrt())
     assert survival == pytest.approx([1.0, 1.0 - 0.5 * a, 1.0 - 2.0 * a], rel=1e-9)
     assert collateral == pytest.approx([0.0, 0.5 * c, 2.0 * c], rel=1e-9)
+    one = Baseline(pairs=1, benign=2, predictions=torch.zeros(5, 1, dtype=torch.float64), inputs={}, forwards=1,
+                   negative=True)
+    assert negative_concept_share(one, torch.tensor([[2.0], [0.0], [0.0], [0.0], [1.0]], dtype=torch.float64)) is None
+
+
+def test_the_layer_figures_pool_their_sums_over_the_layers():
+    """``a`` and the collateral ratio are sums over pairs *and layers* divided once, not a mean of per-layer figures
+    nor divided by the number of layers."""
+    model, _, _, _, _ = _setup()
+    g = torch.Generator().manual_seed(4)
+    rand = lambda *shape: torch.randn(*shape, generator=g, dtype=torch.float64)  # noqa: E731
+    basis = (RefusalFitter().update("layer", rand(6, DIM) + 1.0, rand(6, DIM))
+             .update("head", rand(6, 10) + 1.0, rand(6, 10)).fit(method="mean"))
+    inputs = {"layer": rand(2 * 5 + 8, DIM), "head": 3.0 * rand(2 * 5 + 8, 10)}
+    baseline = Baseline(pairs=5, benign=8, predictions=torch.zeros(18, 1, dtype=torch.float64), inputs=inputs,
+                        forwards=1)
+    survival, collateral = layer_proxies(baseline, model, basis, ["layer", "head"], [0.0, 1.0], target="zero")
+    removed = kept = moved = spread = 0.0
+    for name in ("layer", "head"):
+        w, u, x = getattr(model, name).weight.detach().double(), basis.subspace(name).double(), inputs[name]
+        dx, xb = x[:5] - x[5:10], x[10:]
+        dy = dx @ w.T
+        removed, kept = removed + float((((dx @ u) @ (w @ u).T) * dy).sum()), kept + float((dy * dy).sum())
+        moved += float((((xb @ u) @ (w @ u).T)).pow(2).sum())
+        spread += float(((xb - xb.mean(0)) @ w.T).pow(2).sum())
+    assert survival[1] == pytest.approx(1.0 - removed / kept, rel=1e-9)
+    assert collateral[1] == pytest.approx((moved / spread) ** 0.5, rel=1e-9)

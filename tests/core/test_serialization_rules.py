@@ -73,3 +73,11 @@ def test_a_direction_a_percent_outside_its_edit_subspace_is_a_file_error(tmp_pat
 
     with pytest.raises(RefusalFileError, match=r"does not lie in its edit subspace \(a share of 0.01"):
         RefusalBasis.load(_rewritten(tmp_path, turn))
+
+
+def test_a_file_with_a_tensor_no_record_names_is_refused(tmp_path):
+    def add(tensors):
+        tensors["vector/blocks.9.other"] = torch.zeros(32)
+
+    with pytest.raises(RefusalFileError, match=r"unexpected tensors \['vector/blocks.9.other'\]"):
+        read_basis_file(_rewritten(tmp_path, add))
