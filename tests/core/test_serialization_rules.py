@@ -16,8 +16,9 @@ from synthetic import planted
 LAYER = "blocks.0.cross_attn.k"
 
 
-def _rewritten(tmp_path, change):
-    """A file the pack wrote, its tensors changed by ``change(tensors)`` and written again."""
+def _rewritten(tmp_path, change, change_meta=lambda meta: None):
+    """A file the pack wrote, its tensors changed by ``change(tensors)`` (its metadata by ``change_meta(meta)``) and
+    written again."""
     _, _, unsafe, safe, neutral = planted(dim=32, seed=0)
     good, bad = tmp_path / "good.safetensors", tmp_path / "bad.safetensors"
     RefusalFitter().update(LAYER, unsafe, safe).update_neutral(LAYER, neutral).fit(rank=3, alpha=0.5).save(good)
@@ -25,6 +26,7 @@ def _rewritten(tmp_path, change):
     with safe_open(str(good), framework="pt") as handle:
         meta = json.loads(handle.metadata()[METADATA_KEY])
     change(tensors)
+    change_meta(meta)
     save_file(tensors, str(bad), metadata={METADATA_KEY: json.dumps(meta)})
     return bad
 
@@ -81,3 +83,16 @@ def test_a_file_with_a_tensor_no_record_names_is_refused(tmp_path):
 
     with pytest.raises(RefusalFileError, match=r"unexpected tensors \['vector/blocks.9.other'\]"):
         read_basis_file(_rewritten(tmp_path, add))
+
+
+def test_an_alpha_written_as_a_boolean_is_refused(tmp_path):
+    """JSON ``true`` is no alpha, though Python's bool is an int."""
+    with pytest.raises(RefusalFileError, match="'alpha' is True, expected a number"):
+        read_basis_file(_rewritten(tmp_path, lambda tensors: None, lambda meta: meta.update(alpha=True)))
+
+
+def test_a_header_longer_than_the_file_is_named_so(tmp_path):
+    path = tmp_path / "cut.safetensors"
+    path.write_bytes((1000).to_bytes(8, "little") + b'{"a": 1}  ')
+    with pytest.raises(RefusalFileError, match="header of 1000 bytes in a file of 18"):
+        read_basis_file(path)
