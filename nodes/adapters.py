@@ -29,10 +29,16 @@ class LayerGroup:
     ``text_tokens`` is True when the layers' input has one row per text token, also where it depends on the
     timestep (an MMDiT's text stream): they are pooled over the prompt's own tokens, not over padding the model
     never attends to. Timestep-independent layers read the text context, so they always do, unless ``pooled_text``.
-    ``pooled_text`` is True when the layers read the text encoder's pooled output (one row per prompt, no tokens:
-    HunyuanVideo's CLIP-L vector into ``vector_in``), which a conditioning must carry (``pooled_output``).
+    ``pooled_text`` is True when the layers' input is one row per prompt that summarises the text, no tokens
+    (HunyuanVideo's CLIP-L vector into ``vector_in``; Mochi's T5 attention pool before ``t5_y_embedder.to_out``): never
+    token-masked, judged pair by pair as a text-side input.
+    ``conditioning_input`` names the entry of the conditioning the layers read, which every prompt must then carry
+    (``"pooled_output"``: HunyuanVideo's ``vector_in``, :func:`require_pooled_text`); "" where the model makes the
+    input from the context itself (Mochi pools its own T5 tokens).
     ``top_level`` is True when the suffixes are whole names inside the diffusion model, outside the block list
     (``vector_in.in_layer``): the group's layers are then the same whatever the block range.
+    ``path`` says, for a top-level group, which path of the text it edits, as messages name it (an old vector of
+    layers = all that lacks it leaves that path unedited); ``since`` is the day the group joined layers = all.
     """
 
     suffixes: tuple[str, ...]
@@ -44,7 +50,10 @@ class LayerGroup:
     #: each pair there (``Adapter.text_side_layers``).
     text_stream: bool = False
     pooled_text: bool = False
+    conditioning_input: str = ""
     top_level: bool = False
+    path: str = ""
+    since: str = ""
 
     @property
     def reads_text_tokens(self) -> bool:
@@ -186,9 +195,13 @@ class Adapter:
         return [name for name in names if layer_suffix(name) in text]
 
     def pooled_text_layers(self, names) -> list[str]:
-        """The layers among ``names`` that read the text encoder's pooled output (groups with ``pooled_text``)."""
+        """The layers among ``names`` whose input is one row per prompt (groups with ``pooled_text``)."""
         pooled = {s for g in self.groups.values() if g.pooled_text for s in g.suffixes}
         return [name for name in names if layer_suffix(name) in pooled]
+
+    def top_level_group(self, name: str) -> LayerGroup | None:
+        """The ``top_level`` group whose layer ``name`` is (``vector_in.in_layer``), or None."""
+        return next((g for g in self.groups.values() if g.top_level and name in g.suffixes), None)
 
     def shared_inputs(self, names) -> dict[str, list[str]]:
         """Input name -> the layers among ``names`` that read it, for the groups with a ``shared_input``."""
@@ -294,7 +307,9 @@ ADAPTERS: tuple[Adapter, ...] = (
             # reaches the video whatever the text stream's edit does (on the tiny model 82 % of a pair's prediction
             # difference went that way, 2026-12-06). Its input is the text's alone, one row per prompt.
             "vector_in": LayerGroup(("vector_in.in_layer",), True, "pooled text (CLIP-L) input: vector_in's first "
-                                    "linear, outside the blocks", pooled_text=True, top_level=True),
+                                    "linear, outside the blocks", pooled_text=True,
+                                    conditioning_input="pooled_output", top_level=True,
+                                    path="HunyuanVideo's pooled CLIP-L text", since="2026-12-06"),
         },
         default_group="txt_mlp.0",
         latent=_VAE_8X,
@@ -326,6 +341,15 @@ ADAPTERS: tuple[Adapter, ...] = (
             # its T5 context is padded to 256 rows, and the model attends to the prompt's tokens only
             "mlp_y.w1": LayerGroup(("mlp_y.w1",), False, "text-stream FFN first linear", text_tokens=True),
             "attn.qkv_y": LayerGroup(("attn.qkv_y",), False, "text-stream attention projections", text_tokens=True),
+            # t5_y_embedder (an attention pool over the prompt's T5 tokens) is added to the timestep embedding that
+            # modulates every block: a concept in it reaches the video whatever the text stream's edit does (on the
+            # tiny model, random weights, 29 % of a pair's prediction difference went that way and 54 % of what the
+            # default edit left, 2026-12-07). to_out reads the pool's one row per prompt, the text's alone; the model
+            # makes it from the context, so the conditioning needs no pooled_output.
+            "t5_y_embedder": LayerGroup(("t5_y_embedder.to_out",), True, "pooled T5 text: the attention pool's "
+                                        "output projection (t5_y_embedder.to_out), outside the blocks",
+                                        pooled_text=True, top_level=True, path="Mochi's pooled T5 text",
+                                        since="2026-12-07"),
         },
         default_group="attn.qkv_y",
         latent=LatentGeometry(spatial=8, temporal=6),
@@ -445,16 +469,17 @@ def require_latent_channels(model_patcher, latent, node: str, input_name: str = 
 
 
 def require_pooled_text(model_patcher, conditionings, node: str, input_name: str, source: str) -> None:
-    """Raise before any forward when the MODEL reads the text encoder's pooled output on every forward (a
-    ``LayerGroup.pooled_text`` layer it has: HunyuanVideo's ``vector_in.in_layer``, absent where ``vector_in`` is None)
+    """Raise before any forward when the MODEL reads the text encoder's pooled output on every forward (a layer of a
+    group whose ``conditioning_input`` is ``pooled_output``: HunyuanVideo's ``vector_in.in_layer``, absent where
+    ``vector_in`` is None; not Mochi's ``t5_y_embedder.to_out``, whose pooled row the model makes from the context)
     and a prompt of ``conditionings`` (CONDITIONINGs that feed ``input_name`` of ``node``, made by ``source``) carries
     no ``pooled_output``. Whatever the layer group: ComfyUI's forward feeds ``y`` through ``vector_in`` before any
     block, so such a prompt fails deep inside with torch's "'NoneType' object is not subscriptable"."""
     adapter = adapter_for(model_patcher)
     diffusion = model_patcher.model.diffusion_model
     # only a top-level pooled layer is a whole name to look up; the model reads it whether or not it is edited
-    read = [s for g in adapter.groups.values() if g.pooled_text and g.top_level for s in g.suffixes
-            if _has_linear(diffusion, s)]
+    read = [s for g in adapter.groups.values() if g.conditioning_input == "pooled_output" and g.top_level
+            for s in g.suffixes if _has_linear(diffusion, s)]
     if not read:
         return
     entries = [entry for cond in conditionings for entry in cond]

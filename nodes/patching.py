@@ -300,21 +300,24 @@ def select_layers(model, basis: RefusalBasis, group: str, block_start: int, bloc
     pooled_left_out = top_level_left_out(sorted(wanted), basis.layers)
     if pooled_left_out:
         # an error, as for the image keys above: applied as it is, the edit would leave a path of the text unedited
+        top = adapter.top_level_group(pooled_left_out[0])
+        path = f" ({top.path})" if top and top.path else ""
+        since = f" before {top.since}" if top and top.since else ""
         raise ValueError(f"this refusal vector ({basis.concept or 'unnamed concept'}) edits every kind of this "
                          f"{adapter.family} model's block layers that the chosen layers ({group!r}) take, but not "
-                         f"{pooled_left_out[0]!r}, which they take too: the path through it (HunyuanVideo's pooled "
-                         "CLIP-L text) would be left unedited, and the concept could reach the video that way. The "
-                         "vector was computed with layers = all before 2026-12-06, when 'all' did not yet take that "
-                         f"layer. Compute it again with Collect Activations: layers = all now takes "
-                         f"{pooled_left_out[0]!r}")
+                         f"{pooled_left_out[0]!r}, which they take too: the path through it{path} would be left "
+                         "unedited, and the concept could reach the video that way. The vector was computed with "
+                         f"layers = all{since}, when 'all' did not yet take that layer. Compute it again with Collect "
+                         f"Activations: layers = all now takes {pooled_left_out[0]!r}")
     return layers
 
 
 def top_level_left_out(chosen, vector_layers) -> list[str]:
-    """The layers outside the blocks (``Adapter.top_level_names``: HunyuanVideo's ``vector_in.in_layer``) among the
-    ``chosen`` ones that the vector lacks, where it covers every kind of block layer the chosen ones hold: what a
-    vector of layers = all computed before that layer joined the group leaves out. A vector of one group (the default
-    txt_mlp.0) under 'all in vector' is not one: it never meant to cover the pooled path."""
+    """The layers outside the blocks (``Adapter.top_level_names``: HunyuanVideo's ``vector_in.in_layer``, Mochi's
+    ``t5_y_embedder.to_out``) among the ``chosen`` ones that the vector lacks, where it covers every kind of block layer
+    the chosen ones hold: what a vector of layers = all computed before that layer joined the group leaves out. A
+    vector of one group (the default txt_mlp.0) under 'all in vector' is not one: it never meant to cover the pooled
+    path."""
     missing = [layer for layer in chosen if layer_suffix(layer) == layer and layer not in vector_layers]
     kinds = {layer_suffix(layer) for layer in chosen if layer_suffix(layer) != layer}
     covered = {layer_suffix(layer) for layer in vector_layers}

@@ -1,0 +1,218 @@
+"""Mochi's pooled text path: ``t5_y_embedder`` (an attention pool over the prompt's T5 tokens) is added to the timestep
+embedding that modulates every block, so a concept carried there reaches the video whatever the text stream's edit
+does. The layer group "t5_y_embedder" (the pool's output projection ``to_out``, outside the blocks) measures and edits
+it, on the tiny Mochi (``tiny_models.TINY_FAMILIES["mochi"]``, random weights) with the tests' T5 stand-in (16 rows
+of 32 features and an attention mask, no pooled output: Mochi's T5 gives none and the model needs none)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+PAIRS = "\n".join(f"a Rolex watch number {i} on a table | a watch number {i} on a table" for i in range(6))
+VALIDATION = "\n".join(f"a shiny Rolex timepiece in box {i} | a shiny timepiece in box {i}" for i in range(3))
+NEUTRAL = "a dog in a park\na red car\na tree in the wind\na bowl of soup"
+BENIGN = "a cat on a sofa\na boat on a lake"
+LAYER = "t5_y_embedder.to_out"
+KEY = f"diffusion_model.{LAYER}.weight"
+#: What layers = all took before t5_y_embedder joined it: the text stream (the last block has no mlp_y).
+TEXT_STREAM = ["blocks.0.mlp_y.w1", "blocks.0.attn.qkv_y", "blocks.1.attn.qkv_y"]
+
+pytestmark = pytest.mark.usefixtures("inference_mode")
+
+
+@pytest.fixture(scope="module")
+def mochi(pack, tiny):
+    with torch.inference_mode():
+        return tiny.family_model(*tiny.TINY_FAMILIES["mochi"])
+
+
+@pytest.fixture(scope="module")
+def text(tiny, clip):
+    """Mochi's T5 as its ComfyUI encoder gives it: 16 padded rows, an attention mask, no pooled_output."""
+    return tiny.FamilyText(tiny.LookupTextEncoder(clip, rows=16, width=32), 16, 32, None, True)
+
+
+@pytest.fixture(scope="module")
+def measured(pack, mochi, text):
+    """Pair Encoder -> Collect Activations (group "t5_y_embedder") -> Low-Rank Refusal Vector; the encoded pairs too."""
+    from comfyui_video_unlearning.nodes import definitions
+
+    with torch.inference_mode():
+        encoded = definitions.PairEncoder.execute(text, PAIRS, NEUTRAL, "Rolex")[0]
+        acts = definitions.CollectActivations.execute(mochi, encoded, 32, 32, 7, "2", 0, "t5_y_embedder", 0, -1)[0]
+        return encoded, acts, definitions.RefusalVectorNode.execute(acts, "cpca", 4, 1.0)[0]
+
+
+def pooled_inputs(mochi, sides):
+    """The input of t5_y_embedder.to_out (the attention pool's output, one row per prompt) for each conditioning, as
+    the model's forward computes it from the context and its attention mask."""
+    pool = mochi.model.diffusion_model.t5_y_embedder
+    seen = []
+    handle = pool.to_out.register_forward_pre_hook(lambda _module, args: seen.append(args[0].detach().double()))
+    try:
+        for cond in sides:
+            context, extras = cond[0]
+            pool(context.to(pool.to_out.weight.dtype), extras["attention_mask"])
+    finally:
+        handle.remove()
+    return torch.cat(seen)
+
+
+def weight_of(patcher, effective_weights):
+    return effective_weights(patcher, [KEY])[KEY]
+
+
+def test_the_group_is_the_top_level_pool_projection_whatever_the_block_range(pack, mochi):
+    from comfyui_video_unlearning.nodes.adapters import GROUP_CHOICES, adapter_for, layers_for
+
+    adapter = adapter_for(mochi)
+    assert "t5_y_embedder" in GROUP_CHOICES and adapter.default_group == "attn.qkv_y"
+    assert layers_for(mochi, "t5_y_embedder") == [LAYER]
+    assert layers_for(mochi, "t5_y_embedder", 1, 1) == [LAYER]  # not inside a block: any range includes it
+    assert layers_for(mochi, "default") == ["blocks.0.attn.qkv_y", "blocks.1.attn.qkv_y"]  # the default is unchanged
+    assert layers_for(mochi, "all") == [LAYER, *TEXT_STREAM]
+    # one row per prompt, the text's alone: measured at one timestep, never token-masked, judged pair by pair
+    assert adapter.timestep_independent_layers([LAYER]) == [LAYER]
+    assert adapter.text_token_layers([LAYER]) == [] and adapter.text_side_layers([LAYER]) == [LAYER]
+    assert adapter.main_block(mochi.model.diffusion_model, LAYER) is None
+
+
+def test_apply_removes_the_pooled_difference_along_the_vector(pack, mochi, measured, effective_weights):
+    """The vector is fitted on the pool's own rows (not masked as the text stream's token rows are), W' maps the pairs'
+    pooled difference, along the refusal directions, to nearly zero, strength 0 is the identity, and only
+    t5_y_embedder.to_out is patched."""
+    from comfyui_video_unlearning.nodes import definitions
+
+    encoded, acts, basis = measured
+    assert tuple(acts.layers) == tuple(basis.layers) == (LAYER,) and len(acts.sigmas) == 1
+    unsafe, safe = pooled_inputs(mochi, encoded.unsafe), pooled_inputs(mochi, encoded.safe)
+    torch.testing.assert_close(basis[LAYER].safe_mean.double(), safe.mean(0), rtol=1e-5, atol=1e-6)
+    u = basis.subspace(LAYER).double()  # [32, c]
+    along = (unsafe - safe) @ u @ u.T  # [pairs, 32]: each pair's pooled difference in the vector's span
+    assert ((unsafe - safe).norm(dim=1) > 0).all() and (along.norm(dim=1) > 0.3 * (unsafe - safe).norm(dim=1)).all()
+
+    patched = definitions.ApplyUnlearning.execute(mochi, basis, 1.0, True, "all in vector", 0, -1, "zero")[0]
+    assert set(patched.patches) == {KEY}
+    w, w_edit = weight_of(mochi, effective_weights).double(), weight_of(patched, effective_weights).double()
+    ratio = (along @ w_edit.T).norm(dim=1) / (along @ w.T).norm(dim=1)
+    assert ratio.max() < 1e-5, ratio
+    # the part of the pairs' difference outside the vector's span is not touched
+    outside = (unsafe - safe) - along
+    torch.testing.assert_close(outside @ w_edit.T, outside @ w.T, rtol=1e-4, atol=1e-5)
+
+    unchanged = definitions.ApplyUnlearning.execute(mochi, basis, 0.0, True, "all in vector", 0, -1, "zero")[0]
+    assert KEY not in unchanged.patches
+    torch.testing.assert_close(weight_of(unchanged, effective_weights), weight_of(mochi, effective_weights),
+                               rtol=0, atol=0)
+
+
+def test_the_exported_lora_patches_the_pool_through_comfyuis_loader(pack, mochi, measured, effective_weights,
+                                                                    tmp_path):
+    import comfy.model_management
+    import folder_paths
+    import nodes as comfy_nodes
+
+    from comfyui_video_unlearning.nodes import definitions
+
+    _, _, basis = measured
+    folder_paths.add_model_folder_path("loras", str(tmp_path), is_default=True)
+    definitions.ExportLoRA.execute(mochi, basis, 1.0, "safe_mean", "pooled/mochi")
+    try:
+        loaded = comfy_nodes.LoraLoaderModelOnly().load_lora_model_only(mochi, "pooled/mochi_00001.safetensors",
+                                                                        1.0)[0]
+        applied = definitions.ApplyUnlearning.execute(mochi, basis, 1.0, True, "all in vector", 0, -1,
+                                                      "safe_mean")[0]
+        # ComfyUI's loader maps the generic key diffusion_model.t5_y_embedder.to_out (model_lora_keys_unet) onto it
+        assert set(loaded.patches) == set(applied.patches) == {KEY, f"diffusion_model.{LAYER}.bias"}
+        via_lora, direct = weight_of(loaded, effective_weights), weight_of(applied, effective_weights)
+    finally:
+        comfy.model_management.unload_all_models()
+    torch.testing.assert_close(via_lora, direct, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(via_lora, weight_of(mochi, effective_weights))
+
+
+def test_the_check_runs_with_the_group_and_with_all(pack, mochi, measured, text):
+    from comfyui_video_unlearning.nodes import definitions
+    from comfyui_video_unlearning.nodes.check import UnlearningCheck
+
+    encoded, _, basis = measured
+    held_out = definitions.PairEncoder.execute(text, VALIDATION, BENIGN, "Rolex")[0]
+
+    def check(vector, layers, sweep):
+        return UnlearningCheck.execute(mochi, vector, "0, 1", layers, 0, -1, "zero", sweep, 32, 32, 7, "0.5", 0,
+                                       validation_pairs=held_out).args
+
+    strength, _, table = check(basis, "t5_y_embedder", "none")
+    assert strength in (0.0, 1.0) and "1 layers (t5_y_embedder)" in table
+    _, _, table = check(basis, "t5_y_embedder", "block halves")
+    line, = [line for line in table.splitlines() if "sweep 'block halves' not run" in line]
+    assert f"none of the 1 checked layers lies in a block ({LAYER!r} is outside" in line and "'layer groups'" in line
+    # "all", swept by groups: the top-level layer is a group of its own beside the text stream's
+    acts = definitions.CollectActivations.execute(mochi, encoded, 32, 32, 7, "0.5", 0, "all", 0, -1)[0]
+    assert list(acts.layers) == [LAYER, *TEXT_STREAM]
+    every = definitions.RefusalVectorNode.execute(acts, "cpca", 2, 1.0)[0]
+    _, _, table = check(every, "all in vector", "layer groups")
+    assert all(f"  {group}: " in table for group in ("t5_y_embedder", "mlp_y.w1", "attn.qkv_y")), table
+    _, _, table = check(every, "all in vector", "block halves")
+    assert "not run" not in table and "  blocks 0-0: " in table and "  blocks 1-1: " in table, table
+    # in no block: a block range that holds none of the vector's blocks' layers of the group still edits it
+    applied = definitions.ApplyUnlearning.execute(mochi, every, 1.0, True, "t5_y_embedder", 1, 1, "zero")[0]
+    assert {key for key in applied.patches if key.endswith(".weight")} == {KEY}
+
+
+def test_no_pooled_output_is_demanded_for_mochis_pool(pack, mochi, text):
+    """The pool reads the T5 context the model is given, not a pooled_output of the text encoder (Mochi's T5 gives
+    none): the HunyuanVideo refusal ("no pooled_output ... Connect ...") must not fire for it, whatever the group."""
+    from comfyui_video_unlearning.nodes import definitions
+    from comfyui_video_unlearning.nodes.adapters import adapter_for, require_pooled_text
+
+    encoded = definitions.PairEncoder.execute(text, PAIRS, NEUTRAL, "Rolex")[0]
+    assert all(cond[0][1].get("pooled_output") is None for cond in encoded.unsafe)
+    adapter = adapter_for(mochi)
+    assert adapter.groups["t5_y_embedder"].pooled_text and not adapter.groups["t5_y_embedder"].conditioning_input
+    require_pooled_text(mochi, [*encoded.unsafe, *encoded.safe], "Collect Activations", "pairs", "Pair Encoder")
+    for group in ("t5_y_embedder", "all"):
+        acts = definitions.CollectActivations.execute(mochi, encoded, 32, 32, 1, "0.5", 0, group, 0, -1)[0]
+        assert LAYER in acts.layers
+
+
+def test_the_chart_of_all_names_the_blocks_as_with_the_default(pack, mochi, measured):
+    from comfyui_video_unlearning.nodes import definitions, plot
+
+    acts = definitions.CollectActivations.execute(mochi, measured[0], 32, 32, 1, "0.5", 0, "all", 0, -1)[0]
+    every = definitions.RefusalVectorNode.execute(acts, "cpca", 2, 1.0)[0]
+    labels = [bar["label"] for bar in plot.chart_data(every)["bars"]]
+    assert labels == [LAYER, "block 0 · mlp_y.w1", "block 0 · attn.qkv_y", "block 1 · attn.qkv_y"], labels
+
+
+def test_an_all_vector_from_before_the_pool_joined_is_told_to_be_computed_again(pack, mochi, measured, text):
+    """A Mochi vector of layers = all saved before t5_y_embedder joined the group covers the text stream only. Combine
+    with one computed today, and Apply with 'all in vector' or 'all', say that it lacks the pool's layer, name Mochi's
+    pooled T5 path (not HunyuanVideo's CLIP-L) and ask to compute it again."""
+    from comfyui_video_unlearning.core.basis import RefusalBasis
+    from comfyui_video_unlearning.nodes import definitions
+    from comfyui_video_unlearning.nodes.collect import collect_activations, empty_latent
+
+    acts = collect_activations(mochi, measured[0], empty_latent(mochi, 32, 32, 1), "0.5", 0, TEXT_STREAM,
+                               {"layer_group": "all"})
+    old = definitions.RefusalVectorNode.execute(acts, "cpca", 2, 1.0)[0]
+    nike = definitions.PairEncoder.execute(
+        text, "\n".join(f"a Nike shoe number {i} on a table | a shoe number {i} on a table" for i in range(6)),
+        NEUTRAL, "Nike")[0]
+    new = definitions.RefusalVectorNode.execute(
+        definitions.CollectActivations.execute(mochi, nike, 32, 32, 1, "0.5", 0, "all", 0, -1)[0], "cpca", 2, 1.0)[0]
+    assert list(old.layers) == TEXT_STREAM and list(new.layers) == [LAYER, *TEXT_STREAM]
+    with pytest.raises(ValueError, match=r"because Rolex lacks 't5_y_embedder\.to_out', a layer outside the blocks.*"
+                                         r"Compute it again"):
+        RefusalBasis.combine([old, new])
+    for layers in ("all in vector", "all"):
+        with pytest.raises(ValueError, match=r"\(Rolex\) edits every kind of this mochi model's block layers .* but "
+                                             r"not 't5_y_embedder\.to_out'.*\(Mochi's pooled T5 text\) would be left "
+                                             r"unedited.*before 2026-12-07.*Compute it again") as refused:
+            definitions.ApplyUnlearning.execute(mochi, old, 1.0, True, layers, 0, -1, "zero")
+        assert "HunyuanVideo" not in str(refused.value) and "CLIP" not in str(refused.value)
+    # a group without the pooled path still applies the old vector
+    applied = definitions.ApplyUnlearning.execute(mochi, old, 1.0, True, "attn.qkv_y", 0, -1, "zero")[0]
+    assert {key for key in applied.patches if key.endswith(".weight")} == {
+        f"diffusion_model.{layer}.weight" for layer in TEXT_STREAM[1:]}
