@@ -252,8 +252,9 @@ def test_an_all_vector_from_before_vector_in_joined_is_told_to_be_computed_again
     assert "cover different layers" not in str(refused.value)
 
     for layers in ("all in vector", "all"):
-        with pytest.raises(ValueError, match=r"\(Rolex\) edits every kind .* but not 'vector_in\.in_layer'.*left "
-                                             r"unedited.*before 2026-12-06.*Compute it again with Collect Activations"):
+        with pytest.raises(ValueError, match=r"\(Rolex\) edits every kind .* but not 'vector_in\.in_layer'.*"
+                                             r"\(HunyuanVideo's pooled CLIP-L text\) would be left unedited.*before "
+                                             r"2026-12-06.*Compute it again with Collect Activations"):
             definitions.ApplyUnlearning.execute(hunyuan, old, 1.0, True, layers, 0, -1, "safe_mean")
     # a group without the pooled path still applies the old vector; a vector of one group is not an old 'all' one
     applied = definitions.ApplyUnlearning.execute(hunyuan, old, 1.0, True, "txt_mlp.0", 0, -1, "safe_mean")[0]
