@@ -194,11 +194,6 @@ class Adapter:
                 for s in g.suffixes}
         return [name for name in names if layer_suffix(name) in text]
 
-    def pooled_text_layers(self, names) -> list[str]:
-        """The layers among ``names`` whose input is one row per prompt (groups with ``pooled_text``)."""
-        pooled = {s for g in self.groups.values() if g.pooled_text for s in g.suffixes}
-        return [name for name in names if layer_suffix(name) in pooled]
-
     def top_level_group(self, name: str) -> LayerGroup | None:
         """The ``top_level`` group whose layer ``name`` is (``vector_in.in_layer``), or None."""
         return next((g for g in self.groups.values() if g.top_level and name in g.suffixes), None)
