@@ -68,7 +68,7 @@ def test_the_negative_share_is_the_one_read_at_full_projection_not_at_the_larges
 
 
 def test_a_negative_share_of_exactly_the_line_carries_the_concept():
-    """NEGATIVE_CARRIES_CONCEPT (0.5) is the first share that carries it (>=): the check then reads the conditional
+    """NEGATIVE_CARRIES_CONCEPT is the first share that carries it (>=): the check then reads the conditional
     collateral, as CheckResult.negative_carries_concept says."""
     model, basis, pairs, benign, negative = _setup()
     with torch.no_grad():
@@ -77,13 +77,12 @@ def test_a_negative_share_of_exactly_the_line_carries_the_concept():
         at_line = dataclasses.replace(whole, negative_concept_share=NEGATIVE_CARRIES_CONCEPT)
         result = run_check(model, _forward(model), basis, pairs, benign, "0, 0.5, 1, 2", negative=negative,
                            guidance=4.0, negative_as=at_line)
-    assert NEGATIVE_CARRIES_CONCEPT == 0.5
-    assert result.negative_concept_share == 0.5 and result.negative_carries_concept
+    assert result.negative_concept_share == NEGATIVE_CARRIES_CONCEPT and result.negative_carries_concept
     assert result.collateral == result.collateral_prediction != result.collateral_guided
     assert (result.recommended, result.reason) == recommend(result.strengths, result.efficacy,
                                                             result.collateral_prediction, name="conditional collateral",
                                                             toward=result.toward_concept)
-    below = dataclasses.replace(whole, negative_concept_share=0.49)
+    below = dataclasses.replace(whole, negative_concept_share=NEGATIVE_CARRIES_CONCEPT * 0.98)
     assert not below.negative_carries_concept and below.collateral == below.collateral_guided
 
 

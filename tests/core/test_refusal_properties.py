@@ -112,12 +112,12 @@ def test_pair_shifts_of_a_direction_against_these_pairs_is_empty_not_inverted():
 
 
 def test_a_pair_at_exactly_the_shift_floor_is_not_named():
-    """pair_notes names a pair whose share is *below* PAIR_SHIFT_FLOOR (0.1); one at 0.1 carries the concept."""
+    """pair_notes names a pair whose share is *below* PAIR_SHIFT_FLOOR; one exactly at it carries the concept."""
     from core.refusal import PAIR_SHIFT_FLOOR, pair_notes
 
-    assert PAIR_SHIFT_FLOOR == 0.1
-    assert pair_notes([0.1, 1.0, 1.9], [("u1", "s1"), ("u2", "s2"), ("u3", "s3")]) == []
-    assert pair_notes([0.0999, 1.0], [("u1", "s1"), ("u2", "s2")])[0].startswith("pair 1:")
+    floor = PAIR_SHIFT_FLOOR
+    assert pair_notes([floor, 1.0, 2.0 - floor], [("u1", "s1"), ("u2", "s2"), ("u3", "s3")]) == []
+    assert pair_notes([floor * 0.999, 1.0], [("u1", "s1"), ("u2", "s2")])[0].startswith("pair 1:")
 
 
 def test_the_scores_keep_twelve_significant_digits():
