@@ -252,7 +252,7 @@ def test_an_all_vector_from_before_vector_in_joined_is_told_to_be_computed_again
     assert "cover different layers" not in str(refused.value)
 
     for layers in ("all in vector", "all"):
-        with pytest.raises(ValueError, match=r"\(Rolex\) edits every kind .* but not 'vector_in\.in_layer'.*"
+        with pytest.raises(ValueError, match=r"\(Rolex\) lacks 'vector_in\.in_layer'.*"
                                              r"\(HunyuanVideo's pooled CLIP-L text\) would be left unedited.*before "
                                              r"2026-12-06.*Compute it again with Collect Activations"):
             definitions.ApplyUnlearning.execute(hunyuan, old, 1.0, True, layers, 0, -1, "safe_mean")
@@ -264,3 +264,21 @@ def test_an_all_vector_from_before_vector_in_joined_is_told_to_be_computed_again
         1.0)[0]
     applied = definitions.ApplyUnlearning.execute(hunyuan, default, 1.0, True, "all in vector", 0, -1, "safe_mean")[0]
     assert {key for key in applied.patches if key.endswith(".weight")} == {f"diffusion_model.{text_stream[0]}.weight"}
+
+
+def test_a_vector_that_records_no_layer_group_is_judged_by_its_layer_kinds(pack, hunyuan, measured):
+    """A vector saved before 2026-12-06 records no layer group: one that covers every kind of block layer 'all' takes
+    (the text stream) is taken for an old 'all' vector and refused, saying why it was judged so; one that records
+    "all" is refused on its record."""
+    from comfyui_video_unlearning.nodes import definitions
+    from comfyui_video_unlearning.nodes.collect import collect_activations, empty_latent
+
+    text_stream = ["double_blocks.0.txt_mlp.0", "double_blocks.0.txt_attn.qkv"]
+    for settings, why in (({}, r"it edits every kind of this hunyuan_video model's block layers .* records no layer "
+                                r"group"), ({"layer_group": "all"}, r"its measurement records layers = all")):
+        acts = collect_activations(hunyuan, measured[0], empty_latent(hunyuan, 32, 32, 1), "0.5", 0, text_stream,
+                                   settings)
+        vector = definitions.RefusalVectorNode.execute(acts, "cpca", 2, 1.0)[0]
+        assert vector.measurement.get("layer_group") == settings.get("layer_group")
+        with pytest.raises(ValueError, match=r"lacks 'vector_in\.in_layer'.*" + why):
+            definitions.ApplyUnlearning.execute(hunyuan, vector, 1.0, True, "all", 0, -1, "safe_mean")

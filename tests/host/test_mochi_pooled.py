@@ -207,12 +207,70 @@ def test_an_all_vector_from_before_the_pool_joined_is_told_to_be_computed_again(
                                          r"Compute it again"):
         RefusalBasis.combine([old, new])
     for layers in ("all in vector", "all"):
-        with pytest.raises(ValueError, match=r"\(Rolex\) edits every kind of this mochi model's block layers .* but "
-                                             r"not 't5_y_embedder\.to_out'.*\(Mochi's pooled T5 text\) would be left "
-                                             r"unedited.*before 2026-12-07.*Compute it again") as refused:
+        with pytest.raises(ValueError, match=r"\(Rolex\) lacks 't5_y_embedder\.to_out'.*\(Mochi's pooled T5 text\) "
+                                             r"would be left unedited.*layers = all before 2026-12-07 \(its "
+                                             r"measurement records layers = all\).*Compute it again") as refused:
             definitions.ApplyUnlearning.execute(mochi, old, 1.0, True, layers, 0, -1, "zero")
         assert "HunyuanVideo" not in str(refused.value) and "CLIP" not in str(refused.value)
     # a group without the pooled path still applies the old vector
     applied = definitions.ApplyUnlearning.execute(mochi, old, 1.0, True, "attn.qkv_y", 0, -1, "zero")[0]
     assert {key for key in applied.patches if key.endswith(".weight")} == {
         f"diffusion_model.{layer}.weight" for layer in TEXT_STREAM[1:]}
+
+
+def test_a_default_vector_on_the_last_block_applies_under_all(pack, mochi, measured, text):
+    """Mochi's last block has attn.qkv_y and no mlp_y, so there a vector of the default group covers every kind of block
+    layer 'all' takes. It records layer_group "default" and never meant to cover the pool: 'all' and 'all in vector'
+    on blocks 1..1 apply it. (Guessed from the layer kinds, both were refused as an old 'all' vector, and computing it
+    again, as the message asked, gave the same refusal.)"""
+    from comfyui_video_unlearning.nodes import definitions
+
+    acts = definitions.CollectActivations.execute(mochi, measured[0], 32, 32, 1, "0.5", 0, "default", 0, -1)[0]
+    default = definitions.RefusalVectorNode.execute(acts, "cpca", 2, 1.0)[0]
+    assert default.measurement["layer_group"] == "default"
+    assert list(default.layers) == ["blocks.0.attn.qkv_y", "blocks.1.attn.qkv_y"]
+    for layers in ("all in vector", "all"):
+        applied = definitions.ApplyUnlearning.execute(mochi, default, 1.0, True, layers, 1, 1, "zero")[0]
+        assert {key for key in applied.patches if key.endswith(".weight")} == {
+            "diffusion_model.blocks.1.attn.qkv_y.weight"}, layers
+
+
+def test_an_old_all_vector_of_the_last_block_only_is_told_to_be_computed_again(pack, mochi, measured):
+    """An 'all' vector from before t5_y_embedder joined the group, collected on the last block only, holds just
+    blocks.1.attn.qkv_y: its layer kinds do not cover block 0's mlp_y, so the guess from layer kinds applied it on
+    blocks 0..-1 without a word, the pool unedited. Its measurement records layers = all: it is refused."""
+    from comfyui_video_unlearning.nodes import definitions
+    from comfyui_video_unlearning.nodes.collect import collect_activations, empty_latent
+
+    acts = collect_activations(mochi, measured[0], empty_latent(mochi, 32, 32, 1), "0.5", 0, ["blocks.1.attn.qkv_y"],
+                               {"layer_group": "all", "block_start": 1, "block_end": -1})
+    old = definitions.RefusalVectorNode.execute(acts, "cpca", 2, 1.0)[0]
+    for layers in ("all", "all in vector"):
+        with pytest.raises(ValueError, match=r"\(Rolex\) lacks 't5_y_embedder\.to_out', which the chosen layers "
+                                             r".*\(Mochi's pooled T5 text\) would be left unedited.*its measurement "
+                                             r"records layers = all.*Compute it again"):
+            definitions.ApplyUnlearning.execute(mochi, old, 1.0, True, layers, 0, -1, "zero")
+
+
+def test_a_combined_vector_is_judged_by_its_concepts_recorded_groups(pack, mochi, measured, text):
+    """A combined vector records each concept's measurement in combined_from: two old 'all' vectors combined are
+    refused under 'all'; two default vectors combined apply on the last block."""
+    from comfyui_video_unlearning.core.basis import RefusalBasis
+    from comfyui_video_unlearning.nodes import definitions
+    from comfyui_video_unlearning.nodes.collect import collect_activations, empty_latent
+
+    nike = definitions.PairEncoder.execute(
+        text, "\n".join(f"a Nike shoe number {i} on a table | a shoe number {i} on a table" for i in range(6)),
+        NEUTRAL, "Nike")[0]
+    old = [definitions.RefusalVectorNode.execute(collect_activations(
+        mochi, encoded, empty_latent(mochi, 32, 32, 1), "0.5", 0, ["blocks.1.attn.qkv_y"], {"layer_group": "all"}),
+        "cpca", 2, 1.0)[0] for encoded in (measured[0], nike)]
+    both = RefusalBasis.combine(old)
+    assert not both.measurement and [e["measurement"]["layer_group"] for e in both.combined_from] == ["all", "all"]
+    with pytest.raises(ValueError, match=r"lacks 't5_y_embedder\.to_out'.*Compute it again"):
+        definitions.ApplyUnlearning.execute(mochi, both, 1.0, True, "all", 0, -1, "zero")
+    default = RefusalBasis.combine([definitions.RefusalVectorNode.execute(definitions.CollectActivations.execute(
+        mochi, encoded, 32, 32, 1, "0.5", 0, "default", 0, -1)[0], "cpca", 2, 1.0)[0]
+        for encoded in (measured[0], nike)])
+    applied = definitions.ApplyUnlearning.execute(mochi, default, 1.0, True, "all", 1, 1, "zero")[0]
+    assert {key for key in applied.patches if key.endswith(".weight")} == {"diffusion_model.blocks.1.attn.qkv_y.weight"}
