@@ -1,0 +1,30 @@
+"""bench/pooled_paths.py (README's figures for the pooled text paths) runs end to end on a tiny setting, so it does not
+rot: one held pair, one frame, one sigma, both families."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "pooled_paths.py"
+
+
+def test_the_bench_runs_on_a_tiny_setting(pack, tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("pooled_paths_bench", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # dataclasses look their module up there
+    spec.loader.exec_module(bench)
+    out = tmp_path / "pooled.json"
+    results = bench.main(["--json", str(out)], {"smoke": bench.SMOKE})
+    printed = capsys.readouterr().out
+    assert "RANDOM-weight" in printed and "vector_in" in printed and "t5_y_embedder" in printed
+    assert [r["family"] for r in results] == ["hunyuan_video", "mochi"]
+    for r in results:
+        assert r["d_before"] > 0 and -1 < r["pooled_share"] < 1
+        pooled = "vector_in" if r["family"] == "hunyuan_video" else "t5_y_embedder"
+        assert set(r["groups"]) == {"default", "all", pooled}
+        assert all(0 <= g["left"] < 2 for g in r["groups"].values())
+        assert "all layers" in r["check_removed"] and len(r["check_removed"]) == 4
+    assert json.loads(out.read_text())["random_weights"] is True
