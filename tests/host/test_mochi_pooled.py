@@ -235,24 +235,29 @@ def test_a_default_vector_on_the_last_block_applies_under_all(pack, mochi, measu
             "diffusion_model.blocks.1.attn.qkv_y.weight"}, layers
 
 
-def test_an_old_all_vector_of_the_last_block_only_is_told_to_be_computed_again(pack, mochi, measured):
+def test_an_old_all_vector_of_the_last_block_only_is_told_to_be_computed_again(pack, mochi, measured, tmp_path):
     """An 'all' vector from before t5_y_embedder joined the group, collected on the last block only, holds just
     blocks.1.attn.qkv_y: its layer kinds do not cover block 0's mlp_y, so the guess from layer kinds applied it on
-    blocks 0..-1 without a word, the pool unedited. Its measurement records layers = all: it is refused."""
+    blocks 0..-1 without a word, the pool unedited. Its measurement records layers = all: it is refused, also as
+    saved to a file and loaded."""
+    from comfyui_video_unlearning.core.basis import RefusalBasis
     from comfyui_video_unlearning.nodes import definitions
     from comfyui_video_unlearning.nodes.collect import collect_activations, empty_latent
 
     acts = collect_activations(mochi, measured[0], empty_latent(mochi, 32, 32, 1), "0.5", 0, ["blocks.1.attn.qkv_y"],
                                {"layer_group": "all", "block_start": 1, "block_end": -1})
     old = definitions.RefusalVectorNode.execute(acts, "cpca", 2, 1.0)[0]
-    for layers in ("all", "all in vector"):
+    old.save(tmp_path / "old.safetensors")
+    loaded = RefusalBasis.load(tmp_path / "old.safetensors")
+    assert loaded.measurement["layer_group"] == "all"
+    for layers, vector in (("all", old), ("all in vector", old), ("all", loaded)):
         with pytest.raises(ValueError, match=r"\(Rolex\) lacks 't5_y_embedder\.to_out', which the chosen layers "
                                              r".*\(Mochi's pooled T5 text\) would be left unedited.*its measurement "
                                              r"records layers = all.*Compute it again"):
-            definitions.ApplyUnlearning.execute(mochi, old, 1.0, True, layers, 0, -1, "zero")
+            definitions.ApplyUnlearning.execute(mochi, vector, 1.0, True, layers, 0, -1, "zero")
 
 
-def test_a_combined_vector_is_judged_by_its_concepts_recorded_groups(pack, mochi, measured, text):
+def test_a_combined_vector_is_judged_by_its_concepts_recorded_groups(pack, mochi, measured, text, tmp_path):
     """A combined vector records each concept's measurement in combined_from: two old 'all' vectors combined are
     refused under 'all'; two default vectors combined apply on the last block."""
     from comfyui_video_unlearning.core.basis import RefusalBasis
@@ -267,8 +272,10 @@ def test_a_combined_vector_is_judged_by_its_concepts_recorded_groups(pack, mochi
         "cpca", 2, 1.0)[0] for encoded in (measured[0], nike)]
     both = RefusalBasis.combine(old)
     assert not both.measurement and [e["measurement"]["layer_group"] for e in both.combined_from] == ["all", "all"]
-    with pytest.raises(ValueError, match=r"lacks 't5_y_embedder\.to_out'.*Compute it again"):
-        definitions.ApplyUnlearning.execute(mochi, both, 1.0, True, "all", 0, -1, "zero")
+    both.save(tmp_path / "both.safetensors")
+    for vector in (both, RefusalBasis.load(tmp_path / "both.safetensors")):
+        with pytest.raises(ValueError, match=r"lacks 't5_y_embedder\.to_out'.*Compute it again"):
+            definitions.ApplyUnlearning.execute(mochi, vector, 1.0, True, "all", 0, -1, "zero")
     default = RefusalBasis.combine([definitions.RefusalVectorNode.execute(definitions.CollectActivations.execute(
         mochi, encoded, 32, 32, 1, "0.5", 0, "default", 0, -1)[0], "cpca", 2, 1.0)[0]
         for encoded in (measured[0], nike)])
