@@ -1,0 +1,102 @@
+"""The per-family tables of ``nodes/adapters.py`` read back rule by rule: how each layer's input is measured (one
+timestep, pooled over the prompt's tokens, judged pair by pair, read once for a group), which blocks a range means,
+and how a family's VAE compresses a video. Each test pins a rule whose wrong version gave no host-test failure in the
+mutation test of 2026-12-07 (a text-stream layer no longer judged pair by pair, block_start -1 taken silently, a
+pooled row token-masked)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def adapters(pack):
+    from comfyui_video_unlearning.nodes import adapters
+
+    return adapters
+
+
+T, F = True, False
+#: family -> layer suffix -> (timestep independent, read per text token, per token with a CLIP-vision output,
+#: text side (judged pair by pair), shared input)
+RULES = {
+    "wan": {
+        "cross_attn.k": (T, T, T, T, "text_embedding"), "cross_attn.v": (T, T, T, T, "text_embedding"),
+        # an image-to-video Wan's image keys read the image's tokens when the conditioning carries a vision output
+        "cross_attn.k_img": (T, T, F, T, "text_embedding"), "cross_attn.v_img": (T, T, F, T, "text_embedding"),
+        "cross_attn.o": (F, F, F, F, ""), "ffn.0": (F, F, F, F, ""),
+    },
+    "hunyuan_video": {
+        # its text stream has no padding: never token-masked, but the text's own rows, judged pair by pair
+        "txt_mlp.0": (F, F, F, T, ""), "txt_attn.qkv": (F, F, F, T, ""),
+        "vector_in.in_layer": (T, F, F, T, ""),  # one pooled row per prompt: no token mask fits it
+    },
+    "ltxv": {
+        "attn2.to_k": (T, T, T, T, "caption_projection"), "attn2.to_v": (T, T, T, T, "caption_projection"),
+        "attn2.to_out.0": (F, F, F, F, ""),
+    },
+    "mochi": {
+        "mlp_y.w1": (F, T, T, T, ""), "attn.qkv_y": (F, T, T, T, ""),
+        "t5_y_embedder.to_out": (T, F, F, T, ""),
+    },
+    "cosmos_predict2": {
+        "cross_attn.k_proj": (T, T, T, T, "context"), "cross_attn.v_proj": (T, T, T, T, "context"),
+        "cross_attn.output_proj": (F, F, F, F, ""),
+    },
+}
+#: family -> (blocks, default group, top-level layers, batches_text_masks)
+TABLE = {
+    "wan": ("blocks", "cross_attn.k+v", (), T),
+    "hunyuan_video": ("double_blocks", "txt_mlp.0", ("vector_in.in_layer",), F),
+    "ltxv": ("transformer_blocks", "attn2.to_k+to_v", (), T),
+    "mochi": ("blocks", "attn.qkv_y", ("t5_y_embedder.to_out",), F),
+    "cosmos_predict2": ("blocks", "cross_attn.k_proj+v_proj", (), T),
+}
+
+
+@pytest.mark.parametrize("family", list(RULES))
+def test_each_layer_is_measured_by_its_familys_rule(adapters, family):
+    adapter = adapters.adapter_named(family)
+    blocks, default, top, batches = TABLE[family]
+    assert (adapter.blocks, adapter.default_group, adapter.top_level_names(), adapter.batches_text_masks) == \
+        (blocks, default, top, batches)
+    assert set(adapter.suffixes("all")) == set(RULES[family])
+    names = [suffix if suffix in top else f"{blocks}.3.{suffix}" for suffix in RULES[family]]
+    assert [adapters.layer_suffix(name) for name in names] == list(RULES[family])
+    independent = adapter.timestep_independent_layers(names)
+    tokens = adapter.text_token_layers(names)
+    image_tokens = adapter.text_token_layers(names, image=True)
+    side = adapter.text_side_layers(names)
+    shared = {name: source for source, layers in adapter.shared_inputs(names).items() for name in layers}
+    got = {adapters.layer_suffix(name): (name in independent, name in tokens, name in image_tokens, name in side,
+                                         shared.get(name, "")) for name in names}
+    assert got == RULES[family]
+    assert adapter.is_timestep_independent([n for n in names if RULES[family][adapters.layer_suffix(n)][0]])
+    assert not adapter.is_timestep_independent(names)
+
+
+@pytest.mark.parametrize("start, end, expected", [(0, -1, (0, 3)), (1, 1, (1, 1)), (2, 3, (2, 3)), (3, -1, (3, 3))])
+def test_a_block_range_is_inclusive_and_minus_one_is_the_last_block(adapters, start, end, expected):
+    assert adapters.block_range(4, start, end) == expected
+
+
+@pytest.mark.parametrize("start, end, message", [
+    (-1, 2, "block_start -1 is below 0: set block_start to 0"),
+    (4, -1, "block_start 4 is beyond the last block: lower block_start to 3 or less"),
+    (5, 1, "block_start 5 is beyond the last block: lower block_start to 1 or less"),
+    (0, 4, "block_end 4 is beyond the last block: set block_end to -1 (the last block) or to 3 or less"),
+    (3, 1, "block_start 3 is after block_end 1: swap them (block_start 1, block_end 3)"),
+])
+def test_a_block_range_outside_the_model_is_refused_with_the_bound_to_change(adapters, start, end, message):
+    with pytest.raises(ValueError, match="does not fit this model's blocks 0..3") as error:
+        adapters.block_range(4, start, end)
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize("family, spatial, temporal", [("wan", 8, 4), ("hunyuan_video", 8, 4), ("ltxv", 32, 8),
+                                                       ("mochi", 8, 6), ("cosmos_predict2", 8, 4)])
+def test_a_latent_has_one_frame_for_the_first_and_one_per_temporal_step_after(adapters, family, spatial, temporal):
+    geometry = adapters.adapter_named(family).latent
+    assert (geometry.spatial, geometry.temporal) == (spatial, temporal)
+    for length, frames in ((1, 1), (temporal, 1), (temporal + 1, 2), (2 * temporal + 1, 3)):
+        assert geometry.shape(16, 64 * spatial, 32 * spatial, length) == [1, 16, frames, 32, 64]
