@@ -100,3 +100,35 @@ def test_a_latent_has_one_frame_for_the_first_and_one_per_temporal_step_after(ad
     assert (geometry.spatial, geometry.temporal) == (spatial, temporal)
     for length, frames in ((1, 1), (temporal, 1), (temporal + 1, 2), (2 * temporal + 1, 3)):
         assert geometry.shape(16, 64 * spatial, 32 * spatial, length) == [1, 16, frames, 32, 64]
+
+
+#: node, input, source, as the require_* checks name them
+WHERE = ("Collect Activations", "pairs", "Pair Encoder")
+
+
+def _patcher(class_name, diffusion, latent_channels=16):
+    """A stand-in MODEL: what the require_* checks read (the class name, the diffusion model, the latent format)."""
+    import types
+
+    base = type(class_name, (), {})()
+    base.diffusion_model = diffusion
+    latent = types.SimpleNamespace(latent_channels=latent_channels)
+    return types.SimpleNamespace(model=base, get_model_object=lambda name: latent)
+
+
+def test_a_prompt_without_a_pooled_output_is_refused_only_where_the_model_reads_one(adapters):
+    import torch
+
+    with_vector_in = torch.nn.Module()
+    with_vector_in.vector_in = torch.nn.Module()
+    with_vector_in.vector_in.in_layer = torch.nn.Linear(4, 4)
+    prompts = [[[torch.zeros(1, 3, 4), {"pooled_output": torch.zeros(1, 4)}]], [[torch.zeros(1, 3, 4), {}]]]
+    with pytest.raises(ValueError, match=r"no pooled_output \(1 of 2 prompts\).*'vector_in.in_layer'"):
+        adapters.require_pooled_text(_patcher("HunyuanVideo", with_vector_in), prompts, *WHERE)
+    # a variant whose vector_in is None reads no pooled text: nothing to ask for
+    adapters.require_pooled_text(_patcher("HunyuanVideo", torch.nn.Module()), prompts, *WHERE)
+    # Mochi makes its pooled row from the context: no pooled_output needed either
+    mochi = torch.nn.Module()
+    mochi.t5_y_embedder = torch.nn.Module()
+    mochi.t5_y_embedder.to_out = torch.nn.Linear(4, 4)
+    adapters.require_pooled_text(_patcher("GenmoMochi", mochi), prompts, *WHERE)
