@@ -1,0 +1,100 @@
+"""What Apply Unlearning and Export Unlearning as LoRA refuse, edit and write (``nodes/patching.py``), rule by rule:
+each test pins a rule whose wrong version gave no host-test failure in the mutation test of 2026-12-07 (a vector of
+another width applied, an image key left out of the check)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+PAIRS = "\n".join(f"a Rolex watch number {i} on a table | a watch number {i} on a table" for i in range(5))
+NEUTRAL = "a cat on a sofa\na bowl of fruit\na city street at night"
+
+pytestmark = pytest.mark.usefixtures("inference_mode")
+
+
+@pytest.fixture(scope="module")
+def nodes(pack):
+    from comfyui_video_unlearning.nodes import definitions
+
+    return definitions
+
+
+@pytest.fixture(scope="module")
+def patching(pack):
+    from comfyui_video_unlearning.nodes import patching
+
+    return patching
+
+
+@pytest.fixture(scope="module")
+def basis(nodes, wan, clip):
+    """A rank-1 direction vector of the tiny Wan's default group (k/v of blocks 0 and 1, one shared record)."""
+    with torch.inference_mode():
+        encoded = nodes.PairEncoder.execute(clip, PAIRS, NEUTRAL, "Rolex")[0]
+        activations = nodes.CollectActivations.execute(wan, encoded, 64, 64, 1, "1", 0, "default", 0, -1)[0]
+        return nodes.RefusalVectorNode.execute(activations, "cpca", 4, 1.0)[0]
+
+
+def test_a_vector_of_another_width_is_refused_naming_both_widths(patching, wan, basis):
+    """Without a fingerprint (a vector saved before fingerprints, or one stripped of it) the width is what tells a
+    vector of another model size; applied, its edit fails deep inside torch or, worse, fits by chance."""
+    layer = basis.layers[0]
+    record = basis[layer]
+    narrow = dataclasses.replace(record, vector=record.vector[..., :64], basis=record.basis[:64],
+                                 direction=record.direction[..., :64], safe_mean=record.safe_mean[..., :64],
+                                 subspace=torch.linalg.qr(record.subspace[:64])[0])
+    other = dataclasses.replace(basis.select([layer]), records={layer: narrow}, model_fingerprint="")
+    with pytest.raises(ValueError, match=f"layer '{layer}' reads 128 features in this model but the refusal vector "
+                                         "was measured with 64: it belongs to a different model size"):
+        patching.select_layers(wan, other, patching.ALL_IN_VECTOR, 0, -1)
+
+
+def test_the_image_keys_of_every_block_with_a_text_key_or_value_are_checked(patching):
+    from comfyui_video_unlearning.nodes.adapters import adapter_named
+
+    diffusion = torch.nn.Module()
+    diffusion.blocks = torch.nn.ModuleList()
+    for _ in range(2):
+        block = torch.nn.Module()
+        block.cross_attn = torch.nn.Module()
+        for name in ("k", "v", "k_img", "v_img"):
+            setattr(block.cross_attn, name, torch.nn.Linear(4, 4))
+        diffusion.blocks.append(block)
+    wan = adapter_named("wan")
+    # block 1 is chosen through its value alone: its image keys are left out all the same
+    layers = ["blocks.0.cross_attn.k", "blocks.1.cross_attn.v"]
+    assert patching.image_keys_left_out(wan, diffusion, layers, layers + ["blocks.0.cross_attn.k_img"]) == \
+        ["blocks.0.cross_attn.v_img", "blocks.1.cross_attn.k_img", "blocks.1.cross_attn.v_img"]
+    every = [f"blocks.{i}.cross_attn.{n}" for i in range(2) for n in ("k", "v", "k_img", "v_img")]
+    assert patching.image_keys_left_out(wan, diffusion, layers, every) == []
+    assert patching.image_keys_left_out(adapter_named("ltxv"), diffusion, layers, layers) == []
+
+
+def test_a_pooled_layer_is_missed_only_by_a_vector_of_every_chosen_kind(patching):
+    chosen = ["vector_in.in_layer", "double_blocks.0.txt_mlp.0", "double_blocks.0.txt_attn.qkv"]
+    every_kind = ["double_blocks.1.txt_mlp.0", "double_blocks.1.txt_attn.qkv"]
+    assert patching.top_level_left_out(chosen, every_kind) == ["vector_in.in_layer"]
+    assert patching.top_level_left_out(chosen, every_kind[:1]) == []  # one group's vector never meant the pooled path
+    assert patching.top_level_left_out(chosen, every_kind + ["vector_in.in_layer"]) == []
+
+
+def test_the_fingerprint_reads_every_layer_of_the_vector(patching, wan, basis, tiny):
+    """Two checkpoints that differ only in the vector's last layer: its edit is refused on the other one."""
+    state = tiny.tiny_wan_state_dict(0)
+    key = next(k for k in state if k.endswith(f"{basis.layers[-1]}.weight"))
+    state[key] = state[key] + 1e-2
+    other = tiny.load_tiny_wan(state=state)
+    assert patching.weights_fingerprint(other, basis.layers) != patching.weights_fingerprint(wan, basis.layers)
+    with pytest.raises(ValueError, match="measured on other weights"):
+        patching.select_layers(other, basis, patching.ALL_IN_VECTOR, 0, -1)
+
+
+def test_a_vector_fingerprinted_in_the_form_before_2026_12_06_is_still_accepted(patching, wan, basis):
+    """Vectors saved before 2026-12-06 hashed the weights' dtype too: the same weights, so the same model."""
+    old = patching.weights_fingerprint(wan, basis.layers, with_dtype=True)
+    assert old != basis.model_fingerprint
+    saved_then = dataclasses.replace(basis, model_fingerprint=old)
+    assert patching.select_layers(wan, saved_then, patching.ALL_IN_VECTOR, 0, -1) == basis.layers
