@@ -5,6 +5,7 @@ another width applied, an image key left out of the check)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -98,3 +99,56 @@ def test_a_vector_fingerprinted_in_the_form_before_2026_12_06_is_still_accepted(
     assert old != basis.model_fingerprint
     saved_then = dataclasses.replace(basis, model_fingerprint=old)
     assert patching.select_layers(wan, saved_then, patching.ALL_IN_VECTOR, 0, -1) == basis.layers
+
+
+@pytest.fixture(scope="module")
+def subspace(nodes, wan, clip):
+    """A rank-2 subspace vector of the tiny Wan's default group: its LoRA has rank 2, where alpha = rank matters."""
+    with torch.inference_mode():
+        encoded = nodes.PairEncoder.execute(clip, PAIRS, NEUTRAL, "Rolex")[0]
+        activations = nodes.CollectActivations.execute(wan, encoded, 64, 64, 1, "1", 0, "default", 0, -1)[0]
+        return nodes.RefusalVectorNode.execute(activations, "cpca", 2, 1.0, "subspace")[0]
+
+
+def test_a_rank_two_lora_loads_through_comfyui_as_the_apply_edit(patching, wan, subspace, tmp_path, effective_weights):
+    import comfy.sd
+    import comfy.utils
+
+    assert subspace.rank == 2
+    path = str(tmp_path / "rank2.safetensors")
+    patching.export_lora(wan, subspace, path, strength=0.7, target="safe_mean")
+    loaded = comfy.sd.load_lora_for_models(wan, None, comfy.utils.load_torch_file(path), 1.0, 0)[0]
+    applied = patching.apply_unlearning(wan, subspace, strength=0.7, target="safe_mean")[0]
+    keys = [f"diffusion_model.{layer}.{w}" for layer in subspace.layers for w in ("weight", "bias")]
+    assert set(loaded.patches) == set(applied.patches) == set(keys)
+    via_lora, via_apply = effective_weights(loaded, keys), effective_weights(applied, keys)
+    base = effective_weights(wan, keys)
+    for key in keys:
+        assert (via_apply[key] - base[key]).abs().max() > 1e-4, key  # the edit is there
+        assert (via_lora[key] - via_apply[key]).abs().max() <= 1e-5, key
+
+
+def test_a_narrowed_export_names_the_whole_vectors_fingerprint_and_its_strength(patching, wan, basis, tmp_path):
+    """Block 1 only: the file still carries the fingerprint the vector was measured with (what Unlearning Check and a
+    reader compare), and the strength it was exported at."""
+    path = str(tmp_path / "narrow.safetensors")
+    metadata = patching.export_lora(wan, basis, path, strength=0.3, target="zero", group="default", block_start=1,
+                                    block_end=1)
+    assert json.loads(metadata["video_unlearning_layers"]) == ["blocks.1.cross_attn.k", "blocks.1.cross_attn.v"]
+    assert metadata["video_unlearning_model_fingerprint"] == basis.model_fingerprint
+    assert metadata["video_unlearning_strength"] == "0.3"
+
+
+def test_an_apply_edit_added_again_at_another_strength_does_not_cover_a_new_edit(patching, wan, basis):
+    """Covering edits are those applied whole: the same patch added at strength_patch 0.5 (or with strength_model
+    scaled) removes half its subspace, so a new edit must remove that subspace again."""
+    layer = basis.layers[0]
+    key = f"diffusion_model.{layer}.weight"
+    patch = patching.apply_unlearning(wan, basis, target="zero")[0].patches[key][-1][1]
+    whole = wan.clone()
+    whole.add_patches({key: patch}, 1.0)
+    assert patching.covering_edits(whole, layer, 1.0) == ([patch], [])
+    for strength_patch, strength_model in ((0.5, 1.0), (1.0, 0.5)):
+        scaled = wan.clone()
+        scaled.add_patches({key: patch}, strength_patch, strength_model)
+        assert patching.covering_edits(scaled, layer, 1.0) == ([], [patch])
