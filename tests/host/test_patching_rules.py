@@ -152,3 +152,12 @@ def test_an_apply_edit_added_again_at_another_strength_does_not_cover_a_new_edit
         scaled = wan.clone()
         scaled.add_patches({key: patch}, strength_patch, strength_model)
         assert patching.covering_edits(scaled, layer, 1.0) == ([], [patch])
+
+
+def test_a_block_range_before_the_vectors_blocks_is_named_as_what_to_change(patching, wan, basis):
+    """Block 0 chosen (block_end 0), the vector in block 1 only: the remedy names the vector's blocks, not only the
+    layer choice it already has."""
+    second = basis.select([layer for layer in basis.layers if layer.startswith("blocks.1.")])
+    with pytest.raises(ValueError, match="no layer of the refusal vector") as error:
+        patching.select_layers(wan, second, patching.ALL_IN_VECTOR, 0, 0)
+    assert "the vector's layers lie in blocks 1..1: set block_start and block_end to include them" in str(error.value)
