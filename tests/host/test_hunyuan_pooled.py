@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from pooled_edit import (BENIGN, NEUTRAL, PAIRS, VALIDATION, assert_apply_removes_the_pooled_difference,
+                         assert_exported_lora_patches_as_apply, weight_key)
 
-PAIRS = "\n".join(f"a Rolex watch number {i} on a table | a watch number {i} on a table" for i in range(6))
-VALIDATION = "\n".join(f"a shiny Rolex timepiece in box {i} | a shiny timepiece in box {i}" for i in range(3))
-NEUTRAL = "a dog in a park\na red car\na tree in the wind\na bowl of soup"
-BENIGN = "a cat on a sofa\na boat on a lake"
 LAYER = "vector_in.in_layer"
-KEY = f"diffusion_model.{LAYER}.weight"
+KEY = weight_key(LAYER)
 
 pytestmark = pytest.mark.usefixtures("inference_mode")
 
@@ -52,10 +50,6 @@ def measured(pack, hunyuan, text):
         return encoded, acts, definitions.RefusalVectorNode.execute(acts, "cpca", 4, 1.0)[0]
 
 
-def weight_of(patcher, effective_weights):
-    return effective_weights(patcher, [KEY])[KEY]
-
-
 def test_the_group_is_the_top_level_layer_whatever_the_block_range(pack, hunyuan):
     from comfyui_video_unlearning.nodes.adapters import GROUP_CHOICES, adapter_for, layers_for
 
@@ -74,54 +68,17 @@ def test_the_group_is_the_top_level_layer_whatever_the_block_range(pack, hunyuan
 def test_apply_removes_the_pooled_difference_along_the_vector(pack, hunyuan, measured, effective_weights):
     """W' maps the pairs' pooled difference, along the refusal directions, to nearly zero (the edit of W (I - U U^T)),
     strength 0 is the identity, and only vector_in.in_layer is patched."""
-    from comfyui_video_unlearning.nodes import definitions
-
     encoded, acts, basis = measured
     assert tuple(acts.layers) == tuple(basis.layers) == (LAYER,) and len(acts.sigmas) == 1
     unsafe = torch.cat([c[0][1]["pooled_output"] for c in encoded.unsafe]).double()
     safe = torch.cat([c[0][1]["pooled_output"] for c in encoded.safe]).double()
-    u = basis.subspace(LAYER).double()  # [768, c]
-    along = (unsafe - safe) @ u @ u.T  # [pairs, 768]: each pair's pooled difference in the vector's span
-    assert ((unsafe - safe).norm(dim=1) > 0).all() and (along.norm(dim=1) > 0.3 * (unsafe - safe).norm(dim=1)).all()
-
-    patched = definitions.ApplyUnlearning.execute(hunyuan, basis, 1.0, True, "all in vector", 0, -1, "zero")[0]
-    assert set(patched.patches) == {KEY}
-    w, w_edit = weight_of(hunyuan, effective_weights).double(), weight_of(patched, effective_weights).double()
-    ratio = (along @ w_edit.T).norm(dim=1) / (along @ w.T).norm(dim=1)
-    assert ratio.max() < 1e-5, ratio
-    # the part of the pairs' difference outside the vector's span is not touched
-    outside = (unsafe - safe) - along
-    torch.testing.assert_close(outside @ w_edit.T, outside @ w.T, rtol=1e-4, atol=1e-5)
-
-    unchanged = definitions.ApplyUnlearning.execute(hunyuan, basis, 0.0, True, "all in vector", 0, -1, "zero")[0]
-    assert KEY not in unchanged.patches
-    torch.testing.assert_close(weight_of(unchanged, effective_weights), weight_of(hunyuan, effective_weights),
-                               rtol=0, atol=0)
+    assert_apply_removes_the_pooled_difference(hunyuan, basis, LAYER, unsafe, safe, effective_weights)
 
 
 def test_the_exported_lora_patches_vector_in_through_comfyuis_loader(pack, hunyuan, measured, effective_weights,
                                                                        tmp_path):
-    import comfy.model_management
-    import folder_paths
-    import nodes as comfy_nodes
-
-    from comfyui_video_unlearning.nodes import definitions
-
     _, _, basis = measured
-    folder_paths.add_model_folder_path("loras", str(tmp_path), is_default=True)
-    definitions.ExportLoRA.execute(hunyuan, basis, 1.0, "safe_mean", "pooled/hunyuan")
-    try:
-        loaded = comfy_nodes.LoraLoaderModelOnly().load_lora_model_only(hunyuan, "pooled/hunyuan_00001.safetensors",
-                                                                        1.0)[0]
-        applied = definitions.ApplyUnlearning.execute(hunyuan, basis, 1.0, True, "all in vector", 0, -1,
-                                                      "safe_mean")[0]
-        # ComfyUI's loader maps the generic key diffusion_model.vector_in.in_layer (model_lora_keys_unet) onto it
-        assert set(loaded.patches) == set(applied.patches) == {KEY, f"diffusion_model.{LAYER}.bias"}
-        via_lora, direct = weight_of(loaded, effective_weights), weight_of(applied, effective_weights)
-    finally:
-        comfy.model_management.unload_all_models()
-    torch.testing.assert_close(via_lora, direct, rtol=1e-5, atol=1e-6)
-    assert not torch.equal(via_lora, weight_of(hunyuan, effective_weights))
+    assert_exported_lora_patches_as_apply(hunyuan, basis, LAYER, tmp_path, "pooled/hunyuan", effective_weights)
 
 
 def test_the_check_runs_with_the_group_and_with_all(pack, hunyuan, measured, text):

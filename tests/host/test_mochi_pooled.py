@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from pooled_edit import (BENIGN, NEUTRAL, PAIRS, VALIDATION, assert_apply_removes_the_pooled_difference,
+                         assert_exported_lora_patches_as_apply, weight_key)
 
-PAIRS = "\n".join(f"a Rolex watch number {i} on a table | a watch number {i} on a table" for i in range(6))
-VALIDATION = "\n".join(f"a shiny Rolex timepiece in box {i} | a shiny timepiece in box {i}" for i in range(3))
-NEUTRAL = "a dog in a park\na red car\na tree in the wind\na bowl of soup"
-BENIGN = "a cat on a sofa\na boat on a lake"
 LAYER = "t5_y_embedder.to_out"
-KEY = f"diffusion_model.{LAYER}.weight"
+KEY = weight_key(LAYER)
 #: What layers = all took before t5_y_embedder joined it: the text stream (the last block has no mlp_y).
 TEXT_STREAM = ["blocks.0.mlp_y.w1", "blocks.0.attn.qkv_y", "blocks.1.attn.qkv_y"]
 
@@ -59,10 +57,6 @@ def pooled_inputs(mochi, sides):
     return torch.cat(seen)
 
 
-def weight_of(patcher, effective_weights):
-    return effective_weights(patcher, [KEY])[KEY]
-
-
 def test_the_group_is_the_top_level_pool_projection_whatever_the_block_range(pack, mochi):
     from comfyui_video_unlearning.nodes.adapters import GROUP_CHOICES, adapter_for, layers_for
 
@@ -82,54 +76,17 @@ def test_apply_removes_the_pooled_difference_along_the_vector(pack, mochi, measu
     """The vector is fitted on the pool's own rows (not masked as the text stream's token rows are), W' maps the pairs'
     pooled difference, along the refusal directions, to nearly zero, strength 0 is the identity, and only
     t5_y_embedder.to_out is patched."""
-    from comfyui_video_unlearning.nodes import definitions
-
     encoded, acts, basis = measured
     assert tuple(acts.layers) == tuple(basis.layers) == (LAYER,) and len(acts.sigmas) == 1
     unsafe, safe = pooled_inputs(mochi, encoded.unsafe), pooled_inputs(mochi, encoded.safe)
     torch.testing.assert_close(basis[LAYER].safe_mean.double(), safe.mean(0), rtol=1e-5, atol=1e-6)
-    u = basis.subspace(LAYER).double()  # [32, c]
-    along = (unsafe - safe) @ u @ u.T  # [pairs, 32]: each pair's pooled difference in the vector's span
-    assert ((unsafe - safe).norm(dim=1) > 0).all() and (along.norm(dim=1) > 0.3 * (unsafe - safe).norm(dim=1)).all()
-
-    patched = definitions.ApplyUnlearning.execute(mochi, basis, 1.0, True, "all in vector", 0, -1, "zero")[0]
-    assert set(patched.patches) == {KEY}
-    w, w_edit = weight_of(mochi, effective_weights).double(), weight_of(patched, effective_weights).double()
-    ratio = (along @ w_edit.T).norm(dim=1) / (along @ w.T).norm(dim=1)
-    assert ratio.max() < 1e-5, ratio
-    # the part of the pairs' difference outside the vector's span is not touched
-    outside = (unsafe - safe) - along
-    torch.testing.assert_close(outside @ w_edit.T, outside @ w.T, rtol=1e-4, atol=1e-5)
-
-    unchanged = definitions.ApplyUnlearning.execute(mochi, basis, 0.0, True, "all in vector", 0, -1, "zero")[0]
-    assert KEY not in unchanged.patches
-    torch.testing.assert_close(weight_of(unchanged, effective_weights), weight_of(mochi, effective_weights),
-                               rtol=0, atol=0)
+    assert_apply_removes_the_pooled_difference(mochi, basis, LAYER, unsafe, safe, effective_weights)
 
 
 def test_the_exported_lora_patches_the_pool_through_comfyuis_loader(pack, mochi, measured, effective_weights,
                                                                     tmp_path):
-    import comfy.model_management
-    import folder_paths
-    import nodes as comfy_nodes
-
-    from comfyui_video_unlearning.nodes import definitions
-
     _, _, basis = measured
-    folder_paths.add_model_folder_path("loras", str(tmp_path), is_default=True)
-    definitions.ExportLoRA.execute(mochi, basis, 1.0, "safe_mean", "pooled/mochi")
-    try:
-        loaded = comfy_nodes.LoraLoaderModelOnly().load_lora_model_only(mochi, "pooled/mochi_00001.safetensors",
-                                                                        1.0)[0]
-        applied = definitions.ApplyUnlearning.execute(mochi, basis, 1.0, True, "all in vector", 0, -1,
-                                                      "safe_mean")[0]
-        # ComfyUI's loader maps the generic key diffusion_model.t5_y_embedder.to_out (model_lora_keys_unet) onto it
-        assert set(loaded.patches) == set(applied.patches) == {KEY, f"diffusion_model.{LAYER}.bias"}
-        via_lora, direct = weight_of(loaded, effective_weights), weight_of(applied, effective_weights)
-    finally:
-        comfy.model_management.unload_all_models()
-    torch.testing.assert_close(via_lora, direct, rtol=1e-5, atol=1e-6)
-    assert not torch.equal(via_lora, weight_of(mochi, effective_weights))
+    assert_exported_lora_patches_as_apply(mochi, basis, LAYER, tmp_path, "pooled/mochi", effective_weights)
 
 
 def test_the_check_runs_with_the_group_and_with_all(pack, mochi, measured, text):
