@@ -297,13 +297,16 @@ def select_layers(model, basis: RefusalBasis, group: str, block_start: int, bloc
                          "which read the text when no CLIP-vision output is connected, so the concept would reach "
                          "the video through them: it was computed before 2026-12-06. Compute it again with Collect "
                          "Activations, whose group now takes them")
-    pooled_left_out = top_level_left_out(sorted(wanted), basis.layers, recorded_groups(basis))
+    groups = recorded_groups(basis)
+    pooled_left_out = top_level_left_out(sorted(wanted), basis.layers, groups)
     if pooled_left_out:
         # an error, as for the image keys above: applied as it is, the edit would leave a path of the text unedited
         top = adapter.top_level_group(pooled_left_out[0])
         path = f" ({top.path})" if top and top.path else ""
         since = f" before {top.since}" if top and top.since else ""
-        why = ("its measurement records layers = all" if recorded_groups(basis) else
+        alls = groups.count("all")
+        why = ("its measurement records layers = all" if alls and len(groups) == 1 else
+               f"the measurement of {alls} of the {len(groups)} concepts it combines records layers = all" if alls else
                f"it edits every kind of this {adapter.family} model's block layers that the chosen layers take, as a "
                "vector of layers = all did, and records no layer group")
         raise ValueError(f"this refusal vector ({basis.concept or 'unnamed concept'}) lacks {pooled_left_out[0]!r}, "
@@ -314,26 +317,32 @@ def select_layers(model, basis: RefusalBasis, group: str, block_start: int, bloc
     return layers
 
 
-def recorded_groups(basis: RefusalBasis) -> set[str] | None:
-    """The layer groups Collect Activations recorded for ``basis`` (``measurement["layer_group"]``, written since
-    2026-12-06; a combined vector's from each concept's entry in ``combined_from``); None where any is unrecorded
-    (a vector from before then, or one built without Collect Activations)."""
+def recorded_groups(basis: RefusalBasis) -> list[str | None]:
+    """The layer group Collect Activations recorded for each concept of ``basis`` (``measurement["layer_group"]``,
+    written since 2026-12-06; a combined vector's from each concept's entry in ``combined_from``); None for a concept
+    that records none (a vector from before then, or one built without Collect Activations). One per concept, not
+    None for all as soon as one is unrecorded: a combined vector of a recorded 'all' concept and an unrecorded one was
+    then judged by its layer kinds alone and applied without a word, the recorded concept's pooled path unedited."""
     measurements = [entry.get("measurement") or {} for entry in basis.combined_from] or [basis.measurement]
     groups = [measurement.get("layer_group") for measurement in measurements]
-    return None if any(not isinstance(group, str) for group in groups) else set(groups)
+    return [group if isinstance(group, str) else None for group in groups]
 
 
-def top_level_left_out(chosen, vector_layers, groups: set[str] | None = None) -> list[str]:
+def top_level_left_out(chosen, vector_layers, groups=None) -> list[str]:
     """The layers outside the blocks (``Adapter.top_level_names``: HunyuanVideo's ``vector_in.in_layer``, Mochi's
     ``t5_y_embedder.to_out``) among the ``chosen`` ones that a vector of layers = all computed before that layer joined
-    the group leaves out. ``groups``: the layer groups the vector records (:func:`recorded_groups`); it is such a vector
-    when one of them is "all" and it lacks such a layer. Another group (the default txt_mlp.0, attn.qkv_y) never meant
-    to cover the pooled path, whatever block layers it holds: Mochi's last block has attn.qkv_y only, so a default
-    vector there covers every kind of block layer 'all' takes in it. Only a vector that records no group is judged by
-    its layer kinds: one that covers every kind of block layer the chosen ones hold."""
+    the group leaves out. ``groups``: the layer group each concept of the vector records (:func:`recorded_groups`;
+    None: one concept that records none). It is such a vector when one of them is "all" and it lacks such a layer,
+    whatever the others record. Another group (the default txt_mlp.0, attn.qkv_y) never meant to cover the pooled
+    path, whatever block layers it holds: Mochi's last block has attn.qkv_y only, so a default vector there covers
+    every kind of block layer 'all' takes in it. Only where a concept records no group and none records "all" is the
+    vector judged by its layer kinds: one that covers every kind of block layer the chosen ones hold."""
+    groups = [None] if groups is None else list(groups)
     missing = [layer for layer in chosen if layer_suffix(layer) == layer and layer not in vector_layers]
-    if groups is not None:
-        return missing if "all" in groups else []
+    if "all" in groups:
+        return missing
+    if None not in groups:
+        return []
     kinds = {layer_suffix(layer) for layer in chosen if layer_suffix(layer) != layer}
     covered = {layer_suffix(layer) for layer in vector_layers}
     return missing if missing and kinds and kinds <= covered else []

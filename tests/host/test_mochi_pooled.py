@@ -238,3 +238,30 @@ def test_a_combined_vector_is_judged_by_its_concepts_recorded_groups(pack, mochi
         for encoded in (measured[0], nike)])
     applied = definitions.ApplyUnlearning.execute(mochi, default, 1.0, True, "all", 1, 1, "zero")[0]
     assert {key for key in applied.patches if key.endswith(".weight")} == {"diffusion_model.blocks.1.attn.qkv_y.weight"}
+
+
+def test_a_combined_vector_with_an_unrecorded_concept_is_refused_for_its_recorded_all(pack, mochi, measured, text):
+    """An old 'all' vector that records layers = all, combined with one that records no group (a file from before
+    2026-12-06): the recorded 'all' is not lost to the other's silence. The last-block vectors' layer kinds do not
+    cover block 0's mlp_y, so the guess from layer kinds applied the combination on blocks 0..-1 without a word, the
+    pool unedited (recorded_groups gave None as soon as one concept recorded nothing)."""
+    import dataclasses
+
+    from comfyui_video_unlearning.core.basis import RefusalBasis
+    from comfyui_video_unlearning.nodes import definitions
+    from comfyui_video_unlearning.nodes.collect import collect_activations, empty_latent
+    from comfyui_video_unlearning.nodes.patching import recorded_groups
+
+    nike = definitions.PairEncoder.execute(
+        text, "\n".join(f"a Nike shoe number {i} on a table | a shoe number {i} on a table" for i in range(6)),
+        NEUTRAL, "Nike")[0]
+    rolex, unrecorded = [definitions.RefusalVectorNode.execute(collect_activations(
+        mochi, encoded, empty_latent(mochi, 32, 32, 1), "0.5", 0, ["blocks.1.attn.qkv_y"], {"layer_group": "all"}),
+        "cpca", 2, 1.0)[0] for encoded in (measured[0], nike)]
+    unrecorded = dataclasses.replace(unrecorded, measurement={})
+    both = RefusalBasis.combine([rolex, unrecorded])
+    for layers in ("all in vector", "all"):
+        with pytest.raises(ValueError, match=r"lacks 't5_y_embedder\.to_out'.*the measurement of 1 of the 2 concepts "
+                                             r"it combines records layers = all.*Compute it again"):
+            definitions.ApplyUnlearning.execute(mochi, both, 1.0, True, layers, 0, -1, "zero")
+    assert recorded_groups(both) == ["all", None]
