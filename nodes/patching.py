@@ -336,16 +336,27 @@ def top_level_left_out(chosen, vector_layers, groups=None) -> list[str]:
     whatever the others record. Another group (the default txt_mlp.0, attn.qkv_y) never meant to cover the pooled
     path, whatever block layers it holds: Mochi's last block has attn.qkv_y only, so a default vector there covers
     every kind of block layer 'all' takes in it. Only where a concept records no group and none records "all" is the
-    vector judged by its layer kinds: one that covers every kind of block layer the chosen ones hold."""
+    vector judged by its layer kinds: one that covers every kind of block layer the chosen ones hold in the blocks it
+    covers (in all chosen blocks where it covers none of them). Kinds from every chosen block made the verdict depend on
+    the block range: Mochi's last block has no mlp_y, so the same last-block vector was refused on blocks 1..1 and
+    applied on 0..-1."""
     groups = [None] if groups is None else list(groups)
     missing = [layer for layer in chosen if layer_suffix(layer) == layer and layer not in vector_layers]
     if "all" in groups:
         return missing
     if None not in groups:
         return []
-    kinds = {layer_suffix(layer) for layer in chosen if layer_suffix(layer) != layer}
+    in_blocks = [layer for layer in chosen if layer_suffix(layer) != layer]
+    vector_blocks = {_block_of(layer) for layer in vector_layers if layer_suffix(layer) != layer}
+    in_blocks = [layer for layer in in_blocks if _block_of(layer) in vector_blocks] or in_blocks
+    kinds = {layer_suffix(layer) for layer in in_blocks}
     covered = {layer_suffix(layer) for layer in vector_layers}
     return missing if missing and kinds and kinds <= covered else []
+
+
+def _block_of(layer: str) -> str:
+    """``blocks.1.attn.qkv_y`` -> ``blocks.1``; ``double_blocks.0.txt_mlp.0`` -> ``double_blocks.0`` (a block layer)."""
+    return layer[:-len(layer_suffix(layer)) - 1]
 
 
 def image_keys_left_out(adapter, diffusion, layers, vector_layers) -> list[str]:

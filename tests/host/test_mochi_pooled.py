@@ -265,3 +265,29 @@ def test_a_combined_vector_with_an_unrecorded_concept_is_refused_for_its_recorde
                                              r"it combines records layers = all.*Compute it again"):
             definitions.ApplyUnlearning.execute(mochi, both, 1.0, True, layers, 0, -1, "zero")
     assert recorded_groups(both) == ["all", None]
+
+
+def test_a_vector_that_records_no_group_gets_one_verdict_whatever_the_block_range(pack, mochi, measured, tmp_path):
+    """A vector saved before 2026-12-06 records no layer group and is judged by its layer kinds, taken from the chosen
+    layers in the blocks it covers. Taken from every chosen block, the same last-block vector (blocks.1.attn.qkv_y)
+    was refused on blocks 1..1 and applied on 0..-1 (block 0's mlp_y not covered), and exported, the pool unedited.
+    An unrecorded default vector of both blocks (attn.qkv_y, no mlp_y) still applies."""
+    import dataclasses
+
+    from comfyui_video_unlearning.nodes import definitions, patching
+    from comfyui_video_unlearning.nodes.collect import collect_activations, empty_latent
+
+    acts = collect_activations(mochi, measured[0], empty_latent(mochi, 32, 32, 1), "0.5", 0, ["blocks.1.attn.qkv_y"],
+                               {"layer_group": "all"})
+    old = dataclasses.replace(definitions.RefusalVectorNode.execute(acts, "cpca", 2, 1.0)[0], measurement={})
+    for layers in ("all in vector", "all"):
+        for block_start, block_end in ((0, -1), (1, 1)):
+            with pytest.raises(ValueError, match=r"lacks 't5_y_embedder\.to_out'.*records no layer group"):
+                definitions.ApplyUnlearning.execute(mochi, old, 1.0, True, layers, block_start, block_end, "zero")
+    with pytest.raises(ValueError, match=r"lacks 't5_y_embedder\.to_out'"):
+        patching.export_lora(mochi, old, str(tmp_path / "old.safetensors"), target="zero")
+    default = dataclasses.replace(definitions.RefusalVectorNode.execute(definitions.CollectActivations.execute(
+        mochi, measured[0], 32, 32, 1, "0.5", 0, "default", 0, -1)[0], "cpca", 2, 1.0)[0], measurement={})
+    applied = definitions.ApplyUnlearning.execute(mochi, default, 1.0, True, "all", 0, -1, "zero")[0]
+    assert {key for key in applied.patches if key.endswith(".weight")} == {
+        f"diffusion_model.blocks.{i}.attn.qkv_y.weight" for i in range(2)}
