@@ -324,7 +324,7 @@ def run_unlearning_check(model, basis: RefusalBasis, validation: EncodedPairs | 
     require_pooled_text(model, [*validation.unsafe, *validation.safe, *benign], "Unlearning Check", "validation_pairs",
                         "Pair Encoder")
     require_pooled_text(model, extra, "Unlearning Check", "negative", "CLIP Text Encode")
-    layers = select_layers(model, basis, group, block_start, block_end)
+    layers = select_layers(model, basis, group, block_start, block_end, "Unlearning Check")
     require_bias_for_target(model, layers, target)
     already = edited_layers(model, layers)
     if already:

@@ -27,6 +27,8 @@ from .weights import baked_bias, baked_weight, loaded_dtype, row_scale, stored_v
 
 #: Apply Unlearning's layer choice that keeps every layer stored in the vector.
 ALL_IN_VECTOR = "all in vector"
+#: The LoRA export's node name, which its refusals start with (it has no layers input: it edits the whole vector).
+EXPORT_NODE = "Export Unlearning as LoRA"
 #: What a stock LoRA loader does to the exported edit on fp8 weights (measured on a tiny fp8 Wan, see README).
 FP8_LORA_NOTE = ("On fp8 weights (fp8_e4m3fn, *_fp8_scaled files) a LoRA loader bakes the edit and re-quantises the "
                  "weight to fp8, which leaves 3-5 % of the removed direction (|W' d| / |W d| = 0.031-0.046 measured "
@@ -246,9 +248,11 @@ def _widen(adapter, diffusion, basis: RefusalBasis, group: str, block_start: int
     return "; or ".join(remedies) or f"choose layers '{ALL_IN_VECTOR}'"
 
 
-def select_layers(model, basis: RefusalBasis, group: str, block_start: int, block_end: int) -> list[str]:
+def select_layers(model, basis: RefusalBasis, group: str, block_start: int, block_end: int,
+                  node: str = "Apply Unlearning") -> list[str]:
     """Layers of ``basis`` to edit in ``model``; errors name both sides when nothing matches or the vector
-    was measured on other weights."""
+    was measured on other weights. ``node``: the node asking (Apply Unlearning, Unlearning Check, Export
+    Unlearning as LoRA), which the refusal of an old 'all' vector names and fits its remedy to."""
     adapter = adapter_for(model)
     if basis.model_family and basis.model_family != adapter.family:
         raise ValueError(f"this refusal vector was measured on a {basis.model_family!r} model "
@@ -301,19 +305,26 @@ def select_layers(model, basis: RefusalBasis, group: str, block_start: int, bloc
     pooled_left_out = top_level_left_out(sorted(wanted), basis.layers, groups)
     if pooled_left_out:
         # an error, as for the image keys above: applied as it is, the edit would leave a path of the text unedited
-        top = adapter.top_level_group(pooled_left_out[0])
+        name = pooled_left_out[0]
+        top = adapter.top_level_group(name)
         path = f" ({top.path})" if top and top.path else ""
-        since = f" before {top.since}" if top and top.since else ""
+        # the day the layer joined 'all', not "before <day>": a recorded group dates from 2026-12-06 itself, the day
+        # HunyuanVideo's vector_in joined, so a vector that records it is from that day
+        since = f" on {top.since}" if top and top.since else ""
+        # Export has no layers input: it edits every layer of the vector, which its group (layers = all) meant to cover
+        export = node == EXPORT_NODE
+        taker, takes = ("layers = all", "takes") if export else (f"the chosen layers ({group!r})", "take")
         alls = groups.count("all")
         why = ("its measurement records layers = all" if alls and len(groups) == 1 else
                f"the measurement of {alls} of the {len(groups)} concepts it combines records layers = all" if alls else
-               f"it edits every kind of this {adapter.family} model's block layers that the chosen layers take, as a "
-               "vector of layers = all did, and records no layer group")
-        raise ValueError(f"this refusal vector ({basis.concept or 'unnamed concept'}) lacks {pooled_left_out[0]!r}, "
-                         f"which the chosen layers ({group!r}) take: the path through it{path} would be left "
-                         f"unedited, and the concept could reach the video that way. The vector was computed with "
-                         f"layers = all{since} ({why}), when 'all' did not yet take that layer. Compute it again with "
-                         f"Collect Activations: layers = all now takes {pooled_left_out[0]!r}")
+               f"it edits every kind of this {adapter.family} model's block layers that {taker} {takes}, as a vector "
+               "of layers = all did, and records no layer group")
+        remedy = (f"Compute it again with Collect Activations (layers = all now takes {name!r}) and export that vector"
+                  if export else f"Compute it again with Collect Activations: layers = all now takes {name!r}")
+        raise ValueError(f"{node}: this refusal vector ({basis.concept or 'unnamed concept'}) lacks {name!r}, which "
+                         f"{taker} {takes}: the path through it{path} would be left unedited, and the concept could "
+                         f"reach the video that way. The vector was computed with layers = all before {name!r} joined "
+                         f"that group{since} ({why}). {remedy}")
     return layers
 
 
@@ -485,7 +496,7 @@ def lora_state_dict(model, basis: RefusalBasis, *, strength: float = 1.0, group:
     """The same edit as a standard LoRA file: ``<key>.lora_up.weight``, ``.lora_down.weight``, ``.alpha``
     (alpha = rank, so scale 1) and ``.diff_b`` for bias changes, keyed as ``diffusion_model.<layer>``,
     the generic format ComfyUI's LoRA loader maps for any model. ``products``: as in :func:`layer_edits`."""
-    layers = select_layers(model, basis, group, block_start, block_end)
+    layers = select_layers(model, basis, group, block_start, block_end, EXPORT_NODE)
     repeated = carrying_this_vector(model, basis, layers)
     if repeated:
         raise ValueError(f"Export Unlearning as LoRA: this MODEL already carries this refusal vector's edit on "

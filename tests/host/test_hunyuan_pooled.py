@@ -211,7 +211,8 @@ def test_an_all_vector_from_before_vector_in_joined_is_told_to_be_computed_again
     for layers in ("all in vector", "all"):
         with pytest.raises(ValueError, match=r"\(Rolex\) lacks 'vector_in\.in_layer'.*"
                                              r"\(HunyuanVideo's pooled CLIP-L text\) would be left unedited.*before "
-                                             r"2026-12-06.*Compute it again with Collect Activations"):
+                                             r"'vector_in\.in_layer' joined that group on 2026-12-06.*Compute it again "
+                                             r"with Collect Activations"):
             definitions.ApplyUnlearning.execute(hunyuan, old, 1.0, True, layers, 0, -1, "safe_mean")
     # a group without the pooled path still applies the old vector; a vector of one group is not an old 'all' one
     applied = definitions.ApplyUnlearning.execute(hunyuan, old, 1.0, True, "txt_mlp.0", 0, -1, "safe_mean")[0]
@@ -239,3 +240,36 @@ def test_a_vector_that_records_no_layer_group_is_judged_by_its_layer_kinds(pack,
         assert vector.measurement.get("layer_group") == settings.get("layer_group")
         with pytest.raises(ValueError, match=r"lacks 'vector_in\.in_layer'.*" + why):
             definitions.ApplyUnlearning.execute(hunyuan, vector, 1.0, True, "all", 0, -1, "safe_mean")
+
+
+def test_the_old_all_refusal_names_the_day_the_layer_joined_and_the_node_that_refuses(pack, hunyuan, measured, text,
+                                                                                       tmp_path):
+    """A vector that records layers = all is from 2026-12-06 at the earliest (groups are recorded since then), the day
+    vector_in joined: the refusal says "before 'vector_in.in_layer' joined that group on 2026-12-06", not "computed
+    with layers = all before 2026-12-06". Apply Unlearning, Unlearning Check and Export Unlearning as LoRA each start
+    it with their name (Export and the check gave Apply's text verbatim); Export, which has no layers input, speaks of
+    layers = all instead of "the chosen layers ('all in vector')" and says to export the vector computed again."""
+    from comfyui_video_unlearning.nodes import definitions, patching
+    from comfyui_video_unlearning.nodes.check import UnlearningCheck
+    from comfyui_video_unlearning.nodes.collect import collect_activations, empty_latent
+
+    text_stream = ["double_blocks.0.txt_mlp.0", "double_blocks.0.txt_attn.qkv"]
+    acts = collect_activations(hunyuan, measured[0], empty_latent(hunyuan, 32, 32, 1), "0.5", 0, text_stream,
+                               {"layer_group": "all"})
+    old = definitions.RefusalVectorNode.execute(acts, "cpca", 2, 1.0)[0]
+    joined = (r"computed with layers = all before 'vector_in\.in_layer' joined that group on 2026-12-06 \(its "
+              r"measurement")
+    lacks = r"this refusal vector \(Rolex\) lacks 'vector_in\.in_layer', which "
+    with pytest.raises(ValueError, match=r"^Apply Unlearning: " + lacks + r"the chosen layers \('all'\) take.*"
+                                         + joined) as refused:
+        definitions.ApplyUnlearning.execute(hunyuan, old, 1.0, True, "all", 0, -1, "zero")
+    assert "before 2026-12-06" not in str(refused.value)
+    with pytest.raises(ValueError, match=r"^Unlearning Check: " + lacks + r"the chosen layers \('all in vector'\) "
+                                         r"take.*" + joined):
+        UnlearningCheck.execute(hunyuan, old, "0,1", "all in vector", 0, -1, "zero", "none", 32, 32, 1, "0.5", 0,
+                                definitions.PairEncoder.execute(text, VALIDATION, NEUTRAL, "Rolex")[0])
+    with pytest.raises(ValueError, match=r"^Export Unlearning as LoRA: " + lacks + r"layers = all takes.*" + joined
+                                         + r".*Compute it again with Collect Activations .* and export that "
+                                         r"vector$") as refused:
+        patching.export_lora(hunyuan, old, str(tmp_path / "never.safetensors"), target="zero")
+    assert "chosen layers" not in str(refused.value)

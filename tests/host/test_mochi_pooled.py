@@ -165,8 +165,9 @@ def test_an_all_vector_from_before_the_pool_joined_is_told_to_be_computed_again(
         RefusalBasis.combine([old, new])
     for layers in ("all in vector", "all"):
         with pytest.raises(ValueError, match=r"\(Rolex\) lacks 't5_y_embedder\.to_out'.*\(Mochi's pooled T5 text\) "
-                                             r"would be left unedited.*layers = all before 2026-12-07 \(its "
-                                             r"measurement records layers = all\).*Compute it again") as refused:
+                                             r"would be left unedited.*layers = all before 't5_y_embedder\.to_out' "
+                                             r"joined that group on 2026-12-07 \(its measurement records layers = "
+                                             r"all\)\. Compute it again") as refused:
             definitions.ApplyUnlearning.execute(mochi, old, 1.0, True, layers, 0, -1, "zero")
         assert "HunyuanVideo" not in str(refused.value) and "CLIP" not in str(refused.value)
     # a group without the pooled path still applies the old vector
