@@ -10,17 +10,10 @@ import json
 import pytest
 import torch
 
-PAIRS = "\n".join(f"a Rolex watch number {i} on a table | a watch number {i} on a table" for i in range(5))
-NEUTRAL = "a cat on a sofa\na bowl of fruit\na city street at night"
+# the same fixtures: the pairs, the nodes, a rank-1 vector of the tiny Wan's default group (k/v of blocks 0 and 1)
+from test_storage import NEUTRAL, PAIRS, basis, nodes  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("inference_mode")
-
-
-@pytest.fixture(scope="module")
-def nodes(pack):
-    from comfyui_video_unlearning.nodes import definitions
-
-    return definitions
 
 
 @pytest.fixture(scope="module")
@@ -28,15 +21,6 @@ def patching(pack):
     from comfyui_video_unlearning.nodes import patching
 
     return patching
-
-
-@pytest.fixture(scope="module")
-def basis(nodes, wan, clip):
-    """A rank-1 direction vector of the tiny Wan's default group (k/v of blocks 0 and 1, one shared record)."""
-    with torch.inference_mode():
-        encoded = nodes.PairEncoder.execute(clip, PAIRS, NEUTRAL, "Rolex")[0]
-        activations = nodes.CollectActivations.execute(wan, encoded, 64, 64, 1, "1", 0, "default", 0, -1)[0]
-        return nodes.RefusalVectorNode.execute(activations, "cpca", 4, 1.0)[0]
 
 
 def test_a_vector_of_another_width_is_refused_naming_both_widths(patching, wan, basis):
