@@ -222,6 +222,12 @@ def layer_suffix(name: str) -> str:
     return name if _block_index(name) is None else name.split(".", 2)[-1]
 
 
+def block_of(name: str) -> str | None:
+    """``blocks.3.cross_attn.k`` -> ``blocks.3``; ``double_blocks.0.txt_mlp.0`` -> ``double_blocks.0``; None for a
+    layer outside the blocks (``vector_in.in_layer``)."""
+    return None if _block_index(name) is None else ".".join(name.split(".", 2)[:2])
+
+
 def _block_index(name: str) -> int | None:
     """``blocks.3.cross_attn.k`` -> 3; None where the second part of the name is no block index (a top-level layer:
     ``vector_in.in_layer``)."""

@@ -20,7 +20,7 @@ from ..core.edit import EDIT_TARGETS, LowRankEdit, project_edit, require_represe
 from ..core.fingerprint import fingerprint_weights
 from ..core.basis import RefusalBasis
 from ..core.serialization import save_atomic
-from .adapters import DIFFUSION_PREFIX, adapter_for, layer_suffix, layers_for
+from .adapters import DIFFUSION_PREFIX, adapter_for, block_of, layer_suffix, layers_for
 from .fp8_edits import RemoveSubspace, add_fp8_edit, requantised_when_baked
 from .packed_weights import file_elements
 from .weights import baked_bias, baked_weight, loaded_dtype, row_scale, stored_values, stored_weight
@@ -352,22 +352,17 @@ def top_level_left_out(chosen, vector_layers, groups=None) -> list[str]:
     the block range: Mochi's last block has no mlp_y, so the same last-block vector was refused on blocks 1..1 and
     applied on 0..-1."""
     groups = [None] if groups is None else list(groups)
-    missing = [layer for layer in chosen if layer_suffix(layer) == layer and layer not in vector_layers]
+    missing = [layer for layer in chosen if block_of(layer) is None and layer not in vector_layers]
     if "all" in groups:
         return missing
     if None not in groups:
         return []
-    in_blocks = [layer for layer in chosen if layer_suffix(layer) != layer]
-    vector_blocks = {_block_of(layer) for layer in vector_layers if layer_suffix(layer) != layer}
-    in_blocks = [layer for layer in in_blocks if _block_of(layer) in vector_blocks] or in_blocks
+    in_blocks = [layer for layer in chosen if block_of(layer) is not None]
+    vector_blocks = {block_of(layer) for layer in vector_layers} - {None}
+    in_blocks = [layer for layer in in_blocks if block_of(layer) in vector_blocks] or in_blocks
     kinds = {layer_suffix(layer) for layer in in_blocks}
     covered = {layer_suffix(layer) for layer in vector_layers}
     return missing if missing and kinds and kinds <= covered else []
-
-
-def _block_of(layer: str) -> str:
-    """``blocks.1.attn.qkv_y`` -> ``blocks.1``; ``double_blocks.0.txt_mlp.0`` -> ``double_blocks.0`` (a block layer)."""
-    return layer[:-len(layer_suffix(layer)) - 1]
 
 
 def image_keys_left_out(adapter, diffusion, layers, vector_layers) -> list[str]:

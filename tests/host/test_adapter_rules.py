@@ -75,6 +75,16 @@ def test_each_layer_is_measured_by_its_familys_rule(adapters, family):
     assert not adapter.is_timestep_independent(names)
 
 
+@pytest.mark.parametrize("name, block, suffix", [
+    ("blocks.3.cross_attn.k", "blocks.3", "cross_attn.k"),
+    ("double_blocks.12.txt_mlp.0", "double_blocks.12", "txt_mlp.0"),
+    ("vace_blocks.0.cross_attn.v", "vace_blocks.0", "cross_attn.v"), ("vector_in.in_layer", None, "vector_in.in_layer"),
+    ("t5_y_embedder.to_out", None, "t5_y_embedder.to_out"), ("txt_in.input_embedder", None, "txt_in.input_embedder")])
+def test_a_layer_is_its_block_and_its_suffix_or_outside_the_blocks(adapters, name, block, suffix):
+    assert (adapters.block_of(name), adapters.layer_suffix(name)) == (block, suffix)
+    assert name == (suffix if block is None else f"{block}.{suffix}")
+
+
 @pytest.mark.parametrize("start, end, expected", [(0, -1, (0, 3)), (1, 1, (1, 1)), (2, 3, (2, 3)), (3, -1, (3, 3))])
 def test_a_block_range_is_inclusive_and_minus_one_is_the_last_block(adapters, start, end, expected):
     assert adapters.block_range(4, start, end) == expected
