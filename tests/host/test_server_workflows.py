@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import numpy as np
@@ -46,6 +47,24 @@ def test_shipped_workflows_are_served_as_templates(server):
         thumbnail = f"{url}/api/workflow_templates/comfyui-video-unlearning/{path.stem}.jpg"
         with urllib.request.urlopen(thumbnail, timeout=30) as response:  # the template card's picture
             assert response.read() == path.with_suffix(".jpg").read_bytes()
+
+
+def test_node_help_pages_are_served_where_the_editor_fetches_them(server):
+    """The editor's node docs panel (comfyui-frontend-package 1.27.10, ``NodeHelpService.fetchCustomNodeHelp``)
+    fetches ``/extensions/<pack folder>/docs/<node id>/<locale>.md``, then ``/extensions/<pack folder>/docs/<node
+    id>.md``, the pack folder being the second part of the node's ``python_module`` (cut at an '@'). Unanswered, it
+    shows the node's description and tooltips only."""
+    url, _, info = server
+    ours = {name: spec for name, spec in info.items() if name.startswith("VideoUnlearn")}
+    assert len(ours) == 9
+    for name, spec in ours.items():
+        folder = spec["python_module"].split(".")[1].split("@")[0]
+        page = f"{url}/extensions/{urllib.parse.quote(folder)}/docs/{name}.md"
+        with urllib.request.urlopen(page, timeout=30) as response:
+            served, kind = response.read().decode("utf-8"), response.headers.get("Content-Type", "")
+        assert served == (REPO_ROOT / "web" / "docs" / f"{name}.md").read_text(encoding="utf-8"), page
+        assert served.startswith(f"# {spec['display_name']}\n"), page
+        assert "text/html" not in kind, (page, kind)  # newer editors (1.58.1) take an HTML answer for no page
 
 
 def test_compute_workflow_saves_a_refusal_vector(server):
