@@ -12,9 +12,10 @@ the first one's MODEL names its own), joins a combined vector's concepts and ref
 also inside a subgraph. Display widgets are neither saved with a workflow nor sent in the prompt, and a workflow
 saved with their old extra values still loads; one whose old '' values land in Unlearning Check's cfg or Low-Rank
 Refusal Vector's edit gets those widgets' defaults back, with a console warning. A run's warnings (a pair written
-the other way round, an edit that moves the safe prompts toward the concept) reach the node captions. Screenshots go
-to ``out/browser/`` (the charts at 100 % zoom in ``4_score_chart_100pct.png``, ``5_score_chart_blocks_100pct.png``
-and ``8_check_chart_100pct.png``).
+the other way round, an edit that moves the safe prompts toward the concept) reach the node captions. Every pack
+node's info button opens its help page (``web/docs/``) in the editor's node docs panel. Screenshots go to
+``out/browser/`` (the charts at 100 % zoom in ``4_score_chart_100pct.png``, ``5_score_chart_blocks_100pct.png``
+and ``8_check_chart_100pct.png``; Apply Unlearning's help page in ``9_node_help_apply.png``).
 
 Each test runs on the editor ComfyUI pins (comfyui-frontend-package 1.27.10) and those marked ``both_frontends`` on a
 newer one too (1.58.1 through ``dev.py test``; ``conftest.py``), its screenshots in ``out/browser/newer-frontend/``.
@@ -815,3 +816,45 @@ def test_warnings_of_a_run_reach_the_captions(server, shots):
         assert "(conditional: the negative prompt carries the concept)" in text and "guided" not in text, text
         assert "WARNING: the negative prompt names the concept" in text, text
         assert title.endswith("WARNING: the negative prompt names the concept ..."), title
+
+
+# Every pack node on the canvas (those the workflow lacks are added), then one at a time centred and selected alone,
+# so that the selection toolbox, whose info button opens the node docs panel, sits over it.
+ADD_MISSING = """
+(classes) => {
+  const g = window.app.graph;
+  classes.filter((cls) => !g._nodes.some((n) => n.comfyClass === cls)).forEach((cls, index) => {
+    const node = window.LiteGraph.createNode(cls); node.pos = [index * 500, 2500]; g.add(node); });
+}
+"""
+SELECT_ALONE = """
+(cls) => {
+  const canvas = window.app.canvas;
+  const node = window.app.graph._nodes.find((n) => n.comfyClass === cls);
+  canvas.ds.scale = 1;
+  canvas.ds.offset[0] = 700 - node.pos[0];
+  canvas.ds.offset[1] = 300 - node.pos[1];
+  canvas.deselectAll();
+  canvas.selectNode(node);
+  canvas.setDirty(true, true);
+}
+"""
+
+
+@both_frontends
+def test_node_info_shows_the_pack_help_page(server, shots):
+    """The selection toolbox's info button opens the node docs panel (1.27.10: the node library's help page; 1.58.1:
+    the properties panel's Info tab), which shows ``web/docs/<node id>.md`` rendered: its heading is the node's
+    display name. Without the page both editors show the description and a table of the tooltips, with no heading."""
+    url, _, info = server
+    ours = sorted(name for name in info if name.startswith("VideoUnlearn"))
+    with editor_page() as (page, _):
+        _open(page, url, "compute_refusal_vector_wan21.json")
+        page.evaluate(ADD_MISSING, ours)
+        for name in ours:
+            page.evaluate(SELECT_ALONE, name)
+            page.locator('[data-testid="info-button"]').locator("visible=true").first.click()
+            heading = page.locator(".node-help-content h1").first
+            sync_api.expect(heading).to_have_text(info[name]["display_name"], timeout=10_000)
+            if name == "VideoUnlearnApply":
+                page.screenshot(path=str(shots / "9_node_help_apply.png"))
