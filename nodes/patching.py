@@ -252,7 +252,17 @@ def select_layers(model, basis: RefusalBasis, group: str, block_start: int, bloc
                   node: str = "Apply Unlearning") -> list[str]:
     """Layers of ``basis`` to edit in ``model``; errors name both sides when nothing matches or the vector
     was measured on other weights. ``node``: the node asking (Apply Unlearning, Unlearning Check, Export
-    Unlearning as LoRA), which the refusal of an old 'all' vector names and fits its remedy to."""
+    Unlearning as LoRA), which every refusal here starts with (the block range's and the layer group's too), as the
+    nodes' other refusals do, so that it names the node whose inputs to change; the refusal of an old 'all' vector
+    also fits its remedy to it."""
+    try:
+        return _chosen_layers(model, basis, group, block_start, block_end, node)
+    except ValueError as error:
+        raise ValueError(f"{node}: {error}") from error
+
+
+def _chosen_layers(model, basis: RefusalBasis, group: str, block_start: int, block_end: int, node: str) -> list[str]:
+    """:func:`select_layers`, whose refusals do not name the node yet."""
     adapter = adapter_for(model)
     if basis.model_family and basis.model_family != adapter.family:
         raise ValueError(f"this refusal vector was measured on a {basis.model_family!r} model "
@@ -321,7 +331,7 @@ def select_layers(model, basis: RefusalBasis, group: str, block_start: int, bloc
                "of layers = all did, and records no layer group")
         remedy = (f"Compute it again with Collect Activations (layers = all now takes {name!r}) and export that vector"
                   if export else f"Compute it again with Collect Activations: layers = all now takes {name!r}")
-        raise ValueError(f"{node}: this refusal vector ({basis.concept or 'unnamed concept'}) lacks {name!r}, which "
+        raise ValueError(f"this refusal vector ({basis.concept or 'unnamed concept'}) lacks {name!r}, which "
                          f"{taker} {takes}: the path through it{path} would be left unedited, and the concept could "
                          f"reach the video that way. The vector was computed with layers = all before {name!r} joined "
                          f"that group{since} ({why}). {remedy}")

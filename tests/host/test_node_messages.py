@@ -178,3 +178,55 @@ def test_timesteps_read_as_the_strength_grid_and_a_bare_0_points_to_0_0(nodes, c
     assert "0 to 4" in tips["strengths"] and "0.0 = pure noise" in tips["timesteps"]
     assert "0.0 = pure noise" in collect_tip
     assert "finite number" in check.UnlearningCheck.validate_inputs(strengths="nan")
+
+
+#: Refusals while Apply Unlearning and Unlearning Check choose layers: (vector's change, layers, block_start,
+#: block_end, how the message goes on after the node's name). The first lie in the adapters, the last in patching.
+LAYER_CHOICE_REFUSALS = [
+    (None, "all in vector", 5, -1, "block range 5..-1 does not fit this model's blocks 0..1: block_start 5 is beyond"),
+    (None, "txt_mlp.0", 0, -1, "layer group 'txt_mlp.0' does not exist for wan; choose one of"),
+    ("first block", "all in vector", 1, 1, "no layer of the refusal vector (['blocks.0.cross_attn.k'"),
+    ("other family", "all in vector", 0, -1, "this refusal vector was measured on a 'hunyuan_video' model (Rolex)"),
+]
+
+
+def _changed(vector, change: str | None):
+    import dataclasses
+
+    if change == "first block":
+        return vector.select([layer for layer in vector.layers if layer.startswith("blocks.0.")])
+    return dataclasses.replace(vector, model_family="hunyuan_video") if change == "other family" else vector
+
+
+@pytest.mark.parametrize("node", ["Apply Unlearning", "Unlearning Check"])
+def test_a_layer_choice_refusal_starts_with_the_node_that_refuses(nodes, check, wan, default_vector, validation, node):
+    """Apply Unlearning and Unlearning Check choose layers alike (``patching.select_layers``), from a vector and the
+    same layers and block inputs. Only the refusal of an old 'all' vector named the node; the others (a block range
+    past the model, a group it lacks, no vector layer in the blocks, another family's vector) did not, as the nodes'
+    other refusals do. Each now starts with the node's name, the rest of the message as it was."""
+    for change, layers, block_start, block_end, message in LAYER_CHOICE_REFUSALS:
+        vector = _changed(default_vector, change)
+        with pytest.raises(ValueError) as error:
+            if node == "Apply Unlearning":
+                nodes.ApplyUnlearning.execute(wan, vector, 1.0, True, layers, block_start, block_end, "zero")
+            else:
+                check.UnlearningCheck.execute(wan, vector, "0, 1", layers, block_start, block_end, "safe_mean", "none",
+                                              64, 64, 1, "0.1", 0, validation_pairs=validation)
+        assert str(error.value).startswith(f"{node}: {message}"), (change, layers, str(error.value))
+
+
+def test_a_layer_choice_refusal_of_export_starts_with_its_name(nodes, wan, tiny, default_vector, tmp_path,
+                                                               monkeypatch):
+    """Export Unlearning as LoRA edits every layer of the vector (no layers or block inputs), so what it refuses while
+    choosing them is a vector of another model: another family, or the same family's other weights."""
+    import folder_paths
+
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "loras", ([str(tmp_path)], {".safetensors"}))
+    for model, vector, message in (
+            (wan, _changed(default_vector, "other family"),
+             "this refusal vector was measured on a 'hunyuan_video' model (Rolex), but the MODEL is 'wan'"),
+            (tiny.load_tiny_wan(seed=1), default_vector, "this refusal vector (Rolex) was measured on other weights")):
+        with pytest.raises(ValueError) as error:
+            nodes.ExportLoRA.execute(model, vector, 1.0, "zero", "unlearning/refused")
+        assert str(error.value).startswith(f"Export Unlearning as LoRA: {message}"), str(error.value)
+    assert not list(tmp_path.rglob("*.safetensors"))  # refused before a file was claimed, or the claim undone
