@@ -354,7 +354,7 @@ class RefusalVectorNode(io.ComfyNode):
                 io.Combo.Input("method", options=list(METHODS), default="cpca", tooltip="cpca: contrastive low-rank subspace (the paper's method); mean: the raw mean difference."),
                 io.Int.Input("rank", default=4, min=1, max=256, tooltip="Largest size k of the contrastive subspace. Only directions where the pairs differ more than alpha times the neutral prompts vary are kept: at most one per pair on text-side layers (5 pairs: 5)."),
                 io.Float.Input("alpha", default=1.0, min=0.0, max=100.0, step=0.05, tooltip="Weight of the neutral prompts' covariance; 0 = plain PCA of the pair differences."),
-                io.Combo.Input("edit", options=list(EDITS), default="direction", optional=True, tooltip="What Apply Unlearning removes: direction = the one refusal direction per layer (names, trademarks); subspace = the whole rank-k contrastive subspace (broad concepts reached through many wordings, such as nudity; more collateral, check it)."),
+                io.Combo.Input("edit", options=list(EDITS), default="direction", optional=True, tooltip="What Apply Unlearning removes: direction = the one refusal direction per layer (names, trademarks); subspace = the whole rank-k contrastive subspace (more collateral; on the broad concepts README measured, the direction already removed them and the subspace removed no more: compare both with Unlearning Check)."),
             ],
             outputs=[RefusalVector.Output(display_name="refusal_vector",
                                            tooltip="The concept's direction per layer: to Apply Unlearning, Unlearning "
