@@ -548,10 +548,16 @@ def test_badges_follow_the_graph(server, shots):
         redraws = page.evaluate("""async () => {
             const t = window.__t, g = window.app.graph, note = window.LiteGraph.createNode('CLIPTextEncode');
             g.add(note);
-            await new Promise((done) => setTimeout(done, 100));
-            let count = 0;
-            const observer = new MutationObserver((records) => { count += records.length; });
+            // Adding a node changes the node list, which the mode poll (every 500 ms) answers with one refresh:
+            // wait until the badge has been quiet for longer than a poll period, however slow the machine.
+            let count = 0, last = performance.now();
+            const observer = new MutationObserver((records) => { count += records.length; last = performance.now(); });
             observer.observe(t.first.__videoUnlearningBadge, { childList: true, characterData: true, subtree: true });
+            const started = performance.now();
+            while (performance.now() - last < 1200 && performance.now() - started < 20000) {
+                await new Promise((done) => setTimeout(done, 100));
+            }
+            count = 0;
             const text = note.widgets.find((w) => w.name === 'text');
             for (const key of 'a dog') { text.value += key; text.callback?.(text.value); }
             await new Promise((done) => setTimeout(done, 200));
