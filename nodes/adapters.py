@@ -29,6 +29,9 @@ class LayerGroup:
     ``text_tokens`` is True when the layers' input has one row per text token, also where it depends on the
     timestep (an MMDiT's text stream): they are pooled over the prompt's own tokens, not over padding the model
     never attends to. Timestep-independent layers read the text context, so they always do, unless ``pooled_text``.
+    ``pooled_suffixes`` names those of the suffixes whose input is one row per prompt that the model makes itself from
+    the rows the group's other layers read (HunyuanVideo's ``txt_in.c_embedder.in_layer`` reads the mean of the rows
+    ``txt_in.input_embedder`` reads): one record with them through ``shared_input``, but never token-masked.
     ``pooled_text`` is True when the layers' input is one row per prompt that summarises the text, no tokens
     (HunyuanVideo's CLIP-L vector into ``vector_in``; Mochi's T5 attention pool before ``t5_y_embedder.to_out``): never
     token-masked, judged pair by pair as a text-side input.
@@ -38,7 +41,8 @@ class LayerGroup:
     ``top_level`` is True when the suffixes are whole names inside the diffusion model, outside the block list
     (``vector_in.in_layer``): the group's layers are then the same whatever the block range.
     ``path`` says, for a top-level group, which path of the text it edits, as messages name it (an old vector of
-    layers = all that lacks it leaves that path unedited); ``since`` is the day the group joined layers = all.
+    layers = all that lacks it leaves that path unedited); ``since`` is the day the group joined layers = all. A family
+    lists its top-level groups in that order: Apply's refusal of an old vector names the first one it lacks.
     """
 
     suffixes: tuple[str, ...]
@@ -49,6 +53,7 @@ class LayerGroup:
     #: The input is the text's own rows (an MMDiT's text stream), whatever the pooling: Low-Rank Refusal Vector judges
     #: each pair there (``Adapter.text_side_layers``).
     text_stream: bool = False
+    pooled_suffixes: tuple[str, ...] = ()
     pooled_text: bool = False
     conditioning_input: str = ""
     top_level: bool = False
@@ -181,7 +186,8 @@ class Adapter:
     def text_token_layers(self, names, *, image: bool = False) -> list[str]:
         """The layers among ``names`` whose input has one row per prompt token (pooled over the prompt's own);
         ``image``: the conditioning carries a CLIP-vision output, so the :attr:`image_keys` read its tokens instead."""
-        tokens = {s for g in self.groups.values() if g.reads_text_tokens for s in g.suffixes}
+        tokens = {s for g in self.groups.values() if g.reads_text_tokens
+                  for s in g.suffixes if s not in g.pooled_suffixes}
         if image:
             tokens -= set(self.image_keys)
         return [name for name in names if layer_suffix(name) in tokens]
@@ -311,6 +317,17 @@ ADAPTERS: tuple[Adapter, ...] = (
                                     "linear, outside the blocks", pooled_text=True,
                                     conditioning_input="pooled_output", top_level=True,
                                     path="HunyuanVideo's pooled CLIP-L text", since="2026-12-06"),
+            # The text where it enters the model, as Wan's k/v read text_embedding: input_embedder maps each token row
+            # and c_embedder (which modulates the token refiner) the rows' unmasked mean, x.sum(1) / x.shape[1], the
+            # prompt's token mean since its text has no padding. What the text stream carries starts here and reaches
+            # the video in the double blocks and, concatenated with the video tokens, in every single block, which
+            # txt_mlp.0 and txt_attn.qkv (double blocks only) never touch. One shared record: edited alike, the two
+            # are the model run on the text projected before txt_in (the mean of projected rows is the projected mean).
+            "txt_in": LayerGroup(("txt_in.input_embedder", "txt_in.c_embedder.in_layer"), True,
+                                 "text input: txt_in's token embedder and the embedder of the tokens' mean, outside "
+                                 "the blocks", "txt_in", pooled_suffixes=("txt_in.c_embedder.in_layer",),
+                                 top_level=True, path="HunyuanVideo's text tokens, which the single blocks read beside "
+                                 "the video", since="2026-12-07"),
         },
         default_group="txt_mlp.0",
         latent=_VAE_8X,

@@ -279,7 +279,9 @@ def _chosen_layers(model, basis: RefusalBasis, group: str, block_start: int, blo
                          f"({absent[0]!r}{'...' if len(absent) > 1 else ''}): the vector belongs to another model "
                          "(another size or block count, Wan 2.1 I2V vs T2V, a VACE model vs the plain one); compute "
                          "a vector on this model")
-    wanted = set(layers_for(model, "all" if group == ALL_IN_VECTOR else group, block_start, block_end))
+    # in the adapter's order: a vector lacking several top-level layers is told of the one that joined 'all' first
+    chosen = layers_for(model, "all" if group == ALL_IN_VECTOR else group, block_start, block_end)
+    wanted = set(chosen)
     layers = [layer for layer in basis.layers if layer in wanted]
     if not layers:
         remedy = _widen(adapter, diffusion, basis, group, block_start, block_end)
@@ -312,7 +314,7 @@ def _chosen_layers(model, basis: RefusalBasis, group: str, block_start: int, blo
                          "the video through them: it was computed before 2026-12-06. Compute it again with Collect "
                          "Activations, whose group now takes them")
     groups = recorded_groups(basis)
-    pooled_left_out = top_level_left_out(sorted(wanted), basis.layers, groups)
+    pooled_left_out = top_level_left_out(chosen, basis.layers, groups)
     if pooled_left_out:
         # an error, as for the image keys above: applied as it is, the edit would leave a path of the text unedited
         name = pooled_left_out[0]

@@ -41,24 +41,30 @@ def assert_apply_removes_the_pooled_difference(model, basis, layer: str, unsafe,
                                rtol=0, atol=0)
 
 
-def assert_exported_lora_patches_as_apply(model, basis, layer: str, folder, prefix: str, effective_weights) -> None:
+def assert_exported_lora_patches_as_apply(model, basis, layer: str | tuple[str, ...], folder, prefix: str,
+                                          effective_weights) -> None:
     """Export LoRA into ``folder`` (registered as a loras folder), load it through ComfyUI's ``LoraLoaderModelOnly``
-    (which maps the generic key ``diffusion_model.<layer>``, model_lora_keys_unet) and compare with Apply Unlearning."""
+    (which maps the generic key ``diffusion_model.<layer>``, model_lora_keys_unet) and compare with Apply Unlearning.
+    ``layer``: the vector's layer, or its layers (HunyuanVideo's txt_in group has two)."""
     import comfy.model_management
     import folder_paths
     import nodes as comfy_nodes
 
     from comfyui_video_unlearning.nodes import definitions
 
-    key = weight_key(layer)
+    layers = (layer,) if isinstance(layer, str) else tuple(layer)
+    keys = [weight_key(name) for name in layers]
     folder_paths.add_model_folder_path("loras", str(folder), is_default=True)
     definitions.ExportLoRA.execute(model, basis, 1.0, "safe_mean", prefix)
     try:
         loaded = comfy_nodes.LoraLoaderModelOnly().load_lora_model_only(model, f"{prefix}_00001.safetensors", 1.0)[0]
         applied = definitions.ApplyUnlearning.execute(model, basis, 1.0, True, "all in vector", 0, -1, "safe_mean")[0]
-        assert set(loaded.patches) == set(applied.patches) == {key, f"diffusion_model.{layer}.bias"}
-        via_lora, direct = (effective_weights(p, [key])[key] for p in (loaded, applied))
+        biases = {f"diffusion_model.{name}.bias" for name in layers}
+        assert set(loaded.patches) == set(applied.patches) == {*keys, *biases}
+        via_lora, direct = (effective_weights(p, keys) for p in (loaded, applied))
     finally:
         comfy.model_management.unload_all_models()
-    torch.testing.assert_close(via_lora, direct, rtol=1e-5, atol=1e-6)
-    assert not torch.equal(via_lora, effective_weights(model, [key])[key])
+    unedited = effective_weights(model, keys)
+    for key in keys:
+        torch.testing.assert_close(via_lora[key], direct[key], rtol=1e-5, atol=1e-6)
+        assert not torch.equal(via_lora[key], unedited[key])

@@ -30,6 +30,8 @@ RULES = {
         # its text stream has no padding: never token-masked, but the text's own rows, judged pair by pair
         "txt_mlp.0": (F, F, F, T, ""), "txt_attn.qkv": (F, F, F, T, ""),
         "vector_in.in_layer": (T, F, F, T, ""),  # one pooled row per prompt: no token mask fits it
+        # the text where it enters: one record; the token rows pooled over the prompt's, their mean one row per prompt
+        "txt_in.input_embedder": (T, T, T, T, "txt_in"), "txt_in.c_embedder.in_layer": (T, F, F, T, "txt_in"),
     },
     "ltxv": {
         "attn2.to_k": (T, T, T, T, "caption_projection"), "attn2.to_v": (T, T, T, T, "caption_projection"),
@@ -47,7 +49,8 @@ RULES = {
 #: family -> (blocks, default group, top-level layers, batches_text_masks)
 TABLE = {
     "wan": ("blocks", "cross_attn.k+v", (), T),
-    "hunyuan_video": ("double_blocks", "txt_mlp.0", ("vector_in.in_layer",), F),
+    "hunyuan_video": ("double_blocks", "txt_mlp.0",
+                      ("vector_in.in_layer", "txt_in.input_embedder", "txt_in.c_embedder.in_layer"), F),
     "ltxv": ("transformer_blocks", "attn2.to_k+to_v", (), T),
     "mochi": ("blocks", "attn.qkv_y", ("t5_y_embedder.to_out",), F),
     "cosmos_predict2": ("blocks", "cross_attn.k_proj+v_proj", (), T),

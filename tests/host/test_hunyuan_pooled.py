@@ -11,6 +11,7 @@ from pooled_edit import (BENIGN, NEUTRAL, PAIRS, VALIDATION, assert_apply_remove
                          assert_exported_lora_patches_as_apply, weight_key)
 
 LAYER = "vector_in.in_layer"
+TEXT_INPUT = ("txt_in.input_embedder", "txt_in.c_embedder.in_layer")  # the group txt_in, in 'all' too
 KEY = weight_key(LAYER)
 
 pytestmark = pytest.mark.usefixtures("inference_mode")
@@ -58,7 +59,9 @@ def test_the_group_is_the_top_level_layer_whatever_the_block_range(pack, hunyuan
     assert layers_for(hunyuan, "vector_in") == [LAYER]
     assert layers_for(hunyuan, "vector_in", 0, 0) == [LAYER]  # not inside a block: any range includes it
     assert layers_for(hunyuan, "default") == ["double_blocks.0.txt_mlp.0"]  # the default is unchanged
-    assert layers_for(hunyuan, "all") == [LAYER, "double_blocks.0.txt_mlp.0", "double_blocks.0.txt_attn.qkv"]
+    # the text input (txt_in, since 2026-12-07) after it: the top-level layers in the order they joined 'all'
+    assert layers_for(hunyuan, "all") == [LAYER, *TEXT_INPUT, "double_blocks.0.txt_mlp.0",
+                                          "double_blocks.0.txt_attn.qkv"]
     # one row per prompt, the text's alone: measured at one timestep, never token-masked, judged pair by pair
     assert adapter.timestep_independent_layers([LAYER]) == [LAYER]
     assert adapter.text_token_layers([LAYER]) == [] and adapter.text_side_layers([LAYER]) == [LAYER]
@@ -101,7 +104,7 @@ def test_the_check_runs_with_the_group_and_with_all(pack, hunyuan, measured, tex
     _, _, table = check(every, "all in vector", "layer groups")
     assert all(f"  {group}: 1: " in table for group in ("vector_in", "txt_mlp.0", "txt_attn.qkv"))
     _, _, table = check(every, "all in vector", "block halves")
-    assert "the 2 checked layers in blocks (and 1 outside them) lie in one block (block 0)" in table
+    assert "the 2 checked layers in blocks (and 3 outside them) lie in one block (block 0)" in table
     # in no block: a block range that holds none of the vector's blocks still edits it
     applied = definitions.ApplyUnlearning.execute(hunyuan, every, 1.0, True, "vector_in", 0, 0, "safe_mean")[0]
     assert {key for key in applied.patches if key.endswith(".weight")} == {KEY}
@@ -165,7 +168,9 @@ def test_the_chart_of_all_names_the_blocks_as_with_the_default(pack, hunyuan, me
     every = definitions.RefusalVectorNode.execute(acts, "cpca", 2, 1.0)[0]
     assert every.layers[0] == LAYER
     labels = [bar["label"] for bar in plot.chart_data(every)["bars"]]
-    assert labels == [LAYER, "block 0 · txt_mlp.0", "block 0 · txt_attn.qkv"], labels
+    # the text input's two layers share one record: one bar, first
+    assert labels == [f"text context: {', '.join(TEXT_INPUT)} share this input", LAYER, "block 0 · txt_mlp.0",
+                      "block 0 · txt_attn.qkv"], labels
 
 
 def test_block_halves_on_a_vector_outside_the_blocks_points_to_the_layer_groups_sweep(pack, hunyuan, measured, text):
@@ -200,7 +205,7 @@ def test_an_all_vector_from_before_vector_in_joined_is_told_to_be_computed_again
         NEUTRAL, "Nike")[0]
     new = definitions.RefusalVectorNode.execute(
         definitions.CollectActivations.execute(hunyuan, nike, 32, 32, 1, "0.5", 0, "all", 0, -1)[0], "cpca", 2, 1.0)[0]
-    assert list(old.layers) == text_stream and list(new.layers) == [LAYER, *text_stream]
+    assert list(old.layers) == text_stream and list(new.layers) == [LAYER, *TEXT_INPUT, *text_stream]
     assert old.model_fingerprint != new.model_fingerprint  # each covers its own layers
     with pytest.raises(ValueError, match=r"fingerprints differ .* because Rolex lacks 'vector_in\.in_layer', a layer "
                                          r"outside the blocks.*Rolex was computed before 'vector_in\.in_layer' was "
