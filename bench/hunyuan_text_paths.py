@@ -1,0 +1,195 @@
+"""Where HunyuanVideo's prompt reaches the video, and what each layer group leaves of it, on the tiny HunyuanVideo
+(a benchmark, not a test). RANDOM weights: the shares are this toy's, not a real model's, and they move with the setup
+(the second setup shows how much).
+
+HunyuanVideo reads the prompt two ways: CLIP-L's pooled vector through ``vector_in`` into the modulation of every
+block, and the text tokens through ``txt_in`` (the token refiner) into the text stream of the double blocks, which is
+then concatenated with the video tokens and read by every single-stream block (``linear1`` reads both). The groups
+``txt_mlp.0`` (default) and ``txt_attn.qkv`` edit the text stream inside the double blocks only; what the text
+residual still carries past them reaches the video in the single blocks. ``txt_in`` edits the text where it enters the
+model (``txt_in.input_embedder``, and ``txt_in.c_embedder.in_layer``, which reads the mean of the same rows).
+
+The model, text stand-in and setups are bench/pooled_paths.py's (the host tests' tiny HunyuanVideo; the pooled
+output is the mean of the prompt's token rows). For each setup:
+
+(a) shares of a held-out pair's prediction difference d = prediction(unsafe) - prediction(safe): 1 - |d'| / |d|, where
+    d' is the same difference with the unsafe side given the safe side's
+    - ``single text``: text rows at the input of the first single block (a pre-hook swaps in the safe side's text
+      rows and their rotary embedding, sigma by sigma; the video rows stay the unsafe side's);
+    - ``pooled``: vector_in output (as pooled_paths.py);
+    - ``both``: both at once (what is left of d then went through the double blocks' video tokens only).
+    |.| is the root sum of squares over the pairs.
+(b) ``left``: |d| after Apply Unlearning at strength 1 ('all in vector', every block, target safe_mean) over |d|
+    before, for the vector of each group in ``GROUPS`` (those the adapter has); ``token path left``: the same for d'
+    of ``pooled`` (what reaches the video through the text tokens alone, the pooled vector replayed on both models);
+    and the single-text share of what is left.
+(c) Unlearning Check on the ``all`` vector, strength grid 0, 1, 'layer groups' sweep: each group's removed share at
+    strength 1, and all its layers'.
+
+    python bench/hunyuan_text_paths.py [--setups A B] [--json out/hunyuan_text_paths.json]
+
+About 2-3 minutes per setup on 2 shared CPU cores (4-6 min for both). Prints a table; writes
+``out/hunyuan_text_paths.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+# SMOKE: pooled_paths.py's tiny setting, which the host test runs this bench on
+from pooled_paths import SETUPS, SMOKE, family_and_text, setup_host, total  # noqa: E402,F401
+
+FAMILY = "hunyuan_video"
+TARGET = "safe_mean"
+#: The groups whose vectors are applied in (b), in the table's order (a group the adapter lacks is skipped).
+GROUPS = ("txt_mlp.0", "txt_attn.qkv", "txt_in", "vector_in", "all")
+#: (a)'s replays: name -> which of (single text, pooled vector) the unsafe side takes from the safe side.
+REPLAYS = {"single text": (True, False), "pooled": (False, True), "both": (True, True)}
+
+
+def _tokens(conditioning) -> int:
+    return conditioning[0][0].shape[1]
+
+
+def differences(model, held, latent, sigmas, seed: int) -> list[dict]:
+    """Per held pair: ``{"d": unsafe - safe, name: the same with the safe side's replayed parts}`` for ``REPLAYS``."""
+    from comfyui_video_unlearning.nodes.check import comfy_forward
+
+    diffusion = model.model.diffusion_model
+    single, pool = diffusion.single_blocks[0], diffusion.vector_in
+
+    def run(conditioning, *hooks):
+        # a fresh forward each time: one that has seen the rows would replay them past the hooks
+        handles = [register(fn) for register, fn in hooks]
+        try:
+            return comfy_forward(model, latent, sigmas, seed, [])([conditioning], None)
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    out = []
+    for unsafe, safe in held:
+        safe_text, safe_pe, safe_pool = [], [], []
+        text_count = _tokens(safe)
+
+        def keep_text(_module, args, kwargs):
+            safe_text.append(args[0][:, -text_count:].clone())
+            safe_pe.append(kwargs["pe"].clone())
+
+        p_safe = run(safe, (lambda fn: single.register_forward_pre_hook(fn, with_kwargs=True), keep_text),
+                     (pool.register_forward_hook, lambda _m, _a, output: safe_pool.append(output.clone())))
+        row = {"d": run(unsafe) - p_safe}
+        unsafe_count = _tokens(unsafe)
+        for name, (text_too, pooled_too) in REPLAYS.items():
+            texts, pes, pools = iter(safe_text), iter(safe_pe), iter(safe_pool)  # one per model call (sigma), in order
+
+            def swap_text(_module, args, kwargs):
+                video = args[0][:, :-unsafe_count]  # the text rows are last (torch.cat((img, txt), 1))
+                # the text rows' rotary positions come with them: HunyuanVideo gives every text row the same id
+                return (torch.cat([video, next(texts)], 1), *args[1:]), {**kwargs, "pe": next(pes)}
+
+            hooks = []
+            if text_too:
+                hooks.append((lambda fn: single.register_forward_pre_hook(fn, with_kwargs=True), swap_text))
+            if pooled_too:
+                hooks.append((pool.register_forward_hook, lambda _m, _a, _output: next(pools)))
+            row[name] = run(unsafe, *hooks) - p_safe
+        out.append(row)
+    return out
+
+
+def norm(diffs, key: str) -> float:
+    return total([(d[key],) for d in diffs], 0)
+
+
+def measure(setup) -> dict:
+    import comfy.model_management
+
+    from comfyui_video_unlearning.nodes import definitions
+    from comfyui_video_unlearning.nodes.adapters import adapter_for
+    from comfyui_video_unlearning.nodes.check import run_unlearning_check
+    from comfyui_video_unlearning.nodes.collect import empty_latent, sigmas_for
+
+    frames = setup.frames[FAMILY]
+    torch.manual_seed(setup.seed)
+    model, text = family_and_text(FAMILY, setup.model_seed)
+    latent = empty_latent(model, setup.width, setup.height, frames)
+    sigmas = sigmas_for(model, [float(s) for s in setup.timesteps.split(",")])
+    encoded = definitions.PairEncoder.execute(text, "\n".join(setup.pairs), "\n".join(setup.neutral), "Rolex")[0]
+    held = [(definitions._encode(text, u.strip()), definitions._encode(text, s.strip()))
+            for u, s in (line.split("|") for line in setup.held)]
+    base = differences(model, held, latent, sigmas, setup.seed)
+    before = norm(base, "d")
+    result = {"setup": setup.name, "target": TARGET, "frames": frames, "d_before": before,
+              "shares": {name: 1 - norm(base, name) / before for name in REPLAYS}, "groups": {}}
+    groups = [g for g in GROUPS if g == "all" or g in adapter_for(model).groups]
+    vectors = {}
+    for group in groups:
+        acts = definitions.CollectActivations.execute(model, encoded, setup.width, setup.height, frames,
+                                                      setup.timesteps, setup.seed, group, 0, -1)[0]
+        vectors[group] = basis = definitions.RefusalVectorNode.execute(acts, "cpca", setup.rank, 1.0)[0]
+        patched = definitions.ApplyUnlearning.execute(model, basis, 1.0, True, "all in vector", 0, -1, TARGET)[0]
+        after = differences(patched, held, latent, sigmas, setup.seed)
+        comfy.model_management.unload_all_models()
+        left = norm(after, "d")
+        result["groups"][group] = {"layers": list(basis.layers), "left": left / before,
+                                   "token_path_left": norm(after, "pooled") / norm(base, "pooled"),
+                                   "single_text_share_of_left": 1 - norm(after, "single text") / left}
+    validation = definitions.PairEncoder.execute(text, "\n".join(setup.validation), "\n".join(setup.benign),
+                                                 "Rolex")[0]
+    main, swept = run_unlearning_check(model, vectors["all"], validation, "0, 1", group="all in vector",
+                                       block_start=0, block_end=-1, target=TARGET, width=setup.width,
+                                       height=setup.height, length=frames, timesteps=setup.timesteps,
+                                       seed=setup.seed, sweep="layer groups")
+    comfy.model_management.unload_all_models()
+    at_one = main.strengths.index(1.0)
+    result["all_vector_sha256"] = vectors["all"].content_sha256()  # the id the check's table starts with
+    result["check_removed"] = {"all layers": main.efficacy[at_one],
+                               **{r.label: r.efficacy[r.strengths.index(1.0)] for r in swept}}
+    return result
+
+
+def table(results: list[dict]) -> str:
+    lines = ["RANDOM-weight tiny HunyuanVideo (tests/host/tiny_models.py): this toy's shares, not a real model's"]
+    for r in results:
+        shares = ", ".join(f"{name} {share:.0%}" for name, share in r["shares"].items())
+        lines.append(f"setup {r['setup']}: |d| {r['d_before']:.3f}; through: {shares}")
+        for group, g in r["groups"].items():
+            lines.append(f"  left by {group:13s} {g['left']:6.1%}, of the token path {g['token_path_left']:6.1%}  "
+                         f"(single-text share of what is left {g['single_text_share_of_left']:.0%})")
+        check = ", ".join(f"{name} {share:.0%}" for name, share in r["check_removed"].items())
+        lines.append(f"  check on the all vector, removed at strength 1: {check}")
+    return "\n".join(lines)
+
+
+def main(argv=None, setups: dict | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--setups", nargs="+", default=None, help="names in SETUPS (default: all)")
+    parser.add_argument("--json", type=Path, default=ROOT / "out" / "hunyuan_text_paths.json")
+    args = parser.parse_args(argv)
+    setups = setups or SETUPS
+    names = args.setups or list(setups)
+    unknown = [name for name in names if name not in setups]
+    if unknown:
+        raise ValueError(f"unknown setup {unknown[0]!r}: choose from {sorted(setups)}")
+    setup_host()
+    with torch.inference_mode():
+        results = [measure(setups[name]) for name in names]
+    sys.stdout.write(table(results) + "\n")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"random_weights": True, "setups": {n: asdict(setups[n]) for n in names},
+                                     "results": results}, indent=1))
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""bench/hunyuan_text_paths.py (README's figures for HunyuanVideo's text paths) runs end to end on a tiny setting, so
+it does not rot: one held pair, one frame, one sigma."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "hunyuan_text_paths.py"
+
+
+def test_the_bench_runs_on_a_tiny_setting(pack, tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("hunyuan_text_paths_bench", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench
+    spec.loader.exec_module(bench)
+    out = tmp_path / "text_paths.json"
+    (result,) = bench.main(["--json", str(out)], {"smoke": bench.SMOKE})
+    printed = capsys.readouterr().out
+    assert "RANDOM-weight" in printed and "left by txt_in" in printed
+    assert result["d_before"] > 0 and set(result["shares"]) == {"single text", "pooled", "both"}
+    assert all(-1 < share < 1 for share in result["shares"].values())
+    # every group of the adapter, the text input included, and 'all' with its layers
+    assert list(result["groups"]) == ["txt_mlp.0", "txt_attn.qkv", "txt_in", "vector_in", "all"]
+    assert result["groups"]["txt_in"]["layers"] == ["txt_in.input_embedder", "txt_in.c_embedder.in_layer"]
+    assert all(0 <= g["left"] < 2 and 0 <= g["token_path_left"] < 2 for g in result["groups"].values())
+    assert set(result["check_removed"]) == {"all layers", "txt_mlp.0", "txt_attn.qkv", "txt_in", "vector_in"}
+    assert json.loads(out.read_text())["random_weights"] is True
