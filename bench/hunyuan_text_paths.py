@@ -22,14 +22,15 @@ output is the mean of the prompt's token rows). For each setup:
 (b) ``left``: |d| after Apply Unlearning at strength 1 ('all in vector', every block, target safe_mean) over |d|
     before, for the vector of each group in ``GROUPS`` (those the adapter has); ``token path left``: the same for d'
     of ``pooled`` (what reaches the video through the text tokens alone, the pooled vector replayed on both models);
-    and the single-text share of what is left.
+    and the single-text share of what is left. For ``txt_in``, also how much of each held pair's token-mean difference
+    lies in the vector's span (the part the edit removes from the text).
 (c) Unlearning Check on the ``all`` vector, strength grid 0, 1, 'layer groups' sweep: each group's removed share at
     strength 1, and all its layers'.
 
     python bench/hunyuan_text_paths.py [--setups A B] [--json out/hunyuan_text_paths.json]
 
-About 2-3 minutes per setup on 2 shared CPU cores (4-6 min for both). Prints a table; writes
-``out/hunyuan_text_paths.json``.
+Both setups: 41 s on this project's 2 CPU cores when idle, 4-6 min when other work shares them. Prints a table;
+writes ``out/hunyuan_text_paths.json``.
 """
 
 from __future__ import annotations
@@ -107,6 +108,17 @@ def differences(model, held, latent, sigmas, seed: int) -> list[dict]:
     return out
 
 
+def in_span(basis, held) -> list[float]:
+    """Per held pair: how much of its text's difference (the token means, as txt_in's record pools them) lies in the
+    txt_in vector's span, |(m_u - m_s) U| / |m_u - m_s|: the part of it the edit removes."""
+    u = basis.subspace("txt_in.input_embedder").double()  # [d, c]
+    shares = []
+    for unsafe, safe in held:
+        difference = unsafe[0][0][0].double().mean(0) - safe[0][0][0].double().mean(0)  # [d]
+        shares.append(float((difference @ u).norm() / difference.norm()))
+    return shares
+
+
 def norm(diffs, key: str) -> float:
     return total([(d[key],) for d in diffs], 0)
 
@@ -144,6 +156,8 @@ def measure(setup) -> dict:
         result["groups"][group] = {"layers": list(basis.layers), "left": left / before,
                                    "token_path_left": norm(after, "pooled") / norm(base, "pooled"),
                                    "single_text_share_of_left": 1 - norm(after, "single text") / left}
+        if group == "txt_in":
+            result["groups"][group]["held_in_span"] = in_span(basis, held)
     validation = definitions.PairEncoder.execute(text, "\n".join(setup.validation), "\n".join(setup.benign),
                                                  "Rolex")[0]
     main, swept = run_unlearning_check(model, vectors["all"], validation, "0, 1", group="all in vector",
@@ -166,6 +180,9 @@ def table(results: list[dict]) -> str:
         for group, g in r["groups"].items():
             lines.append(f"  left by {group:13s} {g['left']:6.1%}, of the token path {g['token_path_left']:6.1%}  "
                          f"(single-text share of what is left {g['single_text_share_of_left']:.0%})")
+            if "held_in_span" in g:
+                lines.append("    held pairs' token-mean difference in the vector's span: "
+                             + ", ".join(f"{share:.0%}" for share in g["held_in_span"]))
         check = ", ".join(f"{name} {share:.0%}" for name, share in r["check_removed"].items())
         lines.append(f"  check on the all vector, removed at strength 1: {check}")
     return "\n".join(lines)

@@ -25,6 +25,7 @@ def test_the_bench_runs_on_a_tiny_setting(pack, tmp_path, capsys):
     # every group of the adapter, the text input included, and 'all' with its layers
     assert list(result["groups"]) == ["txt_mlp.0", "txt_attn.qkv", "txt_in", "vector_in", "all"]
     assert result["groups"]["txt_in"]["layers"] == ["txt_in.input_embedder", "txt_in.c_embedder.in_layer"]
+    assert all(0 <= share <= 1 + 1e-9 for share in result["groups"]["txt_in"]["held_in_span"])
     assert all(0 <= g["left"] < 2 and 0 <= g["token_path_left"] < 2 for g in result["groups"].values())
     assert set(result["check_removed"]) == {"all layers", "txt_mlp.0", "txt_attn.qkv", "txt_in", "vector_in"}
     assert json.loads(out.read_text())["random_weights"] is True
