@@ -206,6 +206,15 @@ def test_an_all_vector_from_before_txt_in_joined_is_told_to_be_computed_again(pa
     with pytest.raises(ValueError, match=r"because Rolex lacks 'txt_in\.input_embedder', a layer outside the blocks.*"
                                          r"Compute it again"):
         RefusalBasis.combine([old, new])
+    # two vectors of today's 'all' combine (one shared record each), and the combination edits the text input too
+    rolex = definitions.RefusalVectorNode.execute(
+        definitions.CollectActivations.execute(hunyuan, measured[0], 32, 32, 1, "0.5", 0, "all", 0, -1)[0], "cpca", 2,
+        1.0)[0]
+    combined = RefusalBasis.combine([rolex, new])
+    assert combined.shared_inputs() == {"txt_in": list(LAYERS)}
+    applied = definitions.ApplyUnlearning.execute(hunyuan, combined, 1.0, True, "all", 0, -1, "safe_mean")[0]
+    assert {key for key in applied.patches if key.endswith(".weight")} == \
+        {weight_key(name) for name in ("vector_in.in_layer", *LAYERS, *TEXT_STREAM)}
     # a group without the text input still applies the old vector
     applied = definitions.ApplyUnlearning.execute(hunyuan, old, 1.0, True, "vector_in", 0, -1, "safe_mean")[0]
     assert {key for key in applied.patches if key.endswith(".weight")} == {weight_key("vector_in.in_layer")}
