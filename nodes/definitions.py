@@ -335,7 +335,10 @@ class CollectActivations(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, pairs, width, height, length, timesteps, seed, layers, block_start, block_end, latent=None):
-        names = layers_for(model, layers, block_start, block_end)
+        try:
+            names = layers_for(model, layers, block_start, block_end)
+        except ValueError as error:  # as Apply's, Check's and Export's layer refusals: the node first
+            raise ValueError(f"Collect Activations: {error}") from error
         samples = latent["samples"] if latent is not None else empty_latent(model, width, height, length)
         size = {"latent_shape": list(samples.shape)} if latent is not None else \
             {"width": width, "height": height, "length": length}

@@ -97,7 +97,7 @@ def test_a_block_range_error_names_the_bad_bound_and_its_fix(nodes, wan, blocks,
     block_start was the bad bound or the range was inverted, where following it did not make the run pass."""
     with pytest.raises(ValueError) as error:
         nodes.CollectActivations.execute(wan, None, 64, 64, 1, "1", 0, "default", *blocks)
-    assert expected in str(error.value)
+    assert str(error.value).startswith("Collect Activations: block range ") and expected in str(error.value)
     assert "block_end = -1 for the last block" not in str(error.value)
     from comfyui_video_unlearning.nodes.adapters import layers_for
 
