@@ -23,14 +23,21 @@ output is the mean of the prompt's token rows). For each setup:
     before, for the vector of each group in ``GROUPS`` (those the adapter has); ``token path left``: the same for d'
     of ``pooled`` (what reaches the video through the text tokens alone, the pooled vector replayed on both models);
     and the single-text share of what is left. For ``txt_in``, also how much of each held pair's token-mean difference
-    lies in the vector's span (the part the edit removes from the text).
+    lies in the vector's span (what the vector was fitted on), and for pairs of equal token count how much of their
+    rows' difference, row by row (the part the edit removes from the text the model reads).
 (c) Unlearning Check on the ``all`` vector, strength grid 0, 1, 'layer groups' sweep: each group's removed share at
     strength 1, and all its layers'.
+(a) and (b) are also measured on held pairs whose sides have the same token count (``same_length``): the safe side
+replaces "Rolex" with another brand of as many tokens (``BRANDS``; asserted) instead of the generic word. HunyuanVideo
+reads each prompt's own token rows, so in "a Rolex watch | a watch" the unsafe side has more text rows for the video to
+attend to, a difference no edit of a direction removes (README "Where the proxy misleads", token counts); the
+equal-length pairs tell whether that is what the text groups leave. Setup A's are bench/text_paths.py's
+``HELD_SAME_LENGTH``.
 
     python bench/hunyuan_text_paths.py [--setups A B] [--json out/hunyuan_text_paths.json]
 
-Both setups: 41 s on this project's 2 CPU cores when idle, 4-6 min when other work shares them. Prints a table;
-writes ``out/hunyuan_text_paths.json``.
+Both setups: 4.5 min on this project's 2 CPU cores shared with other work (41 s idle before the equal-length pairs
+doubled (a) and (b); not measured idle since). Prints a table; writes ``out/hunyuan_text_paths.json``.
 """
 
 from __future__ import annotations
@@ -55,6 +62,10 @@ TARGET = "safe_mean"
 GROUPS = ("txt_mlp.0", "txt_attn.qkv", "txt_in", "vector_in", "all")
 #: (a)'s replays: name -> which of (single text, pooled vector) the unsafe side takes from the safe side.
 REPLAYS = {"single text": (True, False), "pooled": (False, True), "both": (True, True)}
+#: The concept word of every setup's held pairs, and the brands that stand for it on the safe side of the equal-length
+#: pairs, in turn (each as many tokens as "Rolex" in the tiny tests' pile-T5 tokenizer: measure() checks each pair).
+CONCEPT = "Rolex"
+BRANDS = ("Seiko", "Casio", "Timex", "Omega")
 
 
 def _tokens(conditioning) -> int:
@@ -108,9 +119,22 @@ def differences(model, held, latent, sigmas, seed: int) -> list[dict]:
     return out
 
 
+def same_length(held: tuple[str, ...]) -> tuple[str, ...]:
+    """``held``'s pairs with the safe side replaced by the unsafe side with ``CONCEPT`` swapped for a brand (``BRANDS``
+    in turn): the sides then differ in the concept word alone."""
+    pairs = []
+    for i, line in enumerate(held):
+        unsafe = line.split("|")[0].strip()
+        if CONCEPT not in unsafe:
+            raise ValueError(f"held pair {line!r} has no {CONCEPT!r} on its unsafe side to replace: write one that has")
+        pairs.append(f"{unsafe} | {unsafe.replace(CONCEPT, BRANDS[i % len(BRANDS)])}")
+    return tuple(pairs)
+
+
 def in_span(basis, held) -> list[float]:
     """Per held pair: how much of its text's difference (the token means, as txt_in's record pools them) lies in the
-    txt_in vector's span, |(m_u - m_s) U| / |m_u - m_s|: the part of it the edit removes."""
+    txt_in vector's span, |(m_u - m_s) U| / |m_u - m_s|: the part of the mean the edit removes (the edit acts on
+    each row: ``rows_in_span``)."""
     u = basis.subspace("txt_in.input_embedder").double()  # [d, c]
     shares = []
     for unsafe, safe in held:
@@ -119,8 +143,28 @@ def in_span(basis, held) -> list[float]:
     return shares
 
 
+def rows_in_span(basis, held) -> list[float]:
+    """Per held pair of equal token count: how much of its text rows' difference lies in the txt_in vector's span,
+    |(R_u - R_s) U| / |R_u - R_s| over all rows (Frobenius): what the edit removes from the rows the model reads, row by
+    row, where ``in_span`` measures their mean, which the vector was fitted on."""
+    u = basis.subspace("txt_in.input_embedder").double()  # [d, c]
+    shares = []
+    for unsafe, safe in held:
+        difference = unsafe[0][0][0].double() - safe[0][0][0].double()  # [tokens, d]
+        shares.append(float((difference @ u).norm() / difference.norm()))
+    return shares
+
+
 def norm(diffs, key: str) -> float:
     return total([(d[key],) for d in diffs], 0)
+
+
+def left_of(base, after) -> dict:
+    """What an edit leaves (``after``'s differences) of the unedited ones (``base``): of d, of its text-token path, and
+    the single-text share of what is left."""
+    left = norm(after, "d")
+    return {"left": left / norm(base, "d"), "token_path_left": norm(after, "pooled") / norm(base, "pooled"),
+            "single_text_share_of_left": 1 - norm(after, "single text") / left}
 
 
 def measure(setup) -> dict:
@@ -137,12 +181,25 @@ def measure(setup) -> dict:
     latent = empty_latent(model, setup.width, setup.height, frames)
     sigmas = sigmas_for(model, [float(s) for s in setup.timesteps.split(",")])
     encoded = definitions.PairEncoder.execute(text, "\n".join(setup.pairs), "\n".join(setup.neutral), "Rolex")[0]
-    held = [(definitions._encode(text, u.strip()), definitions._encode(text, s.strip()))
-            for u, s in (line.split("|") for line in setup.held)]
+
+    def encode(lines):
+        return [(definitions._encode(text, u.strip()), definitions._encode(text, s.strip()))
+                for u, s in (line.split("|") for line in lines)]
+
+    held = encode(setup.held)
+    held_same = encode(same_length(setup.held))
+    for line, (unsafe, safe) in zip(same_length(setup.held), held_same):
+        if _tokens(unsafe) != _tokens(safe):
+            raise ValueError(f"equal-length pair {line!r} has {_tokens(unsafe)} and {_tokens(safe)} tokens: choose "
+                             f"brands in BRANDS that tokenize to as many tokens as {CONCEPT!r}")
     base = differences(model, held, latent, sigmas, setup.seed)
+    base_same = differences(model, held_same, latent, sigmas, setup.seed)
     before = norm(base, "d")
     result = {"setup": setup.name, "target": TARGET, "frames": frames, "d_before": before,
-              "shares": {name: 1 - norm(base, name) / before for name in REPLAYS}, "groups": {}}
+              "shares": {name: 1 - norm(base, name) / before for name in REPLAYS},
+              "same_length": {"pairs": list(same_length(setup.held)), "d_before": norm(base_same, "d"),
+                              "shares": {name: 1 - norm(base_same, name) / norm(base_same, "d") for name in REPLAYS}},
+              "groups": {}}
     groups = [g for g in GROUPS if g == "all" or g in adapter_for(model).groups]
     vectors = {}
     for group in groups:
@@ -151,13 +208,14 @@ def measure(setup) -> dict:
         vectors[group] = basis = definitions.RefusalVectorNode.execute(acts, "cpca", setup.rank, 1.0)[0]
         patched = definitions.ApplyUnlearning.execute(model, basis, 1.0, True, "all in vector", 0, -1, TARGET)[0]
         after = differences(patched, held, latent, sigmas, setup.seed)
+        after_same = differences(patched, held_same, latent, sigmas, setup.seed)
         comfy.model_management.unload_all_models()
-        left = norm(after, "d")
-        result["groups"][group] = {"layers": list(basis.layers), "left": left / before,
-                                   "token_path_left": norm(after, "pooled") / norm(base, "pooled"),
-                                   "single_text_share_of_left": 1 - norm(after, "single text") / left}
+        result["groups"][group] = {"layers": list(basis.layers), **left_of(base, after),
+                                   "same_length": left_of(base_same, after_same)}
         if group == "txt_in":
             result["groups"][group]["held_in_span"] = in_span(basis, held)
+            result["groups"][group]["same_length"]["held_in_span"] = in_span(basis, held_same)
+            result["groups"][group]["same_length"]["rows_in_span"] = rows_in_span(basis, held_same)
     validation = definitions.PairEncoder.execute(text, "\n".join(setup.validation), "\n".join(setup.benign),
                                                  "Rolex")[0]
     main, swept = run_unlearning_check(model, vectors["all"], validation, "0, 1", group="all in vector",
@@ -174,15 +232,27 @@ def measure(setup) -> dict:
 
 def table(results: list[dict]) -> str:
     lines = ["RANDOM-weight tiny HunyuanVideo (tests/host/tiny_models.py): this toy's shares, not a real model's"]
+
+    def left_line(group, g, indent):
+        lines.append(f"{indent}left by {group:13s} {g['left']:6.1%}, of the token path {g['token_path_left']:6.1%}  "
+                     f"(single-text share of what is left {g['single_text_share_of_left']:.0%})")
+        if "held_in_span" in g:
+            lines.append(f"{indent}  held pairs' token-mean difference in the vector's span: "
+                         + ", ".join(f"{share:.0%}" for share in g["held_in_span"]))
+        if "rows_in_span" in g:
+            lines.append(f"{indent}  their rows' difference in the vector's span: "
+                         + ", ".join(f"{share:.0%}" for share in g["rows_in_span"]))
+
     for r in results:
         shares = ", ".join(f"{name} {share:.0%}" for name, share in r["shares"].items())
         lines.append(f"setup {r['setup']}: |d| {r['d_before']:.3f}; through: {shares}")
         for group, g in r["groups"].items():
-            lines.append(f"  left by {group:13s} {g['left']:6.1%}, of the token path {g['token_path_left']:6.1%}  "
-                         f"(single-text share of what is left {g['single_text_share_of_left']:.0%})")
-            if "held_in_span" in g:
-                lines.append("    held pairs' token-mean difference in the vector's span: "
-                             + ", ".join(f"{share:.0%}" for share in g["held_in_span"]))
+            left_line(group, g, "  ")
+        same = r["same_length"]
+        shares = ", ".join(f"{name} {share:.0%}" for name, share in same["shares"].items())
+        lines.append(f"  held pairs of equal token count: |d| {same['d_before']:.3f}; through: {shares}")
+        for group, g in r["groups"].items():
+            left_line(group, g["same_length"], "    ")
         check = ", ".join(f"{name} {share:.0%}" for name, share in r["check_removed"].items())
         lines.append(f"  check on the all vector, removed at strength 1: {check}")
     return "\n".join(lines)
