@@ -54,7 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 # SMOKE: pooled_paths.py's tiny setting, which the host test runs this bench on
-from pooled_paths import SETUPS, SMOKE, family_and_text, setup_host, total  # noqa: E402,F401
+from pooled_paths import SETUPS, SMOKE, check_on_all, family_and_text, setup_host, total  # noqa: E402,F401
 
 FAMILY = "hunyuan_video"
 TARGET = "safe_mean"
@@ -172,7 +172,6 @@ def measure(setup) -> dict:
 
     from comfyui_video_unlearning.nodes import definitions
     from comfyui_video_unlearning.nodes.adapters import adapter_for
-    from comfyui_video_unlearning.nodes.check import run_unlearning_check
     from comfyui_video_unlearning.nodes.collect import empty_latent, sigmas_for
 
     frames = setup.frames[FAMILY]
@@ -216,17 +215,7 @@ def measure(setup) -> dict:
             result["groups"][group]["held_in_span"] = in_span(basis, held)
             result["groups"][group]["same_length"]["held_in_span"] = in_span(basis, held_same)
             result["groups"][group]["same_length"]["rows_in_span"] = rows_in_span(basis, held_same)
-    validation = definitions.PairEncoder.execute(text, "\n".join(setup.validation), "\n".join(setup.benign),
-                                                 "Rolex")[0]
-    main, swept = run_unlearning_check(model, vectors["all"], validation, "0, 1", group="all in vector",
-                                       block_start=0, block_end=-1, target=TARGET, width=setup.width,
-                                       height=setup.height, length=frames, timesteps=setup.timesteps,
-                                       seed=setup.seed, sweep="layer groups")
-    comfy.model_management.unload_all_models()
-    at_one = main.strengths.index(1.0)
-    result["all_vector_sha256"] = vectors["all"].content_sha256()  # the id the check's table starts with
-    result["check_removed"] = {"all layers": main.efficacy[at_one],
-                               **{r.label: r.efficacy[r.strengths.index(1.0)] for r in swept}}
+    result.update(check_on_all(model, text, vectors["all"], setup, frames, TARGET))
     return result
 
 

@@ -154,7 +154,6 @@ def measure(family: str, setup: Setup) -> dict:
     import comfy.model_management
 
     from comfyui_video_unlearning.nodes import definitions
-    from comfyui_video_unlearning.nodes.check import run_unlearning_check
     from comfyui_video_unlearning.nodes.collect import empty_latent, sigmas_for
 
     pooled_group, module = POOLED[family]
@@ -181,18 +180,29 @@ def measure(family: str, setup: Setup) -> dict:
         left = total(after, 0)
         result["groups"][group] = {"layers": list(basis.layers), "left": left / before,
                                    "pooled_share_of_left": 1 - total(after, 1) / left}
+    result.update(check_on_all(model, text, vectors["all"], setup, frames, target))
+    return result
+
+
+def check_on_all(model, text, vector, setup: Setup, frames: int, target: str) -> dict:
+    """(c): Unlearning Check on the ``all`` vector at strengths 0 and 1 with its 'layer groups' sweep: the vector's id
+    (the check's table starts with it) and the removed share at strength 1 of all its layers and of each group."""
+    import comfy.model_management
+
+    from comfyui_video_unlearning.nodes import definitions
+    from comfyui_video_unlearning.nodes.check import run_unlearning_check
+
     validation = definitions.PairEncoder.execute(text, "\n".join(setup.validation), "\n".join(setup.benign),
                                                  "Rolex")[0]
-    main, swept = run_unlearning_check(model, vectors["all"], validation, "0, 1", group="all in vector",
+    main, swept = run_unlearning_check(model, vector, validation, "0, 1", group="all in vector",
                                        block_start=0, block_end=-1, target=target, width=setup.width,
                                        height=setup.height, length=frames, timesteps=setup.timesteps,
                                        seed=setup.seed, sweep="layer groups")
     comfy.model_management.unload_all_models()
     at_one = main.strengths.index(1.0)
-    result["all_vector_sha256"] = vectors["all"].content_sha256()  # the id the check's table starts with
-    result["check_removed"] = {"all layers": main.efficacy[at_one],
-                               **{r.label: r.efficacy[r.strengths.index(1.0)] for r in swept}}
-    return result
+    return {"all_vector_sha256": vector.content_sha256(),
+            "check_removed": {"all layers": main.efficacy[at_one],
+                              **{r.label: r.efficacy[r.strengths.index(1.0)] for r in swept}}}
 
 
 def table(results: list[dict]) -> str:
