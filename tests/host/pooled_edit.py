@@ -68,3 +68,19 @@ def assert_exported_lora_patches_as_apply(model, basis, layer: str | tuple[str, 
     for key in keys:
         torch.testing.assert_close(via_lora[key], direct[key], rtol=1e-5, atol=1e-6)
         assert not torch.equal(via_lora[key], unedited[key])
+
+
+def held_out_check(model, text, target: str, length: int):
+    """``check(vector, layers, sweep)``: Unlearning Check of ``model`` at strengths 0 and 1 on :data:`VALIDATION` and
+    :data:`BENIGN` (32 x 32, ``length`` frames, progress 0.5, seed 0, all blocks), returning the node's outputs
+    (strength, chart, table)."""
+    from comfyui_video_unlearning.nodes import definitions
+    from comfyui_video_unlearning.nodes.check import UnlearningCheck
+
+    held_out = definitions.PairEncoder.execute(text, VALIDATION, BENIGN, "Rolex")[0]
+
+    def check(vector, layers: str, sweep: str):
+        return UnlearningCheck.execute(model, vector, "0, 1", layers, 0, -1, target, sweep, 32, 32, length, "0.5", 0,
+                                       validation_pairs=held_out).args
+
+    return check

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from pooled_edit import BENIGN, NEUTRAL, PAIRS, VALIDATION, assert_exported_lora_patches_as_apply, weight_key
+from pooled_edit import NEUTRAL, PAIRS, VALIDATION, assert_exported_lora_patches_as_apply, held_out_check, weight_key
 
 # the same fixtures: the tiny HunyuanVideo, and its text stand-in whose pooled output is the mean of the prompt's rows
 from test_hunyuan_pooled import hunyuan, text  # noqa: F401
@@ -145,14 +145,9 @@ def test_the_exported_lora_patches_both_layers_through_comfyuis_loader(pack, hun
 
 def test_the_check_runs_with_the_group_and_with_all(pack, hunyuan, measured, text):
     from comfyui_video_unlearning.nodes import definitions
-    from comfyui_video_unlearning.nodes.check import UnlearningCheck
 
     encoded, _, basis = measured
-    held_out = definitions.PairEncoder.execute(text, VALIDATION, BENIGN, "Rolex")[0]
-
-    def check(vector, layers, sweep):
-        return UnlearningCheck.execute(hunyuan, vector, "0, 1", layers, 0, -1, "safe_mean", sweep, 32, 32, 1, "0.5",
-                                       0, validation_pairs=held_out).args
+    check = held_out_check(hunyuan, text, "safe_mean", 1)
 
     strength, _, table = check(basis, "txt_in", "none")
     assert strength in (0.0, 1.0) and "2 layers (txt_in)" in table

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from pooled_edit import (BENIGN, NEUTRAL, PAIRS, VALIDATION, assert_apply_removes_the_pooled_difference,
-                         assert_exported_lora_patches_as_apply, weight_key)
+from pooled_edit import (NEUTRAL, PAIRS, assert_apply_removes_the_pooled_difference,
+                         assert_exported_lora_patches_as_apply, held_out_check, weight_key)
 
 LAYER = "t5_y_embedder.to_out"
 KEY = weight_key(LAYER)
@@ -91,14 +91,9 @@ def test_the_exported_lora_patches_the_pool_through_comfyuis_loader(pack, mochi,
 
 def test_the_check_runs_with_the_group_and_with_all(pack, mochi, measured, text):
     from comfyui_video_unlearning.nodes import definitions
-    from comfyui_video_unlearning.nodes.check import UnlearningCheck
 
     encoded, _, basis = measured
-    held_out = definitions.PairEncoder.execute(text, VALIDATION, BENIGN, "Rolex")[0]
-
-    def check(vector, layers, sweep):
-        return UnlearningCheck.execute(mochi, vector, "0, 1", layers, 0, -1, "zero", sweep, 32, 32, 7, "0.5", 0,
-                                       validation_pairs=held_out).args
+    check = held_out_check(mochi, text, "zero", 7)
 
     strength, _, table = check(basis, "t5_y_embedder", "none")
     assert strength in (0.0, 1.0) and "1 layers (t5_y_embedder)" in table
