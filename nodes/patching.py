@@ -231,20 +231,33 @@ def bias_dtype(model, module) -> torch.dtype:
     return min(dtypes, key=lambda dtype: torch.finfo(dtype).max, default=torch.float32)
 
 
-def _widen(adapter, diffusion, basis: RefusalBasis, group: str, block_start: int, block_end: int) -> str:
-    """The remedy when the chosen group and blocks hold none of the vector's layers: the blocks the vector covers
-    (a block range that misses them is what to change, also when 'all in vector' is already chosen), and the group
-    where another is chosen."""
+def _widen(adapter, diffusion, basis: RefusalBasis, group: str, chosen: list[str], block_start: int,
+           block_end: int) -> str:
+    """The remedy when the ``chosen`` layers (of ``group`` in the block range) hold none of the vector's: the blocks
+    the vector covers (a block range that misses them is what to change, also when 'all in vector' is already chosen),
+    a vector computed with the group where this one has no layer of its kinds, and 'all in vector' where another
+    group is chosen, unless 'all in vector' refuses this vector too (an old 'all' vector chosen under 'txt_in' was
+    told to choose it, and then refused for lacking txt_in)."""
     # a layer outside the blocks (HunyuanVideo's vector_in) is chosen whatever the range: it has no block to widen to
+    outside = all(block_of(layer) is None for layer in chosen)
     blocks = sorted({adapter.main_block(diffusion, layer) for layer in basis.layers} - {None})
     count = adapter.block_count(diffusion)
     final = count - 1 if block_end < 0 else block_end
     remedies = []
-    if blocks and not any(block_start <= block <= final for block in blocks):
+    if blocks and not outside and not any(block_start <= block <= final for block in blocks):
         remedies.append(f"the vector's layers lie in blocks {blocks[0]}..{blocks[-1]}: set block_start and block_end "
                         f"to include them (block_start 0 and block_end -1: every block)")
     if group != ALL_IN_VECTOR:
-        remedies.append(f"choose layers '{ALL_IN_VECTOR}' to edit the vector's own layers")
+        if not {layer_suffix(layer) for layer in chosen} & {layer_suffix(layer) for layer in basis.layers}:
+            remedies.append(f"compute a vector with Collect Activations' layers {group!r} (or 'all'): this one holds "
+                            "none of its layers")
+        every = adapter.layer_names(diffusion, "all", block_start, block_end)
+        refused = top_level_left_out(every, basis.layers, recorded_groups(basis))
+        if not refused:
+            remedies.append(f"choose layers '{ALL_IN_VECTOR}' to edit the vector's own layers")
+        elif not remedies:
+            remedies.append(f"compute the vector again with Collect Activations: '{ALL_IN_VECTOR}' refuses it too, as "
+                            f"it lacks {refused[0]!r}, which layers = all now takes")
     return "; or ".join(remedies) or f"choose layers '{ALL_IN_VECTOR}'"
 
 
@@ -284,7 +297,7 @@ def _chosen_layers(model, basis: RefusalBasis, group: str, block_start: int, blo
     wanted = set(chosen)
     layers = [layer for layer in basis.layers if layer in wanted]
     if not layers:
-        remedy = _widen(adapter, diffusion, basis, group, block_start, block_end)
+        remedy = _widen(adapter, diffusion, basis, group, chosen, block_start, block_end)
         raise ValueError(f"no layer of the refusal vector ({basis.layers[:4]}{'...' if len(basis.layers) > 4 else ''}) "
                          f"is in the chosen layers of this {adapter.family} model (group {group!r}, blocks "
                          f"{block_start}..{block_end}); {remedy}")

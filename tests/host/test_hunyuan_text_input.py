@@ -213,3 +213,37 @@ def test_an_all_vector_from_before_txt_in_joined_is_told_to_be_computed_again(pa
     # a group without the text input still applies the old vector
     applied = definitions.ApplyUnlearning.execute(hunyuan, old, 1.0, True, "vector_in", 0, -1, "safe_mean")[0]
     assert {key for key in applied.patches if key.endswith(".weight")} == {weight_key("vector_in.in_layer")}
+
+
+def test_choosing_txt_in_for_a_vector_without_it_names_a_remedy_that_runs(pack, hunyuan, measured, text):
+    """Yesterday's 'all' vector (vector_in and the text stream) under layers 'txt_in' was told to choose 'all in
+    vector', which then refused it for lacking txt_in: now Apply and the check say to compute a vector with the group.
+    A vector of another group (vector_in) is told both: compute one with txt_in, or choose 'all in vector', which
+    runs."""
+    from comfyui_video_unlearning.nodes import definitions
+    from comfyui_video_unlearning.nodes.check import UnlearningCheck
+    from comfyui_video_unlearning.nodes.collect import collect_activations, empty_latent
+
+    encoded = measured[0]
+    acts = collect_activations(hunyuan, encoded, empty_latent(hunyuan, 32, 32, 1), "0.5", 0,
+                               ["vector_in.in_layer", *TEXT_STREAM], {"layer_group": "all"})
+    old = definitions.RefusalVectorNode.execute(acts, "cpca", 2, 1.0)[0]
+    remedy = (r"compute a vector with Collect Activations' layers 'txt_in' \(or 'all'\): this one holds none of its "
+              r"layers")
+    with pytest.raises(ValueError, match=r"^Apply Unlearning: no layer of the refusal vector .*" + remedy) as refused:
+        definitions.ApplyUnlearning.execute(hunyuan, old, 1.0, True, "txt_in", 0, -1, "safe_mean")
+    assert "all in vector" not in str(refused.value)
+    held_out = definitions.PairEncoder.execute(text, VALIDATION, BENIGN, "Rolex")[0]
+    with pytest.raises(ValueError, match=r"^Unlearning Check: no layer of the refusal vector .*" + remedy) as refused:
+        UnlearningCheck.execute(hunyuan, old, "0, 1", "txt_in", 0, -1, "safe_mean", "none", 32, 32, 1, "0.5", 0,
+                                held_out)
+    assert "all in vector" not in str(refused.value)
+    definitions.ApplyUnlearning.execute(hunyuan, measured[2], 1.0, True, "txt_in", 0, -1, "safe_mean")  # followed
+
+    pooled = definitions.RefusalVectorNode.execute(
+        definitions.CollectActivations.execute(hunyuan, encoded, 32, 32, 1, "0.5", 0, "vector_in", 0, -1)[0], "cpca",
+        2, 1.0)[0]
+    with pytest.raises(ValueError, match=remedy + r"; or choose layers 'all in vector' to edit the vector's own "
+                                          r"layers$"):
+        definitions.ApplyUnlearning.execute(hunyuan, pooled, 1.0, True, "txt_in", 0, -1, "safe_mean")
+    definitions.ApplyUnlearning.execute(hunyuan, pooled, 1.0, True, "all in vector", 0, -1, "safe_mean")
