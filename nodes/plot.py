@@ -18,7 +18,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from ..core.basis import RefusalBasis
-from .adapters import ADAPTERS
+from .adapters import ADAPTERS, layer_suffix
 
 #: Key of the chart's data in the node's UI output (read by ``web/video_unlearning.js``).
 UI_KEY = "video_unlearning_chart"
@@ -94,6 +94,13 @@ def _input_name(basis: RefusalBasis, name: str, layers) -> str:
     return name or "one input"
 
 
+def _pooled_suffixes(basis: RefusalBasis) -> set[str]:
+    """The suffixes of the basis's family whose input is the mean of rows another layer of its group reads
+    (``LayerGroup.pooled_suffixes``)."""
+    return {s for adapter in ADAPTERS if adapter.family == basis.model_family
+            for group in adapter.groups.values() for s in group.pooled_suffixes}
+
+
 def chart_bars(basis: RefusalBasis) -> list[Bar]:
     """The chart's bars: shared inputs first (in layer order), then single layers by block and kind."""
     shared, single = [], []
@@ -113,7 +120,15 @@ def chart_bars(basis: RefusalBasis) -> list[Bar]:
                 where = f"{', '.join(spans)} {_kinds_text([sub for _, _, sub in parts])}"
             else:
                 where = ", ".join(layers)
-            shared.append(Bar(f"{name}: {where} share this input", layers, value, name, None))
+            pooled = [layer for layer in layers if layer_suffix(layer) in _pooled_suffixes(basis)]
+            if pooled:
+                # HunyuanVideo's txt_in.c_embedder.in_layer reads the mean of the rows txt_in.input_embedder reads: one
+                # fit, but not one input ("share this input" told a user both layers read the same tensor)
+                rows = ", ".join(layer for layer in layers if layer not in pooled)
+                label = f"{name}: {rows} reads its rows, {', '.join(pooled)} their mean: one fit"
+            else:
+                label = f"{name}: {where} share this input"
+            shared.append(Bar(label, layers, value, name, None))
         else:
             prefix, block, sub = parts[0]
             where = "block" if prefix == main else (prefix or "").rstrip("s")

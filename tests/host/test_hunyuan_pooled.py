@@ -163,9 +163,10 @@ def test_the_chart_of_all_names_the_blocks_as_with_the_default(pack, hunyuan, me
     every = definitions.RefusalVectorNode.execute(acts, "cpca", 2, 1.0)[0]
     assert every.layers[0] == LAYER
     labels = [bar["label"] for bar in plot.chart_data(every)["bars"]]
-    # the text input's two layers share one record: one bar, first
-    assert labels == [f"text context: {', '.join(TEXT_INPUT)} share this input", LAYER, "block 0 · txt_mlp.0",
-                      "block 0 · txt_attn.qkv"], labels
+    # the text input's two layers share one record: one bar, first, which says that c_embedder reads the rows' mean
+    # (it said both "share this input")
+    assert labels == [f"text context: {TEXT_INPUT[0]} reads its rows, {TEXT_INPUT[1]} their mean: one fit", LAYER,
+                      "block 0 · txt_mlp.0", "block 0 · txt_attn.qkv"], labels
 
 
 def test_block_halves_on_a_vector_outside_the_blocks_points_to_the_layer_groups_sweep(pack, hunyuan, measured, text):
