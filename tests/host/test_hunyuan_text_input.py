@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from pooled_edit import NEUTRAL, PAIRS, VALIDATION, assert_exported_lora_patches_as_apply, held_out_check, weight_key
+from pooled_edit import (BENIGN, NEUTRAL, PAIRS, VALIDATION, assert_exported_lora_patches_as_apply, held_out_check,
+                         weight_key)
 
 # the same fixtures: the tiny HunyuanVideo, and its text stand-in whose pooled output is the mean of the prompt's rows
 from test_hunyuan_pooled import hunyuan, text  # noqa: F401
