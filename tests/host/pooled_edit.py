@@ -84,3 +84,14 @@ def held_out_check(model, text, target: str, length: int):
                                        validation_pairs=held_out).args
 
     return check
+
+
+def measure_group(model, text, group: str, size: int, length: int):
+    """Pair Encoder (:data:`PAIRS`, :data:`NEUTRAL`) -> Collect Activations (``group``, ``size`` x ``size``, ``length``
+    frames, 2 timesteps, all blocks) -> Low-Rank Refusal Vector (cpca, rank 4): (encoded pairs, activations, vector)."""
+    from comfyui_video_unlearning.nodes import definitions
+
+    with torch.inference_mode():
+        encoded = definitions.PairEncoder.execute(text, PAIRS, NEUTRAL, "Rolex")[0]
+        acts = definitions.CollectActivations.execute(model, encoded, size, size, length, "2", 0, group, 0, -1)[0]
+        return encoded, acts, definitions.RefusalVectorNode.execute(acts, "cpca", 4, 1.0)[0]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 from pooled_edit import (BENIGN, NEUTRAL, PAIRS, VALIDATION, assert_apply_removes_the_pooled_difference,
-                         assert_exported_lora_patches_as_apply, held_out_check, weight_key)
+                         assert_exported_lora_patches_as_apply, held_out_check, measure_group, weight_key)
 
 LAYER = "vector_in.in_layer"
 TEXT_INPUT = ("txt_in.input_embedder", "txt_in.c_embedder.in_layer")  # the group txt_in, in 'all' too
@@ -43,12 +43,7 @@ def text(tiny):
 @pytest.fixture(scope="module")
 def measured(pack, hunyuan, text):
     """Pair Encoder -> Collect Activations (group "vector_in") -> Low-Rank Refusal Vector; the encoded pairs too."""
-    from comfyui_video_unlearning.nodes import definitions
-
-    with torch.inference_mode():
-        encoded = definitions.PairEncoder.execute(text, PAIRS, NEUTRAL, "Rolex")[0]
-        acts = definitions.CollectActivations.execute(hunyuan, encoded, 64, 64, 9, "2", 0, "vector_in", 0, -1)[0]
-        return encoded, acts, definitions.RefusalVectorNode.execute(acts, "cpca", 4, 1.0)[0]
+    return measure_group(hunyuan, text, "vector_in", 64, 9)
 
 
 def test_the_group_is_the_top_level_layer_whatever_the_block_range(pack, hunyuan):

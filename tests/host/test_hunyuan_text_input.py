@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from pooled_edit import (BENIGN, NEUTRAL, PAIRS, VALIDATION, assert_exported_lora_patches_as_apply, held_out_check,
-                         weight_key)
+from pooled_edit import (BENIGN, NEUTRAL, VALIDATION, assert_exported_lora_patches_as_apply, held_out_check,
+                         measure_group, weight_key)
 
 # the same fixtures: the tiny HunyuanVideo, and its text stand-in whose pooled output is the mean of the prompt's rows
 from test_hunyuan_pooled import hunyuan, text  # noqa: F401
@@ -25,12 +25,7 @@ pytestmark = pytest.mark.usefixtures("inference_mode")
 @pytest.fixture(scope="module")
 def measured(pack, hunyuan, text):
     """Pair Encoder -> Collect Activations (group "txt_in") -> Low-Rank Refusal Vector; the encoded pairs too."""
-    from comfyui_video_unlearning.nodes import definitions
-
-    with torch.inference_mode():
-        encoded = definitions.PairEncoder.execute(text, PAIRS, NEUTRAL, "Rolex")[0]
-        acts = definitions.CollectActivations.execute(hunyuan, encoded, 64, 64, 9, "2", 0, "txt_in", 0, -1)[0]
-        return encoded, acts, definitions.RefusalVectorNode.execute(acts, "cpca", 4, 1.0)[0]
+    return measure_group(hunyuan, text, "txt_in", 64, 9)
 
 
 def _token_rows(conditionings) -> list[torch.Tensor]:

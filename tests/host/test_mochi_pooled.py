@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 from pooled_edit import (NEUTRAL, PAIRS, assert_apply_removes_the_pooled_difference,
-                         assert_exported_lora_patches_as_apply, held_out_check, weight_key)
+                         assert_exported_lora_patches_as_apply, held_out_check, measure_group, weight_key)
 
 LAYER = "t5_y_embedder.to_out"
 KEY = weight_key(LAYER)
@@ -34,12 +34,7 @@ def text(tiny, clip):
 @pytest.fixture(scope="module")
 def measured(pack, mochi, text):
     """Pair Encoder -> Collect Activations (group "t5_y_embedder") -> Low-Rank Refusal Vector; the encoded pairs too."""
-    from comfyui_video_unlearning.nodes import definitions
-
-    with torch.inference_mode():
-        encoded = definitions.PairEncoder.execute(text, PAIRS, NEUTRAL, "Rolex")[0]
-        acts = definitions.CollectActivations.execute(mochi, encoded, 32, 32, 7, "2", 0, "t5_y_embedder", 0, -1)[0]
-        return encoded, acts, definitions.RefusalVectorNode.execute(acts, "cpca", 4, 1.0)[0]
+    return measure_group(mochi, text, "t5_y_embedder", 32, 7)
 
 
 def pooled_inputs(mochi, sides):
