@@ -110,15 +110,8 @@ def family_and_text(family: str, model_seed: int):
                                              True)
     import comfy.sd
 
-    class MeanPooled(tiny_models.FamilyText):
-        def encode_from_tokens_scheduled(self, tokens):
-            (cond, _extras), = self.inner.encode_from_tokens_scheduled(tokens)
-            used = int(cond[0].abs().sum(-1).gt(0).sum())
-            return [[cond[:, :used, :self.width].clone(), {"pooled_output": cond[:, :used, :self.pooled].mean(1)}]]
-
-    stock = tiny_models.tiny_hunyuan_video_text()
     model = comfy.sd.load_diffusion_model_state_dict(tiny_models.tiny_hunyuan_video_state_dict(model_seed))
-    return model, MeanPooled(stock.inner, None, stock.width, stock.pooled, False)
+    return model, tiny_models.tiny_hunyuan_video_mean_pooled_text()
 
 
 def differences(model, held, latent, sigmas, seed: int, module: str):

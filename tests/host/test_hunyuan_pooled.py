@@ -27,17 +27,8 @@ def hunyuan(pack, tiny):
 
 @pytest.fixture(scope="module")
 def text(tiny):
-    """The HunyuanVideo text stand-in with a pooled output that summarises the prompt (the mean of its token rows), as
-    CLIP-L's end-token state does: the stock stand-in pools the first token, which is 'a' on both sides of a pair."""
-
-    class MeanPooled(tiny.FamilyText):
-        def encode_from_tokens_scheduled(self, tokens):
-            (cond, extras), = self.inner.encode_from_tokens_scheduled(tokens)
-            used = int(cond[0].abs().sum(-1).gt(0).sum())
-            return [[cond[:, :used, :self.width].clone(), {"pooled_output": cond[:, :used, :self.pooled].mean(1)}]]
-
-    stock = tiny.tiny_hunyuan_video_text()
-    return MeanPooled(stock.inner, None, stock.width, stock.pooled, False)
+    """The HunyuanVideo text stand-in whose pooled output is the mean of the prompt's token rows."""
+    return tiny.tiny_hunyuan_video_mean_pooled_text()
 
 
 @pytest.fixture(scope="module")

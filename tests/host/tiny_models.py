@@ -7,9 +7,11 @@
   experts as the Wan 2.1 architecture; each has its own weights (here: its own seed), stored as scaled fp8
   like the official ``*_fp8_scaled`` files. ``WAN22_FILES`` maps the official file names to these builders.
 - ``tiny_wan_clip``, ``family_model`` with ``TINY_FAMILIES`` (the other families' tiny models) and ``FamilyText``:
-  from ``bench/host_models.py`` (benchmarks never import tests/; tests import them from there).
-- ``tiny_hunyuan_video_state_dict`` and ``tiny_hunyuan_video_text``: a HunyuanVideo that ComfyUI's detection
-  loads, and a text encoder stand-in shaped as HunyuanVideo's.
+  from ``bench/host_models.py`` (tests import them from there; of the benchmarks only ``pooled_paths.py``,
+  ``hunyuan_text_paths.py`` and ``text_paths.py`` import this module, the models their README figures were
+  measured on).
+- ``tiny_hunyuan_video_state_dict``, ``tiny_hunyuan_video_text`` and ``tiny_hunyuan_video_mean_pooled_text``: a
+  HunyuanVideo that ComfyUI's detection loads, and text encoder stand-ins shaped as HunyuanVideo's.
 - ``tiny_wan_gguf_twins``: a tiny Wan whose k/v layers hold GGUF blocks as ComfyUI-GGUF holds them
   (``GGUFStandIn`` from ``bench/host_models.py``), and its float twin holding the decoded values.
 - ``LookupTextEncoder``: the tiny CLIP's tokenizer with a fixed table in place of its transformer, for tests whose
@@ -136,6 +138,20 @@ def tiny_hunyuan_video_text(seed: int = 0):
     the pinned ComfyUI lacks the Llama tokenizer's ``tokenizer.json``, so its HunyuanVideo encoder cannot run here."""
     return FamilyText(LookupTextEncoder(tiny_wan_clip(seed), rows=64, width=TINY_HUNYUAN_VIDEO["vec_in_dim"]), None,
                       TINY_HUNYUAN_VIDEO["context_in_dim"], TINY_HUNYUAN_VIDEO["vec_in_dim"], False)
+
+
+class _MeanPooledText(FamilyText):
+    def encode_from_tokens_scheduled(self, tokens):
+        (cond, _extras), = self.inner.encode_from_tokens_scheduled(tokens)
+        used = int(cond[0].abs().sum(-1).gt(0).sum())
+        return [[cond[:, :used, :self.width].clone(), {"pooled_output": cond[:, :used, :self.pooled].mean(1)}]]
+
+
+def tiny_hunyuan_video_mean_pooled_text(seed: int = 0):
+    """:func:`tiny_hunyuan_video_text` with a pooled output that summarises the prompt (the mean of its token rows), as
+    CLIP-L's end-token state does: the stock stand-in pools the first token, which is 'a' on both sides of a pair."""
+    stock = tiny_hunyuan_video_text(seed)
+    return _MeanPooledText(stock.inner, None, stock.width, stock.pooled, False)
 
 
 #: The official HunyuanVideo diffusion-model file name -> the builder of its tiny stand-in (for the server tests).
