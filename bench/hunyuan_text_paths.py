@@ -54,7 +54,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 # SMOKE: pooled_paths.py's tiny setting, which the host test runs this bench on
-from pooled_paths import SETUPS, SMOKE, check_on_all, family_and_text, setup_host, total  # noqa: E402,F401
+from pooled_paths import (SETUPS, SMOKE, check_on_all, chosen_setups, family_and_text, setup_host,  # noqa: E402,F401
+                          total)
 
 FAMILY = "hunyuan_video"
 TARGET = "safe_mean"
@@ -253,10 +254,7 @@ def main(argv=None, setups: dict | None = None) -> list[dict]:
     parser.add_argument("--json", type=Path, default=ROOT / "out" / "hunyuan_text_paths.json")
     args = parser.parse_args(argv)
     setups = setups or SETUPS
-    names = args.setups or list(setups)
-    unknown = [name for name in names if name not in setups]
-    if unknown:
-        raise ValueError(f"unknown setup {unknown[0]!r}: choose from {sorted(setups)}")
+    names = chosen_setups(args.setups, setups)
     setup_host()
     with torch.inference_mode():
         results = [measure(setups[name]) for name in names]

@@ -212,6 +212,15 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def chosen_setups(names: list[str] | None, setups: dict) -> list[str]:
+    """The setup names asked for on the command line (all of ``setups`` when none), each checked to exist."""
+    names = names or list(setups)
+    unknown = [name for name in names if name not in setups]
+    if unknown:
+        raise ValueError(f"unknown setup {unknown[0]!r}: choose from {sorted(setups)}")
+    return names
+
+
 def main(argv=None, setups: dict | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
@@ -219,10 +228,7 @@ def main(argv=None, setups: dict | None = None) -> list[dict]:
     parser.add_argument("--json", type=Path, default=ROOT / "out" / "pooled_paths.json")
     args = parser.parse_args(argv)
     setups = setups or SETUPS
-    names = args.setups or list(setups)
-    unknown = [name for name in names if name not in setups]
-    if unknown:
-        raise ValueError(f"unknown setup {unknown[0]!r}: choose from {sorted(setups)}")
+    names = chosen_setups(args.setups, setups)
     setup_host()
     results = []
     with torch.inference_mode():
