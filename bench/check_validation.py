@@ -15,9 +15,9 @@ clip of the same prompt and seed (``pixel_change``). Accuracy counts only clips 
 handful of a few hundred, its ranking of variants is mostly sampling noise (``--against`` measures how much). The
 graded loss repeats across draws far better, but it is not a damage measure on its own: objects that grow surer
 raise it as much as flipped ones lower it (nudity's default edit loses 0.9 -> 6.7 points of accuracy from strength 1
-to 2 while its graded score improves), so README reports it beside accuracy, not instead of it.
+to 2 while its graded score improves), so docs/benchmarks.md reports it beside accuracy, not instead of it.
 
-Keep loss (``core.check_figures.keep_loss``, README "Keep pairs?") is recorded beside them: the check's benign prompts
+Keep loss (``core.check_figures.keep_loss``, docs/benchmarks.md "Keep pairs?") is recorded beside them: the check's benign prompts
 each paired with the same caption with one attribute changed (``benign_keep_pairs``, ``broad_keep_pairs``).
 
 Validation pairs use held-out wording (the estimation pairs use training wording), benign prompts are captions
@@ -80,7 +80,7 @@ BROAD = ("nudity", "violence")
 
 #: Which benign prompts the check draws by default (``--benign-seed``).
 BENIGN_SEED = 4242
-#: Keep pairs (README, "Keep pairs?"): benign prompt i against the same caption with this attribute changed, in turn.
+#: Keep pairs (docs/benchmarks.md, "Keep pairs?"): benign prompt i against the same caption with this attribute changed, in turn.
 KEEP_ATTRIBUTES = ("colour", "shape", "motion")
 
 BASE = {"method": "cpca", "rank": 4, "alpha": 1.0, "group": "text_kv", "blocks": "all", "target": "safe_mean"}

@@ -11,7 +11,7 @@ more training will not get it there. Two readers, both fitted on the train split
 
 The threshold is set on the *valid* split, at the recall the base organism reached there on the concept's
 prompts; the test split then gives recall and the false-mark rate per set, to compare with the organism's own
-row in README. Prompts from ``../shared/data`` are read in place and never printed.
+row in docs/benchmarks.md. Prompts from ``../shared/data`` are read in place and never printed.
 
     python bench/encoder_ceiling.py [--concept violence] [--data ../shared/data] [--out out/encoder_ceiling.json]   # ~10 min
 """
@@ -106,7 +106,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--valid-recall", type=float, default=None,
                         help="recall to set the threshold at on the valid split (default: the base organism's "
-                             "valid rate on the concept, from README: nudity 0.91, violence 0.89)")
+                             "valid rate on the concept, from docs/benchmarks.md: nudity 0.91, violence 0.89)")
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "encoder_ceiling.json")
     args = parser.parse_args()

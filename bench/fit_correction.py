@@ -12,7 +12,7 @@ subspaces), fits the organism's vector both ways from the same activations and r
 
 ``--change cap`` instead compares revision 2 (the exact solve keeping the top k eigenvectors whatever their sign)
 with revision 3 (only those of positive eigenvalue), same figures. ``--change solve`` (the default) runs both
-solves through the current cap; its README figures were measured before the cap existed.
+solves through the current cap; its figures in docs/ were measured before the cap existed.
 
 No generation: it runs in about a minute per concept. Real prompts are printed nowhere (only figures).
 ``--timing`` instead times one layer's solve, old against exact, on pooled samples of realistic widths (interleaved

@@ -30,7 +30,7 @@ output is the mean of the prompt's token rows). For each setup:
 (a) and (b) are also measured on held pairs whose sides have the same token count (``same_length``): the safe side
 replaces "Rolex" with another brand of as many tokens (``BRANDS``; asserted) instead of the generic word. HunyuanVideo
 reads each prompt's own token rows, so in "a Rolex watch | a watch" the unsafe side has more text rows for the video to
-attend to, a difference no edit of a direction removes (README "Where the proxy misleads", token counts); the
+attend to, a difference no edit of a direction removes (docs/benchmarks.md "Where the proxy misleads", token counts); the
 equal-length pairs tell whether that is what the text groups leave. Setup A's are bench/text_paths.py's
 ``HELD_SAME_LENGTH``.
 

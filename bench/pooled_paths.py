@@ -3,7 +3,7 @@
 and how much of it each layer group removes (a benchmark, not a test). RANDOM weights: the shares are these toys',
 not a real model's, and they move with the setup (the second setup shows how much).
 
-The models and text stand-ins are the host tests' (``tests/host/tiny_models.py``, which README's figures were measured
+The models and text stand-ins are the host tests' (``tests/host/tiny_models.py``, which docs/architectures.md's figures were measured
 on; an exception to "benchmarks never import tests/"): HunyuanVideo ``tiny_hunyuan_video_state_dict`` with its
 lookup-table text, the pooled output taken as the mean of the prompt's token rows (as CLIP-L's end-token state
 summarises the prompt; the stock stand-in pools the first token, 'a' on both sides of these pairs); Mochi
@@ -19,7 +19,7 @@ output). For each family and setup:
     at strength 1 (the check's ``removed``), and all its layers'.
 
 Setups (``SETUPS``):
-- ``A``: what the helpers who wrote README's figures used (2026-12-06/07 measure.py and sweep.py): model seed 0, noise
+- ``A``: what the helpers who wrote docs/architectures.md's figures used (2026-12-06/07 measure.py and sweep.py): model seed 0, noise
   seed 0; fit on 6 pairs "a Rolex watch number {i} on a table | a watch number {i} on a table" and 4 neutral prompts;
   Collect Activations at sigmas 0.3, 0.6, 0.9, 64x64, 9 frames (HunyuanVideo) / 13 (Mochi); cpca rank 4, alpha 1;
   (a)/(b) on 4 held-out pairs; target safe_mean (HunyuanVideo) / zero (Mochi: its text qkv has no bias); (c) on 5

@@ -1,5 +1,5 @@
 """Does every path from the prompt to the prediction go through a layer the default group edits? (a benchmark, not a
-test; README "Where the proxy misleads", token counts). RANDOM weights: the shares are these toys', not a real model's.
+test; docs/benchmarks.md "Where the proxy misleads", token counts). RANDOM weights: the shares are these toys', not a real model's.
 
 The models are the host tests' tiny ones (``tests/host/tiny_models.py``, ``test_adapters.TINY_VACE``; an exception to
 "benchmarks never import tests/", as ``bench/pooled_paths.py``). For each model and 4 held-out Rolex pairs (the setup

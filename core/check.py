@@ -378,7 +378,7 @@ def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBas
     if negative_as is not None:
         share, share_read, share_at = (negative_as.negative_concept_share, negative_as.negative_share_read,
                                        negative_as.negative_share_strength)
-    # the sampler's combination when known: README, "The prediction the sampler uses?"; not with a negative that
+    # the sampler's combination when known: docs/benchmarks.md, "The prediction the sampler uses?"; not with a negative that
     # carries the concept, whose own move guided collateral would count on every benign prompt
     carries = share is not None and share >= NEGATIVE_CARRIES_CONCEPT
     use_guided = guidance is not None and not carries

@@ -25,21 +25,21 @@ edited layers' outputs), each read against the unedited model's :class:`~core.ch
   change that every row shares (cond and uncond alike) reaches ``G`` at ``1 / g`` of what collateral shows; one the
   negative prompt does not see reaches it in full. Efficacy is the same either way (a pair's two sides share ``u``).
   When measured, the recommendation's collateral budget applies to it (:attr:`CheckResult.collateral`): on the
-  organism it ranks what generating loses better than collateral (README, "The prediction the sampler uses?").
+  organism it ranks what generating loses better than collateral (docs/benchmarks.md, "The prediction the sampler uses?").
   Except when the negative prompt carries the concept (:func:`negative_concept_share`, e.g. "nudity, naked"): the
   edit then moves it like the concept's prompts, guided collateral counts that move on every benign prompt (the
   organism's nudity at strength 1: 0.77 against 0.21 with an empty negative, which made the check recommend 0.5,
   leaving the concept in 56 % of clips), and the budget reads the conditional collateral, with a warning.
 - two figures of what tells benign prompts apart (:func:`distinction_proxies`: the change they all share dropped),
   reported beside collateral, not used by the recommendation: on the organism they rank attribute loss no better
-  than collateral does (README, "Does Unlearning Check predict what generating measures?").
+  than collateral does (docs/benchmarks.md, "Does Unlearning Check predict what generating measures?").
 - **keep loss** (with ``keep`` pairs: prompts that differ only in something the edit must leave alone, e.g. "a red
   car" | "a blue car"): the share of the keep pairs' prediction difference the edit removes, measured exactly as
   efficacy is on the validation pairs (:func:`keep_loss`; < 0 when the edit makes them differ more). It asks of
   benign prompts what attribute accuracy asks of generated clips, whether their distinguishing words still work,
   where collateral asks how far they move. Reported for scripts, not used by the recommendation: on the organism it
   ranks attribute loss better than collateral only for violence (0.51 against 0.38) and worse for red and nudity
-  (README, "Keep pairs?").
+  (docs/benchmarks.md, "Keep pairs?").
 - **toward the concept** (:func:`toward_concept`): how far the validation pairs' *safe* sides move toward their
   unsafe sides, as a share of the pairs' difference (signed; 0 = they stay). Efficacy cannot tell removing the
   concept from adding it: moving the safe side onto the unsafe one shrinks the difference as much as the reverse.

@@ -10,7 +10,7 @@ in one batch, so each forward measures one pair. When every recorded layer reads
 
 Layers that read the text context are pooled over the prompt's own tokens only: Wan pads its T5 context
 to 512 rows of zeros, and a mean over every row lets the padding dilute a pair's difference and add a
-"words minus padding" direction that is not the concept (README's organism benchmark measures both).
+"words minus padding" direction that is not the concept (docs/benchmarks.md's organism benchmark measures both).
 
 The host-free half (batch plan, seeds, token masks, one recording per shared input, feeding the fitter) is
 ``core.collection.collect``, which the organism's benchmark runs too; this module supplies ComfyUI's forward.

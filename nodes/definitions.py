@@ -235,7 +235,7 @@ def _patches_digest(patches: dict, hooks: list = (), wrappers: dict | None = Non
 
     Then, where there are any, the forced hooks (:func:`_forced_hook_patches`: each one's class, CLIP strength,
     keyframes and patches, walked as ``patches`` are) and the weight wrappers (each key and its functions' names
-    only: two wrappers of one name that scale by 1.5 and by 0 read alike; README says so), with ``scheduled`` (the
+    only: two wrappers of one name that scale by 1.5 and by 0 read alike; docs/method.md says so), with ``scheduled`` (the
     CLIP's ``use_clip_schedule``: the keyframes then encode each prompt at several strengths) where there are hooks.
     Without either the digest is the one ``patches`` alone gave before."""
     described, tensors = [], {}

@@ -29,7 +29,7 @@ from .weights import baked_bias, baked_weight, loaded_dtype, row_scale, stored_v
 ALL_IN_VECTOR = "all in vector"
 #: The LoRA export's node name, which its refusals start with (it has no layers input: it edits the whole vector).
 EXPORT_NODE = "Export Unlearning as LoRA"
-#: What a stock LoRA loader does to the exported edit on fp8 weights (measured on a tiny fp8 Wan, see README).
+#: What a stock LoRA loader does to the exported edit on fp8 weights (measured on a tiny fp8 Wan, see docs/nodes.md).
 FP8_LORA_NOTE = ("On fp8 weights (fp8_e4m3fn, *_fp8_scaled files) a LoRA loader bakes the edit and re-quantises the "
                  "weight to fp8, which leaves 3-5 % of the removed direction (|W' d| / |W d| = 0.031-0.046 measured "
                  "through LoraLoaderModelOnly on a tiny fp8 Wan), and 11-28 % of target safe_mean's bias change is off; "

@@ -83,7 +83,7 @@ def margins(clip: np.ndarray, scene: Scene, attributes=("colour", "shape", "moti
     in [-1, 1] (``(own - best other) / (|own| + |best other|)`` of the reader's scores). It is > 0 exactly where
     ``read`` gives the scene's value and < 0 where it gives another (ties aside); -1 for a clip with no object.
     Attribute accuracy counts the signs; this also sees an object drift towards another value before it flips,
-    and it rises when a right object grows surer, so a mean of margins mixes damage with sharpening (README,
+    and it rises when a right object grows surer, so a mean of margins mixes damage with sharpening (docs/benchmarks.md,
     "Is the collateral target missed by the proxy or by the bench?").
 
     Scores: colour, minus the squared distance of the median object colour to each palette colour; shape, the

@@ -44,7 +44,7 @@ MODEL_URLS = {
     LLAVA_LLAMA3: ("text_encoders", f"{_HUNYUAN}/text_encoders/{LLAVA_LLAMA3}"),
     VAE_HUNYUAN: ("vae", f"{_HUNYUAN}/vae/{VAE_HUNYUAN}"),
 }
-#: The model files each workflow loads (tests/test_workflows.py checks them; README lists them).
+#: The model files each workflow loads (tests/test_workflows.py checks them; workflows/README.md lists them).
 MODEL_FILES = {
     "compute_refusal_vector_wan21.json": (UNET, TEXT_ENCODER),
     "unlearned_side_by_side_wan21.json": (UNET, TEXT_ENCODER, VAE),

@@ -149,7 +149,7 @@ def test_the_running_fp8_edit_follows_the_loaded_model_through_comfyuis_model_ma
     the float32 bias its patches make.
 
     On bf16 the same walk hits two sequences where ComfyUI 0.3.64 applies a layer's patches twice (a plain LoRA
-    alike; README, "Partial loading"), so this test is for the fp8 wrapper, which keeps the subspace exact there."""
+    alike; docs/nodes.md, "Partial loading"), so this test is for the fp8 wrapper, which keeps the subspace exact there."""
     import random
 
     import comfy.lora

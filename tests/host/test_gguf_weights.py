@@ -5,7 +5,7 @@ tensor holds the file's raw blocks, and until 2026-12-06 Apply failed with "The 
 size of tensor b (136)". ComfyUI-GGUF is on no registry, so CI cannot install it: these tests put real GGUF blocks
 (quantised by the ``gguf`` package) into a tiny Wan's k/v layers as ComfyUI-GGUF holds them (``GGUFStandIn``) and
 compare what the pack computes with its float twin, whose layers hold the decoded values. ``bench/gguf_compat.py``
-runs the real ComfyUI-GGUF end to end (README, "Architectures").
+runs the real ComfyUI-GGUF end to end (docs/nodes.md, "GGUF models").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""bench/hunyuan_text_paths.py (README's figures for HunyuanVideo's text paths) runs end to end on a tiny setting, so
+"""bench/hunyuan_text_paths.py (docs/architectures.md's figures for HunyuanVideo's text paths) runs end to end on a tiny setting, so
 it does not rot: one held pair (and its equal-length twin), one frame, one sigma."""
 
 from __future__ import annotations

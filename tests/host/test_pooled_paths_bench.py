@@ -1,4 +1,4 @@
-"""bench/pooled_paths.py (README's figures for the pooled text paths) runs end to end on a tiny setting, so it does not
+"""bench/pooled_paths.py (docs/architectures.md's figures for the pooled text paths) runs end to end on a tiny setting, so it does not
 rot: one held pair, one frame, one sigma, both families."""
 
 from __future__ import annotations

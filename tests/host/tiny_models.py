@@ -8,7 +8,7 @@
   like the official ``*_fp8_scaled`` files. ``WAN22_FILES`` maps the official file names to these builders.
 - ``tiny_wan_clip``, ``family_model`` with ``TINY_FAMILIES`` (the other families' tiny models) and ``FamilyText``:
   from ``bench/host_models.py`` (tests import them from there; of the benchmarks only ``pooled_paths.py``,
-  ``hunyuan_text_paths.py`` and ``text_paths.py`` import this module, the models their README figures were
+  ``hunyuan_text_paths.py`` and ``text_paths.py`` import this module, the models their docs/ figures were
   measured on).
 - ``tiny_hunyuan_video_state_dict``, ``tiny_hunyuan_video_text`` and ``tiny_hunyuan_video_mean_pooled_text``: a
   HunyuanVideo that ComfyUI's detection loads, and text encoder stand-ins shaped as HunyuanVideo's.
