@@ -43,6 +43,9 @@ class LayerGroup:
     ``path`` says, for a top-level group, which path of the text it edits, as messages name it (an old vector of
     layers = all that lacks it leaves that path unedited); ``since`` is the day the group joined layers = all. A family
     lists its top-level groups in that order: Apply's refusal of an old vector names the first one it lacks.
+    ``padding_pooled_until`` is the day until which the layers' rows were pooled over the whole padded text context
+    (Mochi's 256 T5 rows) instead of the prompt's own tokens; vectors record their ``measurement`` since that day, so
+    one that covers such a layer and records none was pooled the old way, and Apply, Check and Export refuse it.
     """
 
     suffixes: tuple[str, ...]
@@ -59,6 +62,7 @@ class LayerGroup:
     top_level: bool = False
     path: str = ""
     since: str = ""
+    padding_pooled_until: str = ""
 
     @property
     def reads_text_tokens(self) -> bool:
@@ -199,6 +203,10 @@ class Adapter:
         text = {s for g in self.groups.values() if g.reads_text_tokens or g.text_stream or g.pooled_text
                 for s in g.suffixes}
         return [name for name in names if layer_suffix(name) in text]
+
+    def group_of(self, name: str) -> LayerGroup | None:
+        """The group whose layer ``name`` is (``blocks.3.attn.qkv_y`` -> Mochi's ``attn.qkv_y``), or None."""
+        return next((g for g in self.groups.values() if layer_suffix(name) in g.suffixes), None)
 
     def top_level_group(self, name: str) -> LayerGroup | None:
         """The ``top_level`` group whose layer ``name`` is (``vector_in.in_layer``), or None."""
@@ -357,8 +365,12 @@ ADAPTERS: tuple[Adapter, ...] = (
         blocks="blocks",
         groups={
             # its T5 context is padded to 256 rows, and the model attends to the prompt's tokens only
-            "mlp_y.w1": LayerGroup(("mlp_y.w1",), False, "text-stream FFN first linear", text_tokens=True),
-            "attn.qkv_y": LayerGroup(("attn.qkv_y",), False, "text-stream attention projections", text_tokens=True),
+            # until 2026-12-06 they were pooled over all 256 rows, which turned the tiny model's pair difference by
+            # about 50 degrees
+            "mlp_y.w1": LayerGroup(("mlp_y.w1",), False, "text-stream FFN first linear", text_tokens=True,
+                                   padding_pooled_until="2026-12-06"),
+            "attn.qkv_y": LayerGroup(("attn.qkv_y",), False, "text-stream attention projections", text_tokens=True,
+                                     padding_pooled_until="2026-12-06"),
             # t5_y_embedder (an attention pool over the prompt's T5 tokens) is added to the timestep embedding that
             # modulates every block: a concept in it reaches the video whatever the text stream's edit does (on the
             # tiny model, random weights, 29 % of a pair's prediction difference went that way and 54 % of what the

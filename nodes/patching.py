@@ -326,6 +326,14 @@ def _chosen_layers(model, basis: RefusalBasis, group: str, block_start: int, blo
                          "which read the text when no CLIP-vision output is connected, so the concept would reach "
                          "the video through them: it was computed before 2026-12-06. Compute it again with Collect "
                          "Activations, whose group now takes them")
+    side_left_out = side_blocks_left_out(adapter, diffusion, chosen, layers, basis.layers)
+    if side_left_out:
+        raise ValueError(f"this refusal vector ({basis.concept or 'unnamed concept'}) edits this Wan VACE model's main "
+                         f"blocks but not the VACE blocks injected into them ({side_left_out[0]!r}"
+                         f"{'...' if len(side_left_out) > 1 else ''}), which read the same text and add what they "
+                         "write into those blocks, so the concept would reach the video through them: it was "
+                         "computed before 2026-12-06, when the layer groups left the VACE blocks out. "
+                         + _compute_again(node, ", whose layer groups now take them"))
     groups = recorded_groups(basis)
     pooled_left_out = top_level_left_out(chosen, basis.layers, groups)
     if pooled_left_out:
@@ -350,7 +358,60 @@ def _chosen_layers(model, basis: RefusalBasis, group: str, block_start: int, blo
                          f"{taker} {takes}: the path through it{path} would be left unedited, and the concept could "
                          f"reach the video that way. The vector was computed with layers = all before {name!r} joined "
                          f"that group{since} ({why}). {remedy}")
+    pooled_padding = padding_pooled_layers(adapter, layers)
+    unrecorded = sum(not measurement for measurement in recorded_measurements(basis))
+    if pooled_padding and unrecorded:
+        until = adapter.group_of(pooled_padding[0]).padding_pooled_until
+        which = (f"the measurement of {unrecorded} of the {len(basis.combined_from)} concepts it combines is not "
+                 "recorded" if basis.combined_from else "it records no measurement")
+        raise ValueError(f"this refusal vector ({basis.concept or 'unnamed concept'}) edits this {adapter.family} "
+                         f"model's text-stream layers ({pooled_padding[0]!r}{'...' if len(pooled_padding) > 1 else ''})"
+                         f" and {which}, which Collect Activations has stored with every vector since {until}: it was "
+                         f"computed before {until}, when those layers were pooled over all 256 padded T5 rows instead "
+                         "of the prompt's own tokens (on a tiny model that turned a pair's difference by about 50 "
+                         "degrees), or built without Collect Activations. "
+                         + _compute_again(node, ", which now pools them over the prompt's own tokens"))
     return layers
+
+
+def _compute_again(node: str, why: str) -> str:
+    """The remedy for a vector computed before a fix of what its layers take: compute it again (``why``: what Collect
+    Activations does now) and, for a LoRA exported from it, which holds the same edit and whose loader cannot tell,
+    export again."""
+    if node == EXPORT_NODE:
+        return f"Compute it again with Collect Activations{why} and export that vector"
+    return (f"Compute it again with Collect Activations{why}; a LoRA exported from this vector holds the same edit: "
+            "export it again from the new one")
+
+
+def recorded_measurements(basis: RefusalBasis) -> list:
+    """The ``measurement`` Collect Activations recorded for each concept of ``basis`` (a combined vector's from each
+    concept's entry in ``combined_from``); empty for a concept that records none (a vector from before 2026-12-06, or
+    one built without Collect Activations)."""
+    return [entry.get("measurement") or {} for entry in basis.combined_from] or [basis.measurement]
+
+
+def padding_pooled_layers(adapter, layers) -> list[str]:
+    """Those of ``layers`` whose group was pooled over the padded text context until a day
+    (``LayerGroup.padding_pooled_until``: Mochi's text stream, until 2026-12-06)."""
+    return [layer for layer in layers if (group := adapter.group_of(layer)) and group.padding_pooled_until]
+
+
+def side_blocks_left_out(adapter, diffusion, chosen, layers, vector_layers) -> list[str]:
+    """The side-block layers (``Adapter.side_blocks``: Wan VACE's ``vace_blocks``) among the ``chosen`` ones that the
+    vector does not edit, though it edits the layer of the same kind in the main block they are injected into (of
+    ``layers``, the vector's chosen ones): what a vector computed before the side blocks joined every group leaves
+    out. Side blocks injected into a main block the vector does not edit are not asked for."""
+    if not adapter.side_blocks:
+        return []
+    side = adapter.side_blocks[0]
+
+    def in_side(layer: str) -> bool:
+        return layer.split(".", 1)[0] == side
+
+    edited = {(adapter.main_block(diffusion, layer), layer_suffix(layer)) for layer in layers if not in_side(layer)}
+    return [layer for layer in chosen if in_side(layer) and layer not in vector_layers
+            and (adapter.main_block(diffusion, layer), layer_suffix(layer)) in edited]
 
 
 def recorded_groups(basis: RefusalBasis) -> list[str | None]:
@@ -359,8 +420,7 @@ def recorded_groups(basis: RefusalBasis) -> list[str | None]:
     that records none (a vector from before then, or one built without Collect Activations). One per concept, not
     None for all as soon as one is unrecorded: a combined vector of a recorded 'all' concept and an unrecorded one was
     then judged by its layer kinds alone and applied without a word, the recorded concept's pooled path unedited."""
-    measurements = [entry.get("measurement") or {} for entry in basis.combined_from] or [basis.measurement]
-    groups = [measurement.get("layer_group") for measurement in measurements]
+    groups = [measurement.get("layer_group") for measurement in recorded_measurements(basis)]
     return [group if isinstance(group, str) else None for group in groups]
 
 

@@ -113,6 +113,35 @@ def effective_weights(host):
     return compute
 
 
+@pytest.fixture
+def apply_check_export(pack, tmp_path, monkeypatch):
+    """``apply_check_export(model, validation, size, length) -> {node name: run(vector)}``: the three nodes that take a
+    refusal vector to a MODEL, at target zero: Apply Unlearning ('all in vector'), Unlearning Check (the default group,
+    strengths 0 and 1, ``size`` x ``size``, ``length`` frames, on the ``validation`` pairs) and Export Unlearning as
+    LoRA (into a fresh loras folder)."""
+    import folder_paths
+
+    from comfyui_video_unlearning.nodes import definitions
+    from comfyui_video_unlearning.nodes.check import UnlearningCheck
+
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "loras", ([str(tmp_path / "loras")], {".safetensors"}))
+    folder_paths.filename_list_cache.clear()
+
+    def nodes(model, validation, size: int, length: int):
+        return {
+            "Apply Unlearning": lambda vector: definitions.ApplyUnlearning.execute(
+                model, vector, 1.0, True, "all in vector", 0, -1, "zero"),
+            "Unlearning Check": lambda vector: UnlearningCheck.execute(
+                model, vector, "0, 1", "default", 0, -1, "zero", "none", size, size, length, "0.5", 0,
+                validation_pairs=validation),
+            "Export Unlearning as LoRA": lambda vector: definitions.ExportLoRA.execute(
+                model, vector, 1.0, "zero", "unlearning"),
+        }
+
+    yield nodes
+    folder_paths.filename_list_cache.clear()
+
+
 @pytest.fixture(scope="session")
 def wan22_5b(host, tiny):
     """A tiny Wan 2.2 TI2V 5B (48-channel latent, class WAN22), loaded as UNETLoader loads a file."""

@@ -18,6 +18,8 @@ def tiny_model(family, wan):
 
 @pytest.mark.parametrize("family", list(TINY))
 def test_adapter_layers_exist_and_an_edit_removes_the_direction(family, pack, wan, effective_weights):
+    import dataclasses
+
     from comfyui_video_unlearning.core.refusal import RefusalFitter
     from comfyui_video_unlearning.nodes.adapters import adapter_for
     from comfyui_video_unlearning.nodes.patching import apply_unlearning
@@ -36,7 +38,9 @@ def test_adapter_layers_exist_and_an_edit_removes_the_direction(family, pack, wa
         width = diffusion.get_submodule(name).weight.shape[1]
         safe = torch.randn(6, width, generator=g)
         fitter.update(name, safe + torch.randn(width, generator=g), safe)
-    basis = fitter.fit(rank=2, model_family=family)
+    # with the measurement Collect Activations records: a Mochi text-stream vector without one was pooled over the T5
+    # padding (before 2026-12-06), which Apply refuses
+    basis = dataclasses.replace(fitter.fit(rank=2, model_family=family), measurement={"layer_group": "default"})
     patched, edited = apply_unlearning(patcher, basis, strength=1.0, target="zero")
     assert edited == layers
     keys = [f"diffusion_model.{name}.weight" for name in layers]
@@ -153,6 +157,62 @@ def test_wan_vace_blocks_are_edited_with_the_main_blocks(pack, clip, tiny):
     vace = dict(vace_context=torch.randn(1, 1, 96, 2, 8, 8, generator=g), vace_strength=[1.0])
     base, edited = _sensitivity_to_text_direction(model, patched, direction, x, context, **vace)
     assert base > 0.1 and edited < 1e-5
+
+
+def test_an_old_wan_vace_vector_without_the_vace_blocks_is_refused(pack, clip, tiny, apply_check_export):
+    """Until 2026-12-06 the layer groups left the VACE blocks out: such a vector (main-block k/v only) was applied to
+    the main blocks alone, and Unlearning Check and Export Unlearning as LoRA took it too, without a word (41-44 % of
+    the concept's way left on tiny VACE models). Apply, Check and Export refuse it, naming the VACE blocks, the day and
+    the remedy; the fresh vector runs in all three. Told by structure, not by date: a vector of a main block that no
+    VACE block is injected into is not asked for any."""
+    import dataclasses
+    import re
+
+    from comfyui_video_unlearning.nodes import definitions
+    from comfyui_video_unlearning.nodes.patching import weights_fingerprint
+
+    model = family_model("WAN21_Vace", TINY_VACE)
+    pairs = "\n".join(f"a Rolex watch number {i} on a table | a watch number {i} on a table" for i in range(5))
+    text = tiny.LookupTextEncoder(clip)
+    encoded = definitions.PairEncoder.execute(text, pairs, "a dog\na red car\na tree", "Rolex")[0]
+    activations = definitions.CollectActivations.execute(model, encoded, 64, 64, 1, "1", 0, "default", 0, -1)[0]
+    fresh = definitions.RefusalVectorNode.execute(activations, "mean", 1, 1.0)[0]
+    held_out = "\n".join(f"a shiny Rolex timepiece in box {i} | a shiny timepiece in box {i}" for i in range(5))
+    validation = definitions.PairEncoder.execute(text, held_out, "a dog\na red car", "Rolex")[0]
+
+    def main_blocks_only(vector, blocks=range(4)):
+        layers = [layer for layer in vector.layers if layer.split(".")[:2] in [["blocks", str(b)] for b in blocks]]
+        kept = vector.select(layers)
+        return dataclasses.replace(kept, model_fingerprint=weights_fingerprint(model, layers))
+
+    old = main_blocks_only(fresh)
+    message = (r"this refusal vector \(Rolex\) edits this Wan VACE model's main blocks but not the VACE blocks "
+               r"injected into them \('vace_blocks\.0\.cross_attn\.k'\.\.\.\), which read the same text .*it was "
+               r"computed before 2026-12-06, when the layer groups left the VACE blocks out\. Compute it again with "
+               r"Collect Activations, whose layer groups now take them")
+    for node, run in apply_check_export(model, validation, 64, 1).items():
+        remedy = (" and export that vector" if node == "Export Unlearning as LoRA" else
+                  "; a LoRA exported from this vector holds the same edit: export it again from the new one")
+        with pytest.raises(ValueError, match=f"^{re.escape(node)}: {message}{re.escape(remedy)}$"):
+            run(old)
+        run(fresh)
+    # Combine: with a fresh vector it is refused there (their fingerprints cover different layers); two old ones
+    # combine, and Apply refuses the combination
+    from comfyui_video_unlearning.core.basis import RefusalBasis
+
+    with pytest.raises(ValueError, match=r"their weight fingerprints differ .*but they cover different layers"):
+        RefusalBasis.combine([old, fresh])
+    with pytest.raises(ValueError, match=r"^Apply Unlearning: this refusal vector \(Rolex \+ Rolex\) edits this Wan "
+                                         r"VACE"):
+        definitions.ApplyUnlearning.execute(model, RefusalBasis.combine([old, old]), 1.0, True, "all in vector", 0, -1,
+                                            "zero")
+    with pytest.raises(ValueError, match=r"^Apply Unlearning: .*\('vace_blocks\.1\.cross_attn\.k'\.\.\.\)"):
+        definitions.ApplyUnlearning.execute(model, old, 1.0, True, "default", 2, 2, "zero")  # VACE block 1 -> block 2
+    # block 3 has no VACE block injected: a vector of it is what a fresh one of blocks 3..3 is
+    last = definitions.ApplyUnlearning.execute(model, main_blocks_only(fresh, [3]), 1.0, True, "all in vector", 0, -1,
+                                               "zero")[0]
+    assert {key for key in last.patches if key.endswith(".weight")} == {
+        "diffusion_model.blocks.3.cross_attn.k.weight", "diffusion_model.blocks.3.cross_attn.v.weight"}
 
 
 @pytest.mark.parametrize("vision", [False, True], ids=["no clip vision", "clip vision"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from pooled_edit import (NEUTRAL, PAIRS, assert_apply_removes_the_pooled_difference,
+from pooled_edit import (BENIGN, NEUTRAL, PAIRS, VALIDATION, assert_apply_removes_the_pooled_difference,
                          assert_exported_lora_patches_as_apply, held_out_check, measure_group, weight_key)
 
 LAYER = "t5_y_embedder.to_out"
@@ -279,6 +279,52 @@ def test_a_vector_that_records_no_group_gets_one_verdict_whatever_the_block_rang
         patching.export_lora(mochi, old, str(tmp_path / "old.safetensors"), target="zero")
     default = dataclasses.replace(definitions.RefusalVectorNode.execute(definitions.CollectActivations.execute(
         mochi, measured[0], 32, 32, 1, "0.5", 0, "default", 0, -1)[0], "cpca", 2, 1.0)[0], measurement={})
-    applied = definitions.ApplyUnlearning.execute(mochi, default, 1.0, True, "all", 0, -1, "zero")[0]
-    assert {key for key in applied.patches if key.endswith(".weight")} == {
-        f"diffusion_model.blocks.{i}.attn.qkv_y.weight" for i in range(2)}
+    assert patching.top_level_left_out(patching.layers_for(mochi, "all"), default.layers) == []
+    # not as an old 'all' vector: as one pooled over the T5 padding, as every Mochi vector without a measurement was
+    with pytest.raises(ValueError, match=r"^Apply Unlearning: .*text-stream layers .*records no measurement"):
+        definitions.ApplyUnlearning.execute(mochi, default, 1.0, True, "all", 0, -1, "zero")
+
+
+def test_a_vector_pooled_over_the_t5_padding_is_refused(pack, mochi, measured, text, tmp_path, apply_check_export):
+    """Until 2026-12-06 (commit b9ca53a) Mochi's text-stream layers were pooled over all 256 T5 rows, padding the model
+    never attends to (about 50 degrees off a pair's difference on the tiny model), and vectors record their
+    measurement only since that evening: a Mochi vector of those layers without one was pooled the old way (or built
+    without Collect Activations). Applied, checked and exported without a word before; Apply, Check and Export refuse
+    it, also saved and loaded, and combined with a fresh one (Combine takes them: the combination is refused). The
+    fresh vector runs in all three."""
+    import dataclasses
+    import re
+
+    from comfyui_video_unlearning.core.basis import RefusalBasis
+    from comfyui_video_unlearning.nodes import definitions
+
+    encoded = measured[0]
+    fresh = definitions.RefusalVectorNode.execute(definitions.CollectActivations.execute(
+        mochi, encoded, 32, 32, 1, "0.5", 0, "default", 0, -1)[0], "cpca", 2, 1.0)[0]
+    assert fresh.measurement["layer_group"] == "default"
+    old = dataclasses.replace(fresh, measurement={})
+    old.save(tmp_path / "old.safetensors")
+    loaded = RefusalBasis.load(tmp_path / "old.safetensors")
+    assert not loaded.measurement
+    nike = definitions.PairEncoder.execute(
+        text, "\n".join(f"a Nike shoe number {i} on a table | a shoe number {i} on a table" for i in range(6)),
+        NEUTRAL, "Nike")[0]
+    combined = RefusalBasis.combine([old, definitions.RefusalVectorNode.execute(definitions.CollectActivations.execute(
+        mochi, nike, 32, 32, 1, "0.5", 0, "default", 0, -1)[0], "cpca", 2, 1.0)[0]])
+    validation = definitions.PairEncoder.execute(text, VALIDATION, BENIGN, "Rolex")[0]
+    message = (r"this refusal vector \({concept}\) edits this mochi model's text-stream layers "
+               r"\('blocks\.0\.attn\.qkv_y'\.\.\.\) and {which}, which Collect Activations has stored with every "
+               r"vector since 2026-12-06: it was computed before 2026-12-06, when those layers were pooled over all "
+               r"256 padded T5 rows instead of the prompt's own tokens .*, or built without Collect Activations\. "
+               r"Compute it again with Collect Activations, which now pools them over the prompt's own tokens")
+    for node, run in apply_check_export(mochi, validation, 32, 1).items():
+        remedy = (" and export that vector" if node == "Export Unlearning as LoRA" else
+                  "; a LoRA exported from this vector holds the same edit: export it again from the new one")
+        for vector, concept, which in ((old, "Rolex", "it records no measurement"),
+                                       (loaded, "Rolex", "it records no measurement"),
+                                       (combined, "Rolex \\+ Nike", "the measurement of 1 of the 2 concepts it "
+                                                                      "combines is not recorded")):
+            with pytest.raises(ValueError, match=f"^{re.escape(node)}: "
+                                                 f"{message.format(concept=concept, which=which)}{re.escape(remedy)}$"):
+                run(vector)
+        run(fresh)
