@@ -115,10 +115,11 @@ def effective_weights(host):
 
 @pytest.fixture
 def apply_check_export(pack, tmp_path, monkeypatch):
-    """``apply_check_export(model, validation, size, length) -> {node name: run(vector)}``: the three nodes that take a
-    refusal vector to a MODEL, at target zero: Apply Unlearning ('all in vector'), Unlearning Check (the default group,
-    strengths 0 and 1, ``size`` x ``size``, ``length`` frames, on the ``validation`` pairs) and Export Unlearning as
-    LoRA (into a fresh loras folder)."""
+    """``apply_check_export(model, validation, size, length) -> {node name: (run(vector), remedy)}``: the three nodes
+    that take a refusal vector to a MODEL, at target zero: Apply Unlearning ('all in vector'), Unlearning Check (the
+    default group, strengths 0 and 1, ``size`` x ``size``, ``length`` frames, on the ``validation`` pairs) and Export
+    Unlearning as LoRA (into a fresh loras folder); ``remedy`` is how that node's refusal of a vector to compute again
+    ends (``patching._compute_again``)."""
     import folder_paths
 
     from comfyui_video_unlearning.nodes import definitions
@@ -127,15 +128,17 @@ def apply_check_export(pack, tmp_path, monkeypatch):
     monkeypatch.setitem(folder_paths.folder_names_and_paths, "loras", ([str(tmp_path / "loras")], {".safetensors"}))
     folder_paths.filename_list_cache.clear()
 
+    in_place = "; a LoRA exported from this vector holds the same edit: export it again from the new one"
+
     def nodes(model, validation, size: int, length: int):
         return {
-            "Apply Unlearning": lambda vector: definitions.ApplyUnlearning.execute(
-                model, vector, 1.0, True, "all in vector", 0, -1, "zero"),
-            "Unlearning Check": lambda vector: UnlearningCheck.execute(
+            "Apply Unlearning": (lambda vector: definitions.ApplyUnlearning.execute(
+                model, vector, 1.0, True, "all in vector", 0, -1, "zero"), in_place),
+            "Unlearning Check": (lambda vector: UnlearningCheck.execute(
                 model, vector, "0, 1", "default", 0, -1, "zero", "none", size, size, length, "0.5", 0,
-                validation_pairs=validation),
-            "Export Unlearning as LoRA": lambda vector: definitions.ExportLoRA.execute(
-                model, vector, 1.0, "zero", "unlearning"),
+                validation_pairs=validation), in_place),
+            "Export Unlearning as LoRA": (lambda vector: definitions.ExportLoRA.execute(
+                model, vector, 1.0, "zero", "unlearning"), " and export that vector"),
         }
 
     yield nodes

@@ -190,9 +190,7 @@ def test_an_old_wan_vace_vector_without_the_vace_blocks_is_refused(pack, clip, t
                r"injected into them \('vace_blocks\.0\.cross_attn\.k'\.\.\.\), which read the same text .*it was "
                r"computed before 2026-12-06, when the layer groups left the VACE blocks out\. Compute it again with "
                r"Collect Activations, whose layer groups now take them")
-    for node, run in apply_check_export(model, validation, 64, 1).items():
-        remedy = (" and export that vector" if node == "Export Unlearning as LoRA" else
-                  "; a LoRA exported from this vector holds the same edit: export it again from the new one")
+    for node, (run, remedy) in apply_check_export(model, validation, 64, 1).items():
         with pytest.raises(ValueError, match=f"^{re.escape(node)}: {message}{re.escape(remedy)}$"):
             run(old)
         run(fresh)

@@ -317,9 +317,7 @@ def test_a_vector_pooled_over_the_t5_padding_is_refused(pack, mochi, measured, t
                r"vector since 2026-12-06: it was computed before 2026-12-06, when those layers were pooled over all "
                r"256 padded T5 rows instead of the prompt's own tokens .*, or built without Collect Activations\. "
                r"Compute it again with Collect Activations, which now pools them over the prompt's own tokens")
-    for node, run in apply_check_export(mochi, validation, 32, 1).items():
-        remedy = (" and export that vector" if node == "Export Unlearning as LoRA" else
-                  "; a LoRA exported from this vector holds the same edit: export it again from the new one")
+    for node, (run, remedy) in apply_check_export(mochi, validation, 32, 1).items():
         for vector, concept, which in ((old, "Rolex", "it records no measurement"),
                                        (loaded, "Rolex", "it records no measurement"),
                                        (combined, "Rolex \\+ Nike", "the measurement of 1 of the 2 concepts it "
