@@ -108,6 +108,12 @@ class Adapter:
         text_encoder: the family's own text encoder, as its messages name it.
         pooled_text_encoder: how to load the text encoder that gives the pooled output the model reads
             (:func:`require_pooled_text`), where it differs from ``text_encoder``.
+        reads_text_mask: the video attends to the text rows the encoder's ``attention_mask`` marks (LTX-Video, Mochi),
+            so a pair whose sides differ in token count also differs in how many rows it attends to, which no weight
+            edit changes (the tiny models: 35 % and 79 % of such pairs' prediction difference, ``bench/text_paths.py``):
+            Unlearning Check says so. False for Wan and Cosmos Predict2 (no mask read) and for HunyuanVideo: its text
+            is each prompt's own rows with no mask, and sides of equal token count did not bring its removal toward
+            100 % (``bench/hunyuan_text_paths.py``: ``all`` left 74 % and 97 % of them, 51 % and 104 % of the others).
     """
 
     family: str
@@ -123,6 +129,7 @@ class Adapter:
     text_input: str = ""
     text_encoder: str = ""
     pooled_text_encoder: str = ""
+    reads_text_mask: bool = False
 
     def block_count(self, diffusion_model) -> int:
         return len(diffusion_model.get_submodule(self.blocks))
@@ -358,6 +365,7 @@ ADAPTERS: tuple[Adapter, ...] = (
         latent=LatentGeometry(spatial=32, temporal=8),
         text_input="caption_projection.linear_1",
         text_encoder="t5xxl for LTX-Video",
+        reads_text_mask=True,
     ),
     Adapter(
         family="mochi",
@@ -387,6 +395,7 @@ ADAPTERS: tuple[Adapter, ...] = (
         batches_text_masks=False,
         text_input="t5_yproj",
         text_encoder="t5xxl for Mochi",
+        reads_text_mask=True,
     ),
     Adapter(
         family="cosmos_predict2",

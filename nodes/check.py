@@ -379,6 +379,7 @@ def run_unlearning_check(model, basis: RefusalBasis, validation: EncodedPairs | 
         notes["guidance_embedded"] = embeds_guidance(model)
         notes["rounding"] = rounding_note(baseline, compute_dtype(model))
         notes["image"] = image_note(adapter, diffusion, image)
+        notes["token_counts"] = token_count_note(adapter, validation)
         notes["sweep"] = sweep_skipped(model, layers, sweep)
     return main, swept
 
@@ -393,14 +394,40 @@ def image_note(adapter, diffusion, image: bool) -> str | None:
             "the path it takes")
 
 
+def token_count(conditioning) -> int:
+    """How many tokens one prompt's CONDITIONING holds (``conditioning.prompt_token_mask``): the rows its
+    ``attention_mask`` marks where the encoder gave one (T5's padding rows are not the prompt's), else its nonzero
+    context rows (every row where the text has no padding)."""
+    context, extras = conditioning[0][0], conditioning[0][1]
+    return int(prompt_token_mask(context, extras.get("attention_mask"))[0].sum())
+
+
+def token_count_note(adapter, validation: EncodedPairs) -> str | None:
+    """The table's line for a model that reads the text's attention mask (``Adapter.reads_text_mask``: LTX-Video,
+    Mochi) checked on pairs whose sides differ in token count: such a pair also differs in how many text rows the video
+    attends to, which no edit changes, so the removed share never reaches 100 % (docs/benchmarks.md "Where the proxy
+    misleads"). Without it the shortfall read as the edit's."""
+    if not adapter.reads_text_mask:
+        return None
+    unequal = sum(1 for unsafe, safe in zip(validation.unsafe, validation.safe)
+                  if token_count(unsafe) != token_count(safe))
+    if not unequal:
+        return None
+    return (f"token counts: {unequal} of {len(validation.unsafe)} validation pairs have sides of different token "
+            f"counts; this {adapter.family} model reads the prompt's attention mask, which no edit changes, so "
+            "removal stops short of 100 % at every strength (on the tiny models the mask was 35-79 % of the pairs' "
+            "difference): for a removed share that can reach 100 %, write validation pairs whose sides have the same "
+            "token count (e.g. 'a gold Rolex on a wrist | a gold Casio on a wrist')")
+
+
 #: The node's UI output carries, next to the chart image, the recommendation and the table under this key (the web
 #: extension shows them as text on the node; /history keeps them).
 UI_KEY = "video_unlearning_check"
 
 
 def check_ui(main: CheckResult, swept: list[CheckResult], table: str, notes: dict | None = None) -> dict:
-    """JSON-ready summary for the editor: the recommended strength, its row, the reason, the table, the sweep, and
-    whether the padded text was collapsed (``notes`` of :func:`run_unlearning_check`)."""
+    """JSON-ready summary for the editor: the recommended strength, its row, the reason, the table, the sweep,
+    whether the padded text was collapsed and the token-count note (``notes`` of :func:`run_unlearning_check`)."""
     index = main.strengths.index(main.recommended)
     summary = {"strength": float(main.recommended), "removed": float(main.efficacy[index]),
                "collateral": float(main.collateral[index]), "guidance": main.guidance, "reason": main.reason,
@@ -414,6 +441,8 @@ def check_ui(main: CheckResult, swept: list[CheckResult], table: str, notes: dic
         summary["padded_text_collapsed"] = bool(notes["padded_text_collapsed"])
     if notes is not None and notes.get("sweep"):
         summary["sweep_skipped"] = notes["sweep"]
+    if notes is not None and notes.get("token_counts"):
+        summary["token_counts"] = notes["token_counts"]
     return summary
 
 
@@ -458,6 +487,8 @@ def table_text(main: CheckResult, swept: list[CheckResult], notes: dict | None =
         lines.append(notes["rounding"])
     if notes is not None and notes.get("image"):
         lines.append(notes["image"])
+    if notes is not None and notes.get("token_counts"):
+        lines.append(notes["token_counts"])
     return "\n".join(lines)
 
 

@@ -556,8 +556,11 @@ function renderCheck(caption, table, result) {
       ? ` · sweep: ${result.sweep.map((r) => `${r.label} ${r.strength}`).join(", ")}`
       : result.sweep_skipped ? " · sweep not run (see the table)" : "")
     + (result.warning ? " · WARNING: the edit moves the safe prompts toward the concept (pair sides swapped?)" : "")
-    + (result.negative_warning ? " · WARNING: the negative prompt names the concept; judge the edit on its own" : "");
-  caption.title = [result.reason, result.warning, result.negative_warning].filter(Boolean).join("\n");
+    + (result.negative_warning ? " · WARNING: the negative prompt names the concept; judge the edit on its own" : "")
+    // nodes/check.py token_count_note: LTX-Video and Mochi read the mask, so such pairs never read 100 % removed
+    + (result.token_counts ? " · pair sides differ in token count: removal stops short of 100 % (see the table)" : "");
+  caption.title = [result.reason, result.warning, result.negative_warning, result.token_counts]
+    .filter(Boolean).join("\n");
   caption.dataset.state = "ran";
   table.textContent = result.table;
 }

@@ -803,6 +803,14 @@ CHECK_NEGATIVE_CONCEPT = """() => {
   const caption = document.querySelector(".video-unlearning-check-caption");
   return [caption.textContent, caption.title];
 }"""
+CHECK_TOKEN_COUNTS = """() => {
+  const check = window.app.graph._nodes.find((n) => n.comfyClass === "VideoUnlearnCheck");
+  check.onExecuted({ video_unlearning_check: [{ strength: 1, removed: 0.64, collateral: 0.38, guidance: null,
+    reason: "end of the steepest rise ...", warning: null, negative_warning: null, table: "t", sweep: [],
+    token_counts: "token counts: 5 of 5 validation pairs have sides of different token counts; ..." }] });
+  const caption = document.querySelector(".video-unlearning-check-caption");
+  return [caption.textContent, caption.title];
+}"""
 
 
 @both_frontends
@@ -825,6 +833,10 @@ def test_warnings_of_a_run_reach_the_captions(server, shots):
         assert "(conditional: the negative prompt carries the concept)" in text and "guided" not in text, text
         assert "WARNING: the negative prompt names the concept" in text, text
         assert title.endswith("WARNING: the negative prompt names the concept ..."), title
+        # LTX-Video or Mochi checked on pairs whose sides differ in token count (nodes/check.py token_count_note)
+        text, title = page.evaluate(CHECK_TOKEN_COUNTS)
+        assert "pair sides differ in token count: removal stops short of 100 %" in text, text
+        assert title.endswith("token counts: 5 of 5 validation pairs have sides of different token counts; ..."), title
 
 
 # Every pack node on the canvas (those the workflow lacks are added), then one at a time centred and selected alone,
