@@ -145,3 +145,17 @@ def test_a_prompt_without_a_pooled_output_is_refused_only_where_the_model_reads_
     mochi.t5_y_embedder = torch.nn.Module()
     mochi.t5_y_embedder.to_out = torch.nn.Linear(4, 4)
     adapters.require_pooled_text(_patcher("GenmoMochi", mochi), prompts, *WHERE)
+
+
+@pytest.mark.parametrize("family", list(RULES))
+def test_a_layer_is_of_its_own_group_and_only_mochis_text_stream_was_pooled_over_the_padding(adapters, family):
+    """Until 2026-12-06 Mochi's text-stream layers (mlp_y.w1, attn.qkv_y) were pooled over all 256 T5 rows: a vector
+    of them that records no measurement is refused. No other group, Mochi's pooled T5 text included, was."""
+    adapter = adapters.adapter_named(family)
+    pooled = {"mlp_y.w1", "attn.qkv_y"} if family == "mochi" else set()
+    for suffix in RULES[family]:
+        name = suffix if suffix in adapter.top_level_names() else f"{adapter.blocks}.3.{suffix}"
+        group = adapter.group_of(name)
+        assert suffix in group.suffixes and group in adapter.groups.values(), name
+        assert group.padding_pooled_until == ("2026-12-06" if suffix in pooled else ""), name
+    assert adapter.group_of(f"{adapter.blocks}.3.norm_no_such_layer") is None

@@ -145,3 +145,133 @@ def test_a_block_range_before_the_vectors_blocks_is_named_as_what_to_change(patc
     with pytest.raises(ValueError, match="no layer of the refusal vector") as error:
         patching.select_layers(wan, second, patching.ALL_IN_VECTOR, 0, 0)
     assert "the vector's layers lie in blocks 1..1: set block_start and block_end to include them" in str(error.value)
+
+
+# Old vectors told by structure (Wan VACE) and by a missing measurement (Mochi's text stream): each test below pins a
+# rule whose wrong version gave no host-test failure in the mutation test of commit baf5c5d (2026-12-07).
+
+#: the main-block and VACE-block layer names of the tiny VACE model (4 blocks; VACE block 0 is injected into block 0,
+#: VACE block 1 into block 2, none into blocks 1 and 3), k and v
+MAIN_KV = [f"blocks.{b}.cross_attn.{n}" for b in range(4) for n in ("k", "v")]
+VACE_KV = [f"vace_blocks.{b}.cross_attn.{n}" for b in range(2) for n in ("k", "v")]
+
+
+def _fitted(model, layers, concept="Rolex", measurement=None):
+    """A rank-1 vector of ``layers`` of ``model`` fitted on random pairs, without fingerprint, with the
+    ``measurement`` Collect Activations records (none: a vector from before 2026-12-06, or one built without it)."""
+    from comfyui_video_unlearning.core.refusal import RefusalFitter
+    from comfyui_video_unlearning.nodes.adapters import adapter_for
+
+    fitter = RefusalFitter()
+    generator = torch.Generator().manual_seed(len(concept))
+    for name in layers:
+        width = model.model.diffusion_model.get_submodule(name).weight.shape[1]
+        safe = torch.randn(6, width, generator=generator)
+        fitter.update(name, safe + torch.randn(width, generator=generator), safe)
+    basis = fitter.fit(rank=1, concept=concept, model_family=adapter_for(model).family)
+    return dataclasses.replace(basis, measurement=measurement or {})
+
+
+@pytest.fixture(scope="module")
+def vace(pack):
+    from test_adapters import TINY_VACE
+    from tiny_models import family_model
+
+    return family_model("WAN21_Vace", TINY_VACE)
+
+
+@pytest.fixture(scope="module")
+def mochi(pack):
+    from tiny_models import TINY_FAMILIES, family_model
+
+    return family_model(*TINY_FAMILIES["mochi"])
+
+
+def test_a_vace_layer_is_asked_for_only_where_the_vector_edits_its_main_blocks_layer_of_that_kind(patching, vace):
+    from comfyui_video_unlearning.nodes.adapters import adapter_named
+
+    wan, diffusion = adapter_named("wan"), vace.model.diffusion_model
+    chosen = patching.layers_for(vace, "default", 0, -1)
+    assert sorted(chosen) == sorted(MAIN_KV + VACE_KV)
+
+    def left_out(vector_layers, chosen=chosen):
+        layers = [layer for layer in vector_layers if layer in chosen]
+        return patching.side_blocks_left_out(wan, diffusion, chosen, layers, vector_layers)
+
+    assert left_out(MAIN_KV) == VACE_KV  # an old vector: the main blocks only
+    assert left_out(MAIN_KV + VACE_KV) == []  # a fresh one
+    assert left_out(MAIN_KV + VACE_KV[:-1]) == VACE_KV[-1:]  # one lacking only some VACE layers
+    # a fresh vector of blocks 1 and 3, into which no VACE block is injected, is asked for none
+    assert left_out([layer for layer in MAIN_KV if layer.split(".")[1] in "13"]) == []
+    # by kind: a vector of block 0's key alone is asked for VACE block 0's key, not its value
+    assert left_out(["blocks.0.cross_attn.k"]) == ["vace_blocks.0.cross_attn.k"]
+    # a block range without VACE blocks chosen asks for none, whatever the vector lacks
+    assert left_out(MAIN_KV, patching.layers_for(vace, "default", 3, 3)) == []
+    assert patching.side_blocks_left_out(adapter_named("mochi"), diffusion, chosen, MAIN_KV, MAIN_KV) == []
+
+
+def test_a_vace_vector_lacking_one_vace_layer_is_refused_naming_it(patching, vace):
+    """Not only the old vector of the main blocks alone: one VACE layer missing leaves the concept a way through."""
+    vector = _fitted(vace, MAIN_KV + VACE_KV[:-1], measurement={"layer_group": "default"})
+    with pytest.raises(ValueError, match=r"^Apply Unlearning: this refusal vector \(Rolex\) edits this Wan VACE "
+                                         r"model's main blocks but not the VACE blocks injected into them "
+                                         r"\('vace_blocks\.1\.cross_attn\.v'\), which"):
+        patching.select_layers(vace, vector, patching.ALL_IN_VECTOR, 0, -1)
+    assert patching.select_layers(vace, _fitted(vace, MAIN_KV + VACE_KV), patching.ALL_IN_VECTOR, 0, -1) == \
+        MAIN_KV + VACE_KV
+
+
+def test_only_mochis_text_stream_layers_were_pooled_over_the_padding(patching):
+    from comfyui_video_unlearning.nodes.adapters import adapter_named
+
+    mochi = adapter_named("mochi")
+    layers = ["blocks.0.mlp_y.w1", "blocks.1.attn.qkv_y", "t5_y_embedder.to_out", "blocks.0.attn.qkv_x"]
+    assert patching.padding_pooled_layers(mochi, layers) == layers[:2]
+    for family in ("wan", "hunyuan_video", "ltxv", "cosmos_predict2"):
+        adapter = adapter_named(family)
+        names = [f"{adapter.blocks}.0.{suffix}" for suffix in adapter.suffixes("all")] + list(adapter.top_level_names())
+        assert patching.padding_pooled_layers(adapter, names) == [], family
+
+
+def test_each_concept_of_a_combined_vector_records_its_own_measurement(patching, basis):
+    recorded = {"layer_group": "default"}
+    assert patching.recorded_measurements(dataclasses.replace(basis, measurement=recorded)) == [recorded]
+    assert patching.recorded_measurements(dataclasses.replace(basis, measurement={})) == [{}]
+    combined = dataclasses.replace(basis, measurement={}, combined_from=(
+        {"concept": "Rolex", "measurement": recorded}, {"concept": "Nike"}, {"concept": "Omega", "measurement": None}))
+    assert patching.recorded_measurements(combined) == [recorded, {}, {}]
+
+
+def test_a_mochi_vector_without_measurement_is_refused_only_where_it_edits_the_text_stream(patching, mochi):
+    """The chosen layers decide: Mochi's pooled T5 text (t5_y_embedder.to_out) was never pooled over the padding, and
+    a combined vector is judged concept by concept (its own measurement is empty)."""
+    from comfyui_video_unlearning.core.basis import RefusalBasis
+
+    old = _fitted(mochi, ["blocks.0.attn.qkv_y", "t5_y_embedder.to_out"])
+    with pytest.raises(ValueError, match=r"^Apply Unlearning: this refusal vector \(Rolex\) edits this mochi model's "
+                                         r"text-stream layers \('blocks\.0\.attn\.qkv_y'\) and it records no "
+                                         r"measurement, which"):
+        patching.select_layers(mochi, old, patching.ALL_IN_VECTOR, 0, -1)
+    # the pooled T5 text alone was never pooled over the padding: its edit is applied
+    assert patching.select_layers(mochi, old, "t5_y_embedder", 0, -1) == ["t5_y_embedder.to_out"]
+    assert patching.select_layers(mochi, _fitted(mochi, ["t5_y_embedder.to_out"]), patching.ALL_IN_VECTOR, 0, -1) == \
+        ["t5_y_embedder.to_out"]
+    # a combined vector: accepted when every concept records its measurement, refused when one does not
+    layers = ["blocks.0.attn.qkv_y", "blocks.1.attn.qkv_y"]
+    rolex, nike = (_fitted(mochi, layers, concept, {"layer_group": "default"}) for concept in ("Rolex", "Nike"))
+    assert patching.select_layers(mochi, RefusalBasis.combine([rolex, nike]), patching.ALL_IN_VECTOR, 0, -1) == layers
+    unrecorded = dataclasses.replace(nike, measurement={})
+    with pytest.raises(ValueError, match=r"^Apply Unlearning: this refusal vector \(Rolex \+ Nike\) edits this mochi "
+                                         r"model's text-stream layers \('blocks\.0\.attn\.qkv_y'\.\.\.\) and the "
+                                         r"measurement of 1 of the 2 concepts it combines is not recorded"):
+        patching.select_layers(mochi, RefusalBasis.combine([rolex, unrecorded]), patching.ALL_IN_VECTOR, 0, -1)
+
+
+def test_a_vector_of_another_family_is_never_asked_for_a_measurement(patching, wan, basis):
+    """Vectors from before measurements were recorded stay valid where no layer was pooled over the padding."""
+    from comfyui_video_unlearning.core.basis import RefusalBasis
+
+    unrecorded = dataclasses.replace(basis, measurement={})
+    assert patching.select_layers(wan, unrecorded, patching.ALL_IN_VECTOR, 0, -1) == basis.layers
+    assert patching.select_layers(wan, RefusalBasis.combine([unrecorded, unrecorded]), "default", 0, -1) == \
+        basis.layers
