@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+# this folder for the tests' shared modules (comfy_host, script_module), and before it the repository root for `core`
+for _path in (Path(__file__).resolve().parent, REPO_ROOT):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 REQUIRE_ALL = os.environ.get("VIDEO_UNLEARNING_REQUIRE_ALL", "") not in ("", "0")
 

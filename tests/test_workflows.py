@@ -5,7 +5,6 @@ No ComfyUI needed; running them on a real server is ``tests/host/test_server_wor
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import warnings
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from core.pairs import parse_pairs
+from script_module import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
@@ -41,10 +41,7 @@ OFFICIAL_FILES = {
 
 
 def _builder():
-    spec = importlib.util.spec_from_file_location("build_workflows", ROOT / "tools" / "build_workflows.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "tools" / "build_workflows.py", "build_workflows")
 
 
 def _overlap(a, b) -> bool:

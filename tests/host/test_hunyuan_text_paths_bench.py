@@ -3,22 +3,18 @@ it does not rot: one held pair (and its equal-length twin), one frame, one sigma
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+
+from script_module import load_script
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "hunyuan_text_paths.py"
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("hunyuan_text_paths_bench", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bench
-    spec.loader.exec_module(bench)
-    return bench
+    return load_script(BENCH, "hunyuan_text_paths_bench")
 
 
 def test_the_bench_runs_on_a_tiny_setting(pack, tmp_path, capsys):

@@ -3,19 +3,16 @@ rot: one held pair, one frame, one sigma, both families."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
+
+from script_module import load_script
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "pooled_paths.py"
 
 
 def test_the_bench_runs_on_a_tiny_setting(pack, tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("pooled_paths_bench", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bench  # dataclasses look their module up there
-    spec.loader.exec_module(bench)
+    bench = load_script(BENCH, "pooled_paths_bench")
     out = tmp_path / "pooled.json"
     results = bench.main(["--json", str(out)], {"smoke": bench.SMOKE})
     printed = capsys.readouterr().out

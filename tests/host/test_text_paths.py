@@ -7,23 +7,19 @@ an adapter, or a layer left out of a group, fails here. The replay is bench/text
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+from script_module import load_script
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 PAIR = "a gold Rolex on a wrist | a gold Casio on a wrist"  # each brand two tokens in the tiny tests' tokenizer
 
 
 def _bench(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_bench", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCH / f"{name}.py", f"{name}_bench")
 
 
 @pytest.mark.parametrize("family, default_covers", [

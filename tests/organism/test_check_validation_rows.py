@@ -4,13 +4,12 @@ assertions compare counts)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
 from organism.scenes import CONCEPTS, DATA, join, load_pools
+from script_module import load_script
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "check_validation.py"
 
@@ -19,11 +18,7 @@ BENCH = Path(__file__).resolve().parents[2] / "bench" / "check_validation.py"
 def bench_and_pools():
     if not DATA.is_dir():
         pytest.skip(f"no prompt data at {DATA}")
-    spec = importlib.util.spec_from_file_location("check_validation", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module, load_pools(DATA, coco=2000)
+    return load_script(BENCH, "check_validation"), load_pools(DATA, coco=2000)
 
 
 @pytest.mark.parametrize("concept", CONCEPTS)
@@ -93,10 +88,7 @@ def test_variants_that_fit_the_same_edit_are_one_row():
 
     from core.refusal import RefusalFitter
 
-    spec = importlib.util.spec_from_file_location("check_validation_digest", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bench
-    spec.loader.exec_module(bench)
+    bench = load_script(BENCH, "check_validation_digest")
     g = torch.Generator().manual_seed(0)
     safe = torch.randn(5, 32, generator=g, dtype=torch.float64)
     unsafe = safe + 6 * torch.linalg.qr(torch.randn(32, 5, generator=g, dtype=torch.float64))[0].T

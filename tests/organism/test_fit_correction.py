@@ -3,23 +3,19 @@ solve must really differ where the old one failed (rows repeated across timestep
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+from script_module import load_script
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "fit_correction.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("fit_correction", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCH, "fit_correction")
 
 
 def _factors(repeat: int, seed: int = 0):

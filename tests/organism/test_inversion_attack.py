@@ -4,23 +4,19 @@ the concept's words (else the attack would not need its rows to revive it)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+from script_module import load_script
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "inversion_attack.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("inversion_attack", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCH, "inversion_attack")
 
 
 def test_splice_replaces_the_placeholder_rows_only(bench):

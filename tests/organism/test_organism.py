@@ -347,15 +347,11 @@ def test_broad_prompts_on_the_training_split_are_training_prompts():
 def test_bench_variant_selection_by_name_and_block_range():
     """bench/unlearning.py: logo/colour sweep rows picked by name (the default first), broad variants with a block
     range (collected over every block, fitted and edited on the late ones)."""
-    import importlib.util
-    import sys
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[2] / "bench" / "unlearning.py"
-    spec = importlib.util.spec_from_file_location("bench_unlearning", path)
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bench
-    spec.loader.exec_module(bench)
+    from script_module import load_script
+
+    bench = load_script(Path(__file__).resolve().parents[2] / "bench" / "unlearning.py", "bench_unlearning")
     rows = bench.sweep_rows("default,late blocks")
     assert [name for name, _ in rows] == [bench.SWEEP[0][0], "layers: text k/v, late blocks"]
     assert rows[1][1] == {"blocks": "late"} and bench.sweep_rows(None) == bench.SWEEP
