@@ -174,8 +174,12 @@ def parse_pairs(text: str, *, warn: Callable[[str, type[Warning]], None] | None 
     for number, line in content_lines(text):
         bars = line.count("|")
         if bars != 1:
+            lookalike = next((c for c in line if c in BAR_LOOKALIKES), None) if bars == 0 else None
+            hint = (f" ({lookalike!r}, U+{ord(lookalike):04X}, only looks like '|': type the ASCII '|', e.g. with the "
+                    "input method in half-width mode)") if lookalike else ""
             raise PairsError(
-                f"expected exactly one '|' between the unsafe and the safe prompt, found {bars}: {_quoted(line)}",
+                f"expected exactly one '|' between the unsafe and the safe prompt, found {bars}{hint}: "
+                f"{_quoted(line)}",
                 number,
             )
         unsafe, safe = (side.strip() for side in line.split("|"))
@@ -205,7 +209,7 @@ def parse_pairs(text: str, *, warn: Callable[[str, type[Warning]], None] | None 
                  "so put a note on its own line", InlineHashWarning)
         if _words(unsafe) < _words(safe) and not _negates_the_unsafe_side(unsafe, safe):
             warn(f"line {number}: the safe (right) side holds every word of the unsafe (left) side and adds "
-                 f"{_quoted(' '.join(_added_words(unsafe, safe)))}: is the concept on the right? Write "
+                 f"{_quoted(_joined(_added_words(unsafe, safe)))}: is the concept on the right? Write "
                  "'unsafe | safe', the concept on the left: a vector from swapped sides adds the concept to every "
                  "prompt (target safe_mean)", SwappedSidesWarning)
         pairs.append(PromptPair(unsafe=unsafe, safe=safe, line=number))
@@ -222,10 +226,21 @@ def parse_pairs(text: str, *, warn: Callable[[str, type[Warning]], None] | None 
 
 #: Words that can make a safe side longer than its unsafe side the right way round, when what they negate is a word
 #: of the unsafe side ("a watch that is not a Rolex", "a man holding no gun"); "a woman without clothes" adds the
-#: concept and is still warned about.
-NEGATIONS = frozenset({"no", "not", "without", "non", "never", "nor", "neither", "isn", "doesn", "don", "aren", "wasn"})
-#: Skipped between a negation and the word it negates.
-_FILLERS = frozenset({"a", "an", "the", "any", "t", "s"})
+#: concept and is still warned about. Chinese: 不 (not), 没 (not have), 无 (without), 非 (non-).
+NEGATIONS = frozenset({"no", "not", "without", "non", "never", "nor", "neither", "isn", "doesn", "don", "aren", "wasn",
+                       "不", "没", "无", "非"})
+#: Skipped between a negation and the word it negates (是 and 有 make 不是 "is not" and 没有 "has no").
+_FILLERS = frozenset({"a", "an", "the", "any", "t", "s", "是", "有"})
+#: Characters that look like '|' and are not it: a Chinese or Japanese input method in full-width mode types '｜'.
+BAR_LOOKALIKES = "\uff5c\u2502\u2223\u00a6"
+#: Scripts written without spaces between words: Thai, Lao, Myanmar, Khmer, Japanese kana, Chinese characters (the
+#: CJK blocks and their extensions). Each of their characters counts as a word, so that the swapped-sides and
+#: near-duplicate checks see what a pair adds: read as runs of letters, "桌子上的一块手表 | 桌子上的一块劳力士手表"
+#: was two different words and passed unwarned.
+_UNSPACED = ("\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff"
+             "\uf900-\ufaff\U00020000-\U0003134f")
+_WORD = re.compile(f"[{_UNSPACED}]|[^\\W{_UNSPACED}]+")
+_UNSPACED_CHARACTER = re.compile(f"[{_UNSPACED}]")
 
 
 def _negates_the_unsafe_side(unsafe: str, safe: str) -> bool:
@@ -241,7 +256,7 @@ def _negates_the_unsafe_side(unsafe: str, safe: str) -> bool:
 
 
 def _words_in_order(prompt: str) -> tuple[str, ...]:
-    return tuple(re.findall(r"\w+", prompt.casefold()))
+    return tuple(_WORD.findall(prompt.casefold()))
 
 
 def _words(prompt: str) -> frozenset[str]:
@@ -252,6 +267,16 @@ def _added_words(unsafe: str, safe: str) -> list[str]:
     """The words of ``safe`` that ``unsafe`` lacks, in their order, once each."""
     held = _words(unsafe)
     return list(dict.fromkeys(w for w in _words_in_order(safe) if w not in held))
+
+
+def _joined(words: list[str]) -> str:
+    """``words`` as a phrase: spaces between words, none between two characters of a script written without them."""
+    text = ""
+    for word in words:
+        if text and not (_UNSPACED_CHARACTER.fullmatch(word) and _UNSPACED_CHARACTER.fullmatch(text[-1])):
+            text += " "
+        text += word
+    return text
 
 
 def check_pairs(text: str) -> dict:

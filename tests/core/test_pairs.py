@@ -162,3 +162,31 @@ def test_a_pair_repeated_up_to_punctuation_is_warned_about():
     assert [c for _, c in caught] == [NearDuplicateWarning] * 3
     assert caught[0][0].startswith("line 2: repeats the pair on line 1 up to punctuation")
     assert caught[2][0].startswith("line 4: repeats the pair on line 1")
+
+
+def test_pairs_in_scripts_written_without_spaces_are_checked_as_english_ones():
+    """Chinese is written without spaces, so a sentence read as one word: a pair with the concept on the safe side,
+    or one repeated up to punctuation, passed unwarned. Each such character is a word now; a safe side that negates
+    the unsafe side's concept (不是, 没有) is the right way round, as "not a Rolex" is."""
+    from core.pairs import NearDuplicateWarning, SwappedSidesWarning
+
+    caught = []
+    text = "\n".join(["桌子上的一块劳力士手表 | 桌子上的一块手表", "手腕上的一块手表 | 手腕上的一块劳力士手表",
+                      "一块劳力士手表 | 一块不是劳力士的手表", "沙滩上的劳力士手表 | 沙滩上没有劳力士的手表",
+                      "桌子上的，一块劳力士手表。| 桌子上的一块手表", "une montre | une montre Rolex à Genève"])
+    parse_pairs(text, warn=lambda message, category: caught.append((message, category)))
+    assert [(m.split(":")[0], c) for m, c in caught] == [("line 2", SwappedSidesWarning),
+                                                         ("line 5", NearDuplicateWarning),
+                                                         ("line 6", SwappedSidesWarning)]
+    assert "adds '劳力士': is the concept on the right?" in caught[0][0]
+    assert "adds 'rolex à genève': is the concept on the right?" in caught[2][0]
+
+
+def test_a_full_width_bar_is_named_as_what_it_is():
+    """A Chinese or Japanese input method in full-width mode types '｜' (U+FF5C), which is not the separator: the error
+    said only "found 0", which reads as if nothing were typed there."""
+    result = check_pairs("桌子上的一块劳力士手表 ｜ 桌子上的一块手表\n手腕上的一块劳力士手表 | 手腕上的一块手表")
+    assert result["line"] == 1 and result["error"] == (
+        "expected exactly one '|' between the unsafe and the safe prompt, found 0 ('｜', U+FF5C, only looks like '|': "
+        "type the ASCII '|', e.g. with the input method in half-width mode): '桌子上的一块劳力士手表 ｜ 桌子上的一块手表'")
+    assert "looks like" not in check_pairs("a watch\nb | c")["error"]

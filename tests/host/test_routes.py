@@ -61,6 +61,24 @@ def test_route_answers_the_python_check(routes_module):
     assert answers[4][1]["line"] == 1 and '<img src=x onerror="alert(1)">' in answers[4][1]["error"]  # verbatim: the page escapes
 
 
+def test_route_reads_and_answers_text_in_any_script(routes_module):
+    """The editor sends JSON.stringify's body, UTF-8 with no escapes; other clients escape every non-ASCII
+    character. Both reach the parser as typed, and its answer (the full-width bar named) comes back as typed."""
+    import json
+
+    module, table = routes_module
+    module.register_routes()
+    chinese = "\n".join(f"桌子{i}上的一块劳力士手表 | 桌子{i}上的一块手表" for i in range(5))
+    full_width = chinese + "\n手腕上的一块劳力士手表 ｜ 手腕上的一块手表"
+    texts = [chinese, full_width, "часы Ролекс | часы\nune montre Rolex à Genève | une montre à Genève"]
+    bodies = [json.dumps({"text": text}, ensure_ascii=False) for text in texts] + [{"text": text} for text in texts]
+    answers = _post_all(table, bodies)
+    assert answers == [(200, check_pairs(text)) for text in texts] * 2
+    assert answers[0][1] == {"count": 5, "error": None, "line": None, "warning": None}
+    assert answers[1][1]["line"] == 6 and "('｜', U+FF5C, only looks like '|'" in answers[1][1]["error"]
+    assert answers[1][1]["error"].endswith("'手腕上的一块劳力士手表 ｜ 手腕上的一块手表'")
+
+
 def test_route_rejects_bodies_without_text(routes_module):
     module, table = routes_module
     module.register_routes()
