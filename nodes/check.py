@@ -38,6 +38,7 @@ from .patching import (ALL_IN_VECTOR, carried_concepts, carrying_this_vector, ed
                        patched_weight, require_bias_for_target, select_layers)
 from .weights import row_scale, stored_values
 from .payloads import PAIRS_TYPE, REFUSAL_VECTOR_TYPE, EncodedPairs
+from .plot import drawable_concept
 
 #: Most prompts in one forward.
 MAX_BATCH = 32
@@ -523,8 +524,14 @@ _COLOURS = [(70, 130, 220), (40, 160, 90), (200, 80, 160), (140, 110, 60), (90, 
 _CHOSEN = (230, 120, 40)
 
 
-def check_chart(main: CheckResult, swept: list[CheckResult] = (), width: int = 768, height: int = 360) -> torch.Tensor:
-    """Efficacy (share removed) against collateral, one point per strength, the recommended one ringed.
+#: What the check's chart draws in place of a concept name its font cannot draw (the table names it).
+CONCEPT_NOT_DRAWN = "concept (named in the table)"
+
+
+def check_chart(main: CheckResult, swept: list[CheckResult] = (), width: int = 768, height: int = 360,
+                concept: str = "") -> torch.Tensor:
+    """Efficacy (share removed) against collateral, one point per strength, the recommended one ringed. ``concept``:
+    the name ``main.label`` starts with, drawn only where the font has every glyph of it (``plot.drawable_concept``).
 
     Returns an IMAGE tensor ``[1, height, width, 3]`` in [0, 1].
     """
@@ -532,6 +539,10 @@ def check_chart(main: CheckResult, swept: list[CheckResult] = (), width: int = 7
     image = Image.new("RGB", (width, height), (250, 250, 250))
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default()
+    name = concept or "concept"
+    label = main.label
+    if label.startswith(name):
+        label = drawable_concept(concept, font, CONCEPT_NOT_DRAWN) + label[len(name):]
     left, right, upper, lower = 56, width - 150, 30, height - 40
     x_top = max([max(r.collateral) for r in results] + [COLLATERAL_BUDGET * 0.2, 1e-6]) * 1.1
     effs = [e for r in results for e in r.efficacy]
@@ -540,7 +551,7 @@ def check_chart(main: CheckResult, swept: list[CheckResult] = (), width: int = 7
     def at(c, e):
         return (left + (right - left) * c / x_top, lower - (lower - upper) * (e - y_low) / (y_top - y_low))
 
-    draw.text((left, 8), f"Unlearning check: {main.label}", fill=(20, 20, 20), font=font)
+    draw.text((left, 8), f"Unlearning check: {label}", fill=(20, 20, 20), font=font)
     draw.line([(left, lower), (right, lower)], fill=(120, 120, 120))
     draw.line([(left, upper), (left, lower)], fill=(120, 120, 120))
     for frac in (0.0, 0.5, 1.0):
@@ -663,7 +674,7 @@ class UnlearningCheck(io.ComfyNode):
                                            block_start=block_start, block_end=block_end, target=target, width=width,
                                            height=height, length=length, timesteps=timesteps, seed=seed, sweep=sweep,
                                            negative=negative, cfg=cfg, notes=notes)
-        chart = check_chart(main, swept)
+        chart = check_chart(main, swept, concept=refusal_vector.concept)
         table = table_text(main, swept, notes, vector_id=refusal_vector.content_sha256())
         shown = {**ui.PreviewImage(chart, cls=cls).as_dict(), UI_KEY: [check_ui(main, swept, table, notes)]}
         return io.NodeOutput(float(main.recommended), chart, table, ui=shown)

@@ -5,6 +5,10 @@ block read the one projected text context; ``RefusalBasis.shared_inputs``) get o
 share one fit and forty equal bars say nothing. Layers with their own input (``ffn.0``, ``cross_attn.o``) get one bar each, grouped by
 block, one colour per layer kind (the legend says which). The chart's labels also travel as data next to the image
 (``chart_data``), so the editor can show and check them as text.
+
+Pillow's bundled font has glyphs for ASCII and a few signs only: a concept named in Chinese, Cyrillic or with an accent
+("Café") came out as boxes. The pictures draw the name only where the font has every glyph of it
+(:func:`missing_glyphs`); otherwise they say where the name is shown as text, which the editor renders in any script.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from .adapters import ADAPTERS, layer_suffix
 #: Key of the chart's data in the node's UI output (read by ``web/video_unlearning.js``).
 UI_KEY = "video_unlearning_chart"
 WIDTH, HEIGHT = 640, 400
+TITLE_SIZE = 16
 _SERIES = ((70, 130, 220), (40, 160, 140), (150, 100, 200), (120, 150, 60), (200, 90, 140), (90, 110, 130))
 _SHARED = (95, 110, 135)
 _BEST = (230, 120, 40)
@@ -148,6 +153,9 @@ def chart_data(basis: RefusalBasis) -> dict:
     best = _best(bars)
     return {
         "title": _title(basis),
+        # the name as typed, and whether the picture draws it (else the editor's caption names it)
+        "concept": basis.concept,
+        "concept_in_picture": not missing_glyphs(basis.concept, _font(TITLE_SIZE)),
         "metric": "separation (Cohen's d of the pairs along the edit direction)",
         "bars": [{"label": bar.label, "value": round(bar.value, 4), "layers": list(bar.layers), "series": bar.series,
                   "block": bar.block, "shared": bar.block is None and len(bar.layers) > 1} for bar in bars],
@@ -157,10 +165,13 @@ def chart_data(basis: RefusalBasis) -> dict:
     }
 
 
-def _title(basis: RefusalBasis) -> str:
+def _title(basis: RefusalBasis, concept: str | None = None) -> str:
+    """The chart's title, naming the concept as ``concept`` where given (the picture's stand-in for a name its font
+    cannot draw), else as the basis does."""
     narrow = sorted(set(basis.narrow_inputs().values()))
     kept = f", {'/'.join(map(str, narrow))} of {basis.rank} kept (positive contrast)" if narrow else ""
-    return f"{basis.concept or 'concept'}: separation per input ({basis.method}, rank {basis.rank}{kept})"
+    name = concept if concept is not None else basis.concept or "concept"
+    return f"{name}: separation per input ({basis.method}, rank {basis.rank}{kept})"
 
 
 def _font(size: int):
@@ -168,6 +179,32 @@ def _font(size: int):
         return ImageFont.load_default(size=size)  # Pillow's bundled scalable font (needs FreeType)
     except (TypeError, OSError, ImportError):
         return ImageFont.load_default()
+
+
+#: A noncharacter, which no font maps: what a font draws for it is its missing-glyph box (.notdef).
+_UNMAPPED = "\uffff"
+#: What the score chart draws in place of a concept name its font cannot draw (the caption above it names it).
+CONCEPT_NOT_DRAWN = "concept (named in the caption)"
+
+
+def _mask(font, text: str) -> tuple:
+    mask = font.getmask(text)
+    return mask.size, bytes(mask)
+
+
+def missing_glyphs(text: str, font) -> str:
+    """The characters of ``text`` (each once, in order) that ``font`` draws as its missing-glyph box: those whose mask
+    is the mask of a character no font maps. Pillow's bundled font lacks every letter outside ASCII (measured on Pillow
+    13.0: of U+0020-U+FFFF it draws 113 characters, ASCII and 18 signs such as '·' and '…')."""
+    box = _mask(font, _UNMAPPED)
+    return "".join(c for c in dict.fromkeys(text) if c != " " and _mask(font, c) == box)
+
+
+def drawable_concept(concept: str, font, stand_in: str) -> str:
+    """``concept`` (or "concept" for an unnamed one) where ``font`` draws every character of it, else ``stand_in``:
+    a picture names the concept in full or not at all, never as boxes."""
+    name = concept or "concept"
+    return stand_in if missing_glyphs(name, font) else name
 
 
 def _wrap(draw, text: str, font, width: float) -> list[str]:
@@ -198,8 +235,8 @@ def score_chart(basis: RefusalBasis, width: int = WIDTH, height: int = HEIGHT) -
     best = _best(bars)
     image = Image.new("RGB", (width, height), _PAPER)
     draw = ImageDraw.Draw(image)
-    title, text, small = _font(16), _font(14), _font(13)
-    draw.text((10, 8), _title(basis), fill=_INK, font=title)
+    title, text, small = _font(TITLE_SIZE), _font(14), _font(13)
+    draw.text((10, 8), _title(basis, drawable_concept(basis.concept, title, CONCEPT_NOT_DRAWN)), fill=_INK, font=title)
     if best >= 0:
         draw.text((10, 30), f"best: {bars[best].label}  (separation {bars[best].value:.2f})", fill=_BEST, font=text)
 

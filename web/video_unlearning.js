@@ -504,6 +504,11 @@ function renderChart(caption, chart) {
     caption.textContent = `WARNING: ${notes.length} pair(s) look wrong: ${notes[0].split(":")[0]}`
       + `${notes.length > 1 ? ", ..." : ""} (hover) · ${caption.textContent}`;
   }
+  // A concept name the chart's font has no glyphs for (Chinese, Cyrillic, "Café": nodes/plot.py) is left out of the
+  // picture, which says so; the caption names it (the page renders any script).
+  if (chart.concept && chart.concept_in_picture === false) {
+    caption.textContent = `${chart.concept} · ${caption.textContent}`;
+  }
   caption.title = [...notes, ...chart.bars.map((bar) => `${bar.label}: ${bar.value.toFixed(3)}`), ...narrow]
     .join("\n");
   caption.dataset.labels = JSON.stringify(chart.bars.map((bar) => bar.label));

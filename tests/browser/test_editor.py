@@ -12,8 +12,9 @@ the first one's MODEL names its own), joins a combined vector's concepts and ref
 also inside a subgraph. Display widgets are neither saved with a workflow nor sent in the prompt, and a workflow
 saved with their old extra values still loads; one whose old '' values land in Unlearning Check's cfg or Low-Rank
 Refusal Vector's edit gets those widgets' defaults back, with a console warning. A run's warnings (a pair written
-the other way round, an edit that moves the safe prompts toward the concept) reach the node captions. Every pack
-node's info button opens its help page (``web/docs/``) in the editor's node docs panel. Screenshots go to
+the other way round, an edit that moves the safe prompts toward the concept) reach the node captions. Chinese pairs, a
+line with the full-width bar and a Chinese concept reach the pair check, the badge and the chart's caption as typed.
+Every pack node's info button opens its help page (``web/docs/``) in the editor's node docs panel. Screenshots go to
 ``out/browser/`` (the charts at 100 % zoom in ``4_score_chart_100pct.png``, ``5_score_chart_blocks_100pct.png``
 and ``8_check_chart_100pct.png``; Apply Unlearning's help page in ``9_node_help_apply.png``).
 
@@ -837,6 +838,46 @@ def test_warnings_of_a_run_reach_the_captions(server, shots):
         text, title = page.evaluate(CHECK_TOKEN_COUNTS)
         assert "pair sides differ in token count: removal stops short of 100 %" in text, text
         assert title.endswith("token counts: 5 of 5 validation pairs have sides of different token counts; ..."), title
+
+
+CHART_NAMED = """(chart) => {
+  const vector = window.app.graph._nodes.find((n) => n.comfyClass === "VideoUnlearnRefusalVector");
+  vector.onExecuted({ video_unlearning_chart: [{ title: `${chart.concept}: separation per input`, bars: [
+    { label: "text context", value: 2, layers: ["a"] }], best: "text context", layers: 1, narrow_inputs: {},
+    pair_notes: [], ...chart }] });
+  return document.querySelector(".video-unlearning-chart-caption").textContent;
+}"""
+CHINESE_PAIRS = "\n".join(f"桌子{i}上的一块劳力士手表 | 桌子{i}上的一块手表" for i in range(5))
+
+
+@both_frontends
+def test_text_in_other_scripts_reaches_the_editor_as_typed(server):
+    """Chinese pairs are counted by the live check (the route reads the page's UTF-8 body); a line written with the
+    full-width bar an input method types is named; a Chinese concept shows on Apply's badge as typed, and in the score
+    chart's caption where the chart's font cannot draw it (the picture then leaves it out: nodes/plot.py)."""
+    url, _, _ = server
+    with editor_page() as (page, errors):
+        _open(page, url, "compute_refusal_vector_wan21.json")
+        sync_api.expect(_status(page)).to_have_text("6 valid pairs", timeout=20_000)
+        textarea = page.evaluate_handle(
+            f"() => {{ const w = ({FIND})('VideoUnlearnPairEncoder').widgets.find((w) => w.name === 'pairs');"
+            f" return w.element ?? w.inputEl; }}").as_element()
+        textarea.fill(CHINESE_PAIRS)
+        sync_api.expect(_status(page)).to_have_text("5 valid pairs", timeout=10_000)
+        textarea.fill(CHINESE_PAIRS + "\n手腕上的一块劳力士手表 ｜ 手腕上的一块手表")
+        sync_api.expect(_status(page)).to_contain_text(
+            "Line 6: expected exactly one '|' between the unsafe and the safe prompt, found 0 ('｜', U+FF5C, only "
+            "looks like '|'", timeout=10_000)
+        sync_api.expect(_status(page)).to_contain_text("'手腕上的一块劳力士手表 ｜ 手腕上的一块手表' (5 valid pairs above it)")
+        page.evaluate(ADD_APPLY)
+        page.evaluate(SET_WIDGET, ["VideoUnlearnPairEncoder", "concept", "劳力士"])
+        sync_api.expect(page.locator(".video-unlearning-badge").first).to_have_text(
+            "UNLEARNING ON · strength 1.00 · 劳力士", timeout=10_000)
+        shown = page.evaluate(CHART_NAMED, {"concept": "劳力士", "concept_in_picture": False})
+        assert shown.startswith("劳力士 · best: text context (separation 2.00)"), shown
+        shown = page.evaluate(CHART_NAMED, {"concept": "Rolex", "concept_in_picture": True})
+        assert shown.startswith("best: text context"), shown
+    assert not [e for e in errors if "videoUnlearning" in e or "video_unlearning" in e], errors
 
 
 # Every pack node on the canvas (those the workflow lacks are added), then one at a time centred and selected alone,
