@@ -27,12 +27,24 @@ TINY_UMT5 = {"d_ff": 32, "d_kv": 8, "d_model": 4096, "num_heads": 2, "num_layers
              "model_type": "umt5", "relative_attention_num_buckets": 32}
 
 
-def tiny_wan_clip(seed: int = 0):
-    """A comfy.sd.CLIP with a tiny UMT5 (random weights) and the T5 pile tokenizer."""
+def tiny_wan_clip(seed: int = 0, spiece_model: torch.Tensor | None = None):
+    """A comfy.sd.CLIP with a tiny UMT5 (random weights) and the T5 pile tokenizer that ships with ComfyUI (a
+    32,000-piece SentencePiece model with byte fallback: a character it has no piece for is spelt as its UTF-8 bytes,
+    never as the unknown token), or ``spiece_model``: a SentencePiece model as a checkpoint holds it (its serialised
+    proto as a uint8 tensor, which ComfyUI's loader hands the tokenizer as ``tokenizer_data["spiece_model"]``), the
+    vocabulary then sized to its pieces."""
     import comfy.sd
     import comfy.text_encoders.wan as wan
 
-    spiece = os.path.join(os.path.dirname(wan.__file__), "t5_pile_tokenizer", "tokenizer.model")
+    config = dict(TINY_UMT5)
+    if spiece_model is None:
+        spiece = os.path.join(os.path.dirname(wan.__file__), "t5_pile_tokenizer", "tokenizer.model")
+    else:
+        import sentencepiece
+
+        spiece = spiece_model
+        pieces = sentencepiece.SentencePieceProcessor(model_proto=spiece_model.numpy().tobytes()).get_piece_size()
+        config["vocab_size"] = pieces
 
     class Target:
         params = {}
@@ -40,7 +52,7 @@ def tiny_wan_clip(seed: int = 0):
         tokenizer = wan.WanT5Tokenizer
 
     clip = comfy.sd.CLIP(Target, tokenizer_data={"spiece_model": spiece},
-                         model_options={"umt5xxl_model_config": dict(TINY_UMT5), "dtype": torch.float32})
+                         model_options={"umt5xxl_model_config": config, "dtype": torch.float32})
     torch.manual_seed(seed)
     random = {name: torch.randn(t.shape) * (1.0 if "shared" in name else 0.05)
               for name, t in clip.cond_stage_model.state_dict().items()}

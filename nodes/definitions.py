@@ -133,7 +133,9 @@ class PairEncoder(io.ComfyNode):
                 raise ValueError(f"Pair Encoder: line {pair.line}: both sides reach the model as the same text "
                                  "encoding, so the pair measures nothing. Look in ComfyUI's console: an "
                                  "'embedding:name' it cannot find is dropped, and so are words its tokenizer ignores; "
-                                 "write the concept as text the encoder reads")
+                                 "a tokenizer may also read every run of characters it lacks as one unknown token, "
+                                 "and full-width letters as plain ones (NFKC). Write the concept as text the encoder "
+                                 "reads")
         encoded = EncodedPairs(
             pairs=parsed, concept=concept.strip(),
             unsafe=tuple(_with_vision(c, unsafe_clip_vision_output) for c in unsafe),
