@@ -54,6 +54,10 @@ class ActivationRecorder(ScopedHooks):
             (reservoir sampling with a seeded generator, so the sample is deterministic). Needed
             only for token-level statistics; 0 keeps memory at O(rows x d).
         seed: seed of the token sampler.
+        batch_dim: the batch's axis in every recorded tensor: 0 for ``[batch, tokens..., d]``; -2 for a model that
+            runs its blocks token-major, ``[tokens..., batch, d]`` (Cosmos 1.0: ``(T H W B D)`` video and ``(M B D)``
+            text), which would otherwise be pooled over the batch and read as one row per token. Moved first before
+            pooling, so rows and token masks are the batch's and the tokens' either way.
 
     Example::
 
@@ -70,6 +74,7 @@ class ActivationRecorder(ScopedHooks):
         capture: str = "input",
         token_budget: int = 0,
         seed: int = 0,
+        batch_dim: int = 0,
     ):
         if capture not in CAPTURE_MODES:
             raise ValueError(f"capture must be one of {CAPTURE_MODES}, got {capture!r}")
@@ -82,6 +87,7 @@ class ActivationRecorder(ScopedHooks):
         self.names = names
         self.capture = capture
         self.token_budget = token_budget
+        self.batch_dim = batch_dim
         self._generator = torch.Generator().manual_seed(seed)
         self._handles: list = []
         self._rows: dict[str, list[torch.Tensor]] = {name: [] for name in names}
@@ -152,6 +158,8 @@ class ActivationRecorder(ScopedHooks):
         x = tensor.detach()
         if x.ndim == 1:
             x = x[None]
+        elif self.batch_dim:
+            x = x.movedim(self.batch_dim, 0)  # a view: [tokens..., batch, d] -> [batch, tokens..., d]
         features = x.shape[-1]
         tokens = x.reshape(x.shape[0], -1, features)  # [batch, tokens, d]
         mask = self._token_masks.get(name)

@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import dataclasses
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -484,11 +485,23 @@ def _concept_entries(basis: RefusalBasis) -> list[dict]:
              "measurement": json.loads(json.dumps(dict(basis.measurement))), "vector_sha256": basis.content_sha256()}]
 
 
-def _outside_blocks(layer: str) -> bool:
-    """True for a layer name with no block index (``vector_in.in_layer``; ``blocks.3.ffn.0`` has one): the same rule
-    as ``nodes.adapters.layer_suffix``, which core does not import."""
+#: A block's key in its block list: its index (``blocks.3``), or ``block`` and the index where the list is a dict of
+#: modules keyed so (Cosmos 1.0's ``blocks.block3``).
+_BLOCK_KEY = re.compile(r"(?:block)?(\d+)")
+
+
+def block_index(layer: str) -> int | None:
+    """``blocks.3.ffn.0`` -> 3; ``blocks.block3.blocks.1.block.attn.to_k.0`` -> 3 (Cosmos 1.0); None for a layer name
+    with no block key (``vector_in.in_layer``, ``txt_in.c_embedder.in_layer``). ``nodes.adapters`` reads block
+    indices through this one rule."""
     parts = layer.split(".", 2)
-    return not (len(parts) == 3 and parts[1].isdigit())
+    match = _BLOCK_KEY.fullmatch(parts[1]) if len(parts) == 3 else None
+    return int(match[1]) if match else None
+
+
+def _outside_blocks(layer: str) -> bool:
+    """True for a layer name with no block index (``vector_in.in_layer``; ``blocks.3.ffn.0`` has one)."""
+    return block_index(layer) is None
 
 
 def _lacking_top_level(bases: Sequence["RefusalBasis"]) -> dict[str, list[str]]:

@@ -230,7 +230,7 @@ def _chunks(rows: list, size: int) -> list[list]:
 
 def measure_baseline(module: torch.nn.Module, forward: Forward, validation: Sequence, benign: Sequence,
                      layers: Sequence[str], *, negative=None, keep: Sequence = (), batch_size: int = 64,
-                     on_forward: Callable[[], None] | None = None) -> Baseline:
+                     on_forward: Callable[[], None] | None = None, batch_dim: int = 0) -> Baseline:
     """Run the unedited model once on every row, recording the inputs of ``layers``.
 
     Args:
@@ -245,10 +245,12 @@ def measure_baseline(module: torch.nn.Module, forward: Forward, validation: Sequ
         keep: pairs that differ only in what the edit must keep (for :func:`keep_loss`); none by default.
         batch_size: most rows per forward.
         on_forward: called after every forward (progress; it may raise to cancel).
+        batch_dim: the batch's axis in the layers' inputs (``ActivationRecorder``; -2 for Cosmos 1.0's token-major
+            layout).
     """
     rows, n_pairs, n_benign, n_keep = _rows(validation, benign, negative, keep)
     predictions, inputs, forwards = [], {name: [] for name in layers}, 0
-    with ActivationRecorder(module, list(layers)) as recorder:
+    with ActivationRecorder(module, list(layers), batch_dim=batch_dim) as recorder:
         for chunk in _chunks(rows, batch_size):
             predictions.append(_prediction(forward(chunk, recorder), len(chunk)))
             for name, values in recorder.take().items():

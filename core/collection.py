@@ -83,6 +83,7 @@ def collect(
     text_layers: Sequence[str] = (),
     shared: Mapping[str, Sequence[str]] | None = None,
     fitter: RefusalFitter | None = None,
+    batch_dim: int = 0,
 ) -> RefusalFitter:
     """Record the inputs of ``layers`` for both sides of every pair and for the neutral prompts; return the fitter.
 
@@ -100,6 +101,8 @@ def collect(
         shared: input name -> the layers that read that one tensor (``Adapter.shared_inputs``); one of them is
             recorded and the fitter fits the input once for all of them.
         fitter: add to this fitter instead of a new one.
+        batch_dim: the batch's axis in the layers' inputs (``ActivationRecorder``; -2 for Cosmos 1.0's token-major
+            layout).
 
     Rows reach the fitter pair-major (pair i at every timestep, then pair i + 1), whatever the batching.
     """
@@ -128,7 +131,7 @@ def collect(
     prompts = {"unsafe": list(unsafe), "safe": list(safe), "neutral": list(neutral)}
     batches = plan_batches(len(unsafe), len(neutral), max_rows=max_rows, seed=seed)
 
-    with ActivationRecorder(module, list(recorded)) as recorder:  # hooks removed on any exit
+    with ActivationRecorder(module, list(recorded), batch_dim=batch_dim) as recorder:  # hooks removed on any exit
         for batch in batches:
             inputs, token_mask = prepare([prompts[row.role][row.index] for row in batch])
             recorder.set_token_mask(token_mask if masked else None, masked)

@@ -141,3 +141,23 @@ def test_pooling_accumulates_in_float64():
     torch.testing.assert_close(rows[:2], x.double().mean(1), rtol=0, atol=1e-9)
     torch.testing.assert_close(rows[2], x[0, :3000].double().mean(0), rtol=0, atol=1e-9)
     torch.testing.assert_close(rows[3], x[1].double().mean(0), rtol=0, atol=1e-9)
+
+
+def test_a_token_major_input_is_pooled_per_batch_row_as_a_batch_first_one():
+    """batch_dim=-2: inputs laid out [tokens..., batch, d] (Cosmos 1.0's (M B D) text, (T H W B D) video) give one
+    row per batch element, its own tokens' mean (masked too), as the same values laid out [batch, tokens..., d]."""
+    torch.manual_seed(0)
+    model = Tiny()
+    text = torch.randn(2, 5, 4)  # [batch, tokens, d]
+    video = torch.randn(2, 3, 2, 2, 4)  # [batch, T, H, W, d]
+    mask = torch.tensor([[True, True, False, False, False], [True, True, True, True, False]])
+    rows = {}
+    for batch_dim, inputs in ((0, (text, video)), (-2, (text.transpose(0, 1), video.permute(1, 2, 3, 0, 4)))):
+        with ActivationRecorder(model, ["first"], batch_dim=batch_dim) as rec:
+            model(inputs[1])
+            rec.set_token_mask(mask, ["first"])
+            model(inputs[0])
+        rows[batch_dim] = rec.take()["first"]
+    assert rows[-2].shape == (4, 4)
+    torch.testing.assert_close(rows[-2], rows[0])
+    torch.testing.assert_close(rows[-2][2:], torch.stack([text[0, :2].double().mean(0), text[1, :4].double().mean(0)]))
