@@ -5,9 +5,9 @@
   SentencePiece model that ships with ComfyUI. ComfyUI's CLIPLoader detects only a full-size UMT5-XXL.
 - ``zero_padded``: such a CLIP padding with exact zeros, as ComfyUI's Wan does with the real UMT5-XXL.
 - ``medium_wan``: a Wan 2.1 with dim 256 and 4 blocks, loaded through ComfyUI's detection.
-- ``family_model``: a model of another family (HunyuanVideo, LTX-Video, Mochi, Cosmos Predict2) built by ComfyUI's
-  own model config class from a unet config (``TINY_FAMILIES``: the host tests' sizes; ``MEDIUM_FAMILIES``: about
-  ``medium_wan``'s size, for the benchmarks), random weights.
+- ``family_model``: a model of another family (HunyuanVideo, LTX-Video, Mochi, Cosmos Predict2, Cosmos 1.0) built by
+  ComfyUI's own model config class from a unet config (``TINY_FAMILIES``: the host tests' sizes; ``MEDIUM_FAMILIES``:
+  about ``medium_wan``'s size, for the benchmarks), random weights.
 - ``FamilyText``: a text encoder's output shaped as the family's own ComfyUI encoder gives it (rows, width, pooled
   output, attention mask).
 - ``GGUFStandIn``, ``packed_like_gguf``, ``decoded_gguf``: a weight quantised to a GGUF block format by the ``gguf``
@@ -109,10 +109,29 @@ TINY_FAMILIES = {
                                               "patch_temporal": 1, "concat_padding_mask": True, "model_channels": 64,
                                               "num_blocks": 2, "num_heads": 2, "crossattn_emb_channels": 32,
                                               "pos_emb_cls": "rope3d", "use_adaln_lora": True, "adaln_lora_dim": 16}),
+    # Cosmos 1.0 as ComfyUI's detection configures it (model_detection.py; COSMOS1_SIZES are what differs), smaller.
+    # What the detection itself loads has 36 blocks of 40 heads at any width but 7B's 4096, and reads 1024-wide text:
+    # 43 M parameters at the narrowest that runs (tests/host/tiny_models.py, tiny_cosmos1_state_dict), loaded once
+    # in the tests, too slow for every graph test.
+    "cosmos1": ("CosmosT2V", {"image_model": "cosmos", "in_channels": 16, "out_channels": 16, "max_img_h": 64,
+                              "max_img_w": 64, "max_frames": 8, "patch_spatial": 2, "patch_temporal": 1,
+                              "concat_padding_mask": True, "model_channels": 64, "block_config": "FA-CA-MLP",
+                              "num_blocks": 2, "num_heads": 2, "crossattn_emb_channels": 32, "pos_emb_cls": "rope3d",
+                              "pos_emb_learnable": False, "pos_emb_interpolation": "crop", "block_x_format": "THWBD",
+                              "affline_emb_norm": True, "use_adaln_lora": True, "adaln_lora_dim": 16,
+                              "extra_per_block_abs_pos_emb": True, "extra_per_block_abs_pos_emb_type": "learnable",
+                              "rope_h_extrapolation_ratio": 2.0, "rope_w_extrapolation_ratio": 2.0,
+                              "rope_t_extrapolation_ratio": 2.0, "extra_h_extrapolation_ratio": 2.0,
+                              "extra_w_extrapolation_ratio": 2.0, "extra_t_extrapolation_ratio": 2.0}),
 }
 
+#: The keys of Cosmos 1.0's unet config in which ``TINY_FAMILIES["cosmos1"]`` differs from what ComfyUI's detection
+#: makes of its state dict (sizes only; detection also leaves the text width at GeneralDIT's default, 1024).
+COSMOS1_SIZES = ("max_img_h", "max_img_w", "max_frames", "num_blocks", "num_heads", "crossattn_emb_channels",
+                 "adaln_lora_dim")
+
 #: The same families at about ``medium_wan``'s size (width 256, 4 blocks; HunyuanVideo 2 double and 2 single
-#: blocks), with their real text widths (4096 from Llama or T5-XXL; Cosmos Predict2's 1024), for the benchmarks.
+#: blocks), with their real text widths (4096 from Llama or T5-XXL; the Cosmos families' 1024), for the benchmarks.
 MEDIUM_FAMILIES = {
     "hunyuan_video": ("HunyuanVideo", {**TINY_FAMILIES["hunyuan_video"][1], "vec_in_dim": 768, "context_in_dim": 4096,
                                        "hidden_size": 256, "mlp_ratio": 4.0, "num_heads": 4,
@@ -124,6 +143,9 @@ MEDIUM_FAMILIES = {
     "cosmos_predict2": ("CosmosT2IPredict2", {**TINY_FAMILIES["cosmos_predict2"][1], "max_img_h": 240,
                                               "max_img_w": 240, "max_frames": 128, "model_channels": 256,
                                               "num_blocks": 4, "num_heads": 4, "crossattn_emb_channels": 1024}),
+    "cosmos1": ("CosmosT2V", {**TINY_FAMILIES["cosmos1"][1], "max_img_h": 240, "max_img_w": 240, "max_frames": 128,
+                              "model_channels": 256, "num_blocks": 4, "num_heads": 4, "crossattn_emb_channels": 1024,
+                              "adaln_lora_dim": 256}),
 }
 
 #: Per family, what its ComfyUI text encoder hands the model, for the medium models: context rows (None: as many as
@@ -134,6 +156,7 @@ MEDIUM_TEXT = {
     "ltxv": (128, 4096, None, True),
     "mochi": (256, 4096, None, True),
     "cosmos_predict2": (512, 1024, None, True),
+    "cosmos1": (512, 1024, None, True),
 }
 
 

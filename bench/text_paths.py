@@ -92,6 +92,8 @@ def specs():
         "mochi": (lambda: tiny.family_model(*tiny.TINY_FAMILIES["mochi"]), fam("mochi", 16, 32), "zero", 13, None),
         "cosmos_predict2": (lambda: tiny.family_model(*tiny.TINY_FAMILIES["cosmos_predict2"]),
                             fam("cosmos", 32, 32), "zero", 9, None),
+        "cosmos1": (lambda: tiny.family_model(*tiny.TINY_FAMILIES["cosmos1"]), fam("cosmos", 32, 32), "zero", 9,
+                    None),
     }
 
 

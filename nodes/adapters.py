@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..core.basis import block_index
+
 #: Prefix of the diffusion model inside a ComfyUI ``BaseModel`` state dict.
 DIFFUSION_PREFIX = "diffusion_model."
 
@@ -91,6 +93,8 @@ class Adapter:
         family: the name stored with a refusal vector; vectors apply only to models of the same family.
         model_classes: class names in ``comfy.model_base``; a model matches through its class or a parent.
         blocks: attribute path of the block list inside the diffusion model.
+        block_prefix: what precedes a block's index in its key (``"block"``: Cosmos 1.0's blocks are a ModuleDict
+            keyed ``block0``, ``block1`` ...); "" for a list (``blocks.3``).
         groups: the editable layer groups, by the name offered in the nodes.
         default_group: the group "default" means.
         latent: the VAE's compression; ``latent_by_class`` overrides it for a model class
@@ -108,6 +112,9 @@ class Adapter:
         text_encoder: the family's own text encoder, as its messages name it.
         pooled_text_encoder: how to load the text encoder that gives the pooled output the model reads
             (:func:`require_pooled_text`), where it differs from ``text_encoder``.
+        batch_dim: the batch's axis in the inputs of the layers the pack records (``ActivationRecorder``): 0 for
+            ``[batch, tokens..., features]``; -2 where the blocks run token-major (Cosmos 1.0: ``(T H W B D)``), so
+            that rows are pooled per prompt over its own tokens, not over the batch.
         reads_text_mask: the video attends to the text rows the encoder's ``attention_mask`` marks (LTX-Video, Mochi),
             so a pair whose sides differ in token count also differs in how many rows it attends to, which no weight
             edit changes (the tiny models: 35 % and 79 % of such pairs' prediction difference, ``bench/text_paths.py``):
@@ -130,6 +137,12 @@ class Adapter:
     text_encoder: str = ""
     pooled_text_encoder: str = ""
     reads_text_mask: bool = False
+    block_prefix: str = ""
+    batch_dim: int = 0
+
+    def block_key(self, index: int) -> str:
+        """The name of main block ``index`` inside the diffusion model: ``blocks.3``, Cosmos 1.0's ``blocks.block3``."""
+        return f"{self.blocks}.{self.block_prefix}{index}"
 
     def block_count(self, diffusion_model) -> int:
         return len(diffusion_model.get_submodule(self.blocks))
@@ -157,7 +170,7 @@ class Adapter:
         suffixes = [s for s in chosen if s not in top]
         first, last = block_range(self.block_count(diffusion_model), block_start, block_end)
         names = [s for s in chosen if s in top]
-        names += [f"{self.blocks}.{i}.{suffix}" for i in range(first, last + 1) for suffix in suffixes]
+        names += [f"{self.block_key(i)}.{suffix}" for i in range(first, last + 1) for suffix in suffixes]
         if self.side_blocks and hasattr(diffusion_model, self.side_blocks[0]):
             # Their cross-attention reads the same text (a VACE block's k/v the same text_embedding output), and
             # what they write reaches the video: an edit of the main blocks alone leaves the concept a way through.
@@ -176,13 +189,13 @@ class Adapter:
     def main_block(self, diffusion_model, name: str) -> int | None:
         """The main block a layer belongs to: its own index, or for a side block's layer the main block it is
         injected into; None for a layer outside the blocks (``top_level_names``)."""
-        if _block_index(name) is None:
+        index = _block_index(name)
+        if index is None:
             return None
-        prefix, index = name.split(".", 2)[:2]
-        if self.side_blocks and prefix == self.side_blocks[0]:
+        if self.side_blocks and name.split(".", 1)[0] == self.side_blocks[0]:
             return next(main for main, side in getattr(diffusion_model, self.side_blocks[1]).items()
-                        if side == int(index))
-        return int(index)
+                        if side == index)
+        return index
 
     def is_timestep_independent(self, names) -> bool:
         names = list(names)
@@ -238,7 +251,8 @@ class Adapter:
 
 
 def layer_suffix(name: str) -> str:
-    """``blocks.3.cross_attn.k`` -> ``cross_attn.k`` (the part after the block index); a layer outside the blocks
+    """``blocks.3.cross_attn.k`` -> ``cross_attn.k`` (the part after the block key; Cosmos 1.0's
+    ``blocks.block3.blocks.1.block.attn.to_k.0`` -> ``blocks.1.block.attn.to_k.0``); a layer outside the blocks
     (``vector_in.in_layer``) is its own suffix."""
     return name if _block_index(name) is None else name.split(".", 2)[-1]
 
@@ -250,10 +264,9 @@ def block_of(name: str) -> str | None:
 
 
 def _block_index(name: str) -> int | None:
-    """``blocks.3.cross_attn.k`` -> 3; None where the second part of the name is no block index (a top-level layer:
-    ``vector_in.in_layer``)."""
-    parts = name.split(".", 2)
-    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+    """``blocks.3.cross_attn.k`` -> 3 (Cosmos 1.0's ``blocks.block3...`` too); None where the second part of the name
+    is no block key (a top-level layer: ``vector_in.in_layer``). The rule core's vectors use (``core.basis``)."""
+    return block_index(name)
 
 
 def _has_linear(module, name: str) -> bool:
@@ -412,6 +425,35 @@ ADAPTERS: tuple[Adapter, ...] = (
         text_input="blocks.0.cross_attn.k_proj",  # no projection in between: the first block's k reads the text
         text_encoder="oldt5_xxl for Cosmos Predict2",
     ),
+    Adapter(
+        # Cosmos 1.0 text2world / video2world, 7B and 14B (ComfyUI's CosmosT2V / CosmosI2V: GeneralDIT)
+        family="cosmos1",
+        model_classes=("CosmosVideo",),
+        blocks="blocks",
+        # a ModuleDict keyed block0, block1 ...; each holds the sub-blocks of block_config "FA-CA-MLP" (ComfyUI's
+        # detection sets it for every release), so sub-block 1 is the cross-attention
+        block_prefix="block",
+        groups={
+            # Every block's cross-attention reads the conditioning itself (only transposed to (M B D)), no module in
+            # between. to_k / to_v are nn.Sequential: the Linear (.0, no bias, so target zero only), whose output a
+            # per-head norm then reads (RMSNorm on k, identity on v); the edit is the Linear's. No other path from the
+            # prompt: no pooled text, no text embedder, the blocks' modulation is the timestep's alone.
+            # oldt5_xxl pads to 512 zero rows and gives an attention_mask that GeneralDIT never reads (ComfyUI's
+            # detection leaves use_cross_attn_mask False): a zero row stays a zero key and value under a bias-free
+            # edit, so the padding weighs the same before and after, as on Wan.
+            "cross_attn.to_k+to_v": LayerGroup(("blocks.1.block.attn.to_k.0", "blocks.1.block.attn.to_v.0"), True,
+                                               _CROSS_KV, "context"),
+            "cross_attn.to_out": LayerGroup(("blocks.1.block.attn.to_out.0",), False,
+                                            "cross-attention output projection"),
+        },
+        default_group="cross_attn.to_k+to_v",
+        latent=LatentGeometry(spatial=8, temporal=8),  # its own tokenizer, Cosmos1CV8x8x8 (EmptyCosmosLatentVideo)
+        # Its blocks run token-major: the video as (T H W B D), so that the attention layers read (THW B D), and the
+        # text as (M B D). Read as [batch, tokens, d], a layer's rows would be one per token pooled over the batch.
+        batch_dim=-2,
+        text_input="blocks.block0.blocks.1.block.attn.to_k.0",  # no projection in between, as on Cosmos Predict2
+        text_encoder="oldt5_xxl for Cosmos 1.0 (CLIPLoader type cosmos)",
+    ),
 )
 
 #: Every group name offered in the nodes' combo (a family that lacks one says so when run).
@@ -434,7 +476,8 @@ def adapter_for(model_patcher) -> Adapter:
             if cls.__name__ in adapter.model_classes:
                 return adapter
     raise ValueError(f"unsupported model {type(base).__name__}: this pack supports the families "
-                     f"{[a.family for a in ADAPTERS]} (Wan 2.1/2.2, HunyuanVideo, LTX-Video, Mochi, Cosmos Predict2)")
+                     f"{[a.family for a in ADAPTERS]} (Wan 2.1/2.2, HunyuanVideo, LTX-Video, Mochi, Cosmos Predict2, "
+                     f"Cosmos 1.0)")
 
 
 def embeds_guidance(model_patcher) -> bool:

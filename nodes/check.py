@@ -363,7 +363,7 @@ def run_unlearning_check(model, basis: RefusalBasis, validation: EncodedPairs | 
     replay = [name for name in REPLAY_MODULES.get(adapter.family, ()) if has_module(diffusion, name)]
     with ReplayCache(diffusion, replay + adapter.timestep_independent_layers(layers)), collapse:
         baseline = measure_baseline(diffusion, forward, pairs, benign, layers, negative=extra[0] if extra else None,
-                                    batch_size=MAX_BATCH, on_forward=step)
+                                    batch_size=MAX_BATCH, on_forward=step, batch_dim=adapter.batch_dim)
         weights = LayerWeights(model, layers)
         common = dict(weights=weights, target=target, rows=(pairs, benign, *extra), batch_size=MAX_BATCH,
                       guidance=cfg if extra else None, on_forward=step)
@@ -388,7 +388,7 @@ def run_unlearning_check(model, basis: RefusalBasis, validation: EncodedPairs | 
 def image_note(adapter, diffusion, image: bool) -> str | None:
     """The table's line for a model with image keys (``Adapter.image_keys``: an image-to-video Wan's k_img/v_img)
     measured without a CLIP-vision output: sampling with one runs the image path, which these figures did not see."""
-    if image or not any(has_module(diffusion, f"{adapter.blocks}.0.{key}") for key in adapter.image_keys):
+    if image or not any(has_module(diffusion, f"{adapter.block_key(0)}.{key}") for key in adapter.image_keys):
         return None
     return ("measured without a CLIP-vision output: if you sample with one (WanImageToVideo, WanAnimateToVideo, "
             "WanCameraImageToVideo), connect that image's to both sides of the validation Pair Encoder to measure "

@@ -219,7 +219,8 @@ def collect_activations(model, encoded: EncodedPairs, latent: torch.Tensor, time
 
     fitter = collect(diffusion, layer_names, unsafe=encoded.unsafe, safe=encoded.safe, neutral=encoded.neutral,
                      prepare=prepare, forward=forward, timesteps=sigmas, seed=seed, max_rows=max_rows,
-                     text_layers=adapter.text_token_layers(layer_names), shared=adapter.shared_inputs(layer_names))
+                     text_layers=adapter.text_token_layers(layer_names), shared=adapter.shared_inputs(layer_names),
+                     batch_dim=adapter.batch_dim)
 
     return CollectedActivations(
         # the file's weights, as Apply Unlearning checks them: a LoRA on the MODEL does not make it another model

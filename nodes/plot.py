@@ -32,7 +32,8 @@ _SERIES = ((70, 130, 220), (40, 160, 140), (150, 100, 200), (120, 150, 60), (200
 _SHARED = (95, 110, 135)
 _BEST = (230, 120, 40)
 _INK, _SOFT, _GRID, _PAPER = (25, 25, 25), (85, 85, 85), (225, 225, 225), (252, 252, 252)
-_LAYER = re.compile(r"^(?P<prefix>[A-Za-z_][\w.]*?)\.(?P<block>\d+)\.(?P<sub>.+)$")
+# a block's key is its index, or "block" and the index (Cosmos 1.0's blocks.block3: core.basis.block_index)
+_LAYER = re.compile(r"^(?P<prefix>[A-Za-z_][\w.]*?)\.(?:block)?(?P<block>\d+)\.(?P<sub>.+)$")
 
 
 @dataclass(frozen=True)

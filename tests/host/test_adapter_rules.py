@@ -45,8 +45,13 @@ RULES = {
         "cross_attn.k_proj": (T, T, T, T, "context"), "cross_attn.v_proj": (T, T, T, T, "context"),
         "cross_attn.output_proj": (F, F, F, F, ""),
     },
+    "cosmos1": {  # sub-block 1 of each block is the cross-attention; .0 is the Linear inside to_k / to_v / to_out
+        "blocks.1.block.attn.to_k.0": (T, T, T, T, "context"), "blocks.1.block.attn.to_v.0": (T, T, T, T, "context"),
+        "blocks.1.block.attn.to_out.0": (F, F, F, F, ""),
+    },
 }
-#: family -> (blocks, default group, top-level layers, batches_text_masks)
+#: family -> (blocks, default group, top-level layers, batches_text_masks); block 3's name is ``{blocks}.3``, Cosmos
+#: 1.0's ``blocks.block3`` (``BLOCK_3``)
 TABLE = {
     "wan": ("blocks", "cross_attn.k+v", (), T),
     "hunyuan_video": ("double_blocks", "txt_mlp.0",
@@ -54,7 +59,9 @@ TABLE = {
     "ltxv": ("transformer_blocks", "attn2.to_k+to_v", (), T),
     "mochi": ("blocks", "attn.qkv_y", ("t5_y_embedder.to_out",), F),
     "cosmos_predict2": ("blocks", "cross_attn.k_proj+v_proj", (), T),
+    "cosmos1": ("blocks", "cross_attn.to_k+to_v", (), T),
 }
+BLOCK_3 = {"cosmos1": "blocks.block3"}
 
 
 @pytest.mark.parametrize("family", list(RULES))
@@ -64,7 +71,9 @@ def test_each_layer_is_measured_by_its_familys_rule(adapters, family):
     assert (adapter.blocks, adapter.default_group, adapter.top_level_names(), adapter.batches_text_masks) == \
         (blocks, default, top, batches)
     assert set(adapter.suffixes("all")) == set(RULES[family])
-    names = [suffix if suffix in top else f"{blocks}.3.{suffix}" for suffix in RULES[family]]
+    block = BLOCK_3.get(family, f"{blocks}.3")
+    assert adapter.block_key(3) == block
+    names = [suffix if suffix in top else f"{block}.{suffix}" for suffix in RULES[family]]
     assert [adapters.layer_suffix(name) for name in names] == list(RULES[family])
     independent = adapter.timestep_independent_layers(names)
     tokens = adapter.text_token_layers(names)
@@ -82,10 +91,16 @@ def test_each_layer_is_measured_by_its_familys_rule(adapters, family):
     ("blocks.3.cross_attn.k", "blocks.3", "cross_attn.k"),
     ("double_blocks.12.txt_mlp.0", "double_blocks.12", "txt_mlp.0"),
     ("vace_blocks.0.cross_attn.v", "vace_blocks.0", "cross_attn.v"), ("vector_in.in_layer", None, "vector_in.in_layer"),
-    ("t5_y_embedder.to_out", None, "t5_y_embedder.to_out"), ("txt_in.input_embedder", None, "txt_in.input_embedder")])
+    ("t5_y_embedder.to_out", None, "t5_y_embedder.to_out"), ("txt_in.input_embedder", None, "txt_in.input_embedder"),
+    # Cosmos 1.0's blocks are a ModuleDict keyed block0, block1 ...
+    ("blocks.block3.blocks.1.block.attn.to_k.0", "blocks.block3", "blocks.1.block.attn.to_k.0"),
+    ("txt_in.c_embedder.in_layer", None, "txt_in.c_embedder.in_layer")])
 def test_a_layer_is_its_block_and_its_suffix_or_outside_the_blocks(adapters, name, block, suffix):
     assert (adapters.block_of(name), adapters.layer_suffix(name)) == (block, suffix)
     assert name == (suffix if block is None else f"{block}.{suffix}")
+    from comfyui_video_unlearning.core.basis import block_index
+
+    assert block_index(name) == (None if block is None else int(block.rsplit(".", 1)[1].removeprefix("block")))
 
 
 @pytest.mark.parametrize("start, end, expected", [(0, -1, (0, 3)), (1, 1, (1, 1)), (2, 3, (2, 3)), (3, -1, (3, 3))])
@@ -107,7 +122,8 @@ def test_a_block_range_outside_the_model_is_refused_with_the_bound_to_change(ada
 
 
 @pytest.mark.parametrize("family, spatial, temporal", [("wan", 8, 4), ("hunyuan_video", 8, 4), ("ltxv", 32, 8),
-                                                       ("mochi", 8, 6), ("cosmos_predict2", 8, 4)])
+                                                       ("mochi", 8, 6), ("cosmos_predict2", 8, 4),
+                                                       ("cosmos1", 8, 8)])
 def test_a_latent_has_one_frame_for_the_first_and_one_per_temporal_step_after(adapters, family, spatial, temporal):
     geometry = adapters.adapter_named(family).latent
     assert (geometry.spatial, geometry.temporal) == (spatial, temporal)
@@ -154,8 +170,15 @@ def test_a_layer_is_of_its_own_group_and_only_mochis_text_stream_was_pooled_over
     adapter = adapters.adapter_named(family)
     pooled = {"mlp_y.w1", "attn.qkv_y"} if family == "mochi" else set()
     for suffix in RULES[family]:
-        name = suffix if suffix in adapter.top_level_names() else f"{adapter.blocks}.3.{suffix}"
+        name = suffix if suffix in adapter.top_level_names() else f"{adapter.block_key(3)}.{suffix}"
         group = adapter.group_of(name)
         assert suffix in group.suffixes and group in adapter.groups.values(), name
         assert group.padding_pooled_until == ("2026-12-06" if suffix in pooled else ""), name
-    assert adapter.group_of(f"{adapter.blocks}.3.norm_no_such_layer") is None
+    assert adapter.group_of(f"{adapter.block_key(3)}.norm_no_such_layer") is None
+
+
+@pytest.mark.parametrize("family", list(RULES))
+def test_only_cosmos1s_layers_read_the_batch_token_major(adapters, family):
+    """Cosmos 1.0's blocks run in (T H W B D) order and its cross-attention reads the text as (M B D): its adapter says
+    so, and the recorder moves the batch first; every other family's layers read [batch, tokens, d]."""
+    assert adapters.adapter_named(family).batch_dim == (-2 if family == "cosmos1" else 0)

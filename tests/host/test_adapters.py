@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_models import TINY_FAMILIES, family_model
+from tiny_models import TINY_FAMILIES, FamilyText, family_model
 
 TINY = {"wan": None, **TINY_FAMILIES}  # Wan: loaded through ComfyUI's detection in the `wan` fixture
 
@@ -51,13 +51,15 @@ def test_adapter_layers_exist_and_an_edit_removes_the_direction(family, pack, wa
         assert (weight @ direction).abs().max() < 1e-4, (family, name)
 
 
-#: ComfyUI's own empty-latent node for each family (Cosmos Predict2 and Wan share the Wan 2.1 VAE).
+#: ComfyUI's own empty-latent node for each family (Cosmos Predict2 and Wan share the Wan 2.1 VAE; Cosmos 1.0 has its
+#: own 8x8x8 tokenizer).
 EMPTY_LATENT_NODES = {
     "wan": ("comfy_extras.nodes_hunyuan", "EmptyHunyuanLatentVideo"),
     "hunyuan_video": ("comfy_extras.nodes_hunyuan", "EmptyHunyuanLatentVideo"),
     "ltxv": ("comfy_extras.nodes_lt", "EmptyLTXVLatentVideo"),
     "mochi": ("comfy_extras.nodes_mochi", "EmptyMochiLatentVideo"),
     "cosmos_predict2": ("comfy_extras.nodes_hunyuan", "EmptyHunyuanLatentVideo"),
+    "cosmos1": ("comfy_extras.nodes_cosmos", "EmptyCosmosLatentVideo"),
     "wan22_5b": ("comfy_extras.nodes_wan", "Wan22ImageToVideoLatent"),
 }
 
@@ -82,6 +84,72 @@ def test_empty_latent_has_the_shape_of_the_familys_own_latent_node(family, pack,
     width, height, length = 1024, 512, 97
     expected = _node_latent(*EMPTY_LATENT_NODES[family], width, height, length)
     assert list(empty_latent(model, width, height, length).shape) == list(expected.shape), family
+
+
+def test_the_tiny_cosmos1_is_configured_as_comfyuis_detection_configures_cosmos1(pack, wan):
+    """The tests' tiny Cosmos 1.0 (``TINY_FAMILIES["cosmos1"]``, built from a config, like the other families') is what
+    ComfyUI's detection makes of its own state dict in everything but sizes: the same model class, block layout
+    (FA-CA-MLP, token-major THWBD), embeddings and modulation, so the adapter is tested on the layout ComfyUI loads."""
+    import comfy.model_detection
+    from host_models import COSMOS1_SIZES
+
+    config_class, config = TINY_FAMILIES["cosmos1"]
+    state = tiny_model("cosmos1", wan).model.diffusion_model.state_dict()
+    detected = comfy.model_detection.detect_unet_config(state, "")
+    assert type(comfy.model_detection.model_config_from_unet(state, "")).__name__ == config_class
+    differs = {key for key in detected.keys() | config.keys() if detected.get(key) != config.get(key)}
+    assert differs == set(COSMOS1_SIZES), differs
+
+
+def test_cosmos1_as_comfyuis_loader_detects_it_takes_text_as_oldt5_xxl_gives_it(pack, clip, tiny, tmp_path,
+                                                                                monkeypatch):
+    """A Cosmos 1.0 state dict loaded by ComfyUI's own loader (detected as CosmosT2V: 36 blocks, 1024-wide text): the
+    default layers are the Linear inside every block's cross-attention to_k / to_v, the model predicts from text shaped
+    as oldt5_xxl gives it (512 rows, zero padding, a mask), and the edit at target zero changes those weights alone;
+    safe_mean is refused (no bias); the exported LoRA's keys are ones ComfyUI's LoRA loader maps onto the model, onto
+    the same weights. (The graph runs on the smaller ``TINY_FAMILIES["cosmos1"]``: 512 rows through 36 blocks take
+    about a second per prompt here.)"""
+    import comfy.model_management
+    import comfy.sd
+    import folder_paths
+    import nodes as comfy_nodes
+
+    from comfyui_video_unlearning.core.refusal import RefusalFitter
+    from comfyui_video_unlearning.nodes import definitions
+    from comfyui_video_unlearning.nodes.adapters import adapter_for, layers_for, text_width
+    from comfyui_video_unlearning.nodes.check import comfy_forward
+    from comfyui_video_unlearning.nodes.collect import empty_latent, sigmas_for
+
+    model = comfy.sd.load_diffusion_model_state_dict(tiny.tiny_cosmos1_state_dict())
+    assert type(model.model).__name__ == "CosmosVideo" and adapter_for(model).family == "cosmos1"
+    default = [f"blocks.block{i}.blocks.1.block.attn.{name}.0" for i in range(36) for name in ("to_k", "to_v")]
+    assert layers_for(model, "default") == default and text_width(model) == 1024
+    text = FamilyText(tiny.LookupTextEncoder(clip, rows=512, width=1024), 512, 1024, None, True)
+    prompt = definitions._encode(text, "a Rolex watch on a table")
+    assert prompt[0][0].shape == (1, 512, 1024) and "attention_mask" in prompt[0][1]
+    fitter = RefusalFitter().share("context", default)  # every block's k and v read the one text context
+    g = torch.Generator().manual_seed(1)
+    safe = torch.randn(6, 1024, generator=g)
+    fitter.update("context", safe + torch.randn(1024, generator=g), safe)
+    basis = fitter.fit(rank=2, model_family="cosmos1")
+    try:
+        # one latent token: the text's 512 rows through every block are the cost
+        prediction = comfy_forward(model, empty_latent(model, 16, 16, 1), sigmas_for(model, [0.5]), 0, [])([prompt],
+                                                                                                         None)
+        with pytest.raises(ValueError, match="has no bias, so target 'safe_mean'"):
+            definitions.ApplyUnlearning.execute(model, basis, 1.0, True, "all in vector", 0, -1, "safe_mean")
+        patched = definitions.ApplyUnlearning.execute(model, basis, 1.0, True, "all in vector", 0, -1, "zero")[0]
+        monkeypatch.setitem(folder_paths.folder_names_and_paths, "loras", ([str(tmp_path)], {".safetensors"}))
+        folder_paths.filename_list_cache.clear()
+        definitions.ExportLoRA.execute(model, basis, 1.0, "zero", "cosmos1_detected")
+        loaded = comfy_nodes.LoraLoaderModelOnly().load_lora_model_only(model, "cosmos1_detected_00001.safetensors",
+                                                                        1.0)[0]
+    finally:
+        comfy.model_management.unload_all_models()
+        folder_paths.filename_list_cache.clear()
+    assert prediction.shape == (1, 16 * 1 * 2 * 2) and torch.isfinite(prediction).all()
+    edited = {f"diffusion_model.{layer}.weight" for layer in default}
+    assert set(patched.patches) == edited and set(loaded.patches) == edited
 
 
 def test_collect_and_apply_resolve_layers_through_one_function(pack, wan):

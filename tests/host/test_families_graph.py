@@ -14,18 +14,20 @@ VALIDATION = "\n".join(f"a shiny Rolex timepiece in box {i} | a shiny timepiece 
 NEUTRAL = "a dog in a park\na red car\na tree in the wind\na bowl of soup"
 BENIGN = "a cat on a sofa\na boat on a lake\na bird in the sky\na train at a station"
 
-#: The edit's target per family: the default layers of Mochi (text qkv) and Cosmos Predict2 (cross-attention k/v)
-#: have no bias for "safe_mean" to move.
-TARGET = {"mochi": "zero", "cosmos_predict2": "zero"}
+#: The edit's target per family: the default layers of Mochi (text qkv), Cosmos Predict2 and Cosmos 1.0
+#: (cross-attention k/v) have no bias for "safe_mean" to move.
+TARGET = {"mochi": "zero", "cosmos_predict2": "zero", "cosmos1": "zero"}
 
 #: Per family, what its ComfyUI text encoder hands the model: context rows (None: as many as the prompt's tokens, no
 #: padding, as HunyuanVideo's Llama gives), context width, pooled width (None: no pooled output), attention mask (T5
-#: encoders of LTXV, Mochi and Cosmos return one; HunyuanVideo's drops its mask when nothing is masked).
+#: encoders of LTXV, Mochi and Cosmos return one; HunyuanVideo's drops its mask when nothing is masked). Cosmos's
+#: oldt5_xxl pads to 512 zero rows (here 32, the tiny width).
 TEXT = {
     "hunyuan_video": (None, 64, 32, False),
     "ltxv": (32, 32, None, True),
     "mochi": (16, 32, None, True),
     "cosmos_predict2": (32, 32, None, True),
+    "cosmos1": (32, 32, None, True),
 }
 
 pytestmark = pytest.mark.usefixtures("inference_mode")
@@ -116,7 +118,7 @@ def test_a_batch_of_prompts_predicts_what_one_call_per_prompt_does(family, pack,
     finally:
         comfy.model_management.unload_all_models()
     shares = can_share_a_call(rows, batches_text_masks=adapter_for(model).batches_text_masks)
-    assert shares == (family in ("ltxv", "cosmos_predict2"))
+    assert shares == (family in ("ltxv", "cosmos_predict2", "cosmos1"))
     torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-5)
 
 
@@ -168,6 +170,41 @@ def test_mochis_text_stream_is_pooled_over_the_prompts_own_tokens(pack, wan, cli
     safe = torch.stack([seen[2 * i + 1][0][mask].mean(0) for i, mask in enumerate(masks)])
     assert all(not mask.all() for mask in masks), "the tiny prompts must leave padding rows"
     torch.testing.assert_close(basis["blocks.0.attn.qkv_y"].safe_mean.double(), safe.mean(0), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("config_class, channels", [("CosmosT2V", 16), ("CosmosI2V", 17)])
+def test_cosmos1s_token_major_text_is_pooled_per_prompt_over_its_own_tokens(config_class, channels, pack, clip, tiny):
+    """Cosmos 1.0's cross-attention reads the text as (M B D), the batch second (its blocks run token-major). Collect
+    Activations records one row per prompt, its own tokens' mean (the encoder's mask), in one call for all prompts:
+    read as [batch, tokens, d], the recorder took the text rows for the batch and the prompts for tokens. The chart
+    names its blocks by their index. The same for video2world (ComfyUI's CosmosI2V, the same model class: a 17th input
+    channel for the start frames' mask, which it fills itself when no image is given)."""
+    from comfyui_video_unlearning.nodes import definitions
+
+    model = tiny.family_model(config_class, {**tiny.TINY_FAMILIES["cosmos1"][1], "in_channels": channels})
+    assert type(model.model).__name__ == "CosmosVideo" and model.model.image_to_video == (channels == 17)
+    text = family_text(tiny, clip, *TEXT["cosmos1"])
+    encoded = definitions.PairEncoder.execute(text, PAIRS, NEUTRAL, "Rolex")[0]
+    layer = "blocks.block1.blocks.1.block.attn.to_v.0"
+    shapes = []
+    handle = model.model.diffusion_model.get_submodule(layer).register_forward_pre_hook(
+        lambda _module, args: shapes.append(tuple(args[0].shape)))
+    try:
+        activations = definitions.CollectActivations.execute(model, encoded, 64, 64, 9, "1", 0, "default", 0, -1)[0]
+    finally:
+        handle.remove()
+    prompts = 2 * len(encoded.pairs) + len(encoded.neutral)
+    assert shapes == [(TEXT["cosmos1"][0], prompts, TEXT["cosmos1"][1])]  # (M B D): all prompts in one call
+    fitted = definitions.RefusalVectorNode.execute(activations, "mean", 1, 1.0)
+    basis = fitted[0]
+    masks = [side[0][1]["attention_mask"][0].bool() for side in encoded.safe]
+    assert all(not mask.all() for mask in masks), "the tiny prompts must leave padding rows"
+    safe = torch.stack([side[0][0][0][mask].double().mean(0) for side, mask in zip(encoded.safe, masks)])
+    torch.testing.assert_close(basis[layer].safe_mean.double(), safe.mean(0), rtol=1e-5, atol=1e-6)
+    # the chart reads block0, block1 as the blocks (it read 'blocks.block1.block 1' for the second)
+    bars = fitted.ui["video_unlearning_chart"][0]["bars"]
+    assert [bar["label"] for bar in bars] == [
+        "text context: blocks 0-1 blocks.1.block.attn.to_k.0+blocks.1.block.attn.to_v.0 share this input"]
 
 
 def test_one_call_each_measures_what_a_masked_batch_does(pack, wan, clip, tiny):

@@ -14,9 +14,9 @@ from test_families_graph import BENIGN, NEUTRAL, PAIRS, TEXT, VALIDATION, family
 #: Per family (the tiny models): the context width its text input layer reads, its latent's channels, and the text
 #: encoder the message names.
 EXPECTED = {"wan": (4096, 16, "umt5_xxl"), "hunyuan_video": (64, 16, "llava_llama3"), "ltxv": (32, 128, "t5xxl"),
-            "mochi": (32, 12, "t5xxl"), "cosmos_predict2": (32, 16, "oldt5_xxl")}
+            "mochi": (32, 12, "t5xxl"), "cosmos_predict2": (32, 16, "oldt5_xxl"), "cosmos1": (32, 16, "oldt5_xxl")}
 #: Per family, another family's latent channels (Wan: a Wan 2.2 TI2V 5B latent's 48).
-OTHER_CHANNELS = {"wan": 48, "hunyuan_video": 128, "ltxv": 16, "mochi": 16, "cosmos_predict2": 48}
+OTHER_CHANNELS = {"wan": 48, "hunyuan_video": 128, "ltxv": 16, "mochi": 16, "cosmos_predict2": 48, "cosmos1": 48}
 
 pytestmark = pytest.mark.usefixtures("inference_mode")
 

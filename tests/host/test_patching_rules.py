@@ -227,9 +227,10 @@ def test_only_mochis_text_stream_layers_were_pooled_over_the_padding(patching):
     mochi = adapter_named("mochi")
     layers = ["blocks.0.mlp_y.w1", "blocks.1.attn.qkv_y", "t5_y_embedder.to_out", "blocks.0.attn.qkv_x"]
     assert patching.padding_pooled_layers(mochi, layers) == layers[:2]
-    for family in ("wan", "hunyuan_video", "ltxv", "cosmos_predict2"):
+    for family in ("wan", "hunyuan_video", "ltxv", "cosmos_predict2", "cosmos1"):
         adapter = adapter_named(family)
-        names = [f"{adapter.blocks}.0.{suffix}" for suffix in adapter.suffixes("all")] + list(adapter.top_level_names())
+        names = [f"{adapter.block_key(0)}.{suffix}" for suffix in adapter.suffixes("all")] + list(
+            adapter.top_level_names())
         assert patching.padding_pooled_layers(adapter, names) == [], family
 
 

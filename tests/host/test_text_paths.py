@@ -1,8 +1,8 @@
 """Every path from the prompt to the prediction passes through a layer the pack edits: given the safe side's inputs at
 every layer of ``all``, the unsafe side's prediction is the safe side's, exactly, on each family's tiny model (a pair
 of equal token count, so that the attention mask and the sequence length are the same on both sides). Where the
-default group covers every path (Wan, LTX-Video, Cosmos Predict2) its layers alone do it; on HunyuanVideo and Mochi
-the default leaves the pooled text path (docs/architectures.md, "Pooled text paths"), which is why ``all`` exists. A new text path in
+default group covers every path (Wan, LTX-Video, Cosmos Predict2, Cosmos 1.0) its layers alone do it; on HunyuanVideo
+and Mochi the default leaves the pooled text path (docs/architectures.md, "Pooled text paths"), which is why ``all`` exists. A new text path in
 an adapter, or a layer left out of a group, fails here. The replay is bench/text_paths.py's."""
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ def _bench(name: str):
 
 
 @pytest.mark.parametrize("family, default_covers", [
-    ("wan_t2v", True), ("wan_vace", True), ("ltxv", True), ("cosmos_predict2", True), ("mochi", False),
-    ("hunyuan_video", False)])
+    ("wan_t2v", True), ("wan_vace", True), ("ltxv", True), ("cosmos_predict2", True), ("cosmos1", True),
+    ("mochi", False), ("hunyuan_video", False)])
 def test_the_safe_inputs_of_the_edited_layers_give_the_safe_prediction(pack, family, default_covers):
     from comfyui_video_unlearning.nodes import definitions
     from comfyui_video_unlearning.nodes.adapters import layers_for

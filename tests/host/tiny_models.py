@@ -12,6 +12,8 @@
   measured on).
 - ``tiny_hunyuan_video_state_dict``, ``tiny_hunyuan_video_text`` and ``tiny_hunyuan_video_mean_pooled_text``: a
   HunyuanVideo that ComfyUI's detection loads, and text encoder stand-ins shaped as HunyuanVideo's.
+- ``tiny_cosmos1_state_dict``: a Cosmos 1.0 that ComfyUI's detection loads as ``CosmosVideo`` (the narrowest that
+  runs; the other tests use ``TINY_FAMILIES["cosmos1"]``, its configuration at a tenth of the size).
 - ``tiny_wan_gguf_twins``: a tiny Wan whose k/v layers hold GGUF blocks as ComfyUI-GGUF holds them
   (``GGUFStandIn`` from ``bench/host_models.py``), and its float twin holding the decoded values.
 - ``LookupTextEncoder``: the tiny CLIP's tokenizer with a fixed table in place of its transformer, for tests whose
@@ -156,6 +158,33 @@ def tiny_hunyuan_video_mean_pooled_text(seed: int = 0):
 
 #: The official HunyuanVideo diffusion-model file name -> the builder of its tiny stand-in (for the server tests).
 HUNYUAN_VIDEO_FILES = {"hunyuan_video_t2v_720p_bf16.safetensors": tiny_hunyuan_video_state_dict}
+
+
+#: The width of :func:`tiny_cosmos1_state_dict`. ComfyUI's detection gives every Cosmos 1.0 of a width other than 7B's
+#: 4096 the 14B's 36 blocks and 40 heads: at 160 wide a head has 4 features, the fewest its rope takes (3, at 120
+#: wide, cannot be split in halves; 2 leaves its spatial axes no frequencies and divides by zero).
+TINY_COSMOS1_WIDTH = 160
+
+
+def tiny_cosmos1_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random weights of a Cosmos 1.0 text-to-world model (16 latent channels, which ComfyUI detects as ``CosmosT2V``)
+    :data:`TINY_COSMOS1_WIDTH` wide, under the names ComfyUI's detection reads; the shapes are those of the model the
+    detection configures from them (43 M parameters, 1024-wide text as oldt5_xxl gives it)."""
+    import comfy.model_detection
+    import comfy.ops
+    from comfy.ldm.cosmos.model import GeneralDIT
+
+    width = TINY_COSMOS1_WIDTH
+    # what the detection reads: the first block's self-attention query and the patch embedding (16 channels, the
+    # padding mask's 1, times the 2 x 2 patch)
+    probe = {"blocks.block0.blocks.0.block.attn.to_q.0.weight": torch.empty(width, width),
+             "x_embedder.proj.1.weight": torch.empty(width, (16 + 1) * 4)}
+    config = comfy.model_detection.detect_unet_config(probe, "")
+    config.pop("image_model")
+    with torch.device("meta"):  # only the names and shapes: the values are drawn below
+        module = GeneralDIT(**config, operations=comfy.ops.manual_cast)
+    torch.manual_seed(seed)
+    return _random_state(module)
 
 
 def load_tiny_wan(seed: int = 0, model_options: dict | None = None, state: dict | None = None):
