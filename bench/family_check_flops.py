@@ -10,9 +10,10 @@ meta device (no weights, no arithmetic), under ``torch.utils.flop_counter.FlopCo
 steps at 832x480x33 frames (the Wan 2.1 workflow's KSampler and latent), cfg > 1 (two rows per step).
 
 Real configurations (``REAL``): Wan 2.1 14B and 1.3B (ComfyUI's detection of the released files), HunyuanVideo
-13B, LTX-Video 2B (0.9.x), Mochi 1 preview 10B (detection's constants), Cosmos Predict2 2B.
+13B, LTX-Video 2B (0.9.x), Mochi 1 preview 10B (detection's constants), Cosmos Predict2 2B, Cosmos 1.0 7B and 14B
+(what ComfyUI's detection configures for the released widths, 4096 and 5120).
 
-    python bench/family_check_flops.py [--families wan hunyuan_video ltxv mochi cosmos_predict2]
+    python bench/family_check_flops.py [--families wan hunyuan_video ltxv mochi cosmos_predict2 cosmos1]
 """
 
 from __future__ import annotations
@@ -32,6 +33,13 @@ from host_models import tiny_wan_clip, zero_padded  # noqa: E402
 _WAN = {"image_model": "wan2.1", "patch_size": (1, 2, 2), "freq_dim": 256, "window_size": (-1, -1), "qk_norm": True,
         "cross_attn_norm": True, "eps": 1e-6, "in_dim": 16, "out_dim": 16, "text_len": 512, "text_dim": 4096,
         "model_type": "t2v"}
+#: Cosmos 1.0 as ComfyUI's detection configures every release (model_detection.py); the text is 1024 wide.
+_COSMOS1 = {"image_model": "cosmos", "max_img_h": 240, "max_img_w": 240, "max_frames": 128, "in_channels": 16,
+            "out_channels": 16, "patch_spatial": 2, "patch_temporal": 1, "block_config": "FA-CA-MLP",
+            "concat_padding_mask": True, "pos_emb_cls": "rope3d", "pos_emb_learnable": False,
+            "pos_emb_interpolation": "crop", "block_x_format": "THWBD", "affline_emb_norm": True,
+            "use_adaln_lora": True, "adaln_lora_dim": 256, "extra_per_block_abs_pos_emb": True,
+            "extra_per_block_abs_pos_emb_type": "learnable"}
 #: family -> [(label, ComfyUI model config class, unet config)] of the released models.
 REAL = {
     "wan": [("Wan 2.1 14B", "WAN21_T2V", {**_WAN, "dim": 5120, "ffn_dim": 13824, "num_heads": 40, "num_layers": 40}),
@@ -57,6 +65,13 @@ REAL = {
         "concat_padding_mask": True, "crossattn_emb_channels": 1024, "pos_emb_cls": "rope3d",
         "pos_emb_learnable": True, "pos_emb_interpolation": "crop", "min_fps": 1, "max_fps": 30,
         "use_adaln_lora": True, "adaln_lora_dim": 256, "num_blocks": 28, "num_heads": 16})],
+    "cosmos1": [("Cosmos 1.0 7B", "CosmosT2V", {
+        **_COSMOS1, "model_channels": 4096, "num_blocks": 28, "num_heads": 32, "rope_h_extrapolation_ratio": 1.0,
+        "rope_w_extrapolation_ratio": 1.0, "rope_t_extrapolation_ratio": 2.0}),
+                ("Cosmos 1.0 14B", "CosmosT2V", {
+        **_COSMOS1, "model_channels": 5120, "num_blocks": 36, "num_heads": 40, "rope_h_extrapolation_ratio": 2.0,
+        "rope_w_extrapolation_ratio": 2.0, "rope_t_extrapolation_ratio": 2.0, "extra_h_extrapolation_ratio": 2.0,
+        "extra_w_extrapolation_ratio": 2.0, "extra_t_extrapolation_ratio": 2.0})],
 }
 GENERATION = {"width": 832, "height": 480, "length": 33, "steps": 30, "rows_per_step": 2}
 

@@ -14,7 +14,7 @@ token counts, the T5 families' padded with a mask):
 
 Medians of interleaved runs; CPU seconds beside the wall clock.
 
-    python bench/family_check_perf.py [--families wan hunyuan_video ltxv mochi cosmos_predict2] [--repeats 3]
+    python bench/family_check_perf.py [--families wan hunyuan_video ltxv mochi cosmos_predict2 cosmos1] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ from host_models import (  # noqa: E402
 )
 
 FAMILIES = ("wan",) + tuple(MEDIUM_FAMILIES)
-#: Mochi's text qkv and Cosmos Predict2's cross-attention k/v have no bias for "safe_mean" to move.
-TARGET = {"mochi": "zero", "cosmos_predict2": "zero"}
+#: Mochi's text qkv and the Cosmos families' cross-attention k/v have no bias for "safe_mean" to move.
+TARGET = {"mochi": "zero", "cosmos_predict2": "zero", "cosmos1": "zero"}
 
 
 class Prepared:
