@@ -524,9 +524,9 @@ def layer_edits(model, basis: RefusalBasis, layers: list[str], strength: float, 
 def require_bias_for_target(model, layers, target: str,
                             nodes: str = "Apply Unlearning and Unlearning Check") -> None:
     """Target "safe_mean" moves each edited layer's bias (``b' = b + strength (W U) U^T mu``); a layer without one
-    (Mochi's text qkv, Cosmos Predict2's cross-attention k/v) can take only target "zero". Apply Unlearning and
-    Unlearning Check ask this alike, so the check never recommends an edit Apply would refuse. ``nodes``: where the
-    remedy says to change the target (Export Unlearning as LoRA passes its own name)."""
+    (Mochi's text qkv, the cross-attention k/v of Cosmos Predict2 and Cosmos 1.0) can take only target "zero". Apply
+    Unlearning and Unlearning Check ask this alike, so the check never recommends an edit Apply would refuse.
+    ``nodes``: where the remedy says to change the target (Export Unlearning as LoRA passes its own name)."""
     if target != "safe_mean":
         return
     diffusion = model.model.diffusion_model
