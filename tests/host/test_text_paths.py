@@ -2,8 +2,9 @@
 every layer of ``all``, the unsafe side's prediction is the safe side's, exactly, on each family's tiny model (a pair
 of equal token count, so that the attention mask and the sequence length are the same on both sides). Where the
 default group covers every path (Wan, LTX-Video, Cosmos Predict2, Cosmos 1.0) its layers alone do it; on HunyuanVideo
-and Mochi the default leaves the pooled text path (docs/architectures.md, "Pooled text paths"), which is why ``all`` exists. A new text path in
-an adapter, or a layer left out of a group, fails here. The replay is bench/text_paths.py's."""
+and Mochi the default leaves the pooled text path (docs/architectures.md, "Pooled text paths"), which is why ``all``
+exists. A new text path in an adapter, or a layer left out of a group, fails here. The replay is
+bench/text_paths.py's."""
 
 from __future__ import annotations
 
