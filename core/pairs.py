@@ -11,7 +11,8 @@ import hashlib
 import json
 import re
 import warnings
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 #: The paper measures its refusal vector from this many pairs; fewer still works but is noisier.
@@ -68,6 +69,12 @@ class NearDuplicateWarning(UserWarning):
     """A pair that repeats an earlier one up to punctuation: it adds no new wording of the concept, and five such
     copies made the score chart read its highest separation (55 against 15 for five distinct pairs) for a vector
     that removed less."""
+
+
+class UnknownTokenWarning(UserWarning):
+    """A pair whose sides differ, as its text encoder reads them, only by the tokenizer's unknown token (the concept is
+    written in characters its vocabulary lacks): the pair measures that token, which every unreadable text shares,
+    and not the concept."""
 
 
 class InlineHashWarning(UserWarning):
@@ -313,3 +320,85 @@ def parse_prompts(text: str) -> list[str]:
                              "concept; pairs go to the pairs input", number)
         prompts.append(line)
     return list(dict.fromkeys(prompts))
+
+
+#: What :func:`unread_difference` finds when only the unknown token tells a pair's sides apart.
+ADDS_ONLY_UNKNOWN, DIFFERS_ONLY_BY_UNKNOWN = "adds only unknown", "differs only by unknown"
+#: Most runs of unread characters a warning names.
+NAMED_RUNS = 5
+
+
+def unread_difference(unsafe: Sequence[int], safe: Sequence[int], unknown: int,
+                      blank: Collection[int] = ()) -> str | None:
+    """How a pair's sides differ when nothing but the tokenizer's unknown token tells them apart.
+
+    Args:
+        unsafe, safe: the token ids of each side's own text, in order (no start, end or padding token).
+        unknown: the tokenizer's unknown token.
+        blank: tokens that hold no text of their own (SentencePiece's bare word boundary '▁', which goes before a run
+            it reads as unknown: ComfyUI's T5 tokenizer reads 'a 劳力士 watch' as '▁ a ▁ <unk> ▁watch'); they tell
+            nothing apart.
+
+    Returns:
+        :data:`ADDS_ONLY_UNKNOWN` when every token the unsafe side adds (counted: a second unknown token is one) is
+        the unknown token; :data:`DIFFERS_ONLY_BY_UNKNOWN` when the sides are one sequence once their unknown tokens
+        are dropped; None when a token the encoder reads tells them apart, or when neither side holds the unknown
+        token.
+    """
+    if list(unsafe) == list(safe) or (unknown not in unsafe and unknown not in safe):
+        return None
+    added = Counter(t for t in unsafe if t not in blank) - Counter(t for t in safe if t not in blank)
+    if added and set(added) == {unknown}:
+        return ADDS_ONLY_UNKNOWN
+    if _read(unsafe, unknown, blank) == _read(safe, unknown, blank):
+        return DIFFERS_ONLY_BY_UNKNOWN
+    return None
+
+
+def reads_only_unknown(ids: Sequence[int], unknown: int, blank: Collection[int] = ()) -> bool:
+    """Whether a prompt's token ids (its own text's) hold the unknown token and nothing else the encoder reads."""
+    return unknown in ids and not _read(ids, unknown, blank)
+
+
+def _read(ids: Sequence[int], unknown: int, blank: Collection[int]) -> list[int]:
+    return [t for t in ids if t != unknown and t not in blank]
+
+
+def unread_runs(text: str, unreadable: Callable[[str], bool]) -> list[str]:
+    """The runs of consecutive characters of ``text`` that ``unreadable`` says the tokenizer has no token for (never
+    whitespace), once each, in order."""
+    runs, run = [], ""
+    for character in text + " ":
+        if not character.isspace() and unreadable(character):
+            run += character
+        elif run:
+            runs.append(run)
+            run = ""
+    return list(dict.fromkeys(runs))
+
+
+def unread_pair_message(line: int, difference: str, runs: list[str]) -> str:
+    """The warning for a pair that :func:`unread_difference` found told apart only by the unknown token; ``runs``:
+    the characters its tokenizer did not read that tell the sides apart (:func:`unread_runs`)."""
+    what = ("what the unsafe (left) side adds reaches the text encoder only as its unknown token"
+            if difference == ADDS_ONLY_UNKNOWN else
+            "the sides differ, as the text encoder reads them, only by its unknown token")
+    return (f"line {line}: {what}: its tokenizer has no token for {_named(runs)}, so the pair measures the unknown "
+            "token, which every unreadable text shares, and not the concept. Write the concept in words this text "
+            "encoder reads, in a language its tokenizer covers")
+
+
+def unread_prompts_message(prompts: list[str], total: int) -> str:
+    """The warning for neutral prompts that :func:`reads_only_unknown` found unread."""
+    shown = ", ".join(_quoted(prompt) for prompt in prompts[:NAMED_RUNS])
+    more = f" and {len(prompts) - NAMED_RUNS} more" if len(prompts) > NAMED_RUNS else ""
+    return (f"neutral_prompts: {len(prompts)} of the {total} prompts reach the text encoder as nothing but its "
+            f"unknown token ({shown}{more}): they add no everyday variation for the contrast to subtract, and read "
+            "alike. Write them in words this text encoder reads, in a language its tokenizer covers")
+
+
+def _named(runs: list[str]) -> str:
+    if not runs:
+        return "some of their characters"
+    shown = ", ".join(_quoted(run) for run in runs[:NAMED_RUNS])
+    return shown + (f" and {len(runs) - NAMED_RUNS} more" if len(runs) > NAMED_RUNS else "")

@@ -190,3 +190,37 @@ def test_a_full_width_bar_is_named_as_what_it_is():
         "expected exactly one '|' between the unsafe and the safe prompt, found 0 ('｜', U+FF5C, only looks like '|': "
         "type the ASCII '|', e.g. with the input method in half-width mode): '桌子上的一块劳力士手表 ｜ 桌子上的一块手表'")
     assert "looks like" not in check_pairs("a watch\nb | c")["error"]
+
+
+def test_sides_told_apart_only_by_the_unknown_token_are_named_so():
+    """Token ids as the original T5 tokenizer gives them (2: unknown, 3: the bare word boundary '▁', which goes
+    before a run it reads as unknown): 'a 劳力士 watch' is 3 9 3 2 1605, 'a watch' 3 9 1605, 'a Rolex watch'
+    3 9 2158 109 226 1605."""
+    from core.pairs import ADDS_ONLY_UNKNOWN, DIFFERS_ONLY_BY_UNKNOWN, reads_only_unknown, unread_difference
+
+    unknown, blank = 2, {3}
+    watch, unread, rolex = [3, 9, 1605], [3, 9, 3, 2, 1605], [3, 9, 2158, 109, 226, 1605]
+    assert unread_difference(unread, watch, unknown, blank) == ADDS_ONLY_UNKNOWN
+    assert unread_difference(unread, watch, unknown) is None  # the boundary it adds is a token the model reads
+    assert unread_difference(unread, [3, 9, 1370, 1605], unknown, blank) == ADDS_ONLY_UNKNOWN  # safe: 'a gold watch'
+    assert unread_difference(unread, [3, 9, 1605, 3, 2], unknown, blank) == DIFFERS_ONLY_BY_UNKNOWN  # 'a watch 手表'
+    assert unread_difference(watch, unread, unknown, blank) == DIFFERS_ONLY_BY_UNKNOWN  # the unknown on the right
+    assert unread_difference(rolex, watch, unknown, blank) is None
+    assert unread_difference(rolex + [3, 2], watch + [3, 2], unknown, blank) is None  # readable, mixed with unread
+    assert unread_difference(rolex[:5] + [3, 2, 1605], watch, unknown, blank) is None  # 'a Rolex 劳力士 watch'
+    assert unread_difference(unread, unread, unknown, blank) is None  # one encoding: Pair Encoder's error
+    assert reads_only_unknown([3, 2], unknown, blank) and not reads_only_unknown(unread, unknown, blank)
+    assert not reads_only_unknown([3], unknown, blank)
+
+
+def test_unread_characters_are_named_as_runs():
+    from core.pairs import unread_pair_message, unread_runs
+
+    unreadable = {"劳", "力", "士", "😀"}.__contains__
+    assert unread_runs("a 劳力士 watch 😀 劳力士", unreadable) == ["劳力士", "😀"]
+    assert unread_runs("a watch", unreadable) == []
+    message = unread_pair_message(5, "adds only unknown", ["劳力士"])
+    assert message.startswith("line 5: what the unsafe (left) side adds reaches the text encoder only as its unknown "
+                              "token: its tokenizer has no token for '劳力士'")
+    assert message.endswith("Write the concept in words this text encoder reads, in a language its tokenizer covers")
+    assert "no token for 'a', 'b', 'c', 'd', 'e' and 2 more," in unread_pair_message(1, "", list("abcdefg"))
