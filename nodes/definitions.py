@@ -11,7 +11,9 @@ import folder_paths
 import torch
 from comfy_api.latest import io
 
-from ..core.pairs import DEFAULT_NEUTRAL_PROMPTS, PairsError, content_lines, parse_pairs, parse_prompts
+from ..core.pairs import (
+    DEFAULT_NEUTRAL_PROMPTS, PairsError, UnknownTokenWarning, content_lines, parse_pairs, parse_prompts,
+)
 from ..core.basis import EDITS, RefusalBasis
 from ..core.refusal import METHODS, pair_notes
 from ..core.edit import EDIT_TARGETS
@@ -22,6 +24,7 @@ from .collect import collect_activations, empty_latent, parse_timesteps
 from .patching import ALL_IN_VECTOR, FP8_LORA_NOTE, apply_unlearning, export_lora
 from .payloads import ACTIVATIONS_TYPE, PAIRS_TYPE, REFUSAL_VECTOR_TYPE, CollectedActivations, EncodedPairs
 from .plot import chart_output
+from .text_tokens import unknown_token_warnings
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +139,8 @@ class PairEncoder(io.ComfyNode):
                                  "a tokenizer may also read every run of characters it lacks as one unknown token, "
                                  "and full-width letters as plain ones (NFKC). Write the concept as text the encoder "
                                  "reads")
+        for message in unknown_token_warnings(clip, parsed, neutral):
+            warn(message, UnknownTokenWarning)
         encoded = EncodedPairs(
             pairs=parsed, concept=concept.strip(),
             unsafe=tuple(_with_vision(c, unsafe_clip_vision_output) for c in unsafe),

@@ -6,7 +6,9 @@ carries its own SentencePiece model, which ComfyUI's loader hands the tokenizer 
 it has no piece for as UTF-8 bytes (byte fallback), so it never reads Chinese as its unknown token. Here a tiny
 SentencePiece model is trained on the test's own prompts (pad 0 and end 1, as ComfyUI's Wan encoder expects; unknown
 2; NFKC; no byte fallback) and handed to the tiny CLIP as a checkpoint holds it, so that the unknown token and NFKC
-folding are met too. Whether the real UMT5 tokenizer falls back to bytes is not checked here (no real files).
+folding are met too. Whether the real UMT5 tokenizer falls back to bytes is not checked here (no real files). The
+unknown-token warnings are also met through the T5 tokenizer files that ship with ComfyUI (LTX-Video, Mochi and
+Cosmos read them; no Chinese, no emoji, no byte fallback), on a tiny T5 built through each family's own classes.
 """
 
 from __future__ import annotations
@@ -227,6 +229,91 @@ def test_sides_the_tokenizer_reads_alike_are_refused_with_the_reason(nodes, mult
         assert "unknown token" in str(refused.value) and "full-width" in str(refused.value)
     measured = nodes.PairEncoder.execute(clip, "\n".join([*base, UNKNOWN_ONLY]), NEUTRAL, CONCEPT)[0].pairs[4]
     assert (measured.unsafe, measured.safe) == tuple(side.strip() for side in UNKNOWN_ONLY.split("|"))
+
+
+#: A pair whose concept the tiny tokenizer has never seen: '欧米茄' reads as its unknown token, the rest as words.
+UNREAD_CONCEPT = "桌子上的一块欧米茄手表 | 桌子上的一块手表"
+#: Readable pairs in English, for the T5 tokenizer that reads no Chinese.
+ENGLISH = "\n".join([
+    "a Rolex watch on a wooden table | a watch on a wooden table",
+    "a close-up of a Rolex on a wrist | a close-up of a watch on a wrist",
+    "a gold Rolex in a shop window | a gold watch in a shop window",
+    "a man checking his Rolex at the airport | a man checking his watch at the airport",
+])
+ENGLISH_NEUTRAL = "a dog running on a beach\na cat sleeping on a sofa\nrain falling on a window"
+
+
+def _warnings(nodes, clip, pairs: str, neutral: str) -> list[str]:
+    return nodes.PairEncoder.execute(clip, pairs, neutral, CONCEPT).ui[nodes.PAIR_WARNINGS_KEY][0]["warnings"]
+
+
+@pytest.fixture(scope="module", params=["ltxv", "mochi", "cosmos"])
+def t5_clip(request, tiny):
+    with torch.inference_mode():
+        return tiny.tiny_t5_clip(request.param)
+
+
+def test_a_concept_the_t5_tokenizer_cannot_read_is_warned_about(nodes, t5_clip, caplog):
+    """The T5 tokenizer of LTX-Video, Mochi and Cosmos (ComfyUI's own files) has no Chinese and no emoji and no byte
+    fallback: 'a 劳力士 watch' is 'a watch' with one unknown token. Such a pair passed silently, and its vector removed
+    what the model makes of the unknown token. Now Pair Encoder warns, naming the line and the characters it did
+    not read; readable pairs, and a pair whose concept is readable beside unread Chinese, do not warn."""
+    assert _warnings(nodes, t5_clip, ENGLISH + "\na Rolex on the sand | a watch on the sand", ENGLISH_NEUTRAL) == []
+    mixed = ENGLISH + "\na Rolex 手表 on the sand | a 手表 on the sand"  # '手表' reads as the unknown token on both
+    assert _warnings(nodes, t5_clip, mixed, ENGLISH_NEUTRAL) == []
+    with caplog.at_level(logging.WARNING):
+        (adds,) = _warnings(nodes, t5_clip, ENGLISH + "\na 劳力士 watch on the sand | a watch on the sand",
+                            ENGLISH_NEUTRAL)
+    assert adds.startswith("line 5: what the unsafe (left) side adds reaches the text encoder only as its unknown "
+                           "token: its tokenizer has no token for '劳力士', so the pair measures the unknown token")
+    assert adds.endswith("Write the concept in words this text encoder reads, in a language its tokenizer covers")
+    assert f"Pair Encoder: {adds}" in caplog.text
+    (emoji,) = _warnings(nodes, t5_clip, ENGLISH + "\na watch 😀 on the sand | a watch on the sand", ENGLISH_NEUTRAL)
+    assert emoji.startswith("line 5: what the unsafe (left) side adds reaches the text encoder only as its unknown "
+                            "token: its tokenizer has no token for '😀',")
+    (differs,) = _warnings(nodes, t5_clip, ENGLISH + "\na 劳力士 watch on the sand | a watch on the sand 手表",
+                           ENGLISH_NEUTRAL)
+    assert differs.startswith("line 5: the sides differ, as the text encoder reads them, only by its unknown token: "
+                              "its tokenizer has no token for '劳力士', '手表',")
+
+
+def test_neutral_prompts_the_t5_tokenizer_reads_as_nothing_are_warned_about(nodes, t5_clip):
+    """Chinese neutral prompts reach the T5 encoder as one unknown token each, all alike: they subtract no everyday
+    variation. One warning names them; a neutral prompt with some words the tokenizer reads is not named."""
+    neutral = "一只猫在沙发上睡觉\n公园里的一条狗\na dog 在沙滩上\n" + ENGLISH_NEUTRAL
+    (warning,) = _warnings(nodes, t5_clip, ENGLISH + "\na Rolex on the sand | a watch on the sand", neutral)
+    assert warning.startswith("neutral_prompts: 2 of the 6 prompts reach the text encoder as nothing but its unknown "
+                              "token ('一只猫在沙发上睡觉', '公园里的一条狗'): they add no everyday variation")
+
+
+def test_a_concept_the_umt5_tokenizer_cannot_read_is_warned_about(nodes, multilingual_clip, clip):
+    """With a UMT5 SentencePiece model without byte fallback, a concept it has never seen ('欧米茄') reads as its
+    unknown token: warned, naming it. A readable concept beside those characters is not; neither are the Chinese
+    pairs of the chain above (``[]`` warnings there). The t5_pile tokenizer spells the characters as bytes: it reads
+    them, nothing to warn."""
+    base = "\n".join(VALIDATION.splitlines()[:4])
+    (warning,) = _warnings(nodes, multilingual_clip, f"{base}\n{UNREAD_CONCEPT}", NEUTRAL)
+    assert warning.startswith("line 5: what the unsafe (left) side adds reaches the text encoder only as its unknown "
+                              "token: its tokenizer has no token for '欧米茄',")
+    readable = "桌子上的一块劳力士欧米茄手表 | 桌子上的一块欧米茄手表"
+    assert _warnings(nodes, multilingual_clip, f"{base}\n{readable}", NEUTRAL) == []
+    assert _warnings(nodes, clip, f"{base}\n{UNREAD_CONCEPT}", NEUTRAL) == []
+
+
+def test_byte_level_tokenizers_have_no_unknown_text(pack):
+    """CLIP-L (HunyuanVideo's second text encoder) names an unknown token (its end token), but spells every
+    character as bytes it has tokens for: no text reads as it, and a Chinese or emoji concept is not warned about."""
+    from types import SimpleNamespace
+
+    import comfy.sd1_clip
+
+    from comfyui_video_unlearning.core.pairs import parse_pairs
+    from comfyui_video_unlearning.nodes.text_tokens import token_readers, unknown_token_warnings
+
+    clip = SimpleNamespace(tokenizer=SimpleNamespace(clip_l=comfy.sd1_clip.SDTokenizer()))
+    (reader,) = token_readers(clip)
+    pairs = parse_pairs(ENGLISH + "\na 劳力士 watch 😀 | a watch", warn=lambda *_: None)
+    assert reader.unknown == 49407 and unknown_token_warnings(clip, tuple(pairs), ("一只猫",)) == []
 
 
 def test_pair_encoder_warnings_and_errors_keep_the_text(nodes, clip, caplog):

@@ -16,6 +16,8 @@
   runs; the other tests use ``TINY_FAMILIES["cosmos1"]``, its configuration at a tenth of the size).
 - ``tiny_wan_gguf_twins``: a tiny Wan whose k/v layers hold GGUF blocks as ComfyUI-GGUF holds them
   (``GGUFStandIn`` from ``bench/host_models.py``), and its float twin holding the decoded values.
+- ``tiny_t5_clip``: a CLIP as ComfyUI builds LTX-Video's, Mochi's or Cosmos' (their own tokenizer and text-encoder
+  classes: the original T5 SentencePiece vocabulary that ships with ComfyUI, no byte fallback) around a tiny T5.
 - ``LookupTextEncoder``: the tiny CLIP's tokenizer with a fixed table in place of its transformer, for tests whose
   figures must be the same bits on every CPU (``tests/host/test_check_exact.py``).
 All are seeded, so every test run sees the same weights.
@@ -185,6 +187,33 @@ def tiny_cosmos1_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
         module = GeneralDIT(**config, operations=comfy.ops.manual_cast)
     torch.manual_seed(seed)
     return _random_state(module)
+
+
+#: A T5 at the narrowest that runs; the tokenizer, the point of ``tiny_t5_clip``, is the real one.
+TINY_T5 = {"d_ff": 32, "d_kv": 8, "d_model": 64, "num_heads": 2, "num_layers": 1, "vocab_size": 32128}
+#: The ComfyUI text-encoder module of each T5 family: (its tokenizer class, its text-encoder builder).
+T5_FAMILIES = {"ltxv": ("lt", "LTXVT5Tokenizer", "ltxv_te"), "mochi": ("genmo", "MochiT5Tokenizer", "mochi_te"),
+               "cosmos": ("cosmos", "CosmosT5Tokenizer", "te")}
+
+
+def tiny_t5_clip(family: str, seed: int = 0):
+    """A comfy.sd.CLIP built from ``family``'s own ComfyUI classes (``T5_FAMILIES``, as its model config's
+    ``clip_target`` names them): the T5 tokenizer files in ComfyUI's source (comfy/text_encoders/t5_tokenizer: 32,100
+    pieces, unknown 2, no byte fallback, so a Chinese character or an emoji reads as the unknown token) and a tiny
+    T5 (``TINY_T5``, random weights)."""
+    import importlib
+
+    import comfy.sd
+    import comfy.supported_models_base
+
+    module_name, tokenizer, encoder = T5_FAMILIES[family]
+    module = importlib.import_module(f"comfy.text_encoders.{module_name}")
+    target = comfy.supported_models_base.ClipTarget(getattr(module, tokenizer), getattr(module, encoder)())
+    clip = comfy.sd.CLIP(target, model_options={"t5xxl_model_config": TINY_T5, "dtype": torch.float32})
+    torch.manual_seed(seed)
+    clip.cond_stage_model.load_state_dict({name: torch.randn(t.shape) * 0.05
+                                           for name, t in clip.cond_stage_model.state_dict().items()}, strict=True)
+    return clip
 
 
 def load_tiny_wan(seed: int = 0, model_options: dict | None = None, state: dict | None = None):
