@@ -188,17 +188,24 @@ _UNMAPPED = "\uffff"
 CONCEPT_NOT_DRAWN = "concept (named in the caption)"
 
 
-def _mask(font, text: str) -> tuple:
-    mask = font.getmask(text)
+def _mask(font, text: str) -> tuple | None:
+    """What ``font`` draws for ``text``; None where it cannot take the text at all: Pillow's bitmap font (a Pillow
+    without FreeType, or one before 10.1, whose ``load_default`` takes no size) encodes text as Latin-1 and raises
+    UnicodeEncodeError for any other character."""
+    try:
+        mask = font.getmask(text)
+    except UnicodeEncodeError:
+        return None
     return mask.size, bytes(mask)
 
 
 def missing_glyphs(text: str, font) -> str:
     """The characters of ``text`` (each once, in order) that ``font`` draws as its missing-glyph box: those whose mask
-    is the mask of a character no font maps. Pillow's bundled font lacks every letter outside ASCII (measured on Pillow
-    13.0: of U+0020-U+FFFF it draws 113 characters, ASCII and 18 signs such as '·' and '…')."""
-    box = _mask(font, _UNMAPPED)
-    return "".join(c for c in dict.fromkeys(text) if c != " " and _mask(font, c) == box)
+    is the mask of a character no font maps, or that it cannot take at all (the bitmap font, outside Latin-1).
+    Pillow's bundled scalable font lacks every letter outside ASCII (measured on Pillow 13.0: of U+0020-U+FFFF it draws
+    113 characters, ASCII and 18 signs such as '·' and '…')."""
+    box = _mask(font, _UNMAPPED)  # None for the bitmap font: then only what it cannot take is missing
+    return "".join(c for c in dict.fromkeys(text) if c != " " and _mask(font, c) in (None, box))
 
 
 def drawable_concept(concept: str, font, stand_in: str) -> str:

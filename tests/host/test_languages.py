@@ -369,3 +369,46 @@ def test_the_charts_draw_no_missing_glyph_and_name_the_concept_as_text(pack, dra
     assert data["concept"] == concept and data["concept_in_picture"] is in_picture
     assert data["title"].startswith(f"{concept or 'concept'}: separation per input")
     assert image.shape == (1, plot.HEIGHT, plot.WIDTH, 3) and np.isfinite(image.numpy()).all()
+
+
+@pytest.mark.parametrize("concept, in_picture", [(CONCEPT, False), ("Ролекс", False), ("Café", True),
+                                                 ("Rolex", True), ("", True)],
+                         ids=["chinese", "cyrillic", "accented", "ascii", "unnamed"])
+def test_the_charts_draw_with_pillow_s_bitmap_font(pack, drawn, monkeypatch, concept, in_picture):
+    """A Pillow without FreeType (or before 10.1, whose load_default takes no size) has only its bitmap font, which
+    encodes text as Latin-1: getmask of any other character raises UnicodeEncodeError. missing_glyphs asked it for
+    U+FFFF first, so every chart (an ASCII concept's too) failed there. Such a character is missing; the bitmap font
+    draws 'é', so 'Café' is drawn."""
+    from PIL import ImageFont
+
+    from comfyui_video_unlearning.core.check import CheckResult
+    from comfyui_video_unlearning.core.refusal import RefusalFitter
+    from comfyui_video_unlearning.nodes import check, plot
+
+    bitmap = ImageFont.load_default_imagefont()
+
+    def without_freetype(size=None):
+        if size is not None:
+            raise ImportError("The _imagingft C module is not installed")  # what Pillow without FreeType raises
+        return bitmap
+
+    monkeypatch.setattr(ImageFont, "load_default", without_freetype)
+    fitter = RefusalFitter()
+    generator = torch.Generator().manual_seed(0)
+    safe = torch.randn(6, 16, generator=generator, dtype=torch.float64)
+    fitter.update("blocks.0.cross_attn.k", safe + 2.0 * torch.eye(16, dtype=torch.float64)[0], safe)
+    basis = fitter.fit(rank=2, concept=concept, model_family="wan")
+    assert plot.missing_glyphs(concept, bitmap) == ("" if in_picture else concept)
+    image = plot.score_chart(basis)
+    data = plot.chart_data(basis)
+    figures = (0.0, 0.5)
+    result = CheckResult(strengths=(0.0, 1.0), survival_layers=figures, survival_prediction=figures,
+                         collateral_layers=figures, collateral_prediction=figures, recommended=1.0, reason="",
+                         layers=("blocks.0.cross_attn.k",), label=f"{concept or 'concept'}: 1 layers (default)")
+    chart = check.check_chart(result, concept=concept)
+    assert drawn and all(font is bitmap for _, font in drawn)
+    assert data["concept_in_picture"] is in_picture
+    shown = concept or "concept"
+    assert any(text.startswith(f"Unlearning check: {shown if in_picture else check.CONCEPT_NOT_DRAWN}: ")
+               for text, _ in drawn)
+    assert image.shape == (1, plot.HEIGHT, plot.WIDTH, 3) and chart.shape[0] == 1
