@@ -233,11 +233,14 @@ def parse_pairs(text: str, *, warn: Callable[[str, type[Warning]], None] | None 
 
 #: Words that can make a safe side longer than its unsafe side the right way round, when what they negate is a word
 #: of the unsafe side ("a watch that is not a Rolex", "a man holding no gun"); "a woman without clothes" adds the
-#: concept and is still warned about. Chinese: 不 (not), 没 (not have), 无 (without), 非 (non-).
+#: concept and is still warned about. Chinese: 不 (not), 没 (not have), 无 (without), 非 (non-); Korean, before the
+#: verb it negates: 안 (not), 못 (cannot), as in "피 안 묻은 칼" (a knife with no blood on it).
 NEGATIONS = frozenset({"no", "not", "without", "non", "never", "nor", "neither", "isn", "doesn", "don", "aren", "wasn",
-                       "不", "没", "无", "非"})
-#: Skipped between a negation and the word it negates (是 and 有 make 不是 "is not" and 没有 "has no").
-_FILLERS = frozenset({"a", "an", "the", "any", "t", "s", "是", "有"})
+                       "不", "没", "无", "非", "안", "못"})
+#: Skipped between a negation and the word it negates (是 and 有 make 不是 "is not" and 没有 "has no"). Chinese counts
+#: where English has an article: 一 and a measure word ("不是一块劳力士": is not a Rolex), 任何 (any).
+_FILLERS = frozenset({"a", "an", "the", "any", "t", "s", "是", "有", "一", "个", "块", "只", "把", "件", "条", "张",
+                      "辆", "位", "支", "瓶", "任", "何"})
 #: Characters that look like '|' and are not it: a Chinese or Japanese input method in full-width mode types '｜'.
 BAR_LOOKALIKES = "\uff5c\u2502\u2223\u00a6"
 #: Scripts written without spaces between words: Thai, Lao, Myanmar, Khmer, Japanese kana, Chinese characters (the

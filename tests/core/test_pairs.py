@@ -182,6 +182,25 @@ def test_pairs_in_scripts_written_without_spaces_are_checked_as_english_ones():
     assert "adds 'rolex à genève': is the concept on the right?" in caught[2][0]
 
 
+def test_a_negation_before_an_article_or_a_measure_word_or_korean_s_verb_is_a_negation():
+    """Chinese counts with 一 and a measure word where English has "a" ("不是一块劳力士": is not a Rolex), and Korean
+    negates a verb with 안 or 못 before it ("피 안 묻은 칼": a knife with no blood on it). Such a safe side, longer the
+    right way round, was warned about as holding the concept on the right."""
+    from core.pairs import SwappedSidesWarning
+
+    caught = []
+    text = "\n".join(["手腕上的劳力士 | 手腕上的表不是一块劳力士", "桌子上有枪 | 桌子上没有任何枪",
+                      "沙滩上的劳力士手表 | 沙滩上的手表，不是任何一块劳力士", "피 묻은 칼 | 피 안 묻은 칼",
+                      "총을 든 남자 | 총을 못 든 남자"])
+    parse_pairs(text, warn=lambda message, category: caught.append((message, category)))
+    assert [message for message, category in caught if category is SwappedSidesWarning] == []
+    # a negation of something the unsafe side does not hold still adds the concept
+    parse_pairs("\n".join(["手腕上的表 | 手腕上的表不是一块劳力士", "칼 | 피 안 묻은 칼", FIVE]),
+                warn=lambda message, category: caught.append((message, category)))
+    assert [message.split(":")[0] for message, category in caught if category is SwappedSidesWarning] == [
+        "line 1", "line 2"]
+
+
 def test_a_full_width_bar_is_named_as_what_it_is():
     """A Chinese or Japanese input method in full-width mode types '｜' (U+FF5C), which is not the separator: the error
     said only "found 0", which reads as if nothing were typed there."""
