@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import unicodedata
 import warnings
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
@@ -246,9 +247,9 @@ BAR_LOOKALIKES = "\uff5c\u2502\u2223\u00a6"
 #: Scripts written without spaces between words: Thai, Lao, Myanmar, Khmer, Japanese kana, Chinese characters (the
 #: CJK blocks and their extensions). Each of their characters counts as a word, so that the swapped-sides and
 #: near-duplicate checks see what a pair adds: read as runs of letters, "桌子上的一块手表 | 桌子上的一块劳力士手表"
-#: was two different words and passed unwarned.
-_UNSPACED = ("\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff"
-             "\uf900-\ufaff\U00020000-\U0003134f")
+#: was two different words and passed unwarned. The katakana middle dot (U+30FB) between a name's words is punctuation.
+_UNSPACED = ("\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30fa\u30fc-\u30ff\u31f0-\u31ff\u3400-\u4dbf"
+             "\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f")
 _WORD = re.compile(f"[{_UNSPACED}]|[^\\W{_UNSPACED}]+")
 _UNSPACED_CHARACTER = re.compile(f"[{_UNSPACED}]")
 
@@ -266,7 +267,8 @@ def _negates_the_unsafe_side(unsafe: str, safe: str) -> bool:
 
 
 def _words_in_order(prompt: str) -> tuple[str, ...]:
-    return tuple(_WORD.findall(prompt.casefold()))
+    # NFKC: full-width letters ("Ｒｏｌｅｘ") read as the plain ones, as the text encoders' tokenizers normalise them
+    return tuple(_WORD.findall(unicodedata.normalize("NFKC", prompt).casefold()))
 
 
 def _words(prompt: str) -> frozenset[str]:

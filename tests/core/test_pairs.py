@@ -243,3 +243,17 @@ def test_unread_characters_are_named_as_runs():
                               "token: its tokenizer has no token for '劳力士'")
     assert message.endswith("Write the concept in words this text encoder reads, in a language its tokenizer covers")
     assert "no token for 'a', 'b', 'c', 'd', 'e' and 2 more," in unread_pair_message(1, "", list("abcdefg"))
+
+
+def test_full_width_letters_and_the_katakana_middle_dot_do_not_hide_a_repeated_pair():
+    """The warnings read words as the text encoders normalise them: full-width letters (``Ｒｏｌｅｘ``, typed by an
+    input method in full-width mode) are the plain ones (NFKC), and the katakana middle dot ``・`` between the words
+    of a name is punctuation, not a word. Either hid a pair repeated up to punctuation."""
+    from core.pairs import NearDuplicateWarning
+
+    caught = []
+    text = "\n".join(["a Rolex watch | a watch", "a Ｒｏｌｅｘ watch | a watch", "ロレックス・デイトナの時計 | 時計",
+                      "ロレックスデイトナの時計 | 時計", "a gold Rolex | a gold watch"])
+    parse_pairs(text, warn=lambda message, category: caught.append((message, category)))
+    assert [(m.split(":")[0], c) for m, c in caught] == [("line 2", NearDuplicateWarning),
+                                                         ("line 4", NearDuplicateWarning)]
