@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# one rule for block keys, here and in core's vectors (Cosmos 1.0's blocks.block3 as well as blocks.3)
 from ..core.basis import block_index
 
 #: Prefix of the diffusion model inside a ComfyUI ``BaseModel`` state dict.
@@ -189,7 +190,7 @@ class Adapter:
     def main_block(self, diffusion_model, name: str) -> int | None:
         """The main block a layer belongs to: its own index, or for a side block's layer the main block it is
         injected into; None for a layer outside the blocks (``top_level_names``)."""
-        index = _block_index(name)
+        index = block_index(name)
         if index is None:
             return None
         if self.side_blocks and name.split(".", 1)[0] == self.side_blocks[0]:
@@ -254,19 +255,13 @@ def layer_suffix(name: str) -> str:
     """``blocks.3.cross_attn.k`` -> ``cross_attn.k`` (the part after the block key; Cosmos 1.0's
     ``blocks.block3.blocks.1.block.attn.to_k.0`` -> ``blocks.1.block.attn.to_k.0``); a layer outside the blocks
     (``vector_in.in_layer``) is its own suffix."""
-    return name if _block_index(name) is None else name.split(".", 2)[-1]
+    return name if block_index(name) is None else name.split(".", 2)[-1]
 
 
 def block_of(name: str) -> str | None:
     """``blocks.3.cross_attn.k`` -> ``blocks.3``; ``double_blocks.0.txt_mlp.0`` -> ``double_blocks.0``; None for a
     layer outside the blocks (``vector_in.in_layer``)."""
-    return None if _block_index(name) is None else ".".join(name.split(".", 2)[:2])
-
-
-def _block_index(name: str) -> int | None:
-    """``blocks.3.cross_attn.k`` -> 3 (Cosmos 1.0's ``blocks.block3...`` too); None where the second part of the name
-    is no block key (a top-level layer: ``vector_in.in_layer``). The rule core's vectors use (``core.basis``)."""
-    return block_index(name)
+    return None if block_index(name) is None else ".".join(name.split(".", 2)[:2])
 
 
 def _has_linear(module, name: str) -> bool:
