@@ -23,10 +23,11 @@ import torch
 from .activations import ActivationRecorder
 from .check_baseline import Baseline
 from .check_figures import (distinction_proxies, guided_collateral, keep_loss, layer_proxies, negative_concept_share,
-                            prediction_proxies, toward_concept)
+                            pairs_survival, prediction_proxies, toward_concept)
 from .check_hooks import EditHooks, ReplayCache
 from .devices import cpu_float64
 from .pairs import prompt_digest
+from .scripts import pair_script, script_groups
 from .recommend import (COLLATERAL_BUDGET, FULL_PROJECTION, REMOVED, TOWARD_CONCEPT_LIMIT, _SWAPPED_REMEDY,
                         _adds_the_concept, _full_projection_index, recommend)
 from .basis import RefusalBasis
@@ -93,6 +94,12 @@ class CheckResult:
     #: the strength the share was read at: full projection (1), else the largest grid strength below it, else the
     #: smallest above it
     negative_share_strength: float | None = None
+    #: removal per script of the validation pairs (:mod:`core.scripts`), only when they span 2 or more scripts:
+    #: ``((script, pairs, efficacy per strength), ...)``, the largest group first; each efficacy is
+    #: :func:`pairs_survival` of the group's pairs, subtracted from 1. The recommendation reads the pooled efficacy.
+    removed_by_script: tuple[tuple[str, int, tuple[float, ...]], ...] = ()
+    #: the share of the pairs' difference the recommendation counts as removed (:data:`REMOVED`)
+    removed_threshold: float = REMOVED
 
     @property
     def negative_carries_concept(self) -> bool:
@@ -128,9 +135,7 @@ class CheckResult:
     def at(self, strength: float) -> dict:
         """The row of ``strength`` (which must be on the grid). Its ``collateral`` is the conditional prediction's
         (:attr:`collateral_prediction`); ``collateral_guided``, when measured, is what :attr:`collateral` returns."""
-        index = min(range(len(self.strengths)), key=lambda i: abs(self.strengths[i] - strength))
-        if abs(self.strengths[index] - strength) > 1e-9:
-            raise ValueError(f"strength {strength} is not on the checked grid {list(self.strengths)}")
+        index = self._index(strength)
         return {"strength": self.strengths[index], "efficacy": self.efficacy[index],
                 "efficacy_layers": self.efficacy_layers[index], "collateral": self.collateral_prediction[index],
                 "collateral_layers": self.collateral_layers[index],
@@ -139,6 +144,12 @@ class CheckResult:
                 **({"collateral_guided": self.collateral_guided[index]} if self.collateral_guided else {}),
                 **({"keep_loss": self.keep_loss[index]} if self.keep_loss else {}),
                 **({"toward_concept": self.toward_concept[index]} if self.toward_concept else {})}
+
+    def _index(self, strength: float) -> int:
+        index = min(range(len(self.strengths)), key=lambda i: abs(self.strengths[i] - strength))
+        if abs(self.strengths[index] - strength) > 1e-9:
+            raise ValueError(f"strength {strength} is not on the checked grid {list(self.strengths)}")
+        return index
 
     def table(self) -> str:
         """A short fixed-width table, the recommended row marked with ``*``."""
@@ -153,6 +164,7 @@ class CheckResult:
                          + (f" {self.collateral_guided[i]:>8.3f}" if guided else "")
                          + (f" {self.toward_concept[i]:>13.0%}" if toward else ""))
         lines.append(f"recommended strength {self.recommended:g}: {self.reason}")
+        lines.append(self.script_line())
         at = "" if self.negative_share_strength is None else f" at strength {self.negative_share_strength:g}"
         if self.negative_concept_share is not None:
             read = ("carries the concept: collateral read on the conditional prediction (guided shown, not used)"
@@ -165,10 +177,50 @@ class CheckResult:
                          "pairs' unsafe sides do not move clearly more than their safe sides, or by less than the "
                          f"benign prompts' moves differ among themselves{at}); "
                          + ("guided collateral kept" if self.collateral_guided else "collateral as measured"))
-        for warning in (self.toward_concept_warning(), self.negative_warning()):
+        for warning in (self.toward_concept_warning(), self.script_warning(), self.negative_warning()):
             if warning:
                 lines.append(warning)
         return "\n".join(line for line in lines if line)
+
+    @property
+    def script_strength(self) -> float:
+        """The strength the per-script removal is shown at: the recommended one, or where that is 0 (where every
+        share reads 0), the one read as full projection."""
+        if self.recommended > 0:
+            return self.recommended
+        index = _full_projection_index(self.strengths, FULL_PROJECTION)
+        return self.recommended if index is None else self.strengths[index]
+
+    def removed_by_script_at(self, strength: float) -> list[tuple[str, int, float]]:
+        """``[(script, pairs, efficacy at strength), ...]`` from :attr:`removed_by_script`; empty when the
+        validation pairs are in one script."""
+        index = self._index(strength)
+        return [(script, pairs, efficacy[index]) for script, pairs, efficacy in self.removed_by_script]
+
+    def script_line(self) -> str:
+        """The table's line of removal per script at :attr:`script_strength`; empty for pairs in one script."""
+        shares = self.removed_by_script_at(self.script_strength)
+        if not shares:
+            return ""
+        listed = ", ".join(f"{script} {removed:.0%} ({_pairs(pairs)})" for script, pairs, removed in shares)
+        return f"removed by script at {self.script_strength:.2f}: {listed}"
+
+    def script_warning(self) -> str:
+        """A line naming the scripts whose pairs keep more of their difference than :attr:`removed_threshold` allows
+        at the recommended strength while the pooled share reaches it; empty otherwise."""
+        shares = self.removed_by_script_at(self.recommended)
+        index = self._index(self.recommended)
+        if not shares or self.efficacy[index] < self.removed_threshold:
+            return ""
+        behind = [(script, pairs, removed) for script, pairs, removed in shares if removed < self.removed_threshold]
+        if not behind:
+            return ""
+        listed = " and ".join(f"{script} ({removed:.0%}, {_pairs(pairs)})" for script, pairs, removed in behind)
+        those = "that script" if len(behind) == 1 else "those scripts"
+        return (f"WARNING: at strength {self.recommended:g} the edit removes {self.efficacy[index]:.0%} of the "
+                f"validation pairs' difference pooled, but less than {self.removed_threshold:.0%} of the pairs "
+                f"written in {listed}: the concept written in {those} is not removed as well. Add estimation pairs "
+                f"written in {those} to the vector's Pair Encoder and compute the vector again")
 
     def negative_warning(self) -> str:
         """A line saying that the negative prompt carries the concept (:attr:`negative_carries_concept`); empty
@@ -199,8 +251,14 @@ class CheckResult:
                 "keep_loss": list(self.keep_loss), "toward_concept": list(self.toward_concept),
                 "negative_concept_share": self.negative_concept_share, "negative_share_read": self.negative_share_read,
                 "negative_share_strength": self.negative_share_strength,
+                "removed_by_script": [{"script": script, "pairs": pairs, "efficacy": list(efficacy)}
+                                      for script, pairs, efficacy in self.removed_by_script],
                 "collateral_read": self.collateral_read, "recommended": self.recommended, "reason": self.reason,
                 "forwards": self.forwards}
+
+
+def _pairs(count: int) -> str:
+    return f"{count} pair" if count == 1 else f"{count} pairs"
 
 
 def _rows(validation: Sequence, benign: Sequence, negative=None, keep: Sequence = ()) -> tuple[list, int, int, int]:
@@ -313,7 +371,7 @@ def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBas
                     label: str = "", guidance: float | None = None, on_forward: Callable[[], None] | None = None,
                     removed: float = REMOVED,
                     budget: float = COLLATERAL_BUDGET, full_projection: float | None = FULL_PROJECTION,
-                    negative_as: CheckResult | None = None) -> CheckResult:
+                    negative_as: CheckResult | None = None, scripts: Sequence[str] | None = None) -> CheckResult:
     """Efficacy and collateral of editing ``layers`` (default: all of ``basis``) at every strength.
 
     Layer-level figures come from ``baseline``'s recorded inputs in closed form; the prediction needs one
@@ -324,6 +382,9 @@ def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBas
     :func:`keep_loss`. ``negative_as``: take the negative prompt's share from that result (the check of the whole
     edit) instead of reading it here, so that a sweep's layer groups read collateral in one unit: read per group, a
     group whose own share crossed the line was drawn in conditional collateral on an axis saying guided.
+    ``scripts``: the script of each validation pair (:func:`core.scripts.pair_script`), for rows that are not text
+    (the nodes' conditionings); read from the pairs themselves when they are text. With 2 or more scripts the result
+    carries the removal of each script's pairs per strength (:attr:`CheckResult.removed_by_script`).
     """
     strengths = parse_strengths(strengths)
     layers = list(layers or basis.layers)
@@ -340,6 +401,8 @@ def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBas
                          f"{baseline.keep})")
     if guidance is not None and not baseline.negative:
         raise ValueError("guidance needs the negative prompt: measure the baseline and pass rows with negative=...")
+    groups = _script_groups(rows[0], scripts)
+    by_script = {script: [] for script in groups}
     survival_l, collateral_l = layer_proxies(baseline, module, basis, layers, strengths, weights=weights, target=target)
     survival_p, collateral_p, forwards, distinctions, guided, kept, toward = [], [], 0, [], [], [], []
     full = _full_projection_index(strengths, full_projection)
@@ -353,6 +416,8 @@ def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBas
                 guided.append(0.0)
                 kept.append(0.0)
                 toward.append(0.0)
+                for shares in by_script.values():
+                    shares.append(0.0)
                 continue
             hooks.strength = strength
             outputs = []
@@ -367,6 +432,8 @@ def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBas
             survival, collateral = prediction_proxies(baseline, predictions)
             survival_p.append(survival)
             collateral_p.append(collateral)
+            for script, shares in by_script.items():
+                shares.append(1.0 - pairs_survival(baseline, predictions, groups[script]))
             distinctions.append(distinction_proxies(baseline, predictions))
             toward.append(toward_concept(baseline, predictions))
             if guidance is not None:
@@ -397,7 +464,27 @@ def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBas
                        guidance=None if guidance is None else float(guidance),
                        keep_loss=tuple(kept) if baseline.keep else (), toward_concept=tuple(toward),
                        negative_concept_share=share, negative_share_read=share_read,
-                       negative_share_strength=share_at if share_read else None)
+                       negative_share_strength=share_at if share_read else None,
+                       removed_by_script=tuple((script, len(groups[script]), tuple(shares))
+                                               for script, shares in by_script.items()),
+                       removed_threshold=removed)
+
+
+def _script_groups(validation: Sequence, scripts: Sequence[str] | None) -> dict[str, list[int]]:
+    """``{script: pair indices}`` when the validation pairs span 2 or more scripts, else empty. ``scripts`` as
+    :func:`check_strengths` takes it; without it, read from pairs whose two sides are text, none for other rows."""
+    pairs = list(validation)
+    if scripts is None:
+        sides = [_sides(pair) for pair in pairs]
+        if not all(len(pair) == 2 and all(isinstance(side, str) for side in pair) for pair in sides):
+            return {}
+        scripts = [pair_script(*pair) for pair in sides]
+    scripts = list(scripts)
+    if len(scripts) != len(pairs):
+        raise ValueError(f"scripts names {len(scripts)} scripts for {len(pairs)} validation pairs: give one per pair "
+                         "(core.scripts.pair_script of its two sides)")
+    groups = script_groups(scripts)
+    return groups if len(groups) >= 2 else {}
 
 
 def run_check(module: torch.nn.Module, forward: Forward, basis: RefusalBasis, validation: Sequence,

@@ -100,6 +100,20 @@ def prediction_proxies(baseline: Baseline, predictions: torch.Tensor) -> tuple[f
     return survival, (math.sqrt(moved / spread) if spread > 0 else 0.0)
 
 
+def pairs_survival(baseline: Baseline, predictions: torch.Tensor, pairs: Sequence[int]) -> float:
+    """Survival in the prediction, as :func:`prediction_proxies` reads it, of the validation pairs at indices
+    ``pairs`` only (one strength's predictions ``[rows, ...]``): ``sum_{i in pairs} <D_i(lambda), D_i(0)> /
+    sum_{i in pairs} |D_i(0)|^2``. Over every pair it is the pooled survival; over one script's pairs it is that
+    script's (:mod:`core.scripts`), which the pooled figure weighs by its pairs' difference and so can hide."""
+    n = baseline.pairs
+    index = torch.as_tensor(list(pairs), dtype=torch.long)
+    if index.numel() == 0 or int(index.min()) < 0 or int(index.max()) >= n:
+        raise ValueError(f"pair indices {list(pairs)} must be non-empty and within the {n} validation pairs")
+    p0, p = baseline.predictions, predictions.reshape(baseline.predictions.shape)
+    survival = _kept_share((p0[:n] - p0[n:2 * n])[index], (p[:n] - p[n:2 * n])[index])
+    return 1.0 if survival is None else survival
+
+
 def distinction_proxies(baseline: Baseline, predictions: torch.Tensor) -> tuple[float, float]:
     """``(relative movement, distinction loss)`` of the benign prompts in one strength's predictions ``[rows, ...]``.
 

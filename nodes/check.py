@@ -26,6 +26,7 @@ from ..core.check import CheckResult, check_strengths, measure_baseline, overlap
 from ..core.check_hooks import ReplayCache
 from ..core.edit import EDIT_TARGETS
 from ..core.recommend import COLLATERAL_BUDGET, TOWARD_CONCEPT_LIMIT
+from ..core.scripts import pair_script
 from ..core.strengths import DEFAULT_STRENGTHS, parse_strengths
 from .adapters import (GROUP_CHOICES, adapter_for, embeds_guidance, layer_suffix, require_pooled_text,
                        require_text_width)
@@ -365,8 +366,10 @@ def run_unlearning_check(model, basis: RefusalBasis, validation: EncodedPairs | 
         baseline = measure_baseline(diffusion, forward, pairs, benign, layers, negative=extra[0] if extra else None,
                                     batch_size=MAX_BATCH, on_forward=step, batch_dim=adapter.batch_dim)
         weights = LayerWeights(model, layers)
+        # the rows are conditionings: each pair's script is read from its text
+        scripts = [pair_script(pair.unsafe, pair.safe) for pair in validation.pairs]
         common = dict(weights=weights, target=target, rows=(pairs, benign, *extra), batch_size=MAX_BATCH,
-                      guidance=cfg if extra else None, on_forward=step)
+                      guidance=cfg if extra else None, on_forward=step, scripts=scripts)
         main = check_strengths(diffusion, forward, basis, baseline, grid, layers=layers,
                                label=f"{basis.concept or 'concept'}: {len(layers)} layers ({group})", **common)
         # every group reads the negative as the whole edit did: one chart, one unit of collateral
@@ -428,7 +431,8 @@ UI_KEY = "video_unlearning_check"
 
 def check_ui(main: CheckResult, swept: list[CheckResult], table: str, notes: dict | None = None) -> dict:
     """JSON-ready summary for the editor: the recommended strength, its row, the reason, the table, the sweep,
-    whether the padded text was collapsed and the token-count note (``notes`` of :func:`run_unlearning_check`)."""
+    the removed share per script of the validation pairs (when they span 2 or more), whether the padded text was
+    collapsed and the token-count note (``notes`` of :func:`run_unlearning_check`)."""
     index = main.strengths.index(main.recommended)
     summary = {"strength": float(main.recommended), "removed": float(main.efficacy[index]),
                "collateral": float(main.collateral[index]), "guidance": main.guidance, "reason": main.reason,
@@ -437,7 +441,12 @@ def check_ui(main: CheckResult, swept: list[CheckResult], table: str, notes: dic
                # the negative prompt carries the concept: collateral is the conditional one (core.check)
                "collateral_read": main.collateral_read, "negative_concept_share": main.negative_concept_share,
                "negative_warning": main.negative_warning() or None,
-               "sweep": [{"label": r.label, "strength": float(r.recommended)} for r in swept]}
+               "sweep": [{"label": r.label, "strength": float(r.recommended)} for r in swept],
+               # validation pairs in 2 or more scripts: each script's removed share (core.scripts)
+               "removed_by_script": [{"script": script, "pairs": pairs, "removed": float(removed)}
+                                     for script, pairs, removed in main.removed_by_script_at(main.script_strength)],
+               "removed_by_script_strength": float(main.script_strength) if main.removed_by_script else None,
+               "script_warning": main.script_warning() or None}
     if notes is not None and "padded_text_collapsed" in notes:
         summary["padded_text_collapsed"] = bool(notes["padded_text_collapsed"])
     if notes is not None and notes.get("sweep"):
