@@ -39,6 +39,12 @@ VALIDATION = "\n".join([
     "雨中的一块劳力士手表 | 雨中的一块手表",
     "一块闪亮的劳力士手表在灯光下 | 一块闪亮的手表在灯光下",
 ])
+#: Validation pairs in Latin script beside VALIDATION's Chinese, written in letters the trained tokenizer has pieces for
+#: (and not in its corpus, which stays as it was).
+LATIN_VALIDATION = "\n".join([
+    "une montre Rolex sur un vélo | une montre sur un vélo",
+    "une montre Rolex devant un café | une montre devant un café",
+])
 #: Watch brands the trained tokenizer has never seen: each side's run reads as one unknown token.
 UNKNOWN_ONLY = "桌子上的一块欧米茄手表 | 桌子上的一块浪琴手表"
 #: Full-width letters, which NFKC folds into the ASCII ones on the other side.
@@ -213,6 +219,29 @@ def test_chinese_pairs_and_concept_go_through_every_node_verbatim(nodes, wan, mu
     table, shown = checked[2], checked.ui[CHECK_KEY][0]
     assert f"\n{CONCEPT}: 4 layers (default)\n" in table and shown["table"] == table
     assert shown["label"] == f"{CONCEPT}: 4 layers (default)"
+    # validation pairs in one script: the pooled share is the only one
+    assert "removed by script" not in table and shown["removed_by_script"] == []
+
+
+def test_the_check_reports_removal_per_script_of_mixed_validation_pairs(nodes, wan, multilingual_clip):
+    """Validation pairs in Chinese and French: Unlearning Check's table and node data give each script's removed
+    share beside the pooled one (before, only the pooled share: a script's few pairs hid in it)."""
+    from comfyui_video_unlearning.nodes.check import UI_KEY as CHECK_KEY, UnlearningCheck
+
+    encoded = nodes.PairEncoder.execute(multilingual_clip, PAIRS, NEUTRAL, CONCEPT)[0]
+    activations = nodes.CollectActivations.execute(wan, encoded, 64, 64, 1, "2", 0, "default", 0, -1)[0]
+    basis = nodes.RefusalVectorNode.execute(activations, "cpca", 4, 1.0)[0]
+    validation = nodes.PairEncoder.execute(multilingual_clip, f"{VALIDATION}\n{LATIN_VALIDATION}", NEUTRAL,
+                                           CONCEPT)[0]
+    checked = UnlearningCheck.execute(wan, basis, "0, 1", "default", 0, -1, "zero", "none", 64, 64, 1, "0.5", 0,
+                                      validation_pairs=validation)
+    table, shown = checked[2], checked.ui[CHECK_KEY][0]
+    rows = shown["removed_by_script"]
+    assert [(row["script"], row["pairs"]) for row in rows] == [("Han", 5), ("Latin", 2)]
+    at = shown["removed_by_script_strength"]
+    assert at == 1.0  # the recommended strength, or full projection where the check recommends 0
+    listed = ", ".join(f"{row['script']} {row['removed']:.0%} ({row['pairs']} pairs)" for row in rows)
+    assert f"\nremoved by script at 1.00: {listed}" in table and shown["table"] == table
 
 
 def test_sides_the_tokenizer_reads_alike_are_refused_with_the_reason(nodes, multilingual_clip, clip):
