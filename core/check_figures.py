@@ -15,7 +15,9 @@ edited layers' outputs), each read against the unedited model's :class:`~core.ch
     saturation and what the model does downstream of the layers): ``survival = sum_i <D_i(lambda), D_i(0)> /
     sum_i |D_i(0)|^2`` with ``D_i = pred(unsafe_i) - pred(safe_i)``, all rows on the same noise.
 
-  ``efficacy = 1 - survival``.
+  ``efficacy = 1 - survival``. Per script of the validation pairs (:mod:`core.scripts`), the same sums over that
+  script's pairs (:func:`pairs_survival`): the pooled sums weigh each pair by its difference, so a script's few
+  pairs can hide in them.
 - **collateral**: how far the benign prompts move, relative to how much they differ from one another (their
   natural variation), at the layers ``lambda |(W U)(U^T (x_b - mu))| / |W (x_b - mean x)|`` (root mean square
   over prompts and layers) and in the prediction ``|pred_b(lambda) - pred_b(0)| / |pred_b(0) - mean_b
