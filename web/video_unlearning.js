@@ -563,8 +563,10 @@ function renderCheck(caption, table, result) {
     + (result.warning ? " · WARNING: the edit moves the safe prompts toward the concept (pair sides swapped?)" : "")
     + (result.negative_warning ? " · WARNING: the negative prompt names the concept; judge the edit on its own" : "")
     // nodes/check.py token_count_note: LTX-Video and Mochi read the mask, so such pairs never read 100 % removed
-    + (result.token_counts ? " · pair sides differ in token count: removal stops short of 100 % (see the table)" : "");
-  caption.title = [result.reason, result.warning, result.negative_warning, result.token_counts]
+    + (result.token_counts ? " · pair sides differ in token count: removal stops short of 100 % (see the table)" : "")
+    // core/check.py script_warning: pooled removal hid a script whose pairs keep the concept
+    + (result.script_warning ? " · WARNING: pairs in one script are removed less (see the table)" : "");
+  caption.title = [result.reason, result.warning, result.negative_warning, result.token_counts, result.script_warning]
     .filter(Boolean).join("\n");
   caption.dataset.state = "ran";
   table.textContent = result.table;

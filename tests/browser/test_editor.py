@@ -812,6 +812,14 @@ CHECK_TOKEN_COUNTS = """() => {
   const caption = document.querySelector(".video-unlearning-check-caption");
   return [caption.textContent, caption.title];
 }"""
+CHECK_SCRIPT_WARNING = """() => {
+  const check = window.app.graph._nodes.find((n) => n.comfyClass === "VideoUnlearnCheck");
+  check.onExecuted({ video_unlearning_check: [{ strength: 1, removed: 0.95, collateral: 0.2, guidance: null,
+    reason: "smallest strength ...", warning: null, negative_warning: null, table: "t", sweep: [],
+    script_warning: "WARNING: at strength 1 the edit removes 95% of the validation pairs' difference pooled, ..." }] });
+  const caption = document.querySelector(".video-unlearning-check-caption");
+  return [caption.textContent, caption.title];
+}"""
 
 
 @both_frontends
@@ -838,6 +846,10 @@ def test_warnings_of_a_run_reach_the_captions(server, shots):
         text, title = page.evaluate(CHECK_TOKEN_COUNTS)
         assert "pair sides differ in token count: removal stops short of 100 %" in text, text
         assert title.endswith("token counts: 5 of 5 validation pairs have sides of different token counts; ..."), title
+        # validation pairs in several scripts, one of which keeps the concept (core/check.py script_warning)
+        text, title = page.evaluate(CHECK_SCRIPT_WARNING)
+        assert "WARNING: pairs in one script are removed less (see the table)" in text, text
+        assert title.endswith("difference pooled, ..."), title
 
 
 CHART_NAMED = """(chart) => {
