@@ -789,37 +789,28 @@ CHART_WITH_NOTE = """() => {
   const caption = document.querySelector(".video-unlearning-chart-caption");
   return [caption.textContent, caption.title];
 }"""
-CHECK_WITH_WARNING = """() => {
+#: Runs Unlearning Check's onExecuted with ``result`` (what nodes/check.py check_ui sends, the fields a test needs) and
+#: returns its caption's text and hover title.
+CHECK_RAN = """(result) => {
   const check = window.app.graph._nodes.find((n) => n.comfyClass === "VideoUnlearnCheck");
-  check.onExecuted({ video_unlearning_check: [{ strength: 0, removed: 1.07, collateral: 0.3, guidance: 6,
-    reason: "the edit adds the concept", warning: "WARNING: at strength 1 ...", table: "t", sweep: [] }] });
+  check.onExecuted({ video_unlearning_check: [{ warning: null, negative_warning: null, table: "t", sweep: [],
+    ...result }] });
   const caption = document.querySelector(".video-unlearning-check-caption");
   return [caption.textContent, caption.title];
 }"""
-CHECK_NEGATIVE_CONCEPT = """() => {
-  const check = window.app.graph._nodes.find((n) => n.comfyClass === "VideoUnlearnCheck");
-  check.onExecuted({ video_unlearning_check: [{ strength: 1, removed: 0.99, collateral: 0.205, guidance: 4,
-    collateral_read: "conditional", negative_concept_share: 1.22, reason: "smallest strength ...",
-    warning: null, negative_warning: "WARNING: the negative prompt names the concept ...", table: "t", sweep: [] }] });
-  const caption = document.querySelector(".video-unlearning-check-caption");
-  return [caption.textContent, caption.title];
-}"""
-CHECK_TOKEN_COUNTS = """() => {
-  const check = window.app.graph._nodes.find((n) => n.comfyClass === "VideoUnlearnCheck");
-  check.onExecuted({ video_unlearning_check: [{ strength: 1, removed: 0.64, collateral: 0.38, guidance: null,
-    reason: "end of the steepest rise ...", warning: null, negative_warning: null, table: "t", sweep: [],
-    token_counts: "token counts: 5 of 5 validation pairs have sides of different token counts; ..." }] });
-  const caption = document.querySelector(".video-unlearning-check-caption");
-  return [caption.textContent, caption.title];
-}"""
-CHECK_SCRIPT_WARNING = """() => {
-  const check = window.app.graph._nodes.find((n) => n.comfyClass === "VideoUnlearnCheck");
-  check.onExecuted({ video_unlearning_check: [{ strength: 1, removed: 0.95, collateral: 0.2, guidance: null,
-    reason: "smallest strength ...", warning: null, negative_warning: null, table: "t", sweep: [],
-    script_warning: "WARNING: at strength 1 the edit removes 95% of the validation pairs' difference pooled, ..." }] });
-  const caption = document.querySelector(".video-unlearning-check-caption");
-  return [caption.textContent, caption.title];
-}"""
+CHECK_WITH_WARNING = {"strength": 0, "removed": 1.07, "collateral": 0.3, "guidance": 6,
+                      "reason": "the edit adds the concept", "warning": "WARNING: at strength 1 ..."}
+CHECK_NEGATIVE_CONCEPT = {"strength": 1, "removed": 0.99, "collateral": 0.205, "guidance": 4,
+                          "collateral_read": "conditional", "negative_concept_share": 1.22,
+                          "reason": "smallest strength ...",
+                          "negative_warning": "WARNING: the negative prompt names the concept ..."}
+CHECK_TOKEN_COUNTS = {"strength": 1, "removed": 0.64, "collateral": 0.38, "guidance": None,
+                      "reason": "end of the steepest rise ...",
+                      "token_counts": "token counts: 5 of 5 validation pairs have sides of different token counts; ..."}
+CHECK_SCRIPT_WARNING = {"strength": 1, "removed": 0.95, "collateral": 0.2, "guidance": None,
+                        "reason": "smallest strength ...",
+                        "script_warning": "WARNING: at strength 1 the edit removes 95% of the validation pairs' "
+                                          "difference pooled, ..."}
 
 
 @both_frontends
@@ -834,20 +825,20 @@ def test_warnings_of_a_run_reach_the_captions(server, shots):
         assert text.startswith("WARNING: 1 pair(s) look wrong: line 6") and title.startswith("line 6:"), (text, title)
         _open(page, url, json.loads((REPO_ROOT / "workflows" / "unlearned_side_by_side_wan21.json").read_text()))
         page.wait_for_timeout(500)
-        text, title = page.evaluate(CHECK_WITH_WARNING)
+        text, title = page.evaluate(CHECK_RAN, CHECK_WITH_WARNING)
         assert "WARNING: the edit moves the safe prompts toward the concept" in text, text
         assert "WARNING: at strength 1" in title, title
         # a negative prompt naming the concept: the caption says the collateral is not the guided one, and why
-        text, title = page.evaluate(CHECK_NEGATIVE_CONCEPT)
+        text, title = page.evaluate(CHECK_RAN, CHECK_NEGATIVE_CONCEPT)
         assert "(conditional: the negative prompt carries the concept)" in text and "guided" not in text, text
         assert "WARNING: the negative prompt names the concept" in text, text
         assert title.endswith("WARNING: the negative prompt names the concept ..."), title
         # LTX-Video or Mochi checked on pairs whose sides differ in token count (nodes/check.py token_count_note)
-        text, title = page.evaluate(CHECK_TOKEN_COUNTS)
+        text, title = page.evaluate(CHECK_RAN, CHECK_TOKEN_COUNTS)
         assert "pair sides differ in token count: removal stops short of 100 %" in text, text
         assert title.endswith("token counts: 5 of 5 validation pairs have sides of different token counts; ..."), title
         # validation pairs in several scripts, one of which keeps the concept (core/check.py script_warning)
-        text, title = page.evaluate(CHECK_SCRIPT_WARNING)
+        text, title = page.evaluate(CHECK_RAN, CHECK_SCRIPT_WARNING)
         assert "WARNING: pairs in one script are removed less (see the table)" in text, text
         assert title.endswith("difference pooled, ..."), title
 
