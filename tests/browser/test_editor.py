@@ -791,7 +791,7 @@ CHART_WITH_NOTE = """() => {
 }"""
 #: Runs Unlearning Check's onExecuted with ``result`` (what nodes/check.py check_ui sends, the fields a test needs) and
 #: returns its caption's text and hover title.
-CHECK_RAN = """(result) => {
+CHECK_CAPTION_OF = """(result) => {
   const check = window.app.graph._nodes.find((n) => n.comfyClass === "VideoUnlearnCheck");
   check.onExecuted({ video_unlearning_check: [{ warning: null, negative_warning: null, table: "t", sweep: [],
     ...result }] });
@@ -825,20 +825,20 @@ def test_warnings_of_a_run_reach_the_captions(server, shots):
         assert text.startswith("WARNING: 1 pair(s) look wrong: line 6") and title.startswith("line 6:"), (text, title)
         _open(page, url, json.loads((REPO_ROOT / "workflows" / "unlearned_side_by_side_wan21.json").read_text()))
         page.wait_for_timeout(500)
-        text, title = page.evaluate(CHECK_RAN, CHECK_WITH_WARNING)
+        text, title = page.evaluate(CHECK_CAPTION_OF, CHECK_WITH_WARNING)
         assert "WARNING: the edit moves the safe prompts toward the concept" in text, text
         assert "WARNING: at strength 1" in title, title
         # a negative prompt naming the concept: the caption says the collateral is not the guided one, and why
-        text, title = page.evaluate(CHECK_RAN, CHECK_NEGATIVE_CONCEPT)
+        text, title = page.evaluate(CHECK_CAPTION_OF, CHECK_NEGATIVE_CONCEPT)
         assert "(conditional: the negative prompt carries the concept)" in text and "guided" not in text, text
         assert "WARNING: the negative prompt names the concept" in text, text
         assert title.endswith("WARNING: the negative prompt names the concept ..."), title
         # LTX-Video or Mochi checked on pairs whose sides differ in token count (nodes/check.py token_count_note)
-        text, title = page.evaluate(CHECK_RAN, CHECK_TOKEN_COUNTS)
+        text, title = page.evaluate(CHECK_CAPTION_OF, CHECK_TOKEN_COUNTS)
         assert "pair sides differ in token count: removal stops short of 100 %" in text, text
         assert title.endswith("token counts: 5 of 5 validation pairs have sides of different token counts; ..."), title
         # validation pairs in several scripts, one of which keeps the concept (core/check.py script_warning)
-        text, title = page.evaluate(CHECK_RAN, CHECK_SCRIPT_WARNING)
+        text, title = page.evaluate(CHECK_CAPTION_OF, CHECK_SCRIPT_WARNING)
         assert "WARNING: pairs in one script are removed less (see the table)" in text, text
         assert title.endswith("difference pooled, ..."), title
 
