@@ -13,12 +13,15 @@ removes (``core.check``'s efficacy; in the denoiser's prediction and at the edit
   which an edit of one celebrity should leave alone;
 - 5 pairs of each other family (one pair of each of 5 targets), which are further away.
 
-Two ways of writing the 5 estimation pairs are compared, with the same unsafe sides:
+Three ways of estimating the edit are compared, with the same 5 unsafe sides:
 
 - ``removal``: Six-CD's safe side, the prompt without the name ("skiing");
-- ``substitution``: the safe side names another member of the family instead ("Lady Gaga is skiing"), drawn from 4
+- ``substitution``: the safe side names another member of the family instead ("Ed Sheeran is skiing"), drawn from 4
   other targets that are never among the neighbours measured (for target j the other nine in turn from j + 1: the
-  first 4 substitute, the last 5 are measured).
+  first 4 substitute, the last 5 are measured);
+- ``kept``: removal pairs, and the edit direction projected off the span of those 4 other targets' own removal
+  pairs' differences (their 5 estimation pairs each; ``keep_constrained``): the null-space constraint of closed-form
+  editing methods, asking the edit to leave named concepts alone.
 
 The edit is the nodes' default (cpca, rank 4, alpha 1, text k/v of every block, target safe_mean, one direction);
 neutral prompts are 12 COCO captions from the end of the file (the organism trained on its first 12,000) and the
@@ -33,6 +36,7 @@ Real prompts are printed nowhere; the JSON holds figures only.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import csv
 import json
 import statistics
@@ -57,7 +61,7 @@ FAMILIES = ("celebrity", "character", "artstyle", "object")
 ESTIMATE = 5
 SUBSTITUTES = 4
 BASE = {"method": "cpca", "rank": 4, "alpha": 1.0}
-WAYS = ("removal", "substitution")
+WAYS = ("removal", "substitution", "kept")
 GROUPS = ("target", "identity", "neighbours", "farther")
 GRID = list(DEFAULT_STRENGTHS)
 #: strengths reported beside the check's recommendation
@@ -96,9 +100,27 @@ def split_others(targets: list[str], index: int) -> tuple[list[str], list[str]]:
 
 def estimation_pairs(pairs: list[tuple[str, str]], target: str, substitutes: list[str], way: str) -> list[PromptPair]:
     chosen = pairs[:ESTIMATE]
-    if way == "removal":
+    if way in ("removal", "kept"):
         return [PromptPair(u, s) for u, s in chosen]
     return [PromptPair(u, substituted(u, target, substitutes[i % len(substitutes)])) for i, (u, _) in enumerate(chosen)]
+
+
+def keep_constrained(basis, keep_fitter, energy: float = 0.99):
+    """The basis with each input's direction projected off the span of the keep pairs' pooled differences there
+    (the fewest principal directions holding ``energy`` of them; ``core.preserve``'s null-space constraint with
+    differences, not activations): an edit along it leaves those differences unchanged at the edited layers."""
+    from core.preserve import constrain, preserve_span
+
+    records = {}
+    for layer in basis.layers:
+        record = basis[layer]
+        if record.source not in records:
+            differences = (torch.cat(keep_fitter._unsafe[record.source]) - torch.cat(keep_fitter._safe[record.source]))
+            span = preserve_span(differences, energy)
+            direction = constrain(record.direction.double()[:, None], span)[:, 0].float()
+            records[record.source] = dataclasses.replace(record, direction=direction, subspace=direction[:, None])
+        records[layer] = records[record.source]
+    return dataclasses.replace(basis, records={layer: records[layer] for layer in basis.layers})
 
 
 def coco_captions(data: Path, count: int, skip: int) -> list[str]:
@@ -144,6 +166,9 @@ def main() -> None:
                 with torch.no_grad():
                     measured = ex.collect(model, encoder, pairs, neutral, layers)
                     basis = measured.fitter.fit(**BASE, concept=target, pairs=pairs, layers=layers)
+                    if way == "kept":
+                        kept = [PromptPair(u, s) for name in substitutes for u, s in families[family][name][:ESTIMATE]]
+                        basis = keep_constrained(basis, ex.collect(model, encoder, kept, neutral, layers).fitter)
                     figures = {name: removed(model, forward, basis, group, benign, layers)
                                for name, group in (("target", held_out), ("identity", identity), ("neighbours", near),
                                                    ("farther", farther))}

@@ -79,3 +79,28 @@ def test_neutral_and_benign_captions_are_disjoint(bench):
     neutral, benign = bench.coco_captions(DATA, 12, 0), bench.coco_captions(DATA, 12, 12)
     assert len(neutral) == len(benign) == 12
     assert not set(neutral) & set(benign)
+
+
+def test_the_kept_direction_leaves_the_keep_pairs_differences_alone(bench):
+    import torch
+
+    from core.refusal import RefusalFitter
+
+    g = torch.Generator().manual_seed(0)
+    fitter, keep = RefusalFitter(), RefusalFitter()
+    fitter.share("text", ["a.k", "a.v"])
+    keep.share("text", ["a.k", "a.v"])
+    safe = torch.randn(6, 16, generator=g)
+    fitter.update("text", safe + torch.randn(6, 16, generator=g) + 3 * torch.eye(16)[0], safe)
+    fitter.update_neutral("text", torch.randn(8, 16, generator=g))
+    basis = fitter.fit(rank=2)
+    kept_safe = torch.randn(3, 16, generator=g)
+    differences = torch.randn(3, 16, generator=g) + 3 * torch.eye(16)[0]
+    keep.update("text", kept_safe + differences, kept_safe)
+    constrained = bench.keep_constrained(basis, keep)
+    direction = constrained["a.k"].direction
+    assert constrained["a.k"] is constrained["a.v"]
+    assert float(direction.norm()) == pytest.approx(1.0, abs=1e-5)
+    assert torch.allclose(constrained["a.k"].subspace[:, 0], direction)
+    assert float((differences @ direction).abs().max()) < 1e-4
+    assert float((differences @ basis["a.k"].direction).abs().max()) > 0.1
