@@ -385,3 +385,25 @@ def test_a_model_carrying_another_vectors_edit_is_told_to_combine(defs, wan, cli
     with pytest.raises(ValueError, match="already carries Apply Unlearning's edit") as same:
         run(check, apply(wan, basis, 1.0, True, "all in vector", 0, -1, "safe_mean")[0], basis, validation)
     assert "Combine" not in str(same.value)
+
+
+def test_a_second_check_reads_what_names_to_keep_lose(defs, wan, clip, basis, validation):
+    """The recipe of docs/nodes.md ("What an edit takes from names you must keep"): a second Unlearning Check on the
+    same model and vector, whose validation pairs name what must be kept, runs as the first does and reads their
+    removed share, which the check of the vector's own concept cannot show. On the random tiny Wan, at strength 1, the
+    Omega pairs lose 27 % of their difference where the Rolex pairs lose 60 %: part of what one word's pairs differ
+    by is what any added word's pairs differ by."""
+    definitions, check = defs
+    with torch.inference_mode():
+        kept = definitions.PairEncoder.execute(clip, VALIDATION.replace("Rolex", "Omega"), BENIGN, "Omega")[0]
+    out = run(check, wan, basis, kept)
+    assert "removed" in out.args[2] and out.ui["images"]
+    common = dict(group="default", block_start=0, block_end=-1, target="safe_mean", width=64, height=64, length=1,
+                  timesteps="0.1, 0.4", seed=0)
+    rolex, _ = check.run_unlearning_check(wan, basis, validation, GRID, **common)
+    omega, _ = check.run_unlearning_check(wan, basis, kept, GRID, **common)
+    at_one = rolex.strengths.index(1.0)
+    assert 0.0 < omega.efficacy[at_one] < 0.7 * rolex.efficacy[at_one]
+    assert 0.0 < omega.efficacy_layers[at_one] < 0.7 * rolex.efficacy_layers[at_one]
+    # the same benign prompts and model: the collateral is the same, only the pairs' figures differ
+    assert omega.collateral_prediction == pytest.approx(rolex.collateral_prediction, rel=1e-6, abs=1e-12)
