@@ -1,33 +1,35 @@
 """Erasing one named concept: how much of its neighbours goes with it? (a benchmark, not a test)
 
-Six-CD's celebrity, character, art-style and object pairs (10 targets per family, 10 pairs per target, e.g.
-"Taylor Swift is skiing | skiing") have never been rendered here: the organism draws none of them. What can be measured
-is what Unlearning Check measures, on the organism's real text encoder (all-MiniLM-L6-v2) and trained text layers:
-for an edit estimated from 5 pairs of one target, the share of a pair's unsafe-minus-safe difference that the edit
-removes (``core.check``'s efficacy; in the denoiser's prediction and at the edited layers' outputs), on
+Six-CD's celebrity, character, art-style and object pairs (10 targets per family, 10 pairs per target, e.g. "<name>
+<doing something> | <doing something>") have never been rendered here: the organism draws none of them. What can be
+measured is what Unlearning Check measures, on the organism's real text encoder (all-MiniLM-L6-v2) and trained text
+layers: for an edit estimated from 5 pairs of one target, the share of a pair's unsafe-minus-safe difference that
+the edit removes (``core.check``'s efficacy; in the denoiser's prediction and at the edited layers' outputs), on
 
 - the target's 5 other pairs (held out): efficacy, which should be high;
-- the same 5 unsafe sides against the same prompt naming a neighbour instead ("Taylor Swift is skiing | Emma Watson
-  is skiing"): how much of what tells the target from another member of its family goes (*identity*);
-- 5 pairs of each of 5 other targets of the same family (the *neighbours*: "Emma Watson is skiing | skiing"),
-  which an edit of one celebrity should leave alone;
+- the same 5 unsafe sides against the same prompt naming a neighbour instead ("<name> <doing something> |
+  <neighbour> <doing the same>"): how much of what tells the target from another member of its family goes
+  (*identity*);
+- 5 pairs of each of 5 other targets of the same family (the *neighbours*: "<neighbour> <doing something> | <doing
+  something>"), which an edit of one celebrity should leave alone;
 - 5 pairs of each other family (one pair of each of 5 targets), which are further away.
 
 Three ways of estimating the edit are compared, with the same 5 unsafe sides:
 
-- ``removal``: Six-CD's safe side, the prompt without the name ("skiing");
-- ``substitution``: the safe side names another member of the family instead ("Ed Sheeran is skiing"), drawn from 4
-  other targets that are never among the neighbours measured (for target j the other nine in turn from j + 1: the
-  first 4 substitute, the last 5 are measured);
+- ``removal``: Six-CD's safe side, the prompt without the name ("<doing something>");
+- ``substitution``: the safe side names another member of the family instead ("<other name> <doing the same>"),
+  drawn from 4 other targets that are never among the neighbours measured (for target j the other nine in turn from
+  j + 1: the first 4 substitute, the last 5 are measured);
 - ``kept``: removal pairs, and the edit direction projected off the span of those 4 other targets' own removal
   pairs' differences (their 5 estimation pairs each; ``keep_constrained``): the null-space constraint of closed-form
   editing methods, asking the edit to leave named concepts alone.
 
 The edit is the nodes' default (cpca, rank 4, alpha 1, text k/v of every block, target safe_mean, one direction);
-neutral prompts are 12 COCO captions from the end of the file (the organism trained on its first 12,000) and the
-check's benign prompts 12 others. The check's efficacy proxy ranks the organism's generated concept-rate drops at
-0.83-0.95 (docs/benchmarks.md, "Does Unlearning Check predict ..."); these concepts were never learned, so the figures
-say how the method and the text encoder's geometry separate names, not how a real video model renders them.
+neutral prompts are 12 COCO captions from the end of the file and the check's benign prompts the 12 before them
+(none of them among the organism's training captions: ``organism.scenes.load_pools``). The check's efficacy proxy
+ranks the organism's generated concept-rate drops at 0.83-0.95 (docs/benchmarks.md, "Does Unlearning Check predict
+..."); these concepts were never learned, so the figures say how the method and the text encoder's geometry separate
+names, not how a real video model renders them.
 Real prompts are printed nowhere; the JSON holds figures only.
 
     python bench/neighbours.py [--family celebrity character artstyle object] [--json out/neighbours.json]
@@ -159,7 +161,8 @@ def main() -> None:
         for index, target in enumerate(targets):
             substitutes, neighbours = split_others(targets, index)
             held_out = families[family][target][ESTIMATE:]
-            identity = [(u, substituted(u, target, neighbours[i % len(neighbours)])) for i, (u, _) in enumerate(held_out)]
+            identity = [(u, substituted(u, target, neighbours[i % len(neighbours)]))
+                        for i, (u, _) in enumerate(held_out)]
             near = [pair for n in neighbours for pair in families[family][n][ESTIMATE:]]
             for way in WAYS:
                 pairs = estimation_pairs(families[family][target], target, substitutes, way)
