@@ -117,7 +117,8 @@ def keep_constrained(basis, keep_fitter, energy: float = 0.99):
     for layer in basis.layers:
         record = basis[layer]
         if record.source not in records:
-            differences = (torch.cat(keep_fitter._unsafe[record.source]) - torch.cat(keep_fitter._safe[record.source]))
+            unsafe, safe, _ = keep_fitter._stacked(record.source)
+            differences = unsafe - safe
             span = preserve_span(differences, energy)
             direction = constrain(record.direction.double()[:, None], span)[:, 0].float()
             records[record.source] = dataclasses.replace(record, direction=direction, subspace=direction[:, None])
