@@ -38,8 +38,8 @@ Real prompts are printed nowhere; the JSON holds figures only.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import csv
+import dataclasses
 import json
 import statistics
 import sys
@@ -165,11 +165,15 @@ def main() -> None:
             identity = [(u, substituted(u, target, neighbours[i % len(neighbours)]))
                         for i, (u, _) in enumerate(held_out)]
             near = [pair for n in neighbours for pair in families[family][n][ESTIMATE:]]
+            fitted = {}  # the kept way constrains the removal way's fit: one collection and fit for both
             for way in WAYS:
                 pairs = estimation_pairs(families[family][target], target, substitutes, way)
                 with torch.no_grad():
-                    measured = ex.collect(model, encoder, pairs, neutral, layers)
-                    basis = measured.fitter.fit(**BASE, concept=target, pairs=pairs, layers=layers)
+                    key = tuple(pairs)
+                    if key not in fitted:
+                        measured = ex.collect(model, encoder, pairs, neutral, layers)
+                        fitted[key] = measured.fitter.fit(**BASE, concept=target, pairs=pairs, layers=layers)
+                    basis = fitted[key]
                     if way == "kept":
                         kept = [PromptPair(u, s) for name in substitutes for u, s in families[family][name][:ESTIMATE]]
                         basis = keep_constrained(basis, ex.collect(model, encoder, kept, neutral, layers).fitter)
