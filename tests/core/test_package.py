@@ -41,3 +41,16 @@ def test_core_imports_as_a_subpackage_of_the_pack():
     # Run outside the repo and without ComfyUI on the path, as the registry's import check would.
     result = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+def test_every_file_the_editor_serves_is_package_data():
+    """``pip install .`` ships what ComfyUI serves from the pack folder: the editor extension, the help pages (English
+    and translated), the translations in ``locales/`` and the workflow templates with their pair lists."""
+    import tomllib
+
+    patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][
+        "comfyui_video_unlearning"]
+    shipped = {path for pattern in patterns for path in REPO.glob(pattern) if path.is_file()}
+    served = {path for folder in ("web", "locales", "workflows") for path in (REPO / folder).rglob("*")
+              if path.is_file()}
+    assert sorted(str(path.relative_to(REPO)) for path in served - shipped) == []
