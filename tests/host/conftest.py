@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -161,3 +163,21 @@ def wan22_experts(host, tiny):
 
     with torch.inference_mode():
         return {expert: tiny.load_tiny_wan(state=tiny.tiny_wan22_expert_state_dict(expert)) for expert in ("high", "low")}
+
+
+@pytest.fixture(scope="session")
+def schemas(pack):
+    """node id -> (schema, V1 info) of every node the pack registers, built through its ``comfy_entrypoint``."""
+    # The routes need ComfyUI's running server (test_routes covers them): a no-op stands in, as in test_check_node.
+    routes = types.ModuleType("comfyui_video_unlearning.nodes.routes")
+    routes.register_routes = lambda: None
+    saved = sys.modules.get(routes.__name__)
+    sys.modules[routes.__name__] = routes
+    try:
+        nodes = asyncio.run(asyncio.run(pack.comfy_entrypoint()).get_node_list())
+    finally:
+        if saved is None:
+            sys.modules.pop(routes.__name__, None)
+        else:
+            sys.modules[routes.__name__] = saved
+    return {node.GET_SCHEMA().node_id: (node.GET_SCHEMA(), node.GET_NODE_INFO_V1()) for node in nodes}
