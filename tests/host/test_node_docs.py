@@ -12,10 +12,8 @@ step `step`): what it means``, each fact after TYPE present only where it applie
 
 from __future__ import annotations
 
-import asyncio
+import json
 import re
-import sys
-import types
 
 import pytest
 
@@ -23,24 +21,6 @@ from comfy_host import REPO_ROOT
 
 DOCS = REPO_ROOT / "web" / "docs"
 ITEM = re.compile(r"^- \*\*(?P<name>[^*]+)\*\* \((?P<facts>[^)]*)\)")
-
-
-@pytest.fixture(scope="module")
-def schemas(pack):
-    """node id -> (schema, V1 info) of every node the pack registers, built through its ``comfy_entrypoint``."""
-    # The routes need ComfyUI's running server (test_routes covers them): a no-op stands in, as in test_check_node.
-    routes = types.ModuleType("comfyui_video_unlearning.nodes.routes")
-    routes.register_routes = lambda: None
-    saved = sys.modules.get(routes.__name__)
-    sys.modules[routes.__name__] = routes
-    try:
-        nodes = asyncio.run(asyncio.run(pack.comfy_entrypoint()).get_node_list())
-    finally:
-        if saved is None:
-            sys.modules.pop(routes.__name__, None)
-        else:
-            sys.modules[routes.__name__] = saved
-    return {node.GET_SCHEMA().node_id: (node.GET_SCHEMA(), node.GET_NODE_INFO_V1()) for node in nodes}
 
 
 def _section(page: str, heading: str) -> str:
@@ -72,7 +52,8 @@ def test_every_registered_node_has_a_page_and_every_page_a_node(schemas):
     pages = {path.stem for path in DOCS.glob("*.md")}
     assert sorted(set(schemas) - pages) == [], "nodes without a help page"
     assert sorted(pages - set(schemas)) == [], "help pages of no registered node"
-    assert not [path for path in DOCS.iterdir() if path.is_dir()], "locale folders: the pages are English only"
+    translations = {path.name: sorted(page.name for page in path.iterdir()) for path in DOCS.iterdir() if path.is_dir()}
+    assert translations == {node_id: ["zh.md"] for node_id in schemas}, "one Chinese page per node, nothing else"
 
 
 @pytest.mark.parametrize("node_id", ["VideoUnlearnPairEncoder", "VideoUnlearnCollectActivations",
@@ -115,3 +96,70 @@ def test_page_lists_the_inputs_and_outputs_the_node_has(schemas, node_id):
     mistakes = [line for line in _section(page, "Common mistakes").splitlines() if line.startswith("- ")]
     assert 2 <= len(mistakes) <= 4, "the two to four mistakes users hit"
     assert max(map(len, page.splitlines())) <= 120
+
+
+# The Chinese pages (web/docs/<node id>/zh.md, which the editor shows when its language is Chinese) are checked
+# against the English page and locales/zh/nodeDefs.json: the same sections, each input and output one bullet under
+# the node's Chinese label, its English name (which error messages and the English pages use) and the English facts,
+# and every figure and backticked literal of the English page kept.
+ZH_ITEM = re.compile(r"^- \*\*(?P<label>[^*]+)\*\* \(`(?P<key>[^`]+)`, (?P<facts>[^)]*)\)")
+ZH_FACT_WORDS = {"可选": "optional", "默认": "default", "范围": "range", "到": "to", "步长": "step"}
+ZH_HEADINGS = {"Inputs": "输入", "Outputs": "输出", "Typical chain": "典型连接", "Common mistakes": "常见错误"}
+CODE_SPAN = re.compile(r"`[^`\n]+`")
+NUMBER = re.compile(r"\d+(?:\.\d+)?")
+BLOCK_START = re.compile(r"^(#|\s*- |\s*\d+\. |\||>|```)")
+
+
+def _zh_items(section: str) -> list[tuple[str, str, str]]:
+    """(label, key, facts in English words) of the section's Chinese bullets, in order."""
+    items = []
+    for match in map(ZH_ITEM.match, section.splitlines()):
+        if match:
+            facts = re.sub("|".join(ZH_FACT_WORDS), lambda word: ZH_FACT_WORDS[word[0]], match["facts"])
+            items.append((match["label"], match["key"], facts))
+    return items
+
+
+@pytest.mark.parametrize("node_id", ["VideoUnlearnPairEncoder", "VideoUnlearnCollectActivations",
+                                     "VideoUnlearnRefusalVector", "VideoUnlearnApply", "VideoUnlearnCheck",
+                                     "VideoUnlearnCombineVectors", "VideoUnlearnSaveRefusalVector",
+                                     "VideoUnlearnLoadRefusalVector", "VideoUnlearnExportLoRA"])
+def test_zh_page_follows_the_english_page_under_the_chinese_labels(node_id):
+    labels = json.loads((REPO_ROOT / "locales" / "zh" / "nodeDefs.json").read_text(encoding="utf-8"))[node_id]
+    english = (DOCS / f"{node_id}.md").read_text(encoding="utf-8")
+    path = DOCS / node_id / "zh.md"
+    assert path.is_file(), f"{node_id} has no Chinese help page at {path.relative_to(REPO_ROOT)}"
+    page = path.read_text(encoding="utf-8")
+    assert page.splitlines()[0] == f"# {labels['display_name']}"
+
+    headings = [line[3:] for line in english.splitlines() if line.startswith("## ")]
+    zh_headings = [line[3:] for line in page.splitlines() if line.startswith("## ")]
+    assert len(zh_headings) == len(headings), "the English page's sections"
+    for heading, zh_heading in zip(headings, zh_headings):
+        assert zh_heading == ZH_HEADINGS.get(heading, zh_heading), f"{heading!r} is '## {ZH_HEADINGS.get(heading)}'"
+
+    for heading, side in (("Inputs", "inputs"), ("Outputs", "outputs")):
+        items = _zh_items(_section(page, ZH_HEADINGS[heading]))
+        expected = _items(_section(english, heading))
+        keys = list(labels[side])
+        assert [key for _, key, _ in items] == [name for name, _ in expected], f"{heading}: English names, in order"
+        assert [label for label, _, _ in items] == [labels[side][key]["name"] for key in keys], \
+            f"{heading}: the labels of locales/zh/nodeDefs.json"
+        assert [facts for _, _, facts in items] == [facts for _, facts in expected], f"{heading}: the English facts"
+
+    mistakes = [line for line in _section(page, "常见错误").splitlines() if line.startswith("- ")]
+    assert len(mistakes) == len([line for line in _section(english, "Common mistakes").splitlines()
+                                 if line.startswith("- ")])
+    lost = sorted(set(CODE_SPAN.findall(english)) - set(CODE_SPAN.findall(page)))
+    assert not lost, f"backticked literals of the English page missing: {lost}"
+    lost = sorted(set(NUMBER.findall(english)) - set(NUMBER.findall(page)))
+    assert not lost, f"figures of the English page missing: {lost}"
+
+    # A line break between Chinese characters shows as a stray space in the editor: no paragraph is wrapped.
+    lines = page.splitlines()
+    in_code = False
+    for previous, line in zip(lines, lines[1:]):
+        in_code ^= line.startswith("```")
+        assert in_code or not (previous.strip() and line.strip() and not BLOCK_START.match(line)), \
+            f"a wrapped paragraph: {line[:40]!r}"
+
