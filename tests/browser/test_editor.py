@@ -14,7 +14,9 @@ saved with their old extra values still loads; one whose old '' values land in U
 Refusal Vector's edit gets those widgets' defaults back, with a console warning. A run's warnings (a pair written
 the other way round, an edit that moves the safe prompts toward the concept) reach the node captions. Chinese pairs, a
 line with the full-width bar and a Chinese concept reach the pair check, the badge and the chart's caption as typed.
-Every pack node's info button opens its help page (``web/docs/``) in the editor's node docs panel. Screenshots go to
+Every pack node's info button opens its help page (``web/docs/``) in the editor's node docs panel. With the
+editor's language set to Chinese, the nodes show their Chinese labels (``locales/zh/``), the info button opens the
+Chinese help page, and the shipped workflows send the same prompt as in English. Screenshots go to
 ``out/browser/`` (the charts at 100 % zoom in ``4_score_chart_100pct.png``, ``5_score_chart_blocks_100pct.png``
 and ``8_check_chart_100pct.png``; Apply Unlearning's help page in ``9_node_help_apply.png``).
 
@@ -201,7 +203,8 @@ CHECK_RAN = f"""() => {{ const node = ({FIND})('VideoUnlearnCheck');
 # report missing models and media in an overlay over the canvas's top right (the tests' server has no vector files).
 QUIET_SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Workflow.ShowMissingModelsWarning": False,
                   "Comfy.Validation.Workflows": False, "Comfy.VueNodes.Enabled": False,
-                  "Comfy.ErrorSystem.ShowMissingModels": False, "Comfy.Workflow.ShowMissingMediaWarning": False}
+                  "Comfy.ErrorSystem.ShowMissingModels": False, "Comfy.Workflow.ShowMissingMediaWarning": False,
+                  "Comfy.Locale": "en"}  # English labels, whatever language Chromium reports
 # litegraph's deprecation warnings whose stack passes through the pack's file, each with its first stack frames (every
 # call is reported, not only a message's first: alwaysRepeatWarnings). 1.27.10 has the same hook.
 RECORD_DEPRECATIONS = """
@@ -260,13 +263,13 @@ def shots(request):
 
 @contextlib.contextmanager
 def editor_page():
-    """A Chromium page on the editor's size (closed on exit), and the page errors it raised (a list, filled as they
-    come)."""
+    """A Chromium page on the editor's size (closed on exit), and the page errors it raised with their stacks (a list,
+    filled as they come), so that an error raised through the pack's file names it."""
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1700, "height": 1000})
         errors = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on("pageerror", lambda error: errors.append(error.stack or str(error)))
         try:
             yield page, errors
         finally:
@@ -923,3 +926,63 @@ def test_node_info_shows_the_pack_help_page(server, shots):
             sync_api.expect(heading).to_have_text(info[name]["display_name"], timeout=10_000)
             if name == "VideoUnlearnApply":
                 page.screenshot(path=str(shots / "9_node_help_apply.png"))
+
+
+# What the editor shows on the pack's nodes: title, category, socket and widget labels (by input name), output labels.
+SHOWN_LABELS = """
+() => Object.fromEntries(window.app.graph._nodes.filter((n) => (n.comfyClass ?? "").startsWith("VideoUnlearn"))
+  .map((n) => [n.comfyClass, {
+    title: n.title, category: n.constructor.category,
+    inputs: Object.fromEntries((n.inputs ?? []).map((i) => [i.name, i.localized_name ?? i.label ?? i.name])),
+    widgets: Object.fromEntries((n.widgets ?? []).filter((w) => w.label).map((w) => [w.name, w.label])),
+    outputs: (n.outputs ?? []).map((o) => o.localized_name ?? o.label ?? o.name)}]))
+"""
+# The prompt a graph sends, less the titles ComfyUI puts in it for display (_meta)
+PROMPT = """
+async () => Object.fromEntries(Object.entries((await window.app.graphToPrompt()).output)
+  .map(([id, node]) => [id, { class_type: node.class_type, inputs: node.inputs }]))
+"""
+EMPTY_WORKFLOW = {"last_node_id": 0, "last_link_id": 0, "nodes": [], "links": [], "groups": [], "config": {}, "extra": {},
+                  "version": 0.4}
+
+
+@both_frontends
+def test_a_chinese_editor_shows_the_chinese_labels_help_and_sends_the_same_prompt(server, shots):
+    """With the editor's language set to Chinese (``Comfy.Locale``), every pack node shows its title, category, socket,
+    widget and output labels from ``locales/zh/nodeDefs.json`` and ``main.json`` (served through ``/i18n``), its info
+    button opens ``web/docs/<node id>/zh.md``, and the shipped workflows send the prompt an English editor sends: the
+    labels are display only (the titles a workflow saved stay as saved; the prompt's display titles, ``_meta``, follow
+    the language)."""
+    url, _, info = server
+    zh = json.loads((REPO_ROOT / "locales" / "zh" / "nodeDefs.json").read_text(encoding="utf-8"))
+    category = json.loads((REPO_ROOT / "locales" / "zh" / "main.json").read_text(encoding="utf-8"))["nodeCategories"]
+    ours = sorted(name for name in info if name.startswith("VideoUnlearn"))
+    prompts = {}
+    with editor_page() as (page, errors):
+        for language in ("en", "zh"):
+            for workflow in sorted(path.name for path in (REPO_ROOT / "workflows").glob("*.json")):
+                _open(page, url, workflow, settings={"Comfy.Locale": language})
+                prompts[language, workflow] = page.evaluate(PROMPT)
+        _open(page, url, EMPTY_WORKFLOW, settings={"Comfy.Locale": "zh"})  # the shipped ones keep their saved titles
+        page.evaluate(ADD_MISSING, ours)
+        shown = page.evaluate(SHOWN_LABELS)
+        assert sorted(shown) == ours
+        for name in ours:
+            labels = zh[name]
+            assert shown[name]["title"] == labels["display_name"]
+            assert shown[name]["category"] == category[info[name]["category"]]
+            assert shown[name]["inputs"] == {key: labels["inputs"][key]["name"] for key in shown[name]["inputs"]}
+            assert shown[name]["widgets"] == {key: labels["inputs"][key]["name"] for key in shown[name]["widgets"]}
+            assert shown[name]["outputs"] == [entry["name"] for entry in labels["outputs"].values()]
+        assert sum(len(node["widgets"]) for node in shown.values()) >= 30, "the widgets carry the labels"
+        for name in ours:
+            page.evaluate(SELECT_ALONE, name)
+            page.locator('[data-testid="info-button"]').locator("visible=true").first.click()
+            heading = page.locator(".node-help-content h1").first
+            sync_api.expect(heading).to_have_text(zh[name]["display_name"], timeout=10_000)
+            if name == "VideoUnlearnCheck":
+                page.screenshot(path=str(shots / "10_node_help_check_zh.png"))
+    assert not [e for e in errors if "videoUnlearning" in e or "video_unlearning" in e], errors
+    for workflow in {workflow for _, workflow in prompts}:
+        assert prompts["zh", workflow] == prompts["en", workflow], workflow
+
