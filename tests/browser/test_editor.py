@@ -950,8 +950,8 @@ EMPTY_WORKFLOW = {"last_node_id": 0, "last_link_id": 0, "nodes": [], "links": []
 def test_a_chinese_editor_shows_the_chinese_labels_help_and_sends_the_same_prompt(server, shots):
     """With the editor's language set to Chinese (``Comfy.Locale``), every pack node shows its title, category, socket,
     widget and output labels from ``locales/zh/nodeDefs.json`` and ``main.json`` (served through ``/i18n``), its info
-    button opens ``web/docs/<node id>/zh.md``, and the shipped workflows send the prompt an English editor sends: the
-    labels are display only (the titles a workflow saved stay as saved; the prompt's display titles, ``_meta``, follow
+    button opens ``web/docs/<node id>/zh.md``, the shipped workflows send the prompt an English editor sends, and a
+    graph saved in Chinese opens in an English editor with the English labels: the labels are display only (the titles a workflow saved stay as saved; the prompt's display titles, ``_meta``, follow
     the language)."""
     url, _, info = server
     zh = json.loads((REPO_ROOT / "locales" / "zh" / "nodeDefs.json").read_text(encoding="utf-8"))
@@ -982,6 +982,16 @@ def test_a_chinese_editor_shows_the_chinese_labels_help_and_sends_the_same_promp
             sync_api.expect(heading).to_have_text(zh[name]["display_name"], timeout=10_000)
             if name == "VideoUnlearnCheck":
                 page.screenshot(path=str(shots / "10_node_help_check_zh.png"))
+        # A graph saved in Chinese (its slots record the Chinese labels, as ComfyUI's own nodes' do) opens in English.
+        saved = page.evaluate("() => window.app.graph.serialize()")
+        assert "拒绝向量" in json.dumps(saved, ensure_ascii=False)
+        _open(page, url, saved, settings={"Comfy.Locale": "en"})
+        shown = page.evaluate(SHOWN_LABELS)
+        for name in ours:
+            assert shown[name]["title"] == info[name]["display_name"]
+            assert shown[name]["category"] == info[name]["category"]
+            assert all(label == key for key, label in {**shown[name]["inputs"], **shown[name]["widgets"]}.items())
+            assert shown[name]["outputs"] == info[name]["output_name"]
     assert not [e for e in errors if "videoUnlearning" in e or "video_unlearning" in e], errors
     for workflow in {workflow for _, workflow in prompts}:
         assert prompts["zh", workflow] == prompts["en", workflow], workflow
