@@ -919,13 +919,19 @@ def test_node_info_shows_the_pack_help_page(server, shots):
     with editor_page() as (page, _):
         _open(page, url, "compute_refusal_vector_wan21.json")
         page.evaluate(ADD_MISSING, ours)
-        for name in ours:
-            page.evaluate(SELECT_ALONE, name)
-            page.locator('[data-testid="info-button"]').locator("visible=true").first.click()
-            heading = page.locator(".node-help-content h1").first
-            sync_api.expect(heading).to_have_text(info[name]["display_name"], timeout=10_000)
-            if name == "VideoUnlearnApply":
-                page.screenshot(path=str(shots / "9_node_help_apply.png"))
+        _expect_help_headings(page, {name: info[name]["display_name"] for name in ours},
+                              ("VideoUnlearnApply", shots / "9_node_help_apply.png"))
+
+
+def _expect_help_headings(page, headings: dict, screenshot: tuple):
+    """Open each node's help page with the selection toolbox's info button and expect its heading; screenshot one
+    (node id, path)."""
+    for name, heading in headings.items():
+        page.evaluate(SELECT_ALONE, name)
+        page.locator('[data-testid="info-button"]').locator("visible=true").first.click()
+        sync_api.expect(page.locator(".node-help-content h1").first).to_have_text(heading, timeout=10_000)
+        if name == screenshot[0]:
+            page.screenshot(path=str(screenshot[1]))
 
 
 # What the editor shows on the pack's nodes: title, category, socket and widget labels (by input name), output labels.
@@ -975,13 +981,8 @@ def test_a_chinese_editor_shows_the_chinese_labels_help_and_sends_the_same_promp
             assert shown[name]["widgets"] == {key: labels["inputs"][key]["name"] for key in shown[name]["widgets"]}
             assert shown[name]["outputs"] == [entry["name"] for entry in labels["outputs"].values()]
         assert sum(len(node["widgets"]) for node in shown.values()) >= 30, "the widgets carry the labels"
-        for name in ours:
-            page.evaluate(SELECT_ALONE, name)
-            page.locator('[data-testid="info-button"]').locator("visible=true").first.click()
-            heading = page.locator(".node-help-content h1").first
-            sync_api.expect(heading).to_have_text(zh[name]["display_name"], timeout=10_000)
-            if name == "VideoUnlearnCheck":
-                page.screenshot(path=str(shots / "10_node_help_check_zh.png"))
+        _expect_help_headings(page, {name: zh[name]["display_name"] for name in ours},
+                              ("VideoUnlearnCheck", shots / "10_node_help_check_zh.png"))
         # A graph saved in Chinese (its slots record the Chinese labels, as ComfyUI's own nodes' do) opens in English.
         saved = page.evaluate("() => window.app.graph.serialize()")
         assert "拒绝向量" in json.dumps(saved, ensure_ascii=False)
