@@ -8,7 +8,8 @@ workflow and the prompt keep the English input names (tests/browser/test_editor.
 Checked here: every node, input and output has its entry and none is left for a node, input or output that does not
 exist; the text is Chinese (a label may keep a technical name as it is, e.g. ``cfg``); no two inputs, or outputs, of
 a node share a label; every figure, value in quotes and ``snake_case`` name of the English text is in the translation,
-so that a figure or an option the user must type is never lost or changed in translation.
+so that a figure or an option the user must type is never lost or changed in translation; and the English each
+translated text and help page was made from (``locales/zh/translated_from.json``) is the current English.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import re
 import pytest
 
 from comfy_host import REPO_ROOT
+from script_module import load_script
 
 LOCALES = REPO_ROOT / "locales"
 CJK = re.compile(r"[\u4e00-\u9fff]")
@@ -50,7 +52,31 @@ def _kept_literals(english: str, translated: str, where: str):
 
 def test_the_shipped_languages():
     assert sorted(path.name for path in LOCALES.iterdir()) == ["zh"]
-    assert sorted(path.name for path in (LOCALES / "zh").iterdir()) == ["main.json", "nodeDefs.json"]
+    assert sorted(path.name for path in (LOCALES / "zh").iterdir()) == ["main.json", "nodeDefs.json",
+                                                                       "translated_from.json"]
+
+
+def _stale_translations(recorded: dict, current: dict) -> list[str]:
+    """What changed in English since the translation recorded its sources: one line per text, old -> new."""
+    return [f"{key}: {recorded.get(key)!r} -> {current.get(key)!r}"
+            for key in sorted(set(recorded) | set(current)) if recorded.get(key) != current.get(key)]
+
+
+def test_every_translation_follows_the_current_english(schemas):
+    """An English tooltip, description, output name or help page changed without its translation: the test names each
+    change, so the translator sees what to bring over (tools/translation_sources.py records the new sources after)."""
+    tool = load_script(REPO_ROOT / "tools" / "translation_sources.py", "translation_sources")
+    current = tool.english_sources({node_id: info for node_id, (_, info) in schemas.items()})
+    recorded = json.loads((LOCALES / "zh" / "translated_from.json").read_text(encoding="utf-8"))
+    stale = _stale_translations(recorded, current)
+    assert not stale, ("English changed since locales/zh/ and web/docs/*/zh.md were translated; update them, then "
+                       "run `.venv/bin/python tools/translation_sources.py zh`:\n" + "\n".join(stale))
+
+
+def test_a_changed_english_text_is_named_with_both_versions():
+    stale = _stale_translations({"A.description": "old", "web/docs/A.md": "sha256:1"},
+                                {"A.description": "new", "web/docs/A.md": "sha256:1", "B.display_name": "B"})
+    assert stale == ["A.description: 'old' -> 'new'", "B.display_name: None -> 'B'"]
 
 
 def test_every_node_input_and_output_has_its_chinese_text_and_nothing_else(schemas):
