@@ -15,6 +15,7 @@ low-rank change, the same maths as the weight patch Apply Unlearning folds in.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -289,7 +290,7 @@ def _chunks(rows: list, size: int) -> list[list]:
 def measure_baseline(module: torch.nn.Module, forward: Forward, validation: Sequence, benign: Sequence,
                      layers: Sequence[str], *, negative=None, keep: Sequence = (), batch_size: int = 64,
                      on_forward: Callable[[], None] | None = None, batch_dim: int = 0) -> Baseline:
-    """Run the unedited model once on every row, recording the inputs of ``layers``.
+    """Run the unedited model once on every row, recording the inputs of ``layers`` (none: predictions only).
 
     Args:
         module: the model whose sub-modules ``layers`` are recorded.
@@ -308,10 +309,12 @@ def measure_baseline(module: torch.nn.Module, forward: Forward, validation: Sequ
     """
     rows, n_pairs, n_benign, n_keep = _rows(validation, benign, negative, keep)
     predictions, inputs, forwards = [], {name: [] for name in layers}, 0
-    with ActivationRecorder(module, list(layers), batch_dim=batch_dim) as recorder:
+    # no layers: predictions only (core.audit), and forward gets no recorder
+    recording = ActivationRecorder(module, list(layers), batch_dim=batch_dim) if layers else contextlib.nullcontext()
+    with recording as recorder:
         for chunk in _chunks(rows, batch_size):
             predictions.append(_prediction(forward(chunk, recorder), len(chunk)))
-            for name, values in recorder.take().items():
+            for name, values in (recorder.take() if recorder is not None else {}).items():
                 if values.shape[0] % len(chunk):
                     raise ValueError(f"layer {name!r} recorded {values.shape[0]} rows for a forward of {len(chunk)} "
                                      "rows: the forward must run all rows in one model call per timestep")
