@@ -34,6 +34,13 @@ from .check_figures import (guided_collateral, negative_concept_share, pairs_sur
 from .recommend import REMOVED, TOWARD_CONCEPT_LIMIT
 
 
+#: :meth:`AuditResult.warnings`: an edited model whose pairs' difference is larger than the original's by more than this
+#: share is more likely the original connected as the edited one than an edit (a margin over rounding, set before
+#: measuring). Removal alone cannot tell: it projects the edited model's difference on the original's, and the
+#: original's on a small residual reads as removed.
+SWAPPED_MODELS = 0.1
+
+
 @dataclass(frozen=True)
 class AuditResult:
     """The edited model's figures against the original's (each defined in :mod:`core.check_figures`)."""
@@ -41,6 +48,9 @@ class AuditResult:
     removed: float
     collateral: float
     toward_concept: float
+    #: ``|D_edited| / |D_original|`` over the validation pairs' prediction differences: their size, where removal is
+    #: their projection (1 = as large as before)
+    difference_ratio: float
     pairs: int
     benign: int
     forwards: int
@@ -75,6 +85,11 @@ class AuditResult:
         """Lines on what the figures alone would hide: the concept added instead of removed, a negative prompt that
         carries the concept, a script whose pairs keep the concept while the pooled share reads removed."""
         lines = []
+        # removed >= 1: the sides crossed (an edit past full removal also grows the difference, reversed)
+        if self.difference_ratio > 1.0 + SWAPPED_MODELS and self.removed < 1.0:
+            lines.append(f"WARNING: the edited model's pairs differ more than the original's ({self.difference_ratio:.2f} "
+                         "times as much) without their sides crossing: are original_model and edited_model swapped, "
+                         "or does the edit strengthen the concept?")
         if self.toward_concept > TOWARD_CONCEPT_LIMIT:
             lines.append(f"WARNING: the edited model moves the validation pairs' safe prompts {self.toward_concept:.0%} "
                          "of the way toward their unsafe ones (safe->concept): it adds the concept to prompts "
@@ -92,7 +107,8 @@ class AuditResult:
 
     def table(self) -> str:
         """The audit as text, one figure per line."""
-        lines = [f"removed: {self.removed:.1%} of the validation pairs' difference ({self.pairs} pairs)",
+        lines = [f"removed: {self.removed:.1%} of the validation pairs' difference ({self.pairs} pairs; what is left "
+                 f"is {self.difference_ratio:.2f} of its size)",
                  f"collateral: {self.collateral:.3f} (benign prompts' move in units of their spread, "
                  f"{self.benign} prompts; 0 = unchanged, 1 = as far as another benign prompt)"]
         if self.collateral_guided is not None:
@@ -109,7 +125,7 @@ class AuditResult:
         return {"removed": self.removed, "collateral": self.collateral, "collateral_guided": self.collateral_guided,
                 "guidance": self.guidance, "collateral_read": self.collateral_read,
                 "headline_collateral": self.headline_collateral, "toward_concept": self.toward_concept,
-                "negative_concept_share": self.negative_concept_share,
+                "difference_ratio": self.difference_ratio, "negative_concept_share": self.negative_concept_share,
                 "removed_by_script": [{"script": script, "pairs": pairs, "removed": share}
                                       for script, pairs, share in self.removed_by_script],
                 "pairs": self.pairs, "benign": self.benign, "forwards": self.forwards, "warnings": self.warnings()}
@@ -122,12 +138,18 @@ def audit_predictions(baseline: Baseline, predictions: torch.Tensor, *, guidance
     ``guidance`` (the sampler's cfg) needs the baseline's negative row; ``groups``: ``{script: pair indices}`` of
     the validation pairs (2 or more scripts), for removal per script."""
     survival, collateral = prediction_proxies(baseline, predictions)
+    n = baseline.pairs
+    before = baseline.predictions[:n] - baseline.predictions[n:2 * n]
+    after = predictions.reshape(baseline.predictions.shape)[:n] - predictions.reshape(baseline.predictions.shape)[n:2 * n]
+    energy = float(before.pow(2).sum())
+    ratio = (float(after.pow(2).sum()) / energy) ** 0.5 if energy > 0 else 1.0
     guided = None if guidance is None else guided_collateral(baseline, predictions, guidance)
     share = negative_concept_share(baseline, predictions) if baseline.negative else None
     by_script = tuple((script, len(indices), 1.0 - pairs_survival(baseline, predictions, indices))
                       for script, indices in (groups or {}).items())
     return AuditResult(removed=1.0 - survival, collateral=collateral,
-                       toward_concept=toward_concept(baseline, predictions), pairs=baseline.pairs,
+                       toward_concept=toward_concept(baseline, predictions), difference_ratio=ratio,
+                       pairs=baseline.pairs,
                        benign=baseline.benign, forwards=forwards, collateral_guided=guided,
                        guidance=None if guidance is None else float(guidance), negative_concept_share=share,
                        removed_by_script=by_script)

@@ -8,6 +8,7 @@ from comfy_api.latest import ComfyExtension, io
 class VideoUnlearningExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         # ComfyUI 0.3.64 never calls ComfyExtension.on_load, so one-time setup happens here.
+        from .audit import NODES as AUDIT_NODES
         from .check import NODES as CHECK_NODES
         from .definitions import NODES
         from .routes import register_routes
@@ -15,7 +16,7 @@ class VideoUnlearningExtension(ComfyExtension):
 
         register_folder()
         register_routes()
-        return [*NODES, *CHECK_NODES]
+        return [*NODES, *CHECK_NODES, *AUDIT_NODES]
 
 
 async def comfy_entrypoint() -> VideoUnlearningExtension:

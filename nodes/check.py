@@ -83,7 +83,7 @@ def check_inputs(basis: RefusalBasis, validation: EncodedPairs | None) -> list:
 IMAGE_EXTRAS = ("clip_vision_output",)
 
 
-def negative_row(negative, benign: list):
+def negative_row(negative, benign: list, node: str = "Unlearning Check"):
     """The sampler's negative CONDITIONING as one more row of the check: its own text, with its own attention mask
     and pooled output (LTX-Video and Mochi read the mask, HunyuanVideo the pooled output), and the benign rows'
     image inputs from Pair Encoder (``IMAGE_EXTRAS``), so that it differs from them in its text alone."""
@@ -93,10 +93,10 @@ def negative_row(negative, benign: list):
         # The sampler takes a combined negative (ConditioningCombine: one entry per prompt, their predictions
         # averaged), so "connect your sampler's negative" named what was already connected.
         combined = (f"a combined negative ({len(negative)} conditionings, as ConditioningCombine makes) is not "
-                    "supported by the check; connect one CLIP Text Encode of the negative text, or join the prompts "
+                    f"supported by {node}; connect one CLIP Text Encode of the negative text, or join the prompts "
                     "with ConditioningConcat" if isinstance(negative, list) and len(negative) > 1 else
                     "connect the negative prompt that feeds your sampler (a CLIP Text Encode's output)")
-        raise ValueError(f"Unlearning Check: negative must be one prompt's CONDITIONING (a CLIP Text Encode's output), "
+        raise ValueError(f"{node}: negative must be one prompt's CONDITIONING (a CLIP Text Encode's output), "
                          f"got {shape}; {combined}")
     extras = {key: value for key, value in negative[0][1].items() if key not in IMAGE_EXTRAS}
     extras.update({key: benign[0][0][1][key] for key in IMAGE_EXTRAS if key in benign[0][0][1]})

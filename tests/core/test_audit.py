@@ -37,7 +37,7 @@ def test_the_original_against_itself_loses_nothing():
     validation, benign = rows()
     with torch.no_grad():
         result = run_audit(model, forward_for(model), forward_for(model), validation, benign)
-    assert (result.removed, result.collateral, result.toward_concept) == (0.0, 0.0, 0.0)
+    assert (result.removed, result.collateral, result.toward_concept, result.difference_ratio) == (0.0, 0.0, 0.0, 1.0)
     assert result.warnings() == [] and result.collateral_read == "collateral"
     assert result.forwards == 2
 
@@ -104,7 +104,8 @@ def test_removal_per_script_names_the_script_left_behind():
 
 def test_a_script_left_behind_is_warned_about_only_when_the_pooled_share_reads_removed():
     def result(pooled):
-        return AuditResult(removed=pooled, collateral=0.1, toward_concept=0.0, pairs=6, benign=10, forwards=2,
+        return AuditResult(removed=pooled, collateral=0.1, toward_concept=0.0, difference_ratio=0.2, pairs=6,
+                           benign=10, forwards=2,
                            removed_by_script=(("Latin", 4, 0.99), ("Han", 2, 0.3)))
 
     assert "Han (30%, 2 pairs)" in result(0.95).warnings()[0]
@@ -115,3 +116,17 @@ def test_guidance_needs_the_negative_row():
     model = Toy()
     with pytest.raises(ValueError, match="negative"):
         run_audit(model, forward_for(model), forward_for(model), *rows(), guidance=5.0)
+
+
+def test_the_original_connected_as_the_edited_model_is_named():
+    """Swapped inputs: the 'edited' model's pairs differ more than the 'original's'. Removal, a projection, can read
+    positive there; the difference's size tells."""
+    model = Toy()
+    _, basis = fitted(model)
+    edited = edited_copy(model, basis, 1.0)
+    with torch.no_grad():
+        right = run_audit(model, forward_for(model), forward_for(edited), *rows())
+        swapped = run_audit(edited, forward_for(edited), forward_for(model), *rows())
+    assert right.difference_ratio < 1 and not any("swapped" in line for line in right.warnings())
+    assert swapped.difference_ratio > 1.1 and any("swapped" in line for line in swapped.warnings())
+

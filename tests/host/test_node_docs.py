@@ -48,7 +48,7 @@ def _same_value(written: str, value, io_type: str) -> bool:
 
 
 def test_every_registered_node_has_a_page_and_every_page_a_node(schemas):
-    assert len(schemas) == 9
+    assert len(schemas) == 10
     pages = {path.stem for path in DOCS.glob("*.md")}
     assert sorted(set(schemas) - pages) == [], "nodes without a help page"
     assert sorted(pages - set(schemas)) == [], "help pages of no registered node"
@@ -59,7 +59,7 @@ def test_every_registered_node_has_a_page_and_every_page_a_node(schemas):
 @pytest.mark.parametrize("node_id", ["VideoUnlearnPairEncoder", "VideoUnlearnCollectActivations",
                                      "VideoUnlearnRefusalVector", "VideoUnlearnApply", "VideoUnlearnCheck",
                                      "VideoUnlearnCombineVectors", "VideoUnlearnSaveRefusalVector",
-                                     "VideoUnlearnLoadRefusalVector", "VideoUnlearnExportLoRA"])
+                                     "VideoUnlearnLoadRefusalVector", "VideoUnlearnExportLoRA", "VideoUnlearnAudit"])
 def test_page_lists_the_inputs_and_outputs_the_node_has(schemas, node_id):
     schema, info = schemas[node_id]
     path = DOCS / f"{node_id}.md"
@@ -123,7 +123,7 @@ def _zh_items(section: str) -> list[tuple[str, str, str]]:
 @pytest.mark.parametrize("node_id", ["VideoUnlearnPairEncoder", "VideoUnlearnCollectActivations",
                                      "VideoUnlearnRefusalVector", "VideoUnlearnApply", "VideoUnlearnCheck",
                                      "VideoUnlearnCombineVectors", "VideoUnlearnSaveRefusalVector",
-                                     "VideoUnlearnLoadRefusalVector", "VideoUnlearnExportLoRA"])
+                                     "VideoUnlearnLoadRefusalVector", "VideoUnlearnExportLoRA", "VideoUnlearnAudit"])
 def test_zh_page_follows_the_english_page_under_the_chinese_labels(node_id):
     labels = json.loads((REPO_ROOT / "locales" / "zh" / "nodeDefs.json").read_text(encoding="utf-8"))[node_id]
     english = (DOCS / f"{node_id}.md").read_text(encoding="utf-8")
