@@ -221,7 +221,32 @@ def unlearning_check(g: Graph, x: int, y: int, model, clip, vector, apply, negat
            "- The chart (removed vs. collateral, chosen point ringed) and the table appear on the node after a run.",
            size=(520, 300))
     g.group(title, (x, y - HEADER, 570 + CHECK_NODE_SIZE[0] + 20, HEADER + CHECK_NODE_SIZE[1] + 20))
-    return check
+    return check, encoder
+
+
+AUDIT_NODE_SIZE = (520, 470)
+
+
+def unlearning_audit(g: Graph, x: int, y: int, original, edited, encoder, negative, cfg: float, title: str):
+    """A group: Unlearning Audit of the ``edited`` MODEL against the ``original`` on the check's held-out pairs
+    (``encoder``), with the samplers' negative prompt and cfg."""
+    audit = g.node("VideoUnlearnAudit", (x + 10, y), [64, 64, 1, "0.1", 0, cfg],
+                   inputs=[("original_model", "MODEL"), ("edited_model", "MODEL"),
+                           ("validation_pairs", "UNLEARN_PAIRS"), ("negative", "CONDITIONING")],
+                   outputs=[("removed", "FLOAT"), ("collateral", "FLOAT"), ("table", "STRING")], size=AUDIT_NODE_SIZE)
+    g.link(original, 0, audit, "original_model")
+    g.link(edited, 0, audit, "edited_model")
+    g.link(encoder, 0, audit, "validation_pairs")
+    g.link(negative, 0, audit, "negative")
+    g.note((x + 10, y + AUDIT_NODE_SIZE[1] + 30),
+           "**Unlearning Audit** reads the MODEL you sample with against the original: how much of the held-out "
+           "pairs' difference it removed and how far it moves the benign prompts, with Unlearning Check's figures but "
+           "no vector. Here it confirms the edit Apply Unlearning made at the check's strength.\n\n"
+           "- It reads any edit of the same model: replace Apply Unlearning by LoraLoaderModelOnly with the LoRA "
+           "*Export Unlearning as LoRA* wrote, or load a checkpoint saved with the edit, to check that file.",
+           size=(520, 190))
+    g.group(title, (x, y - HEADER, AUDIT_NODE_SIZE[0] + 20, HEADER + AUDIT_NODE_SIZE[1] + 240))
+    return audit
 
 
 def prompts(g: Graph, x: int, y: int, clip):
@@ -296,8 +321,10 @@ def compare_workflow() -> Graph:
     images = base_and_unlearned(g, 0, (model, apply), positive, negative, latent, vae, "3. Same seed, base vs. unlearned",
                                 steps=30, cfg=6.0)
     side_by_side(g, 1390, images, 16.0)
-    unlearning_check(g, 390, 1000, model, clip, load, apply, negative, 6.0,
-                     "5. Unlearning Check: held-out pairs set the strength")
+    _, validation = unlearning_check(g, 390, 1000, model, clip, load, apply, negative, 6.0,
+                                     "5. Unlearning Check: held-out pairs set the strength")
+    unlearning_audit(g, 390, 1000 + CHECK_NODE_SIZE[1] + 20 + HEADER + 40, model, apply, validation, negative, 6.0,
+                     "6. Unlearning Audit: the unlearned MODEL against the base")
     g.note((790, 680), "**Baseline vs. unlearned from one seed.** Left: the original model; right: the same model with the "
            "refusal vector applied (a patch on a copy: your model file is never changed).\n\n"
            "- `strength` comes from *Unlearning Check* (group 5); to set it by hand, remove that link. `enabled` off "

@@ -572,23 +572,61 @@ function renderCheck(caption, table, result) {
   table.textContent = result.table;
 }
 
+// A node's figures as monospaced text under its widgets, to be read, copied and searched.
+function addTable(node, name, className, minHeight, maxHeight) {
+  const table = document.createElement("pre");
+  table.className = className;
+  table.style.cssText = "font: 11px monospace; color: #ddd; margin: 0; padding: 2px 6px; overflow: auto; "
+    + "white-space: pre-wrap;";
+  addDisplayWidget(node, name, `video_unlearning_${name}`, table,
+                   { hideOnZoom: false, getMinHeight: () => minHeight, getMaxHeight: () => maxHeight });
+  return table;
+}
+
 app.registerExtension({
   name: "videoUnlearning.checkChart",
   nodeCreated(node) {
     if (node.comfyClass !== CHECK_NODE) return;
     const caption = addCaption(node, "check_caption", "video-unlearning-check-caption", "bold 13px sans-serif",
                                "run to measure removal and collateral per strength");
-    const table = document.createElement("pre");
-    table.className = "video-unlearning-check-table";
-    table.style.cssText = "font: 11px monospace; color: #ddd; margin: 0; padding: 2px 6px; overflow: auto; "
-      + "white-space: pre-wrap;";
-    addDisplayWidget(node, "check_table", "video_unlearning_check_table", table,
-                     { hideOnZoom: false, getMinHeight: () => 200, getMaxHeight: () => 230 });
+    const table = addTable(node, "check_table", "video-unlearning-check-table", 200, 230);
     chain(node, "onExecuted", (output) => {
       const result = output?.[CHECK_KEY]?.[0];
       if (!result) return;
       node.__videoUnlearningCheck = result;
       renderCheck(caption, table, result);
+    });
+  },
+});
+
+// --- Unlearning Audit: an edited model against its original (nodes/audit.py); its figures and warnings as text.
+const AUDIT_NODE = "VideoUnlearnAudit";
+const AUDIT_KEY = "video_unlearning_audit";
+
+function renderAudit(caption, table, result) {
+  const read = { guided: ` (guided, cfg ${result.guidance})`,
+                 conditional: " (conditional: the negative prompt carries the concept)",
+                 collateral: " (conditional; connect negative for guided)" }[result.collateral_read] ?? "";
+  caption.textContent = `removed ${Math.round(result.removed * 100)} %`
+    + ` · collateral ${result.headline_collateral.toFixed(3)}${read}`
+    + (result.warnings.length ? ` · ${result.warnings.length} warning(s) (see the table)` : "");
+  caption.title = result.warnings.join("\n");
+  caption.dataset.state = "ran";
+  table.textContent = result.table;
+}
+
+app.registerExtension({
+  name: "videoUnlearning.audit",
+  nodeCreated(node) {
+    if (node.comfyClass !== AUDIT_NODE) return;
+    const caption = addCaption(node, "audit_caption", "video-unlearning-audit-caption", "bold 13px sans-serif",
+                               "run to compare the edited model with the original");
+    const table = addTable(node, "audit_table", "video-unlearning-audit-table", 120, 160);
+    chain(node, "onExecuted", (output) => {
+      const result = output?.[AUDIT_KEY]?.[0];
+      if (!result) return;
+      node.__videoUnlearningAudit = result;
+      renderAudit(caption, table, result);
     });
   },
 });

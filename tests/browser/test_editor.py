@@ -6,7 +6,7 @@ text is shown as text and never parsed as HTML; the Low-Rank Refusal Vector node
 run, with the chart's labels (sent next to the image) as text on the node, for a shared input and for per-block
 layers; Apply Unlearning carries an on/off, strength and concept badge before and after a run; in the side-by-side
 workflow Unlearning Check runs, shows its chart on the node with its recommended strength and table as text, and
-that strength reaches Apply Unlearning, whose badge shows that run's result only while the graph is the one that ran
+that strength reaches Apply Unlearning (whose MODEL Unlearning Audit then shows as text on its node), whose badge shows that run's result only while the graph is the one that ran
 and drops it after a failed run. The badge names the concept on its refusal vector's way only (a second Apply fed
 the first one's MODEL names its own), joins a combined vector's concepts and refreshes on any link change upstream,
 also inside a subgraph. Display widgets are neither saved with a workflow nor sent in the prompt, and a workflow
@@ -135,7 +135,8 @@ FAKE_RUN = """
   node.onExecuted({ video_unlearning: [{ enabled: true, strength: 1, concept: "Rolex", layers }] });
 }
 """
-DISPLAY_WIDGETS = ["pair_status", "unlearning_badge", "chart_caption", "check_caption", "check_table", "saved_file"]
+DISPLAY_WIDGETS = ["pair_status", "unlearning_badge", "chart_caption", "check_caption", "check_table", "saved_file",
+                   "audit_caption", "audit_table"]
 # Per pack node: its saved widgets_values, the values of its widgets that are not display-only, and the keys of its
 # prompt (API format) inputs.
 SAVED = f"""
@@ -425,6 +426,19 @@ def test_editor_shows_pair_check_chart_and_badge(server, shots):
         sync_api.expect(badge).to_contain_text(f"UNLEARNING ON · strength {strength:.2f} · Rolex · ", timeout=240_000)
         sync_api.expect(badge).to_contain_text("layers")
         page.screenshot(path=str(shots / "7_badge_after_run.png"))
+        # Unlearning Audit of Apply Unlearning's MODEL: its figures and table as text on the node
+        page.wait_for_function(f"() => ({FIND})('VideoUnlearnAudit').__videoUnlearningAudit", timeout=240_000)
+        audit = page.evaluate(f"() => ({FIND})('VideoUnlearnAudit').__videoUnlearningAudit")
+        assert audit["removed"] == pytest.approx(result["removed"], abs=0.01), (audit, result)
+        page.evaluate(SHOW_AT_100, "VideoUnlearnAudit")  # the editor draws a node's text widgets while it is in view
+        audit_caption = page.locator(".video-unlearning-audit-caption").first
+        sync_api.expect(audit_caption).to_contain_text(f"removed {round(audit['removed'] * 100)} % · collateral ")
+        sync_api.expect(audit_caption).to_contain_text("(guided, cfg 6)")
+        sync_api.expect(page.locator(".video-unlearning-audit-table").first).to_contain_text("toward the concept")
+        x, y, width, height = page.evaluate(SHOW_AT_100, "VideoUnlearnAudit")
+        page.wait_for_timeout(300)
+        page.screenshot(path=str(shots / "11_audit_100pct.png"),
+                        clip={"x": max(x, 0), "y": max(y, 0), "width": width, "height": min(height, 1000 - max(y, 0))})
         page.set_viewport_size({"width": 1700, "height": 1340})  # the check node is ~1040 px tall at 100 %
         page.wait_for_timeout(300)
         x, y, width, height = page.evaluate(SHOW_AT_100, "VideoUnlearnCheck")

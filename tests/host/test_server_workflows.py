@@ -29,7 +29,8 @@ def test_every_node_is_listed_with_tooltips(server):
     ours = {name: spec for name, spec in info.items() if name.startswith("VideoUnlearn")}
     assert set(ours) == {"VideoUnlearnPairEncoder", "VideoUnlearnCollectActivations", "VideoUnlearnRefusalVector",
                          "VideoUnlearnApply", "VideoUnlearnSaveRefusalVector", "VideoUnlearnLoadRefusalVector",
-                         "VideoUnlearnExportLoRA", "VideoUnlearnCheck", "VideoUnlearnCombineVectors"}
+                         "VideoUnlearnExportLoRA", "VideoUnlearnCheck", "VideoUnlearnCombineVectors",
+                         "VideoUnlearnAudit"}
     for name, spec in ours.items():
         assert spec["category"] == "unlearning"
         for section in ("required", "optional"):
@@ -56,15 +57,16 @@ def test_node_help_pages_are_served_where_the_editor_fetches_them(server):
     shows the node's description and tooltips only."""
     url, _, info = server
     ours = {name: spec for name, spec in info.items() if name.startswith("VideoUnlearn")}
-    assert len(ours) == 9
+    assert len(ours) == 10
     for name, spec in ours.items():
         folder = spec["python_module"].split(".")[1].split("@")[0]
-        page = f"{url}/extensions/{urllib.parse.quote(folder)}/docs/{name}.md"
-        with urllib.request.urlopen(page, timeout=30) as response:
-            served, kind = response.read().decode("utf-8"), response.headers.get("Content-Type", "")
-        assert served == (REPO_ROOT / "web" / "docs" / f"{name}.md").read_text(encoding="utf-8"), page
-        assert served.startswith(f"# {spec['display_name']}\n"), page
-        assert "text/html" not in kind, (page, kind)  # newer editors (1.58.1) take an HTML answer for no page
+        for page_path in (f"{name}.md", f"{name}/zh.md"):  # the Chinese page where the editor's language is Chinese
+            page = f"{url}/extensions/{urllib.parse.quote(folder)}/docs/{page_path}"
+            with urllib.request.urlopen(page, timeout=30) as response:
+                served, kind = response.read().decode("utf-8"), response.headers.get("Content-Type", "")
+            assert served == (REPO_ROOT / "web" / "docs" / page_path).read_text(encoding="utf-8"), page
+            assert "text/html" not in kind, (page, kind)  # newer editors (1.58.1) take an HTML answer for no page
+        assert (REPO_ROOT / "web" / "docs" / f"{name}.md").read_text().startswith(f"# {spec['display_name']}\n")
 
 
 def test_compute_workflow_saves_a_refusal_vector(server):
@@ -94,7 +96,13 @@ def test_side_by_side_workflow_runs_on_the_saved_vector(server):
     apply_node = next(k for k, n in api.items() if n["class_type"] == "VideoUnlearnApply")
     badge = entry["outputs"][apply_node]["video_unlearning"][0]
     assert badge["enabled"] is True and badge["concept"] == "Rolex" and badge["layers"] > 0
-    _check_ran_and_set_the_strength(entry, api, badge)
+    summary = _check_ran_and_set_the_strength(entry, api, badge)
+    # Unlearning Audit of Apply Unlearning's MODEL reads, without the vector, the edit the check measured through hooks
+    audit_id = next(k for k, n in api.items() if n["class_type"] == "VideoUnlearnAudit")
+    audit = entry["outputs"][audit_id]["video_unlearning_audit"][0]
+    assert audit["removed"] == pytest.approx(summary["removed"], abs=0.01), (audit, summary)
+    assert audit["headline_collateral"] == pytest.approx(summary["collateral"], rel=0.02), (audit, summary)
+    assert audit["collateral_read"] == "guided" and "removed:" in audit["table"]
     outputs = sorted((base / "output" / "unlearning").glob("side_by_side_*.webp"))
     assert outputs, "no side-by-side video was written"
     base_half, unlearned_half = _halves(outputs[-1])
@@ -111,6 +119,7 @@ def test_side_by_side_workflow_runs_on_the_saved_vector(server):
     assert entry["status"]["status_str"] == "success", entry["status"]
     assert entry["outputs"][apply_node]["video_unlearning"][0]["enabled"] is False
     assert check_node not in entry["outputs"], "Unlearning Check ran although Apply Unlearning was off"
+    assert "nothing was edited" in entry["outputs"][audit_id]["video_unlearning_audit"][0]["table"]
     base_half, unlearned_half = _halves(sorted((base / "output" / "unlearning").glob("side_by_side_*.webp"))[-1])
     assert np.array_equal(base_half, unlearned_half), "disabled unlearning changed the video (or the seeds differ)"
     api[apply_node]["inputs"]["enabled"] = True  # on, the check runs and refuses the repeated pairs
