@@ -16,8 +16,8 @@ with the same noise and timesteps, and the edited model's predictions are read a
 
 No refusal vector is needed, so the audit reads any edit of the same model, whoever made it. What it does not do:
 say whether the edit is *good*. Its figures are the check's proxies of one small latent and a few timesteps; on the
-organism they rank one edit's strengths as generating does (docs/benchmarks.md), but they were never validated
-across different methods' edits.
+organism they were validated against generating across the pack's own edit variants (strengths, layer groups,
+``cpca`` / ``mean``; docs/benchmarks.md), never on other methods' edits (fine-tuning, other closed-form editors).
 """
 
 from __future__ import annotations
