@@ -87,13 +87,13 @@ class AuditResult:
         lines = []
         # removed >= 1: the sides crossed (an edit past full removal also grows the difference, reversed)
         if self.difference_ratio > 1.0 + SWAPPED_MODELS and self.removed < 1.0:
-            lines.append(f"WARNING: the edited model's pairs differ more than the original's ({self.difference_ratio:.2f} "
-                         "times as much) without their sides crossing: are original_model and edited_model swapped, "
-                         "or does the edit strengthen the concept?")
+            lines.append("WARNING: the edited model's pairs differ more than the original's "
+                         f"({self.difference_ratio:.2f} times as much) without their sides crossing: are "
+                         "original_model and edited_model swapped, or does the edit strengthen the concept?")
         if self.toward_concept > TOWARD_CONCEPT_LIMIT:
-            lines.append(f"WARNING: the edited model moves the validation pairs' safe prompts {self.toward_concept:.0%} "
-                         "of the way toward their unsafe ones (safe->concept): it adds the concept to prompts "
-                         "without it rather than removing it from prompts with it")
+            lines.append("WARNING: the edited model moves the validation pairs' safe prompts "
+                         f"{self.toward_concept:.0%} of the way toward their unsafe ones (safe->concept): it adds "
+                         "the concept to prompts without it rather than removing it from prompts with it")
         if self.negative_carries_concept:
             lines.append("WARNING: the negative prompt moves like the concept's prompts: it names the concept, so the "
                          "edit removed the concept from it too. Collateral is read on the conditional prediction")
@@ -138,19 +138,16 @@ def audit_predictions(baseline: Baseline, predictions: torch.Tensor, *, guidance
     ``guidance`` (the sampler's cfg) needs the baseline's negative row; ``groups``: ``{script: pair indices}`` of
     the validation pairs (2 or more scripts), for removal per script."""
     survival, collateral = prediction_proxies(baseline, predictions)
-    n = baseline.pairs
-    before = baseline.predictions[:n] - baseline.predictions[n:2 * n]
-    after = predictions.reshape(baseline.predictions.shape)[:n] - predictions.reshape(baseline.predictions.shape)[n:2 * n]
-    energy = float(before.pow(2).sum())
-    ratio = (float(after.pow(2).sum()) / energy) ** 0.5 if energy > 0 else 1.0
+    n, p0, p = baseline.pairs, baseline.predictions, predictions.reshape(baseline.predictions.shape)
+    energy = float((p0[:n] - p0[n:2 * n]).pow(2).sum())
+    ratio = (float((p[:n] - p[n:2 * n]).pow(2).sum()) / energy) ** 0.5 if energy > 0 else 1.0
     guided = None if guidance is None else guided_collateral(baseline, predictions, guidance)
     share = negative_concept_share(baseline, predictions) if baseline.negative else None
     by_script = tuple((script, len(indices), 1.0 - pairs_survival(baseline, predictions, indices))
                       for script, indices in (groups or {}).items())
     return AuditResult(removed=1.0 - survival, collateral=collateral,
                        toward_concept=toward_concept(baseline, predictions), difference_ratio=ratio,
-                       pairs=baseline.pairs,
-                       benign=baseline.benign, forwards=forwards, collateral_guided=guided,
+                       pairs=baseline.pairs, benign=baseline.benign, forwards=forwards, collateral_guided=guided,
                        guidance=None if guidance is None else float(guidance), negative_concept_share=share,
                        removed_by_script=by_script)
 

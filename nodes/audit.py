@@ -44,7 +44,8 @@ def require_same_architecture(original, edited) -> None:
 
 def same_weights(original, edited) -> bool:
     """Whether the two MODELs hold the same weights: one model object with the same patches and weight wrappers."""
-    wrappers = [{key: len(v) for key, v in getattr(m, "weight_wrapper_patches", {}).items()} for m in (original, edited)]
+    wrappers = [{key: len(v) for key, v in getattr(m, "weight_wrapper_patches", {}).items()}
+                for m in (original, edited)]
     return original.clone_has_same_weights(edited) and wrappers[0] == wrappers[1]
 
 
