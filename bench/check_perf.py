@@ -1,4 +1,4 @@
-"""Cost of the Unlearning Check on the real ComfyUI host (a benchmark, not a test).
+"""Cost of the Unlearning Check (and of Unlearning Audit) on the real ComfyUI host (a benchmark, not a test).
 
 The nodes' host bench setup of ``bench/nodes_perf.py`` (a 4-block dim-256 Wan loaded through ComfyUI, one
 generation = 128x128x9 frames, 8 steps, cfg 5): the check with 5 validation pairs, 12 benign prompts and
@@ -12,7 +12,10 @@ prompt with the model's end token (1); the tiny pile-T5 tokenizer ends with 2, w
 without this its padding rows would hold the encoder's output for the pad token (``--unpadded-text``: nothing to
 collapse, the setting of the bench's earlier figures).
 
-    python bench/check_perf.py [--repeats 3] [--size 128 64] [--threads 1] [--paths collapsed full guided]
+Unlearning Audit (``--paths audit``) reads Apply Unlearning's MODEL at strength 1 against the model on the same pairs
+and prompts with the negative prompt: two forwards of every row, whatever the grid.
+
+    python bench/check_perf.py [--repeats 3] [--size 128 64] [--threads 1] [--paths collapsed full guided audit]
 """
 
 from __future__ import annotations
@@ -47,6 +50,10 @@ GRID = "0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2"
 #: "guided": the node's default path with the sampler's negative prompt connected (one more row), as the shipped
 #: workflows run it.
 PATHS = {"collapsed": (True, False), "full": (False, False), "guided": (True, True)}
+#: --paths audit: Unlearning Audit of Apply Unlearning's MODEL (strength 1) against the model, on the same validation
+#: pairs and benign prompts with the sampler's negative prompt (as the side-by-side workflow runs it: two forwards of
+#: every row, no strength grid).
+AUDIT = "audit"
 
 
 def main() -> None:
@@ -57,8 +64,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads (0: torch's default); on a shared machine 1 keeps other jobs from "
                              "stalling every parallel op")
-    parser.add_argument("--paths", nargs="+", choices=list(PATHS), default=list(PATHS),
-                        help="the check with the padded text collapsed (the node's default) and/or on every row")
+    parser.add_argument("--paths", nargs="+", choices=[*PATHS, AUDIT], default=[*PATHS, AUDIT],
+                        help="the check with the padded text collapsed (the node's default) and/or on every row, "
+                             "and/or Unlearning Audit of the edited model")
     parser.add_argument("--unpadded-text", action="store_true",
                         help="keep the tiny CLIP's padding rows nonzero (nothing to collapse)")
     parser.add_argument("--negative-prompt", default="",
@@ -74,6 +82,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     import nodes as comfy_nodes
+    from comfyui_video_unlearning.nodes import audit as audit_node
     from comfyui_video_unlearning.nodes import check as check_node
     from comfyui_video_unlearning.nodes import definitions as d
 
@@ -94,8 +103,14 @@ def main() -> None:
 
         notes = {}
 
+        edited = d.ApplyUnlearning.execute(model, basis, 1.0, True, "all in vector", 0, -1, "safe_mean")[0]
+
         def check(size, path):
             notes[path, size] = {}
+            if path == AUDIT:
+                return audit_node.run_unlearning_audit(model, edited, validation, width=size, height=size, length=1,
+                                                       timesteps=args.timesteps, seed=0, negative=negative, cfg=5.0,
+                                                       notes=notes[path, size])
             return check_node.run_unlearning_check(model, basis, validation, GRID, group="all in vector", block_start=0,
                                                    block_end=-1, target="safe_mean", width=size, height=size, length=1,
                                                    timesteps=args.timesteps, seed=0,
@@ -131,9 +146,10 @@ def main() -> None:
         seconds, cpu = statistics.median(checks[run]), statistics.median(checks_cpu[run])
         report["paths"][path][size] = {"seconds": seconds, "over_generation": seconds / one, "cpu_seconds": cpu,
                                        "cpu_over_generation": cpu / one_cpu, "runs": checks[run],
-                                       "forwards": result.forwards, "recommended": result.recommended,
+                                       "forwards": result.forwards, "recommended": getattr(result, "recommended", None),
                                        "padded_text": notes[run]["padded_text"]}
-        print(f"check ({path}) at {size}x{size}x1, {result.forwards} forwards of up to {22 + PATHS[path][1]} prompts: "
+        rows, node = (23, "audit") if path == AUDIT else (22 + PATHS[path][1], "check")
+        print(f"{node} ({path}) at {size}x{size}x1, {result.forwards} forwards of up to {rows} prompts: "
               f"{seconds:.2f}s = "
               f"{seconds / one:.2f} x one generation ({one:.2f}s); CPU {cpu:.2f}s = {cpu / one_cpu:.2f} x "
               f"({one_cpu:.2f}s); padded text collapsed: {notes[run]['padded_text']}")

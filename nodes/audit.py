@@ -8,6 +8,8 @@ with the check's latent, noise, timesteps and figures. Both run on the same rows
 
 from __future__ import annotations
 
+import contextlib
+
 import comfy.model_management
 import comfy.sample
 import comfy.utils
@@ -17,6 +19,7 @@ from ..core.audit import AuditResult, run_audit
 from ..core.scripts import pair_script
 from .adapters import adapter_for, require_pooled_text, require_text_width
 from .check import MAX_BATCH, comfy_forward, negative_row
+from .check_fastpath import PaddedTextCollapse
 from .collect import empty_latent, measuring_model, parse_timesteps, sigmas_for
 from .payloads import PAIRS_TYPE, EncodedPairs
 
@@ -50,9 +53,14 @@ def same_weights(original, edited) -> bool:
 
 
 def run_unlearning_audit(original, edited, validation: EncodedPairs | None, *, width: int, height: int, length: int,
-                         timesteps: str, seed: int, negative=None, cfg: float | None = None) -> AuditResult:
+                         timesteps: str, seed: int, negative=None, cfg: float | None = None,
+                         collapse_padded_text: bool = True, notes: dict | None = None) -> AuditResult:
     """Both MODELs on the validation pairs and their neutral prompts (the benign prompts), one latent, noise and
-    set of sigmas (the original model's schedule) for both; with ``negative`` and ``cfg``, guided collateral."""
+    set of sigmas (the original model's schedule) for both; with ``negative`` and ``cfg``, guided collateral.
+
+    ``collapse_padded_text``: on a known Wan, cut the zero text padding as Unlearning Check does
+    (``nodes.check_fastpath``; exact in maths); False runs every padding row, as ComfyUI does. ``notes``, when given,
+    receives ``padded_text``: whether the padding was cut, per model, or why not (the table's line)."""
     if validation is None or not validation.pairs:
         raise ValueError(f"{NODE}: no validation pairs. Connect a Pair Encoder with 5 or more pairs of the concept "
                          "(none of the pairs the edit was made from)")
@@ -80,18 +88,35 @@ def run_unlearning_audit(original, edited, validation: EncodedPairs | None, *, w
         progress.update(1)
         comfy.model_management.throw_exception_if_processing_interrupted()
 
+    # one collapse per diffusion module: a clone (Apply Unlearning, a LoRA loader) shares its original's
+    collapses = {}
+    for model in (original, edited):
+        diffusion = model.model.diffusion_model
+        if id(diffusion) not in collapses:
+            collapses[id(diffusion)] = PaddedTextCollapse(
+                diffusion, model.model_options.get("transformer_options", {}), enabled=collapse_padded_text)
+    forwards = [comfy_forward(model, latent, sigmas, seed, [], collapses[id(model.model.diffusion_model)])
+                for model in (original, edited)]
     pairs = list(zip(validation.unsafe, validation.safe))
-    return run_audit(original.model.diffusion_model, comfy_forward(original, latent, sigmas, seed, []),
-                     comfy_forward(edited, latent, sigmas, seed, []), pairs, benign,
-                     negative=extra[0] if extra else None, guidance=cfg if extra else None,
-                     scripts=[pair_script(pair.unsafe, pair.safe) for pair in validation.pairs],
-                     batch_size=MAX_BATCH, on_forward=step)
+    with contextlib.ExitStack() as stack:
+        for collapse in collapses.values():
+            stack.enter_context(collapse)
+        result = run_audit(original.model.diffusion_model, *forwards, pairs, benign,
+                           negative=extra[0] if extra else None, guidance=cfg if extra else None,
+                           scripts=[pair_script(pair.unsafe, pair.safe) for pair in validation.pairs],
+                           batch_size=MAX_BATCH, on_forward=step)
+    if notes is not None:
+        notes["padded_text"] = "; ".join(dict.fromkeys(collapse.describe() for collapse in collapses.values()))
+    return result
 
 
-def audit_table(result: AuditResult, original, edited) -> str:
-    note = ("\nNOTE: the two MODELs hold the same weights (one model, the same patches): nothing was edited"
-            if same_weights(original, edited) else "")
-    return result.table() + note
+def audit_table(result: AuditResult, original, edited, notes: dict | None = None) -> str:
+    lines = [result.table()]
+    if notes is not None and "padded_text" in notes:
+        lines.append(f"padded text collapsed: {notes['padded_text']}")
+    if same_weights(original, edited):
+        lines.append("NOTE: the two MODELs hold the same weights (one model, the same patches): nothing was edited")
+    return "\n".join(lines)
 
 
 class UnlearningAudit(io.ComfyNode):
@@ -153,9 +178,11 @@ class UnlearningAudit(io.ComfyNode):
     def execute(cls, original_model, edited_model, validation_pairs, width, height, length, timesteps, seed,
                 negative=None, cfg=6.0):
         adapter_for(original_model)  # an unsupported family is refused before any forward
+        notes = {}
         result = run_unlearning_audit(original_model, edited_model, validation_pairs, width=width, height=height,
-                                      length=length, timesteps=timesteps, seed=seed, negative=negative, cfg=cfg)
-        table = audit_table(result, original_model, edited_model)
+                                      length=length, timesteps=timesteps, seed=seed, negative=negative, cfg=cfg,
+                                      notes=notes)
+        table = audit_table(result, original_model, edited_model, notes)
         shown = {UI_KEY: [{**result.as_dict(), "table": table}]}
         return io.NodeOutput(result.removed, result.headline_collateral, table, ui=shown)
 

@@ -58,9 +58,14 @@ def test_the_original_against_itself_reads_nothing_and_says_so(nodes, wan, valid
 def test_apply_unlearnings_output_reads_as_the_check_reads_that_strength(nodes, wan, basis, validation, strength):
     """The audit of Apply Unlearning's MODEL (weight patches, run by ComfyUI) equals Unlearning Check's prediction
     figures at that strength (its hooks): one edit, two ways of running it."""
-    _, check, _ = nodes
-    out = audit(nodes, wan, applied(nodes, wan, basis, strength), validation)
-    removed, collateral, _ = out.args if hasattr(out, "args") else out
+    _, check, audit_module = nodes
+    edited = applied(nodes, wan, basis, strength)
+    result = audit_module.run_unlearning_audit(wan, edited, validation, width=64, height=64, length=1,
+                                               timesteps=TIMESTEPS, seed=0, collapse_padded_text=False)
+    removed, collateral = result.removed, result.collateral
+    # the node's default cuts Wan's zero text padding, as the check does: exact in maths, rounding apart
+    cut = audit(nodes, wan, edited, validation).args
+    assert cut[:2] == pytest.approx((removed, collateral), rel=1e-3, abs=1e-4)
     main, _ = check.run_unlearning_check(wan, basis, validation, f"0, {strength}", group="default", block_start=0,
                                          block_end=-1, target="zero", width=64, height=64, length=1,
                                          timesteps=TIMESTEPS, seed=0, collapse_padded_text=False)
@@ -121,3 +126,24 @@ def test_missing_pairs_and_a_bad_cfg_are_refused(nodes, wan, clip, validation):
     negative = comfy_nodes.CLIPTextEncode().encode(clip, "blurry")[0]
     with pytest.raises(ValueError, match="cfg must be"):
         audit(nodes, wan, wan, validation, negative=negative, cfg=0.0)
+
+
+def test_the_zero_text_padding_is_cut_as_the_check_cuts_it(nodes, wan, tiny):
+    """With a text encoder that zeroes the padding (as the real UMT5-XXL does), the audit cuts Wan's 512 text rows to
+    the prompts' plus one (``nodes.check_fastpath``) on both models (a clone shares its original's module): the same
+    figures as every row run, and the table says so. Unlearning Check's cost bench times it (docs/benchmarks.md)."""
+    definitions, _, audit_module = nodes
+    clip = tiny.zero_padded(tiny.tiny_wan_clip())
+    encoded = definitions.PairEncoder.execute(clip, PAIRS, NEUTRAL, "Rolex")[0]
+    validation = definitions.PairEncoder.execute(clip, VALIDATION, BENIGN, "Rolex")[0]
+    acts = definitions.CollectActivations.execute(wan, encoded, 64, 64, 1, "2", 0, "default", 0, -1)[0]
+    edited = applied(nodes, wan, definitions.RefusalVectorNode.execute(acts, "cpca", 4, 1.0)[0], 1.0)
+    figures = {}
+    for cut in (True, False):
+        notes = {}
+        result = audit_module.run_unlearning_audit(wan, edited, validation, width=64, height=64, length=1,
+                                                   timesteps=TIMESTEPS, seed=0, collapse_padded_text=cut, notes=notes)
+        figures[cut] = (result.removed, result.collateral)
+        assert notes["padded_text"].startswith("yes" if cut else "no (turned off"), notes
+    assert figures[True] == pytest.approx(figures[False], rel=1e-3, abs=1e-4)
+    assert figures[True][0] > 0.1
