@@ -1,5 +1,6 @@
-"""Collect Activations, Low-Rank Refusal Vector, Unlearning Check and Apply Unlearning run on every family's tiny model
-(ComfyUI's own model classes; text from a lookup table of the family's context width), not only on Wan."""
+"""Collect Activations, Low-Rank Refusal Vector, Unlearning Check, Apply Unlearning and Unlearning Audit run on every
+family's tiny model (ComfyUI's own model classes; text from a lookup table of the family's context width), not only on
+Wan."""
 
 from __future__ import annotations
 
@@ -64,6 +65,7 @@ def test_the_graph_runs_on_every_family(family, pack, wan, clip, tiny, tmp_path)
     import nodes as comfy_nodes
 
     from comfyui_video_unlearning.nodes import definitions
+    from comfyui_video_unlearning.nodes.audit import UnlearningAudit
     from comfyui_video_unlearning.nodes.collect import empty_latent
 
     assert set(TEXT) == set(TINY) - {"wan"}
@@ -85,8 +87,14 @@ def test_the_graph_runs_on_every_family(family, pack, wan, clip, tiny, tmp_path)
         loaded = comfy_nodes.LoraLoaderModelOnly().load_lora_model_only(model, f"families/{family}_00001.safetensors",
                                                                         1.0)[0]
         via_lora = generate(loaded)
+        # Unlearning Audit reads the exported LoRA, loaded by ComfyUI, as it reads Apply Unlearning's MODEL
+        held_out = definitions.PairEncoder.execute(text, VALIDATION, BENIGN, "Rolex")[0]
+        audits = [UnlearningAudit.execute(model, edited, held_out, 64, 64, 9, "0.1", 0, negative=negative,
+                                          cfg=5.0).args for edited in (patched, loaded)]
     finally:
         comfy.model_management.unload_all_models()
+    assert audits[1][:2] == pytest.approx(audits[0][:2], rel=1e-3, abs=1e-5)
+    assert audits[0][1] > 0 and "guided collateral" in audits[0][2]  # the edit moves the prediction
     assert set(loaded.patches) == set(patched.patches) and patched.patches
     torch.testing.assert_close(via_lora, unlearned, rtol=1e-4, atol=1e-5)
     assert activations.family == family and basis.model_family == family
