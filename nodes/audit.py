@@ -17,8 +17,8 @@ from comfy_api.latest import io
 
 from ..core.audit import AuditResult, run_audit
 from ..core.scripts import pair_script
-from .adapters import adapter_for, require_pooled_text, require_text_width
-from .check import MAX_BATCH, comfy_forward, negative_row
+from .adapters import adapter_for
+from .check import MAX_BATCH, comfy_forward, negative_row, require_readable_rows
 from .check_fastpath import PaddedTextCollapse
 from .collect import empty_latent, measuring_model, parse_timesteps, sigmas_for
 from .payloads import PAIRS_TYPE, EncodedPairs
@@ -74,11 +74,7 @@ def run_unlearning_audit(original, edited, validation: EncodedPairs | None, *, w
     original, edited = measuring_model(original), measuring_model(edited)
     extra = [] if negative is None else [negative_row(negative, benign, NODE)]
     for model in (original, edited):
-        require_text_width(model, [*validation.unsafe, *validation.safe, *benign], NODE, "validation_pairs",
-                           "Pair Encoder")
-        require_text_width(model, extra, NODE, "negative", "CLIP Text Encode")
-        require_pooled_text(model, [*validation.unsafe, *validation.safe, *benign, *extra], NODE, "validation_pairs",
-                            "Pair Encoder")
+        require_readable_rows(model, validation, benign, extra, NODE)
     latent = comfy.sample.fix_empty_latent_channels(original, empty_latent(original, width, height, length))
     sigmas = sigmas_for(original, parse_timesteps(timesteps))
     rows = 2 * len(validation.pairs) + len(benign) + len(extra)

@@ -79,6 +79,17 @@ def check_inputs(basis: RefusalBasis, validation: EncodedPairs | None) -> list:
     return list(validation.neutral)
 
 
+def require_readable_rows(model, validation: EncodedPairs, benign: list, extra: list, node: str) -> None:
+    """Before any forward, refuse rows the MODEL cannot read (``adapters.require_text_width`` and
+    ``require_pooled_text``), naming the input they came through: the validation pairs and benign prompts (a Pair
+    Encoder) or the negative prompt (``extra``, a CLIP Text Encode). Another family's text encoder otherwise fails deep
+    in the model with torch's shape error; HunyuanVideo reads the pooled output of every prompt, whatever the layers."""
+    rows = [*validation.unsafe, *validation.safe, *benign]
+    for require in (require_text_width, require_pooled_text):
+        require(model, rows, node, "validation_pairs", "Pair Encoder")
+        require(model, extra, node, "negative", "CLIP Text Encode")
+
+
 #: What Pair Encoder adds to a prompt's conditioning beside its text: the negative row takes the benign rows' value.
 IMAGE_EXTRAS = ("clip_vision_output",)
 
@@ -318,14 +329,7 @@ def run_unlearning_check(model, basis: RefusalBasis, validation: EncodedPairs | 
     if negative is not None and not (cfg is not None and cfg > 0):
         raise ValueError(f"Unlearning Check: cfg must be your sampler's cfg (> 0), got {cfg!r}")
     extra = [] if negative is None else [negative_row(negative, benign)]
-    # Before any forward: another family's text encoder otherwise fails deep in the model with torch's shape error
-    require_text_width(model, [*validation.unsafe, *validation.safe, *benign], "Unlearning Check", "validation_pairs",
-                       "Pair Encoder")
-    require_text_width(model, extra, "Unlearning Check", "negative", "CLIP Text Encode")
-    # whatever the layer group: HunyuanVideo reads the pooled output of every prompt it runs
-    require_pooled_text(model, [*validation.unsafe, *validation.safe, *benign], "Unlearning Check", "validation_pairs",
-                        "Pair Encoder")
-    require_pooled_text(model, extra, "Unlearning Check", "negative", "CLIP Text Encode")
+    require_readable_rows(model, validation, benign, extra, "Unlearning Check")
     layers = select_layers(model, basis, group, block_start, block_end, "Unlearning Check")
     require_bias_for_target(model, layers, target)
     already = edited_layers(model, layers)

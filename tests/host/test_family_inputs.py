@@ -144,3 +144,19 @@ def test_check_names_a_negative_from_another_familys_text_encoder(family, pack, 
     wrong = negative[0][0].shape[-1]
     for part in text_message("Unlearning Check", "negative", family, wrong, "CLIP Text Encode"):
         assert part in str(error.value), str(error.value)
+
+
+@pytest.mark.parametrize("family", list(TINY))
+def test_audit_names_a_negative_from_another_familys_text_encoder(family, pack, wan, clip, tiny):
+    """Unlearning Audit refuses, as the check does, a negative prompt the model cannot read, naming that input (not the
+    validation pairs it is read beside)."""
+    from comfyui_video_unlearning.nodes.audit import UnlearningAudit
+
+    model = tiny_model(family, wan)
+    validation = encode(own_text(family, tiny, clip), VALIDATION, BENIGN)
+    other = other_text(family, tiny, clip)
+    negative = other.encode_from_tokens_scheduled(other.tokenize("blurry"))
+    with pytest.raises(ValueError) as error:
+        UnlearningAudit.execute(model, model, validation, 64, 64, 1, "0.1", 0, negative=negative, cfg=5.0)
+    for part in text_message("Unlearning Audit", "negative", family, negative[0][0].shape[-1], "CLIP Text Encode"):
+        assert part in str(error.value), str(error.value)

@@ -260,3 +260,16 @@ def test_the_old_all_refusal_names_the_day_the_layer_joined_and_the_node_that_re
                                          r"vector$") as refused:
         patching.export_lora(hunyuan, old, str(tmp_path / "never.safetensors"), target="zero")
     assert "chosen layers" not in str(refused.value)
+
+
+def test_the_audit_names_a_negative_without_pooled_output(pack, hunyuan, text, tiny):
+    """Unlearning Audit reads every row through HunyuanVideo's vector_in as the check does: a negative prompt from a
+    text encoder without a pooled output is refused naming ``negative``, not the validation pairs read beside it."""
+    from comfyui_video_unlearning.nodes import definitions
+    from comfyui_video_unlearning.nodes.audit import UnlearningAudit
+
+    held_out = definitions.PairEncoder.execute(text, VALIDATION, BENIGN, "Rolex")[0]
+    no_pooled = tiny.FamilyText(text.inner, None, text.width, None, False)
+    negative = no_pooled.encode_from_tokens_scheduled(no_pooled.tokenize("blurry"))
+    with pytest.raises(ValueError, match=r"Unlearning Audit: negative: .*no pooled_output"):
+        UnlearningAudit.execute(hunyuan, hunyuan, held_out, 64, 64, 9, "0.5", 0, negative=negative, cfg=5.0)
