@@ -17,7 +17,6 @@ from comfy_api.latest import io
 
 from ..core.audit import AuditResult, run_audit
 from ..core.scripts import pair_script
-from .adapters import adapter_for
 from .check import MAX_BATCH, comfy_forward, negative_row, require_readable_rows
 from .check_fastpath import PaddedTextCollapse
 from .collect import empty_latent, measuring_model, parse_timesteps, sigmas_for
@@ -173,7 +172,6 @@ class UnlearningAudit(io.ComfyNode):
     @classmethod
     def execute(cls, original_model, edited_model, validation_pairs, width, height, length, timesteps, seed,
                 negative=None, cfg=6.0):
-        adapter_for(original_model)  # an unsupported family is refused before any forward
         notes = {}
         result = run_unlearning_audit(original_model, edited_model, validation_pairs, width=width, height=height,
                                       length=length, timesteps=timesteps, seed=seed, negative=negative, cfg=cfg,
