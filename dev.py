@@ -33,6 +33,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import venv
 from pathlib import Path
@@ -49,6 +50,10 @@ TEST_REQUIREMENTS = ["pytest>=8", "playwright>=1.40", "requests", "gguf>=0.13", 
 HOST_SKIPPED_LINES = ("torch", "torchvision", "torchaudio")  # pinned above; torchaudio only serves audio nodes
 # The newer editor the browser tests also run on (ComfyUI 0.3.64 pins 1.27.10): its files only, no dependencies
 NEWER_FRONTEND = "1.58.1"
+# The host, server and browser tests write scratch ComfyUI folders under the temporary directory (tiny models,
+# VAEs, saved vectors and checkpoints): PEAK_SCRATCH_GIB at the most, measured on a whole run, plus a margin
+PEAK_SCRATCH_GIB = 2.6
+SCRATCH_NEEDED_GIB = 4.0
 
 
 def log(message: str) -> None:
@@ -168,6 +173,18 @@ def ensure_test_env() -> tuple[Path | None, Path | None]:
     return host, ensure_newer_frontend()
 
 
+def require_scratch_space() -> None:
+    """Stop before the suite when the temporary directory cannot hold its scratch folders: a full disk otherwise
+    shows as a dozen `No space left on device` errors minutes into the run."""
+    scratch = Path(tempfile.gettempdir())
+    free_gib = shutil.disk_usage(scratch).free / 2**30
+    if free_gib < SCRATCH_NEEDED_GIB:
+        raise SystemExit(
+            f"dev.py: {scratch} has {free_gib:.1f} GiB free, and the tests write up to about {PEAK_SCRATCH_GIB} GiB "
+            f"there (ask for {SCRATCH_NEEDED_GIB} GiB). Free some space (old {scratch}/pytest-of-*/ folders, other "
+            f"checkouts' .venv folders) or set TMPDIR to a folder on a larger disk.")
+
+
 def run(command: list[str], extra_env: dict[str, str] | None = None) -> int:
     env = dict(os.environ, **(extra_env or {}))
     env.pop("PYTHONPATH", None)  # the project's environment only, not whatever the caller had on its path
@@ -195,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         extra["VIDEO_UNLEARNING_NEWER_FRONTEND"] = str(frontend)
     if os.environ.get("CI", "") not in ("", "0", "false"):
         extra["VIDEO_UNLEARNING_REQUIRE_ALL"] = "1"
+    require_scratch_space()
     return run(["-m", "pytest", "-q", *rest], extra)
 
 
