@@ -95,8 +95,14 @@ class AuditResult:
                          f"{self.toward_concept:.0%} of the way toward their unsafe ones (safe->concept): it adds "
                          "the concept to prompts without it rather than removing it from prompts with it")
         if self.negative_carries_concept:
-            lines.append("WARNING: the negative prompt moves like the concept's prompts: it names the concept, so the "
-                         "edit removed the concept from it too. Collateral is read on the conditional prediction")
+            # An edit made elsewhere can move an empty negative that far (UCE at its default erase scale on the
+            # organism, bench/audit_validation.py): the move alone cannot say which cause it is.
+            lines.append(f"WARNING: the negative prompt moves like the concept's prompts ({self.negative_concept_share:.2f} "
+                         "of their extra move): either it names the concept and the edit removed it from the negative "
+                         "too, or the edit moves prompts without the concept as far as prompts with it (an empty "
+                         "negative names nothing). Collateral is read on the conditional prediction"
+                         + ("" if self.collateral_guided is None else "; guided collateral, which counts the "
+                            f"negative's move, is {self.collateral_guided:.3f}"))
         if self.removed >= REMOVED:
             behind = [(script, pairs, share) for script, pairs, share in self.removed_by_script if share < REMOVED]
             if behind:
@@ -113,7 +119,8 @@ class AuditResult:
                  f"{self.benign} prompts; 0 = unchanged, 1 = as far as another benign prompt)"]
         if self.collateral_guided is not None:
             lines.append(f"guided collateral: {self.collateral_guided:.3f} (cfg {self.guidance:g}"
-                         + (", not read: the negative carries the concept)" if self.negative_carries_concept else ")"))
+                         + (", not read: the negative moves like the concept's prompts)" if self.negative_carries_concept
+                            else ")"))
         lines.append(f"toward the concept: {self.toward_concept:.1%} (safe sides' move toward the unsafe ones)")
         if self.removed_by_script:
             lines.append("removed by script: " + ", ".join(f"{script} {share:.0%} ({pairs} pairs)"

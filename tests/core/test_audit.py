@@ -130,3 +130,20 @@ def test_the_original_connected_as_the_edited_model_is_named():
     assert right.difference_ratio < 1 and not any("swapped" in line for line in right.warnings())
     assert swapped.difference_ratio > 1.1 and any("swapped" in line for line in swapped.warnings())
 
+
+
+def test_a_negative_that_moves_like_the_concept_is_named_with_both_causes_and_the_guided_figure():
+    """An edit made elsewhere can move an empty negative prompt as far as the concept's prompts (UCE at its default
+    erase scale on the organism): the warning must not blame the negative's text alone, and the guided collateral
+    it sets aside is still shown."""
+    figures = dict(removed=0.89, collateral=0.198, toward_concept=-0.02, difference_ratio=0.3, pairs=5, benign=12,
+                   forwards=2)
+    carried = AuditResult(**figures, collateral_guided=0.61, guidance=4.0, negative_concept_share=1.53)
+    assert carried.collateral_read == "conditional" and carried.headline_collateral == 0.198
+    (warning,) = carried.warnings()
+    assert "1.53" in warning and "names the concept" in warning and "an empty negative names nothing" in warning
+    assert "guided collateral, which counts the negative's move, is 0.610" in warning
+    assert "not read: the negative moves like the concept's prompts" in carried.table()
+    without_cfg = AuditResult(**figures, negative_concept_share=1.53)
+    assert "guided" not in without_cfg.warnings()[0]
+    assert not AuditResult(**figures, collateral_guided=0.61, guidance=4.0, negative_concept_share=0.2).warnings()
