@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import importlib.util
 import sys
 import types
@@ -25,6 +26,26 @@ def inference_mode():
 
     with torch.inference_mode():
         yield
+
+
+@pytest.fixture(autouse=True)
+def restored_model_folders():
+    """ComfyUI's model folders as they were before each test: tests point them at their own tmp_path, and the pack
+    registers ``refusal_vectors`` under ``models_dir`` when it first saves. pytest deletes a passed test's tmp_path
+    (``tmp_path_retention_policy``), so a folder or a cached listing left pointing there breaks the next test
+    that lists it."""
+    folder_paths = sys.modules.get("folder_paths")
+    if folder_paths is None:
+        yield
+        return
+    models_dir = folder_paths.models_dir
+    folders = {name: (list(paths), copy.copy(extensions))
+               for name, (paths, extensions) in folder_paths.folder_names_and_paths.items()}
+    yield
+    folder_paths.models_dir = models_dir
+    folder_paths.folder_names_and_paths.clear()
+    folder_paths.folder_names_and_paths.update(folders)
+    folder_paths.filename_list_cache.clear()
 
 
 def pytest_collection_modifyitems(config, items):
