@@ -141,7 +141,8 @@ def repeatability(rows: list[dict], other: list[dict]) -> dict:
     repeats, a ceiling for the audit's, and the audit's figures against the two draws' mean."""
     theirs = {r["variant"]: r for r in other}
     common = [r for r in rows if r["variant"] in theirs]
-    across = lambda key: cv.spearman([r[key] for r in common], [theirs[r["variant"]][key] for r in common])  # noqa: E731
+    across = lambda key: cv.spearman([r[key] for r in common],  # noqa: E731
+                                     [theirs[r["variant"]][key] for r in common])
     mean = lambda key: [(r[key] + theirs[r["variant"]][key]) / 2 for r in common]  # noqa: E731
     return {"variants": len(common), "spearman_drop_across_draws": across("drop"),
             "spearman_attr_loss_across_draws": across("attr_loss"),

@@ -99,8 +99,9 @@ class AuditResult:
         if self.negative_carries_concept:
             # An edit made elsewhere can move an empty negative that far (UCE at its default erase scale on the
             # organism, bench/audit_validation.py): the move alone cannot say which cause it is.
-            lines.append(f"WARNING: the negative prompt moves like the concept's prompts ({self.negative_concept_share:.2f} "
-                         "of their extra move): either it names the concept and the edit removed it from the negative "
+            share = self.negative_concept_share
+            lines.append(f"WARNING: the negative prompt moves like the concept's prompts ({share:.2f} of their extra "
+                         "move): either it names the concept and the edit removed it from the negative "
                          "too, or the edit moves prompts without the concept as far as prompts with it (an empty "
                          "negative names nothing). Collateral is read on the conditional prediction"
                          + ("" if self.collateral_guided is None else "; guided collateral, which counts the "
@@ -121,8 +122,8 @@ class AuditResult:
                  f"{self.benign} prompts; 0 = unchanged, 1 = as far as another benign prompt)"]
         if self.collateral_guided is not None:
             lines.append(f"guided collateral: {self.collateral_guided:.3f} (cfg {self.guidance:g}"
-                         + (", not read: the negative moves like the concept's prompts)" if self.negative_carries_concept
-                            else ")"))
+                         + (", not read: the negative moves like the concept's prompts)"
+                            if self.negative_carries_concept else ")"))
         lines.append(f"toward the concept: {self.toward_concept:.1%} (safe sides' move toward the unsafe ones)")
         if self.removed_by_script:
             lines.append("removed by script: " + ", ".join(f"{script} {share:.0%} ({pairs} pairs)"
