@@ -105,7 +105,7 @@ def run_concept(concept: str, args, model, encoder, cache: dict, weights_key: st
                 result = setting.measure(edited, reference=base_clips)
                 result.pop("clips")
                 cache[key] = result
-                args.cache.write_text(json.dumps(cache, indent=1))
+                cv.save_cache(args.cache, cache)
         result = cache[key]
         drop = 1.0 - result[setting.rate] / base[setting.rate] if base[setting.rate] else float("nan")
         row = {"method": method, "variant": name, "removed": audit.removed, "collateral": audit.headline_collateral,

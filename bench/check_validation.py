@@ -176,6 +176,19 @@ def organism_forward(model, encoder, text_layers, times=(0.9, 0.6), seed: int = 
     return forward
 
 
+def save_cache(path: Path, cache: dict) -> None:
+    """Write ``cache`` (generated results by key) to ``path``, keeping the entries another run wrote there since this
+    one read it: two benches running at once (one per core) each held the file as they first read it, and each write
+    dropped the other's new entries. The file is replaced whole, never left half written."""
+    path = Path(path)
+    if path.exists():
+        on_disk = json.loads(path.read_text())
+        cache.update({key: value for key, value in on_disk.items() if key not in cache})
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(cache, indent=1))
+    partial.replace(path)
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
@@ -355,7 +368,7 @@ def run_concept(concept: str, args, model, encoder, cache: dict, weights_key: st
                 result = setting.measure(edited, reference=base_clips)
             result.pop("clips")
             cache[full_key] = result
-            Path(args.cache).write_text(json.dumps(cache, indent=1))
+            save_cache(args.cache, cache)
         return cache[full_key]
 
     checks, rows, edits = {}, [], []

@@ -48,3 +48,17 @@ def test_every_variant_has_its_own_name(bench):
                                                    "safe_mean")]
     assert len(names) == len(set(names)) == (len(bench.PACK_STRENGTHS) + len(bench.UCE_ERASE_SCALES)
                                              + len(bench.FINETUNE_STEPS) + 1 + len(bench.NOISE_SCALES))
+
+
+def test_two_runs_writing_one_cache_keep_each_others_entries(bench, tmp_path):
+    """Two benches at once each hold the cache file as they first read it; a write must not drop what the other
+    added since."""
+    path = tmp_path / "cache.json"
+    path.write_text('{"old": 1}')
+    first, second = {"old": 1}, {"old": 1}
+    first["a"] = 2
+    bench.cv.save_cache(path, first)
+    second["b"] = 3
+    bench.cv.save_cache(path, second)
+    assert bench.json.loads(path.read_text()) == {"old": 1, "a": 2, "b": 3}
+    assert second == {"old": 1, "a": 2, "b": 3} and not (tmp_path / "cache.json.partial").exists()
