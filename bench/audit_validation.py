@@ -26,6 +26,7 @@ Generations are cached per weights file, concept, draw and variant in ``out/audi
 
     python bench/audit_validation.py --concept logo red --split valid     # tune
     python bench/audit_validation.py --concept logo red nudity violence --split test --count 150   # report
+    python bench/audit_validation.py --concept nudity violence --levels 0.9 0.6 0.3 0.1   # removal by flow time
 """
 
 from __future__ import annotations
@@ -75,7 +76,9 @@ def variants(model, encoder, setting, basis, target: str):
         yield "noise", f"weight noise {scale:g}", lambda s=scale: fe.weight_noise(model, s)
 
 
-def run_concept(concept: str, args, model, encoder, cache: dict, weights_key: str, pools=None) -> dict:
+def setting_and_edit(concept: str, args, model, encoder, weights_key: str, pools=None):
+    """The concept's setting (``bench/check_validation.py``'s), the pack's default edit fitted from its estimation
+    pairs, that edit's target and the layers it edits."""
     setting = (cv.broad_setting(concept, args, encoder, weights_key, pools) if concept in cv.BROAD
                else cv.attribute_setting(concept, args, encoder, weights_key))
     config = {**cv.BASE, "edit": "direction"}
@@ -85,6 +88,31 @@ def run_concept(concept: str, args, model, encoder, cache: dict, weights_key: st
         basis = measured.fitter.fit(rank=config["rank"], alpha=config["alpha"], method=config["method"],
                                     edit="direction", concept=concept, pairs=setting.pairs, layers=layers,
                                     **setting.fit_extra)
+    return setting, basis, config["target"], layers
+
+
+def removal_levels(concept: str, args, model, encoder, weights_key: str, pools=None) -> dict:
+    """``--levels``: the audit's removal of every edit read at each flow time of ``args.levels`` alone (no generating):
+    how the level of an edit made elsewhere moves with where the predictions are compared."""
+    setting, basis, target, _ = setting_and_edit(concept, args, model, encoder, weights_key, pools)
+    rows = []
+    for method, name, make in variants(model, encoder, setting, basis, target):
+        edited = make()
+        removed = {}
+        with torch.no_grad():
+            for flow_time in args.levels:
+                removed[f"{flow_time:g}"] = run_audit(
+                    model, cv.organism_forward(model, encoder, set(), times=(flow_time,)),
+                    cv.organism_forward(edited, encoder, set(), times=(flow_time,)), setting.validation,
+                    setting.benign, negative="", guidance=args.guidance).removed
+        rows.append({"method": method, "variant": name, "removed_at_flow_time": removed})
+        print(f"  {name:<30} removed " + "  ".join(f"t={t}: {r:6.1%}" for t, r in removed.items()), flush=True)
+    return {"concept": concept, "flow_times": args.levels, "rows": rows}
+
+
+def run_concept(concept: str, args, model, encoder, cache: dict, weights_key: str, pools=None) -> dict:
+    setting, basis, target, layers = setting_and_edit(concept, args, model, encoder, weights_key, pools)
+    with torch.no_grad():
         base = setting.measure(model)
     base_clips = base.pop("clips")
     margin, pixel = setting.collateral_figures
@@ -92,7 +120,7 @@ def run_concept(concept: str, args, model, encoder, cache: dict, weights_key: st
     original = cv.organism_forward(model, encoder, text_layers, times=tuple(args.check_times))
 
     rows = []
-    for method, name, make in variants(model, encoder, setting, basis, config["target"]):
+    for method, name, make in variants(model, encoder, setting, basis, target):
         start = time.perf_counter()
         edited = make()
         made = time.perf_counter() - start
@@ -167,6 +195,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cache", type=Path, default=ROOT / "out" / "audit_validation_cache.json")
     parser.add_argument("--json", type=Path, help="report (default out/audit_validation_<split>.json)")
+    parser.add_argument("--levels", type=float, nargs="+", metavar="FLOW_TIME",
+                        help="no generating: the audit's removal of every edit read at each of these flow times "
+                             "(0.9 = the node's default progress 0.1; 0.1 = progress 0.9); report "
+                             "out/audit_validation_levels.json")
     parser.add_argument("--against", type=Path, help="a report of the same concepts on the other --split: adds the "
                                                      "bench's repeatability across the two draws")
     args = parser.parse_args()
@@ -182,7 +214,8 @@ def main() -> None:
 
         pools = load_pools(args.data or DATA)
     torch.set_num_threads(args.threads)
-    args.json = args.json or ROOT / "out" / f"audit_validation_{args.split}.json"
+    args.json = args.json or ROOT / "out" / (f"audit_validation_{args.split}.json" if args.levels is None
+                                             else "audit_validation_levels.json")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     cache = json.loads(args.cache.read_text()) if args.cache.exists() else {}
     weights_key = cv.sha256(ex.WEIGHTS)
@@ -191,6 +224,10 @@ def main() -> None:
     report = {"weights_sha256_16": weights_key, "split": args.split, "count": args.count, "steps": args.steps,
               "edits_revision": EDITS_REVISION, "concepts": []}
     for concept in args.concept:
+        if args.levels is not None:
+            print(f"concept {concept!r} (weights {weights_key}): removal by flow time")
+            report["concepts"].append(removal_levels(concept, args, model, encoder, weights_key, pools))
+            continue
         print(f"concept {concept!r} (weights {weights_key}, {args.split} draw, {args.count} prompts per split)")
         report["concepts"].append(run_concept(concept, args, model, encoder, cache, weights_key, pools))
         found = report["concepts"][-1]
