@@ -78,7 +78,7 @@ def variants(model, encoder, setting, basis, target: str):
 
 def setting_and_edit(concept: str, args, model, encoder, weights_key: str, pools=None):
     """The concept's setting (``bench/check_validation.py``'s), the pack's default edit fitted from its estimation
-    pairs, that edit's target and the layers it edits."""
+    pairs, and that edit's target."""
     setting = (cv.broad_setting(concept, args, encoder, weights_key, pools) if concept in cv.BROAD
                else cv.attribute_setting(concept, args, encoder, weights_key))
     config = {**cv.BASE, "edit": "direction"}
@@ -88,36 +88,40 @@ def setting_and_edit(concept: str, args, model, encoder, weights_key: str, pools
         basis = measured.fitter.fit(rank=config["rank"], alpha=config["alpha"], method=config["method"],
                                     edit="direction", concept=concept, pairs=setting.pairs, layers=layers,
                                     **setting.fit_extra)
-    return setting, basis, config["target"], layers
+    return setting, basis, config["target"]
+
+
+def audit_edit(model, edited, encoder, setting, times: tuple, guidance: float):
+    """Unlearning Audit's function, as the node runs it: the edited model against the original on the setting's
+    validation pairs and benign prompts, with the bench's empty negative prompt, at flow ``times``."""
+    return run_audit(model, cv.organism_forward(model, encoder, set(), times=times),
+                     cv.organism_forward(edited, encoder, set(), times=times), setting.validation, setting.benign,
+                     negative="", guidance=guidance)
 
 
 def removal_levels(concept: str, args, model, encoder, weights_key: str, pools=None) -> dict:
     """``--levels``: the audit's removal of every edit read at each flow time of ``args.levels`` alone (no generating):
     how the level of an edit made elsewhere moves with where the predictions are compared."""
-    setting, basis, target, _ = setting_and_edit(concept, args, model, encoder, weights_key, pools)
+    setting, basis, target = setting_and_edit(concept, args, model, encoder, weights_key, pools)
     rows = []
     for method, name, make in variants(model, encoder, setting, basis, target):
         edited = make()
         removed = {}
         with torch.no_grad():
             for flow_time in args.levels:
-                removed[f"{flow_time:g}"] = run_audit(
-                    model, cv.organism_forward(model, encoder, set(), times=(flow_time,)),
-                    cv.organism_forward(edited, encoder, set(), times=(flow_time,)), setting.validation,
-                    setting.benign, negative="", guidance=args.guidance).removed
+                removed[f"{flow_time:g}"] = audit_edit(model, edited, encoder, setting, (flow_time,),
+                                                       args.guidance).removed
         rows.append({"method": method, "variant": name, "removed_at_flow_time": removed})
         print(f"  {name:<30} removed " + "  ".join(f"t={t}: {r:6.1%}" for t, r in removed.items()), flush=True)
     return {"concept": concept, "flow_times": args.levels, "rows": rows}
 
 
 def run_concept(concept: str, args, model, encoder, cache: dict, weights_key: str, pools=None) -> dict:
-    setting, basis, target, layers = setting_and_edit(concept, args, model, encoder, weights_key, pools)
+    setting, basis, target = setting_and_edit(concept, args, model, encoder, weights_key, pools)
     with torch.no_grad():
         base = setting.measure(model)
     base_clips = base.pop("clips")
     margin, pixel = setting.collateral_figures
-    text_layers = {n for n in layers if ex.reads_text(n)}
-    original = cv.organism_forward(model, encoder, text_layers, times=tuple(args.check_times))
 
     rows = []
     for method, name, make in variants(model, encoder, setting, basis, target):
@@ -125,9 +129,7 @@ def run_concept(concept: str, args, model, encoder, cache: dict, weights_key: st
         edited = make()
         made = time.perf_counter() - start
         with torch.no_grad():
-            audit = run_audit(model, original, cv.organism_forward(edited, encoder, set(),
-                                                                   times=tuple(args.check_times)),
-                              setting.validation, setting.benign, negative="", guidance=args.guidance)
+            audit = audit_edit(model, edited, encoder, setting, tuple(args.check_times), args.guidance)
             key = (f"{setting.cache_prefix}|{name}|edits {EDITS_REVISION}|fit {FIT_REVISION}{setting.edit_key}")
             if key not in cache:
                 result = setting.measure(edited, reference=base_clips)
