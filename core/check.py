@@ -99,6 +99,9 @@ class CheckResult:
     #: ``((script, pairs, efficacy per strength), ...)``, the largest group first; each efficacy is
     #: :func:`pairs_survival` of the group's pairs, subtracted from 1. The recommendation reads the pooled efficacy.
     removed_by_script: tuple[tuple[str, int, tuple[float, ...]], ...] = ()
+    #: removal of each validation pair on its own per strength, ``[pairs][strengths]``: :func:`pairs_survival` of
+    #: that pair, subtracted from 1 (docs/benchmarks.md, "Which validation pair keeps the concept?")
+    removed_by_pair: tuple[tuple[float, ...], ...] = ()
     #: the share of the pairs' difference the recommendation counts as removed (:data:`REMOVED`)
     removed_threshold: float = REMOVED
 
@@ -198,6 +201,11 @@ class CheckResult:
         index = self._index(strength)
         return [(script, pairs, efficacy[index]) for script, pairs, efficacy in self.removed_by_script]
 
+    def removed_by_pair_at(self, strength: float) -> list[float]:
+        """Each validation pair's removed share at ``strength``, in the pairs' order; empty when not measured."""
+        index = self._index(strength)
+        return [efficacy[index] for efficacy in self.removed_by_pair]
+
     def script_line(self) -> str:
         """The table's line of removal per script at :attr:`script_strength`; empty for pairs in one script."""
         shares = self.removed_by_script_at(self.script_strength)
@@ -254,6 +262,7 @@ class CheckResult:
                 "negative_share_strength": self.negative_share_strength,
                 "removed_by_script": [{"script": script, "pairs": pairs, "efficacy": list(efficacy)}
                                       for script, pairs, efficacy in self.removed_by_script],
+                "removed_by_pair": [list(efficacy) for efficacy in self.removed_by_pair],
                 "collateral_read": self.collateral_read, "recommended": self.recommended, "reason": self.reason,
                 "forwards": self.forwards}
 
@@ -387,7 +396,8 @@ def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBas
     group whose own share crossed the line was drawn in conditional collateral on an axis saying guided.
     ``scripts``: the script of each validation pair (:func:`core.scripts.pair_script`), for rows that are not text
     (the nodes' conditionings); read from the pairs themselves when they are text. With 2 or more scripts the result
-    carries the removal of each script's pairs per strength (:attr:`CheckResult.removed_by_script`).
+    carries the removal of each script's pairs per strength (:attr:`CheckResult.removed_by_script`); always, each
+    pair's own (:attr:`CheckResult.removed_by_pair`).
     """
     strengths = parse_strengths(strengths)
     layers = list(layers or basis.layers)
@@ -406,6 +416,7 @@ def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBas
         raise ValueError("guidance needs the negative prompt: measure the baseline and pass rows with negative=...")
     groups = _script_groups(rows[0], scripts)
     by_script = {script: [] for script in groups}
+    by_pair = [[] for _ in range(n_pairs)]
     survival_l, collateral_l = layer_proxies(baseline, module, basis, layers, strengths, weights=weights, target=target)
     survival_p, collateral_p, forwards, distinctions, guided, kept, toward = [], [], 0, [], [], [], []
     full = _full_projection_index(strengths, full_projection)
@@ -419,7 +430,7 @@ def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBas
                 guided.append(0.0)
                 kept.append(0.0)
                 toward.append(0.0)
-                for shares in by_script.values():
+                for shares in (*by_script.values(), *by_pair):
                     shares.append(0.0)
                 continue
             hooks.strength = strength
@@ -437,6 +448,8 @@ def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBas
             collateral_p.append(collateral)
             for script, shares in by_script.items():
                 shares.append(1.0 - pairs_survival(baseline, predictions, groups[script]))
+            for pair, shares in enumerate(by_pair):
+                shares.append(1.0 - pairs_survival(baseline, predictions, [pair]))
             distinctions.append(distinction_proxies(baseline, predictions))
             toward.append(toward_concept(baseline, predictions))
             if guidance is not None:
@@ -470,7 +483,7 @@ def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBas
                        negative_share_strength=share_at if share_read else None,
                        removed_by_script=tuple((script, len(groups[script]), tuple(shares))
                                                for script, shares in by_script.items()),
-                       removed_threshold=removed)
+                       removed_by_pair=tuple(tuple(shares) for shares in by_pair), removed_threshold=removed)
 
 
 def _script_groups(validation: Sequence, scripts: Sequence[str] | None) -> dict[str, list[int]]:
