@@ -16,6 +16,7 @@ low-rank change, the same maths as the weight patch Apply Unlearning folds in.
 from __future__ import annotations
 
 import contextlib
+import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -49,6 +50,12 @@ __all__ = [
 #: negative) on every benign prompt; the recommendation then reads the conditional collateral. Halfway from a benign
 #: prompt's move to the concept prompts', written down before it was measured (not tuned).
 NEGATIVE_CARRIES_CONCEPT = 0.5
+#: :meth:`CheckResult.pair_line`: up to this many validation pairs, each pair's share is listed.
+PAIRS_LISTED = 12
+#: :meth:`CheckResult.pair_warning` names at most this many pairs (the least removed first).
+PAIRS_LISTED_IN_WARNING = 3
+#: A pair's name in the table is its unsafe side cut to this many characters.
+PAIR_NAME_CHARACTERS = 40
 
 Forward = Callable[[Sequence, "ActivationRecorder | None"], torch.Tensor]
 
@@ -102,6 +109,9 @@ class CheckResult:
     #: removal of each validation pair on its own per strength, ``[pairs][strengths]``: :func:`pairs_survival` of
     #: that pair, subtracted from 1 (docs/benchmarks.md, "Which validation pair keeps the concept?")
     removed_by_pair: tuple[tuple[float, ...], ...] = ()
+    #: what the table calls each validation pair: its unsafe side when the pairs are text (the nodes pass it),
+    #: else empty and the table numbers them
+    pair_names: tuple[str, ...] = ()
     #: the share of the pairs' difference the recommendation counts as removed (:data:`REMOVED`)
     removed_threshold: float = REMOVED
 
@@ -181,7 +191,9 @@ class CheckResult:
                          "pairs' unsafe sides do not move clearly more than their safe sides, or by less than the "
                          f"benign prompts' moves differ among themselves{at}); "
                          + ("guided collateral kept" if self.collateral_guided else "collateral as measured"))
-        for warning in (self.toward_concept_warning(), self.script_warning(), self.negative_warning()):
+        lines.append(self.pair_line())
+        for warning in (self.toward_concept_warning(), self.script_warning(), self.pair_warning(),
+                        self.negative_warning()):
             if warning:
                 lines.append(warning)
         return "\n".join(line for line in lines if line)
@@ -205,6 +217,49 @@ class CheckResult:
         """Each validation pair's removed share at ``strength``, in the pairs' order; empty when not measured."""
         index = self._index(strength)
         return [efficacy[index] for efficacy in self.removed_by_pair]
+
+    def pair_name(self, index: int) -> str:
+        """``pair 3 ('a Rolex watch on a ...')``: a validation pair's number from 1, and its name if it has one."""
+        name = self.pair_names[index] if index < len(self.pair_names) else ""
+        short = name if len(name) <= PAIR_NAME_CHARACTERS else name[:PAIR_NAME_CHARACTERS - 3].rstrip() + "..."
+        return f"pair {index + 1}" + (f" ({short!r})" if short else "")
+
+    def pair_line(self) -> str:
+        """The table's line of each validation pair's removal at :attr:`script_strength` (for more than
+        :data:`PAIRS_LISTED` pairs, the least removed one, the median and the count under the threshold); empty for
+        one pair."""
+        shares = self.removed_by_pair_at(self.script_strength) if self.removed_by_pair else []
+        if len(shares) < 2:
+            return ""
+        least = min(range(len(shares)), key=shares.__getitem__)
+        head = f"removed by pair at {self.script_strength:.2f}: "
+        if len(shares) <= PAIRS_LISTED:
+            return head + " ".join(f"{share:.0%}" for share in shares) + f" (least: {self.pair_name(least)})"
+        under = sum(share < self.removed_threshold for share in shares)
+        return (head + f"least {shares[least]:.0%} ({self.pair_name(least)}), median "
+                f"{statistics.median(shares):.0%}, {under} of {len(shares)} under {self.removed_threshold:.0%}")
+
+    def pair_warning(self) -> str:
+        """A line naming the validation pairs the edit removes less than :attr:`removed_threshold` of at the
+        recommended strength while the pooled share reaches it; empty otherwise. On the organism such a pair kept
+        the concept more often than the others when generated (docs/benchmarks.md, "Which validation pair keeps the
+        concept?")."""
+        index = self._index(self.recommended)
+        if self.recommended <= 0 or len(self.removed_by_pair) < 2 or self.efficacy[index] < self.removed_threshold:
+            return ""
+        shares = self.removed_by_pair_at(self.recommended)
+        behind = sorted((i for i, share in enumerate(shares) if share < self.removed_threshold), key=shares.__getitem__)
+        if not behind:
+            return ""
+        listed = ", ".join(f"{self.pair_name(i)} at {shares[i]:.0%}" for i in behind[:PAIRS_LISTED_IN_WARNING])
+        more = len(behind) - PAIRS_LISTED_IN_WARNING
+        listed += f" and {more} more" if more > 0 else ""
+        them = "that prompt" if len(behind) == 1 else "those prompts"
+        return (f"WARNING: at strength {self.recommended:g} the edit removes {self.efficacy[index]:.0%} of the "
+                f"validation pairs' difference pooled, but less than {self.removed_threshold:.0%} of "
+                f"{_pairs(len(behind))}: {listed}. The concept worded that way may stay: render {them} at this "
+                f"strength, and if the concept is still there, add estimation pairs worded like {them} to the "
+                "vector's Pair Encoder and compute the vector again")
 
     def script_line(self) -> str:
         """The table's line of removal per script at :attr:`script_strength`; empty for pairs in one script."""
@@ -263,6 +318,7 @@ class CheckResult:
                 "removed_by_script": [{"script": script, "pairs": pairs, "efficacy": list(efficacy)}
                                       for script, pairs, efficacy in self.removed_by_script],
                 "removed_by_pair": [list(efficacy) for efficacy in self.removed_by_pair],
+                "pair_names": list(self.pair_names),
                 "collateral_read": self.collateral_read, "recommended": self.recommended, "reason": self.reason,
                 "forwards": self.forwards}
 
@@ -383,7 +439,8 @@ def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBas
                     label: str = "", guidance: float | None = None, on_forward: Callable[[], None] | None = None,
                     removed: float = REMOVED,
                     budget: float = COLLATERAL_BUDGET, full_projection: float | None = FULL_PROJECTION,
-                    negative_as: CheckResult | None = None, scripts: Sequence[str] | None = None) -> CheckResult:
+                    negative_as: CheckResult | None = None, scripts: Sequence[str] | None = None,
+                    pair_names: Sequence[str] | None = None) -> CheckResult:
     """Efficacy and collateral of editing ``layers`` (default: all of ``basis``) at every strength.
 
     Layer-level figures come from ``baseline``'s recorded inputs in closed form; the prediction needs one
@@ -397,7 +454,8 @@ def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBas
     ``scripts``: the script of each validation pair (:func:`core.scripts.pair_script`), for rows that are not text
     (the nodes' conditionings); read from the pairs themselves when they are text. With 2 or more scripts the result
     carries the removal of each script's pairs per strength (:attr:`CheckResult.removed_by_script`); always, each
-    pair's own (:attr:`CheckResult.removed_by_pair`).
+    pair's own (:attr:`CheckResult.removed_by_pair`), named in the table by ``pair_names`` (one per pair; default:
+    the unsafe sides of text pairs, else their numbers).
     """
     strengths = parse_strengths(strengths)
     layers = list(layers or basis.layers)
@@ -483,7 +541,20 @@ def check_strengths(module: torch.nn.Module, forward: Forward, basis: RefusalBas
                        negative_share_strength=share_at if share_read else None,
                        removed_by_script=tuple((script, len(groups[script]), tuple(shares))
                                                for script, shares in by_script.items()),
-                       removed_by_pair=tuple(tuple(shares) for shares in by_pair), removed_threshold=removed)
+                       removed_by_pair=tuple(tuple(shares) for shares in by_pair),
+                       pair_names=_pair_names(rows[0], pair_names), removed_threshold=removed)
+
+
+def _pair_names(validation: Sequence, names: Sequence[str] | None) -> tuple[str, ...]:
+    """``names`` as :func:`check_strengths` takes it, checked; without it, the unsafe sides of text pairs, else ()."""
+    pairs = list(validation)
+    if names is None:
+        sides = [_sides(pair) for pair in pairs]
+        return tuple(pair[0] for pair in sides) if all(isinstance(pair[0], str) for pair in sides) else ()
+    if len(names) != len(pairs):
+        raise ValueError(f"pair_names names {len(names)} pairs for {len(pairs)} validation pairs: give one per pair "
+                         "(its unsafe side)")
+    return tuple(str(name) for name in names)
 
 
 def _script_groups(validation: Sequence, scripts: Sequence[str] | None) -> dict[str, list[int]]:

@@ -373,7 +373,8 @@ def run_unlearning_check(model, basis: RefusalBasis, validation: EncodedPairs | 
         # the rows are conditionings: each pair's script is read from its text
         scripts = [pair_script(pair.unsafe, pair.safe) for pair in validation.pairs]
         common = dict(weights=weights, target=target, rows=(pairs, benign, *extra), batch_size=MAX_BATCH,
-                      guidance=cfg if extra else None, on_forward=step, scripts=scripts)
+                      guidance=cfg if extra else None, on_forward=step, scripts=scripts,
+                      pair_names=[pair.unsafe for pair in validation.pairs])
         main = check_strengths(diffusion, forward, basis, baseline, grid, layers=layers,
                                label=f"{basis.concept or 'concept'}: {len(layers)} layers ({group})", **common)
         # every group reads the negative as the whole edit did: one chart, one unit of collateral
@@ -435,7 +436,7 @@ UI_KEY = "video_unlearning_check"
 
 def check_ui(main: CheckResult, swept: list[CheckResult], table: str, notes: dict | None = None) -> dict:
     """JSON-ready summary for the editor: the recommended strength, its row, the reason, the table, the sweep,
-    the removed share per script of the validation pairs (when they span 2 or more), whether the padded text was
+    the removed share per script of the validation pairs (when they span 2 or more) and per pair, whether the padded text was
     collapsed and the token-count note (``notes`` of :func:`run_unlearning_check`)."""
     index = main.strengths.index(main.recommended)
     summary = {"strength": float(main.recommended), "removed": float(main.efficacy[index]),
@@ -450,7 +451,11 @@ def check_ui(main: CheckResult, swept: list[CheckResult], table: str, notes: dic
                "removed_by_script": [{"script": script, "pairs": pairs, "removed": float(removed)}
                                      for script, pairs, removed in main.removed_by_script_at(main.script_strength)],
                "removed_by_script_strength": float(main.script_strength) if main.removed_by_script else None,
-               "script_warning": main.script_warning() or None}
+               "script_warning": main.script_warning() or None,
+               # each validation pair's removed share at the same strength (core.check CheckResult.pair_line)
+               "removed_by_pair": [{"pair": index + 1, "removed": float(removed)} for index, removed
+                                   in enumerate(main.removed_by_pair_at(main.script_strength))],
+               "pair_warning": main.pair_warning() or None}
     if notes is not None and "padded_text_collapsed" in notes:
         summary["padded_text_collapsed"] = bool(notes["padded_text_collapsed"])
     if notes is not None and notes.get("sweep"):
@@ -535,10 +540,20 @@ def rounding_note(baseline, dtype: torch.dtype) -> str | None:
 
 _COLOURS = [(70, 130, 220), (40, 160, 90), (200, 80, 160), (140, 110, 60), (90, 90, 90)]
 _CHOSEN = (230, 120, 40)
+#: the least-removed validation pair's dashed line
+_LEAST = (150, 150, 200)
 
 
 #: What the check's chart draws in place of a concept name its font cannot draw (the table names it).
 CONCEPT_NOT_DRAWN = "concept (named in the table)"
+
+
+def least_removed_pair(result: CheckResult) -> list[float]:
+    """Per strength, the removed share of the validation pair removed least there; empty for fewer than 2 pairs
+    (then the pooled share is that pair's)."""
+    if len(result.removed_by_pair) < 2:
+        return []
+    return [min(shares) for shares in zip(*result.removed_by_pair)]
 
 
 def check_chart(main: CheckResult, swept: list[CheckResult] = (), width: int = 768, height: int = 360,
@@ -558,7 +573,8 @@ def check_chart(main: CheckResult, swept: list[CheckResult] = (), width: int = 7
         label = drawable_concept(concept, font, CONCEPT_NOT_DRAWN) + label[len(name):]
     left, right, upper, lower = 56, width - 150, 30, height - 40
     x_top = max([max(r.collateral) for r in results] + [COLLATERAL_BUDGET * 0.2, 1e-6]) * 1.1
-    effs = [e for r in results for e in r.efficacy]
+    least = least_removed_pair(main)
+    effs = [e for r in results for e in r.efficacy] + least
     y_low, y_top = min(0.0, min(effs)), max(1.0, max(effs))
 
     def at(c, e):
@@ -582,6 +598,14 @@ def check_chart(main: CheckResult, swept: list[CheckResult] = (), width: int = 7
         x = at(COLLATERAL_BUDGET, 0)[0]
         for y in range(int(upper), int(lower), 6):
             draw.line([(x, y), (x, y + 3)], fill=(200, 60, 60))
+    if least:
+        # the least-removed validation pair at each strength (core.check CheckResult.pair_warning), dashed
+        points = [at(c, e) for c, e in zip(main.collateral, least)]
+        for (x0, y0), (x1, y1) in zip(points, points[1:]):
+            for start in np.arange(0.0, 1.0, 0.2):
+                draw.line([(x0 + (x1 - x0) * start, y0 + (y1 - y0) * start),
+                           (x0 + (x1 - x0) * (start + 0.1), y0 + (y1 - y0) * (start + 0.1))], fill=_LEAST, width=1)
+        draw.text((right + 10, upper + 14 * len(results)), "- - least-removed pair", fill=_LEAST, font=font)
     for index, result in enumerate(results):
         colour = _COLOURS[index % len(_COLOURS)]
         points = [at(c, e) for c, e in zip(result.collateral, result.efficacy)]

@@ -565,9 +565,11 @@ function renderCheck(caption, table, result) {
     // nodes/check.py token_count_note: LTX-Video and Mochi read the mask, so such pairs never read 100 % removed
     + (result.token_counts ? " · pair sides differ in token count: removal stops short of 100 % (see the table)" : "")
     // core/check.py script_warning: pooled removal hid a script whose pairs keep the concept
-    + (result.script_warning ? " · WARNING: pairs in one script are removed less (see the table)" : "");
-  caption.title = [result.reason, result.warning, result.negative_warning, result.token_counts, result.script_warning]
-    .filter(Boolean).join("\n");
+    + (result.script_warning ? " · WARNING: pairs in one script are removed less (see the table)" : "")
+    // core/check.py pair_warning: pooled removal hid a validation pair whose wording may keep the concept
+    + (result.pair_warning ? " · WARNING: a validation pair is removed less (see the table)" : "");
+  caption.title = [result.reason, result.warning, result.negative_warning, result.token_counts, result.script_warning,
+                   result.pair_warning].filter(Boolean).join("\n");
   caption.dataset.state = "ran";
   table.textContent = result.table;
 }

@@ -828,6 +828,10 @@ CHECK_SCRIPT_WARNING = {"strength": 1, "removed": 0.95, "collateral": 0.2, "guid
                         "reason": "smallest strength ...",
                         "script_warning": "WARNING: at strength 1 the edit removes 95% of the validation pairs' "
                                           "difference pooled, ..."}
+CHECK_PAIR_WARNING = {"strength": 1, "removed": 0.97, "collateral": 0.2, "guidance": None,
+                      "reason": "smallest strength ...",
+                      "pair_warning": "WARNING: at strength 1 the edit removes 97% of the validation pairs' difference "
+                                      "pooled, but less than 90% of 1 pair: pair 3 ..."}
 
 
 @both_frontends
@@ -858,6 +862,10 @@ def test_warnings_of_a_run_reach_the_captions(server, shots):
         text, title = page.evaluate(CHECK_CAPTION_OF, CHECK_SCRIPT_WARNING)
         assert "WARNING: pairs in one script are removed less (see the table)" in text, text
         assert title.endswith("difference pooled, ..."), title
+        # one validation pair the edit removes less than the pooled share says (core/check.py pair_warning)
+        text, title = page.evaluate(CHECK_CAPTION_OF, CHECK_PAIR_WARNING)
+        assert "WARNING: a validation pair is removed less (see the table)" in text, text
+        assert "script" not in text and title.endswith("less than 90% of 1 pair: pair 3 ..."), title
 
 
 CHART_NAMED = """(chart) => {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 import torch
@@ -407,3 +408,25 @@ def test_a_second_check_reads_what_names_to_keep_lose(defs, wan, clip, basis, va
     assert 0.0 < omega.efficacy_layers[at_one] < 0.7 * rolex.efficacy_layers[at_one]
     # the same benign prompts and model: the collateral is the same, only the pairs' figures differ
     assert omega.collateral_prediction == pytest.approx(rolex.collateral_prediction, rel=1e-6, abs=1e-12)
+
+
+def test_each_validation_pair_s_removal_reaches_the_table_the_editor_and_the_chart(defs, wan, basis, validation):
+    """Pooled removal weighs each pair by its difference, so one wording the edit misses hides in it: the table, the
+    editor's summary and the chart (a dashed line) show each pair's share, named by its unsafe side."""
+    _, check = defs
+    main, _ = check.run_unlearning_check(wan, basis, validation, GRID, group="default", block_start=0, block_end=-1,
+                                         target="safe_mean", sweep="none", width=64, height=64, length=1,
+                                         timesteps="0.1, 0.4", seed=0)
+    assert main.pair_names == tuple(line.split(" | ")[0] for line in VALIDATION.splitlines())
+    assert len(main.removed_by_pair) == 5 and all(len(shares) == 4 for shares in main.removed_by_pair)
+    out = run(check, wan, basis, validation)
+    summary = (out.ui if isinstance(out.ui, dict) else out.ui.as_dict())["video_unlearning_check"][0]
+    at = main.script_strength
+    assert summary["removed_by_pair"] == [{"pair": i + 1, "removed": share}
+                                          for i, share in enumerate(main.removed_by_pair_at(at))]
+    assert f"\nremoved by pair at {at:.2f}: " in summary["table"] and "(least: pair " in summary["table"]
+    assert summary["pair_warning"] == (main.pair_warning() or None)
+    assert check.least_removed_pair(main) == [min(shares) for shares in zip(*main.removed_by_pair)]
+    with_line = check.check_chart(main)
+    without = check.check_chart(dataclasses.replace(main, removed_by_pair=main.removed_by_pair[:1]))
+    assert not torch.equal(with_line, without)  # the least-removed pair's line, drawn only for 2 or more pairs
