@@ -17,7 +17,7 @@ Pairs: the trademark in held-out wordings and misspellings, red in held-out word
 ``test`` differ by seed); nudity and violence: every pair of the data's ``valid`` / ``test`` split. Real prompts are
 printed nowhere and not written to the JSON (counts only).
 
-    python bench/pair_removal.py [--concept logo red nudity violence] [--split valid] [--json out/pair_removal_valid.json]
+    python bench/pair_removal.py [--concept logo red nudity violence] [--split valid|test] [--seeds 8]
 """
 
 from __future__ import annotations

@@ -436,8 +436,8 @@ UI_KEY = "video_unlearning_check"
 
 def check_ui(main: CheckResult, swept: list[CheckResult], table: str, notes: dict | None = None) -> dict:
     """JSON-ready summary for the editor: the recommended strength, its row, the reason, the table, the sweep,
-    the removed share per script of the validation pairs (when they span 2 or more) and per pair, whether the padded text was
-    collapsed and the token-count note (``notes`` of :func:`run_unlearning_check`)."""
+    the removed share per validation pair and per script of the pairs (when they span 2 or more), whether the padded
+    text was collapsed and the token-count note (``notes`` of :func:`run_unlearning_check`)."""
     index = main.strengths.index(main.recommended)
     summary = {"strength": float(main.recommended), "removed": float(main.efficacy[index]),
                "collateral": float(main.collateral[index]), "guidance": main.guidance, "reason": main.reason,

@@ -38,8 +38,9 @@ def test_the_table_lists_each_pair_and_warns_of_pairs_left_behind():
     assert (f"removed by pair at 1.00: {' '.join(f'{s:.0%}' for s in shares)} (least: pair {least + 1} "
             f"({HAN_PAIRS[least - 4][0]!r}))") in result.table()
     warning = result.pair_warning()
-    assert warning.startswith(f"WARNING: at strength 1 the edit removes {result.at(1.0)['efficacy']:.0%} of the validation "
-                              "pairs' difference pooled, but less than 90% of 2 pairs: pair ")
+    pooled = result.at(1.0)["efficacy"]
+    assert warning.startswith(f"WARNING: at strength 1 the edit removes {pooled:.0%} of the validation pairs' "
+                              "difference pooled, but less than 90% of 2 pairs: pair ")
     assert "pair 5 ('一块劳力士手表 0') at" in warning and "pair 6 ('一块劳力士手表 1') at" in warning
     assert "render those prompts at this strength" in warning and warning in result.table()
     alike = _text_check("concept")
