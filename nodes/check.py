@@ -573,9 +573,10 @@ def check_chart(main: CheckResult, swept: list[CheckResult] = (), width: int = 7
         label = drawable_concept(concept, font, CONCEPT_NOT_DRAWN) + label[len(name):]
     left, right, upper, lower = 56, width - 150, 30, height - 40
     x_top = max([max(r.collateral) for r in results] + [COLLATERAL_BUDGET * 0.2, 1e-6]) * 1.1
-    least = least_removed_pair(main)
-    effs = [e for r in results for e in r.efficacy] + least
+    effs = [e for r in results for e in r.efficacy]
     y_low, y_top = min(0.0, min(effs)), max(1.0, max(effs))
+    # within the pooled curves' axis: one pair whose difference grows (-133 % removed on the organism) would squash them
+    least = [min(max(e, y_low), y_top) for e in least_removed_pair(main)]
 
     def at(c, e):
         return (left + (right - left) * c / x_top, lower - (lower - upper) * (e - y_low) / (y_top - y_low))

@@ -430,3 +430,18 @@ def test_each_validation_pair_s_removal_reaches_the_table_the_editor_and_the_cha
     with_line = check.check_chart(main)
     without = check.check_chart(dataclasses.replace(main, removed_by_pair=main.removed_by_pair[:1]))
     assert not torch.equal(with_line, without)  # the least-removed pair's line, drawn only for 2 or more pairs
+
+
+def test_a_pair_whose_difference_grows_does_not_squash_the_chart(defs):
+    """The least-removed pair's line stays within the pooled curves' axis: a pair read at -500 % is drawn at its
+    floor, as one at 0 % is."""
+    _, check = defs
+    from comfyui_video_unlearning.core.check import CheckResult
+
+    def result(least):
+        return CheckResult(strengths=(0.0, 1.0), survival_layers=(1.0, 0.05), survival_prediction=(1.0, 0.05),
+                           collateral_layers=(0.0, 0.2), collateral_prediction=(0.0, 0.2), recommended=1.0,
+                           reason="", layers=("layer",), removed_by_pair=((0.0, 0.99), (0.0, least)))
+
+    assert torch.equal(check.check_chart(result(-5.0)), check.check_chart(result(0.0)))
+    assert not torch.equal(check.check_chart(result(0.5)), check.check_chart(result(0.0)))
