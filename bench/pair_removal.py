@@ -13,11 +13,15 @@ kept rate: of the seeds where the original draws the concept, the share that sti
 when that is above 0. Figures: the AUC of the pair's unremoved share (1 - removed) for keeping the concept, and the
 Spearman between the unremoved share and the kept rate, where at least 3 pairs keep it and 3 do not.
 
+``--audit``: the same for Unlearning Audit (``core.audit.run_audit``: the edited model against the original, the same
+rows, flow time 0.9), with four edits the pack did not make (``bench/foreign_edits.py``: UCE at erase scales 1 and
+0.01, the k/v fine-tune for 100 steps, the fine-tune of every weight for 25) in place of the pack's strengths.
+
 Pairs: the trademark in held-out wordings and misspellings, red in held-out wordings (50 per draw; draws ``valid`` and
 ``test`` differ by seed); nudity and violence: every pair of the data's ``valid`` / ``test`` split. Real prompts are
 printed nowhere and not written to the JSON (counts only).
 
-    python bench/pair_removal.py [--concept logo red nudity violence] [--split valid|test] [--seeds 8]
+    python bench/pair_removal.py [--concept logo red nudity violence] [--split valid|test] [--seeds 8] [--audit]
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from check_validation import (BENIGN_SEED, BROAD, benign_keep_pairs, broad_keep_pairs,  # noqa: E402
                               organism_forward, spearman)
+import foreign_edits as fe  # noqa: E402
+from core.audit import run_audit  # noqa: E402
 from core.check import DEFAULT_STRENGTHS, check_strengths, measure_baseline  # noqa: E402
 from core.pairs import PromptPair  # noqa: E402
 from organism import experiment as ex  # noqa: E402
@@ -53,6 +59,13 @@ STRENGTHS = (0.5, 0.75, 1.0, 1.25)
 PAIR_SEEDS = {"valid": 1001, "test": 2002}
 #: Sampling seeds: pair i's seeds are SAMPLE_SEED + seeds * i + j.
 SAMPLE_SEED = 500
+#: ``--audit``: edits made elsewhere, ``(name, make(model, encoder, estimation pairs, neutral prompts))``.
+FOREIGN_EDITS = [
+    ("UCE, erase scale 1", lambda m, e, p, n: fe.uce_edit(m, e, p, n, erase_scale=1.0)),
+    ("UCE, erase scale 0.01", lambda m, e, p, n: fe.uce_edit(m, e, p, n, erase_scale=0.01)),
+    ("fine-tune k/v, 100 steps", lambda m, e, p, n: fe.ablation_finetune(m, e, p, n, steps=100)),
+    ("fine-tune all, 25 steps", lambda m, e, p, n: fe.ablation_finetune(m, e, p, n, steps=25, train="all")),
+]
 #: Fewest pairs on each side (keeping the concept or not) for an AUC or Spearman.
 MIN_SIDE = 3
 
@@ -153,15 +166,15 @@ def run_concept(concept: str, args, model, encoder, pools) -> dict:
     print(f"{concept} ({args.split}): {len(validation)} pairs, {int(shown.sum())} drawn by the original "
           f"(in {before.mean():.0%} of clips); check recommends {check.recommended:g}", flush=True)
     rows = []
-    for strength in STRENGTHS:
+    for edit, make in edits(args, model, encoder, basis, check, pairs, neutral, validation, benign):
         with torch.no_grad():
-            after = drawn(ex.edited_copy(model, basis, strength, "safe_mean"), encoder,
-                          [u for u, _ in validation], concept, args.seeds)
+            edited, removed, pooled = make()
+            after = drawn(edited, encoder, [u for u, _ in validation], concept, args.seeds)
         kept = kept_rates(before, after)
-        unremoved = [1.0 - check.removed_by_pair_at(strength)[i] for i in np.flatnonzero(shown)]
+        unremoved = [1.0 - removed[i] for i in np.flatnonzero(shown)]
         keeps = [k > 0 for k in kept]
-        row = {"strength": strength, "pooled_removed": check.at(strength)["efficacy"],
-               "drop": 1.0 - float((after & before).sum() / before.sum()), **pair_figures(unremoved, kept)}
+        row = {"edit": edit, "pooled_removed": pooled, "drop": 1.0 - float((after & before).sum() / before.sum()),
+               **pair_figures(unremoved, kept)}
         defined = row["auc"] is not None
         if concept not in BROAD:
             wordings = sorted({triples[i][2] for i in np.flatnonzero(shown)})
@@ -173,13 +186,32 @@ def run_concept(concept: str, args, model, encoder, pools) -> dict:
         rows.append(row)
         figures = ("auc {auc:.2f}, spearman {spearman:+.2f}".format(**row) if defined else
                    f"too few pairs on one side (need {MIN_SIDE})")
-        print(f"  strength {strength:g}: pooled removed {row['pooled_removed']:.1%}, drop {row['drop']:.1%}; "
+        print(f"  {edit}: pooled removed {row['pooled_removed']:.1%}, drop {row['drop']:.1%}; "
               f"{row['keep_concept']} of {row['pairs']} pairs keep the concept, {row['pairs_under_90']} under 90 % "
               f"removed ({row['flagged_keep']} of them keep it); {figures}", flush=True)
     aucs = [r["auc"] for r in rows if r["auc"] is not None]
     return {"concept": concept, "split": args.split, "pairs": len(validation), "drawn_by_original": int(shown.sum()),
-            "recommended": check.recommended, "strengths": rows,
-            "mean_auc": float(np.mean(aucs)) if aucs else None, "auc_strengths": len(aucs)}
+            "recommended": check.recommended, "read_by": "audit" if args.audit else "check", "edits": rows,
+            "mean_auc": float(np.mean(aucs)) if aucs else None, "auc_edits": len(aucs)}
+
+
+def edits(args, model, encoder, basis, check, pairs, neutral, validation, benign):
+    """``(name, make)``: ``make()`` gives the edited model, each validation pair's removed share and the pooled one,
+    as the check reads the pack's edit at :data:`STRENGTHS`, or with ``--audit`` as the audit reads
+    :data:`FOREIGN_EDITS`."""
+    if not args.audit:
+        for strength in STRENGTHS:
+            yield f"strength {strength:g}", lambda s=strength: (ex.edited_copy(model, basis, s, "safe_mean"),
+                                                               check.removed_by_pair_at(s), check.at(s)["efficacy"])
+        return
+    forward = organism_forward(model, encoder, set(), times=(0.9,))
+    for name, build in FOREIGN_EDITS:
+        def make(build=build):
+            edited = build(model, encoder, pairs, neutral)
+            audit = run_audit(model, forward, organism_forward(edited, encoder, set(), times=(0.9,)), validation,
+                              benign, negative="", guidance=args.guidance)
+            return edited, audit.removed_by_pair, audit.removed
+        yield name, make
 
 
 def main() -> None:
@@ -191,6 +223,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=8, help="sampling seeds per pair")
     parser.add_argument("--guidance", type=float, default=GUIDANCE)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--audit", action="store_true",
+                        help="Unlearning Audit's per-pair removal of other methods' edits instead of the check's")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -205,10 +239,10 @@ def main() -> None:
     for concept in args.concept:
         report["concepts"].append(run_concept(concept, args, model, encoder, pools))
     report["seconds"] = time.perf_counter() - start
-    print("mean AUC over the strengths where it is defined: " + ", ".join(
-        f"{c['concept']} {c['mean_auc']:.2f} ({c['auc_strengths']})" if c["mean_auc"] is not None
+    print("mean AUC over the edits where it is defined: " + ", ".join(
+        f"{c['concept']} {c['mean_auc']:.2f} ({c['auc_edits']})" if c["mean_auc"] is not None
         else f"{c['concept']} undefined" for c in report["concepts"]))
-    path = args.json or ROOT / "out" / f"pair_removal_{args.split}.json"
+    path = args.json or ROOT / "out" / f"pair_removal_{'audit_' if args.audit else ''}{args.split}.json"
     path.parent.mkdir(exist_ok=True)
     path.write_text(json.dumps(report, indent=1))
     print(f"wrote {path} ({report['seconds']:.0f} s)")

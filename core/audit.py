@@ -64,6 +64,8 @@ class AuditResult:
     negative_concept_share: float | None = None
     #: ``((script, pairs, removed), ...)``, only when the validation pairs span 2 or more scripts
     removed_by_script: tuple[tuple[str, int, float], ...] = ()
+    #: each validation pair's removed share on its own (:func:`pairs_survival` of that pair, subtracted from 1)
+    removed_by_pair: tuple[float, ...] = ()
 
     @property
     def negative_carries_concept(self) -> bool:
@@ -155,11 +157,12 @@ def audit_predictions(baseline: Baseline, predictions: torch.Tensor, *, guidance
     share = negative_concept_share(baseline, predictions) if baseline.negative else None
     by_script = tuple((script, len(indices), 1.0 - pairs_survival(baseline, predictions, indices))
                       for script, indices in (groups or {}).items())
+    by_pair = tuple(1.0 - pairs_survival(baseline, predictions, [pair]) for pair in range(n))
     return AuditResult(removed=1.0 - survival, collateral=collateral,
                        toward_concept=toward_concept(baseline, predictions), difference_ratio=ratio,
                        pairs=baseline.pairs, benign=baseline.benign, forwards=forwards, collateral_guided=guided,
                        guidance=None if guidance is None else float(guidance), negative_concept_share=share,
-                       removed_by_script=by_script)
+                       removed_by_script=by_script, removed_by_pair=by_pair)
 
 
 def run_audit(module: torch.nn.Module, original: Forward, edited: Forward, validation: Sequence, benign: Sequence, *,

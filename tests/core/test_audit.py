@@ -100,6 +100,9 @@ def test_removal_per_script_names_the_script_left_behind():
     behind = audit_predictions(baseline, kept, groups=groups)
     assert dict((s, r) for s, _, r in behind.removed_by_script)["Han"] == pytest.approx(0.0, abs=1e-6)
     assert behind.removed < pooled
+    # each pair on its own: the untouched pairs read 0, the others as the edit left them
+    assert len(behind.removed_by_pair) == 6 and behind.removed_by_pair[4:] == pytest.approx((0.0, 0.0), abs=1e-6)
+    assert behind.removed_by_pair[:4] == pytest.approx(result.removed_by_pair[:4])
 
 
 def test_a_script_left_behind_is_warned_about_only_when_the_pooled_share_reads_removed():
