@@ -64,7 +64,9 @@ class AuditResult:
     negative_concept_share: float | None = None
     #: ``((script, pairs, removed), ...)``, only when the validation pairs span 2 or more scripts
     removed_by_script: tuple[tuple[str, int, float], ...] = ()
-    #: each validation pair's removed share on its own (:func:`pairs_survival` of that pair, subtracted from 1)
+    #: each validation pair's removed share on its own (:func:`pairs_survival` of that pair, subtracted from 1), for
+    #: scripts: not in the table or the warnings, since on other methods' edits it did not tell which pairs keep the
+    #: concept (docs/benchmarks.md, "Which validation pair keeps the concept?")
     removed_by_pair: tuple[float, ...] = ()
 
     @property
