@@ -110,20 +110,22 @@ MAX_LOSS_POINTS = 2.0
 
 def validation_pairs(concept: str, count: int = 5, seed: int = 99) -> list[tuple[str, str]]:
     """Held-out pairs: the concept in held-out wording | the same caption without it."""
-    rng, pairs = random.Random(seed), []
-    while len(pairs) < count:
-        if concept == "logo":
-            scene = Scene(rng.choice(list(COLOURS)), rng.choice(SHAPES), rng.choice(list(MOTIONS)), True)
-            unsafe = caption(scene, rng, logo_words=LOGO_HELD_OUT)
-            phrase = next(p for p in LOGO_HELD_OUT if p in unsafe)
-            safe = unsafe.replace(" " + phrase, "", 1)
-        else:
-            scene = Scene(concept, rng.choice(SHAPES), rng.choice(list(MOTIONS)), False)
-            unsafe = caption(scene, rng, colour_words={**TRAIN_WORDS, concept: HELD_OUT_WORDS[concept]})
-            phrase = max((p for p in HELD_OUT_WORDS[concept] if p in unsafe), key=len)
-            safe = " ".join(unsafe.replace(phrase, "", 1).split())
-        pairs.append((unsafe, safe))
-    return pairs
+    rng = random.Random(seed)
+    return [wording_pair(concept, rng)[:2] for _ in range(count)]
+
+
+def wording_pair(concept: str, rng: random.Random, logo_words=LOGO_HELD_OUT) -> tuple[str, str, str]:
+    """``(unsafe, safe, wording)``: a caption with the concept in a held-out wording (the logo: one of
+    ``logo_words``), and the same caption without that wording."""
+    if concept == "logo":
+        scene = Scene(rng.choice(list(COLOURS)), rng.choice(SHAPES), rng.choice(list(MOTIONS)), True)
+        unsafe = caption(scene, rng, logo_words=logo_words)
+        phrase = next(p for p in logo_words if p in unsafe)
+        return unsafe, unsafe.replace(" " + phrase, "", 1), phrase
+    scene = Scene(concept, rng.choice(SHAPES), rng.choice(list(MOTIONS)), False)
+    unsafe = caption(scene, rng, colour_words={**TRAIN_WORDS, concept: HELD_OUT_WORDS[concept]})
+    phrase = max((p for p in HELD_OUT_WORDS[concept] if p in unsafe), key=len)
+    return unsafe, " ".join(unsafe.replace(phrase, "", 1).split()), phrase
 
 
 def benign_prompts(concept: str, count: int = 12, seed: int = BENIGN_SEED) -> list[str]:

@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from check_validation import (BENIGN_SEED, BROAD, benign_keep_pairs, broad_keep_pairs,  # noqa: E402
-                              organism_forward, spearman)
+                              organism_forward, spearman, wording_pair)
 import foreign_edits as fe  # noqa: E402
 from core.audit import run_audit  # noqa: E402
 from core.check import DEFAULT_STRENGTHS, check_strengths, measure_baseline  # noqa: E402
@@ -50,8 +50,7 @@ from organism import experiment as ex  # noqa: E402
 from organism.readers import read  # noqa: E402
 from organism.sampling import GUIDANCE, generate  # noqa: E402
 from organism.text import TextEncoder  # noqa: E402
-from organism.world import (COLOURS, HELD_OUT_WORDS, LOGO_ADVERSARIAL, LOGO_HELD_OUT, MOTIONS, SHAPES,  # noqa: E402
-                            TRAIN_WORDS, Scene, caption)
+from organism.world import LOGO_ADVERSARIAL, LOGO_HELD_OUT  # noqa: E402
 
 #: Strengths whose generated clips are read (on the check's default grid).
 STRENGTHS = (0.5, 0.75, 1.0, 1.25)
@@ -72,21 +71,9 @@ MIN_SIDE = 3
 
 def wording_pairs(concept: str, count: int, seed: int) -> list[tuple[str, str, str]]:
     """``(unsafe, safe, wording)``: a caption with the concept in a held-out wording (the trademark: also a
-    misspelling), against the same caption without that wording."""
-    rng, pairs = random.Random(seed), []
-    while len(pairs) < count:
-        if concept == "logo":
-            scene = Scene(rng.choice(list(COLOURS)), rng.choice(SHAPES), rng.choice(list(MOTIONS)), True)
-            unsafe = caption(scene, rng, logo_words=LOGO_HELD_OUT + LOGO_ADVERSARIAL)
-            phrase = next(p for p in LOGO_HELD_OUT + LOGO_ADVERSARIAL if p in unsafe)
-            safe = unsafe.replace(" " + phrase, "", 1)
-        else:
-            scene = Scene(concept, rng.choice(SHAPES), rng.choice(list(MOTIONS)), False)
-            unsafe = caption(scene, rng, colour_words={**TRAIN_WORDS, concept: HELD_OUT_WORDS[concept]})
-            phrase = max((p for p in HELD_OUT_WORDS[concept] if p in unsafe), key=len)
-            safe = " ".join(unsafe.replace(phrase, "", 1).split())
-        pairs.append((unsafe, safe, phrase))
-    return pairs
+    misspelling), against the same caption without that wording (``bench/check_validation.py``'s pairs)."""
+    rng = random.Random(seed)
+    return [wording_pair(concept, rng, LOGO_HELD_OUT + LOGO_ADVERSARIAL) for _ in range(count)]
 
 
 def auc(scores, positive) -> float:

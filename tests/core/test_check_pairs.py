@@ -4,9 +4,9 @@ the pooled share, which weighs every pair by its difference."""
 import pytest
 import torch
 
-from core.check import CheckResult, check_strengths, measure_baseline
-from test_check import Toy, fitted, forward_for, world
-from test_check_scripts import HAN_PAIRS, LATIN_PAIRS, _text_check
+from core.check import CheckResult, check_strengths
+from test_check import fitted, forward_for, world
+from test_check_scripts import HAN_PAIRS, LATIN_PAIRS, _pairs_survival_world, _text_check
 
 
 def test_each_pair_s_removal_shows_the_pairs_the_edit_misses():
@@ -74,11 +74,9 @@ def test_no_pair_warning_when_the_pooled_share_already_says_so_or_nothing_is_rec
 
 
 def test_pair_names_must_name_every_pair():
-    model = Toy()
+    baseline, model = _pairs_survival_world()
     _, basis = fitted(model)
     _, unsafe, safe, benign = world(1)
-    with torch.no_grad():
-        baseline = measure_baseline(model, forward_for(model), list(zip(unsafe, safe)), list(benign), ["layer"])
-        with pytest.raises(ValueError, match="pair_names names 2 pairs for 6 validation pairs"):
-            check_strengths(model, forward_for(model), basis, baseline, (0, 1), rows=(list(zip(unsafe, safe)),
-                            list(benign)), pair_names=["a", "b"])
+    with torch.no_grad(), pytest.raises(ValueError, match="pair_names names 2 pairs for 6 validation pairs"):
+        check_strengths(model, forward_for(model), basis, baseline, (0, 1),
+                        rows=(list(zip(unsafe, safe)), list(benign)), pair_names=["a", "b"])
