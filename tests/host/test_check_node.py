@@ -413,6 +413,8 @@ def test_a_second_check_reads_what_names_to_keep_lose(defs, wan, clip, basis, va
 def test_each_validation_pair_s_removal_reaches_the_table_the_editor_and_the_chart(defs, wan, basis, validation):
     """Pooled removal weighs each pair by its difference, so one wording the edit misses hides in it: the table, the
     editor's summary and the chart (a dashed line) show each pair's share, named by its unsafe side."""
+    from comfyui_video_unlearning.nodes import check_chart
+
     _, check = defs
     main, _ = check.run_unlearning_check(wan, basis, validation, GRID, group="default", block_start=0, block_end=-1,
                                          target="safe_mean", sweep="none", width=64, height=64, length=1,
@@ -426,22 +428,22 @@ def test_each_validation_pair_s_removal_reaches_the_table_the_editor_and_the_cha
                                           for i, share in enumerate(main.removed_by_pair_at(at))]
     assert f"\nremoved by pair at {at:.2f}: " in summary["table"] and "(least: pair " in summary["table"]
     assert summary["pair_warning"] == (main.pair_warning() or None)
-    assert check.least_removed_pair(main) == [min(shares) for shares in zip(*main.removed_by_pair)]
-    with_line = check.check_chart(main)
-    without = check.check_chart(dataclasses.replace(main, removed_by_pair=main.removed_by_pair[:1]))
+    assert check_chart.least_removed_pair(main) == [min(shares) for shares in zip(*main.removed_by_pair)]
+    with_line = check_chart.check_chart(main)
+    without = check_chart.check_chart(dataclasses.replace(main, removed_by_pair=main.removed_by_pair[:1]))
     assert not torch.equal(with_line, without)  # the least-removed pair's line, drawn only for 2 or more pairs
 
 
-def test_a_pair_whose_difference_grows_does_not_squash_the_chart(defs):
+def test_a_pair_whose_difference_grows_does_not_squash_the_chart(pack):
     """The least-removed pair's line stays within the pooled curves' axis: a pair read at -500 % is drawn at its
     floor, as one at 0 % is."""
-    _, check = defs
     from comfyui_video_unlearning.core.check import CheckResult
+    from comfyui_video_unlearning.nodes import check_chart
 
     def result(least):
         return CheckResult(strengths=(0.0, 1.0), survival_layers=(1.0, 0.05), survival_prediction=(1.0, 0.05),
                            collateral_layers=(0.0, 0.2), collateral_prediction=(0.0, 0.2), recommended=1.0,
                            reason="", layers=("layer",), removed_by_pair=((0.0, 0.99), (0.0, least)))
 
-    assert torch.equal(check.check_chart(result(-5.0)), check.check_chart(result(0.0)))
-    assert not torch.equal(check.check_chart(result(0.5)), check.check_chart(result(0.0)))
+    assert torch.equal(check_chart.check_chart(result(-5.0)), check_chart.check_chart(result(0.0)))
+    assert not torch.equal(check_chart.check_chart(result(0.5)), check_chart.check_chart(result(0.0)))

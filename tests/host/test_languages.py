@@ -371,7 +371,7 @@ def test_the_charts_draw_no_missing_glyph_and_name_the_concept_as_text(pack, dra
     that says where the name is; the chart's data names it as typed (the check's table: the test above)."""
     from comfyui_video_unlearning.core.check import CheckResult
     from comfyui_video_unlearning.core.refusal import RefusalFitter
-    from comfyui_video_unlearning.nodes import check, plot
+    from comfyui_video_unlearning.nodes import check_chart, plot
 
     fitter = RefusalFitter()
     generator = torch.Generator().manual_seed(0)
@@ -385,7 +385,7 @@ def test_the_charts_draw_no_missing_glyph_and_name_the_concept_as_text(pack, dra
     result = CheckResult(strengths=(0.0, 1.0), survival_layers=figures, survival_prediction=figures,
                          collateral_layers=figures, collateral_prediction=figures, recommended=1.0, reason="",
                          layers=("blocks.0.cross_attn.k",), label=label)
-    check.check_chart(result, concept=concept)
+    check_chart.check_chart(result, concept=concept)
     assert drawn and all(font is not None for _, font in drawn) and _boxed(drawn) == []
     texts = [text for text, _ in drawn]
     plot_title = next(text for text in texts if "separation per input" in text)
@@ -394,7 +394,7 @@ def test_the_charts_draw_no_missing_glyph_and_name_the_concept_as_text(pack, dra
         assert plot_title == data["title"] and check_title == f"Unlearning check: {label}"
     else:
         assert plot_title == data["title"].replace(concept, plot.CONCEPT_NOT_DRAWN, 1)
-        assert check_title == f"Unlearning check: {check.CONCEPT_NOT_DRAWN}: 1 layers (default)"
+        assert check_title == f"Unlearning check: {check_chart.CONCEPT_NOT_DRAWN}: 1 layers (default)"
     assert data["concept"] == concept and data["concept_in_picture"] is in_picture
     assert data["title"].startswith(f"{concept or 'concept'}: separation per input")
     assert image.shape == (1, plot.HEIGHT, plot.WIDTH, 3) and np.isfinite(image.numpy()).all()
@@ -412,7 +412,7 @@ def test_the_charts_draw_with_pillow_s_bitmap_font(pack, drawn, monkeypatch, con
 
     from comfyui_video_unlearning.core.check import CheckResult
     from comfyui_video_unlearning.core.refusal import RefusalFitter
-    from comfyui_video_unlearning.nodes import check, plot
+    from comfyui_video_unlearning.nodes import check_chart, plot
 
     bitmap = ImageFont.load_default_imagefont()
 
@@ -434,10 +434,10 @@ def test_the_charts_draw_with_pillow_s_bitmap_font(pack, drawn, monkeypatch, con
     result = CheckResult(strengths=(0.0, 1.0), survival_layers=figures, survival_prediction=figures,
                          collateral_layers=figures, collateral_prediction=figures, recommended=1.0, reason="",
                          layers=("blocks.0.cross_attn.k",), label=f"{concept or 'concept'}: 1 layers (default)")
-    chart = check.check_chart(result, concept=concept)
+    chart = check_chart.check_chart(result, concept=concept)
     assert drawn and all(font is bitmap for _, font in drawn)
     assert data["concept_in_picture"] is in_picture
     shown = concept or "concept"
-    assert any(text.startswith(f"Unlearning check: {shown if in_picture else check.CONCEPT_NOT_DRAWN}: ")
+    assert any(text.startswith(f"Unlearning check: {shown if in_picture else check_chart.CONCEPT_NOT_DRAWN}: ")
                for text, _ in drawn)
     assert image.shape == (1, plot.HEIGHT, plot.WIDTH, 3) and chart.shape[0] == 1
