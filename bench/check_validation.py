@@ -297,16 +297,26 @@ def attribute_setting(concept: str, args, encoder, weights_key: str) -> Setting:
                            "generated_split": split})
 
 
+def broad_estimation(pools, concept: str, count: int | None = None) -> tuple[list[PromptPair], list[str]]:
+    """A broad concept's estimation pairs (the ``estimate`` split shuffled by seed 0, the first ``count``; all by
+    default) and neutral prompts (12 attribute captions joined with benign train prompts), as
+    ``bench/unlearning.py``'s ``run_broad`` estimates the edit."""
+    from organism import broad
+
+    estimate = list(pools.pairs[concept]["estimate"])
+    random.Random(0).shuffle(estimate)
+    chosen = estimate if count is None else estimate[:count]
+    neutral = [broad.join(c, p) for c, p in zip(ex.neutral_prompts(12), pools.prompts["benign"]["train"][:12])]
+    return [PromptPair(u, s) for u, s in chosen], neutral
+
+
 def broad_setting(concept: str, args, encoder, weights_key: str, pools) -> Setting:
     """As ``bench/unlearning.py``'s ``run_broad``: estimate pairs shuffled by seed 0, the first
     ``--estimate-pairs`` (all by default); neutral = 12 attribute captions joined with benign train prompts."""
     from organism import broad
 
-    estimate = list(pools.pairs[concept]["estimate"])
-    random.Random(0).shuffle(estimate)
-    count = len(estimate) if args.estimate_pairs is None else min(args.estimate_pairs, len(estimate))
-    pairs = [PromptPair(u, s) for u, s in estimate[:count]]
-    neutral = [broad.join(c, p) for c, p in zip(ex.neutral_prompts(12), pools.prompts["benign"]["train"][:12])]
+    pairs, neutral = broad_estimation(pools, concept, args.estimate_pairs)
+    count, estimate = len(pairs), pools.pairs[concept]["estimate"]
     split = args.split or "valid"
     full = broad.broad_prompts(pools, concept, split, args.count)
     prompt_set = broad.Prompts({s: full.prompts[s] for s in ("concept", "benign")},

@@ -40,12 +40,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from check_validation import (BENIGN_SEED, BROAD, benign_keep_pairs, broad_keep_pairs,  # noqa: E402
-                              organism_forward, spearman, wording_pair)
+from check_validation import (BASE, BENIGN_SEED, BROAD, benign_keep_pairs, broad_estimation,  # noqa: E402
+                              broad_keep_pairs, organism_forward, spearman, wording_pair)
 import foreign_edits as fe  # noqa: E402
 from core.audit import run_audit  # noqa: E402
 from core.check import DEFAULT_STRENGTHS, check_strengths, measure_baseline  # noqa: E402
-from core.pairs import PromptPair  # noqa: E402
 from organism import experiment as ex  # noqa: E402
 from organism.readers import read  # noqa: E402
 from organism.sampling import GUIDANCE, generate  # noqa: E402
@@ -123,10 +122,7 @@ def setting(concept: str, split: str, count: int, pools):
     if concept in BROAD:
         from organism import broad
 
-        estimate = list(pools.pairs[concept]["estimate"])
-        random.Random(0).shuffle(estimate)
-        pairs = [PromptPair(u, s) for u, s in estimate]
-        neutral = [broad.join(c, p) for c, p in zip(ex.neutral_prompts(12), pools.prompts["benign"]["train"][:12])]
+        pairs, neutral = broad_estimation(pools, concept)
         unsafe, safe = broad.substitution_pairs(pools, concept, split, len(pools.pairs[concept][split]))
         validation = [(u, s, "") for u, s in zip(unsafe, safe)]
         benign = [first for first, _ in broad_keep_pairs(pools, concept, 12, BENIGN_SEED)]
@@ -139,15 +135,15 @@ def setting(concept: str, split: str, count: int, pools):
 def run_concept(concept: str, args, model, encoder, pools) -> dict:
     pairs, neutral, fit_extra, triples, benign = setting(concept, args.split, args.count, pools)
     validation = [(u, s) for u, s, _ in triples]
-    layers = ex.layer_names(model, "text_kv", "all")
+    layers = ex.layer_names(model, BASE["group"], BASE["blocks"])
     with torch.no_grad():
         measured = ex.collect(model, encoder, pairs, neutral, layers)
-        basis = measured.fitter.fit(rank=4, alpha=1.0, method="cpca", edit="direction", concept=concept, pairs=pairs,
-                                    layers=layers, **fit_extra)
+        basis = measured.fitter.fit(rank=BASE["rank"], alpha=BASE["alpha"], method=BASE["method"], edit="direction",
+                                    concept=concept, pairs=pairs, layers=layers, **fit_extra)
         forward = organism_forward(model, encoder, set(layers), times=(0.9,))
         baseline = measure_baseline(model, forward, validation, benign, layers, negative="")
         check = check_strengths(model, forward, basis, baseline, DEFAULT_STRENGTHS, layers=layers,
-                                target="safe_mean", rows=(validation, benign, ""), guidance=args.guidance)
+                                target=BASE["target"], rows=(validation, benign, ""), guidance=args.guidance)
         before = drawn(model, encoder, [u for u, _ in validation], concept, args.seeds)
     shown = before.any(1)
     print(f"{concept} ({args.split}): {len(validation)} pairs, {int(shown.sum())} drawn by the original "
@@ -159,7 +155,6 @@ def run_concept(concept: str, args, model, encoder, pools) -> dict:
             after = drawn(edited, encoder, [u for u, _ in validation], concept, args.seeds)
         kept = kept_rates(before, after)
         unremoved = [1.0 - removed[i] for i in np.flatnonzero(shown)]
-        keeps = [k > 0 for k in kept]
         row = {"edit": edit, "pooled_removed": pooled, "drop": 1.0 - float((after & before).sum() / before.sum()),
                **pair_figures(unremoved, kept)}
         defined = row["auc"] is not None
@@ -188,7 +183,7 @@ def edits(args, model, encoder, basis, check, pairs, neutral, validation, benign
     :data:`FOREIGN_EDITS`."""
     if not args.audit:
         for strength in STRENGTHS:
-            yield f"strength {strength:g}", lambda s=strength: (ex.edited_copy(model, basis, s, "safe_mean"),
+            yield f"strength {strength:g}", lambda s=strength: (ex.edited_copy(model, basis, s, BASE["target"]),
                                                                check.removed_by_pair_at(s), check.at(s)["efficacy"])
         return
     forward = organism_forward(model, encoder, set(), times=(0.9,))

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import time
 from pathlib import Path
@@ -57,10 +56,7 @@ def swapped(pairs):
 def setting(concept: str, count: int, pools):
     """(pairs, neutral prompts, validation pairs, benign prompts, measure(model, reference) -> rates)."""
     if concept in BROAD:
-        estimate = list(pools.pairs[concept]["estimate"])
-        random.Random(0).shuffle(estimate)
-        pairs = [PromptPair(u, s) for u, s in estimate]
-        neutral = [broad.join(c, p) for c, p in zip(ex.neutral_prompts(12), pools.prompts["benign"]["train"][:12])]
+        pairs, neutral = cv.broad_estimation(pools, concept)
         prompts = broad.broad_prompts(pools, concept, "test", count)
         validation = cv.broad_validation_pairs(pools, concept)
         benign = cv.broad_benign_prompts(pools, concept)
