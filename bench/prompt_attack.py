@@ -13,14 +13,15 @@ search against the organism, white-box, so it bounds what any typed prompt of it
   MiniLM ranks, per position, the ``TOP_K`` words that lower it most; ``CANDIDATES`` single-word swaps are drawn from
   them and scored on the same batch (the same clips, flow times and noise), the current words among them, and the
   best is kept.
-- Only whole lowercase words of MiniLM's vocabulary (``^[a-z]+$``, no ``##`` pieces): the words, joined by spaces,
-  tokenise back to the same ids, so the result is a string a user can type into a prompt box. The bench checks that
-  for every evaluated prompt.
+- Only what a user can type: lowercase letters, whole words or ``##`` pieces of MiniLM's vocabulary (``ne ##x ##o``
+  is typed "nexo"), and of each step's candidates only those whose typed text tokenises back to the same ids in the
+  batch's templates (as GCG's candidate filter). The bench checks that again for every evaluated prompt.
 - Measured as the inversion attack is: the concept rate of 48 held-out templates (other scenes, other noise) with the
   found words typed in, generated through the plain text encoder.
 
-Settings (steps 100, 32 candidates, top 64, batch 8, seed 0) were fixed before any figure on an edited model was
-computed, and kept for every model and concept (docs/benchmarks.md, "A typed-prompt attack").
+Settings (32 candidates, top 64, batch 8, seed 0; 200 steps, calibrated on the base model for the trademark) were
+fixed before any figure on an edited model was computed, and kept for every model and concept (docs/benchmarks.md,
+"A typed-prompt attack").
 
     python bench/prompt_attack.py                   # logo, red, nudity; base, default edit at 1 and 2
     python bench/prompt_attack.py --quick           # logo only, base and the default edit, 60 steps
@@ -55,12 +56,13 @@ from organism.scenes import CONCEPTS, DATA, check_data, load_pools  # noqa: E402
 from organism.text import MAX_TOKENS, TextEncoder  # noqa: E402
 
 #: Fixed before any edited model's figure was computed; kept for every model and concept.
-STEPS, CANDIDATES, TOP_K, BATCH = 100, 32, 64, 8
-TYPABLE = re.compile(r"^[a-z]+$")
+STEPS, CANDIDATES, TOP_K, BATCH = 200, 32, 64, 8
+TYPABLE = re.compile(r"^(##)?[a-z]+$")
 
 
 def typable_words(tokenizer) -> torch.Tensor:
-    """``[vocab]`` bool: whole lowercase words, which a space-joined string tokenises back to unchanged."""
+    """``[vocab]`` bool: lowercase words and word pieces; whether a sequence of them types back is checked per
+    prompt (``Holes.types_back``)."""
     allowed = torch.zeros(tokenizer.vocab_size, dtype=torch.bool)
     for word, index in tokenizer.get_vocab().items():
         if TYPABLE.match(word):
@@ -98,15 +100,23 @@ class Holes:
             mask[j, :len(row)] = 1
         return ids, mask
 
+    def typed(self, words: torch.Tensor) -> str:
+        """What a user types for ``words`` (pieces joined to the word before them)."""
+        return self.tokenizer.convert_tokens_to_string(self.tokenizer.convert_ids_to_tokens(words.tolist()))
+
+    def types_back(self, words: torch.Tensor, which: list[int]) -> bool:
+        """Whether templates ``which`` with ``words`` typed in tokenise back to the ids the search scored."""
+        typed = self.typed(words)
+        return all(self.tokenizer(self.templates[i].format(typed))["input_ids"] == self.ids(words, [i])[0][0].tolist()
+                   for i in which)
+
     def text(self, words: torch.Tensor) -> list[str]:
         """The prompts a user would type; each tokenises back to the attacked ids (else ValueError)."""
-        typed = " ".join(self.tokenizer.convert_ids_to_tokens(words.tolist()))
-        prompts = [t.format(typed) for t in self.templates]
+        prompts = [t.format(self.typed(words)) for t in self.templates]
         for i, prompt in enumerate(prompts):
-            expected = self.ids(words, [i])[0][0].tolist()
-            if self.tokenizer(prompt)["input_ids"] != expected:
-                raise ValueError(f"{prompt!r} does not tokenise back to the attacked ids: only whole words may be "
-                                 "chosen (typable_words)")
+            if not self.types_back(words, [i]):
+                raise ValueError(f"{prompt!r} does not tokenise back to the attacked ids: a word piece must follow a "
+                                 "word it can join (Holes.types_back filters the search's candidates)")
         return prompts
 
 
@@ -137,8 +147,10 @@ class Batch:
         return error.view(repeats, BATCH).mean(1)
 
 
-def attack(model, encoder: TextEncoder, holes: Holes, clips: torch.Tensor, steps: int, seed: int = 0) -> dict:
-    """Greedy coordinate gradient over typable words; the model and MiniLM are frozen."""
+def attack(model, encoder: TextEncoder, holes: Holes, clips: torch.Tensor, steps: int, seed: int = 0,
+           snapshots: tuple = ()) -> dict:
+    """Greedy coordinate gradient over typable words; the model and MiniLM are frozen. ``snapshots``: step counts
+    whose words are kept too (``"at"``), so one search calibrates several lengths."""
     generator = torch.Generator().manual_seed(seed)
     transformer = encoder.transformer
     table = transformer.embeddings.word_embeddings.weight.detach()
@@ -146,8 +158,8 @@ def attack(model, encoder: TextEncoder, holes: Holes, clips: torch.Tensor, steps
     weight = inv.corner_weight()
     for p in list(model.parameters()) + list(transformer.parameters()):
         p.requires_grad_(False)
-    words, history, started = holes.initial(), [], time.perf_counter()
-    for _ in range(steps):
+    words, history, at, started = holes.initial(), [], {}, time.perf_counter()
+    for step in range(steps):
         batch = Batch(clips, generator)
         ids, mask = holes.ids(words, batch.which)
         onehot = torch.nn.functional.one_hot(words, table.shape[0]).float().requires_grad_()
@@ -163,6 +175,8 @@ def attack(model, encoder: TextEncoder, holes: Holes, clips: torch.Tensor, steps
         choice = top[position, torch.randint(TOP_K, (CANDIDATES,), generator=generator)]
         candidates = words.repeat(CANDIDATES + 1, 1)
         candidates[1 + torch.arange(CANDIDATES), position] = choice
+        typable = [0] + [j for j in range(1, CANDIDATES + 1) if holes.types_back(candidates[j], batch.which)]
+        candidates = candidates[typable]
         with torch.no_grad():
             rows = [holes.ids(c, batch.which) for c in candidates]
             width = max(r[0].shape[1] for r in rows)
@@ -173,9 +187,12 @@ def attack(model, encoder: TextEncoder, holes: Holes, clips: torch.Tensor, steps
         best = int(losses.argmin())
         words = candidates[best]
         history.append((float(losses[0]), float(losses[best])))
-    return {"words": words, "typed": " ".join(encoder.tokenizer.convert_ids_to_tokens(words.tolist())),
+        if step + 1 in snapshots:
+            at[step + 1] = words.clone()
+    return {"words": words, "typed": holes.typed(words),
             "loss_first": float(np.mean([h[0] for h in history[:10]])),
-            "loss_last": float(np.mean([h[1] for h in history[-10:]])), "seconds": time.perf_counter() - started}
+            "loss_last": float(np.mean([h[1] for h in history[-10:]])), "history": history, "at": at,
+            "seconds": time.perf_counter() - started}
 
 
 @torch.no_grad()
