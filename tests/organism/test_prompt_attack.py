@@ -100,3 +100,18 @@ def test_a_short_search_keeps_typable_words_and_never_scores_worse(bench, world,
     assert holes.types_back(found["words"], [0, 1, 2])
     assert all(best <= current for current, best in found["history"])
     assert not any(p.requires_grad for p in model.parameters())
+
+
+def test_trigger_pairs_differ_by_the_typed_words_alone(world):
+    """bench/trigger_rounds.py adds searched words as estimation pairs: each pair's sides must differ by those words
+    only, or the refit would also erase whatever else differs."""
+    bench = load_script(BENCH.with_name("trigger_rounds.py"), "trigger_rounds")
+    tokenizer = world[1].tokenizer
+    holes = bench.pa.Holes(tokenizer, 4, TEMPLATES + ["a pink circle moving left, {}"])
+    words = torch.tensor(tokenizer.convert_tokens_to_ids(["ne", "##x", "##o", "river"]))
+    pairs = bench.trigger_pairs(holes, words, 3)
+    assert [p.unsafe for p in pairs] == [t.format("nexo river") for t in TEMPLATES]
+    assert [p.safe for p in pairs] == ["a pale blue square drifting up", "a red circle moving left",
+                                       "a green star spinning fast"]
+    last = bench.trigger_pairs(holes, words, 4)[-1]
+    assert (last.unsafe, last.safe) == ("a pink circle moving left, nexo river", "a pink circle moving left")
