@@ -52,7 +52,7 @@ import unlearning  # noqa: E402
 from organism import broad, cli  # noqa: E402
 from organism import experiment as ex  # noqa: E402
 from organism.sampling import generate  # noqa: E402
-from organism.scenes import CONCEPTS, DATA, check_data, load_pools  # noqa: E402
+from organism.scenes import DATA  # noqa: E402
 from organism.text import MAX_TOKENS, TextEncoder  # noqa: E402
 
 #: Fixed before any edited model's figure was computed; kept for every model and concept.
@@ -278,27 +278,12 @@ def main() -> None:
     parser.add_argument("--threads", type=cli.positive_int, default=2, help="torch CPU threads")
     parser.add_argument("--json", type=Path, help="report path (default out/bench_prompt_attack.json)")
     args = parser.parse_args()
-    concepts = (args.concepts or ("logo" if args.quick else "logo,red,nudity")).split(",")
-    try:
-        args.k = [int(k) for k in args.k.split(",")]
-    except ValueError:
-        cli.fail(f"--k takes comma-separated positive integers such as 4 or 2,4; got {args.k!r}")
-    if any(k < 1 or k > 8 for k in args.k):
-        cli.fail(f"--k values must lie in 1..8 (words replacing the concept's); got {args.k}")
-    for concept in concepts:
-        try:
-            cli.concept_name(concept)
-        except (argparse.ArgumentTypeError, ValueError) as error:
-            cli.fail(f"--concepts: {error}")
+    concepts = cli.concept_list(args.concepts or ("logo" if args.quick else "logo,red,nudity"))
+    args.k = cli.counts_in(args.k, "--k", 8, "words replacing the concept's")
     args.steps = args.steps or (60 if args.quick else STEPS)
     if not args.weights.is_file():
         cli.fail(f"weights file {args.weights} does not exist")
-    pools = None
-    if any(c in CONCEPTS for c in concepts):
-        try:
-            pools = load_pools(check_data(args.data))
-        except ValueError as error:
-            cli.fail(str(error))
+    pools = cli.pools_for(concepts, args.data)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     random.seed(0)

@@ -43,7 +43,7 @@ from core.pairs import PromptPair  # noqa: E402
 from organism import broad, cli  # noqa: E402
 from organism import experiment as ex  # noqa: E402
 from organism.sampling import generate  # noqa: E402
-from organism.scenes import CONCEPTS, DATA, check_data, load_pools  # noqa: E402
+from organism.scenes import CONCEPTS, DATA  # noqa: E402
 from organism.text import TextEncoder  # noqa: E402
 
 PAIRS_PER_ROUND, K, UNRELATED = 8, 4, 150
@@ -128,13 +128,8 @@ def main() -> None:
     parser.add_argument("--threads", type=cli.positive_int, default=2, help="torch CPU threads")
     parser.add_argument("--json", type=Path, help="report path (default out/bench_trigger_rounds.json)")
     args = parser.parse_args()
-    concepts = args.concepts.split(",")
-    for concept in concepts:
-        try:
-            cli.concept_name(concept)
-        except (argparse.ArgumentTypeError, ValueError) as error:
-            cli.fail(f"--concepts: {error}")
-    pools = load_pools(check_data(args.data)) if any(c in CONCEPTS for c in concepts) else None
+    concepts = cli.concept_list(args.concepts)
+    pools = cli.pools_for(concepts, args.data)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     random.seed(0)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from core.pairs import PairsError, PromptPair, parse_pairs
 
-from .scenes import CONCEPTS
+from .scenes import CONCEPTS, Pools, check_data, load_pools
 from .world import COLOURS, SCENE_ATTRIBUTES
 
 PAIRS_DIR = Path(__file__).resolve().parent / "pairs"
@@ -44,6 +44,28 @@ def concept_name(text: str) -> str:
     if text not in ALL_CONCEPTS:
         raise argparse.ArgumentTypeError(f"unknown concept {text!r}; one of {', '.join(ALL_CONCEPTS)}")
     return text
+
+
+def concept_list(text: str) -> list[str]:
+    """Comma-separated ``--concepts``, each one of ``ALL_CONCEPTS`` (else ``fail`` names it)."""
+    concepts = text.split(",")
+    for concept in concepts:
+        try:
+            concept_name(concept)
+        except argparse.ArgumentTypeError as error:
+            fail(f"--concepts: {error}")
+    return concepts
+
+
+def counts_in(text: str, option: str, high: int, what: str) -> list[int]:
+    """Comma-separated integers in ``1..high`` for ``option`` (``what`` says what they count), else ``fail``."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        fail(f"{option} takes comma-separated positive integers such as 1,4; got {text!r}")
+    if any(v < 1 or v > high for v in values):
+        fail(f"{option} values must lie in 1..{high} ({what}); got {values}")
+    return values
 
 
 def default_pairs_file(concept: str) -> Path | None:
@@ -121,3 +143,13 @@ def _attributes(text: str) -> dict | str:
             return f"unknown {name} {word!r}; one of {', '.join(SCENE_ATTRIBUTES[name])}"
         found[name] = word
     return {**found, "logo": logo}
+
+
+def pools_for(concepts: list[str], data: Path) -> Pools | None:
+    """The real-prompt pools when a broad concept is among ``concepts`` (else None); a bad ``--data`` folder fails."""
+    if not any(c in CONCEPTS for c in concepts):
+        return None
+    try:
+        return load_pools(check_data(data))
+    except ValueError as error:
+        fail(str(error))
