@@ -129,6 +129,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="report path (default out/bench_trigger_rounds.json)")
     args = parser.parse_args()
     concepts = cli.concept_list(args.concepts)
+    if not args.weights.is_file():
+        cli.fail(f"weights file {args.weights} does not exist")
     pools = cli.pools_for(concepts, args.data)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
