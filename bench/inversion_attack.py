@@ -340,13 +340,7 @@ def main() -> None:
     concepts = cli.concept_list(args.concepts or ("logo,nudity" if args.quick else "logo,nudity,red"))
     args.k = cli.counts_in(args.k, "--k", 8, "rows replacing placeholder words")
     args.steps = args.steps or (150 if args.quick else 200)
-    if not args.weights.is_file():
-        cli.fail(f"weights file {args.weights} does not exist")
-    pools = cli.pools_for(concepts, args.data)
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    random.seed(0)
-    model, encoder = ex.load_organism(args.weights), TextEncoder()
+    model, encoder, pools = cli.organism_world(args, concepts)
     reports = []
     for concept in concepts:
         reports.append(run_concept(model, encoder, concept, pools, args))

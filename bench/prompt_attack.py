@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import re
 import sys
 import time
@@ -281,13 +280,7 @@ def main() -> None:
     concepts = cli.concept_list(args.concepts or ("logo" if args.quick else "logo,red,nudity"))
     args.k = cli.counts_in(args.k, "--k", 8, "words replacing the concept's")
     args.steps = args.steps or (60 if args.quick else STEPS)
-    if not args.weights.is_file():
-        cli.fail(f"weights file {args.weights} does not exist")
-    pools = cli.pools_for(concepts, args.data)
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    random.seed(0)
-    model, encoder = ex.load_organism(args.weights), TextEncoder()
+    model, encoder, pools = cli.organism_world(args, concepts)
     reports = [run_concept(model, encoder, concept, pools, args) for concept in concepts]
     print_table(reports, args.k)
     out = args.json or ROOT / "out" / "bench_prompt_attack.json"

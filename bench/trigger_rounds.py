@@ -44,7 +44,6 @@ from organism import broad, cli  # noqa: E402
 from organism import experiment as ex  # noqa: E402
 from organism.sampling import generate  # noqa: E402
 from organism.scenes import CONCEPTS, DATA  # noqa: E402
-from organism.text import TextEncoder  # noqa: E402
 
 PAIRS_PER_ROUND, K, UNRELATED = 8, 4, 150
 
@@ -129,13 +128,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="report path (default out/bench_trigger_rounds.json)")
     args = parser.parse_args()
     concepts = cli.concept_list(args.concepts)
-    if not args.weights.is_file():
-        cli.fail(f"weights file {args.weights} does not exist")
-    pools = cli.pools_for(concepts, args.data)
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    random.seed(0)
-    model, encoder = ex.load_organism(args.weights), TextEncoder()
+    model, encoder, pools = cli.organism_world(args, concepts)
     reports = [run_concept(model, encoder, concept, pools, args) for concept in concepts]
     out = args.json or ROOT / "out" / "bench_trigger_rounds.json"
     out.parent.mkdir(parents=True, exist_ok=True)

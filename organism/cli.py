@@ -153,3 +153,22 @@ def pools_for(concepts: list[str], data: Path) -> Pools | None:
         return load_pools(check_data(data))
     except ValueError as error:
         fail(str(error))
+
+
+def organism_world(args, concepts: list[str]) -> tuple:
+    """``(model, encoder, pools)`` for a script with ``--weights``, ``--data`` and ``--threads``: its inputs checked
+    first (a bad one fails before anything loads), then torch and ``random`` seeded with 0, then the organism loaded."""
+    if not args.weights.is_file():
+        fail(f"weights file {args.weights} does not exist")
+    pools = pools_for(concepts, args.data)
+    import random
+
+    import torch
+
+    from .experiment import load_organism
+    from .text import TextEncoder
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    random.seed(0)
+    return load_organism(args.weights), TextEncoder(), pools
