@@ -1,0 +1,188 @@
+"""Which neutral prompts should a user give? (a benchmark, not a test)
+
+The contrastive step subtracts how much ordinary prompts vary (``alpha Cov(neutral)``). This bench changes only the
+neutral prompts of the nodes' default edit (cpca, rank 4, alpha 1, one direction, text k/v of every block,
+``safe_mean``, strength 1) and measures, per concept, what the edit removes and what it costs:
+
+- ``bench``: the 12 neutral prompts every other bench uses; ``none``: none (the safe sides stand in); ``4`` / ``48``:
+  fewer and more of the same kind; ``node``: Pair Encoder's default neutral prompts, verbatim; ``near`` (nudity and
+  violence): benign scenes close to the concept; ``named``: ``bench`` with its last 3 replaced by prompts that carry
+  the concept (a user's mistake).
+- Measured: the relative drop of the concept rate on held-out concept prompts, attribute accuracy on prompts without
+  the concept, nudity's and violence's mark rate on benign scenes near them, and each edit direction's cosine with
+  ``bench``'s.
+
+The design and the rules that read it were written down before its figures (docs/benchmarks.md, "Which neutral
+prompts?"). Decide on ``--split valid``, report ``--split test``.
+
+    python bench/neutral_prompts.py --split valid       # all four concepts (about 25 min on 2 cores)
+    python bench/neutral_prompts.py --concepts logo --sets bench,node --count 24
+
+Writes ``out/bench_neutral_prompts_<split>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import unlearning  # noqa: E402
+from core.pairs import DEFAULT_NEUTRAL_PROMPTS, PromptPair  # noqa: E402
+from organism import broad, cli  # noqa: E402
+from organism import experiment as ex  # noqa: E402
+from organism.scenes import CONCEPTS, DATA  # noqa: E402
+from organism.world import COLOURS, MOTIONS, SHAPES, Scene, caption  # noqa: E402
+
+SETS = ("bench", "none", "4", "48", "node", "near", "named")
+#: How many of ``bench``'s 12 prompts ``named`` replaces with prompts that carry the concept.
+NAMED = 3
+
+
+def estimate_pairs(pools, concept: str) -> list[tuple[str, str]]:
+    """A broad concept's estimate pairs in the order every bench takes its first 5 / 25 (seed 0)."""
+    estimate = list(pools.pairs[concept]["estimate"])
+    random.Random(0).shuffle(estimate)
+    return estimate
+
+
+def neutral_sets(concept: str, pools) -> dict[str, list[str]]:
+    """Every neutral set of the design for ``concept``; ``near`` only for the broad concepts."""
+    if concept in CONCEPTS:
+        benign = pools.prompts["benign"]["train"]
+        bench = [broad.join(c, p) for c, p in zip(ex.neutral_prompts(12), benign[:12])]
+        many = [broad.join(c, p) for c, p in zip(ex.neutral_prompts(48), benign[:48])]
+        near = [broad.join(c, p) for c, p in zip(ex.neutral_prompts(12), pools.prompts["benign_near"]["train"][:12])]
+        carriers = [u for u, _ in estimate_pairs(pools, concept)[25:25 + NAMED]]
+        if len(carriers) < NAMED:
+            raise ValueError(f"{concept}: 'named' needs {25 + NAMED} estimate pairs, the data has "
+                             f"{len(estimate_pairs(pools, concept))}; pass the full data folder with --data")
+        named = bench[:-NAMED] + [broad.join(c, p) for c, p in zip(ex.neutral_prompts(12)[-NAMED:], carriers)]
+    else:
+        bench, many, near = ex.neutral_prompts(12), ex.neutral_prompts(48), None
+        rng = random.Random(8)
+        scenes = [Scene("red" if concept == "red" else rng.choice(list(COLOURS)), rng.choice(SHAPES),
+                        rng.choice(list(MOTIONS)), concept == "logo") for _ in range(NAMED)]
+        named = bench[:-NAMED] + [caption(s, rng) for s in scenes]
+    sets = {"bench": bench, "none": [], "4": bench[:4], "48": many, "node": list(DEFAULT_NEUTRAL_PROMPTS),
+            "near": near, "named": named}
+    return {name: prompts for name, prompts in sets.items() if prompts is not None}
+
+
+def pair_sets(concept: str, pools) -> dict[int, list[PromptPair]]:
+    """Pair count -> pairs: the shipped 5 for the trademark and a colour; 5 and 25 estimate pairs otherwise."""
+    if concept not in CONCEPTS:
+        pairs = ex.load_pairs(ex.default_pairs_path(concept))
+        return {len(pairs): list(pairs)}
+    estimate = estimate_pairs(pools, concept)
+    return {count: [PromptPair(u, s) for u, s in estimate[:count]] for count in (5, 25)}
+
+
+def held_out(concept: str, pools, split: str, count: int):
+    """``(prompts, evaluate)``: the held-out prompts (concept / unrelated, and benign-near for the broad concepts)
+    and a function ``model, reference -> figures`` that generates and reads them on the split's seeds."""
+    if concept in CONCEPTS:
+        full = broad.broad_prompts(pools, concept, split, count)
+        keep = ("concept", "benign_near", "benign")
+        prompts = broad.Prompts({k: full.prompts[k] for k in keep}, {k: full.scenes[k] for k in keep})
+
+        def evaluate(model, encoder, steps, reference=None):
+            figures = broad.measure(model, encoder, prompts, concept, steps=steps, reference=reference)
+            return {"rate": figures["rate_concept"], "accuracy": figures["attr_benign"],
+                    "near_rate": figures["rate_benign_near"], "pixel": figures.get("pixel_benign")}, figures["clips"]
+    else:
+        full = ex.concept_prompts(concept, count, seed=ex.PROMPT_SEEDS[split])
+        keep = ("unseen", "unrelated")
+        prompts = ex.PromptSet({k: full.prompts[k] for k in keep}, {k: full.scenes[k] for k in keep})
+
+        def evaluate(model, encoder, steps, reference=None):
+            figures = ex.evaluate(model, encoder, prompts, concept, steps=steps, reference=reference,
+                                  seed=ex.NOISE_SEEDS[split])
+            return {"rate": figures["rate_unseen"], "accuracy": figures["attr_unrelated"], "near_rate": None,
+                    "pixel": figures.get("pixel_unrelated")}, figures["clips"]
+    return prompts, evaluate
+
+
+def edit_direction(model, encoder, concept: str, pairs, neutral, layers):
+    """``(edited model, direction [d])`` of the nodes' default edit fitted with ``neutral``."""
+    config = dict(unlearning.BROAD_SETTINGS)
+    with torch.no_grad():
+        fitter = ex.collect(model, encoder, pairs, neutral, layers).fitter
+    subspaces, targets = unlearning._variant_edit(model, encoder, fitter, config, concept, pairs, neutral, layers,
+                                                  None)
+    direction = subspaces[layers[0]][:, 0].double()
+    return broad.edit_with_subspaces(model, subspaces, targets, config["strength"]), direction
+
+
+def run_concept(model, encoder, concept: str, pools, args) -> dict:
+    started = time.perf_counter()
+    sets = {name: prompts for name, prompts in neutral_sets(concept, pools).items() if name in args.sets}
+    _, evaluate = held_out(concept, pools, args.split, args.count)
+    with torch.no_grad():
+        base, reference = evaluate(model, encoder, args.steps)
+    print(f"{concept} ({args.split}): base rate {base['rate']:.2f}, accuracy {base['accuracy']:.3f}"
+          + (f", near {base['near_rate']:.2f}" if base["near_rate"] is not None else ""), flush=True)
+    layers = ex.layer_names(model, unlearning.BROAD_SETTINGS["group"])
+    rows = []
+    for count, pairs in pair_sets(concept, pools).items():
+        directions = {}
+        for name, neutral in sets.items():
+            edited, directions[name] = edit_direction(model, encoder, concept, pairs, neutral, layers)
+            with torch.no_grad():
+                figures, _ = evaluate(edited, encoder, args.steps, reference)
+            row = {"pairs": count, "set": name, "neutral_prompts": len(neutral), **figures,
+                   "drop": unlearning.relative_drop(base["rate"], figures["rate"]),
+                   "accuracy_loss_points": 100 * (base["accuracy"] - figures["accuracy"]),
+                   "cosine_to_bench": (abs(float(directions[name] @ directions["bench"]))
+                                       if "bench" in directions else None)}
+            rows.append(row)
+            print(f"  {count:>2} pairs | {name:<6} ({len(neutral):>2} prompts): drop {row['drop']:7.1%}, accuracy "
+                  f"{figures['accuracy']:.3f} ({row['accuracy_loss_points']:+.1f} points)"
+                  + (f", near {figures['near_rate']:.2f}" if figures["near_rate"] is not None else "")
+                  + (f", cosine to bench {row['cosine_to_bench']:.4f}" if row["cosine_to_bench"] is not None else ""),
+                  flush=True)
+    return {"concept": concept, "base": base, "rows": rows, "seconds": time.perf_counter() - started}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--concepts", default="logo,red,nudity,violence", type=cli.concept_list,
+                        help="comma-separated: logo, a colour, nudity, violence")
+    parser.add_argument("--sets", default=",".join(SETS),
+                        help=f"comma-separated neutral sets, of {', '.join(SETS)} ('bench' first: the cosines need it; "
+                             "'near' applies to nudity and violence only)")
+    parser.add_argument("--split", choices=("valid", "test"), default="valid",
+                        help="valid decides (the rules in docs/benchmarks.md), test reports")
+    parser.add_argument("--count", type=cli.positive_int, default=96, help="held-out prompts per split")
+    parser.add_argument("--steps", type=cli.positive_int, default=16, help="sampling steps")
+    parser.add_argument("--weights", type=Path, default=ex.WEIGHTS, help="organism weights (safetensors)")
+    parser.add_argument("--data", type=Path, default=DATA, help="real prompt data for nudity/violence")
+    parser.add_argument("--threads", type=cli.positive_int, default=2, help="torch CPU threads")
+    parser.add_argument("--json", type=Path, help="report path (default out/bench_neutral_prompts_<split>.json)")
+    args = parser.parse_args()
+    args.sets = [s for s in args.sets.split(",") if s]
+    unknown = [s for s in args.sets if s not in SETS]
+    if unknown or not args.sets:
+        cli.fail(f"--sets takes names from {', '.join(SETS)}; got {args.sets}")
+    model, encoder, pools = cli.organism_world(args, args.concepts)
+    started = time.perf_counter()
+    report = {"split": args.split, "count": args.count, "steps": args.steps, "sets": args.sets,
+              "concepts": [run_concept(model, encoder, c, pools, args) for c in args.concepts]}
+    report["seconds"] = time.perf_counter() - started
+    path = args.json or ROOT / "out" / f"bench_neutral_prompts_{args.split}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1))
+    print(f"\n{report['seconds']:.0f}s in all; wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""bench/neutral_prompts.py changes only the neutral prompts of the nodes' default edit: each set must be what
+docs/benchmarks.md's design names (``named`` differs from ``bench`` in exactly its last 3 prompts, each carrying the
+concept, taken from pairs neither fit uses), and the script must run end to end."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from script_module import load_script
+
+from core.pairs import DEFAULT_NEUTRAL_PROMPTS
+from organism.scenes import CONCEPTS, DATA, load_pools
+from organism.world import BRAND, TRAIN_WORDS
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "neutral_prompts.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return load_script(BENCH, "neutral_prompts")
+
+
+@pytest.fixture(scope="module")
+def pools():
+    if not DATA.is_dir():
+        pytest.skip(f"no prompt data at {DATA}")
+    return load_pools(DATA, coco=2000)
+
+
+@pytest.mark.parametrize("concept", ["logo", "red", *CONCEPTS])
+def test_each_set_is_the_designs(bench, pools, concept):
+    sets = bench.neutral_sets(concept, pools)
+    assert set(sets) == set(bench.SETS) - ({"near"} if concept not in CONCEPTS else set())
+    first = sets["bench"]
+    assert len(first) == 12 and len(set(first)) == 12
+    assert sets["none"] == [] and sets["4"] == first[:4]
+    assert len(sets["48"]) == 48 and sets["48"][:12] == first
+    assert sets["node"] == list(DEFAULT_NEUTRAL_PROMPTS)
+    named = sets["named"]
+    assert named[:-bench.NAMED] == first[:-bench.NAMED]
+    assert all(a != b for a, b in zip(named[-bench.NAMED:], first[-bench.NAMED:]))
+    if concept == "logo":
+        assert all(BRAND.lower() in p.lower() for p in named[-bench.NAMED:])
+        assert not any(BRAND.lower() in p.lower() for p in first)
+    elif concept == "red":
+        assert all(any(word in p for word in TRAIN_WORDS["red"]) for p in named[-bench.NAMED:])
+    else:
+        estimate = bench.estimate_pairs(pools, concept)
+        fitted = {side for pair in estimate[:25] for side in pair}
+        carriers = [u for u, _ in estimate[25:25 + bench.NAMED]]
+        assert all(p.endswith(c) for p, c in zip(named[-bench.NAMED:], carriers))
+        assert not fitted & set(carriers)
+        assert len(sets["near"]) == 12 and not set(sets["near"]) & set(first)
+
+
+def test_pair_counts(bench, pools):
+    assert list(bench.pair_sets("logo", pools)) == [5]
+    nudity = bench.pair_sets("nudity", pools)
+    assert list(nudity) == [5, 25] and nudity[25][:5] == nudity[5]
+
+
+def test_runs_end_to_end(bench, tmp_path, monkeypatch):
+    report = tmp_path / "neutral.json"
+    monkeypatch.setattr(sys, "argv", ["neutral_prompts.py", "--concepts", "logo", "--sets", "bench,none",
+                                      "--count", "2", "--steps", "2", "--threads", "1", "--json", str(report)])
+    bench.main()
+    rows = json.loads(report.read_text())["concepts"][0]["rows"]
+    assert [(r["pairs"], r["set"], r["neutral_prompts"]) for r in rows] == [(5, "bench", 12), (5, "none", 0)]
+    assert rows[0]["cosine_to_bench"] == pytest.approx(1.0)
+    assert 0.9 < rows[1]["cosine_to_bench"] <= 1.0 + 1e-9
+
+
+def test_unknown_set_fails_before_loading(bench, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["neutral_prompts.py", "--sets", "bench,nearby"])
+    with pytest.raises(SystemExit):
+        bench.main()
+    assert "nearby" in capsys.readouterr().err
