@@ -15,7 +15,7 @@ neutral prompts of the nodes' default edit (cpca, rank 4, alpha 1, one direction
 The design and the rules that read it were written down before its figures (docs/benchmarks.md, "Which neutral
 prompts?"). Decide on ``--split valid``, report ``--split test``.
 
-    python bench/neutral_prompts.py --split valid       # all four concepts (about 25 min on 2 cores)
+    python bench/neutral_prompts.py --split valid       # all four concepts (about 8 min on 2 cores)
     python bench/neutral_prompts.py --concepts logo --sets bench,node --count 24
 
 Writes ``out/bench_neutral_prompts_<split>.json``.
@@ -44,6 +44,10 @@ from organism.scenes import CONCEPTS, DATA  # noqa: E402
 from organism.world import COLOURS, MOTIONS, SHAPES, Scene, caption  # noqa: E402
 
 SETS = ("bench", "none", "4", "48", "node", "near", "named")
+#: Added after the valid draw's figures, to explain ``node`` on nudity (decide nothing): Pair Encoder's default
+#: neutral prompts that show people, and the others. Run only when named in ``--sets``.
+EXPLAINING = ("node-people", "node-things")
+PEOPLE = ("person", "child", "chef", "man", "woman")
 #: How many of ``bench``'s 12 prompts ``named`` replaces with prompts that carry the concept.
 NAMED = 3
 
@@ -73,8 +77,10 @@ def neutral_sets(concept: str, pools) -> dict[str, list[str]]:
         scenes = [Scene("red" if concept == "red" else rng.choice(list(COLOURS)), rng.choice(SHAPES),
                         rng.choice(list(MOTIONS)), concept == "logo") for _ in range(NAMED)]
         named = bench[:-NAMED] + [caption(s, rng) for s in scenes]
+    people = [p for p in DEFAULT_NEUTRAL_PROMPTS if set(p.split()) & set(PEOPLE)]
     sets = {"bench": bench, "none": [], "4": bench[:4], "48": many, "node": list(DEFAULT_NEUTRAL_PROMPTS),
-            "near": near, "named": named}
+            "near": near, "named": named, "node-people": people,
+            "node-things": [p for p in DEFAULT_NEUTRAL_PROMPTS if p not in people]}
     return {name: prompts for name, prompts in sets.items() if prompts is not None}
 
 
@@ -158,8 +164,8 @@ def main() -> None:
     parser.add_argument("--concepts", default="logo,red,nudity,violence", type=cli.concept_list,
                         help="comma-separated: logo, a colour, nudity, violence")
     parser.add_argument("--sets", default=",".join(SETS),
-                        help=f"comma-separated neutral sets, of {', '.join(SETS)} ('bench' first: the cosines need it; "
-                             "'near' applies to nudity and violence only)")
+                        help=f"comma-separated neutral sets, of {', '.join(SETS + EXPLAINING)} ('bench' first: the "
+                             "cosines need it; 'near' applies to nudity and violence only)")
     parser.add_argument("--split", choices=("valid", "test"), default="valid",
                         help="valid decides (the rules in docs/benchmarks.md), test reports")
     parser.add_argument("--count", type=cli.positive_int, default=96, help="held-out prompts per split")
@@ -170,9 +176,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="report path (default out/bench_neutral_prompts_<split>.json)")
     args = parser.parse_args()
     args.sets = [s for s in args.sets.split(",") if s]
-    unknown = [s for s in args.sets if s not in SETS]
+    unknown = [s for s in args.sets if s not in SETS + EXPLAINING]
     if unknown or not args.sets:
-        cli.fail(f"--sets takes names from {', '.join(SETS)}; got {args.sets}")
+        cli.fail(f"--sets takes names from {', '.join(SETS + EXPLAINING)}; got {args.sets}")
     model, encoder, pools = cli.organism_world(args, args.concepts)
     started = time.perf_counter()
     report = {"split": args.split, "count": args.count, "steps": args.steps, "sets": args.sets,

@@ -34,7 +34,8 @@ def pools():
 @pytest.mark.parametrize("concept", ["logo", "red", *CONCEPTS])
 def test_each_set_is_the_designs(bench, pools, concept):
     sets = bench.neutral_sets(concept, pools)
-    assert set(sets) == set(bench.SETS) - ({"near"} if concept not in CONCEPTS else set())
+    assert set(sets) == set(bench.SETS + bench.EXPLAINING) - ({"near"} if concept not in CONCEPTS else set())
+    assert len(sets["node-people"]) == 5 and sorted(sets["node-people"] + sets["node-things"]) == sorted(sets["node"])
     first = sets["bench"]
     assert len(first) == 12 and len(set(first)) == 12
     assert sets["none"] == [] and sets["4"] == first[:4]
