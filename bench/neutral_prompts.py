@@ -45,8 +45,9 @@ from organism.world import COLOURS, MOTIONS, SHAPES, Scene, caption  # noqa: E40
 
 SETS = ("bench", "none", "4", "48", "node", "near", "named")
 #: Added after the valid draw's figures, to explain ``node`` on nudity (decide nothing): Pair Encoder's default
-#: neutral prompts that show people, and the others. Run only when named in ``--sets``.
-EXPLAINING = ("node-people", "node-things")
+#: neutral prompts that show people, and the others; ``bench``'s and ``near``'s real captions without their attribute
+#: captions (nudity and violence only), as short and plain as the default list. Run only when named in ``--sets``.
+EXPLAINING = ("node-people", "node-things", "bench-bare", "near-bare")
 PEOPLE = ("person", "child", "chef", "man", "woman")
 #: How many of ``bench``'s 12 prompts ``named`` replaces with prompts that carry the concept.
 NAMED = 3
@@ -71,16 +72,18 @@ def neutral_sets(concept: str, pools) -> dict[str, list[str]]:
             raise ValueError(f"{concept}: 'named' needs {25 + NAMED} estimate pairs, the data has "
                              f"{len(estimate_pairs(pools, concept))}; pass the full data folder with --data")
         named = bench[:-NAMED] + [broad.join(c, p) for c, p in zip(ex.neutral_prompts(12)[-NAMED:], carriers)]
+        bare = {"bench-bare": list(benign[:12]), "near-bare": list(pools.prompts["benign_near"]["train"][:12])}
     else:
         bench, many, near = ex.neutral_prompts(12), ex.neutral_prompts(48), None
         rng = random.Random(8)
         scenes = [Scene("red" if concept == "red" else rng.choice(list(COLOURS)), rng.choice(SHAPES),
                         rng.choice(list(MOTIONS)), concept == "logo") for _ in range(NAMED)]
         named = bench[:-NAMED] + [caption(s, rng) for s in scenes]
+        bare = {}
     people = [p for p in DEFAULT_NEUTRAL_PROMPTS if set(p.split()) & set(PEOPLE)]
     sets = {"bench": bench, "none": [], "4": bench[:4], "48": many, "node": list(DEFAULT_NEUTRAL_PROMPTS),
             "near": near, "named": named, "node-people": people,
-            "node-things": [p for p in DEFAULT_NEUTRAL_PROMPTS if p not in people]}
+            "node-things": [p for p in DEFAULT_NEUTRAL_PROMPTS if p not in people], **bare}
     return {name: prompts for name, prompts in sets.items() if prompts is not None}
 
 

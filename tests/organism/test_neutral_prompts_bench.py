@@ -34,7 +34,8 @@ def pools():
 @pytest.mark.parametrize("concept", ["logo", "red", *CONCEPTS])
 def test_each_set_is_the_designs(bench, pools, concept):
     sets = bench.neutral_sets(concept, pools)
-    assert set(sets) == set(bench.SETS + bench.EXPLAINING) - ({"near"} if concept not in CONCEPTS else set())
+    broad_only = {"near", "bench-bare", "near-bare"}
+    assert set(sets) == set(bench.SETS + bench.EXPLAINING) - (broad_only if concept not in CONCEPTS else set())
     assert len(sets["node-people"]) == 5 and sorted(sets["node-people"] + sets["node-things"]) == sorted(sets["node"])
     first = sets["bench"]
     assert len(first) == 12 and len(set(first)) == 12
@@ -56,6 +57,8 @@ def test_each_set_is_the_designs(bench, pools, concept):
         assert all(p.endswith(c) for p, c in zip(named[-bench.NAMED:], carriers))
         assert not fitted & set(carriers)
         assert len(sets["near"]) == 12 and not set(sets["near"]) & set(first)
+        assert [p.endswith(b) for p, b in zip(first, sets["bench-bare"])] == [True] * 12
+        assert [p.endswith(b) for p, b in zip(sets["near"], sets["near-bare"])] == [True] * 12
 
 
 def test_pair_counts(bench, pools):
