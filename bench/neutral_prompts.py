@@ -47,8 +47,32 @@ SETS = ("bench", "none", "4", "48", "node", "near", "named")
 #: Added after the valid draw's figures, to explain ``node`` on nudity (decide nothing): Pair Encoder's default
 #: neutral prompts that show people, and the others; ``bench``'s and ``near``'s real captions without their attribute
 #: captions (nudity and violence only), as short and plain as the default list. Run only when named in ``--sets``.
-EXPLAINING = ("node-people", "node-things", "bench-bare", "near-bare")
+EXPLAINING = ("node-people", "node-things", "bench-bare", "near-bare", "candidate")
 PEOPLE = ("person", "child", "chef", "man", "woman")
+#: A candidate default for Pair Encoder, written down with its rule before any of its figures (docs/benchmarks.md,
+#: "A new default list?"): everyday scenes captioned as photos, a quarter with people. Run when named in ``--sets``.
+CANDIDATE = (
+    "A kitchen counter with a cutting board and sliced vegetables.",
+    "A yellow taxi waiting at a traffic light on a rainy evening.",
+    "Two people sitting on a park bench feeding pigeons.",
+    "A laptop and a cup of coffee on a wooden desk near a window.",
+    "A herd of cows grazing in a green field under a cloudy sky.",
+    "A train pulling into a station while passengers wait on the platform.",
+    "A fishing boat tied to a wooden pier in a harbor.",
+    "A bowl of fruit and a vase of flowers on a dining table.",
+    "A man riding a skateboard down a concrete ramp.",
+    "A living room with a gray sofa, a rug and a television.",
+    "Snow covering the roofs of houses in a quiet village.",
+    "A plate with a sandwich and french fries next to a glass of water.",
+    "A woman carrying shopping bags along a crowded sidewalk.",
+    "A dog sleeping on a porch next to a pair of boots.",
+    "An airplane taking off from a runway at sunset.",
+    "A bathroom with a white sink, a mirror and a towel rack.",
+    "Children playing soccer on a grassy field after school.",
+    "A row of bicycles parked outside a university library.",
+    "A giraffe standing next to a tree in a zoo enclosure.",
+    "Waves rolling onto a sandy beach with a lighthouse in the distance.",
+)
 #: How many of ``bench``'s 12 prompts ``named`` replaces with prompts that carry the concept.
 NAMED = 3
 
@@ -83,7 +107,8 @@ def neutral_sets(concept: str, pools) -> dict[str, list[str]]:
     people = [p for p in DEFAULT_NEUTRAL_PROMPTS if set(p.split()) & set(PEOPLE)]
     sets = {"bench": bench, "none": [], "4": bench[:4], "48": many, "node": list(DEFAULT_NEUTRAL_PROMPTS),
             "near": near, "named": named, "node-people": people,
-            "node-things": [p for p in DEFAULT_NEUTRAL_PROMPTS if p not in people], **bare}
+            "node-things": [p for p in DEFAULT_NEUTRAL_PROMPTS if p not in people], **bare,
+            "candidate": list(CANDIDATE)}
     return {name: prompts for name, prompts in sets.items() if prompts is not None}
 
 
