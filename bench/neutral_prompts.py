@@ -147,43 +147,56 @@ def held_out(concept: str, pools, split: str, count: int):
 
 
 def edit_direction(model, encoder, concept: str, pairs, neutral, layers):
-    """``(edited model, direction [d])`` of the nodes' default edit fitted with ``neutral``."""
+    """``(edited model, direction [d], the pairs' mean difference r [d])`` of the nodes' default edit fitted with
+    ``neutral``, at the text k/v input."""
     config = dict(unlearning.BROAD_SETTINGS)
     with torch.no_grad():
         fitter = ex.collect(model, encoder, pairs, neutral, layers).fitter
     subspaces, targets = unlearning._variant_edit(model, encoder, fitter, config, concept, pairs, neutral, layers,
                                                   None)
     direction = subspaces[layers[0]][:, 0].double()
-    return broad.edit_with_subspaces(model, subspaces, targets, config["strength"]), direction
+    mean_difference = fitter.fit(rank=config["rank"], alpha=config["alpha"], method="mean", edit="direction",
+                                 layers=layers).records[layers[0]].vector.double()
+    return broad.edit_with_subspaces(model, subspaces, targets, config["strength"]), direction, mean_difference
 
 
 def run_concept(model, encoder, concept: str, pools, args) -> dict:
     started = time.perf_counter()
     sets = {name: prompts for name, prompts in neutral_sets(concept, pools).items() if name in args.sets}
     _, evaluate = held_out(concept, pools, args.split, args.count)
-    with torch.no_grad():
-        base, reference = evaluate(model, encoder, args.steps)
-    print(f"{concept} ({args.split}): base rate {base['rate']:.2f}, accuracy {base['accuracy']:.3f}"
-          + (f", near {base['near_rate']:.2f}" if base["near_rate"] is not None else ""), flush=True)
+    if args.directions_only:
+        base, reference = {"rate": None, "accuracy": None, "near_rate": None}, None
+        print(f"{concept}: directions only (nothing generated)", flush=True)
+    else:
+        with torch.no_grad():
+            base, reference = evaluate(model, encoder, args.steps)
+        print(f"{concept} ({args.split}): base rate {base['rate']:.2f}, accuracy {base['accuracy']:.3f}"
+              + (f", near {base['near_rate']:.2f}" if base["near_rate"] is not None else ""), flush=True)
     layers = ex.layer_names(model, unlearning.BROAD_SETTINGS["group"])
     rows = []
     for count, pairs in pair_sets(concept, pools).items():
         directions = {}
         for name, neutral in sets.items():
-            edited, directions[name] = edit_direction(model, encoder, concept, pairs, neutral, layers)
-            with torch.no_grad():
-                figures, _ = evaluate(edited, encoder, args.steps, reference)
-            row = {"pairs": count, "set": name, "neutral_prompts": len(neutral), **figures,
-                   "drop": unlearning.relative_drop(base["rate"], figures["rate"]),
-                   "accuracy_loss_points": 100 * (base["accuracy"] - figures["accuracy"]),
+            edited, directions[name], mean_difference = edit_direction(model, encoder, concept, pairs, neutral,
+                                                                       layers)
+            row = {"pairs": count, "set": name, "neutral_prompts": len(neutral),
                    "cosine_to_bench": (abs(float(directions[name] @ directions["bench"]))
-                                       if "bench" in directions else None)}
+                                       if "bench" in directions else None),
+                   # how much of the pairs' mean difference the contrast kept in the edit direction
+                   "cosine_to_mean_difference": abs(float(directions[name] @ mean_difference)) /
+                                                float(mean_difference.norm())}
+            line = f"  {count:>2} pairs | {name:<6} ({len(neutral):>2} prompts): "
+            if not args.directions_only:
+                with torch.no_grad():
+                    figures, _ = evaluate(edited, encoder, args.steps, reference)
+                row.update(figures, drop=unlearning.relative_drop(base["rate"], figures["rate"]),
+                           accuracy_loss_points=100 * (base["accuracy"] - figures["accuracy"]))
+                line += (f"drop {row['drop']:7.1%}, accuracy {figures['accuracy']:.3f} "
+                         f"({row['accuracy_loss_points']:+.1f} points)"
+                         + (f", near {figures['near_rate']:.2f}, " if figures["near_rate"] is not None else ", "))
             rows.append(row)
-            print(f"  {count:>2} pairs | {name:<6} ({len(neutral):>2} prompts): drop {row['drop']:7.1%}, accuracy "
-                  f"{figures['accuracy']:.3f} ({row['accuracy_loss_points']:+.1f} points)"
-                  + (f", near {figures['near_rate']:.2f}" if figures["near_rate"] is not None else "")
-                  + (f", cosine to bench {row['cosine_to_bench']:.4f}" if row["cosine_to_bench"] is not None else ""),
-                  flush=True)
+            print(line + (f"cosine to bench {row['cosine_to_bench']:.4f}, " if row["cosine_to_bench"] is not None
+                          else "") + f"to the mean difference {row['cosine_to_mean_difference']:.4f}", flush=True)
     return {"concept": concept, "base": base, "rows": rows, "seconds": time.perf_counter() - started}
 
 
@@ -202,6 +215,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA, help="real prompt data for nudity/violence")
     parser.add_argument("--threads", type=cli.positive_int, default=2, help="torch CPU threads")
     parser.add_argument("--json", type=Path, help="report path (default out/bench_neutral_prompts_<split>.json)")
+    parser.add_argument("--directions-only", action="store_true",
+                        help="fit only: each edit direction's cosine with bench's and with the pairs' mean difference")
     args = parser.parse_args()
     args.sets = [s for s in args.sets.split(",") if s]
     unknown = [s for s in args.sets if s not in SETS + EXPLAINING]

@@ -76,6 +76,19 @@ def test_runs_end_to_end(bench, tmp_path, monkeypatch):
     assert [(r["pairs"], r["set"], r["neutral_prompts"]) for r in rows] == [(5, "bench", 12), (5, "none", 0)]
     assert rows[0]["cosine_to_bench"] == pytest.approx(1.0)
     assert 0.9 < rows[1]["cosine_to_bench"] <= 1.0 + 1e-9
+    assert all(0.9 < r["cosine_to_mean_difference"] <= 1.0 + 1e-9 and 0 <= r["drop"] <= 1 for r in rows)
+
+
+def test_directions_only_generates_nothing(bench, tmp_path, monkeypatch):
+    report = tmp_path / "directions.json"
+    monkeypatch.setattr(sys, "argv", ["neutral_prompts.py", "--concepts", "red", "--sets", "bench,node",
+                                      "--directions-only", "--threads", "1", "--json", str(report)])
+    monkeypatch.setattr(bench.broad, "measure", None)
+    monkeypatch.setattr(bench.ex, "evaluate", None)
+    bench.main()
+    rows = json.loads(report.read_text())["concepts"][0]["rows"]
+    assert [r["set"] for r in rows] == ["bench", "node"] and "drop" not in rows[0]
+    assert rows[0]["cosine_to_mean_difference"] > 0.9
 
 
 def test_unknown_set_fails_before_loading(bench, monkeypatch, capsys):
