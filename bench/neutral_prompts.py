@@ -147,17 +147,46 @@ def held_out(concept: str, pools, split: str, count: int):
 
 
 def edit_direction(model, encoder, concept: str, pairs, neutral, layers):
-    """``(edited model, direction [d], the pairs' mean difference r [d])`` of the nodes' default edit fitted with
-    ``neutral``, at the text k/v input."""
+    """``(edited model, direction [d], the pairs' mean difference r [d], the fit [RefusalBasis])`` of the nodes'
+    default edit fitted with ``neutral``, at the text k/v input."""
     config = dict(unlearning.BROAD_SETTINGS)
     with torch.no_grad():
         fitter = ex.collect(model, encoder, pairs, neutral, layers).fitter
     subspaces, targets = unlearning._variant_edit(model, encoder, fitter, config, concept, pairs, neutral, layers,
                                                   None)
     direction = subspaces[layers[0]][:, 0].double()
-    mean_difference = fitter.fit(rank=config["rank"], alpha=config["alpha"], method="mean", edit="direction",
-                                 layers=layers).records[layers[0]].vector.double()
-    return broad.edit_with_subspaces(model, subspaces, targets, config["strength"]), direction, mean_difference
+    basis = fitter.fit(rank=config["rank"], alpha=config["alpha"], method="cpca", edit="direction", concept=concept,
+                       pairs=pairs, model_family="organism", layers=layers)
+    mean_difference = basis.records[layers[0]].vector.double()
+    edited = broad.edit_with_subspaces(model, subspaces, targets, config["strength"])
+    return edited, direction, mean_difference, basis
+
+
+class Check:
+    """Unlearning Check on the organism as ``bench/check_validation.py`` runs it: 5 held-out pairs of the valid
+    split, 12 benign prompts, the default strength grid, guidance ``GUIDANCE`` with an empty negative prompt."""
+
+    def __init__(self, model, encoder, concept: str, pools, layers):
+        import check_validation as cv
+
+        if concept in CONCEPTS:
+            self.validation = cv.broad_validation_pairs(pools, concept, 5)
+            self.benign = cv.broad_benign_prompts(pools, concept, 12)
+        else:
+            self.validation, self.benign = cv.validation_pairs(concept, 5), cv.benign_prompts(concept, 12)
+        self.model, self.layers, self.cv = model, layers, cv
+        self.forward = cv.organism_forward(model, encoder, {n for n in layers if ex.reads_text(n)}, times=(0.9,))
+        with torch.no_grad():
+            self.baseline = cv.measure_baseline(model, self.forward, self.validation, self.benign, layers,
+                                                negative="")
+
+    def __call__(self, basis) -> dict:
+        """The check's removed share at strength 1 and its recommended strength for ``basis``."""
+        with torch.no_grad():
+            result = self.cv.check_strengths(self.model, self.forward, basis, self.baseline, self.cv.DEFAULT_STRENGTHS,
+                                             layers=self.layers, target="safe_mean",
+                                             rows=(self.validation, self.benign, ""), guidance=self.cv.GUIDANCE)
+        return {"check_removed": float(result.at(1.0)["efficacy"]), "check_recommended": float(result.recommended)}
 
 
 def run_concept(model, encoder, concept: str, pools, args) -> dict:
@@ -173,12 +202,13 @@ def run_concept(model, encoder, concept: str, pools, args) -> dict:
         print(f"{concept} ({args.split}): base rate {base['rate']:.2f}, accuracy {base['accuracy']:.3f}"
               + (f", near {base['near_rate']:.2f}" if base["near_rate"] is not None else ""), flush=True)
     layers = ex.layer_names(model, unlearning.BROAD_SETTINGS["group"])
+    check = Check(model, encoder, concept, pools, layers) if args.check else None
     rows = []
     for count, pairs in pair_sets(concept, pools).items():
         directions = {}
         for name, neutral in sets.items():
-            edited, directions[name], mean_difference = edit_direction(model, encoder, concept, pairs, neutral,
-                                                                       layers)
+            edited, directions[name], mean_difference, basis = edit_direction(model, encoder, concept, pairs,
+                                                                              neutral, layers)
             row = {"pairs": count, "set": name, "neutral_prompts": len(neutral),
                    "cosine_to_bench": (abs(float(directions[name] @ directions["bench"]))
                                        if "bench" in directions else None),
@@ -186,6 +216,10 @@ def run_concept(model, encoder, concept: str, pools, args) -> dict:
                    "cosine_to_mean_difference": abs(float(directions[name] @ mean_difference)) /
                                                 float(mean_difference.norm())}
             line = f"  {count:>2} pairs | {name:<6} ({len(neutral):>2} prompts): "
+            if check is not None:
+                row.update(check(basis))
+                line += (f"check: removed {row['check_removed']:6.1%} at strength 1, recommends "
+                         f"{row['check_recommended']:g}; ")
             if not args.directions_only:
                 with torch.no_grad():
                     figures, _ = evaluate(edited, encoder, args.steps, reference)
@@ -215,6 +249,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA, help="real prompt data for nudity/violence")
     parser.add_argument("--threads", type=cli.positive_int, default=2, help="torch CPU threads")
     parser.add_argument("--json", type=Path, help="report path (default out/bench_neutral_prompts_<split>.json)")
+    parser.add_argument("--check", action="store_true",
+                        help="also run Unlearning Check on each set's vector (its removed share at strength 1, its "
+                             "recommended strength), as bench/check_validation.py does")
     parser.add_argument("--directions-only", action="store_true",
                         help="fit only: each edit direction's cosine with bench's and with the pairs' mean difference")
     args = parser.parse_args()

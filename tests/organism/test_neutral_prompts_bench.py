@@ -82,13 +82,15 @@ def test_runs_end_to_end(bench, tmp_path, monkeypatch):
 def test_directions_only_generates_nothing(bench, tmp_path, monkeypatch):
     report = tmp_path / "directions.json"
     monkeypatch.setattr(sys, "argv", ["neutral_prompts.py", "--concepts", "red", "--sets", "bench,node",
-                                      "--directions-only", "--threads", "1", "--json", str(report)])
+                                      "--directions-only", "--check", "--threads", "1", "--json", str(report)])
     monkeypatch.setattr(bench.broad, "measure", None)
     monkeypatch.setattr(bench.ex, "evaluate", None)
     bench.main()
     rows = json.loads(report.read_text())["concepts"][0]["rows"]
     assert [r["set"] for r in rows] == ["bench", "node"] and "drop" not in rows[0]
     assert rows[0]["cosine_to_mean_difference"] > 0.9
+    # Unlearning Check on each vector: red's default edit reads full removal at strength 1 (check validation: 103 %)
+    assert all(r["check_removed"] > 0.9 and r["check_recommended"] == 1.0 for r in rows)
 
 
 def test_unknown_set_fails_before_loading(bench, monkeypatch, capsys):
