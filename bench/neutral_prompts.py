@@ -10,13 +10,17 @@ neutral prompts of the nodes' default edit (cpca, rank 4, alpha 1, one direction
   the concept (a user's mistake).
 - Measured: the relative drop of the concept rate on held-out concept prompts, attribute accuracy on prompts without
   the concept, nudity's and violence's mark rate on benign scenes near them, and each edit direction's cosine with
-  ``bench``'s.
+  ``bench``'s and with the pairs' mean difference; with ``--check``, Unlearning Check's removed share and
+  recommendation for each vector.
+- Sets added later, each with its reason in docs/benchmarks.md: ``node-people`` / ``node-things`` / ``bench-bare`` /
+  ``near-bare`` (explaining ``node`` on nudity) and ``candidate`` (a replacement default, not adopted).
 
 The design and the rules that read it were written down before its figures (docs/benchmarks.md, "Which neutral
 prompts?"). Decide on ``--split valid``, report ``--split test``.
 
     python bench/neutral_prompts.py --split valid       # all four concepts (about 8 min on 2 cores)
     python bench/neutral_prompts.py --concepts logo --sets bench,node --count 24
+    python bench/neutral_prompts.py --concepts nudity --sets bench,node,candidate --directions-only --check   # 30 s
 
 Writes ``out/bench_neutral_prompts_<split>.json``.
 """
