@@ -81,21 +81,22 @@ CANDIDATE = (
 NAMED = 3
 
 
-def estimate_pairs(pools, concept: str) -> list[tuple[str, str]]:
-    """A broad concept's estimate pairs in the order every bench takes its first 5 / 25 (seed 0)."""
+def estimate_pairs(pools, concept: str, seed: int = 0) -> list[tuple[str, str]]:
+    """A broad concept's estimate pairs in the order the fits take their first 5 / 25 (every other bench: seed 0)."""
     estimate = list(pools.pairs[concept]["estimate"])
-    random.Random(0).shuffle(estimate)
+    random.Random(seed).shuffle(estimate)
     return estimate
 
 
-def neutral_sets(concept: str, pools) -> dict[str, list[str]]:
-    """Every neutral set of the design for ``concept``; ``near`` only for the broad concepts."""
+def neutral_sets(concept: str, pools, seed: int = 0) -> dict[str, list[str]]:
+    """Every neutral set of the design for ``concept``; ``near`` only for the broad concepts; ``named`` takes the
+    unsafe sides of estimate pairs 26-28 in the order of pairs seed ``seed`` (so that no fit uses them)."""
     if concept in CONCEPTS:
         benign = pools.prompts["benign"]["train"]
         bench = [broad.join(c, p) for c, p in zip(ex.neutral_prompts(12), benign[:12])]
         many = [broad.join(c, p) for c, p in zip(ex.neutral_prompts(48), benign[:48])]
         near = [broad.join(c, p) for c, p in zip(ex.neutral_prompts(12), pools.prompts["benign_near"]["train"][:12])]
-        carriers = [u for u, _ in estimate_pairs(pools, concept)[25:25 + NAMED]]
+        carriers = [u for u, _ in estimate_pairs(pools, concept, seed)[25:25 + NAMED]]
         if len(carriers) < NAMED:
             raise ValueError(f"{concept}: 'named' needs {25 + NAMED} estimate pairs, the data has "
                              f"{len(estimate_pairs(pools, concept))}; pass the full data folder with --data")
@@ -116,12 +117,12 @@ def neutral_sets(concept: str, pools) -> dict[str, list[str]]:
     return {name: prompts for name, prompts in sets.items() if prompts is not None}
 
 
-def pair_sets(concept: str, pools) -> dict[int, list[PromptPair]]:
+def pair_sets(concept: str, pools, seed: int = 0) -> dict[int, list[PromptPair]]:
     """Pair count -> pairs: the shipped 5 for the trademark and a colour; 5 and 25 estimate pairs otherwise."""
     if concept not in CONCEPTS:
         pairs = ex.load_pairs(ex.default_pairs_path(concept))
         return {len(pairs): list(pairs)}
-    estimate = estimate_pairs(pools, concept)
+    estimate = estimate_pairs(pools, concept, seed)
     return {count: [PromptPair(u, s) for u, s in estimate[:count]] for count in (5, 25)}
 
 
@@ -195,7 +196,8 @@ class Check:
 
 def run_concept(model, encoder, concept: str, pools, args) -> dict:
     started = time.perf_counter()
-    sets = {name: prompts for name, prompts in neutral_sets(concept, pools).items() if name in args.sets}
+    sets = {name: prompts for name, prompts in neutral_sets(concept, pools, args.pairs_seed).items()
+            if name in args.sets}
     _, evaluate = held_out(concept, pools, args.split, args.count)
     if args.directions_only:
         base, reference = {"rate": None, "accuracy": None, "near_rate": None}, None
@@ -208,7 +210,7 @@ def run_concept(model, encoder, concept: str, pools, args) -> dict:
     layers = ex.layer_names(model, unlearning.BROAD_SETTINGS["group"])
     check = Check(model, encoder, concept, pools, layers) if args.check else None
     rows = []
-    for count, pairs in pair_sets(concept, pools).items():
+    for count, pairs in pair_sets(concept, pools, args.pairs_seed).items():
         directions = {}
         for name, neutral in sets.items():
             edited, directions[name], mean_difference, basis = edit_direction(model, encoder, concept, pairs,
@@ -253,6 +255,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA, help="real prompt data for nudity/violence")
     parser.add_argument("--threads", type=cli.positive_int, default=2, help="torch CPU threads")
     parser.add_argument("--json", type=Path, help="report path (default out/bench_neutral_prompts_<split>.json)")
+    parser.add_argument("--pairs-seed", type=int, default=0,
+                        help="nudity and violence: which estimate pairs are the first 5 / 25 (0, every bench's)")
     parser.add_argument("--check", action="store_true",
                         help="also run Unlearning Check on each set's vector (its removed share at strength 1, its "
                              "recommended strength), as bench/check_validation.py does")
@@ -263,9 +267,13 @@ def main() -> None:
     unknown = [s for s in args.sets if s not in SETS + EXPLAINING]
     if unknown or not args.sets:
         cli.fail(f"--sets takes names from {', '.join(SETS + EXPLAINING)}; got {args.sets}")
+    if args.pairs_seed and any(c not in CONCEPTS for c in args.concepts):
+        cli.fail(f"--pairs-seed draws nudity's and violence's estimate pairs; the trademark and colours use their 5 "
+                 f"shipped pairs: drop {[c for c in args.concepts if c not in CONCEPTS]} or the seed")
     model, encoder, pools = cli.organism_world(args, args.concepts)
     started = time.perf_counter()
     report = {"split": args.split, "count": args.count, "steps": args.steps, "sets": args.sets,
+              "pairs_seed": args.pairs_seed,
               "concepts": [run_concept(model, encoder, c, pools, args) for c in args.concepts]}
     report["seconds"] = time.perf_counter() - started
     path = args.json or ROOT / "out" / f"bench_neutral_prompts_{args.split}.json"
