@@ -98,3 +98,18 @@ def test_unknown_set_fails_before_loading(bench, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         bench.main()
     assert "nearby" in capsys.readouterr().err
+
+
+def test_another_pairs_seed_draws_other_pairs_and_keeps_named_apart(bench, pools):
+    first, other = bench.pair_sets("nudity", pools, 0), bench.pair_sets("nudity", pools, 1)
+    assert first[5] != other[5] and other[25][:5] == other[5]
+    named = bench.neutral_sets("nudity", pools, 1)["named"][-bench.NAMED:]
+    fitted = {side for pair in other[25] for side in (pair.unsafe, pair.safe)}
+    assert not any(p.endswith(side) for p in named for side in fitted)
+
+
+def test_pairs_seed_is_refused_for_shipped_pairs(bench, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["neutral_prompts.py", "--concepts", "logo,nudity", "--pairs-seed", "1"])
+    with pytest.raises(SystemExit):
+        bench.main()
+    assert "--pairs-seed" in capsys.readouterr().err
