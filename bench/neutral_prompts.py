@@ -240,6 +240,27 @@ def run_concept(model, encoder, concept: str, pools, args) -> dict:
     return {"concept": concept, "base": base, "rows": rows, "seconds": time.perf_counter() - started}
 
 
+def spread(paths: list[Path]) -> dict:
+    """Per concept, pair count and set: the drop of every report in ``paths`` (one per ``--pairs-seed``, a seed counted
+    once), with its lowest, median and highest, and how many draws fell under 90 %."""
+    drops: dict[tuple, dict[int, float]] = {}
+    for path in paths:
+        report = json.loads(path.read_text())
+        for concept in report["concepts"]:
+            for row in concept["rows"]:
+                if "drop" in row:
+                    key = (concept["concept"], row["pairs"], row["set"])
+                    drops.setdefault(key, {})[report.get("pairs_seed", 0)] = row["drop"]
+    out = {}
+    for (concept, pairs, name), by_seed in sorted(drops.items()):
+        values = sorted(by_seed.values())
+        out[f"{concept} | {pairs} pairs | {name}"] = {
+            "draws": len(values), "lowest": values[0], "median": values[len(values) // 2] if len(values) % 2 else
+            (values[len(values) // 2 - 1] + values[len(values) // 2]) / 2, "highest": values[-1],
+            "under_90": sum(v < 0.9 for v in values), "by_seed": dict(sorted(by_seed.items()))}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concepts", default="logo,red,nudity,violence", type=cli.concept_list,
@@ -262,7 +283,17 @@ def main() -> None:
                              "recommended strength), as bench/check_validation.py does")
     parser.add_argument("--directions-only", action="store_true",
                         help="fit only: each edit direction's cosine with bench's and with the pairs' mean difference")
+    parser.add_argument("--spread", type=Path, nargs="+", metavar="REPORT",
+                        help="print the spread of the drops over these reports (one per --pairs-seed) and exit")
     args = parser.parse_args()
+    if args.spread:
+        missing = [str(p) for p in args.spread if not p.is_file()]
+        if missing:
+            cli.fail(f"--spread: no report at {', '.join(missing)}; run with --pairs-seed and --json first")
+        for key, row in spread(args.spread).items():
+            print(f"{key:<34} {row['draws']:>2} draws: lowest {row['lowest']:6.1%}, median {row['median']:6.1%}, "
+                  f"highest {row['highest']:6.1%}, under 90 %: {row['under_90']}")
+        return
     args.sets = [s for s in args.sets.split(",") if s]
     unknown = [s for s in args.sets if s not in SETS + EXPLAINING]
     if unknown or not args.sets:

@@ -113,3 +113,16 @@ def test_pairs_seed_is_refused_for_shipped_pairs(bench, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         bench.main()
     assert "--pairs-seed" in capsys.readouterr().err
+
+
+def test_spread_counts_each_seed_once(bench, tmp_path):
+    def report(seed, drops):
+        rows = [{"pairs": 5, "set": "node", "drop": d} for d in drops]
+        return json.dumps({"pairs_seed": seed, "concepts": [{"concept": "nudity", "rows": rows}]})
+
+    paths = []
+    for seed, drop in ((0, 0.786), (1, 1.0), (2, 1.0), (1, 1.0)):
+        paths.append(tmp_path / f"r{len(paths)}.json")
+        paths[-1].write_text(report(seed, [drop]))
+    row = bench.spread(paths)["nudity | 5 pairs | node"]
+    assert row["draws"] == 3 and row["lowest"] == 0.786 and row["median"] == 1.0 and row["under_90"] == 1
