@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -255,8 +256,7 @@ def spread(paths: list[Path]) -> dict:
     for (concept, pairs, name), by_seed in sorted(drops.items()):
         values = sorted(by_seed.values())
         out[f"{concept} | {pairs} pairs | {name}"] = {
-            "draws": len(values), "lowest": values[0], "median": values[len(values) // 2] if len(values) % 2 else
-            (values[len(values) // 2 - 1] + values[len(values) // 2]) / 2, "highest": values[-1],
+            "draws": len(values), "lowest": values[0], "median": statistics.median(values), "highest": values[-1],
             "under_90": sum(v < 0.9 for v in values), "by_seed": dict(sorted(by_seed.items()))}
     return out
 
