@@ -187,12 +187,14 @@ class Check:
                                                 negative="")
 
     def __call__(self, basis) -> dict:
-        """The check's removed share at strength 1 and its recommended strength for ``basis``."""
+        """The check's removed share at strength 1 (pooled, and each validation pair's) and its recommended
+        strength for ``basis``."""
         with torch.no_grad():
             result = self.cv.check_strengths(self.model, self.forward, basis, self.baseline, self.cv.DEFAULT_STRENGTHS,
                                              layers=self.layers, target="safe_mean",
                                              rows=(self.validation, self.benign, ""), guidance=self.cv.GUIDANCE)
-        return {"check_removed": float(result.at(1.0)["efficacy"]), "check_recommended": float(result.recommended)}
+        return {"check_removed": float(result.at(1.0)["efficacy"]), "check_recommended": float(result.recommended),
+                "check_removed_by_pair": [float(share) for share in result.removed_by_pair_at(1.0)]}
 
 
 def run_concept(model, encoder, concept: str, pools, args) -> dict:
