@@ -15,8 +15,13 @@ Then ``--decide`` reads them against the drops that ``bench/neutral_prompts.py -
 by generating, under the rule written down before any of these figures (docs/benchmarks.md, "Can a figure flag a
 failing draw of 5 pairs?"): calibration on draws 0-9 (AUROC, threshold), confirmation on draws 10-29.
 
-    python bench/pair_stability.py --pairs-seeds 0-29 --check                       # figures (no generation)
-    python bench/pair_stability.py --decide out/bench_pair_stability*.json --drops out/bench_neutral_prompts_*.json
+    python bench/pair_stability.py --pairs-seeds 0-9 --check --json out/bench_pair_stability_0_9.json   # 18 min
+    python bench/pair_stability.py --pairs-seeds 10-29 --check --json out/bench_pair_stability_10_29.json
+    python bench/pair_stability.py --decide out/bench_pair_stability_0_9.json out/bench_pair_stability_10_29.json \
+        --drops out/bench_neutral_prompts_valid.json out/bench_neutral_prompts_seed*.json
+
+(the drops: ``bench/neutral_prompts.py --concepts nudity,violence --sets bench,node --pairs-seed N --json
+out/bench_neutral_prompts_seedN.json`` for N = 1..29; draw 0 is its default ``--split valid`` report.)
 
 Writes ``out/bench_pair_stability.json`` (figures) and ``out/bench_pair_stability_decision.json``.
 """
@@ -105,8 +110,11 @@ def best_threshold(failing: list[float], passing: list[float]) -> float:
 def decide(figures: list[dict], drops: dict[tuple, float]) -> dict:
     """The rule of docs/benchmarks.md on ``figures`` (rows of the figures report) and ``drops`` ((concept, pairs,
     set, seed) -> valid-draw drop)."""
-    rows = [dict(row, drop=drops[key]) for row in figures
-            if (key := (row["concept"], row["pairs"], row["set"], row["seed"])) in drops]
+    keys = [(row["concept"], row["pairs"], row["set"], row["seed"]) for row in figures]
+    twice = sorted({key for key in keys if keys.count(key) > 1})
+    if twice:
+        raise ValueError(f"edits given twice (pass each draw's figures once): {twice[:4]}")
+    rows = [dict(row, drop=drops[key]) for row, key in zip(figures, keys) if key in drops]
     five = [r for r in rows if r["pairs"] == 5]
     calibration = [r for r in five if r["seed"] in CALIBRATION]
     out = {"edits": len(rows), "calibration_edits": len(calibration),

@@ -106,6 +106,12 @@ def test_decide_refuses_too_few_failing_edits_and_false_alarms_at_25_pairs(bench
     assert alarming["adopted"] is False and alarming["confirmation"]["false_alarms_25"] == 120
 
 
+def test_decide_refuses_an_edit_given_twice(bench):
+    rows, drops = rows_and_drops()
+    with pytest.raises(ValueError, match="given twice"):
+        bench.decide(rows + rows[:1], drops)
+
+
 def test_decide_takes_nothing_below_the_qualifying_auroc(bench):
     rows, drops = rows_and_drops()
     for row in rows:
