@@ -137,6 +137,10 @@ def decide(figures: list[dict], drops: dict[tuple, float]) -> dict:
     failing = [r for r in confirm if r["drop"] < FAILING]
     passing = [r for r in confirm if r["drop"] >= FAILING]
     passing_25 = [r for r in rows if r["pairs"] == 25 and r["drop"] >= FAILING]
+    lacking = sorted({r["seed"] for r in confirm + passing_25 if taken not in r})
+    if lacking:
+        raise ValueError(f"{taken} was taken but the figures of draws {lacking} lack it: measure them again with "
+                         "--check (the check's figure is recorded only then)")
     caught = sum(r[taken] < t for r in failing)
     alarms = sum(r[taken] < t for r in passing)
     alarms_25 = sum(r[taken] < t for r in passing_25)

@@ -112,6 +112,15 @@ def test_decide_refuses_an_edit_given_twice(bench):
         bench.decide(rows + rows[:1], drops)
 
 
+def test_decide_names_draws_that_lack_the_taken_figure(bench):
+    rows, drops = rows_and_drops()
+    for row in rows:
+        if row["seed"] == 12:
+            del row["held_out_shift"]
+    with pytest.raises(ValueError, match=r"draws \[12\] lack it"):
+        bench.decide(rows, drops)
+
+
 def test_decide_takes_nothing_below_the_qualifying_auroc(bench):
     rows, drops = rows_and_drops()
     for row in rows:
