@@ -152,17 +152,21 @@ def held_out(concept: str, pools, split: str, count: int):
     return prompts, evaluate
 
 
-def edit_direction(model, encoder, concept: str, pairs, neutral, layers):
+def edit_direction(model, encoder, concept: str, pairs, neutral, layers, method: str = "cpca"):
     """``(edited model, direction [d], the pairs' mean difference r [d], the fit [RefusalBasis])`` of the nodes'
-    default edit fitted with ``neutral``, at the text k/v input."""
+    default edit fitted with ``neutral``, at the text k/v input; ``method="mean"``: the same edit along the raw mean
+    difference r / |r| (the neutral prompts then change nothing)."""
     config = dict(unlearning.BROAD_SETTINGS)
     with torch.no_grad():
         fitter = ex.collect(model, encoder, pairs, neutral, layers).fitter
-    subspaces, targets = unlearning._variant_edit(model, encoder, fitter, config, concept, pairs, neutral, layers,
-                                                  None)
-    direction = subspaces[layers[0]][:, 0].double()
-    basis = fitter.fit(rank=config["rank"], alpha=config["alpha"], method="cpca", edit="direction", concept=concept,
+    basis = fitter.fit(rank=config["rank"], alpha=config["alpha"], method=method, edit="direction", concept=concept,
                        pairs=pairs, model_family="organism", layers=layers)
+    if method == "cpca":  # the benches' own path, bit for bit
+        subspaces, targets = unlearning._variant_edit(model, encoder, fitter, config, concept, pairs, neutral, layers,
+                                                      None)
+    else:
+        subspaces, targets = {n: basis.subspace(n) for n in layers}, {n: basis.target(n) for n in layers}
+    direction = subspaces[layers[0]][:, 0].double()
     mean_difference = basis.records[layers[0]].vector.double()
     edited = broad.edit_with_subspaces(model, subspaces, targets, config["strength"])
     return edited, direction, mean_difference, basis
@@ -214,10 +218,12 @@ def run_concept(model, encoder, concept: str, pools, args) -> dict:
     check = Check(model, encoder, concept, pools, layers) if args.check else None
     rows = []
     for count, pairs in pair_sets(concept, pools, args.pairs_seed).items():
+        if count not in args.counts:
+            continue
         directions = {}
         for name, neutral in sets.items():
             edited, directions[name], mean_difference, basis = edit_direction(model, encoder, concept, pairs,
-                                                                              neutral, layers)
+                                                                              neutral, layers, args.method)
             row = {"pairs": count, "set": name, "neutral_prompts": len(neutral),
                    "cosine_to_bench": (abs(float(directions[name] @ directions["bench"]))
                                        if "bench" in directions else None),
@@ -244,15 +250,16 @@ def run_concept(model, encoder, concept: str, pools, args) -> dict:
 
 
 def spread(paths: list[Path]) -> dict:
-    """Per concept, pair count and set: the drop of every report in ``paths`` (one per ``--pairs-seed``, a seed counted
-    once), with its lowest, median and highest, and how many draws fell under 90 %."""
+    """Per concept, pair count and set (and method, where not cpca): the drop of every report in ``paths`` (one per
+    ``--pairs-seed``, a seed counted once), with its lowest, median and highest, and how many draws fell under 90 %."""
     drops: dict[tuple, dict[int, float]] = {}
     for path in paths:
         report = json.loads(path.read_text())
         for concept in report["concepts"]:
             for row in concept["rows"]:
                 if "drop" in row:
-                    key = (concept["concept"], row["pairs"], row["set"])
+                    method = report.get("method", "cpca")
+                    key = (concept["concept"], row["pairs"], row["set"] + ("" if method == "cpca" else f" ({method})"))
                     drops.setdefault(key, {})[report.get("pairs_seed", 0)] = row["drop"]
     out = {}
     for (concept, pairs, name), by_seed in sorted(drops.items()):
@@ -285,6 +292,10 @@ def main() -> None:
                              "recommended strength), as bench/check_validation.py does")
     parser.add_argument("--directions-only", action="store_true",
                         help="fit only: each edit direction's cosine with bench's and with the pairs' mean difference")
+    parser.add_argument("--method", choices=("cpca", "mean"), default="cpca",
+                        help="the fit's method: cpca (the nodes' default) or mean (the raw mean difference)")
+    parser.add_argument("--counts", default="5,25", type=lambda text: cli.counts_in(text, "--counts", 25, "pairs"),
+                        help="nudity and violence: which pair counts to fit, of 5 and 25 (default both)")
     parser.add_argument("--spread", type=Path, nargs="+", metavar="REPORT",
                         help="print the spread of the drops over these reports (one per --pairs-seed) and exit")
     args = parser.parse_args()
@@ -306,7 +317,7 @@ def main() -> None:
     model, encoder, pools = cli.organism_world(args, args.concepts)
     started = time.perf_counter()
     report = {"split": args.split, "count": args.count, "steps": args.steps, "sets": args.sets,
-              "pairs_seed": args.pairs_seed,
+              "pairs_seed": args.pairs_seed, "method": args.method, "counts": args.counts,
               "concepts": [run_concept(model, encoder, c, pools, args) for c in args.concepts]}
     report["seconds"] = time.perf_counter() - started
     path = args.json or ROOT / "out" / f"bench_neutral_prompts_{args.split}.json"

@@ -115,6 +115,32 @@ def test_pairs_seed_is_refused_for_shipped_pairs(bench, monkeypatch, capsys):
     assert "--pairs-seed" in capsys.readouterr().err
 
 
+def test_method_mean_fits_the_raw_mean_difference(bench, tmp_path, monkeypatch):
+    report = tmp_path / "mean.json"
+    monkeypatch.setattr(sys, "argv", ["neutral_prompts.py", "--concepts", "violence", "--sets", "bench,node",
+                                      "--method", "mean", "--counts", "5", "--directions-only", "--threads", "1",
+                                      "--json", str(report)])
+    bench.main()
+    written = json.loads(report.read_text())
+    rows = written["concepts"][0]["rows"]
+    assert written["method"] == "mean" and [(r["pairs"], r["set"]) for r in rows] == [(5, "bench"), (5, "node")]
+    # r / |r|: the neutral prompts change nothing
+    assert all(r["cosine_to_mean_difference"] == pytest.approx(1.0) for r in rows)
+    assert rows[1]["cosine_to_bench"] == pytest.approx(1.0)
+
+
+def test_spread_keeps_methods_apart(bench, tmp_path):
+    paths = []
+    for method, drop in (("cpca", 0.7), ("mean", 1.0)):
+        rows = [{"pairs": 5, "set": "bench", "drop": drop}]
+        paths.append(tmp_path / f"{method}.json")
+        paths[-1].write_text(json.dumps({"pairs_seed": 3, "method": method,
+                                         "concepts": [{"concept": "violence", "rows": rows}]}))
+    out = bench.spread(paths)
+    assert out["violence | 5 pairs | bench"]["lowest"] == 0.7
+    assert out["violence | 5 pairs | bench (mean)"]["lowest"] == 1.0
+
+
 def test_spread_counts_each_seed_once(bench, tmp_path):
     def report(seed, drops):
         rows = [{"pairs": 5, "set": "node", "drop": d} for d in drops]
