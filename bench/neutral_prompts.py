@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import unlearning  # noqa: E402
 from core.pairs import DEFAULT_NEUTRAL_PROMPTS, PromptPair  # noqa: E402
+from core.refusal import METHODS  # noqa: E402
 from organism import broad, cli  # noqa: E402
 from organism import experiment as ex  # noqa: E402
 from organism.scenes import CONCEPTS, DATA  # noqa: E402
@@ -161,11 +162,8 @@ def edit_direction(model, encoder, concept: str, pairs, neutral, layers, method:
         fitter = ex.collect(model, encoder, pairs, neutral, layers).fitter
     basis = fitter.fit(rank=config["rank"], alpha=config["alpha"], method=method, edit="direction", concept=concept,
                        pairs=pairs, model_family="organism", layers=layers)
-    if method == "cpca":  # the benches' own path, bit for bit
-        subspaces, targets = unlearning._variant_edit(model, encoder, fitter, config, concept, pairs, neutral, layers,
-                                                      None)
-    else:
-        subspaces, targets = {n: basis.subspace(n) for n in layers}, {n: basis.target(n) for n in layers}
+    # what unlearning._variant_edit returns for this edit (no preserve set), from the one fit
+    subspaces, targets = broad.subspaces_of(basis, layers), {n: basis.target(n) for n in layers}
     direction = subspaces[layers[0]][:, 0].double()
     mean_difference = basis.records[layers[0]].vector.double()
     edited = broad.edit_with_subspaces(model, subspaces, targets, config["strength"])
@@ -292,7 +290,7 @@ def main() -> None:
                              "recommended strength), as bench/check_validation.py does")
     parser.add_argument("--directions-only", action="store_true",
                         help="fit only: each edit direction's cosine with bench's and with the pairs' mean difference")
-    parser.add_argument("--method", choices=("cpca", "mean"), default="cpca",
+    parser.add_argument("--method", choices=METHODS, default="cpca",
                         help="the fit's method: cpca (the nodes' default) or mean (the raw mean difference)")
     parser.add_argument("--counts", default="5,25", type=lambda text: cli.counts_in(text, "--counts", 25, "pairs"),
                         help="nudity and violence: which pair counts to fit, of 5 and 25 (default both)")
@@ -307,6 +305,8 @@ def main() -> None:
             print(f"{key:<34} {row['draws']:>2} draws: lowest {row['lowest']:6.1%}, median {row['median']:6.1%}, "
                   f"highest {row['highest']:6.1%}, under 90 %: {row['under_90']}")
         return
+    if set(args.counts) - {5, 25}:
+        cli.fail(f"--counts takes 5 and 25 (the pair counts the design fits), got {args.counts}")
     args.sets = [s for s in args.sets.split(",") if s]
     unknown = [s for s in args.sets if s not in SETS + EXPLAINING]
     if unknown or not args.sets:

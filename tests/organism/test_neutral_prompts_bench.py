@@ -129,6 +129,13 @@ def test_method_mean_fits_the_raw_mean_difference(bench, tmp_path, monkeypatch):
     assert rows[1]["cosine_to_bench"] == pytest.approx(1.0)
 
 
+def test_other_pair_counts_are_refused(bench, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["neutral_prompts.py", "--concepts", "nudity", "--counts", "5,7"])
+    with pytest.raises(SystemExit):
+        bench.main()
+    assert "--counts takes 5 and 25" in capsys.readouterr().err
+
+
 def test_spread_keeps_methods_apart(bench, tmp_path):
     paths = []
     for method, drop in (("cpca", 0.7), ("mean", 1.0)):
