@@ -20,15 +20,25 @@ failing draw of 5 pairs?"): calibration on draws 0-9 (AUROC, threshold), confirm
     python bench/pair_stability.py --decide out/bench_pair_stability_0_9.json out/bench_pair_stability_10_29.json \
         --drops out/bench_neutral_prompts_valid.json out/bench_neutral_prompts_seed*.json
 
-(the drops: ``bench/neutral_prompts.py --concepts nudity,violence --sets bench,node --pairs-seed N --json
-out/bench_neutral_prompts_seedN.json`` for N = 1..29; draw 0 is its default ``--split valid`` report.)
+``--compare`` decides the second rule of that section ("Can the check compare two vectors of one concept?"): which
+of two edits of one concept removed more, as the check's figures pick it (calibration draws 0-29, confirmation 30-49):
 
-Writes ``out/bench_pair_stability.json`` (figures) and ``out/bench_pair_stability_decision.json``.
+    python bench/pair_stability.py --pairs-seeds 30-49 --check --json out/bench_pair_stability_30_49.json
+    python bench/pair_stability.py --compare --decide out/bench_pair_stability_0_9.json \
+        out/bench_pair_stability_10_29_check.json out/bench_pair_stability_30_49.json \
+        --drops out/bench_neutral_prompts_valid.json out/bench_neutral_prompts_seed*.json
+
+(the drops: ``bench/neutral_prompts.py --concepts nudity,violence --sets bench,node --pairs-seed N --json
+out/bench_neutral_prompts_seedN.json`` for N = 1..49; draw 0 is its default ``--split valid`` report.)
+
+Writes ``out/bench_pair_stability.json`` (figures), ``out/bench_pair_stability_decision.json`` and
+``out/bench_pair_stability_comparison.json`` (``--compare``).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -60,6 +70,16 @@ CAUGHT_AT_LEAST = 0.5
 FALSE_ALARMS_5_AT_MOST = 0.2
 FALSE_ALARMS_25_AT_MOST = 0.1
 FAILING_NEEDED = 3
+#: "Can the check compare two vectors of one concept?" (docs/benchmarks.md): two edits of one concept are compared
+#: when their valid-draw drops differ by at least COMPARED_GAP; the figure taken on the calibration draws must pick
+#: the one that removed more in at least RIGHT_AT_LEAST of each concept's comparisons on the confirmation draws, with
+#: at least COMPARISONS_NEEDED of them.
+COMPARE_FIGURES = ("check_removed", "check_lowest_pair")
+COMPARE_CALIBRATION = range(0, 30)
+COMPARE_CONFIRMATION = range(30, 50)
+COMPARED_GAP = 0.10
+RIGHT_AT_LEAST = 0.8
+COMPARISONS_NEEDED = 20
 
 
 def stability_figures(fitter, basis, source: str) -> dict[str, float]:
@@ -107,14 +127,73 @@ def best_threshold(failing: list[float], passing: list[float]) -> float:
     return -max(scores)[1]
 
 
-def decide(figures: list[dict], drops: dict[tuple, float]) -> dict:
-    """The rule of docs/benchmarks.md on ``figures`` (rows of the figures report) and ``drops`` ((concept, pairs,
-    set, seed) -> valid-draw drop)."""
+def joined(figures: list[dict], drops: dict[tuple, float]) -> list[dict]:
+    """The rows of ``figures`` that have a drop, each with its ``drop``; an edit given twice is refused."""
     keys = [(row["concept"], row["pairs"], row["set"], row["seed"]) for row in figures]
     twice = sorted({key for key in keys if keys.count(key) > 1})
     if twice:
         raise ValueError(f"edits given twice (pass each draw's figures once): {twice[:4]}")
-    rows = [dict(row, drop=drops[key]) for row, key in zip(figures, keys) if key in drops]
+    return [dict(row, drop=drops[key]) for row, key in zip(figures, keys) if key in drops]
+
+
+def picks(rows: list[dict], figure: str) -> tuple[int, int]:
+    """(right, compared) over every two of ``rows`` (edits of one concept) whose drops differ by at least
+    ``COMPARED_GAP``: right when the edit with the higher drop has the higher ``figure`` (equal figures: wrong)."""
+    right = compared = 0
+    for a, b in itertools.combinations(rows, 2):
+        if abs(a["drop"] - b["drop"]) < COMPARED_GAP - 1e-9:
+            continue
+        more, less = (a, b) if a["drop"] > b["drop"] else (b, a)
+        compared += 1
+        right += more[figure] > less[figure]
+    return right, compared
+
+
+def picks_by_concept(rows: list[dict], figure: str) -> dict[str, dict]:
+    out = {}
+    for concept in CONCEPTS:
+        right, compared = picks([r for r in rows if r["concept"] == concept], figure)
+        out[concept] = {"right": right, "compared": compared, "share": right / compared if compared else None}
+    return out
+
+
+def decide_comparison(figures: list[dict], drops: dict[tuple, float]) -> dict:
+    """The rule of docs/benchmarks.md ("Can the check compare two vectors of one concept?") on ``figures`` and
+    ``drops``: the figure taken on draws 0-29, confirmed per concept on draws 30-49."""
+    rows = joined(figures, drops)
+    lacking = sorted({r["seed"] for r in rows if not all(n in r for n in COMPARE_FIGURES)})
+    if lacking:
+        raise ValueError(f"the check's figures are missing for draws {lacking}: measure them again with --check")
+    calibration = [r for r in rows if r["seed"] in COMPARE_CALIBRATION]
+    confirmation = [r for r in rows if r["seed"] in COMPARE_CONFIRMATION]
+    out = {"edits": len(rows), "calibration_edits": len(calibration), "confirmation_edits": len(confirmation),
+           "candidates": {}}
+    for name in COMPARE_FIGURES:
+        by_concept = picks_by_concept(calibration, name)
+        right, compared = (sum(c[k] for c in by_concept.values()) for k in ("right", "compared"))
+        out["candidates"][name] = {"right": right, "compared": compared,
+                                   "share": right / compared if compared else 0.0, "by_concept": by_concept,
+                                   # read after the rule, deciding nothing
+                                   "confirmation": picks_by_concept(confirmation, name)}
+    taken = max(COMPARE_FIGURES, key=lambda n: (out["candidates"][n]["share"], -COMPARE_FIGURES.index(n)))
+    out["taken"] = taken
+    confirmed = out["candidates"][taken]["confirmation"]
+    short = [c for c, v in confirmed.items() if v["compared"] < COMPARISONS_NEEDED]
+    if short:
+        out["adopted"] = False
+        out["why"] = (f"fewer than {COMPARISONS_NEEDED} comparisons on draws 30-49 for {', '.join(short)}: "
+                      "undecided")
+        return out
+    out["adopted"] = all(v["right"] >= RIGHT_AT_LEAST * v["compared"] for v in confirmed.values())
+    out["why"] = "; ".join(f"{c}: {taken} picks right in {v['right']} of {v['compared']} ({v['share']:.0%})"
+                           for c, v in confirmed.items())
+    return out
+
+
+def decide(figures: list[dict], drops: dict[tuple, float]) -> dict:
+    """The rule of docs/benchmarks.md on ``figures`` (rows of the figures report) and ``drops`` ((concept, pairs,
+    set, seed) -> valid-draw drop)."""
+    rows = joined(figures, drops)
     five = [r for r in rows if r["pairs"] == 5]
     calibration = [r for r in five if r["seed"] in CALIBRATION]
     out = {"edits": len(rows), "calibration_edits": len(calibration),
@@ -232,17 +311,23 @@ def main() -> None:
                                                   "out/bench_pair_stability_decision.json with --decide)")
     parser.add_argument("--decide", type=Path, nargs="+", metavar="FIGURES",
                         help="figures reports of this script (their rows pooled) to decide the rule on")
+    parser.add_argument("--compare", action="store_true",
+                        help="with --decide: the rule of 'Can the check compare two vectors of one concept?' "
+                             "(calibration draws 0-29, confirmation 30-49) instead of the flag's")
     parser.add_argument("--drops", type=Path, nargs="+", default=[], metavar="REPORT",
                         help="with --decide: bench/neutral_prompts.py reports (valid draw, one per --pairs-seed)")
     args = parser.parse_args()
+    if args.compare and not args.decide:
+        cli.fail("--compare decides a rule: give it --decide with the figures reports and --drops")
     if args.decide:
         missing = [str(p) for p in args.decide + args.drops if not p.is_file()]
         if missing or not args.drops:
             cli.fail(f"--decide needs figures reports and --drops with bench/neutral_prompts.py reports; "
                      f"missing: {', '.join(missing) or 'the --drops reports'}")
         rows = [row for path in args.decide for row in json.loads(path.read_text()).get("rows", [])]
-        decision = decide(rows, report_drops(args.drops))
-        path = args.json or ROOT / "out" / "bench_pair_stability_decision.json"
+        decision = (decide_comparison if args.compare else decide)(rows, report_drops(args.drops))
+        path = args.json or ROOT / "out" / ("bench_pair_stability_comparison.json" if args.compare
+                                            else "bench_pair_stability_decision.json")
         path.write_text(json.dumps(decision, indent=1))
         print(json.dumps(decision, indent=1))
         return

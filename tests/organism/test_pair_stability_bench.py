@@ -163,3 +163,52 @@ def test_decide_needs_reports(bench, tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         bench.main()
     assert "--drops" in capsys.readouterr().err
+
+
+def test_picks_compare_edits_whose_drops_differ_by_the_gap(bench):
+    rows = [{"drop": d, "figure": f} for d, f in ((1.0, 0.9), (0.95, 0.2), (0.85, 0.5), (0.5, 0.5))]
+    # 1.0 against 0.95 is under the gap; of the other five, 0.95 > 0.85 and 0.95 > 0.5 pick wrong, 0.85 = 0.5 ties
+    assert bench.picks(rows, "figure") == (2, 5)
+    assert bench.picks([{"drop": 0.9, "figure": 1.0}, {"drop": 0.8, "figure": 0.0}], "figure") == (1, 1)
+
+
+def comparison_rows(wrong_violence=False, draws=range(50)):
+    """Edits where check_lowest_pair follows the drop and check_removed reads every edit alike."""
+    rows, drops = [], {}
+    for seed in draws:
+        for concept in ("nudity", "violence"):
+            for name in ("bench", "node"):
+                for pairs in (5, 25):
+                    drop = 0.5 + 0.1 * (seed % 5) if pairs == 5 and name == "node" else 1.0
+                    lowest = drop if not (wrong_violence and concept == "violence" and seed >= 30) else 1.5 - drop
+                    rows.append({"concept": concept, "seed": seed, "pairs": pairs, "set": name,
+                                 "check_removed": 0.98, "check_lowest_pair": lowest})
+                    drops[(concept, pairs, name, seed)] = drop
+    return rows, drops
+
+
+def test_decide_comparison_takes_the_calibration_winner_and_confirms_it_per_concept(bench):
+    decision = bench.decide_comparison(*comparison_rows())
+    assert decision["taken"] == "check_lowest_pair" and decision["candidates"]["check_removed"]["right"] == 0
+    assert decision["calibration_edits"] == 240 and decision["confirmation_edits"] == 160
+    confirmed = decision["candidates"]["check_lowest_pair"]["confirmation"]
+    assert all(v["share"] == 1.0 and v["compared"] >= 20 for v in confirmed.values()) and decision["adopted"] is True
+    wrong = bench.decide_comparison(*comparison_rows(wrong_violence=True))
+    assert wrong["taken"] == "check_lowest_pair" and wrong["adopted"] is False
+    assert wrong["candidates"]["check_lowest_pair"]["confirmation"]["violence"]["right"] == 0
+
+
+def test_decide_comparison_is_undecided_with_too_few_comparisons_and_needs_the_check(bench):
+    undecided = bench.decide_comparison(*comparison_rows(draws=list(range(30)) + [30]))
+    assert undecided["adopted"] is False and "undecided" in undecided["why"]
+    rows, drops = comparison_rows()
+    del rows[-1]["check_removed"]
+    with pytest.raises(ValueError, match=r"draws \[49\].*--check"):
+        bench.decide_comparison(rows, drops)
+
+
+def test_compare_needs_decide(bench, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["pair_stability.py", "--compare"])
+    with pytest.raises(SystemExit):
+        bench.main()
+    assert "--decide" in capsys.readouterr().err
