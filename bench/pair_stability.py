@@ -136,24 +136,29 @@ def joined(figures: list[dict], drops: dict[tuple, float]) -> list[dict]:
     return [dict(row, drop=drops[key]) for row, key in zip(figures, keys) if key in drops]
 
 
+def compared_pairs(rows: list[dict]) -> list[tuple[dict, dict]]:
+    """(more, less): every two of ``rows`` (edits of one concept) whose drops differ by at least ``COMPARED_GAP``,
+    the one that removed more first."""
+    return [(a, b) if a["drop"] > b["drop"] else (b, a) for a, b in itertools.combinations(rows, 2)
+            if abs(a["drop"] - b["drop"]) >= COMPARED_GAP - 1e-9]
+
+
 def picks(rows: list[dict], figure: str) -> tuple[int, int]:
-    """(right, compared) over every two of ``rows`` (edits of one concept) whose drops differ by at least
-    ``COMPARED_GAP``: right when the edit with the higher drop has the higher ``figure`` (equal figures: wrong)."""
-    right = compared = 0
-    for a, b in itertools.combinations(rows, 2):
-        if abs(a["drop"] - b["drop"]) < COMPARED_GAP - 1e-9:
-            continue
-        more, less = (a, b) if a["drop"] > b["drop"] else (b, a)
-        compared += 1
-        right += more[figure] > less[figure]
-    return right, compared
+    """(right, compared) over ``compared_pairs(rows)``: right when the edit with the higher drop has the higher
+    ``figure`` (equal figures: wrong)."""
+    pairs = compared_pairs(rows)
+    return sum(more[figure] > less[figure] for more, less in pairs), len(pairs)
 
 
 def picks_by_concept(rows: list[dict], figure: str) -> dict[str, dict]:
     out = {}
     for concept in CONCEPTS:
-        right, compared = picks([r for r in rows if r["concept"] == concept], figure)
-        out[concept] = {"right": right, "compared": compared, "share": right / compared if compared else None}
+        mine = [r for r in rows if r["concept"] == concept]
+        right, compared = picks(mine, figure)
+        gaps = sorted(more[figure] - less[figure] for more, less in compared_pairs(mine))
+        # how far apart the two edits' figures lie, which a user must be able to read (explaining only)
+        out[concept] = {"right": right, "compared": compared, "share": right / compared if compared else None,
+                        "median_gap": gaps[len(gaps) // 2] if gaps else None}
     return out
 
 

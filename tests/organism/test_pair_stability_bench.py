@@ -170,6 +170,8 @@ def test_picks_compare_edits_whose_drops_differ_by_the_gap(bench):
     # 1.0 against 0.95 is under the gap; of the other five, 0.95 > 0.85 and 0.95 > 0.5 pick wrong, 0.85 = 0.5 ties
     assert bench.picks(rows, "figure") == (2, 5)
     assert bench.picks([{"drop": 0.9, "figure": 1.0}, {"drop": 0.8, "figure": 0.0}], "figure") == (1, 1)
+    # the gap is signed, the higher drop's figure minus the lower's: a wrong pick reads below 0
+    assert bench.picks_by_concept([dict(r, concept="nudity") for r in rows], "figure")["nudity"]["median_gap"] == 0.0
 
 
 def comparison_rows(wrong_violence=False, draws=range(50)):
