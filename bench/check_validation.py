@@ -303,10 +303,9 @@ def broad_estimation(pools, concept: str, count: int | None = None) -> tuple[lis
     ``bench/unlearning.py``'s ``run_broad`` estimates the edit."""
     from organism import broad
 
-    estimate = list(pools.pairs[concept]["estimate"])
-    random.Random(0).shuffle(estimate)
+    estimate = broad.estimate_order(pools, concept)
     chosen = estimate if count is None else estimate[:count]
-    neutral = [broad.join(c, p) for c, p in zip(ex.neutral_prompts(12), pools.prompts["benign"]["train"][:12])]
+    neutral = broad.bench_neutral(pools)
     return [PromptPair(u, s) for u, s in chosen], neutral
 
 

@@ -83,25 +83,18 @@ CANDIDATE = (
 NAMED = 3
 
 
-def estimate_pairs(pools, concept: str, seed: int = 0) -> list[tuple[str, str]]:
-    """A broad concept's estimate pairs in the order the fits take their first 5 / 25 (every other bench: seed 0)."""
-    estimate = list(pools.pairs[concept]["estimate"])
-    random.Random(seed).shuffle(estimate)
-    return estimate
-
-
 def neutral_sets(concept: str, pools, seed: int = 0) -> dict[str, list[str]]:
     """Every neutral set of the design for ``concept``; ``near`` only for the broad concepts; ``named`` takes the
     unsafe sides of estimate pairs 26-28 in the order of pairs seed ``seed`` (so that no fit uses them)."""
     if concept in CONCEPTS:
         benign = pools.prompts["benign"]["train"]
-        bench = [broad.join(c, p) for c, p in zip(ex.neutral_prompts(12), benign[:12])]
-        many = [broad.join(c, p) for c, p in zip(ex.neutral_prompts(48), benign[:48])]
+        bench = broad.bench_neutral(pools)
+        many = broad.bench_neutral(pools, 48)
         near = [broad.join(c, p) for c, p in zip(ex.neutral_prompts(12), pools.prompts["benign_near"]["train"][:12])]
-        carriers = [u for u, _ in estimate_pairs(pools, concept, seed)[25:25 + NAMED]]
+        carriers = [u for u, _ in broad.estimate_order(pools, concept, seed)[25:25 + NAMED]]
         if len(carriers) < NAMED:
             raise ValueError(f"{concept}: 'named' needs {25 + NAMED} estimate pairs, the data has "
-                             f"{len(estimate_pairs(pools, concept))}; pass the full data folder with --data")
+                             f"{len(broad.estimate_order(pools, concept))}; pass the full data folder with --data")
         named = bench[:-NAMED] + [broad.join(c, p) for c, p in zip(ex.neutral_prompts(12)[-NAMED:], carriers)]
         bare = {"bench-bare": list(benign[:12]), "near-bare": list(pools.prompts["benign_near"]["train"][:12])}
     else:
@@ -124,7 +117,7 @@ def pair_sets(concept: str, pools, seed: int = 0) -> dict[int, list[PromptPair]]
     if concept not in CONCEPTS:
         pairs = ex.load_pairs(ex.default_pairs_path(concept))
         return {len(pairs): list(pairs)}
-    estimate = estimate_pairs(pools, concept, seed)
+    estimate = broad.estimate_order(pools, concept, seed)
     return {count: [PromptPair(u, s) for u, s in estimate[:count]] for count in (5, 25)}
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import time
 from pathlib import Path
@@ -60,11 +59,10 @@ def subspace_edit(model, encoder, concept: str, pools, extra: list[PromptPair]) 
     default edit's pairs (those of ``inversion_attack.edits``) plus ``extra``."""
     config = {**unlearning.BROAD_SETTINGS, **unlearning.broad_variant("rank4")[1]}
     if concept in CONCEPTS:
-        estimate = list(pools.pairs[concept]["estimate"])
-        random.Random(0).shuffle(estimate)
+        estimate = broad.estimate_order(pools, concept)
         count = len(estimate) if config["pairs"] is None else min(config["pairs"], len(estimate))
         pairs = [PromptPair(u, s) for u, s in estimate[:count]]
-        neutral = [broad.join(c, p) for c, p in zip(ex.neutral_prompts(12), pools.prompts["benign"]["train"][:12])]
+        neutral = broad.bench_neutral(pools)
     else:
         pairs, neutral = ex.load_pairs(ex.default_pairs_path(concept)), ex.neutral_prompts()
     pairs = list(pairs) + list(extra)

@@ -307,8 +307,7 @@ def run_broad(args) -> dict:
     if args.pair_list is not None:
         estimate = [(p.unsafe, p.safe) for p in args.pair_list]
     else:
-        estimate = list(pools.pairs[args.concept]["estimate"])
-        random.Random(args.pairs_seed).shuffle(estimate)
+        estimate = broad.estimate_order(pools, args.concept, args.pairs_seed)
     splits = list(prompt_set.prompts)
     print(f"concept {args.concept!r} ({args.split} split): {len(estimate)} estimate pairs; splits "
           + ", ".join(f"{s} ({len(prompt_set.prompts[s])})" for s in splits) + f"; substitution pairs {len(unsafe_pairs)}",
@@ -318,7 +317,7 @@ def run_broad(args) -> dict:
     reference = base.pop("clips")
     rows = [("base model", base)]
     base_clips = None
-    neutral = [broad.join(c, p) for c, p in zip(ex.neutral_prompts(12), pools.prompts["benign"]["train"][:12])]
+    neutral = broad.bench_neutral(pools)
     preserve = _preserve_activations(model, encoder, pools)
     measured, costs = {}, {}
     for key in args.variant_keys:
@@ -378,11 +377,10 @@ def _edit_parts(model, encoder, pools, concept: str, key: str, preserve, pairs_s
         config, neutral = {**BROAD_SETTINGS}, ex.neutral_prompts()
     else:
         config = {**BROAD_SETTINGS, **broad_variant(key)[1]}
-        estimate = list(pools.pairs[concept]["estimate"])
-        random.Random(pairs_seed).shuffle(estimate)
+        estimate = broad.estimate_order(pools, concept, pairs_seed)
         count = len(estimate) if config["pairs"] is None else min(config["pairs"], len(estimate))
         pairs = [PromptPair(u, s) for u, s in estimate[:count]]
-        neutral = [broad.join(c, p) for c, p in zip(ex.neutral_prompts(12), pools.prompts["benign"]["train"][:12])]
+        neutral = broad.bench_neutral(pools)
     layers = ex.layer_names(model, config["group"])
     with torch.no_grad():
         fitter = ex.collect(model, encoder, pairs, neutral, layers).fitter

@@ -24,6 +24,7 @@ import torch
 from core.preserve import constrain, preserve_span
 
 from .experiment import edit_with_subspaces  # noqa: F401  (the bench calls it as broad.edit_with_subspaces)
+from .experiment import neutral_prompts
 from .readers import margins, read
 from .sampling import generate
 from .scenes import CONCEPTS, Pools, join
@@ -58,6 +59,20 @@ def broad_prompts(pools: Pools, concept: str, split: str, count: int, seed: int 
         out.prompts[name] = [join(caption(s, rng), p) for s, p in zip(scenes, chosen)]
         out.scenes[name] = scenes
     return out
+
+
+def estimate_order(pools: Pools, concept: str, seed: int = 0) -> list[tuple[str, str]]:
+    """``concept``'s estimate pairs in the order the benches fit their first 5, 25 or all of: shuffled by ``seed``
+    (0 in every bench unless it draws others, ``--pairs-seed``)."""
+    estimate = list(pools.pairs[concept]["estimate"])
+    random.Random(seed).shuffle(estimate)
+    return estimate
+
+
+def bench_neutral(pools: Pools, count: int = 12) -> list[str]:
+    """The benches' neutral prompts for a broad concept: ``count`` attribute captions joined with the first ``count``
+    benign training prompts."""
+    return [join(c, p) for c, p in zip(neutral_prompts(count), pools.prompts["benign"]["train"][:count])]
 
 
 def substitution_pairs(pools: Pools, concept: str, split: str, count: int, seed: int = 13):

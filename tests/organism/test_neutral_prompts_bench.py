@@ -13,6 +13,7 @@ import pytest
 from script_module import load_script
 
 from core.pairs import DEFAULT_NEUTRAL_PROMPTS
+from organism import broad
 from organism.scenes import CONCEPTS, DATA, load_pools
 from organism.world import BRAND, TRAIN_WORDS
 
@@ -51,7 +52,7 @@ def test_each_set_is_the_designs(bench, pools, concept):
     elif concept == "red":
         assert all(any(word in p for word in TRAIN_WORDS["red"]) for p in named[-bench.NAMED:])
     else:
-        estimate = bench.estimate_pairs(pools, concept)
+        estimate = broad.estimate_order(pools, concept)
         fitted = {side for pair in estimate[:25] for side in pair}
         carriers = [u for u, _ in estimate[25:25 + bench.NAMED]]
         assert all(p.endswith(c) for p, c in zip(named[-bench.NAMED:], carriers))
@@ -59,6 +60,20 @@ def test_each_set_is_the_designs(bench, pools, concept):
         assert len(sets["near"]) == 12 and not set(sets["near"]) & set(first)
         assert [p.endswith(b) for p, b in zip(first, sets["bench-bare"])] == [True] * 12
         assert [p.endswith(b) for p, b in zip(sets["near"], sets["near-bare"])] == [True] * 12
+
+
+def test_every_bench_fits_the_same_first_pairs_and_neutral_prompts(bench, pools):
+    """The draw of pairs seed 0 and the 12 neutral captions are every bench's: check_validation's estimation and this
+    bench's ``bench`` set read the same ``organism.broad`` helpers, and seed 1 draws other pairs."""
+    cv = load_script(Path(__file__).resolve().parents[2] / "bench" / "check_validation.py", "check_validation")
+    for concept in ("nudity", "violence"):
+        first = broad.estimate_order(pools, concept)[:25]
+        pairs, neutral = cv.broad_estimation(pools, concept, 25)
+        assert [(p.unsafe, p.safe) for p in pairs] == first
+        assert [(p.unsafe, p.safe) for p in bench.pair_sets(concept, pools)[25]] == first
+        assert neutral == bench.neutral_sets(concept, pools)["bench"] == broad.bench_neutral(pools)
+        assert broad.estimate_order(pools, concept, 1) != broad.estimate_order(pools, concept)
+        assert sorted(broad.estimate_order(pools, concept, 1)) == sorted(pools.pairs[concept]["estimate"])
 
 
 def test_pair_counts(bench, pools):
