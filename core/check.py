@@ -173,7 +173,9 @@ class CheckResult:
         lines = [f"{self.label}" if self.label else "", head]
         for i, s in enumerate(self.strengths):
             mark = "*" if abs(s - self.recommended) < 1e-9 else " "
-            lines.append(f"{s:>7.2f}{mark} {self.efficacy[i]:>8.0%} {self.efficacy_layers[i]:>14.0%} "
+            # one decimal: two vectors of one concept differ by about a point here, and the higher one removed more
+            # when generating (docs/benchmarks.md, "Can the check compare two vectors of one concept?")
+            lines.append(f"{s:>7.2f}{mark} {self.efficacy[i]:>8.1%} {self.efficacy_layers[i]:>14.1%} "
                          f"{self.collateral_prediction[i]:>10.3f} {self.collateral_layers[i]:>13.3f}"
                          + (f" {self.collateral_guided[i]:>8.3f}" if guided else "")
                          + (f" {self.toward_concept[i]:>13.0%}" if toward else ""))

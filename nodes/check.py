@@ -473,7 +473,7 @@ def table_text(main: CheckResult, swept: list[CheckResult], notes: dict | None =
                      "collateral):")
         for result in swept:
             index = result.strengths.index(result.recommended)
-            lines.append(f"  {result.label}: {result.recommended:g}: {result.efficacy[index]:.0%}, "
+            lines.append(f"  {result.label}: {result.recommended:g}: {result.efficacy[index]:.1%}, "
                          f"{result.collateral[index]:.3f}")
     lines.append("removed = share of the validation pairs' difference gone from the prediction; collateral = benign "
                  "prompts' change / their natural variation: how far outputs move, not whether they got worse "

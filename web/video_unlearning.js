@@ -551,7 +551,8 @@ const CHECK_KEY = "video_unlearning_check";
 
 function renderCheck(caption, table, result) {
   caption.textContent = `recommended strength ${result.strength.toFixed(2)}`
-    + ` · removed ${Math.round(result.removed * 100)} %`
+    // one decimal, as the table: two vectors of one concept differ by about a point (docs/benchmarks.md)
+    + ` · removed ${(result.removed * 100).toFixed(1)} %`
     + ` · collateral ${result.collateral.toFixed(3)}`
     + (result.guidance == null ? " (conditional; connect negative for guided)"
       // nodes/check.py check_ui: a negative naming the concept is not read as guided (core/check.py)

@@ -97,6 +97,18 @@ def test_planted_concept_survival_falls_with_strength():
     assert result.at(1.0)["collateral"] < 0.05 and result.at(1.0)["collateral_layers"] < 0.05
 
 
+def test_the_table_gives_removal_to_one_decimal():
+    """Two vectors of one concept read about a point apart, and the higher one removed more when generating
+    (docs/benchmarks.md, "Can the check compare two vectors of one concept?"): whole percents would hide half of it."""
+    model = Toy()
+    _, basis = fitted(model)
+    result = check(model, basis, strengths=(0, 0.5, 1))
+    rows = result.table().splitlines()[1:4]  # under the header
+    for row, strength, removed in zip(rows, result.strengths, result.efficacy):
+        assert row.split()[:2] == [f"{strength:.2f}" + ("*" if strength == result.recommended else ""),
+                                   f"{removed:.1%}"], row
+
+
 def test_a_direction_unrelated_to_the_validation_difference_removes_nothing():
     model = Toy()
     _, basis = fitted(model)
