@@ -143,22 +143,27 @@ def compared_pairs(rows: list[dict]) -> list[tuple[dict, dict]]:
             if abs(a["drop"] - b["drop"]) >= COMPARED_GAP - 1e-9]
 
 
+def gaps(rows: list[dict], figure: str) -> list[float]:
+    """Over ``compared_pairs(rows)``: the higher drop's ``figure`` minus the lower drop's (> 0: a right pick)."""
+    return [more[figure] - less[figure] for more, less in compared_pairs(rows)]
+
+
 def picks(rows: list[dict], figure: str) -> tuple[int, int]:
     """(right, compared) over ``compared_pairs(rows)``: right when the edit with the higher drop has the higher
     ``figure`` (equal figures: wrong)."""
-    pairs = compared_pairs(rows)
-    return sum(more[figure] > less[figure] for more, less in pairs), len(pairs)
+    signed = gaps(rows, figure)
+    return sum(gap > 0 for gap in signed), len(signed)
 
 
 def picks_by_concept(rows: list[dict], figure: str) -> dict[str, dict]:
+    """Per concept: right picks, comparisons, their share, and the median signed gap between the two edits'
+    ``figure`` (how far apart a user must be able to read them; explaining only)."""
     out = {}
     for concept in CONCEPTS:
-        mine = [r for r in rows if r["concept"] == concept]
-        right, compared = picks(mine, figure)
-        gaps = sorted(more[figure] - less[figure] for more, less in compared_pairs(mine))
-        # how far apart the two edits' figures lie, which a user must be able to read (explaining only)
-        out[concept] = {"right": right, "compared": compared, "share": right / compared if compared else None,
-                        "median_gap": gaps[len(gaps) // 2] if gaps else None}
+        signed = sorted(gaps([r for r in rows if r["concept"] == concept], figure))
+        right = sum(gap > 0 for gap in signed)
+        out[concept] = {"right": right, "compared": len(signed), "share": right / len(signed) if signed else None,
+                        "median_gap": signed[len(signed) // 2] if signed else None}
     return out
 
 
