@@ -21,6 +21,8 @@ prompts?"). Decide on ``--split valid``, report ``--split test``.
     python bench/neutral_prompts.py --split valid       # all four concepts (about 8 min on 2 cores)
     python bench/neutral_prompts.py --concepts logo --sets bench,node --count 24
     python bench/neutral_prompts.py --concepts nudity --sets bench,node,candidate --directions-only --check   # 30 s
+    python bench/neutral_prompts.py --concepts nudity,violence --sets bench,node --counts 5 --edit subspace \
+        --pairs-seed 3 --json out/bench_neutral_prompts_subspace_seed3.json
 
 Writes ``out/bench_neutral_prompts_<split>.json``.
 """
@@ -43,7 +45,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import unlearning  # noqa: E402
 from core.pairs import DEFAULT_NEUTRAL_PROMPTS, PromptPair  # noqa: E402
-from core.refusal import METHODS  # noqa: E402
+from core.refusal import EDITS, METHODS  # noqa: E402
 from organism import broad, cli  # noqa: E402
 from organism import experiment as ex  # noqa: E402
 from organism.scenes import CONCEPTS, DATA  # noqa: E402
@@ -146,14 +148,16 @@ def held_out(concept: str, pools, split: str, count: int):
     return prompts, evaluate
 
 
-def edit_direction(model, encoder, concept: str, pairs, neutral, layers, method: str = "cpca"):
+def edit_direction(model, encoder, concept: str, pairs, neutral, layers, method: str = "cpca",
+                   edit: str = "direction"):
     """``(edited model, direction [d], the pairs' mean difference r [d], the fit [RefusalBasis])`` of the nodes'
     default edit fitted with ``neutral``, at the text k/v input; ``method="mean"``: the same edit along the raw mean
-    difference r / |r| (the neutral prompts then change nothing)."""
+    difference r / |r| (the neutral prompts then change nothing); ``edit="subspace"``: the whole contrastive subspace
+    U (up to ``rank`` directions) is removed, and ``direction`` is its strongest direction."""
     config = dict(unlearning.BROAD_SETTINGS)
     with torch.no_grad():
         fitter = ex.collect(model, encoder, pairs, neutral, layers).fitter
-    basis = fitter.fit(rank=config["rank"], alpha=config["alpha"], method=method, edit="direction", concept=concept,
+    basis = fitter.fit(rank=config["rank"], alpha=config["alpha"], method=method, edit=edit, concept=concept,
                        pairs=pairs, model_family="organism", layers=layers)
     # what unlearning._variant_edit returns for this edit (no preserve set), from the one fit
     subspaces, targets = broad.subspaces_of(basis, layers), {n: basis.target(n) for n in layers}
@@ -214,8 +218,10 @@ def run_concept(model, encoder, concept: str, pools, args) -> dict:
         directions = {}
         for name, neutral in sets.items():
             edited, directions[name], mean_difference, basis = edit_direction(model, encoder, concept, pairs,
-                                                                              neutral, layers, args.method)
+                                                                              neutral, layers, args.method,
+                                                                              args.edit)
             row = {"pairs": count, "set": name, "neutral_prompts": len(neutral),
+                   "edit_dimensions": int(broad.subspaces_of(basis, layers[:1])[layers[0]].shape[1]),
                    "cosine_to_bench": (abs(float(directions[name] @ directions["bench"]))
                                        if "bench" in directions else None),
                    # how much of the pairs' mean difference the contrast kept in the edit direction
@@ -241,23 +247,30 @@ def run_concept(model, encoder, concept: str, pools, args) -> dict:
 
 
 def spread(paths: list[Path]) -> dict:
-    """Per concept, pair count and set (and method, where not cpca): the drop of every report in ``paths`` (one per
-    ``--pairs-seed``, a seed counted once), with its lowest, median and highest, and how many draws fell under 90 %."""
+    """Per concept, pair count and set (and method and edit, where not the default cpca direction): the drop of every
+    report in ``paths`` (one per ``--pairs-seed``, a seed counted once), with its lowest, median and highest, how many
+    draws fell under 90 %, and the median attribute accuracy lost (points) where the reports hold it."""
     drops: dict[tuple, dict[int, float]] = {}
+    losses: dict[tuple, dict[int, float]] = {}
     for path in paths:
         report = json.loads(path.read_text())
+        method, edit = report.get("method", "cpca"), report.get("edit", "direction")
+        tag = ", ".join(part for part in (method != "cpca" and method, edit != "direction" and edit) if part)
         for concept in report["concepts"]:
             for row in concept["rows"]:
                 if "drop" in row:
-                    method = report.get("method", "cpca")
-                    key = (concept["concept"], row["pairs"], row["set"] + ("" if method == "cpca" else f" ({method})"))
+                    key = (concept["concept"], row["pairs"], row["set"] + (f" ({tag})" if tag else ""))
                     drops.setdefault(key, {})[report.get("pairs_seed", 0)] = row["drop"]
+                    if "accuracy_loss_points" in row:
+                        losses.setdefault(key, {})[report.get("pairs_seed", 0)] = row["accuracy_loss_points"]
     out = {}
-    for (concept, pairs, name), by_seed in sorted(drops.items()):
+    for key, by_seed in sorted(drops.items()):
+        concept, pairs, name = key
         values = sorted(by_seed.values())
         out[f"{concept} | {pairs} pairs | {name}"] = {
             "draws": len(values), "lowest": values[0], "median": statistics.median(values), "highest": values[-1],
-            "under_90": sum(v < 0.9 for v in values), "by_seed": dict(sorted(by_seed.items()))}
+            "under_90": sum(v < 0.9 for v in values), "by_seed": dict(sorted(by_seed.items())),
+            "median_accuracy_loss": statistics.median(losses[key].values()) if key in losses else None}
     return out
 
 
@@ -285,6 +298,9 @@ def main() -> None:
                         help="fit only: each edit direction's cosine with bench's and with the pairs' mean difference")
     parser.add_argument("--method", choices=METHODS, default="cpca",
                         help="the fit's method: cpca (the nodes' default) or mean (the raw mean difference)")
+    parser.add_argument("--edit", choices=EDITS, default="direction",
+                        help="what the edit removes: the refusal direction (the nodes' default) or the whole "
+                             "contrastive subspace (up to rank 4 directions)")
     parser.add_argument("--counts", default="5,25", type=lambda text: cli.counts_in(text, "--counts", 25, "pairs"),
                         help="nudity and violence: which pair counts to fit, of 5 and 25 (default both)")
     parser.add_argument("--spread", type=Path, nargs="+", metavar="REPORT",
@@ -295,8 +311,10 @@ def main() -> None:
         if missing:
             cli.fail(f"--spread: no report at {', '.join(missing)}; run with --pairs-seed and --json first")
         for key, row in spread(args.spread).items():
+            loss = row["median_accuracy_loss"]
             print(f"{key:<34} {row['draws']:>2} draws: lowest {row['lowest']:6.1%}, median {row['median']:6.1%}, "
-                  f"highest {row['highest']:6.1%}, under 90 %: {row['under_90']}")
+                  f"highest {row['highest']:6.1%}, under 90 %: {row['under_90']}"
+                  + (f", median accuracy lost {loss:+.2f} points" if loss is not None else ""))
         return
     if set(args.counts) - {5, 25}:
         cli.fail(f"--counts takes 5 and 25 (the pair counts the design fits), got {args.counts}")
@@ -310,7 +328,7 @@ def main() -> None:
     model, encoder, pools = cli.organism_world(args, args.concepts)
     started = time.perf_counter()
     report = {"split": args.split, "count": args.count, "steps": args.steps, "sets": args.sets,
-              "pairs_seed": args.pairs_seed, "method": args.method, "counts": args.counts,
+              "pairs_seed": args.pairs_seed, "method": args.method, "edit": args.edit, "counts": args.counts,
               "concepts": [run_concept(model, encoder, c, pools, args) for c in args.concepts]}
     report["seconds"] = time.perf_counter() - started
     path = args.json or ROOT / "out" / f"bench_neutral_prompts_{args.split}.json"

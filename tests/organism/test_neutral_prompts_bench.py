@@ -144,6 +144,18 @@ def test_method_mean_fits_the_raw_mean_difference(bench, tmp_path, monkeypatch):
     assert rows[1]["cosine_to_bench"] == pytest.approx(1.0)
 
 
+def test_edit_subspace_removes_the_contrastive_subspace(bench, tmp_path, monkeypatch):
+    report = tmp_path / "subspace.json"
+    monkeypatch.setattr(sys, "argv", ["neutral_prompts.py", "--concepts", "violence", "--sets", "bench",
+                                      "--edit", "subspace", "--counts", "5", "--directions-only", "--threads", "1",
+                                      "--json", str(report)])
+    bench.main()
+    written = json.loads(report.read_text())
+    (row,) = written["concepts"][0]["rows"]
+    # 5 pairs and the fit's rank 4: up to 4 directions of positive contrast, more than the default's one
+    assert written["edit"] == "subspace" and 1 < row["edit_dimensions"] <= 4
+
+
 def test_other_pair_counts_are_refused(bench, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["neutral_prompts.py", "--concepts", "nudity", "--counts", "5,7"])
     with pytest.raises(SystemExit):
@@ -158,9 +170,16 @@ def test_spread_keeps_methods_apart(bench, tmp_path):
         paths.append(tmp_path / f"{method}.json")
         paths[-1].write_text(json.dumps({"pairs_seed": 3, "method": method,
                                          "concepts": [{"concept": "violence", "rows": rows}]}))
+    paths.append(tmp_path / "subspace.json")
+    rows = [{"pairs": 5, "set": "bench", "drop": 0.95, "accuracy_loss_points": 2.5}]
+    paths[-1].write_text(json.dumps({"pairs_seed": 3, "edit": "subspace",
+                                     "concepts": [{"concept": "violence", "rows": rows}]}))
     out = bench.spread(paths)
     assert out["violence | 5 pairs | bench"]["lowest"] == 0.7
     assert out["violence | 5 pairs | bench (mean)"]["lowest"] == 1.0
+    assert out["violence | 5 pairs | bench (subspace)"]["lowest"] == 0.95
+    assert out["violence | 5 pairs | bench (subspace)"]["median_accuracy_loss"] == 2.5
+    assert out["violence | 5 pairs | bench"]["median_accuracy_loss"] is None
 
 
 def test_spread_counts_each_seed_once(bench, tmp_path):
