@@ -149,12 +149,12 @@ def held_out(concept: str, pools, split: str, count: int):
 
 
 def edit_direction(model, encoder, concept: str, pairs, neutral, layers, method: str = "cpca",
-                   edit: str = "direction"):
+                   edit: str = "direction", rank: int | None = None):
     """``(edited model, direction [d], the pairs' mean difference r [d], the fit [RefusalBasis])`` of the nodes'
     default edit fitted with ``neutral``, at the text k/v input; ``method="mean"``: the same edit along the raw mean
     difference r / |r| (the neutral prompts then change nothing); ``edit="subspace"``: the whole contrastive subspace
-    U (up to ``rank`` directions) is removed, and ``direction`` is its strongest direction."""
-    config = dict(unlearning.BROAD_SETTINGS)
+    U (up to ``rank`` directions; default the nodes' 4) is removed, and ``direction`` is its strongest direction."""
+    config = dict(unlearning.BROAD_SETTINGS, **({"rank": rank} if rank is not None else {}))
     with torch.no_grad():
         fitter = ex.collect(model, encoder, pairs, neutral, layers).fitter
     basis = fitter.fit(rank=config["rank"], alpha=config["alpha"], method=method, edit=edit, concept=concept,
@@ -219,7 +219,7 @@ def run_concept(model, encoder, concept: str, pools, args) -> dict:
         for name, neutral in sets.items():
             edited, directions[name], mean_difference, basis = edit_direction(model, encoder, concept, pairs,
                                                                               neutral, layers, args.method,
-                                                                              args.edit)
+                                                                              args.edit, args.rank)
             row = {"pairs": count, "set": name, "neutral_prompts": len(neutral),
                    "edit_dimensions": int(broad.subspaces_of(basis, layers[:1])[layers[0]].shape[1]),
                    "cosine_to_bench": (abs(float(directions[name] @ directions["bench"]))
@@ -255,7 +255,9 @@ def spread(paths: list[Path]) -> dict:
     for path in paths:
         report = json.loads(path.read_text())
         method, edit = report.get("method", "cpca"), report.get("edit", "direction")
-        tag = ", ".join(part for part in (method != "cpca" and method, edit != "direction" and edit) if part)
+        rank = report.get("rank") or unlearning.BROAD_SETTINGS["rank"]
+        tag = ", ".join(part for part in (method != "cpca" and method, edit != "direction" and edit,
+                                          rank != unlearning.BROAD_SETTINGS["rank"] and f"rank {rank}") if part)
         for concept in report["concepts"]:
             for row in concept["rows"]:
                 if "drop" in row:
@@ -300,7 +302,9 @@ def main() -> None:
                         help="the fit's method: cpca (the nodes' default) or mean (the raw mean difference)")
     parser.add_argument("--edit", choices=EDITS, default="direction",
                         help="what the edit removes: the refusal direction (the nodes' default) or the whole "
-                             "contrastive subspace (up to rank 4 directions)")
+                             "contrastive subspace (up to --rank directions)")
+    parser.add_argument("--rank", type=cli.positive_int, default=unlearning.BROAD_SETTINGS["rank"],
+                        help="the fit's rank: the most directions the contrastive subspace keeps (the nodes' 4)")
     parser.add_argument("--counts", default="5,25", type=lambda text: cli.counts_in(text, "--counts", 25, "pairs"),
                         help="nudity and violence: which pair counts to fit, of 5 and 25 (default both)")
     parser.add_argument("--spread", type=Path, nargs="+", metavar="REPORT",
@@ -328,7 +332,8 @@ def main() -> None:
     model, encoder, pools = cli.organism_world(args, args.concepts)
     started = time.perf_counter()
     report = {"split": args.split, "count": args.count, "steps": args.steps, "sets": args.sets,
-              "pairs_seed": args.pairs_seed, "method": args.method, "edit": args.edit, "counts": args.counts,
+              "pairs_seed": args.pairs_seed, "method": args.method, "edit": args.edit, "rank": args.rank,
+              "counts": args.counts,
               "concepts": [run_concept(model, encoder, c, pools, args) for c in args.concepts]}
     report["seconds"] = time.perf_counter() - started
     path = args.json or ROOT / "out" / f"bench_neutral_prompts_{args.split}.json"

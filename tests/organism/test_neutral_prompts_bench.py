@@ -156,6 +156,19 @@ def test_edit_subspace_removes_the_contrastive_subspace(bench, tmp_path, monkeyp
     assert written["edit"] == "subspace" and 1 < row["edit_dimensions"] <= 4
 
 
+def test_rank_bounds_the_subspace(bench, tmp_path, monkeypatch):
+    report = tmp_path / "rank2.json"
+    monkeypatch.setattr(sys, "argv", ["neutral_prompts.py", "--concepts", "violence", "--sets", "bench",
+                                      "--edit", "subspace", "--rank", "2", "--counts", "5", "--directions-only",
+                                      "--threads", "1", "--json", str(report)])
+    bench.main()
+    written = json.loads(report.read_text())
+    assert written["rank"] == 2 and written["concepts"][0]["rows"][0]["edit_dimensions"] == 2
+    written["concepts"][0]["rows"][0]["drop"] = 0.9  # as a generating run records it
+    report.write_text(json.dumps(written))
+    assert "violence | 5 pairs | bench (subspace, rank 2)" in bench.spread([report])
+
+
 def test_other_pair_counts_are_refused(bench, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["neutral_prompts.py", "--concepts", "nudity", "--counts", "5,7"])
     with pytest.raises(SystemExit):
