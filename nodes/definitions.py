@@ -77,7 +77,8 @@ class PairEncoder(io.ComfyNode):
                 io.Clip.Input("clip", tooltip="The text encoder of the video model (for Wan: umt5_xxl)."),
                 io.String.Input("pairs", multiline=True, default=EXAMPLE_PAIRS,
                                 tooltip="One pair per line: 'prompt with the concept | same prompt without it'. "
-                                        "At least 2, 5 or more recommended; lines starting with # are comments."),
+                                        "At least 2, 5 or more recommended (25 or more for a broad concept such as "
+                                        "nudity or violence); lines starting with # are comments."),
                 io.String.Input("neutral_prompts", multiline=True, default="\n".join(DEFAULT_NEUTRAL_PROMPTS),
                                 tooltip="Everyday prompts, one per line. Their variation is subtracted (contrastive PCA) "
                                         "so ordinary differences are not mistaken for the concept."),
