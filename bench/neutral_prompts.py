@@ -246,6 +246,15 @@ def run_concept(model, encoder, concept: str, pools, args) -> dict:
     return {"concept": concept, "base": base, "rows": rows, "seconds": time.perf_counter() - started}
 
 
+def variant_tag(report: dict) -> str:
+    """How a report's edit differs from the nodes' default (cpca, one direction, rank 4): ``""`` for the default,
+    else e.g. ``"mean"`` or ``"subspace, rank 2"``."""
+    method, edit = report.get("method", "cpca"), report.get("edit", "direction")
+    rank = report.get("rank") or unlearning.BROAD_SETTINGS["rank"]
+    return ", ".join(part for part in (method != "cpca" and method, edit != "direction" and edit,
+                                       rank != unlearning.BROAD_SETTINGS["rank"] and f"rank {rank}") if part)
+
+
 def spread(paths: list[Path]) -> dict:
     """Per concept, pair count and set (and method and edit, where not the default cpca direction): the drop of every
     report in ``paths`` (one per ``--pairs-seed``, a seed counted once), with its lowest, median and highest, how many
@@ -254,10 +263,7 @@ def spread(paths: list[Path]) -> dict:
     losses: dict[tuple, dict[int, float]] = {}
     for path in paths:
         report = json.loads(path.read_text())
-        method, edit = report.get("method", "cpca"), report.get("edit", "direction")
-        rank = report.get("rank") or unlearning.BROAD_SETTINGS["rank"]
-        tag = ", ".join(part for part in (method != "cpca" and method, edit != "direction" and edit,
-                                          rank != unlearning.BROAD_SETTINGS["rank"] and f"rank {rank}") if part)
+        tag = variant_tag(report)
         for concept in report["concepts"]:
             for row in concept["rows"]:
                 if "drop" in row:

@@ -254,9 +254,8 @@ def report_drops(paths: list[Path]) -> dict[tuple, float]:
     drops = {}
     for path in paths:
         report = json.loads(path.read_text())
-        if (report.get("split") != "valid" or report.get("method", "cpca") != "cpca"
-                or report.get("edit", "direction") != "direction"):
-            continue  # the rule reads the nodes' default edit (cpca, one direction) on the valid draw
+        if report.get("split") != "valid" or np_bench.variant_tag(report):
+            continue  # the rule reads the nodes' default edit (cpca, one direction, rank 4) on the valid draw
         seed = report.get("pairs_seed") or 0
         for concept in report["concepts"]:
             for row in concept["rows"]:

@@ -130,13 +130,17 @@ def test_pairs_seed_is_refused_for_shipped_pairs(bench, monkeypatch, capsys):
     assert "--pairs-seed" in capsys.readouterr().err
 
 
-def test_method_mean_fits_the_raw_mean_difference(bench, tmp_path, monkeypatch):
-    report = tmp_path / "mean.json"
-    monkeypatch.setattr(sys, "argv", ["neutral_prompts.py", "--concepts", "violence", "--sets", "bench,node",
-                                      "--method", "mean", "--counts", "5", "--directions-only", "--threads", "1",
-                                      "--json", str(report)])
+def fit_violence_from_5_pairs(bench, tmp_path, monkeypatch, sets: str, *options: str) -> dict:
+    """The report of a ``--directions-only`` run on violence from 5 pairs with ``options``."""
+    report = tmp_path / "report.json"
+    monkeypatch.setattr(sys, "argv", ["neutral_prompts.py", "--concepts", "violence", "--sets", sets, *options,
+                                      "--counts", "5", "--directions-only", "--threads", "1", "--json", str(report)])
     bench.main()
-    written = json.loads(report.read_text())
+    return json.loads(report.read_text())
+
+
+def test_method_mean_fits_the_raw_mean_difference(bench, tmp_path, monkeypatch):
+    written = fit_violence_from_5_pairs(bench, tmp_path, monkeypatch, "bench,node", "--method", "mean")
     rows = written["concepts"][0]["rows"]
     assert written["method"] == "mean" and [(r["pairs"], r["set"]) for r in rows] == [(5, "bench"), (5, "node")]
     # r / |r|: the neutral prompts change nothing
@@ -145,28 +149,18 @@ def test_method_mean_fits_the_raw_mean_difference(bench, tmp_path, monkeypatch):
 
 
 def test_edit_subspace_removes_the_contrastive_subspace(bench, tmp_path, monkeypatch):
-    report = tmp_path / "subspace.json"
-    monkeypatch.setattr(sys, "argv", ["neutral_prompts.py", "--concepts", "violence", "--sets", "bench",
-                                      "--edit", "subspace", "--counts", "5", "--directions-only", "--threads", "1",
-                                      "--json", str(report)])
-    bench.main()
-    written = json.loads(report.read_text())
+    written = fit_violence_from_5_pairs(bench, tmp_path, monkeypatch, "bench", "--edit", "subspace")
     (row,) = written["concepts"][0]["rows"]
     # 5 pairs and the fit's rank 4: up to 4 directions of positive contrast, more than the default's one
     assert written["edit"] == "subspace" and 1 < row["edit_dimensions"] <= 4
 
 
 def test_rank_bounds_the_subspace(bench, tmp_path, monkeypatch):
-    report = tmp_path / "rank2.json"
-    monkeypatch.setattr(sys, "argv", ["neutral_prompts.py", "--concepts", "violence", "--sets", "bench",
-                                      "--edit", "subspace", "--rank", "2", "--counts", "5", "--directions-only",
-                                      "--threads", "1", "--json", str(report)])
-    bench.main()
-    written = json.loads(report.read_text())
+    written = fit_violence_from_5_pairs(bench, tmp_path, monkeypatch, "bench", "--edit", "subspace", "--rank", "2")
     assert written["rank"] == 2 and written["concepts"][0]["rows"][0]["edit_dimensions"] == 2
     written["concepts"][0]["rows"][0]["drop"] = 0.9  # as a generating run records it
-    report.write_text(json.dumps(written))
-    assert "violence | 5 pairs | bench (subspace, rank 2)" in bench.spread([report])
+    (tmp_path / "drops.json").write_text(json.dumps(written))
+    assert "violence | 5 pairs | bench (subspace, rank 2)" in bench.spread([tmp_path / "drops.json"])
 
 
 def test_other_pair_counts_are_refused(bench, monkeypatch, capsys):

@@ -143,6 +143,8 @@ def test_report_drops_reads_valid_draws_only(bench, tmp_path):
     paths[-1].write_text(json.dumps({**report("valid", 5), "method": "mean"}))
     paths.append(tmp_path / "subspace.json")  # another edit's report: not the one the rule reads either
     paths[-1].write_text(json.dumps({**report("valid", 6), "edit": "subspace"}))
+    paths.append(tmp_path / "rank2.json")  # nor another rank's
+    paths[-1].write_text(json.dumps({**report("valid", 7), "rank": 2}))
     assert bench.report_drops(paths) == {("nudity", 5, "node", 0): 0.786, ("nudity", 5, "node", 3): 0.786}
 
 
