@@ -221,7 +221,7 @@ def run_concept(model, encoder, concept: str, pools, args) -> dict:
                                                                               neutral, layers, args.method,
                                                                               args.edit, args.rank)
             row = {"pairs": count, "set": name, "neutral_prompts": len(neutral),
-                   "edit_dimensions": int(broad.subspaces_of(basis, layers[:1])[layers[0]].shape[1]),
+                   "edit_dimensions": int(basis[layers[0]].subspace.shape[1]),
                    "cosine_to_bench": (abs(float(directions[name] @ directions["bench"]))
                                        if "bench" in directions else None),
                    # how much of the pairs' mean difference the contrast kept in the edit direction
