@@ -149,15 +149,15 @@ def held_out(concept: str, pools, split: str, count: int):
 
 
 def edit_direction(model, encoder, concept: str, pairs, neutral, layers, method: str = "cpca",
-                   edit: str = "direction", rank: int | None = None):
+                   edit: str = "direction", rank: int = unlearning.BROAD_SETTINGS["rank"]):
     """``(edited model, direction [d], the pairs' mean difference r [d], the fit [RefusalBasis])`` of the nodes'
     default edit fitted with ``neutral``, at the text k/v input; ``method="mean"``: the same edit along the raw mean
     difference r / |r| (the neutral prompts then change nothing); ``edit="subspace"``: the whole contrastive subspace
     U (up to ``rank`` directions; default the nodes' 4) is removed, and ``direction`` is its strongest direction."""
-    config = dict(unlearning.BROAD_SETTINGS, **({"rank": rank} if rank is not None else {}))
+    config = dict(unlearning.BROAD_SETTINGS)
     with torch.no_grad():
         fitter = ex.collect(model, encoder, pairs, neutral, layers).fitter
-    basis = fitter.fit(rank=config["rank"], alpha=config["alpha"], method=method, edit=edit, concept=concept,
+    basis = fitter.fit(rank=rank, alpha=config["alpha"], method=method, edit=edit, concept=concept,
                        pairs=pairs, model_family="organism", layers=layers)
     # what unlearning._variant_edit returns for this edit (no preserve set), from the one fit
     subspaces, targets = broad.subspaces_of(basis, layers), {n: basis.target(n) for n in layers}
@@ -263,14 +263,14 @@ def spread(paths: list[Path]) -> dict:
     losses: dict[tuple, dict[int, float]] = {}
     for path in paths:
         report = json.loads(path.read_text())
-        tag = variant_tag(report)
+        tag, seed = variant_tag(report), report.get("pairs_seed", 0)
         for concept in report["concepts"]:
             for row in concept["rows"]:
                 if "drop" in row:
                     key = (concept["concept"], row["pairs"], row["set"] + (f" ({tag})" if tag else ""))
-                    drops.setdefault(key, {})[report.get("pairs_seed", 0)] = row["drop"]
+                    drops.setdefault(key, {})[seed] = row["drop"]
                     if "accuracy_loss_points" in row:
-                        losses.setdefault(key, {})[report.get("pairs_seed", 0)] = row["accuracy_loss_points"]
+                        losses.setdefault(key, {})[seed] = row["accuracy_loss_points"]
     out = {}
     for key, by_seed in sorted(drops.items()):
         concept, pairs, name = key
